@@ -1,0 +1,70 @@
+/**
+ * Causal self-attention over a KV cache, one head at a time (spec §3.4).
+ * Dimension legend: T new tokens, S cached positions, H query heads, Hkv key/value heads, Hd head dim.
+ */
+import type { AttentionArgs, KVCache, KVCacheOptions } from '../../core/backend.js';
+import { InputError } from '../../core/errors.js';
+import { activation, f32, type RefTensor } from './tensor.js';
+
+export class RefKVCache implements KVCache {
+  length = 0;
+  readonly keys: Float32Array[]; // per layer [capacity, Hkv·Hd]
+  readonly values: Float32Array[];
+  readonly layers: number;
+  readonly capacity: number;
+  readonly width: number;
+
+  constructor(opts: KVCacheOptions) {
+    this.layers = opts.layers;
+    this.capacity = opts.capacity;
+    this.width = opts.kvHeads * opts.headDim;
+    const make = () => new Float32Array(opts.capacity * this.width);
+    this.keys = Array.from({ length: opts.layers }, make);
+    this.values = Array.from({ length: opts.layers }, make);
+  }
+}
+
+export function attention(args: AttentionArgs): RefTensor {
+  const cache = args.cache as RefKVCache;
+  const query = f32(args.q);
+  const tokens = query.length / (args.heads * args.headDim);
+  const end = args.start + tokens;
+  if (end > cache.capacity) {
+    throw new InputError(`KV cache holds ${cache.capacity} positions; ${end} needed`);
+  }
+  cache.keys[args.layer]!.set(f32(args.k), args.start * cache.width);
+  cache.values[args.layer]!.set(f32(args.v), args.start * cache.width);
+  const out = new Float32Array(query.length);
+  for (let t = 0; t < tokens; t++) {
+    for (let h = 0; h < args.heads; h++) attendOne(args, cache, t, h, out);
+  }
+  return activation(out, [tokens, args.heads * args.headDim]);
+}
+
+/** One query row of one head: scores over positions 0..start+t, softmax, weighted sum of values. */
+function attendOne(args: AttentionArgs, cache: RefKVCache, t: number, head: number, out: Float32Array): void {
+  const { headDim, heads, kvHeads } = args;
+  const query = f32(args.q);
+  const keys = cache.keys[args.layer]!;
+  const values = cache.values[args.layer]!;
+  const kvHead = Math.floor(head / (heads / kvHeads)); // grouped-query: consecutive heads share a kv head
+  const queryBase = (t * heads + head) * headDim;
+  const positions = args.start + t + 1;
+  const scale = 1 / Math.sqrt(headDim);
+  const scores = new Float64Array(positions);
+  let max = -Infinity;
+  for (let s = 0; s < positions; s++) {
+    const keyBase = s * cache.width + kvHead * headDim;
+    let score = 0;
+    for (let d = 0; d < headDim; d++) score += query[queryBase + d]! * keys[keyBase + d]!;
+    scores[s] = score * scale;
+    if (scores[s]! > max) max = scores[s]!;
+  }
+  let total = 0;
+  for (let s = 0; s < positions; s++) total += scores[s] = Math.exp(scores[s]! - max);
+  for (let d = 0; d < headDim; d++) {
+    let sum = 0;
+    for (let s = 0; s < positions; s++) sum += scores[s]! * values[s * cache.width + kvHead * headDim + d]!;
+    out[queryBase + d] = sum / total;
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * Reference implementations of the dense ops, written to be read: float32 storage, double accumulation.
+ * Dimension legend: T tokens, In/Out matmul sides, Hd head dim.
+ */
+import type { RopeOptions, Tensor } from '../../core/backend.js';
+import { activation, asRef, f32, type RefTensor } from './tensor.js';
+
+/** x [T, In] · w [Out, In]ᵀ → [T, Out]; each weight row is widened once and used for every token. */
+export function matmul(x: Tensor, w: Tensor): RefTensor {
+  const input = f32(x);
+  const weight = asRef(w);
+  const [outDim, inDim] = [weight.rows, weight.cols];
+  const tokens = input.length / inDim;
+  const out = new Float32Array(tokens * outDim);
+  const row = new Float32Array(inDim);
+  for (let o = 0; o < outDim; o++) {
+    weight.readRow(o, row);
+    for (let t = 0; t < tokens; t++) out[t * outDim + o] = dot(input, t * inDim, row, inDim);
+  }
+  return activation(out, [tokens, outDim]);
+}
+
+export function dot(a: Float32Array, aOffset: number, b: Float32Array, length: number): number {
+  let sum = 0;
+  for (let i = 0; i < length; i++) sum += a[aOffset + i]! * b[i]!;
+  return sum;
+}
+
+export function embedding(table: Tensor, ids: Int32Array): RefTensor {
+  const weights = asRef(table);
+  const width = weights.cols;
+  const out = new Float32Array(ids.length * width);
+  ids.forEach((id, t) => weights.readRow(id, out.subarray(t * width, (t + 1) * width)));
+  return activation(out, [ids.length, width]);
+}
+
+/** y = x / sqrt(mean(x²) + eps) · weight, over the last dimension (spec §3.1). */
+export function rmsnorm(x: Tensor, weight: Tensor, eps: number): RefTensor {
+  const input = f32(x);
+  const gain = asRef(weight).readRow(0, new Float32Array(asRef(weight).cols));
+  const width = gain.length;
+  const out = new Float32Array(input.length);
+  for (let start = 0; start < input.length; start += width) {
+    let sumSquares = 0;
+    for (let i = 0; i < width; i++) sumSquares += input[start + i]! ** 2;
+    const scale = Math.fround(1 / Math.sqrt(sumSquares / width + eps));
+    // Normalize, round to float32, then apply the gain: HF casts before multiplying by the weight.
+    for (let i = 0; i < width; i++) out[start + i] = gain[i]! * Math.fround(input[start + i]! * scale);
+  }
+  return activation(out, asRef(x).shape);
+}
+
+/**
+ * Inverse frequencies as PyTorch computes them in float32: 1 / theta^(arange(0, Hd, 2) / Hd),
+ * rounding after each step (spec §3.5).
+ */
+export function ropeInverseFrequencies(headDim: number, theta: number): Float32Array {
+  const half = headDim / 2;
+  const inv = new Float32Array(half);
+  for (let j = 0; j < half; j++) {
+    const exponent = Math.fround((2 * j) / headDim);
+    inv[j] = Math.fround(1 / Math.fround(Math.pow(theta, exponent)));
+  }
+  return inv;
+}
+
+/** NeoX rotary embedding: dims (d, d + Hd/2) of each head rotate together by position · invFreq[d]. */
+export function rope(x: Tensor, positions: Int32Array, opts: RopeOptions): RefTensor {
+  const input = f32(x);
+  const { heads, headDim } = opts;
+  const half = headDim / 2;
+  const invFreq = ropeInverseFrequencies(headDim, opts.theta);
+  const out = new Float32Array(input.length);
+  positions.forEach((position, t) => {
+    for (let j = 0; j < half; j++) {
+      const angle = Math.fround(position * invFreq[j]!);
+      const cos = Math.fround(Math.cos(angle));
+      const sin = Math.fround(Math.sin(angle));
+      for (let h = 0; h < heads; h++) {
+        const base = (t * heads + h) * headDim;
+        const first = input[base + j]!;
+        const second = input[base + j + half]!;
+        out[base + j] = first * cos - second * sin;
+        out[base + j + half] = second * cos + first * sin;
+      }
+    }
+  });
+  return activation(out, asRef(x).shape);
+}
+
+export function add(a: Tensor, b: Tensor): RefTensor {
+  const left = f32(a);
+  const right = f32(b);
+  const out = new Float32Array(left.length);
+  for (let i = 0; i < left.length; i++) out[i] = left[i]! + right[i]!;
+  return activation(out, asRef(a).shape);
+}
+
+export function clamp(x: Tensor, limit: number): RefTensor {
+  const input = f32(x);
+  const out = input.map((value) => Math.min(limit, Math.max(-limit, value)));
+  return activation(out, asRef(x).shape);
+}
+
+export function rows(x: Tensor, start: number, count: number): RefTensor {
+  const tensor = asRef(x);
+  const width = tensor.cols;
+  const out = f32(x).slice(start * width, (start + count) * width);
+  return activation(out, [count, width]);
+}

@@ -1,0 +1,83 @@
+/**
+ * Typed errors. Every error a user can cause carries the offending name (file, tensor, key, value) in its
+ * message; the CLI prints `message` alone for an OlmoeError and a stack trace only for anything else.
+ */
+
+export type ErrorCode =
+  | 'format' // a file's bytes do not follow its format (safetensors, JSON, GGUF)
+  | 'config' // config.json is malformed or holds impossible values
+  | 'weights' // checkpoint tensors do not match what the config requires
+  | 'input' // bad user input: token ids, prompt length, options
+  | 'hub' // model hub / download failures
+  | 'unsupported' // valid input that this version cannot handle
+  | 'aborted'; // cancelled through an AbortSignal
+
+export class OlmoeError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'OlmoeError';
+    this.code = code;
+  }
+}
+
+/** A file that does not follow its format; the message starts with the file path. */
+export class FormatError extends OlmoeError {
+  readonly file: string;
+  constructor(file: string, message: string, options?: { cause?: unknown }) {
+    super('format', `${file}: ${message}`, options);
+    this.name = 'FormatError';
+    this.file = file;
+  }
+}
+
+/** config.json values that are missing, mistyped or impossible; names the key. */
+export class ConfigError extends OlmoeError {
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super('config', `config.json: ${key}: ${message}`);
+    this.name = 'ConfigError';
+    this.key = key;
+  }
+}
+
+/** Checkpoint tensors that are missing, extra or misshaped. */
+export class WeightError extends OlmoeError {
+  constructor(message: string) {
+    super('weights', message);
+    this.name = 'WeightError';
+  }
+}
+
+/** Bad arguments from the caller: ids out of range, prompt too long, invalid sampling values. */
+export class InputError extends OlmoeError {
+  constructor(message: string) {
+    super('input', message);
+    this.name = 'InputError';
+  }
+}
+
+export class HubError extends OlmoeError {
+  readonly status: number | undefined;
+  readonly url: string | undefined;
+  constructor(message: string, opts: { status?: number; url?: string; cause?: unknown } = {}) {
+    super('hub', message, { cause: opts.cause });
+    this.name = 'HubError';
+    this.status = opts.status;
+    this.url = opts.url;
+  }
+}
+
+export class UnsupportedError extends OlmoeError {
+  constructor(message: string) {
+    super('unsupported', message);
+    this.name = 'UnsupportedError';
+  }
+}
+
+export class AbortError extends OlmoeError {
+  constructor(message = 'aborted') {
+    super('aborted', message);
+    this.name = 'AbortError';
+  }
+}

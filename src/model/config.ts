@@ -1,0 +1,169 @@
+/**
+ * OlmoeConfig: the flat typed record of an HF `config.json` (spec §1). Unknown keys are ignored; missing,
+ * mistyped or impossible values are rejected with the key named. Routing switches are config, never constants.
+ */
+import { readFileSync } from 'node:fs';
+import { ConfigError, FormatError, UnsupportedError } from '../core/errors.js';
+
+export interface OlmoeConfig {
+  readonly vocabSize: number;
+  readonly hiddenSize: number; // D
+  /** Per-expert FFN width F (spec §1.1: intermediate_size is per expert). */
+  readonly intermediateSize: number;
+  readonly numLayers: number;
+  readonly numHeads: number; // H
+  readonly numKVHeads: number; // Hkv
+  readonly headDim: number; // Hd = D / H
+  readonly numExperts: number; // E
+  readonly numExpertsPerTok: number; // K
+  readonly normTopKProb: boolean;
+  readonly rmsNormEps: number;
+  readonly ropeTheta: number;
+  readonly maxPositionEmbeddings: number;
+  readonly tieWordEmbeddings: boolean;
+  readonly clipQkv: number | null;
+  readonly eosTokenIds: readonly number[];
+  readonly bosTokenId: number | null;
+  readonly padTokenId: number | null;
+  /** torch_dtype as declared (informational; tensors carry their own dtype). */
+  readonly torchDtype: string | null;
+}
+
+type Json = Record<string, unknown>;
+
+export function readConfigFile(path: string): OlmoeConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new FormatError(path, `cannot read: ${(error as Error).message}`, { cause: error });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new FormatError(path, `not valid JSON (${(error as Error).message})`, { cause: error });
+  }
+  return parseConfig(json);
+}
+
+export function parseConfig(json: unknown): OlmoeConfig {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError('(root)', 'must be a JSON object');
+  const raw = json as Json;
+  checkModelType(raw);
+  const hiddenSize = positiveInt(raw, 'hidden_size');
+  const numHeads = positiveInt(raw, 'num_attention_heads');
+  const numKVHeads = raw.num_key_value_heads == null ? numHeads : positiveInt(raw, 'num_key_value_heads');
+  const numExperts = positiveInt(raw, 'num_experts');
+  const numExpertsPerTok = positiveInt(raw, 'num_experts_per_tok');
+  checkShapes({ hiddenSize, numHeads, numKVHeads, numExperts, numExpertsPerTok }, raw);
+  return {
+    vocabSize: positiveInt(raw, 'vocab_size'),
+    hiddenSize,
+    intermediateSize: positiveInt(raw, 'intermediate_size'),
+    numLayers: positiveInt(raw, 'num_hidden_layers'),
+    numHeads,
+    numKVHeads,
+    headDim: hiddenSize / numHeads,
+    numExperts,
+    numExpertsPerTok,
+    normTopKProb: bool(raw, 'norm_topk_prob', false),
+    rmsNormEps: positiveNumber(raw, 'rms_norm_eps', 1e-5),
+    ropeTheta: ropeTheta(raw),
+    maxPositionEmbeddings: positiveInt(raw, 'max_position_embeddings'),
+    tieWordEmbeddings: bool(raw, 'tie_word_embeddings', false),
+    clipQkv: raw.clip_qkv == null ? null : positiveNumber(raw, 'clip_qkv'),
+    eosTokenIds: tokenIds(raw, 'eos_token_id'),
+    bosTokenId: optionalTokenId(raw, 'bos_token_id'),
+    padTokenId: optionalTokenId(raw, 'pad_token_id'),
+    torchDtype: typeof raw.torch_dtype === 'string' ? raw.torch_dtype : typeof raw.dtype === 'string' ? raw.dtype : null,
+  };
+}
+
+function checkModelType(raw: Json): void {
+  if (raw.model_type !== undefined && raw.model_type !== 'olmoe') {
+    throw new UnsupportedError(`config.json: model_type ${JSON.stringify(raw.model_type)} is not supported (expected "olmoe")`);
+  }
+}
+
+function checkShapes(c: { hiddenSize: number; numHeads: number; numKVHeads: number; numExperts: number; numExpertsPerTok: number }, raw: Json): void {
+  if (c.hiddenSize % c.numHeads !== 0) {
+    throw new ConfigError('hidden_size', `${c.hiddenSize} is not divisible by num_attention_heads (${c.numHeads})`);
+  }
+  if ((c.hiddenSize / c.numHeads) % 2 !== 0) throw new ConfigError('hidden_size', `head dim ${c.hiddenSize / c.numHeads} must be even for RoPE`);
+  if (c.numHeads % c.numKVHeads !== 0) {
+    throw new ConfigError('num_key_value_heads', `${c.numKVHeads} does not divide num_attention_heads (${c.numHeads})`);
+  }
+  if (c.numExpertsPerTok > c.numExperts) {
+    throw new ConfigError('num_experts_per_tok', `${c.numExpertsPerTok} is more than num_experts (${c.numExperts})`);
+  }
+  if (raw.head_dim != null && raw.head_dim !== c.hiddenSize / c.numHeads) {
+    throw new UnsupportedError(`config.json: head_dim ${JSON.stringify(raw.head_dim)} differs from hidden_size / num_attention_heads; OLMoE derives it`);
+  }
+  const hiddenAct = raw.hidden_act ?? 'silu';
+  if (hiddenAct !== 'silu') throw new UnsupportedError(`config.json: hidden_act ${JSON.stringify(hiddenAct)} is not supported (OLMoE uses "silu")`);
+  if (raw.attention_bias === true) throw new UnsupportedError('config.json: attention_bias true is not supported (OLMoE has no biases)');
+}
+
+/** rope_theta (HF v4) or rope_parameters.rope_theta (HF v5); only the default, unscaled rope is OLMoE's. */
+function ropeTheta(raw: Json): number {
+  const params = raw.rope_parameters;
+  if (params != null) {
+    if (typeof params !== 'object') throw new ConfigError('rope_parameters', 'must be an object');
+    const p = params as Json;
+    if (p.rope_type != null && p.rope_type !== 'default') throw new UnsupportedError(`config.json: rope_parameters.rope_type ${JSON.stringify(p.rope_type)} is not supported`);
+    return positiveNumber(p, 'rope_theta', 10000, 'rope_parameters.rope_theta');
+  }
+  if (raw.rope_scaling != null) throw new UnsupportedError(`config.json: rope_scaling ${JSON.stringify(raw.rope_scaling)} is not supported (OLMoE uses none)`);
+  return positiveNumber(raw, 'rope_theta', 10000);
+}
+
+function positiveInt(raw: Json, key: string): number {
+  const value = raw[key];
+  if (value === undefined) throw new ConfigError(key, 'missing');
+  if (!Number.isSafeInteger(value) || (value as number) <= 0) throw new ConfigError(key, `${JSON.stringify(value)} is not a positive integer`);
+  return value as number;
+}
+
+function positiveNumber(raw: Json, key: string, fallback?: number, label = key): number {
+  const value = raw[key] ?? fallback;
+  if (value === undefined) throw new ConfigError(label, 'missing');
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new ConfigError(label, `${JSON.stringify(value)} is not a positive number`);
+  return value;
+}
+
+function bool(raw: Json, key: string, fallback: boolean): boolean {
+  const value = raw[key] ?? fallback;
+  if (typeof value !== 'boolean') throw new ConfigError(key, `${JSON.stringify(value)} is not true or false`);
+  return value;
+}
+
+function optionalTokenId(raw: Json, key: string): number | null {
+  const value = raw[key];
+  if (value == null) return null;
+  if (!Number.isSafeInteger(value) || (value as number) < 0) throw new ConfigError(key, `${JSON.stringify(value)} is not a token id`);
+  return value as number;
+}
+
+/** eos_token_id may be an id, a list of ids, or absent. */
+export function tokenIds(raw: Json, key: string): number[] {
+  const value = raw[key];
+  if (value == null) return [];
+  const list = Array.isArray(value) ? value : [value];
+  if (!list.every((v) => Number.isSafeInteger(v) && v >= 0)) throw new ConfigError(key, `${JSON.stringify(value)} is not a token id or list of ids`);
+  return list as number[];
+}
+
+/** Total and per-token active parameter counts (spec §2.1). */
+export function parameterCounts(c: OlmoeConfig): { total: number; active: number } {
+  const attention = c.hiddenSize * (c.numHeads + 2 * c.numKVHeads) * c.headDim + c.numHeads * c.headDim * c.hiddenSize;
+  const norms = 2 * c.hiddenSize + c.numHeads * c.headDim + c.numKVHeads * c.headDim;
+  const router = c.numExperts * c.hiddenSize;
+  const expert = 3 * c.hiddenSize * c.intermediateSize;
+  const embeddings = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.hiddenSize;
+  const perLayerShared = attention + norms + router;
+  return {
+    total: embeddings + c.numLayers * (perLayerShared + c.numExperts * expert),
+    active: embeddings + c.numLayers * (perLayerShared + c.numExpertsPerTok * expert),
+  };
+}

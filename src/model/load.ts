@@ -1,0 +1,67 @@
+/**
+ * Load an OLMoE checkpoint folder onto a backend, strictly: every tensor the config requires must be there
+ * with its exact shape, and nothing else may be. Tensors are read one at a time, keeping their stored dtype.
+ */
+import { join } from 'node:path';
+import type { Backend, Tensor } from '../core/backend.js';
+import { WeightError } from '../core/errors.js';
+import { listCheckpointTensors, readTensors } from '../io/checkpoint.js';
+import type { TensorEntry } from '../io/safetensors.js';
+import { readConfigFile, type OlmoeConfig } from './config.js';
+import { OlmoeModel } from './olmoe.js';
+import { assembleWeights, weightTable, type WeightSpec } from './weights.js';
+
+export interface LoadProgress {
+  loadedBytes: number;
+  totalBytes: number;
+  tensors: number;
+  totalTensors: number;
+}
+
+export interface LoadModelOptions {
+  backend: Backend;
+  onProgress?: (progress: LoadProgress) => void;
+}
+
+export async function loadModelFolder(dir: string, opts: LoadModelOptions): Promise<OlmoeModel> {
+  const config = readConfigFile(join(dir, 'config.json'));
+  const entries = matchCheckpoint(config, listCheckpointTensors(dir));
+  const totalBytes = entries.reduce((sum, e) => sum + e.byteLength, 0);
+  const progress: LoadProgress = { loadedBytes: 0, totalBytes, tensors: 0, totalTensors: entries.length };
+  const tensors = new Map<string, Tensor>();
+  await readTensors(entries, (entry, bytes) => {
+    tensors.set(entry.name, opts.backend.weight({ dtype: entry.dtype, shape: entry.shape, bytes }));
+    progress.loadedBytes += entry.byteLength;
+    progress.tensors++;
+    opts.onProgress?.(progress);
+  });
+  return new OlmoeModel(config, assembleWeights(config, tensors), opts.backend);
+}
+
+/** Check the checkpoint against the weight table; returns the entries to load, in table order. */
+export function matchCheckpoint(config: OlmoeConfig, found: ReadonlyMap<string, TensorEntry>): TensorEntry[] {
+  const table = weightTable(config);
+  const expected = new Set(table.map((spec) => spec.hf));
+  // A tied head may still be saved; it is the embedding, so it is not read.
+  const ignorable = config.tieWordEmbeddings ? new Set(['lm_head.weight']) : new Set<string>();
+  const missing = table.filter((spec) => !found.has(spec.hf)).map((spec) => spec.hf);
+  const extra = [...found.keys()].filter((name) => !expected.has(name) && !ignorable.has(name));
+  const misshaped = table.filter((spec) => found.has(spec.hf) && !sameShape(found.get(spec.hf)!.shape, spec.shape));
+  if (missing.length) throw new WeightError(`checkpoint is missing ${missing.length} tensor(s) the config requires: ${listSome(missing)}`);
+  if (extra.length) throw new WeightError(`checkpoint has ${extra.length} tensor(s) an OLMoE with this config does not use: ${listSome(extra)}`);
+  if (misshaped.length) throw new WeightError(`tensor shape mismatch: ${listSome(misshaped.map((spec) => describeMismatch(spec, found.get(spec.hf)!)))}`);
+  return table.map((spec) => found.get(spec.hf)!);
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+function describeMismatch(spec: WeightSpec, entry: TensorEntry): string {
+  return `${spec.hf} is [${entry.shape.join(', ')}] in ${entry.file}, config requires [${spec.shape.join(', ')}]`;
+}
+
+function listSome(items: readonly string[], limit = 5): string {
+  const shown = items.slice(0, limit).join('; ');
+  return items.length > limit ? `${shown}; … and ${items.length - limit} more` : shown;
+}

@@ -1,0 +1,58 @@
+/**
+ * Golden test: the tiny OLMoE fixture's logits, router choices and greedy continuations against an
+ * independent float64 numpy reference (../shared/tools/ref_olmoe.py), computed from the bf16 weights.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { before, describe, it } from 'node:test';
+import { ReferenceBackend } from '../src/backends/reference/index.js';
+import { loadModelFolder } from '../src/model/load.js';
+import type { OlmoeModel, RoutingEvent } from '../src/model/olmoe.js';
+import { tinyExpectedPath, tinyModelDir } from './helpers.js';
+
+interface ExpectedCase {
+  name: string;
+  ids: number[];
+  logits: number[][];
+  router: { layer: number; experts: number[][]; weights: number[][]; min_margin: number }[];
+  greedy_continuation: number[];
+}
+
+const expected = JSON.parse(readFileSync(tinyExpectedPath, 'utf8')) as { cases: ExpectedCase[] };
+
+describe('tiny OLMoE fixture on the reference backend', () => {
+  let model: OlmoeModel;
+  before(async () => {
+    model = await loadModelFolder(tinyModelDir, { backend: new ReferenceBackend() });
+  });
+
+  for (const testCase of expected.cases) {
+    it(`${testCase.name}: logits at every position within 1e-4 and identical top-k experts`, () => {
+      const events: RoutingEvent[] = [];
+      const logits = model.backend.toFloat32(model.forward(Int32Array.from(testCase.ids), { observer: (e) => events.push(e) }));
+      const vocab = model.config.vocabSize;
+      let maxError = 0;
+      testCase.logits.forEach((row, t) => row.forEach((value, v) => (maxError = Math.max(maxError, Math.abs(value - logits[t * vocab + v]!)))));
+      assert.ok(maxError < 1e-4, `max |logit error| ${maxError}`);
+      for (const layer of testCase.router) {
+        const event = events.find((e) => e.layer === layer.layer)!;
+        const ids = layer.experts.map((_, t) => Array.from(event.expertIds.subarray(t * event.topK, (t + 1) * event.topK)));
+        assert.deepEqual(ids, layer.experts, `layer ${layer.layer} experts`);
+        layer.weights.forEach((row, t) => row.forEach((w, k) => assert.ok(Math.abs(w - event.weights[t * event.topK + k]!) < 1e-5)));
+      }
+    });
+
+    it(`${testCase.name}: greedy continuation with the KV cache`, () => {
+      const cache = model.createCache();
+      let next = Int32Array.from(testCase.ids);
+      const generated: number[] = [];
+      for (let i = 0; i < testCase.greedy_continuation.length; i++) {
+        const logits = model.backend.toFloat32(model.forward(next, { cache, logits: 'last' }));
+        const id = logits.indexOf(Math.max(...logits));
+        generated.push(id);
+        next = Int32Array.of(id);
+      }
+      assert.deepEqual(generated, testCase.greedy_continuation);
+    });
+  }
+});
