@@ -2,10 +2,11 @@
  * An HF model folder's weights: `model.safetensors`, or shards listed by `model.safetensors.index.json`.
  * Produces one map from tensor name to where its bytes are; nothing is read beyond the headers.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FormatError, WeightError } from '../core/errors.js';
+import { readJsonObject } from './json.js';
 import { readSafetensorsHeader, type TensorEntry } from './safetensors.js';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -39,13 +40,7 @@ function tensorsFromIndex(dir: string, indexPath: string): Map<string, TensorEnt
 }
 
 function readWeightMap(indexPath: string): Map<string, string> {
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(indexPath, 'utf8'));
-  } catch (error) {
-    throw new FormatError(indexPath, `not valid JSON (${(error as Error).message})`, { cause: error });
-  }
-  const weightMap = (json as { weight_map?: unknown } | null)?.weight_map;
+  const weightMap = readJsonObject(indexPath).weight_map;
   if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
     throw new FormatError(indexPath, 'has no "weight_map" object');
   }

@@ -2,8 +2,8 @@
  * OlmoeConfig: the flat typed record of an HF `config.json` (spec §1). Unknown keys are ignored; missing,
  * mistyped or impossible values are rejected with the key named. Routing switches are config, never constants.
  */
-import { readFileSync } from 'node:fs';
-import { ConfigError, FormatError, UnsupportedError } from '../core/errors.js';
+import { ConfigError, UnsupportedError } from '../core/errors.js';
+import { readJsonObject } from '../io/json.js';
 
 export interface OlmoeConfig {
   readonly vocabSize: number;
@@ -32,19 +32,7 @@ export interface OlmoeConfig {
 type Json = Record<string, unknown>;
 
 export function readConfigFile(path: string): OlmoeConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (error) {
-    throw new FormatError(path, `cannot read: ${(error as Error).message}`, { cause: error });
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new FormatError(path, `not valid JSON (${(error as Error).message})`, { cause: error });
-  }
-  return parseConfig(json);
+  return parseConfig(readJsonObject(path));
 }
 
 export function parseConfig(json: unknown): OlmoeConfig {

@@ -1,0 +1,140 @@
+/** Options, argument parsing and model loading shared by the CLI verbs. */
+import { Option, type Command } from 'commander';
+import {
+  createBackend,
+  InputError,
+  loadPretrained,
+  resolveModelDir,
+  type GenerateOptions,
+  type HubOptions,
+  type Pretrained,
+} from '../index.js';
+import { createProgress } from './progress.js';
+
+export interface ModelFlags {
+  backend?: string;
+  revision?: string;
+  quiet?: boolean;
+}
+
+export function addModelOptions(command: Command): Command {
+  return command
+    .option('--backend <name>', 'compute backend (default: $OLMOE_BACKEND or reference)')
+    .option('--revision <rev>', 'hub branch, tag or commit (e.g. step1200000-tokens5033B)', 'main')
+    .option('-q, --quiet', 'no progress output on stderr');
+}
+
+export function hubOptions(flags: ModelFlags): HubOptions {
+  const progress = new Map<string, ReturnType<typeof createProgress>>();
+  return {
+    revision: flags.revision,
+    onProgress: ({ file, bytes, total }) => {
+      if (!progress.has(file)) progress.set(file, createProgress(`download ${file}`, { bytes: true, quiet: flags.quiet }));
+      const bar = progress.get(file)!;
+      bar.update(bytes, total);
+      if (total !== undefined && bytes >= total) {
+        bar.finish();
+        progress.delete(file);
+      }
+    },
+  };
+}
+
+export async function modelDir(spec: string, flags: ModelFlags): Promise<string> {
+  return resolveModelDir(spec, hubOptions(flags));
+}
+
+export async function loadModel(spec: string, flags: ModelFlags): Promise<Pretrained> {
+  const backend = createBackend(flags.backend);
+  const bar = createProgress('load', { bytes: true, quiet: flags.quiet });
+  const pretrained = await loadPretrained(spec, {
+    ...hubOptions(flags),
+    backend,
+    onLoadProgress: (p) => bar.update(p.loadedBytes, p.totalBytes),
+  });
+  bar.finish();
+  return pretrained;
+}
+
+export function parseIds(text: string, flag: string): number[] {
+  const parts = text.split(/[\s,]+/).filter((p) => p.length > 0);
+  if (parts.length === 0) throw new InputError(`${flag}: no token ids given`);
+  return parts.map((part) => {
+    const id = Number(part);
+    if (!Number.isSafeInteger(id) || id < 0) throw new InputError(`${flag}: ${JSON.stringify(part)} is not a token id`);
+    return id;
+  });
+}
+
+export function parseNumber(flag: string, check: (n: number) => boolean = Number.isFinite) {
+  return (text: string): number => {
+    const value = Number(text);
+    if (text.trim() === '' || !check(value)) throw new InputError(`${flag}: ${JSON.stringify(text)} is not a valid value`);
+    return value;
+  };
+}
+
+export const parseInteger = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n >= 0);
+
+export function addSamplingOptions(command: Command): Command {
+  return command
+    .option('-n, --max-tokens <n>', 'maximum new tokens', parseInteger('--max-tokens'))
+    .option('--greedy', 'always take the most likely token')
+    .option('--temperature <t>', 'sampling temperature (> 0)', parseNumber('--temperature'))
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', parseInteger('--top-k'))
+    .option('--top-p <p>', 'nucleus sampling threshold in (0, 1]', parseNumber('--top-p'))
+    .option('--min-p <p>', 'drop tokens below p × the top probability', parseNumber('--min-p'))
+    .option('--repeat-penalty <r>', 'repetition penalty (1 = off)', parseNumber('--repeat-penalty'))
+    .option('--seed <n>', 'random seed for sampling', parseInteger('--seed'))
+    .addOption(new Option('--stop <text...>', 'stop when this text is generated (repeatable)'))
+    .option('--ignore-eos', 'keep generating past end-of-sequence tokens')
+    .option('--no-cache', 'recompute the whole sequence every step (debugging)');
+}
+
+export interface SamplingFlags {
+  maxTokens?: number;
+  greedy?: boolean;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repeatPenalty?: number;
+  seed?: number;
+  stop?: string[];
+  ignoreEos?: boolean;
+  cache?: boolean;
+}
+
+/** Flags override generation_config.json, which overrides the defaults below (llama.cpp's sampling defaults). */
+export function generateOptions(flags: SamplingFlags, pretrained: Pretrained): GenerateOptions {
+  const g = pretrained.generation;
+  return {
+    maxNewTokens: flags.maxTokens ?? g.maxNewTokens ?? 128,
+    greedy: flags.greedy ?? g.greedy ?? false,
+    temperature: flags.temperature ?? g.temperature ?? 0.8,
+    topK: flags.topK ?? g.topK ?? 40,
+    topP: flags.topP ?? g.topP ?? 0.95,
+    minP: flags.minP ?? g.minP ?? 0.05,
+    repetitionPenalty: flags.repeatPenalty ?? g.repetitionPenalty ?? 1,
+    seed: flags.seed,
+    stopStrings: flags.stop ?? [],
+    ignoreEos: flags.ignoreEos ?? false,
+    eosTokenIds: g.eosTokenIds,
+    useCache: flags.cache !== false,
+  };
+}
+
+/** The token's text for tables: JSON-quoted so spaces and newlines are visible. */
+export function showToken(pretrained: Pretrained, id: number): string {
+  return JSON.stringify(pretrained.tokenizer.decode([id]));
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value) + '\n');
+}
+
+export async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}

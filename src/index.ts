@@ -1,0 +1,22 @@
+/** olmoe: run OLMoE sparse Mixture-of-Experts language models in Node.js. The public API. */
+export * from './core/errors.js';
+export type { Backend, Tensor, HostTensor, KVCache, Routing, ExpertWeights } from './core/backend.js';
+export type { DType } from './core/dtype.js';
+export { createRng, type Rng } from './core/rng.js';
+export { ReferenceBackend } from './backends/reference/index.js';
+export { createBackend, BACKEND_NAMES } from './backends/index.js';
+export { readSafetensorsHeader, type TensorEntry } from './io/safetensors.js';
+export { writeSafetensors, SafetensorsWriter } from './io/safetensors-writer.js';
+export { listCheckpointTensors } from './io/checkpoint.js';
+export { hubDownloadFile, hubSnapshotModel, hubCacheDir, isHubRepoId, type HubOptions, type DownloadProgress } from './io/hub.js';
+export { parseConfig, readConfigFile, parameterCounts, type OlmoeConfig } from './model/config.js';
+export { weightTable, type WeightSpec } from './model/weights.js';
+export { OlmoeModel, type RoutingEvent, type RoutingObserver, type ForwardOptions } from './model/olmoe.js';
+export { loadModelFolder, type LoadProgress } from './model/load.js';
+export { loadPretrained, resolveModelDir, readGenerationDefaults, type Pretrained, type GenerationDefaults } from './model/pretrained.js';
+export { writeRandomCheckpoint, OLMOE_1B_7B, type RandomCheckpointOptions } from './model/random-checkpoint.js';
+export { OlmoeTokenizer } from './tokenizer/tokenizer.js';
+export type { ChatMessage } from './tokenizer/chat-template.js';
+export { StreamDecoder } from './tokenizer/stream.js';
+export { generate, generateText, type GenerateOptions, type GenerationResult, type TokenEvent, type FinishReason } from './generate/generate.js';
+export * as sampling from './generate/sampling.js';

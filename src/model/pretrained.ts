@@ -1,0 +1,77 @@
+/**
+ * A pretrained model as a user names it: a local folder or a hub id. Loads config, weights, tokenizer and
+ * generation_config.json together.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Backend } from '../core/backend.js';
+import { InputError } from '../core/errors.js';
+import { hubSnapshotModel, isHubRepoId, type HubOptions } from '../io/hub.js';
+import { readJsonObjectIfExists } from '../io/json.js';
+import { OlmoeTokenizer } from '../tokenizer/tokenizer.js';
+import { tokenIds } from './config.js';
+import { loadModelFolder, type LoadProgress } from './load.js';
+import type { OlmoeModel } from './olmoe.js';
+
+/** Sampling defaults and stop ids from generation_config.json; only keys present there are set. */
+export interface GenerationDefaults {
+  eosTokenIds: number[];
+  greedy?: boolean;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repetitionPenalty?: number;
+  maxNewTokens?: number;
+}
+
+export interface Pretrained {
+  dir: string;
+  model: OlmoeModel;
+  tokenizer: OlmoeTokenizer;
+  generation: GenerationDefaults;
+}
+
+export interface PretrainedOptions extends HubOptions {
+  backend: Backend;
+  onLoadProgress?: (progress: LoadProgress) => void;
+}
+
+/** A local folder path, or a hub repo id downloaded into the HF cache. */
+export async function resolveModelDir(spec: string, opts: HubOptions = {}): Promise<string> {
+  if (existsSync(spec)) {
+    if (!statSync(spec).isDirectory()) throw new InputError(`${spec} is a file; give the model folder (with config.json) or a hub id`);
+    return spec;
+  }
+  if (isHubRepoId(spec)) return hubSnapshotModel(spec, opts);
+  throw new InputError(`${spec}: no such folder, and not a hub id of the form org/name`);
+}
+
+export async function loadPretrained(spec: string, opts: PretrainedOptions): Promise<Pretrained> {
+  const dir = await resolveModelDir(spec, opts);
+  const tokenizer = OlmoeTokenizer.fromFolder(dir);
+  const model = await loadModelFolder(dir, { backend: opts.backend, onProgress: opts.onLoadProgress });
+  return { dir, model, tokenizer, generation: readGenerationDefaults(dir, model.config.eosTokenIds) };
+}
+
+/** Stop ids are the union of config.json's and generation_config.json's eos ids (spec §7). */
+export function readGenerationDefaults(dir: string, configEos: readonly number[]): GenerationDefaults {
+  const json = readJsonObjectIfExists(join(dir, 'generation_config.json')) ?? {};
+  const eosTokenIds = [...new Set([...configEos, ...tokenIds(json, 'eos_token_id')])];
+  const defaults: GenerationDefaults = { eosTokenIds };
+  const number = (key: string) => (typeof json[key] === 'number' ? (json[key] as number) : undefined);
+  if (typeof json.do_sample === 'boolean') defaults.greedy = !json.do_sample;
+  assignDefined(defaults, {
+    temperature: number('temperature'),
+    topK: number('top_k'),
+    topP: number('top_p'),
+    minP: number('min_p'),
+    repetitionPenalty: number('repetition_penalty'),
+    maxNewTokens: number('max_new_tokens'),
+  });
+  return defaults;
+}
+
+function assignDefined<T extends object>(target: T, values: Partial<T>): void {
+  for (const [key, value] of Object.entries(values)) if (value !== undefined) (target as Record<string, unknown>)[key] = value;
+}

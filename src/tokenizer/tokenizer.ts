@@ -1,0 +1,128 @@
+/**
+ * OLMoE's tokenizer: `tokenizer.json` (byte-level BPE) through @huggingface/tokenizers, which matches the
+ * Rust tokenizers exactly on the OLMo vocabulary (ecosystem survey §3.2), plus the transformers-level
+ * settings of `tokenizer_config.json`: special tokens, add_bos/eos, clean_up_tokenization_spaces, chat template.
+ */
+import { Tokenizer } from '@huggingface/tokenizers';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { FormatError } from '../core/errors.js';
+import { readJsonObject, readJsonObjectIfExists, type JsonObject } from '../io/json.js';
+import { checkMessages, renderChatTemplate, renderOlmoeChat, type ChatMessage } from './chat-template.js';
+import { StreamDecoder } from './stream.js';
+
+type Json = JsonObject;
+
+export interface DecodeOptions {
+  skipSpecialTokens?: boolean;
+}
+
+export class OlmoeTokenizer {
+  private readonly tokenizer: Tokenizer;
+  readonly bosToken: string | null;
+  readonly eosToken: string | null;
+  readonly padToken: string | null;
+  readonly chatTemplate: string | null;
+  readonly addBosToken: boolean;
+  readonly addEosToken: boolean;
+  readonly cleanUpTokenizationSpaces: boolean;
+  /** Number of ids the tokenizer knows (largest id + 1). */
+  readonly vocabSize: number;
+
+  constructor(tokenizerJson: Json, config: Json = {}, source = 'tokenizer.json') {
+    this.tokenizer = buildTokenizer(tokenizerJson, source);
+    this.bosToken = tokenContent(config.bos_token);
+    this.eosToken = tokenContent(config.eos_token);
+    this.padToken = tokenContent(config.pad_token);
+    this.chatTemplate = chatTemplateOf(config.chat_template);
+    this.addBosToken = config.add_bos_token === true;
+    this.addEosToken = config.add_eos_token === true;
+    // transformers ≥ 4.45 defaults this to false; the Rust tokenizers never clean up.
+    this.cleanUpTokenizationSpaces = config.clean_up_tokenization_spaces === true;
+    let maxId = -1;
+    for (const id of this.tokenizer.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    this.vocabSize = maxId + 1;
+  }
+
+  /** tokenizer.json plus tokenizer_config.json / special_tokens_map.json when present. */
+  static fromFolder(dir: string): OlmoeTokenizer {
+    const path = join(dir, 'tokenizer.json');
+    if (!existsSync(path)) throw new FormatError(path, 'not found: the model folder has no tokenizer.json');
+    const config = { ...readJsonObjectIfExists(join(dir, 'special_tokens_map.json')), ...readJsonObjectIfExists(join(dir, 'tokenizer_config.json')) };
+    return new OlmoeTokenizer(readJsonObject(path), config, path);
+  }
+
+  /** Text → ids. Special tokens (bos/eos) are added only where tokenizer_config asks (not for OLMoE base). */
+  encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
+    const ids = this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+    if (opts.addSpecialTokens === false) return ids;
+    const bos = this.addBosToken ? this.tokenId(this.bosToken) : undefined;
+    const eos = this.addEosToken ? this.tokenId(this.eosToken) : undefined;
+    return [...(bos === undefined ? [] : [bos]), ...ids, ...(eos === undefined ? [] : [eos])];
+  }
+
+  /** Ids → text; ids the tokenizer does not know (e.g. padding rows of the embedding) decode to nothing. */
+  decode(ids: readonly number[], opts: DecodeOptions = {}): string {
+    if (ids.length === 0) return '';
+    return this.tokenizer.decode([...ids], {
+      skip_special_tokens: opts.skipSpecialTokens ?? false,
+      clean_up_tokenization_spaces: this.cleanUpTokenizationSpaces,
+    });
+  }
+
+  tokenId(token: string | null): number | undefined {
+    return token === null ? undefined : this.tokenizer.token_to_id(token);
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.tokenizer.id_to_token(id);
+  }
+
+  /** The chat prompt as text: the checkpoint's template, else OLMoE's `<|user|>`/`<|assistant|>` format. */
+  renderChat(messages: readonly ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): string {
+    checkMessages(messages);
+    const context = { bosToken: this.bosToken, eosToken: this.eosToken, padToken: this.padToken };
+    const addGenerationPrompt = opts.addGenerationPrompt ?? true;
+    if (this.chatTemplate) return renderChatTemplate(this.chatTemplate, messages, context, addGenerationPrompt);
+    return renderOlmoeChat(messages, context, addGenerationPrompt);
+  }
+
+  /** Chat prompt ids; the template already holds its special tokens, so none are added (as HF does). */
+  encodeChat(messages: readonly ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): number[] {
+    return this.encode(this.renderChat(messages, opts), { addSpecialTokens: false });
+  }
+
+  streamDecoder(opts: DecodeOptions = {}): StreamDecoder {
+    return new StreamDecoder((ids) => this.decode(ids, opts));
+  }
+}
+
+function buildTokenizer(json: Json, source: string): Tokenizer {
+  const model = json.model as Json | undefined;
+  if (typeof model !== 'object' || model === null || typeof model.type !== 'string') {
+    throw new FormatError(source, 'has no "model" with a "type": not a tokenizers tokenizer.json');
+  }
+  try {
+    return new Tokenizer(json, {});
+  } catch (error) {
+    throw new FormatError(source, `cannot build the tokenizer: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** bos_token etc. are a string or an AddedToken object {content: ...} in tokenizer_config.json. */
+function tokenContent(value: unknown): string | null {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'object' && value !== null && typeof (value as Json).content === 'string') return (value as Json).content as string;
+  return null;
+}
+
+/** chat_template is a string, or a list of {name, template} of which "default" is used. */
+function chatTemplateOf(value: unknown): string | null {
+  if (typeof value === 'string') return value;
+  if (Array.isArray(value)) {
+    const named = value.find((t) => (t as Json)?.name === 'default') ?? value[0];
+    const template = (named as Json | undefined)?.template;
+    return typeof template === 'string' ? template : null;
+  }
+  return null;
+}
