@@ -1,0 +1,114 @@
+/** The `olmoe` command end to end, as a user runs it: JSON on stdout, messages on stderr, clear errors. */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync, cpSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { cliPath, tempDir, tinyExpectedPath, tinyModelDir } from './helpers.js';
+
+function olmoe(args: string[], input?: string) {
+  const result = spawnSync(process.execPath, [cliPath, ...args], { input, encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' } });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+const expected = JSON.parse(readFileSync(tinyExpectedPath, 'utf8')) as {
+  cases: { ids: number[]; logits: number[][]; greedy_continuation: number[]; router: { layer: number; experts: number[][] }[] }[];
+};
+const [shortCase] = expected.cases;
+
+describe('olmoe CLI', () => {
+  it('--help lists every verb, and every verb has --help', () => {
+    const help = olmoe(['--help']);
+    assert.equal(help.code, 0);
+    const verbs = ['generate', 'chat', 'info', 'route', 'logits', 'tokenize', 'download', 'create-random', 'demo'];
+    for (const verb of verbs) {
+      assert.match(help.stdout, new RegExp(`\\b${verb}\\b`));
+      const verbHelp = olmoe([verb, '--help']);
+      assert.equal(verbHelp.code, 0, verb);
+      assert.match(verbHelp.stdout, /Usage: olmoe/);
+    }
+  });
+
+  it('generate --json --greedy gives the reference continuation', () => {
+    const n = shortCase!.greedy_continuation.length;
+    const run = olmoe(['generate', tinyModelDir, '--prompt-ids', shortCase!.ids.join(','), '--greedy', '--ignore-eos', '-n', String(n), '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const out = JSON.parse(run.stdout) as { ids: number[]; text: string };
+    assert.deepEqual(out.ids, shortCase!.greedy_continuation);
+    assert.equal(typeof out.text, 'string');
+  });
+
+  it('logits --json matches the reference logits and routing', () => {
+    const run = olmoe(['logits', tinyModelDir, '--ids', shortCase!.ids.join(','), '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const out = JSON.parse(run.stdout) as { logits: number[][]; routing: { layer: number; experts: number[][]; weights: number[][] }[] };
+    assert.equal(out.logits.length, shortCase!.ids.length);
+    let maxError = 0;
+    shortCase!.logits.forEach((row, t) => row.forEach((v, i) => (maxError = Math.max(maxError, Math.abs(v - out.logits[t]![i]!)))));
+    assert.ok(maxError < 1e-4, `max error ${maxError}`);
+    for (const layer of shortCase!.router) assert.deepEqual(out.routing[layer.layer]!.experts, layer.experts);
+  });
+
+  it('route prints a table, and --json the same routing', () => {
+    const ids = shortCase!.ids.slice(0, 3).join(',');
+    const table = olmoe(['route', tinyModelDir, '--prompt-ids', ids]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /L0 .*L1|L0[\s\S]*L2/);
+    const json = JSON.parse(olmoe(['route', tinyModelDir, '--prompt-ids', ids, '--json', '--layers', '1']).stdout);
+    assert.deepEqual(json.routing.map((r: { layer: number }) => r.layer), [1]);
+    assert.deepEqual(json.routing[0].experts, shortCase!.router[1]!.experts.slice(0, 3));
+  });
+
+  it('tokenize round-trips through --decode with only tokenizer files in the folder', () => {
+    const dir = tempDir();
+    for (const file of ['tokenizer.json', 'tokenizer_config.json']) cpSync(join(tinyModelDir, file), join(dir, file));
+    const encoded = olmoe(['tokenize', dir, '--json'], 'Hello world');
+    assert.equal(encoded.code, 0, encoded.stderr);
+    const { ids } = JSON.parse(encoded.stdout) as { ids: number[] };
+    assert.ok(ids.length > 0);
+    const decoded = olmoe(['tokenize', dir, '--decode', '--json'], ids.join(','));
+    assert.equal(JSON.parse(decoded.stdout).text, 'Hello world');
+  });
+
+  it('info reports the architecture and parameter counts', () => {
+    const run = olmoe(['info', tinyModelDir, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const info = JSON.parse(run.stdout);
+    assert.equal(info.architecture.experts, 16);
+    assert.equal(info.architecture.expertsPerToken, 4);
+    assert.equal(info.tensors, 174);
+    assert.deepEqual(info.dtypes, { bf16: 174 });
+  });
+
+  it('create-random writes a model that generate can run, sharded', () => {
+    const dir = join(tempDir(), 'm');
+    const created = olmoe(['create-random', dir, '--layers', '2', '--experts', '4', '--top-k', '2', '--hidden', '32', '--heads', '2', '--intermediate', '16', '--shards', '2', '-q']);
+    assert.equal(created.code, 0, created.stderr);
+    const run = olmoe(['generate', dir, 'hello', '-n', '5', '--greedy', '--ignore-eos', '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(JSON.parse(run.stdout).ids.length, 5);
+    assert.equal(olmoe(['create-random', dir]).code, 1, 'refuses a non-empty folder without --force');
+  });
+
+  it('bad input gives a one-line error and exit code 1, never a stack trace', () => {
+    const dir = tempDir();
+    cpSync(tinyModelDir, dir, { recursive: true });
+    writeFileSync(join(dir, 'config.json'), '{"model_type": "olmoe", "hidden_size": ');
+    const cases: [string[], RegExp][] = [
+      [['generate', '/no/such/folder', 'hi'], /no such folder/],
+      [['generate', tinyModelDir, '--prompt-ids', '1,x,3'], /"x" is not a token id/],
+      [['generate', tinyModelDir, '--prompt-ids', '1,600'], /token id 600 at position 1 is out of range/],
+      [['generate', tinyModelDir, 'hi', '--temperature', '-1'], /temperature/],
+      [['generate', tinyModelDir], /either a prompt or --prompt-ids/],
+      [['generate', dir, 'hi'], /config\.json.*not valid JSON/],
+      [['generate', tinyModelDir, 'hi', '--backend', 'gpu9000'], /unknown backend "gpu9000"/],
+      [['generate', 'someorg/somemodel', 'hi'], /not in the cache \(offline mode\)/],
+    ];
+    for (const [args, message] of cases) {
+      const run = olmoe(args);
+      assert.equal(run.code, 1, `${args.join(' ')}: ${run.stderr}`);
+      assert.match(run.stderr, message);
+      assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
+    }
+  });
+});

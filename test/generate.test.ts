@@ -1,0 +1,124 @@
+/** Generation on the tiny fixture: cache equivalence, stopping rules, abort, and bad input. */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { before, describe, it } from 'node:test';
+import { ReferenceBackend } from '../src/backends/reference/index.js';
+import { AbortError, InputError } from '../src/core/errors.js';
+import { generate, generateText, type GenerateOptions } from '../src/generate/generate.js';
+import { StopStringMatcher } from '../src/generate/stop.js';
+import { loadPretrained, type Pretrained } from '../src/model/pretrained.js';
+import { tinyExpectedPath, tinyModelDir } from './helpers.js';
+
+const expected = JSON.parse(readFileSync(tinyExpectedPath, 'utf8')) as { cases: { ids: number[]; greedy_continuation: number[] }[] };
+
+describe('generation', () => {
+  let p: Pretrained;
+  const run = (ids: readonly number[], opts: GenerateOptions) => generateText(p.model, p.tokenizer, ids, { eosTokenIds: [], ...opts });
+  before(async () => {
+    p = await loadPretrained(tinyModelDir, { backend: new ReferenceBackend() });
+  });
+
+  it('greedy generation reproduces the reference continuation', async () => {
+    const [testCase] = expected.cases;
+    const result = await run(testCase!.ids, { greedy: true, maxNewTokens: testCase!.greedy_continuation.length });
+    assert.deepEqual(result.ids, testCase!.greedy_continuation);
+    assert.equal(result.finishReason, 'length');
+    assert.equal(result.text, p.tokenizer.decode(result.ids, { skipSpecialTokens: true }));
+  });
+
+  it('the same tokens with and without the KV cache (greedy and seeded sampling)', async () => {
+    const prompt = expected.cases[1]!.ids.slice(0, 20);
+    for (const opts of [{ greedy: true }, { temperature: 1.2, topK: 50, seed: 11 }] as GenerateOptions[]) {
+      const cached = await run(prompt, { ...opts, maxNewTokens: 12 });
+      const uncached = await run(prompt, { ...opts, maxNewTokens: 12, useCache: false });
+      assert.deepEqual(cached.ids, uncached.ids);
+    }
+  });
+
+  it('a seed reproduces a sampled text', async () => {
+    const prompt = expected.cases[0]!.ids;
+    const a = await run(prompt, { temperature: 1, seed: 5, maxNewTokens: 15 });
+    const b = await run(prompt, { temperature: 1, seed: 5, maxNewTokens: 15 });
+    const c = await run(prompt, { temperature: 1, seed: 6, maxNewTokens: 15 });
+    assert.deepEqual(a.ids, b.ids);
+    assert.notDeepEqual(a.ids, c.ids);
+  });
+
+  it('stops at an eos id (not emitted) unless ignoreEos', async () => {
+    const [testCase] = expected.cases;
+    const eos = testCase!.greedy_continuation[3]!;
+    const stopped = await run(testCase!.ids, { greedy: true, maxNewTokens: 10, eosTokenIds: [eos] });
+    assert.deepEqual(stopped.ids, testCase!.greedy_continuation.slice(0, 3));
+    assert.equal(stopped.finishReason, 'eos');
+    const ignored = await run(testCase!.ids, { greedy: true, maxNewTokens: 10, eosTokenIds: [eos], ignoreEos: true });
+    assert.deepEqual(ignored.ids, testCase!.greedy_continuation);
+  });
+
+  it('stops at a stop string, which is not part of the text', async () => {
+    const [testCase] = expected.cases;
+    const full = await run(testCase!.ids, { greedy: true, maxNewTokens: 10 });
+    const stop = full.text.slice(5, 8);
+    const result = await run(testCase!.ids, { greedy: true, maxNewTokens: 10, stopStrings: [stop] });
+    assert.equal(result.finishReason, 'stop');
+    assert.equal(result.text, full.text.slice(0, full.text.indexOf(stop)));
+  });
+
+  it('streamed texts concatenate to the final text', async () => {
+    const iterator = generate(p.model, p.tokenizer, expected.cases[0]!.ids, { greedy: true, maxNewTokens: 10 });
+    let streamed = '';
+    let step = await iterator.next();
+    while (!step.done) {
+      streamed += step.value.text;
+      step = await iterator.next();
+    }
+    assert.equal(streamed, step.value.text);
+  });
+
+  it('an AbortSignal stops generation with AbortError', async () => {
+    const controller = new AbortController();
+    let tokens = 0;
+    const pending = run(expected.cases[0]!.ids, {
+      greedy: true,
+      maxNewTokens: 50,
+      signal: controller.signal,
+      onToken: () => ++tokens === 3 && controller.abort(),
+    } as GenerateOptions);
+    await assert.rejects(pending, AbortError);
+    assert.equal(tokens, 3);
+  });
+
+  it('bad input is rejected with the problem named', async () => {
+    const context = p.model.config.maxPositionEmbeddings;
+    await assert.rejects(run(new Array(context).fill(5), {}), (e: Error) => e instanceof InputError && /context of 256/.test(e.message));
+    await assert.rejects(run([1, 600, 2], {}), (e: Error) => e instanceof InputError && /token id 600 at position 1 is out of range/.test(e.message));
+    await assert.rejects(run([-1], {}), InputError);
+    await assert.rejects(run([], {}), /empty/);
+    await assert.rejects(run([1, 2], { temperature: -1 }), /temperature/);
+  });
+
+  it('new tokens are capped by what is left of the context', async () => {
+    const context = p.model.config.maxPositionEmbeddings;
+    const result = await run(new Array(context - 3).fill(5), { greedy: true, maxNewTokens: 10 });
+    assert.equal(result.ids.length, 3);
+    assert.equal(result.finishReason, 'length');
+  });
+});
+
+describe('stop strings over a stream', () => {
+  it('holds back a possible prefix and cuts before the stop string', () => {
+    const matcher = new StopStringMatcher(['END', 'xyz']);
+    assert.equal(matcher.push('abc E'), 'abc ');
+    assert.equal(matcher.push('N'), '');
+    assert.equal(matcher.push('Q more'), 'ENQ more');
+    assert.equal(matcher.push(' fooEN'), ' foo');
+    assert.equal(matcher.push('D tail'), '');
+    assert.ok(matcher.stopped);
+    assert.equal(matcher.flush(), '');
+  });
+
+  it('releases held text at the end', () => {
+    const matcher = new StopStringMatcher(['END']);
+    assert.equal(matcher.push('abc EN'), 'abc ');
+    assert.equal(matcher.flush(), 'EN');
+  });
+});

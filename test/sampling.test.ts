@@ -1,0 +1,98 @@
+/** Laws of the sampling chain: each filter keeps exactly the tokens its definition keeps. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { createRng } from '../src/core/rng.js';
+import {
+  applyRepetitionPenalty,
+  applyTemperature,
+  argmax,
+  checkSamplingOptions,
+  drawFromProbabilities,
+  minPFilter,
+  sampleToken,
+  softmax,
+  topKFilter,
+  topPFilter,
+} from '../src/generate/sampling.js';
+
+const kept = (logits: Float32Array) => [...logits.keys()].filter((i) => logits[i]! > -Infinity);
+
+describe('sampling chain', () => {
+  const logits = Float32Array.from([1, 3, 2, 3, -1, 0.5]);
+
+  it('greedy takes the largest logit, the lower id among equals', () => {
+    assert.equal(argmax(logits), 1);
+    assert.equal(sampleToken(logits, { greedy: true }, createRng(1), []), 1);
+  });
+
+  it('top-k keeps the k largest', () => {
+    assert.deepEqual(kept(topKFilter(logits, 3)), [1, 2, 3]);
+    assert.deepEqual(kept(topKFilter(logits, 0)), [0, 1, 2, 3, 4, 5]);
+  });
+
+  it('top-p keeps the smallest most-likely set reaching p', () => {
+    const probs = softmax(logits);
+    const order = [1, 3, 2, 0, 5, 4];
+    for (const p of [0.1, 0.5, 0.8, 0.95, 0.999]) {
+      let sum = 0;
+      let n = 0;
+      while (sum < p) sum += probs[order[n++]!]!;
+      assert.deepEqual(kept(topPFilter(logits, p)).sort(), order.slice(0, n).sort(), `p=${p}`);
+    }
+  });
+
+  it('min-p keeps tokens with p ≥ minP · p_max', () => {
+    const probs = softmax(logits);
+    const max = Math.max(...probs);
+    for (const minP of [0.05, 0.2, 0.5, 0.9]) {
+      const expected = [...probs.keys()].filter((i) => probs[i]! >= minP * max);
+      assert.deepEqual(kept(minPFilter(logits, minP)), expected, `minP=${minP}`);
+    }
+  });
+
+  it('repetition penalty divides positive and multiplies negative logits of seen tokens only', () => {
+    const out = applyRepetitionPenalty(logits, [1, 4, 1], 2);
+    assert.deepEqual(Array.from(out), [1, 1.5, 2, 3, -2, 0.5]);
+    assert.deepEqual(Array.from(logits), [1, 3, 2, 3, -1, 0.5], 'input untouched');
+  });
+
+  it('temperature scales logits; softmax sums to one', () => {
+    assert.deepEqual(Array.from(applyTemperature(logits, 0.5)), [2, 6, 4, 6, -2, 1]);
+    assert.ok(Math.abs(softmax(logits).reduce((a, b) => a + b, 0) - 1) < 1e-12);
+  });
+
+  it('draws follow the probabilities (10k draws, each frequency within 3%)', () => {
+    const probs = softmax(logits);
+    const rng = createRng(7);
+    const counts = new Array(logits.length).fill(0);
+    for (let i = 0; i < 10000; i++) counts[drawFromProbabilities(probs, rng())]++;
+    counts.forEach((c, i) => assert.ok(Math.abs(c / 10000 - probs[i]!) < 0.03, `token ${i}: ${c / 10000} vs ${probs[i]}`));
+  });
+
+  it('a seed reproduces the same draws; another seed differs', () => {
+    const draw = (seed: number) => {
+      const rng = createRng(seed);
+      return Array.from({ length: 50 }, () => sampleToken(logits, { temperature: 1.5 }, rng, []));
+    };
+    assert.deepEqual(draw(3), draw(3));
+    assert.notDeepEqual(draw(3), draw(4));
+  });
+
+  it('filters never remove every token', () => {
+    const flat = new Float32Array(10).fill(0);
+    assert.equal(kept(topPFilter(flat, 0.01)).length, 1);
+    assert.equal(kept(minPFilter(flat, 0.99)).length, 10);
+    assert.ok(kept(topKFilter(flat, 1)).length >= 1);
+  });
+
+  it('invalid values are rejected with the option named', () => {
+    assert.throws(() => checkSamplingOptions({ temperature: 0 }), /temperature/);
+    assert.throws(() => checkSamplingOptions({ temperature: -1 }), /temperature/);
+    assert.throws(() => checkSamplingOptions({ topP: 1.5 }), /top-p/);
+    assert.throws(() => checkSamplingOptions({ topP: 0 }), /top-p/);
+    assert.throws(() => checkSamplingOptions({ topK: 2.5 }), /top-k/);
+    assert.throws(() => checkSamplingOptions({ minP: 1 }), /min-p/);
+    assert.throws(() => checkSamplingOptions({ repetitionPenalty: 0 }), /repetition/);
+    assert.doesNotThrow(() => checkSamplingOptions({ temperature: 0.7, topK: 40, topP: 0.9, minP: 0.05, repetitionPenalty: 1.1 }));
+  });
+});
