@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -11,12 +11,21 @@ import { hubCacheDir, hubDownloadFile, hubSnapshotModel, isHubRepoId, type Downl
 
 // Keep the developer's own token, cache and endpoint out of these tests.
 for (const name of ['HF_TOKEN', 'HF_ENDPOINT', 'HF_HUB_CACHE', 'HF_HUB_OFFLINE', 'XDG_CACHE_HOME']) delete process.env[name];
-process.env.HF_HOME = fs.mkdtempSync(path.join(os.tmpdir(), 'olmoe-hf-home-'));
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 const gitBlobSha = (data: Buffer) => createHash('sha1').update(`blob ${data.length}\0`).update(data).digest('hex');
 const commitHash = (label: string) => createHash('sha1').update(label).digest('hex');
-const tempCache = () => fs.mkdtempSync(path.join(os.tmpdir(), 'olmoe-hub-cache-'));
+const tempDirs: string[] = [];
+after(() => tempDirs.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })));
+
+function tempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
+}
+
+const tempCache = () => tempDir('olmoe-hub-cache-');
+process.env.HF_HOME = tempDir('olmoe-hf-home-'); // no token file unless a test writes one
 const isLfs = (file: string) => file.endsWith('.safetensors');
 
 interface FakeRepo {
@@ -65,7 +74,8 @@ function sendBody(res: http.ServerResponse, content: Buffer, range: string | und
   if (start > 0) headers['Content-Range'] = `bytes ${start}-${content.length - 1}/${content.length}`;
   res.writeHead(start > 0 ? 206 : 200, headers);
   if (dropAfter === undefined) return void res.end(content.subarray(start));
-  res.write(content.subarray(start, start + dropAfter), () => res.socket?.destroy());
+  // The pause lets the client read the bytes first: a fetch body stream that errors drops chunks still queued.
+  res.write(content.subarray(start, start + dropAfter), () => setTimeout(() => res.socket?.destroy(), 20));
 }
 
 class FakeHub {

@@ -46,7 +46,7 @@ function readWeightMap(indexPath: string): Map<string, string> {
   }
   const entries = Object.entries(weightMap);
   for (const [name, shard] of entries) {
-    if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
+    if (typeof shard !== 'string' || shard === '' || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
       throw new FormatError(indexPath, `weight_map[${JSON.stringify(name)}] = ${JSON.stringify(shard)} is not a shard file name`);
     }
   }
@@ -65,7 +65,9 @@ export async function readTensors(entries: readonly TensorEntry[], onTensor: (en
     else byFile.set(entry.file, [entry]);
   }
   for (const [file, fileEntries] of byFile) {
-    const handle = await open(file, 'r');
+    const handle = await open(file, 'r').catch((error: Error) => {
+      throw new FormatError(file, `cannot open: ${error.message}`, { cause: error });
+    });
     try {
       for (const entry of fileEntries.sort((a, b) => a.offset - b.offset)) onTensor(entry, await readEntry(handle, entry));
     } finally {

@@ -93,7 +93,7 @@ function buildRequest(repoId: string, filename: string, opts: HubOptions & { opt
   if (revision.split('/').some((s) => s === '' || s === '.' || s === '..')) {
     throw new HubError(`invalid revision: ${JSON.stringify(revision)}`);
   }
-  const endpoint = (opts.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
+  const endpoint = (opts.endpoint ?? (process.env.HF_ENDPOINT || 'https://huggingface.co')).replace(/\/+$/, '');
   const encodedFile = segments.map(encodeURIComponent).join('/');
   return {
     repoId,
@@ -285,6 +285,7 @@ async function streamToFile(req: FileRequest, res: Response, file: string, offse
       await handle.write(chunk);
       bytes += chunk.byteLength;
       req.onProgress?.({ file: req.filename, bytes, total });
+      throwIfAborted(req.signal);
     }
   } finally {
     await handle.close();
@@ -419,10 +420,11 @@ async function readShardNames(indexPath: string): Promise<string[]> {
 
 /** Download what an OLMoE model folder needs and return the snapshot folder path. */
 export async function hubSnapshotModel(repoId: string, opts: HubOptions = {}): Promise<string> {
-  const configPath = (await hubDownloadFile(repoId, 'config.json', opts)) as string;
+  const required = { ...opts, optional: false };
+  const configPath = (await hubDownloadFile(repoId, 'config.json', required)) as string;
   const snapshotDir = path.dirname(configPath);
   // Pin every later file to config.json's commit, so a branch that moves mid-download cannot mix two commits.
-  const pinned: HubOptions = { ...opts, revision: path.basename(snapshotDir) };
+  const pinned = { ...required, revision: path.basename(snapshotDir) };
   for (const name of OPTIONAL_MODEL_FILES) await hubDownloadFile(repoId, name, { ...pinned, optional: true });
   const indexPath = await hubDownloadFile(repoId, 'model.safetensors.index.json', { ...pinned, optional: true });
   const weightFiles = indexPath === null ? ['model.safetensors'] : await readShardNames(indexPath);

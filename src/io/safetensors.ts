@@ -28,6 +28,7 @@ const MAX_HEADER_BYTES = 100 * 1024 * 1024; // the limit of the Rust safetensors
 export function readSafetensorsHeader(file: string): SafetensorsHeader {
   const fd = openOrThrow(file);
   try {
+    if (!fstatSync(fd).isFile()) throw new FormatError(file, 'is not a regular file');
     const fileSize = fstatSync(fd).size;
     const { raw, headerBytes } = readHeaderJson(fd, file, fileSize);
     return parseHeader(file, raw, { dataStart: 8 + headerBytes, dataSize: fileSize - 8 - headerBytes });
@@ -100,7 +101,7 @@ function parseMetadata(file: string, value: unknown): Record<string, string> {
 function parseEntry(file: string, name: string, value: unknown, region: DataRegion): TensorEntry {
   const where = `tensor ${JSON.stringify(name)}`;
   if (!isRecord(value)) throw new FormatError(file, `${where}: entry is not an object`);
-  const dtype = SAFETENSORS_DTYPES[String(value.dtype)];
+  const dtype = Object.hasOwn(SAFETENSORS_DTYPES, String(value.dtype)) ? SAFETENSORS_DTYPES[String(value.dtype)] : undefined;
   if (!dtype) {
     throw new FormatError(file, `${where}: unsupported dtype ${JSON.stringify(value.dtype)} (supported: ${Object.keys(SAFETENSORS_DTYPES).join(', ')})`);
   }

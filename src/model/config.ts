@@ -97,7 +97,8 @@ function checkShapes(c: { hiddenSize: number; numHeads: number; numKVHeads: numb
 function ropeTheta(raw: Json): number {
   const params = raw.rope_parameters;
   if (params != null) {
-    if (typeof params !== 'object') throw new ConfigError('rope_parameters', 'must be an object');
+    if (typeof params !== 'object' || Array.isArray(params)) throw new ConfigError('rope_parameters', 'must be an object');
+    if (raw.rope_scaling != null) throw new UnsupportedError(`config.json: rope_scaling ${JSON.stringify(raw.rope_scaling)} is not supported (OLMoE uses none)`);
     const p = params as Json;
     if (p.rope_type != null && p.rope_type !== 'default') throw new UnsupportedError(`config.json: rope_parameters.rope_type ${JSON.stringify(p.rope_type)} is not supported`);
     return positiveNumber(p, 'rope_theta', 10000, 'rope_parameters.rope_theta');
