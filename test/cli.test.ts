@@ -70,6 +70,16 @@ describe('olmoe CLI', () => {
     assert.equal(JSON.parse(decoded.stdout).text, 'Hello world');
   });
 
+  it('chat answers each line through the chat template, as generate --chat does for one message', () => {
+    const flags = ['--greedy', '-n', '6', '--ignore-eos', '-q'];
+    const single = olmoe(['generate', tinyModelDir, 'hello', '--chat', '--json', ...flags]);
+    const expectedAnswer = (JSON.parse(single.stdout) as { text: string }).text;
+    const chat = olmoe(['chat', tinyModelDir, ...flags], 'hello\nagain\n/exit\nnever read\n');
+    assert.equal(chat.code, 0, chat.stderr);
+    assert.ok(chat.stdout.startsWith(`${expectedAnswer}\n`), 'first answer');
+    assert.ok(chat.stdout.length > expectedAnswer.length + 1, 'a second answer follows');
+  });
+
   it('info reports the architecture and parameter counts', () => {
     const run = olmoe(['info', tinyModelDir, '--json']);
     assert.equal(run.code, 0, run.stderr);

@@ -4,7 +4,7 @@
  * tied embeddings and dtype conversion do not change the logits.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
@@ -16,54 +16,13 @@ import { writeSafetensors } from '../src/io/safetensors-writer.js';
 import { parameterCounts, parseConfig, type OlmoeConfig } from '../src/model/config.js';
 import { loadModelFolder, matchCheckpoint, type LoadProgress } from '../src/model/load.js';
 import type { OlmoeModel } from '../src/model/olmoe.js';
-import { writeRandomCheckpoint, type RandomCheckpointOptions } from '../src/model/random-checkpoint.js';
 import { weightTable } from '../src/model/weights.js';
 import { tempDir, tinyModelDir } from './helpers.js';
+import { editConfig, logitsOf as logitsOfModel, maxAbsDiff, randomCheckpoint, readAll, readJson, rewrite } from './checkpoints.js';
 
-const SMALL: RandomCheckpointOptions = { layers: 2, experts: 4, topK: 2, hidden: 32, heads: 2, intermediate: 16, vocab: 300, context: 64, dtype: 'f32', seed: 7 };
 const IDS = Int32Array.from([1, 72, 101, 108, 108, 111, 299, 0]);
-
-interface StoredTensor {
-  name: string;
-  dtype: DType;
-  shape: readonly number[];
-  bytes: Uint8Array;
-}
-
-/** A fresh random checkpoint in its own temp dir. */
-function randomCheckpoint(overrides: Partial<RandomCheckpointOptions> = {}): { dir: string; config: OlmoeConfig } {
-  const dir = tempDir('olmoe-load-');
-  const config = writeRandomCheckpoint(dir, { ...SMALL, ...overrides });
-  return { dir, config };
-}
-
-/** Every tensor of a single-file checkpoint, in file order. */
-function readAll(dir: string): StoredTensor[] {
-  const entries = [...readSafetensorsHeader(join(dir, 'model.safetensors')).tensors.values()].sort((a, b) => a.offset - b.offset);
-  return entries.map((e) => ({ name: e.name, dtype: e.dtype, shape: e.shape, bytes: readTensorBytes(e) }));
-}
-
-/** Replace model.safetensors with `tensors`. */
-function rewrite(dir: string, tensors: StoredTensor[]): void {
-  writeSafetensors(join(dir, 'model.safetensors'), tensors);
-}
-
-function readJson(path: string): Record<string, unknown> {
-  return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-}
-
-function editConfig(dir: string, edit: (json: Record<string, unknown>) => void): void {
-  const path = join(dir, 'config.json');
-  const json = readJson(path);
-  edit(json);
-  writeFileSync(path, JSON.stringify(json));
-}
-
 const load = (dir: string): Promise<OlmoeModel> => loadModelFolder(dir, { backend: new ReferenceBackend() });
-
-function logitsOf(model: OlmoeModel, ids: Int32Array = IDS): Float32Array {
-  return model.backend.toFloat32(model.forward(ids));
-}
+const logitsOf = (model: OlmoeModel, ids: Int32Array = IDS): Float32Array => logitsOfModel(model, ids);
 
 /** The load of `dir` must fail with an error of class `kind` whose message matches every pattern. */
 async function assertLoadFails(dir: string, kind: new (...args: never[]) => OlmoeError, ...patterns: RegExp[]): Promise<void> {
@@ -76,13 +35,6 @@ async function assertLoadFails(dir: string, kind: new (...args: never[]) => Olmo
 
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
-  return max;
 }
 
 describe('loading a valid random checkpoint', () => {
