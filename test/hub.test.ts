@@ -8,6 +8,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { AbortError, HubError } from '../src/core/errors.js';
 import { hubCacheDir, hubDownloadFile, hubSnapshotModel, isHubRepoId, type DownloadProgress } from '../src/io/hub.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { ReferenceBackend } from '../src/backends/reference/index.js';
+import { loadPretrained } from '../src/model/pretrained.js';
+import { cliPath, tinyExpectedPath, tinyModelDir } from './helpers.js';
 
 // Keep the developer's own token, cache and endpoint out of these tests.
 for (const name of ['HF_TOKEN', 'HF_ENDPOINT', 'HF_HUB_CACHE', 'HF_HUB_OFFLINE', 'XDG_CACHE_HOME']) delete process.env[name];
@@ -61,8 +66,10 @@ function makeRepos(): Record<string, FakeRepo> {
   };
   const v1Files = { 'config.json': json({ model_type: 'olmoe', hidden_size: 32 }), 'model.safetensors': randomBytes(8 * 1024) };
   const gated = { 'config.json': json({ gated: true }), 'model.safetensors': randomBytes(4 * 1024) };
+  const tinyOlmoe = Object.fromEntries(fs.readdirSync(tinyModelDir).map((name) => [name, fs.readFileSync(path.join(tinyModelDir, name))]));
   return {
     'org/model': { commits: { [MAIN]: mainFiles, [V1]: v1Files }, refs: { main: MAIN, v1: V1 } },
+    'allenai/tiny-olmoe': { commits: { [MAIN]: tinyOlmoe }, refs: { main: MAIN } },
     'org/gated': { commits: { [MAIN]: gated }, refs: { main: MAIN }, token: 'hf_secret' },
   };
 }
@@ -386,4 +393,20 @@ test('malformed names and a malformed shard index are refused', () =>
     await assert.rejects(hubDownloadFile('../x', 'config.json', { cacheDir, endpoint }), HubError);
     hub.repos['org/model']!.commits[MAIN]!['model.safetensors.index.json'] = json({ weight_map: { a: 3 } });
     await assert.rejects(hubSnapshotModel('org/model', { cacheDir, endpoint }), /weight_map/);
+  }));
+
+test('a model named by hub id downloads, loads and gives the reference logits (library and CLI)', () =>
+  withHub(async (hub) => {
+    const cacheDir = tempCache();
+    const expected = JSON.parse(fs.readFileSync(tinyExpectedPath, 'utf8')).cases[0] as { ids: number[]; logits: number[][]; greedy_continuation: number[] };
+    const { model } = await loadPretrained('allenai/tiny-olmoe', { backend: new ReferenceBackend(), cacheDir, endpoint: hub.endpoint });
+    const logits = model.backend.toFloat32(model.forward(Int32Array.from(expected.ids)));
+    expected.logits.forEach((row, t) => row.forEach((v, i) => assert.ok(Math.abs(v - logits[t * 600 + i]!) < 1e-4)));
+    // The CLI in a child process, told where the hub is by the environment; then again offline from the cache.
+    const env = { ...process.env, HF_ENDPOINT: hub.endpoint, HF_HUB_CACHE: tempCache() };
+    const args = [cliPath, 'generate', 'allenai/tiny-olmoe', '--prompt-ids', expected.ids.join(','), '--greedy', '--ignore-eos', '-n', '10', '--json'];
+    for (const extra of [{}, { HF_HUB_OFFLINE: '1' }]) {
+      const { stdout } = await promisify(execFile)(process.execPath, args, { env: { ...env, ...extra } });
+      assert.deepEqual(JSON.parse(stdout).ids, expected.greedy_continuation);
+    }
   }));
