@@ -20,7 +20,7 @@ async function main(): Promise<void> {
   const loadSeconds = (performance.now() - loadStart) / 1000;
   const rssAfterLoad = residentMiB('VmRSS');
   const promptIds = Array.from({ length: Number(promptArg) }, (_, i) => 100 + i);
-  const result = await generateText(pretrained.model, pretrained.tokenizer, promptIds, { greedy: true, maxNewTokens: Number(newArg), ignoreEos: true });
+  const result = await generateText(pretrained, promptIds, { greedy: true, maxNewTokens: Number(newArg), ignoreEos: true });
   const report = {
     model: dir,
     backend: 'reference',

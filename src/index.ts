@@ -18,5 +18,6 @@ export { writeRandomCheckpoint, OLMOE_1B_7B, type RandomCheckpointOptions } from
 export { OlmoeTokenizer } from './tokenizer/tokenizer.js';
 export type { ChatMessage } from './tokenizer/chat-template.js';
 export { StreamDecoder } from './tokenizer/stream.js';
-export { generate, generateText, type GenerateOptions, type GenerationResult, type TokenEvent, type FinishReason } from './generate/generate.js';
+export { generate, generateText, type GenerateOptions, type GenerationResult, type TokenEvent, type FinishReason, type LanguageModel } from './generate/generate.js';
+export { resolveOptions } from './generate/options.js';
 export * as sampling from './generate/sampling.js';

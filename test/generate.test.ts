@@ -13,7 +13,7 @@ const expected = JSON.parse(readFileSync(tinyExpectedPath, 'utf8')) as { cases: 
 
 describe('generation', () => {
   let p: Pretrained;
-  const run = (ids: readonly number[], opts: GenerateOptions) => generateText(p.model, p.tokenizer, ids, { eosTokenIds: [], ...opts });
+  const run = (ids: readonly number[], opts: GenerateOptions) => generateText(p, ids, { eosTokenIds: [], ...opts });
   before(async () => {
     p = await loadPretrained(tinyModelDir, { backend: new ReferenceBackend() });
   });
@@ -64,7 +64,7 @@ describe('generation', () => {
   });
 
   it('streamed texts concatenate to the final text', async () => {
-    const iterator = generate(p.model, p.tokenizer, expected.cases[0]!.ids, { greedy: true, maxNewTokens: 10 });
+    const iterator = generate(p, expected.cases[0]!.ids, { greedy: true, maxNewTokens: 10 });
     let streamed = '';
     let step = await iterator.next();
     while (!step.done) {

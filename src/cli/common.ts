@@ -78,9 +78,10 @@ export const parseInteger = (flag: string) => parseNumber(flag, (n) => Number.is
 
 export function addSamplingOptions(command: Command): Command {
   return command
-    .option('-n, --max-tokens <n>', 'maximum new tokens', parseInteger('--max-tokens'))
-    .option('--greedy', 'always take the most likely token')
-    .option('--temperature <t>', 'sampling temperature (> 0)', parseNumber('--temperature'))
+    .option('-n, --max-tokens <n>', 'maximum new tokens (default: generation_config.json, else 128)', parseInteger('--max-tokens'))
+    .option('--greedy', 'always take the most likely token (the default unless generation_config.json samples)')
+    .option('--sample', 'sample (temperature 1, top-k 50, top-p 1 unless set); implied by any sampling flag')
+    .option('--temperature <t>', 'sampling temperature (0 = greedy)', parseNumber('--temperature'))
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', parseInteger('--top-k'))
     .option('--top-p <p>', 'nucleus sampling threshold in (0, 1]', parseNumber('--top-p'))
     .option('--min-p <p>', 'drop tokens below p × the top probability', parseNumber('--min-p'))
@@ -94,6 +95,7 @@ export function addSamplingOptions(command: Command): Command {
 export interface SamplingFlags {
   maxTokens?: number;
   greedy?: boolean;
+  sample?: boolean;
   temperature?: number;
   topK?: number;
   topP?: number;
@@ -105,21 +107,20 @@ export interface SamplingFlags {
   cache?: boolean;
 }
 
-/** Flags override generation_config.json, which overrides the defaults below (llama.cpp's sampling defaults). */
-export function generateOptions(flags: SamplingFlags, pretrained: Pretrained): GenerateOptions {
-  const g = pretrained.generation;
+/** Only what the user set; the rest comes from generation_config.json and transformers' defaults (generate/options.ts). */
+export function generateOptions(flags: SamplingFlags): GenerateOptions {
+  if (flags.greedy && flags.sample) throw new InputError('--greedy and --sample exclude each other');
   return {
-    maxNewTokens: flags.maxTokens ?? g.maxNewTokens ?? 128,
-    greedy: flags.greedy ?? g.greedy ?? false,
-    temperature: flags.temperature ?? g.temperature ?? 0.8,
-    topK: flags.topK ?? g.topK ?? 40,
-    topP: flags.topP ?? g.topP ?? 0.95,
-    minP: flags.minP ?? g.minP ?? 0.05,
-    repetitionPenalty: flags.repeatPenalty ?? g.repetitionPenalty ?? 1,
+    maxNewTokens: flags.maxTokens,
+    greedy: flags.greedy ? true : flags.sample ? false : undefined,
+    temperature: flags.temperature,
+    topK: flags.topK,
+    topP: flags.topP,
+    minP: flags.minP,
+    repetitionPenalty: flags.repeatPenalty,
     seed: flags.seed,
-    stopStrings: flags.stop ?? [],
-    ignoreEos: flags.ignoreEos ?? false,
-    eosTokenIds: g.eosTokenIds,
+    stopStrings: flags.stop,
+    ignoreEos: flags.ignoreEos,
     useCache: flags.cache !== false,
   };
 }

@@ -42,6 +42,11 @@ function reportError(error: unknown): number {
     process.stderr.write(`olmoe: error: ${error.message}\n`);
     return error.code === 'aborted' ? 130 : 1;
   }
+  const systemError = error as NodeJS.ErrnoException;
+  if (typeof systemError?.code === 'string' && typeof systemError.syscall === 'string') {
+    process.stderr.write(`olmoe: error: ${systemError.message}\n`); // the environment (permissions, disk), not a bug
+    return 1;
+  }
   const detail = process.env.OLMOE_DEBUG ? (error as Error).stack : (error as Error)?.message ?? String(error);
   process.stderr.write(`olmoe: internal error: ${detail}\n(this is a bug; set OLMOE_DEBUG=1 for the stack trace)\n`);
   return 2;

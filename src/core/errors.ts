@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'input' // bad user input: token ids, prompt length, options
   | 'hub' // model hub / download failures
   | 'unsupported' // valid input that this version cannot handle
+  | 'io' // a file could not be read or written (permissions, disk full, not a folder)
   | 'aborted'; // cancelled through an AbortSignal
 
 export class OlmoeError extends Error {
@@ -34,8 +35,8 @@ export class FormatError extends OlmoeError {
 /** config.json values that are missing, mistyped or impossible; names the key. */
 export class ConfigError extends OlmoeError {
   readonly key: string;
-  constructor(key: string, message: string) {
-    super('config', `config.json: ${key}: ${message}`);
+  constructor(key: string, message: string, file = 'config.json') {
+    super('config', `${file}: ${key}: ${message}`);
     this.name = 'ConfigError';
     this.key = key;
   }
@@ -79,5 +80,25 @@ export class AbortError extends OlmoeError {
   constructor(message = 'aborted') {
     super('aborted', message);
     this.name = 'AbortError';
+  }
+}
+
+/** A file-system operation failed; names the path and the system's reason. */
+export class IoError extends OlmoeError {
+  readonly path: string;
+  constructor(path: string, action: string, cause: unknown) {
+    super('io', `cannot ${action} ${path}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    this.name = 'IoError';
+    this.path = path;
+  }
+}
+
+/** Run a file-system operation, turning its failure into an IoError naming `path`. */
+export function withIo<T>(path: string, action: string, operation: () => T): T {
+  try {
+    return operation();
+  } catch (error) {
+    if (error instanceof OlmoeError) throw error;
+    throw new IoError(path, action, error);
   }
 }

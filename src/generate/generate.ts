@@ -4,24 +4,22 @@
  */
 import type { KVCache } from '../core/backend.js';
 import { AbortError, InputError } from '../core/errors.js';
-import type { OlmoeModel, RoutingObserver } from '../model/olmoe.js';
+import { createRng, type Rng } from '../core/rng.js';
+import type { OlmoeModel } from '../model/olmoe.js';
+import type { GenerationDefaults } from '../model/pretrained.js';
 import type { OlmoeTokenizer } from '../tokenizer/tokenizer.js';
-import { createRng, randomSeed } from '../core/rng.js';
-import { checkSamplingOptions, sampleToken, type SamplingOptions } from './sampling.js';
+import type { StreamDecoder } from '../tokenizer/stream.js';
+import { resolveOptions, type GenerateOptions, type ResolvedOptions } from './options.js';
+import { sampleToken } from './sampling.js';
 import { StopStringMatcher } from './stop.js';
 
-export interface GenerateOptions extends SamplingOptions {
-  maxNewTokens?: number; // default 128
-  seed?: number;
-  /** Token ids that end generation (the eos id itself is not part of the output). */
-  eosTokenIds?: readonly number[];
-  ignoreEos?: boolean;
-  stopStrings?: readonly string[];
-  signal?: AbortSignal;
-  /** false: recompute the whole sequence every step (slow; must give the same tokens). */
-  useCache?: boolean;
-  /** Routing of every forward pass: the prompt's tokens, then each generated token's. */
-  observer?: RoutingObserver;
+export type { GenerateOptions } from './options.js';
+
+/** What generation needs: a model, its tokenizer, and optionally the checkpoint's generation defaults. */
+export interface LanguageModel {
+  model: OlmoeModel;
+  tokenizer: OlmoeTokenizer;
+  generation?: GenerationDefaults;
 }
 
 export type FinishReason = 'eos' | 'stop' | 'length';
@@ -44,67 +42,25 @@ export interface GenerationResult {
   decodeMs: number;
 }
 
-interface DecodeState {
-  ids: number[];
-  all: number[];
-  cache: KVCache | undefined;
-}
-
-export async function* generate(
-  model: OlmoeModel,
-  tokenizer: OlmoeTokenizer,
-  promptIds: readonly number[],
-  opts: GenerateOptions = {},
-): AsyncGenerator<TokenEvent, GenerationResult> {
-  checkSamplingOptions(opts);
-  const maxNewTokens = checkLength(model, promptIds, opts.maxNewTokens ?? 128);
-  const seed = opts.seed ?? randomSeed();
-  const rng = createRng(seed);
-  const eos = new Set(opts.ignoreEos ? [] : (opts.eosTokenIds ?? model.config.eosTokenIds));
-  const detokenizer = tokenizer.streamDecoder({ skipSpecialTokens: true });
-  const stops = new StopStringMatcher(opts.stopStrings ?? []);
-  const state: DecodeState = { ids: [], all: [...promptIds], cache: opts.useCache === false ? undefined : model.createCache(promptIds.length + maxNewTokens) };
-  const started = performance.now();
-  let logits = nextLogits(model, state, promptIds, opts);
-  const prefillMs = performance.now() - started;
-  let text = '';
-  let finishReason: FinishReason = 'length';
-  while (state.ids.length < maxNewTokens) {
-    if (opts.signal?.aborted) throw new AbortError('generation aborted');
-    const id = sampleToken(logits, opts, rng, state.all);
-    if (eos.has(id)) {
-      finishReason = 'eos';
-      break;
-    }
-    state.ids.push(id);
-    state.all.push(id);
-    const piece = stops.push(detokenizer.push(id));
-    text += piece;
-    yield { id, text: piece };
-    if (stops.stopped) {
-      finishReason = 'stop';
-      break;
-    }
-    if (state.ids.length < maxNewTokens) logits = nextLogits(model, state, [id], opts);
+export async function* generate(lm: LanguageModel, promptIds: readonly number[], opts: GenerateOptions = {}): AsyncGenerator<TokenEvent, GenerationResult> {
+  const run = new GenerationRun(lm, promptIds, resolveOptions(opts, lm.generation, lm.model.config.eosTokenIds));
+  while (!run.finishReason) {
+    const event = run.step();
+    if (event) yield event;
     await new Promise((resolve) => setImmediate(resolve)); // let abort signals and I/O through between tokens
   }
-  const tail = stops.push(detokenizer.flush()) + stops.flush();
-  if (tail) {
-    text += tail;
-    yield { id: null, text: tail };
-  }
-  if (stops.stopped) finishReason = 'stop';
-  return { ids: state.ids, text, finishReason, promptTokens: promptIds.length, seed, prefillMs, decodeMs: performance.now() - started - prefillMs };
+  const tail = run.flush();
+  if (tail) yield tail;
+  return run.result();
 }
 
 /** Run `generate` to the end; `onToken` sees every event as it comes. */
 export async function generateText(
-  model: OlmoeModel,
-  tokenizer: OlmoeTokenizer,
+  lm: LanguageModel,
   promptIds: readonly number[],
   opts: GenerateOptions & { onToken?: (event: TokenEvent) => void } = {},
 ): Promise<GenerationResult> {
-  const iterator = generate(model, tokenizer, promptIds, opts);
+  const iterator = generate(lm, promptIds, opts);
   for (;;) {
     const step = await iterator.next();
     if (step.done) return step.value;
@@ -112,15 +68,85 @@ export async function generateText(
   }
 }
 
-function nextLogits(model: OlmoeModel, state: DecodeState, newIds: readonly number[], opts: GenerateOptions): Float32Array {
-  const input = state.cache ? newIds : state.all;
-  const logits = model.forward(Int32Array.from(input), { cache: state.cache, logits: 'last', observer: opts.observer });
-  return model.backend.toFloat32(logits);
+/** The state of one generation: sequence so far, KV cache, sampler, detokenizer and stop rules. */
+class GenerationRun {
+  readonly generated: number[] = [];
+  finishReason: FinishReason | undefined;
+  private readonly sequence: number[];
+  private readonly cache: KVCache | undefined;
+  private readonly rng: Rng;
+  private readonly detokenizer: StreamDecoder;
+  private readonly stops: StopStringMatcher;
+  private readonly eos: Set<number>;
+  private readonly maxNewTokens: number;
+  private readonly started = performance.now();
+  private logits: Float32Array | undefined;
+  private prefillMs = 0;
+  private text = '';
+
+  constructor(
+    private readonly lm: LanguageModel,
+    private readonly promptIds: readonly number[],
+    private readonly opts: ResolvedOptions,
+  ) {
+    this.maxNewTokens = checkLength(lm.model, promptIds, opts.maxNewTokens);
+    this.sequence = [...promptIds];
+    this.cache = opts.useCache ? lm.model.createCache(promptIds.length + this.maxNewTokens) : undefined;
+    this.rng = createRng(opts.seed);
+    this.detokenizer = lm.tokenizer.streamDecoder({ skipSpecialTokens: true });
+    this.stops = new StopStringMatcher(opts.stopStrings);
+    this.eos = new Set(opts.eosTokenIds);
+    if (this.maxNewTokens === 0) this.finishReason = 'length';
+  }
+
+  /** Sample one token (prefilling first if needed); returns its event, or undefined when generation ends. */
+  step(): TokenEvent | undefined {
+    if (this.opts.signal?.aborted) throw new AbortError('generation aborted');
+    this.logits ??= this.prefill();
+    const id = sampleToken(this.logits, this.opts, this.rng, this.sequence);
+    if (this.eos.has(id)) return void (this.finishReason = 'eos');
+    this.generated.push(id);
+    this.sequence.push(id);
+    const text = this.stops.push(this.detokenizer.push(id));
+    this.text += text;
+    if (this.stops.stopped) this.finishReason = 'stop';
+    else if (this.generated.length >= this.maxNewTokens) this.finishReason = 'length';
+    else this.logits = this.forward([id]);
+    return { id, text };
+  }
+
+  /** Text held back for an incomplete character or a possible stop string, released at the end. */
+  flush(): TokenEvent | undefined {
+    const tail = this.stops.push(this.detokenizer.flush()) + this.stops.flush();
+    if (this.stops.stopped) this.finishReason = 'stop';
+    this.text += tail;
+    return tail ? { id: null, text: tail } : undefined;
+  }
+
+  result(): GenerationResult {
+    const elapsed = performance.now() - this.started;
+    return {
+      ids: this.generated, text: this.text, finishReason: this.finishReason ?? 'length', promptTokens: this.promptIds.length,
+      seed: this.opts.seed, prefillMs: this.prefillMs, decodeMs: elapsed - this.prefillMs,
+    };
+  }
+
+  private prefill(): Float32Array {
+    const start = performance.now();
+    const logits = this.forward(this.promptIds);
+    this.prefillMs = performance.now() - start;
+    return logits;
+  }
+
+  private forward(newIds: readonly number[]): Float32Array {
+    const { model } = this.lm;
+    const input = this.cache ? newIds : this.sequence;
+    return model.backend.toFloat32(model.forward(Int32Array.from(input), { cache: this.cache, logits: 'last', observer: this.opts.observer }));
+  }
 }
 
 /** The prompt must fit the context; the number of new tokens is capped by what is left of it. */
 function checkLength(model: OlmoeModel, promptIds: readonly number[], maxNewTokens: number): number {
-  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new InputError(`max new tokens ${maxNewTokens} is not a non-negative integer`);
   const context = model.config.maxPositionEmbeddings;
   if (promptIds.length === 0) throw new InputError('the prompt is empty: give at least one token');
   if (promptIds.length >= context) {

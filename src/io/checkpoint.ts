@@ -13,10 +13,11 @@ export const INDEX_FILE = 'model.safetensors.index.json';
 export const SINGLE_FILE = 'model.safetensors';
 
 export function listCheckpointTensors(dir: string): Map<string, TensorEntry> {
-  const indexPath = join(dir, INDEX_FILE);
-  if (existsSync(indexPath)) return tensorsFromIndex(dir, indexPath);
+  // transformers' order: a single model.safetensors wins over an index.
   const single = join(dir, SINGLE_FILE);
   if (existsSync(single)) return readSafetensorsHeader(single).tensors;
+  const indexPath = join(dir, INDEX_FILE);
+  if (existsSync(indexPath)) return tensorsFromIndex(dir, indexPath);
   const present = existsSync(dir) ? readdirSync(dir).join(', ') || '(empty)' : '(folder does not exist)';
   throw new WeightError(`${dir}: no ${SINGLE_FILE} or ${INDEX_FILE} (found: ${present})`);
 }
@@ -39,12 +40,13 @@ function tensorsFromIndex(dir: string, indexPath: string): Map<string, TensorEnt
   return tensors;
 }
 
-function readWeightMap(indexPath: string): Map<string, string> {
+export function readWeightMap(indexPath: string): Map<string, string> {
   const weightMap = readJsonObject(indexPath).weight_map;
   if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
     throw new FormatError(indexPath, 'has no "weight_map" object');
   }
   const entries = Object.entries(weightMap);
+  if (entries.length === 0) throw new FormatError(indexPath, '"weight_map" is empty');
   for (const [name, shard] of entries) {
     if (typeof shard !== 'string' || shard === '' || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
       throw new FormatError(indexPath, `weight_map[${JSON.stringify(name)}] = ${JSON.stringify(shard)} is not a shard file name`);

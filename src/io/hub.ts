@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AbortError, HubError } from '../core/errors.js';
+import { AbortError, HubError, OlmoeError } from '../core/errors.js';
+import { readWeightMap } from './checkpoint.js';
 
 export interface DownloadProgress {
   file: string;
@@ -338,6 +339,52 @@ async function downloadWithRetries(req: FileRequest, meta: FileMetadata, incompl
 
 async function downloadBlob(req: FileRequest, meta: FileMetadata, blob: string): Promise<void> {
   await fsp.mkdir(path.dirname(blob), { recursive: true });
+  const release = await lockBlob(req, blob);
+  try {
+    if (!fs.existsSync(blob)) await downloadUnlocked(req, meta, blob);
+  } finally {
+    await release();
+  }
+}
+
+const LOCK_POLL_MS = 250;
+
+/**
+ * One writer per blob across processes (as huggingface_hub's file lock): `{blob}.lock` holds the owner's pid;
+ * a lock whose process is gone is taken over, a live one is waited for.
+ */
+async function lockBlob(req: FileRequest, blob: string): Promise<() => Promise<void>> {
+  const lock = `${blob}.lock`;
+  for (;;) {
+    try {
+      await fsp.writeFile(lock, String(process.pid), { flag: 'wx' });
+      return () => fsp.rm(lock, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    if (!lockOwnerAlive(lock)) await fsp.rm(lock, { force: true });
+    else await sleep(LOCK_POLL_MS);
+    throwIfAborted(req.signal);
+  }
+}
+
+function lockOwnerAlive(lock: string): boolean {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(lock, 'utf8'));
+  } catch {
+    return false; // removed meanwhile
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function downloadUnlocked(req: FileRequest, meta: FileMetadata, blob: string): Promise<void> {
   const incomplete = `${blob}.incomplete`;
   await downloadWithRetries(req, meta, incomplete);
   const received = await fileSize(incomplete);
@@ -396,26 +443,22 @@ export async function hubDownloadFile(
     return await downloadOnline(req);
   } catch (err) {
     // Like huggingface_hub: when the hub cannot be reached, fall back to what the cache already has.
-    if (!(err instanceof HubUnreachableError)) throw err;
-    return fromCacheOrThrow(req, () => err);
+    if (err instanceof HubUnreachableError) return fromCacheOrThrow(req, () => err);
+    throw asHubError(err, req);
   }
+}
+
+/** File-system failures in the cache (permissions, disk full) become errors that name the path. */
+function asHubError(err: unknown, req: FileRequest): unknown {
+  const fsError = err as NodeJS.ErrnoException;
+  if (err instanceof OlmoeError || typeof fsError?.code !== 'string') return err;
+  return new HubError(`cannot write ${req.repoId}/${req.filename} into the cache ${req.repoDir}: ${fsError.message}`, { cause: err });
 }
 
 const OPTIONAL_MODEL_FILES = ['generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
-async function readShardNames(indexPath: string): Promise<string[]> {
-  let index: unknown;
-  try {
-    index = JSON.parse(await fsp.readFile(indexPath, 'utf8'));
-  } catch (err) {
-    throw new HubError(`${indexPath}: not valid JSON: ${(err as Error).message}`, { cause: err });
-  }
-  const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
-  const shards = weightMap && typeof weightMap === 'object' ? Object.values(weightMap) : undefined;
-  if (!shards || shards.length === 0 || shards.some((s) => typeof s !== 'string' || s === '')) {
-    throw new HubError(`${indexPath}: "weight_map" must be a non-empty object mapping tensor names to shard files`);
-  }
-  return [...new Set(shards as string[])];
+function readShardNames(indexPath: string): string[] {
+  return [...new Set(readWeightMap(indexPath).values())];
 }
 
 /** Download what an OLMoE model folder needs and return the snapshot folder path. */
@@ -427,7 +470,7 @@ export async function hubSnapshotModel(repoId: string, opts: HubOptions = {}): P
   const pinned = { ...required, revision: path.basename(snapshotDir) };
   for (const name of OPTIONAL_MODEL_FILES) await hubDownloadFile(repoId, name, { ...pinned, optional: true });
   const indexPath = await hubDownloadFile(repoId, 'model.safetensors.index.json', { ...pinned, optional: true });
-  const weightFiles = indexPath === null ? ['model.safetensors'] : await readShardNames(indexPath);
+  const weightFiles = indexPath === null ? ['model.safetensors'] : readShardNames(indexPath);
   for (const name of weightFiles) await hubDownloadFile(repoId, name, pinned);
   return snapshotDir;
 }

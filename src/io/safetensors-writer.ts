@@ -5,7 +5,7 @@
  */
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { DTYPE_BYTES, safetensorsName, type DType } from '../core/dtype.js';
-import { OlmoeError } from '../core/errors.js';
+import { OlmoeError, withIo } from '../core/errors.js';
 
 export interface TensorSpec {
   readonly name: string;
@@ -32,11 +32,11 @@ export class SafetensorsWriter {
     this.tempPath = `${path}.tmp-${process.pid}`;
     const { header, totalData } = encodeHeader(specs, metadata);
     this.totalData = totalData;
-    this.fd = openSync(this.tempPath, 'w');
+    this.fd = withIo(this.tempPath, 'create', () => openSync(this.tempPath, 'w'));
     const length = Buffer.alloc(8);
     length.writeBigUInt64LE(BigInt(header.length));
-    writeAll(this.fd, length);
-    writeAll(this.fd, header);
+    this.writeOrAbort(length);
+    this.writeOrAbort(header);
   }
 
   /** Append the next bytes of tensor data (tensors in the order given to the constructor). */
@@ -44,7 +44,7 @@ export class SafetensorsWriter {
     if (this.written + bytes.length > this.totalData) {
       throw new OlmoeError('input', `${this.path}: more data written than the header declares (${this.totalData} bytes)`);
     }
-    writeAll(this.fd, bytes);
+    this.writeOrAbort(bytes);
     this.written += bytes.length;
   }
 
@@ -54,10 +54,25 @@ export class SafetensorsWriter {
       this.abort();
       throw new OlmoeError('input', `${this.path}: ${this.written} of ${this.totalData} data bytes written`);
     }
-    fsyncSync(this.fd);
-    closeSync(this.fd);
-    this.closed = true;
-    renameSync(this.tempPath, this.path);
+    try {
+      withIo(this.tempPath, 'write', () => fsyncSync(this.fd));
+      closeSync(this.fd);
+      this.closed = true;
+      withIo(this.path, 'move into place', () => renameSync(this.tempPath, this.path));
+    } catch (error) {
+      this.abort();
+      throw error;
+    }
+  }
+
+  /** A failed write (disk full) removes the partial file before reporting. */
+  private writeOrAbort(bytes: Uint8Array): void {
+    try {
+      withIo(this.tempPath, 'write', () => writeAll(this.fd, bytes));
+    } catch (error) {
+      this.abort();
+      throw error;
+    }
   }
 
   /** Remove the partial file; the final path is never touched. */

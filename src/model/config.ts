@@ -95,15 +95,14 @@ function checkShapes(c: { hiddenSize: number; numHeads: number; numKVHeads: numb
 
 /** rope_theta (HF v4) or rope_parameters.rope_theta (HF v5); only the default, unscaled rope is OLMoE's. */
 function ropeTheta(raw: Json): number {
+  if (raw.rope_scaling != null) throw new UnsupportedError(`config.json: rope_scaling ${JSON.stringify(raw.rope_scaling)} is not supported (OLMoE uses none)`);
   const params = raw.rope_parameters;
   if (params != null) {
     if (typeof params !== 'object' || Array.isArray(params)) throw new ConfigError('rope_parameters', 'must be an object');
-    if (raw.rope_scaling != null) throw new UnsupportedError(`config.json: rope_scaling ${JSON.stringify(raw.rope_scaling)} is not supported (OLMoE uses none)`);
     const p = params as Json;
     if (p.rope_type != null && p.rope_type !== 'default') throw new UnsupportedError(`config.json: rope_parameters.rope_type ${JSON.stringify(p.rope_type)} is not supported`);
     return positiveNumber(p, 'rope_theta', 10000, 'rope_parameters.rope_theta');
   }
-  if (raw.rope_scaling != null) throw new UnsupportedError(`config.json: rope_scaling ${JSON.stringify(raw.rope_scaling)} is not supported (OLMoE uses none)`);
   return positiveNumber(raw, 'rope_theta', 10000);
 }
 
@@ -135,11 +134,11 @@ function optionalTokenId(raw: Json, key: string): number | null {
 }
 
 /** eos_token_id may be an id, a list of ids, or absent. */
-export function tokenIds(raw: Json, key: string): number[] {
+export function tokenIds(raw: Json, key: string, file = 'config.json'): number[] {
   const value = raw[key];
   if (value == null) return [];
   const list = Array.isArray(value) ? value : [value];
-  if (!list.every((v) => Number.isSafeInteger(v) && v >= 0)) throw new ConfigError(key, `${JSON.stringify(value)} is not a token id or list of ids`);
+  if (!list.every((v) => Number.isSafeInteger(v) && v >= 0)) throw new ConfigError(key, `${JSON.stringify(value)} is not a token id or list of ids`, file);
   return list as number[];
 }
 

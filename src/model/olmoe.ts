@@ -38,7 +38,7 @@ export class OlmoeModel {
 
   /** Logits [T or 1, V] for `ids` following the cache's contents; advances the cache by T. */
   forward(ids: Int32Array, opts: ForwardOptions = {}): Tensor {
-    const cache = opts.cache ?? this.createCache(ids.length);
+    const cache = opts.cache ?? this.createCache(Math.min(ids.length, this.config.maxPositionEmbeddings));
     this.checkInput(ids, cache);
     const start = cache.length;
     const b = this.backend;
@@ -80,8 +80,10 @@ export class OlmoeModel {
     const vocab = this.config.vocabSize;
     const bad = ids.findIndex((id) => id < 0 || id >= vocab);
     if (bad >= 0) throw new InputError(`token id ${ids[bad]} at position ${bad} is out of range: the vocabulary has ${vocab} ids (0..${vocab - 1})`);
-    if (cache.length + ids.length > cache.capacity) {
-      throw new InputError(`sequence of ${cache.length + ids.length} tokens exceeds the context of ${cache.capacity} positions`);
+    const context = Math.min(cache.capacity, this.config.maxPositionEmbeddings);
+    if (cache.length + ids.length > context) {
+      const limit = context === this.config.maxPositionEmbeddings ? 'max_position_embeddings' : 'the KV cache capacity';
+      throw new InputError(`sequence of ${cache.length + ids.length} tokens exceeds the context of ${context} positions (${limit})`);
     }
   }
 }

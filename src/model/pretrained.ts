@@ -51,13 +51,16 @@ export async function loadPretrained(spec: string, opts: PretrainedOptions): Pro
   const dir = await resolveModelDir(spec, opts);
   const tokenizer = OlmoeTokenizer.fromFolder(dir);
   const model = await loadModelFolder(dir, { backend: opts.backend, onProgress: opts.onLoadProgress });
-  return { dir, model, tokenizer, generation: readGenerationDefaults(dir, model.config.eosTokenIds) };
+  // The tokenizer's eos also stops generation: 0125-Instruct's is |||IP_ADDRESS||| (id 0), config says 50279 (spec §4.2).
+  const tokenizerEos = tokenizer.tokenId(tokenizer.eosToken);
+  const configEos = [...model.config.eosTokenIds, ...(tokenizerEos === undefined ? [] : [tokenizerEos])];
+  return { dir, model, tokenizer, generation: readGenerationDefaults(dir, configEos) };
 }
 
 /** Stop ids are the union of config.json's and generation_config.json's eos ids (spec §7). */
 export function readGenerationDefaults(dir: string, configEos: readonly number[]): GenerationDefaults {
   const json = readJsonObjectIfExists(join(dir, 'generation_config.json')) ?? {};
-  const eosTokenIds = [...new Set([...configEos, ...tokenIds(json, 'eos_token_id')])];
+  const eosTokenIds = [...new Set([...configEos, ...tokenIds(json, 'eos_token_id', 'generation_config.json')])];
   const defaults: GenerationDefaults = { eosTokenIds };
   const number = (key: string) => (typeof json[key] === 'number' ? (json[key] as number) : undefined);
   if (typeof json.do_sample === 'boolean') defaults.greedy = !json.do_sample;

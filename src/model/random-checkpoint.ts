@@ -3,10 +3,10 @@
  * OLMoE-1B-7B (13.8 GB in bf16) never needs more than a few MB of memory. Weights ~ N(0, σ) as HF's
  * initializer (σ = initializer_range), norms = 1. Used for tests, benchmarks and the demo.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeFloats, type DType } from '../core/dtype.js';
-import { InputError } from '../core/errors.js';
+import { InputError, withIo } from '../core/errors.js';
 import { SafetensorsWriter, tensorByteLength, type TensorSpec } from '../io/safetensors-writer.js';
 import { createRng, type Rng } from '../core/rng.js';
 import { byteLevelTokenizerJson, EOS_TOKEN, PAD_TOKEN } from '../tokenizer/byte-level.js';
@@ -35,18 +35,37 @@ export interface RandomCheckpointOptions {
 /** OLMoE-1B-7B's shape (spec §1.1). */
 export const OLMOE_1B_7B = { layers: 16, experts: 64, topK: 8, hidden: 2048, heads: 16, intermediate: 1024, vocab: 50304, context: 4096 };
 
+/**
+ * Write the checkpoint into a temporary sibling folder, then move its files into `dir` (replacing an earlier
+ * checkpoint's weight files there), so an interrupted run never leaves a half-written model behind.
+ */
 export function writeRandomCheckpoint(dir: string, opts: RandomCheckpointOptions): OlmoeConfig {
   const { json: tokenizerJson, eosId, padId, size } = byteLevelTokenizerJson();
   if (opts.vocab < size) throw new InputError(`vocab ${opts.vocab} is smaller than the byte-level tokenizer's ${size} ids`);
   const configJson = hfConfigJson(opts, eosId, padId);
   const config = parseConfig(configJson);
-  mkdirSync(dir, { recursive: true });
-  writeWeights(dir, config, opts);
-  writeJson(join(dir, 'config.json'), configJson);
-  writeJson(join(dir, 'generation_config.json'), { eos_token_id: eosId, pad_token_id: padId });
-  writeJson(join(dir, 'tokenizer.json'), tokenizerJson);
-  writeJson(join(dir, 'tokenizer_config.json'), { add_bos_token: false, add_eos_token: false, bos_token: null, eos_token: EOS_TOKEN, pad_token: PAD_TOKEN, clean_up_tokenization_spaces: false, model_max_length: opts.context });
+  const staging = `${dir.replace(/[\\/]+$/, '')}.tmp-${process.pid}`;
+  withIo(staging, 'create folder', () => mkdirSync(staging, { recursive: true }));
+  try {
+    writeWeights(staging, config, opts);
+    writeJson(join(staging, 'config.json'), configJson);
+    writeJson(join(staging, 'generation_config.json'), { eos_token_id: eosId, pad_token_id: padId });
+    writeJson(join(staging, 'tokenizer.json'), tokenizerJson);
+    writeJson(join(staging, 'tokenizer_config.json'), { add_bos_token: false, add_eos_token: false, bos_token: null, eos_token: EOS_TOKEN, pad_token: PAD_TOKEN, clean_up_tokenization_spaces: false, model_max_length: opts.context });
+    moveInto(staging, dir);
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
+  }
   return config;
+}
+
+/** Move every file of `staging` into `dir`, first removing weight files that would otherwise mix with the new ones. */
+function moveInto(staging: string, dir: string): void {
+  withIo(dir, 'create folder', () => mkdirSync(dir, { recursive: true }));
+  for (const name of readdirSync(dir)) {
+    if (/^model.*\.safetensors(\.index\.json)?$/.test(name)) withIo(join(dir, name), 'remove', () => rmSync(join(dir, name)));
+  }
+  for (const name of readdirSync(staging)) withIo(join(dir, name), 'write', () => renameSync(join(staging, name), join(dir, name)));
 }
 
 function hfConfigJson(o: RandomCheckpointOptions, eosId: number, padId: number): Record<string, unknown> {
@@ -131,5 +150,5 @@ function pad5(n: number): string {
 }
 
 function writeJson(path: string, value: unknown): void {
-  writeFileSync(path, JSON.stringify(value, null, 2) + '\n');
+  withIo(path, 'write', () => writeFileSync(path, JSON.stringify(value, null, 2) + '\n'));
 }

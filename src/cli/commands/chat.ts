@@ -22,7 +22,7 @@ async function runChat(spec: string, flags: ChatFlags): Promise<void> {
   const interactive = process.stdin.isTTY === true;
   const lines = createInterface({ input: process.stdin, output: interactive ? process.stderr : undefined, prompt: '> ' });
   const history: ChatMessage[] = flags.system ? [{ role: 'system', content: flags.system }] : [];
-  const options = generateOptions(flags, pretrained);
+  const options = generateOptions(flags);
   if (interactive) {
     process.stderr.write(`chatting with ${spec} (/reset, /exit)\n`);
     lines.prompt();
@@ -56,7 +56,7 @@ async function reply(
 ): Promise<void> {
   history.push({ role: 'user', content: message });
   const promptIds = pretrained.tokenizer.encodeChat(history);
-  const result = await generateText(pretrained.model, pretrained.tokenizer, promptIds, {
+  const result = await generateText(pretrained, promptIds, {
     ...options,
     onToken: (event) => process.stdout.write(event.text),
   });

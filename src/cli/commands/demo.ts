@@ -30,10 +30,9 @@ async function runDemo(dir: string): Promise<void> {
   const prompt = 'The experts of a sparse model';
   const promptIds = pretrained.tokenizer.encode(prompt);
   process.stdout.write(`generate (greedy, 24 tokens): ${JSON.stringify(prompt)} →\n`);
-  const result = await generateText(pretrained.model, pretrained.tokenizer, promptIds, {
+  const result = await generateText(pretrained, promptIds, {
     greedy: true,
     maxNewTokens: 24,
-    eosTokenIds: pretrained.generation.eosTokenIds,
     onToken: (e) => process.stdout.write(JSON.stringify(e.text).slice(1, -1)),
   });
   process.stdout.write(`\n[${result.ids.length} tokens, ${((result.ids.length / (result.prefillMs + result.decodeMs)) * 1000).toFixed(1)} tok/s, finish: ${result.finishReason}]\n\n`);

@@ -29,8 +29,8 @@ async function runGenerate(spec: string, prompt: string | undefined, flags: Gene
   if (flags.promptIds !== undefined) promptIds = parseIds(flags.promptIds, '--prompt-ids');
   else if (flags.chat) promptIds = tokenizer.encodeChat([{ role: 'user', content: prompt! }]);
   else promptIds = tokenizer.encode(prompt!);
-  const result = await generateText(pretrained.model, tokenizer, promptIds, {
-    ...generateOptions(flags, pretrained),
+  const result = await generateText(pretrained, promptIds, {
+    ...generateOptions(flags),
     onToken: (event) => {
       if (!flags.json) process.stdout.write(event.text);
     },
