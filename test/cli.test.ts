@@ -1,7 +1,7 @@
 /** The `olmoe` command end to end, as a user runs it: JSON on stdout, messages on stderr, clear errors. */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync, cpSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { cliPath, tempDir, tinyExpectedPath, tinyModelDir } from './helpers.js';
@@ -98,6 +98,13 @@ describe('olmoe CLI', () => {
     assert.equal(run.code, 0, run.stderr);
     assert.equal(JSON.parse(run.stdout).ids.length, 5);
     assert.equal(olmoe(['create-random', dir]).code, 1, 'refuses a non-empty folder without --force');
+    // --force with one shard replaces the sharded weights: the new seed's model is what loads.
+    const logits = () => JSON.parse(olmoe(['logits', dir, '--ids', '1,2', '--json']).stdout).logits;
+    const before = logits();
+    const small = ['--layers', '2', '--experts', '4', '--top-k', '2', '--hidden', '32', '--heads', '2', '--intermediate', '16', '-q'];
+    assert.equal(olmoe(['create-random', dir, ...small, '--seed', '9', '--force']).code, 0);
+    assert.deepEqual(readdirSync(dir).filter((f) => f.includes('safetensors')), ['model.safetensors']);
+    assert.notDeepEqual(logits(), before);
   });
 
   it('bad input gives a one-line error and exit code 1, never a stack trace', () => {
@@ -113,6 +120,9 @@ describe('olmoe CLI', () => {
       [['generate', dir, 'hi'], /config\.json.*not valid JSON/],
       [['generate', tinyModelDir, 'hi', '--backend', 'gpu9000'], /unknown backend "gpu9000"/],
       [['generate', 'someorg/somemodel', 'hi'], /not in the cache \(offline mode\)/],
+      [['create-random', join(tinyModelDir, 'config.json', 'sub')], /cannot create folder .*config\.json/],
+      [['generate', tinyModelDir, 'hi', '--stop', ''], /stop strings must be non-empty/],
+      [['generate', tinyModelDir, 'hi', '--greedy', '--sample'], /exclude each other/],
     ];
     for (const [args, message] of cases) {
       const run = olmoe(args);

@@ -5,9 +5,12 @@ import { before, describe, it } from 'node:test';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { AbortError, InputError } from '../src/core/errors.js';
 import { generate, generateText, type GenerateOptions } from '../src/generate/generate.js';
+import { resolveOptions } from '../src/generate/options.js';
+import { cpSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { StopStringMatcher } from '../src/generate/stop.js';
 import { loadPretrained, type Pretrained } from '../src/model/pretrained.js';
-import { tinyExpectedPath, tinyModelDir } from './helpers.js';
+import { tempDir, tinyExpectedPath, tinyModelDir } from './helpers.js';
 
 const expected = JSON.parse(readFileSync(tinyExpectedPath, 'utf8')) as { cases: { ids: number[]; greedy_continuation: number[] }[] };
 
@@ -94,6 +97,9 @@ describe('generation', () => {
     await assert.rejects(run([-1], {}), InputError);
     await assert.rejects(run([], {}), /empty/);
     await assert.rejects(run([1, 2], { temperature: -1 }), /temperature/);
+    await assert.rejects(run([1, 2], { stopStrings: [''] }), /stop strings must be non-empty/);
+    const aborted = AbortSignal.abort();
+    await assert.rejects(run([1, 2], { signal: aborted }), AbortError, 'an aborted signal stops before the prefill');
   });
 
   it('new tokens are capped by what is left of the context', async () => {
@@ -120,5 +126,43 @@ describe('stop strings over a stream', () => {
     const matcher = new StopStringMatcher(['END']);
     assert.equal(matcher.push('abc EN'), 'abc ');
     assert.equal(matcher.flush(), 'EN');
+  });
+});
+
+describe('generation options', () => {
+  const defaults = { eosTokenIds: [7] };
+  it('greedy unless sampling is asked for, as transformers does without do_sample', () => {
+    assert.equal(resolveOptions({}, defaults, []).greedy, true);
+    assert.equal(resolveOptions({}, { ...defaults, greedy: false }, []).greedy, false);
+    assert.equal(resolveOptions({ temperature: 0.7 }, defaults, []).greedy, false, 'a sampling knob implies sampling');
+    assert.equal(resolveOptions({ seed: 1 }, defaults, []).greedy, false);
+    assert.equal(resolveOptions({ temperature: 0 }, { ...defaults, greedy: false }, []).greedy, true, 'temperature 0 is greedy');
+  });
+
+  it('sampling defaults are transformers\' (temperature 1, top-k 50, top-p 1); the checkpoint\'s override them', () => {
+    const sampled = resolveOptions({ greedy: false }, defaults, []);
+    assert.deepEqual([sampled.temperature, sampled.topK, sampled.topP, sampled.minP], [1, 50, 1, 0]);
+    const fromConfig = resolveOptions({ greedy: false, topK: 5 }, { ...defaults, temperature: 0.6, topK: 20, topP: 0.9 }, []);
+    assert.deepEqual([fromConfig.temperature, fromConfig.topK, fromConfig.topP], [0.6, 5, 0.9]);
+  });
+
+  it('a greedy generation_config with temperature 0 is accepted; eos ids come from the checkpoint', () => {
+    const greedy = resolveOptions({}, { ...defaults, greedy: true, temperature: 0 }, [3]);
+    assert.equal(greedy.greedy, true);
+    assert.deepEqual(greedy.eosTokenIds, [7]);
+    assert.deepEqual(resolveOptions({}, undefined, [3]).eosTokenIds, [3]);
+    assert.deepEqual(resolveOptions({ ignoreEos: true }, defaults, [3]).eosTokenIds, []);
+  });
+
+  it('loadPretrained stops on config, generation_config and tokenizer eos ids together', async () => {
+    const dir = tempDir();
+    cpSync(tinyModelDir, dir, { recursive: true });
+    writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [557, 12] }));
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, eos_token_id: 99 }));
+    const p = await loadPretrained(dir, { backend: new ReferenceBackend() });
+    assert.deepEqual([...p.generation.eosTokenIds].sort((a, b) => a - b), [12, 99, 556, 557]);
+    writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: 'x' }));
+    await assert.rejects(loadPretrained(dir, { backend: new ReferenceBackend() }), /generation_config\.json: eos_token_id/);
   });
 });

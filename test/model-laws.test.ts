@@ -64,6 +64,12 @@ describe('forward-pass laws', () => {
     assert.ok(maxAbsDiff(plain, logitsOf(await load(dir), IDS)) > 1e-3);
   });
 
+  it('a one-shot forward longer than max_position_embeddings is refused', async () => {
+    const model = await load(randomCheckpoint({ context: 16 }).dir);
+    assert.throws(() => model.forward(new Int32Array(17).fill(3)), /17 tokens exceeds the context of 16 positions \(max_position_embeddings\)/);
+    assert.doesNotThrow(() => model.forward(new Int32Array(16).fill(3)));
+  });
+
   it('prefill in one pass equals feeding tokens one at a time through the cache', async () => {
     const model = await load(randomCheckpoint({ std: 0.3 }).dir);
     const all = logitsOf(model, IDS);
