@@ -1,13 +1,14 @@
 /** olmoe: run OLMoE sparse Mixture-of-Experts language models in Node.js. The public API. */
 export * from './core/errors.js';
-export type { Backend, Tensor, HostTensor, KVCache, Routing, ExpertWeights } from './core/backend.js';
+export { weightFromBytes, type Backend, type Tensor, type WeightSource, type KVCache, type Routing, type ExpertWeights } from './core/backend.js';
 export type { DType } from './core/dtype.js';
 export { createRng, type Rng } from './core/rng.js';
+export { indicesByValueDescending } from './core/sort.js';
 export { ReferenceBackend } from './backends/reference/index.js';
 export { createBackend, BACKEND_NAMES } from './backends/index.js';
 export { readSafetensorsHeader, type TensorEntry } from './io/safetensors.js';
 export { writeSafetensors, SafetensorsWriter } from './io/safetensors-writer.js';
-export { listCheckpointTensors } from './io/checkpoint.js';
+export { listCheckpointTensors, weightSources } from './io/checkpoint.js';
 export { hubDownloadFile, hubSnapshotModel, hubCacheDir, isHubRepoId, type HubOptions, type DownloadProgress } from './io/hub.js';
 export { parseConfig, readConfigFile, parameterCounts, type OlmoeConfig } from './model/config.js';
 export { weightTable, type WeightSpec } from './model/weights.js';

@@ -8,7 +8,13 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { DType } from '../src/core/dtype.js';
 import { FormatError } from '../src/core/errors.js';
-import { readTensors } from '../src/io/checkpoint.js';
+import { weightSources } from '../src/io/checkpoint.js';
+import type { TensorEntry as Entry } from '../src/io/safetensors.js';
+
+/** Every entry's bytes through the loader's path (weight sources read positionally). */
+async function readTensors(entries: Entry[], onTensor: (entry: { name: string }, bytes: Uint8Array) => void): Promise<void> {
+  for await (const source of weightSources(entries)) onTensor(source, await source.read());
+}
 import { readSafetensorsHeader, readTensorBytes } from '../src/io/safetensors.js';
 import { writeSafetensors } from '../src/io/safetensors-writer.js';
 import { tempDir } from './helpers.js';

@@ -13,11 +13,24 @@ export interface Tensor {
   readonly dtype: DType;
 }
 
-/** Weight bytes as stored in a checkpoint (little-endian), handed to a backend once at load time. */
-export interface HostTensor {
+/**
+ * A weight as stored in a checkpoint (little-endian bytes of its dtype), handed to a backend once at load time.
+ * A backend that maps files uses `file` and `offset`; one that copies calls `read()`.
+ */
+export interface WeightSource {
+  readonly name: string;
   readonly dtype: DType;
   readonly shape: readonly number[];
-  readonly bytes: Uint8Array;
+  readonly byteLength: number;
+  /** The file holding the bytes at `offset`, when they come from a file. */
+  readonly file?: string;
+  readonly offset?: number;
+  read(): Promise<Uint8Array>;
+}
+
+/** A weight held in memory (tests, converted or generated weights). */
+export function weightFromBytes(name: string, dtype: DType, shape: readonly number[], bytes: Uint8Array): WeightSource {
+  return { name, dtype, shape, byteLength: bytes.byteLength, read: async () => bytes };
 }
 
 /** Keys and values of every layer for one sequence, stored after RoPE (spec §3.4). */
@@ -64,6 +77,8 @@ export interface Routing {
   readonly tokens: number;
   readonly numExperts: number;
   readonly topK: number;
+  /** [T, E] router logits x·gateᵀ (for the z-loss and analysis). */
+  readonly logits: Float32Array;
   /** [T, E] softmax over all experts, float32 (spec §3.6). */
   readonly probs: Float32Array;
   /** [T, K] chosen experts, by probability descending, ties to the lower index. */
@@ -81,8 +96,8 @@ export interface ExpertWeights {
 
 export interface Backend {
   readonly name: string;
-  /** Take checkpoint bytes as a weight. Must keep the stored dtype (no whole-model widening to f32). */
-  weight(host: HostTensor): Tensor;
+  /** Take a checkpoint tensor as a weight. Must keep the stored dtype (no whole-model widening to f32). */
+  weight(source: WeightSource): Promise<Tensor>;
   fromFloat32(data: Float32Array, shape: readonly number[]): Tensor;
   toFloat32(x: Tensor): Float32Array;
 

@@ -6,7 +6,12 @@
 
 export type DType = 'f32' | 'bf16' | 'f16';
 
-export const DTYPE_BYTES: Record<DType, number> = { f32: 4, bf16: 2, f16: 2 };
+const DTYPE_BYTES: Record<DType, number> = { f32: 4, bf16: 2, f16: 2 };
+
+/** Bytes of a tensor of `dtype` and `shape` (a function, not a per-element size, so block-quantized types fit later). */
+export function byteSize(dtype: DType, shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
+}
 
 /** safetensors dtype strings ↔ ours. Other safetensors dtypes exist but are not model weights here. */
 export const SAFETENSORS_DTYPES: Record<string, DType> = { F32: 'f32', BF16: 'bf16', F16: 'f16' };

@@ -5,6 +5,7 @@
  */
 import { InputError } from '../core/errors.js';
 import type { Rng } from '../core/rng.js';
+import { indicesByValueDescending } from '../core/sort.js';
 
 export interface SamplingOptions {
   /** Always take the most likely token (ties to the lower id); the other options are then ignored. */
@@ -52,7 +53,7 @@ export function applyTemperature(logits: Float32Array, temperature: number): Flo
 
 export function topKFilter(logits: Float32Array, k: number): Float32Array {
   if (k <= 0 || k >= logits.length) return logits.slice();
-  const threshold = descendingOrder(logits)[k - 1]!;
+  const threshold = indicesByValueDescending(logits, (value) => value > -Infinity)[k - 1]!;
   const cutoff = logits[threshold]!;
   return logits.map((value) => (value < cutoff ? -Infinity : value));
 }
@@ -61,7 +62,7 @@ export function topKFilter(logits: Float32Array, k: number): Float32Array {
 export function topPFilter(logits: Float32Array, p: number): Float32Array {
   if (p >= 1) return logits.slice();
   const probs = softmax(logits);
-  const order = descendingOrder(logits);
+  const order = indicesByValueDescending(logits, (value) => value > -Infinity);
   const out = new Float32Array(logits.length).fill(-Infinity);
   let cumulative = 0;
   for (const id of order) {
@@ -111,11 +112,4 @@ export function sampleToken(logits: Float32Array, opts: SamplingOptions, rng: Rn
   scores = topPFilter(scores, opts.topP ?? 1);
   scores = minPFilter(scores, opts.minP ?? 0);
   return drawFromProbabilities(softmax(scores), rng());
-}
-
-/** Indices sorted by logit descending (lower index first among equals), finite logits only. */
-function descendingOrder(logits: Float32Array): number[] {
-  const ids: number[] = [];
-  for (let i = 0; i < logits.length; i++) if (logits[i]! > -Infinity) ids.push(i);
-  return ids.sort((a, b) => logits[b]! - logits[a]! || a - b);
 }

@@ -5,6 +5,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { WeightSource } from '../core/backend.js';
 import { FormatError, WeightError } from '../core/errors.js';
 import { readJsonObject } from './json.js';
 import { readSafetensorsHeader, type TensorEntry } from './safetensors.js';
@@ -56,10 +57,10 @@ export function readWeightMap(indexPath: string): Map<string, string> {
 }
 
 /**
- * Read tensors' bytes positionally, file by file, in offset order (sequential on disk), calling `onTensor`
- * with each one; at most one tensor is in flight, so memory stays at what the caller keeps.
+ * The entries as weight sources, file by file in offset order (sequential on disk). Each file stays open while
+ * its sources are consumed; `read()` reads one tensor positionally, so memory holds what the consumer keeps.
  */
-export async function readTensors(entries: readonly TensorEntry[], onTensor: (entry: TensorEntry, bytes: Uint8Array) => void): Promise<void> {
+export async function* weightSources(entries: readonly TensorEntry[]): AsyncGenerator<WeightSource> {
   const byFile = new Map<string, TensorEntry[]>();
   for (const entry of entries) {
     const list = byFile.get(entry.file);
@@ -71,7 +72,10 @@ export async function readTensors(entries: readonly TensorEntry[], onTensor: (en
       throw new FormatError(file, `cannot open: ${error.message}`, { cause: error });
     });
     try {
-      for (const entry of fileEntries.sort((a, b) => a.offset - b.offset)) onTensor(entry, await readEntry(handle, entry));
+      for (const entry of fileEntries.sort((a, b) => a.offset - b.offset)) {
+        const { name, dtype, shape, offset, byteLength } = entry;
+        yield { name, dtype, shape, file, offset, byteLength, read: () => readEntry(handle, entry) };
+      }
     } finally {
       await handle.close();
     }

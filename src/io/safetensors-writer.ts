@@ -4,7 +4,7 @@
  * its final path only when complete (temp file + fsync + rename).
  */
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { DTYPE_BYTES, safetensorsName, type DType } from '../core/dtype.js';
+import { byteSize, safetensorsName, type DType } from '../core/dtype.js';
 import { OlmoeError, withIo } from '../core/errors.js';
 
 export interface TensorSpec {
@@ -14,7 +14,7 @@ export interface TensorSpec {
 }
 
 export function tensorByteLength(spec: TensorSpec): number {
-  return spec.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[spec.dtype];
+  return byteSize(spec.dtype, spec.shape);
 }
 
 export class SafetensorsWriter {

@@ -4,7 +4,7 @@
  * and tensors are read positionally, one at a time: a multi-GB shard is never read whole.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { DTYPE_BYTES, SAFETENSORS_DTYPES, type DType } from '../core/dtype.js';
+import { byteSize, SAFETENSORS_DTYPES, type DType } from '../core/dtype.js';
 import { FormatError } from '../core/errors.js';
 
 export interface TensorEntry {
@@ -117,7 +117,7 @@ function parseEntry(file: string, name: string, value: unknown, region: DataRegi
   if (begin > end || end > region.dataSize) {
     throw new FormatError(file, `${where}: data_offsets [${begin}, ${end}] outside the data region of ${region.dataSize} bytes`);
   }
-  const expected = (shape as number[]).reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
+  const expected = byteSize(dtype, shape as number[]);
   if (end - begin !== expected) {
     throw new FormatError(file, `${where}: shape [${shape}] × ${dtype} is ${expected} bytes but data_offsets span ${end - begin}`);
   }

@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import type { Backend, Tensor } from '../core/backend.js';
 import { WeightError } from '../core/errors.js';
-import { listCheckpointTensors, readTensors } from '../io/checkpoint.js';
+import { listCheckpointTensors, weightSources } from '../io/checkpoint.js';
 import type { TensorEntry } from '../io/safetensors.js';
 import { readConfigFile, type OlmoeConfig } from './config.js';
 import { OlmoeModel } from './olmoe.js';
@@ -29,12 +29,12 @@ export async function loadModelFolder(dir: string, opts: LoadModelOptions): Prom
   const totalBytes = entries.reduce((sum, e) => sum + e.byteLength, 0);
   const progress: LoadProgress = { loadedBytes: 0, totalBytes, tensors: 0, totalTensors: entries.length };
   const tensors = new Map<string, Tensor>();
-  await readTensors(entries, (entry, bytes) => {
-    tensors.set(entry.name, opts.backend.weight({ dtype: entry.dtype, shape: entry.shape, bytes }));
-    progress.loadedBytes += entry.byteLength;
+  for await (const source of weightSources(entries)) {
+    tensors.set(source.name, await opts.backend.weight(source));
+    progress.loadedBytes += source.byteLength;
     progress.tensors++;
     opts.onProgress?.(progress);
-  });
+  }
   return new OlmoeModel(config, assembleWeights(config, tensors), opts.backend);
 }
 

@@ -14,6 +14,7 @@ export interface RoutingEvent extends Routing {
   readonly start: number;
 }
 
+/** Called once per layer per forward pass. The event's arrays are the backend's: copy what you keep. */
 export type RoutingObserver = (event: RoutingEvent) => void;
 
 export interface ForwardOptions {
@@ -32,8 +33,8 @@ export class OlmoeModel {
   ) {}
 
   createCache(capacity = this.config.maxPositionEmbeddings): KVCache {
-    const c = this.config;
-    return this.backend.createKVCache({ layers: c.numLayers, capacity, kvHeads: c.numKVHeads, headDim: c.headDim });
+    const { numLayers, numKVHeads, headDim } = this.config;
+    return this.backend.createKVCache({ layers: numLayers, capacity, kvHeads: numKVHeads, headDim });
   }
 
   /** Logits [T or 1, V] for `ids` following the cache's contents; advances the cache by T. */
@@ -41,38 +42,41 @@ export class OlmoeModel {
     const cache = opts.cache ?? this.createCache(Math.min(ids.length, this.config.maxPositionEmbeddings));
     this.checkInput(ids, cache);
     const start = cache.length;
-    const b = this.backend;
-    let h = b.embedding(this.weights.embed, ids); // [T, D]; no scaling, no positional embedding (§3.2)
-    this.weights.layers.forEach((layer, index) => {
-      h = b.add(h, this.attention(b.rmsnorm(h, layer.inputNorm, this.config.rmsNormEps), layer, { index, start, cache }));
-      h = b.add(h, this.moe(b.rmsnorm(h, layer.postNorm, this.config.rmsNormEps), layer, { index, start, observer: opts.observer }));
+    const { backend, config, weights } = this;
+    let hidden = backend.embedding(weights.embed, ids); // [T, D]; no scaling, no positional embedding (§3.2)
+    weights.layers.forEach((layer, index) => {
+      const attended = this.attention(backend.rmsnorm(hidden, layer.inputNorm, config.rmsNormEps), layer, { index, start, cache });
+      hidden = backend.add(hidden, attended);
+      const mixed = this.moe(backend.rmsnorm(hidden, layer.postNorm, config.rmsNormEps), layer, { index, start, observer: opts.observer });
+      hidden = backend.add(hidden, mixed);
     });
     cache.length = start + ids.length;
-    if (opts.logits === 'last') h = b.rows(h, ids.length - 1, 1);
-    return b.matmul(b.rmsnorm(h, this.weights.finalNorm, this.config.rmsNormEps), this.weights.lmHead); // [T, V]
+    if (opts.logits === 'last') hidden = backend.rows(hidden, ids.length - 1, 1);
+    return backend.matmul(backend.rmsnorm(hidden, weights.finalNorm, config.rmsNormEps), weights.lmHead); // [T, V]
   }
 
   /** §3.4: QK-norm over the full projections (before the head split), RoPE, causal attention, output projection. */
-  private attention(x: Tensor, w: LayerWeights, at: { index: number; start: number; cache: KVCache }): Tensor {
-    const b = this.backend;
-    const c = this.config;
-    let q = b.rmsnorm(b.matmul(x, w.q), w.qNorm, c.rmsNormEps); // [T, H·Hd]
-    let k = b.rmsnorm(b.matmul(x, w.k), w.kNorm, c.rmsNormEps); // [T, Hkv·Hd]
-    let v = b.matmul(x, w.v); // [T, Hkv·Hd]
-    if (c.clipQkv !== null) [q, k, v] = [b.clamp(q, c.clipQkv), b.clamp(k, c.clipQkv), b.clamp(v, c.clipQkv)];
+  private attention(x: Tensor, layer: LayerWeights, at: { index: number; start: number; cache: KVCache }): Tensor {
+    const { backend, config } = this;
+    const eps = config.rmsNormEps;
+    let q = backend.rmsnorm(backend.matmul(x, layer.q), layer.qNorm, eps); // [T, H·Hd]
+    let k = backend.rmsnorm(backend.matmul(x, layer.k), layer.kNorm, eps); // [T, Hkv·Hd]
+    let v = backend.matmul(x, layer.v); // [T, Hkv·Hd]
+    const clip = config.clipQkv;
+    if (clip !== null) [q, k, v] = [backend.clamp(q, clip), backend.clamp(k, clip), backend.clamp(v, clip)];
     const positions = Int32Array.from({ length: x.shape[0]! }, (_, t) => at.start + t);
-    q = b.rope(q, positions, { heads: c.numHeads, headDim: c.headDim, theta: c.ropeTheta });
-    k = b.rope(k, positions, { heads: c.numKVHeads, headDim: c.headDim, theta: c.ropeTheta });
-    const heads = { heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim };
-    const attended = b.attention({ q, k, v, cache: at.cache, layer: at.index, start: at.start, ...heads }); // [T, H·Hd]
-    return b.matmul(attended, w.o); // [T, D]
+    q = backend.rope(q, positions, { heads: config.numHeads, headDim: config.headDim, theta: config.ropeTheta });
+    k = backend.rope(k, positions, { heads: config.numKVHeads, headDim: config.headDim, theta: config.ropeTheta });
+    const heads = { heads: config.numHeads, kvHeads: config.numKVHeads, headDim: config.headDim };
+    const attended = backend.attention({ q, k, v, cache: at.cache, layer: at.index, start: at.start, ...heads }); // [T, H·Hd]
+    return backend.matmul(attended, layer.o); // [T, D]
   }
 
   /** §3.6, paper eq. 1: y = Σ_{i ∈ top-K} softmax(router(x))_i · E_i(x), no renormalization unless configured. */
-  private moe(x: Tensor, w: LayerWeights, at: { index: number; start: number; observer: RoutingObserver | undefined }): Tensor {
-    const routing = this.backend.router(x, w.router, { topK: this.config.numExpertsPerTok, normTopKProb: this.config.normTopKProb });
+  private moe(x: Tensor, layer: LayerWeights, at: { index: number; start: number; observer: RoutingObserver | undefined }): Tensor {
+    const routing = this.backend.router(x, layer.router, { topK: this.config.numExpertsPerTok, normTopKProb: this.config.normTopKProb });
     at.observer?.({ ...routing, layer: at.index, start: at.start });
-    return this.backend.experts(x, w.experts, routing); // [T, D]
+    return this.backend.experts(x, layer.experts, routing); // [T, D]
   }
 
   private checkInput(ids: Int32Array, cache: KVCache): void {

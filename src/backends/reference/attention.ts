@@ -4,7 +4,7 @@
  */
 import type { AttentionArgs, KVCache, KVCacheOptions } from '../../core/backend.js';
 import { InputError } from '../../core/errors.js';
-import { activation, f32, type RefTensor } from './tensor.js';
+import { activation, checkShapes, f32, showShape, type RefTensor } from './tensor.js';
 
 export class RefKVCache implements KVCache {
   length = 0;
@@ -25,8 +25,12 @@ export class RefKVCache implements KVCache {
 }
 
 export function attention(args: AttentionArgs): RefTensor {
+  checkShapes('attention', args.cache instanceof RefKVCache, () => 'the KV cache was not made by the reference backend');
   const cache = args.cache as RefKVCache;
   const query = f32(args.q);
+  const widths = [f32(args.k).length, f32(args.v).length].map((n) => n / cache.width);
+  checkShapes('attention', query.length % (args.heads * args.headDim) === 0 && widths.every((n) => n === query.length / (args.heads * args.headDim)),
+    () => `q ${showShape(args.q)}, k ${showShape(args.k)}, v ${showShape(args.v)} do not fit ${args.heads} heads, ${cache.width / args.headDim} kv heads × ${args.headDim}`);
   const tokens = query.length / (args.heads * args.headDim);
   const end = args.start + tokens;
   if (end > cache.capacity) {

@@ -1,29 +1,35 @@
 /** The reference backend: pure TypeScript, float32 activations, weights kept in their stored dtype. */
-import type { Backend, HostTensor, KVCacheOptions, Tensor } from '../../core/backend.js';
-import { DTYPE_BYTES } from '../../core/dtype.js';
+import type { Backend, KVCacheOptions, Tensor, WeightSource } from '../../core/backend.js';
+import { byteSize, widenInto } from '../../core/dtype.js';
 import { OlmoeError } from '../../core/errors.js';
 import { attention, RefKVCache } from './attention.js';
 import { experts, router } from './moe.js';
 import { add, clamp, embedding, matmul, rmsnorm, rope, rows } from './ops.js';
-import { activation, f32, RefTensor, storageFor } from './tensor.js';
+import { activation, asRef, f32, RefTensor, storageFor } from './tensor.js';
 
 export class ReferenceBackend implements Backend {
   readonly name = 'reference';
 
-  weight(host: HostTensor): Tensor {
-    const elements = host.shape.reduce((a, b) => a * b, 1);
-    if (elements * DTYPE_BYTES[host.dtype] !== host.bytes.byteLength) {
-      throw new OlmoeError('input', `weight of shape [${host.shape}] ${host.dtype} needs ${elements * DTYPE_BYTES[host.dtype]} bytes, got ${host.bytes.byteLength}`);
+  async weight(source: WeightSource): Promise<Tensor> {
+    const bytes = await source.read();
+    const needed = byteSize(source.dtype, source.shape);
+    if (needed !== bytes.byteLength) {
+      throw new OlmoeError('input', `weight ${source.name} of shape [${source.shape}] ${source.dtype} needs ${needed} bytes, got ${bytes.byteLength}`);
     }
-    return new RefTensor(host.dtype, host.shape, storageFor(host.dtype, host.bytes));
+    return new RefTensor(source.dtype, source.shape, storageFor(source.dtype, bytes));
   }
 
   fromFloat32(data: Float32Array, shape: readonly number[]): Tensor {
     return activation(data, shape);
   }
 
+  /** Activations as they are; weights widened from their stored dtype. */
   toFloat32(x: Tensor): Float32Array {
-    return f32(x);
+    const tensor = asRef(x);
+    if (tensor.dtype === 'f32') return f32(x);
+    const out = new Float32Array(tensor.data.length);
+    widenInto(tensor.dtype, tensor.data, 0, out.length, out);
+    return out;
   }
 
   createKVCache(opts: KVCacheOptions): RefKVCache {

@@ -3,8 +3,9 @@
  * Dimension legend: T tokens, D hidden, E experts, K experts per token, F expert FFN width.
  */
 import type { ExpertWeights, Routing, RouterOptions, Tensor } from '../../core/backend.js';
+import { indicesByValueDescending } from '../../core/sort.js';
 import { matmul } from './ops.js';
-import { activation, asRef, f32, type RefTensor } from './tensor.js';
+import { activation, asRef, checkShapes, f32, showShape, type RefTensor } from './tensor.js';
 
 /** logits = x·gateᵀ; probs = softmax over all E experts; top-K by probability, ties to the lower index. */
 export function router(x: Tensor, gate: Tensor, opts: RouterOptions): Routing {
@@ -20,7 +21,7 @@ export function router(x: Tensor, gate: Tensor, opts: RouterOptions): Routing {
     for (let k = 0; k < opts.topK; k++) weights[t * opts.topK + k] = probs[t * numExperts + expertIds[t * opts.topK + k]!]!;
     if (opts.normTopKProb) normalize(weights.subarray(t * opts.topK, (t + 1) * opts.topK));
   }
-  return { tokens, numExperts, topK: opts.topK, probs, expertIds, weights };
+  return { tokens, numExperts, topK: opts.topK, logits, probs, expertIds, weights };
 }
 
 function softmaxRow(logits: Float32Array, out: Float32Array, offset: number, width: number): void {
@@ -33,7 +34,7 @@ function softmaxRow(logits: Float32Array, out: Float32Array, offset: number, wid
 
 /** Indices of the k largest values, descending; equal values keep ascending index order. */
 export function topK(values: Float32Array, k: number, out: Int32Array): void {
-  const order = Array.from(values.keys()).sort((a, b) => values[b]! - values[a]! || a - b);
+  const order = indicesByValueDescending(values);
   for (let i = 0; i < k; i++) out[i] = order[i]!;
 }
 
@@ -50,6 +51,7 @@ function normalize(values: Float32Array): void {
 export function experts(x: Tensor, weights: ExpertWeights, routing: Routing): RefTensor {
   const input = f32(x);
   const width = asRef(x).cols;
+  checkShapes('experts', asRef(x).rows === routing.tokens, () => `x ${showShape(x)} but routing for ${routing.tokens} tokens`);
   const out = new Float32Array(input.length);
   for (const [expert, assignments] of groupByExpert(routing)) {
     const tokenRows = gatherRows(input, width, assignments.map((a) => a.token));

@@ -3,13 +3,14 @@
  * Dimension legend: T tokens, In/Out matmul sides, Hd head dim.
  */
 import type { RopeOptions, Tensor } from '../../core/backend.js';
-import { activation, asRef, f32, type RefTensor } from './tensor.js';
+import { activation, asRef, checkShapes, f32, showShape, type RefTensor } from './tensor.js';
 
 /** x [T, In] · w [Out, In]ᵀ → [T, Out]; each weight row is widened once and used for every token. */
 export function matmul(x: Tensor, w: Tensor): RefTensor {
   const input = f32(x);
   const weight = asRef(w);
   const [outDim, inDim] = [weight.rows, weight.cols];
+  checkShapes('matmul', asRef(x).cols === inDim, () => `x ${showShape(x)} does not match weight ${showShape(w)}`);
   const tokens = input.length / inDim;
   const out = new Float32Array(tokens * outDim);
   const row = new Float32Array(inDim);
@@ -29,6 +30,8 @@ export function dot(a: Float32Array, aOffset: number, b: Float32Array, length: n
 export function embedding(table: Tensor, ids: Int32Array): RefTensor {
   const weights = asRef(table);
   const width = weights.cols;
+  const bad = ids.findIndex((id) => !(id >= 0 && id < weights.rows));
+  checkShapes('embedding', bad < 0, () => `id ${ids[bad]} outside table ${showShape(table)}`);
   const out = new Float32Array(ids.length * width);
   ids.forEach((id, t) => weights.readRow(id, out.subarray(t * width, (t + 1) * width)));
   return activation(out, [ids.length, width]);
@@ -39,6 +42,7 @@ export function rmsnorm(x: Tensor, weight: Tensor, eps: number): RefTensor {
   const input = f32(x);
   const gain = asRef(weight).readRow(0, new Float32Array(asRef(weight).cols));
   const width = gain.length;
+  checkShapes('rmsnorm', asRef(x).cols === width, () => `x ${showShape(x)} does not match weight ${showShape(weight)}`);
   const out = new Float32Array(input.length);
   for (let start = 0; start < input.length; start += width) {
     let sumSquares = 0;
@@ -69,6 +73,7 @@ export function rope(x: Tensor, positions: Int32Array, opts: RopeOptions): RefTe
   const input = f32(x);
   const { heads, headDim } = opts;
   const half = headDim / 2;
+  checkShapes('rope', asRef(x).cols === heads * headDim && asRef(x).rows === positions.length, () => `x ${showShape(x)} is not [${positions.length}, ${heads}·${headDim}]`);
   const invFreq = ropeInverseFrequencies(headDim, opts.theta);
   const out = new Float32Array(input.length);
   positions.forEach((position, t) => {
@@ -91,6 +96,7 @@ export function rope(x: Tensor, positions: Int32Array, opts: RopeOptions): RefTe
 export function add(a: Tensor, b: Tensor): RefTensor {
   const left = f32(a);
   const right = f32(b);
+  checkShapes('add', left.length === right.length, () => `${showShape(a)} + ${showShape(b)}`);
   const out = new Float32Array(left.length);
   for (let i = 0; i < left.length; i++) out[i] = left[i]! + right[i]!;
   return activation(out, asRef(a).shape);
@@ -105,6 +111,7 @@ export function clamp(x: Tensor, limit: number): RefTensor {
 export function rows(x: Tensor, start: number, count: number): RefTensor {
   const tensor = asRef(x);
   const width = tensor.cols;
+  checkShapes('rows', start >= 0 && count >= 0 && start + count <= tensor.rows, () => `rows [${start}, ${start + count}) of ${showShape(x)}`);
   const out = f32(x).slice(start * width, (start + count) * width);
   return activation(out, [count, width]);
 }

@@ -49,3 +49,10 @@ export function storageFor(dtype: DType, bytes: Uint8Array): Storage {
   if (dtype === 'f32') return new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
   return new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
 }
+
+/** The reference backend is the oracle other backends are tested against: it refuses mismatched shapes. */
+export function checkShapes(op: string, ok: boolean, describe: () => string): void {
+  if (!ok) throw new OlmoeError('input', `${op}: ${describe()}`);
+}
+
+export const showShape = (x: Tensor): string => `[${x.shape.join(', ')}]`;

@@ -3,7 +3,7 @@
  * which experts each token was routed to in each layer (and, for logits, the next-token scores).
  */
 import type { Command } from 'commander';
-import { InputError, type Pretrained, type RoutingEvent } from '../../index.js';
+import { indicesByValueDescending, InputError, type Pretrained, type RoutingObserver } from '../../index.js';
 import { addModelOptions, loadModel, parseIds, printJson, showToken, type ModelFlags } from '../common.js';
 
 interface RouteFlags extends ModelFlags {
@@ -44,15 +44,15 @@ export function registerLogits(program: Command): void {
   ).action(runLogits);
 }
 
-/** Forward over `ids`, collecting the logits [T][V] and each layer's routing. */
+/** Forward over `ids`, collecting the logits [T][V] and each layer's routing (copied: observer arrays are borrowed). */
 export function forwardWithRouting(pretrained: Pretrained, ids: number[]): { logits: Float32Array; routing: LayerRouting[] } {
-  const events: RoutingEvent[] = [];
+  const routing: LayerRouting[] = [];
   const { model } = pretrained;
-  const logits = model.backend.toFloat32(model.forward(Int32Array.from(ids), { observer: (e) => events.push(e) }));
-  return { logits, routing: events.map(toLayerRouting) };
+  const logits = model.backend.toFloat32(model.forward(Int32Array.from(ids), { observer: (e) => routing.push(toLayerRouting(e)) }));
+  return { logits, routing };
 }
 
-function toLayerRouting(event: RoutingEvent): LayerRouting {
+function toLayerRouting(event: Parameters<RoutingObserver>[0]): LayerRouting {
   const rows = (values: ArrayLike<number>) =>
     Array.from({ length: event.tokens }, (_, t) => Array.from({ length: event.topK }, (_, k) => values[t * event.topK + k]!));
   return { layer: event.layer, experts: rows(event.expertIds), weights: rows(event.weights) };
@@ -94,7 +94,7 @@ async function runLogits(spec: string, flags: ModelFlags & { ids: string; top: s
   }
   const top = parseIds(flags.top, '--top')[0]!;
   ids.forEach((id, t) => {
-    const best = Array.from(rows[t]!.keys()).sort((a, b) => rows[t]![b]! - rows[t]![a]! || a - b).slice(0, top);
+    const best = indicesByValueDescending(rows[t]!).slice(0, top);
     const shown = best.map((b) => `${b} ${showToken(pretrained, b)} ${rows[t]![b]!.toFixed(3)}`).join(', ');
     process.stdout.write(`${t} ${id} ${showToken(pretrained, id)} → ${shown}\n`);
   });
