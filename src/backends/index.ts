@@ -4,7 +4,6 @@ import { InputError } from '../core/errors.js';
 import { ReferenceBackend } from './reference/index.js';
 
 export const BACKEND_NAMES = ['reference'] as const;
-export type BackendName = (typeof BACKEND_NAMES)[number];
 
 export function createBackend(name: string | undefined = process.env.OLMOE_BACKEND): Backend {
   const chosen = name && name.length > 0 ? name : 'reference';

@@ -17,11 +17,15 @@ export interface ModelFlags {
   quiet?: boolean;
 }
 
-export function addModelOptions(command: Command): Command {
+/** Where a hub model comes from, and whether to show progress. */
+export function addHubOptions(command: Command): Command {
   return command
-    .option('--backend <name>', 'compute backend (default: $OLMOE_BACKEND or reference)')
     .option('--revision <rev>', 'hub branch, tag or commit (e.g. step1200000-tokens5033B)', 'main')
     .option('-q, --quiet', 'no progress output on stderr');
+}
+
+export function addModelOptions(command: Command): Command {
+  return addHubOptions(command).option('--backend <name>', 'compute backend (default: $OLMOE_BACKEND or reference)');
 }
 
 export function hubOptions(flags: ModelFlags): HubOptions {

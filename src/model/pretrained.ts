@@ -3,10 +3,10 @@
  * generation_config.json together.
  */
 import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { Backend } from '../core/backend.js';
 import { InputError } from '../core/errors.js';
-import { hubSnapshotModel, isHubRepoId, type HubOptions } from '../io/hub.js';
+import { hubDownloadFile, hubSnapshotModel, isHubRepoId, type HubOptions } from '../io/hub.js';
 import { readJsonObjectIfExists } from '../io/json.js';
 import { OlmoeTokenizer } from '../tokenizer/tokenizer.js';
 import { tokenIds } from './config.js';
@@ -37,14 +37,21 @@ export interface PretrainedOptions extends HubOptions {
   onLoadProgress?: (progress: LoadProgress) => void;
 }
 
-/** A local folder path, or a hub repo id downloaded into the HF cache. */
-export async function resolveModelDir(spec: string, opts: HubOptions = {}): Promise<string> {
+/**
+ * A local folder path, or a hub repo id downloaded into the HF cache: the whole model, or with
+ * `tokenizerOnly` just its tokenizer files.
+ */
+export async function resolveModelDir(spec: string, opts: HubOptions & { tokenizerOnly?: boolean } = {}): Promise<string> {
   if (existsSync(spec)) {
     if (!statSync(spec).isDirectory()) throw new InputError(`${spec} is a file; give the model folder (with config.json) or a hub id`);
     return spec;
   }
-  if (isHubRepoId(spec)) return hubSnapshotModel(spec, opts);
-  throw new InputError(`${spec}: no such folder, and not a hub id of the form org/name`);
+  if (!isHubRepoId(spec)) throw new InputError(`${spec}: no such folder, and not a hub id of the form org/name`);
+  if (!opts.tokenizerOnly) return hubSnapshotModel(spec, opts);
+  const path = (await hubDownloadFile(spec, 'tokenizer.json', opts))!;
+  const pinned = { ...opts, revision: basename(dirname(path)), optional: true }; // same commit as tokenizer.json
+  for (const name of ['tokenizer_config.json', 'special_tokens_map.json']) await hubDownloadFile(spec, name, pinned);
+  return dirname(path);
 }
 
 export async function loadPretrained(spec: string, opts: PretrainedOptions): Promise<Pretrained> {

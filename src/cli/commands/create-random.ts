@@ -6,7 +6,7 @@ import { parseInteger, parseNumber } from '../common.js';
 import { createProgress } from '../progress.js';
 
 /** A small shape that runs quickly on the reference backend. */
-export const TINY_PRESET = { layers: 4, experts: 16, topK: 4, hidden: 128, heads: 4, intermediate: 64, vocab: 320, context: 1024 };
+export const TINY_PRESET = { layers: 4, experts: 16, topK: 4, hidden: 128, heads: 4, intermediate: 64, vocab: 258, context: 1024 }; // vocab = the byte-level tokenizer's ids
 
 const PRESETS: Record<string, typeof TINY_PRESET> = { tiny: TINY_PRESET, 'olmoe-1b-7b': OLMOE_1B_7B };
 
