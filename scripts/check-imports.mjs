@@ -8,7 +8,8 @@ const src = resolve(import.meta.dirname ?? dirname(new URL(import.meta.url).path
 const allowed = {
   core: ['core'],
   'backends/reference': ['core', 'backends/reference'],
-  backends: ['core', 'backends', 'backends/reference'], // backends/index.ts chooses among them
+  'backends/native': ['core', 'backends/reference', 'backends/native'], // reuses the reference's light ops
+  backends: ['core', 'backends', 'backends/reference', 'backends/native'], // backends/index.ts chooses among them
   io: ['core', 'io'],
   tokenizer: ['core', 'io', 'tokenizer'],
   model: ['core', 'io', 'tokenizer', 'model'],
@@ -21,7 +22,7 @@ function layerOf(file) {
   const rel = relative(src, file).replaceAll('\\', '/');
   if (rel === 'index.ts') return 'index.ts';
   const [top, second] = rel.split('/');
-  return top === 'backends' && second === 'reference' ? 'backends/reference' : top;
+  return top === 'backends' && (second === 'reference' || second === 'native') ? `backends/${second}` : top;
 }
 
 function* walk(dir) {

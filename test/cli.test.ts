@@ -1,10 +1,10 @@
 /** The `olmoe` command end to end, as a user runs it: JSON on stdout, messages on stderr, clear errors. */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { cliPath, tempDir, tinyExpectedPath, tinyModelDir } from './helpers.js';
+import { cliPath, repoRoot, tempDir, tinyExpectedPath, tinyModelDir } from './helpers.js';
 
 function olmoe(args: string[], input?: string) {
   const result = spawnSync(process.execPath, [cliPath, ...args], { input, encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' } });
@@ -130,5 +130,38 @@ describe('olmoe CLI', () => {
       assert.match(run.stderr, message);
       assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
     }
+  });
+});
+
+describe('without the native addon (a machine with no compiler)', () => {
+  const missing = { OLMOE_NATIVE_ADDON: '/nonexistent/olmoe_native.node', OLMOE_BACKEND: '' };
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', env: { ...process.env, ...missing, HF_HUB_OFFLINE: '1' } });
+
+  it('falls back to the reference backend with one warning, and gives the same tokens', () => {
+    const ids = shortCase!.ids.join(',');
+    const result = run(['generate', tinyModelDir, '--prompt-ids', ids, '--greedy', '--ignore-eos', '-n', '10', '--json']);
+    assert.equal(result.status, 0, result.stderr);
+    assert.deepEqual(JSON.parse(result.stdout).ids, shortCase!.greedy_continuation);
+    assert.equal(result.stderr.match(/native backend not built/g)?.length, 1, result.stderr);
+    assert.match(result.stderr, /backend reference/);
+  });
+
+  it('--backend native then fails with a clear message', () => {
+    const result = run(['generate', tinyModelDir, 'hi', '--backend', 'native']);
+    assert.equal(result.status, 1);
+    assert.match(result.stderr, /native backend is not available: .*does not exist/);
+  });
+
+  it('the install hook still succeeds when the build fails, with one warning', () => {
+    const root = tempDir();
+    cpSync(join(repoRoot, 'scripts'), join(root, 'scripts'), { recursive: true });
+    cpSync(join(repoRoot, 'native', 'src'), join(root, 'native', 'src'), { recursive: true });
+    cpSync(join(repoRoot, 'native', 'binding.gyp'), join(root, 'native', 'binding.gyp'));
+    const env = { ...process.env, CXX: '/nonexistent/c++', CC: '/nonexistent/cc', OLMOE_SKIP_NATIVE: '' };
+    const result = spawnSync(process.execPath, [join(root, 'scripts', 'build-native.mjs')], { encoding: 'utf8', env, cwd: root });
+    assert.equal(result.status, 0, result.stderr);
+    assert.match(result.stderr, /the native backend was not built/);
+    assert.equal(existsSync(join(root, 'native', 'build', 'Release', 'olmoe_native.node')), false);
   });
 });

@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { before, describe, it } from 'node:test';
-import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { loadModelFolder } from '../src/model/load.js';
 import type { OlmoeModel, RoutingEvent } from '../src/model/olmoe.js';
+import { announceSkip, backendCases } from './backends.js';
 import { tinyExpectedPath, tinyModelDir } from './helpers.js';
 
 interface ExpectedCase {
@@ -20,10 +20,10 @@ interface ExpectedCase {
 
 const expected = JSON.parse(readFileSync(tinyExpectedPath, 'utf8')) as { cases: ExpectedCase[] };
 
-describe('tiny OLMoE fixture on the reference backend', () => {
+for (const backend of backendCases) describe(`tiny OLMoE fixture on the ${backend.name} backend`, { skip: announceSkip(backend.skip) }, () => {
   let model: OlmoeModel;
   before(async () => {
-    model = await loadModelFolder(tinyModelDir, { backend: new ReferenceBackend() });
+    model = await loadModelFolder(tinyModelDir, { backend: backend.create() });
   });
 
   for (const testCase of expected.cases) {

@@ -13,6 +13,7 @@ import { createProgress } from './progress.js';
 
 export interface ModelFlags {
   backend?: string;
+  threads?: number;
   revision?: string;
   quiet?: boolean;
 }
@@ -25,7 +26,9 @@ export function addHubOptions(command: Command): Command {
 }
 
 export function addModelOptions(command: Command): Command {
-  return addHubOptions(command).option('--backend <name>', 'compute backend (default: $OLMOE_BACKEND or reference)');
+  return addHubOptions(command)
+    .option('--backend <name>', 'native | reference (default: $OLMOE_BACKEND, else native when built)')
+    .option('--threads <n>', 'native backend threads (default: $OLMOE_THREADS, else all cores)', parseNumber('--threads', (n) => Number.isSafeInteger(n) && n > 0));
 }
 
 export function hubOptions(flags: ModelFlags): HubOptions {
@@ -49,7 +52,7 @@ export async function modelDir(spec: string, flags: ModelFlags): Promise<string>
 }
 
 export async function loadModel(spec: string, flags: ModelFlags): Promise<Pretrained> {
-  const backend = createBackend(flags.backend);
+  const backend = createBackend(flags.backend, { threads: flags.threads });
   const bar = createProgress('load', { bytes: true, quiet: flags.quiet });
   const pretrained = await loadPretrained(spec, {
     ...hubOptions(flags),

@@ -25,24 +25,29 @@ export class RefKVCache implements KVCache {
 }
 
 export function attention(args: AttentionArgs): RefTensor {
-  checkShapes('attention', args.cache instanceof RefKVCache, () => 'the KV cache was not made by the reference backend');
-  const cache = args.cache as RefKVCache;
+  const { cache, tokens } = storeKeysValues(args);
   const query = f32(args.q);
-  const widths = [f32(args.k).length, f32(args.v).length].map((n) => n / cache.width);
-  checkShapes('attention', query.length % (args.heads * args.headDim) === 0 && widths.every((n) => n === query.length / (args.heads * args.headDim)),
-    () => `q ${showShape(args.q)}, k ${showShape(args.k)}, v ${showShape(args.v)} do not fit ${args.heads} heads, ${cache.width / args.headDim} kv heads × ${args.headDim}`);
-  const tokens = query.length / (args.heads * args.headDim);
-  const end = args.start + tokens;
-  if (end > cache.capacity) {
-    throw new InputError(`KV cache holds ${cache.capacity} positions; ${end} needed`);
-  }
-  cache.keys[args.layer]!.set(f32(args.k), args.start * cache.width);
-  cache.values[args.layer]!.set(f32(args.v), args.start * cache.width);
   const out = new Float32Array(query.length);
   for (let t = 0; t < tokens; t++) {
     for (let h = 0; h < args.heads; h++) attendOne(args, cache, t, h, out);
   }
   return activation(out, [tokens, args.heads * args.headDim]);
+}
+
+/** Check shapes and write the new keys and values at [start, start+T) of the layer's cache. */
+export function storeKeysValues(args: AttentionArgs): { cache: RefKVCache; tokens: number } {
+  checkShapes('attention', args.cache instanceof RefKVCache, () => 'the KV cache was not made by this backend');
+  const cache = args.cache as RefKVCache;
+  const query = f32(args.q);
+  const tokens = query.length / (args.heads * args.headDim);
+  const fits = [f32(args.k).length, f32(args.v).length].every((n) => n === tokens * cache.width);
+  checkShapes('attention', Number.isInteger(tokens) && fits,
+    () => `q ${showShape(args.q)}, k ${showShape(args.k)}, v ${showShape(args.v)} do not fit ${args.heads} heads, ${cache.width / args.headDim} kv heads × ${args.headDim}`);
+  const end = args.start + tokens;
+  if (end > cache.capacity) throw new InputError(`KV cache holds ${cache.capacity} positions; ${end} needed`);
+  cache.keys[args.layer]!.set(f32(args.k), args.start * cache.width);
+  cache.values[args.layer]!.set(f32(args.v), args.start * cache.width);
+  return { cache, tokens };
 }
 
 /** One query row of one head: scores over positions 0..start+t, softmax, weighted sum of values. */

@@ -8,7 +8,7 @@ import { add, clamp, embedding, matmul, rmsnorm, rope, rows } from './ops.js';
 import { activation, asRef, f32, RefTensor, storageFor } from './tensor.js';
 
 export class ReferenceBackend implements Backend {
-  readonly name = 'reference';
+  readonly name: string = 'reference';
 
   async weight(source: WeightSource): Promise<Tensor> {
     const bytes = await source.read();

@@ -9,8 +9,11 @@ import { activation, asRef, checkShapes, f32, showShape, type RefTensor } from '
 
 /** logits = x·gateᵀ; probs = softmax over all E experts; top-K by probability, ties to the lower index. */
 export function router(x: Tensor, gate: Tensor, opts: RouterOptions): Routing {
-  const logits = f32(matmul(x, gate)); // [T, E]
-  const numExperts = asRef(gate).rows;
+  return routeFromLogits(f32(matmul(x, gate)), asRef(gate).rows, opts);
+}
+
+/** Softmax and top-k of router logits [T, E] (shared with backends that compute the logits themselves). */
+export function routeFromLogits(logits: Float32Array, numExperts: number, opts: RouterOptions): Routing {
   const tokens = logits.length / numExperts;
   const probs = new Float32Array(logits.length);
   const expertIds = new Int32Array(tokens * opts.topK);

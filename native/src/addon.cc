@@ -1,0 +1,104 @@
+// N-API surface of the native backend (node-addon-api). Arrays come from JS as typed arrays; every call is
+// synchronous on the JS thread, which waits while the thread pool computes, so buffers cannot be collected mid-op.
+#include <napi.h>
+
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "mapping.h"
+#include "pool.h"
+
+namespace {
+
+using olmoe::DType;
+
+template <typename T>
+T* data_of(const Napi::Value& value) {
+  auto array = value.As<Napi::TypedArray>();
+  return reinterpret_cast<T*>(static_cast<char*>(array.ArrayBuffer().Data()) + array.ByteOffset());
+}
+
+size_t size_arg(const Napi::CallbackInfo& info, size_t index) { return static_cast<size_t>(info[index].As<Napi::Number>().Int64Value()); }
+
+bool check_arguments(const Napi::CallbackInfo& info, size_t count) {
+  if (info.Length() >= count) return true;
+  Napi::TypeError::New(info.Env(), "olmoe native: expected " + std::to_string(count) + " arguments").ThrowAsJavaScriptException();
+  return false;
+}
+
+Napi::Value SimdLevel(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), olmoe::simd_level()); }
+
+Napi::Value Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), olmoe::pool().threads()); }
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 1)) return info.Env().Undefined();
+  olmoe::set_threads(info[0].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
+// mapTensor(path, offset, length) → an ArrayBuffer over the mapped bytes (or throws with the reason).
+Napi::Value MapTensor(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 3)) return info.Env().Undefined();
+  std::string path = info[0].As<Napi::String>();
+  std::string error;
+  olmoe::Mapping* handle = nullptr;
+  const char* address = olmoe::map_slice(path, size_arg(info, 1), size_arg(info, 2), &handle, &error);
+  if (!address) {
+    Napi::Error::New(info.Env(), error).ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  return Napi::ArrayBuffer::New(
+      info.Env(), const_cast<char*>(address), size_arg(info, 2), [](Napi::Env, void*, olmoe::Mapping* mapping) { olmoe::release(mapping); },
+      handle);
+}
+
+// matmul(x, tokens, inDim, w, dtype, outDim, out)
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 7)) return info.Env().Undefined();
+  olmoe::matmul(data_of<float>(info[0]), size_arg(info, 1), size_arg(info, 2), data_of<void>(info[3]),
+                static_cast<DType>(info[4].As<Napi::Number>().Int32Value()), size_arg(info, 5), data_of<float>(info[6]));
+  return info.Env().Undefined();
+}
+
+std::vector<const void*> pointers(const Napi::Value& list) {
+  auto array = list.As<Napi::Array>();
+  std::vector<const void*> out(array.Length());
+  for (uint32_t i = 0; i < array.Length(); i++) out[i] = data_of<void>(array.Get(i));
+  return out;
+}
+
+// experts(x, tokens, hidden, ffn, topK, dtype, gates[], ups[], downs[], expertIds, weights, out)
+Napi::Value Experts(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 12)) return info.Env().Undefined();
+  auto gates = pointers(info[6]), ups = pointers(info[7]), downs = pointers(info[8]);
+  olmoe::ExpertArgs args{data_of<float>(info[0]), size_arg(info, 1), size_arg(info, 2), size_arg(info, 3), size_arg(info, 4),
+                         static_cast<DType>(info[5].As<Napi::Number>().Int32Value()), gates.data(), ups.data(), downs.data(),
+                         data_of<int32_t>(info[9]), data_of<float>(info[10]), data_of<float>(info[11])};
+  olmoe::experts(args);
+  return info.Env().Undefined();
+}
+
+// attention(q, keys, values, tokens, start, heads, kvHeads, headDim, out)
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 9)) return info.Env().Undefined();
+  olmoe::AttentionArgs args{data_of<float>(info[0]), data_of<float>(info[1]), data_of<float>(info[2]), size_arg(info, 3),
+                            size_arg(info, 4), size_arg(info, 5), size_arg(info, 6), size_arg(info, 7), data_of<float>(info[8])};
+  olmoe::attention(args);
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("simdLevel", Napi::Function::New(env, SimdLevel));
+  exports.Set("threads", Napi::Function::New(env, Threads));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("mapTensor", Napi::Function::New(env, MapTensor));
+  exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("experts", Napi::Function::New(env, Experts));
+  exports.Set("attention", Napi::Function::New(env, Attention));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(olmoe_native, Init)

@@ -1,0 +1,50 @@
+// Compute kernels of the native backend. Activations are float32; weights are f32, bf16 or f16, row-major
+// [rows, in] as in PyTorch Linear, widened to float32 inside the kernels (never stored widened).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace olmoe {
+
+enum class DType : int { F32 = 0, BF16 = 1, F16 = 2 };
+
+size_t dtype_bytes(DType dtype);
+
+// The instruction set chosen at startup: "avx512", "avx2" or "scalar" (OLMOE_SIMD=avx2|scalar forces a lower one).
+const char* simd_level();
+
+// out[j * out_stride + r] = X[j] · W[r] for tokens j < n and rows r in [row_begin, row_end).
+void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dtype, size_t row_begin, size_t row_end, float* out,
+               size_t out_stride);
+
+// out [tokens, out_dim] = x [tokens, in_dim] · W[out_dim, in_dim]ᵀ, parallel over rows.
+void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType dtype, size_t out_dim, float* out);
+
+struct ExpertArgs {
+  const float* x;  // [T, D]
+  size_t tokens, hidden, ffn, top_k;
+  DType dtype;
+  const void* const* gate;  // E pointers to [F, D]
+  const void* const* up;    // E pointers to [F, D]
+  const void* const* down;  // E pointers to [D, F]
+  const int32_t* expert_ids;  // [T, K]
+  const float* weights;       // [T, K]
+  float* out;                 // [T, D]
+};
+
+// Σ_k w_k · down_e(silu(gate_e·x) ⊙ up_e·x), tokens grouped by expert (grouped GEMM), summed per token in
+// ascending expert id like HF's index_add_ loop.
+void experts(const ExpertArgs& args);
+
+struct AttentionArgs {
+  const float* q;  // [T, H·Hd]
+  const float* keys;    // cache [S, Hkv·Hd], positions [0, start + T) filled
+  const float* values;  // cache [S, Hkv·Hd]
+  size_t tokens, start, heads, kv_heads, head_dim;
+  float* out;  // [T, H·Hd]
+};
+
+// Causal softmax(q·kᵀ/√Hd)·v over the cache, parallel over heads.
+void attention(const AttentionArgs& args);
+
+}  // namespace olmoe

@@ -1,0 +1,94 @@
+// mmap(PROT_READ, MAP_PRIVATE) of whole files: pages are read on first touch and stay in the page cache, so
+// loading costs about as much as touching the pages and resident memory stays near the file size.
+// A file truncated underneath a live mapping makes accesses past its new end fault (SIGBUS): checkpoints must
+// not be rewritten in place while a model is loaded (olmoe's own writers write a new file and rename it, which
+// leaves existing mappings on the old inode intact).
+#include "mapping.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace olmoe {
+
+struct Mapping {
+  std::string key;
+  void* address = nullptr;
+  size_t size = 0;
+  int references = 0;
+};
+
+namespace {
+std::mutex mutex;
+std::map<std::string, Mapping*> mappings;
+
+Mapping* open_mapping(const std::string& path, const std::string& key, std::string* error) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *error = "cannot open: " + std::string(std::strerror(errno));
+    return nullptr;
+  }
+  struct stat info;
+  if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || info.st_size == 0) {
+    *error = "not a non-empty regular file";
+    close(fd);
+    return nullptr;
+  }
+  void* address = mmap(nullptr, static_cast<size_t>(info.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+  int saved = errno;
+  close(fd);
+  if (address == MAP_FAILED) {
+    *error = "mmap failed: " + std::string(std::strerror(saved));
+    return nullptr;
+  }
+  auto* mapping = new Mapping{key, address, static_cast<size_t>(info.st_size), 0};
+  mappings[key] = mapping;
+  return mapping;
+}
+}  // namespace
+
+// A replaced file (same path, new inode or size or time) gets a new mapping; a live one is never reused for it.
+std::string identity(const std::string& path) {
+  struct stat info;
+  if (stat(path.c_str(), &info) != 0) return path;
+  return std::to_string(info.st_dev) + ":" + std::to_string(info.st_ino) + ":" + std::to_string(info.st_size) + ":" +
+         std::to_string(info.st_mtim.tv_sec) + "." + std::to_string(info.st_mtim.tv_nsec);
+}
+
+const char* map_slice(const std::string& path, size_t offset, size_t length, Mapping** handle, std::string* error) {
+  std::lock_guard<std::mutex> lock(mutex);
+  const std::string key = identity(path);
+  auto found = mappings.find(key);
+  Mapping* mapping = found != mappings.end() ? found->second : open_mapping(path, key, error);
+  if (!mapping) return nullptr;
+  if (offset > mapping->size || length > mapping->size - offset) {
+    *error = "tensor bytes [" + std::to_string(offset) + ", " + std::to_string(offset + length) + ") lie past the end of the " +
+             std::to_string(mapping->size) + "-byte file";
+    if (mapping->references == 0) {
+      munmap(mapping->address, mapping->size);
+      mappings.erase(key);
+      delete mapping;
+    }
+    return nullptr;
+  }
+  mapping->references++;
+  *handle = mapping;
+  return static_cast<const char*>(mapping->address) + offset;
+}
+
+void release(Mapping* mapping) {
+  std::lock_guard<std::mutex> lock(mutex);
+  if (--mapping->references > 0) return;
+  munmap(mapping->address, mapping->size);
+  mappings.erase(mapping->key);
+  delete mapping;
+}
+
+}  // namespace olmoe

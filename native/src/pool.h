@@ -1,0 +1,38 @@
+// A persistent thread pool: parallel_for splits [0, n) into contiguous chunks, one per thread (the caller runs
+// chunk 0). Idle workers spin briefly before sleeping, because decode issues hundreds of short jobs per token and
+// a condition-variable wake-up costs tens of microseconds.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace olmoe {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+  // fn(begin, end) over contiguous chunks of [0, n); blocks until all are done.
+  void parallel_for(size_t n, const std::function<void(size_t, size_t)>& fn);
+
+ private:
+  void work(int index);
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  const std::function<void(size_t, size_t)>* job_ = nullptr;
+  size_t job_size_ = 0;
+  std::atomic<size_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+};
+
+ThreadPool& pool();
+void set_threads(int threads);
+
+}  // namespace olmoe

@@ -1,0 +1,42 @@
+/**
+ * Loading the C++ addon built by `npm install` (native/, node-gyp). Absent or broken, the caller falls back to
+ * the reference backend; $OLMOE_NATIVE_ADDON points at another build (tests use it to simulate a missing one).
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+type Floats = Float32Array;
+type Weights = Float32Array | Uint16Array;
+
+export interface NativeAddon {
+  simdLevel(): string;
+  threads(): number;
+  setThreads(threads: number): void;
+  mapTensor(path: string, offset: number, length: number): ArrayBuffer;
+  matmul(x: Floats, tokens: number, inDim: number, w: Weights, dtype: number, outDim: number, out: Floats): void;
+  experts(
+    x: Floats, tokens: number, hidden: number, ffn: number, topK: number, dtype: number,
+    gates: Weights[], ups: Weights[], downs: Weights[], expertIds: Int32Array, weights: Floats, out: Floats,
+  ): void;
+  attention(q: Floats, keys: Floats, values: Floats, tokens: number, start: number, heads: number, kvHeads: number, headDim: number, out: Floats): void;
+}
+
+/** dist/src/backends/native → the package root, where native/build/Release/ holds the addon. */
+const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
+export const DEFAULT_ADDON_PATH = join(packageRoot, 'native', 'build', 'Release', 'olmoe_native.node');
+
+let cached: { addon?: NativeAddon; problem?: string } | undefined;
+
+/** The addon, or why it is unavailable. */
+export function loadAddon(): { addon?: NativeAddon; problem?: string } {
+  if (cached) return cached;
+  const path = process.env.OLMOE_NATIVE_ADDON || DEFAULT_ADDON_PATH;
+  if (!existsSync(path)) return (cached = { problem: `${path} does not exist (the build failed or was skipped at install)` });
+  try {
+    return (cached = { addon: createRequire(import.meta.url)(path) as NativeAddon });
+  } catch (error) {
+    return (cached = { problem: `${path} does not load: ${(error as Error).message}` });
+  }
+}

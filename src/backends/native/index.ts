@@ -1,0 +1,101 @@
+/**
+ * The native backend: the hot ops (matmul, router logits, grouped experts, attention) in C++ with SIMD and a
+ * thread pool; weights memory-mapped from safetensors files, not copied. Tensors have the reference backend's
+ * layout (float32 activations, weights in their stored dtype), so the light ops reuse the reference code.
+ */
+import type { AttentionArgs, ExpertWeights, Routing, RouterOptions, Tensor, WeightSource } from '../../core/backend.js';
+import { byteSize, type DType } from '../../core/dtype.js';
+import { OlmoeError } from '../../core/errors.js';
+import { ReferenceBackend } from '../reference/index.js';
+import { storeKeysValues } from '../reference/attention.js';
+import { experts as referenceExperts, routeFromLogits } from '../reference/moe.js';
+import { activation, asRef, checkShapes, f32, RefTensor, showShape, storageFor, type Storage } from '../reference/tensor.js';
+import type { NativeAddon } from './addon.js';
+
+const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2 };
+
+export interface NativeOptions {
+  /** Worker threads including the caller; default: $OLMOE_THREADS, else every core. */
+  threads?: number;
+  /** false: read weights into memory instead of mapping the files. */
+  mmap?: boolean;
+}
+
+export class NativeBackend extends ReferenceBackend {
+  override readonly name = 'native';
+
+  constructor(
+    private readonly addon: NativeAddon,
+    private readonly options: NativeOptions = {},
+  ) {
+    super();
+    const threads = options.threads ?? (process.env.OLMOE_THREADS ? Number(process.env.OLMOE_THREADS) : undefined);
+    if (threads !== undefined) {
+      if (!Number.isSafeInteger(threads) || threads < 1) throw new OlmoeError('input', `threads must be a positive integer, got ${threads}`);
+      addon.setThreads(threads);
+    }
+  }
+
+  get threads(): number {
+    return this.addon.threads();
+  }
+
+  get simd(): string {
+    return this.addon.simdLevel();
+  }
+
+  /** Map the tensor's bytes from its file when it has one (and they are aligned for the dtype), else read them. */
+  override async weight(source: WeightSource): Promise<Tensor> {
+    const needed = byteSize(source.dtype, source.shape);
+    if (needed !== source.byteLength) {
+      throw new OlmoeError('input', `weight ${source.name} of shape [${source.shape}] ${source.dtype} needs ${needed} bytes, got ${source.byteLength}`);
+    }
+    const elementBytes = byteSize(source.dtype, [1]);
+    const mappable = this.options.mmap !== false && source.file !== undefined && source.offset! % elementBytes === 0 && needed > 0;
+    const storage: Storage = mappable ? this.mapped(source) : storageFor(source.dtype, await source.read());
+    return new RefTensor(source.dtype, source.shape, storage);
+  }
+
+  private mapped(source: WeightSource): Storage {
+    let buffer: ArrayBuffer;
+    try {
+      buffer = this.addon.mapTensor(source.file!, source.offset!, source.byteLength);
+    } catch (error) {
+      throw new OlmoeError('format', `${source.file}: cannot map tensor ${source.name}: ${(error as Error).message}`, { cause: error });
+    }
+    return source.dtype === 'f32' ? new Float32Array(buffer) : new Uint16Array(buffer);
+  }
+
+  override matmul = (x: Tensor, w: Tensor): RefTensor => {
+    const weight = asRef(w);
+    const [outDim, inDim] = [weight.rows, weight.cols];
+    checkShapes('matmul', asRef(x).cols === inDim, () => `x ${showShape(x)} does not match weight ${showShape(w)}`);
+    const input = f32(x);
+    const tokens = input.length / inDim;
+    const out = new Float32Array(tokens * outDim);
+    this.addon.matmul(input, tokens, inDim, weight.data, DTYPE_CODES[weight.dtype], outDim, out);
+    return activation(out, [tokens, outDim]);
+  };
+
+  override router = (x: Tensor, gate: Tensor, opts: RouterOptions): Routing => routeFromLogits(f32(this.matmul(x, gate)), asRef(gate).rows, opts);
+
+  override experts = (x: Tensor, weights: ExpertWeights, routing: Routing): RefTensor => {
+    const input = asRef(x);
+    checkShapes('experts', input.rows === routing.tokens, () => `x ${showShape(x)} but routing for ${routing.tokens} tokens`);
+    const first = asRef(weights.gate[0]!);
+    const data = (list: readonly Tensor[]) => list.map((t) => asRef(t).data);
+    const mixed = [...weights.gate, ...weights.up, ...weights.down].some((t) => t.dtype !== first.dtype);
+    if (mixed) return referenceExperts(x, weights, routing); // one dtype per call in the kernel; rare mixed checkpoints use the reference
+    const out = new Float32Array(input.data.length);
+    this.addon.experts(f32(x), routing.tokens, input.cols, first.rows, routing.topK, DTYPE_CODES[first.dtype],
+      data(weights.gate), data(weights.up), data(weights.down), routing.expertIds, routing.weights, out);
+    return activation(out, input.shape);
+  };
+
+  override attention = (args: AttentionArgs): RefTensor => {
+    const { cache, tokens } = storeKeysValues(args);
+    const out = new Float32Array(tokens * args.heads * args.headDim);
+    this.addon.attention(f32(args.q), cache.keys[args.layer]!, cache.values[args.layer]!, tokens, args.start, args.heads, args.kvHeads, args.headDim, out);
+    return activation(out, [tokens, args.heads * args.headDim]);
+  };
+}

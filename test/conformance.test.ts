@@ -1,0 +1,115 @@
+/**
+ * Conformance: every op of the Backend interface on every backend against the reference backend, for every
+ * weight dtype. Weights are widened exactly (bf16/f16 → f32 is lossless), so the tolerance does not depend on
+ * the dtype; it covers float32 accumulation (native) vs double accumulation (reference):
+ *   |native − reference| ≤ 1e-5 · (1 + |reference|) · √(reduction length)   for f32, bf16 and f16 weights alike.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Backend, Tensor } from '../src/core/backend.js';
+import { weightFromBytes } from '../src/core/backend.js';
+import { encodeFloats, type DType } from '../src/core/dtype.js';
+import { createRng } from '../src/core/rng.js';
+import { ReferenceBackend } from '../src/backends/reference/index.js';
+import { loadModelFolder } from '../src/model/load.js';
+import { NativeBackend } from '../src/backends/native/index.js';
+import { announceSkip, backendCases } from './backends.js';
+import { tinyModelDir } from './helpers.js';
+
+const DTYPES: DType[] = ['f32', 'bf16', 'f16'];
+const reference = new ReferenceBackend();
+
+function randoms(seed: number, n: number, scale = 1): Float32Array {
+  const rng = createRng(seed);
+  return Float32Array.from({ length: n }, () => (rng() * 2 - 1) * scale);
+}
+
+async function weightOn(backend: Backend, dtype: DType, shape: number[], seed: number): Promise<Tensor> {
+  const values = randoms(seed, shape.reduce((a, b) => a * b, 1), 0.5);
+  return backend.weight(weightFromBytes(`w${seed}`, dtype, shape, encodeFloats(dtype, values)));
+}
+
+function assertClose(actual: Float32Array, expected: Float32Array, reduction: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  const scale = 1e-5 * Math.sqrt(reduction);
+  for (let i = 0; i < actual.length; i++) {
+    const error = Math.abs(actual[i]! - expected[i]!);
+    if (!(error <= scale * (1 + Math.abs(expected[i]!)))) assert.fail(`${what}: element ${i}: ${actual[i]} vs ${expected[i]} (error ${error})`);
+  }
+}
+
+/** Run `op` on a backend and on the reference with the same inputs; compare float32 outputs. */
+async function compare(backend: Backend, what: string, reduction: number, op: (b: Backend) => Promise<Tensor> | Tensor): Promise<void> {
+  assertClose(backend.toFloat32(await op(backend)), reference.toFloat32(await op(reference)), reduction, what);
+}
+
+for (const target of backendCases.filter((b) => b.name !== 'reference')) {
+  describe(`conformance: ${target.name} vs reference`, { skip: announceSkip(target.skip) }, () => {
+    const backend = target.skip ? reference : target.create();
+    const act = (b: Backend, seed: number, rows: number, cols: number) => b.fromFloat32(randoms(seed, rows * cols), [rows, cols]);
+
+    for (const dtype of DTYPES) {
+      it(`matmul, ${dtype} weights: decode (T=1), small and blocked prefill, ragged widths`, async () => {
+        for (const [tokens, inDim, outDim] of [[1, 64, 40], [1, 70, 17], [3, 33, 9], [5, 128, 36], [37, 96, 70], [70, 200, 33]] as const) {
+          await compare(backend, `matmul ${tokens}×${inDim}→${outDim}`, inDim, async (b) => b.matmul(act(b, 1, tokens, inDim), await weightOn(b, dtype, [outDim, inDim], 2)));
+        }
+      });
+
+      it(`embedding and rmsnorm, ${dtype} weights`, async () => {
+        await compare(backend, 'embedding', 1, async (b) => b.embedding(await weightOn(b, dtype, [50, 24], 3), Int32Array.of(0, 49, 7, 7)));
+        await compare(backend, 'rmsnorm', 24, async (b) => b.rmsnorm(act(b, 4, 6, 24), await weightOn(b, dtype, [24], 5), 1e-5));
+      });
+
+      it(`router and experts, ${dtype} weights: top-k of E, one token and many`, async () => {
+        const [hidden, ffn, experts, topK] = [48, 40, 6, 3];
+        for (const tokens of [1, 2, 9, 40]) {
+          for (const normTopKProb of [false, true]) {
+            const run = async (b: Backend) => {
+              const x = act(b, 6 + tokens, tokens, hidden);
+              const gate = await weightOn(b, dtype, [experts, hidden], 7);
+              const routing = b.router(x, gate, { topK, normTopKProb });
+              const stack = async (shape: number[], seed: number) => Promise.all(Array.from({ length: experts }, (_, e) => weightOn(b, dtype, shape, seed + e)));
+              const weights = { gate: await stack([ffn, hidden], 100), up: await stack([ffn, hidden], 200), down: await stack([hidden, ffn], 300) };
+              return { routing, out: b.experts(x, weights, routing) };
+            };
+            const [mine, theirs] = [await run(backend), await run(reference)];
+            assert.deepEqual(Array.from(mine.routing.expertIds), Array.from(theirs.routing.expertIds), 'same experts chosen');
+            assertClose(mine.routing.weights, theirs.routing.weights, hidden, 'routing weights');
+            assertClose(backend.toFloat32(mine.out), reference.toFloat32(theirs.out), hidden + ffn, `experts T=${tokens}`);
+          }
+        }
+      });
+    }
+
+    it('rope, clamp, add, rows', async () => {
+      const positions = Int32Array.of(0, 1, 7, 300);
+      await compare(backend, 'rope', 1, (b) => b.rope(act(b, 8, 4, 3 * 16), positions, { heads: 3, headDim: 16, theta: 10000 }));
+      await compare(backend, 'clamp', 1, (b) => b.clamp(act(b, 9, 3, 5), 0.3));
+      await compare(backend, 'add', 1, (b) => b.add(act(b, 10, 3, 5), act(b, 11, 3, 5)));
+      await compare(backend, 'rows', 1, (b) => b.rows(act(b, 12, 6, 5), 2, 3));
+    });
+
+    it('attention over a KV cache: prefill then decode steps, grouped-query heads', async () => {
+      const [heads, kvHeads, headDim, layers] = [4, 2, 16, 2];
+      for (const b of [backend, reference]) (b as unknown as { cache: unknown }).cache = b.createKVCache({ layers, capacity: 32, kvHeads, headDim });
+      let start = 0;
+      for (const [step, tokens] of [5, 1, 1, 3].entries()) {
+        const run = (b: Backend) => {
+          const cache = (b as unknown as { cache: ReturnType<Backend['createKVCache']> }).cache;
+          const input = (seed: number, width: number) => act(b, 20 + step * 3 + seed, tokens, width);
+          return b.attention({ q: input(0, heads * headDim), k: input(1, kvHeads * headDim), v: input(2, kvHeads * headDim), cache, layer: 1, start, heads, kvHeads, headDim });
+        };
+        await compare(backend, `attention step ${step}`, start + tokens + headDim, run);
+        start += tokens;
+      }
+    });
+
+    it('the tiny checkpoint gives the same logits mapped (mmap) and read into memory', async () => {
+      if (!(backend instanceof NativeBackend)) return;
+      const ids = Int32Array.of(5, 80, 17, 200, 33);
+      const mapped = await loadModelFolder(tinyModelDir, { backend });
+      const read = await loadModelFolder(tinyModelDir, { backend: new NativeBackend((backend as unknown as { addon: never }).addon, { mmap: false }) });
+      assert.deepEqual(mapped.backend.toFloat32(mapped.forward(ids)), read.backend.toFloat32(read.forward(ids)));
+    });
+  });
+}
