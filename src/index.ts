@@ -23,3 +23,4 @@ export { StreamDecoder } from './tokenizer/stream.js';
 export { generate, generateText, type GenerateOptions, type GenerationResult, type TokenEvent, type FinishReason, type LanguageModel } from './generate/generate.js';
 export { resolveOptions } from './generate/options.js';
 export * as sampling from './generate/sampling.js';
+export { argmax } from './generate/sampling.js';

@@ -78,9 +78,16 @@ float dot_widen_scalar(const float* x, const void* w, DType dtype, size_t n) {
   return sum;
 }
 
-void micro_scalar(const float* const* x, const float* const* w, size_t n, float* out) {
-  for (int a = 0; a < 4; a++)
-    for (int b = 0; b < 4; b++) out[a * 4 + b] = dot_scalar(x[a], w[b], n);
+// Outer-product panel kernel: out[t][c] = Σ_i X[t][i] · packed[i][c] for c < cols, packed panel width kPanelScalar.
+constexpr size_t kPanelScalar = 16;
+
+void panel_scalar(const float* X, size_t tokens, size_t in, const float* packed, float* out, size_t out_stride, size_t cols) {
+  for (size_t t = 0; t < tokens; t++) {
+    float acc[kPanelScalar] = {};
+    for (size_t i = 0; i < in; i++)
+      for (size_t c = 0; c < kPanelScalar; c++) acc[c] += X[t * in + i] * packed[i * kPanelScalar + c];
+    for (size_t c = 0; c < cols; c++) out[t * out_stride + c] = acc[c];
+  }
 }
 
 #ifdef OLMOE_X86
@@ -122,25 +129,40 @@ AVX2 float dot_widen_avx2(const float* x, const void* w, DType dtype, size_t n) 
 
 AVX2 float dot_avx2(const float* a, const float* b, size_t n) { return dot_widen_avx2(a, b, DType::F32, n); }
 
-AVX2 void micro_avx2(const float* const* x, const float* const* w, size_t n, float* out) {
-  __m256 acc[4][4];
-  for (auto& row : acc)
-    for (auto& v : row) v = _mm256_setzero_ps();
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 wv[4];
-    for (int b = 0; b < 4; b++) wv[b] = _mm256_loadu_ps(w[b] + i);
-    for (int a = 0; a < 4; a++) {
-      __m256 xv = _mm256_loadu_ps(x[a] + i);
-      for (int b = 0; b < 4; b++) acc[a][b] = _mm256_fmadd_ps(xv, wv[b], acc[a][b]);
+// A tile of TB tokens × 16 outputs: 2·TB accumulators, one broadcast of X[t][i] feeds two FMAs (panel width 16).
+template <int TB>
+AVX2 void tile_avx2(const float* X, size_t in, const float* packed, float* out, size_t out_stride, size_t cols) {
+  __m256 acc[TB][2];
+  for (auto& row : acc) row[0] = row[1] = _mm256_setzero_ps();
+  for (size_t i = 0; i < in; i++) {
+    const __m256 b0 = _mm256_loadu_ps(packed + i * 16), b1 = _mm256_loadu_ps(packed + i * 16 + 8);
+    for (int a = 0; a < TB; a++) {
+      const __m256 x = _mm256_broadcast_ss(X + a * in + i);
+      acc[a][0] = _mm256_fmadd_ps(x, b0, acc[a][0]);
+      acc[a][1] = _mm256_fmadd_ps(x, b1, acc[a][1]);
     }
   }
-  for (int a = 0; a < 4; a++)
-    for (int b = 0; b < 4; b++) {
-      float sum = hsum8(acc[a][b]);
-      for (size_t k = i; k < n; k++) sum += x[a][k] * w[b][k];
-      out[a * 4 + b] = sum;
-    }
+  for (int a = 0; a < TB; a++) {
+    alignas(32) float row[16];
+    _mm256_store_ps(row, acc[a][0]);
+    _mm256_store_ps(row + 8, acc[a][1]);
+    for (size_t c = 0; c < cols; c++) out[a * out_stride + c] = row[c];
+  }
+}
+
+AVX2 void panel_avx2(const float* X, size_t tokens, size_t in, const float* packed, float* out, size_t out_stride, size_t cols) {
+  size_t t = 0;
+  for (; t + 6 <= tokens; t += 6) tile_avx2<6>(X + t * in, in, packed, out + t * out_stride, out_stride, cols);
+  const float* x = X + t * in;
+  float* o = out + t * out_stride;
+  switch (tokens - t) {
+    case 5: tile_avx2<5>(x, in, packed, o, out_stride, cols); break;
+    case 4: tile_avx2<4>(x, in, packed, o, out_stride, cols); break;
+    case 3: tile_avx2<3>(x, in, packed, o, out_stride, cols); break;
+    case 2: tile_avx2<2>(x, in, packed, o, out_stride, cols); break;
+    case 1: tile_avx2<1>(x, in, packed, o, out_stride, cols); break;
+    default: break;
+  }
 }
 
 // ---------------------------------------------------------------- AVX-512 (F, BW, VL)
@@ -180,24 +202,45 @@ AVX512 float dot_widen_avx512(const float* x, const void* w, DType dtype, size_t
 
 AVX512 float dot_avx512(const float* a, const float* b, size_t n) { return dot_widen_avx512(a, b, DType::F32, n); }
 
-AVX512 inline void micro_step(__m512 (&acc)[4][4], const float* const* x, const float* const* w, size_t at, __mmask16 mask) {
-  __m512 wv[4];
-  for (int b = 0; b < 4; b++) wv[b] = _mm512_maskz_loadu_ps(mask, w[b] + at);
-  for (int a = 0; a < 4; a++) {
-    __m512 xv = _mm512_maskz_loadu_ps(mask, x[a] + at);
-    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(xv, wv[b], acc[a][b]);
+// A tile of TB tokens × 32 outputs: 2·TB zmm accumulators (panel width 32).
+template <int TB>
+AVX512 void tile_avx512(const float* X, size_t in, const float* packed, float* out, size_t out_stride, __mmask16 low, __mmask16 high) {
+  __m512 acc[TB][2];
+  for (auto& row : acc) row[0] = row[1] = _mm512_setzero_ps();
+  for (size_t i = 0; i < in; i++) {
+    const __m512 b0 = _mm512_loadu_ps(packed + i * 32), b1 = _mm512_loadu_ps(packed + i * 32 + 16);
+    for (int a = 0; a < TB; a++) {
+      const __m512 x = _mm512_set1_ps(X[a * in + i]);
+      acc[a][0] = _mm512_fmadd_ps(x, b0, acc[a][0]);
+      acc[a][1] = _mm512_fmadd_ps(x, b1, acc[a][1]);
+    }
+  }
+  for (int a = 0; a < TB; a++) {
+    _mm512_mask_storeu_ps(out + a * out_stride, low, acc[a][0]);
+    _mm512_mask_storeu_ps(out + a * out_stride + 16, high, acc[a][1]);
   }
 }
 
-AVX512 void micro_avx512(const float* const* x, const float* const* w, size_t n, float* out) {
-  __m512 acc[4][4];
-  for (auto& row : acc)
-    for (auto& v : row) v = _mm512_setzero_ps();
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) micro_step(acc, x, w, i, 0xffff);
-  if (i < n) micro_step(acc, x, w, i, tail_mask(n - i));
-  for (int a = 0; a < 4; a++)
-    for (int b = 0; b < 4; b++) out[a * 4 + b] = _mm512_reduce_add_ps(acc[a][b]);
+AVX512 void panel_avx512(const float* X, size_t tokens, size_t in, const float* packed, float* out, size_t out_stride, size_t cols) {
+  const __mmask16 low = cols >= 16 ? 0xffff : tail_mask(cols), high = cols >= 32 ? 0xffff : cols > 16 ? tail_mask(cols - 16) : 0;
+  size_t t = 0;
+  for (; t + 12 <= tokens; t += 12) tile_avx512<12>(X + t * in, in, packed, out + t * out_stride, out_stride, low, high);
+  const float* x = X + t * in;
+  float* o = out + t * out_stride;
+  switch (tokens - t) {
+    case 11: tile_avx512<11>(x, in, packed, o, out_stride, low, high); break;
+    case 10: tile_avx512<10>(x, in, packed, o, out_stride, low, high); break;
+    case 9: tile_avx512<9>(x, in, packed, o, out_stride, low, high); break;
+    case 8: tile_avx512<8>(x, in, packed, o, out_stride, low, high); break;
+    case 7: tile_avx512<7>(x, in, packed, o, out_stride, low, high); break;
+    case 6: tile_avx512<6>(x, in, packed, o, out_stride, low, high); break;
+    case 5: tile_avx512<5>(x, in, packed, o, out_stride, low, high); break;
+    case 4: tile_avx512<4>(x, in, packed, o, out_stride, low, high); break;
+    case 3: tile_avx512<3>(x, in, packed, o, out_stride, low, high); break;
+    case 2: tile_avx512<2>(x, in, packed, o, out_stride, low, high); break;
+    case 1: tile_avx512<1>(x, in, packed, o, out_stride, low, high); break;
+    default: break;
+  }
 }
 #endif  // OLMOE_X86
 
@@ -206,7 +249,9 @@ struct Kernels {
   void (*widen)(const void*, DType, size_t, float*);
   float (*dot)(const float*, const float*, size_t);
   float (*dot_widen)(const float*, const void*, DType, size_t);
-  void (*micro)(const float* const*, const float* const*, size_t, float*);
+  // out[t][c] = X[t] · packed[·][c] for a panel of `panel` outputs packed input-major (packed[i * panel + c]).
+  void (*panel_gemm)(const float*, size_t, size_t, const float*, float*, size_t, size_t);
+  size_t panel;
 };
 
 Kernels choose_kernels() {
@@ -216,10 +261,10 @@ Kernels choose_kernels() {
   __builtin_cpu_init();
   bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
   bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  if (avx512 && (want.empty() || want == "avx512")) return {"avx512", widen_avx512, dot_avx512, dot_widen_avx512, micro_avx512};
-  if (avx2 && want != "scalar") return {"avx2", widen_avx2, dot_avx2, dot_widen_avx2, micro_avx2};
+  if (avx512 && (want.empty() || want == "avx512")) return {"avx512", widen_avx512, dot_avx512, dot_widen_avx512, panel_avx512, 32};
+  if (avx2 && want != "scalar") return {"avx2", widen_avx2, dot_avx2, dot_widen_avx2, panel_avx2, 16};
 #endif
-  return {"scalar", widen_scalar, dot_scalar, dot_widen_scalar, micro_scalar};
+  return {"scalar", widen_scalar, dot_scalar, dot_widen_scalar, panel_scalar, kPanelScalar};
 }
 
 const Kernels& kernels() {
@@ -227,53 +272,51 @@ const Kernels& kernels() {
   return chosen;
 }
 
-constexpr size_t kRowBlock = 16;    // weight rows widened together (16 × 2048 floats = 128 KiB, fits L2)
-constexpr size_t kTokenBlock = 64;  // tokens swept per widened block (64 × 2048 floats = 512 KiB)
+// Below this many tokens, packing a weight panel costs more than it saves: rows are streamed per token instead.
+constexpr size_t kPanelMinTokens = 14;
+constexpr size_t kRowBlock = 32;  // rows per parallel work item: a whole number of panels of every instruction set
 
 }  // namespace
 
 const char* simd_level() { return kernels().name; }
 
+namespace {
+
+// Widen rows [r0, r0 + cols) of W and store them input-major: packed[i * panel + c] = W[r0 + c][i]; unused columns 0.
+// Rows are widened 16 inputs at a time into an L1-resident block, which is then written out transposed, so both
+// the reads of W and the writes of the panel are sequential.
+void pack_panel(const Kernels& k, const void* W, DType dtype, size_t in, size_t r0, size_t cols, size_t panel, float* packed) {
+  constexpr size_t kChunk = 16;
+  const size_t row_bytes = in * dtype_bytes(dtype), element = dtype_bytes(dtype);
+  alignas(64) float block[32][kChunk];
+  for (size_t i0 = 0; i0 < in; i0 += kChunk) {
+    const size_t width = std::min(kChunk, in - i0);
+    for (size_t c = 0; c < cols; c++) k.widen(static_cast<const char*>(W) + (r0 + c) * row_bytes + i0 * element, dtype, width, block[c]);
+    for (size_t ii = 0; ii < width; ii++) {
+      float* dst = packed + (i0 + ii) * panel;
+      for (size_t c = 0; c < cols; c++) dst[c] = block[c][ii];
+      for (size_t c = cols; c < panel; c++) dst[c] = 0.0f;
+    }
+  }
+}
+
+}  // namespace
+
 void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dtype, size_t row_begin, size_t row_end, float* out,
                size_t out_stride) {
   const Kernels& k = kernels();
   const size_t row_bytes = in_dim * dtype_bytes(dtype);
-  auto row = [&](size_t r) { return static_cast<const char*>(W) + r * row_bytes; };
-  if (n == 1) {  // decode: stream each weight row once, widening in registers
-    for (size_t r = row_begin; r < row_end; r++) out[r] = k.dot_widen(X, row(r), dtype, in_dim);
+  if (n < kPanelMinTokens) {  // decode: stream each weight row once, widening in registers (it stays in L1 across the few tokens)
+    for (size_t r = row_begin; r < row_end; r++)
+      for (size_t j = 0; j < n; j++) out[j * out_stride + r] = k.dot_widen(X + j * in_dim, static_cast<const char*>(W) + r * row_bytes, dtype, in_dim);
     return;
   }
-  thread_local std::vector<float> widened;
-  widened.resize(kRowBlock * in_dim);
-  for (size_t r0 = row_begin; r0 < row_end; r0 += kRowBlock) {
-    const size_t rows = std::min(kRowBlock, row_end - r0);
-    const float* w[kRowBlock];
-    for (size_t b = 0; b < rows; b++) {
-      if (dtype == DType::F32) {
-        w[b] = reinterpret_cast<const float*>(row(r0 + b));
-      } else {
-        k.widen(row(r0 + b), dtype, in_dim, widened.data() + b * in_dim);
-        w[b] = widened.data() + b * in_dim;
-      }
-    }
-    for (size_t j0 = 0; j0 < n; j0 += kTokenBlock) {
-      const size_t j1 = std::min(n, j0 + kTokenBlock);
-      size_t b = 0;
-      for (; b + 4 <= rows; b += 4) {
-        size_t j = j0;
-        for (; j + 4 <= j1; j += 4) {
-          const float* x[4] = {X + j * in_dim, X + (j + 1) * in_dim, X + (j + 2) * in_dim, X + (j + 3) * in_dim};
-          float acc[16];
-          k.micro(x, w + b, in_dim, acc);
-          for (int a = 0; a < 4; a++)
-            for (int c = 0; c < 4; c++) out[(j + a) * out_stride + r0 + b + c] = acc[a * 4 + c];
-        }
-        for (; j < j1; j++)
-          for (int c = 0; c < 4; c++) out[j * out_stride + r0 + b + c] = k.dot(X + j * in_dim, w[b + c], in_dim);
-      }
-      for (; b < rows; b++)
-        for (size_t j = j0; j < j1; j++) out[j * out_stride + r0 + b] = k.dot(X + j * in_dim, w[b], in_dim);
-    }
+  thread_local std::vector<float> packed;
+  packed.resize(k.panel * in_dim);
+  for (size_t r0 = row_begin; r0 < row_end; r0 += k.panel) {
+    const size_t cols = std::min(k.panel, row_end - r0);
+    pack_panel(k, W, dtype, in_dim, r0, cols, k.panel, packed.data());
+    k.panel_gemm(X, n, in_dim, packed.data(), out + r0, out_stride, cols);
   }
 }
 

@@ -2,6 +2,7 @@
 /** The `olmoe` command. Machine-readable output goes to stdout, messages and progress to stderr. */
 import { Command, CommanderError } from 'commander';
 import { OlmoeError } from '../index.js';
+import { registerBench } from './commands/bench.js';
 import { registerChat } from './commands/chat.js';
 import { registerCreateRandom } from './commands/create-random.js';
 import { registerDemo } from './commands/demo.js';
@@ -17,7 +18,7 @@ function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerDemo]) {
+  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerBench, registerDemo]) {
     register(program);
   }
   program.commands.forEach((command) => command.exitOverride());

@@ -1,0 +1,72 @@
+/**
+ * `olmoe bench MODEL`: load time, resident memory, prefill and decode speed (median of several runs after a
+ * warm-up), as llama-bench measures them: prefill = one forward over P prompt tokens; decode = G single-token
+ * forwards over the KV cache, greedy. Token ids are fixed pseudo-random ids, so any checkpoint works.
+ */
+import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { argmax, createRng, type OlmoeModel } from '../../index.js';
+import { addModelOptions, loadModel, parseInteger, printJson, type ModelFlags } from '../common.js';
+
+interface BenchFlags extends ModelFlags {
+  prompt: number;
+  gen: number;
+  runs: number;
+  json?: boolean;
+}
+
+export function registerBench(program: Command): void {
+  const command = program
+    .command('bench')
+    .description('measure load time, resident memory, prefill and decode tokens/s')
+    .argument('<model>', 'model folder or hub id (org/name)')
+    .option('--prompt <n>', 'prompt tokens per prefill', parseInteger('--prompt'), 512)
+    .option('--gen <n>', 'generated tokens per decode run', parseInteger('--gen'), 128)
+    .option('--runs <n>', 'measured runs (median reported)', parseInteger('--runs'), 3)
+    .option('--json', 'print the result as JSON');
+  addModelOptions(command).action(runBench);
+}
+
+function residentMiB(): number {
+  const match = readFileSync('/proc/self/status', 'utf8').match(/VmRSS:\s+(\d+) kB/);
+  return match ? Math.round(Number(match[1]) / 1024) : NaN;
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+/** Seconds for one prefill of `prompt` tokens and one decode of `gen` tokens after it. */
+function timeRun(model: OlmoeModel, promptIds: Int32Array, gen: number): { prefill: number; decode: number } {
+  const cache = model.createCache(promptIds.length + gen);
+  let started = performance.now();
+  let logits = model.backend.toFloat32(model.forward(promptIds, { cache, logits: 'last' }));
+  const prefill = (performance.now() - started) / 1000;
+  started = performance.now();
+  for (let i = 0; i < gen; i++) logits = model.backend.toFloat32(model.forward(Int32Array.of(argmax(logits)), { cache, logits: 'last' }));
+  return { prefill, decode: (performance.now() - started) / 1000 };
+}
+
+async function runBench(spec: string, flags: BenchFlags): Promise<void> {
+  const loadStarted = performance.now();
+  const { model } = await loadModel(spec, flags);
+  const loadSeconds = (performance.now() - loadStarted) / 1000;
+  const rng = createRng(1234);
+  const promptIds = Int32Array.from({ length: Math.max(1, flags.prompt) }, () => Math.floor(rng() * Math.min(model.config.vocabSize, 50000)));
+  const say = (text: string) => flags.quiet || process.stderr.write(text);
+  say(`warm-up …\n`);
+  timeRun(model, promptIds.subarray(0, Math.min(16, promptIds.length)), Math.min(4, flags.gen));
+  const runs: { prefill: number; decode: number }[] = [];
+  for (let i = 0; i < Math.max(1, flags.runs); i++) {
+    runs.push(timeRun(model, promptIds, flags.gen));
+    say(`run ${i + 1}: prefill ${(promptIds.length / runs[i]!.prefill).toFixed(1)} tok/s, decode ${(flags.gen / runs[i]!.decode).toFixed(2)} tok/s\n`);
+  }
+  const backend = model.backend as { name: string; threads?: number; simd?: string };
+  const result = {
+    model: spec, backend: backend.name, threads: backend.threads ?? 1, simd: backend.simd ?? 'none',
+    loadSeconds: +loadSeconds.toFixed(2), residentMiB: residentMiB(), promptTokens: promptIds.length, genTokens: flags.gen,
+    prefillTokensPerSecond: +(promptIds.length / median(runs.map((r) => r.prefill))).toFixed(2),
+    decodeTokensPerSecond: flags.gen > 0 ? +(flags.gen / median(runs.map((r) => r.decode))).toFixed(2) : null,
+    runs: runs.length,
+  };
+  if (flags.json) printJson(result);
+  else process.stdout.write(Object.entries(result).map(([k, v]) => `${k.padEnd(24)} ${v}`).join('\n') + '\n');
+}
