@@ -1,14 +1,16 @@
 /**
  * Conformance: every op of the Backend interface on every backend against the reference backend, for every
- * weight dtype. Weights are widened exactly (bf16/f16 → f32 is lossless), so the tolerance does not depend on
- * the dtype; it covers float32 accumulation (native) vs double accumulation (reference):
- *   |native − reference| ≤ 1e-5 · (1 + |reference|) · √(reduction length)   for f32, bf16 and f16 weights alike.
+ * weight dtype. The reference widens (bf16, f16) or dequantizes (q8_0, q4_0, q4_k, q5_k, q6_k) weights exactly
+ * and computes in double: for quantized weights that is the "dequantize, then f32" result. So one tolerance
+ * serves every dtype; it covers float32 accumulation (native) vs double accumulation (reference):
+ *   |native − reference| ≤ 1e-5 · (1 + |reference|) · √(reduction length)
+ * for f32, bf16, f16, q8_0, q4_0, q4_k, q5_k and q6_k weights alike.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Backend, Tensor } from '../src/core/backend.js';
 import { weightFromBytes } from '../src/core/backend.js';
-import { encodeFloats, type DType } from '../src/core/dtype.js';
+import { DTYPE_BLOCKS, encodeFloats, type DType } from '../src/core/dtype.js';
 import { createRng } from '../src/core/rng.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { loadModelFolder } from '../src/model/load.js';
@@ -16,7 +18,10 @@ import { NativeBackend } from '../src/backends/native/index.js';
 import { announceSkip, backendCases } from './backends.js';
 import { tinyModelDir } from './helpers.js';
 
-const DTYPES: DType[] = ['f32', 'bf16', 'f16'];
+const DTYPES: DType[] = ['f32', 'bf16', 'f16', 'q8_0', 'q4_0', 'q4_k', 'q5_k', 'q6_k'];
+/** Input widths must hold whole blocks: 32 values for q8_0/q4_0, 256 for the K-quants. */
+const blockOf = (dtype: DType) => DTYPE_BLOCKS[dtype].elements;
+const width = (dtype: DType, n: number) => Math.ceil(n / blockOf(dtype)) * blockOf(dtype);
 const reference = new ReferenceBackend();
 
 function randoms(seed: number, n: number, scale = 1): Float32Array {
@@ -50,18 +55,20 @@ for (const target of backendCases.filter((b) => b.name !== 'reference')) {
 
     for (const dtype of DTYPES) {
       it(`matmul, ${dtype} weights: decode (T=1), small and blocked prefill, ragged widths`, async () => {
-        for (const [tokens, inDim, outDim] of [[1, 64, 40], [1, 70, 17], [3, 33, 9], [5, 128, 36], [37, 96, 70], [70, 200, 33]] as const) {
+        for (const [tokens, n, outDim] of [[1, 64, 40], [1, 70, 17], [3, 33, 9], [5, 128, 36], [37, 96, 70], [70, 200, 33]] as const) {
+          const inDim = width(dtype, n);
           await compare(backend, `matmul ${tokens}×${inDim}→${outDim}`, inDim, async (b) => b.matmul(act(b, 1, tokens, inDim), await weightOn(b, dtype, [outDim, inDim], 2)));
         }
       });
 
       it(`embedding and rmsnorm, ${dtype} weights`, async () => {
-        await compare(backend, 'embedding', 1, async (b) => b.embedding(await weightOn(b, dtype, [50, 24], 3), Int32Array.of(0, 49, 7, 7)));
-        await compare(backend, 'rmsnorm', 24, async (b) => b.rmsnorm(act(b, 4, 6, 24), await weightOn(b, dtype, [24], 5), 1e-5));
+        const d = width(dtype, 24);
+        await compare(backend, 'embedding', 1, async (b) => b.embedding(await weightOn(b, dtype, [50, d], 3), Int32Array.of(0, 49, 7, 7)));
+        await compare(backend, 'rmsnorm', d, async (b) => b.rmsnorm(act(b, 4, 6, d), await weightOn(b, dtype, [d], 5), 1e-5));
       });
 
       it(`router and experts, ${dtype} weights: top-k of E, one token and many`, async () => {
-        const [hidden, ffn, experts, topK] = [48, 40, 6, 3];
+        const [hidden, ffn, experts, topK] = [width(dtype, 48), width(dtype, 40), 6, 3];
         for (const tokens of [1, 2, 9, 40]) {
           for (const normTopKProb of [false, true]) {
             const run = async (b: Backend) => {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "pool.h"
+#include "quant.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -18,8 +19,6 @@
 #endif
 
 namespace olmoe {
-
-size_t dtype_bytes(DType dtype) { return dtype == DType::F32 ? 4 : 2; }
 
 namespace {
 
@@ -276,6 +275,17 @@ const Kernels& kernels() {
 constexpr size_t kPanelMinTokens = 14;
 constexpr size_t kRowBlock = 32;  // rows per parallel work item: a whole number of panels of every instruction set
 
+// Widen or dequantize n values of a weight row; dot of x with a weight row of any dtype.
+void widen_any(const Kernels& k, const void* src, DType dtype, size_t n, float* dst) {
+  if (is_quantized(dtype)) dequantize_row(dtype, static_cast<const uint8_t*>(src), n, dst);
+  else k.widen(src, dtype, n, dst);
+}
+
+float dot_any(const Kernels& k, const float* x, const void* w, DType dtype, size_t n) {
+  if (is_quantized(dtype)) return dot_quantized(x, static_cast<const uint8_t*>(w), dtype, n, k.dot);
+  return k.dot_widen(x, w, dtype, n);
+}
+
 }  // namespace
 
 const char* simd_level() { return kernels().name; }
@@ -286,12 +296,12 @@ namespace {
 // Rows are widened 16 inputs at a time into an L1-resident block, which is then written out transposed, so both
 // the reads of W and the writes of the panel are sequential.
 void pack_panel(const Kernels& k, const void* W, DType dtype, size_t in, size_t r0, size_t cols, size_t panel, float* packed) {
-  constexpr size_t kChunk = 16;
-  const size_t row_bytes = in * dtype_bytes(dtype), element = dtype_bytes(dtype);
-  alignas(64) float block[32][kChunk];
-  for (size_t i0 = 0; i0 < in; i0 += kChunk) {
-    const size_t width = std::min(kChunk, in - i0);
-    for (size_t c = 0; c < cols; c++) k.widen(static_cast<const char*>(W) + (r0 + c) * row_bytes + i0 * element, dtype, width, block[c]);
+  constexpr size_t kMaxChunk = 256;
+  const size_t chunk = std::max<size_t>(16, block_elements(dtype)), bytes_per_row = row_bytes(dtype, in);
+  alignas(64) static thread_local float block[32][kMaxChunk];
+  for (size_t i0 = 0; i0 < in; i0 += chunk) {
+    const size_t width = std::min(chunk, in - i0);
+    for (size_t c = 0; c < cols; c++) widen_any(k, static_cast<const char*>(W) + (r0 + c) * bytes_per_row + row_bytes(dtype, i0), dtype, width, block[c]);
     for (size_t ii = 0; ii < width; ii++) {
       float* dst = packed + (i0 + ii) * panel;
       for (size_t c = 0; c < cols; c++) dst[c] = block[c][ii];
@@ -305,10 +315,10 @@ void pack_panel(const Kernels& k, const void* W, DType dtype, size_t in, size_t 
 void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dtype, size_t row_begin, size_t row_end, float* out,
                size_t out_stride) {
   const Kernels& k = kernels();
-  const size_t row_bytes = in_dim * dtype_bytes(dtype);
+  const size_t bytes_per_row = row_bytes(dtype, in_dim);
   if (n < kPanelMinTokens) {  // decode: stream each weight row once, widening in registers (it stays in L1 across the few tokens)
     for (size_t r = row_begin; r < row_end; r++)
-      for (size_t j = 0; j < n; j++) out[j * out_stride + r] = k.dot_widen(X + j * in_dim, static_cast<const char*>(W) + r * row_bytes, dtype, in_dim);
+      for (size_t j = 0; j < n; j++) out[j * out_stride + r] = dot_any(k, X + j * in_dim, static_cast<const char*>(W) + r * bytes_per_row, dtype, in_dim);
     return;
   }
   thread_local std::vector<float> packed;

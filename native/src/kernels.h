@@ -1,4 +1,4 @@
-// Compute kernels of the native backend. Activations are float32; weights are f32, bf16 or f16, row-major
+// Compute kernels of the native backend. Activations are float32; weights are f32, bf16, f16 or GGUF blocks, row-major
 // [rows, in] as in PyTorch Linear, widened to float32 inside the kernels (never stored widened).
 #pragma once
 #include <cstddef>
@@ -6,9 +6,8 @@
 
 namespace olmoe {
 
-enum class DType : int { F32 = 0, BF16 = 1, F16 = 2 };
-
-size_t dtype_bytes(DType dtype);
+// Matches DTYPE_CODES in src/backends/native/index.ts.
+enum class DType : int { F32 = 0, BF16 = 1, F16 = 2, Q8_0 = 3, Q4_0 = 4, Q4_K = 5, Q5_K = 6, Q6_K = 7 };
 
 // The instruction set chosen at startup: "avx512", "avx2" or "scalar" (OLMOE_SIMD=avx2|scalar forces a lower one).
 const char* simd_level();

@@ -1,16 +1,43 @@
 /**
  * Element types of weights and activations, and conversions between their bit patterns and float32.
  * bf16 is the upper half of an IEEE float32; f16 is IEEE half precision. Node 20 has no Float16Array,
- * so both are held as Uint16Array bit patterns and widened on the fly.
+ * so both are held as Uint16Array bit patterns and widened on the fly. Quantized types are GGUF blocks
+ * (core/quant.ts), held as bytes; a row is a whole number of blocks.
  */
+import { OlmoeError } from './errors.js';
+import { f16Value, float32ToF16Bits } from './f16.js';
+import { dequantizeInto, quantize, QUANT_BLOCKS, type QuantDType } from './quant.js';
 
-export type DType = 'f32' | 'bf16' | 'f16';
+export { f16Value, float32ToF16Bits } from './f16.js';
 
-const DTYPE_BYTES: Record<DType, number> = { f32: 4, bf16: 2, f16: 2 };
+export type FloatDType = 'f32' | 'bf16' | 'f16';
+export type DType = FloatDType | QuantDType;
+export type { QuantDType } from './quant.js';
 
-/** Bytes of a tensor of `dtype` and `shape` (a function, not a per-element size, so block-quantized types fit later). */
+/** Values per block and bytes per block of every dtype (1 value per "block" for the float types). */
+export const DTYPE_BLOCKS: Record<DType, { elements: number; bytes: number }> = {
+  f32: { elements: 1, bytes: 4 },
+  bf16: { elements: 1, bytes: 2 },
+  f16: { elements: 1, bytes: 2 },
+  ...QUANT_BLOCKS,
+};
+
+export function isQuantized(dtype: DType): dtype is QuantDType {
+  return DTYPE_BLOCKS[dtype].elements > 1;
+}
+
+/** Bytes of one row of `n` values; quantized rows must hold whole blocks. */
+export function rowBytes(dtype: DType, n: number): number {
+  const { elements, bytes } = DTYPE_BLOCKS[dtype];
+  if (n % elements !== 0) throw new OlmoeError('input', `${dtype} rows must be a multiple of ${elements} values, got ${n}`);
+  return (n / elements) * bytes;
+}
+
+/** Bytes of a tensor of `dtype` and `shape` (rows of the last dimension). */
 export function byteSize(dtype: DType, shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
+  if (shape.length === 0) return rowBytes(dtype, 1);
+  const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
+  return rows * rowBytes(dtype, shape[shape.length - 1]!);
 }
 
 /** safetensors dtype strings ↔ ours. Other safetensors dtypes exist but are not model weights here. */
@@ -20,26 +47,14 @@ export function safetensorsName(dtype: DType): string {
   return dtype.toUpperCase();
 }
 
-const f16Table = buildF16Table();
-
-function buildF16Table(): Float32Array {
-  const table = new Float32Array(65536);
-  for (let bits = 0; bits < 65536; bits++) table[bits] = f16BitsToNumber(bits);
-  return table;
-}
-
-function f16BitsToNumber(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1;
-  const exponent = (bits >> 10) & 0x1f;
-  const mantissa = bits & 0x3ff;
-  if (exponent === 0) return sign * mantissa * 2 ** -24; // subnormal
-  if (exponent === 31) return mantissa ? NaN : sign * Infinity;
-  return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
-}
+const f16Table = Float32Array.from({ length: 65536 }, (_, bits) => f16Value(bits));
 
 /** Widen `count` elements of `src` (starting at element `offset`) into `dst` (float32). */
 export function widenInto(dtype: DType, src: ArrayBufferView, offset: number, count: number, dst: Float32Array): void {
-  if (dtype === 'f32') {
+  if (isQuantized(dtype)) {
+    const bytes = src as Uint8Array;
+    dequantizeInto(dtype, bytes, rowBytes(dtype, offset), count, dst);
+  } else if (dtype === 'f32') {
     dst.set((src as Float32Array).subarray(offset, offset + count));
   } else if (dtype === 'bf16') {
     const bits = src as Uint16Array;
@@ -63,41 +78,13 @@ export function float32ToBf16Bits(value: number): number {
   return ((bits + roundingBias) >>> 16) & 0xffff;
 }
 
-/** float32 → f16 bits, round-to-nearest-even, with subnormals, overflow to ±Infinity. */
-export function float32ToF16Bits(value: number): number {
-  scratchF32[0] = value;
-  const bits = scratchU32[0]!;
-  const sign = (bits >>> 16) & 0x8000;
-  const exponent = (bits >>> 23) & 0xff;
-  let mantissa = bits & 0x7fffff;
-  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
-  let halfExponent = exponent - 127 + 15;
-  if (halfExponent >= 31) return sign | 0x7c00;
-  if (halfExponent <= 0) {
-    if (halfExponent < -10) return sign;
-    mantissa |= 0x800000;
-    const shift = 14 - halfExponent;
-    const rounded = roundShift(mantissa, shift);
-    return sign | rounded;
-  }
-  const rounded = roundShift(mantissa, 13);
-  // A mantissa that rounds up to 1024 carries into the exponent, which the addition does for us.
-  return sign | ((halfExponent << 10) + rounded);
-}
-
-function roundShift(value: number, shift: number): number {
-  const half = 1 << (shift - 1);
-  const truncated = value >>> shift;
-  const remainder = value & ((1 << shift) - 1);
-  if (remainder > half || (remainder === half && truncated & 1)) return truncated + 1;
-  return truncated;
-}
-
 /** Encode float32 values into the bytes of `dtype` (little-endian), for writing checkpoints. */
 export function encodeFloats(dtype: DType, values: Float32Array): Uint8Array {
+  if (isQuantized(dtype)) return quantize(dtype, values);
   if (dtype === 'f32') return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   const out = new Uint16Array(values.length);
   const encode = dtype === 'bf16' ? float32ToBf16Bits : float32ToF16Bits;
   for (let i = 0; i < values.length; i++) out[i] = encode(values[i]!);
   return new Uint8Array(out.buffer);
 }
+

@@ -5,7 +5,7 @@
  */
 import { mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { encodeFloats, type DType } from '../core/dtype.js';
+import { encodeFloats, type FloatDType } from '../core/dtype.js';
 import { InputError, withIo } from '../core/errors.js';
 import { SafetensorsWriter, tensorByteLength, type TensorSpec } from '../io/safetensors-writer.js';
 import { createRng, type Rng } from '../core/rng.js';
@@ -24,7 +24,7 @@ export interface RandomCheckpointOptions {
   intermediate: number;
   vocab: number;
   context: number;
-  dtype: DType;
+  dtype: FloatDType;
   seed: number;
   shards?: number;
   std?: number;

@@ -8,7 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 type Floats = Float32Array;
-type Weights = Float32Array | Uint16Array;
+type Weights = Float32Array | Uint16Array | Uint8Array;
 
 export interface NativeAddon {
   simdLevel(): string;

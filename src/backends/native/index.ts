@@ -4,7 +4,7 @@
  * layout (float32 activations, weights in their stored dtype), so the light ops reuse the reference code.
  */
 import type { AttentionArgs, ExpertWeights, Routing, RouterOptions, Tensor, WeightSource } from '../../core/backend.js';
-import { byteSize, type DType } from '../../core/dtype.js';
+import { byteSize, isQuantized, type DType } from '../../core/dtype.js';
 import { OlmoeError } from '../../core/errors.js';
 import { ReferenceBackend } from '../reference/index.js';
 import { storeKeysValues } from '../reference/attention.js';
@@ -12,7 +12,8 @@ import { experts as referenceExperts, routeFromLogits } from '../reference/moe.j
 import { activation, asRef, checkShapes, f32, RefTensor, showShape, storageFor, type Storage } from '../reference/tensor.js';
 import type { NativeAddon } from './addon.js';
 
-const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2 };
+/** The kernel's dtype enum (native/src/kernels.h). */
+const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q5_k: 6, q6_k: 7 };
 
 export interface NativeOptions {
   /** Worker threads including the caller; default: $OLMOE_THREADS, else every core. */
@@ -50,7 +51,7 @@ export class NativeBackend extends ReferenceBackend {
     if (needed !== source.byteLength) {
       throw new OlmoeError('input', `weight ${source.name} of shape [${source.shape}] ${source.dtype} needs ${needed} bytes, got ${source.byteLength}`);
     }
-    const elementBytes = byteSize(source.dtype, [1]);
+    const elementBytes = isQuantized(source.dtype) ? 1 : byteSize(source.dtype, [1]);
     const mappable = this.options.mmap !== false && source.file !== undefined && source.offset! % elementBytes === 0 && needed > 0;
     const storage: Storage = mappable ? this.mapped(source) : storageFor(source.dtype, await source.read());
     return new RefTensor(source.dtype, source.shape, storage);
@@ -63,6 +64,7 @@ export class NativeBackend extends ReferenceBackend {
     } catch (error) {
       throw new OlmoeError('format', `${source.file}: cannot map tensor ${source.name}: ${(error as Error).message}`, { cause: error });
     }
+    if (isQuantized(source.dtype)) return new Uint8Array(buffer);
     return source.dtype === 'f32' ? new Float32Array(buffer) : new Uint16Array(buffer);
   }
 

@@ -27,7 +27,7 @@ export class ReferenceBackend implements Backend {
   toFloat32(x: Tensor): Float32Array {
     const tensor = asRef(x);
     if (tensor.dtype === 'f32') return f32(x);
-    const out = new Float32Array(tensor.data.length);
+    const out = new Float32Array(tensor.shape.reduce((a, b) => a * b, 1));
     widenInto(tensor.dtype, tensor.data, 0, out.length, out);
     return out;
   }

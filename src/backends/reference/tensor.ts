@@ -1,9 +1,10 @@
 /** Storage of the reference backend: a typed array holding the bits of its dtype, row-major. */
 import type { Tensor } from '../../core/backend.js';
-import { widenInto, type DType } from '../../core/dtype.js';
+import { isQuantized, widenInto, type DType } from '../../core/dtype.js';
 import { OlmoeError } from '../../core/errors.js';
 
-export type Storage = Float32Array | Uint16Array;
+/** f32 values, bf16/f16 bit patterns, or the bytes of quantized blocks. */
+export type Storage = Float32Array | Uint16Array | Uint8Array;
 
 export class RefTensor implements Tensor {
   constructor(
@@ -45,6 +46,7 @@ export function f32(x: Tensor): Float32Array {
 }
 
 export function storageFor(dtype: DType, bytes: Uint8Array): Storage {
+  if (isQuantized(dtype)) return bytes;
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   if (dtype === 'f32') return new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
   return new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);

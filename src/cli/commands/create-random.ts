@@ -1,7 +1,7 @@
 /** `olmoe create-random DIR`: write a random-weight OLMoE checkpoint (any shape, up to full OLMoE-1B-7B). */
 import type { Command } from 'commander';
 import { existsSync, readdirSync } from 'node:fs';
-import { InputError, OLMOE_1B_7B, writeRandomCheckpoint, type DType, type RandomCheckpointOptions } from '../../index.js';
+import { InputError, OLMOE_1B_7B, writeRandomCheckpoint, type FloatDType, type RandomCheckpointOptions } from '../../index.js';
 import { parseInteger, parseNumber } from '../common.js';
 import { createProgress } from '../progress.js';
 
@@ -79,7 +79,7 @@ export function randomOptions(flags: CreateFlags): RandomCheckpointOptions {
     intermediate: flags.intermediate ?? preset.intermediate,
     vocab: flags.vocab ?? preset.vocab,
     context: flags.context ?? preset.context,
-    dtype: flags.dtype as DType,
+    dtype: flags.dtype as FloatDType,
     seed: flags.seed,
     shards: flags.shards,
     std: flags.std,

@@ -1,0 +1,216 @@
+#include "quant.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define OLMOE_X86 1
+#endif
+
+namespace olmoe {
+
+namespace {
+
+float half_to_float(uint16_t h) {
+  uint32_t sign = (h & 0x8000u) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff, bits;
+  if (exponent == 0) {
+    if (mantissa == 0) {
+      bits = sign;
+    } else {
+      exponent = 127 - 15 + 1;
+      while (!(mantissa & 0x400)) {
+        mantissa <<= 1;
+        exponent--;
+      }
+      bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
+    }
+  } else if (exponent == 31) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else {
+    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+struct HalfTable {
+  float values[65536];
+  HalfTable() {
+    for (uint32_t i = 0; i < 65536; i++) values[i] = half_to_float(static_cast<uint16_t>(i));
+  }
+};
+
+inline float f16_at(const uint8_t* p) {
+  static const HalfTable table;
+  return table.values[p[0] | (p[1] << 8)];
+}
+
+void scale_min_k4(int j, const uint8_t* q, int* scale, int* min) {
+  if (j < 4) {
+    *scale = q[j] & 63;
+    *min = q[j + 4] & 63;
+  } else {
+    *scale = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+void dequantize_q8_0(const uint8_t* b, float* y) {
+  const float d = f16_at(b);
+  for (int j = 0; j < 32; j++) y[j] = static_cast<int8_t>(b[2 + j]) * d;
+}
+
+void dequantize_q4_0(const uint8_t* b, float* y) {
+  const float d = f16_at(b);
+  for (int j = 0; j < 16; j++) {
+    y[j] = ((b[2 + j] & 0xF) - 8) * d;
+    y[j + 16] = ((b[2 + j] >> 4) - 8) * d;
+  }
+}
+
+void dequantize_k(const uint8_t* b, float* y, bool five_bits) {
+  const float d = f16_at(b), dmin = f16_at(b + 2);
+  const uint8_t* scales = b + 4;
+  const uint8_t* qh = b + 16;
+  const uint8_t* qs = five_bits ? b + 48 : b + 16;
+  for (int j = 0; j < 4; j++) {
+    int s1, m1, s2, m2;
+    scale_min_k4(2 * j, scales, &s1, &m1);
+    scale_min_k4(2 * j + 1, scales, &s2, &m2);
+    const float d1 = d * s1, n1 = dmin * m1, d2 = d * s2, n2 = dmin * m2;
+    const int u1 = 1 << (2 * j), u2 = 2 << (2 * j);
+    for (int l = 0; l < 32; l++) {
+      const uint8_t q = qs[32 * j + l];
+      const int high1 = five_bits && (qh[l] & u1) ? 16 : 0, high2 = five_bits && (qh[l] & u2) ? 16 : 0;
+      y[64 * j + l] = d1 * ((q & 0xF) + high1) - n1;
+      y[64 * j + 32 + l] = d2 * ((q >> 4) + high2) - n2;
+    }
+  }
+}
+
+void dequantize_q6_k(const uint8_t* b, float* y) {
+  const float d = f16_at(b + 208);
+  for (int half = 0; half < 2; half++) {
+    const uint8_t* ql = b + 64 * half;
+    const uint8_t* qh = b + 128 + 32 * half;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * half);
+    float* out = y + 128 * half;
+    for (int l = 0; l < 32; l++) {
+      const int is = l / 16;
+      const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+      const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+      const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+      const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+      out[l] = d * sc[is] * q1;
+      out[l + 32] = d * sc[is + 2] * q2;
+      out[l + 64] = d * sc[is + 4] * q3;
+      out[l + 96] = d * sc[is + 6] * q4;
+    }
+  }
+}
+
+void dequantize_block(DType dtype, const uint8_t* b, float* y) {
+  switch (dtype) {
+    case DType::Q8_0: return dequantize_q8_0(b, y);
+    case DType::Q4_0: return dequantize_q4_0(b, y);
+    case DType::Q4_K: return dequantize_k(b, y, false);
+    case DType::Q5_K: return dequantize_k(b, y, true);
+    case DType::Q6_K: return dequantize_q6_k(b, y);
+    default: return;
+  }
+}
+
+size_t block_bytes(DType dtype) {
+  switch (dtype) {
+    case DType::Q8_0: return 34;
+    case DType::Q4_0: return 18;
+    case DType::Q4_K: return 144;
+    case DType::Q5_K: return 176;
+    case DType::Q6_K: return 210;
+    case DType::F32: return 4;
+    default: return 2;
+  }
+}
+
+#ifdef OLMOE_X86
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+AVX512 float dot_q8_0_avx512(const float* x, const uint8_t* w, size_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  for (size_t i = 0; i < n; i += 32, w += 34) {
+    const __m512 d = _mm512_set1_ps(f16_at(w));
+    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
+    const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 18));
+    acc0 = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0))), _mm512_loadu_ps(x + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1))), _mm512_loadu_ps(x + i + 16), acc1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+AVX512 float dot_q4_0_avx512(const float* x, const uint8_t* w, size_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  const __m128i low_mask = _mm_set1_epi8(0x0F);
+  const __m512i eight = _mm512_set1_epi32(8);
+  for (size_t i = 0; i < n; i += 32, w += 18) {
+    const __m512 d = _mm512_set1_ps(f16_at(w));
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
+    const __m128i low = _mm_and_si128(raw, low_mask), high = _mm_and_si128(_mm_srli_epi16(raw, 4), low_mask);
+    const __m512 v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(low), eight));
+    const __m512 v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(high), eight));
+    acc0 = _mm512_fmadd_ps(_mm512_mul_ps(d, v0), _mm512_loadu_ps(x + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_mul_ps(d, v1), _mm512_loadu_ps(x + i + 16), acc1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+bool has_avx512() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    const char* forced = std::getenv("OLMOE_SIMD");
+    bool allowed = !forced || std::strcmp(forced, "avx512") == 0 || forced[0] == '\0';
+    return allowed && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  }();
+  return yes;
+}
+#endif
+
+}  // namespace
+
+bool is_quantized(DType dtype) { return static_cast<int>(dtype) >= static_cast<int>(DType::Q8_0); }
+
+size_t block_elements(DType dtype) {
+  switch (dtype) {
+    case DType::Q8_0:
+    case DType::Q4_0: return 32;
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K: return 256;
+    default: return 1;
+  }
+}
+
+size_t row_bytes(DType dtype, size_t n) { return n / block_elements(dtype) * block_bytes(dtype); }
+
+void dequantize_row(DType dtype, const uint8_t* src, size_t n, float* dst) {
+  const size_t elements = block_elements(dtype), bytes = block_bytes(dtype);
+  for (size_t i = 0; i < n; i += elements, src += bytes) dequantize_block(dtype, src, dst + i);
+}
+
+float dot_quantized(const float* x, const uint8_t* w, DType dtype, size_t n, float (*dot)(const float*, const float*, size_t)) {
+#ifdef OLMOE_X86
+  if (dtype == DType::Q8_0 && has_avx512()) return dot_q8_0_avx512(x, w, n);
+  if (dtype == DType::Q4_0 && has_avx512()) return dot_q4_0_avx512(x, w, n);
+#endif
+  const size_t elements = block_elements(dtype), bytes = block_bytes(dtype);
+  alignas(64) float block[256];
+  float sum = 0;
+  for (size_t i = 0; i < n; i += elements, w += bytes) {
+    dequantize_block(dtype, w, block);
+    sum += dot(x + i, block, elements);
+  }
+  return sum;
+}
+
+}  // namespace olmoe
