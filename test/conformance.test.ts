@@ -13,7 +13,7 @@ import { weightFromBytes } from '../src/core/backend.js';
 import { DTYPE_BLOCKS, encodeFloats, type DType } from '../src/core/dtype.js';
 import { createRng } from '../src/core/rng.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
-import { loadModelFolder } from '../src/model/load.js';
+import { loadModel } from '../src/model/load.js';
 import { NativeBackend } from '../src/backends/native/index.js';
 import { announceSkip, backendCases } from './backends.js';
 import { tinyModelDir } from './helpers.js';
@@ -114,8 +114,8 @@ for (const target of backendCases.filter((b) => b.name !== 'reference')) {
     it('the tiny checkpoint gives the same logits mapped (mmap) and read into memory', async () => {
       if (!(backend instanceof NativeBackend)) return;
       const ids = Int32Array.of(5, 80, 17, 200, 33);
-      const mapped = await loadModelFolder(tinyModelDir, { backend });
-      const read = await loadModelFolder(tinyModelDir, { backend: new NativeBackend((backend as unknown as { addon: never }).addon, { mmap: false }) });
+      const mapped = await loadModel(tinyModelDir, { backend });
+      const read = await loadModel(tinyModelDir, { backend: new NativeBackend((backend as unknown as { addon: never }).addon, { mmap: false }) });
       assert.deepEqual(mapped.backend.toFloat32(mapped.forward(ids)), read.backend.toFloat32(read.forward(ids)));
     });
   });

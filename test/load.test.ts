@@ -14,14 +14,14 @@ import { INDEX_FILE, listCheckpointTensors } from '../src/io/checkpoint.js';
 import { readSafetensorsHeader, readTensorBytes, type TensorEntry } from '../src/io/safetensors.js';
 import { writeSafetensors } from '../src/io/safetensors-writer.js';
 import { parameterCounts, parseConfig, type OlmoeConfig } from '../src/model/config.js';
-import { loadModelFolder, matchCheckpoint, type LoadProgress } from '../src/model/load.js';
+import { loadModel, matchCheckpoint, type LoadProgress } from '../src/model/load.js';
 import type { OlmoeModel } from '../src/model/olmoe.js';
 import { weightTable } from '../src/model/weights.js';
 import { tempDir, tinyModelDir } from './helpers.js';
 import { editConfig, logitsOf as logitsOfModel, maxAbsDiff, randomCheckpoint, readAll, readJson, rewrite } from './checkpoints.js';
 
 const IDS = Int32Array.from([1, 72, 101, 108, 108, 111, 299, 0]);
-const load = (dir: string): Promise<OlmoeModel> => loadModelFolder(dir, { backend: new ReferenceBackend() });
+const load = (dir: string): Promise<OlmoeModel> => loadModel(dir, { backend: new ReferenceBackend() });
 const logitsOf = (model: OlmoeModel, ids: Int32Array = IDS): Float32Array => logitsOfModel(model, ids);
 
 /** The load of `dir` must fail with an error of class `kind` whose message matches every pattern. */
@@ -42,7 +42,7 @@ describe('loading a valid random checkpoint', () => {
     it(`${dtype}: loads every tensor with its stored dtype and returns finite [T, V] logits`, async () => {
       const { dir, config } = randomCheckpoint({ dtype });
       const events: LoadProgress[] = [];
-      const model = await loadModelFolder(dir, { backend: new ReferenceBackend(), onProgress: (p) => events.push({ ...p }) });
+      const model = await loadModel(dir, { backend: new ReferenceBackend(), onProgress: (p) => events.push({ ...p }) });
       assert.equal(model.config.numExperts, 4);
       assert.equal(model.weights.embed.dtype, dtype);
       assert.deepEqual(model.weights.layers[1]!.experts.down[3]!.shape, [32, 16]);

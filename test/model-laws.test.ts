@@ -6,12 +6,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
-import { loadModelFolder } from '../src/model/load.js';
+import { loadModel } from '../src/model/load.js';
 import type { OlmoeModel, RoutingEvent } from '../src/model/olmoe.js';
 import { editConfig, logitsOf, maxAbsDiff, randomCheckpoint, readAll, rewrite, type StoredTensor } from './checkpoints.js';
 
 const IDS = Int32Array.from([5, 80, 17, 200, 33, 9, 120]);
-const load = (dir: string): Promise<OlmoeModel> => loadModelFolder(dir, { backend: new ReferenceBackend() });
+const load = (dir: string): Promise<OlmoeModel> => loadModel(dir, { backend: new ReferenceBackend() });
 
 /** Rows [Hkv·Hd, …] → [H·Hd, …]: kv head j is repeated for query heads j·g … j·g+g−1 (HF repeat_kv). */
 function repeatHeads(tensor: StoredTensor, kvHeads: number, group: number): StoredTensor {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { before, describe, it } from 'node:test';
-import { loadModelFolder } from '../src/model/load.js';
+import { loadModel } from '../src/model/load.js';
 import type { OlmoeModel, RoutingEvent } from '../src/model/olmoe.js';
 import { announceSkip, backendCases } from './backends.js';
 import { tinyExpectedPath, tinyModelDir } from './helpers.js';
@@ -23,7 +23,7 @@ const expected = JSON.parse(readFileSync(tinyExpectedPath, 'utf8')) as { cases: 
 for (const backend of backendCases) describe(`tiny OLMoE fixture on the ${backend.name} backend`, { skip: announceSkip(backend.skip) }, () => {
   let model: OlmoeModel;
   before(async () => {
-    model = await loadModelFolder(tinyModelDir, { backend: backend.create() });
+    model = await loadModel(tinyModelDir, { backend: backend.create() });
   });
 
   for (const testCase of expected.cases) {

@@ -4,7 +4,7 @@ import {
   createBackend,
   InputError,
   loadPretrained,
-  resolveModelDir,
+  resolveModelPath,
   type GenerateOptions,
   type HubOptions,
   type Pretrained,
@@ -48,7 +48,7 @@ export function hubOptions(flags: ModelFlags): HubOptions {
 }
 
 export async function modelDir(spec: string, flags: ModelFlags): Promise<string> {
-  return resolveModelDir(spec, hubOptions(flags));
+  return resolveModelPath(spec, hubOptions(flags));
 }
 
 export async function loadModel(spec: string, flags: ModelFlags): Promise<Pretrained> {

@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { OlmoeError } from '../index.js';
 import { registerBench } from './commands/bench.js';
 import { registerChat } from './commands/chat.js';
+import { registerConvert } from './commands/convert.js';
 import { registerCreateRandom } from './commands/create-random.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDownload } from './commands/download.js';
@@ -18,7 +19,7 @@ function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerBench, registerDemo]) {
+  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerDemo]) {
     register(program);
   }
   program.commands.forEach((command) => command.exitOverride());

@@ -88,3 +88,11 @@ export function encodeFloats(dtype: DType, values: Float32Array): Uint8Array {
   return new Uint8Array(out.buffer);
 }
 
+
+/** Typed view of stored bytes: f32 values, bf16/f16 bit patterns, or the raw bytes of quantized blocks. */
+export function typedView(dtype: DType, bytes: Uint8Array): Float32Array | Uint16Array | Uint8Array {
+  if (isQuantized(dtype)) return bytes;
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  if (dtype === 'f32') return new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
+  return new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
+}

@@ -124,7 +124,8 @@ function parseEntry(file: string, name: string, value: unknown, region: DataRegi
   return { name, dtype, shape, file, offset: region.dataStart + begin, byteLength: end - begin };
 }
 
-function checkNoOverlap(file: string, entries: TensorEntry[]): void {
+/** Tensors' byte ranges must not overlap (shared by the safetensors and GGUF readers). */
+export function checkNoOverlap(file: string, entries: TensorEntry[]): void {
   const sorted = entries.filter((e) => e.byteLength > 0).sort((a, b) => a.offset - b.offset);
   for (let i = 1; i < sorted.length; i++) {
     const previous = sorted[i - 1]!;

@@ -1,12 +1,15 @@
 /**
- * Load an OLMoE checkpoint folder onto a backend, strictly: every tensor the config requires must be there
+ * Load an OLMoE checkpoint (HF folder or GGUF file) onto a backend, strictly: every tensor the config requires must be there
  * with its exact shape, and nothing else may be. Tensors are read one at a time, keeping their stored dtype.
  */
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend, Tensor } from '../core/backend.js';
 import { WeightError } from '../core/errors.js';
 import { listCheckpointTensors, weightSources } from '../io/checkpoint.js';
+import { readGguf, type GgufFile } from '../io/gguf.js';
 import type { TensorEntry } from '../io/safetensors.js';
+import { ggufConfig, ggufTensorsByHfName } from './gguf-checkpoint.js';
 import { readConfigFile, type OlmoeConfig } from './config.js';
 import { OlmoeModel } from './olmoe.js';
 import { assembleWeights, weightTable, type WeightSpec } from './weights.js';
@@ -23,9 +26,34 @@ export interface LoadModelOptions {
   onProgress?: (progress: LoadProgress) => void;
 }
 
-export async function loadModelFolder(dir: string, opts: LoadModelOptions): Promise<OlmoeModel> {
-  const config = readConfigFile(join(dir, 'config.json'));
-  const entries = matchCheckpoint(config, listCheckpointTensors(dir));
+/** A checkpoint located on disk: an HF folder or a GGUF file, with its tensors under HF names. */
+export interface Checkpoint {
+  readonly path: string;
+  readonly format: 'hf' | 'gguf';
+  readonly config: OlmoeConfig;
+  readonly tensors: ReadonlyMap<string, TensorEntry>;
+  readonly gguf?: GgufFile;
+}
+
+/** Read the headers (config, tensor locations) of an HF folder or a GGUF file; no tensor data is read. */
+export function openCheckpoint(path: string): Checkpoint {
+  if (!statSync(path, { throwIfNoEntry: false })?.isFile()) {
+    const config = readConfigFile(join(path, 'config.json'));
+    return { path, format: 'hf', config, tensors: listCheckpointTensors(path) };
+  }
+  const gguf = readGguf(path);
+  const config = ggufConfig(gguf);
+  return { path, format: 'gguf', config, tensors: ggufTensorsByHfName(config, gguf), gguf };
+}
+
+/** Load an OLMoE checkpoint (HF folder or GGUF file) onto a backend. */
+export async function loadModel(path: string, opts: LoadModelOptions): Promise<OlmoeModel> {
+  return loadCheckpoint(openCheckpoint(path), opts);
+}
+
+export async function loadCheckpoint(checkpoint: Checkpoint, opts: LoadModelOptions): Promise<OlmoeModel> {
+  const { config } = checkpoint;
+  const entries = matchCheckpoint(config, checkpoint.tensors);
   const totalBytes = entries.reduce((sum, e) => sum + e.byteLength, 0);
   const progress: LoadProgress = { loadedBytes: 0, totalBytes, tensors: 0, totalTensors: entries.length };
   const tensors = new Map<string, Tensor>();

@@ -7,10 +7,12 @@ import { basename, dirname, join } from 'node:path';
 import type { Backend } from '../core/backend.js';
 import { InputError } from '../core/errors.js';
 import { hubDownloadFile, hubSnapshotModel, isHubRepoId, type HubOptions } from '../io/hub.js';
+import { readGguf } from '../io/gguf.js';
 import { readJsonObjectIfExists } from '../io/json.js';
+import { tokenizerFromGguf } from '../tokenizer/gguf.js';
 import { OlmoeTokenizer } from '../tokenizer/tokenizer.js';
 import { tokenIds } from './config.js';
-import { loadModelFolder, type LoadProgress } from './load.js';
+import { loadCheckpoint, openCheckpoint, type Checkpoint, type LoadProgress } from './load.js';
 import type { OlmoeModel } from './olmoe.js';
 
 /** Sampling defaults and stop ids from generation_config.json; only keys present there are set. */
@@ -26,6 +28,7 @@ export interface GenerationDefaults {
 }
 
 export interface Pretrained {
+  /** The model folder or GGUF file. */
   dir: string;
   model: OlmoeModel;
   tokenizer: OlmoeTokenizer;
@@ -38,15 +41,12 @@ export interface PretrainedOptions extends HubOptions {
 }
 
 /**
- * A local folder path, or a hub repo id downloaded into the HF cache: the whole model, or with
+ * A local folder or GGUF file, or a hub repo id downloaded into the HF cache: the whole model, or with
  * `tokenizerOnly` just its tokenizer files.
  */
-export async function resolveModelDir(spec: string, opts: HubOptions & { tokenizerOnly?: boolean } = {}): Promise<string> {
-  if (existsSync(spec)) {
-    if (!statSync(spec).isDirectory()) throw new InputError(`${spec} is a file; give the model folder (with config.json) or a hub id`);
-    return spec;
-  }
-  if (!isHubRepoId(spec)) throw new InputError(`${spec}: no such folder, and not a hub id of the form org/name`);
+export async function resolveModelPath(spec: string, opts: HubOptions & { tokenizerOnly?: boolean } = {}): Promise<string> {
+  if (existsSync(spec)) return spec;
+  if (!isHubRepoId(spec)) throw new InputError(`${spec}: no such folder or file, and not a hub id of the form org/name`);
   if (!opts.tokenizerOnly) return hubSnapshotModel(spec, opts);
   const path = (await hubDownloadFile(spec, 'tokenizer.json', opts))!;
   const pinned = { ...opts, revision: basename(dirname(path)), optional: true }; // same commit as tokenizer.json
@@ -54,14 +54,27 @@ export async function resolveModelDir(spec: string, opts: HubOptions & { tokeniz
   return dirname(path);
 }
 
+/** The tokenizer of a checkpoint: its tokenizer files, or the tokenizer.ggml.* metadata of a GGUF. */
+export function checkpointTokenizer(checkpoint: Checkpoint): OlmoeTokenizer {
+  return checkpoint.gguf ? tokenizerFromGguf(checkpoint.gguf) : OlmoeTokenizer.fromFolder(checkpoint.path);
+}
+
+/** Just the tokenizer of a folder, GGUF file or hub repo (no weights are read or downloaded). */
+export async function loadTokenizer(spec: string, opts: HubOptions = {}): Promise<OlmoeTokenizer> {
+  const path = await resolveModelPath(spec, { ...opts, tokenizerOnly: true });
+  return statSync(path).isFile() ? tokenizerFromGguf(readGguf(path)) : OlmoeTokenizer.fromFolder(path);
+}
+
 export async function loadPretrained(spec: string, opts: PretrainedOptions): Promise<Pretrained> {
-  const dir = await resolveModelDir(spec, opts);
-  const tokenizer = OlmoeTokenizer.fromFolder(dir);
-  const model = await loadModelFolder(dir, { backend: opts.backend, onProgress: opts.onLoadProgress });
+  const path = await resolveModelPath(spec, opts);
+  const checkpoint = openCheckpoint(path);
+  const tokenizer = checkpointTokenizer(checkpoint);
+  const model = await loadCheckpoint(checkpoint, { backend: opts.backend, onProgress: opts.onLoadProgress });
   // The tokenizer's eos also stops generation: 0125-Instruct's is |||IP_ADDRESS||| (id 0), config says 50279 (spec §4.2).
   const tokenizerEos = tokenizer.tokenId(tokenizer.eosToken);
   const configEos = [...model.config.eosTokenIds, ...(tokenizerEos === undefined ? [] : [tokenizerEos])];
-  return { dir, model, tokenizer, generation: readGenerationDefaults(dir, configEos) };
+  const generation = checkpoint.format === 'hf' ? readGenerationDefaults(path, configEos) : { eosTokenIds: [...new Set(configEos)] };
+  return { dir: path, model, tokenizer, generation };
 }
 
 /** Stop ids are the union of config.json's and generation_config.json's eos ids (spec §7). */

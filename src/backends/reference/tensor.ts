@@ -1,6 +1,6 @@
 /** Storage of the reference backend: a typed array holding the bits of its dtype, row-major. */
 import type { Tensor } from '../../core/backend.js';
-import { isQuantized, widenInto, type DType } from '../../core/dtype.js';
+import { typedView, widenInto, type DType } from '../../core/dtype.js';
 import { OlmoeError } from '../../core/errors.js';
 
 /** f32 values, bf16/f16 bit patterns, or the bytes of quantized blocks. */
@@ -45,12 +45,7 @@ export function f32(x: Tensor): Float32Array {
   return t.data as Float32Array;
 }
 
-export function storageFor(dtype: DType, bytes: Uint8Array): Storage {
-  if (isQuantized(dtype)) return bytes;
-  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
-  if (dtype === 'f32') return new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
-  return new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
-}
+export const storageFor: (dtype: DType, bytes: Uint8Array) => Storage = typedView;
 
 /** The reference backend is the oracle other backends are tested against: it refuses mismatched shapes. */
 export function checkShapes(op: string, ok: boolean, describe: () => string): void {

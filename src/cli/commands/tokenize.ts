@@ -1,6 +1,6 @@
 /** `olmoe tokenize MODEL`: text on stdin → ids (or ids → text with --decode). Needs only tokenizer files. */
 import type { Command } from 'commander';
-import { OlmoeTokenizer, resolveModelDir } from '../../index.js';
+import { loadTokenizer } from '../../index.js';
 import { addHubOptions, hubOptions, parseIds, printJson, readStdin, type ModelFlags } from '../common.js';
 
 interface TokenizeFlags extends ModelFlags {
@@ -13,7 +13,7 @@ export function registerTokenize(program: Command): void {
   const command = program
     .command('tokenize')
     .description('encode text from stdin (or --text) to ids; --decode turns ids into text')
-    .argument('<model>', 'model folder (tokenizer files suffice) or hub id')
+    .argument('<model>', 'model folder (tokenizer files suffice), GGUF file or hub id')
     .option('--text <text>', 'text to encode instead of stdin')
     .option('--decode', 'read token ids (comma or space separated, or a JSON list) and print the text')
     .option('--json', 'print {"ids": [...]} or {"text": "..."}');
@@ -21,7 +21,7 @@ export function registerTokenize(program: Command): void {
 }
 
 async function runTokenize(spec: string, flags: TokenizeFlags): Promise<void> {
-  const tokenizer = OlmoeTokenizer.fromFolder(await resolveModelDir(spec, { ...hubOptions(flags), tokenizerOnly: true }));
+  const tokenizer = await loadTokenizer(spec, hubOptions(flags));
   const input = flags.text ?? (await readStdin());
   if (flags.decode) {
     const text = tokenizer.decode(parseIds(input.replace(/[[\]]/g, ' '), 'token ids'));

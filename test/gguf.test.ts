@@ -1,0 +1,147 @@
+/**
+ * GGUF: files written by `olmoe convert/quantize` load back with the same config, tokenizer and (for f32) the same
+ * logits; files written by an independent writer (../shared/tools/make_olmoe.py, numpy) load and match an
+ * independent float64 forward on the same dequantized weights; bad files fail with errors that name the problem.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { ReferenceBackend } from '../src/backends/reference/index.js';
+import { FormatError, UnsupportedError, WeightError } from '../src/core/errors.js';
+import { readGguf } from '../src/io/gguf.js';
+import { writeGguf } from '../src/model/convert.js';
+import { loadModel, openCheckpoint } from '../src/model/load.js';
+import { loadPretrained } from '../src/model/pretrained.js';
+import { maxAbsDiff } from './checkpoints.js';
+import { sharedDir, tempDir, tinyModelDir } from './helpers.js';
+
+const IDS = Int32Array.from([144, 405, 55, 128, 190, 185, 545, 479]);
+const backend = new ReferenceBackend();
+const logits = async (path: string) => {
+  const model = await loadModel(path, { backend });
+  return model.backend.toFloat32(model.forward(IDS));
+};
+
+describe('GGUF written by olmoe', () => {
+  const dir = tempDir('olmoe-gguf-');
+  const path = (type: string) => join(dir, `tiny-${type}.gguf`);
+  before(() => {
+    for (const target of ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k_m'] as const) writeGguf(openCheckpoint(tinyModelDir), path(target), { target });
+  });
+
+  it('f32 and bf16 GGUFs give the HF checkpoint\'s logits exactly (the weights are bf16 values)', async () => {
+    const hf = await logits(tinyModelDir);
+    assert.equal(maxAbsDiff(hf, await logits(path('f32'))), 0);
+    assert.equal(maxAbsDiff(hf, await logits(path('bf16'))), 0);
+    assert.ok(maxAbsDiff(hf, await logits(path('f16'))) < 1e-4, 'f16 holds these bf16 values exactly or nearly');
+  });
+
+  it('quantized GGUFs stay close to the original and choose the documented tensor types', async () => {
+    // Relative mean |Δlogit|: this random model (σ 0.25, sharp routing) amplifies weight error; q4_0 flips routes.
+    const hf = await logits(tinyModelDir);
+    const relative = (other: Float32Array) => other.reduce((s, v, i) => s + Math.abs(v - hf[i]!), 0) / hf.reduce((s, v) => s + Math.abs(v), 0);
+    for (const [target, limit] of [['q8_0', 0.05], ['q4_0', 0.6], ['q4_k_m', 0.05]] as const) {
+      assert.ok(relative(await logits(path(target))) < limit, target);
+    }
+    const q40 = readGguf(path('q4_0'));
+    assert.equal(q40.tensors.get('blk.0.ffn_gate_exps.weight')!.dtype, 'q4_0');
+    assert.equal(q40.tensors.get('blk.0.ffn_gate_inp.weight')!.dtype, 'f32', 'the router stays f32');
+    assert.equal(q40.tensors.get('blk.0.attn_norm.weight')!.dtype, 'f32');
+    // hidden 96 is not a multiple of 256: the K-quant file falls back to q8_0 as llama-quantize does.
+    assert.equal(readGguf(path('q4_k_m')).tensors.get('blk.0.attn_q.weight')!.dtype, 'q8_0');
+  });
+
+  it('metadata, stacked experts and the tokenizer survive the round trip', async () => {
+    const gguf = readGguf(path('f32'));
+    assert.equal(gguf.metadata.get('general.architecture'), 'olmoe');
+    assert.equal(gguf.metadata.get('olmoe.expert_count'), 16);
+    assert.equal(gguf.metadata.get('olmoe.expert_used_count'), 4);
+    assert.deepEqual(gguf.tensors.get('blk.2.ffn_down_exps.weight')!.shape, [16, 96, 48]);
+    const fromHf = await loadPretrained(tinyModelDir, { backend });
+    const fromGguf = await loadPretrained(path('f32'), { backend });
+    assert.deepEqual({ ...fromGguf.model.config, torchDtype: null }, { ...fromHf.model.config, torchDtype: null });
+    for (const text of ['Hello world', 'The experts of a sparse model', '  spaces  and\ttabs\n', 'café ünïcode 生活']) {
+      assert.deepEqual(fromGguf.tokenizer.encode(text), fromHf.tokenizer.encode(text), text);
+    }
+    assert.deepEqual(fromGguf.generation.eosTokenIds, fromHf.generation.eosTokenIds);
+  });
+
+  it('a GGUF re-quantizes from a GGUF', async () => {
+    const out = join(dir, 'requantized.gguf');
+    writeGguf(openCheckpoint(path('f32')), out, { target: 'q8_0' });
+    assert.equal(maxAbsDiff(await logits(out), await logits(path('q8_0'))), 0);
+  });
+});
+
+describe('bad GGUF files', () => {
+  const dir = tempDir('olmoe-bad-gguf-');
+  const good = join(dir, 'good.gguf');
+  before(() => writeGguf(openCheckpoint(tinyModelDir), good, { target: 'f32' }));
+  const variant = (name: string, edit: (bytes: Buffer) => Buffer) => {
+    const path = join(dir, name);
+    writeFileSync(path, edit(Buffer.from(readFileSync(good))));
+    return path;
+  };
+  /** Byte offset of a tensor info's type field: after its name, dims count and dims. */
+  const typeFieldOf = (bytes: Buffer, tensor: string) => {
+    const at = bytes.indexOf(Buffer.from(tensor)) + tensor.length;
+    const dims = bytes.readUInt32LE(at);
+    return at + 4 + 8 * dims;
+  };
+
+  it('not GGUF, wrong version, truncated header, truncated data', async () => {
+    await assert.rejects(loadModel(variant('magic.gguf', (b) => (b.write('GGUX', 0), b)), { backend }), (e: Error) => e instanceof FormatError && /not a GGUF file/.test(e.message));
+    await assert.rejects(loadModel(variant('v1.gguf', (b) => (b.writeUInt32LE(1, 4), b)), { backend }), (e: Error) => e instanceof UnsupportedError && /version 1/.test(e.message));
+    await assert.rejects(loadModel(variant('header.gguf', (b) => b.subarray(0, 200)), { backend }), (e: Error) => e instanceof FormatError && /truncated/.test(e.message));
+    await assert.rejects(loadModel(variant('data.gguf', (b) => b.subarray(0, b.length - 1000)), { backend }), (e: Error) => e instanceof FormatError && /truncated: tensor "output.weight"/.test(e.message));
+  });
+
+  it('an unsupported quantization type names the tensor and the type', async () => {
+    const path = variant('q5_1.gguf', (b) => (b.writeUInt32LE(7, typeFieldOf(b, 'blk.0.attn_q.weight')), b));
+    await assert.rejects(loadModel(path, { backend }), (e: Error) => e instanceof UnsupportedError && /"blk\.0\.attn_q\.weight" uses ggml type Q5_1 \(7\)/.test(e.message));
+  });
+
+  it('another architecture is refused', async () => {
+    const path = variant('llama.gguf', (b) => {
+      const at = b.indexOf(Buffer.from('olmoe'));
+      b.write('llama', at);
+      return b;
+    });
+    await assert.rejects(loadModel(path, { backend }), (e: Error) => e instanceof UnsupportedError && /architecture "llama" is not OLMoE/.test(e.message));
+  });
+
+  it('a misshaped stacked expert tensor is named with both shapes', async () => {
+    const path = variant('shape.gguf', (b) => {
+      const at = typeFieldOf(b, 'blk.1.ffn_up_exps.weight') - 8; // the slowest dim: the expert count
+      b.writeBigUInt64LE(15n, at);
+      return b;
+    });
+    await assert.rejects(loadModel(path, { backend }), (e: Error) => e instanceof WeightError && /blk\.1\.ffn_up_exps\.weight is \[15, 48, 96\]/.test(e.message));
+  });
+});
+
+describe('GGUF from an independent writer (make_olmoe.py, numpy)', () => {
+  const tools = join(sharedDir, 'tools');
+  const python = spawnSync('python3', ['-c', 'import numpy'], { encoding: 'utf8' });
+  const skip = !existsSync(join(tools, 'make_olmoe.py')) ? 'no ../shared/tools' : python.status !== 0 ? 'python3 with numpy not available' : false;
+  if (skip) console.log(`# SKIP: ${skip}`);
+
+  it('f32, f16, q8_0 and q4_0 files load and match a float64 numpy forward on the same dequantized weights', { skip }, async () => {
+    const dir = tempDir('olmoe-make-');
+    const args = ['--layers', '2', '--hidden', '64', '--heads', '4', '--experts', '8', '--topk', '2', '--ffn', '64', '--vocab', '512', '--std', '0.3', '--norm-std', '0.1', '--seed', '1234', '--hf', join(dir, 'hf')];
+    const types = ['f32', 'f16', 'q8_0', 'q4_0'];
+    for (const type of types) args.push('--gguf', `${join(dir, type)}.gguf:${type}`);
+    assert.equal(spawnSync('python3', [join(tools, 'make_olmoe.py'), ...args], { encoding: 'utf8' }).status, 0);
+    const ids = [5, 80, 17, 200, 33, 9];
+    const script = `import sys, json; sys.path.insert(0, ${JSON.stringify(tools)}); from ref_olmoe import OlmoeRef
+print(json.dumps({t: OlmoeRef(${JSON.stringify(join(dir, 'hf'))}, gguf=${JSON.stringify(dir)} + '/' + t + '.gguf').forward(${JSON.stringify(ids)}).tolist() for t in ${JSON.stringify(types)}}))`;
+    const reference = JSON.parse(spawnSync('python3', ['-c', script], { encoding: 'utf8', maxBuffer: 1 << 26 }).stdout) as Record<string, number[][]>;
+    for (const type of types) {
+      const model = await loadModel(join(dir, `${type}.gguf`), { backend });
+      const ours = model.backend.toFloat32(model.forward(Int32Array.from(ids)));
+      assert.ok(maxAbsDiff(ours, Float32Array.from(reference[type]!.flat())) < 1e-4, type);
+    }
+  });
+});
