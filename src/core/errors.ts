@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'hub' // model hub / download failures
   | 'unsupported' // valid input that this version cannot handle
   | 'io' // a file could not be read or written (permissions, disk full, not a folder)
+  | 'resources' // not enough memory for what was asked
   | 'aborted'; // cancelled through an AbortSignal
 
 export class OlmoeError extends Error {
@@ -80,6 +81,14 @@ export class AbortError extends OlmoeError {
   constructor(message = 'aborted') {
     super('aborted', message);
     this.name = 'AbortError';
+  }
+}
+
+/** An allocation failed: names what was being allocated and how large it was. */
+export class ResourceError extends OlmoeError {
+  constructor(what: string, bytes: number, cause?: unknown) {
+    super('resources', `out of memory: cannot allocate ${what} (${(bytes / 2 ** 20).toFixed(0)} MiB); use a shorter context or free memory`, { cause });
+    this.name = 'ResourceError';
   }
 }
 

@@ -3,7 +3,7 @@
  * Dimension legend: T new tokens, S cached positions, H query heads, Hkv key/value heads, Hd head dim.
  */
 import type { AttentionArgs, KVCache, KVCacheOptions } from '../../core/backend.js';
-import { InputError } from '../../core/errors.js';
+import { InputError, ResourceError } from '../../core/errors.js';
 import { activation, checkShapes, f32, showShape, type RefTensor } from './tensor.js';
 
 export class RefKVCache implements KVCache {
@@ -18,9 +18,15 @@ export class RefKVCache implements KVCache {
     this.layers = opts.layers;
     this.capacity = opts.capacity;
     this.width = opts.kvHeads * opts.headDim;
+    const bytes = 2 * opts.layers * opts.capacity * this.width * 4;
     const make = () => new Float32Array(opts.capacity * this.width);
-    this.keys = Array.from({ length: opts.layers }, make);
-    this.values = Array.from({ length: opts.layers }, make);
+    try {
+      this.keys = Array.from({ length: opts.layers }, make);
+      this.values = Array.from({ length: opts.layers }, make);
+    } catch (error) {
+      if (error instanceof RangeError) throw new ResourceError(`a KV cache of ${opts.capacity} positions × ${opts.layers} layers`, bytes, error);
+      throw error;
+    }
   }
 }
 

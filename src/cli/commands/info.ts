@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { listCheckpointTensors, OlmoeTokenizer, parameterCounts, readConfigFile, type OlmoeConfig } from '../../index.js';
+import { checkpointTokenizer, openCheckpoint, parameterCounts, type OlmoeConfig } from '../../index.js';
 import { addModelOptions, modelDir, printJson, type ModelFlags } from '../common.js';
 import { formatBytes } from '../progress.js';
 
@@ -11,7 +11,7 @@ export function registerInfo(program: Command): void {
     program
       .command('info')
       .description('show architecture, total and active parameters, dtypes, bytes and tokenizer (reads headers only)')
-      .argument('<model>', 'model folder or hub id (org/name)')
+      .argument('<model>', 'model folder, GGUF file or hub id (org/name)')
       .option('--json', 'print JSON'),
   ).action(async (spec: string, flags: ModelFlags & { json?: boolean }) => {
     const dir = await modelDir(spec, flags);
@@ -22,14 +22,16 @@ export function registerInfo(program: Command): void {
 }
 
 function describeModel(dir: string) {
-  const config = readConfigFile(join(dir, 'config.json'));
-  const tensors = [...listCheckpointTensors(dir).values()];
+  const checkpoint = openCheckpoint(dir);
+  const config = checkpoint.config;
+  const tensors = [...checkpoint.tensors.values()];
   const dtypes: Record<string, number> = {};
   for (const t of tensors) dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
   const { total, active } = parameterCounts(config);
-  const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? OlmoeTokenizer.fromFolder(dir) : undefined;
+  const tokenizer = checkpoint.gguf || existsSync(join(dir, 'tokenizer.json')) ? checkpointTokenizer(checkpoint) : undefined;
   return {
     dir,
+    format: checkpoint.format,
     architecture: architecture(config),
     parameters: { total, active },
     tensors: tensors.length,
@@ -58,7 +60,7 @@ function printInfo(info: ReturnType<typeof describeModel>): void {
   const a = info.architecture;
   const billions = (n: number) => `${(n / 1e9).toFixed(3)}B (${n.toLocaleString('en-US')})`;
   const lines = [
-    `model        ${info.dir}`,
+    `model        ${info.dir} (${info.format === 'gguf' ? 'GGUF' : 'HF safetensors'})`,
     `layers       ${a.layers} × [attention ${a.heads} heads (${a.kvHeads} kv) × ${a.headDim}, QK-norm, RoPE θ=${a.ropeTheta}; MoE ${a.experts} experts, top-${a.expertsPerToken}, width ${a.expertWidth}]`,
     `hidden       ${a.hidden}; vocab ${a.vocab}; context ${a.context}; norm_topk_prob ${a.normTopKProb}; tied embeddings ${a.tiedEmbeddings}`,
     `parameters   ${billions(info.parameters.total)} total, ${billions(info.parameters.active)} active per token`,
