@@ -1,0 +1,97 @@
+#!/usr/bin/env node
+// olmoe vs llama.cpp (node-llama-cpp 3.21.1, CPU) on the same GGUF files in the same run: load seconds, resident
+// memory, prefill tok/s (one 512-token prompt) and decode tok/s (128 greedy tokens), median of 3 runs after a
+// warm-up, N threads each. Each engine runs in its own process, one after the other, on a pre-warmed page cache.
+//   (in a scratch folder) npm i -E node-llama-cpp@3.21.1
+//   NLC=/scratch/node_modules/node-llama-cpp/dist/index.js node bench/peer.mjs [--threads 2] A.gguf B.gguf ...
+import { execFileSync, spawnSync } from 'node:child_process';
+import { openSync, readSync, closeSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const args = process.argv.slice(2);
+const flag = (name, fallback) => (args.includes(name) ? args.splice(args.indexOf(name), 2)[1] : fallback);
+const threads = Number(flag('--threads', '2'));
+const prompt = Number(flag('--prompt', '512'));
+const gen = Number(flag('--gen', '128'));
+const runs = Number(flag('--runs', '3'));
+
+if (process.env.PEER_CHILD) await llamaChild(process.env.PEER_CHILD);
+else await main();
+
+async function main() {
+  if (!process.env.NLC) throw new Error('set NLC to node-llama-cpp/dist/index.js (npm i -E node-llama-cpp@3.21.1 in a scratch folder)');
+  const rows = [];
+  for (const file of args) {
+    warmPageCache(file);
+    const ours = JSON.parse(execFileSync(process.execPath, [join(here, '..', 'dist', 'src', 'cli', 'main.js'), 'bench', file, '--threads', String(threads),
+      '--prompt', String(prompt), '--gen', String(gen), '--runs', String(runs), '--json', '-q'], { encoding: 'utf8', maxBuffer: 1 << 24 }));
+    const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+      encoding: 'utf8', env: { ...process.env, PEER_CHILD: file }, maxBuffer: 1 << 24,
+    });
+    if (child.status !== 0) throw new Error(`llama.cpp run failed on ${file}: ${child.stderr}`);
+    const theirs = JSON.parse(child.stdout.trim().split('\n').pop());
+    rows.push({ file, ours, theirs });
+    console.error(`${file}: olmoe ${JSON.stringify(ours)}\n${file}: llama.cpp ${JSON.stringify(theirs)}`);
+  }
+  printTable(rows);
+}
+
+function warmPageCache(file) {
+  const fd = openSync(file, 'r');
+  const buffer = Buffer.allocUnsafe(1 << 24);
+  for (let at = 0; readSync(fd, buffer, 0, buffer.length, at) > 0; at += buffer.length);
+  closeSync(fd);
+}
+
+function printTable(rows) {
+  const ratio = (a, b) => (a / b).toFixed(2) + '×';
+  console.log(`threads ${threads}, prompt ${prompt}, decode ${gen}, median of ${runs} runs after a warm-up`);
+  console.log('| file | olmoe prefill tok/s | llama.cpp prefill | ratio | olmoe decode tok/s | llama.cpp decode | ratio | olmoe load s / RSS MiB | llama.cpp load s / RSS MiB |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const { file, ours, theirs } of rows) {
+    console.log(`| ${file.split('/').pop()} | ${ours.prefillTokensPerSecond} | ${theirs.prefill} | ${ratio(ours.prefillTokensPerSecond, theirs.prefill)} | ` +
+      `${ours.decodeTokensPerSecond} | ${theirs.decode} | ${ratio(ours.decodeTokensPerSecond, theirs.decode)} | ${ours.loadSeconds} / ${ours.residentMiB} | ${theirs.load} / ${theirs.rss} |`);
+  }
+}
+
+/** One engine, one file: llama.cpp through node-llama-cpp, measured as `olmoe bench` measures itself. */
+async function llamaChild(file) {
+  const { getLlama } = await import(process.env.NLC);
+  const seconds = () => performance.now() / 1000;
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
+  let started = seconds();
+  const model = await llama.loadModel({ modelPath: file });
+  const load = +(seconds() - started).toFixed(2);
+  const context = await model.createContext({ contextSize: prompt + gen + 64, batchSize: prompt, threads: { ideal: threads, min: threads } });
+  const sequence = context.getSequence();
+  let x = 1234;
+  const ids = Array.from({ length: prompt }, () => (x = (x * 1103515245 + 12345) % 2147483648) % 50000);
+  const prefills = [];
+  const decodes = [];
+  for (let run = 0; run <= runs; run++) {
+    await sequence.clearHistory();
+    started = seconds();
+    await sequence.evaluateWithoutGeneratingNewTokens(ids);
+    const prefill = seconds() - started;
+    started = seconds();
+    let [n, last] = [0, ids[prompt - 1]];
+    while (n < gen) {
+      // The generator ends at an end-of-generation token; continue from it until `gen` tokens were decoded.
+      for await (const token of sequence.evaluate([last], { temperature: 0, yieldEogToken: true })) {
+        last = token;
+        if (++n >= gen) break;
+      }
+    }
+    if (run === 0) continue; // warm-up
+    prefills.push(prompt / prefill);
+    decodes.push(gen / (seconds() - started));
+  }
+  const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  const rss = Math.round(Number(readFileSync('/proc/self/status', 'utf8').match(/VmRSS:\s+(\d+)/)[1]) / 1024);
+  console.log(JSON.stringify({ load, rss, prefill: +median(prefills).toFixed(2), decode: +median(decodes).toFixed(2) }));
+  await context.dispose();
+  await model.dispose();
+  await llama.dispose();
+}
