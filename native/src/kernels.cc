@@ -77,16 +77,21 @@ float dot_widen_scalar(const float* x, const void* w, DType dtype, size_t n) {
   return sum;
 }
 
-// Outer-product panel kernel: out[t][c] = Σ_i X[t][i] · packed[i][c] for c < cols, packed panel width kPanelScalar.
-constexpr size_t kPanelScalar = 16;
+void axpy_scalar(float a, const float* x, float* y, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
 
-void panel_scalar(const float* X, size_t tokens, size_t in, const float* packed, float* out, size_t out_stride, size_t cols) {
-  for (size_t t = 0; t < tokens; t++) {
-    float acc[kPanelScalar] = {};
-    for (size_t i = 0; i < in; i++)
-      for (size_t c = 0; c < kPanelScalar; c++) acc[c] += X[t * in + i] * packed[i * kPanelScalar + c];
-    for (size_t c = 0; c < cols; c++) out[t * out_stride + c] = acc[c];
-  }
+// Tile kernels: result[r][t] = Σ_i Xt[i][t] · w[r][i] for `rows` weight rows and `vectors` × lanes tokens, with
+// the tokens (columns of the transposed activations Xt, row stride npad) in the vector lanes and each weight
+// broadcast: rows × vectors accumulators, no transposition of the weights.
+void tile_scalar(const float* Xt, size_t npad, size_t in, const float* const* w, int rows, int vectors, float* result) {
+  const int tokens = vectors * 8;
+  for (int r = 0; r < rows; r++)
+    for (int t = 0; t < tokens; t++) {
+      float sum = 0;
+      for (size_t i = 0; i < in; i++) sum += Xt[i * npad + t] * w[r][i];
+      result[r * 64 + t] = sum;
+    }
 }
 
 #ifdef OLMOE_X86
@@ -128,39 +133,42 @@ AVX2 float dot_widen_avx2(const float* x, const void* w, DType dtype, size_t n) 
 
 AVX2 float dot_avx2(const float* a, const float* b, size_t n) { return dot_widen_avx2(a, b, DType::F32, n); }
 
-// A tile of TB tokens × 16 outputs: 2·TB accumulators, one broadcast of X[t][i] feeds two FMAs (panel width 16).
-template <int TB>
-AVX2 void tile_avx2(const float* X, size_t in, const float* packed, float* out, size_t out_stride, size_t cols) {
-  __m256 acc[TB][2];
-  for (auto& row : acc) row[0] = row[1] = _mm256_setzero_ps();
-  for (size_t i = 0; i < in; i++) {
-    const __m256 b0 = _mm256_loadu_ps(packed + i * 16), b1 = _mm256_loadu_ps(packed + i * 16 + 8);
-    for (int a = 0; a < TB; a++) {
-      const __m256 x = _mm256_broadcast_ss(X + a * in + i);
-      acc[a][0] = _mm256_fmadd_ps(x, b0, acc[a][0]);
-      acc[a][1] = _mm256_fmadd_ps(x, b1, acc[a][1]);
-    }
-  }
-  for (int a = 0; a < TB; a++) {
-    alignas(32) float row[16];
-    _mm256_store_ps(row, acc[a][0]);
-    _mm256_store_ps(row + 8, acc[a][1]);
-    for (size_t c = 0; c < cols; c++) out[a * out_stride + c] = row[c];
-  }
+AVX2 void axpy_avx2(float a, const float* x, float* y, size_t n) {
+  const __m256 scale = _mm256_set1_ps(a);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(scale, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += a * x[i];
 }
 
-AVX2 void panel_avx2(const float* X, size_t tokens, size_t in, const float* packed, float* out, size_t out_stride, size_t cols) {
-  size_t t = 0;
-  for (; t + 6 <= tokens; t += 6) tile_avx2<6>(X + t * in, in, packed, out + t * out_stride, out_stride, cols);
-  const float* x = X + t * in;
-  float* o = out + t * out_stride;
-  switch (tokens - t) {
-    case 5: tile_avx2<5>(x, in, packed, o, out_stride, cols); break;
-    case 4: tile_avx2<4>(x, in, packed, o, out_stride, cols); break;
-    case 3: tile_avx2<3>(x, in, packed, o, out_stride, cols); break;
-    case 2: tile_avx2<2>(x, in, packed, o, out_stride, cols); break;
-    case 1: tile_avx2<1>(x, in, packed, o, out_stride, cols); break;
-    default: break;
+template <int R, int V>
+AVX2 void tile_avx2_fixed(const float* Xt, size_t npad, size_t in, const float* const* w, float* result) {
+  __m256 acc[R][V];
+  for (auto& row : acc)
+    for (auto& v : row) v = _mm256_setzero_ps();
+  for (size_t i = 0; i < in; i++) {
+    __m256 x[V];
+    for (int v = 0; v < V; v++) x[v] = _mm256_loadu_ps(Xt + i * npad + 8 * v);
+    for (int r = 0; r < R; r++) {
+      const __m256 b = _mm256_broadcast_ss(w[r] + i);
+      for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(x[v], b, acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < V; v++) _mm256_storeu_ps(result + r * 64 + 8 * v, acc[r][v]);
+}
+
+template <int R>
+AVX2 void tile_avx2_rows(const float* Xt, size_t npad, size_t in, const float* const* w, int vectors, float* result) {
+  if (vectors == 1) tile_avx2_fixed<R, 1>(Xt, npad, in, w, result);
+  else tile_avx2_fixed<R, 2>(Xt, npad, in, w, result);
+}
+
+AVX2 void tile_avx2(const float* Xt, size_t npad, size_t in, const float* const* w, int rows, int vectors, float* result) {
+  switch (rows) {
+    case 1: return tile_avx2_rows<1>(Xt, npad, in, w, vectors, result);
+    case 2: return tile_avx2_rows<2>(Xt, npad, in, w, vectors, result);
+    case 3: return tile_avx2_rows<3>(Xt, npad, in, w, vectors, result);
+    default: return tile_avx2_rows<4>(Xt, npad, in, w, vectors, result);
   }
 }
 
@@ -201,44 +209,52 @@ AVX512 float dot_widen_avx512(const float* x, const void* w, DType dtype, size_t
 
 AVX512 float dot_avx512(const float* a, const float* b, size_t n) { return dot_widen_avx512(a, b, DType::F32, n); }
 
-// A tile of TB tokens × 32 outputs: 2·TB zmm accumulators (panel width 32).
-template <int TB>
-AVX512 void tile_avx512(const float* X, size_t in, const float* packed, float* out, size_t out_stride, __mmask16 low, __mmask16 high) {
-  __m512 acc[TB][2];
-  for (auto& row : acc) row[0] = row[1] = _mm512_setzero_ps();
-  for (size_t i = 0; i < in; i++) {
-    const __m512 b0 = _mm512_loadu_ps(packed + i * 32), b1 = _mm512_loadu_ps(packed + i * 32 + 16);
-    for (int a = 0; a < TB; a++) {
-      const __m512 x = _mm512_set1_ps(X[a * in + i]);
-      acc[a][0] = _mm512_fmadd_ps(x, b0, acc[a][0]);
-      acc[a][1] = _mm512_fmadd_ps(x, b1, acc[a][1]);
-    }
-  }
-  for (int a = 0; a < TB; a++) {
-    _mm512_mask_storeu_ps(out + a * out_stride, low, acc[a][0]);
-    _mm512_mask_storeu_ps(out + a * out_stride + 16, high, acc[a][1]);
+AVX512 void axpy_avx512(float a, const float* x, float* y, size_t n) {
+  const __m512 scale = _mm512_set1_ps(a);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(scale, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    const __mmask16 mask = tail_mask(n - i);
+    _mm512_mask_storeu_ps(y + i, mask, _mm512_fmadd_ps(scale, _mm512_maskz_loadu_ps(mask, x + i), _mm512_maskz_loadu_ps(mask, y + i)));
   }
 }
 
-AVX512 void panel_avx512(const float* X, size_t tokens, size_t in, const float* packed, float* out, size_t out_stride, size_t cols) {
-  const __mmask16 low = cols >= 16 ? 0xffff : tail_mask(cols), high = cols >= 32 ? 0xffff : cols > 16 ? tail_mask(cols - 16) : 0;
-  size_t t = 0;
-  for (; t + 12 <= tokens; t += 12) tile_avx512<12>(X + t * in, in, packed, out + t * out_stride, out_stride, low, high);
-  const float* x = X + t * in;
-  float* o = out + t * out_stride;
-  switch (tokens - t) {
-    case 11: tile_avx512<11>(x, in, packed, o, out_stride, low, high); break;
-    case 10: tile_avx512<10>(x, in, packed, o, out_stride, low, high); break;
-    case 9: tile_avx512<9>(x, in, packed, o, out_stride, low, high); break;
-    case 8: tile_avx512<8>(x, in, packed, o, out_stride, low, high); break;
-    case 7: tile_avx512<7>(x, in, packed, o, out_stride, low, high); break;
-    case 6: tile_avx512<6>(x, in, packed, o, out_stride, low, high); break;
-    case 5: tile_avx512<5>(x, in, packed, o, out_stride, low, high); break;
-    case 4: tile_avx512<4>(x, in, packed, o, out_stride, low, high); break;
-    case 3: tile_avx512<3>(x, in, packed, o, out_stride, low, high); break;
-    case 2: tile_avx512<2>(x, in, packed, o, out_stride, low, high); break;
-    case 1: tile_avx512<1>(x, in, packed, o, out_stride, low, high); break;
-    default: break;
+// Up to 6 rows × 4 vectors of 16 tokens: 24 zmm accumulators, 4 loads and 6 broadcasts per 24 FMAs.
+template <int R, int V>
+AVX512 void tile_avx512_fixed(const float* Xt, size_t npad, size_t in, const float* const* w, float* result) {
+  __m512 acc[R][V];
+  for (auto& row : acc)
+    for (auto& v : row) v = _mm512_setzero_ps();
+  for (size_t i = 0; i < in; i++) {
+    __m512 x[V];
+    for (int v = 0; v < V; v++) x[v] = _mm512_loadu_ps(Xt + i * npad + 16 * v);
+    for (int r = 0; r < R; r++) {
+      const __m512 b = _mm512_set1_ps(w[r][i]);
+      for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(x[v], b, acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < V; v++) _mm512_storeu_ps(result + r * 64 + 16 * v, acc[r][v]);
+}
+
+template <int R>
+AVX512 void tile_avx512_rows(const float* Xt, size_t npad, size_t in, const float* const* w, int vectors, float* result) {
+  switch (vectors) {
+    case 1: return tile_avx512_fixed<R, 1>(Xt, npad, in, w, result);
+    case 2: return tile_avx512_fixed<R, 2>(Xt, npad, in, w, result);
+    case 3: return tile_avx512_fixed<R, 3>(Xt, npad, in, w, result);
+    default: return tile_avx512_fixed<R, 4>(Xt, npad, in, w, result);
+  }
+}
+
+AVX512 void tile_avx512(const float* Xt, size_t npad, size_t in, const float* const* w, int rows, int vectors, float* result) {
+  switch (rows) {
+    case 1: return tile_avx512_rows<1>(Xt, npad, in, w, vectors, result);
+    case 2: return tile_avx512_rows<2>(Xt, npad, in, w, vectors, result);
+    case 3: return tile_avx512_rows<3>(Xt, npad, in, w, vectors, result);
+    case 4: return tile_avx512_rows<4>(Xt, npad, in, w, vectors, result);
+    case 5: return tile_avx512_rows<5>(Xt, npad, in, w, vectors, result);
+    default: return tile_avx512_rows<6>(Xt, npad, in, w, vectors, result);
   }
 }
 #endif  // OLMOE_X86
@@ -248,9 +264,11 @@ struct Kernels {
   void (*widen)(const void*, DType, size_t, float*);
   float (*dot)(const float*, const float*, size_t);
   float (*dot_widen)(const float*, const void*, DType, size_t);
-  // out[t][c] = X[t] · packed[·][c] for a panel of `panel` outputs packed input-major (packed[i * panel + c]).
-  void (*panel_gemm)(const float*, size_t, size_t, const float*, float*, size_t, size_t);
-  size_t panel;
+  void (*axpy)(float, const float*, float*, size_t);
+  void (*tile)(const float*, size_t, size_t, const float* const*, int, int, float*);
+  int tile_rows;  // weight rows per tile
+  int lanes;      // tokens per vector
+  size_t tile_tokens;  // tokens per tile call (≤ 64: result rows have stride 64)
 };
 
 Kernels choose_kernels() {
@@ -260,10 +278,10 @@ Kernels choose_kernels() {
   __builtin_cpu_init();
   bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
   bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  if (avx512 && (want.empty() || want == "avx512")) return {"avx512", widen_avx512, dot_avx512, dot_widen_avx512, panel_avx512, 32};
-  if (avx2 && want != "scalar") return {"avx2", widen_avx2, dot_avx2, dot_widen_avx2, panel_avx2, 16};
+  if (avx512 && (want.empty() || want == "avx512")) return {"avx512", widen_avx512, dot_avx512, dot_widen_avx512, axpy_avx512, tile_avx512, 6, 16, 64};
+  if (avx2 && want != "scalar") return {"avx2", widen_avx2, dot_avx2, dot_widen_avx2, axpy_avx2, tile_avx2, 4, 8, 16};
 #endif
-  return {"scalar", widen_scalar, dot_scalar, dot_widen_scalar, panel_scalar, kPanelScalar};
+  return {"scalar", widen_scalar, dot_scalar, dot_widen_scalar, axpy_scalar, tile_scalar, 4, 8, 64};
 }
 
 const Kernels& kernels() {
@@ -271,9 +289,12 @@ const Kernels& kernels() {
   return chosen;
 }
 
-// Below this many tokens, packing a weight panel costs more than it saves: rows are streamed per token instead.
-constexpr size_t kPanelMinTokens = 14;
-constexpr size_t kRowBlock = 32;  // rows per parallel work item: a whole number of panels of every instruction set
+// From this many tokens on, activations are transposed once and multiplied by tiles (tokens in vector lanes);
+// below it each weight row is streamed once per token (decode).
+constexpr size_t kMinTileTokens = 4;
+constexpr size_t kRowBlock = 48;   // rows per parallel work item
+constexpr size_t kRowSub = 24;     // rows widened together (24 × 2048 floats = 192 KiB, fits L2 beside a token block)
+constexpr size_t kTokenBlock = 64;  // tokens swept per widened row block (64 × 2048 floats = 512 KiB)
 
 // Widen or dequantize n values of a weight row; dot of x with a weight row of any dtype.
 void widen_any(const Kernels& k, const void* src, DType dtype, size_t n, float* dst) {
@@ -290,59 +311,143 @@ float dot_any(const Kernels& k, const float* x, const void* w, DType dtype, size
 
 const char* simd_level() { return kernels().name; }
 
-namespace {
+size_t padded_tokens(size_t n) { return (n + 15) / 16 * 16; }
 
-// Widen rows [r0, r0 + cols) of W and store them input-major: packed[i * panel + c] = W[r0 + c][i]; unused columns 0.
-// Rows are widened 16 inputs at a time into an L1-resident block, which is then written out transposed, so both
-// the reads of W and the writes of the panel are sequential.
-void pack_panel(const Kernels& k, const void* W, DType dtype, size_t in, size_t r0, size_t cols, size_t panel, float* packed) {
-  constexpr size_t kMaxChunk = 256;
-  const size_t chunk = std::max<size_t>(16, block_elements(dtype)), bytes_per_row = row_bytes(dtype, in);
-  alignas(64) static thread_local float block[32][kMaxChunk];
-  for (size_t i0 = 0; i0 < in; i0 += chunk) {
-    const size_t width = std::min(chunk, in - i0);
-    for (size_t c = 0; c < cols; c++) widen_any(k, static_cast<const char*>(W) + (r0 + c) * bytes_per_row + row_bytes(dtype, i0), dtype, width, block[c]);
-    for (size_t ii = 0; ii < width; ii++) {
-      float* dst = packed + (i0 + ii) * panel;
-      for (size_t c = 0; c < cols; c++) dst[c] = block[c][ii];
-      for (size_t c = cols; c < panel; c++) dst[c] = 0.0f;
+// Grow-only scratch buffers reused across calls: fresh allocations of tens of MB cost more in page faults than
+// the arithmetic they hold (measured: 100 MB of new vectors took 335 ms here). Contents are not cleared.
+float* scratch(std::vector<float>& buffer, size_t size) {
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer.data();
+}
+
+// Transposed activations are stored in blocks of kTokenBlock tokens: block b holds tokens [64b, 64b + bw) as
+// [features][bw], so a tile reads one contiguous run per input feature (no large strides, few TLB misses).
+inline size_t block_width(size_t npad, size_t block) { return std::min(kTokenBlock, npad - block * kTokenBlock); }
+
+void transpose_tokens(const float* X, size_t n, size_t in, float* Xt, size_t npad) {
+  constexpr size_t kChunk = 16;
+  for (size_t tb = 0; tb < npad; tb += kTokenBlock) {
+    const size_t width = block_width(npad, tb / kTokenBlock);
+    float* block = Xt + tb * in;
+    for (size_t i0 = 0; i0 < in; i0 += kChunk) {
+      const size_t i1 = std::min(in, i0 + kChunk);
+      for (size_t t = 0; t < width; t++) {
+        const float* row = X + (tb + t) * in;
+        const bool real = tb + t < n;
+        for (size_t i = i0; i < i1; i++) block[i * width + t] = real ? row[i] : 0.0f;
+      }
     }
   }
 }
 
-}  // namespace
+void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, float* out, size_t rs, size_t ts) {
+  const Kernels& k = kernels();
+  const size_t bytes_per_row = row_bytes(dtype, in);
+  for (size_t r = r0; r < r1; r++) {
+    const void* row = static_cast<const char*>(W) + r * bytes_per_row;
+    for (size_t j = 0; j < n; j++) out[r * rs + j * ts] = dot_any(k, X + j * in, row, dtype, in);
+  }
+}
+
+// Where a tile's results go: row-major out[token * stride + row], or blocked-transposed like the inputs.
+struct Output {
+  float* data;
+  size_t stride = 0;    // row-major: floats per token
+  bool blocked = false;  // blocked-transposed with `npad` tokens and `features` rows
+  size_t npad = 0, features = 0;
+  // Where (row, first) is stored and the distance between consecutive tokens; `first` starts a run that stays
+  // within one token block.
+  std::pair<float*, size_t> run(size_t row, size_t first) const {
+    if (!blocked) return {data + first * stride + row, stride};
+    const size_t block = first / kTokenBlock;
+    return {data + block * kTokenBlock * features + row * block_width(npad, block) + first % kTokenBlock, 1};
+  }
+};
+
+/** fn(run, length) over the stored runs of rows [r0, r1) × tokens [0, count) of a blocked-transposed buffer. */
+template <typename Fn>
+void for_each_blocked_run(float* data, size_t npad, size_t features, size_t r0, size_t r1, size_t count, Fn fn) {
+  for (size_t tb = 0; tb < count; tb += kTokenBlock) {
+    const size_t width = block_width(npad, tb / kTokenBlock), length = std::min(kTokenBlock, count - tb);
+    for (size_t r = r0; r < r1; r++) fn(data + tb * features + r * width, length);
+  }
+}
+
+void gemm_tiles(const float* Xt, size_t npad, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, const Output& out) {
+  const Kernels& k = kernels();
+  const size_t bytes_per_row = row_bytes(dtype, in);
+  thread_local std::vector<float> widened;
+  widened.resize(kRowSub * in);
+  alignas(64) float result[6 * 64];
+  for (size_t rb = r0; rb < r1; rb += kRowSub) {
+    const size_t rows = std::min(kRowSub, r1 - rb);
+    const float* w[kRowSub];
+    for (size_t r = 0; r < rows; r++) {
+      const void* row = static_cast<const char*>(W) + (rb + r) * bytes_per_row;
+      if (dtype == DType::F32) {
+        w[r] = static_cast<const float*>(row);
+      } else {
+        widen_any(k, row, dtype, in, widened.data() + r * in);
+        w[r] = widened.data() + r * in;
+      }
+    }
+    for (size_t tb = 0; tb < n; tb += kTokenBlock) {
+      const size_t width = block_width(npad, tb / kTokenBlock), te = std::min(n, tb + kTokenBlock);
+      const float* block = Xt + tb * in;
+      for (size_t g = 0; g < rows; g += k.tile_rows) {
+        const int tile_rows = static_cast<int>(std::min<size_t>(k.tile_rows, rows - g));
+        for (size_t t0 = tb; t0 < te; t0 += k.tile_tokens) {
+          const size_t valid = std::min(k.tile_tokens, te - t0);
+          const int vectors = static_cast<int>((valid + k.lanes - 1) / k.lanes);
+          k.tile(block + (t0 - tb), width, in, w + g, tile_rows, vectors, result);
+          for (int r = 0; r < tile_rows; r++) {
+            auto [dst, step] = out.run(rb + g + r, t0);
+            for (size_t j = 0; j < valid; j++) dst[j * step] = result[r * 64 + j];
+          }
+        }
+      }
+    }
+  }
+}
 
 void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dtype, size_t row_begin, size_t row_end, float* out,
                size_t out_stride) {
-  const Kernels& k = kernels();
-  const size_t bytes_per_row = row_bytes(dtype, in_dim);
-  if (n < kPanelMinTokens) {  // decode: stream each weight row once, widening in registers (it stays in L1 across the few tokens)
-    for (size_t r = row_begin; r < row_end; r++)
-      for (size_t j = 0; j < n; j++) out[j * out_stride + r] = dot_any(k, X + j * in_dim, static_cast<const char*>(W) + r * bytes_per_row, dtype, in_dim);
-    return;
-  }
-  thread_local std::vector<float> packed;
-  packed.resize(k.panel * in_dim);
-  for (size_t r0 = row_begin; r0 < row_end; r0 += k.panel) {
-    const size_t cols = std::min(k.panel, row_end - r0);
-    pack_panel(k, W, dtype, in_dim, r0, cols, k.panel, packed.data());
-    k.panel_gemm(X, n, in_dim, packed.data(), out + r0, out_stride, cols);
-  }
+  if (n < kMinTileTokens) return gemm_dot(X, n, in_dim, W, dtype, row_begin, row_end, out, 1, out_stride);
+  const size_t npad = padded_tokens(n);
+  thread_local std::vector<float> buffer;
+  float* Xt = scratch(buffer, npad * in_dim);
+  transpose_tokens(X, n, in_dim, Xt, npad);
+  gemm_tiles(Xt, npad, n, in_dim, W, dtype, row_begin, row_end, Output{out, out_stride});
 }
 
 void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType dtype, size_t out_dim, float* out) {
   const size_t blocks = (out_dim + kRowBlock - 1) / kRowBlock;
+  if (tokens < kMinTileTokens) {
+    pool().parallel_for(blocks, [&](size_t b0, size_t b1) {
+      gemm_dot(x, tokens, in_dim, W, dtype, b0 * kRowBlock, std::min(out_dim, b1 * kRowBlock), out, 1, out_dim);
+    });
+    return;
+  }
+  const size_t npad = padded_tokens(tokens);
+  static std::vector<float> buffer;  // matmul runs on the JS thread only
+  float* Xt = scratch(buffer, npad * in_dim);
+  transpose_tokens(x, tokens, in_dim, Xt, npad);
   pool().parallel_for(blocks, [&](size_t b0, size_t b1) {
-    gemm_rows(x, tokens, in_dim, W, dtype, b0 * kRowBlock, std::min(out_dim, b1 * kRowBlock), out, out_dim);
+    gemm_tiles(Xt, npad, tokens, in_dim, W, dtype, b0 * kRowBlock, std::min(out_dim, b1 * kRowBlock), Output{out, out_dim});
   });
 }
 
 namespace {
 
-// Tokens routed to one expert: `first` is the offset of its rows in the grouped buffers.
+// Tokens routed to one expert: rows [first, first + count) of the grouped slot order. Groups with enough tokens
+// keep their activations transposed ([features][npad], tokens in lanes) for the tile kernels; small ones keep
+// them row-major ([count][features]) for the streaming dot path.
 struct ExpertGroup {
   int32_t expert;
   size_t first, count;
+  bool tiled = false;
+  size_t npad = 0;
+  size_t hidden_at = 0, ffn_at = 0;  // offsets of this group's input and gate/up/h buffers
 };
 
 struct WorkItem {
@@ -358,60 +463,95 @@ std::vector<WorkItem> row_items(const std::vector<ExpertGroup>& groups, size_t r
 
 inline float silu(float z) { return z / (1.0f + std::exp(-z)); }
 
-}  // namespace
-
-void experts(const ExpertArgs& a) {
-  const size_t slots = a.tokens * a.top_k, D = a.hidden, F = a.ffn;
-  // Slots ordered by (expert, token): each expert's tokens are contiguous rows of the grouped buffers.
-  std::vector<size_t> order(slots);
+std::vector<ExpertGroup> group_slots(const ExpertArgs& a, std::vector<size_t>& order) {
+  const size_t slots = a.tokens * a.top_k;
+  order.resize(slots);
   for (size_t s = 0; s < slots; s++) order[s] = s;
   std::stable_sort(order.begin(), order.end(), [&](size_t l, size_t r) { return a.expert_ids[l] < a.expert_ids[r]; });
   std::vector<ExpertGroup> groups;
   for (size_t i = 0; i < slots; i++) {
-    int32_t e = a.expert_ids[order[i]];
+    const int32_t e = a.expert_ids[order[i]];
     if (groups.empty() || groups.back().expert != e) groups.push_back({e, i, 0});
     groups.back().count++;
   }
-  std::vector<float> xs(slots * D), gate(slots * F), up(slots * F), ys(slots * D);
-  for (size_t i = 0; i < slots; i++) std::memcpy(&xs[i * D], a.x + (order[i] / a.top_k) * D, D * sizeof(float));
-  // Phase 1: gate and up projections and SwiGLU, parallel over (expert, row block).
+  size_t hidden_at = 0, ffn_at = 0;
+  for (auto& g : groups) {
+    g.tiled = g.count >= kMinTileTokens;
+    g.npad = g.tiled ? padded_tokens(g.count) : g.count;
+    g.hidden_at = hidden_at;
+    g.ffn_at = ffn_at;
+    hidden_at += g.npad * a.hidden;
+    ffn_at += g.npad * a.ffn;
+  }
+  return groups;
+}
+
+}  // namespace
+
+void experts(const ExpertArgs& a) {
+  const size_t slots = a.tokens * a.top_k, D = a.hidden, F = a.ffn;
+  std::vector<size_t> order;
+  std::vector<ExpertGroup> groups = group_slots(a, order);
+  const size_t hidden_total = groups.empty() ? 0 : groups.back().hidden_at + groups.back().npad * D;
+  const size_t ffn_total = groups.empty() ? 0 : groups.back().ffn_at + groups.back().npad * F;
+  static std::vector<float> xs_buffer, gate_buffer, up_buffer, ys_buffer;  // experts runs on the JS thread only
+  float* xs = scratch(xs_buffer, hidden_total);
+  float* gate = scratch(gate_buffer, ffn_total);
+  float* up = scratch(up_buffer, ffn_total);
+  float* ys = scratch(ys_buffer, slots * D);
+  // Phase 0: gather each group's token rows (transposed for tiled groups).
+  pool().parallel_for(groups.size(), [&](size_t g0, size_t g1) {
+    for (size_t gi = g0; gi < g1; gi++) {
+      const ExpertGroup& g = groups[gi];
+      thread_local std::vector<float> buffer;
+      float* rows = g.tiled ? scratch(buffer, g.count * D) : &xs[g.hidden_at];
+      for (size_t j = 0; j < g.count; j++) std::memcpy(rows + j * D, a.x + (order[g.first + j] / a.top_k) * D, D * sizeof(float));
+      if (g.tiled) transpose_tokens(rows, g.count, D, &xs[g.hidden_at], g.npad);
+    }
+  });
+  // Phase 1: gate and up projections and SwiGLU, parallel over (expert, row block); outputs in the group's layout.
   auto first = row_items(groups, F);
   pool().parallel_for(first.size(), [&](size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) {
       const ExpertGroup& g = groups[first[i].group];
-      const float* x = &xs[g.first * D];
-      gemm_rows(x, g.count, D, a.gate[g.expert], a.dtype, first[i].row_begin, first[i].row_end, &gate[g.first * F], F);
-      gemm_rows(x, g.count, D, a.up[g.expert], a.dtype, first[i].row_begin, first[i].row_end, &up[g.first * F], F);
-      for (size_t j = 0; j < g.count; j++)
-        for (size_t r = first[i].row_begin; r < first[i].row_end; r++) {
-          size_t at = (g.first + j) * F + r;
-          gate[at] = silu(gate[at]) * up[at];
-        }
+      const size_t r0 = first[i].row_begin, r1 = first[i].row_end;
+      float* G = &gate[g.ffn_at];
+      float* U = &up[g.ffn_at];
+      for (const auto& [W, data] : {std::pair{a.gate[g.expert], G}, std::pair{a.up[g.expert], U}}) {
+        if (g.tiled) gemm_tiles(&xs[g.hidden_at], g.npad, g.count, D, W, a.dtype, r0, r1, Output{data, 0, true, g.npad, F});
+        else gemm_dot(&xs[g.hidden_at], g.count, D, W, a.dtype, r0, r1, data, 1, F);
+      }
+      const ptrdiff_t up_offset = U - G;
+      auto swiglu = [up_offset](float* gate_run, size_t length, size_t step) {
+        for (size_t j = 0; j < length; j++) gate_run[j * step] = silu(gate_run[j * step]) * gate_run[up_offset + j * step];
+      };
+      if (g.tiled) for_each_blocked_run(G, g.npad, F, r0, r1, g.count, [&](float* run, size_t length) { swiglu(run, length, 1); });
+      else for (size_t r = r0; r < r1; r++) swiglu(G + r, g.count, F);
     }
   });
-  // Phase 2: down projection.
+  // Phase 2: down projection into row-major outputs per slot.
   auto second = row_items(groups, D);
   pool().parallel_for(second.size(), [&](size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) {
       const ExpertGroup& g = groups[second[i].group];
-      gemm_rows(&gate[g.first * F], g.count, F, a.down[g.expert], a.dtype, second[i].row_begin, second[i].row_end, &ys[g.first * D], D);
+      const size_t r0 = second[i].row_begin, r1 = second[i].row_end;
+      float* Y = &ys[g.first * D];
+      if (g.tiled) gemm_tiles(&gate[g.ffn_at], g.npad, g.count, F, a.down[g.expert], a.dtype, r0, r1, Output{Y, D});
+      else gemm_dot(&gate[g.ffn_at], g.count, F, a.down[g.expert], a.dtype, r0, r1, Y, 1, D);
     }
   });
   // Phase 3: weighted sum per token, visiting its experts in ascending id (the grouped order).
+  const Kernels& k = kernels();
   std::vector<size_t> position(slots);
   for (size_t i = 0; i < slots; i++) position[order[i]] = i;
   pool().parallel_for(a.tokens, [&](size_t t0, size_t t1) {
     std::vector<size_t> mine(a.top_k);
     for (size_t t = t0; t < t1; t++) {
-      for (size_t k = 0; k < a.top_k; k++) mine[k] = position[t * a.top_k + k];
+      for (size_t j = 0; j < a.top_k; j++) mine[j] = position[t * a.top_k + j];
       std::sort(mine.begin(), mine.end());
       float* out = a.out + t * D;
       std::fill(out, out + D, 0.0f);
-      for (size_t i : mine) {
-        const float w = a.weights[order[i]];
-        const float* y = &ys[i * D];
-        for (size_t d = 0; d < D; d++) out[d] += y[d] * w;
-      }
+      for (size_t i : mine) k.axpy(a.weights[order[i]], &ys[i * D], out, D);
     }
   });
 }
@@ -434,11 +574,7 @@ void attention(const AttentionArgs& a) {
       for (size_t s = 0; s < positions; s++) total += scores[s] = std::exp(scores[s] - max);
       float* out = a.out + (t * a.heads + h) * a.head_dim;
       std::fill(out, out + a.head_dim, 0.0f);
-      for (size_t s = 0; s < positions; s++) {
-        const float p = scores[s] / total;
-        const float* v = a.values + s * width + kv * a.head_dim;
-        for (size_t d = 0; d < a.head_dim; d++) out[d] += p * v[d];
-      }
+      for (size_t s = 0; s < positions; s++) k.axpy(scores[s] / total, a.values + s * width + kv * a.head_dim, out, a.head_dim);
     }
   });
 }
