@@ -96,11 +96,11 @@ for (const target of backendCases.filter((b) => b.name !== 'reference')) {
       await compare(backend, 'rows', 1, (b) => b.rows(act(b, 12, 6, 5), 2, 3));
     });
 
-    it('attention over a KV cache: prefill then decode steps, grouped-query heads', async () => {
+    it('attention over a KV cache: prefills (both paths) and decode steps, grouped-query heads', async () => {
       const [heads, kvHeads, headDim, layers] = [4, 2, 16, 2];
-      for (const b of [backend, reference]) (b as unknown as { cache: unknown }).cache = b.createKVCache({ layers, capacity: 32, kvHeads, headDim });
+      for (const b of [backend, reference]) (b as unknown as { cache: unknown }).cache = b.createKVCache({ layers, capacity: 64, kvHeads, headDim });
       let start = 0;
-      for (const [step, tokens] of [5, 1, 1, 3].entries()) {
+      for (const [step, tokens] of [5, 1, 20, 1, 3, 17].entries()) {
         const run = (b: Backend) => {
           const cache = (b as unknown as { cache: ReturnType<Backend['createKVCache']> }).cache;
           const input = (seed: number, width: number) => act(b, 20 + step * 3 + seed, tokens, width);

@@ -12,6 +12,7 @@
 
 #include "pool.h"
 #include "quant.h"
+#include "gemm.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -259,18 +260,6 @@ AVX512 void tile_avx512(const float* Xt, size_t npad, size_t in, const float* co
 }
 #endif  // OLMOE_X86
 
-struct Kernels {
-  const char* name;
-  void (*widen)(const void*, DType, size_t, float*);
-  float (*dot)(const float*, const float*, size_t);
-  float (*dot_widen)(const float*, const void*, DType, size_t);
-  void (*axpy)(float, const float*, float*, size_t);
-  void (*tile)(const float*, size_t, size_t, const float* const*, int, int, float*);
-  int tile_rows;  // weight rows per tile
-  int lanes;      // tokens per vector
-  size_t tile_tokens;  // tokens per tile call (≤ 64: result rows have stride 64)
-};
-
 Kernels choose_kernels() {
   const char* forced = std::getenv("OLMOE_SIMD");
   std::string want = forced ? forced : "";
@@ -284,6 +273,9 @@ Kernels choose_kernels() {
   return {"scalar", widen_scalar, dot_scalar, dot_widen_scalar, axpy_scalar, tile_scalar, 4, 8, 64};
 }
 
+
+}  // namespace
+
 const Kernels& kernels() {
   static const Kernels chosen = choose_kernels();
   return chosen;
@@ -291,10 +283,8 @@ const Kernels& kernels() {
 
 // From this many tokens on, activations are transposed once and multiplied by tiles (tokens in vector lanes);
 // below it each weight row is streamed once per token (decode).
-constexpr size_t kMinTileTokens = 4;
 constexpr size_t kRowBlock = 48;   // rows per parallel work item
 constexpr size_t kRowSub = 24;     // rows widened together (24 × 2048 floats = 192 KiB, fits L2 beside a token block)
-constexpr size_t kTokenBlock = 64;  // tokens swept per widened row block (64 × 2048 floats = 512 KiB)
 
 // Widen or dequantize n values of a weight row; dot of x with a weight row of any dtype.
 void widen_any(const Kernels& k, const void* src, DType dtype, size_t n, float* dst) {
@@ -307,24 +297,16 @@ float dot_any(const Kernels& k, const float* x, const void* w, DType dtype, size
   return k.dot_widen(x, w, dtype, n);
 }
 
-}  // namespace
 
 const char* simd_level() { return kernels().name; }
 
-size_t padded_tokens(size_t n) { return (n + 15) / 16 * 16; }
 
-// Grow-only scratch buffers reused across calls: fresh allocations of tens of MB cost more in page faults than
-// the arithmetic they hold (measured: 100 MB of new vectors took 335 ms here). Contents are not cleared.
 float* scratch(std::vector<float>& buffer, size_t size) {
   if (buffer.size() < size) buffer.resize(size);
   return buffer.data();
 }
 
-// Transposed activations are stored in blocks of kTokenBlock tokens: block b holds tokens [64b, 64b + bw) as
-// [features][bw], so a tile reads one contiguous run per input feature (no large strides, few TLB misses).
-inline size_t block_width(size_t npad, size_t block) { return std::min(kTokenBlock, npad - block * kTokenBlock); }
-
-void transpose_tokens(const float* X, size_t n, size_t in, float* Xt, size_t npad) {
+void transpose_tokens(const float* X, size_t x_stride, size_t n, size_t in, float* Xt, size_t npad) {
   constexpr size_t kChunk = 16;
   for (size_t tb = 0; tb < npad; tb += kTokenBlock) {
     const size_t width = block_width(npad, tb / kTokenBlock);
@@ -332,7 +314,7 @@ void transpose_tokens(const float* X, size_t n, size_t in, float* Xt, size_t npa
     for (size_t i0 = 0; i0 < in; i0 += kChunk) {
       const size_t i1 = std::min(in, i0 + kChunk);
       for (size_t t = 0; t < width; t++) {
-        const float* row = X + (tb + t) * in;
+        const float* row = X + (tb + t) * x_stride;
         const bool real = tb + t < n;
         for (size_t i = i0; i < i1; i++) block[i * width + t] = real ? row[i] : 0.0f;
       }
@@ -348,21 +330,6 @@ void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, s
     for (size_t j = 0; j < n; j++) out[r * rs + j * ts] = dot_any(k, X + j * in, row, dtype, in);
   }
 }
-
-// Where a tile's results go: row-major out[token * stride + row], or blocked-transposed like the inputs.
-struct Output {
-  float* data;
-  size_t stride = 0;    // row-major: floats per token
-  bool blocked = false;  // blocked-transposed with `npad` tokens and `features` rows
-  size_t npad = 0, features = 0;
-  // Where (row, first) is stored and the distance between consecutive tokens; `first` starts a run that stays
-  // within one token block.
-  std::pair<float*, size_t> run(size_t row, size_t first) const {
-    if (!blocked) return {data + first * stride + row, stride};
-    const size_t block = first / kTokenBlock;
-    return {data + block * kTokenBlock * features + row * block_width(npad, block) + first % kTokenBlock, 1};
-  }
-};
 
 /** fn(run, length) over the stored runs of rows [r0, r1) × tokens [0, count) of a blocked-transposed buffer. */
 template <typename Fn>
@@ -416,7 +383,7 @@ void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dty
   const size_t npad = padded_tokens(n);
   thread_local std::vector<float> buffer;
   float* Xt = scratch(buffer, npad * in_dim);
-  transpose_tokens(X, n, in_dim, Xt, npad);
+  transpose_tokens(X, in_dim, n, in_dim, Xt, npad);
   gemm_tiles(Xt, npad, n, in_dim, W, dtype, row_begin, row_end, Output{out, out_stride});
 }
 
@@ -431,7 +398,7 @@ void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType d
   const size_t npad = padded_tokens(tokens);
   static std::vector<float> buffer;  // matmul runs on the JS thread only
   float* Xt = scratch(buffer, npad * in_dim);
-  transpose_tokens(x, tokens, in_dim, Xt, npad);
+  transpose_tokens(x, in_dim, tokens, in_dim, Xt, npad);
   pool().parallel_for(blocks, [&](size_t b0, size_t b1) {
     gemm_tiles(Xt, npad, tokens, in_dim, W, dtype, b0 * kRowBlock, std::min(out_dim, b1 * kRowBlock), Output{out, out_dim});
   });
@@ -506,7 +473,7 @@ void experts(const ExpertArgs& a) {
       thread_local std::vector<float> buffer;
       float* rows = g.tiled ? scratch(buffer, g.count * D) : &xs[g.hidden_at];
       for (size_t j = 0; j < g.count; j++) std::memcpy(rows + j * D, a.x + (order[g.first + j] / a.top_k) * D, D * sizeof(float));
-      if (g.tiled) transpose_tokens(rows, g.count, D, &xs[g.hidden_at], g.npad);
+      if (g.tiled) transpose_tokens(rows, D, g.count, D, &xs[g.hidden_at], g.npad);
     }
   });
   // Phase 1: gate and up projections and SwiGLU, parallel over (expert, row block); outputs in the group's layout.
@@ -552,29 +519,6 @@ void experts(const ExpertArgs& a) {
       float* out = a.out + t * D;
       std::fill(out, out + D, 0.0f);
       for (size_t i : mine) k.axpy(a.weights[order[i]], &ys[i * D], out, D);
-    }
-  });
-}
-
-void attention(const AttentionArgs& a) {
-  const Kernels& k = kernels();
-  const size_t width = a.kv_heads * a.head_dim, group = a.heads / a.kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
-  pool().parallel_for(a.heads * a.tokens, [&](size_t i0, size_t i1) {
-    std::vector<float> scores(a.start + a.tokens);
-    for (size_t item = i0; item < i1; item++) {
-      const size_t h = item / a.tokens, t = item % a.tokens, positions = a.start + t + 1, kv = h / group;
-      const float* q = a.q + (t * a.heads + h) * a.head_dim;
-      float max = -INFINITY;
-      for (size_t s = 0; s < positions; s++) {
-        scores[s] = k.dot(q, a.keys + s * width + kv * a.head_dim, a.head_dim) * scale;
-        max = std::max(max, scores[s]);
-      }
-      float total = 0;
-      for (size_t s = 0; s < positions; s++) total += scores[s] = std::exp(scores[s] - max);
-      float* out = a.out + (t * a.heads + h) * a.head_dim;
-      std::fill(out, out + a.head_dim, 0.0f);
-      for (size_t s = 0; s < positions; s++) k.axpy(scores[s] / total, a.values + s * width + kv * a.head_dim, out, a.head_dim);
     }
   });
 }

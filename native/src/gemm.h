@@ -1,0 +1,66 @@
+// Internal interface shared by the kernel files: the instruction-set primitives and the GEMM drivers.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <utility>
+#include <vector>
+
+#include "kernels.h"
+
+namespace olmoe {
+
+// The primitives of the instruction set chosen at startup (AVX-512, AVX2+FMA or scalar).
+struct Kernels {
+  const char* name;
+  void (*widen)(const void*, DType, size_t, float*);
+  float (*dot)(const float*, const float*, size_t);
+  float (*dot_widen)(const float*, const void*, DType, size_t);
+  void (*axpy)(float, const float*, float*, size_t);
+  void (*tile)(const float*, size_t, size_t, const float* const*, int, int, float*);
+  int tile_rows;  // weight rows per tile
+  int lanes;      // tokens per vector
+  size_t tile_tokens;  // tokens per tile call (≤ 64: result rows have stride 64)
+};
+
+
+const Kernels& kernels();
+
+// From this many tokens on, activations are transposed once and multiplied by tiles (tokens in vector lanes);
+// below it each weight row is streamed once per token (decode).
+constexpr size_t kMinTileTokens = 4;
+constexpr size_t kTokenBlock = 64;  // tokens per block of transposed activations (64 × 2048 floats = 512 KiB)
+
+inline size_t padded_tokens(size_t n) { return (n + 15) / 16 * 16; }
+
+// Transposed activations are stored in blocks of kTokenBlock tokens: block b holds tokens [64b, 64b + bw) as
+// [features][bw], so a tile reads one contiguous run per input feature (no large strides, few TLB misses).
+inline size_t block_width(size_t npad, size_t block) { return std::min(kTokenBlock, npad - block * kTokenBlock); }
+
+// Grow-only scratch buffers reused across calls: fresh allocations of tens of MB cost more in page faults than
+// the arithmetic they hold (measured: 100 MB of new vectors took 335 ms here). Contents are not cleared.
+float* scratch(std::vector<float>& buffer, size_t size);
+
+// Rows t < n of X (row stride x_stride, `in` features) into token-blocked transposed form, zero-padded to npad.
+void transpose_tokens(const float* X, size_t x_stride, size_t n, size_t in, float* Xt, size_t npad);
+
+// Where a tile's results go: row-major out[token * stride + row], or blocked-transposed like the inputs.
+struct Output {
+  float* data;
+  size_t stride = 0;    // row-major: floats per token
+  bool blocked = false;  // blocked-transposed with `npad` tokens and `features` rows
+  size_t npad = 0, features = 0;
+  // Where (row, first) is stored and the distance between consecutive tokens; `first` starts a run that stays
+  // within one token block.
+  std::pair<float*, size_t> run(size_t row, size_t first) const {
+    if (!blocked) return {data + first * stride + row, stride};
+    const size_t block = first / kTokenBlock;
+    return {data + block * kTokenBlock * features + row * block_width(npad, block) + first % kTokenBlock, 1};
+  }
+};
+
+// out[r][t] for rows [r0, r1) and tokens < n: Xt blocked-transposed activations, W row-major weights.
+void gemm_tiles(const float* Xt, size_t npad, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, const Output& out);
+// The same by streaming each weight row once per token, X row-major; out[r * rs + t * ts].
+void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, float* out, size_t rs, size_t ts);
+
+}  // namespace olmoe
