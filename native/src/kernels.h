@@ -46,4 +46,9 @@ struct AttentionArgs {
 // Causal softmax(q·kᵀ/√Hd)·v over the cache, parallel over heads.
 void attention(const AttentionArgs& args);
 
+// y = x / sqrt(mean(x²) + eps) · weight per row; NeoX rotary embedding; out = a + b (native/src/elementwise.cc).
+void rmsnorm(const float* x, size_t rows, size_t width, const float* weight, float eps, float* out);
+void rope(const float* x, size_t tokens, size_t heads, size_t head_dim, const int32_t* positions, const float* inv_freq, float* out);
+void add(const float* a, const float* b, size_t n, float* out);
+
 }  // namespace olmoe

@@ -137,32 +137,59 @@ size_t block_bytes(DType dtype) {
 #ifdef OLMOE_X86
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
+AVX512 inline float f16_scale(const uint8_t* p) {
+  uint16_t bits;
+  std::memcpy(&bits, p, 2);
+  return _cvtsh_ss(bits);
+}
+
 AVX512 float dot_q8_0_avx512(const float* x, const uint8_t* w, size_t n) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   for (size_t i = 0; i < n; i += 32, w += 34) {
-    const __m512 d = _mm512_set1_ps(f16_at(w));
+    const __m512 d = _mm512_set1_ps(f16_scale(w));
     const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
     const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 18));
-    acc0 = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0))), _mm512_loadu_ps(x + i), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1))), _mm512_loadu_ps(x + i + 16), acc1);
+    acc0 = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d), _mm512_loadu_ps(x + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d), _mm512_loadu_ps(x + i + 16), acc1);
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
+// Nibble q dequantizes to (q − 8)·d: a 16-entry table of those products per block, looked up by vpermps with the
+// nibbles as indices (vpermps reads only the low 4 bits, so the high nibble needs no mask after the shift).
+AVX512 inline __m512 q4_0_table(const uint8_t* block) {
+  const __m512 offsets = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm512_mul_ps(offsets, _mm512_set1_ps(f16_scale(block)));
+}
+
 AVX512 float dot_q4_0_avx512(const float* x, const uint8_t* w, size_t n) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  const __m128i low_mask = _mm_set1_epi8(0x0F);
-  const __m512i eight = _mm512_set1_epi32(8);
   for (size_t i = 0; i < n; i += 32, w += 18) {
-    const __m512 d = _mm512_set1_ps(f16_at(w));
+    const __m512 table = q4_0_table(w);
     const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
-    const __m128i low = _mm_and_si128(raw, low_mask), high = _mm_and_si128(_mm_srli_epi16(raw, 4), low_mask);
-    const __m512 v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(low), eight));
-    const __m512 v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(high), eight));
-    acc0 = _mm512_fmadd_ps(_mm512_mul_ps(d, v0), _mm512_loadu_ps(x + i), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_mul_ps(d, v1), _mm512_loadu_ps(x + i + 16), acc1);
+    const __m512 low = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(raw), table);
+    const __m512 high = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_srli_epi16(raw, 4)), table);
+    acc0 = _mm512_fmadd_ps(low, _mm512_loadu_ps(x + i), acc0);
+    acc1 = _mm512_fmadd_ps(high, _mm512_loadu_ps(x + i + 16), acc1);
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+AVX512 void dequantize_q8_0_avx512(const uint8_t* w, size_t n, float* y) {
+  for (size_t i = 0; i < n; i += 32, w += 34) {
+    const __m512 d = _mm512_set1_ps(f16_scale(w));
+    _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2)))), d));
+    _mm512_storeu_ps(y + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 18)))), d));
+  }
+}
+
+AVX512 void dequantize_q4_0_avx512(const uint8_t* w, size_t n, float* y) {
+  for (size_t i = 0; i < n; i += 32, w += 18) {
+    const __m512 table = q4_0_table(w);
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
+    _mm512_storeu_ps(y + i, _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(raw), table));
+    _mm512_storeu_ps(y + i + 16, _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_srli_epi16(raw, 4)), table));
+  }
 }
 
 bool has_avx512() {
@@ -194,6 +221,10 @@ size_t block_elements(DType dtype) {
 size_t row_bytes(DType dtype, size_t n) { return n / block_elements(dtype) * block_bytes(dtype); }
 
 void dequantize_row(DType dtype, const uint8_t* src, size_t n, float* dst) {
+#ifdef OLMOE_X86
+  if (dtype == DType::Q8_0 && has_avx512()) return dequantize_q8_0_avx512(src, n, dst);
+  if (dtype == DType::Q4_0 && has_avx512()) return dequantize_q4_0_avx512(src, n, dst);
+#endif
   const size_t elements = block_elements(dtype), bytes = block_bytes(dtype);
   for (size_t i = 0; i < n; i += elements, src += bytes) dequantize_block(dtype, src, dst + i);
 }

@@ -21,6 +21,10 @@ export interface NativeAddon {
     gates: Weights[], ups: Weights[], downs: Weights[], expertIds: Int32Array, weights: Floats, out: Floats,
   ): void;
   attention(q: Floats, keys: Floats, values: Floats, tokens: number, start: number, heads: number, kvHeads: number, headDim: number, out: Floats): void;
+  rmsnorm(x: Floats, rows: number, width: number, weight: Floats, eps: number, out: Floats): void;
+  rope(x: Floats, tokens: number, heads: number, headDim: number, positions: Int32Array, invFreq: Floats, out: Floats): void;
+  add(a: Floats, b: Floats, out: Floats): void;
+  allocate(bytes: number): ArrayBuffer;
 }
 
 /** dist/src/backends/native → the package root, where native/build/Release/ holds the addon. */

@@ -3,11 +3,12 @@
  * thread pool; weights memory-mapped from safetensors files, not copied. Tensors have the reference backend's
  * layout (float32 activations, weights in their stored dtype), so the light ops reuse the reference code.
  */
-import type { AttentionArgs, ExpertWeights, Routing, RouterOptions, Tensor, WeightSource } from '../../core/backend.js';
+import type { AttentionArgs, ExpertWeights, KVCacheOptions, RopeOptions, Routing, RouterOptions, Tensor, WeightSource } from '../../core/backend.js';
 import { byteSize, isQuantized, type DType } from '../../core/dtype.js';
-import { OlmoeError } from '../../core/errors.js';
+import { OlmoeError, ResourceError } from '../../core/errors.js';
 import { ReferenceBackend } from '../reference/index.js';
-import { storeKeysValues } from '../reference/attention.js';
+import { RefKVCache, storeKeysValues } from '../reference/attention.js';
+import { rmsnorm as referenceRmsnorm, ropeInverseFrequencies } from '../reference/ops.js';
 import { experts as referenceExperts, routeFromLogits } from '../reference/moe.js';
 import { activation, asRef, checkShapes, f32, RefTensor, showShape, storageFor, type Storage } from '../reference/tensor.js';
 import type { NativeAddon } from './addon.js';
@@ -92,6 +93,42 @@ export class NativeBackend extends ReferenceBackend {
     this.addon.experts(f32(x), routing.tokens, input.cols, first.rows, routing.topK, DTYPE_CODES[first.dtype],
       data(weights.gate), data(weights.up), data(weights.down), routing.expertIds, routing.weights, out);
     return activation(out, input.shape);
+  };
+
+  override createKVCache(opts: KVCacheOptions): RefKVCache {
+    return new RefKVCache(opts, (floats) => {
+      try {
+        return new Float32Array(this.addon.allocate(floats * 4));
+      } catch (error) {
+        throw new ResourceError(`a KV cache of ${opts.capacity} positions × ${opts.layers} layers`, 2 * opts.layers * floats * 4, error);
+      }
+    });
+  }
+
+  override rmsnorm = (x: Tensor, weight: Tensor, eps: number): RefTensor => {
+    const gain = asRef(weight);
+    if (gain.dtype !== 'f32') return referenceRmsnorm(x, weight, eps);
+    const input = asRef(x);
+    checkShapes('rmsnorm', input.cols === gain.cols, () => `x ${showShape(x)} does not match weight ${showShape(weight)}`);
+    const out = new Float32Array(input.data.length);
+    this.addon.rmsnorm(f32(x), input.rows, input.cols, gain.data as Float32Array, eps, out);
+    return activation(out, input.shape);
+  };
+
+  override rope = (x: Tensor, positions: Int32Array, opts: RopeOptions): RefTensor => {
+    const input = asRef(x);
+    checkShapes('rope', input.cols === opts.heads * opts.headDim && input.rows === positions.length, () => `x ${showShape(x)} is not [${positions.length}, ${opts.heads}·${opts.headDim}]`);
+    const out = new Float32Array(input.data.length);
+    this.addon.rope(f32(x), positions.length, opts.heads, opts.headDim, positions, ropeInverseFrequencies(opts.headDim, opts.theta), out);
+    return activation(out, input.shape);
+  };
+
+  override add = (a: Tensor, b: Tensor): RefTensor => {
+    const [left, right] = [f32(a), f32(b)];
+    checkShapes('add', left.length === right.length, () => `${showShape(a)} + ${showShape(b)}`);
+    const out = new Float32Array(left.length);
+    this.addon.add(left, right, out);
+    return activation(out, asRef(a).shape);
   };
 
   override attention = (args: AttentionArgs): RefTensor => {

@@ -14,12 +14,13 @@ export class RefKVCache implements KVCache {
   readonly capacity: number;
   readonly width: number;
 
-  constructor(opts: KVCacheOptions) {
+  /** `allocate` provides zeroed float storage (the native backend uses huge-page memory). */
+  constructor(opts: KVCacheOptions, allocate: (floats: number) => Float32Array = (floats) => new Float32Array(floats)) {
     this.layers = opts.layers;
     this.capacity = opts.capacity;
     this.width = opts.kvHeads * opts.headDim;
     const bytes = 2 * opts.layers * opts.capacity * this.width * 4;
-    const make = () => new Float32Array(opts.capacity * this.width);
+    const make = () => allocate(opts.capacity * this.width);
     try {
       this.keys = Array.from({ length: opts.layers }, make);
       this.values = Array.from({ length: opts.layers }, make);

@@ -1,0 +1,45 @@
+// Light per-element ops moved out of JS for prefill speed: RMSNorm, NeoX RoPE, residual add. Same arithmetic as
+// the reference backend (src/backends/reference/ops.ts), in float32 with double sums where it keeps results close.
+#include <cmath>
+#include <cstddef>
+
+#include "kernels.h"
+#include "pool.h"
+
+namespace olmoe {
+
+void rmsnorm(const float* x, size_t rows, size_t width, const float* weight, float eps, float* out) {
+  pool().parallel_for(rows, [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) {
+      const float* in = x + r * width;
+      double sum = 0;
+      for (size_t i = 0; i < width; i++) sum += static_cast<double>(in[i]) * in[i];
+      const float scale = static_cast<float>(1.0 / std::sqrt(sum / width + eps));
+      for (size_t i = 0; i < width; i++) out[r * width + i] = weight[i] * (in[i] * scale);
+    }
+  });
+}
+
+void rope(const float* x, size_t tokens, size_t heads, size_t head_dim, const int32_t* positions, const float* inv_freq, float* out) {
+  const size_t half = head_dim / 2;
+  pool().parallel_for(tokens, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; t++) {
+      for (size_t j = 0; j < half; j++) {
+        const float angle = static_cast<float>(positions[t]) * inv_freq[j];
+        const float c = static_cast<float>(std::cos(static_cast<double>(angle))), s = static_cast<float>(std::sin(static_cast<double>(angle)));
+        for (size_t h = 0; h < heads; h++) {
+          const size_t base = (t * heads + h) * head_dim;
+          const float first = x[base + j], second = x[base + j + half];
+          out[base + j] = first * c - second * s;
+          out[base + j + half] = second * c + first * s;
+        }
+      }
+    }
+  });
+}
+
+void add(const float* a, const float* b, size_t n, float* out) {
+  for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+}  // namespace olmoe
