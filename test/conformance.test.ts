@@ -96,20 +96,20 @@ for (const target of backendCases.filter((b) => b.name !== 'reference')) {
       await compare(backend, 'rows', 1, (b) => b.rows(act(b, 12, 6, 5), 2, 3));
     });
 
-    it('attention over a KV cache: prefills (both paths) and decode steps, grouped-query heads', async () => {
-      const [heads, kvHeads, headDim, layers] = [4, 2, 16, 2];
-      for (const b of [backend, reference]) (b as unknown as { cache: unknown }).cache = b.createKVCache({ layers, capacity: 64, kvHeads, headDim });
-      let start = 0;
-      for (const [step, tokens] of [5, 1, 20, 1, 3, 17].entries()) {
-        const run = (b: Backend) => {
-          const cache = (b as unknown as { cache: ReturnType<Backend['createKVCache']> }).cache;
-          const input = (seed: number, width: number) => act(b, 20 + step * 3 + seed, tokens, width);
-          return b.attention({ q: input(0, heads * headDim), k: input(1, kvHeads * headDim), v: input(2, kvHeads * headDim), cache, layer: 1, start, heads, kvHeads, headDim });
-        };
-        await compare(backend, `attention step ${step}`, start + tokens + headDim, run);
-        start += tokens;
-      }
-    });
+    for (const [heads, kvHeads, headDim] of [[4, 2, 16], [2, 2, 64], [4, 1, 128]] as const) {
+      it(`attention over a KV cache, ${heads} heads / ${kvHeads} kv × ${headDim}: prefills (both paths) and decode steps`, async () => {
+        const caches = new Map([backend, reference].map((b) => [b, b.createKVCache({ layers: 2, capacity: 64, kvHeads, headDim })]));
+        let start = 0;
+        for (const [step, tokens] of [5, 1, 20, 1, 3, 17].entries()) {
+          const run = (b: Backend) => {
+            const input = (seed: number, width: number) => act(b, 20 + step * 3 + seed, tokens, width);
+            return b.attention({ q: input(0, heads * headDim), k: input(1, kvHeads * headDim), v: input(2, kvHeads * headDim), cache: caches.get(b)!, layer: 1, start, heads, kvHeads, headDim });
+          };
+          await compare(backend, `attention step ${step}`, start + tokens + headDim, run);
+          start += tokens;
+        }
+      });
+    }
 
     it('the tiny checkpoint gives the same logits mapped (mmap) and read into memory', async () => {
       if (!(backend instanceof NativeBackend)) return;

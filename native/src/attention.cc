@@ -19,8 +19,12 @@ namespace {
 
 constexpr size_t kMinPrefillQueries = 16;
 
+using QueryAttention = void (*)(const float*, const float*, const float*, size_t, size_t, float, float*, float*);
+QueryAttention query_attention(size_t head_dim);
+
 void attend_decode(const AttentionArgs& a) {
   const Kernels& k = kernels();
+  const QueryAttention fast = query_attention(a.head_dim);
   const size_t width = a.kv_heads * a.head_dim, group = a.heads / a.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
   pool().parallel_for(a.heads * a.tokens, [&](size_t i0, size_t i1) {
@@ -29,6 +33,10 @@ void attend_decode(const AttentionArgs& a) {
     for (size_t item = i0; item < i1; item++) {
       const size_t h = item / a.tokens, t = item % a.tokens, positions = a.start + t + 1, kv = h / group;
       const float* q = a.q + (t * a.heads + h) * a.head_dim;
+      if (fast) {
+        fast(q, a.keys + kv * a.head_dim, a.values + kv * a.head_dim, width, positions, scale, scores, a.out + (t * a.heads + h) * a.head_dim);
+        continue;
+      }
       float max = -INFINITY;
       for (size_t s = 0; s < positions; s++) {
         scores[s] = k.dot(q, a.keys + s * width + kv * a.head_dim, a.head_dim) * scale;
@@ -82,6 +90,56 @@ AVX512 inline __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// One query of one head over `positions` keys, head dim 16·C held in registers: scores by dot products, softmax
+// with the vector exp, then Σ p_s·v_s accumulated in C registers.
+template <int C>
+AVX512 void attend_query_avx512(const float* q, const float* keys, const float* values, size_t width, size_t positions, float scale,
+                                float* scores, float* out) {
+  __m512 query[C];
+  for (int c = 0; c < C; c++) query[c] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * c), _mm512_set1_ps(scale));
+  __m512 max = _mm512_set1_ps(-INFINITY);
+  for (size_t s = 0; s < positions; s++) {
+    const float* k = keys + s * width;
+    __m512 acc = _mm512_mul_ps(query[0], _mm512_loadu_ps(k));
+    for (int c = 1; c < C; c++) acc = _mm512_fmadd_ps(query[c], _mm512_loadu_ps(k + 16 * c), acc);
+    scores[s] = _mm512_reduce_add_ps(acc);
+  }
+  float highest = -INFINITY;
+  for (size_t s = 0; s < positions; s++) highest = std::max(highest, scores[s]);
+  max = _mm512_set1_ps(highest);
+  __m512 total = _mm512_setzero_ps();
+  size_t s = 0;
+  for (; s + 16 <= positions; s += 16) {
+    const __m512 p = exp512(_mm512_sub_ps(_mm512_loadu_ps(scores + s), max));
+    _mm512_storeu_ps(scores + s, p);
+    total = _mm512_add_ps(total, p);
+  }
+  if (s < positions) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (positions - s)) - 1);
+    const __m512 p = _mm512_maskz_mov_ps(mask, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, scores + s), max)));
+    _mm512_mask_storeu_ps(scores + s, mask, p);
+    total = _mm512_add_ps(total, p);
+  }
+  const float inverse = 1.0f / _mm512_reduce_add_ps(total);
+  __m512 acc[C];
+  for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+  for (size_t j = 0; j < positions; j++) {
+    const __m512 p = _mm512_set1_ps(scores[j]);
+    const float* v = values + j * width;
+    for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[c]);
+  }
+  for (int c = 0; c < C; c++) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], _mm512_set1_ps(inverse)));
+}
+
+QueryAttention query_attention_avx512(size_t head_dim) {
+  switch (head_dim) {
+    case 64: return attend_query_avx512<4>;
+    case 128: return attend_query_avx512<8>;
+    case 256: return attend_query_avx512<16>;
+    default: return nullptr;
+  }
+}
+
 AVX512 void softmax_columns_avx512(float* scores, size_t keys, size_t npad, size_t queries, size_t start, float scale) {
   const __m512 scaling = _mm512_set1_ps(scale);
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -109,6 +167,13 @@ AVX512 void softmax_columns_avx512(float* scores, size_t keys, size_t npad, size
   }
 }
 #endif
+
+QueryAttention query_attention(size_t head_dim) {
+#ifdef OLMOE_X86
+  if (std::strcmp(kernels().name, "avx512") == 0) return query_attention_avx512(head_dim);
+#endif
+  return nullptr;
+}
 
 void softmax_columns(float* scores, size_t keys, size_t npad, size_t queries, size_t start, float scale) {
 #ifdef OLMOE_X86
