@@ -143,16 +143,23 @@ AVX512 inline float f16_scale(const uint8_t* p) {
   return _cvtsh_ss(bits);
 }
 
+AVX512 inline void q8_0_block(const float* x, const uint8_t* w, __m512& low_sum, __m512& high_sum) {
+  const __m512 d = _mm512_set1_ps(f16_scale(w));
+  const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
+  const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 18));
+  low_sum = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d), _mm512_loadu_ps(x), low_sum);
+  high_sum = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d), _mm512_loadu_ps(x + 16), high_sum);
+}
+
 AVX512 float dot_q8_0_avx512(const float* x, const uint8_t* w, size_t n) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  for (size_t i = 0; i < n; i += 32, w += 34) {
-    const __m512 d = _mm512_set1_ps(f16_scale(w));
-    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
-    const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 18));
-    acc0 = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d), _mm512_loadu_ps(x + i), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d), _mm512_loadu_ps(x + i + 16), acc1);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64, w += 68) {
+    q8_0_block(x + i, w, acc0, acc1);
+    q8_0_block(x + i + 32, w + 34, acc2, acc3);
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  if (i < n) q8_0_block(x + i, w, acc0, acc1);
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
 }
 
 // Nibble q dequantizes to (q − 8)·d: a 16-entry table of those products per block, looked up by vpermps with the
@@ -162,17 +169,23 @@ AVX512 inline __m512 q4_0_table(const uint8_t* block) {
   return _mm512_mul_ps(offsets, _mm512_set1_ps(f16_scale(block)));
 }
 
+AVX512 inline void q4_0_block(const float* x, const uint8_t* w, __m512& low_sum, __m512& high_sum) {
+  const __m512 table = q4_0_table(w);
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
+  low_sum = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(raw), table), _mm512_loadu_ps(x), low_sum);
+  high_sum = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_srli_epi16(raw, 4)), table), _mm512_loadu_ps(x + 16), high_sum);
+}
+
+// Two blocks per iteration into four accumulators: independent chains keep the shuffle and FMA units busy.
 AVX512 float dot_q4_0_avx512(const float* x, const uint8_t* w, size_t n) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  for (size_t i = 0; i < n; i += 32, w += 18) {
-    const __m512 table = q4_0_table(w);
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
-    const __m512 low = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(raw), table);
-    const __m512 high = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_srli_epi16(raw, 4)), table);
-    acc0 = _mm512_fmadd_ps(low, _mm512_loadu_ps(x + i), acc0);
-    acc1 = _mm512_fmadd_ps(high, _mm512_loadu_ps(x + i + 16), acc1);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64, w += 36) {
+    q4_0_block(x + i, w, acc0, acc1);
+    q4_0_block(x + i + 32, w + 18, acc2, acc3);
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  if (i < n) q4_0_block(x + i, w, acc0, acc1);
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
 }
 
 AVX512 void dequantize_q8_0_avx512(const uint8_t* w, size_t n, float* y) {
