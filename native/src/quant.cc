@@ -1,5 +1,7 @@
 #include "quant.h"
 
+#include "half.h"
+
 #include <cstdlib>
 #include <cstring>
 
@@ -12,33 +14,11 @@ namespace olmoe {
 
 namespace {
 
-float half_to_float(uint16_t h) {
-  uint32_t sign = (h & 0x8000u) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff, bits;
-  if (exponent == 0) {
-    if (mantissa == 0) {
-      bits = sign;
-    } else {
-      exponent = 127 - 15 + 1;
-      while (!(mantissa & 0x400)) {
-        mantissa <<= 1;
-        exponent--;
-      }
-      bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
-    }
-  } else if (exponent == 31) {
-    bits = sign | 0x7f800000u | (mantissa << 13);
-  } else {
-    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 
 struct HalfTable {
   float values[65536];
   HalfTable() {
-    for (uint32_t i = 0; i < 65536; i++) values[i] = half_to_float(static_cast<uint16_t>(i));
+    for (uint32_t i = 0; i < 65536; i++) values[i] = f16_to_f32(static_cast<uint16_t>(i));
   }
 };
 
