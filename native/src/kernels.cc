@@ -375,7 +375,7 @@ void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType d
     return;
   }
   const size_t npad = padded_tokens(tokens);
-  static std::vector<float> buffer;  // matmul runs on the JS thread only
+  thread_local std::vector<float> buffer;  // per calling JS thread (workers only read it during the call)
   float* Xt = scratch(buffer, npad * in_dim);
   transpose_tokens(x, in_dim, tokens, in_dim, Xt, npad);
   pool().parallel_for(blocks, [&](size_t b0, size_t b1) {
@@ -440,7 +440,7 @@ void experts(const ExpertArgs& a) {
   std::vector<ExpertGroup> groups = group_slots(a, order);
   const size_t hidden_total = groups.empty() ? 0 : groups.back().hidden_at + groups.back().npad * D;
   const size_t ffn_total = groups.empty() ? 0 : groups.back().ffn_at + groups.back().npad * F;
-  static std::vector<float> xs_buffer, gate_buffer, up_buffer, ys_buffer;  // experts runs on the JS thread only
+  thread_local std::vector<float> xs_buffer, gate_buffer, up_buffer, ys_buffer;  // per calling JS thread
   float* xs = scratch(xs_buffer, hidden_total);
   float* gate = scratch(gate_buffer, ffn_total);
   float* up = scratch(up_buffer, ffn_total);

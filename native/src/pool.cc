@@ -56,6 +56,7 @@ void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t)
     if (n > 0) fn(0, n);
     return;
   }
+  std::lock_guard<std::mutex> one_job(submit_);
   job_ = &fn;
   job_size_ = n;
   pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);

@@ -24,6 +24,7 @@ class ThreadPool {
   void work(int index);
   std::vector<std::thread> workers_;
   std::mutex mutex_;
+  std::mutex submit_;  // one job at a time: JS worker threads of one process share this pool
   std::condition_variable wake_;
   const std::function<void(size_t, size_t)>* job_ = nullptr;
   size_t job_size_ = 0;
