@@ -111,7 +111,8 @@ class GenerationRun {
     this.text += text;
     if (this.stops.stopped) this.finishReason = 'stop';
     else if (this.generated.length >= this.maxNewTokens) this.finishReason = 'length';
-    else this.logits = this.forward([id]);
+    // An observer sees the routing of every generated token, the last one included (one forward more).
+    if (!this.finishReason || this.opts.observer) this.logits = this.forward([id]);
     return { id, text };
   }
 

@@ -18,7 +18,7 @@ export interface GenerateOptions extends SamplingOptions {
   signal?: AbortSignal;
   /** false: recompute the whole sequence every step (slow; must give the same tokens). */
   useCache?: boolean;
-  /** Routing of every forward pass: the prompt's tokens, then each generated token's (with useCache false, the whole sequence each step). */
+  /** Routing of every forward pass: the prompt's tokens, then each generated token's, the last one included (with useCache false, the whole sequence each step). */
   observer?: import('../model/olmoe.js').RoutingObserver;
 }
 

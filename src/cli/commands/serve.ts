@@ -1,0 +1,65 @@
+/** `olmoe serve MODEL`: the OpenAI-compatible server with the web UI, until Ctrl-C. */
+import type { Command } from 'commander';
+import { startServer } from '../../server/index.js';
+import { addModelOptions, hubOptions, parseInteger, parseNumber, type ModelFlags } from '../common.js';
+import { createProgress } from '../progress.js';
+
+interface ServeFlags extends ModelFlags {
+  host: string;
+  port: number;
+  modelId?: string;
+  apiKey?: string;
+  parallel: number;
+  queue: number;
+  maxBody: number;
+}
+
+export function registerServe(program: Command): void {
+  const positive = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n > 0);
+  const command = program
+    .command('serve')
+    .description('serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models) with a web UI at /')
+    .argument('<model>', 'model folder, GGUF file or hub id (org/name)')
+    .option('--host <host>', 'interface to listen on (0.0.0.0 exposes it to the network)', '127.0.0.1')
+    .option('--port <port>', 'port (0 = any free port)', parseInteger('--port'), 8080)
+    .option('--model-id <id>', 'the model name clients send (default: the folder or file name, or the hub id)')
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1/* (default: $OLMOE_API_KEY, else none)', process.env.OLMOE_API_KEY)
+    .option('--parallel <n>', 'requests generating at once, interleaved token by token', positive('--parallel'), 4)
+    .option('--queue <n>', 'requests that may wait for a slot; more get 429', parseInteger('--queue'), 16)
+    .option('--max-body <bytes>', 'largest request body accepted (413 beyond)', positive('--max-body'), 4 << 20);
+  addModelOptions(command).action(runServe);
+}
+
+async function runServe(spec: string, flags: ServeFlags): Promise<void> {
+  const bar = createProgress('load', { bytes: true, quiet: flags.quiet });
+  const server = await startServer(spec, {
+    host: flags.host,
+    port: flags.port,
+    modelId: flags.modelId,
+    apiKey: flags.apiKey || undefined,
+    parallel: flags.parallel,
+    queue: flags.queue,
+    maxBodyBytes: flags.maxBody,
+    backend: flags.backend,
+    threads: flags.threads,
+    revision: flags.revision,
+    hub: hubOptions(flags),
+    onLoadProgress: (loaded, total) => bar.update(loaded, total),
+    log: flags.quiet ? undefined : (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
+  });
+  process.stderr.write(`olmoe: listening on ${server.url} (model "${server.modelId}"); loading …\n`);
+  const stop = () => {
+    process.stderr.write('olmoe: shutting down\n');
+    void server.close().then(() => process.exit(0));
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    const info = await server.ready;
+    bar.finish();
+    process.stderr.write(`olmoe: ready at ${server.url} — ${info.backend} backend, context ${info.maxPositionEmbeddings}; web UI at ${server.url}/\n`);
+  } catch (error) {
+    await server.close();
+    throw error;
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * Messages between the HTTP thread and the engine worker. The HTTP thread tokenizes and validates; the worker
+ * owns the model and runs generations (several interleaved token by token), streaming events back.
+ */
+import type { ErrorCode, FinishReason } from '../index.js';
+
+/** How the worker loads its model (what `olmoe serve` was given). */
+export interface EngineSpec {
+  model: string;
+  backend?: string;
+  threads?: number;
+  revision?: string;
+}
+
+/** The sampling settings of one request, already validated, in the library's terms. */
+export interface JobOptions {
+  maxNewTokens: number;
+  greedy?: boolean;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repetitionPenalty?: number;
+  seed?: number;
+  stopStrings?: string[];
+  ignoreEos?: boolean;
+}
+
+export interface JobRequest {
+  promptIds: number[];
+  options: JobOptions;
+  /** Return the routing (top-k experts and weights per layer) of every generated token. */
+  routing: boolean;
+}
+
+/** Top-k experts and their weights per layer for one token: experts[layer][k], weights[layer][k]. */
+export interface TokenRouting {
+  experts: number[][];
+  weights: number[][];
+}
+
+export interface JobSummary {
+  finishReason: FinishReason;
+  promptTokens: number;
+  completionTokens: number;
+  seed: number;
+  prefillMs: number;
+  decodeMs: number;
+}
+
+export interface ModelInfo {
+  maxPositionEmbeddings: number;
+  vocabSize: number;
+  layers: number;
+  experts: number;
+  topK: number;
+  backend: string;
+}
+
+export type ToWorker = { type: 'generate'; job: number; request: JobRequest } | { type: 'abort'; job: number };
+
+export type FromWorker =
+  | { type: 'progress'; loadedBytes: number; totalBytes: number }
+  | { type: 'ready'; info: ModelInfo }
+  | { type: 'failed'; message: string; code?: ErrorCode } // the model could not be loaded (code: an OlmoeError's)
+  | { type: 'token'; job: number; id: number | null; text: string; routing?: TokenRouting }
+  | { type: 'done'; job: number; summary: JobSummary }
+  | { type: 'aborted'; job: number }
+  | { type: 'error'; job: number; name: string; message: string };

@@ -1,0 +1,371 @@
+/**
+ * `olmoe serve`: an OpenAI-compatible HTTP server over node:http, with the engine in a worker thread and the
+ * web UI at `/`. Routes: GET /health, GET /v1/models[/ID], POST /v1/chat/completions, POST /v1/completions.
+ * Errors are OpenAI-shaped: {"error": {"message", "type", "param", "code"}}.
+ */
+import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { basename, resolve as resolvePath } from 'node:path';
+import { InputError, loadTokenizer, resolveModelPath, type HubOptions, type OlmoeTokenizer } from '../index.js';
+import { Engine, QueueFullError, type EngineLimits, type Job } from './engine.js';
+import { chatMessages, chatRequest, completionRequest, finishReason, jobOptions, parseBody, RequestError, type ChatRequest, type CompletionRequest } from './openai.js';
+import type { EngineSpec, JobSummary, ModelInfo, TokenRouting } from './protocol.js';
+
+export interface ServeOptions extends Omit<EngineSpec, 'model'>, Partial<EngineLimits> {
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  /** The name clients use in `model`; default: the folder or file name, or the hub id. */
+  modelId?: string;
+  /** Require `Authorization: Bearer <key>` on /v1/*. */
+  apiKey?: string;
+  maxBodyBytes?: number;
+  hub?: HubOptions;
+  onLoadProgress?: (loadedBytes: number, totalBytes: number) => void;
+  /** One line per request (method, path, status, tokens, time). */
+  log?: (line: string) => void;
+}
+
+export interface OlmoeServer {
+  readonly url: string;
+  readonly modelId: string;
+  /** Resolves when the model is loaded (the server answers 503 until then). */
+  readonly ready: Promise<ModelInfo>;
+  readonly engine: Engine;
+  close(): Promise<void>;
+}
+
+const WEB_FILES: Record<string, string> = { '/': 'index.html', '/index.html': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
+const CONTENT_TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
+const webDir = new URL('../../../web/', import.meta.url); // dist/src/server → package root
+
+export async function startServer(model: string, opts: ServeOptions = {}): Promise<OlmoeServer> {
+  const path = await resolveModelPath(model, opts.hub);
+  const tokenizer = await loadTokenizer(path);
+  const modelId = opts.modelId ?? (existsSync(model) ? basename(resolvePath(model)) : model);
+  const engine = new Engine({ model: path, backend: opts.backend, threads: opts.threads, revision: opts.revision }, { parallel: opts.parallel ?? 4, queue: opts.queue ?? 16 }, opts.onLoadProgress);
+  const app = new App(engine, tokenizer, modelId, opts);
+  const server = createServer((req, res) => void app.handle(req, res));
+  await listen(server, opts.port ?? 8080, opts.host ?? '127.0.0.1');
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    url: `http://${host}:${address.port}`,
+    modelId,
+    ready: engine.ready,
+    engine,
+    close: async () => {
+      server.closeAllConnections();
+      await Promise.all([new Promise((resolve) => server.close(resolve)), engine.close()]);
+    },
+  };
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(error.code === 'EADDRINUSE' ? new InputError(`port ${port} on ${host} is already in use (choose another with --port)`) : error),
+    );
+    server.listen(port, host, () => resolve());
+  });
+}
+
+/** The per-request logic; one instance per server. */
+class App {
+  private readonly created = Math.floor(Date.now() / 1000);
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly tokenizer: OlmoeTokenizer,
+    private readonly modelId: string,
+    private readonly opts: ServeOptions,
+  ) {}
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    let note = '';
+    try {
+      note = (await this.route(req, res, url.pathname)) ?? '';
+    } catch (error) {
+      if (error instanceof RequestError) sendError(res, error);
+      else {
+        sendError(res, new RequestError(500, `internal error: ${error instanceof Error ? error.message : String(error)}`));
+        this.opts.log?.(`error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+      }
+    }
+    this.opts.log?.(`${req.method} ${url.pathname} ${res.statusCode}${note ? ` ${note}` : ''} ${(performance.now() - started).toFixed(0)} ms`);
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse, path: string): Promise<string | void> {
+    const method = req.method ?? 'GET';
+    const allow = (...methods: string[]) => {
+      if (!methods.includes(method)) throw new RequestError(405, `${method} is not allowed on ${path} (use ${methods.join(' or ')})`);
+    };
+    if (path in WEB_FILES) return allow('GET', 'HEAD'), sendWebFile(res, WEB_FILES[path]!);
+    if (path === '/health') return allow('GET', 'HEAD'), this.health(res);
+    if (!path.startsWith('/v1/')) throw new RequestError(404, `no route ${path} (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /health)`, null, 'not_found');
+    this.authorize(req);
+    if (path === '/v1/models') return allow('GET'), sendJson(res, 200, { object: 'list', data: [this.modelCard()] });
+    if (path.startsWith('/v1/models/')) {
+      allow('GET');
+      const id = decodeURIComponent(path.slice('/v1/models/'.length));
+      if (id !== this.modelId) throw modelNotFound(id, this.modelId);
+      return sendJson(res, 200, this.modelCard());
+    }
+    if (path === '/v1/chat/completions') {
+      allow('POST');
+      const request = parseBody(chatRequest, await readJsonBody(req, this.opts.maxBodyBytes ?? 4 << 20));
+      return this.complete(res, 'chat', request);
+    }
+    if (path === '/v1/completions') {
+      allow('POST');
+      const request = parseBody(completionRequest, await readJsonBody(req, this.opts.maxBodyBytes ?? 4 << 20));
+      return this.complete(res, 'text', request);
+    }
+    throw new RequestError(404, `no route ${path}`, null, 'not_found');
+  }
+
+  private authorize(req: IncomingMessage): void {
+    const key = this.opts.apiKey;
+    if (!key) return;
+    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
+    const a = Buffer.from(given);
+    const b = Buffer.from(key);
+    if (a.length !== b.length || !timingSafeEqual(a, b)) {
+      throw new RequestError(401, given ? 'incorrect API key' : 'missing API key: send "Authorization: Bearer <key>"', null, 'invalid_api_key');
+    }
+  }
+
+  private health(res: ServerResponse): void {
+    const { state, info, failure, limits, load } = this.engine;
+    if (state !== 'ready') {
+      res.setHeader('Retry-After', '5');
+      return sendJson(res, 503, { status: state === 'loading' ? 'loading' : 'error', error: failure ?? null });
+    }
+    sendJson(res, 200, { status: 'ok', model: this.modelId, backend: info!.backend, running: load.running, waiting: load.waiting, ...limits });
+  }
+
+  private modelCard() {
+    const info = this.engine.info;
+    return {
+      id: this.modelId,
+      object: 'model',
+      created: this.created,
+      owned_by: 'olmoe',
+      // extension: what a client needs to read routing
+      meta: info && { context_length: info.maxPositionEmbeddings, vocab_size: info.vocabSize, layers: info.layers, experts: info.experts, top_k: info.topK, backend: info.backend },
+    };
+  }
+
+  private promptIds(kind: 'chat' | 'text', request: ChatRequest | CompletionRequest, vocab: number): number[] {
+    try {
+      if (kind === 'chat') return this.tokenizer.encodeChat(chatMessages(request as ChatRequest));
+      const { prompt } = request as CompletionRequest;
+      if (typeof prompt === 'string') return this.tokenizer.encode(prompt);
+      if (typeof prompt[0] === 'string') return this.tokenizer.encode(prompt[0]);
+      const ids = prompt as number[];
+      const bad = ids.findIndex((id) => id >= vocab);
+      if (bad >= 0) throw new RequestError(400, `prompt[${bad}]: token id ${ids[bad]} is out of range (the vocabulary has ${vocab} ids)`, `prompt[${bad}]`);
+      return ids;
+    } catch (error) {
+      if (error instanceof InputError) throw new RequestError(400, error.message, kind === 'chat' ? 'messages' : 'prompt');
+      throw error;
+    }
+  }
+
+  private complete(res: ServerResponse, kind: 'chat' | 'text', request: ChatRequest | CompletionRequest): Promise<string> {
+    if (request.model !== this.modelId) throw modelNotFound(request.model, this.modelId);
+    const { state, failure } = this.engine;
+    if (state !== 'ready') {
+      res.setHeader('Retry-After', '5');
+      throw new RequestError(503, state === 'loading' ? 'the model is still loading; try again shortly' : `the engine is not running: ${failure}`, null, 'unavailable');
+    }
+    const info = this.engine.info!;
+    const promptIds = this.promptIds(kind, request, info.vocabSize);
+    let options;
+    try {
+      options = jobOptions(request, promptIds.length, info.maxPositionEmbeddings);
+    } catch (error) {
+      if (error instanceof RequestError && kind === 'text') throw new RequestError(error.status, error.message, 'prompt', error.code);
+      throw error;
+    }
+    const reply = new Reply(res, kind, this.modelId, request, this.tokenizer);
+    return new Promise<string>((resolve) => {
+      let finished = false;
+      const end = (note: string) => {
+        finished = true;
+        resolve(note);
+      };
+      let job: Job;
+      try {
+        job = this.engine.submit(
+          { promptIds, options, routing: request.routing ?? false },
+          {
+            onToken: (id, text, routing) => reply.token(id, text, routing),
+            onDone: (summary) => {
+              reply.done(summary);
+              end(`${summary.promptTokens}+${summary.completionTokens} tokens, ${summary.finishReason}`);
+            },
+            onError: (errorKind, message) => {
+              reply.fail(new RequestError(errorKind === 'input' ? 400 : 500, message));
+              end(`failed: ${message}`);
+            },
+          },
+        );
+      } catch (error) {
+        if (!(error instanceof QueueFullError)) throw error;
+        res.setHeader('Retry-After', '1');
+        throw new RequestError(429, `the server is busy: ${this.engine.limits.parallel} requests are running and ${this.engine.limits.queue} waiting; retry shortly`, null, 'rate_limit_exceeded');
+      }
+      reply.begin();
+      res.on('close', () => {
+        if (finished) return;
+        job.cancel();
+        end('client went away');
+      });
+    });
+  }
+}
+
+/** One response, streamed as server-sent events or sent whole at the end. */
+class Reply {
+  private readonly id: string;
+  private readonly created = Math.floor(Date.now() / 1000);
+  private readonly stream: boolean;
+  private readonly withUsage: boolean;
+  private text = '';
+  private readonly routing: (TokenRouting & { id: number; text: string })[] = [];
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly kind: 'chat' | 'text',
+    private readonly model: string,
+    private readonly request: ChatRequest | CompletionRequest,
+    private readonly tokenizer: OlmoeTokenizer,
+  ) {
+    this.id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
+    this.stream = request.stream ?? false;
+    this.withUsage = request.stream_options?.include_usage ?? false;
+  }
+
+  begin(): void {
+    if (!this.stream) return;
+    this.res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
+    this.res.flushHeaders();
+    if (this.kind === 'chat') this.event(this.chunk({ role: 'assistant', content: '' }, null));
+  }
+
+  token(id: number | null, text: string, routing: TokenRouting | undefined): void {
+    const entry = id !== null && routing ? { id, text: this.tokenizer.decode([id]), ...routing } : undefined;
+    if (!this.stream) {
+      this.text += text;
+      if (entry) this.routing.push(entry);
+      return;
+    }
+    if (text === '' && !entry) return;
+    const chunk = this.chunk(this.kind === 'chat' ? { content: text } : text, null);
+    if (entry) (chunk.choices[0] as Record<string, unknown>).routing = [entry];
+    this.event(chunk);
+  }
+
+  done(summary: JobSummary): void {
+    const usage = { prompt_tokens: summary.promptTokens, completion_tokens: summary.completionTokens, total_tokens: summary.promptTokens + summary.completionTokens };
+    const timings = { prefill_ms: round(summary.prefillMs), decode_ms: round(summary.decodeMs), seed: summary.seed };
+    const reason = finishReason(summary.finishReason);
+    if (this.stream) {
+      this.event(this.chunk(this.kind === 'chat' ? {} : '', reason));
+      if (this.withUsage) this.event({ ...this.envelope(), choices: [], usage, timings });
+      this.res.end('data: [DONE]\n\n');
+      return;
+    }
+    const routing = this.request.routing ? { routing: this.routing } : {};
+    const choice =
+      this.kind === 'chat'
+        ? { index: 0, message: { role: 'assistant', content: this.text }, logprobs: null, finish_reason: reason, ...routing }
+        : { index: 0, text: this.text, logprobs: null, finish_reason: reason, ...routing };
+    sendJson(this.res, 200, { ...this.envelope(), choices: [choice], usage, timings });
+  }
+
+  fail(error: RequestError): void {
+    if (!this.res.headersSent) return sendError(this.res, error);
+    this.event({ error: errorBody(error) }); // the stream has begun: report in-band, as OpenAI does
+    this.res.end('data: [DONE]\n\n');
+  }
+
+  private envelope() {
+    return { id: this.id, object: this.kind === 'chat' ? (this.stream ? 'chat.completion.chunk' : 'chat.completion') : 'text_completion', created: this.created, model: this.model };
+  }
+
+  private chunk(delta: Record<string, unknown> | string, finish: string | null) {
+    const choice = typeof delta === 'string' ? { index: 0, text: delta, logprobs: null, finish_reason: finish } : { index: 0, delta, logprobs: null, finish_reason: finish };
+    return { ...this.envelope(), choices: [choice], ...(this.withUsage ? { usage: null } : {}) };
+  }
+
+  private event(payload: unknown): void {
+    this.res.write(`data: ${JSON.stringify(payload)}\n\n`);
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}
+
+function modelNotFound(asked: string, served: string): RequestError {
+  return new RequestError(404, `the model ${JSON.stringify(asked)} does not exist here; this server serves ${JSON.stringify(served)}`, 'model', 'model_not_found');
+}
+
+function errorBody(error: RequestError) {
+  const type = error.status === 401 ? 'authentication_error' : error.status === 429 ? 'rate_limit_error' : error.status >= 500 ? 'server_error' : 'invalid_request_error';
+  return { message: error.message, type, param: error.param, code: error.code };
+}
+
+function sendError(res: ServerResponse, error: RequestError): void {
+  if (res.headersSent) return void res.end();
+  sendJson(res, error.status, { error: errorBody(error) });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendWebFile(res: ServerResponse, name: string): void {
+  const body = readFileSync(new URL(name, webDir));
+  res.writeHead(200, { 'Content-Type': CONTENT_TYPES[name.split('.').pop()!]!, 'Content-Length': body.length, 'Cache-Control': 'no-cache' });
+  res.end(body);
+}
+
+/** The request body as JSON, refusing more than `limit` bytes (413) and anything that is not a JSON object (400). */
+async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
+  const tooLarge = new RequestError(413, `the request body is larger than the limit of ${limit} bytes`, null, 'request_too_large');
+  if (Number(req.headers['content-length'] ?? 0) > limit) {
+    req.resume(); // discard the body; the connection closes after the answer
+    throw tooLarge;
+  }
+  const text = await new Promise<string>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) return void chunks.push(chunk);
+      req.off('data', onData);
+      req.resume();
+      reject(tooLarge);
+    };
+    req.on('data', onData);
+    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.once('error', reject);
+  });
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (error) {
+    throw new RequestError(400, `the request body is not valid JSON: ${(error as Error).message}`, null, 'invalid_json');
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new RequestError(400, 'the request body must be a JSON object', null, 'invalid_json');
+  return body;
+}
