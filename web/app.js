@@ -292,7 +292,10 @@ function showExpert(layer, expert) {
     tok.textContent = `${visible(item.text)} ${item.weight.toFixed(2)}`;
     list.append(tok);
   }
-  panel.replaceChildren(heading, list);
+  const note = document.createElement('p');
+  note.className = 'muted';
+  note.textContent = 'Outlined in the heatmap: tokens of the last answer that sent this expert any of their top-k slots in this layer.';
+  panel.replaceChildren(heading, list, note);
   const svg = $('heatmap');
   svg.classList.add('dim');
   lastAnswer().forEach((token, t) => {
