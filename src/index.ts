@@ -16,7 +16,7 @@ export { tokenizerFromGguf } from './tokenizer/gguf.js';
 export { hubDownloadFile, hubSnapshotModel, hubCacheDir, isHubRepoId, type HubOptions, type DownloadProgress } from './io/hub.js';
 export { parseConfig, readConfigFile, parameterCounts, type OlmoeConfig } from './model/config.js';
 export { weightTable, type WeightSpec } from './model/weights.js';
-export { OlmoeModel, type RoutingEvent, type RoutingObserver, type ForwardOptions } from './model/olmoe.js';
+export { OlmoeModel, type RoutingEvent, type RoutingObserver, type ForwardOptions, type BatchInput } from './model/olmoe.js';
 export { loadModel, loadCheckpoint, openCheckpoint, matchCheckpoint, type Checkpoint, type LoadProgress } from './model/load.js';
 export { loadPretrained, loadTokenizer, checkpointTokenizer, resolveModelPath, readGenerationDefaults, type Pretrained, type GenerationDefaults } from './model/pretrained.js';
 export { writeGguf, tensorType, GGUF_TARGETS, type GgufTarget } from './model/convert.js';
@@ -25,7 +25,7 @@ export { writeRandomCheckpoint, OLMOE_1B_7B, type RandomCheckpointOptions } from
 export { OlmoeTokenizer } from './tokenizer/tokenizer.js';
 export type { ChatMessage } from './tokenizer/chat-template.js';
 export { StreamDecoder } from './tokenizer/stream.js';
-export { generate, generateText, type GenerateOptions, type GenerationResult, type TokenEvent, type FinishReason, type LanguageModel } from './generate/generate.js';
+export { generate, generateText, GenerationBatch, type GenerationRun, type GenerateOptions, type GenerationResult, type TokenEvent, type FinishReason, type LanguageModel } from './generate/generate.js';
 export { resolveOptions } from './generate/options.js';
 export * as sampling from './generate/sampling.js';
 export { argmax } from './generate/sampling.js';

@@ -5,7 +5,7 @@
 import type { KVCache } from '../core/backend.js';
 import { AbortError, InputError } from '../core/errors.js';
 import { createRng, type Rng } from '../core/rng.js';
-import type { OlmoeModel } from '../model/olmoe.js';
+import type { BatchInput, OlmoeModel } from '../model/olmoe.js';
 import type { GenerationDefaults } from '../model/pretrained.js';
 import type { OlmoeTokenizer } from '../tokenizer/tokenizer.js';
 import type { StreamDecoder } from '../tokenizer/stream.js';
@@ -44,8 +44,8 @@ export interface GenerationResult {
 
 export async function* generate(lm: LanguageModel, promptIds: readonly number[], opts: GenerateOptions = {}): AsyncGenerator<TokenEvent, GenerationResult> {
   const run = new GenerationRun(lm, promptIds, resolveOptions(opts, lm.generation, lm.model.config.eosTokenIds));
-  while (!run.finishReason) {
-    const event = run.step();
+  while (!run.finished) {
+    const [event] = advance(lm.model, [run]);
     if (event) yield event;
     await new Promise((resolve) => setImmediate(resolve)); // let abort signals and I/O through between tokens
   }
@@ -68,10 +68,77 @@ export async function generateText(
   }
 }
 
+/**
+ * Several generations advanced together (continuous batching): each step, every generation that has logits samples
+ * its next token, then one batched forward pass runs every generation's pending tokens — new prompts and the tokens
+ * just sampled — so the weights are read once per step for all of them. Generations join and leave between steps.
+ * Each one produces the same tokens as `generate` alone (up to float summation order in the native kernels).
+ */
+export class GenerationBatch {
+  private readonly runs: GenerationRun[] = [];
+
+  constructor(private readonly lm: LanguageModel) {}
+
+  get size(): number {
+    return this.runs.length;
+  }
+
+  /** Start a generation; it prefills in the next step. Throws InputError for bad options or a prompt that does not fit. */
+  add(promptIds: readonly number[], opts: GenerateOptions = {}): GenerationRun {
+    const run = new GenerationRun(this.lm, promptIds, resolveOptions(opts, this.lm.generation, this.lm.model.config.eosTokenIds));
+    if (!run.finished) this.runs.push(run);
+    return run;
+  }
+
+  /** Drop a generation (e.g. its client went away). */
+  remove(run: GenerationRun): void {
+    const at = this.runs.indexOf(run);
+    if (at >= 0) this.runs.splice(at, 1);
+  }
+
+  /**
+   * One step for every generation. Returns the token events of this step; a generation that finished in it has
+   * `finished` set and has left the batch (its held-back text comes from `flush()`). A signal that aborted makes
+   * `step` throw for that generation only after removing it: the caller sees `{ run, error }`.
+   */
+  step(): { run: GenerationRun; event?: TokenEvent; error?: unknown }[] {
+    const results: { run: GenerationRun; event?: TokenEvent; error?: unknown }[] = [];
+    const live = this.runs.filter((run) => {
+      try {
+        if (run.canSample) results.push({ run, event: run.sample() });
+        return true;
+      } catch (error) {
+        results.push({ run, error });
+        return false;
+      }
+    });
+    advance(this.lm.model, live, false);
+    this.runs.splice(0, this.runs.length, ...live.filter((run) => !run.finished));
+    return results;
+  }
+}
+
+/**
+ * One step over `runs`: sample where there are logits (when `sample`), then one forward pass over every run's
+ * pending tokens. The sampled token's routing is observed before its event is returned.
+ */
+function advance(model: OlmoeModel, runs: readonly GenerationRun[], sample = true): (TokenEvent | undefined)[] {
+  const events = sample ? runs.map((run) => (run.canSample ? run.sample() : undefined)) : [];
+  const pending = runs.filter((run) => run.pendingInput !== undefined);
+  if (pending.length > 0) {
+    const logits = model.backend.toFloat32(model.forwardBatch(pending.map((run) => run.batchInput())));
+    const vocab = logits.length / pending.length;
+    pending.forEach((run, i) => run.accept(logits.slice(i * vocab, (i + 1) * vocab)));
+  }
+  return events;
+}
+
 /** The state of one generation: sequence so far, KV cache, sampler, detokenizer and stop rules. */
-class GenerationRun {
+export class GenerationRun {
   readonly generated: number[] = [];
   finishReason: FinishReason | undefined;
+  /** Tokens the model must see next: the prompt first, then each sampled token. */
+  pendingInput: readonly number[] | undefined;
   private readonly sequence: number[];
   private readonly cache: KVCache | undefined;
   private readonly rng: Rng;
@@ -81,7 +148,7 @@ class GenerationRun {
   private readonly maxNewTokens: number;
   private readonly started = performance.now();
   private logits: Float32Array | undefined;
-  private prefillMs = 0;
+  private prefillMs: number | undefined;
   private text = '';
 
   constructor(
@@ -97,13 +164,36 @@ class GenerationRun {
     this.stops = new StopStringMatcher(opts.stopStrings);
     this.eos = new Set(opts.eosTokenIds);
     if (this.maxNewTokens === 0) this.finishReason = 'length';
+    else this.pendingInput = promptIds;
   }
 
-  /** Sample one token (prefilling first if needed); returns its event, or undefined when generation ends. */
-  step(): TokenEvent | undefined {
+  /** Ended, and nothing left for the model to see. */
+  get finished(): boolean {
+    return this.finishReason !== undefined && this.pendingInput === undefined;
+  }
+
+  get canSample(): boolean {
+    return this.logits !== undefined && this.finishReason === undefined;
+  }
+
+  /** The pending tokens as a forward pass needs them (without a cache: the whole sequence, from scratch). */
+  batchInput(): BatchInput {
+    const ids = Int32Array.from(this.cache ? this.pendingInput! : this.sequence);
+    return { ids, cache: this.cache ?? this.lm.model.createCache(ids.length), observer: this.opts.observer };
+  }
+
+  /** The next-token logits after the pending tokens went through the model. */
+  accept(logits: Float32Array): void {
+    this.prefillMs ??= performance.now() - this.started;
+    this.logits = logits;
+    this.pendingInput = undefined;
+  }
+
+  /** Sample one token from the last logits; returns its event, or undefined when it ends generation (eos). */
+  sample(): TokenEvent | undefined {
     if (this.opts.signal?.aborted) throw new AbortError('generation aborted');
-    this.logits ??= this.prefill();
-    const id = sampleToken(this.logits, this.opts, this.rng, this.sequence);
+    const id = sampleToken(this.logits!, this.opts, this.rng, this.sequence);
+    this.logits = undefined;
     if (this.eos.has(id)) return void (this.finishReason = 'eos');
     this.generated.push(id);
     this.sequence.push(id);
@@ -112,7 +202,7 @@ class GenerationRun {
     if (this.stops.stopped) this.finishReason = 'stop';
     else if (this.generated.length >= this.maxNewTokens) this.finishReason = 'length';
     // An observer sees the routing of every generated token, the last one included (one forward more).
-    if (!this.finishReason || this.opts.observer) this.logits = this.forward([id]);
+    if (!this.finishReason || this.opts.observer) this.pendingInput = [id];
     return { id, text };
   }
 
@@ -126,23 +216,11 @@ class GenerationRun {
 
   result(): GenerationResult {
     const elapsed = performance.now() - this.started;
+    const prefillMs = this.prefillMs ?? 0;
     return {
       ids: this.generated, text: this.text, finishReason: this.finishReason ?? 'length', promptTokens: this.promptIds.length,
-      seed: this.opts.seed, prefillMs: this.prefillMs, decodeMs: elapsed - this.prefillMs,
+      seed: this.opts.seed, prefillMs, decodeMs: elapsed - prefillMs,
     };
-  }
-
-  private prefill(): Float32Array {
-    const start = performance.now();
-    const logits = this.forward(this.promptIds);
-    this.prefillMs = performance.now() - start;
-    return logits;
-  }
-
-  private forward(newIds: readonly number[]): Float32Array {
-    const { model } = this.lm;
-    const input = this.cache ? newIds : this.sequence;
-    return model.backend.toFloat32(model.forward(Int32Array.from(input), { cache: this.cache, logits: 'last', observer: this.opts.observer }));
   }
 }
 

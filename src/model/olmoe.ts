@@ -25,6 +25,44 @@ export interface ForwardOptions {
   logits?: 'all' | 'last';
 }
 
+/** One sequence of a batched forward: its new tokens, its cache (advanced by them) and an optional observer. */
+export interface BatchInput {
+  ids: Int32Array;
+  cache: KVCache;
+  observer?: RoutingObserver;
+}
+
+interface Positioned extends BatchInput {
+  start: number;
+}
+
+/** Rows [start, start+count) of a routing decision, as views. */
+function routingRows(routing: Routing, start: number, count: number): Routing {
+  const { numExperts: e, topK: k } = routing;
+  return {
+    tokens: count,
+    numExperts: e,
+    topK: k,
+    logits: routing.logits.subarray(start * e, (start + count) * e),
+    probs: routing.probs.subarray(start * e, (start + count) * e),
+    expertIds: routing.expertIds.subarray(start * k, (start + count) * k),
+    weights: routing.weights.subarray(start * k, (start + count) * k),
+  };
+}
+
+/** Stack activations [n_i, W] into [Σn_i, W]. */
+function concatRows(backend: Backend, parts: readonly Tensor[]): Tensor {
+  const arrays = parts.map((part) => backend.toFloat32(part));
+  const width = parts[0]!.shape[parts[0]!.shape.length - 1]!;
+  const out = new Float32Array(arrays.reduce((sum, a) => sum + a.length, 0));
+  let at = 0;
+  for (const a of arrays) {
+    out.set(a, at);
+    at += a.length;
+  }
+  return backend.fromFloat32(out, [out.length / width, width]);
+}
+
 export class OlmoeModel {
   constructor(
     readonly config: OlmoeConfig,
@@ -40,43 +78,91 @@ export class OlmoeModel {
   /** Logits [T or 1, V] for `ids` following the cache's contents; advances the cache by T. */
   forward(ids: Int32Array, opts: ForwardOptions = {}): Tensor {
     const cache = opts.cache ?? this.createCache(Math.min(ids.length, this.config.maxPositionEmbeddings));
-    this.checkInput(ids, cache);
-    const start = cache.length;
+    const hidden = this.layers([{ ids, cache, observer: opts.observer }]);
+    const last = opts.logits === 'last' ? this.backend.rows(hidden, ids.length - 1, 1) : hidden;
+    return this.logits(last); // [T, V]
+  }
+
+  /**
+   * Several sequences in one pass, each with its own cache (and observer): every weight is read once for all of
+   * their tokens — the matrix products and experts run over the concatenated rows, attention per sequence.
+   * Returns the logits of each sequence's last token, [B, V] in input order. Each sequence's result equals its
+   * own `forward` up to float summation order.
+   */
+  forwardBatch(inputs: readonly BatchInput[]): Tensor {
+    if (inputs.length === 0) throw new InputError('forwardBatch: no sequences');
+    const hidden = this.layers(inputs);
+    const { backend } = this;
+    const lasts: Tensor[] = [];
+    let offset = 0;
+    for (const input of inputs) {
+      offset += input.ids.length;
+      lasts.push(backend.rows(hidden, offset - 1, 1));
+    }
+    return this.logits(lasts.length === 1 ? lasts[0]! : concatRows(backend, lasts));
+  }
+
+  /** The decoder stack over the inputs' concatenated tokens → final hidden states [N, D]; advances each cache. */
+  private layers(inputs: readonly BatchInput[]): Tensor {
+    const batch = inputs.map((input) => {
+      this.checkInput(input.ids, input.cache);
+      return { ...input, start: input.cache.length };
+    });
     const { backend, config, weights } = this;
-    let hidden = backend.embedding(weights.embed, ids); // [T, D]; no scaling, no positional embedding (§3.2)
+    const ids = batch.length === 1 ? batch[0]!.ids : Int32Array.from(batch.flatMap((input) => Array.from(input.ids)));
+    let hidden = backend.embedding(weights.embed, ids); // [N, D]; no scaling, no positional embedding (§3.2)
     weights.layers.forEach((layer, index) => {
-      const attended = this.attention(backend.rmsnorm(hidden, layer.inputNorm, config.rmsNormEps), layer, { index, start, cache });
+      const attended = this.attention(backend.rmsnorm(hidden, layer.inputNorm, config.rmsNormEps), layer, index, batch);
       hidden = backend.add(hidden, attended);
-      const mixed = this.moe(backend.rmsnorm(hidden, layer.postNorm, config.rmsNormEps), layer, { index, start, observer: opts.observer });
+      const mixed = this.moe(backend.rmsnorm(hidden, layer.postNorm, config.rmsNormEps), layer, index, batch);
       hidden = backend.add(hidden, mixed);
     });
-    cache.length = start + ids.length;
-    if (opts.logits === 'last') hidden = backend.rows(hidden, ids.length - 1, 1);
+    for (const input of batch) input.cache.length = input.start + input.ids.length;
+    return hidden;
+  }
+
+  private logits(hidden: Tensor): Tensor {
+    const { backend, config, weights } = this;
     return backend.matmul(backend.rmsnorm(hidden, weights.finalNorm, config.rmsNormEps), weights.lmHead); // [T, V]
   }
 
   /** §3.4: QK-norm over the full projections (before the head split), RoPE, causal attention, output projection. */
-  private attention(x: Tensor, layer: LayerWeights, at: { index: number; start: number; cache: KVCache }): Tensor {
+  private attention(x: Tensor, layer: LayerWeights, index: number, batch: readonly Positioned[]): Tensor {
     const { backend, config } = this;
     const eps = config.rmsNormEps;
-    let q = backend.rmsnorm(backend.matmul(x, layer.q), layer.qNorm, eps); // [T, H·Hd]
-    let k = backend.rmsnorm(backend.matmul(x, layer.k), layer.kNorm, eps); // [T, Hkv·Hd]
-    let v = backend.matmul(x, layer.v); // [T, Hkv·Hd]
+    let q = backend.rmsnorm(backend.matmul(x, layer.q), layer.qNorm, eps); // [N, H·Hd]
+    let k = backend.rmsnorm(backend.matmul(x, layer.k), layer.kNorm, eps); // [N, Hkv·Hd]
+    let v = backend.matmul(x, layer.v); // [N, Hkv·Hd]
     const clip = config.clipQkv;
     if (clip !== null) [q, k, v] = [backend.clamp(q, clip), backend.clamp(k, clip), backend.clamp(v, clip)];
-    const positions = Int32Array.from({ length: x.shape[0]! }, (_, t) => at.start + t);
+    const positions = Int32Array.from(batch.flatMap((input) => Array.from(input.ids, (_, t) => input.start + t)));
     q = backend.rope(q, positions, { heads: config.numHeads, headDim: config.headDim, theta: config.ropeTheta });
     k = backend.rope(k, positions, { heads: config.numKVHeads, headDim: config.headDim, theta: config.ropeTheta });
     const heads = { heads: config.numHeads, kvHeads: config.numKVHeads, headDim: config.headDim };
-    const attended = backend.attention({ q, k, v, cache: at.cache, layer: at.index, start: at.start, ...heads }); // [T, H·Hd]
-    return backend.matmul(attended, layer.o); // [T, D]
+    let attended: Tensor; // [N, H·Hd]
+    if (batch.length === 1) attended = backend.attention({ q, k, v, cache: batch[0]!.cache, layer: index, start: batch[0]!.start, ...heads });
+    else {
+      let offset = 0;
+      const parts = batch.map(({ ids, cache, start }) => {
+        const rows = (t: Tensor) => backend.rows(t, offset, ids.length);
+        const part = backend.attention({ q: rows(q), k: rows(k), v: rows(v), cache, layer: index, start, ...heads });
+        offset += ids.length;
+        return part;
+      });
+      attended = concatRows(backend, parts);
+    }
+    return backend.matmul(attended, layer.o); // [N, D]
   }
 
   /** §3.6, paper eq. 1: y = Σ_{i ∈ top-K} softmax(router(x))_i · E_i(x), no renormalization unless configured. */
-  private moe(x: Tensor, layer: LayerWeights, at: { index: number; start: number; observer: RoutingObserver | undefined }): Tensor {
+  private moe(x: Tensor, layer: LayerWeights, index: number, batch: readonly Positioned[]): Tensor {
     const routing = this.backend.router(x, layer.router, { topK: this.config.numExpertsPerTok, normTopKProb: this.config.normTopKProb });
-    at.observer?.({ ...routing, layer: at.index, start: at.start });
-    return this.backend.experts(x, layer.experts, routing); // [T, D]
+    let offset = 0;
+    for (const { ids, start, observer } of batch) {
+      observer?.(batch.length === 1 ? { ...routing, layer: index, start } : { ...routingRows(routing, offset, ids.length), layer: index, start });
+      offset += ids.length;
+    }
+    return this.backend.experts(x, layer.experts, routing); // [N, D]
   }
 
   private checkInput(ids: Int32Array, cache: KVCache): void {

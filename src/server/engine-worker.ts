@@ -1,15 +1,22 @@
 /**
- * The engine thread: loads the model once, then runs the generations the HTTP thread sends. Several run at once,
- * interleaved token by token (each generation yields to the event loop between tokens), so every client streams
- * and an abort message lands between two tokens.
+ * The engine thread: loads the model once, then runs the generations the HTTP thread sends as one continuous
+ * batch: each step samples a token for every running generation and runs all their new tokens (and the prompts
+ * of generations that just joined) through the model in one batched forward pass, so the weights are read once per
+ * step for all clients. Between steps the thread takes messages, so a new job joins and an abort lands within a step.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { AbortError, createBackend, OlmoeError, generate, InputError, loadPretrained, type Pretrained, type RoutingEvent } from '../index.js';
+import { createBackend, GenerationBatch, InputError, loadPretrained, OlmoeError, type GenerationRun, type Pretrained, type RoutingEvent } from '../index.js';
 import type { EngineSpec, FromWorker, JobRequest, ToWorker, TokenRouting } from './protocol.js';
 
 const port = parentPort!;
 const send = (message: FromWorker) => port.postMessage(message);
-const running = new Map<number, AbortController>();
+
+interface Running {
+  job: number;
+  run: GenerationRun;
+  routing: RoutingRecorder | undefined;
+  completionTokens: number;
+}
 
 async function main(spec: EngineSpec): Promise<void> {
   let pretrained: Pretrained;
@@ -24,43 +31,94 @@ async function main(spec: EngineSpec): Promise<void> {
     send({ type: 'failed', message: error instanceof Error ? error.message : String(error), code: error instanceof OlmoeError ? error.code : undefined });
     return;
   }
-  const { config, backend } = pretrained.model;
+  const engine = new BatchEngine(pretrained);
   port.on('message', (message: ToWorker) => {
-    if (message.type === 'abort') running.get(message.job)?.abort();
-    else void run(pretrained, message.job, message.request);
+    if (message.type === 'abort') engine.abort(message.job);
+    else engine.start(message.job, message.request);
   });
+  const { config, backend } = pretrained.model;
   send({
     type: 'ready',
     info: { maxPositionEmbeddings: config.maxPositionEmbeddings, vocabSize: config.vocabSize, layers: config.numLayers, experts: config.numExperts, topK: config.numExpertsPerTok, backend: backend.name },
   });
 }
 
-async function run(pretrained: Pretrained, job: number, request: JobRequest): Promise<void> {
-  const controller = new AbortController();
-  running.set(job, controller);
-  const routing = request.routing ? new RoutingRecorder(request.promptIds.length) : undefined;
-  try {
-    const iterator = generate(pretrained, request.promptIds, { ...request.options, signal: controller.signal, observer: routing?.observe });
-    let completionTokens = 0;
-    for (;;) {
-      const step = await iterator.next();
-      if (step.done) {
-        const { finishReason, promptTokens, seed, prefillMs, decodeMs } = step.value;
-        send({ type: 'done', job, summary: { finishReason, promptTokens, completionTokens, seed, prefillMs, decodeMs } });
+class BatchEngine {
+  private readonly batch: GenerationBatch;
+  private readonly jobs = new Map<number, Running>();
+  private readonly byRun = new Map<GenerationRun, Running>();
+  private looping = false;
+
+  constructor(pretrained: Pretrained) {
+    this.batch = new GenerationBatch(pretrained);
+  }
+
+  start(job: number, request: JobRequest): void {
+    const routing = request.routing ? new RoutingRecorder(request.promptIds.length) : undefined;
+    let run: GenerationRun;
+    try {
+      run = this.batch.add(request.promptIds, { ...request.options, observer: routing?.observe });
+    } catch (error) {
+      return this.failed(job, error);
+    }
+    const running = { job, run, routing, completionTokens: 0 };
+    this.jobs.set(job, running);
+    this.byRun.set(run, running);
+    if (run.finished) this.finish(running); // nothing to generate (no room left, or max 0)
+    else if (!this.looping) void this.loop();
+  }
+
+  abort(job: number): void {
+    const running = this.jobs.get(job);
+    if (!running) return;
+    this.batch.remove(running.run);
+    this.forget(running);
+    send({ type: 'aborted', job });
+  }
+
+  private async loop(): Promise<void> {
+    this.looping = true;
+    while (this.batch.size > 0) {
+      let results: ReturnType<GenerationBatch['step']>;
+      try {
+        results = this.batch.step();
+      } catch (error) {
+        for (const running of [...this.jobs.values()]) {
+          this.batch.remove(running.run);
+          this.forget(running);
+          this.failed(running.job, error);
+        }
         break;
       }
-      const { id, text } = step.value;
-      if (id !== null) completionTokens++;
-      send({ type: 'token', job, id, text, routing: id === null ? undefined : routing?.take() });
+      for (const { run, event } of results) {
+        const running = this.byRun.get(run);
+        if (!running) continue;
+        if (event?.id != null) running.completionTokens++;
+        if (event) send({ type: 'token', job: running.job, id: event.id, text: event.text, routing: running.routing?.take() });
+      }
+      for (const running of [...this.jobs.values()]) if (running.run.finished) this.finish(running);
+      await new Promise((resolve) => setImmediate(resolve)); // take messages: new jobs, aborts
     }
-  } catch (error) {
-    if (error instanceof AbortError) send({ type: 'aborted', job });
-    else {
-      const known = error instanceof InputError;
-      send({ type: 'error', job, name: known ? 'InputError' : error instanceof Error ? error.name : 'Error', message: error instanceof Error ? error.message : String(error) });
-    }
-  } finally {
-    running.delete(job);
+    this.looping = false;
+  }
+
+  private finish(running: Running): void {
+    const { job, run } = running;
+    const tail = run.flush();
+    if (tail) send({ type: 'token', job, id: null, text: tail.text });
+    const { finishReason, promptTokens, seed, prefillMs, decodeMs } = run.result();
+    send({ type: 'done', job, summary: { finishReason, promptTokens, completionTokens: running.completionTokens, seed, prefillMs, decodeMs } });
+    this.forget(running);
+  }
+
+  private forget(running: Running): void {
+    this.jobs.delete(running.job);
+    this.byRun.delete(running.run);
+  }
+
+  private failed(job: number, error: unknown): void {
+    const known = error instanceof InputError;
+    send({ type: 'error', job, name: known ? 'InputError' : error instanceof Error ? error.name : 'Error', message: error instanceof Error ? error.message : String(error) });
   }
 }
 
