@@ -43,7 +43,7 @@ for (const backend of backendCases) describe(`batched forward and generation on 
     });
   });
 
-  it('GenerationBatch: every generation equals its own generate(), with joins and leaves between steps', async () => {
+  it('GenerationBatch: every generation equals its own generate(), with joins, leaves and chunked prefill', async () => {
     const settings: GenerateOptions[] = [
       { greedy: true, maxNewTokens: 12 },
       { temperature: 0.9, topP: 0.9, seed: 4, maxNewTokens: 20 },
@@ -53,7 +53,7 @@ for (const backend of backendCases) describe(`batched forward and generation on 
     const prompts = settings.map((_, i) => Array.from(ids(3 + i * 4, i + 7)));
     const expected: number[][] = [];
     for (const [i, opts] of settings.entries()) expected.push((await generateText(lm, prompts[i]!, { ...opts, ignoreEos: true })).ids);
-    const batch = new GenerationBatch(lm);
+    const batch = new GenerationBatch(lm, { prefillChunk: 4 }); // prompts of 3..15 tokens: some prefill over several steps
     const runs: GenerationRun[] = [batch.add(prompts[0]!, { ...settings[0], ignoreEos: true }), batch.add(prompts[1]!, { ...settings[1], ignoreEos: true })];
     for (let step = 0; batch.size > 0 || runs.length < settings.length; step++) {
       if (step === 3 || step === 7) runs.push(batch.add(prompts[runs.length]!, { ...settings[runs.length], ignoreEos: true })); // join mid-way

@@ -76,8 +76,19 @@ export async function generateText(
  */
 export class GenerationBatch {
   private readonly runs: GenerationRun[] = [];
+  private readonly prefillChunk: number;
 
-  constructor(private readonly lm: LanguageModel) {}
+  /**
+   * `prefillChunk`: while other generations run, at most this many prompt tokens of one generation per step, so a
+   * long prompt that joins does not stall the others' streams for its whole prefill (default: no limit).
+   */
+  constructor(
+    private readonly lm: LanguageModel,
+    opts: { prefillChunk?: number } = {},
+  ) {
+    this.prefillChunk = opts.prefillChunk ?? Infinity;
+    if (!(this.prefillChunk >= 1)) throw new InputError(`prefill chunk ${opts.prefillChunk} must be at least 1 token`);
+  }
 
   get size(): number {
     return this.runs.length;
@@ -112,7 +123,7 @@ export class GenerationBatch {
         return false;
       }
     });
-    advance(this.lm.model, live, false);
+    advance(this.lm.model, live, false, live.length > 1 ? this.prefillChunk : Infinity); // alone, nobody waits
     this.runs.splice(0, this.runs.length, ...live.filter((run) => !run.finished));
     return results;
   }
@@ -122,11 +133,11 @@ export class GenerationBatch {
  * One step over `runs`: sample where there are logits (when `sample`), then one forward pass over every run's
  * pending tokens. The sampled token's routing is observed before its event is returned.
  */
-function advance(model: OlmoeModel, runs: readonly GenerationRun[], sample = true): (TokenEvent | undefined)[] {
+function advance(model: OlmoeModel, runs: readonly GenerationRun[], sample = true, chunk = Infinity): (TokenEvent | undefined)[] {
   const events = sample ? runs.map((run) => (run.canSample ? run.sample() : undefined)) : [];
   const pending = runs.filter((run) => run.pendingInput !== undefined);
   if (pending.length > 0) {
-    const logits = model.backend.toFloat32(model.forwardBatch(pending.map((run) => run.batchInput())));
+    const logits = model.backend.toFloat32(model.forwardBatch(pending.map((run) => run.batchInput(chunk))));
     const vocab = logits.length / pending.length;
     pending.forEach((run, i) => run.accept(logits.slice(i * vocab, (i + 1) * vocab)));
   }
@@ -148,6 +159,7 @@ export class GenerationRun {
   private readonly maxNewTokens: number;
   private readonly started = performance.now();
   private logits: Float32Array | undefined;
+  private inFlight = 0;
   private prefillMs: number | undefined;
   private text = '';
 
@@ -176,14 +188,19 @@ export class GenerationRun {
     return this.logits !== undefined && this.finishReason === undefined;
   }
 
-  /** The pending tokens as a forward pass needs them (without a cache: the whole sequence, from scratch). */
-  batchInput(): BatchInput {
-    const ids = Int32Array.from(this.cache ? this.pendingInput! : this.sequence);
+  /** Up to `limit` pending tokens as a forward pass needs them (without a cache: the whole sequence, from scratch). */
+  batchInput(limit = Infinity): BatchInput {
+    const ids = Int32Array.from(this.cache ? this.pendingInput!.slice(0, limit) : this.sequence);
+    this.inFlight = this.cache ? ids.length : this.pendingInput!.length;
     return { ids, cache: this.cache ?? this.lm.model.createCache(ids.length), observer: this.opts.observer };
   }
 
-  /** The next-token logits after the pending tokens went through the model. */
+  /** The logits after the tokens of `batchInput` went through the model; they count once all pending tokens have. */
   accept(logits: Float32Array): void {
+    if (this.inFlight < this.pendingInput!.length) {
+      this.pendingInput = this.pendingInput!.slice(this.inFlight); // more of the prompt to go
+      return;
+    }
     this.prefillMs ??= performance.now() - this.started;
     this.logits = logits;
     this.pendingInput = undefined;

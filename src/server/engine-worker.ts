@@ -31,7 +31,7 @@ async function main(spec: EngineSpec): Promise<void> {
     send({ type: 'failed', message: error instanceof Error ? error.message : String(error), code: error instanceof OlmoeError ? error.code : undefined });
     return;
   }
-  const engine = new BatchEngine(pretrained);
+  const engine = new BatchEngine(pretrained, spec.prefillChunk ?? 128);
   port.on('message', (message: ToWorker) => {
     if (message.type === 'abort') engine.abort(message.job);
     else engine.start(message.job, message.request);
@@ -49,8 +49,8 @@ class BatchEngine {
   private readonly byRun = new Map<GenerationRun, Running>();
   private looping = false;
 
-  constructor(pretrained: Pretrained) {
-    this.batch = new GenerationBatch(pretrained);
+  constructor(pretrained: Pretrained, prefillChunk: number) {
+    this.batch = new GenerationBatch(pretrained, { prefillChunk });
   }
 
   start(job: number, request: JobRequest): void {

@@ -10,6 +10,8 @@ export interface EngineSpec {
   backend?: string;
   threads?: number;
   revision?: string;
+  /** Prompt tokens per step while other requests generate (chunked prefill). */
+  prefillChunk?: number;
 }
 
 /** The sampling settings of one request, already validated, in the library's terms. */

@@ -45,7 +45,8 @@ export async function startServer(model: string, opts: ServeOptions = {}): Promi
   const path = await resolveModelPath(model, opts.hub);
   const tokenizer = await loadTokenizer(path);
   const modelId = opts.modelId ?? (existsSync(model) ? basename(resolvePath(model)) : model);
-  const engine = new Engine({ model: path, backend: opts.backend, threads: opts.threads, revision: opts.revision }, { parallel: opts.parallel ?? 4, queue: opts.queue ?? 16 }, opts.onLoadProgress);
+  const spec = { model: path, backend: opts.backend, threads: opts.threads, revision: opts.revision, prefillChunk: opts.prefillChunk };
+  const engine = new Engine(spec, { parallel: opts.parallel ?? 4, queue: opts.queue ?? 16 }, opts.onLoadProgress);
   const app = new App(engine, tokenizer, modelId, opts);
   const server = createServer((req, res) => void app.handle(req, res));
   await listen(server, opts.port ?? 8080, opts.host ?? '127.0.0.1');

@@ -12,6 +12,7 @@ interface ServeFlags extends ModelFlags {
   parallel: number;
   queue: number;
   maxBody: number;
+  prefillChunk: number;
 }
 
 export function registerServe(program: Command): void {
@@ -24,7 +25,8 @@ export function registerServe(program: Command): void {
     .option('--port <port>', 'port (0 = any free port)', parseInteger('--port'), 8080)
     .option('--model-id <id>', 'the model name clients send (default: the folder or file name, or the hub id)')
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1/* (default: $OLMOE_API_KEY, else none)', process.env.OLMOE_API_KEY)
-    .option('--parallel <n>', 'requests generating at once, interleaved token by token', positive('--parallel'), 4)
+    .option('--parallel <n>', 'requests generating at once, as one continuous batch', positive('--parallel'), 4)
+    .option('--prefill-chunk <n>', 'prompt tokens per step while other requests generate (keeps their streams going)', positive('--prefill-chunk'), 128)
     .option('--queue <n>', 'requests that may wait for a slot; more get 429', parseInteger('--queue'), 16)
     .option('--max-body <bytes>', 'largest request body accepted (413 beyond)', positive('--max-body'), 4 << 20);
   addModelOptions(command).action(runServe);
@@ -40,6 +42,7 @@ async function runServe(spec: string, flags: ServeFlags): Promise<void> {
     parallel: flags.parallel,
     queue: flags.queue,
     maxBodyBytes: flags.maxBody,
+    prefillChunk: flags.prefillChunk,
     backend: flags.backend,
     threads: flags.threads,
     revision: flags.revision,
