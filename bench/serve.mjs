@@ -44,6 +44,7 @@ async function client(i) {
     body: JSON.stringify({
       model: 'bench', messages: [{ role: 'user', content: `Write a long story about ${topics[i % topics.length]}.` }],
       max_tokens: tokens, temperature: 0, ignore_eos: true, stream: true, stream_options: { include_usage: true },
+      routing: true, // every token then comes as a chunk, even one whose text is held back (random models emit many)
     }),
   });
   if (!response.ok) throw new Error(`HTTP ${response.status}: ${await response.text()}`);
@@ -58,7 +59,7 @@ async function client(i) {
       buffer = buffer.slice(end + 2);
       if (data === '[DONE]') continue;
       const event = JSON.parse(data);
-      if (event.choices?.[0]?.delta?.content) first ??= performance.now();
+      if (event.choices?.[0]?.routing) first ??= performance.now();
       if (event.usage) usage = event.usage;
     }
   }

@@ -55,7 +55,7 @@ for (const target of backendCases.filter((b) => b.name !== 'reference')) {
 
     for (const dtype of DTYPES) {
       it(`matmul, ${dtype} weights: decode (T=1), small and blocked prefill, ragged widths`, async () => {
-        for (const [tokens, n, outDim] of [[1, 64, 40], [1, 70, 17], [3, 33, 9], [5, 128, 36], [37, 96, 70], [70, 200, 33]] as const) {
+        for (const [tokens, n, outDim] of [[1, 64, 40], [1, 70, 17], [3, 33, 9], [5, 128, 36], [12, 96, 38], [37, 96, 70], [70, 200, 33]] as const) {
           const inDim = width(dtype, n);
           await compare(backend, `matmul ${tokens}×${inDim}→${outDim}`, inDim, async (b) => b.matmul(act(b, 1, tokens, inDim), await weightOn(b, dtype, [outDim, inDim], 2)));
         }

@@ -28,6 +28,9 @@ const Kernels& kernels();
 // From this many tokens on, activations are transposed once and multiplied by tiles (tokens in vector lanes);
 // below it each weight row is streamed once per token (decode).
 constexpr size_t kMinTileTokens = 4;
+// The same for weights with a fused multi-token dot (multidot.h: one dequantization for all tokens), where the
+// dot path stays cheaper than widening rows for the tiles up to more tokens (batched decode of a few sequences).
+size_t min_tile_tokens(DType dtype);
 constexpr size_t kTokenBlock = 64;  // tokens per block of transposed activations (64 × 2048 floats = 512 KiB)
 
 inline size_t padded_tokens(size_t n) { return (n + 15) / 16 * 16; }

@@ -14,6 +14,7 @@
 #include "quant.h"
 #include "half.h"
 #include "gemm.h"
+#include "multidot.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -304,6 +305,8 @@ void transpose_tokens(const float* X, size_t x_stride, size_t n, size_t in, floa
 void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, float* out, size_t rs, size_t ts) {
   const Kernels& k = kernels();
   const size_t bytes_per_row = row_bytes(dtype, in);
+  // several tokens: dequantize each block once for all of them, four rows per activation load
+  if (n > 1 && dot_rows_tokens(X, n, in, static_cast<const char*>(W) + r0 * bytes_per_row, r1 - r0, bytes_per_row, dtype, out + r0 * rs, rs, ts)) return;
   for (size_t r = r0; r < r1; r++) {
     const void* row = static_cast<const char*>(W) + r * bytes_per_row;
     for (size_t j = 0; j < n; j++) out[r * rs + j * ts] = dot_any(k, X + j * in, row, dtype, in);
@@ -358,7 +361,7 @@ void gemm_tiles(const float* Xt, size_t npad, size_t n, size_t in, const void* W
 
 void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dtype, size_t row_begin, size_t row_end, float* out,
                size_t out_stride) {
-  if (n < kMinTileTokens) return gemm_dot(X, n, in_dim, W, dtype, row_begin, row_end, out, 1, out_stride);
+  if (n < min_tile_tokens(dtype)) return gemm_dot(X, n, in_dim, W, dtype, row_begin, row_end, out, 1, out_stride);
   const size_t npad = padded_tokens(n);
   thread_local std::vector<float> buffer;
   float* Xt = scratch(buffer, npad * in_dim);
@@ -368,7 +371,7 @@ void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dty
 
 void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType dtype, size_t out_dim, float* out) {
   const size_t blocks = (out_dim + kRowBlock - 1) / kRowBlock;
-  if (tokens < kMinTileTokens) {
+  if (tokens < min_tile_tokens(dtype)) {
     pool().parallel_for(blocks, [&](size_t b0, size_t b1) {
       gemm_dot(x, tokens, in_dim, W, dtype, b0 * kRowBlock, std::min(out_dim, b1 * kRowBlock), out, 1, out_dim);
     });
@@ -422,7 +425,7 @@ std::vector<ExpertGroup> group_slots(const ExpertArgs& a, std::vector<size_t>& o
   }
   size_t hidden_at = 0, ffn_at = 0;
   for (auto& g : groups) {
-    g.tiled = g.count >= kMinTileTokens;
+    g.tiled = g.count >= min_tile_tokens(a.dtype);
     g.npad = g.tiled ? padded_tokens(g.count) : g.count;
     g.hidden_at = hidden_at;
     g.ffn_at = ffn_at;
