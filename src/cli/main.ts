@@ -13,6 +13,7 @@ import { registerInfo } from './commands/info.js';
 import { registerLogits, registerRoute } from './commands/route.js';
 import { registerServe } from './commands/serve.js';
 import { registerTokenize } from './commands/tokenize.js';
+import { registerTrace } from './commands/trace.js';
 
 function buildProgram(): Command {
   const program = new Command('olmoe')
@@ -20,7 +21,7 @@ function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerDemo]) {
+  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerDemo]) {
     register(program);
   }
   program.commands.forEach((command) => command.exitOverride());
