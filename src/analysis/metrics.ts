@@ -118,7 +118,7 @@ function checkSameShape(a: TraceModel, b: TraceModel, aName: string, bName: stri
 }
 
 /**
- * Router saturation (paper §5.1, Eq. 5): for each layer, the share of the final checkpoint's k active experts that
+ * Router saturation (paper §5.1): for each layer, the share of the final checkpoint's k active experts that
  * the intermediate checkpoint t also activates for the same token, averaged over the N tokens of the corpus:
  *
  *   saturation(t) = (1/N) · Σ_{n=1..N} |E_n^(t) ∩ E_n^(T)| / k
@@ -213,7 +213,7 @@ export interface CoActivation {
 }
 
 /**
- * Expert co-activation (paper §5.2, Eq. 6): in one layer, for experts Ei and Ej,
+ * Expert co-activation (paper §5.2): in one layer, for experts Ei and Ej,
  *
  *   coactivation(Ei, Ej) = N_{Ei,Ej} / N_{Ei}
  *
@@ -387,7 +387,7 @@ export interface VocabularySpecialization {
 }
 
 /**
- * Vocabulary specialization (paper §5.4, Eq. 8): in one layer, for a token id x and an expert Ei,
+ * Vocabulary specialization (paper §5.4): in one layer, for a token id x and an expert Ei,
  *
  *   specialization(Ei, x) = N^(k)_{x,Ei} / N_x
  *
