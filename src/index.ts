@@ -32,3 +32,5 @@ export { argmax } from './generate/sampling.js';
 export { TRACE_VERSION, memoryTrace, type Trace, type TraceChunk, type TraceHeader, type TraceModel } from './analysis/trace.js';
 export { openTrace, readIndex, TraceWriter, TRACE_INDEX, type TraceIndex, type TracePart } from './analysis/trace-file.js';
 export { recordTrace, readDocuments, modelFingerprint, traceModel, type TraceDocument, type RecordOptions, type RecordProgress } from './analysis/record.js';
+export * from './analysis/metrics.js';
+export { analyzeTraces, type AnalyzeOptions, type AnalysisResult } from './analysis/report.js';

@@ -2,6 +2,7 @@
 /** The `olmoe` command. Machine-readable output goes to stdout, messages and progress to stderr. */
 import { Command, CommanderError } from 'commander';
 import { OlmoeError } from '../index.js';
+import { registerAnalyze } from './commands/analyze.js';
 import { registerBench } from './commands/bench.js';
 import { registerChat } from './commands/chat.js';
 import { registerConvert } from './commands/convert.js';
@@ -21,7 +22,7 @@ function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerDemo]) {
+  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerDemo]) {
     register(program);
   }
   program.commands.forEach((command) => command.exitOverride());

@@ -1,0 +1,130 @@
+/**
+ * Plot specs (Vega-Lite) for the routing analyses, in the manner of the OLMoE paper's figures, and their
+ * headless rendering: Vega → SVG, resvg → PNG. Specs are plain data built from metric results.
+ */
+import { Resvg } from '@resvg/resvg-js';
+import * as vega from 'vega';
+import { compile, type TopLevelSpec } from 'vega-lite';
+
+export type Spec = TopLevelSpec;
+
+const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
+const FONT = { config: { font: 'DejaVu Sans, Liberation Sans, Arial, sans-serif', view: { stroke: null } } } as const;
+
+export async function renderSvg(spec: Spec): Promise<string> {
+  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
+  const svg = await view.toSVG();
+  view.finalize();
+  return svg;
+}
+
+export function renderPng(svg: string, scale = 2): Uint8Array {
+  return new Resvg(svg, { fitTo: { mode: 'zoom', value: scale }, font: { loadSystemFonts: true }, background: 'white' }).render().asPng();
+}
+
+/** Figure 5: router saturation of each checkpoint against the final one, per layer (k = 1 and top-k). */
+export function saturationSpec(rows: { checkpoint: string; order: number; layer: number; k: string; saturation: number }[]): Spec {
+  return {
+    $schema: SCHEMA,
+    ...FONT,
+    title: { text: 'Router saturation', subtitle: 'share of the final checkpoint\'s experts already chosen at each checkpoint, same tokens' },
+    data: { values: rows },
+    facet: { column: { field: 'k', type: 'nominal', title: null } },
+    spec: {
+      width: 320,
+      height: 240,
+      mark: { type: 'line', point: true },
+      encoding: {
+        x: { field: 'checkpoint', type: 'ordinal', sort: { field: 'order' }, title: 'checkpoint' },
+        y: { field: 'saturation', type: 'quantitative', scale: { domain: [0, 1] }, axis: { format: '%' }, title: 'saturation' },
+        color: { field: 'layer', type: 'ordinal', scale: { scheme: 'viridis' } },
+      },
+    },
+  } as Spec;
+}
+
+/** Figure 7: per expert, the share of a domain's tokens routed to it, against the uniform baseline k/E. */
+export function domainSpec(rows: { domain: string; expert: number; value: number }[], uniform: number, title: string): Spec {
+  return {
+    $schema: SCHEMA,
+    ...FONT,
+    title: { text: title, subtitle: `dashed: uniform routing (k/E = ${uniform.toFixed(3)})` },
+    width: 900,
+    height: 220,
+    layer: [
+      {
+        data: { values: rows },
+        mark: 'bar',
+        encoding: {
+          x: { field: 'expert', type: 'ordinal', title: 'expert', axis: { labelFontSize: 8 } },
+          xOffset: { field: 'domain', type: 'nominal' },
+          y: { field: 'value', type: 'quantitative', axis: { format: '%' }, title: 'tokens of the domain routed here' },
+          color: { field: 'domain', type: 'nominal', scale: { scheme: 'tableau10' } },
+          tooltip: [{ field: 'domain' }, { field: 'expert' }, { field: 'value', format: '.3f' }],
+        },
+      },
+      { data: { values: [{ uniform }] }, mark: { type: 'rule', strokeDash: [4, 3], color: '#333' }, encoding: { y: { field: 'uniform', type: 'quantitative' } } },
+    ],
+  } as Spec;
+}
+
+/** Figure 6: vocabulary specialization per layer, for input, predicted and ground-truth output tokens. */
+export function vocabularySpec(rows: { layer: number; kind: string; k: string; value: number }[]): Spec {
+  return {
+    $schema: SCHEMA,
+    ...FONT,
+    title: { text: 'Vocabulary specialization', subtitle: 'mean over token ids of the share of a token\'s occurrences that its most specialized expert takes' },
+    data: { values: rows },
+    facet: { column: { field: 'k', type: 'nominal', title: null } },
+    spec: {
+      width: 320,
+      height: 240,
+      mark: { type: 'line', point: true },
+      encoding: {
+        x: { field: 'layer', type: 'ordinal' },
+        y: { field: 'value', type: 'quantitative', scale: { domain: [0, 1] }, axis: { format: '%' }, title: 'specialization' },
+        color: { field: 'kind', type: 'nominal', title: 'token', scale: { scheme: 'set1' } },
+      },
+    },
+  } as Spec;
+}
+
+/** Figure H2: co-activation among the most co-activated experts of a layer. */
+export function coActivationSpec(experts: number[], matrix: number[][], layer: number): Spec {
+  const values = experts.flatMap((from, i) => experts.map((to, j) => ({ from: `E${from}`, to: `E${to}`, value: i === j ? null : matrix[i]![j] })));
+  const order = experts.map((e) => `E${e}`);
+  return {
+    $schema: SCHEMA,
+    ...FONT,
+    title: { text: `Expert co-activation, layer ${layer}`, subtitle: 'row expert → share of its tokens that also go to the column expert' },
+    data: { values },
+    width: 14 * experts.length,
+    height: 14 * experts.length,
+    mark: 'rect',
+    encoding: {
+      x: { field: 'to', type: 'ordinal', sort: order, title: null, axis: { labelFontSize: 8 } },
+      y: { field: 'from', type: 'ordinal', sort: order, title: null, axis: { labelFontSize: 8 } },
+      color: { field: 'value', type: 'quantitative', scale: { scheme: 'blues', domain: [0, 1] }, title: 'co-activation' },
+      tooltip: [{ field: 'from' }, { field: 'to' }, { field: 'value', format: '.3f' }],
+    },
+  } as Spec;
+}
+
+/** Expert load: share of routed slots per layer and expert (uniform = 1/E). */
+export function loadSpec(rows: { layer: number; expert: number; share: number }[], experts: number): Spec {
+  return {
+    $schema: SCHEMA,
+    ...FONT,
+    title: { text: 'Expert load', subtitle: `share of routed slots per layer (uniform: 1/${experts} = ${(1 / experts).toFixed(4)})` },
+    data: { values: rows },
+    width: Math.max(300, 12 * experts),
+    height: 12 * (Math.max(...rows.map((r) => r.layer)) + 1),
+    mark: 'rect',
+    encoding: {
+      x: { field: 'expert', type: 'ordinal', axis: { labelFontSize: 8 } },
+      y: { field: 'layer', type: 'ordinal' },
+      color: { field: 'share', type: 'quantitative', scale: { scheme: 'viridis' } },
+      tooltip: [{ field: 'layer' }, { field: 'expert' }, { field: 'share', format: '.4f' }],
+    },
+  } as Spec;
+}
