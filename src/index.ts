@@ -34,3 +34,4 @@ export { openTrace, readIndex, TraceWriter, TRACE_INDEX, type TraceIndex, type T
 export { recordTrace, readDocuments, modelFingerprint, traceModel, type TraceDocument, type RecordOptions, type RecordProgress } from './analysis/record.js';
 export * from './analysis/metrics.js';
 export { analyzeTraces, type AnalyzeOptions, type AnalysisResult } from './analysis/report.js';
+export { expertsForDomain, writePrunedCheckpoint, perplexity } from './analysis/prune.js';
