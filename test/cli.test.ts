@@ -20,7 +20,7 @@ describe('olmoe CLI', () => {
   it('--help lists every verb, and every verb has --help', () => {
     const help = olmoe(['--help']);
     assert.equal(help.code, 0);
-    const verbs = ['generate', 'chat', 'info', 'route', 'logits', 'tokenize', 'download', 'create-random', 'demo'];
+    const verbs = ['generate', 'chat', 'info', 'route', 'logits', 'tokenize', 'download', 'create-random', 'convert', 'quantize', 'bench', 'serve', 'trace', 'analyze', 'prune', 'demo'];
     for (const verb of verbs) {
       assert.match(help.stdout, new RegExp(`\\b${verb}\\b`));
       const verbHelp = olmoe([verb, '--help']);
