@@ -22,7 +22,7 @@ std::pair<size_t, size_t> chunk(size_t n, int parts, int index) {
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
-  for (int i = 1; i < threads; i++) workers_.emplace_back([this, i] { work(i); });
+  for (int i = 1; i < threads; i++) workers_.emplace_back([this] { work(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -34,7 +34,7 @@ ThreadPool::~ThreadPool() {
   for (auto& worker : workers_) worker.join();
 }
 
-void ThreadPool::work(int index) {
+void ThreadPool::work() {
   size_t seen = 0;
   for (;;) {
     auto spin_until = std::chrono::steady_clock::now() + kSpin;
@@ -45,9 +45,24 @@ void ThreadPool::work(int index) {
     }
     if (stop_) return;
     seen = generation_.load(std::memory_order_acquire);
-    auto [begin, end] = chunk(job_size_, threads(), index);
+    run_chunks(seen);
+  }
+}
+
+// Claim and run chunks of job `generation` until none is left. The job's function and sizes are read only after
+// a successful claim, while the caller still waits for that chunk, so a late worker never touches a finished job.
+void ThreadPool::run_chunks(size_t generation) {
+  const uint64_t tag = static_cast<uint64_t>(generation & 0xffffffffu) << 32;
+  uint64_t current = claim_.load(std::memory_order_acquire);
+  for (;;) {
+    if ((current & ~uint64_t{0xffffffffu}) != tag) return;  // another job's claim word
+    const size_t index = static_cast<size_t>(current & 0xffffffffu);
+    if (index >= parts_) return;
+    if (!claim_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    auto [begin, end] = chunk(job_size_, static_cast<int>(parts_), static_cast<int>(index));
     if (begin < end) (*job_)(begin, end);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    finished_.fetch_add(1, std::memory_order_acq_rel);
+    current = claim_.load(std::memory_order_acquire);
   }
 }
 
@@ -59,15 +74,21 @@ void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t)
   std::lock_guard<std::mutex> one_job(submit_);
   job_ = &fn;
   job_size_ = n;
-  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  parts_ = std::min(n, static_cast<size_t>(2 * threads()));
+  finished_.store(0, std::memory_order_relaxed);
+  size_t generation;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    generation_.fetch_add(1, std::memory_order_release);
+    generation = generation_.load(std::memory_order_relaxed) + 1;
+    claim_.store(static_cast<uint64_t>(generation & 0xffffffffu) << 32, std::memory_order_release);
+    generation_.store(generation, std::memory_order_release);
   }
   wake_.notify_all();
-  auto [begin, end] = chunk(n, threads(), 0);
-  if (begin < end) fn(begin, end);
-  while (pending_.load(std::memory_order_acquire) != 0) OLMOE_PAUSE();
+  run_chunks(generation);
+  while (finished_.load(std::memory_order_acquire) != parts_) OLMOE_PAUSE();
+  // Close the job before its sizes change: a worker still holding this job's claim word now fails its
+  // compare-exchange, even if it reads the next job's parts_.
+  claim_.store(static_cast<uint64_t>(generation & 0xffffffffu) << 32 | 0xffffffffu, std::memory_order_release);
 }
 
 ThreadPool& pool() {

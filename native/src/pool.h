@@ -1,8 +1,10 @@
-// A persistent thread pool: parallel_for splits [0, n) into contiguous chunks, one per thread (the caller runs
-// chunk 0). Idle workers spin briefly before sleeping, because decode issues hundreds of short jobs per token and
-// a condition-variable wake-up costs tens of microseconds.
+// A persistent thread pool: parallel_for splits [0, n) into contiguous chunks (two per thread) that the caller and
+// the workers claim in order, so a worker the OS has not scheduled yet (another process busy on the core) delays
+// nothing: whoever is running takes its chunks. Idle workers spin briefly before sleeping, because decode issues
+// hundreds of short jobs per token and a condition-variable wake-up costs tens of microseconds.
 #pragma once
 #include <atomic>
+#include <cstdint>
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
@@ -21,7 +23,8 @@ class ThreadPool {
   void parallel_for(size_t n, const std::function<void(size_t, size_t)>& fn);
 
  private:
-  void work(int index);
+  void work();
+  void run_chunks(size_t generation);
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::mutex submit_;  // one job at a time: JS worker threads of one process share this pool
@@ -29,7 +32,10 @@ class ThreadPool {
   const std::function<void(size_t, size_t)>* job_ = nullptr;
   size_t job_size_ = 0;
   std::atomic<size_t> generation_{0};
-  std::atomic<int> pending_{0};
+  size_t parts_ = 0;
+  // (generation << 32) | next unclaimed chunk: a claim succeeds only for the job it was meant for.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<size_t> finished_{0};
   std::atomic<bool> stop_{false};
 };
 
