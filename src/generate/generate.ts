@@ -42,10 +42,13 @@ export interface GenerationResult {
   decodeMs: number;
 }
 
+/** Prompt tokens per forward pass: long prompts prefill in chunks, so an abort lands within one. */
+const PREFILL_CHUNK = 64;
+
 export async function* generate(lm: LanguageModel, promptIds: readonly number[], opts: GenerateOptions = {}): AsyncGenerator<TokenEvent, GenerationResult> {
   const run = new GenerationRun(lm, promptIds, resolveOptions(opts, lm.generation, lm.model.config.eosTokenIds));
   while (!run.finished) {
-    const [event] = advance(lm.model, [run]);
+    const [event] = advance(lm.model, [run], true, PREFILL_CHUNK);
     if (event) yield event;
     await new Promise((resolve) => setImmediate(resolve)); // let abort signals and I/O through between tokens
   }
@@ -79,14 +82,15 @@ export class GenerationBatch {
   private readonly prefillChunk: number;
 
   /**
-   * `prefillChunk`: while other generations run, at most this many prompt tokens of one generation per step, so a
-   * long prompt that joins does not stall the others' streams for its whole prefill (default: no limit).
+   * `prefillChunk`: at most this many prompt tokens of one generation per step, so a long prompt that joins does not
+   * stall the others' streams for its whole prefill, and a removal lands within one chunk (default 64; chunks of
+   * 64 to 512 tokens prefill equally fast here: 85–91 tok/s on the full-size Q4_0 model).
    */
   constructor(
     private readonly lm: LanguageModel,
     opts: { prefillChunk?: number } = {},
   ) {
-    this.prefillChunk = opts.prefillChunk ?? Infinity;
+    this.prefillChunk = opts.prefillChunk ?? PREFILL_CHUNK;
     if (!(this.prefillChunk >= 1)) throw new InputError(`prefill chunk ${opts.prefillChunk} must be at least 1 token`);
   }
 
@@ -123,7 +127,7 @@ export class GenerationBatch {
         return false;
       }
     });
-    advance(this.lm.model, live, false, live.length > 1 ? this.prefillChunk : Infinity); // alone, nobody waits
+    advance(this.lm.model, live, false, this.prefillChunk);
     this.runs.splice(0, this.runs.length, ...live.filter((run) => !run.finished));
     return results;
   }

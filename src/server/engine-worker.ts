@@ -31,7 +31,7 @@ async function main(spec: EngineSpec): Promise<void> {
     send({ type: 'failed', message: error instanceof Error ? error.message : String(error), code: error instanceof OlmoeError ? error.code : undefined });
     return;
   }
-  const engine = new BatchEngine(pretrained, spec.prefillChunk ?? 128);
+  const engine = new BatchEngine(pretrained, spec.prefillChunk ?? 64);
   port.on('message', (message: ToWorker) => {
     if (message.type === 'abort') engine.abort(message.job);
     else engine.start(message.job, message.request);

@@ -26,7 +26,7 @@ export function registerServe(program: Command): void {
     .option('--model-id <id>', 'the model name clients send (default: the folder or file name, or the hub id)')
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1/* (default: $OLMOE_API_KEY, else none)', process.env.OLMOE_API_KEY)
     .option('--parallel <n>', 'requests generating at once, as one continuous batch', positive('--parallel'), 4)
-    .option('--prefill-chunk <n>', 'prompt tokens per step while other requests generate (keeps their streams going)', positive('--prefill-chunk'), 128)
+    .option('--prefill-chunk <n>', 'prompt tokens per step (a long prompt does not stall the other streams; a disconnect lands within one chunk)', positive('--prefill-chunk'), 64)
     .option('--queue <n>', 'requests that may wait for a slot; more get 429', parseInteger('--queue'), 16)
     .option('--max-body <bytes>', 'largest request body accepted (413 beyond)', positive('--max-body'), 4 << 20);
   addModelOptions(command).action(runServe);
