@@ -22,25 +22,26 @@ export function renderPng(svg: string, scale = 2): Uint8Array {
   return new Resvg(svg, { fitTo: { mode: 'zoom', value: scale }, font: { loadSystemFonts: true }, background: 'white' }).render().asPng();
 }
 
-/** Figure 5: router saturation of each checkpoint against the final one, per layer (k = 1 and top-k). */
-export function saturationSpec(rows: { checkpoint: string; order: number; layer: number; k: string; saturation: number }[]): Spec {
+/** Line charts over a category, one panel per k: the shape of Figures 5 and 6. */
+function kPanels(title: string, subtitle: string, rows: object[], x: object, y: object, color: object): Spec {
   return {
     $schema: SCHEMA,
     ...FONT,
-    title: { text: 'Router saturation', subtitle: 'share of the final checkpoint\'s experts already chosen at each checkpoint, same tokens' },
+    title: { text: title, subtitle },
     data: { values: rows },
     facet: { column: { field: 'k', type: 'nominal', title: null } },
-    spec: {
-      width: 320,
-      height: 240,
-      mark: { type: 'line', point: true },
-      encoding: {
-        x: { field: 'checkpoint', type: 'ordinal', sort: { field: 'order' }, title: 'checkpoint' },
-        y: { field: 'saturation', type: 'quantitative', scale: { domain: [0, 1] }, axis: { format: '%' }, title: 'saturation' },
-        color: { field: 'layer', type: 'ordinal', scale: { scheme: 'viridis' } },
-      },
-    },
+    spec: { width: 320, height: 240, mark: { type: 'line', point: true }, encoding: { x, y, color } },
   } as Spec;
+}
+
+const SHARE_AXIS = { type: 'quantitative', scale: { domain: [0, 1] }, axis: { format: '%' } } as const;
+
+/** Figure 5: router saturation of each checkpoint against the final one, per layer (k = 1 and top-k). */
+export function saturationSpec(rows: { checkpoint: string; order: number; layer: number; k: string; saturation: number }[]): Spec {
+  return kPanels('Router saturation', 'share of the final checkpoint\'s experts already chosen at each checkpoint, same tokens', rows,
+    { field: 'checkpoint', type: 'ordinal', sort: { field: 'order' }, title: 'checkpoint' },
+    { field: 'saturation', ...SHARE_AXIS, title: 'saturation' },
+    { field: 'layer', type: 'ordinal', scale: { scheme: 'viridis' } });
 }
 
 /** Figure 7: per expert, the share of a domain's tokens routed to it, against the uniform baseline k/E. */
@@ -70,23 +71,10 @@ export function domainSpec(rows: { domain: string; expert: number; value: number
 
 /** Figure 6: vocabulary specialization per layer, for input, predicted and ground-truth output tokens. */
 export function vocabularySpec(rows: { layer: number; kind: string; k: string; value: number }[]): Spec {
-  return {
-    $schema: SCHEMA,
-    ...FONT,
-    title: { text: 'Vocabulary specialization', subtitle: 'mean over token ids of the share of a token\'s occurrences that its most specialized expert takes' },
-    data: { values: rows },
-    facet: { column: { field: 'k', type: 'nominal', title: null } },
-    spec: {
-      width: 320,
-      height: 240,
-      mark: { type: 'line', point: true },
-      encoding: {
-        x: { field: 'layer', type: 'ordinal' },
-        y: { field: 'value', type: 'quantitative', scale: { domain: [0, 1] }, axis: { format: '%' }, title: 'specialization' },
-        color: { field: 'kind', type: 'nominal', title: 'token', scale: { scheme: 'set1' } },
-      },
-    },
-  } as Spec;
+  return kPanels('Vocabulary specialization', 'mean over token ids of the share of a token\'s occurrences that its most specialized expert takes', rows,
+    { field: 'layer', type: 'ordinal' },
+    { field: 'value', ...SHARE_AXIS, title: 'specialization' },
+    { field: 'kind', type: 'nominal', title: 'token', scale: { scheme: 'set1' } });
 }
 
 /** Figure H2: co-activation among the most co-activated experts of a layer. */
