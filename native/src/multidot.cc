@@ -8,8 +8,8 @@
 #include "gemm.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
 #define OLMOE_X86 1
+#include "quant-blocks.h"
 #endif
 
 namespace olmoe {
@@ -17,32 +17,17 @@ namespace olmoe {
 namespace {
 
 #ifdef OLMOE_X86
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define AVX512 OLMOE_AVX512
 
-AVX512 inline __m512 block_scale(const uint8_t* block) {
-  uint16_t bits;
-  std::memcpy(&bits, block, 2);
-  return _mm512_set1_ps(_cvtsh_ss(bits));
-}
-
-// The 32 weights of one block as two vectors: weights [0, 16) and [16, 32).
+// The 32 weights of one block as two vectors (quant-blocks.h), and the block's size in bytes.
 struct Q4_0 {
   static constexpr size_t kBytes = 18;
-  AVX512 static inline void load(const uint8_t* w, __m512& low, __m512& high) {
-    const __m512 table = _mm512_mul_ps(_mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7), block_scale(w));
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
-    low = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(raw), table);  // vpermps reads the low 4 bits of each index
-    high = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_srli_epi16(raw, 4)), table);
-  }
+  AVX512 static inline void load(const uint8_t* w, __m512& low, __m512& high) { q4_0_values(w, low, high); }
 };
 
 struct Q8_0 {
   static constexpr size_t kBytes = 34;
-  AVX512 static inline void load(const uint8_t* w, __m512& low, __m512& high) {
-    const __m512 d = block_scale(w);
-    low = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2)))), d);
-    high = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 18)))), d);
-  }
+  AVX512 static inline void load(const uint8_t* w, __m512& low, __m512& high) { q8_0_values(w, low, high); }
 };
 
 // N tokens (rows of X, stride `in`) · one row of blocks; two accumulators per token (low and high halves).

@@ -8,6 +8,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define OLMOE_X86 1
+#include "quant-blocks.h"
 #endif
 
 namespace olmoe {
@@ -119,20 +120,13 @@ size_t block_bytes(DType dtype) {
 }
 
 #ifdef OLMOE_X86
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-
-AVX512 inline float f16_scale(const uint8_t* p) {
-  uint16_t bits;
-  std::memcpy(&bits, p, 2);
-  return _cvtsh_ss(bits);
-}
+#define AVX512 OLMOE_AVX512
 
 AVX512 inline void q8_0_block(const float* x, const uint8_t* w, __m512& low_sum, __m512& high_sum) {
-  const __m512 d = _mm512_set1_ps(f16_scale(w));
-  const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
-  const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 18));
-  low_sum = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d), _mm512_loadu_ps(x), low_sum);
-  high_sum = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d), _mm512_loadu_ps(x + 16), high_sum);
+  __m512 low, high;
+  q8_0_values(w, low, high);
+  low_sum = _mm512_fmadd_ps(low, _mm512_loadu_ps(x), low_sum);
+  high_sum = _mm512_fmadd_ps(high, _mm512_loadu_ps(x + 16), high_sum);
 }
 
 AVX512 float dot_q8_0_avx512(const float* x, const uint8_t* w, size_t n) {
@@ -146,18 +140,11 @@ AVX512 float dot_q8_0_avx512(const float* x, const uint8_t* w, size_t n) {
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
 }
 
-// Nibble q dequantizes to (q − 8)·d: a 16-entry table of those products per block, looked up by vpermps with the
-// nibbles as indices (vpermps reads only the low 4 bits, so the high nibble needs no mask after the shift).
-AVX512 inline __m512 q4_0_table(const uint8_t* block) {
-  const __m512 offsets = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm512_mul_ps(offsets, _mm512_set1_ps(f16_scale(block)));
-}
-
 AVX512 inline void q4_0_block(const float* x, const uint8_t* w, __m512& low_sum, __m512& high_sum) {
-  const __m512 table = q4_0_table(w);
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
-  low_sum = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(raw), table), _mm512_loadu_ps(x), low_sum);
-  high_sum = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_srli_epi16(raw, 4)), table), _mm512_loadu_ps(x + 16), high_sum);
+  __m512 low, high;
+  q4_0_values(w, low, high);
+  low_sum = _mm512_fmadd_ps(low, _mm512_loadu_ps(x), low_sum);
+  high_sum = _mm512_fmadd_ps(high, _mm512_loadu_ps(x + 16), high_sum);
 }
 
 // Two blocks per iteration into four accumulators: independent chains keep the shuffle and FMA units busy.
@@ -206,20 +193,14 @@ AVX512 void dot4_q4_0_avx512(const float* x, const uint8_t* w, size_t apart, siz
                           _mm512_add_ps(acc[3][0], acc[3][1])));
 }
 
-AVX512 void dequantize_q8_0_avx512(const uint8_t* w, size_t n, float* y) {
-  for (size_t i = 0; i < n; i += 32, w += 34) {
-    const __m512 d = _mm512_set1_ps(f16_scale(w));
-    _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2)))), d));
-    _mm512_storeu_ps(y + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 18)))), d));
-  }
-}
-
-AVX512 void dequantize_q4_0_avx512(const uint8_t* w, size_t n, float* y) {
-  for (size_t i = 0; i < n; i += 32, w += 18) {
-    const __m512 table = q4_0_table(w);
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
-    _mm512_storeu_ps(y + i, _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(raw), table));
-    _mm512_storeu_ps(y + i + 16, _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_srli_epi16(raw, 4)), table));
+// Blocks of 32 as two vectors each (quant-blocks.h) into y.
+template <void (*values)(const uint8_t*, __m512&, __m512&), size_t kBytes>
+AVX512 void dequantize_blocks_avx512(const uint8_t* w, size_t n, float* y) {
+  for (size_t i = 0; i < n; i += 32, w += kBytes) {
+    __m512 low, high;
+    values(w, low, high);
+    _mm512_storeu_ps(y + i, low);
+    _mm512_storeu_ps(y + i + 16, high);
   }
 }
 
@@ -253,8 +234,8 @@ size_t row_bytes(DType dtype, size_t n) { return n / block_elements(dtype) * blo
 
 void dequantize_row(DType dtype, const uint8_t* src, size_t n, float* dst) {
 #ifdef OLMOE_X86
-  if (dtype == DType::Q8_0 && has_avx512()) return dequantize_q8_0_avx512(src, n, dst);
-  if (dtype == DType::Q4_0 && has_avx512()) return dequantize_q4_0_avx512(src, n, dst);
+  if (dtype == DType::Q8_0 && has_avx512()) return dequantize_blocks_avx512<q8_0_values, 34>(src, n, dst);
+  if (dtype == DType::Q4_0 && has_avx512()) return dequantize_blocks_avx512<q4_0_values, 18>(src, n, dst);
 #endif
   const size_t elements = block_elements(dtype), bytes = block_bytes(dtype);
   for (size_t i = 0; i < n; i += elements, src += bytes) dequantize_block(dtype, src, dst + i);
