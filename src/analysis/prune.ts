@@ -3,10 +3,11 @@
  * performance", made a tool): keep, in every layer, the N experts that a domain's tokens use most, and write the
  * smaller checkpoint. Perplexity on held-out text of the domain measures what it costs.
  */
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DType } from '../core/dtype.js';
 import { InputError, UnsupportedError, withIo } from '../core/errors.js';
+import { readTensorBytes } from '../io/safetensors.js';
 import { SafetensorsWriter } from '../io/safetensors-writer.js';
 import { openCheckpoint } from '../model/load.js';
 import type { OlmoeModel } from '../model/olmoe.js';
@@ -48,9 +49,9 @@ export function writePrunedCheckpoint(src: string, dst: string, keep: readonly (
     const entry = checkpoint.tensors.get(spec.hf);
     if (!entry) continue; // e.g. a tied lm_head
     const layerMatch = /^model\.layers\.(\d+)\.mlp\.(gate|experts\.(\d+)\.)/.exec(spec.hf);
-    const read = (offset = 0, length = entry.byteLength) => () => readBytes(entry.file, entry.offset + offset, length);
+    const read = () => readTensorBytes(entry);
     if (!layerMatch) {
-      specs.push({ name: spec.hf, dtype: entry.dtype, shape: [...entry.shape], read: read() });
+      specs.push({ name: spec.hf, dtype: entry.dtype, shape: [...entry.shape], read });
       continue;
     }
     const layer = Number(layerMatch[1]);
@@ -59,12 +60,15 @@ export function writePrunedCheckpoint(src: string, dst: string, keep: readonly (
       const rowBytes = entry.byteLength / entry.shape[0]!;
       specs.push({
         name: spec.hf, dtype: entry.dtype, shape: [n, entry.shape[1]!],
-        read: () => concat(kept.map((e) => readBytes(entry.file, entry.offset + e * rowBytes, rowBytes))),
+        read: () => {
+          const rows = read();
+          return concat(kept.map((e) => rows.subarray(e * rowBytes, (e + 1) * rowBytes)));
+        },
       });
     } else {
       const expert = Number(layerMatch[3]);
       const at = kept.indexOf(expert);
-      if (at >= 0) specs.push({ name: spec.hf.replace(`experts.${expert}.`, `experts.${at}.`), dtype: entry.dtype, shape: [...entry.shape], read: read() });
+      if (at >= 0) specs.push({ name: spec.hf.replace(`experts.${expert}.`, `experts.${at}.`), dtype: entry.dtype, shape: [...entry.shape], read });
     }
   }
   const staging = `${dst.replace(/[\\/]+$/, '')}.tmp-${process.pid}`;
@@ -81,22 +85,6 @@ export function writePrunedCheckpoint(src: string, dst: string, keep: readonly (
     for (const name of readdirSync(staging)) withIo(join(dst, name), 'write', () => renameSync(join(staging, name), join(dst, name)));
   } finally {
     rmSync(staging, { recursive: true, force: true });
-  }
-}
-
-function readBytes(file: string, offset: number, length: number): Uint8Array {
-  const fd = openSync(file, 'r');
-  try {
-    const out = new Uint8Array(length);
-    let done = 0;
-    while (done < length) {
-      const read = readSync(fd, out, done, length - done, offset + done);
-      if (read === 0) throw new InputError(`${file}: ends before byte ${offset + length}`);
-      done += read;
-    }
-    return out;
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -34,7 +34,7 @@ export interface RecordOptions {
   /** Stop after this many documents / tokens (this run). */
   maxDocuments?: number;
   maxTokens?: number;
-  onProgress?: (progress: RecordProgress & { bytes?: number }) => void;
+  onProgress?: (progress: RecordProgress) => void;
 }
 
 /**

@@ -73,8 +73,9 @@ export async function analyzeTraces(traces: readonly Trace[], outDir: string, op
     const names = opts.names ?? traces.map((t, i) => `${i}: ${t.header.model.name}`);
     const rows: { checkpoint: string; order: number; layer: number; k: string; saturation: number }[] = [];
     for (const [order, trace] of traces.entries()) {
+      const intermediate = order === traces.length - 1 ? undefined : cached(trace); // read once for both k
       for (const k of [1, K]) {
-        const values = order === traces.length - 1 ? Array(L).fill(1) : routerSaturation(cached(trace), final, { k });
+        const values = intermediate ? routerSaturation(intermediate, final, { k }) : Array(L).fill(1);
         values.forEach((saturation, layer) => rows.push({ checkpoint: names[order]!, order, layer, k: `k = ${k}`, saturation }));
       }
     }

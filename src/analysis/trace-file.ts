@@ -124,6 +124,7 @@ function chunkOf(batch: RecordBatch, path: string, routeWidth: number, probsWidt
  */
 export class TraceWriter {
   readonly index: TraceIndex;
+  private readonly partTokens: number;
   private pending: TraceChunk[] = [];
   private pendingTokens = 0;
 
@@ -154,8 +155,6 @@ export class TraceWriter {
       this.writeIndex();
     }
   }
-
-  private readonly partTokens: number;
 
   /** Documents already recorded (a resumed recording skips this many). */
   get documentsDone(): number {

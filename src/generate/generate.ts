@@ -48,7 +48,8 @@ const PREFILL_CHUNK = 64;
 export async function* generate(lm: LanguageModel, promptIds: readonly number[], opts: GenerateOptions = {}): AsyncGenerator<TokenEvent, GenerationResult> {
   const run = new GenerationRun(lm, promptIds, resolveOptions(opts, lm.generation, lm.model.config.eosTokenIds));
   while (!run.finished) {
-    const [event] = advance(lm.model, [run], true, PREFILL_CHUNK);
+    const event = run.canSample ? run.sample() : undefined;
+    forwardPending(lm.model, [run], PREFILL_CHUNK); // the sampled token's routing is observed before its event goes out
     if (event) yield event;
     await new Promise((resolve) => setImmediate(resolve)); // let abort signals and I/O through between tokens
   }
@@ -113,8 +114,8 @@ export class GenerationBatch {
 
   /**
    * One step for every generation. Returns the token events of this step; a generation that finished in it has
-   * `finished` set and has left the batch (its held-back text comes from `flush()`). A signal that aborted makes
-   * `step` throw for that generation only after removing it: the caller sees `{ run, error }`.
+   * `finished` set and has left the batch (its held-back text comes from `flush()`). A generation whose signal
+   * aborted leaves the batch and is reported as `{ run, error }`; the others go on.
    */
   step(): { run: GenerationRun; event?: TokenEvent; error?: unknown }[] {
     const results: { run: GenerationRun; event?: TokenEvent; error?: unknown }[] = [];
@@ -127,25 +128,19 @@ export class GenerationBatch {
         return false;
       }
     });
-    advance(this.lm.model, live, false, this.prefillChunk);
+    forwardPending(this.lm.model, live, this.prefillChunk);
     this.runs.splice(0, this.runs.length, ...live.filter((run) => !run.finished));
     return results;
   }
 }
 
-/**
- * One step over `runs`: sample where there are logits (when `sample`), then one forward pass over every run's
- * pending tokens. The sampled token's routing is observed before its event is returned.
- */
-function advance(model: OlmoeModel, runs: readonly GenerationRun[], sample = true, chunk = Infinity): (TokenEvent | undefined)[] {
-  const events = sample ? runs.map((run) => (run.canSample ? run.sample() : undefined)) : [];
+/** One forward pass over the pending tokens (up to `chunk` per run) of every run that has any. */
+function forwardPending(model: OlmoeModel, runs: readonly GenerationRun[], chunk: number): void {
   const pending = runs.filter((run) => run.pendingInput !== undefined);
-  if (pending.length > 0) {
-    const logits = model.backend.toFloat32(model.forwardBatch(pending.map((run) => run.batchInput(chunk))));
-    const vocab = logits.length / pending.length;
-    pending.forEach((run, i) => run.accept(logits.slice(i * vocab, (i + 1) * vocab)));
-  }
-  return events;
+  if (pending.length === 0) return;
+  const logits = model.backend.toFloat32(model.forwardBatch(pending.map((run) => run.batchInput(chunk))));
+  const vocab = logits.length / pending.length;
+  pending.forEach((run, i) => run.accept(logits.slice(i * vocab, (i + 1) * vocab)));
 }
 
 /** The state of one generation: sequence so far, KV cache, sampler, detokenizer and stop rules. */

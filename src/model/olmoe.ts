@@ -159,7 +159,7 @@ export class OlmoeModel {
     const routing = this.backend.router(x, layer.router, { topK: this.config.numExpertsPerTok, normTopKProb: this.config.normTopKProb });
     let offset = 0;
     for (const { ids, start, observer } of batch) {
-      observer?.(batch.length === 1 ? { ...routing, layer: index, start } : { ...routingRows(routing, offset, ids.length), layer: index, start });
+      observer?.({ ...routingRows(routing, offset, ids.length), layer: index, start });
       offset += ids.length;
     }
     return this.backend.experts(x, layer.experts, routing); // [N, D]

@@ -8,8 +8,6 @@ import { OlmoeError } from '../index.js';
 import type { EngineSpec, FromWorker, JobRequest, JobSummary, ModelInfo, TokenRouting } from './protocol.js';
 
 export interface JobHandlers {
-  /** The job left the queue and the engine started it. */
-  onStart?(): void;
   onToken(id: number | null, text: string, routing: TokenRouting | undefined): void;
   onDone(summary: JobSummary): void;
   /** The job failed: `input` errors are the request's fault (400), others the server's (500). */
@@ -99,7 +97,6 @@ export class Engine {
 
   private start(entry: Entry): void {
     this.running.set(entry.id, entry);
-    entry.handlers.onStart?.();
     this.worker.postMessage({ type: 'generate', job: entry.id, request: entry.request });
   }
 

@@ -2,7 +2,7 @@
  * Messages between the HTTP thread and the engine worker. The HTTP thread tokenizes and validates; the worker
  * owns the model and runs generations (several interleaved token by token), streaming events back.
  */
-import type { ErrorCode, FinishReason } from '../index.js';
+import type { ErrorCode, FinishReason, GenerateOptions } from '../index.js';
 
 /** How the worker loads its model (what `olmoe serve` was given). */
 export interface EngineSpec {
@@ -14,19 +14,10 @@ export interface EngineSpec {
   prefillChunk?: number;
 }
 
-/** The sampling settings of one request, already validated, in the library's terms. */
-export interface JobOptions {
+/** The sampling settings of one request, already validated: the library's options that cross the thread boundary. */
+export type JobOptions = Pick<GenerateOptions, 'greedy' | 'temperature' | 'topK' | 'topP' | 'minP' | 'repetitionPenalty' | 'seed' | 'stopStrings' | 'ignoreEos'> & {
   maxNewTokens: number;
-  greedy?: boolean;
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  minP?: number;
-  repetitionPenalty?: number;
-  seed?: number;
-  stopStrings?: string[];
-  ignoreEos?: boolean;
-}
+};
 
 export interface JobRequest {
   promptIds: number[];
