@@ -3,6 +3,7 @@
  * Dimension legend: T tokens, In/Out matmul sides, Hd head dim.
  */
 import type { RopeOptions, Tensor } from '../../core/backend.js';
+import { ropeInverseFrequencies } from '../../core/rope.js';
 import { activation, asRef, checkShapes, f32, showShape, type RefTensor } from './tensor.js';
 
 /** x [T, In] · w [Out, In]ᵀ → [T, Out]; each weight row is widened once and used for every token. */
@@ -26,6 +27,8 @@ export function dot(a: Float32Array, aOffset: number, b: Float32Array, length: n
   for (let i = 0; i < length; i++) sum += a[aOffset + i]! * b[i]!;
   return sum;
 }
+
+export { ropeInverseFrequencies };
 
 export function embedding(table: Tensor, ids: Int32Array): RefTensor {
   const weights = asRef(table);
@@ -52,20 +55,6 @@ export function rmsnorm(x: Tensor, weight: Tensor, eps: number): RefTensor {
     for (let i = 0; i < width; i++) out[start + i] = gain[i]! * Math.fround(input[start + i]! * scale);
   }
   return activation(out, asRef(x).shape);
-}
-
-/**
- * Inverse frequencies as PyTorch computes them in float32: 1 / theta^(arange(0, Hd, 2) / Hd),
- * rounding after each step (spec §3.5).
- */
-export function ropeInverseFrequencies(headDim: number, theta: number): Float32Array {
-  const half = headDim / 2;
-  const inv = new Float32Array(half);
-  for (let j = 0; j < half; j++) {
-    const exponent = Math.fround((2 * j) / headDim);
-    inv[j] = Math.fround(1 / Math.fround(Math.pow(theta, exponent)));
-  }
-  return inv;
 }
 
 /** NeoX rotary embedding: dims (d, d + Hd/2) of each head rotate together by position · invFreq[d]. */

@@ -1,0 +1,95 @@
+/**
+ * The matrix product training needs in all three orientations (forward x·Wᵀ, input gradient dY·W, weight
+ * gradient dYᵀ·X), behind one interface: a reference kernel in plain loops (any precision; the gradient checks
+ * run it in float64) and the native backend's float32 GEMM, which computes only x·wᵀ, so the other two
+ * orientations are transposed into scratch first (O(n²) copies for an O(n³) product).
+ * Dimension legend: M rows of the result, N columns, K the summed dimension.
+ */
+import { InputError } from '../core/errors.js';
+import type { Floats } from './autograd.js';
+
+export interface GemmArgs {
+  readonly m: number;
+  readonly n: number;
+  readonly k: number;
+  /** [M, K], or [K, M] when transA. */
+  readonly a: Floats;
+  /** [K, N], or [N, K] when transB. */
+  readonly b: Floats;
+  /** [M, N]: overwritten, or added to when accumulate. */
+  readonly c: Floats;
+  readonly transA?: boolean;
+  readonly transB?: boolean;
+  readonly accumulate?: boolean;
+}
+
+export interface GemmKernels {
+  readonly name: string;
+  gemm(args: GemmArgs): void;
+}
+
+/** The native addon's entry point this file uses: out[M, N] = x[M, K] · w[N, K]ᵀ in float32 (dtype code 0). */
+export interface NativeMatmul {
+  matmul(x: Float32Array, tokens: number, inDim: number, w: Float32Array, dtype: number, outDim: number, out: Float32Array): void;
+}
+
+export function checkGemm({ m, n, k, a, b, c }: GemmArgs): void {
+  if (a.length < m * k || b.length < k * n || c.length < m * n) {
+    throw new InputError(`gemm ${m}×${k} · ${k}×${n}: operands hold ${a.length}, ${b.length}, ${c.length} values`);
+  }
+}
+
+export const referenceGemm: GemmKernels = {
+  name: 'reference',
+  gemm(args) {
+    checkGemm(args);
+    const { m, n, k, a, b, c, transA = false, transB = false, accumulate = false } = args;
+    if (!accumulate) c.fill(0, 0, m * n);
+    // Row i of C gathers a[i, p] · b[p, :] over p, so the inner loop runs along contiguous rows of b and c.
+    const bRow = new Float64Array(n);
+    for (let p = 0; p < k; p++) {
+      for (let j = 0; j < n; j++) bRow[j] = transB ? b[j * k + p]! : b[p * n + j]!;
+      for (let i = 0; i < m; i++) {
+        const aip = transA ? a[p * m + i]! : a[i * k + p]!;
+        if (aip === 0) continue;
+        const row = i * n;
+        for (let j = 0; j < n; j++) c[row + j]! += aip * bRow[j]!;
+      }
+    }
+  },
+};
+
+/** Float32 products on the native GEMM; float64 operands (gradient checks) go to the reference kernel. */
+export function nativeGemm(addon: NativeMatmul): GemmKernels {
+  const scratch = { a: new Float32Array(0), b: new Float32Array(0), c: new Float32Array(0) };
+  const buffer = (key: keyof typeof scratch, length: number): Float32Array => {
+    if (scratch[key].length < length) scratch[key] = new Float32Array(length);
+    return scratch[key].subarray(0, length);
+  };
+  return {
+    name: 'native',
+    gemm(args) {
+      if (!(args.a instanceof Float32Array && args.b instanceof Float32Array && args.c instanceof Float32Array)) return referenceGemm.gemm(args);
+      checkGemm(args);
+      const { m, n, k, transA = false, transB = false, accumulate = false } = args;
+      const x = transA ? transpose(args.a, k, m, buffer('a', m * k)) : args.a.subarray(0, m * k);
+      const w = transB ? args.b.subarray(0, n * k) : transpose(args.b, k, n, buffer('b', n * k));
+      const out = accumulate ? buffer('c', m * n) : args.c.subarray(0, m * n);
+      addon.matmul(x, m, k, w, 0, n, out);
+      if (accumulate) for (let i = 0; i < m * n; i++) args.c[i]! += out[i]!;
+    },
+  };
+}
+
+/** src [rows, cols] → dst [cols, rows], in cache-sized tiles. */
+export function transpose(src: Float32Array, rows: number, cols: number, dst: Float32Array): Float32Array {
+  const tile = 32;
+  for (let r0 = 0; r0 < rows; r0 += tile) {
+    for (let c0 = 0; c0 < cols; c0 += tile) {
+      const r1 = Math.min(rows, r0 + tile);
+      const c1 = Math.min(cols, c0 + tile);
+      for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c]!;
+    }
+  }
+  return dst;
+}
