@@ -121,4 +121,9 @@ export interface Backend {
   add(a: Tensor, b: Tensor): Tensor;
   /** Rows [start, start+count) of x [T, N]. */
   rows(x: Tensor, start: number, count: number): Tensor;
+  /**
+   * Training's products on host float32 arrays: out[M, N] = x[M, K] · w[N, K]ᵀ. Optional: without it, training
+   * uses its own reference kernel (src/train/kernels.ts).
+   */
+  gemmF32?(x: Float32Array, m: number, k: number, w: Float32Array, n: number, out: Float32Array): void;
 }

@@ -12,7 +12,8 @@ export type ErrorCode =
   | 'unsupported' // valid input that this version cannot handle
   | 'io' // a file could not be read or written (permissions, disk full, not a folder)
   | 'resources' // not enough memory for what was asked
-  | 'aborted'; // cancelled through an AbortSignal
+  | 'aborted' // cancelled through an AbortSignal
+  | 'diverged'; // training produced a non-finite loss or gradient
 
 export class OlmoeError extends Error {
   readonly code: ErrorCode;
@@ -109,5 +110,13 @@ export function withIo<T>(path: string, action: string, operation: () => T): T {
   } catch (error) {
     if (error instanceof OlmoeError) throw error;
     throw new IoError(path, action, error);
+  }
+}
+
+/** Training stopped on a NaN/inf loss or gradient; the last good checkpoint is kept. */
+export class DivergedError extends OlmoeError {
+  constructor(message: string) {
+    super('diverged', message);
+    this.name = 'DivergedError';
   }
 }

@@ -155,3 +155,16 @@ export function parameterCounts(c: OlmoeConfig): { total: number; active: number
     active: embeddings + c.numLayers * (perLayerShared + c.numExpertsPerTok * expert),
   };
 }
+
+/** The HF `config.json` of a config (what `parseConfig` reads back to the same record). */
+export function toHfConfigJson(c: OlmoeConfig, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    architectures: ['OlmoeForCausalLM'], model_type: 'olmoe', attention_bias: false, attention_dropout: 0.0, clip_qkv: c.clipQkv,
+    bos_token_id: c.bosTokenId, eos_token_id: c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds, pad_token_id: c.padTokenId,
+    hidden_act: 'silu', hidden_size: c.hiddenSize, initializer_range: 0.02, intermediate_size: c.intermediateSize,
+    max_position_embeddings: c.maxPositionEmbeddings, norm_topk_prob: c.normTopKProb, num_attention_heads: c.numHeads,
+    num_experts: c.numExperts, num_experts_per_tok: c.numExpertsPerTok, num_hidden_layers: c.numLayers, num_key_value_heads: c.numKVHeads,
+    output_router_logits: false, rms_norm_eps: c.rmsNormEps, rope_scaling: null, rope_theta: c.ropeTheta, router_aux_loss_coef: 0.01,
+    tie_word_embeddings: c.tieWordEmbeddings, torch_dtype: c.torchDtype ?? 'float32', use_cache: true, vocab_size: c.vocabSize, ...extra,
+  };
+}

@@ -35,9 +35,11 @@ export class Var {
 export class Tape {
   private readonly steps: Array<() => void> = [];
 
+  /** With `grad: false` (evaluation) leaves are constants, so no backward step is recorded. */
   constructor(
     readonly precision: Precision,
     readonly kernels: GemmKernels,
+    readonly opts: { readonly grad?: boolean } = {},
   ) {}
 
   alloc(length: number): Floats {
@@ -47,7 +49,7 @@ export class Tape {
   /** A trainable leaf. Its gradient accumulates into `grad` (owned by the optimizer), across micro-batches. */
   leaf(data: Floats, shape: readonly number[], grad?: Floats): Var {
     checkSize(data.length, shape);
-    return new Var(data, shape, true, grad ?? null);
+    return new Var(data, shape, this.opts.grad ?? true, grad ?? null);
   }
 
   constant(data: Floats, shape: readonly number[]): Var {

@@ -1,11 +1,12 @@
 /**
  * The matrix product training needs in all three orientations (forward x·Wᵀ, input gradient dY·W, weight
  * gradient dYᵀ·X), behind one interface: a reference kernel in plain loops (any precision; the gradient checks
- * run it in float64) and the native backend's float32 GEMM, which computes only x·wᵀ, so the other two
+ * run it in float64) and a backend's float32 GEMM (`Backend.gemmF32`, native), which computes only x·wᵀ, so the other two
  * orientations are transposed into scratch first (O(n²) copies for an O(n³) product).
  * Dimension legend: M rows of the result, N columns, K the summed dimension.
  */
 import { InputError } from '../core/errors.js';
+import type { Backend } from '../core/backend.js';
 import type { Floats } from './autograd.js';
 
 export interface GemmArgs {
@@ -28,10 +29,6 @@ export interface GemmKernels {
   gemm(args: GemmArgs): void;
 }
 
-/** The native addon's entry point this file uses: out[M, N] = x[M, K] · w[N, K]ᵀ in float32 (dtype code 0). */
-export interface NativeMatmul {
-  matmul(x: Float32Array, tokens: number, inDim: number, w: Float32Array, dtype: number, outDim: number, out: Float32Array): void;
-}
 
 export function checkGemm({ m, n, k, a, b, c }: GemmArgs): void {
   if (a.length < m * k || b.length < k * n || c.length < m * n) {
@@ -59,15 +56,20 @@ export const referenceGemm: GemmKernels = {
   },
 };
 
-/** Float32 products on the native GEMM; float64 operands (gradient checks) go to the reference kernel. */
-export function nativeGemm(addon: NativeMatmul): GemmKernels {
+/**
+ * The kernels for a backend: its float32 GEMM when it has one (the native backend), else the reference loops.
+ * Float64 operands (gradient checks) always go to the reference kernel.
+ */
+export function gemmKernels(backend: Pick<Backend, 'name' | 'gemmF32'>): GemmKernels {
+  const gemmF32 = backend.gemmF32?.bind(backend);
+  if (!gemmF32) return referenceGemm;
   const scratch = { a: new Float32Array(0), b: new Float32Array(0), c: new Float32Array(0) };
   const buffer = (key: keyof typeof scratch, length: number): Float32Array => {
     if (scratch[key].length < length) scratch[key] = new Float32Array(length);
     return scratch[key].subarray(0, length);
   };
   return {
-    name: 'native',
+    name: backend.name,
     gemm(args) {
       if (!(args.a instanceof Float32Array && args.b instanceof Float32Array && args.c instanceof Float32Array)) return referenceGemm.gemm(args);
       checkGemm(args);
@@ -75,7 +77,7 @@ export function nativeGemm(addon: NativeMatmul): GemmKernels {
       const x = transA ? transpose(args.a, k, m, buffer('a', m * k)) : args.a.subarray(0, m * k);
       const w = transB ? args.b.subarray(0, n * k) : transpose(args.b, k, n, buffer('b', n * k));
       const out = accumulate ? buffer('c', m * n) : args.c.subarray(0, m * n);
-      addon.matmul(x, m, k, w, 0, n, out);
+      gemmF32(x, m, k, w, n, out);
       if (accumulate) for (let i = 0; i < m * n; i++) args.c[i]! += out[i]!;
     },
   };

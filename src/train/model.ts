@@ -46,6 +46,8 @@ export interface LayerRouting {
 
 export interface StepResult {
   readonly loss: Var;
+  /** [T, V] next-token logits. */
+  readonly logits: Var;
   readonly crossEntropy: number;
   readonly loadBalancing: number;
   readonly routerZ: number;
@@ -114,7 +116,7 @@ export class TrainModel {
     const ce = crossEntropy(tape, logits, targets);
     const loss = weightedSum(tape, [ce, ...aux]);
     const part = (kind: number) => aux.filter((_, i) => i % 2 === kind).reduce((sum, v) => sum + v.item(), 0);
-    return { loss, crossEntropy: ce.item(), loadBalancing: part(0), routerZ: part(1), layers };
+    return { loss, logits, crossEntropy: ce.item(), loadBalancing: part(0), routerZ: part(1), layers };
   }
 
   private leaf(tape: Tape, name: string): Var {

@@ -80,6 +80,10 @@ export class NativeBackend extends ReferenceBackend {
     return activation(out, [tokens, outDim]);
   };
 
+  gemmF32(x: Float32Array, m: number, k: number, w: Float32Array, n: number, out: Float32Array): void {
+    this.addon.matmul(x, m, k, w, DTYPE_CODES.f32, n, out);
+  }
+
   override router = (x: Tensor, gate: Tensor, opts: RouterOptions): Routing => routeFromLogits(f32(this.matmul(x, gate)), asRef(gate).rows, opts);
 
   override experts = (x: Tensor, weights: ExpertWeights, routing: Routing): RefTensor => {

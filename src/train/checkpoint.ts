@@ -1,0 +1,182 @@
+/**
+ * Training checkpoints: an HF folder (config.json, model.safetensors, tokenizer files: loadable by
+ * `olmoe generate` and by transformers) plus optimizer.safetensors (AdamW m and v) and trainer_state.json
+ * (step, data position, RNG, config fingerprint) for exact resume. A checkpoint is staged in a temporary
+ * folder and renamed into place, then `latest.json` is replaced atomically, so a failure at any point (disk
+ * full included) leaves the previous checkpoint and pointer intact.
+ */
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { encodeFloats, SAFETENSORS_DTYPES, widenInto, typedView, type FloatDType } from '../core/dtype.js';
+import { FormatError, InputError, IoError, withIo } from '../core/errors.js';
+import { AtomicFile } from '../io/atomic-file.js';
+import { readJsonObject } from '../io/json.js';
+import { readSafetensorsHeader, readTensorBytes, type TensorEntry } from '../io/safetensors.js';
+import { SafetensorsWriter } from '../io/safetensors-writer.js';
+import { listCheckpointTensors } from '../io/checkpoint.js';
+import { toHfConfigJson } from '../model/config.js';
+import { matchCheckpoint } from '../model/load.js';
+import type { TrainModel, TrainParam } from './model.js';
+
+export const TRAINER_STATE = 'trainer_state.json';
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+export const LATEST = 'latest.json';
+
+export interface TrainerState {
+  readonly step: number;
+  readonly tokens: number;
+  /** The data loader's position (its own JSON). */
+  readonly data: unknown;
+  readonly rng: string;
+  /** Fingerprint of the settings a resume must share with the run (model, data, optimizer, schedule). */
+  readonly configHash: string;
+}
+
+export interface OptimizerTensors {
+  readonly step: number;
+  readonly m: readonly Float32Array[];
+  readonly v: readonly Float32Array[];
+}
+
+export interface SaveOptions {
+  readonly model: TrainModel;
+  readonly tokenizerJson: string;
+  readonly configExtra?: Record<string, unknown>;
+  readonly dtype?: FloatDType;
+  readonly optimizer?: OptimizerTensors;
+  readonly state?: TrainerState;
+  /** Tests: fail like a full disk once this many bytes have been written. */
+  readonly failAfterBytes?: number;
+}
+
+/** Write checkpoint folder `dir` atomically (staged next to it, renamed into place). */
+export function saveCheckpoint(dir: string, opts: SaveOptions): void {
+  const staging = `${dir.replace(/[\\/]+$/, '')}.tmp-${process.pid}`;
+  rmSync(staging, { recursive: true, force: true });
+  withIo(staging, 'create folder', () => mkdirSync(staging, { recursive: true }));
+  const budget = { left: opts.failAfterBytes ?? Infinity };
+  try {
+    const { model } = opts;
+    const config = model.arch.config;
+    const dtype = opts.dtype ?? 'f32';
+    writeText(join(staging, 'config.json'), JSON.stringify(toHfConfigJson({ ...config, torchDtype: { f32: 'float32', bf16: 'bfloat16', f16: 'float16' }[dtype] }, trainingKeys(model, opts.configExtra)), null, 2), budget);
+    writeText(join(staging, 'generation_config.json'), JSON.stringify({ eos_token_id: config.eosTokenIds[0], pad_token_id: config.padTokenId }), budget);
+    writeText(join(staging, 'tokenizer.json'), opts.tokenizerJson, budget);
+    writeText(join(staging, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig(opts.tokenizerJson, config.maxPositionEmbeddings)), budget);
+    writeTensors(join(staging, 'model.safetensors'), model.params.map((p) => ({ name: p.name, shape: p.shape, values: f32(p) })), dtype, budget);
+    if (opts.optimizer) {
+      const { m, v, step } = opts.optimizer;
+      const tensors = model.params.flatMap((p, i) => [{ name: `m.${p.name}`, shape: p.shape, values: m[i]! }, { name: `v.${p.name}`, shape: p.shape, values: v[i]! }]);
+      writeTensors(join(staging, OPTIMIZER_FILE), tensors, 'f32', budget, { step: String(step) });
+    }
+    if (opts.state) writeText(join(staging, TRAINER_STATE), JSON.stringify({ format: 'olmoe-trainer-state', version: 1, ...opts.state }, null, 2), budget);
+    if (existsSync(dir)) withIo(dir, 'replace', () => rmSync(dir, { recursive: true }));
+    withIo(dir, 'move into place', () => renameSync(staging, dir));
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
+  }
+}
+
+/** Config keys transformers ignores but this project reads back (routing variant of the run). */
+function trainingKeys(model: TrainModel, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const note = model.arch.routing === 'expert_choice' ? { olmoe_routing: 'expert_choice', olmoe_capacity_factor: model.arch.capacityFactor } : {};
+  return { ...note, ...extra };
+}
+
+function tokenizerConfig(tokenizerJson: string, context: number): Record<string, unknown> {
+  const added = (JSON.parse(tokenizerJson) as { added_tokens?: { content: string }[] }).added_tokens ?? [];
+  const has = (token: string) => added.some((t) => t.content === token);
+  return {
+    add_bos_token: false, add_eos_token: false, bos_token: null, clean_up_tokenization_spaces: false, model_max_length: context,
+    eos_token: has('<|endoftext|>') ? '<|endoftext|>' : null, pad_token: has('<|padding|>') ? '<|padding|>' : null,
+  };
+}
+
+function f32(p: TrainParam): Float32Array {
+  if (!(p.data instanceof Float32Array)) throw new InputError(`parameter ${p.name} is not float32; only float32 models are saved`);
+  return p.data;
+}
+
+interface Budget {
+  left: number;
+}
+
+function spend(path: string, budget: Budget, bytes: number): void {
+  budget.left -= bytes;
+  if (budget.left < 0) throw new IoError(path, 'write', Object.assign(new Error('ENOSPC: no space left on device (simulated)'), { code: 'ENOSPC' }));
+}
+
+function writeText(path: string, text: string, budget: Budget): void {
+  spend(path, budget, Buffer.byteLength(text));
+  withIo(path, 'write', () => writeFileSync(path, text + '\n'));
+}
+
+function writeTensors(path: string, tensors: { name: string; shape: readonly number[]; values: Float32Array }[], dtype: FloatDType, budget: Budget, metadata: Record<string, string> = {}): void {
+  const writer = new SafetensorsWriter(path, tensors.map((t) => ({ name: t.name, dtype, shape: t.shape })), { format: 'pt', ...metadata });
+  try {
+    for (const t of tensors) {
+      const bytes = encodeFloats(dtype, t.values);
+      spend(path, budget, bytes.byteLength);
+      writer.write(bytes);
+    }
+    writer.finish();
+  } catch (error) {
+    writer.abort();
+    throw error;
+  }
+}
+
+/** Replace `<run>/latest.json` so it names `checkpoint` (a folder name under the run). */
+export function pointLatest(runDir: string, checkpoint: string, step: number): void {
+  const file = new AtomicFile(join(runDir, LATEST));
+  file.write(Buffer.from(JSON.stringify({ step, checkpoint }) + '\n'));
+  file.finish();
+}
+
+/** The checkpoint folder `latest.json` names, or null when the run has none yet. */
+export function latestCheckpoint(runDir: string): string | null {
+  const path = join(runDir, LATEST);
+  if (!existsSync(path)) return null;
+  const json = readJsonObject(path);
+  if (typeof json.checkpoint !== 'string') throw new FormatError(path, 'has no "checkpoint" string');
+  const dir = join(runDir, json.checkpoint);
+  if (!existsSync(join(dir, TRAINER_STATE))) throw new FormatError(path, `names ${json.checkpoint}, which has no ${TRAINER_STATE}`);
+  return dir;
+}
+
+/** Read a checkpoint's weights into `model` (any float dtype; shapes checked against the model's config). */
+export function loadParams(model: TrainModel, dir: string): void {
+  const entries = matchCheckpoint(model.arch.config, listCheckpointTensors(dir));
+  entries.forEach((entry, i) => readInto(entry, model.params[i]!.data));
+}
+
+function readInto(entry: TensorEntry, out: Float32Array | Float64Array): void {
+  const values = new Float32Array(out.length);
+  widenInto(entry.dtype, typedView(entry.dtype, readTensorBytes(entry)), 0, out.length, values);
+  out.set(values);
+}
+
+export function loadOptimizer(dir: string, params: readonly TrainParam[]): OptimizerTensors {
+  const path = join(dir, OPTIMIZER_FILE);
+  if (!existsSync(path)) throw new FormatError(path, 'missing: this checkpoint cannot resume training (intermediate checkpoints keep weights only)');
+  const header = readSafetensorsHeader(path);
+  const tensor = (name: string, p: TrainParam): Float32Array => {
+    const entry = header.tensors.get(name);
+    if (!entry || entry.dtype !== SAFETENSORS_DTYPES.F32 || entry.shape.join() !== p.shape.join()) throw new FormatError(path, `tensor ${name} is missing or not f32 [${p.shape.join(', ')}]`);
+    const values = new Float32Array(p.data.length);
+    readInto(entry, values);
+    return values;
+  };
+  const step = Number(header.metadata?.step);
+  if (!Number.isSafeInteger(step) || step < 0) throw new FormatError(path, `metadata "step" is ${JSON.stringify(header.metadata?.step)}`);
+  return { step, m: params.map((p) => tensor(`m.${p.name}`, p)), v: params.map((p) => tensor(`v.${p.name}`, p)) };
+}
+
+export function loadTrainerState(dir: string): TrainerState {
+  const path = join(dir, TRAINER_STATE);
+  const json = readJsonObject(path);
+  if (json.format !== 'olmoe-trainer-state' || json.version !== 1) throw new FormatError(path, 'is not an olmoe trainer state (version 1)');
+  for (const key of ['step', 'tokens'] as const) if (!Number.isSafeInteger(json[key])) throw new FormatError(path, `"${key}" is not an integer`);
+  if (typeof json.rng !== 'string' || typeof json.configHash !== 'string') throw new FormatError(path, '"rng" and "configHash" must be strings');
+  return json as unknown as TrainerState;
+}

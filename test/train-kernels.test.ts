@@ -1,0 +1,84 @@
+// Training's GEMM on every backend against a float64 product computed here, in all four orientations, with and
+// without accumulation; and the training model's forward against the tiny fixture's independent golden logits.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { createRng } from '../src/core/rng.js';
+import { Tape } from '../src/train/autograd.js';
+import { gemmKernels, referenceGemm } from '../src/train/kernels.js';
+import { TrainModel } from '../src/train/model.js';
+import { loadParams } from '../src/train/checkpoint.js';
+import { parseConfig } from '../src/model/config.js';
+import { linear } from '../src/train/ops.js';
+import { announceSkip, backendCases } from './backends.js';
+import { tinyExpectedPath, tinyModelDir } from './helpers.js';
+
+const rng = createRng(3);
+const random = (n: number) => Float32Array.from({ length: n }, () => rng() * 2 - 1);
+
+/** C = op(A)·op(B) in float64, written out index by index. */
+function naive(m: number, n: number, k: number, a: Float32Array, b: Float32Array, transA: boolean, transB: boolean): Float64Array {
+  const c = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let sum = 0;
+      for (let p = 0; p < k; p++) sum += (transA ? a[p * m + i]! : a[i * k + p]!) * (transB ? b[j * k + p]! : b[p * n + j]!);
+      c[i * n + j] = sum;
+    }
+  }
+  return c;
+}
+
+for (const target of backendCases) {
+  describe(`training GEMM on ${target.name}`, { skip: announceSkip(target.skip) }, () => {
+    const kernels = target.skip ? referenceGemm : gemmKernels(target.create());
+    for (const [m, n, k] of [[3, 5, 7], [70, 33, 130], [1, 64, 256]] as const) {
+      for (const transA of [false, true]) {
+        for (const transB of [false, true]) {
+          it(`${m}×${k}·${k}×${n} transA=${transA} transB=${transB}, then accumulate`, () => {
+            const [a, b] = [random(m * k), random(k * n)];
+            const c = new Float32Array(m * n);
+            kernels.gemm({ m, n, k, a, b, c, transA, transB });
+            const expected = naive(m, n, k, a, b, transA, transB);
+            c.forEach((v, i) => assert.ok(Math.abs(v - expected[i]!) < 1e-4 * Math.sqrt(k), `${i}: ${v} vs ${expected[i]}`));
+            kernels.gemm({ m, n, k, a, b, c, transA, transB, accumulate: true });
+            c.forEach((v, i) => assert.ok(Math.abs(v - 2 * expected[i]!) < 2e-4 * Math.sqrt(k), `accumulate ${i}`));
+          });
+        }
+      }
+    }
+    it('linear backward on this backend equals the reference backend', () => {
+      const [x, w, dy] = [random(40 * 24), random(16 * 24), random(40 * 16)];
+      const grads = [referenceGemm, kernels].map((kernel) => {
+        const tape = new Tape('f32', kernel);
+        const [xv, wv] = [tape.leaf(x.slice(), [40, 24]), tape.leaf(w.slice(), [16, 24])];
+        const out = linear(tape, xv, wv);
+        out.grad = dy.slice();
+        const loss = tape.output(Float32Array.of(0), [1], [out]);
+        tape.record(loss, () => undefined);
+        tape.backward(loss);
+        return [xv.grad!, wv.grad!];
+      });
+      grads[0]!.forEach((g, i) => g.forEach((v, j) => assert.ok(Math.abs(v - grads[1]![i]![j]!) < 1e-4)));
+    });
+  });
+}
+
+describe('training model = inference model', () => {
+  it('the tiny fixture checkpoint gives the golden logits of the independent reference (float32)', () => {
+    const expected = JSON.parse(readFileSync(tinyExpectedPath, 'utf8')) as { config: object; cases: { ids: number[]; logits: number[][] }[] };
+    const config = parseConfig(expected.config);
+    const model = new TrainModel({ config, routing: 'token_choice', capacityFactor: 1 });
+    loadParams(model, tinyModelDir);
+    for (const { ids, logits } of expected.cases) {
+      const tape = new Tape('f32', referenceGemm, { grad: false });
+      // One row of S + 1 ids: the logits of positions 0..S-1 come from the inputs ids[0..S-1]; the extra id is a dummy target.
+      const result = model.forward(tape, Int32Array.from([...ids, 0]), 1, { loadBalancing: 0, routerZ: 0 });
+      const got = result.logits.data;
+      const vocab = config.vocabSize;
+      let worst = 0;
+      logits.forEach((row, t) => row.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - got[t * vocab + i]!)))));
+      assert.ok(worst < 1e-4, `max |Δlogit| ${worst}`);
+    }
+  });
+});
