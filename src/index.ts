@@ -35,3 +35,9 @@ export { recordTrace, readDocuments, modelFingerprint, traceModel, type TraceDoc
 export * from './analysis/metrics.js';
 export { analyzeTraces, type AnalyzeOptions, type AnalysisResult } from './analysis/report.js';
 export { expertsForDomain, writePrunedCheckpoint, perplexity } from './analysis/prune.js';
+// training: optimizer, learning-rate schedule, init, metrics logs and their plots
+export { AdamW, clipGradNorm, OLMOE_ADAMW, type Param, type AdamWOptions, type AdamWState } from './train/optim.js';
+export { learningRate, checkSchedule, type ScheduleOptions } from './train/schedule.js';
+export { truncatedNormal, TrainRng } from './train/init.js';
+export { readTrainingRun, parseTrainingLog, type TrainingRun, type TrainLogRecord, type ValidLogRecord } from './train/metrics-log.js';
+export { plotTraining, summaryTable, type PlotTrainingOptions, type PlotTrainingResult } from './train/plot.js';

@@ -22,6 +22,11 @@ export function renderPng(svg: string, scale = 2): Uint8Array {
   return new Resvg(svg, { fitTo: { mode: 'zoom', value: scale }, font: { loadSystemFonts: true }, background: 'white' }).render().asPng();
 }
 
+/** A chart body (data, marks, facets) with the shared schema, font and title: for specs built outside this file. */
+export function titledSpec(title: string, subtitle: string | string[], body: object): Spec {
+  return { $schema: SCHEMA, ...FONT, title: { text: title, subtitle }, ...body } as Spec;
+}
+
 /** Line charts over a category, one panel per k: the shape of Figures 5 and 6. */
 function kPanels(title: string, subtitle: string, rows: object[], x: object, y: object, color: object): Spec {
   return {

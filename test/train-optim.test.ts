@@ -1,0 +1,220 @@
+/**
+ * Training numerics: AdamW against the update written out by hand (PyTorch's documented algorithm, float64),
+ * gradient clipping, the warmup + cosine schedule at its landmarks, and the truncated-normal init and its RNG.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { InputError } from '../src/core/errors.js';
+import { TrainRng, truncatedNormal } from '../src/train/init.js';
+import { AdamW, clipGradNorm, OLMOE_ADAMW, type Param } from '../src/train/optim.js';
+import { learningRate, type ScheduleOptions } from '../src/train/schedule.js';
+
+function param(name: string, data: number[], decay = true): Param {
+  return { name, data: Float32Array.from(data), grad: new Float32Array(data.length), decay };
+}
+
+function close(actual: number, expected: number, rel = 1e-6, what = ''): void {
+  assert.ok(Math.abs(actual - expected) <= rel * Math.max(Math.abs(expected), 1e-12), `${what} ${actual} vs ${expected}`);
+}
+
+describe('AdamW', () => {
+  it('uses the OLMoE hyperparameters of Table C3 by default', () => {
+    assert.deepEqual(OLMOE_ADAMW, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
+  });
+
+  it('three steps match the hand-written update: decay, then lr·m̂/(√v̂+ε)', () => {
+    const grads = [[0.5, -0.25], [0.1, 2.0], [-0.3, 0.05]];
+    const lrs = [1e-2, 5e-3, 2e-3];
+    for (const decay of [true, false]) {
+      const p = param('w', [1.0, -2.0], decay);
+      const opt = new AdamW([p]);
+      // the reference: two elements, plain float64, written from the algorithm in the PyTorch documentation
+      let w = [1.0, -2.0];
+      let m = [0, 0];
+      let v = [0, 0];
+      for (let t = 1; t <= 3; t++) {
+        const g = grads[t - 1]!;
+        const lr = lrs[t - 1]!;
+        p.grad.set(g);
+        opt.step(lr);
+        const wd = decay ? 0.1 : 0;
+        m = m.map((mi, i) => 0.9 * mi + 0.1 * g[i]!);
+        v = v.map((vi, i) => 0.95 * vi + 0.05 * g[i]! ** 2);
+        w = w.map((wi, i) => wi * (1 - lr * wd) - (lr * (m[i]! / (1 - 0.9 ** t))) / (Math.sqrt(v[i]! / (1 - 0.95 ** t)) + 1e-8));
+        w.forEach((wi, i) => close(p.data[i]!, wi, 1e-6, `decay=${decay} step ${t} element ${i}`));
+      }
+      assert.equal(opt.stepCount, 3);
+    }
+  });
+
+  it('the first step moves each weight by lr·sign(g) (plus decay only where decay is on)', () => {
+    const decayed = param('w', [2.0], true);
+    const gain = param('norm.weight', [2.0], false);
+    decayed.grad[0] = 3;
+    gain.grad[0] = 3;
+    new AdamW([decayed, gain]).step(0.01);
+    close(decayed.data[0]!, 2.0 * (1 - 0.01 * 0.1) - 0.01, 1e-6);
+    close(gain.data[0]!, 2.0 - 0.01, 1e-6);
+  });
+
+  it('state saved at step 2 and loaded into a fresh optimizer continues bit for bit', () => {
+    const make = () => [param('a', [0.3, -0.7, 1.1]), param('b', [0.5], false)];
+    const gradsAt = (t: number) => [[0.1 * t, -0.2, 0.05 * t * t], [t - 1.5]];
+    const run = make();
+    const opt = new AdamW(run);
+    let saved;
+    let savedData: Float32Array[] = [];
+    for (let t = 1; t <= 3; t++) {
+      gradsAt(t).forEach((g, i) => run[i]!.grad.set(g));
+      opt.step(1e-3);
+      if (t === 2) {
+        saved = opt.state();
+        savedData = run.map((p) => p.data.slice());
+      }
+    }
+    const resumed = make();
+    resumed.forEach((p, i) => p.data.set(savedData[i]!));
+    const fresh = new AdamW(resumed);
+    fresh.load(saved!);
+    assert.equal(fresh.stepCount, 2);
+    gradsAt(3).forEach((g, i) => resumed[i]!.grad.set(g));
+    fresh.step(1e-3);
+    resumed.forEach((p, i) => assert.deepEqual(new Uint8Array(p.data.buffer), new Uint8Array(run[i]!.data.buffer)));
+    assert.deepEqual(fresh.state(), opt.state());
+  });
+
+  it('load rejects a state of other params, naming the param', () => {
+    const opt = new AdamW([param('a', [1, 2]), param('layers.0.mlp.gate', [1, 2, 3])]);
+    const state = opt.state();
+    assert.throws(() => new AdamW([param('a', [1, 2])]).load(state), (e) => e instanceof InputError && /2 m arrays for 1 params/.test(e.message));
+    const other = new AdamW([param('a', [1, 2]), param('layers.0.mlp.gate', [1, 2])]);
+    assert.throws(() => other.load(state), (e) => e instanceof InputError && /layers\.0\.mlp\.gate/.test(e.message));
+  });
+
+  it('rejects bad options and learning rates', () => {
+    assert.throws(() => new AdamW([], { beta2: 1 }), InputError);
+    assert.throws(() => new AdamW([], { eps: 0 }), InputError);
+    assert.throws(() => new AdamW([]).step(Number.NaN), InputError);
+    assert.throws(() => new AdamW([{ name: 'x', data: new Float32Array(2), grad: new Float32Array(3), decay: true }]), /param x/);
+  });
+});
+
+describe('clipGradNorm', () => {
+  it('returns the global norm and scales grads to maxNorm when above it', () => {
+    const a = param('a', [0, 0]);
+    const b = param('b', [0]);
+    a.grad.set([3, 0]);
+    b.grad.set([4]); // global norm 5
+    assert.equal(clipGradNorm([a, b], 1), 5);
+    const scale = 1 / (5 + 1e-6);
+    close(a.grad[0]!, 3 * scale, 1e-7);
+    close(b.grad[0]!, 4 * scale, 1e-7);
+    const after = Math.hypot(a.grad[0]!, a.grad[1]!, b.grad[0]!);
+    close(after, 1, 1e-6);
+  });
+
+  it('leaves grads below the limit, and a non-finite norm, untouched', () => {
+    const a = param('a', [0, 0]);
+    a.grad.set([0.3, 0.4]);
+    close(clipGradNorm([a], 1), 0.5, 1e-7);
+    assert.deepEqual([...a.grad], [Math.fround(0.3), Math.fround(0.4)]);
+    a.grad.set([Number.POSITIVE_INFINITY, 1]);
+    assert.equal(clipGradNorm([a], 1), Number.POSITIVE_INFINITY);
+    assert.deepEqual([...a.grad], [Number.POSITIVE_INFINITY, 1]);
+    a.grad.set([Number.NaN, 1]);
+    assert.ok(Number.isNaN(clipGradNorm([a], 1)));
+    assert.throws(() => clipGradNorm([a], 0), InputError);
+  });
+});
+
+describe('learningRate', () => {
+  const o: ScheduleOptions = { peakLr: 4e-4, warmupSteps: 10, totalSteps: 110, finalLrRatio: 0.1 };
+
+  it('warms up linearly to the peak at the last warmup step', () => {
+    close(learningRate(0, o), 4e-4 / 10, 1e-12);
+    close(learningRate(4, o), 4e-4 * 0.5, 1e-12);
+    close(learningRate(9, o), 4e-4, 1e-12);
+    close(learningRate(10, o), 4e-4, 1e-12); // cosine starts at the peak
+  });
+
+  it('follows the cosine to the floor: (1+r)/2·peak halfway, r·peak at the end and after', () => {
+    close(learningRate(60, o), ((1 + 0.1) / 2) * 4e-4, 1e-12);
+    close(learningRate(35, o), 4e-5 + (4e-4 - 4e-5) * (1 + Math.cos(Math.PI / 4)) / 2, 1e-12);
+    close(learningRate(110, o), 4e-5, 1e-12);
+    close(learningRate(5000, o), 4e-5, 1e-12);
+    for (let s = 11; s < 200; s++) assert.ok(learningRate(s, o) <= learningRate(s - 1, o));
+  });
+
+  it('without warmup starts at the peak', () => {
+    close(learningRate(0, { ...o, warmupSteps: 0 }), 4e-4, 1e-12);
+  });
+
+  it('rejects bad options and steps', () => {
+    for (const bad of [{ peakLr: 0 }, { peakLr: Number.NaN }, { warmupSteps: -1 }, { warmupSteps: 1.5 }, { totalSteps: 10 }, { finalLrRatio: 1.5 }, { finalLrRatio: -0.1 }]) {
+      assert.throws(() => learningRate(0, { ...o, ...bad }), InputError, JSON.stringify(bad));
+    }
+    assert.throws(() => learningRate(-1, o), InputError);
+    assert.throws(() => learningRate(0.5, o), InputError);
+  });
+});
+
+describe('truncated normal init', () => {
+  it('stays within ±3σ with the truncated normal\'s mean and standard deviation', () => {
+    const std = 0.02;
+    const out = new Float32Array(1_000_000);
+    truncatedNormal(out, std, ((rng) => () => rng.next())(new TrainRng(1234)));
+    let sum = 0;
+    let sumSquares = 0;
+    let largest = 0;
+    for (const x of out) {
+      sum += x;
+      sumSquares += x * x;
+      largest = Math.max(largest, Math.abs(x));
+    }
+    assert.ok(largest <= 3 * std, `largest |x| ${largest}`);
+    assert.ok(largest > 2.9 * std, 'the tails are reached');
+    const mean = sum / out.length;
+    const sampleStd = Math.sqrt(sumSquares / out.length - mean * mean);
+    // N(0, 1) cut at ±3: variance 1 − 2·3·φ(3)/(2Φ(3) − 1), with Φ(3) = 0.9986501019683699 (tables)
+    const phi3 = Math.exp(-4.5) / Math.sqrt(2 * Math.PI);
+    const expected = std * Math.sqrt(1 - (6 * phi3) / (2 * 0.9986501019683699 - 1));
+    close(expected / std, 0.98658, 1e-4, 'analytic');
+    assert.ok(Math.abs(sampleStd - expected) < 0.003 * std, `std ${sampleStd / std}σ vs ${expected / std}σ`);
+    assert.ok(Math.abs(mean) < 0.005 * std, `mean ${mean / std}σ`);
+  });
+
+  it('a zero std gives zeros; bad arguments are refused', () => {
+    const out = new Float32Array(5).fill(1);
+    truncatedNormal(out, 0, Math.random);
+    assert.deepEqual([...out], [0, 0, 0, 0, 0]);
+    assert.throws(() => truncatedNormal(out, -1, Math.random), InputError);
+    assert.throws(() => truncatedNormal(out, 1, Math.random, 0), InputError);
+  });
+});
+
+describe('TrainRng', () => {
+  it('is seeded, uniform in [0, 1), and resumes exactly from its saved state', () => {
+    const a = new TrainRng(42);
+    const b = new TrainRng(42);
+    const c = new TrainRng(43);
+    const first = Array.from({ length: 5 }, () => a.next());
+    assert.deepEqual(first, Array.from({ length: 5 }, () => b.next()));
+    assert.notDeepEqual(first, Array.from({ length: 5 }, () => c.next()));
+    const saved = a.state();
+    assert.match(saved, /^[0-9a-f]{32}$/);
+    const resumed = TrainRng.from(saved);
+    const rest = Array.from({ length: 1000 }, () => a.next());
+    assert.deepEqual(Array.from({ length: 1000 }, () => resumed.next()), rest);
+    assert.ok(rest.every((u) => u >= 0 && u < 1));
+    const mean = rest.reduce((s, u) => s + u, 0) / rest.length;
+    assert.ok(Math.abs(mean - 0.5) < 0.05);
+    assert.notEqual(new TrainRng(2 ** 32).state(), new TrainRng(0).state());
+  });
+
+  it('refuses bad seeds and states', () => {
+    assert.throws(() => new TrainRng(-1), InputError);
+    assert.throws(() => new TrainRng(1.5), InputError);
+    assert.throws(() => TrainRng.from('xyz'), InputError);
+    assert.throws(() => TrainRng.from('0'.repeat(32)), InputError);
+  });
+});
