@@ -35,3 +35,10 @@ export { recordTrace, readDocuments, modelFingerprint, traceModel, type TraceDoc
 export * from './analysis/metrics.js';
 export { analyzeTraces, type AnalyzeOptions, type AnalysisResult } from './analysis/report.js';
 export { expertsForDomain, writePrunedCheckpoint, perplexity } from './analysis/prune.js';
+// Training data: BPE tokenizer training, token shards, the repeated n-gram filter, packed batches.
+export { BpeTrainer, trainBpe, GPT2_PRETOKENIZE, MIN_VOCAB_SIZE, type BpeTrainerOptions, type TrainedBpe } from './tokenizer/bpe-trainer.js';
+export { TokenShardBuilder, readTokenShard, tokenizerFingerprint, shardDType, SHARD_MAGIC, SHARD_VERSION, type ShardHeader, type TokenShard, type ShardDType } from './train/data/shard.js';
+export { PackedLoader, type PackedBatch, type LoaderState, type PackedLoaderOptions } from './train/data/packed-loader.js';
+export { repeatStats, hasRepeatedNgrams, type RepeatFilterOptions, type RepeatStats } from './train/data/repeat-filter.js';
+export { listInputFiles, fileDocuments, CORPUS_SPLITS, type CorpusSplit, type TextDocument, type InputFile } from './train/data/documents.js';
+export { shardCorpus, type ShardCorpusOptions, type ShardCorpusResult } from './train/data/shard-corpus.js';

@@ -16,6 +16,7 @@ import { registerPrune } from './commands/prune.js';
 import { registerServe } from './commands/serve.js';
 import { registerTokenize } from './commands/tokenize.js';
 import { registerTrace } from './commands/trace.js';
+import { registerShard, registerTrainTokenizer } from './commands/train-data.js';
 
 function buildProgram(): Command {
   const program = new Command('olmoe')
@@ -23,7 +24,7 @@ function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo]) {
+  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerTrainTokenizer, registerShard]) {
     register(program);
   }
   program.commands.forEach((command) => command.exitOverride());

@@ -72,16 +72,28 @@ export class BpeTrainer {
    * counting stops once maxBytesPerSource bytes are taken either way.
    */
   addSource(name: string, documents: Iterable<string>, totalBytes?: number): void {
+    const take = this.sampler(name, totalBytes);
+    for (const text of documents) if (take(text) === 'stop') break;
+  }
+
+  /** addSource over an async stream of documents (files read line by line). */
+  async addSourceAsync(name: string, documents: AsyncIterable<string>, totalBytes?: number): Promise<void> {
+    const take = this.sampler(name, totalBytes);
+    for await (const text of documents) if (take(text) === 'stop') break;
+  }
+
+  private sampler(name: string, totalBytes: number | undefined): (text: string) => 'taken' | 'skipped' | 'stop' {
     const budget = this.opts.maxBytesPerSource;
     const keep = totalBytes !== undefined && totalBytes > budget ? budget / totalBytes : 1;
     const salt = hashString(name);
     let taken = 0;
     let index = 0;
-    for (const text of documents) {
-      if (taken >= budget) break;
-      if (keep < 1 && hashIndex(index++, salt) >= keep) continue;
+    return (text) => {
+      if (taken >= budget) return 'stop';
+      if (keep < 1 && hashIndex(index++, salt) >= keep) return 'skipped';
       taken += this.addDocument(text);
-    }
+      return 'taken';
+    };
   }
 
   /** Count one document's pre-tokens; returns its UTF-8 size. */
