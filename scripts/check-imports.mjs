@@ -15,7 +15,7 @@ const allowed = {
   model: ['core', 'io', 'tokenizer', 'model'],
   generate: ['core', 'io', 'tokenizer', 'model', 'generate'],
   analysis: ['core', 'io', 'tokenizer', 'model', 'analysis'], // metrics use only analysis/trace.ts; the recorder runs the model
-  train: ['core', 'io', 'tokenizer', 'model', 'analysis', 'train'], // optimizer, schedule, init and the training-metrics plots (which reuse analysis/figures.ts)
+  train: ['core', 'io', 'tokenizer', 'model', 'analysis', 'train'], // analysis: figures for plot-train and the shared document reader
   server: ['server', 'index.ts'], // like the CLI, a shell over the public API
   cli: ['cli', 'index.ts', 'server'],
   'index.ts': null, // the public entry may re-export anything

@@ -41,3 +41,10 @@ export { learningRate, checkSchedule, type ScheduleOptions } from './train/sched
 export { truncatedNormal, TrainRng } from './train/init.js';
 export { readTrainingRun, parseTrainingLog, type TrainingRun, type TrainLogRecord, type ValidLogRecord } from './train/metrics-log.js';
 export { plotTraining, summaryTable, type PlotTrainingOptions, type PlotTrainingResult } from './train/plot.js';
+// Training data: BPE tokenizer training, token shards, the repeated n-gram filter, packed batches.
+export { BpeTrainer, trainBpe, GPT2_PRETOKENIZE, MIN_VOCAB_SIZE, type BpeTrainerOptions, type TrainedBpe } from './tokenizer/bpe-trainer.js';
+export { TokenShardBuilder, readTokenShard, tokenizerFingerprint, shardDType, SHARD_MAGIC, SHARD_VERSION, type ShardHeader, type TokenShard, type ShardDType } from './train/data/shard.js';
+export { PackedLoader, type PackedBatch, type LoaderState, type PackedLoaderOptions } from './train/data/packed-loader.js';
+export { repeatStats, hasRepeatedNgrams, type RepeatFilterOptions, type RepeatStats } from './train/data/repeat-filter.js';
+export { listInputFiles, fileDocuments, CORPUS_SPLITS, type CorpusSplit, type TextDocument, type InputFile } from './train/data/documents.js';
+export { shardCorpus, type ShardCorpusOptions, type ShardCorpusResult } from './train/data/shard-corpus.js';

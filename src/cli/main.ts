@@ -17,6 +17,7 @@ import { registerServe } from './commands/serve.js';
 import { registerTokenize } from './commands/tokenize.js';
 import { registerTrace } from './commands/trace.js';
 import { registerPlotTrain } from './commands/plot-train.js';
+import { registerShard, registerTrainTokenizer } from './commands/train-data.js';
 
 function buildProgram(): Command {
   const program = new Command('olmoe')
@@ -24,7 +25,7 @@ function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerPlotTrain]) {
+  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerPlotTrain, registerTrainTokenizer, registerShard]) {
     register(program);
   }
   program.commands.forEach((command) => command.exitOverride());
