@@ -48,3 +48,13 @@ export { PackedLoader, type PackedBatch, type LoaderState, type PackedLoaderOpti
 export { repeatStats, hasRepeatedNgrams, type RepeatFilterOptions, type RepeatStats } from './train/data/repeat-filter.js';
 export { listInputFiles, fileDocuments, CORPUS_SPLITS, type CorpusSplit, type TextDocument, type InputFile } from './train/data/documents.js';
 export { shardCorpus, type ShardCorpusOptions, type ShardCorpusResult } from './train/data/shard-corpus.js';
+// Training: the tape, the training model, checkpoints, the loop, evaluation and the throughput bench.
+export { Tape, Var, type Floats, type Precision } from './train/autograd.js';
+export { gemmKernels, referenceGemm, type GemmKernels, type GemmArgs } from './train/kernels.js';
+export { TrainModel, type TrainArchitecture, type TrainParam, type LossWeights, type RoutingMode, type StepResult } from './train/model.js';
+export { readTrainConfig, parseTrainConfig, resumeFingerprint, type TrainConfig } from './train/config.js';
+export { saveCheckpoint, loadParams, loadOptimizer, loadTrainerState, latestCheckpoint, type TrainerState } from './train/checkpoint.js';
+export { train, buildRun, METRICS_FILE, type TrainOptions, type TrainSummary } from './train/trainer.js';
+export { evaluate, tokenByteLengths, type DomainScore } from './train/evaluate.js';
+export { benchTraining, type TrainBench } from './train/bench.js';
+export { upcycleFrom } from './train/upcycle.js';

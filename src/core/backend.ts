@@ -122,8 +122,23 @@ export interface Backend {
   /** Rows [start, start+count) of x [T, N]. */
   rows(x: Tensor, start: number, count: number): Tensor;
   /**
-   * Training's products on host float32 arrays: out[M, N] = x[M, K] · w[N, K]ᵀ. Optional: without it, training
-   * uses its own reference kernel (src/train/kernels.ts).
+   * Training's products on host float32 arrays: C (+)= op(A) · op(B). Optional: without it, training uses its
+   * own reference kernel (src/train/kernels.ts).
    */
-  gemmF32?(x: Float32Array, m: number, k: number, w: Float32Array, n: number, out: Float32Array): void;
+  gemmF32?(args: GemmF32Args): void;
+}
+
+/** C[M, N] = op(A)[M, K] · op(B)[K, N], or C += that when accumulate; op transposes when the flag is set. */
+export interface GemmF32Args {
+  readonly m: number;
+  readonly n: number;
+  readonly k: number;
+  /** [M, K], or [K, M] when transA. */
+  readonly a: Float32Array;
+  /** [K, N], or [N, K] when transB. */
+  readonly b: Float32Array;
+  readonly c: Float32Array;
+  readonly transA?: boolean;
+  readonly transB?: boolean;
+  readonly accumulate?: boolean;
 }

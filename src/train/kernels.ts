@@ -1,8 +1,7 @@
 /**
  * The matrix product training needs in all three orientations (forward x·Wᵀ, input gradient dY·W, weight
  * gradient dYᵀ·X), behind one interface: a reference kernel in plain loops (any precision; the gradient checks
- * run it in float64) and a backend's float32 GEMM (`Backend.gemmF32`, native), which computes only x·wᵀ, so the other two
- * orientations are transposed into scratch first (O(n²) copies for an O(n³) product).
+ * run it in float64) and a backend's float32 GEMM (`Backend.gemmF32`, native).
  * Dimension legend: M rows of the result, N columns, K the summed dimension.
  */
 import { InputError } from '../core/errors.js';
@@ -63,35 +62,13 @@ export const referenceGemm: GemmKernels = {
 export function gemmKernels(backend: Pick<Backend, 'name' | 'gemmF32'>): GemmKernels {
   const gemmF32 = backend.gemmF32?.bind(backend);
   if (!gemmF32) return referenceGemm;
-  const scratch = { a: new Float32Array(0), b: new Float32Array(0), c: new Float32Array(0) };
-  const buffer = (key: keyof typeof scratch, length: number): Float32Array => {
-    if (scratch[key].length < length) scratch[key] = new Float32Array(length);
-    return scratch[key].subarray(0, length);
-  };
   return {
     name: backend.name,
     gemm(args) {
-      if (!(args.a instanceof Float32Array && args.b instanceof Float32Array && args.c instanceof Float32Array)) return referenceGemm.gemm(args);
+      const { a, b, c } = args;
+      if (!(a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array)) return referenceGemm.gemm(args);
       checkGemm(args);
-      const { m, n, k, transA = false, transB = false, accumulate = false } = args;
-      const x = transA ? transpose(args.a, k, m, buffer('a', m * k)) : args.a.subarray(0, m * k);
-      const w = transB ? args.b.subarray(0, n * k) : transpose(args.b, k, n, buffer('b', n * k));
-      const out = accumulate ? buffer('c', m * n) : args.c.subarray(0, m * n);
-      gemmF32(x, m, k, w, n, out);
-      if (accumulate) for (let i = 0; i < m * n; i++) args.c[i]! += out[i]!;
+      gemmF32({ ...args, a, b, c });
     },
   };
-}
-
-/** src [rows, cols] → dst [cols, rows], in cache-sized tiles. */
-export function transpose(src: Float32Array, rows: number, cols: number, dst: Float32Array): Float32Array {
-  const tile = 32;
-  for (let r0 = 0; r0 < rows; r0 += tile) {
-    for (let c0 = 0; c0 < cols; c0 += tile) {
-      const r1 = Math.min(rows, r0 + tile);
-      const c1 = Math.min(cols, c0 + tile);
-      for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c]!;
-    }
-  }
-  return dst;
 }

@@ -81,6 +81,12 @@ export class TrainModel {
     return found;
   }
 
+  /** The parameters as float32 (what the optimizer updates); a float64 model is for gradient checks only. */
+  float32Params(): readonly TrainParam<Float32Array>[] {
+    if (this.precision !== 'f32') throw new InputError('only a float32 model is trained');
+    return this.params as readonly TrainParam<Float32Array>[];
+  }
+
   /** Fill every matrix with init(values) and every norm gain with ones. */
   initialize(init: (values: Floats) => void): void {
     for (const p of this.params) {

@@ -1,0 +1,72 @@
+/** `olmoe train CONFIG.json`: train (or resume, or benchmark) an OLMoE from a training config. */
+import type { Command } from 'commander';
+import { benchTraining, createBackend, gemmKernels, readTrainConfig, train, type TrainLogRecord, type ValidLogRecord } from '../../index.js';
+import { parseNumber, printJson } from '../common.js';
+
+interface TrainFlags {
+  resume?: boolean;
+  bench?: number | true;
+  backend?: string;
+  threads?: number;
+  logEvery: number;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export function registerTrain(program: Command): void {
+  const positive = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n > 0);
+  program
+    .command('train')
+    .description('train an OLMoE from a config file (model shape, token shards, optimizer, schedule); checkpoints and metrics.jsonl go to its "out" folder')
+    .argument('<config>', 'training config JSON (see README "Train")')
+    .option('--resume', 'continue the run in the config\'s out folder from its latest checkpoint')
+    .option('--bench [steps]', 'time this many optimizer steps (default 3) and report tokens/s, GFLOP/s and where the time goes; writes nothing', positive('--bench'))
+    .option('--backend <name>', 'native | reference (default: $OLMOE_BACKEND, else native when built)')
+    .option('--threads <n>', 'native backend threads (default: all cores)', positive('--threads'))
+    .option('--log-every <n>', 'print a progress line every n steps', positive('--log-every'), 10)
+    .option('--json', 'with --bench: print the result as JSON')
+    .option('-q, --quiet', 'no progress lines')
+    .action(runTrain);
+}
+
+async function runTrain(configPath: string, flags: TrainFlags): Promise<void> {
+  const config = readTrainConfig(configPath);
+  const backend = createBackend(flags.backend, { threads: flags.threads });
+  const kernels = gemmKernels(backend);
+  if (flags.bench) {
+    const result = benchTraining(config, kernels, flags.bench === true ? 3 : flags.bench);
+    if (flags.json) return printJson(result);
+    const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
+    process.stdout.write(
+      `${result.parameters.toLocaleString('en-US')} parameters, ${result.tokensPerStep} tokens/step, kernels: ${result.kernels}\n` +
+        `${result.tokensPerSecond.toFixed(0)} tokens/s, ${result.secondsPerStep.toFixed(2)} s/step, ${result.gflops.toFixed(1)} GFLOP/s of step time ` +
+        `(GEMMs alone ${result.gemmGflops.toFixed(1)} GFLOP/s)\n` +
+        `time: GEMM ${pct(result.share.gemm)}, other forward ${pct(result.share.otherForward)}, other backward ${pct(result.share.otherBackward)}, optimizer ${pct(result.share.optimizer)}\n`,
+    );
+    return;
+  }
+  const say = (line: string) => !flags.quiet && process.stderr.write(line + '\n');
+  const started = performance.now();
+  const summary = await train({
+    config, kernels, resume: flags.resume, say,
+    onStep: (r) => (r.step % flags.logEvery === 0 || r.step === config.steps || r.step === 1) && say(stepLine(r, config.steps, started)),
+    onEval: (records) => say(evalLine(records)),
+  });
+  say(`done: ${summary.steps} steps, ${summary.tokens.toLocaleString('en-US')} tokens, last loss ${summary.lastLoss.toFixed(4)}; checkpoint ${summary.checkpoint}`);
+}
+
+function stepLine(r: TrainLogRecord, steps: number, started: number): string {
+  const elapsed = (performance.now() - started) / 1000;
+  const eta = (elapsed / r.step) * (steps - r.step);
+  return `step ${r.step}/${steps}  loss ${r.loss.toFixed(4)} (ce ${r.ce.toFixed(4)} lbl ${r.lbl.toFixed(4)} z ${r.zloss.toFixed(5)})  ` +
+    `lr ${r.lr.toExponential(2)}  |g| ${r.gradNorm.toFixed(2)}  ${r.tokensPerSecond.toFixed(0)} tok/s  eta ${formatSeconds(eta)}`;
+}
+
+function evalLine(records: readonly ValidLogRecord[]): string {
+  return `  valid @${records[0]?.step}: ` + records.map((r) => `${r.domain} ${r.ce.toFixed(3)} (${r.bitsPerByte.toFixed(3)} bpb)`).join(', ');
+}
+
+function formatSeconds(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '?';
+  return seconds >= 3600 ? `${(seconds / 3600).toFixed(1)} h` : seconds >= 60 ? `${(seconds / 60).toFixed(1)} min` : `${seconds.toFixed(0)} s`;
+}
