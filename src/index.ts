@@ -55,6 +55,6 @@ export { TrainModel, type TrainArchitecture, type TrainParam, type LossWeights, 
 export { readTrainConfig, parseTrainConfig, resumeFingerprint, type TrainConfig } from './train/config.js';
 export { saveCheckpoint, loadParams, loadOptimizer, loadTrainerState, latestCheckpoint, type TrainerState } from './train/checkpoint.js';
 export { train, buildRun, METRICS_FILE, type TrainOptions, type TrainSummary } from './train/trainer.js';
-export { evaluate, tokenByteLengths, type DomainScore } from './train/evaluate.js';
+export { evaluate, evaluateCheckpoint, unigramScores, tokenByteLengths, type DomainScore, type CheckpointEvalOptions } from './train/evaluate.js';
 export { benchTraining, type TrainBench } from './train/bench.js';
 export { upcycleFrom } from './train/upcycle.js';

@@ -59,17 +59,17 @@ export function saveCheckpoint(dir: string, opts: SaveOptions): void {
     const { model } = opts;
     const config = model.arch.config;
     const dtype = opts.dtype ?? 'f32';
-    writeText(join(staging, 'config.json'), JSON.stringify(toHfConfigJson({ ...config, torchDtype: { f32: 'float32', bf16: 'bfloat16', f16: 'float16' }[dtype] }, trainingKeys(model, opts.configExtra)), null, 2), budget);
-    writeText(join(staging, 'generation_config.json'), JSON.stringify({ eos_token_id: config.eosTokenIds[0], pad_token_id: config.padTokenId }), budget);
-    writeText(join(staging, 'tokenizer.json'), opts.tokenizerJson, budget);
-    writeText(join(staging, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig(opts.tokenizerJson, config.maxPositionEmbeddings)), budget);
+    writeText(join(staging, 'config.json'), JSON.stringify(toHfConfigJson({ ...config, torchDtype: { f32: 'float32', bf16: 'bfloat16', f16: 'float16' }[dtype] }, trainingKeys(model, opts.configExtra)), null, 2) + '\n', budget);
+    writeText(join(staging, 'generation_config.json'), JSON.stringify({ eos_token_id: config.eosTokenIds[0], pad_token_id: config.padTokenId }) + '\n', budget);
+    writeText(join(staging, 'tokenizer.json'), opts.tokenizerJson, budget); // byte for byte: shards name it by its sha256
+    writeText(join(staging, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig(opts.tokenizerJson, config.maxPositionEmbeddings)) + '\n', budget);
     writeTensors(join(staging, 'model.safetensors'), model.params.map((p) => ({ name: p.name, shape: p.shape, values: f32(p) })), dtype, budget);
     if (opts.optimizer) {
       const { m, v, step } = opts.optimizer;
       const tensors = model.params.flatMap((p, i) => [{ name: `m.${p.name}`, shape: p.shape, values: m[i]! }, { name: `v.${p.name}`, shape: p.shape, values: v[i]! }]);
       writeTensors(join(staging, OPTIMIZER_FILE), tensors, 'f32', budget, { step: String(step) });
     }
-    if (opts.state) writeText(join(staging, TRAINER_STATE), JSON.stringify({ format: 'olmoe-trainer-state', version: 1, ...opts.state }, null, 2), budget);
+    if (opts.state) writeText(join(staging, TRAINER_STATE), JSON.stringify({ format: 'olmoe-trainer-state', version: 1, ...opts.state }, null, 2) + '\n', budget);
     if (existsSync(dir)) withIo(dir, 'replace', () => rmSync(dir, { recursive: true }));
     withIo(dir, 'move into place', () => renameSync(staging, dir));
   } finally {
@@ -108,7 +108,7 @@ function spend(path: string, budget: Budget, bytes: number): void {
 
 function writeText(path: string, text: string, budget: Budget): void {
   spend(path, budget, Buffer.byteLength(text));
-  withIo(path, 'write', () => writeFileSync(path, text + '\n'));
+  withIo(path, 'write', () => writeFileSync(path, text));
 }
 
 function writeTensors(path: string, tensors: { name: string; shape: readonly number[]; values: Float32Array }[], dtype: FloatDType, budget: Budget, metadata: Record<string, string> = {}): void {

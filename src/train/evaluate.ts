@@ -2,10 +2,18 @@
  * Validation: cross-entropy per domain and overall, and bits per byte (total negative log-likelihood in bits
  * over the UTF-8 bytes of the predicted tokens; special tokens such as EOS count zero bytes but their loss counts).
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FormatError, withIo } from '../core/errors.js';
+import { readJsonObject } from '../io/json.js';
+import { readConfigFile } from '../model/config.js';
 import { Tape } from './autograd.js';
-import type { PackedLoader } from './data/packed-loader.js';
+import { loadParams } from './checkpoint.js';
+import { PackedLoader } from './data/packed-loader.js';
+import { readTokenShard, tokenizerFingerprint } from './data/shard.js';
+import { TrainModel } from './model.js';
+import type { TokenShard } from './data/shard.js';
 import type { GemmKernels } from './kernels.js';
-import type { TrainModel } from './model.js';
 import { byteToUnicode } from '../tokenizer/byte-level.js';
 
 export interface DomainScore {
@@ -61,4 +69,71 @@ export function tokenByteLengths(tokenizerJson: string, vocabSize: number): Floa
   }
   for (const added of json.added_tokens ?? []) if (added.id < vocabSize) lengths[added.id] = 0;
   return lengths;
+}
+
+/**
+ * The unigram baseline on the same validation windows: −log p(token) with p from the training shards' token
+ * counts (add-one smoothed over the vocabulary, EOS counted once per document), per domain and overall.
+ */
+export function unigramScores(trainShards: readonly TokenShard[], loader: PackedLoader, opts: Pick<EvaluateOptions, 'batches' | 'tokenBytes'>): DomainScore[] {
+  const vocab = opts.tokenBytes.length;
+  const counts = new Float64Array(vocab).fill(1);
+  for (const shard of trainShards) {
+    for (const id of shard.tokens) counts[id]!++;
+    counts[shard.header.eosId]! += shard.header.documentCount;
+  }
+  const total = counts.reduce((a, b) => a + b, 0);
+  const nll = Float64Array.from(counts, (c) => -Math.log(c / total));
+  const totals = { nats: 0, bytes: 0, tokens: 0 };
+  const scores = loader.domains.map((domain) => {
+    const sums = { nats: 0, bytes: 0, tokens: 0 };
+    let seen = 0;
+    for (const batch of loader.validationBatches(domain)) {
+      if (seen++ >= opts.batches) break;
+      for (let row = 0; row < batch.rows; row++) {
+        for (let s = 1; s <= batch.seqLen; s++) {
+          const id = batch.tokens[row * (batch.seqLen + 1) + s]!;
+          sums.nats += nll[id]!;
+          sums.bytes += opts.tokenBytes[id]!;
+          sums.tokens++;
+        }
+      }
+    }
+    totals.nats += sums.nats;
+    totals.bytes += sums.bytes;
+    totals.tokens += sums.tokens;
+    return score(domain, sums);
+  });
+  return [...scores, score('all', totals)];
+}
+
+export interface CheckpointEvalOptions {
+  readonly kernels: GemmKernels;
+  /** Default: min(256, max_position_embeddings). */
+  readonly sequenceLength?: number;
+  readonly batchSize: number;
+  readonly maxBatches?: number;
+  /** Training shards: also report the unigram baseline on the same windows. */
+  readonly baselineShards?: readonly string[];
+}
+
+/** Validation CE and bits per byte per domain of an HF checkpoint on token shards (and the unigram baseline). */
+export function evaluateCheckpoint(dir: string, shardPaths: readonly string[], opts: CheckpointEvalOptions): { model: DomainScore[]; unigram?: DomainScore[] } {
+  const config = readConfigFile(join(dir, 'config.json'));
+  const routing = readJsonObject(join(dir, 'config.json')).olmoe_routing === 'expert_choice' ? 'expert_choice' : 'token_choice';
+  const model = new TrainModel({ config, routing, capacityFactor: Number(readJsonObject(join(dir, 'config.json')).olmoe_capacity_factor ?? 1) });
+  loadParams(model, dir);
+  const tokenizerJson = withIo(join(dir, 'tokenizer.json'), 'read', () => readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
+  const tokenBytes = tokenByteLengths(tokenizerJson, config.vocabSize);
+  const fingerprint = tokenizerFingerprint(tokenizerJson);
+  const shards = (paths: readonly string[]) => paths.map((path) => {
+    const shard = readTokenShard(path);
+    if (shard.header.tokenizer !== fingerprint) throw new FormatError(path, `was tokenized with another tokenizer than ${dir}/tokenizer.json`);
+    return shard;
+  });
+  const seqLen = opts.sequenceLength ?? Math.min(256, config.maxPositionEmbeddings);
+  const loader = new PackedLoader(shards(shardPaths), { seqLen, batchSize: opts.batchSize, seed: 0 });
+  const batches = opts.maxBatches ?? Infinity;
+  const result = evaluate(model, loader, { kernels: opts.kernels, batches, tokenBytes });
+  return { model: result, unigram: opts.baselineShards ? unigramScores(shards(opts.baselineShards), loader, { batches, tokenBytes }) : undefined };
 }

@@ -156,13 +156,16 @@ export function crossEntropy(tape: Tape, logits: Var, targets: Int32Array): Var 
   expectShape('crossEntropy', logits.size === targets.length * vocab, () => `logits [${logits.shape}] for ${targets.length} targets`);
   const bad = targets.findIndex((id) => id >= vocab || (id < 0 && id !== IGNORE_TARGET));
   expectShape('crossEntropy', bad < 0, () => `target ${targets[bad]} outside the vocabulary of ${vocab}`);
-  const logSumExp = new Float64Array(targets.length);
+  // Softmax rows kept from the forward (the backward is softmax − one-hot), so exp runs once per logit.
+  const probs = logits.requiresGrad ? tape.alloc(logits.size) : null;
   let total = 0;
   let counted = 0;
   targets.forEach((target, t) => {
-    logSumExp[t] = rowLogSumExp(logits.data, t * vocab, vocab);
+    const at = t * vocab;
+    const lse = rowLogSumExp(logits.data, at, vocab);
+    if (probs) for (let i = 0; i < vocab; i++) probs[at + i] = Math.exp(logits.data[at + i]! - lse);
     if (target === IGNORE_TARGET) return;
-    total += logSumExp[t]! - logits.data[t * vocab + target]!;
+    total += lse - logits.data[at + target]!;
     counted++;
   });
   const data = tape.alloc(1);
@@ -174,7 +177,7 @@ export function crossEntropy(tape: Tape, logits: Var, targets: Int32Array): Var 
     targets.forEach((target, t) => {
       if (target === IGNORE_TARGET) return;
       const at = t * vocab;
-      for (let i = 0; i < vocab; i++) dLogits[at + i]! += scale * Math.exp(logits.data[at + i]! - logSumExp[t]!);
+      for (let i = 0; i < vocab; i++) dLogits[at + i]! += scale * probs![at + i]!;
       dLogits[at + target]! -= scale;
     });
   });

@@ -21,7 +21,7 @@ import { TrainModel, type LossWeights } from './model.js';
 import { AdamW, clipGradNorm } from './optim.js';
 import { learningRate } from './schedule.js';
 import { upcycleFrom } from './upcycle.js';
-import { evaluate, tokenByteLengths } from './evaluate.js';
+import { evaluate, tokenByteLengths, unigramScores } from './evaluate.js';
 
 export interface TrainOptions {
   readonly config: TrainConfig;
@@ -71,6 +71,7 @@ interface Run {
   readonly config: TrainConfig;
   readonly model: TrainModel;
   readonly optimizer: AdamW;
+  readonly trainShards: readonly TokenShard[];
   readonly loader: PackedLoader;
   readonly valid: PackedLoader | null;
   readonly kernels: GemmKernels;
@@ -93,10 +94,11 @@ export function buildRun(config: TrainConfig, kernels: GemmKernels) {
   model.initialize((values) => truncatedNormal(values as Float32Array, config.model.init_std, () => rng.next()));
   const shards = (paths: readonly string[]) => paths.map((path) => checkShard(readTokenShard(path), tokenizerJson, modelConfig));
   const loaderOptions = { seqLen: config.data.sequence_length, batchSize: config.data.batch_size, seed: config.seed };
-  const loader = new PackedLoader(shards(config.data.train), loaderOptions);
+  const trainShards = shards(config.data.train);
+  const loader = new PackedLoader(trainShards, loaderOptions);
   const valid = config.data.valid.length ? new PackedLoader(shards(config.data.valid), loaderOptions) : null;
   const weights: LossWeights = { loadBalancing: config.loss.load_balancing, routerZ: config.loss.router_z };
-  return { tokenizerJson, model, loader, valid, weights, kernels, rng, tokenBytes: tokenByteLengths(tokenizerJson, modelConfig.vocabSize) };
+  return { tokenizerJson, model, trainShards, loader, valid, weights, kernels, rng, tokenBytes: tokenByteLengths(tokenizerJson, modelConfig.vocabSize) };
 }
 
 function prepareRun(opts: TrainOptions): Run {
@@ -114,6 +116,11 @@ function startRun(run: Run, opts: TrainOptions): Run {
   if (latestCheckpoint(config.out)) throw new ConfigError('out', `${config.out} already holds a run; resume it (--resume) or choose another folder`);
   if (config.model.upcycle_from) upcycleFrom(run.model, config.model.upcycle_from, opts.say);
   writeFileSync(run.metricsPath, '');
+  if (run.valid) {
+    const baseline = unigramScores(run.trainShards, run.valid, { batches: config.eval_batches, tokenBytes: run.tokenBytes });
+    writeFileSync(join(config.out, 'baseline.json'), JSON.stringify({ kind: 'unigram', scores: baseline }, null, 2) + '\n');
+    opts.say?.(`unigram baseline (validation): ${baseline.map((b) => `${b.domain} ${b.crossEntropy.toFixed(3)}`).join(', ')}`);
+  }
   writeFileSync(join(config.out, 'train-config.json'), JSON.stringify(config, null, 2) + '\n');
   return run;
 }
