@@ -58,3 +58,4 @@ export { train, buildRun, METRICS_FILE, type TrainOptions, type TrainSummary } f
 export { evaluate, evaluateCheckpoint, unigramScores, tokenByteLengths, type DomainScore, type CheckpointEvalOptions } from './train/evaluate.js';
 export { benchTraining, type TrainBench } from './train/bench.js';
 export { upcycleFrom } from './train/upcycle.js';
+export { ABLATIONS, ABLATION_BASE, ablationConfig, runAblation, type Ablation, type AblationVariant, type AblationData } from './train/ablations.js';

@@ -20,6 +20,7 @@ import { registerPlotTrain } from './commands/plot-train.js';
 import { registerShard, registerTrainTokenizer } from './commands/train-data.js';
 import { registerTrain } from './commands/train.js';
 import { registerEvaluate } from './commands/evaluate.js';
+import { registerAblate } from './commands/ablate.js';
 
 function buildProgram(): Command {
   const program = new Command('olmoe')
@@ -27,7 +28,7 @@ function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerPlotTrain, registerTrainTokenizer, registerShard, registerTrain, registerEvaluate]) {
+  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerPlotTrain, registerTrainTokenizer, registerShard, registerTrain, registerEvaluate, registerAblate]) {
     register(program);
   }
   program.commands.forEach((command) => command.exitOverride());

@@ -1,0 +1,53 @@
+/** `olmoe ablate NAME`: one of the paper's small-scale ablations, trained and plotted into one folder. */
+import type { Command } from 'commander';
+import { join } from 'node:path';
+import { ABLATIONS, createBackend, gemmKernels, InputError, runAblation } from '../../index.js';
+import { parseNumber } from '../common.js';
+
+interface AblateFlags {
+  tokenizer: string;
+  train: string[];
+  valid: string[];
+  out: string;
+  steps: number;
+  seq: number;
+  batch: number;
+  seed: number;
+  backend?: string;
+  threads?: number;
+  logEvery: number;
+}
+
+export function registerAblate(program: Command): void {
+  const positive = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n > 0);
+  program
+    .command('ablate')
+    .description(`train the variants of one of the paper's ablations and plot them side by side (${ABLATIONS.map((a) => a.name).join(', ')}, or all)`)
+    .argument('<name>', `${ABLATIONS.map((a) => a.name).join(' | ')} | all`)
+    .requiredOption('--tokenizer <file>', 'tokenizer.json the shards were made with')
+    .requiredOption('--train <shards...>', 'training token shards')
+    .requiredOption('--valid <shards...>', 'validation token shards')
+    .option('--out <dir>', 'results folder (one subfolder per ablation)', join('docs', 'ablations'))
+    .option('--steps <n>', 'optimizer steps per variant', positive('--steps'), 400)
+    .option('--seq <n>', 'sequence length', positive('--seq'), 128)
+    .option('--batch <n>', 'sequences per step', positive('--batch'), 8)
+    .option('--seed <n>', 'seed shared by every variant', parseNumber('--seed', (n) => Number.isSafeInteger(n) && n >= 0), 0)
+    .option('--backend <name>', 'native | reference')
+    .option('--threads <n>', 'native backend threads', positive('--threads'))
+    .option('--log-every <n>', 'progress line every n steps', positive('--log-every'), 50)
+    .action(async (name: string, flags: AblateFlags) => {
+      const chosen = name === 'all' ? ABLATIONS : ABLATIONS.filter((a) => a.name === name);
+      if (!chosen.length) throw new InputError(`unknown ablation ${JSON.stringify(name)} (choose ${ABLATIONS.map((a) => a.name).join(', ')} or all)`);
+      const kernels = gemmKernels(createBackend(flags.backend, { threads: flags.threads }));
+      const data = { tokenizer: flags.tokenizer, train: flags.train, valid: flags.valid, steps: flags.steps, sequenceLength: flags.seq, batchSize: flags.batch, seed: flags.seed };
+      const say = (line: string) => process.stderr.write(line + '\n');
+      for (const ablation of chosen) {
+        const out = join(flags.out, ablation.name);
+        const report = await runAblation(ablation, data, out, {
+          kernels, say,
+          onStep: (label, r) => r.step % flags.logEvery === 0 && say(`  ${label}: step ${r.step}/${flags.steps} loss ${r.loss.toFixed(4)} ${r.tokensPerSecond.toFixed(0)} tok/s`),
+        });
+        process.stdout.write(report + '\n');
+      }
+    });
+}
