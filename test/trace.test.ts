@@ -3,7 +3,7 @@
  * exactly, a killed recording resumes to the same trace, and bad trace folders get clear errors.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
@@ -124,6 +124,9 @@ describe('routing traces', () => {
     const read = [];
     for await (const d of readDocuments([join(dir, 'books.txt'), join(dir, 'mixed.jsonl')])) read.push([d.text, d.domain]);
     assert.deepEqual(read, [['first paragraph\nstill first', 'books'], ['second', 'books'], ['a', 'code'], ['b', 'mixed']]);
+    mkdirSync(join(dir, 'math'));
+    writeFileSync(join(dir, 'math', 'valid.jsonl'), '{"text": "1 + 1 = 2"}\n');
+    for await (const d of readDocuments([join(dir, 'math', 'valid.jsonl')])) assert.equal(d.domain, 'math'); // a corpus split file: its folder
     writeFileSync(join(dir, 'bad.jsonl'), '{"text": "a"}\n{"txt": 1}\n');
     await assert.rejects(async () => {
       for await (const _ of readDocuments([join(dir, 'bad.jsonl')])) void _;

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, openSync, readSync, statSync } from 'node:fs';
-import { basename, extname } from 'node:path';
+import { basename, dirname, extname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { FormatError, InputError } from '../core/errors.js';
 import { openCheckpoint } from '../model/load.js';
@@ -141,14 +141,16 @@ function traceWindow(model: OlmoeModel, ids: readonly number[], start: number, e
 /**
  * Documents from files: `.jsonl` files hold one JSON object per line with a "text" (and optionally a "domain");
  * other files are plain text with documents separated by blank lines (`wholeFiles`: each file is one document).
- * The domain is `domain` if given, else the line's "domain", else the file's name without extension.
+ * The domain is `domain` if given, else the line's "domain", else the file's name without extension — or, for a
+ * corpus split file (`<domain>/train|valid|test.jsonl`, as scripts/build-corpus.mjs writes), its folder's name.
  */
 export async function* readDocuments(files: readonly string[], opts: { domain?: string; wholeFiles?: boolean } = {}): AsyncGenerator<TraceDocument & { bytes: number }> {
   let bytes = 0;
   for (const file of files) {
     const size = statSync(file, { throwIfNoEntry: false });
     if (!size?.isFile()) throw new InputError(`${file}: no such file`);
-    const fileDomain = opts.domain ?? basename(file, extname(file));
+    const stem = basename(file, extname(file));
+    const fileDomain = opts.domain ?? (['train', 'valid', 'test'].includes(stem) ? basename(dirname(resolve(file))) : stem);
     const lines = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
     const jsonl = extname(file) === '.jsonl';
     let paragraph: string[] = [];
