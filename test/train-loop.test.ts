@@ -145,3 +145,38 @@ describe('training: bad input', () => {
     assert.throws(() => parseTrainConfig({ ...config(dir), steps: 0 }), /steps.*positive integer/);
   });
 });
+
+describe('architecture variants', () => {
+  it('sparse upcycling: experts start as copies of the dense MLP; with top-k = all experts the MoE computes the dense loss', async () => {
+    const dir = fixture();
+    const dense = config(dir, { out: join(dir, 'dense'), steps: 3, eval_every: 0, checkpoint_every: 0, model: { ...config(dir).model, num_experts: 1, num_experts_per_tok: 1 } });
+    await run(dense);
+    const denseDir = latestCheckpoint(join(dir, 'dense'))!;
+    const moe = config(dir, { out: join(dir, 'moe'), steps: 1, eval_every: 0, checkpoint_every: 0, model: { ...config(dir).model, num_experts: 4, num_experts_per_tok: 4, upcycle_from: denseDir } });
+    const batch = Int32Array.from(Buffer.from('The experts of a')); // 16 bytes: 15 positions
+    const lossOf = (model: TrainModel) => model.forward(new Tape('f32', referenceGemm, { grad: false }), batch, 1, { loadBalancing: 0, routerZ: 0 }).crossEntropy;
+    const denseModel = new TrainModel({ config: readConfigFile(join(denseDir, 'config.json')), routing: 'token_choice', capacityFactor: 1 });
+    loadParams(denseModel, denseDir);
+    const { buildRun } = await import('../src/train/trainer.js');
+    const { upcycleFrom } = await import('../src/train/upcycle.js');
+    const { model } = buildRun(moe, referenceGemm);
+    upcycleFrom(model, denseDir);
+    for (let e = 0; e < 4; e++) assert.deepEqual(model.param(`model.layers.1.mlp.experts.${e}.down_proj.weight`).data, denseModel.param('model.layers.1.mlp.experts.0.down_proj.weight').data);
+    // Σ over all experts of p_e · MLP(x) = MLP(x): the upcycled model starts exactly where the dense one ended.
+    assert.ok(Math.abs(lossOf(model) - lossOf(denseModel)) < 1e-5, `${lossOf(model)} vs ${lossOf(denseModel)}`);
+    await assert.rejects(run(config(dir, { out: join(dir, 'bad'), model: { ...config(dir).model, upcycle_from: latestCheckpoint(join(dir, 'moe')) ?? join(dir, 'dense', 'checkpoints', 'step-000003'), hidden_size: 32 } })), /hidden(Size|_size)/);
+  });
+
+  it('a dense baseline (1 expert, top-1) and expert-choice routing train and save loadable checkpoints', async () => {
+    const dir = fixture();
+    for (const [name, model] of [['dense', { num_experts: 1, num_experts_per_tok: 1 }], ['ec', { routing: 'expert_choice' as const, capacity_factor: 1.5 }]] as const) {
+      const losses = await run(config(dir, { out: join(dir, name), steps: 6, eval_every: 0, model: { ...config(dir).model, ...model } }));
+      assert.ok(losses.every(Number.isFinite) && losses.at(-1)! < losses[0]!, `${name}: ${losses.join(', ')}`);
+      const saved = readConfigFile(join(latestCheckpoint(join(dir, name))!, 'config.json'));
+      assert.equal(saved.numExperts, model.num_experts ?? 4);
+    }
+    const ec = JSON.parse(readFileSync(join(latestCheckpoint(join(dir, 'ec'))!, 'config.json'), 'utf8'));
+    assert.equal(ec.olmoe_routing, 'expert_choice');
+    assert.equal(ec.olmoe_capacity_factor, 1.5);
+  });
+});

@@ -1,46 +1,67 @@
 /**
- * `olmoe demo`: the main job on a fresh machine, offline. Until a trained model is bundled, it writes a
- * small random OLMoE (once), then generates from it and shows its routing — and says the text is noise.
+ * `olmoe demo`: the main job on a fresh machine, offline: the bundled OLMoE-mini (trained by `olmoe train` on the
+ * six-domain corpus, models/olmoe-mini) continues prompts from several domains and shows which experts each token
+ * takes. `--random` uses a small random-weight OLMoE instead (the pipeline without a trained model).
  */
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { generateText, writeRandomCheckpoint } from '../../index.js';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { generateText, writeRandomCheckpoint, type Pretrained } from '../../index.js';
 import { loadModel } from '../common.js';
 import { forwardWithRouting } from './route.js';
 import { TINY_PRESET } from './create-random.js';
 
+/** dist/src/cli/commands → the package root, where models/ holds the bundled model. */
+export const BUNDLED_MODEL = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', 'models', 'olmoe-mini');
+
+const PROMPTS = [
+  ['web', 'The President said that the people of the United States'],
+  ['books', 'And it came to pass, when the men of the city'],
+  ['code', 'def read_config(path):\n    """Read the configuration file'],
+  ['encyclopedic', 'France, officially the French Republic, is a country'],
+  ['math', 'Theorem. For every natural number n, the sum'],
+] as const;
+
 export function registerDemo(program: Command): void {
   program
     .command('demo')
-    .description('offline demo: create a small random OLMoE, generate from it and show its routing')
-    .option('--dir <dir>', 'where the demo model lives', join('.olmoe', 'random-demo'))
-    .action(async (flags: { dir: string }) => runDemo(flags.dir));
+    .description('offline demo: the bundled OLMoE-mini continues prompts from several domains and shows its routing')
+    .option('--model <dir>', 'model folder to demo', BUNDLED_MODEL)
+    .option('--random', 'use a small random-weight OLMoE (written once to .olmoe/random-demo) instead')
+    .action(async (flags: { model: string; random?: boolean }) => runDemo(flags.random ? randomModel() : flags.model, flags.random ?? false));
 }
 
-async function runDemo(dir: string): Promise<void> {
+function randomModel(): string {
+  const dir = join('.olmoe', 'random-demo');
+  if (!existsSync(join(dir, 'config.json'))) writeRandomCheckpoint(dir, { ...TINY_PRESET, dtype: 'bf16', seed: 42, std: 0.2 });
+  return dir;
+}
+
+async function runDemo(dir: string, random: boolean): Promise<void> {
   const say = (text: string) => process.stderr.write(text + '\n');
-  if (!existsSync(join(dir, 'config.json'))) {
-    say(`creating a random OLMoE in ${dir} (${TINY_PRESET.layers} layers, ${TINY_PRESET.experts} experts, top-${TINY_PRESET.topK}) …`);
-    writeRandomCheckpoint(dir, { ...TINY_PRESET, dtype: 'bf16', seed: 42, std: 0.2 }); // wider than 0.02 so routing is visibly peaked
-  }
-  say('NOTE: this model has RANDOM weights — the text below is noise. It shows the pipeline end to end:');
-  say('load → tokenize → prefill → decode with KV cache → sampling → streaming detokenizer → routing.\n');
+  if (random) say('NOTE: this model has RANDOM weights — its text is noise; it shows the pipeline end to end.\n');
   const pretrained = await loadModel(dir, { quiet: true });
-  const prompt = 'The experts of a sparse model';
-  const promptIds = pretrained.tokenizer.encode(prompt);
-  process.stdout.write(`generate (greedy, 24 tokens): ${JSON.stringify(prompt)} →\n`);
-  const result = await generateText(pretrained, promptIds, {
-    greedy: true,
-    maxNewTokens: 24,
-    onToken: (e) => process.stdout.write(JSON.stringify(e.text).slice(1, -1)),
+  const { numExperts, numExpertsPerTok, numLayers } = pretrained.model.config;
+  say(`${dir}: ${numLayers} layers, ${numExperts} experts, top-${numExpertsPerTok} (load → tokenize → prefill → decode with KV cache → sampling → streaming detokenizer → routing)\n`);
+  for (const [domain, prompt] of random ? PROMPTS.slice(0, 1) : PROMPTS) {
+    process.stdout.write(`[${domain}] ${prompt}`);
+    const result = await generateText(pretrained, pretrained.tokenizer.encode(prompt), {
+      seed: 1, temperature: 0.7, topP: 0.9, maxNewTokens: 40, onToken: (e) => process.stdout.write(e.text),
+    });
+    process.stdout.write(`\n  (${result.ids.length} tokens, ${((result.ids.length / (result.prefillMs + result.decodeMs)) * 1000).toFixed(0)} tok/s)\n\n`);
+  }
+  showRouting(pretrained, 'def add(a, b):\n    return a + b  # The sum of two numbers.');
+  process.stdout.write(`\nnext: olmoe generate ${dir} "your prompt"; olmoe route ${dir} "your text"; olmoe serve ${dir}\n`);
+}
+
+/** Per token, the top expert of every layer: tokens of one kind (code symbols, English words) share experts. */
+function showRouting(pretrained: Pretrained, text: string): void {
+  const ids = pretrained.tokenizer.encode(text);
+  const { routing } = forwardWithRouting(pretrained, ids);
+  process.stdout.write(`routing of ${JSON.stringify(text)} — top expert (weight) per layer:\n`);
+  ids.forEach((id, t) => {
+    const layers = routing.map((r) => `${String(r.experts[t]![0]).padStart(2)} (${r.weights[t]![0]!.toFixed(2)})`);
+    process.stdout.write(`  ${JSON.stringify(pretrained.tokenizer.decode([id])).padEnd(12)} ${layers.join('  ')}\n`);
   });
-  process.stdout.write(`\n[${result.ids.length} tokens, ${((result.ids.length / (result.prefillMs + result.decodeMs)) * 1000).toFixed(1)} tok/s, finish: ${result.finishReason}]\n\n`);
-  const { routing } = forwardWithRouting(pretrained, promptIds.slice(0, 6));
-  process.stdout.write('routing of the first prompt tokens (expert:weight, top-k per layer):\n');
-  promptIds.slice(0, 6).forEach((id, t) => {
-    const layers = routing.map((r) => `L${r.layer} ${r.experts[t]!.map((e, k) => `${e}:${r.weights[t]![k]!.toFixed(2)}`).join(' ')}`);
-    process.stdout.write(`  ${JSON.stringify(pretrained.tokenizer.decode([id])).padEnd(6)} ${layers.join(' | ')}\n`);
-  });
-  process.stdout.write(`\nnext: olmoe info ${dir}; olmoe route ${dir} "your text"; olmoe generate allenai/OLMoE-1B-7B-0924 "Bitcoin is"\n`);
 }
