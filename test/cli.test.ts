@@ -20,7 +20,8 @@ describe('olmoe CLI', () => {
   it('--help lists every verb, and every verb has --help', () => {
     const help = olmoe(['--help']);
     assert.equal(help.code, 0);
-    const verbs = ['generate', 'chat', 'info', 'route', 'logits', 'tokenize', 'download', 'create-random', 'convert', 'quantize', 'bench', 'serve', 'trace', 'analyze', 'prune', 'demo'];
+    const verbs = ['generate', 'chat', 'info', 'route', 'logits', 'tokenize', 'download', 'create-random', 'convert', 'quantize', 'bench', 'serve', 'trace', 'analyze', 'prune', 'demo',
+      'train-tokenizer', 'shard', 'train', 'evaluate', 'plot-train', 'ablate'];
     for (const verb of verbs) {
       assert.match(help.stdout, new RegExp(`\\b${verb}\\b`));
       const verbHelp = olmoe([verb, '--help']);
@@ -164,4 +165,35 @@ describe('without the native addon (a machine with no compiler)', () => {
     assert.match(result.stderr, /the native backend was not built/);
     assert.equal(existsSync(join(root, 'native', 'build', 'Release', 'olmoe_native.node')), false);
   });
+
+  it('train-tokenizer → shard → train → generate, evaluate and plot-train on the checkpoint', () => {
+    const dir = tempDir();
+    const lines = ['The router sends each token to its experts.', 'def add(a, b):\n    return a + b', 'Theorem: the sum of two even numbers is even.'];
+    writeFileSync(join(dir, 'corpus.jsonl'), Array.from({ length: 60 }, (_, i) => JSON.stringify({ text: `${lines[i % 3]} (${i})`, domain: ['prose', 'code', 'math'][i % 3] })).join('\n'));
+    const ok = (args: string[]) => {
+      const run = olmoe(args);
+      assert.equal(run.code, 0, `${args.join(' ')}: ${run.stderr}`);
+      return run;
+    };
+    ok(['train-tokenizer', join(dir, 'corpus.jsonl'), '--out', join(dir, 'tok'), '--vocab-size', '300', '-q']);
+    ok(['shard', join(dir, 'corpus.jsonl'), '--tokenizer', join(dir, 'tok'), '--out', join(dir, 'shards'), '-q']);
+    writeFileSync(join(dir, 'train.json'), JSON.stringify({
+      out: 'run', tokenizer: 'tok/tokenizer.json', steps: 4, eval_every: 2, eval_batches: 1, checkpoint_every: 2,
+      model: { hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_experts: 4, num_experts_per_tok: 2, intermediate_size: 8 },
+      data: { train: ['shards/train-00000.shard'], valid: ['shards/train-00000.shard'], sequence_length: 16, batch_size: 2 },
+      optimizer: { warmup_steps: 1 },
+    }));
+    const trained = ok(['train', join(dir, 'train.json'), '--log-every', '1']);
+    assert.match(trained.stderr, /step 4\/4 .*loss/);
+    assert.match(trained.stderr, /valid @4: prose .*code .*math .*all/);
+    const checkpoint = join(dir, 'run', 'checkpoints', 'step-000004');
+    const generated = ok(['generate', checkpoint, 'The router', '-n', '5', '--greedy', '--json']);
+    assert.equal(JSON.parse(generated.stdout).ids.length, 5);
+    assert.match(ok(['evaluate', checkpoint, '--shards', join(dir, 'shards', 'train-00000.shard'), '--seq', '16', '--baseline', join(dir, 'shards', 'train-00000.shard')]).stdout, /\| all \| \d+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|/);
+    ok(['plot-train', join(dir, 'run', 'metrics.jsonl'), '--out', join(dir, 'plots')]);
+    assert.ok(existsSync(join(dir, 'plots', 'loss.svg')) && existsSync(join(dir, 'plots', 'expert-load.png')));
+    assert.match(olmoe(['train', join(dir, 'train.json')]).stderr, /already holds a run; resume it/);
+    assert.match(olmoe(['ablate', 'nope', '--tokenizer', 'x', '--train', 'x', '--valid', 'x']).stderr, /unknown ablation "nope"/);
+  });
 });
+
