@@ -83,6 +83,37 @@ test('bpe: incremental merges equal an independent full-recount trainer', () => 
   assert.deepEqual(trained.merges, naiveMerges(corpus, 150));
 });
 
+/** GPT-2 BPE encoding of one pre-token by merge rank (lowest rank first), written independently of both libraries. */
+function naiveEncode(piece: string, ranks: Map<string, number>): string[] {
+  let symbols = [...piece].map((c) => (c === ' ' ? 'Ġ' : c === '\n' ? 'Ċ' : c));
+  for (;;) {
+    let best = -1;
+    for (let i = 0; i + 1 < symbols.length; i++) {
+      const rank = ranks.get(`${symbols[i]} ${symbols[i + 1]}`);
+      if (rank !== undefined && (best < 0 || rank < ranks.get(`${symbols[best]} ${symbols[best + 1]}`)!)) best = i;
+    }
+    if (best < 0) return symbols;
+    const [l, r] = [symbols[best]!, symbols[best + 1]!];
+    const next: string[] = [];
+    for (let i = 0; i < symbols.length; i++) {
+      if (symbols[i] === l && symbols[i + 1] === r) (next.push(l + r), i++);
+      else next.push(symbols[i]!);
+    }
+    symbols = next;
+  }
+}
+
+test('bpe: the loaded tokenizer encodes training text exactly as the merge ranks say', () => {
+  const corpus = syntheticCorpus();
+  const trained = train([corpus], 500);
+  const tok = load(trained);
+  const ranks = new Map(trained.merges.map((merge, rank) => [merge, rank]));
+  const text = corpus.slice(0, 4000);
+  const pieces = text.match(/ ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+/g) ?? [];
+  const expected = pieces.flatMap((piece) => naiveEncode(piece, ranks));
+  assert.deepEqual(tok.encode(text).map((id) => tok.idToToken(id)), expected);
+});
+
 test('bpe: round trip through the loaded tokenizer on mixed text; merged tokens are used', () => {
   const corpus = [
     'The quick brown fox jumps over the lazy dog. The dog sleeps.\n\nIt was the best of times, it was the worst of times.',

@@ -119,6 +119,7 @@ export class BpeTrainer {
       if (!merger.mergeBest(this.opts.minFrequency)) break;
       if (merger.mergeCount % 256 === 0) this.opts.onProgress?.({ phase: 'merge', done: merger.mergeCount, total: target });
     }
+    this.opts.onProgress?.({ phase: 'merge', done: merger.mergeCount, total: target });
     const stats = { bytes: this.bytes, documents: this.documents, uniquePreTokens: this.preTokens.size, stoppedEarly: merger.mergeCount < target };
     return tokenizerFile(merger.tokens, merger.merges, stats);
   }

@@ -13,7 +13,7 @@
 import { createHash } from 'node:crypto';
 import { InputError } from '../../core/errors.js';
 import { createRng } from '../../core/rng.js';
-import type { TokenShard } from './shard.js';
+import { readTokenShard, type TokenShard } from './shard.js';
 
 export interface PackedBatch {
   /** [rows, S + 1] token ids, row-major. */
@@ -169,6 +169,11 @@ export class PackedLoader {
     this.stream = new DocumentStream(shards, this.catalogue.docs, this.eosId);
     this.sequencesPerEpoch = Math.floor((this.stream.length - 1) / this.seqLen);
     if (this.sequencesPerEpoch < 1) throw new InputError(`the shards hold ${this.stream.length} stream tokens, fewer than one sequence of seqLen + 1 = ${this.seqLen + 1}`);
+  }
+
+  /** Read and validate the shard files, in the order given (the order fixes the stream). */
+  static open(paths: readonly string[], opts: PackedLoaderOptions): PackedLoader {
+    return new PackedLoader(paths.map(readTokenShard), opts);
   }
 
   /** Total stream tokens (documents + one EOS each). */
