@@ -182,8 +182,9 @@ function trainStep(run: Run, step: number): TrainLogRecord {
   for (const p of model.params) p.grad.fill(0);
   const micro = config.data.micro_batches;
   const sums = { loss: 0, ce: 0, lbl: 0, z: 0, tokens: 0 };
-  const counts = model.arch.config.numLayers ? Array.from({ length: model.arch.config.numLayers }, () => new Float64Array(model.arch.config.numExperts)) : [];
-  const entropy = new Float64Array(model.arch.config.numLayers);
+  const { numLayers, numExperts } = model.arch.config;
+  const counts = Array.from({ length: numLayers }, () => new Float64Array(numExperts)); // routed slots per expert
+  const entropy = new Float64Array(numLayers);
   for (let m = 0; m < micro; m++) {
     const batch = loader.nextBatch();
     const tape = new Tape('f32', run.kernels);
