@@ -1,0 +1,308 @@
+// Training's float32 GEMM, C[M, N] (+)= op(A)[M, K] · op(B)[K, N] on row-major operands, in the packed-panel
+// scheme of Goto & van de Geijn ("Anatomy of high-performance matrix multiplication", TOMS 2008):
+//   for each block of KC summed indices (in ascending order):
+//     pack op(A) into panels of MR rows, each [kc][MR], and op(B) into panels of NR columns, each [kc][NR]
+//     (the four orientations differ only in these copies; ragged edges are zero-padded),
+//     then for each (row block, column block) of C, in parallel: an MR × NR register-blocked micro-kernel per
+//     pair of panels, the B panel outermost so that it stays in L1 while the A panels stream from L2.
+// Work is never split along K: each element of C is the sum of its KC blocks in ascending order, each block an
+// FMA chain over ascending k, so results are bit-identical for any thread count (exact training resume).
+// Dimension legend: M rows of C, N columns, K the summed dimension; MR × NR the micro-kernel's tile.
+#include "train-gemm.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels.h"
+#include "pool.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define OLMOE_X86 1
+#endif
+
+namespace olmoe {
+
+namespace {
+
+// One micro-kernel call: C tile [rows ≤ MR, cols ≤ NR] (+)= A panel · B panel over kc summed indices.
+struct Tile {
+  const float* a_panel;  // [kc][MR]
+  const float* b_panel;  // [kc][NR]
+  size_t kc;
+  int rows, cols;
+  float* c;
+  size_t ldc;
+  bool add;  // C += product (later K blocks, or accumulate) instead of C = product
+};
+
+struct MicroKernel {
+  int mr, nr;
+  void (*tile)(const Tile&);
+};
+
+// ---------------------------------------------------------------- scalar: 4 × 8, plain loops
+constexpr int kScalarMr = 4, kScalarNr = 8;
+
+void tile_scalar(const Tile& t) {
+  float acc[kScalarMr][kScalarNr] = {};
+  for (size_t p = 0; p < t.kc; p++) {
+    const float* a = t.a_panel + p * kScalarMr;
+    const float* b = t.b_panel + p * kScalarNr;
+    for (int r = 0; r < kScalarMr; r++)
+      for (int j = 0; j < kScalarNr; j++) acc[r][j] += a[r] * b[j];
+  }
+  for (int r = 0; r < t.rows; r++)
+    for (int j = 0; j < t.cols; j++) {
+      float& out = t.c[r * t.ldc + j];
+      out = t.add ? out + acc[r][j] : acc[r][j];
+    }
+}
+
+#ifdef OLMOE_X86
+// ---------------------------------------------------------------- AVX2 + FMA: 6 × 16 (12 accumulators)
+#define AVX2 __attribute__((target("avx2,fma")))
+constexpr int kAvx2Mr = 6, kAvx2Nr = 16;
+
+AVX2 inline __m256i avx2_tail(int valid) {
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), lanes);
+}
+
+template <int R, int V>
+AVX2 void tile_avx2_fixed(const Tile& t) {
+  __m256 acc[R][V];
+  for (auto& row : acc)
+    for (auto& v : row) v = _mm256_setzero_ps();
+  const float* a = t.a_panel;
+  const float* b = t.b_panel;
+  for (size_t p = 0; p < t.kc; p++, a += kAvx2Mr, b += kAvx2Nr) {
+    __m256 bv[V];
+    for (int v = 0; v < V; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
+    for (int r = 0; r < R; r++) {
+      const __m256 av = _mm256_broadcast_ss(a + r);
+      for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < V; v++) {
+      float* out = t.c + r * t.ldc + 8 * v;
+      const int valid = std::min(8, t.cols - 8 * v);
+      if (valid <= 0) break;
+      const __m256i mask = avx2_tail(valid);
+      __m256 sum = acc[r][v];
+      if (t.add) sum = _mm256_add_ps(_mm256_maskload_ps(out, mask), sum);
+      _mm256_maskstore_ps(out, mask, sum);
+    }
+}
+
+template <int R>
+AVX2 void tile_avx2_rows(const Tile& t) {
+  if (t.cols <= 8) tile_avx2_fixed<R, 1>(t);
+  else tile_avx2_fixed<R, 2>(t);
+}
+
+AVX2 void tile_avx2(const Tile& t) {
+  switch (t.rows) {
+    case 1: return tile_avx2_rows<1>(t);
+    case 2: return tile_avx2_rows<2>(t);
+    case 3: return tile_avx2_rows<3>(t);
+    case 4: return tile_avx2_rows<4>(t);
+    case 5: return tile_avx2_rows<5>(t);
+    default: return tile_avx2_rows<6>(t);
+  }
+}
+
+// ---------------------------------------------------------------- AVX-512: 6 × 64 (24 accumulators)
+// Per summed index: 4 loads of B, 6 broadcasts of A, 24 FMAs, so the two FMA pipes rather than the loads bound it.
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+constexpr int kAvx512Mr = 6, kAvx512Nr = 64;
+
+template <int R, int V>
+AVX512 void tile_avx512_fixed(const Tile& t) {
+  __m512 acc[R][V];
+  for (auto& row : acc)
+    for (auto& v : row) v = _mm512_setzero_ps();
+  const float* a = t.a_panel;
+  const float* b = t.b_panel;
+  for (size_t p = 0; p < t.kc; p++, a += kAvx512Mr, b += kAvx512Nr) {
+    __m512 bv[V];
+    for (int v = 0; v < V; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
+    for (int r = 0; r < R; r++) {
+      const __m512 av = _mm512_set1_ps(a[r]);
+      for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+  const int last = t.cols - 16 * (V - 1);  // 1..16 columns in the last vector
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < V; v++) {
+      float* out = t.c + r * t.ldc + 16 * v;
+      const __mmask16 mask = v < V - 1 ? __mmask16(0xffff) : __mmask16((1u << last) - 1);
+      __m512 sum = acc[r][v];
+      if (t.add) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), sum);
+      _mm512_mask_storeu_ps(out, mask, sum);
+    }
+}
+
+template <int R>
+AVX512 void tile_avx512_rows(const Tile& t) {
+  switch ((t.cols + 15) / 16) {
+    case 1: return tile_avx512_fixed<R, 1>(t);
+    case 2: return tile_avx512_fixed<R, 2>(t);
+    case 3: return tile_avx512_fixed<R, 3>(t);
+    default: return tile_avx512_fixed<R, 4>(t);
+  }
+}
+
+AVX512 void tile_avx512(const Tile& t) {
+  switch (t.rows) {
+    case 1: return tile_avx512_rows<1>(t);
+    case 2: return tile_avx512_rows<2>(t);
+    case 3: return tile_avx512_rows<3>(t);
+    case 4: return tile_avx512_rows<4>(t);
+    case 5: return tile_avx512_rows<5>(t);
+    default: return tile_avx512_rows<6>(t);
+  }
+}
+#endif  // OLMOE_X86
+
+// The micro-kernel of the instruction set the inference kernels chose at startup (simd_level, OLMOE_SIMD).
+const MicroKernel& micro_kernel() {
+  static const MicroKernel chosen = [] {
+    const std::string level = simd_level();
+#ifdef OLMOE_X86
+    if (level == "avx512") return MicroKernel{kAvx512Mr, kAvx512Nr, tile_avx512};
+    if (level == "avx2") return MicroKernel{kAvx2Mr, kAvx2Nr, tile_avx2};
+#endif
+    return MicroKernel{kScalarMr, kScalarNr, tile_scalar};
+  }();
+  return chosen;
+}
+
+// ---------------------------------------------------------------- packing
+constexpr size_t kMaxKc = 256;  // summed indices per block: a 6 × 64 tile's panels take 1.5 + 64 KiB
+
+// Rows [i0, i0 + MR) of op(A), summed indices [p0, p0 + kc), into panel [kc][MR]; rows past M are zeros.
+void pack_a(const TrainGemmArgs& g, size_t mr, size_t i0, size_t p0, size_t kc, float* panel) {
+  const size_t rows = std::min(mr, g.m - i0);
+  if (rows < mr) std::fill(panel, panel + kc * mr, 0.0f);
+  if (g.trans_a) {  // A [K, M]: each summed index is a contiguous run of rows
+    for (size_t p = 0; p < kc; p++) std::memcpy(panel + p * mr, g.a + (p0 + p) * g.m + i0, rows * sizeof(float));
+    return;
+  }
+  for (size_t r = 0; r < rows; r++) {  // A [M, K]: each row is a contiguous run of summed indices
+    const float* src = g.a + (i0 + r) * g.k + p0;
+    for (size_t p = 0; p < kc; p++) panel[p * mr + r] = src[p];
+  }
+}
+
+// Columns [j0, j0 + NR) of op(B), summed indices [p0, p0 + kc), into panel [kc][NR]; columns past N are zeros.
+void pack_b(const TrainGemmArgs& g, size_t nr, size_t j0, size_t p0, size_t kc, float* panel) {
+  const size_t cols = std::min(nr, g.n - j0);
+  if (cols < nr) std::fill(panel, panel + kc * nr, 0.0f);
+  if (!g.trans_b) {  // B [K, N]: each summed index is a contiguous run of columns
+    for (size_t p = 0; p < kc; p++) std::memcpy(panel + p * nr, g.b + (p0 + p) * g.n + j0, cols * sizeof(float));
+    return;
+  }
+  // B [N, K]: a transpose, in strips of 16 summed indices so the strided writes stay within a few cache lines
+  constexpr size_t kStrip = 16;
+  for (size_t s = 0; s < kc; s += kStrip) {
+    const size_t strip = std::min(kStrip, kc - s);
+    for (size_t j = 0; j < cols; j++) {
+      const float* src = g.b + (j0 + j) * g.k + p0 + s;
+      for (size_t p = 0; p < strip; p++) panel[(s + p) * nr + j] = src[p];
+    }
+  }
+}
+
+// ---------------------------------------------------------------- driver
+// Below this many multiply-adds the product runs on the calling thread: waking the pool costs more.
+constexpr size_t kSerialWork = size_t{1} << 15;
+// Largest blocks of C per work item, in panels: 32 A panels of 256 summed indices = 192 KiB stay in L2.
+constexpr size_t kMaxRowPanels = 32, kMaxColPanels = 8;
+
+struct Plan {
+  size_t kc_blocks, m_panels, n_panels, row_blocks, col_blocks;
+  bool serial;
+};
+
+Plan plan(const TrainGemmArgs& g, const MicroKernel& mk) {
+  Plan p{};
+  p.kc_blocks = (g.k + kMaxKc - 1) / kMaxKc;
+  p.m_panels = (g.m + mk.mr - 1) / mk.mr;
+  p.n_panels = (g.n + mk.nr - 1) / mk.nr;
+  p.row_blocks = (p.m_panels + kMaxRowPanels - 1) / kMaxRowPanels;
+  p.col_blocks = (p.n_panels + kMaxColPanels - 1) / kMaxColPanels;
+  p.serial = g.m * g.n * g.k < kSerialWork || pool().threads() == 1;
+  // Enough items for the pool's dynamic claims to even out a busy core; this changes who computes a tile,
+  // never how.
+  const size_t wanted = p.serial ? 1 : 4 * static_cast<size_t>(pool().threads());
+  while (p.row_blocks * p.col_blocks < wanted) {
+    if (p.n_panels >= 2 * (p.col_blocks + 1)) p.col_blocks++;
+    else if (p.m_panels >= 4 * (p.row_blocks + 1)) p.row_blocks++;
+    else break;
+  }
+  return p;
+}
+
+// Split [0, count) into `parts` near-equal ranges; the index-th.
+inline std::pair<size_t, size_t> part(size_t count, size_t parts, size_t index) {
+  return {count * index / parts, count * (index + 1) / parts};
+}
+
+void run(bool serial, size_t n, const std::function<void(size_t, size_t)>& fn) {
+  if (serial) fn(0, n);
+  else pool().parallel_for(n, fn);
+}
+
+// 64-byte aligned grow-only scratch (the packed panels are read with full-width vector loads).
+float* aligned_scratch(std::vector<float>& buffer, size_t size) {
+  if (buffer.size() < size + 16) buffer.resize(size + 16);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
+  return reinterpret_cast<float*>((address + 63) & ~uintptr_t{63});
+}
+
+}  // namespace
+
+void train_gemm(const TrainGemmArgs& g) {
+  if (g.m == 0 || g.n == 0) return;
+  if (g.k == 0) {
+    if (!g.accumulate) std::fill(g.c, g.c + g.m * g.n, 0.0f);
+    return;
+  }
+  const MicroKernel& mk = micro_kernel();
+  const Plan p = plan(g, mk);
+  const size_t kc_max = std::min(kMaxKc, g.k);
+  thread_local std::vector<float> a_buffer, b_buffer;  // per calling JS thread; the workers only use them within a call
+  float* a_packed = aligned_scratch(a_buffer, p.m_panels * mk.mr * kc_max);
+  float* b_packed = aligned_scratch(b_buffer, p.n_panels * mk.nr * kc_max);
+  for (size_t block = 0; block < p.kc_blocks; block++) {
+    const size_t p0 = block * kMaxKc, kc = std::min(kMaxKc, g.k - p0);
+    run(p.serial, p.m_panels + p.n_panels, [&](size_t begin, size_t end) {
+      for (size_t i = begin; i < end; i++) {
+        if (i < p.m_panels) pack_a(g, mk.mr, i * mk.mr, p0, kc, a_packed + i * mk.mr * kc);
+        else pack_b(g, mk.nr, (i - p.m_panels) * mk.nr, p0, kc, b_packed + (i - p.m_panels) * mk.nr * kc);
+      }
+    });
+    const bool add = g.accumulate || block > 0;
+    run(p.serial, p.row_blocks * p.col_blocks, [&](size_t begin, size_t end) {
+      for (size_t item = begin; item < end; item++) {
+        const auto [i0, i1] = part(p.m_panels, p.row_blocks, item / p.col_blocks);
+        const auto [j0, j1] = part(p.n_panels, p.col_blocks, item % p.col_blocks);
+        for (size_t j = j0; j < j1; j++)
+          for (size_t i = i0; i < i1; i++) {
+            const size_t row = i * mk.mr, col = j * mk.nr;
+            mk.tile({a_packed + i * mk.mr * kc, b_packed + j * mk.nr * kc, kc, static_cast<int>(std::min<size_t>(mk.mr, g.m - row)),
+                     static_cast<int>(std::min<size_t>(mk.nr, g.n - col)), g.c + row * g.n + col, g.n, add});
+          }
+      }
+    });
+  }
+}
+
+}  // namespace olmoe
