@@ -267,6 +267,45 @@ float* aligned_scratch(std::vector<float>& buffer, size_t size) {
   return reinterpret_cast<float*>((address + 63) & ~uintptr_t{63});
 }
 
+// Both operands packed whole, block after block of KC summed indices: block b of A starts at
+// m_panels · MR · b · KC and holds its panels [kc][MR] one after the other (the same for B), so one parallel pass
+// packs everything and one more computes: two pool barriers per product, not two per K block, which matters when
+// another process holds a core and a barrier waits for its time slice.
+struct Packed {
+  float* a;
+  float* b;
+  size_t mr, nr, m_panels, n_panels;
+  const float* a_panel(size_t p0, size_t kc, size_t i) const { return a + m_panels * mr * p0 + i * mr * kc; }
+  const float* b_panel(size_t p0, size_t kc, size_t j) const { return b + n_panels * nr * p0 + j * nr * kc; }
+};
+
+void pack_all(const TrainGemmArgs& g, const Plan& p, const Packed& packed) {
+  const size_t panels = p.m_panels + p.n_panels;
+  run(p.serial, p.kc_blocks * panels, [&](size_t begin, size_t end) {
+    for (size_t item = begin; item < end; item++) {
+      const size_t p0 = item / panels * kMaxKc, kc = std::min(kMaxKc, g.k - p0), i = item % panels;
+      if (i < p.m_panels) pack_a(g, packed.mr, i * packed.mr, p0, kc, const_cast<float*>(packed.a_panel(p0, kc, i)));
+      else pack_b(g, packed.nr, (i - p.m_panels) * packed.nr, p0, kc, const_cast<float*>(packed.b_panel(p0, kc, i - p.m_panels)));
+    }
+  });
+}
+
+// One block of C, all of K: per K block, each B panel meets every A panel of the block while it sits in L1.
+void multiply_block(const TrainGemmArgs& g, const Plan& p, const Packed& packed, const MicroKernel& mk, size_t item) {
+  const auto [i0, i1] = part(p.m_panels, p.row_blocks, item / p.col_blocks);
+  const auto [j0, j1] = part(p.n_panels, p.col_blocks, item % p.col_blocks);
+  for (size_t p0 = 0; p0 < g.k; p0 += kMaxKc) {
+    const size_t kc = std::min(kMaxKc, g.k - p0);
+    const bool add = g.accumulate || p0 > 0;
+    for (size_t j = j0; j < j1; j++)
+      for (size_t i = i0; i < i1; i++) {
+        const size_t row = i * mk.mr, col = j * mk.nr;
+        mk.tile({packed.a_panel(p0, kc, i), packed.b_panel(p0, kc, j), kc, static_cast<int>(std::min<size_t>(mk.mr, g.m - row)),
+                 static_cast<int>(std::min<size_t>(mk.nr, g.n - col)), g.c + row * g.n + col, g.n, add});
+      }
+  }
+}
+
 }  // namespace
 
 void train_gemm(const TrainGemmArgs& g) {
@@ -277,32 +316,14 @@ void train_gemm(const TrainGemmArgs& g) {
   }
   const MicroKernel& mk = micro_kernel();
   const Plan p = plan(g, mk);
-  const size_t kc_max = std::min(kMaxKc, g.k);
-  thread_local std::vector<float> a_buffer, b_buffer;  // per calling JS thread; the workers only use them within a call
-  float* a_packed = aligned_scratch(a_buffer, p.m_panels * mk.mr * kc_max);
-  float* b_packed = aligned_scratch(b_buffer, p.n_panels * mk.nr * kc_max);
-  for (size_t block = 0; block < p.kc_blocks; block++) {
-    const size_t p0 = block * kMaxKc, kc = std::min(kMaxKc, g.k - p0);
-    run(p.serial, p.m_panels + p.n_panels, [&](size_t begin, size_t end) {
-      for (size_t i = begin; i < end; i++) {
-        if (i < p.m_panels) pack_a(g, mk.mr, i * mk.mr, p0, kc, a_packed + i * mk.mr * kc);
-        else pack_b(g, mk.nr, (i - p.m_panels) * mk.nr, p0, kc, b_packed + (i - p.m_panels) * mk.nr * kc);
-      }
-    });
-    const bool add = g.accumulate || block > 0;
-    run(p.serial, p.row_blocks * p.col_blocks, [&](size_t begin, size_t end) {
-      for (size_t item = begin; item < end; item++) {
-        const auto [i0, i1] = part(p.m_panels, p.row_blocks, item / p.col_blocks);
-        const auto [j0, j1] = part(p.n_panels, p.col_blocks, item % p.col_blocks);
-        for (size_t j = j0; j < j1; j++)
-          for (size_t i = i0; i < i1; i++) {
-            const size_t row = i * mk.mr, col = j * mk.nr;
-            mk.tile({a_packed + i * mk.mr * kc, b_packed + j * mk.nr * kc, kc, static_cast<int>(std::min<size_t>(mk.mr, g.m - row)),
-                     static_cast<int>(std::min<size_t>(mk.nr, g.n - col)), g.c + row * g.n + col, g.n, add});
-          }
-      }
-    });
-  }
+  // Grow-only, per calling JS thread (the workers only use them within a call): as large as the padded operands.
+  thread_local std::vector<float> a_buffer, b_buffer;
+  const Packed packed{aligned_scratch(a_buffer, p.m_panels * mk.mr * g.k), aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k),
+                      size_t(mk.mr), size_t(mk.nr), p.m_panels, p.n_panels};
+  pack_all(g, p, packed);
+  run(p.serial, p.row_blocks * p.col_blocks, [&](size_t begin, size_t end) {
+    for (size_t item = begin; item < end; item++) multiply_block(g, p, packed, mk, item);
+  });
 }
 
 }  // namespace olmoe
