@@ -1,10 +1,11 @@
 // Training's float32 GEMM, C[M, N] (+)= op(A)[M, K] · op(B)[K, N] on row-major operands, in the packed-panel
 // scheme of Goto & van de Geijn ("Anatomy of high-performance matrix multiplication", TOMS 2008):
-//   for each block of KC summed indices (in ascending order):
-//     pack op(A) into panels of MR rows, each [kc][MR], and op(B) into panels of NR columns, each [kc][NR]
-//     (the four orientations differ only in these copies; ragged edges are zero-padded),
-//     then for each (row block, column block) of C, in parallel: an MR × NR register-blocked micro-kernel per
-//     pair of panels, the B panel outermost so that it stays in L1 while the A panels stream from L2.
+//   1. pack op(B), block after block of KC summed indices, into panels of NR columns, each [kc][NR], and op(A)
+//      (when stored [K, M]) into panels of MR rows, each [kc][MR]; the orientations differ only in these copies,
+//      and ragged edges are zero-padded;
+//   2. for each (row block, column block) of C, in parallel, for each K block in ascending order: an MR × NR
+//      register-blocked micro-kernel per pair of panels, the B panel outermost so that it stays near the core
+//      while the A panels stream through.
 // Work is never split along K: each element of C is the sum of its KC blocks in ascending order, each block an
 // FMA chain over ascending k, so results are bit-identical for any thread count (exact training resume).
 // Dimension legend: M rows of C, N columns, K the summed dimension; MR × NR the micro-kernel's tile.
@@ -32,7 +33,8 @@ namespace {
 
 // One micro-kernel call: C tile [rows ≤ MR, cols ≤ NR] (+)= A panel · B panel over kc summed indices.
 struct Tile {
-  const float* a_panel;  // [kc][MR]
+  const float* a_panel;  // element (r, p) at a_panel[r * a_row_step + p * a_k_step]
+  size_t a_row_step, a_k_step;
   const float* b_panel;  // [kc][NR]
   size_t kc;
   int rows, cols;
@@ -52,10 +54,10 @@ constexpr int kScalarMr = 4, kScalarNr = 8;
 void tile_scalar(const Tile& t) {
   float acc[kScalarMr][kScalarNr] = {};
   for (size_t p = 0; p < t.kc; p++) {
-    const float* a = t.a_panel + p * kScalarMr;
+    const float* a = t.a_panel + p * t.a_k_step;
     const float* b = t.b_panel + p * kScalarNr;
-    for (int r = 0; r < kScalarMr; r++)
-      for (int j = 0; j < kScalarNr; j++) acc[r][j] += a[r] * b[j];
+    for (int r = 0; r < t.rows; r++)
+      for (int j = 0; j < kScalarNr; j++) acc[r][j] += a[r * t.a_row_step] * b[j];
   }
   for (int r = 0; r < t.rows; r++)
     for (int j = 0; j < t.cols; j++) {
@@ -81,11 +83,12 @@ AVX2 void tile_avx2_fixed(const Tile& t) {
     for (auto& v : row) v = _mm256_setzero_ps();
   const float* a = t.a_panel;
   const float* b = t.b_panel;
-  for (size_t p = 0; p < t.kc; p++, a += kAvx2Mr, b += kAvx2Nr) {
+  const size_t row_step = t.a_row_step, k_step = t.a_k_step;
+  for (size_t p = 0; p < t.kc; p++, a += k_step, b += kAvx2Nr) {
     __m256 bv[V];
     for (int v = 0; v < V; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
     for (int r = 0; r < R; r++) {
-      const __m256 av = _mm256_broadcast_ss(a + r);
+      const __m256 av = _mm256_broadcast_ss(a + r * row_step);
       for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
     }
   }
@@ -130,11 +133,12 @@ AVX512 void tile_avx512_fixed(const Tile& t) {
     for (auto& v : row) v = _mm512_setzero_ps();
   const float* a = t.a_panel;
   const float* b = t.b_panel;
-  for (size_t p = 0; p < t.kc; p++, a += kAvx512Mr, b += kAvx512Nr) {
+  const size_t row_step = t.a_row_step, k_step = t.a_k_step;
+  for (size_t p = 0; p < t.kc; p++, a += k_step, b += kAvx512Nr) {
     __m512 bv[V];
     for (int v = 0; v < V; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
     for (int r = 0; r < R; r++) {
-      const __m512 av = _mm512_set1_ps(a[r]);
+      const __m512 av = _mm512_set1_ps(a[r * row_step]);
       for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
     }
   }
@@ -187,18 +191,12 @@ const MicroKernel& micro_kernel() {
 // ---------------------------------------------------------------- packing
 constexpr size_t kMaxKc = 256;  // summed indices per block: a 6 × 64 tile's panels take 1.5 + 64 KiB
 
-// Rows [i0, i0 + MR) of op(A), summed indices [p0, p0 + kc), into panel [kc][MR]; rows past M are zeros.
+// Rows [i0, i0 + MR) of op(A) for A stored [K, M], summed indices [p0, p0 + kc), into panel [kc][MR]; rows past
+// M are zeros. Each summed index is a contiguous run of rows.
 void pack_a(const TrainGemmArgs& g, size_t mr, size_t i0, size_t p0, size_t kc, float* panel) {
   const size_t rows = std::min(mr, g.m - i0);
   if (rows < mr) std::fill(panel, panel + kc * mr, 0.0f);
-  if (g.trans_a) {  // A [K, M]: each summed index is a contiguous run of rows
-    for (size_t p = 0; p < kc; p++) std::memcpy(panel + p * mr, g.a + (p0 + p) * g.m + i0, rows * sizeof(float));
-    return;
-  }
-  for (size_t r = 0; r < rows; r++) {  // A [M, K]: each row is a contiguous run of summed indices
-    const float* src = g.a + (i0 + r) * g.k + p0;
-    for (size_t p = 0; p < kc; p++) panel[p * mr + r] = src[p];
-  }
+  for (size_t p = 0; p < kc; p++) std::memcpy(panel + p * mr, g.a + (p0 + p) * g.m + i0, rows * sizeof(float));
 }
 
 // Columns [j0, j0 + NR) of op(B), summed indices [p0, p0 + kc), into panel [kc][NR]; columns past N are zeros.
@@ -271,38 +269,47 @@ float* aligned_scratch(std::vector<float>& buffer, size_t size) {
 // m_panels · MR · b · KC and holds its panels [kc][MR] one after the other (the same for B), so one parallel pass
 // packs everything and one more computes: two pool barriers per product, not two per K block, which matters when
 // another process holds a core and a barrier waits for its time slice.
+// A stored [M, K] is read in place: its rows are already runs along K, and the kernel broadcasts one element per
+// row and summed index whatever the layout (packing it measured no faster, and costs a transposing copy). A stored
+// [K, M] is packed: read in place, every summed index would touch a new cache line per panel.
 struct Packed {
-  float* a;
+  const TrainGemmArgs& g;
+  float* a;  // null: A is read in place
   float* b;
   size_t mr, nr, m_panels, n_panels;
-  const float* a_panel(size_t p0, size_t kc, size_t i) const { return a + m_panels * mr * p0 + i * mr * kc; }
-  const float* b_panel(size_t p0, size_t kc, size_t j) const { return b + n_panels * nr * p0 + j * nr * kc; }
+  float* a_panel(size_t p0, size_t kc, size_t i) const { return a + m_panels * mr * p0 + i * mr * kc; }
+  float* b_panel(size_t p0, size_t kc, size_t j) const { return b + n_panels * nr * p0 + j * nr * kc; }
+  // Row panel i of K block [p0, p0 + kc) as the micro-kernel reads it: packed, or in place in A [M, K].
+  Tile tile_for(size_t p0, size_t kc, size_t i, size_t j) const {
+    const size_t row = i * mr, col = j * nr;
+    const int rows = static_cast<int>(std::min(mr, g.m - row)), cols = static_cast<int>(std::min(nr, g.n - col));
+    const bool add = g.accumulate || p0 > 0;
+    float* c = g.c + row * g.n + col;
+    if (a) return {a_panel(p0, kc, i), 1, mr, b_panel(p0, kc, j), kc, rows, cols, c, g.n, add};
+    return {g.a + row * g.k + p0, g.k, 1, b_panel(p0, kc, j), kc, rows, cols, c, g.n, add};
+  }
 };
 
-void pack_all(const TrainGemmArgs& g, const Plan& p, const Packed& packed) {
-  const size_t panels = p.m_panels + p.n_panels;
+void pack_all(const Plan& p, const Packed& packed) {
+  const TrainGemmArgs& g = packed.g;
+  const size_t a_panels = packed.a ? p.m_panels : 0, panels = a_panels + p.n_panels;
   run(p.serial, p.kc_blocks * panels, [&](size_t begin, size_t end) {
     for (size_t item = begin; item < end; item++) {
       const size_t p0 = item / panels * kMaxKc, kc = std::min(kMaxKc, g.k - p0), i = item % panels;
-      if (i < p.m_panels) pack_a(g, packed.mr, i * packed.mr, p0, kc, const_cast<float*>(packed.a_panel(p0, kc, i)));
-      else pack_b(g, packed.nr, (i - p.m_panels) * packed.nr, p0, kc, const_cast<float*>(packed.b_panel(p0, kc, i - p.m_panels)));
+      if (i < a_panels) pack_a(g, packed.mr, i * packed.mr, p0, kc, packed.a_panel(p0, kc, i));
+      else pack_b(g, packed.nr, (i - a_panels) * packed.nr, p0, kc, packed.b_panel(p0, kc, i - a_panels));
     }
   });
 }
 
-// One block of C, all of K: per K block, each B panel meets every A panel of the block while it sits in L1.
-void multiply_block(const TrainGemmArgs& g, const Plan& p, const Packed& packed, const MicroKernel& mk, size_t item) {
+// One block of C, all of K: per K block, each B panel meets every A panel of the block while it sits in cache.
+void multiply_block(const Plan& p, const Packed& packed, const MicroKernel& mk, size_t item) {
   const auto [i0, i1] = part(p.m_panels, p.row_blocks, item / p.col_blocks);
   const auto [j0, j1] = part(p.n_panels, p.col_blocks, item % p.col_blocks);
-  for (size_t p0 = 0; p0 < g.k; p0 += kMaxKc) {
-    const size_t kc = std::min(kMaxKc, g.k - p0);
-    const bool add = g.accumulate || p0 > 0;
+  for (size_t p0 = 0; p0 < packed.g.k; p0 += kMaxKc) {
+    const size_t kc = std::min(kMaxKc, packed.g.k - p0);
     for (size_t j = j0; j < j1; j++)
-      for (size_t i = i0; i < i1; i++) {
-        const size_t row = i * mk.mr, col = j * mk.nr;
-        mk.tile({packed.a_panel(p0, kc, i), packed.b_panel(p0, kc, j), kc, static_cast<int>(std::min<size_t>(mk.mr, g.m - row)),
-                 static_cast<int>(std::min<size_t>(mk.nr, g.n - col)), g.c + row * g.n + col, g.n, add});
-      }
+      for (size_t i = i0; i < i1; i++) mk.tile(packed.tile_for(p0, kc, i, j));
   }
 }
 
@@ -318,11 +325,11 @@ void train_gemm(const TrainGemmArgs& g) {
   const Plan p = plan(g, mk);
   // Grow-only, per calling JS thread (the workers only use them within a call): as large as the padded operands.
   thread_local std::vector<float> a_buffer, b_buffer;
-  const Packed packed{aligned_scratch(a_buffer, p.m_panels * mk.mr * g.k), aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k),
-                      size_t(mk.mr), size_t(mk.nr), p.m_panels, p.n_panels};
-  pack_all(g, p, packed);
+  const Packed packed{g, g.trans_a ? aligned_scratch(a_buffer, p.m_panels * mk.mr * g.k) : nullptr,
+                      aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k), size_t(mk.mr), size_t(mk.nr), p.m_panels, p.n_panels};
+  pack_all(p, packed);
   run(p.serial, p.row_blocks * p.col_blocks, [&](size_t begin, size_t end) {
-    for (size_t item = begin; item < end; item++) multiply_block(g, p, packed, mk, item);
+    for (size_t item = begin; item < end; item++) multiply_block(p, packed, mk, item);
   });
 }
 
