@@ -1,11 +1,10 @@
 // Training's float32 GEMM, C[M, N] (+)= op(A)[M, K] · op(B)[K, N] on row-major operands, in the packed-panel
 // scheme of Goto & van de Geijn ("Anatomy of high-performance matrix multiplication", TOMS 2008):
-//   1. pack op(B), block after block of KC summed indices, into panels of NR columns, each [kc][NR], and op(A)
-//      (when stored [K, M]) into panels of MR rows, each [kc][MR]; the orientations differ only in these copies,
-//      and ragged edges are zero-padded;
+//   1. pack op(B), block after block of KC summed indices, into panels of NR columns, each [kc][NR] (B's two
+//      layouts differ only in this copy; columns past N are zero-padded);
 //   2. for each (row block, column block) of C, in parallel, for each K block in ascending order: an MR × NR
-//      register-blocked micro-kernel per pair of panels, the B panel outermost so that it stays near the core
-//      while the A panels stream through.
+//      register-blocked micro-kernel per (MR rows of A, B panel), the B panel outermost so that it stays near
+//      the core while the rows of A stream through. A is read in place, with strides for its two layouts.
 // Work is never split along K: each element of C is the sum of its KC blocks in ascending order, each block an
 // FMA chain over ascending k, so results are bit-identical for any thread count (exact training resume).
 // Dimension legend: M rows of C, N columns, K the summed dimension; MR × NR the micro-kernel's tile.
@@ -31,9 +30,9 @@ namespace olmoe {
 
 namespace {
 
-// One micro-kernel call: C tile [rows ≤ MR, cols ≤ NR] (+)= A panel · B panel over kc summed indices.
+// One micro-kernel call: C tile [rows ≤ MR, cols ≤ NR] (+)= op(A) rows · B panel over kc summed indices.
 struct Tile {
-  const float* a_panel;  // element (r, p) at a_panel[r * a_row_step + p * a_k_step]
+  const float* a;  // op(A) element (r, p) at a[r * a_row_step + p * a_k_step]
   size_t a_row_step, a_k_step;
   const float* b_panel;  // [kc][NR]
   size_t kc;
@@ -43,9 +42,13 @@ struct Tile {
   bool add;  // C += product (later K blocks, or accumulate) instead of C = product
 };
 
+// dst[t * dst_stride + q] = src[q * src_stride + t] for a 16 × 16 block (packing B stored [N, K]).
+using Transpose16 = void (*)(const float* src, size_t src_stride, float* dst, size_t dst_stride);
+
 struct MicroKernel {
   int mr, nr;
   void (*tile)(const Tile&);
+  Transpose16 transpose16;  // null: scalar copies
 };
 
 // ---------------------------------------------------------------- scalar: 4 × 8, plain loops
@@ -54,7 +57,7 @@ constexpr int kScalarMr = 4, kScalarNr = 8;
 void tile_scalar(const Tile& t) {
   float acc[kScalarMr][kScalarNr] = {};
   for (size_t p = 0; p < t.kc; p++) {
-    const float* a = t.a_panel + p * t.a_k_step;
+    const float* a = t.a + p * t.a_k_step;
     const float* b = t.b_panel + p * kScalarNr;
     for (int r = 0; r < t.rows; r++)
       for (int j = 0; j < kScalarNr; j++) acc[r][j] += a[r * t.a_row_step] * b[j];
@@ -81,7 +84,7 @@ AVX2 void tile_avx2_fixed(const Tile& t) {
   __m256 acc[R][V];
   for (auto& row : acc)
     for (auto& v : row) v = _mm256_setzero_ps();
-  const float* a = t.a_panel;
+  const float* a = t.a;
   const float* b = t.b_panel;
   const size_t row_step = t.a_row_step, k_step = t.a_k_step;
   for (size_t p = 0; p < t.kc; p++, a += k_step, b += kAvx2Nr) {
@@ -131,7 +134,7 @@ AVX512 void tile_avx512_fixed(const Tile& t) {
   __m512 acc[R][V];
   for (auto& row : acc)
     for (auto& v : row) v = _mm512_setzero_ps();
-  const float* a = t.a_panel;
+  const float* a = t.a;
   const float* b = t.b_panel;
   const size_t row_step = t.a_row_step, k_step = t.a_k_step;
   for (size_t p = 0; p < t.kc; p++, a += k_step, b += kAvx512Nr) {
@@ -173,6 +176,32 @@ AVX512 void tile_avx512(const Tile& t) {
     default: return tile_avx512_rows<6>(t);
   }
 }
+// Two rounds of in-lane shuffles and two of 128-bit-lane shuffles: rows → columns of 4 × 4 blocks, then the
+// blocks into place.
+AVX512 void transpose16_avx512(const float* src, size_t src_stride, float* dst, size_t dst_stride) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // r[4i + c], 128-bit lane l: column 4l + c of rows 4i .. 4i + 3
+  for (int i = 0; i < 4; i++) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  // column 4l + c gathers lane l of r[c], r[4 + c], r[8 + c], r[12 + c]
+  for (int c = 0; c < 4; c++) {
+    const __m512 low01 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), high01 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
+    const __m512 low23 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44), high23 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
+    _mm512_storeu_ps(dst + c * dst_stride, _mm512_shuffle_f32x4(low01, low23, 0x88));
+    _mm512_storeu_ps(dst + (4 + c) * dst_stride, _mm512_shuffle_f32x4(low01, low23, 0xDD));
+    _mm512_storeu_ps(dst + (8 + c) * dst_stride, _mm512_shuffle_f32x4(high01, high23, 0x88));
+    _mm512_storeu_ps(dst + (12 + c) * dst_stride, _mm512_shuffle_f32x4(high01, high23, 0xDD));
+  }
+}
 #endif  // OLMOE_X86
 
 // The micro-kernel of the instruction set the inference kernels chose at startup (simd_level, OLMOE_SIMD).
@@ -180,40 +209,39 @@ const MicroKernel& micro_kernel() {
   static const MicroKernel chosen = [] {
     const std::string level = simd_level();
 #ifdef OLMOE_X86
-    if (level == "avx512") return MicroKernel{kAvx512Mr, kAvx512Nr, tile_avx512};
-    if (level == "avx2") return MicroKernel{kAvx2Mr, kAvx2Nr, tile_avx2};
+    if (level == "avx512") return MicroKernel{kAvx512Mr, kAvx512Nr, tile_avx512, transpose16_avx512};
+    if (level == "avx2") return MicroKernel{kAvx2Mr, kAvx2Nr, tile_avx2, nullptr};
 #endif
-    return MicroKernel{kScalarMr, kScalarNr, tile_scalar};
+    return MicroKernel{kScalarMr, kScalarNr, tile_scalar, nullptr};
   }();
   return chosen;
 }
 
 // ---------------------------------------------------------------- packing
-constexpr size_t kMaxKc = 256;  // summed indices per block: a 6 × 64 tile's panels take 1.5 + 64 KiB
-
-// Rows [i0, i0 + MR) of op(A) for A stored [K, M], summed indices [p0, p0 + kc), into panel [kc][MR]; rows past
-// M are zeros. Each summed index is a contiguous run of rows.
-void pack_a(const TrainGemmArgs& g, size_t mr, size_t i0, size_t p0, size_t kc, float* panel) {
-  const size_t rows = std::min(mr, g.m - i0);
-  if (rows < mr) std::fill(panel, panel + kc * mr, 0.0f);
-  for (size_t p = 0; p < kc; p++) std::memcpy(panel + p * mr, g.a + (p0 + p) * g.m + i0, rows * sizeof(float));
-}
+constexpr size_t kMaxKc = 256;  // summed indices per block: a B panel of 64 columns takes 64 KiB (128 measured slower)
 
 // Columns [j0, j0 + NR) of op(B), summed indices [p0, p0 + kc), into panel [kc][NR]; columns past N are zeros.
-void pack_b(const TrainGemmArgs& g, size_t nr, size_t j0, size_t p0, size_t kc, float* panel) {
+void pack_b(const TrainGemmArgs& g, const MicroKernel& mk, size_t j0, size_t p0, size_t kc, float* panel) {
+  const size_t nr = mk.nr;
   const size_t cols = std::min(nr, g.n - j0);
   if (cols < nr) std::fill(panel, panel + kc * nr, 0.0f);
   if (!g.trans_b) {  // B [K, N]: each summed index is a contiguous run of columns
     for (size_t p = 0; p < kc; p++) std::memcpy(panel + p * nr, g.b + (p0 + p) * g.n + j0, cols * sizeof(float));
     return;
   }
-  // B [N, K]: a transpose, in strips of 16 summed indices so the strided writes stay within a few cache lines
-  constexpr size_t kStrip = 16;
-  for (size_t s = 0; s < kc; s += kStrip) {
-    const size_t strip = std::min(kStrip, kc - s);
-    for (size_t j = 0; j < cols; j++) {
-      const float* src = g.b + (j0 + j) * g.k + p0 + s;
-      for (size_t p = 0; p < strip; p++) panel[(s + p) * nr + j] = src[p];
+  // B [N, K]: a transpose, by blocks of 16 summed indices × 16 columns (in registers where the ISA allows)
+  constexpr size_t kBlock = 16;
+  for (size_t s = 0; s < kc; s += kBlock) {
+    const size_t strip = std::min(kBlock, kc - s);
+    for (size_t q = 0; q < cols; q += kBlock) {
+      const float* src = g.b + (j0 + q) * g.k + p0 + s;
+      float* dst = panel + s * nr + q;
+      if (mk.transpose16 && strip == kBlock && q + kBlock <= cols) {
+        mk.transpose16(src, g.k, dst, nr);
+        continue;
+      }
+      for (size_t j = 0; j < std::min(kBlock, cols - q); j++)
+        for (size_t p = 0; p < strip; p++) dst[p * nr + j] = src[j * g.k + p];
     }
   }
 }
@@ -221,7 +249,7 @@ void pack_b(const TrainGemmArgs& g, size_t nr, size_t j0, size_t p0, size_t kc, 
 // ---------------------------------------------------------------- driver
 // Below this many multiply-adds the product runs on the calling thread: waking the pool costs more.
 constexpr size_t kSerialWork = size_t{1} << 15;
-// Largest blocks of C per work item, in panels: 32 A panels of 256 summed indices = 192 KiB stay in L2.
+// Largest blocks of C per work item, in panels: 32 × 6 rows of A over 256 summed indices = 192 KiB stay in L2.
 constexpr size_t kMaxRowPanels = 32, kMaxColPanels = 8;
 
 struct Plan {
@@ -265,51 +293,46 @@ float* aligned_scratch(std::vector<float>& buffer, size_t size) {
   return reinterpret_cast<float*>((address + 63) & ~uintptr_t{63});
 }
 
-// Both operands packed whole, block after block of KC summed indices: block b of A starts at
-// m_panels · MR · b · KC and holds its panels [kc][MR] one after the other (the same for B), so one parallel pass
-// packs everything and one more computes: two pool barriers per product, not two per K block, which matters when
-// another process holds a core and a barrier waits for its time slice.
-// A stored [M, K] is read in place: its rows are already runs along K, and the kernel broadcasts one element per
-// row and summed index whatever the layout (packing it measured no faster, and costs a transposing copy). A stored
-// [K, M] is packed: read in place, every summed index would touch a new cache line per panel.
-struct Packed {
+// op(B) packed block after block of KC summed indices: block b starts at n_panels · NR · b · KC and holds its
+// panels [kc][NR] one after the other. A is read in place in either layout: the micro-kernel broadcasts one
+// element per row and summed index, so packing A would only move it (measured: equal or slower on every shape
+// of bench/train-gemm.mjs, single thread, and a transposing copy for A stored [M, K]).
+struct Operands {
   const TrainGemmArgs& g;
-  float* a;  // null: A is read in place
-  float* b;
-  size_t mr, nr, m_panels, n_panels;
-  float* a_panel(size_t p0, size_t kc, size_t i) const { return a + m_panels * mr * p0 + i * mr * kc; }
-  float* b_panel(size_t p0, size_t kc, size_t j) const { return b + n_panels * nr * p0 + j * nr * kc; }
-  // Row panel i of K block [p0, p0 + kc) as the micro-kernel reads it: packed, or in place in A [M, K].
+  float* b_packed;
+  size_t mr, nr, n_panels;
+  float* b_panel(size_t p0, size_t kc, size_t j) const { return b_packed + n_panels * nr * p0 + j * nr * kc; }
+  // The micro-kernel call for row panel i, column panel j and K block [p0, p0 + kc).
   Tile tile_for(size_t p0, size_t kc, size_t i, size_t j) const {
     const size_t row = i * mr, col = j * nr;
     const int rows = static_cast<int>(std::min(mr, g.m - row)), cols = static_cast<int>(std::min(nr, g.n - col));
     const bool add = g.accumulate || p0 > 0;
     float* c = g.c + row * g.n + col;
-    if (a) return {a_panel(p0, kc, i), 1, mr, b_panel(p0, kc, j), kc, rows, cols, c, g.n, add};
-    return {g.a + row * g.k + p0, g.k, 1, b_panel(p0, kc, j), kc, rows, cols, c, g.n, add};
+    if (g.trans_a) return {g.a + p0 * g.m + row, 1, g.m, b_panel(p0, kc, j), kc, rows, cols, c, g.n, add};  // A [K, M]
+    return {g.a + row * g.k + p0, g.k, 1, b_panel(p0, kc, j), kc, rows, cols, c, g.n, add};                 // A [M, K]
   }
 };
 
-void pack_all(const Plan& p, const Packed& packed) {
-  const TrainGemmArgs& g = packed.g;
-  const size_t a_panels = packed.a ? p.m_panels : 0, panels = a_panels + p.n_panels;
-  run(p.serial, p.kc_blocks * panels, [&](size_t begin, size_t end) {
+// One parallel pass packs all of op(B), one more computes: two pool barriers per product, which matters when
+// another process holds a core and a barrier waits for its time slice.
+void pack_all(const Plan& p, const Operands& ops, const MicroKernel& mk) {
+  const TrainGemmArgs& g = ops.g;
+  run(p.serial, p.kc_blocks * p.n_panels, [&](size_t begin, size_t end) {
     for (size_t item = begin; item < end; item++) {
-      const size_t p0 = item / panels * kMaxKc, kc = std::min(kMaxKc, g.k - p0), i = item % panels;
-      if (i < a_panels) pack_a(g, packed.mr, i * packed.mr, p0, kc, packed.a_panel(p0, kc, i));
-      else pack_b(g, packed.nr, (i - a_panels) * packed.nr, p0, kc, packed.b_panel(p0, kc, i - a_panels));
+      const size_t p0 = item / p.n_panels * kMaxKc, kc = std::min(kMaxKc, g.k - p0), j = item % p.n_panels;
+      pack_b(g, mk, j * mk.nr, p0, kc, ops.b_panel(p0, kc, j));
     }
   });
 }
 
 // One block of C, all of K: per K block, each B panel meets every A panel of the block while it sits in cache.
-void multiply_block(const Plan& p, const Packed& packed, const MicroKernel& mk, size_t item) {
+void multiply_block(const Plan& p, const Operands& ops, const MicroKernel& mk, size_t item) {
   const auto [i0, i1] = part(p.m_panels, p.row_blocks, item / p.col_blocks);
   const auto [j0, j1] = part(p.n_panels, p.col_blocks, item % p.col_blocks);
-  for (size_t p0 = 0; p0 < packed.g.k; p0 += kMaxKc) {
-    const size_t kc = std::min(kMaxKc, packed.g.k - p0);
+  for (size_t p0 = 0; p0 < ops.g.k; p0 += kMaxKc) {
+    const size_t kc = std::min(kMaxKc, ops.g.k - p0);
     for (size_t j = j0; j < j1; j++)
-      for (size_t i = i0; i < i1; i++) mk.tile(packed.tile_for(p0, kc, i, j));
+      for (size_t i = i0; i < i1; i++) mk.tile(ops.tile_for(p0, kc, i, j));
   }
 }
 
@@ -323,13 +346,11 @@ void train_gemm(const TrainGemmArgs& g) {
   }
   const MicroKernel& mk = micro_kernel();
   const Plan p = plan(g, mk);
-  // Grow-only, per calling JS thread (the workers only use them within a call): as large as the padded operands.
-  thread_local std::vector<float> a_buffer, b_buffer;
-  const Packed packed{g, g.trans_a ? aligned_scratch(a_buffer, p.m_panels * mk.mr * g.k) : nullptr,
-                      aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k), size_t(mk.mr), size_t(mk.nr), p.m_panels, p.n_panels};
-  pack_all(p, packed);
+  thread_local std::vector<float> b_buffer;  // grow-only, per calling JS thread; workers use it only within a call
+  const Operands ops{g, aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k), size_t(mk.mr), size_t(mk.nr), p.n_panels};
+  pack_all(p, ops, mk);
   run(p.serial, p.row_blocks * p.col_blocks, [&](size_t begin, size_t end) {
-    for (size_t item = begin; item < end; item++) multiply_block(p, packed, mk, item);
+    for (size_t item = begin; item < end; item++) multiply_block(p, ops, mk, item);
   });
 }
 
