@@ -1,5 +1,7 @@
 // Training's GEMM on every backend against a float64 product computed here, in all four orientations, with and
-// without accumulation; and the training model's forward against the tiny fixture's independent golden logits.
+// without accumulation, on shapes off the native kernel's tiles and on subarray operands; the native kernel's
+// results bit-identical for 1 and 2 threads; and the training model's forward against the tiny fixture's
+// independent golden logits.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
@@ -10,7 +12,8 @@ import { TrainModel } from '../src/train/model.js';
 import { loadParams } from '../src/train/checkpoint.js';
 import { parseConfig } from '../src/model/config.js';
 import { linear } from '../src/train/ops.js';
-import { announceSkip, backendCases } from './backends.js';
+import { loadAddon } from '../src/backends/native/addon.js';
+import { announceSkip, backendCases, nativeSkip } from './backends.js';
 import { tinyExpectedPath, tinyModelDir } from './helpers.js';
 
 const rng = createRng(3);
@@ -32,7 +35,11 @@ function naive(m: number, n: number, k: number, a: Float32Array, b: Float32Array
 for (const target of backendCases) {
   describe(`training GEMM on ${target.name}`, { skip: announceSkip(target.skip) }, () => {
     const kernels = target.skip ? referenceGemm : gemmKernels(target.create());
-    for (const [m, n, k] of [[3, 5, 7], [70, 33, 130], [1, 64, 256]] as const) {
+    // Native tiles are 6×64 (AVX-512), 6×16 (AVX2) or 4×8 (scalar) over blocks of 256 summed indices: these shapes
+    // cover partial tiles in both directions, one row, one column, k = 1, several K blocks with a ragged last one,
+    // and products large enough to run on the thread pool.
+    const shapes = [[3, 5, 7], [70, 33, 130], [1, 64, 256], [1, 1, 1], [1, 70, 300], [13, 65, 1], [200, 3, 300], [6, 64, 256], [97, 200, 520]] as const;
+    for (const [m, n, k] of shapes) {
       for (const transA of [false, true]) {
         for (const transB of [false, true]) {
           it(`${m}×${k}·${k}×${n} transA=${transA} transB=${transB}, then accumulate`, () => {
@@ -47,6 +54,19 @@ for (const target of backendCases) {
         }
       }
     }
+    it('subarray operands (non-zero byteOffset): reads and writes only their own ranges', () => {
+      const [m, n, k] = [37, 75, 300];
+      const [a, b] = [random(m * k + 9), random(k * n + 5)];
+      const c = new Float32Array(m * n + 16).fill(7);
+      const [aView, bView, cView] = [a.subarray(9), b.subarray(5, 5 + k * n), c.subarray(3, 3 + m * n)];
+      for (const [transA, transB] of [[false, false], [true, true]] as const) {
+        cView.fill(1);
+        kernels.gemm({ m, n, k, a: aView, b: bView, c: cView, transA, transB, accumulate: true });
+        const expected = naive(m, n, k, aView, bView, transA, transB);
+        cView.forEach((v, i) => assert.ok(Math.abs(v - 1 - expected[i]!) < 1e-4 * Math.sqrt(k), `${i}: ${v} vs 1 + ${expected[i]}`));
+        [...c.subarray(0, 3), ...c.subarray(3 + m * n)].forEach((v) => assert.equal(v, 7, 'outside the view'));
+      }
+    });
     it('linear backward on this backend equals the reference backend', () => {
       const [x, w, dy] = [random(40 * 24), random(16 * 24), random(40 * 16)];
       const grads = [referenceGemm, kernels].map((kernel) => {
@@ -63,6 +83,31 @@ for (const target of backendCases) {
     });
   });
 }
+
+describe('native training GEMM is deterministic', { skip: nativeSkip }, () => {
+  // Exact training resume needs the same bits whatever the thread count: the kernel never splits the sum over K.
+  it('the same bits with 1 and 2 threads in all four orientations, with accumulation', () => {
+    const addon = loadAddon().addon!;
+    const before = addon.threads();
+    const [m, n, k] = [301, 203, 777];
+    const [a, b, start] = [random(m * k), random(k * n), random(m * n)];
+    try {
+      for (const transA of [false, true]) {
+        for (const transB of [false, true]) {
+          const results = [1, 2].map((threads) => {
+            addon.setThreads(threads);
+            const c = start.slice();
+            addon.gemm(transA, transB, m, n, k, a, b, c, true);
+            return new Uint32Array(c.buffer);
+          });
+          assert.deepEqual(results[0], results[1], `transA=${transA} transB=${transB}`);
+        }
+      }
+    } finally {
+      addon.setThreads(before);
+    }
+  });
+});
 
 describe('training model = inference model', () => {
   it('the tiny fixture checkpoint gives the golden logits of the independent reference (float32)', () => {

@@ -16,6 +16,7 @@
 #include "kernels.h"
 #include "mapping.h"
 #include "pool.h"
+#include "train-gemm.h"
 
 namespace {
 
@@ -66,6 +67,24 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 7)) return info.Env().Undefined();
   olmoe::matmul(data_of<float>(info[0]), size_arg(info, 1), size_arg(info, 2), data_of<void>(info[3]),
                 static_cast<DType>(info[4].As<Napi::Number>().Int32Value()), size_arg(info, 5), data_of<float>(info[6]));
+  return info.Env().Undefined();
+}
+
+// gemm(transA, transB, m, n, k, a, b, c, accumulate): c[m, n] (+)= op(a)[m, k] · op(b)[k, n] (training).
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 9)) return info.Env().Undefined();
+  olmoe::TrainGemmArgs args{info[0].As<Napi::Boolean>(), info[1].As<Napi::Boolean>(), size_arg(info, 2), size_arg(info, 3), size_arg(info, 4),
+                            data_of<float>(info[5]), data_of<float>(info[6]), data_of<float>(info[7]), info[8].As<Napi::Boolean>()};
+  const size_t lengths[] = {info[5].As<Napi::TypedArray>().ElementLength(), info[6].As<Napi::TypedArray>().ElementLength(),
+                            info[7].As<Napi::TypedArray>().ElementLength()};
+  if (lengths[0] < args.m * args.k || lengths[1] < args.k * args.n || lengths[2] < args.m * args.n) {
+    Napi::RangeError::New(info.Env(), "gemm " + std::to_string(args.m) + "×" + std::to_string(args.k) + " · " + std::to_string(args.k) + "×" +
+                                          std::to_string(args.n) + ": operands hold " + std::to_string(lengths[0]) + ", " +
+                                          std::to_string(lengths[1]) + ", " + std::to_string(lengths[2]) + " floats")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  olmoe::train_gemm(args);
   return info.Env().Undefined();
 }
 
@@ -151,6 +170,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("mapTensor", Napi::Function::New(env, MapTensor));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("experts", Napi::Function::New(env, Experts));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("rmsnorm", Napi::Function::New(env, RmsNorm));

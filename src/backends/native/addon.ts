@@ -16,6 +16,8 @@ export interface NativeAddon {
   setThreads(threads: number): void;
   mapTensor(path: string, offset: number, length: number): ArrayBuffer;
   matmul(x: Floats, tokens: number, inDim: number, w: Weights, dtype: number, outDim: number, out: Floats): void;
+  /** c[m, n] = op(a)[m, k] · op(b)[k, n], or c += that; op transposes (a stored [k, m], b stored [n, k]) when set. */
+  gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Floats, b: Floats, c: Floats, accumulate: boolean): void;
   experts(
     x: Floats, tokens: number, hidden: number, ffn: number, topK: number, dtype: number,
     gates: Weights[], ups: Weights[], downs: Weights[], expertIds: Int32Array, weights: Floats, out: Floats,

@@ -80,21 +80,10 @@ export class NativeBackend extends ReferenceBackend {
     return activation(out, [tokens, outDim]);
   };
 
-  /** Training's GEMM on the inference matmul (x·wᵀ): other orientations are transposed into scratch first. */
+  /** Training's GEMM: packed panels in C++ for all four orientations (native/src/train-gemm.cc). */
   gemmF32(args: GemmF32Args): void {
-    const { m, n, k, transA = false, transB = false, accumulate = false } = args;
-    const x = transA ? transpose(args.a, k, m, this.scratch('a', m * k)) : args.a.subarray(0, m * k);
-    const w = transB ? args.b.subarray(0, n * k) : transpose(args.b, k, n, this.scratch('b', n * k));
-    const out = accumulate ? this.scratch('c', m * n) : args.c.subarray(0, m * n);
-    this.addon.matmul(x, m, k, w, DTYPE_CODES.f32, n, out);
-    if (accumulate) for (let i = 0; i < m * n; i++) args.c[i]! += out[i]!;
-  }
-
-  private readonly buffers = { a: new Float32Array(0), b: new Float32Array(0), c: new Float32Array(0) };
-
-  private scratch(key: 'a' | 'b' | 'c', length: number): Float32Array {
-    if (this.buffers[key].length < length) this.buffers[key] = new Float32Array(length);
-    return this.buffers[key].subarray(0, length);
+    const { m, n, k, a, b, c, transA = false, transB = false, accumulate = false } = args;
+    this.addon.gemm(transA, transB, m, n, k, a, b, c, accumulate);
   }
 
   override router = (x: Tensor, gate: Tensor, opts: RouterOptions): Routing => routeFromLogits(f32(this.matmul(x, gate)), asRef(gate).rows, opts);
@@ -154,16 +143,4 @@ export class NativeBackend extends ReferenceBackend {
     this.addon.attention(f32(args.q), cache.keys[args.layer]!, cache.values[args.layer]!, tokens, args.start, args.heads, args.kvHeads, args.headDim, out);
     return activation(out, [tokens, args.heads * args.headDim]);
   };
-}
-
-/** src [rows, cols] → dst [cols, rows], in cache-sized tiles. */
-function transpose(src: Float32Array, rows: number, cols: number, dst: Float32Array): Float32Array {
-  const tile = 32;
-  for (let r0 = 0; r0 < rows; r0 += tile) {
-    for (let c0 = 0; c0 < cols; c0 += tile) {
-      const [r1, c1] = [Math.min(rows, r0 + tile), Math.min(cols, c0 + tile)];
-      for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c]!;
-    }
-  }
-  return dst;
 }

@@ -1,0 +1,359 @@
+// Training's float32 GEMM, C[M, N] (+)= op(A)[M, K] · op(B)[K, N] on row-major operands, in the packed-panel
+// scheme of Goto & van de Geijn ("Anatomy of high-performance matrix multiplication", TOMS 2008):
+//   1. pack op(B), block after block of KC summed indices, into panels of NR columns, each [kc][NR] (B's two
+//      layouts differ only in this copy; columns past N are zero-padded);
+//   2. for each (row block, column block) of C, in parallel, for each K block in ascending order: an MR × NR
+//      register-blocked micro-kernel per (MR rows of A, B panel), the B panel outermost so that it stays near
+//      the core while the rows of A stream through. A is read in place, with strides for its two layouts.
+// Work is never split along K: each element of C is the sum of its KC blocks in ascending order, each block an
+// FMA chain over ascending k, so results are bit-identical for any thread count (exact training resume).
+// Dimension legend: M rows of C, N columns, K the summed dimension; MR × NR the micro-kernel's tile.
+#include "train-gemm.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels.h"
+#include "pool.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define OLMOE_X86 1
+#endif
+
+namespace olmoe {
+
+namespace {
+
+// One micro-kernel call: C tile [rows ≤ MR, cols ≤ NR] (+)= op(A) rows · B panel over kc summed indices.
+struct Tile {
+  const float* a;  // op(A) element (r, p) at a[r * a_row_step + p * a_k_step]
+  size_t a_row_step, a_k_step;
+  const float* b_panel;  // [kc][NR]
+  size_t kc;
+  int rows, cols;
+  float* c;
+  size_t ldc;
+  bool add;  // C += product (later K blocks, or accumulate) instead of C = product
+};
+
+// dst[t * dst_stride + q] = src[q * src_stride + t] for a 16 × 16 block (packing B stored [N, K]).
+using Transpose16 = void (*)(const float* src, size_t src_stride, float* dst, size_t dst_stride);
+
+struct MicroKernel {
+  int mr, nr;
+  void (*tile)(const Tile&);
+  Transpose16 transpose16;  // null: scalar copies
+};
+
+// ---------------------------------------------------------------- scalar: 4 × 8, plain loops
+constexpr int kScalarMr = 4, kScalarNr = 8;
+
+void tile_scalar(const Tile& t) {
+  float acc[kScalarMr][kScalarNr] = {};
+  for (size_t p = 0; p < t.kc; p++) {
+    const float* a = t.a + p * t.a_k_step;
+    const float* b = t.b_panel + p * kScalarNr;
+    for (int r = 0; r < t.rows; r++)
+      for (int j = 0; j < kScalarNr; j++) acc[r][j] += a[r * t.a_row_step] * b[j];
+  }
+  for (int r = 0; r < t.rows; r++)
+    for (int j = 0; j < t.cols; j++) {
+      float& out = t.c[r * t.ldc + j];
+      out = t.add ? out + acc[r][j] : acc[r][j];
+    }
+}
+
+#ifdef OLMOE_X86
+// ---------------------------------------------------------------- AVX2 + FMA: 6 × 16 (12 accumulators)
+#define AVX2 __attribute__((target("avx2,fma")))
+constexpr int kAvx2Mr = 6, kAvx2Nr = 16;
+
+AVX2 inline __m256i avx2_tail(int valid) {
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), lanes);
+}
+
+template <int R, int V>
+AVX2 void tile_avx2_fixed(const Tile& t) {
+  __m256 acc[R][V];
+  for (auto& row : acc)
+    for (auto& v : row) v = _mm256_setzero_ps();
+  const float* a = t.a;
+  const float* b = t.b_panel;
+  const size_t row_step = t.a_row_step, k_step = t.a_k_step;
+  for (size_t p = 0; p < t.kc; p++, a += k_step, b += kAvx2Nr) {
+    __m256 bv[V];
+    for (int v = 0; v < V; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
+    for (int r = 0; r < R; r++) {
+      const __m256 av = _mm256_broadcast_ss(a + r * row_step);
+      for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < V; v++) {
+      float* out = t.c + r * t.ldc + 8 * v;
+      const int valid = std::min(8, t.cols - 8 * v);
+      if (valid <= 0) break;
+      const __m256i mask = avx2_tail(valid);
+      __m256 sum = acc[r][v];
+      if (t.add) sum = _mm256_add_ps(_mm256_maskload_ps(out, mask), sum);
+      _mm256_maskstore_ps(out, mask, sum);
+    }
+}
+
+template <int R>
+AVX2 void tile_avx2_rows(const Tile& t) {
+  if (t.cols <= 8) tile_avx2_fixed<R, 1>(t);
+  else tile_avx2_fixed<R, 2>(t);
+}
+
+AVX2 void tile_avx2(const Tile& t) {
+  switch (t.rows) {
+    case 1: return tile_avx2_rows<1>(t);
+    case 2: return tile_avx2_rows<2>(t);
+    case 3: return tile_avx2_rows<3>(t);
+    case 4: return tile_avx2_rows<4>(t);
+    case 5: return tile_avx2_rows<5>(t);
+    default: return tile_avx2_rows<6>(t);
+  }
+}
+
+// ---------------------------------------------------------------- AVX-512: 6 × 64 (24 accumulators)
+// Per summed index: 4 loads of B, 6 broadcasts of A, 24 FMAs, so the two FMA pipes rather than the loads bound it.
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+constexpr int kAvx512Mr = 6, kAvx512Nr = 64;
+
+template <int R, int V>
+AVX512 void tile_avx512_fixed(const Tile& t) {
+  __m512 acc[R][V];
+  for (auto& row : acc)
+    for (auto& v : row) v = _mm512_setzero_ps();
+  const float* a = t.a;
+  const float* b = t.b_panel;
+  const size_t row_step = t.a_row_step, k_step = t.a_k_step;
+  for (size_t p = 0; p < t.kc; p++, a += k_step, b += kAvx512Nr) {
+    __m512 bv[V];
+    for (int v = 0; v < V; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
+    for (int r = 0; r < R; r++) {
+      const __m512 av = _mm512_set1_ps(a[r * row_step]);
+      for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+  const int last = t.cols - 16 * (V - 1);  // 1..16 columns in the last vector
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < V; v++) {
+      float* out = t.c + r * t.ldc + 16 * v;
+      const __mmask16 mask = v < V - 1 ? __mmask16(0xffff) : __mmask16((1u << last) - 1);
+      __m512 sum = acc[r][v];
+      if (t.add) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), sum);
+      _mm512_mask_storeu_ps(out, mask, sum);
+    }
+}
+
+template <int R>
+AVX512 void tile_avx512_rows(const Tile& t) {
+  switch ((t.cols + 15) / 16) {
+    case 1: return tile_avx512_fixed<R, 1>(t);
+    case 2: return tile_avx512_fixed<R, 2>(t);
+    case 3: return tile_avx512_fixed<R, 3>(t);
+    default: return tile_avx512_fixed<R, 4>(t);
+  }
+}
+
+AVX512 void tile_avx512(const Tile& t) {
+  switch (t.rows) {
+    case 1: return tile_avx512_rows<1>(t);
+    case 2: return tile_avx512_rows<2>(t);
+    case 3: return tile_avx512_rows<3>(t);
+    case 4: return tile_avx512_rows<4>(t);
+    case 5: return tile_avx512_rows<5>(t);
+    default: return tile_avx512_rows<6>(t);
+  }
+}
+// Two rounds of in-lane shuffles and two of 128-bit-lane shuffles: rows → columns of 4 × 4 blocks, then the
+// blocks into place.
+AVX512 void transpose16_avx512(const float* src, size_t src_stride, float* dst, size_t dst_stride) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // r[4i + c], 128-bit lane l: column 4l + c of rows 4i .. 4i + 3
+  for (int i = 0; i < 4; i++) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  // column 4l + c gathers lane l of r[c], r[4 + c], r[8 + c], r[12 + c]
+  for (int c = 0; c < 4; c++) {
+    const __m512 low01 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), high01 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
+    const __m512 low23 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44), high23 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
+    _mm512_storeu_ps(dst + c * dst_stride, _mm512_shuffle_f32x4(low01, low23, 0x88));
+    _mm512_storeu_ps(dst + (4 + c) * dst_stride, _mm512_shuffle_f32x4(low01, low23, 0xDD));
+    _mm512_storeu_ps(dst + (8 + c) * dst_stride, _mm512_shuffle_f32x4(high01, high23, 0x88));
+    _mm512_storeu_ps(dst + (12 + c) * dst_stride, _mm512_shuffle_f32x4(high01, high23, 0xDD));
+  }
+}
+#endif  // OLMOE_X86
+
+// The micro-kernel of the instruction set the inference kernels chose at startup (simd_level, OLMOE_SIMD).
+const MicroKernel& micro_kernel() {
+  static const MicroKernel chosen = [] {
+    const std::string level = simd_level();
+#ifdef OLMOE_X86
+    if (level == "avx512") return MicroKernel{kAvx512Mr, kAvx512Nr, tile_avx512, transpose16_avx512};
+    if (level == "avx2") return MicroKernel{kAvx2Mr, kAvx2Nr, tile_avx2, nullptr};
+#endif
+    return MicroKernel{kScalarMr, kScalarNr, tile_scalar, nullptr};
+  }();
+  return chosen;
+}
+
+// ---------------------------------------------------------------- packing
+constexpr size_t kMaxKc = 256;  // summed indices per block: a B panel of 64 columns takes 64 KiB (128 measured slower)
+
+// Columns [j0, j0 + NR) of op(B), summed indices [p0, p0 + kc), into panel [kc][NR]; columns past N are zeros.
+void pack_b(const TrainGemmArgs& g, const MicroKernel& mk, size_t j0, size_t p0, size_t kc, float* panel) {
+  const size_t nr = mk.nr;
+  const size_t cols = std::min(nr, g.n - j0);
+  if (cols < nr) std::fill(panel, panel + kc * nr, 0.0f);
+  if (!g.trans_b) {  // B [K, N]: each summed index is a contiguous run of columns
+    for (size_t p = 0; p < kc; p++) std::memcpy(panel + p * nr, g.b + (p0 + p) * g.n + j0, cols * sizeof(float));
+    return;
+  }
+  // B [N, K]: a transpose, by blocks of 16 summed indices × 16 columns (in registers where the ISA allows)
+  constexpr size_t kBlock = 16;
+  for (size_t s = 0; s < kc; s += kBlock) {
+    const size_t strip = std::min(kBlock, kc - s);
+    for (size_t q = 0; q < cols; q += kBlock) {
+      const float* src = g.b + (j0 + q) * g.k + p0 + s;
+      float* dst = panel + s * nr + q;
+      if (mk.transpose16 && strip == kBlock && q + kBlock <= cols) {
+        mk.transpose16(src, g.k, dst, nr);
+        continue;
+      }
+      for (size_t j = 0; j < std::min(kBlock, cols - q); j++)
+        for (size_t p = 0; p < strip; p++) dst[p * nr + j] = src[j * g.k + p];
+    }
+  }
+}
+
+// ---------------------------------------------------------------- driver
+// Below this many multiply-adds (≈ 2.5 µs on one core) the product runs on the calling thread. Measured with
+// back-to-back calls on the shared 2-core machine: 2 threads no faster at 131k (32 × 64 × 64), and up to 2×
+// slower on small shapes above it while the other core was busy; an idle machine may gain below this.
+constexpr size_t kSerialWork = size_t{1} << 18;
+// Largest blocks of C per work item, in panels: 32 × 6 rows of A over 256 summed indices = 192 KiB stay in L2.
+constexpr size_t kMaxRowPanels = 32, kMaxColPanels = 8;
+
+struct Plan {
+  size_t kc_blocks, m_panels, n_panels, row_blocks, col_blocks;
+  bool serial;
+};
+
+Plan plan(const TrainGemmArgs& g, const MicroKernel& mk) {
+  Plan p{};
+  p.kc_blocks = (g.k + kMaxKc - 1) / kMaxKc;
+  p.m_panels = (g.m + mk.mr - 1) / mk.mr;
+  p.n_panels = (g.n + mk.nr - 1) / mk.nr;
+  p.row_blocks = (p.m_panels + kMaxRowPanels - 1) / kMaxRowPanels;
+  p.col_blocks = (p.n_panels + kMaxColPanels - 1) / kMaxColPanels;
+  p.serial = g.m * g.n * g.k < kSerialWork || pool().threads() == 1;
+  // Enough items for the pool's dynamic claims to even out a busy core; this changes who computes a tile,
+  // never how.
+  const size_t wanted = p.serial ? 1 : 4 * static_cast<size_t>(pool().threads());
+  while (p.row_blocks * p.col_blocks < wanted) {
+    if (p.n_panels >= 2 * (p.col_blocks + 1)) p.col_blocks++;
+    else if (p.m_panels >= 4 * (p.row_blocks + 1)) p.row_blocks++;
+    else break;
+  }
+  return p;
+}
+
+// Split [0, count) into `parts` near-equal ranges; the index-th.
+inline std::pair<size_t, size_t> part(size_t count, size_t parts, size_t index) {
+  return {count * index / parts, count * (index + 1) / parts};
+}
+
+void run(bool serial, size_t n, const std::function<void(size_t, size_t)>& fn) {
+  if (serial) fn(0, n);
+  else pool().parallel_for(n, fn);
+}
+
+// 64-byte aligned grow-only scratch (the packed panels are read with full-width vector loads).
+float* aligned_scratch(std::vector<float>& buffer, size_t size) {
+  if (buffer.size() < size + 16) buffer.resize(size + 16);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
+  return reinterpret_cast<float*>((address + 63) & ~uintptr_t{63});
+}
+
+// op(B) packed block after block of KC summed indices: block b starts at n_panels · NR · b · KC and holds its
+// panels [kc][NR] one after the other. A is read in place in either layout: the micro-kernel broadcasts one
+// element per row and summed index, so packing A would only move it (measured: equal or slower on every shape
+// of bench/train-gemm.mjs, single thread, and a transposing copy for A stored [M, K]).
+struct Operands {
+  const TrainGemmArgs& g;
+  float* b_packed;
+  size_t mr, nr, n_panels;
+  float* b_panel(size_t p0, size_t kc, size_t j) const { return b_packed + n_panels * nr * p0 + j * nr * kc; }
+  // The micro-kernel call for row panel i, column panel j and K block [p0, p0 + kc).
+  Tile tile_for(size_t p0, size_t kc, size_t i, size_t j) const {
+    const size_t row = i * mr, col = j * nr;
+    const int rows = static_cast<int>(std::min(mr, g.m - row)), cols = static_cast<int>(std::min(nr, g.n - col));
+    const bool add = g.accumulate || p0 > 0;
+    float* c = g.c + row * g.n + col;
+    if (g.trans_a) return {g.a + p0 * g.m + row, 1, g.m, b_panel(p0, kc, j), kc, rows, cols, c, g.n, add};  // A [K, M]
+    return {g.a + row * g.k + p0, g.k, 1, b_panel(p0, kc, j), kc, rows, cols, c, g.n, add};                 // A [M, K]
+  }
+};
+
+// One parallel pass packs all of op(B), one more computes: two pool barriers per product, which matters when
+// another process holds a core and a barrier waits for its time slice.
+void pack_all(const Plan& p, const Operands& ops, const MicroKernel& mk) {
+  const TrainGemmArgs& g = ops.g;
+  run(p.serial, p.kc_blocks * p.n_panels, [&](size_t begin, size_t end) {
+    for (size_t item = begin; item < end; item++) {
+      const size_t p0 = item / p.n_panels * kMaxKc, kc = std::min(kMaxKc, g.k - p0), j = item % p.n_panels;
+      pack_b(g, mk, j * mk.nr, p0, kc, ops.b_panel(p0, kc, j));
+    }
+  });
+}
+
+// One block of C, all of K: per K block, each B panel meets every A panel of the block while it sits in cache.
+void multiply_block(const Plan& p, const Operands& ops, const MicroKernel& mk, size_t item) {
+  const auto [i0, i1] = part(p.m_panels, p.row_blocks, item / p.col_blocks);
+  const auto [j0, j1] = part(p.n_panels, p.col_blocks, item % p.col_blocks);
+  for (size_t p0 = 0; p0 < ops.g.k; p0 += kMaxKc) {
+    const size_t kc = std::min(kMaxKc, ops.g.k - p0);
+    for (size_t j = j0; j < j1; j++)
+      for (size_t i = i0; i < i1; i++) mk.tile(ops.tile_for(p0, kc, i, j));
+  }
+}
+
+}  // namespace
+
+void train_gemm(const TrainGemmArgs& g) {
+  if (g.m == 0 || g.n == 0) return;
+  if (g.k == 0) {
+    if (!g.accumulate) std::fill(g.c, g.c + g.m * g.n, 0.0f);
+    return;
+  }
+  const MicroKernel& mk = micro_kernel();
+  const Plan p = plan(g, mk);
+  thread_local std::vector<float> b_buffer;  // grow-only, per calling JS thread; workers use it only within a call
+  const Operands ops{g, aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k), size_t(mk.mr), size_t(mk.nr), p.n_panels};
+  pack_all(p, ops, mk);
+  run(p.serial, p.row_blocks * p.col_blocks, [&](size_t begin, size_t end) {
+    for (size_t item = begin; item < end; item++) multiply_block(p, ops, mk, item);
+  });
+}
+
+}  // namespace olmoe
