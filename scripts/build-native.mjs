@@ -33,7 +33,11 @@ if (!gyp) {
 }
 mkdirSync(nativeDir, { recursive: true });
 const args = [gyp, 'rebuild'];
-if (process.env.npm_config_nodedir) args.push(`--nodedir=${process.env.npm_config_nodedir}`);
+// Headers of the running Node when they are installed next to it (Debian's nodejs, official tarballs): node-gyp then
+// needs no download from nodejs.org, which machines without general network access cannot reach.
+const localHeaders = resolve(dirname(process.execPath), '..');
+const nodedir = process.env.npm_config_nodedir || (existsSync(join(localHeaders, 'include', 'node', 'node_api.h')) ? localHeaders : undefined);
+if (nodedir) args.push(`--nodedir=${nodedir}`);
 const started = Date.now();
 const result = spawnSync(process.execPath, args, { cwd: nativeDir, encoding: 'utf8', env: process.env });
 writeFileSync(log, `${result.stdout ?? ''}\n${result.stderr ?? ''}\n${result.error ?? ''}`);
