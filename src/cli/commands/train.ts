@@ -46,18 +46,21 @@ async function runTrain(configPath: string, flags: TrainFlags): Promise<void> {
     return;
   }
   const say = (line: string) => !flags.quiet && process.stderr.write(line + '\n');
-  const started = performance.now();
+  const started = { at: performance.now(), step: -1 };
   const summary = await train({
     config, kernels, resume: flags.resume, say,
-    onStep: (r) => (r.step % flags.logEvery === 0 || r.step === config.steps || r.step === 1) && say(stepLine(r, config.steps, started)),
+    onStep: (r) => {
+      if (started.step < 0) started.step = r.step - 1; // a resumed run starts later
+      if (r.step % flags.logEvery === 0 || r.step === config.steps || r.step === 1) say(stepLine(r, config.steps, started));
+    },
     onEval: (records) => say(evalLine(records)),
   });
   say(`done: ${summary.steps} steps, ${summary.tokens.toLocaleString('en-US')} tokens, last loss ${summary.lastLoss.toFixed(4)}; checkpoint ${summary.checkpoint}`);
 }
 
-function stepLine(r: TrainLogRecord, steps: number, started: number): string {
-  const elapsed = (performance.now() - started) / 1000;
-  const eta = (elapsed / r.step) * (steps - r.step);
+function stepLine(r: TrainLogRecord, steps: number, started: { at: number; step: number }): string {
+  const elapsed = (performance.now() - started.at) / 1000;
+  const eta = (elapsed / (r.step - started.step)) * (steps - r.step);
   return `step ${r.step}/${steps}  loss ${r.loss.toFixed(4)} (ce ${r.ce.toFixed(4)} lbl ${r.lbl.toFixed(4)} z ${r.zloss.toFixed(5)})  ` +
     `lr ${r.lr.toExponential(2)}  |g| ${r.gradNorm.toFixed(2)}  ${r.tokensPerSecond.toFixed(0)} tok/s  eta ${formatSeconds(eta)}`;
 }
