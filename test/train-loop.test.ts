@@ -180,3 +180,26 @@ describe('architecture variants', () => {
     assert.equal(ec.olmoe_capacity_factor, 1.5);
   });
 });
+
+describe('evaluation', () => {
+  it('unigram baseline and bits per byte follow their definitions (computed here independently)', async () => {
+    const { unigramScores, tokenByteLengths } = await import('../src/train/evaluate.js');
+    const { PackedLoader } = await import('../src/train/data/packed-loader.js');
+    const { readTokenShard } = await import('../src/train/data/shard.js');
+    const dir = fixture(['abab', 'aaaa']);
+    const tokenizerJson = readFileSync(join(dir, 'tokenizer.json'), 'utf8');
+    const bytes = tokenByteLengths(tokenizerJson, 258);
+    assert.equal(bytes[97], 1); // 'a' is one byte
+    assert.equal(bytes[256], 0); // <|endoftext|>
+    const shard = readTokenShard(join(dir, 'train.shard'));
+    const loader = new PackedLoader([shard], { seqLen: 4, batchSize: 1, seed: 0 });
+    const scores = unigramScores([shard], loader, { batches: 10, tokenBytes: bytes });
+    // counts (add-one over 258 ids): a 6+1, b 2+1, EOS 2 documents + 1, others 1 → total 258 + 10
+    const p = (count: number) => count / 268;
+    // domain "prose" holds "abab" + EOS = 5 stream tokens: one window of S + 1 = 5, predicting b, a, b, EOS
+    const prose = scores.find((s) => s.domain === 'prose')!;
+    const expectedNats = -(2 * Math.log(p(3)) + Math.log(p(7)) + Math.log(p(3)));
+    assert.ok(Math.abs(prose.crossEntropy - expectedNats / 4) < 1e-12, `${prose.crossEntropy} vs ${expectedNats / 4}`);
+    assert.ok(Math.abs(prose.bitsPerByte - expectedNats / Math.LN2 / 3) < 1e-12); // 3 bytes: EOS has none
+  });
+});

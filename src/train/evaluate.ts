@@ -9,7 +9,7 @@ import { readJsonObject } from '../io/json.js';
 import { readConfigFile } from '../model/config.js';
 import { Tape } from './autograd.js';
 import { loadParams } from './checkpoint.js';
-import { PackedLoader } from './data/packed-loader.js';
+import { PackedLoader, type PackedBatch } from './data/packed-loader.js';
 import { readTokenShard, tokenizerFingerprint } from './data/shard.js';
 import { TrainModel } from './model.js';
 import type { TokenShard } from './data/shard.js';
@@ -31,20 +31,25 @@ export interface EvaluateOptions {
 }
 
 export function evaluate(model: TrainModel, loader: PackedLoader, opts: EvaluateOptions): DomainScore[] {
+  return scoreDomains(loader, opts, (batch) => {
+    const tape = new Tape('f32', opts.kernels, { grad: false });
+    return model.forward(tape, batch.tokens, batch.rows, { loadBalancing: 0, routerZ: 0 }).crossEntropy * batch.rows * batch.seqLen;
+  });
+}
+
+/** Per domain and overall: the summed negative log-likelihood `natsOf` gives each validation batch, per token and per byte. */
+function scoreDomains(loader: PackedLoader, opts: Pick<EvaluateOptions, 'batches' | 'tokenBytes'>, natsOf: (batch: PackedBatch) => number): DomainScore[] {
   const totals = { nats: 0, bytes: 0, tokens: 0 };
   const scores = loader.domains.map((domain) => {
     const sums = { nats: 0, bytes: 0, tokens: 0 };
     let seen = 0;
     for (const batch of loader.validationBatches(domain)) {
       if (seen++ >= opts.batches) break;
-      const tape = new Tape('f32', opts.kernels, { grad: false });
-      const { crossEntropy } = model.forward(tape, batch.tokens, batch.rows, { loadBalancing: 0, routerZ: 0 });
-      const targets = batch.rows * batch.seqLen;
-      sums.nats += crossEntropy * targets;
-      sums.tokens += targets;
-      for (let row = 0; row < batch.rows; row++) {
-        for (let s = 1; s <= batch.seqLen; s++) sums.bytes += opts.tokenBytes[batch.tokens[row * (batch.seqLen + 1) + s]!]!;
-      }
+      sums.nats += natsOf(batch);
+      forEachTarget(batch, (id) => {
+        sums.bytes += opts.tokenBytes[id]!;
+        sums.tokens++;
+      });
     }
     totals.nats += sums.nats;
     totals.bytes += sums.bytes;
@@ -52,6 +57,11 @@ export function evaluate(model: TrainModel, loader: PackedLoader, opts: Evaluate
     return score(domain, sums);
   });
   return [...scores, score('all', totals)];
+}
+
+/** The predicted ids of a batch: positions 1..S of every row. */
+function forEachTarget(batch: PackedBatch, visit: (id: number) => void): void {
+  for (let row = 0; row < batch.rows; row++) for (let s = 1; s <= batch.seqLen; s++) visit(batch.tokens[row * (batch.seqLen + 1) + s]!);
 }
 
 function score(domain: string, sums: { nats: number; bytes: number; tokens: number }): DomainScore {
@@ -84,27 +94,11 @@ export function unigramScores(trainShards: readonly TokenShard[], loader: Packed
   }
   const total = counts.reduce((a, b) => a + b, 0);
   const nll = Float64Array.from(counts, (c) => -Math.log(c / total));
-  const totals = { nats: 0, bytes: 0, tokens: 0 };
-  const scores = loader.domains.map((domain) => {
-    const sums = { nats: 0, bytes: 0, tokens: 0 };
-    let seen = 0;
-    for (const batch of loader.validationBatches(domain)) {
-      if (seen++ >= opts.batches) break;
-      for (let row = 0; row < batch.rows; row++) {
-        for (let s = 1; s <= batch.seqLen; s++) {
-          const id = batch.tokens[row * (batch.seqLen + 1) + s]!;
-          sums.nats += nll[id]!;
-          sums.bytes += opts.tokenBytes[id]!;
-          sums.tokens++;
-        }
-      }
-    }
-    totals.nats += sums.nats;
-    totals.bytes += sums.bytes;
-    totals.tokens += sums.tokens;
-    return score(domain, sums);
+  return scoreDomains(loader, opts, (batch) => {
+    let nats = 0;
+    forEachTarget(batch, (id) => (nats += nll[id]!));
+    return nats;
   });
-  return [...scores, score('all', totals)];
 }
 
 export interface CheckpointEvalOptions {
