@@ -3,8 +3,9 @@
  * and share everything else (data, seed, steps, active compute), run one after the other into one folder.
  * What the paper reports is stated next to each, so the results read side by side.
  */
-import { existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { withIo } from '../core/errors.js';
 import { AtomicFile } from '../io/atomic-file.js';
 import { latestCheckpoint } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
@@ -97,18 +98,22 @@ export function ablationConfig(variant: AblationVariant, data: AblationData, out
 
 export interface RunAblationOptions {
   readonly kernels: GemmKernels;
+  /** Where the variants' training runs (checkpoints included) go; the report folder gets only their metrics. */
+  readonly runs: string;
   readonly say?: (line: string) => void;
   readonly onStep?: (label: string, record: TrainLogRecord) => void;
 }
 
 /**
- * Train every variant of `ablation` into `<out>/<variant>` (a finished variant is kept, a killed one resumed),
- * then draw the overlaid curves and write `<out>/README.md`: the question, the paper's finding, our numbers.
+ * Train every variant of `ablation` into `<runs>/<variant>` (a finished variant is kept, a killed one resumed),
+ * then write to `out` each variant's metrics (`<variant>.jsonl`), the overlaid curves and `README.md`: the
+ * question, the paper's finding, our numbers.
  */
 export async function runAblation(ablation: Ablation, data: AblationData, out: string, opts: RunAblationOptions): Promise<string> {
   const runs: TrainingRun[] = [];
+  withIo(out, 'create folder', () => mkdirSync(out, { recursive: true }));
   for (const variant of ablation.variants) {
-    const dir = join(out, slug(variant.label));
+    const dir = join(opts.runs, slug(variant.label));
     const config = ablationConfig(variant, data, dir);
     const metrics = join(dir, METRICS_FILE);
     const finished = existsSync(metrics) && readTrainingRun(metrics).train.at(-1)?.step === data.steps;
@@ -116,7 +121,8 @@ export async function runAblation(ablation: Ablation, data: AblationData, out: s
       opts.say?.(`${ablation.name}: training "${variant.label}" (${data.steps} steps)`);
       await train({ config, kernels: opts.kernels, resume: latestCheckpoint(dir) !== null, say: opts.say, onStep: (r) => opts.onStep?.(variant.label, r) });
     }
-    runs.push(readTrainingRun(metrics, variant.label));
+    withIo(out, 'write', () => copyFileSync(metrics, join(out, `${slug(variant.label)}.jsonl`)));
+    runs.push(readTrainingRun(join(out, `${slug(variant.label)}.jsonl`), variant.label));
   }
   await plotTraining(runs, out);
   const report = ablationReport(ablation, data, runs);
@@ -162,7 +168,8 @@ function ablationReport(ablation: Ablation, data: AblationData, runs: readonly T
     '',
     '![expert load](expert-load.svg)',
     '',
-    'Details per domain: [summary.md](summary.md). Curves: loss, validation, expert-load, routing-entropy, grad-norm, lr, throughput (.svg/.png).',
+    'Details per domain: [summary.md](summary.md). Curves: loss, validation, expert-load, routing-entropy, grad-norm, lr, throughput (.svg/.png). ' +
+      'Metrics of each variant: the `.jsonl` files here (`olmoe plot-train` redraws them).',
     '',
   ].join('\n');
 }

@@ -9,6 +9,7 @@ interface AblateFlags {
   train: string[];
   valid: string[];
   out: string;
+  runs: string;
   steps: number;
   seq: number;
   batch: number;
@@ -27,7 +28,8 @@ export function registerAblate(program: Command): void {
     .requiredOption('--tokenizer <file>', 'tokenizer.json the shards were made with')
     .requiredOption('--train <shards...>', 'training token shards')
     .requiredOption('--valid <shards...>', 'validation token shards')
-    .option('--out <dir>', 'results folder (one subfolder per ablation)', join('docs', 'ablations'))
+    .option('--out <dir>', 'results folder: figures, README and metrics (one subfolder per ablation)', join('docs', 'ablations'))
+    .option('--runs <dir>', 'training runs with their checkpoints (one subfolder per ablation)', join('.olmoe', 'ablations'))
     .option('--steps <n>', 'optimizer steps per variant', positive('--steps'), 400)
     .option('--seq <n>', 'sequence length', positive('--seq'), 128)
     .option('--batch <n>', 'sequences per step', positive('--batch'), 8)
@@ -44,7 +46,7 @@ export function registerAblate(program: Command): void {
       for (const ablation of chosen) {
         const out = join(flags.out, ablation.name);
         const report = await runAblation(ablation, data, out, {
-          kernels, say,
+          kernels, say, runs: join(flags.runs, ablation.name),
           onStep: (label, r) => r.step % flags.logEvery === 0 && say(`  ${label}: step ${r.step}/${flags.steps} loss ${r.loss.toFixed(4)} ${r.tokensPerSecond.toFixed(0)} tok/s`),
         });
         process.stdout.write(report + '\n');
