@@ -189,6 +189,7 @@ for (const [label, routing, extra] of [
   ['token choice', 'token_choice', {}],
   ['token choice, norm_topk_prob', 'token_choice', { norm_topk_prob: true }],
   ['expert choice', 'expert_choice', {}],
+  ['token choice + shared expert', 'token_choice', { shared_expert_intermediate_size: 5 }],
 ] as const) {
   test(`whole model (${label}): CE + LBL + z-loss gradient of every parameter`, () => {
     const model = new TrainModel({ config: tinyConfig(extra), routing, capacityFactor: 1 }, 'f64');

@@ -60,7 +60,7 @@ describe('training loop', () => {
     const losses = await run(config(dir, {
       data: { sequence_length: 16, batch_size: 1, valid: [] }, steps: 150, checkpoint_every: 0, eval_every: 0,
       optimizer: { lr: 1e-2, warmup_steps: 5, betas: [0.9, 0.95], eps: 1e-8, weight_decay: 0, clip: 1, final_lr_ratio: 0.1 },
-      model: { hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_experts: 4, num_experts_per_tok: 2, intermediate_size: 32, norm_topk_prob: false, rms_norm_eps: 1e-5, rope_theta: 10000, routing: 'token_choice', capacity_factor: 1, init_std: 0.02 },
+      model: { hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_experts: 4, num_experts_per_tok: 2, intermediate_size: 32, norm_topk_prob: false, rms_norm_eps: 1e-5, rope_theta: 10000, routing: 'token_choice', capacity_factor: 1, init_std: 0.02, shared_expert_intermediate_size: 0 },
     }));
     assert.ok(losses[0]! > 4, `first loss ${losses[0]}`);
     assert.ok(losses.at(-1)! < 0.1, `last loss ${losses.at(-1)}`);
@@ -83,10 +83,11 @@ describe('training loop', () => {
     assert.ok(!existsSync(join(dir, 'straight', 'checkpoints', 'step-000015', 'optimizer.safetensors')));
   });
 
-  it('a checkpoint loads in the inference path and gives the training model\'s logits', async () => {
+  for (const shared of [0, 6]) it(`a checkpoint loads in the inference path and gives the training model's logits (shared expert width ${shared})`, async () => {
     const dir = fixture();
-    await run(config(dir, { steps: 5, eval_every: 0 }));
+    await run(config(dir, { steps: 5, eval_every: 0, model: { ...config(dir).model, shared_expert_intermediate_size: shared } }));
     const checkpoint = latestCheckpoint(join(dir, 'run'))!;
+    assert.equal(readConfigFile(join(checkpoint, 'config.json')).sharedExpertSize, shared);
     const inference = await loadModel(checkpoint, { backend: new ReferenceBackend() });
     const ids = Int32Array.from(Buffer.from('The experts'));
     const expected = inference.backend.toFloat32(inference.forward(ids));

@@ -16,6 +16,11 @@ export interface OlmoeConfig {
   readonly headDim: number; // Hd = D / H
   readonly numExperts: number; // E
   readonly numExpertsPerTok: number; // K
+  /**
+   * Width of an always-active shared expert added to the routed ones (paper §4.1.3), 0 for none. Not an HF
+   * OlmoeForCausalLM key: checkpoints with a shared expert load in olmoe only. Key `shared_expert_intermediate_size`.
+   */
+  readonly sharedExpertSize: number;
   readonly normTopKProb: boolean;
   readonly rmsNormEps: number;
   readonly ropeTheta: number;
@@ -55,6 +60,7 @@ export function parseConfig(json: unknown): OlmoeConfig {
     headDim: hiddenSize / numHeads,
     numExperts,
     numExpertsPerTok,
+    sharedExpertSize: raw.shared_expert_intermediate_size == null || raw.shared_expert_intermediate_size === 0 ? 0 : positiveInt(raw, 'shared_expert_intermediate_size'),
     normTopKProb: bool(raw, 'norm_topk_prob', false),
     rmsNormEps: positiveNumber(raw, 'rms_norm_eps', 1e-5),
     ropeTheta: ropeTheta(raw),
@@ -148,8 +154,9 @@ export function parameterCounts(c: OlmoeConfig): { total: number; active: number
   const norms = 2 * c.hiddenSize + c.numHeads * c.headDim + c.numKVHeads * c.headDim;
   const router = c.numExperts * c.hiddenSize;
   const expert = 3 * c.hiddenSize * c.intermediateSize;
+  const shared = 3 * c.hiddenSize * c.sharedExpertSize;
   const embeddings = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.hiddenSize;
-  const perLayerShared = attention + norms + router;
+  const perLayerShared = attention + norms + router + shared;
   return {
     total: embeddings + c.numLayers * (perLayerShared + c.numExperts * expert),
     active: embeddings + c.numLayers * (perLayerShared + c.numExpertsPerTok * expert),
@@ -165,6 +172,7 @@ export function toHfConfigJson(c: OlmoeConfig, extra: Record<string, unknown> = 
     max_position_embeddings: c.maxPositionEmbeddings, norm_topk_prob: c.normTopKProb, num_attention_heads: c.numHeads,
     num_experts: c.numExperts, num_experts_per_tok: c.numExpertsPerTok, num_hidden_layers: c.numLayers, num_key_value_heads: c.numKVHeads,
     output_router_logits: false, rms_norm_eps: c.rmsNormEps, rope_scaling: null, rope_theta: c.ropeTheta, router_aux_loss_coef: 0.01,
-    tie_word_embeddings: c.tieWordEmbeddings, torch_dtype: c.torchDtype ?? 'float32', use_cache: true, vocab_size: c.vocabSize, ...extra,
+    tie_word_embeddings: c.tieWordEmbeddings, torch_dtype: c.torchDtype ?? 'float32', use_cache: true, vocab_size: c.vocabSize,
+    ...(c.sharedExpertSize ? { shared_expert_intermediate_size: c.sharedExpertSize } : {}), ...extra,
   };
 }

@@ -128,6 +128,7 @@ function modelMetadata(c: OlmoeConfig, opts: ConvertOptions): Metadata {
   ];
   if (!['f32', 'f16', 'bf16'].includes(opts.target)) metadata.push(['general.quantization_version', u32(2)]);
   if (c.normTopKProb) metadata.push(['olmoe.expert_weights_norm', { type: 'bool', value: true }]);
+  if (c.sharedExpertSize) metadata.push(['olmoe.expert_shared_feed_forward_length', u32(c.sharedExpertSize)]);
   return metadata;
 }
 

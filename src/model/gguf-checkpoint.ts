@@ -34,6 +34,7 @@ export function ggufConfig(gguf: GgufFile): OlmoeConfig {
     num_attention_heads: heads,
     num_key_value_heads: optional('olmoe.attention.head_count_kv') ?? heads,
     num_experts: required('expert_count'),
+    shared_expert_intermediate_size: optional('olmoe.expert_shared_feed_forward_length'),
     num_experts_per_tok: required('expert_used_count'),
     max_position_embeddings: required('context_length'),
     rope_theta: optional('olmoe.rope.freq_base') ?? 10000,

@@ -162,7 +162,18 @@ export class OlmoeModel {
       observer?.({ ...routingRows(routing, offset, ids.length), layer: index, start });
       offset += ids.length;
     }
-    return this.backend.experts(x, layer.experts, routing); // [N, D]
+    const routed = this.backend.experts(x, layer.experts, routing); // [N, D]
+    return layer.sharedExpert ? this.backend.add(routed, this.sharedExpert(x, layer.sharedExpert)) : routed;
+  }
+
+  /** The always-active shared expert (paper §4.1.3): a SwiGLU MLP with weight 1, run as a one-expert MoE. */
+  private sharedExpert(x: Tensor, weights: NonNullable<LayerWeights['sharedExpert']>): Tensor {
+    const tokens = x.shape[0]!;
+    const everyToken: Routing = {
+      tokens, numExperts: 1, topK: 1, logits: new Float32Array(tokens), probs: new Float32Array(tokens).fill(1),
+      expertIds: new Int32Array(tokens), weights: new Float32Array(tokens).fill(1),
+    };
+    return this.backend.experts(x, { gate: [weights.gate], up: [weights.up], down: [weights.down] }, everyToken);
   }
 
   private checkInput(ids: Int32Array, cache: KVCache): void {

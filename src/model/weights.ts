@@ -26,6 +26,8 @@ export interface LayerWeights {
   readonly postNorm: Tensor; // [D]
   readonly router: Tensor; // [E, D]
   readonly experts: { readonly gate: Tensor[]; readonly up: Tensor[]; readonly down: Tensor[] };
+  /** The always-active shared expert, when the config has one (gate, up [Fs, D]; down [D, Fs]). */
+  readonly sharedExpert?: { readonly gate: Tensor; readonly up: Tensor; readonly down: Tensor };
 }
 
 export interface OlmoeWeights {
@@ -69,6 +71,15 @@ function layerTable(c: OlmoeConfig, layer: number, q: number, kv: number): Weigh
       { hf: `${expert}down_proj.weight`, gguf: `${gguf}ffn_down_exps.weight`, shape: [D, c.intermediateSize] },
     );
   }
+  if (c.sharedExpertSize) {
+    const shared = `${hf}mlp.shared_expert.`;
+    const fs = c.sharedExpertSize;
+    specs.push(
+      { hf: `${shared}gate_proj.weight`, gguf: `${gguf}ffn_gate_shexp.weight`, shape: [fs, D] },
+      { hf: `${shared}up_proj.weight`, gguf: `${gguf}ffn_up_shexp.weight`, shape: [fs, D] },
+      { hf: `${shared}down_proj.weight`, gguf: `${gguf}ffn_down_shexp.weight`, shape: [D, fs] },
+    );
+  }
   return specs;
 }
 
@@ -89,6 +100,7 @@ export function assembleWeights(c: OlmoeConfig, byName: ReadonlyMap<string, Tens
       postNorm: get(`${p}post_attention_layernorm.weight`),
       router: get(`${p}mlp.gate.weight`),
       experts: { gate: expert('gate_proj'), up: expert('up_proj'), down: expert('down_proj') },
+      ...(c.sharedExpertSize ? { sharedExpert: { gate: get(`${p}mlp.shared_expert.gate_proj.weight`), up: get(`${p}mlp.shared_expert.up_proj.weight`), down: get(`${p}mlp.shared_expert.down_proj.weight`) } } : {}),
     };
   });
   const embed = get('model.embed_tokens.weight');

@@ -32,6 +32,7 @@ export interface Ablation {
 export const ABLATION_BASE: TrainConfig['model'] = {
   hidden_size: 128, num_hidden_layers: 2, num_attention_heads: 4, num_experts: 8, num_experts_per_tok: 2, intermediate_size: 128,
   norm_topk_prob: false, rms_norm_eps: 1e-5, rope_theta: 10000, routing: 'token_choice', capacity_factor: 1, init_std: 0.02,
+  shared_expert_intermediate_size: 0,
 };
 
 export const ABLATIONS: readonly Ablation[] = [

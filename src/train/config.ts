@@ -28,6 +28,8 @@ const modelSchema = z.strictObject({
   rope_theta: z.number().positive().default(10000),
   routing: z.enum(['token_choice', 'expert_choice']).default('token_choice'),
   capacity_factor: z.number().positive().default(1),
+  /** Width of an always-active shared expert (paper §4.1.3); 0 = none. Such checkpoints load in olmoe only. */
+  shared_expert_intermediate_size: z.int().min(0).default(0),
   init_std: z.number().positive().default(0.02),
   /** Sparse upcycling: start every expert from the MLP of this dense (1-expert) checkpoint. */
   upcycle_from: z.string().optional(),
@@ -89,7 +91,11 @@ export function readTrainConfig(path: string): TrainConfig {
 
 export function parseTrainConfig(json: unknown, file = 'train config'): TrainConfig {
   const result = schema.safeParse(json);
-  if (result.success) return result.data;
+  if (result.success) {
+    const { optimizer, steps } = result.data;
+    if (optimizer.warmup_steps >= steps) throw new ConfigError('optimizer.warmup_steps', `${optimizer.warmup_steps} must be less than steps (${steps})`, file);
+    return result.data;
+  }
   const issue = result.error.issues[0]!;
   const key = issue.path.join('.') || '(root)';
   const message = issue.code === 'unrecognized_keys' ? `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}` : issue.message;

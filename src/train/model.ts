@@ -125,6 +125,15 @@ export class TrainModel {
     return { loss, logits, crossEntropy: ce.item(), loadBalancing: part(0), routerZ: part(1), layers };
   }
 
+  /** Paper §4.1.3: an always-active expert with weight 1 beside the routed ones (a one-expert MoE over every token). */
+  private sharedExpert(tape: Tape, x: Var, pre: string): Var {
+    const tokens = x.shape[0]!;
+    const p = (kind: string) => [this.leaf(tape, `${pre}mlp.shared_expert.${kind}.weight`)];
+    const everyToken = Int32Array.from({ length: tokens }, (_, t) => t);
+    const ones = tape.constant(tape.alloc(tokens).fill(1), [tokens]);
+    return experts(tape, x, { gate: p('gate_proj'), up: p('up_proj'), down: p('down_proj') }, { tokens: [everyToken], weightIndex: [everyToken] }, ones);
+  }
+
   private leaf(tape: Tape, name: string): Var {
     const param = this.param(name);
     return tape.leaf(param.data, param.shape, param.grad);
@@ -155,7 +164,8 @@ export class TrainModel {
     let topWeights = gather(tape, probs, route.gatherIndex);
     if (c.normTopKProb && this.arch.routing === 'token_choice') topWeights = normalizeGroups(tape, topWeights, c.numExpertsPerTok);
     const expertParams = (kind: string) => Array.from({ length: c.numExperts }, (_, e) => this.leaf(tape, `${pre}mlp.experts.${e}.${kind}.weight`));
-    const out = experts(tape, x, { gate: expertParams('gate_proj'), up: expertParams('up_proj'), down: expertParams('down_proj') }, route.assignments, topWeights);
+    let out = experts(tape, x, { gate: expertParams('gate_proj'), up: expertParams('up_proj'), down: expertParams('down_proj') }, route.assignments, topWeights);
+    if (c.sharedExpertSize) out = add(tape, out, this.sharedExpert(tape, x, pre));
     const counts = Float64Array.from(route.assignments.tokens, (list) => list.length);
     const auxScale = 1 / (c.numLayers * tokens * c.numExpertsPerTok); // MB-OLMOE divides both losses by L·T·K
     const aux = [

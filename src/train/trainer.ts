@@ -149,7 +149,7 @@ function modelConfigFor(config: TrainConfig, tokenizerJson: string): OlmoeConfig
   return parseConfig({
     model_type: 'olmoe', vocab_size: vocabSize, hidden_size: m.hidden_size, intermediate_size: m.intermediate_size,
     num_hidden_layers: m.num_hidden_layers, num_attention_heads: m.num_attention_heads, num_key_value_heads: m.num_key_value_heads,
-    num_experts: m.num_experts, num_experts_per_tok: m.num_experts_per_tok, norm_topk_prob: m.norm_topk_prob, rms_norm_eps: m.rms_norm_eps,
+    num_experts: m.num_experts, num_experts_per_tok: m.num_experts_per_tok, shared_expert_intermediate_size: m.shared_expert_intermediate_size, norm_topk_prob: m.norm_topk_prob, rms_norm_eps: m.rms_norm_eps,
     rope_theta: m.rope_theta, max_position_embeddings: m.max_position_embeddings ?? config.data.sequence_length,
     eos_token_id: eos, pad_token_id: pad, tie_word_embeddings: false, torch_dtype: 'float32',
   });

@@ -14,7 +14,7 @@ export function upcycleFrom(model: TrainModel, denseDir: string, say?: (line: st
   const d = dense.config;
   const c = model.arch.config;
   if (d.numExperts !== 1) throw new ConfigError('model.upcycle_from', `${denseDir} has ${d.numExperts} experts; upcycling starts from a dense (1-expert) checkpoint`);
-  for (const key of ['vocabSize', 'hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKVHeads'] as const) {
+  for (const key of ['vocabSize', 'hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKVHeads', 'sharedExpertSize'] as const) {
     if (d[key] !== c[key]) throw new ConfigError('model.upcycle_from', `${denseDir} has ${key} ${d[key]}, the model to train has ${c[key]}`);
   }
   const entries = new Map(matchCheckpoint(d, dense.tensors).map((entry) => [entry.name, entry]));

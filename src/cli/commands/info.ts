@@ -50,7 +50,7 @@ function describeModel(dir: string) {
 function architecture(c: OlmoeConfig) {
   return {
     layers: c.numLayers, hidden: c.hiddenSize, heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim,
-    experts: c.numExperts, expertsPerToken: c.numExpertsPerTok, expertWidth: c.intermediateSize, vocab: c.vocabSize,
+    experts: c.numExperts, expertsPerToken: c.numExpertsPerTok, expertWidth: c.intermediateSize, sharedExpertWidth: c.sharedExpertSize, vocab: c.vocabSize,
     context: c.maxPositionEmbeddings, normTopKProb: c.normTopKProb, tiedEmbeddings: c.tieWordEmbeddings,
     ropeTheta: c.ropeTheta, rmsNormEps: c.rmsNormEps, eosTokenIds: c.eosTokenIds,
   };
@@ -61,7 +61,7 @@ function printInfo(info: ReturnType<typeof describeModel>): void {
   const billions = (n: number) => `${(n / 1e9).toFixed(3)}B (${n.toLocaleString('en-US')})`;
   const lines = [
     `model        ${info.dir} (${info.format === 'gguf' ? 'GGUF' : 'HF safetensors'})`,
-    `layers       ${a.layers} × [attention ${a.heads} heads (${a.kvHeads} kv) × ${a.headDim}, QK-norm, RoPE θ=${a.ropeTheta}; MoE ${a.experts} experts, top-${a.expertsPerToken}, width ${a.expertWidth}]`,
+    `layers       ${a.layers} × [attention ${a.heads} heads (${a.kvHeads} kv) × ${a.headDim}, QK-norm, RoPE θ=${a.ropeTheta}; MoE ${a.experts} experts, top-${a.expertsPerToken}, width ${a.expertWidth}${a.sharedExpertWidth ? ` + a shared expert of width ${a.sharedExpertWidth}` : ''}]`,
     `hidden       ${a.hidden}; vocab ${a.vocab}; context ${a.context}; norm_topk_prob ${a.normTopKProb}; tied embeddings ${a.tiedEmbeddings}`,
     `parameters   ${billions(info.parameters.total)} total, ${billions(info.parameters.active)} active per token`,
     `weights      ${info.tensors} tensors in ${info.files} file(s), ${formatBytes(info.bytes)}; dtypes ${Object.entries(info.dtypes).map(([d, n]) => `${d}×${n}`).join(', ')}`,
