@@ -64,6 +64,15 @@ export const ABLATIONS: readonly Ablation[] = [
     ],
   },
   {
+    name: 'shared-expert',
+    question: 'a shared (always-active) expert vs routed experts only, at equal active parameters',
+    paper: '§4.1.3 / Figure 9: a shared expert brings no gain (slightly worse) at equal compute, so OLMoE uses none.',
+    variants: [
+      { label: '8 experts top-2 (F=128)', model: { num_experts: 8, num_experts_per_tok: 2, intermediate_size: 128 } },
+      { label: '8 experts top-1 + shared (F=128)', model: { num_experts: 8, num_experts_per_tok: 1, intermediate_size: 128, shared_expert_intermediate_size: 128 } },
+    ],
+  },
+  {
     name: 'granularity',
     question: 'expert granularity at equal total and active parameters',
     paper: '§4.1.2 / Figure 6: 8 experts top-1 → 32 top-4 → 64 top-8 (finer experts, same compute) improves loss, with diminishing returns from 32 to 64.',
@@ -149,7 +158,8 @@ function ablationReport(ablation: Ablation, data: AblationData, runs: readonly T
     const v = finalValid(run);
     const active = ablation.variants.find((x) => x.label === run.label)!;
     const model = { ...ABLATION_BASE, ...active.model };
-    return `| ${run.label} | ${model.num_experts} × F ${model.intermediate_size}, top-${model.num_experts_per_tok} | ${r.ce.toFixed(3)} | ${v ? v.ce.toFixed(3) : '–'} | ${v ? v.bitsPerByte.toFixed(3) : '–'} | ${maxShare(run).toFixed(3)} (uniform ${(1 / model.num_experts).toFixed(3)}) | ${Math.round(median(run.train.map((x) => x.tokensPerSecond)))} |`;
+    const shared = model.shared_expert_intermediate_size ? ` + shared F ${model.shared_expert_intermediate_size}` : '';
+    return `| ${run.label} | ${model.num_experts} × F ${model.intermediate_size}, top-${model.num_experts_per_tok}${shared} | ${r.ce.toFixed(3)} | ${v ? v.ce.toFixed(3) : '–'} | ${v ? v.bitsPerByte.toFixed(3) : '–'} | ${maxShare(run).toFixed(3)} (uniform ${(1 / model.num_experts).toFixed(3)}) | ${Math.round(median(run.train.map((x) => x.tokensPerSecond)))} |`;
   });
   return [
     `# Ablation: ${ablation.question}`,
