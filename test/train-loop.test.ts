@@ -144,6 +144,7 @@ describe('training: bad input', () => {
     await assert.rejects(run(config(dir)), /train\.shard: was tokenized with another tokenizer/);
     assert.throws(() => parseTrainConfig({ ...config(dir), stepz: 3 }), /unknown key\(s\) "stepz"/);
     assert.throws(() => parseTrainConfig({ ...config(dir), steps: 0 }), /steps.*positive integer/);
+    assert.throws(() => parseTrainConfig({ ...config(dir), steps: 2 }), /optimizer\.warmup_steps: 2 must be less than steps \(2\)/);
   });
 });
 
@@ -153,7 +154,7 @@ describe('architecture variants', () => {
     const dense = config(dir, { out: join(dir, 'dense'), steps: 3, eval_every: 0, checkpoint_every: 0, model: { ...config(dir).model, num_experts: 1, num_experts_per_tok: 1 } });
     await run(dense);
     const denseDir = latestCheckpoint(join(dir, 'dense'))!;
-    const moe = config(dir, { out: join(dir, 'moe'), steps: 1, eval_every: 0, checkpoint_every: 0, model: { ...config(dir).model, num_experts: 4, num_experts_per_tok: 4, upcycle_from: denseDir } });
+    const moe = config(dir, { out: join(dir, 'moe'), steps: 3, eval_every: 0, checkpoint_every: 0, model: { ...config(dir).model, num_experts: 4, num_experts_per_tok: 4, upcycle_from: denseDir } });
     const batch = Int32Array.from(Buffer.from('The experts of a')); // 16 bytes: 15 positions
     const lossOf = (model: TrainModel) => model.forward(new Tape('f32', referenceGemm, { grad: false }), batch, 1, { loadBalancing: 0, routerZ: 0 }).crossEntropy;
     const denseModel = new TrainModel({ config: readConfigFile(join(denseDir, 'config.json')), routing: 'token_choice', capacityFactor: 1 });
