@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateText, writeRandomCheckpoint, type Pretrained } from '../../index.js';
 import { loadModel } from '../common.js';
@@ -38,7 +38,9 @@ function randomModel(): string {
   return dir;
 }
 
-async function runDemo(dir: string, random: boolean): Promise<void> {
+async function runDemo(path: string, random: boolean): Promise<void> {
+  const near = relative(process.cwd(), path);
+  const dir = near && !near.startsWith('..') && !isAbsolute(near) ? near : path; // show models/olmoe-mini, not /home/…/models/olmoe-mini
   const say = (text: string) => process.stderr.write(text + '\n');
   if (random) say('NOTE: this model has RANDOM weights — its text is noise; it shows the pipeline end to end.\n');
   const pretrained = await loadModel(dir, { quiet: true });
