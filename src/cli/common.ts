@@ -28,7 +28,7 @@ export function addHubOptions(command: Command): Command {
 export function addModelOptions(command: Command): Command {
   return addHubOptions(command)
     .option('--backend <name>', 'native | reference (default: $OLMOE_BACKEND, else native when built)')
-    .option('--threads <n>', 'native backend threads (default: $OLMOE_THREADS, else all cores)', parseNumber('--threads', (n) => Number.isSafeInteger(n) && n > 0));
+    .option('--threads <n>', 'native backend threads (default: $OLMOE_THREADS, else all cores)', parsePositiveInteger('--threads'));
 }
 
 export function hubOptions(flags: ModelFlags): HubOptions {
@@ -82,6 +82,7 @@ export function parseNumber(flag: string, check: (n: number) => boolean = Number
 }
 
 export const parseInteger = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n >= 0);
+export const parsePositiveInteger = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n > 0);
 
 export function addSamplingOptions(command: Command): Command {
   return command

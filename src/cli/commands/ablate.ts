@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
 import { ABLATIONS, createBackend, gemmKernels, InputError, runAblation } from '../../index.js';
-import { parseNumber } from '../common.js';
+import { parseInteger, parsePositiveInteger } from '../common.js';
 
 interface AblateFlags {
   tokenizer: string;
@@ -20,7 +20,6 @@ interface AblateFlags {
 }
 
 export function registerAblate(program: Command): void {
-  const positive = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n > 0);
   program
     .command('ablate')
     .description(`train the variants of one of the paper's ablations and plot them side by side (${ABLATIONS.map((a) => a.name).join(', ')}, or all)`)
@@ -30,13 +29,13 @@ export function registerAblate(program: Command): void {
     .requiredOption('--valid <shards...>', 'validation token shards')
     .option('--out <dir>', 'results folder: figures, README and metrics (one subfolder per ablation)', join('docs', 'ablations'))
     .option('--runs <dir>', 'training runs with their checkpoints (one subfolder per ablation)', join('.olmoe', 'ablations'))
-    .option('--steps <n>', 'optimizer steps per variant', positive('--steps'), 400)
-    .option('--seq <n>', 'sequence length', positive('--seq'), 128)
-    .option('--batch <n>', 'sequences per step', positive('--batch'), 8)
-    .option('--seed <n>', 'seed shared by every variant', parseNumber('--seed', (n) => Number.isSafeInteger(n) && n >= 0), 0)
+    .option('--steps <n>', 'optimizer steps per variant', parsePositiveInteger('--steps'), 400)
+    .option('--seq <n>', 'sequence length', parsePositiveInteger('--seq'), 128)
+    .option('--batch <n>', 'sequences per step', parsePositiveInteger('--batch'), 8)
+    .option('--seed <n>', 'seed shared by every variant', parseInteger('--seed'), 0)
     .option('--backend <name>', 'native | reference')
-    .option('--threads <n>', 'native backend threads', positive('--threads'))
-    .option('--log-every <n>', 'progress line every n steps', positive('--log-every'), 50)
+    .option('--threads <n>', 'native backend threads', parsePositiveInteger('--threads'))
+    .option('--log-every <n>', 'progress line every n steps', parsePositiveInteger('--log-every'), 50)
     .action(async (name: string, flags: AblateFlags) => {
       const chosen = name === 'all' ? ABLATIONS : ABLATIONS.filter((a) => a.name === name);
       if (!chosen.length) throw new InputError(`unknown ablation ${JSON.stringify(name)} (choose ${ABLATIONS.map((a) => a.name).join(', ')} or all)`);

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { analyzeTraces, InputError, loadTokenizer, openTrace, type OlmoeTokenizer } from '../../index.js';
-import { parseIds, parseNumber } from '../common.js';
+import { parseIds, parsePositiveInteger } from '../common.js';
 
 interface AnalyzeFlags {
   out: string;
@@ -21,7 +21,7 @@ export function registerAnalyze(program: Command): void {
     .argument('<traces...>', 'trace folders from `olmoe trace`; with several, the last is the final checkpoint')
     .requiredOption('--out <dir>', 'output folder')
     .option('--layers <list>', 'layers for the per-layer figures (default: first, middle, last)')
-    .option('--min-count <n>', 'leave out tokens seen fewer times from vocabulary specialization', parseNumber('--min-count', (n) => Number.isSafeInteger(n) && n > 0), 1)
+    .option('--min-count <n>', 'leave out tokens seen fewer times from vocabulary specialization', parsePositiveInteger('--min-count'), 1)
     .option('--tokenizer <model>', 'model folder, GGUF or hub id whose tokenizer shows token text (default: the traced model, when it is a local path)')
     .option('--names <list>', 'comma-separated names for the traces in the figures (e.g. training steps)')
     .option('-q, --quiet', 'no progress output')

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { existsSync, readdirSync } from 'node:fs';
 import { InputError, OLMOE_1B_7B, writeRandomCheckpoint, type FloatDType, type RandomCheckpointOptions } from '../../index.js';
-import { parseInteger, parseNumber } from '../common.js';
+import { parseInteger, parseNumber, parsePositiveInteger } from '../common.js';
 import { createProgress } from '../progress.js';
 
 /** A small shape that runs quickly on the reference backend. */
@@ -30,24 +30,23 @@ interface CreateFlags {
 }
 
 export function registerCreateRandom(program: Command): void {
-  const positive = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n > 0);
   program
     .command('create-random')
     .description('write a random-weight OLMoE checkpoint in HF layout (weights are noise: for tests and benchmarks)')
     .argument('<dir>', 'output folder')
     .option('--preset <name>', `starting shape: ${Object.keys(PRESETS).join(' | ')}`, 'tiny')
-    .option('--layers <n>', 'decoder layers', positive('--layers'))
-    .option('--experts <n>', 'experts per layer', positive('--experts'))
-    .option('--top-k <n>', 'experts per token', positive('--top-k'))
-    .option('--hidden <n>', 'hidden size', positive('--hidden'))
-    .option('--heads <n>', 'attention heads', positive('--heads'))
-    .option('--kv-heads <n>', 'key/value heads (default: heads)', positive('--kv-heads'))
-    .option('--intermediate <n>', 'per-expert FFN width', positive('--intermediate'))
-    .option('--vocab <n>', 'vocabulary (embedding rows)', positive('--vocab'))
-    .option('--context <n>', 'max_position_embeddings', positive('--context'))
+    .option('--layers <n>', 'decoder layers', parsePositiveInteger('--layers'))
+    .option('--experts <n>', 'experts per layer', parsePositiveInteger('--experts'))
+    .option('--top-k <n>', 'experts per token', parsePositiveInteger('--top-k'))
+    .option('--hidden <n>', 'hidden size', parsePositiveInteger('--hidden'))
+    .option('--heads <n>', 'attention heads', parsePositiveInteger('--heads'))
+    .option('--kv-heads <n>', 'key/value heads (default: heads)', parsePositiveInteger('--kv-heads'))
+    .option('--intermediate <n>', 'per-expert FFN width', parsePositiveInteger('--intermediate'))
+    .option('--vocab <n>', 'vocabulary (embedding rows)', parsePositiveInteger('--vocab'))
+    .option('--context <n>', 'max_position_embeddings', parsePositiveInteger('--context'))
     .option('--dtype <dtype>', 'f32 | bf16 | f16', 'bf16')
     .option('--seed <n>', 'random seed', parseInteger('--seed'), 0)
-    .option('--shards <n>', 'number of safetensors shards (>1 writes model.safetensors.index.json)', positive('--shards'), 1)
+    .option('--shards <n>', 'number of safetensors shards (>1 writes model.safetensors.index.json)', parsePositiveInteger('--shards'), 1)
     .option('--std <σ>', 'weight standard deviation (default 0.02)', parseNumber('--std', (n) => n > 0))
     .option('--force', 'write into a folder that already holds a model')
     .option('-q, --quiet', 'no progress output')

@@ -1,7 +1,7 @@
 /** `olmoe evaluate CHECKPOINT --shards FILE...`: validation loss and bits per byte per domain. */
 import type { Command } from 'commander';
 import { createBackend, evaluateCheckpoint, gemmKernels, type DomainScore } from '../../index.js';
-import { parseNumber, printJson } from '../common.js';
+import { parsePositiveInteger, printJson } from '../common.js';
 
 interface EvaluateFlags {
   shards: string[];
@@ -15,18 +15,17 @@ interface EvaluateFlags {
 }
 
 export function registerEvaluate(program: Command): void {
-  const positive = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n > 0);
   program
     .command('evaluate')
     .description('cross-entropy (nats/token) and bits per byte of an HF checkpoint on token shards, per domain, optionally against a unigram baseline')
     .argument('<checkpoint>', 'HF folder (e.g. a training checkpoint)')
     .requiredOption('--shards <files...>', 'token shards to score (made by `olmoe shard` with the checkpoint\'s tokenizer)')
     .option('--baseline <files...>', 'training shards: also score a unigram model counted on them')
-    .option('--seq <n>', 'tokens per window (default: min(256, the model\'s context))', positive('--seq'))
-    .option('--batch <n>', 'windows per forward pass', positive('--batch'), 8)
-    .option('--max-batches <n>', 'at most this many batches per domain', positive('--max-batches'))
+    .option('--seq <n>', 'tokens per window (default: min(256, the model\'s context))', parsePositiveInteger('--seq'))
+    .option('--batch <n>', 'windows per forward pass', parsePositiveInteger('--batch'), 8)
+    .option('--max-batches <n>', 'at most this many batches per domain', parsePositiveInteger('--max-batches'))
     .option('--backend <name>', 'native | reference')
-    .option('--threads <n>', 'native backend threads', positive('--threads'))
+    .option('--threads <n>', 'native backend threads', parsePositiveInteger('--threads'))
     .option('--json', 'print JSON')
     .action((dir: string, flags: EvaluateFlags) => {
       const kernels = gemmKernels(createBackend(flags.backend, { threads: flags.threads }));

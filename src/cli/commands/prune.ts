@@ -1,7 +1,7 @@
 /** `olmoe prune MODEL --domain-trace TRACE --keep N --out DIR`: drop the experts a domain does not use. */
 import type { Command } from 'commander';
 import { createBackend, expertsForDomain, InputError, loadPretrained, modelFingerprint, openTrace, perplexity, readDocuments, writePrunedCheckpoint } from '../../index.js';
-import { addModelOptions, modelDir, parseNumber, printJson, type ModelFlags } from '../common.js';
+import { addModelOptions, modelDir, parsePositiveInteger, printJson, type ModelFlags } from '../common.js';
 
 interface PruneFlags extends ModelFlags {
   domainTrace: string;
@@ -13,17 +13,16 @@ interface PruneFlags extends ModelFlags {
 }
 
 export function registerPrune(program: Command): void {
-  const positive = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n > 0);
   const command = program
     .command('prune')
     .description('keep, per layer, the N experts a domain uses most (from a trace of that domain) and write the smaller checkpoint; with --eval, the perplexity before and after on held-out text')
     .argument('<model>', 'HF model folder (or hub id) the trace was recorded with')
     .requiredOption('--domain-trace <dir>', 'trace of the domain (`olmoe trace MODEL --data ... --domain NAME`)')
-    .requiredOption('--keep <n>', 'experts to keep per layer (at least top-k)', positive('--keep'))
+    .requiredOption('--keep <n>', 'experts to keep per layer (at least top-k)', parsePositiveInteger('--keep'))
     .requiredOption('--out <dir>', 'folder for the pruned checkpoint')
     .option('--domain <name>', 'which domain of the trace (needed when it holds several)')
     .option('--eval <files...>', 'held-out text of the domain (documents as for `olmoe trace`): report perplexity before and after')
-    .option('--max-length <n>', 'tokens per evaluation window', positive('--max-length'), 512);
+    .option('--max-length <n>', 'tokens per evaluation window', parsePositiveInteger('--max-length'), 512);
   addModelOptions(command).action(runPrune);
 }
 

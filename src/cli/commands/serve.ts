@@ -1,7 +1,7 @@
 /** `olmoe serve MODEL`: the OpenAI-compatible server with the web UI, until Ctrl-C. */
 import type { Command } from 'commander';
 import { startServer } from '../../server/index.js';
-import { addModelOptions, hubOptions, parseInteger, parseNumber, type ModelFlags } from '../common.js';
+import { addModelOptions, hubOptions, parseInteger, parsePositiveInteger, type ModelFlags } from '../common.js';
 import { createProgress } from '../progress.js';
 
 interface ServeFlags extends ModelFlags {
@@ -16,7 +16,6 @@ interface ServeFlags extends ModelFlags {
 }
 
 export function registerServe(program: Command): void {
-  const positive = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n > 0);
   const command = program
     .command('serve')
     .description('serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models) with a web UI at /')
@@ -25,10 +24,10 @@ export function registerServe(program: Command): void {
     .option('--port <port>', 'port (0 = any free port)', parseInteger('--port'), 8080)
     .option('--model-id <id>', 'the model name clients send (default: the folder or file name, or the hub id)')
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1/* (default: $OLMOE_API_KEY, else none)', process.env.OLMOE_API_KEY)
-    .option('--parallel <n>', 'requests generating at once, as one continuous batch', positive('--parallel'), 4)
-    .option('--prefill-chunk <n>', 'prompt tokens per step (a long prompt does not stall the other streams; a disconnect lands within one chunk)', positive('--prefill-chunk'), 64)
+    .option('--parallel <n>', 'requests generating at once, as one continuous batch', parsePositiveInteger('--parallel'), 4)
+    .option('--prefill-chunk <n>', 'prompt tokens per step (a long prompt does not stall the other streams; a disconnect lands within one chunk)', parsePositiveInteger('--prefill-chunk'), 64)
     .option('--queue <n>', 'requests that may wait for a slot; more get 429', parseInteger('--queue'), 16)
-    .option('--max-body <bytes>', 'largest request body accepted (413 beyond)', positive('--max-body'), 4 << 20);
+    .option('--max-body <bytes>', 'largest request body accepted (413 beyond)', parsePositiveInteger('--max-body'), 4 << 20);
   addModelOptions(command).action(runServe);
 }
 

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { statSync } from 'node:fs';
 import { readDocuments, recordTrace, traceModel, TraceWriter } from '../../index.js';
-import { addModelOptions, loadModel, modelDir, parseInteger, parseNumber, type ModelFlags } from '../common.js';
+import { addModelOptions, loadModel, modelDir, parseInteger, parsePositiveInteger, type ModelFlags } from '../common.js';
 import { createProgress } from '../progress.js';
 
 interface TraceFlags extends ModelFlags {
@@ -19,7 +19,6 @@ interface TraceFlags extends ModelFlags {
 }
 
 export function registerTrace(program: Command): void {
-  const positive = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n > 0);
   const command = program
     .command('trace')
     .description('run the model over text and record, per token and layer, the chosen experts and weights (a trace folder of Arrow files)')
@@ -28,7 +27,7 @@ export function registerTrace(program: Command): void {
     .requiredOption('--out <dir>', 'trace folder to write')
     .option('--domain <name>', 'domain of every document (default: the .jsonl "domain", else the file name)')
     .option('--whole-files', 'each text file is one document')
-    .option('--max-length <n>', 'tokens per forward pass; longer documents are cut into windows', positive('--max-length'), 512)
+    .option('--max-length <n>', 'tokens per forward pass; longer documents are cut into windows', parsePositiveInteger('--max-length'), 512)
     .option('--max-documents <n>', 'stop after this many documents', parseInteger('--max-documents'))
     .option('--max-tokens <n>', 'stop after this many tokens', parseInteger('--max-tokens'))
     .option('--probs', 'also record the router probabilities over all experts (E floats per token and layer)')

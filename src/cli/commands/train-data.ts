@@ -20,10 +20,9 @@ import {
   withIo,
   type CorpusSplit,
 } from '../../index.js';
-import { parseNumber, printJson } from '../common.js';
+import { parseNumber, parsePositiveInteger, printJson } from '../common.js';
 import { createProgress } from '../progress.js';
 
-const positiveInteger = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n > 0);
 
 interface TrainTokenizerFlags {
   out: string;
@@ -39,8 +38,8 @@ export function registerTrainTokenizer(program: Command): void {
     .description('learn a byte-level BPE tokenizer (OLMo layout: bytes, merges, <|endoftext|>, <|padding|>) and write DIR/tokenizer.json')
     .argument('<inputs...>', '.jsonl / text files, or corpus folders (their train split is used)')
     .requiredOption('--out <dir>', 'folder for tokenizer.json and tokenizer_config.json')
-    .option('--vocab-size <n>', 'total vocabulary including the 256 bytes and 2 special tokens', positiveInteger('--vocab-size'), 8192)
-    .option('--min-frequency <n>', 'stop when the best pair occurs fewer times', positiveInteger('--min-frequency'), 2)
+    .option('--vocab-size <n>', 'total vocabulary including the 256 bytes and 2 special tokens', parsePositiveInteger('--vocab-size'), 8192)
+    .option('--min-frequency <n>', 'stop when the best pair occurs fewer times', parsePositiveInteger('--min-frequency'), 2)
     .option('--max-mb-per-source <n>', 'sample at most this many MB of text per input file (default: all)', parseNumber('--max-mb-per-source', (n) => n > 0))
     .option('-q, --quiet', 'no progress output on stderr')
     .action(runTrainTokenizer);
@@ -107,7 +106,7 @@ export function registerShard(program: Command): void {
     .option('--domain <name>', 'domain of every document (default: "domain" field, corpus folder or file name)')
     .option('--splits <list>', 'corpus-folder splits to shard, comma separated (plain files are "train")', 'train,valid,test')
     .option('--filter-repeats', 'drop documents dominated by back-to-back repeated 1..13-word n-grams (>30% of characters, or ≥32 repeats)')
-    .option('--max-tokens-per-shard <n>', 'start a new shard after this many tokens', positiveInteger('--max-tokens-per-shard'))
+    .option('--max-tokens-per-shard <n>', 'start a new shard after this many tokens', parsePositiveInteger('--max-tokens-per-shard'))
     .option('-q, --quiet', 'no progress output on stderr')
     .action(runShard);
 }

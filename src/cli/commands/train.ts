@@ -1,7 +1,7 @@
 /** `olmoe train CONFIG.json`: train (or resume, or benchmark) an OLMoE from a training config. */
 import type { Command } from 'commander';
 import { benchTraining, createBackend, gemmKernels, readTrainConfig, train, type TrainLogRecord, type ValidLogRecord } from '../../index.js';
-import { parseNumber, printJson } from '../common.js';
+import { parsePositiveInteger, printJson } from '../common.js';
 
 interface TrainFlags {
   resume?: boolean;
@@ -14,16 +14,15 @@ interface TrainFlags {
 }
 
 export function registerTrain(program: Command): void {
-  const positive = (flag: string) => parseNumber(flag, (n) => Number.isSafeInteger(n) && n > 0);
   program
     .command('train')
     .description('train an OLMoE from a config file (model shape, token shards, optimizer, schedule); checkpoints and metrics.jsonl go to its "out" folder')
     .argument('<config>', 'training config JSON (see README "Train")')
     .option('--resume', 'continue the run in the config\'s out folder from its latest checkpoint')
-    .option('--bench [steps]', 'time this many optimizer steps (default 3) and report tokens/s, GFLOP/s and where the time goes; writes nothing', positive('--bench'))
+    .option('--bench [steps]', 'time this many optimizer steps (default 3) and report tokens/s, GFLOP/s and where the time goes; writes nothing', parsePositiveInteger('--bench'))
     .option('--backend <name>', 'native | reference (default: $OLMOE_BACKEND, else native when built)')
-    .option('--threads <n>', 'native backend threads (default: all cores)', positive('--threads'))
-    .option('--log-every <n>', 'print a progress line every n steps', positive('--log-every'), 10)
+    .option('--threads <n>', 'native backend threads (default: all cores)', parsePositiveInteger('--threads'))
+    .option('--log-every <n>', 'print a progress line every n steps', parsePositiveInteger('--log-every'), 10)
     .option('--json', 'with --bench: print the result as JSON')
     .option('-q, --quiet', 'no progress lines')
     .action(runTrain);
