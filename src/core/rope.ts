@@ -1,8 +1,6 @@
-/** RoPE's inverse frequencies, shared by every backend and by training. */
-
 /**
- * Inverse frequencies as PyTorch computes them in float32: 1 / theta^(arange(0, Hd, 2) / Hd),
- * rounding after each step (spec §3.5).
+ * RoPE's inverse frequencies (shared by every backend and by training), as PyTorch computes them in float32:
+ * 1 / theta^(arange(0, Hd, 2) / Hd), rounding after each step (spec §3.5).
  */
 export function ropeInverseFrequencies(headDim: number, theta: number): Float32Array {
   const half = headDim / 2;

@@ -4,7 +4,7 @@
  * and tensors are read positionally, one at a time: a multi-GB shard is never read whole.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { byteSize, SAFETENSORS_DTYPES, type DType } from '../core/dtype.js';
+import { byteSize, SAFETENSORS_DTYPES, typedView, widenInto, type DType } from '../core/dtype.js';
 import { FormatError } from '../core/errors.js';
 
 export interface TensorEntry {
@@ -149,4 +149,11 @@ export function readTensorBytes(entry: TensorEntry, fd?: number): Uint8Array {
     if (fd === undefined) closeSync(ownFd);
   }
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Read one tensor widened to float32 (any stored float or quantized dtype). */
+export function readTensorFloat32(entry: TensorEntry): Float32Array {
+  const values = new Float32Array(entry.shape.reduce((a, b) => a * b, 1));
+  widenInto(entry.dtype, typedView(entry.dtype, readTensorBytes(entry)), 0, values.length, values);
+  return values;
 }

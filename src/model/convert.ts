@@ -4,12 +4,12 @@
  * the stacked tensors), widened to float32 and re-encoded, so memory stays near the largest single tensor.
  */
 import { join } from 'node:path';
-import { byteSize, encodeFloats, typedView, widenInto, type DType } from '../core/dtype.js';
+import { byteSize, encodeFloats, type DType } from '../core/dtype.js';
 import { InputError } from '../core/errors.js';
 import type { GgufFile } from '../io/gguf.js';
 import { GgufWriter, type GgufMetadataValue, type GgufTensorSpec } from '../io/gguf-writer.js';
 import { readJsonObject, readJsonObjectIfExists } from '../io/json.js';
-import { readTensorBytes, type TensorEntry } from '../io/safetensors.js';
+import { readTensorBytes, readTensorFloat32, type TensorEntry } from '../io/safetensors.js';
 import { TOKEN_TYPES } from '../tokenizer/gguf.js';
 import type { OlmoeConfig } from './config.js';
 import { matchCheckpoint, type Checkpoint } from './load.js';
@@ -58,11 +58,7 @@ export function writeGguf(checkpoint: Checkpoint, out: string, opts: ConvertOpti
 }
 
 function reencode(part: TensorEntry, dtype: DType): Uint8Array {
-  const bytes = readTensorBytes(part);
-  if (part.dtype === dtype) return bytes;
-  const values = new Float32Array(part.shape.reduce((a, b) => a * b, 1));
-  widenInto(part.dtype, typedView(part.dtype, bytes), 0, values.length, values);
-  return encodeFloats(dtype, values);
+  return part.dtype === dtype ? readTensorBytes(part) : encodeFloats(dtype, readTensorFloat32(part));
 }
 
 /** GGUF tensors in llama.cpp's order, with their types; stacked experts gather E HF tensors each. */

@@ -7,16 +7,16 @@
  */
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { encodeFloats, SAFETENSORS_DTYPES, widenInto, typedView, type FloatDType } from '../core/dtype.js';
+import { encodeFloats, SAFETENSORS_DTYPES, type FloatDType } from '../core/dtype.js';
 import { FormatError, InputError, IoError, withIo } from '../core/errors.js';
 import { AtomicFile } from '../io/atomic-file.js';
 import { readJsonObject } from '../io/json.js';
-import { readSafetensorsHeader, readTensorBytes, type TensorEntry } from '../io/safetensors.js';
+import { readSafetensorsHeader, readTensorFloat32 } from '../io/safetensors.js';
 import { SafetensorsWriter } from '../io/safetensors-writer.js';
 import { listCheckpointTensors } from '../io/checkpoint.js';
-import { toHfConfigJson } from '../model/config.js';
+import { parseConfig, toHfConfigJson } from '../model/config.js';
 import { matchCheckpoint } from '../model/load.js';
-import type { TrainModel, TrainParam } from './model.js';
+import type { TrainArchitecture, TrainModel, TrainParam } from './model.js';
 
 export const TRAINER_STATE = 'trainer_state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
@@ -77,10 +77,17 @@ export function saveCheckpoint(dir: string, opts: SaveOptions): void {
   }
 }
 
-/** Config keys transformers ignores but this project reads back (routing variant of the run). */
+/** Config keys transformers ignores but this project reads back (routing variant of the run): see `readArchitecture`. */
 function trainingKeys(model: TrainModel, extra: Record<string, unknown> = {}): Record<string, unknown> {
   const note = model.arch.routing === 'expert_choice' ? { olmoe_routing: 'expert_choice', olmoe_capacity_factor: model.arch.capacityFactor } : {};
   return { ...note, ...extra };
+}
+
+/** The architecture a checkpoint folder was trained with: its config plus the routing keys `trainingKeys` wrote. */
+export function readArchitecture(dir: string): TrainArchitecture {
+  const raw = readJsonObject(join(dir, 'config.json'));
+  const routing = raw.olmoe_routing === 'expert_choice' ? 'expert_choice' : 'token_choice';
+  return { config: parseConfig(raw), routing, capacityFactor: Number(raw.olmoe_capacity_factor ?? 1) };
 }
 
 function tokenizerConfig(tokenizerJson: string, context: number): Record<string, unknown> {
@@ -147,14 +154,9 @@ export function latestCheckpoint(runDir: string): string | null {
 /** Read a checkpoint's weights into `model` (any float dtype; shapes checked against the model's config). */
 export function loadParams(model: TrainModel, dir: string): void {
   const entries = matchCheckpoint(model.arch.config, listCheckpointTensors(dir));
-  entries.forEach((entry, i) => readInto(entry, model.params[i]!.data));
+  entries.forEach((entry, i) => model.params[i]!.data.set(readTensorFloat32(entry)));
 }
 
-function readInto(entry: TensorEntry, out: Float32Array | Float64Array): void {
-  const values = new Float32Array(out.length);
-  widenInto(entry.dtype, typedView(entry.dtype, readTensorBytes(entry)), 0, out.length, values);
-  out.set(values);
-}
 
 export function loadOptimizer(dir: string, params: readonly TrainParam[]): OptimizerTensors {
   const path = join(dir, OPTIMIZER_FILE);
@@ -163,9 +165,7 @@ export function loadOptimizer(dir: string, params: readonly TrainParam[]): Optim
   const tensor = (name: string, p: TrainParam): Float32Array => {
     const entry = header.tensors.get(name);
     if (!entry || entry.dtype !== SAFETENSORS_DTYPES.F32 || entry.shape.join() !== p.shape.join()) throw new FormatError(path, `tensor ${name} is missing or not f32 [${p.shape.join(', ')}]`);
-    const values = new Float32Array(p.data.length);
-    readInto(entry, values);
-    return values;
+    return readTensorFloat32(entry);
   };
   const step = Number(header.metadata?.step);
   if (!Number.isSafeInteger(step) || step < 0) throw new FormatError(path, `metadata "step" is ${JSON.stringify(header.metadata?.step)}`);

@@ -4,13 +4,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FormatError, withIo } from '../core/errors.js';
-import { readJsonObject } from '../io/json.js';
-import { readConfigFile } from '../model/config.js';
+import { withIo } from '../core/errors.js';
 import { Tape } from './autograd.js';
-import { loadParams } from './checkpoint.js';
+import { loadParams, readArchitecture } from './checkpoint.js';
 import { PackedLoader, type PackedBatch } from './data/packed-loader.js';
-import { readTokenShard, tokenizerFingerprint } from './data/shard.js';
+import { readShardsFor } from './data/shard.js';
 import { TrainModel } from './model.js';
 import type { TokenShard } from './data/shard.js';
 import type { GemmKernels } from './kernels.js';
@@ -113,18 +111,13 @@ export interface CheckpointEvalOptions {
 
 /** Validation CE and bits per byte per domain of an HF checkpoint on token shards (and the unigram baseline). */
 export function evaluateCheckpoint(dir: string, shardPaths: readonly string[], opts: CheckpointEvalOptions): { model: DomainScore[]; unigram?: DomainScore[] } {
-  const config = readConfigFile(join(dir, 'config.json'));
-  const routing = readJsonObject(join(dir, 'config.json')).olmoe_routing === 'expert_choice' ? 'expert_choice' : 'token_choice';
-  const model = new TrainModel({ config, routing, capacityFactor: Number(readJsonObject(join(dir, 'config.json')).olmoe_capacity_factor ?? 1) });
+  const arch = readArchitecture(dir);
+  const { config } = arch;
+  const model = new TrainModel(arch);
   loadParams(model, dir);
   const tokenizerJson = withIo(join(dir, 'tokenizer.json'), 'read', () => readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
   const tokenBytes = tokenByteLengths(tokenizerJson, config.vocabSize);
-  const fingerprint = tokenizerFingerprint(tokenizerJson);
-  const shards = (paths: readonly string[]) => paths.map((path) => {
-    const shard = readTokenShard(path);
-    if (shard.header.tokenizer !== fingerprint) throw new FormatError(path, `was tokenized with another tokenizer than ${dir}/tokenizer.json`);
-    return shard;
-  });
+  const shards = (paths: readonly string[]) => readShardsFor(paths, tokenizerJson, config.vocabSize);
   const seqLen = opts.sequenceLength ?? Math.min(256, config.maxPositionEmbeddings);
   const loader = new PackedLoader(shards(shardPaths), { seqLen, batchSize: opts.batchSize, seed: 0 });
   const batches = opts.maxBatches ?? Infinity;

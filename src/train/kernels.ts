@@ -28,7 +28,6 @@ export interface GemmKernels {
   gemm(args: GemmArgs): void;
 }
 
-
 export function checkGemm({ m, n, k, a, b, c }: GemmArgs): void {
   if (a.length < m * k || b.length < k * n || c.length < m * n) {
     throw new InputError(`gemm ${m}×${k} · ${k}×${n}: operands hold ${a.length}, ${b.length}, ${c.length} values`);

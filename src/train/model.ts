@@ -11,8 +11,8 @@ import { ropeInverseFrequencies } from '../core/rope.js';
 import type { Floats, Precision, Tape, Var } from './autograd.js';
 import { causalAttention } from './attention.js';
 import { add, crossEntropy, embedding, linear, rmsnorm, rope, weightedSum } from './ops.js';
-import { experts, gather, loadBalancingLoss, normalizeGroups, routerZLoss, softmaxRows, type Assignments } from './moe-ops.js';
-import { expertChoice, tokenChoice } from './routing.js';
+import { experts, gather, loadBalancingLoss, normalizeGroups, routerZLoss, softmaxRows } from './moe-ops.js';
+import { expertChoice, tokenChoice, type Route } from './routing.js';
 
 export type RoutingMode = 'token_choice' | 'expert_choice';
 
@@ -108,21 +108,23 @@ export class TrainModel {
     const { inputs, targets, positions } = splitBatch(tokens, sequences, length);
     const p = (name: string) => this.leaf(tape, name);
     let h = embedding(tape, p('model.embed_tokens.weight'), inputs); // [T, D]
-    const aux: Var[] = [];
+    const balance: Var[] = []; // per layer, already weighted
+    const zLoss: Var[] = [];
     const layers: LayerRouting[] = [];
     for (let layer = 0; layer < c.numLayers; layer++) {
       const pre = `model.layers.${layer}.`;
       h = add(tape, h, this.attention(tape, rmsnorm(tape, h, p(`${pre}input_layernorm.weight`), c.rmsNormEps), pre, positions, sequences));
       const moe = this.moe(tape, rmsnorm(tape, h, p(`${pre}post_attention_layernorm.weight`), c.rmsNormEps), pre, weights);
       h = add(tape, h, moe.out);
-      aux.push(...moe.aux);
+      balance.push(moe.loadBalancing);
+      zLoss.push(moe.routerZ);
       layers.push(moe.routing);
     }
     const logits = linear(tape, rmsnorm(tape, h, p('model.norm.weight'), c.rmsNormEps), p('lm_head.weight')); // [T, V]
     const ce = crossEntropy(tape, logits, targets);
-    const loss = weightedSum(tape, [ce, ...aux]);
-    const part = (kind: number) => aux.filter((_, i) => i % 2 === kind).reduce((sum, v) => sum + v.item(), 0);
-    return { loss, logits, crossEntropy: ce.item(), loadBalancing: part(0), routerZ: part(1), layers };
+    const loss = weightedSum(tape, [ce, ...balance, ...zLoss]);
+    const total = (terms: Var[]) => terms.reduce((sum, v) => sum + v.item(), 0);
+    return { loss, logits, crossEntropy: ce.item(), loadBalancing: total(balance), routerZ: total(zLoss), layers };
   }
 
   /** Paper §4.1.3: an always-active expert with weight 1 beside the routed ones (a one-expert MoE over every token). */
@@ -152,12 +154,12 @@ export class TrainModel {
   }
 
   /** Spec §3.6 and paper eq. (1): softmax router over all experts, top-k, Σ_k p_k · SwiGLU_k(x). */
-  private moe(tape: Tape, x: Var, pre: string, weights: LossWeights): { out: Var; aux: Var[]; routing: LayerRouting } {
+  private moe(tape: Tape, x: Var, pre: string, weights: LossWeights): { out: Var; loadBalancing: Var; routerZ: Var; routing: LayerRouting } {
     const c = this.arch.config;
     const tokens = x.shape[0]!;
     const routerLogits = linear(tape, x, this.leaf(tape, `${pre}mlp.gate.weight`)); // [T, E]
     const probs = softmaxRows(tape, routerLogits);
-    const route: { assignments: Assignments; gatherIndex: Int32Array } =
+    const route: Route =
       this.arch.routing === 'expert_choice'
         ? expertChoice(probs.data, tokens, c.numExperts, Math.max(1, Math.round((this.arch.capacityFactor * tokens * c.numExpertsPerTok) / c.numExperts)))
         : tokenChoice(probs.data, tokens, c.numExperts, c.numExpertsPerTok);
@@ -168,11 +170,12 @@ export class TrainModel {
     if (c.sharedExpertSize) out = add(tape, out, this.sharedExpert(tape, x, pre));
     const counts = Float64Array.from(route.assignments.tokens, (list) => list.length);
     const auxScale = 1 / (c.numLayers * tokens * c.numExpertsPerTok); // MB-OLMOE divides both losses by L·T·K
-    const aux = [
-      loadBalancingLoss(tape, probs, counts, weights.loadBalancing * c.numExperts * auxScale),
-      routerZLoss(tape, routerLogits, weights.routerZ * auxScale),
-    ];
-    return { out, aux, routing: { counts, entropy: meanEntropy(probs.data, c.numExperts) } };
+    return {
+      out,
+      loadBalancing: loadBalancingLoss(tape, probs, counts, weights.loadBalancing * c.numExperts * auxScale),
+      routerZ: routerZLoss(tape, routerLogits, weights.routerZ * auxScale),
+      routing: { counts, entropy: meanEntropy(probs.data, c.numExperts) },
+    };
   }
 }
 

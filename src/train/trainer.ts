@@ -13,7 +13,7 @@ import { Tape } from './autograd.js';
 import { latestCheckpoint, loadOptimizer, loadParams, loadTrainerState, pointLatest, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { resumeFingerprint, type TrainConfig } from './config.js';
 import { PackedLoader } from './data/packed-loader.js';
-import { readTokenShard, tokenizerFingerprint, type TokenShard } from './data/shard.js';
+import { readShardsFor, type TokenShard } from './data/shard.js';
 import { truncatedNormal, TrainRng } from './init.js';
 import type { GemmKernels } from './kernels.js';
 import type { TrainLogRecord, ValidLogRecord } from './metrics-log.js';
@@ -92,7 +92,7 @@ export function buildRun(config: TrainConfig, kernels: GemmKernels) {
   // Truncated-normal init from the seed (a resumed run then overwrites it with the checkpoint).
   const rng = new TrainRng(config.seed);
   model.initialize((values) => truncatedNormal(values as Float32Array, config.model.init_std, () => rng.next()));
-  const shards = (paths: readonly string[]) => paths.map((path) => checkShard(readTokenShard(path), tokenizerJson, modelConfig));
+  const shards = (paths: readonly string[]) => readShardsFor(paths, tokenizerJson, modelConfig.vocabSize);
   const loaderOptions = { seqLen: config.data.sequence_length, batchSize: config.data.batch_size, seed: config.seed };
   const trainShards = shards(config.data.train);
   const loader = new PackedLoader(trainShards, loaderOptions);
@@ -166,13 +166,6 @@ function vocabularyOf(tokenizerJson: string, file: string): { vocabSize: number;
   if (!ids.length) throw new FormatError(file, 'has no vocabulary (model.vocab)');
   const special = (content: string) => json.added_tokens?.find((t) => t.content === content)?.id ?? null;
   return { vocabSize: Math.max(...ids) + 1, eos: special('<|endoftext|>'), pad: special('<|padding|>') };
-}
-
-function checkShard(shard: TokenShard, tokenizerJson: string, config: OlmoeConfig): TokenShard {
-  const expected = tokenizerFingerprint(tokenizerJson);
-  if (shard.header.tokenizer !== expected) throw new FormatError(shard.path, `was tokenized with another tokenizer (fingerprint ${shard.header.tokenizer}, the config's tokenizer has ${expected})`);
-  if (shard.header.vocabSize > config.vocabSize) throw new FormatError(shard.path, `vocabulary ${shard.header.vocabSize} is larger than the model's ${config.vocabSize}`);
-  return shard;
 }
 
 /** One optimizer step: accumulate over micro-batches, clip, update. Returns the step's metrics record. */

@@ -3,9 +3,8 @@
  * its MLP into every expert; attention, norms and embeddings are copied; the router keeps its fresh init.
  * A dense model here is an OLMoE with one expert and top-1 (the softmax over one expert is exactly 1).
  */
-import { widenInto, typedView } from '../core/dtype.js';
 import { ConfigError } from '../core/errors.js';
-import { readTensorBytes } from '../io/safetensors.js';
+import { readTensorFloat32 } from '../io/safetensors.js';
 import { openCheckpoint, matchCheckpoint } from '../model/load.js';
 import type { TrainModel } from './model.js';
 
@@ -21,9 +20,7 @@ export function upcycleFrom(model: TrainModel, denseDir: string, say?: (line: st
   for (const param of model.params) {
     if (/\.mlp\.gate\.weight$/.test(param.name)) continue; // the router: fresh
     const source = entries.get(param.name.replace(/\.mlp\.experts\.\d+\./, '.mlp.experts.0.'))!;
-    const values = new Float32Array(param.data.length);
-    widenInto(source.dtype, typedView(source.dtype, readTensorBytes(source)), 0, values.length, values);
-    param.data.set(values);
+    param.data.set(readTensorFloat32(source));
   }
   say?.(`upcycled ${c.numExperts} experts from the dense checkpoint ${denseDir}`);
 }

@@ -28,8 +28,6 @@ export function dot(a: Float32Array, aOffset: number, b: Float32Array, length: n
   return sum;
 }
 
-export { ropeInverseFrequencies };
-
 export function embedding(table: Tensor, ids: Int32Array): RefTensor {
   const weights = asRef(table);
   const width = weights.cols;

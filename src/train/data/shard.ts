@@ -223,3 +223,14 @@ function checkTokens(path: string, header: ShardHeader, tokens: Uint16Array | Ui
     if (tokens[i]! >= limit) throw new FormatError(path, `token ${i} has id ${tokens[i]}, not below vocabSize ${limit}`);
   }
 }
+
+/** Read shards that must have been made with `tokenizerJson` (same sha256) and whose ids fit `vocabSize`. */
+export function readShardsFor(paths: readonly string[], tokenizerJson: string, vocabSize: number): TokenShard[] {
+  const expected = tokenizerFingerprint(tokenizerJson);
+  return paths.map((path) => {
+    const shard = readTokenShard(path);
+    if (shard.header.tokenizer !== expected) throw new FormatError(path, `was tokenized with another tokenizer (fingerprint ${shard.header.tokenizer}, the tokenizer given has ${expected})`);
+    if (shard.header.vocabSize > vocabSize) throw new FormatError(path, `vocabulary ${shard.header.vocabSize} is larger than the model's ${vocabSize}`);
+    return shard;
+  });
+}
