@@ -6,7 +6,7 @@
  * The domain is the caller's `domain` if given, else the line's "domain", else the folder (corpus) or file name.
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { basename, extname, join } from 'node:path';
+import { join } from 'node:path';
 import { readDocuments } from '../../analysis/record.js';
 import { InputError } from '../../core/errors.js';
 
@@ -52,8 +52,5 @@ export function listInputFiles(inputs: readonly string[], opts: { domain?: strin
 
 /** The documents of one input file, in file order. */
 export async function* fileDocuments(file: InputFile): AsyncGenerator<TextDocument> {
-  const fallback = file.domain ?? basename(file.path, extname(file.path));
-  for await (const doc of readDocuments([file.path], { domain: file.domain })) {
-    yield { text: doc.text ?? "", domain: doc.domain || fallback };
-  }
+  for await (const { text, domain } of readDocuments([file.path], { domain: file.domain })) yield { text: text ?? '', domain };
 }
