@@ -26,6 +26,7 @@ export interface GgufTensorSpec {
 }
 
 const ALIGNMENT = 32;
+const SCALAR_BYTES: Record<Exclude<Scalar, 'string'>, number> = { u8: 1, i8: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, bool: 1, u64: 8, i64: 8, f64: 8 };
 
 export class GgufWriter {
   private readonly file: AtomicFile;
@@ -90,24 +91,27 @@ class Encoder {
   }
 
   scalar(type: Scalar, value: number | string | boolean | bigint): void {
+    if (type === 'string') {
+      const bytes = Buffer.from(String(value), 'utf8');
+      this.scalar('u64', bytes.length);
+      const at = this.room(bytes.length); // grow first: the buffer written to must be the one kept
+      bytes.copy(this.buffer, at);
+      return;
+    }
+    const at = this.room(SCALAR_BYTES[type]);
+    const b = this.buffer;
     switch (type) {
-      case 'u8': this.buffer.writeUInt8(Number(value), this.room(1)); break;
-      case 'i8': this.buffer.writeInt8(Number(value), this.room(1)); break;
-      case 'u16': this.buffer.writeUInt16LE(Number(value), this.room(2)); break;
-      case 'i16': this.buffer.writeInt16LE(Number(value), this.room(2)); break;
-      case 'u32': this.buffer.writeUInt32LE(Number(value), this.room(4)); break;
-      case 'i32': this.buffer.writeInt32LE(Number(value), this.room(4)); break;
-      case 'f32': this.buffer.writeFloatLE(Number(value), this.room(4)); break;
-      case 'f64': this.buffer.writeDoubleLE(Number(value), this.room(8)); break;
-      case 'bool': this.buffer.writeUInt8(value ? 1 : 0, this.room(1)); break;
-      case 'u64': this.buffer.writeBigUInt64LE(BigInt(value), this.room(8)); break;
-      case 'i64': this.buffer.writeBigInt64LE(BigInt(value), this.room(8)); break;
-      case 'string': {
-        const bytes = Buffer.from(String(value), 'utf8');
-        this.scalar('u64', bytes.length);
-        bytes.copy(this.buffer, this.room(bytes.length));
-        break;
-      }
+      case 'u8': b.writeUInt8(Number(value), at); break;
+      case 'i8': b.writeInt8(Number(value), at); break;
+      case 'u16': b.writeUInt16LE(Number(value), at); break;
+      case 'i16': b.writeInt16LE(Number(value), at); break;
+      case 'u32': b.writeUInt32LE(Number(value), at); break;
+      case 'i32': b.writeInt32LE(Number(value), at); break;
+      case 'f32': b.writeFloatLE(Number(value), at); break;
+      case 'f64': b.writeDoubleLE(Number(value), at); break;
+      case 'bool': b.writeUInt8(value ? 1 : 0, at); break;
+      case 'u64': b.writeBigUInt64LE(BigInt(value), at); break;
+      case 'i64': b.writeBigInt64LE(BigInt(value), at); break;
     }
   }
 
