@@ -114,11 +114,65 @@ describe('bad GGUF files', () => {
 
   it('a misshaped stacked expert tensor is named with both shapes', async () => {
     const path = variant('shape.gguf', (b) => {
-      const at = typeFieldOf(b, 'blk.1.ffn_up_exps.weight') - 8; // the slowest dim: the expert count
-      b.writeBigUInt64LE(15n, at);
+      const at = typeFieldOf(b, 'blk.1.ffn_up_exps.weight') - 24; // ne [96, 48, 16] → [48, 96, 16]: same byte size
+      b.writeBigUInt64LE(48n, at);
+      b.writeBigUInt64LE(96n, at + 8);
       return b;
     });
-    await assert.rejects(loadModel(path, { backend }), (e: Error) => e instanceof WeightError && /blk\.1\.ffn_up_exps\.weight is \[15, 48, 96\]/.test(e.message));
+    await assert.rejects(loadModel(path, { backend }), (e: Error) => e instanceof WeightError && /blk\.1\.ffn_up_exps\.weight is \[16, 96, 48\]/.test(e.message));
+  });
+
+  it('a shape whose byte size does not match the tensor\'s span is named with the tensor after it', () => {
+    const path = variant('span.gguf', (b) => {
+      b.writeBigUInt64LE(15n, typeFieldOf(b, 'blk.1.ffn_up_exps.weight') - 8); // 15 experts: 1 expert's bytes short
+      return b;
+    });
+    const misfit = /tensor "blk\.1\.ffn_down_exps\.weight" has offset \d+ but tensor "blk\.1\.ffn_up_exps\.weight" \(\[15, 48, 96\] f32\) ends at \d+/;
+    assert.throws(() => readGguf(path), (e: Error) => e instanceof FormatError && misfit.test(e.message));
+  });
+
+  it('a tensor count one short leaves bytes no tensor claims', () => {
+    const path = variant('count.gguf', (b) => (b.writeBigUInt64LE(b.readBigUInt64LE(8) - 1n, 8), b));
+    assert.throws(() => readGguf(path), (e: Error) => e instanceof FormatError && /belong to no tensor \(wrong tensor count or offsets\?\)/.test(e.message));
+    const extra = variant('tail.gguf', (b) => Buffer.concat([b, Buffer.alloc(64)]));
+    assert.throws(() => readGguf(extra), /64 bytes after the last of its \d+ tensors belong to no tensor/);
+  });
+
+  it('general.alignment must be a power of two; each metadata key once; arrays nested at most 4 deep', () => {
+    const header = (metadata: Buffer[], count = metadata.length) => {
+      const start = Buffer.alloc(24);
+      start.write('GGUF', 0);
+      start.writeUInt32LE(3, 4);
+      start.writeBigUInt64LE(0n, 8); // no tensors
+      start.writeBigUInt64LE(BigInt(count), 16);
+      return Buffer.concat([start, ...metadata]);
+    };
+    const str = (text: string) => {
+      const length = Buffer.alloc(8);
+      length.writeBigUInt64LE(BigInt(Buffer.byteLength(text)));
+      return Buffer.concat([length, Buffer.from(text)]);
+    };
+    const u32 = (value: number) => {
+      const bytes = Buffer.alloc(4);
+      bytes.writeUInt32LE(value);
+      return bytes;
+    };
+    const alignment = (value: number) => Buffer.concat([str('general.alignment'), u32(4), u32(value)]);
+    const write = (name: string, bytes: Buffer) => {
+      const path = join(dir, name);
+      writeFileSync(path, bytes);
+      return path;
+    };
+    assert.equal(readGguf(write('a64.gguf', header([alignment(64)]))).alignment, 64);
+    assert.throws(() => readGguf(write('a24.gguf', header([alignment(24)]))), (e: Error) => e instanceof FormatError && /general\.alignment 24 is not a power of two/.test(e.message));
+    assert.throws(() => readGguf(write('a0.gguf', header([alignment(0)]))), /general\.alignment 0 is not a power of two/);
+    assert.throws(() => readGguf(write('twice.gguf', header([alignment(32), alignment(64)]))), (e: Error) => e instanceof FormatError && /metadata key "general\.alignment" appears twice/.test(e.message));
+    // An array of arrays of … 20,000 deep: refused at depth 4, before the stack is at risk.
+    const nested = Buffer.concat([str('deep'), u32(9), ...Array.from({ length: 20_000 }, () => Buffer.concat([u32(9), Buffer.from([1, 0, 0, 0, 0, 0, 0, 0])]))]);
+    assert.throws(() => readGguf(write('deep.gguf', header([nested]))), (e: Error) => e instanceof FormatError && /metadata "deep": arrays nested more than 4 deep/.test(e.message));
+    // An array claiming more elements than the file has bytes.
+    const huge = Buffer.concat([str('huge'), u32(9), u32(0), Buffer.from([0, 0, 0, 0, 0, 0, 0, 0x10])]);
+    assert.throws(() => readGguf(write('huge.gguf', header([huge]))), (e: Error) => e instanceof FormatError && /huge length \d+ is implausible/.test(e.message));
   });
 });
 

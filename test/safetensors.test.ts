@@ -210,15 +210,43 @@ describe('safetensors reader rejects malformed files with a FormatError naming t
     assertRejects(file, /tensors "[xy]" and "[xy]" overlap/);
   });
 
-  it('adjacent and zero-length tensors do not count as overlapping', () => {
+  it('adjacent and zero-length tensors between others tile the data region', () => {
     const file = freshFile();
     const header = {
       a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
-      b: { dtype: 'F32', shape: [0], data_offsets: [4, 4] },
+      b: { dtype: 'F32', shape: [0], data_offsets: [8, 8] },
       c: { dtype: 'BF16', shape: [4], data_offsets: [8, 16] },
     };
     writeRaw(file, header, new Uint8Array(16));
     assert.equal(readSafetensorsHeader(file).tensors.size, 3);
+    // Inside another tensor's bytes even an empty tensor is refused, as the safetensors crate does.
+    writeRaw(file, { ...header, b: { dtype: 'F32', shape: [0], data_offsets: [4, 4] } }, new Uint8Array(16));
+    assertRejects(file, /tensors "a" and "b" overlap/);
+  });
+
+  it('tensors must tile the data region: no gap, nothing after the last, header length exact', () => {
+    const file = freshFile();
+    const a = { dtype: 'F32', shape: [2], data_offsets: [0, 8] };
+    writeRaw(file, { a, c: { dtype: 'F32', shape: [2], data_offsets: [12, 20] } }, new Uint8Array(20));
+    assertRejects(file, /4 bytes before tensor "c" belong to no tensor/);
+    writeRaw(file, { a }, new Uint8Array(9));
+    assertRejects(file, /the tensors end at byte \d+ but the file has \d+ bytes/);
+    // A header length one short: JSON still parses (writers pad the header with spaces) but every tensor would shift.
+    const padded = `${JSON.stringify({ a })} `;
+    writeRaw(file, padded, new Uint8Array(8));
+    assert.equal(readSafetensorsHeader(file).tensors.size, 1);
+    writeRaw(file, padded, new Uint8Array(8), BigInt(padded.length - 1));
+    assertRejects(file, /the tensors end at byte \d+ but the file has \d+ bytes/);
+  });
+
+  it('a name twice in the header is refused (JSON.parse would keep the last)', () => {
+    const file = freshFile();
+    const entry = '{"dtype":"F32","shape":[2],"data_offsets":[0,8]}';
+    const json = Buffer.from(`{"w":${entry},"w":${entry}}`);
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(json.length));
+    writeFileSync(file, Buffer.concat([length, json, new Uint8Array(8)]));
+    assertRejects(file, /header names "w" twice/);
   });
 
   it('shape × dtype bytes that differ from the offsets span', () => {

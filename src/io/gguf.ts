@@ -6,7 +6,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { byteSize, type DType } from '../core/dtype.js';
 import { FormatError, UnsupportedError } from '../core/errors.js';
-import { checkNoOverlap, type TensorEntry } from './safetensors.js';
+import type { TensorEntry } from './safetensors.js';
 
 export type GgufValue = number | bigint | boolean | string | GgufValue[];
 
@@ -101,6 +101,11 @@ export function readGguf(file: string): GgufFile {
   }
 }
 
+/** llama.cpp's limits where the format sets none: nesting depth of arrays and elements per array. */
+const MAX_ARRAY_DEPTH = 4;
+const MAX_ARRAY_LENGTH = 1 << 26;
+const MAX_ALIGNMENT = 1 << 20;
+
 function parseGguf(r: HeaderReader, file: string): GgufFile {
   const magic = r.u32('magic');
   if (magic !== GGUF_MAGIC) throw new FormatError(file, `not a GGUF file (magic 0x${magic.toString(16)}, expected "GGUF")`);
@@ -111,22 +116,53 @@ function parseGguf(r: HeaderReader, file: string): GgufFile {
   const metadata = new Map<string, GgufValue>();
   for (let i = 0; i < kvCount; i++) {
     const key = r.string(`metadata key ${i}`);
-    metadata.set(key, readValue(r, file, r.u32(`type of ${key}`), key));
+    if (metadata.has(key)) throw new FormatError(file, `metadata key ${JSON.stringify(key)} appears twice`);
+    metadata.set(key, readValue(r, file, r.u32(`type of ${key}`), key, 0));
   }
-  const alignment = Number(metadata.get('general.alignment') ?? 32);
-  if (!Number.isInteger(alignment) || alignment <= 0 || alignment % 8 !== 0) throw new FormatError(file, `general.alignment ${alignment} is not a positive multiple of 8`);
+  const alignment = readAlignment(file, metadata);
   const infos = Array.from({ length: tensorCount }, (_, i) => readTensorInfo(r, file, i));
   const dataStart = Math.ceil(r.position / alignment) * alignment;
   const tensors = new Map<string, TensorEntry>();
+  let expectedOffset = 0; // llama.cpp: tensors are stored in header order, each padded to the alignment
+  let previous: TensorEntry | undefined;
   for (const info of infos) {
     if (tensors.has(info.name)) throw new FormatError(file, `tensor ${JSON.stringify(info.name)} appears twice`);
-    tensors.set(info.name, locate(info, { file, dataStart, size: r.size, alignment }));
+    const entry = locate(info, { file, dataStart, size: r.size, alignment });
+    if (info.offset !== expectedOffset) {
+      const after = previous ? `tensor ${JSON.stringify(previous.name)} ([${previous.shape.join(', ')}] ${previous.dtype}) ends at ${expectedOffset}` : 'the first tensor starts at 0';
+      throw new FormatError(file, `tensor ${JSON.stringify(info.name)} has offset ${info.offset} but ${after} (padded to ${alignment}): a shape, type or offset is wrong`);
+    }
+    expectedOffset += Math.ceil(entry.byteLength / alignment) * alignment;
+    tensors.set(info.name, entry);
+    previous = entry;
   }
-  checkNoOverlap(file, [...tensors.values()]);
+  checkDataRegionUsed(file, { dataStart, end: dataStart + expectedOffset, size: r.size, alignment, tensors: tensorCount });
   return { file, version, metadata, tensors, alignment };
 }
 
-function readValue(r: HeaderReader, file: string, type: number, key: string): GgufValue {
+/** general.alignment: a u32 power of two (llama.cpp refuses anything else), 32 when absent. */
+function readAlignment(file: string, metadata: Map<string, GgufValue>): number {
+  const value = metadata.get('general.alignment');
+  if (value === undefined) return 32;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || (value & (value - 1)) !== 0 || value > MAX_ALIGNMENT) {
+    throw new FormatError(file, `general.alignment ${String(value)} is not a power of two up to ${MAX_ALIGNMENT}`);
+  }
+  return value;
+}
+
+/**
+ * The tensors must account for every byte after the header: a file longer than its tensors (by more than the
+ * last tensor's padding) has a wrong tensor count or offsets, and its weights would be read from the wrong place.
+ */
+function checkDataRegionUsed(file: string, at: { dataStart: number; end: number; size: number; alignment: number; tensors: number }): void {
+  if (at.tensors === 0 ? at.size <= at.dataStart : at.size > at.end - at.alignment && at.size <= at.end) return;
+  if (at.size > at.end) {
+    throw new FormatError(file, `${at.size - at.end} bytes after the last of its ${at.tensors} tensors belong to no tensor (wrong tensor count or offsets?)`);
+  }
+  throw new FormatError(file, `truncated: the tensors end at byte ${at.end} but the file has ${at.size}`);
+}
+
+function readValue(r: HeaderReader, file: string, type: number, key: string, depth: number): GgufValue {
   switch (type) {
     case 0: return r.u8(key);
     case 1: return r.i8(key);
@@ -138,9 +174,13 @@ function readValue(r: HeaderReader, file: string, type: number, key: string): Gg
     case 7: return r.u8(key) !== 0;
     case 8: return r.string(key);
     case 9: {
+      if (depth >= MAX_ARRAY_DEPTH) throw new FormatError(file, `metadata ${JSON.stringify(key)}: arrays nested more than ${MAX_ARRAY_DEPTH} deep`);
       const elementType = r.u32(`${key} element type`);
-      const length = r.count(`${key} length`, r.size);
-      return Array.from({ length }, () => readValue(r, file, elementType, key));
+      // Each element takes at least one byte, so a length beyond the bytes left is a lie; cap what we hold in memory.
+      const length = r.count(`${key} length`, Math.min(r.size - r.position, MAX_ARRAY_LENGTH));
+      const values: GgufValue[] = new Array(length);
+      for (let i = 0; i < length; i++) values[i] = readValue(r, file, elementType, key, depth + 1);
+      return values;
     }
     case 10: return r.u64(key);
     case 11: return r.i64(key);
@@ -187,6 +227,7 @@ function locate(info: TensorInfo, at: { file: string; dataStart: number; size: n
   } catch (error) {
     throw new FormatError(at.file, `${where}: ${(error as Error).message}`, { cause: error });
   }
+  if (!Number.isSafeInteger(byteLength)) throw new FormatError(at.file, `${where}: shape [${shape}] of ${dtype} is too large`);
   if (info.offset % at.alignment !== 0) throw new FormatError(at.file, `${where}: offset ${info.offset} is not aligned to ${at.alignment}`);
   const offset = at.dataStart + info.offset;
   if (offset + byteLength > at.size) {

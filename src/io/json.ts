@@ -24,3 +24,38 @@ export function readJsonObject(path: string): JsonObject {
 export function readJsonObjectIfExists(path: string): JsonObject | undefined {
   return existsSync(path) ? readJsonObject(path) : undefined;
 }
+
+/**
+ * The first key that appears twice in one object of a JSON text that JSON.parse accepted (which keeps the last
+ * silently), or undefined. A single pass over the tokens: inside an object, a string after `{` or `,` is a key.
+ */
+export function firstDuplicateKey(text: string): string | undefined {
+  const objects: (Set<string> | null)[] = []; // null for an array
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      const start = i;
+      for (i++; text[i] !== '"'; i++) if (text[i] === '\\') i++;
+      const keys = objects[objects.length - 1];
+      if (expectKey && keys) {
+        const key = JSON.parse(text.slice(start, i + 1)) as string;
+        if (keys.has(key)) return key;
+        keys.add(key);
+      }
+      expectKey = false;
+    } else if (c === '{') {
+      objects.push(new Set());
+      expectKey = true;
+    } else if (c === '[') {
+      objects.push(null);
+      expectKey = false;
+    } else if (c === '}' || c === ']') {
+      objects.pop();
+      expectKey = false;
+    } else if (c === ',') {
+      expectKey = objects[objects.length - 1] != null;
+    }
+  }
+  return undefined;
+}

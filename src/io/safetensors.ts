@@ -6,6 +6,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { byteSize, SAFETENSORS_DTYPES, typedView, widenInto, type DType } from '../core/dtype.js';
 import { FormatError } from '../core/errors.js';
+import { firstDuplicateKey } from './json.js';
 
 export interface TensorEntry {
   readonly name: string;
@@ -56,11 +57,16 @@ function readHeaderJson(fd: number, file: string, fileSize: number): { raw: unkn
   if (headerBytes > BigInt(MAX_HEADER_BYTES)) throw new FormatError(file, `header length ${headerBytes} exceeds ${MAX_HEADER_BYTES}`);
   const header = Buffer.alloc(Number(headerBytes));
   readFully(fd, header, 8, file);
+  const text = header.toString('utf8');
+  let raw: unknown;
   try {
-    return { raw: JSON.parse(header.toString('utf8')), headerBytes: Number(headerBytes) };
+    raw = JSON.parse(text);
   } catch (error) {
     throw new FormatError(file, `header is not valid JSON (${(error as Error).message})`, { cause: error });
   }
+  const duplicate = firstDuplicateKey(text);
+  if (duplicate !== undefined) throw new FormatError(file, `header names ${JSON.stringify(duplicate)} twice`);
+  return { raw, headerBytes: Number(headerBytes) };
 }
 
 /** Read exactly buffer.length bytes at `position`; a short read means the file ended early. */
@@ -87,8 +93,26 @@ function parseHeader(file: string, raw: unknown, region: DataRegion): Safetensor
     if (name === '__metadata__') metadata = parseMetadata(file, value);
     else tensors.set(name, parseEntry(file, name, value, region));
   }
-  checkNoOverlap(file, [...tensors.values()]);
+  checkTiling(file, [...tensors.values()], region);
   return { file, tensors, metadata };
+}
+
+/**
+ * As the safetensors crate requires: the tensors' byte ranges follow each other without gaps or overlaps and
+ * end exactly at the end of the file. A header length that is off shifts every tensor; this is where it shows.
+ */
+function checkTiling(file: string, entries: TensorEntry[], region: DataRegion): void {
+  const sorted = [...entries].sort((a, b) => a.offset - b.offset || a.byteLength - b.byteLength);
+  let end = region.dataStart;
+  let previous: TensorEntry | undefined;
+  for (const entry of sorted) {
+    if (entry.offset < end) throw new FormatError(file, `tensors ${JSON.stringify(previous!.name)} and ${JSON.stringify(entry.name)} overlap in the data region`);
+    if (entry.offset > end) throw new FormatError(file, `${entry.offset - end} bytes before tensor ${JSON.stringify(entry.name)} belong to no tensor (wrong header length or data_offsets?)`);
+    end += entry.byteLength;
+    if (entry.byteLength > 0) previous = entry;
+  }
+  const dataEnd = region.dataStart + region.dataSize;
+  if (end !== dataEnd) throw new FormatError(file, `the tensors end at byte ${end} but the file has ${dataEnd} bytes (wrong header length or data_offsets?)`);
 }
 
 function parseMetadata(file: string, value: unknown): Record<string, string> {
@@ -122,17 +146,6 @@ function parseEntry(file: string, name: string, value: unknown, region: DataRegi
     throw new FormatError(file, `${where}: shape [${shape}] × ${dtype} is ${expected} bytes but data_offsets span ${end - begin}`);
   }
   return { name, dtype, shape, file, offset: region.dataStart + begin, byteLength: end - begin };
-}
-
-/** Tensors' byte ranges must not overlap (shared by the safetensors and GGUF readers). */
-export function checkNoOverlap(file: string, entries: TensorEntry[]): void {
-  const sorted = entries.filter((e) => e.byteLength > 0).sort((a, b) => a.offset - b.offset);
-  for (let i = 1; i < sorted.length; i++) {
-    const previous = sorted[i - 1]!;
-    if (sorted[i]!.offset < previous.offset + previous.byteLength) {
-      throw new FormatError(file, `tensors ${JSON.stringify(previous.name)} and ${JSON.stringify(sorted[i]!.name)} overlap in the data region`);
-    }
-  }
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

@@ -62,7 +62,7 @@ export function parseConfig(json: unknown): OlmoeConfig {
     numExpertsPerTok,
     sharedExpertSize: raw.shared_expert_intermediate_size == null || raw.shared_expert_intermediate_size === 0 ? 0 : positiveInt(raw, 'shared_expert_intermediate_size'),
     normTopKProb: bool(raw, 'norm_topk_prob', false),
-    rmsNormEps: positiveNumber(raw, 'rms_norm_eps', 1e-5),
+    rmsNormEps: atMostOne(positiveNumber(raw, 'rms_norm_eps', 1e-5), 'rms_norm_eps'),
     ropeTheta: ropeTheta(raw),
     maxPositionEmbeddings: positiveInt(raw, 'max_position_embeddings'),
     tieWordEmbeddings: bool(raw, 'tie_word_embeddings', false),
@@ -107,15 +107,33 @@ function ropeTheta(raw: Json): number {
     if (typeof params !== 'object' || Array.isArray(params)) throw new ConfigError('rope_parameters', 'must be an object');
     const p = params as Json;
     if (p.rope_type != null && p.rope_type !== 'default') throw new UnsupportedError(`config.json: rope_parameters.rope_type ${JSON.stringify(p.rope_type)} is not supported`);
-    return positiveNumber(p, 'rope_theta', 10000, 'rope_parameters.rope_theta');
+    return atLeastOne(positiveNumber(p, 'rope_theta', 10000, 'rope_parameters.rope_theta'), 'rope_parameters.rope_theta');
   }
-  return positiveNumber(raw, 'rope_theta', 10000);
+  return atLeastOne(positiveNumber(raw, 'rope_theta', 10000), 'rope_theta');
 }
+
+/** RoPE's base: below 1 the inverse frequencies θ^(−2i/Hd) grow without bound (1e-300 gives infinities). */
+function atLeastOne(theta: number, key: string): number {
+  if (theta < 1) throw new ConfigError(key, `${theta} is below 1; RoPE needs a base ≥ 1 (OLMoE uses 10000)`);
+  return theta;
+}
+
+/**
+ * Upper bounds far above any released model (OLMoE-1B-7B: 16 layers, 64 experts, 4096 positions), so that a
+ * corrupt or hostile count is refused by name before anything is sized by it.
+ */
+export const CONFIG_LIMITS: Readonly<Record<string, number>> = {
+  vocab_size: 1 << 24, hidden_size: 1 << 16, intermediate_size: 1 << 20, shared_expert_intermediate_size: 1 << 20,
+  num_hidden_layers: 1024, num_attention_heads: 1024, num_key_value_heads: 1024, num_experts: 4096,
+  num_experts_per_tok: 4096, max_position_embeddings: 1 << 24,
+};
 
 function positiveInt(raw: Json, key: string): number {
   const value = raw[key];
   if (value === undefined) throw new ConfigError(key, 'missing');
   if (!Number.isSafeInteger(value) || (value as number) <= 0) throw new ConfigError(key, `${JSON.stringify(value)} is not a positive integer`);
+  const limit = CONFIG_LIMITS[key];
+  if (limit !== undefined && (value as number) > limit) throw new ConfigError(key, `${value} is larger than olmoe accepts (${limit})`);
   return value as number;
 }
 
@@ -123,6 +141,11 @@ function positiveNumber(raw: Json, key: string, fallback?: number, label = key):
   const value = raw[key] ?? fallback;
   if (value === undefined) throw new ConfigError(label, 'missing');
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new ConfigError(label, `${JSON.stringify(value)} is not a positive number`);
+  return value;
+}
+
+function atMostOne(value: number, key: string): number {
+  if (value > 1) throw new ConfigError(key, `${value} is above 1; RMSNorm's epsilon is a small guard (OLMoE uses 1e-5)`);
   return value;
 }
 

@@ -11,7 +11,7 @@ import { GgufWriter, type GgufMetadataValue, type GgufTensorSpec } from '../io/g
 import { readJsonObject, readJsonObjectIfExists } from '../io/json.js';
 import { readTensorBytes, readTensorFloat32, type TensorEntry } from '../io/safetensors.js';
 import { TOKEN_TYPES } from '../tokenizer/gguf.js';
-import type { OlmoeConfig } from './config.js';
+import { CONFIG_LIMITS, type OlmoeConfig } from './config.js';
 import { matchCheckpoint, type Checkpoint } from './load.js';
 import { weightTable, type WeightSpec } from './weights.js';
 
@@ -168,7 +168,10 @@ function hfTokenizerMetadata(dir: string, config: OlmoeConfig): Metadata {
   if (model?.type !== 'BPE' || !model.vocab) throw new InputError(`${dir}/tokenizer.json: only byte-level BPE tokenizers convert to GGUF (found ${model?.type})`);
   const added = (json.added_tokens ?? []) as { id: number; content: string; special: boolean }[];
   let size = config.vocabSize;
-  for (const id of [...Object.values(model.vocab), ...added.map((t) => t.id)]) size = Math.max(size, id + 1);
+  for (const id of [...Object.values(model.vocab), ...added.map((t) => t.id)]) {
+    if (!Number.isSafeInteger(id) || id < 0 || id >= CONFIG_LIMITS.vocab_size!) throw new InputError(`${dir}/tokenizer.json: token id ${JSON.stringify(id)} is not an id below ${CONFIG_LIMITS.vocab_size}`);
+    size = Math.max(size, id + 1);
+  }
   const tokens: string[] = Array.from({ length: size }, (_, i) => `[PAD${i}]`);
   const types: number[] = new Array(size).fill(TOKEN_TYPES.unused);
   for (const [token, id] of Object.entries(model.vocab)) [tokens[id], types[id]] = [token, TOKEN_TYPES.normal];

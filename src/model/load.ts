@@ -12,7 +12,7 @@ import type { TensorEntry } from '../io/safetensors.js';
 import { ggufConfig, ggufTensorsByHfName } from './gguf-checkpoint.js';
 import { readConfigFile, type OlmoeConfig } from './config.js';
 import { OlmoeModel } from './olmoe.js';
-import { assembleWeights, weightTable, type WeightSpec } from './weights.js';
+import { assembleWeights, weightCount, weightTable, type WeightSpec } from './weights.js';
 
 export interface LoadProgress {
   loadedBytes: number;
@@ -39,11 +39,26 @@ export interface Checkpoint {
 export function openCheckpoint(path: string): Checkpoint {
   if (!statSync(path, { throwIfNoEntry: false })?.isFile()) {
     const config = readConfigFile(join(path, 'config.json'));
-    return { path, format: 'hf', config, tensors: listCheckpointTensors(path) };
+    const tensors = listCheckpointTensors(path);
+    checkTensorCount(config, 'hf', tensors.size, join(path, 'config.json'));
+    return { path, format: 'hf', config, tensors };
   }
   const gguf = readGguf(path);
   const config = ggufConfig(gguf);
+  checkTensorCount(config, 'gguf', gguf.tensors.size, path);
   return { path, format: 'gguf', config, tensors: ggufTensorsByHfName(config, gguf), gguf };
+}
+
+/**
+ * The config's layer and expert counts must roughly fit the tensors the file holds, checked before the weight
+ * table is built (a count of 2³¹ would otherwise allocate for minutes and abort). Near misses pass here so that
+ * matchCheckpoint can name the missing tensors.
+ */
+function checkTensorCount(config: OlmoeConfig, format: 'hf' | 'gguf', found: number, file: string): void {
+  const expected = weightCount(config, format);
+  if (expected <= 2 * found + 16) return;
+  const counts = `${config.numLayers} layers × ${config.numExperts} experts${config.tieWordEmbeddings ? ', tied head' : ''}`;
+  throw new WeightError(`${file}: the config (${counts}) needs ${expected} tensors in ${format === 'gguf' ? 'a GGUF' : 'an HF'} checkpoint, the checkpoint has ${found}`);
 }
 
 /** Load an OLMoE checkpoint (HF folder or GGUF file) onto a backend. */

@@ -37,6 +37,16 @@ export interface OlmoeWeights {
   readonly lmHead: Tensor; // [V, D], the embedding when tied
 }
 
+/**
+ * How many tensors the table has (GGUF stacks each layer's experts into 3 tensors), computed without building
+ * it: a config's counts are checked against the tensors a file holds before anything is allocated for them.
+ */
+export function weightCount(c: OlmoeConfig, format: 'hf' | 'gguf'): number {
+  const experts = format === 'gguf' ? 3 : 3 * c.numExperts;
+  const perLayer = 9 + experts + (c.sharedExpertSize ? 3 : 0);
+  return 2 + c.numLayers * perLayer + (c.tieWordEmbeddings ? 0 : 1);
+}
+
 /** The table, in checkpoint order; `lm_head` is absent when the config ties it to the embedding. */
 export function weightTable(c: OlmoeConfig): WeightSpec[] {
   const q = c.numHeads * c.headDim;

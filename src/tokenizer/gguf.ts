@@ -16,13 +16,14 @@ export function tokenizerFromGguf(gguf: GgufFile): OlmoeTokenizer {
   const tokens = stringList(gguf, 'tokenizer.ggml.tokens');
   const types = (gguf.metadata.get('tokenizer.ggml.token_type') as number[] | undefined) ?? [];
   const merges = stringList(gguf, 'tokenizer.ggml.merges');
-  const vocab: Record<string, number> = {};
+  // Tokens are names from the file: a Map, never a plain object (`constructor` or `__proto__` would hit its prototype).
+  const vocab = new Map<string, number>();
   const addedTokens: object[] = [];
   tokens.forEach((token, id) => {
     const type = types[id] ?? TOKEN_TYPES.normal;
     if (type === TOKEN_TYPES.unused) return;
     if (type === TOKEN_TYPES.control || type === TOKEN_TYPES.userDefined) addedTokens.push(addedToken(id, token, type === TOKEN_TYPES.control));
-    if (!(token in vocab)) vocab[token] = id;
+    if (!vocab.has(token)) vocab.set(token, id);
   });
   const json = {
     version: '1.0',
@@ -32,7 +33,7 @@ export function tokenizerFromGguf(gguf: GgufFile): OlmoeTokenizer {
     pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
     post_processor: null,
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges },
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab: Object.fromEntries(vocab), merges },
   };
   const tokenAt = (key: string) => {
     const id = gguf.metadata.get(key);
