@@ -42,7 +42,10 @@ Napi::Value Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(i
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 1)) return info.Env().Undefined();
-  olmoe::set_threads(info[0].As<Napi::Number>().Int32Value());
+  std::string error;
+  if (!olmoe::set_threads(info[0].As<Napi::Number>().Int32Value(), &error)) {
+    Napi::Error::New(info.Env(), "cannot start " + std::to_string(info[0].As<Napi::Number>().Int32Value()) + " threads: " + error).ThrowAsJavaScriptException();
+  }
   return info.Env().Undefined();
 }
 

@@ -22,16 +22,24 @@ std::pair<size_t, size_t> chunk(size_t n, int parts, int index) {
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
-  for (int i = 1; i < threads; i++) workers_.emplace_back([this] { work(); });
+  try {
+    for (int i = 1; i < threads; i++) workers_.emplace_back([this] { work(); });
+  } catch (...) {
+    stop();  // the system refused a thread: join the ones started (a joinable std::thread must not be destroyed)
+    throw;
+  }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop(); }
+
+void ThreadPool::stop() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;
   }
   wake_.notify_all();
   for (auto& worker : workers_) worker.join();
+  workers_.clear();
 }
 
 void ThreadPool::work() {
@@ -96,11 +104,18 @@ ThreadPool& pool() {
   return *global_pool;
 }
 
-void set_threads(int threads) {
+bool set_threads(int threads, std::string* error) {
   if (threads < 1) threads = 1;
-  if (global_pool && global_pool->threads() == threads) return;
+  if (global_pool && global_pool->threads() == threads) return true;
   global_pool.reset();
-  global_pool = std::make_unique<ThreadPool>(threads);
+  try {
+    global_pool = std::make_unique<ThreadPool>(threads);
+    return true;
+  } catch (const std::exception& e) {
+    if (error) *error = e.what();
+    global_pool = std::make_unique<ThreadPool>(1);  // the caller's thread alone needs no new thread
+    return false;
+  }
 }
 
 }  // namespace olmoe

@@ -10,6 +10,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <string>
 #include <vector>
 
 namespace olmoe {
@@ -24,6 +25,7 @@ class ThreadPool {
 
  private:
   void work();
+  void stop();
   void run_chunks(size_t generation);
   std::vector<std::thread> workers_;
   std::mutex mutex_;
@@ -40,6 +42,7 @@ class ThreadPool {
 };
 
 ThreadPool& pool();
-void set_threads(int threads);
+// Replace the pool; false (with the system's reason) when the threads could not be started: one thread remains.
+bool set_threads(int threads, std::string* error = nullptr);
 
 }  // namespace olmoe

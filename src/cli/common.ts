@@ -16,6 +16,7 @@ export interface ModelFlags {
   threads?: number;
   revision?: string;
   quiet?: boolean;
+  checkTensors?: boolean;
 }
 
 /** Where a hub model comes from, and whether to show progress. */
@@ -28,7 +29,8 @@ export function addHubOptions(command: Command): Command {
 export function addModelOptions(command: Command): Command {
   return addHubOptions(command)
     .option('--backend <name>', 'native | reference (default: $OLMOE_BACKEND, else native when built)')
-    .option('--threads <n>', 'native backend threads (default: $OLMOE_THREADS, else all cores)', parsePositiveInteger('--threads'));
+    .option('--threads <n>', 'native backend threads (default: $OLMOE_THREADS, else all cores)', parsePositiveInteger('--threads'))
+    .option('--check-tensors', 'scan every weight for NaN/inf before loading (slower load)');
 }
 
 export function hubOptions(flags: ModelFlags): HubOptions {
@@ -57,6 +59,7 @@ export async function loadModel(spec: string, flags: ModelFlags): Promise<Pretra
   const pretrained = await loadPretrained(spec, {
     ...hubOptions(flags),
     backend,
+    checkTensors: flags.checkTensors,
     onLoadProgress: (p) => bar.update(p.loadedBytes, p.totalBytes),
   });
   bar.finish();

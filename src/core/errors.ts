@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'io' // a file could not be read or written (permissions, disk full, not a folder)
   | 'resources' // not enough memory for what was asked
   | 'aborted' // cancelled through an AbortSignal
-  | 'diverged'; // training produced a non-finite loss or gradient
+  | 'diverged' // training produced a non-finite loss or gradient
+  | 'numeric'; // a forward pass produced NaN or infinity
 
 export class OlmoeError extends Error {
   readonly code: ErrorCode;
@@ -118,5 +119,13 @@ export class DivergedError extends OlmoeError {
   constructor(message: string) {
     super('diverged', message);
     this.name = 'DivergedError';
+  }
+}
+
+/** A forward pass produced NaN or infinity; names where it first appeared. */
+export class NumericError extends OlmoeError {
+  constructor(message: string) {
+    super('numeric', message);
+    this.name = 'NumericError';
   }
 }

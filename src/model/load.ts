@@ -8,7 +8,7 @@ import type { Backend, Tensor } from '../core/backend.js';
 import { WeightError } from '../core/errors.js';
 import { listCheckpointTensors, weightSources } from '../io/checkpoint.js';
 import { readGguf, type GgufFile } from '../io/gguf.js';
-import type { TensorEntry } from '../io/safetensors.js';
+import { readTensorFloat32, type TensorEntry } from '../io/safetensors.js';
 import { ggufConfig, ggufTensorsByHfName } from './gguf-checkpoint.js';
 import { readConfigFile, type OlmoeConfig } from './config.js';
 import { OlmoeModel } from './olmoe.js';
@@ -24,6 +24,8 @@ export interface LoadProgress {
 export interface LoadModelOptions {
   backend: Backend;
   onProgress?: (progress: LoadProgress) => void;
+  /** Scan every weight for NaN/inf before loading (llama.cpp's --check-tensors); an error names the first. */
+  checkTensors?: boolean;
 }
 
 /** A checkpoint located on disk: an HF folder or a GGUF file, with its tensors under HF names. */
@@ -69,6 +71,7 @@ export async function loadModel(path: string, opts: LoadModelOptions): Promise<O
 export async function loadCheckpoint(checkpoint: Checkpoint, opts: LoadModelOptions): Promise<OlmoeModel> {
   const { config } = checkpoint;
   const entries = matchCheckpoint(config, checkpoint.tensors);
+  if (opts.checkTensors) checkTensorsFinite(entries);
   const totalBytes = entries.reduce((sum, e) => sum + e.byteLength, 0);
   const progress: LoadProgress = { loadedBytes: 0, totalBytes, tensors: 0, totalTensors: entries.length };
   const tensors = new Map<string, Tensor>();
@@ -79,6 +82,16 @@ export async function loadCheckpoint(checkpoint: Checkpoint, opts: LoadModelOpti
     opts.onProgress?.(progress);
   }
   return new OlmoeModel(config, assembleWeights(config, tensors), opts.backend);
+}
+
+/** Every value of every tensor finite (quantized blocks dequantized), else an error naming the tensor and index. */
+export function checkTensorsFinite(entries: readonly TensorEntry[]): void {
+  for (const entry of entries) {
+    const values = readTensorFloat32(entry);
+    for (let i = 0; i < values.length; i++) {
+      if (!Number.isFinite(values[i]!)) throw new WeightError(`${entry.file}: tensor ${entry.name} [${entry.shape.join(', ')}] ${entry.dtype} holds ${values[i]} at element ${i}`);
+    }
+  }
 }
 
 /** Check the checkpoint against the weight table; returns the entries to load, in table order. */

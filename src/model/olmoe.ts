@@ -4,7 +4,7 @@
  * Dimension legend: T tokens, D hidden, H heads, Hkv kv heads, Hd head dim, E experts, K top-k, V vocab.
  */
 import type { Backend, KVCache, Routing, Tensor } from '../core/backend.js';
-import { InputError } from '../core/errors.js';
+import { InputError, NumericError } from '../core/errors.js';
 import type { OlmoeConfig } from './config.js';
 import type { LayerWeights, OlmoeWeights } from './weights.js';
 
@@ -34,6 +34,14 @@ export interface BatchInput {
 
 interface Positioned extends BatchInput {
   start: number;
+}
+
+/** Called with the hidden state after each stage of the stack (used to find where NaN/inf first appear). */
+type StageProbe = (stage: string, hidden: Tensor) => void;
+
+function firstNonFinite(values: Float32Array): number {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) return i;
+  return -1;
 }
 
 /** Rows [start, start+count) of a routing decision, as views. */
@@ -78,9 +86,10 @@ export class OlmoeModel {
   /** Logits [T or 1, V] for `ids` following the cache's contents; advances the cache by T. */
   forward(ids: Int32Array, opts: ForwardOptions = {}): Tensor {
     const cache = opts.cache ?? this.createCache(Math.min(ids.length, this.config.maxPositionEmbeddings));
-    const hidden = this.layers([{ ids, cache, observer: opts.observer }]);
+    const input = { ids, cache, observer: opts.observer };
+    const hidden = this.layers([input]);
     const last = opts.logits === 'last' ? this.backend.rows(hidden, ids.length - 1, 1) : hidden;
-    return this.logits(last); // [T, V]
+    return this.checkFinite(this.logits(last), [input]); // [T, V]
   }
 
   /**
@@ -99,11 +108,38 @@ export class OlmoeModel {
       offset += input.ids.length;
       lasts.push(backend.rows(hidden, offset - 1, 1));
     }
-    return this.logits(lasts.length === 1 ? lasts[0]! : concatRows(backend, lasts));
+    return this.checkFinite(this.logits(lasts.length === 1 ? lasts[0]! : concatRows(backend, lasts)), inputs);
+  }
+
+  /**
+   * NaN or infinite logits are an error, never a sampled token: it names the first stage (embedding, a layer's
+   * attention or experts, the head) whose output is not finite, found by running the new tokens again from an
+   * empty cache with a check after every stage (exact when the pass started at position 0, as a prompt does).
+   */
+  private checkFinite(logits: Tensor, inputs: readonly BatchInput[]): Tensor {
+    const bad = firstNonFinite(this.backend.toFloat32(logits));
+    if (bad < 0) return logits;
+    const vocab = this.config.vocabSize;
+    const where = `logit ${bad % vocab} of row ${Math.floor(bad / vocab)}`;
+    throw new NumericError(`the model produced a non-finite value (${where}); ${this.locateNonFinite(inputs)}`);
+  }
+
+  private locateNonFinite(inputs: readonly BatchInput[]): string {
+    const cached = Math.max(...inputs.map((input) => input.cache.length - input.ids.length));
+    const fresh = inputs.map(({ ids }) => ({ ids, cache: this.createCache(ids.length) }));
+    let first: string | undefined;
+    const probe: StageProbe = (stage, hidden) => {
+      if (first === undefined && firstNonFinite(this.backend.toFloat32(hidden)) >= 0) first = stage;
+    };
+    const hidden = this.layers(fresh, probe);
+    probe('the final norm and head', this.logits(hidden));
+    const found = first === undefined ? 'not reproduced from an empty cache' : `first at ${first}`;
+    const context = cached > 0 ? ` (the pass followed ${cached} cached positions, which the check cannot replay)` : '';
+    return `${found}${context}. The weights may hold NaN/inf (load with --check-tensors) or the activations overflowed.`;
   }
 
   /** The decoder stack over the inputs' concatenated tokens → final hidden states [N, D]; advances each cache. */
-  private layers(inputs: readonly BatchInput[]): Tensor {
+  private layers(inputs: readonly BatchInput[], probe?: StageProbe): Tensor {
     const batch = inputs.map((input) => {
       this.checkInput(input.ids, input.cache);
       return { ...input, start: input.cache.length };
@@ -111,11 +147,14 @@ export class OlmoeModel {
     const { backend, config, weights } = this;
     const ids = batch.length === 1 ? batch[0]!.ids : Int32Array.from(batch.flatMap((input) => Array.from(input.ids)));
     let hidden = backend.embedding(weights.embed, ids); // [N, D]; no scaling, no positional embedding (§3.2)
+    probe?.('the embedding', hidden);
     weights.layers.forEach((layer, index) => {
       const attended = this.attention(backend.rmsnorm(hidden, layer.inputNorm, config.rmsNormEps), layer, index, batch);
       hidden = backend.add(hidden, attended);
+      probe?.(`layer ${index} (attention)`, hidden);
       const mixed = this.moe(backend.rmsnorm(hidden, layer.postNorm, config.rmsNormEps), layer, index, batch);
       hidden = backend.add(hidden, mixed);
+      probe?.(`layer ${index} (experts)`, hidden);
     });
     for (const input of batch) input.cache.length = input.start + input.ids.length;
     return hidden;

@@ -38,6 +38,8 @@ export interface Pretrained {
 export interface PretrainedOptions extends HubOptions {
   backend: Backend;
   onLoadProgress?: (progress: LoadProgress) => void;
+  /** Scan the weights for NaN/inf before loading. */
+  checkTensors?: boolean;
 }
 
 /**
@@ -69,7 +71,7 @@ export async function loadPretrained(spec: string, opts: PretrainedOptions): Pro
   const path = await resolveModelPath(spec, opts);
   const checkpoint = openCheckpoint(path);
   const tokenizer = checkpointTokenizer(checkpoint);
-  const model = await loadCheckpoint(checkpoint, { backend: opts.backend, onProgress: opts.onLoadProgress });
+  const model = await loadCheckpoint(checkpoint, { backend: opts.backend, onProgress: opts.onLoadProgress, checkTensors: opts.checkTensors });
   // The tokenizer's eos also stops generation: 0125-Instruct's is |||IP_ADDRESS||| (id 0), config says 50279 (spec §4.2).
   const tokenizerEos = tokenizer.tokenId(tokenizer.eosToken);
   const configEos = [...model.config.eosTokenIds, ...(tokenizerEos === undefined ? [] : [tokenizerEos])];

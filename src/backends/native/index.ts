@@ -3,6 +3,7 @@
  * thread pool; weights memory-mapped from safetensors files, not copied. Tensors have the reference backend's
  * layout (float32 activations, weights in their stored dtype), so the light ops reuse the reference code.
  */
+import { availableParallelism } from 'node:os';
 import type { AttentionArgs, ExpertWeights, GemmF32Args, KVCacheOptions, RopeOptions, Routing, RouterOptions, Tensor, WeightSource } from '../../core/backend.js';
 import { byteSize, isQuantized, type DType } from '../../core/dtype.js';
 import { OlmoeError, ResourceError } from '../../core/errors.js';
@@ -24,6 +25,17 @@ export interface NativeOptions {
   mmap?: boolean;
 }
 
+/**
+ * More threads than the machine's CPUs only make the pool's workers wait for each other; a count far beyond
+ * them (100000) would fail to start. Clamped to the CPUs, saying so once.
+ */
+function usableThreads(threads: number, what: string): number {
+  const cpus = availableParallelism();
+  if (threads <= cpus) return threads;
+  process.stderr.write(`olmoe: ${what} is more than this machine's ${cpus} CPUs; using ${cpus}\n`);
+  return cpus;
+}
+
 export class NativeBackend extends ReferenceBackend {
   override readonly name = 'native';
 
@@ -32,10 +44,16 @@ export class NativeBackend extends ReferenceBackend {
     private readonly options: NativeOptions = {},
   ) {
     super();
-    const threads = options.threads ?? (process.env.OLMOE_THREADS ? Number(process.env.OLMOE_THREADS) : undefined);
+    const fromEnv = options.threads === undefined && process.env.OLMOE_THREADS;
+    const threads = options.threads ?? (fromEnv ? Number(process.env.OLMOE_THREADS) : undefined);
     if (threads !== undefined) {
-      if (!Number.isSafeInteger(threads) || threads < 1) throw new OlmoeError('input', `threads must be a positive integer, got ${threads}`);
-      addon.setThreads(threads);
+      const what = fromEnv ? `OLMOE_THREADS=${process.env.OLMOE_THREADS}` : `threads ${threads}`;
+      if (!Number.isSafeInteger(threads) || threads < 1) throw new OlmoeError('input', `${what}: threads must be a positive integer`);
+      try {
+        addon.setThreads(usableThreads(threads, what));
+      } catch (error) {
+        throw new OlmoeError('resources', `${what}: ${(error as Error).message}`, { cause: error });
+      }
     }
   }
 
