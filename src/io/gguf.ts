@@ -3,9 +3,10 @@
  * tensor infos (name, dims fastest-first, ggml type, offset), then data aligned to general.alignment (32).
  * The header is read strictly through a bounds-checked reader; tensor data is only located, never read here.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, readSync } from 'node:fs';
 import { byteSize, type DType } from '../core/dtype.js';
 import { FormatError, UnsupportedError } from '../core/errors.js';
+import { openRegularFile } from './files.js';
 import type { TensorEntry } from './safetensors.js';
 
 export type GgufValue = number | bigint | boolean | string | GgufValue[];
@@ -86,16 +87,9 @@ class HeaderReader {
 }
 
 export function readGguf(file: string): GgufFile {
-  let fd: number;
+  const fd = openRegularFile(file);
   try {
-    fd = openSync(file, 'r');
-  } catch (error) {
-    throw new FormatError(file, `cannot open: ${(error as Error).message}`, { cause: error });
-  }
-  try {
-    const stat = fstatSync(fd);
-    if (!stat.isFile()) throw new FormatError(file, 'is not a regular file');
-    return parseGguf(new HeaderReader(fd, file, stat.size), file);
+    return parseGguf(new HeaderReader(fd, file, fstatSync(fd).size), file);
   } finally {
     closeSync(fd);
   }

@@ -1,16 +1,15 @@
 /** JSON files of a model folder, read with errors that name the file. */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { FormatError } from '../core/errors.js';
+import { readRegularFile } from './files.js';
+
+/** Model folders' JSON files (tokenizer.json is the largest: a few MB); larger is not a config. */
+const MAX_JSON_BYTES = 512 * 2 ** 20;
 
 export type JsonObject = Record<string, unknown>;
 
 export function readJsonObject(path: string): JsonObject {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (error) {
-    throw new FormatError(path, `cannot read: ${(error as Error).message}`, { cause: error });
-  }
+  const text = readRegularFile(path, MAX_JSON_BYTES).toString('utf8');
   let json: unknown;
   try {
     json = JSON.parse(text);

@@ -6,6 +6,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { byteSize, SAFETENSORS_DTYPES, typedView, widenInto, type DType } from '../core/dtype.js';
 import { FormatError } from '../core/errors.js';
+import { openRegularFile } from './files.js';
 import { firstDuplicateKey } from './json.js';
 
 export interface TensorEntry {
@@ -27,9 +28,8 @@ export interface SafetensorsHeader {
 const MAX_HEADER_BYTES = 100 * 1024 * 1024; // the limit of the Rust safetensors crate
 
 export function readSafetensorsHeader(file: string): SafetensorsHeader {
-  const fd = openOrThrow(file);
+  const fd = openRegularFile(file);
   try {
-    if (!fstatSync(fd).isFile()) throw new FormatError(file, 'is not a regular file');
     const fileSize = fstatSync(fd).size;
     const { raw, headerBytes } = readHeaderJson(fd, file, fileSize);
     return parseHeader(file, raw, { dataStart: 8 + headerBytes, dataSize: fileSize - 8 - headerBytes });
