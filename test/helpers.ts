@@ -12,12 +12,16 @@ export const cliPath = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 
 /** `../shared` next to the repository (CI has it; a user's fresh clone does not). */
 export const sharedDir = resolve(repoRoot, '..', 'shared');
-export const realTokenizerDir = join(sharedDir, 'fixtures', 'olmo-tokenizer');
+/** The real OLMo tokenizer, kept in the repository so a fresh clone tests it. */
+export const realTokenizerDir = join(repoRoot, 'test', 'fixtures', 'olmo-tokenizer');
+const sharedGolden = join(sharedDir, 'fixtures', 'olmo-tokenizer', 'golden-ids.json');
+/** Golden ids from the Rust tokenizers: all 620 cases from ../shared when present, else the repository's 104. */
+export const realGoldenPath = existsSync(sharedGolden) ? sharedGolden : join(realTokenizerDir, 'golden-ids-subset.json');
 
-/** Skip reason when the real OLMo tokenizer from ../shared is absent, printed so the skip is visible. */
+/** Skip reason when the real OLMo tokenizer is absent, printed so the skip is visible. */
 export function realTokenizerSkip(): string | false {
   if (existsSync(join(realTokenizerDir, 'tokenizer.json'))) return false;
-  const reason = `real OLMo tokenizer not found at ${realTokenizerDir} (../shared is absent on a fresh clone)`;
+  const reason = `real OLMo tokenizer not found at ${realTokenizerDir}`;
   console.log(`# SKIP: ${reason}`);
   return reason;
 }
