@@ -15,7 +15,8 @@ const allowed = {
   model: ['core', 'io', 'tokenizer', 'model'],
   generate: ['core', 'io', 'tokenizer', 'model', 'generate'],
   analysis: ['core', 'io', 'tokenizer', 'model', 'analysis'], // metrics use only analysis/trace.ts; the recorder runs the model
-  train: ['core', 'io', 'tokenizer', 'model', 'analysis', 'train'], // analysis: figures for plot-train and the shared document reader
+  train: ['core', 'io', 'tokenizer', 'model', 'analysis', 'train'],
+  eval: ['core', 'io', 'tokenizer', 'model', 'generate', 'eval'], // the harness: scoring requests and tasks over a model // analysis: figures for plot-train and the shared document reader
   server: ['server', 'index.ts'], // like the CLI, a shell over the public API
   cli: ['cli', 'index.ts', 'server'],
   'index.ts': null, // the public entry may re-export anything

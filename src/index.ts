@@ -59,3 +59,5 @@ export { evaluate, evaluateCheckpoint, unigramScores, tokenByteLengths, type Dom
 export { benchTraining, type TrainBench } from './train/bench.js';
 export { upcycleFrom } from './train/upcycle.js';
 export { ABLATIONS, ABLATION_BASE, ablationConfig, runAblation, type Ablation, type AblationVariant, type AblationData } from './train/ablations.js';
+// Evaluation: lm-evaluation-harness's scoring requests with prefix sharing through the KV cache.
+export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';
