@@ -60,4 +60,5 @@ export { benchTraining, type TrainBench } from './train/bench.js';
 export { upcycleFrom } from './train/upcycle.js';
 export { ABLATIONS, ABLATION_BASE, ablationConfig, runAblation, type Ablation, type AblationVariant, type AblationData } from './train/ablations.js';
 // Evaluation: lm-evaluation-harness's scoring requests with prefix sharing through the KV cache.
-export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';
+export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLoglikelihoodResult, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';
+export { ResultCache, requestKey } from './eval/cache.js';

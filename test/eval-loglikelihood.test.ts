@@ -6,14 +6,16 @@
  * every token once.
  */
 import assert from 'node:assert/strict';
+import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { InputError } from '../src/core/errors.js';
-import { loglikelihood, loglikelihoodRolling, rollingWindows, type LoglikelihoodRequest } from '../src/eval/loglikelihood.js';
+import { FormatError, InputError } from '../src/core/errors.js';
+import { ResultCache } from '../src/eval/cache.js';
+import { isLoglikelihoodResult, loglikelihood, loglikelihoodRolling, rollingWindows, type LoglikelihoodRequest, type LoglikelihoodResult } from '../src/eval/loglikelihood.js';
 import { loadModel } from '../src/model/load.js';
 import type { OlmoeModel } from '../src/model/olmoe.js';
 import { announceSkip, backendCases } from './backends.js';
-import { repoRoot, tinyModelDir } from './helpers.js';
+import { repoRoot, tempDir, tinyModelDir } from './helpers.js';
 
 /** Σ log-softmax over the continuation from one uncached forward of the whole input, in float64. */
 function direct(model: OlmoeModel, context: readonly number[], continuation: readonly number[], maxLength = Infinity): { logprob: number; isGreedy: boolean } {
@@ -149,5 +151,51 @@ describe('rolling windows', () => {
     const expected = rollingWindows(tokens, eos, 16).reduce((sum, w) => sum + direct(model, w.context, w.continuation).logprob, 0);
     assert.equal(rolling!.tokens, 45);
     assert.ok(Math.abs(rolling!.logprob - expected) < 1e-4);
+  });
+});
+
+describe('result cache', () => {
+  it('a re-run takes every result from the cache without running the model; an interrupted run resumes', async () => {
+    const dir = tempDir('olmoe-eval-cache-');
+    try {
+      const model = await loadModel(tinyModelDir, { backend: backendCases[0]!.create() });
+      const requests = requestSet(model.config.vocabSize, 3);
+      const open = () => ResultCache.open<LoglikelihoodResult>(dir, 'abcdef0123456789', isLoglikelihoodResult);
+      const first = await loglikelihood(model, requests.slice(0, 5), { cache: open() });
+      let forwards = 0;
+      const forward = model.forward.bind(model);
+      model.forward = (...args) => (forwards++, forward(...args));
+      const again = await loglikelihood(model, requests.slice(0, 5), { cache: open() });
+      assert.equal(forwards, 0, 'nothing is recomputed');
+      assert.deepEqual(again, first);
+      // The rest of the set: only the new requests run, and all results equal a run without a cache.
+      const all = await loglikelihood(model, requests, { cache: open() });
+      assert.ok(forwards > 0);
+      assert.deepEqual(all, await loglikelihood(model, requests));
+      assert.equal(open().size, new Set(requests.map((r) => JSON.stringify(r))).size);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a line cut short by a kill is dropped; a corrupt line elsewhere is an error naming the line', () => {
+    const dir = tempDir('olmoe-eval-cache-');
+    try {
+      const cache = ResultCache.open<LoglikelihoodResult>(dir, 'abcdef01', isLoglikelihoodResult);
+      cache.put('k1', { logprob: -1.5, isGreedy: true, truncated: 0 });
+      cache.put('k2', { logprob: -2.5, isGreedy: false, truncated: 3 });
+      appendFileSync(cache.path, '{"key":"k3","value":{"logp');
+      const reopened = ResultCache.open<LoglikelihoodResult>(dir, 'abcdef01', isLoglikelihoodResult);
+      assert.equal(reopened.size, 2);
+      assert.deepEqual(reopened.get('k2'), { logprob: -2.5, isGreedy: false, truncated: 3 });
+      assert.ok(readFileSync(cache.path, 'utf8').endsWith('}\n'), 'the torn line is cut off');
+      const lines = readFileSync(cache.path, 'utf8').split('\n');
+      writeFileSync(cache.path, [lines[0], '{"key":"k2","value":{"logprob":"x"}}', ''].join('\n'));
+      assert.throws(() => ResultCache.open(dir, 'abcdef01', isLoglikelihoodResult), (e: Error) => e instanceof FormatError && /line 2 is not a \{key, value\} result/.test(e.message));
+      writeFileSync(cache.path, 'garbage\n');
+      assert.throws(() => ResultCache.open(dir, 'abcdef01', isLoglikelihoodResult), /line 1 is not JSON/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

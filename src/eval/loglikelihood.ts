@@ -14,6 +14,7 @@
 import { AbortError, InputError } from '../core/errors.js';
 import type { KVCache } from '../core/backend.js';
 import type { OlmoeModel } from '../model/olmoe.js';
+import { requestKey, type ResultCache } from './cache.js';
 
 export interface LoglikelihoodRequest {
   readonly context: readonly number[];
@@ -38,6 +39,13 @@ export interface ScoreOptions {
   chunk?: number;
   signal?: AbortSignal;
   onProgress?: (done: number, total: number) => void;
+  /** Results already scored for this model are taken from here, new ones are added. */
+  cache?: ResultCache<LoglikelihoodResult>;
+}
+
+export function isLoglikelihoodResult(value: unknown): value is LoglikelihoodResult {
+  const v = value as LoglikelihoodResult;
+  return typeof v === 'object' && v !== null && typeof v.logprob === 'number' && typeof v.isGreedy === 'boolean' && Number.isSafeInteger(v.truncated);
 }
 
 const DEFAULT_CHUNK = 256;
@@ -56,18 +64,27 @@ interface Item {
 export async function loglikelihood(model: OlmoeModel, requests: readonly LoglikelihoodRequest[], opts: ScoreOptions = {}): Promise<LoglikelihoodResult[]> {
   const maxLength = opts.maxLength ?? model.config.maxPositionEmbeddings;
   const items = requests.map((request, index) => prepare(request, index, maxLength, model.config.vocabSize));
-  const sharing = opts.prefixSharing ?? true;
-  const order = sharing ? [...items].sort((a, b) => compareTokens(a.input, b.input)) : items;
   const results: LoglikelihoodResult[] = new Array(items.length);
-  const cache = model.createCache(Math.max(1, ...items.map((item) => item.input.length)));
+  const keys = items.map((item) => requestKey('loglikelihood', item.input, item.continuation, item.truncated));
+  const pending = items.filter((item) => {
+    const known = opts.cache?.get(keys[item.index]!);
+    if (known) results[item.index] = known;
+    return !known;
+  });
+  const sharing = opts.prefixSharing ?? true;
+  const order = sharing ? pending.sort((a, b) => compareTokens(a.input, b.input)) : pending;
+  const cache = model.createCache(Math.max(1, ...order.map((item) => item.input.length)));
   let cached: readonly number[] = [];
-  for (const [done, item] of order.entries()) {
+  let done = items.length - pending.length;
+  for (const item of order) {
     if (opts.signal?.aborted) throw new AbortError('evaluation aborted');
     const keep = sharing ? Math.min(commonPrefix(cached, item.input), item.scoreFrom) : 0;
     cache.length = keep; // rewind: positions ≥ keep are overwritten by this request
-    results[item.index] = scoreItem(model, cache, item, keep, opts.chunk ?? DEFAULT_CHUNK);
+    const result = scoreItem(model, cache, item, keep, opts.chunk ?? DEFAULT_CHUNK);
+    results[item.index] = result;
+    opts.cache?.put(keys[item.index]!, result);
     cached = item.input;
-    opts.onProgress?.(done + 1, items.length);
+    opts.onProgress?.(++done, items.length);
     await new Promise((resolve) => setImmediate(resolve));
   }
   return results;
