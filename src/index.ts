@@ -63,3 +63,5 @@ export { ABLATIONS, ABLATION_BASE, ablationConfig, runAblation, type Ablation, t
 export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLoglikelihoodResult, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';
 export { ResultCache, requestKey } from './eval/cache.js';
 export { scoreChoices, encodePair, predicted, accuracy, meanWithStderr, goldBitsPerByte, chanceAccuracy, NORMALIZATIONS, type ChoiceInstance, type ChoiceScores, type Normalization, type Estimate } from './eval/multiple-choice.js';
+export { readTask, readDocuments as readTaskDocuments, taskInstances, promptHash, FORMULATIONS, type Task, type TaskDocument, type Formulation } from './eval/task.js';
+export { runTask, type TaskResult, type FormulationResult, type RunOptions } from './eval/run.js';

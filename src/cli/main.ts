@@ -21,6 +21,7 @@ import { registerShard, registerTrainTokenizer } from './commands/train-data.js'
 import { registerTrain } from './commands/train.js';
 import { registerEvaluate } from './commands/evaluate.js';
 import { registerAblate } from './commands/ablate.js';
+import { registerEval } from './commands/eval.js';
 
 function buildProgram(): Command {
   const program = new Command('olmoe')
@@ -28,7 +29,7 @@ function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerPlotTrain, registerTrainTokenizer, registerShard, registerTrain, registerEvaluate, registerAblate]) {
+  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerPlotTrain, registerTrainTokenizer, registerShard, registerTrain, registerEvaluate, registerEval, registerAblate]) {
     register(program);
   }
   program.commands.forEach((command) => command.exitOverride());

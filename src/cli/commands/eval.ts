@@ -1,0 +1,91 @@
+/** `olmoe eval MODEL --tasks FILE...`: multiple-choice accuracy (cloze and lettered formulations) with standard errors. */
+import type { Command } from 'commander';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { InputError, isLoglikelihoodResult, modelFingerprint, readTask, ResultCache, runTask, type TaskResult } from '../../index.js';
+import { addModelOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
+import { createProgress } from '../progress.js';
+
+interface EvalFlags extends ModelFlags {
+  tasks: string[];
+  shots?: number;
+  limit?: number;
+  output?: string;
+  logSamples?: string;
+  cache?: string;
+  noPrefixSharing?: boolean;
+  prefixSharing?: boolean;
+  json?: boolean;
+}
+
+export function registerEval(program: Command): void {
+  const command = program
+    .command('eval')
+    .description('evaluate on multiple-choice tasks (task JSON files): accuracy ± standard error per formulation and normalization, OLMES-style best')
+    .argument('<model>', 'model folder, GGUF file or hub id (org/name)')
+    .requiredOption('--tasks <files...>', 'task files (JSON naming a JSONL documents file, shots, limit, formulations, normalizations)')
+    .option('--shots <n>', 'few-shot examples (overrides the task file)', parseInteger('--shots'))
+    .option('--limit <n>', 'at most this many instances per task, sampled with the task\'s seed', parseInteger('--limit'))
+    .option('--output <file>', 'write the results (JSON) here')
+    .option('--log-samples <dir>', 'write every instance\'s scores (JSONL per task and formulation) here')
+    .option('--cache <dir>', 'keep scored requests here, per model: a re-run or a resumed run scores only what is new')
+    .option('--no-prefix-sharing', 'score every request from an empty KV cache (for measuring what sharing saves)')
+    .option('--json', 'print the results as JSON instead of a table');
+  addModelOptions(command).action(runEval);
+}
+
+async function runEval(spec: string, flags: EvalFlags): Promise<void> {
+  const tasks = flags.tasks.map((file) => readTask(file, { shots: flags.shots, limit: flags.limit }));
+  const dir = await modelDir(spec, flags);
+  const lm = await loadModel(dir, flags);
+  const prefixToken = lm.tokenizer.tokenId(lm.tokenizer.eosToken) ?? lm.model.config.eosTokenIds[0];
+  if (prefixToken === undefined) throw new InputError(`${spec}: the model names no end-of-text token to start an empty context with`);
+  const fingerprint = modelFingerprint(dir);
+  const cache = flags.cache ? ResultCache.open(flags.cache, fingerprint, isLoglikelihoodResult) : undefined;
+  const results: TaskResult[] = [];
+  for (const task of tasks) {
+    let bar: ReturnType<typeof createProgress> | undefined;
+    let label = '';
+    const result = await runTask(lm, task, {
+      prefixToken,
+      cache,
+      prefixSharing: flags.prefixSharing !== false,
+      onProgress: (name, formulation, done, total) => {
+        if (label !== `${name} ${formulation}`) {
+          bar?.finish();
+          label = `${name} ${formulation}`;
+          bar = createProgress(`eval ${label}`, { quiet: flags.quiet });
+        }
+        bar!.update(done, total);
+      },
+      onScores: flags.logSamples ? (name, formulation, scores) => writeSamples(flags.logSamples!, `${name}-${formulation}.jsonl`, scores) : undefined,
+    });
+    bar?.finish();
+    results.push(result);
+  }
+  const report = { model: spec, fingerprint, backend: lm.model.backend.name, results };
+  if (flags.output) writeFileSync(flags.output, `${JSON.stringify(report, null, 2)}\n`);
+  if (flags.json) return printJson(report);
+  process.stdout.write(table(results));
+}
+
+function writeSamples(dir: string, name: string, rows: readonly unknown[]): void {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, name), rows.map((row) => JSON.stringify(row)).join('\n') + '\n');
+}
+
+const percent = (x: number) => (100 * x).toFixed(1);
+
+function table(results: readonly TaskResult[]): string {
+  const lines = ['| task | n | shots | formulation | normalization | accuracy % | ± stderr | chance % | gold bits/byte |', '|---|---|---|---|---|---|---|---|---|'];
+  for (const r of results) {
+    for (const f of r.formulations) {
+      for (const [normalization, estimate] of Object.entries(f.accuracy)) {
+        const primary = normalization === f.primary ? '*' : '';
+        lines.push(`| ${r.task} | ${r.instances} | ${r.shots} | ${f.formulation} | ${normalization}${primary} | ${percent(estimate!.value)} | ${percent(estimate!.stderr)} | ${percent(f.chance)} | ${f.bitsPerByte.value.toFixed(3)} |`);
+      }
+    }
+    lines.push(`| **${r.task}** | | | best (${r.best.formulation}) | | **${percent(r.best.accuracy.value)}** | ${percent(r.best.accuracy.stderr)} | | |`);
+  }
+  return `${lines.join('\n')}\n`;
+}
