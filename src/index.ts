@@ -65,3 +65,4 @@ export { ResultCache, requestKey } from './eval/cache.js';
 export { scoreChoices, encodePair, predicted, accuracy, meanWithStderr, goldBitsPerByte, chanceAccuracy, NORMALIZATIONS, type ChoiceInstance, type ChoiceScores, type Normalization, type Estimate } from './eval/multiple-choice.js';
 export { readTask, readDocuments as readTaskDocuments, taskInstances, promptHash, FORMULATIONS, type Task, type TaskDocument, type Formulation } from './eval/task.js';
 export { runTask, type TaskResult, type FormulationResult, type RunOptions } from './eval/run.js';
+export { generateUntil, cutAtStop, exactMatch, type GenerateUntilRequest } from './eval/generate-until.js';
