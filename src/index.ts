@@ -66,3 +66,4 @@ export { scoreChoices, encodePair, predicted, accuracy, meanWithStderr, goldBits
 export { readTask, readDocuments as readTaskDocuments, taskInstances, promptHash, FORMULATIONS, type Task, type TaskDocument, type Formulation } from './eval/task.js';
 export { runTask, type TaskResult, type FormulationResult, type RunOptions } from './eval/run.js';
 export { generateUntil, cutAtStop, exactMatch, type GenerateUntilRequest } from './eval/generate-until.js';
+export { pythonSample } from './eval/python-random.js';

@@ -1,6 +1,6 @@
 /**
  * Multiple-choice tasks as data: a task file (JSON) names its documents (JSONL: question, choices, answer index),
- * fixed few-shot examples, an instance limit with a sampling seed, and the prompt pieces; both OLMES
+ * fixed few-shot examples, an instance limit with a sampling seed (OLMES's: Python's Random(1234).sample), and the prompt pieces; both OLMES
  * formulations are built from it:
  * - cloze (CF): "Question: {question}\nAnswer:" continued by " {choice}", scored with each normalization;
  * - multiple-choice (MCF): the question, then " A. {choice}" lines, then "Answer:", continued by " A", " B", ….
@@ -8,12 +8,12 @@
  */
 import { createHash } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
-import { createRng } from '../core/rng.js';
 import { FormatError } from '../core/errors.js';
 import { readJsonObject } from '../io/json.js';
 import { readRegularFile } from '../io/files.js';
 import type { ChoiceInstance, Normalization } from './multiple-choice.js';
 import { NORMALIZATIONS } from './multiple-choice.js';
+import { pythonSample } from './python-random.js';
 
 export const FORMULATIONS = ['cf', 'mcf'] as const;
 export type Formulation = (typeof FORMULATIONS)[number];
@@ -126,15 +126,9 @@ function parseDocument(file: string, where: string, row: unknown, index: number)
   return { id: id === undefined ? String(index) : String(id), question, choices: choices as string[], answer: answer as number };
 }
 
-/** `count` documents chosen with a seeded shuffle, kept in their file order (the same seed gives the same set). */
+/** `count` documents as OLMES picks them: Python's Random(seed).sample over the rows, in sample order. */
 function sample(documents: readonly TaskDocument[], count: number, seed: number): TaskDocument[] {
-  const random = createRng(seed);
-  const order = documents.map((_, i) => i);
-  for (let i = order.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [order[i], order[j]] = [order[j]!, order[i]!];
-  }
-  return order.slice(0, count).sort((a, b) => a - b).map((i) => documents[i]!);
+  return pythonSample(documents.length, count, seed).map((i) => documents[i]!);
 }
 
 const clozeQuery = (doc: TaskDocument) => `Question: ${doc.question}\nAnswer:`;
