@@ -74,12 +74,13 @@ function makeRepos(): Record<string, FakeRepo> {
   };
 }
 
-/** Serves bytes from `start` on, honouring a drop rule that cuts the socket after some bytes. */
-function sendBody(res: http.ServerResponse, content: Buffer, range: string | undefined, dropAfter: number | undefined): void {
+/** Serves bytes from `start` on, honouring a drop rule that cuts the socket after some bytes, or a stall rule that stops sending. */
+function sendBody(res: http.ServerResponse, content: Buffer, range: string | undefined, dropAfter: number | undefined, stallAfter?: number): void {
   const start = Number(/^bytes=(\d+)-$/.exec(range ?? '')?.[1] ?? 0);
   const headers: http.OutgoingHttpHeaders = { 'Content-Length': content.length - start, 'Accept-Ranges': 'bytes' };
   if (start > 0) headers['Content-Range'] = `bytes ${start}-${content.length - 1}/${content.length}`;
   res.writeHead(start > 0 ? 206 : 200, headers);
+  if (stallAfter !== undefined) return void res.write(content.subarray(start, start + stallAfter)); // and then nothing, socket open
   if (dropAfter === undefined) return void res.end(content.subarray(start));
   // The pause lets the client read the bytes first: a fetch body stream that errors drops chunks still queued.
   res.write(content.subarray(start, start + dropAfter), () => setTimeout(() => res.socket?.destroy(), 20));
@@ -90,6 +91,12 @@ class FakeHub {
   readonly repos = makeRepos();
   /** sha256 → how many more GETs of that blob get cut, and after how many bytes. */
   readonly drops = new Map<string, { times: number; afterBytes: number }>();
+  /** sha256 → the CDN sends this many bytes of that blob, then nothing (the connection stays open). */
+  readonly stalls = new Map<string, number>();
+  /** sha256s the CDN serves with one byte flipped. */
+  readonly corrupt = new Set<string>();
+  /** The CDN accepts connections but never answers. */
+  cdnSilent = false;
   private readonly hub = http.createServer((req, res) => this.serveHub(req, res));
   private readonly cdn = http.createServer((req, res) => this.serveCdn(req, res));
 
@@ -148,9 +155,15 @@ class FakeHub {
 
   private serveCdn(req: http.IncomingMessage, res: http.ServerResponse): void {
     this.record('cdn', req);
+    if (this.cdnSilent) return;
     const sha = (req.url ?? '').replace('/cdn/', '');
-    const content = this.findBlob(sha);
+    let content = this.findBlob(sha);
     if (!content) return void res.writeHead(404).end();
+    if (this.corrupt.has(sha)) {
+      content = Buffer.from(content);
+      content[content.length >> 1] ^= 0x01;
+    }
+    if (this.stalls.has(sha)) return sendBody(res, content, req.headers.range, undefined, this.stalls.get(sha));
     const drop = this.drops.get(sha);
     const cut = drop !== undefined && drop.times > 0;
     if (cut) drop.times--;
@@ -408,5 +421,96 @@ test('a model named by hub id downloads, loads and gives the reference logits (l
     for (const extra of [{}, { HF_HUB_OFFLINE: '1' }]) {
       const { stdout } = await promisify(execFile)(process.execPath, args, { env: { ...env, ...extra } });
       assert.deepEqual(JSON.parse(stdout).ids, expected.greedy_continuation);
+    }
+  }));
+
+const cdnUrl = (hub: FakeHub, content: Buffer) => hub.requests('cdn').find((r) => r.url.endsWith(sha256(content)))!;
+
+test('a CDN that stalls mid-file: a HubError naming the URL after the timeout, the partial file kept, the next call resumes', () =>
+  withHub(async (hub) => {
+    const cacheDir = tempCache();
+    const endpoint = hub.endpoint;
+    const shard = mainFile(hub, SHARD1);
+    hub.stalls.set(sha256(shard), 10_000);
+    const started = performance.now();
+    await assert.rejects(hubDownloadFile('org/model', SHARD1, { cacheDir, endpoint, timeoutMs: 300, retries: 1 }), (err) => {
+      assert.ok(err instanceof HubError);
+      assert.ok(err.message.includes(`/cdn/${sha256(shard)} stalled: no data for 0.3 s`), err.message);
+      assert.match(err.message, /org\/model\/model-00001-of-00002\.safetensors.*run the same command again to resume/);
+      return true;
+    });
+    assert.ok(performance.now() - started < 5000, 'gave up within the timeouts');
+    assert.ok(cdnUrl(hub, shard));
+    const incomplete = path.join(repoDir(cacheDir), 'blobs', `${sha256(shard)}.incomplete`);
+    assert.equal(fs.statSync(incomplete).size, 20_000); // two attempts, the second resumed from the first's 10 000 bytes
+    hub.stalls.clear();
+    const file = await hubDownloadFile('org/model', SHARD1, { cacheDir, endpoint, timeoutMs: 300 });
+    assert.equal(hub.requests('cdn').at(-1)!.range, 'bytes=20000-');
+    assert.deepEqual(fs.readFileSync(file!), shard);
+  }));
+
+test('a hub that never answers, and a CDN that never answers: HubErrors naming the URL that stalled', async () => {
+  const silent = http.createServer(() => {}); // accepts, reads the request, never answers
+  await new Promise<void>((ok) => silent.listen(0, '127.0.0.1', ok));
+  const endpoint = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+  try {
+    await assert.rejects(hubDownloadFile('org/model', 'config.json', { cacheDir: tempCache(), endpoint, timeoutMs: 300 }), (err) => {
+      assert.ok(err instanceof HubError);
+      assert.ok(err.message.includes(`${endpoint}/org/model/resolve/main/config.json stalled: no answer within 0.3 s`), err.message);
+      return true;
+    });
+    const env = { ...process.env, HF_ENDPOINT: endpoint, HF_HUB_CACHE: tempCache() };
+    const cli = await promisify(execFile)(process.execPath, [cliPath, 'download', 'org/model', '--timeout', '0.3'], { env }).catch((err) => err);
+    assert.equal(cli.code, 1);
+    assert.ok(cli.stderr.includes(`${endpoint}/org/model/resolve/main/config.json stalled: no answer within 0.3 s`), cli.stderr);
+  } finally {
+    silent.closeAllConnections();
+    await new Promise((ok) => silent.close(ok));
+  }
+  await withHub(async (hub) => {
+    hub.cdnSilent = true;
+    const shard = mainFile(hub, SHARD2);
+    await assert.rejects(hubDownloadFile('org/model', SHARD2, { cacheDir: tempCache(), endpoint: hub.endpoint, timeoutMs: 300, retries: 0 }), (err) => {
+      assert.ok(err instanceof HubError);
+      assert.ok(err.message.includes(`/cdn/${sha256(shard)} stalled: no answer within 0.3 s`), err.message);
+      return true;
+    });
+  });
+});
+
+test('an LFS file whose bytes do not hash to X-Linked-Etag is refused, removed, and downloaded afresh next time', () =>
+  withHub(async (hub) => {
+    const cacheDir = tempCache();
+    const endpoint = hub.endpoint;
+    const shard = mainFile(hub, SHARD2);
+    hub.corrupt.add(sha256(shard));
+    let got = '';
+    await assert.rejects(hubDownloadFile('org/model', SHARD2, { cacheDir, endpoint }), (err) => {
+      assert.ok(err instanceof HubError);
+      got = /its sha256 is ([0-9a-f]{64})/.exec(err.message)?.[1] ?? '';
+      assert.ok(err.message.includes(`org/model/${SHARD2}`), err.message);
+      assert.ok(err.message.includes(`the hub says ${sha256(shard)}`), err.message);
+      return true;
+    });
+    const flipped = Buffer.from(shard);
+    flipped[flipped.length >> 1] ^= 0x01;
+    assert.equal(got, sha256(flipped));
+    const blobs = path.join(repoDir(cacheDir), 'blobs');
+    assert.deepEqual(fs.readdirSync(blobs), [], 'neither the bad blob nor its .incomplete is kept');
+    assert.equal(fs.existsSync(path.join(repoDir(cacheDir), 'snapshots', MAIN, SHARD2)), false);
+    hub.corrupt.clear();
+    const file = await hubDownloadFile('org/model', SHARD2, { cacheDir, endpoint });
+    assert.deepEqual(fs.readFileSync(file!), shard);
+  }));
+
+test('olmoe download names each downloaded file once on stderr and prints the snapshot folder', () =>
+  withHub(async (hub) => {
+    const cacheDir = tempCache();
+    const env = { ...process.env, HF_ENDPOINT: hub.endpoint, HF_HUB_CACHE: cacheDir };
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cliPath, 'download', 'org/model'], { env });
+    assert.equal(stdout, path.join(repoDir(cacheDir), 'snapshots', MAIN) + '\n');
+    for (const name of ['config.json', 'tokenizer.json', 'model.safetensors.index.json', SHARD1, SHARD2]) {
+      const lines = stderr.split('\n').filter((line) => line.startsWith(`download ${name} `));
+      assert.equal(lines.length, 1, `${name}:\n${stderr}`);
     }
   }));
