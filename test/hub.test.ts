@@ -6,12 +6,12 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AbortError, HubError } from '../src/core/errors.js';
+import { AbortError, HubError, InputError } from '../src/core/errors.js';
 import { hubCacheDir, hubDownloadFile, hubSnapshotModel, isHubRepoId, type DownloadProgress } from '../src/io/hub.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
-import { loadPretrained } from '../src/model/pretrained.js';
+import { loadPretrained, resolveModelPath } from '../src/model/pretrained.js';
 import { cliPath, tinyExpectedPath, tinyModelDir } from './helpers.js';
 
 // Keep the developer's own token, cache and endpoint out of these tests.
@@ -195,7 +195,7 @@ const blobName = (name: string, content: Buffer) => (isLfs(name) ? sha256(conten
 
 test('isHubRepoId accepts org/name and refuses paths', () => {
   for (const ok of ['allenai/OLMoE-1B-7B-0924', 'a_b/c.d-e']) assert.equal(isHubRepoId(ok), true, ok);
-  for (const bad of ['./models/x', '/abs/path', 'a/../b', 'noslash', 'a/b/c', '.hidden/x', 'a/', 'a b/c']) {
+  for (const bad of ['./models/x', '/abs/path', 'a/../b', 'noslash', 'a/b/c', '.hidden/x', 'a/', 'a b/c', '~/x', 'a/b-', '-a/b', 'a--b/c', 'a/b.git', `a/${'n'.repeat(97)}`]) {
     assert.equal(isHubRepoId(bad), false, bad);
   }
 });
@@ -512,5 +512,42 @@ test('olmoe download names each downloaded file once on stderr and prints the sn
     for (const name of ['config.json', 'tokenizer.json', 'model.safetensors.index.json', SHARD1, SHARD2]) {
       const lines = stderr.split('\n').filter((line) => line.startsWith(`download ${name} `));
       assert.equal(lines.length, 1, `${name}:\n${stderr}`);
+    }
+  }));
+
+test('a mistyped local path is named as "no such folder or file" first; an org/name that is not a local path goes to the hub', () =>
+  withHub(async (hub) => {
+    const cwd = tempDir('olmoe-cwd-');
+    fs.mkdirSync(path.join(cwd, 'models', 'olmoe-mini'), { recursive: true });
+    fs.mkdirSync(path.join(cwd, 'allenai', 'another-model'), { recursive: true });
+    const opts = { cacheDir: tempCache(), endpoint: hub.endpoint };
+    const failure = (spec: string) => resolveModelPath(spec, opts).then(() => assert.fail(`${spec} resolved`), (err: Error) => err);
+    const home = process.cwd();
+    process.chdir(cwd);
+    try {
+      // models/ is a folder here, so this was meant as a path; the hub (asked as transformers would) has no such repo either
+      const typo = await failure('models/olmoe-min');
+      assert.ok(typo instanceof InputError);
+      assert.match(typo.message, /^models\/olmoe-min: no such folder or file; did you mean models\/olmoe-mini\?; not a hub model either: repository or file not found/);
+      // what cannot be a hub id is never sent to the hub
+      const asked = hub.log.length;
+      const cases: [string, string][] = [
+        ['./models/olmoe-min', './models/olmoe-min: no such folder or file; did you mean models/olmoe-mini?'],
+        ['models/olmoe-mini/x/y', 'models/olmoe-mini/x/y: no such folder or file'],
+        ['~/models/x', '~/models/x: no such folder or file (the shell expands ~ only outside quotes)'],
+        [path.join(cwd, 'modles', 'olmoe-mini'), `${path.join(cwd, 'modles', 'olmoe-mini')}: no such folder or file; did you mean ${path.join(cwd, 'models')}?`],
+        ['olmoe-mini', 'olmoe-mini: no such folder or file'],
+      ];
+      for (const [spec, message] of cases) {
+        const err = await failure(spec);
+        assert.ok(err instanceof InputError, spec);
+        assert.ok(err.message.startsWith(message), err.message);
+      }
+      assert.equal(hub.log.length, asked, 'no request reached the hub');
+      // an org that is also a local folder does not hide the hub: allenai/tiny-olmoe still downloads
+      const snapshot = await resolveModelPath('allenai/tiny-olmoe', opts);
+      assert.ok(fs.existsSync(path.join(snapshot, 'model.safetensors')));
+    } finally {
+      process.chdir(home);
     }
   }));

@@ -64,8 +64,11 @@ interface FileMetadata {
   sha256: string | undefined;
 }
 
+/** `org/name` as huggingface_hub's validate_repo_id allows it: parts start and end with [A-Za-z0-9_], no `--` or `..`, name ≤ 96. */
 export function isHubRepoId(spec: string): boolean {
-  return /^[A-Za-z0-9_-][A-Za-z0-9._-]*\/[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(spec) && !spec.includes('..');
+  const part = '[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?';
+  const match = new RegExp(`^${part}/(${part})$`).exec(spec);
+  return match !== null && match[1]!.length <= 96 && !spec.includes('--') && !spec.includes('..') && !spec.endsWith('.git');
 }
 
 function hfHome(env: NodeJS.ProcessEnv): string {
