@@ -11,7 +11,9 @@ import { TokenShardBuilder, tokenizerFingerprint } from '../src/train/data/shard
 import { parseTrainConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
 import { referenceGemm } from '../src/train/kernels.js';
-import { tempDir } from './helpers.js';
+import { writePrunedCheckpoint } from '../src/analysis/prune.js';
+import { writeRandomCheckpoint } from '../src/model/random-checkpoint.js';
+import { tempDir, tinyModelDir } from './helpers.js';
 
 const dirs: string[] = [];
 after(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
@@ -54,6 +56,25 @@ describe('stale staging', () => {
     writeFileSync(join(stale, 'model.safetensors.tmp-1'), 'x');
     assert.deepEqual(removeStaleStaging(join(dir, 'step-000005') + '/'), [stale]);
     assert.equal(existsSync(stale), false);
+  });
+
+  it('create-random and prune remove a dead run\'s staged folder of their output, not a live one\'s', () => {
+    const dir = scratch();
+    const stale = () => {
+      const path = join(dir, `out.tmp-${deadPid()}`);
+      mkdirSync(path);
+      writeFileSync(join(path, 'model.safetensors'), 'half');
+      return path;
+    };
+    const live = join(dir, `out.tmp-${process.ppid}`);
+    mkdirSync(live);
+    const first = stale();
+    writeRandomCheckpoint(join(dir, 'out'), { layers: 1, experts: 4, topK: 2, hidden: 8, heads: 2, intermediate: 8, vocab: 300, context: 16, dtype: 'f32', seed: 1 });
+    assert.equal(existsSync(first), false);
+    const second = stale();
+    writePrunedCheckpoint(tinyModelDir, join(dir, 'out'), [[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]]);
+    assert.equal(existsSync(second), false);
+    assert.deepEqual(readdirSync(dir).sort(), ['out', `out.tmp-${process.ppid}`].sort());
   });
 });
 
