@@ -375,6 +375,7 @@ async function streamToFile(req: FileRequest, res: Response, file: string, offse
       watch.progress();
       writeStep();
       await handle.write(chunk);
+      watch.progress(); // a slow disk is not a stalled server
       bytes += chunk.byteLength;
       req.onProgress?.({ file: req.filename, bytes, total });
       throwIfAborted(req.signal);
