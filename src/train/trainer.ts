@@ -247,7 +247,8 @@ function writeCheckpoint(run: Run, step: number, opts: TrainOptions): void {
 function finishRun(run: Run, opts: TrainOptions): void {
   const latest = readLatest(run.config.out)!;
   dropOlderOptimizerStates(run.config.out, latest.checkpoint);
-  if (!run.config.export_dtype || latest.exported === run.config.export_dtype) return;
+  const exportDue = run.config.export_dtype !== undefined && latest.step === run.config.steps && latest.exported !== run.config.export_dtype;
+  if (!exportDue) return;
   writeExport(run, latest);
   opts.say?.(`${EXPORT_DIR}/ written from ${latest.checkpoint} (it was missing)`);
 }
