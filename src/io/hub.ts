@@ -367,17 +367,52 @@ function rangeStart(res: Response): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
-async function streamToFile(req: FileRequest, res: Response, file: string, offset: number, watch: StallWatch, total?: number): Promise<void> {
-  const handle = await fsp.open(file, offset > 0 ? 'a' : 'w');
+/** One file's way from the hub into `.incomplete`, across the attempts of one call. */
+interface Transfer {
+  req: FileRequest;
+  meta: FileMetadata;
+  incomplete: string;
+  /** sha256 of the bytes in `.incomplete` so far, fed chunk by chunk, so an LFS file is not read back to check it. */
+  hash: RunningHash;
+}
+
+/** A sha256 that follows a file being appended to; it re-reads the file's prefix when it has lost count. */
+class RunningHash {
+  private hash = createHash('sha256');
+  private bytes = 0;
+
+  /** Before appending at `offset`: start over from the file's first `offset` bytes unless those are what was hashed. */
+  async resumeAt(file: string, offset: number): Promise<void> {
+    if (this.bytes === offset) return;
+    [this.hash, this.bytes] = [createHash('sha256'), 0];
+    if (offset > 0) for await (const chunk of fs.createReadStream(file, { end: offset - 1 })) this.update(chunk as Buffer);
+  }
+
+  update(chunk: Uint8Array): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.byteLength;
+  }
+
+  async digest(file: string, size: number): Promise<string> {
+    await this.resumeAt(file, size);
+    return this.hash.digest('hex');
+  }
+}
+
+async function streamToFile(t: Transfer, res: Response, offset: number, watch: StallWatch): Promise<void> {
+  const { req } = t;
+  await t.hash.resumeAt(t.incomplete, offset);
+  const handle = await fsp.open(t.incomplete, offset > 0 ? 'a' : 'w');
   let bytes = offset;
   try {
     for await (const chunk of res.body ?? []) {
       watch.progress();
       writeStep();
       await handle.write(chunk);
+      t.hash.update(chunk);
       watch.progress(); // a slow disk is not a stalled server
       bytes += chunk.byteLength;
-      req.onProgress?.({ file: req.filename, bytes, total });
+      req.onProgress?.({ file: req.filename, bytes, total: t.meta.size });
       throwIfAborted(req.signal);
     }
   } finally {
@@ -386,8 +421,9 @@ async function streamToFile(req: FileRequest, res: Response, file: string, offse
 }
 
 /** One GET that appends to the `.incomplete` file, resuming from its current size when the server allows it. */
-async function downloadAttempt(req: FileRequest, meta: FileMetadata, incomplete: string): Promise<void> {
-  let offset = await fileSize(incomplete);
+async function downloadAttempt(t: Transfer): Promise<void> {
+  const { req, meta } = t;
+  let offset = await fileSize(t.incomplete);
   if (meta.size !== undefined && offset > meta.size) offset = 0;
   if (meta.size !== undefined && offset === meta.size && offset > 0) return;
   const range = offset > 0 ? `bytes=${offset}-` : undefined;
@@ -395,7 +431,7 @@ async function downloadAttempt(req: FileRequest, meta: FileMetadata, incomplete:
   try {
     const res = await fetchWithRedirects(req, 'GET', { range, watch });
     watch.progress();
-    await receive(req, res, incomplete, offset, watch, meta.size);
+    await receive(t, res, offset, watch);
   } catch (err) {
     if (watch.stalled && !req.signal?.aborted) throw new StalledError(watch.reason, { cause: err });
     throw err;
@@ -404,7 +440,8 @@ async function downloadAttempt(req: FileRequest, meta: FileMetadata, incomplete:
   }
 }
 
-async function receive(req: FileRequest, res: Response, incomplete: string, offset: number, watch: StallWatch, total: number | undefined): Promise<void> {
+async function receive(t: Transfer, res: Response, offset: number, watch: StallWatch): Promise<void> {
+  const { req } = t;
   if (res.status >= 400) {
     await res.body?.cancel();
     throw httpError(req, res);
@@ -416,15 +453,16 @@ async function receive(req: FileRequest, res: Response, incomplete: string, offs
       url: req.url,
     });
   }
-  await streamToFile(req, res, incomplete, res.status === 206 ? offset : 0, watch, total);
+  await streamToFile(t, res, res.status === 206 ? offset : 0, watch);
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function downloadWithRetries(req: FileRequest, meta: FileMetadata, incomplete: string): Promise<void> {
+async function downloadWithRetries(t: Transfer): Promise<void> {
+  const { req, incomplete } = t;
   for (let attempt = 0; ; attempt++) {
     try {
-      return await downloadAttempt(req, meta, incomplete);
+      return await downloadAttempt(t);
     } catch (err) {
       throwIfAborted(req.signal);
       if (err instanceof HubError) throw err;
@@ -483,7 +521,8 @@ function lockOwnerAlive(lock: string): boolean {
 
 async function downloadUnlocked(req: FileRequest, meta: FileMetadata, blob: string): Promise<void> {
   const incomplete = `${blob}.incomplete`;
-  await downloadWithRetries(req, meta, incomplete);
+  const transfer: Transfer = { req, meta, incomplete, hash: new RunningHash() };
+  await downloadWithRetries(transfer);
   const received = await fileSize(incomplete);
   if (meta.size !== undefined && received !== meta.size) {
     throw new HubError(
@@ -492,17 +531,14 @@ async function downloadUnlocked(req: FileRequest, meta: FileMetadata, blob: stri
       { url: req.url },
     );
   }
-  if (meta.sha256 !== undefined) await verifySha256(req, incomplete, meta.sha256);
+  if (meta.sha256 !== undefined) await verifySha256(req, incomplete, meta.sha256, await transfer.hash.digest(incomplete, received));
   req.onProgress?.({ file: req.filename, bytes: received, total: meta.size ?? received });
   writeStep();
   await fsp.rename(incomplete, blob);
 }
 
 /** An LFS file must hash to the sha256 the hub announced, or a flipped byte would be cached as the blob of that hash. */
-async function verifySha256(req: FileRequest, file: string, expected: string): Promise<void> {
-  const hash = createHash('sha256');
-  for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
-  const actual = hash.digest('hex');
+async function verifySha256(req: FileRequest, file: string, expected: string, actual: string): Promise<void> {
   if (actual === expected) return;
   await fsp.rm(file, { force: true });
   throw new HubError(
