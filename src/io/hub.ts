@@ -2,7 +2,6 @@
  * Hugging Face Hub downloader that writes the same cache layout as python's `huggingface_hub`
  * (`models--org--name/{blobs,snapshots,refs,.no_exist}`), so both tools share one cache.
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
@@ -10,6 +9,7 @@ import * as path from 'node:path';
 import { AbortError, HubError, OlmoeError } from '../core/errors.js';
 import { AtomicFile, processAlive, writeStep } from './atomic-file.js';
 import { readWeightMap } from './checkpoint.js';
+import { RunningHash, StalledError, StallWatch } from './transfer.js';
 
 export interface DownloadProgress {
   file: string;
@@ -225,58 +225,6 @@ function httpError(req: FileRequest, res: Response): HubError {
   return new HubError(`${res.status} ${res.statusText} from ${req.url} for ${where}${detail}`, opts);
 }
 
-/**
- * Aborts a request when nothing arrives for `ms`: no connection, no answer, or no next bytes of the body (a stalled
- * hub otherwise keeps a download waiting forever). `stalled` tells this abort from the caller's own.
- */
-class StallWatch {
-  private readonly controller = new AbortController();
-  private timer: NodeJS.Timeout | undefined;
-  private url = '';
-  private answered = false;
-  stalled = false;
-  readonly signal: AbortSignal;
-
-  constructor(
-    private readonly ms: number,
-    outer: AbortSignal | undefined,
-  ) {
-    this.signal = outer ? AbortSignal.any([outer, this.controller.signal]) : this.controller.signal;
-  }
-
-  /** A request to `url` starts: its answer is due within the timeout. */
-  waitFor(url: string): void {
-    [this.url, this.answered] = [url, false];
-    this.restart();
-  }
-
-  /** Headers or body bytes arrived: the next bytes are due within the timeout. */
-  progress(): void {
-    this.answered = true;
-    this.restart();
-  }
-
-  stop(): void {
-    clearTimeout(this.timer);
-  }
-
-  get reason(): string {
-    const seconds = `${this.ms / 1000} s`;
-    return `${this.url} stalled: ${this.answered ? `no data for ${seconds}` : `no answer within ${seconds}`}`;
-  }
-
-  private restart(): void {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.stalled = true;
-      this.controller.abort();
-    }, this.ms);
-  }
-}
-
-/** A stalled transfer: retried (resuming) like a dropped connection, unlike the hub's HubError answers. */
-class StalledError extends Error {}
-
 /** The hub did not answer at all (as opposed to answering with an error), so the cache may stand in for it. */
 class HubUnreachableError extends HubError {}
 
@@ -374,29 +322,6 @@ interface Transfer {
   incomplete: string;
   /** sha256 of the bytes in `.incomplete` so far, fed chunk by chunk, so an LFS file is not read back to check it. */
   hash: RunningHash;
-}
-
-/** A sha256 that follows a file being appended to; it re-reads the file's prefix when it has lost count. */
-class RunningHash {
-  private hash = createHash('sha256');
-  private bytes = 0;
-
-  /** Before appending at `offset`: start over from the file's first `offset` bytes unless those are what was hashed. */
-  async resumeAt(file: string, offset: number): Promise<void> {
-    if (this.bytes === offset) return;
-    [this.hash, this.bytes] = [createHash('sha256'), 0];
-    if (offset > 0) for await (const chunk of fs.createReadStream(file, { end: offset - 1 })) this.update(chunk as Buffer);
-  }
-
-  update(chunk: Uint8Array): void {
-    this.hash.update(chunk);
-    this.bytes += chunk.byteLength;
-  }
-
-  async digest(file: string, size: number): Promise<string> {
-    await this.resumeAt(file, size);
-    return this.hash.digest('hex');
-  }
 }
 
 async function streamToFile(t: Transfer, res: Response, offset: number, watch: StallWatch): Promise<void> {
