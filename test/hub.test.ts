@@ -528,7 +528,7 @@ test('a mistyped local path is named as "no such folder or file" first; an org/n
       // models/ is a folder here, so this was meant as a path; the hub (asked as transformers would) has no such repo either
       const typo = await failure('models/olmoe-min');
       assert.ok(typo instanceof InputError);
-      assert.match(typo.message, /^models\/olmoe-min: no such folder or file; did you mean models\/olmoe-mini\?; not a hub model either: repository or file not found/);
+      assert.match(typo.message, /^models\/olmoe-min: no such folder or file; did you mean models\/olmoe-mini\?; as a hub id: repository or file not found/);
       // what cannot be a hub id is never sent to the hub
       const asked = hub.log.length;
       const cases: [string, string][] = [

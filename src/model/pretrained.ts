@@ -59,7 +59,7 @@ export async function resolveModelPath(spec: string, opts: HubOptions & { tokeni
     return await fromHub(spec, opts);
   } catch (error) {
     if (!(error instanceof HubError)) throw error;
-    throw new InputError(`${noSuchPath(spec)}; not a hub model either: ${error.message}`);
+    throw new InputError(`${noSuchPath(spec)}; as a hub id: ${error.message}`);
   }
 }
 
