@@ -189,9 +189,11 @@ describe('fault injection: SIGKILL during a write, then the same command again',
       const kills = [randomInt(1, steps), randomInt(1, steps)];
       t.diagnostic(`seed ${seed}: ${steps} write steps; kill points ${kills.join(', ')}`);
       const other = scratch();
-      await killedAt(kills[0]!, ['download', 'org/model', '-q'], env(other));
-      const second = await olmoe(['download', 'org/model', '-q'], { env: env(other), killAt: kills[1]! });
-      if (second.signal !== 'SIGKILL') assert.equal(second.code, 0, second.stderr); // a resumed download writes less: it may finish first
+      for (const step of kills) {
+        // How many chunks a body arrives in varies, and a resumed download writes less: a run may finish first.
+        const result = await olmoe(['download', 'org/model', '-q'], { env: env(other), killAt: step });
+        if (result.signal !== 'SIGKILL') assert.equal(result.code, 0, result.stderr);
+      }
       await succeed(['download', 'org/model', '-q'], { env: env(other) });
       assertSameFiles(files(other), expected, `download killed at write steps ${kills.join(', ')}`);
       assert.deepEqual(leftovers(other), []);
