@@ -6,12 +6,12 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AbortError, HubError } from '../src/core/errors.js';
+import { AbortError, HubError, InputError } from '../src/core/errors.js';
 import { hubCacheDir, hubDownloadFile, hubSnapshotModel, isHubRepoId, type DownloadProgress } from '../src/io/hub.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
-import { loadPretrained } from '../src/model/pretrained.js';
+import { loadPretrained, resolveModelPath } from '../src/model/pretrained.js';
 import { cliPath, tinyExpectedPath, tinyModelDir } from './helpers.js';
 
 // Keep the developer's own token, cache and endpoint out of these tests.
@@ -74,12 +74,13 @@ function makeRepos(): Record<string, FakeRepo> {
   };
 }
 
-/** Serves bytes from `start` on, honouring a drop rule that cuts the socket after some bytes. */
-function sendBody(res: http.ServerResponse, content: Buffer, range: string | undefined, dropAfter: number | undefined): void {
+/** Serves bytes from `start` on, honouring a drop rule that cuts the socket after some bytes, or a stall rule that stops sending. */
+function sendBody(res: http.ServerResponse, content: Buffer, range: string | undefined, dropAfter: number | undefined, stallAfter?: number): void {
   const start = Number(/^bytes=(\d+)-$/.exec(range ?? '')?.[1] ?? 0);
   const headers: http.OutgoingHttpHeaders = { 'Content-Length': content.length - start, 'Accept-Ranges': 'bytes' };
   if (start > 0) headers['Content-Range'] = `bytes ${start}-${content.length - 1}/${content.length}`;
   res.writeHead(start > 0 ? 206 : 200, headers);
+  if (stallAfter !== undefined) return void res.write(content.subarray(start, start + stallAfter)); // and then nothing, socket open
   if (dropAfter === undefined) return void res.end(content.subarray(start));
   // The pause lets the client read the bytes first: a fetch body stream that errors drops chunks still queued.
   res.write(content.subarray(start, start + dropAfter), () => setTimeout(() => res.socket?.destroy(), 20));
@@ -90,6 +91,12 @@ class FakeHub {
   readonly repos = makeRepos();
   /** sha256 → how many more GETs of that blob get cut, and after how many bytes. */
   readonly drops = new Map<string, { times: number; afterBytes: number }>();
+  /** sha256 → the CDN sends this many bytes of that blob, then nothing (the connection stays open). */
+  readonly stalls = new Map<string, number>();
+  /** sha256s the CDN serves with one byte flipped. */
+  readonly corrupt = new Set<string>();
+  /** The CDN accepts connections but never answers. */
+  cdnSilent = false;
   private readonly hub = http.createServer((req, res) => this.serveHub(req, res));
   private readonly cdn = http.createServer((req, res) => this.serveCdn(req, res));
 
@@ -148,9 +155,15 @@ class FakeHub {
 
   private serveCdn(req: http.IncomingMessage, res: http.ServerResponse): void {
     this.record('cdn', req);
+    if (this.cdnSilent) return;
     const sha = (req.url ?? '').replace('/cdn/', '');
-    const content = this.findBlob(sha);
+    let content = this.findBlob(sha);
     if (!content) return void res.writeHead(404).end();
+    if (this.corrupt.has(sha)) {
+      content = Buffer.from(content);
+      content[content.length >> 1] ^= 0x01;
+    }
+    if (this.stalls.has(sha)) return sendBody(res, content, req.headers.range, undefined, this.stalls.get(sha));
     const drop = this.drops.get(sha);
     const cut = drop !== undefined && drop.times > 0;
     if (cut) drop.times--;
@@ -182,7 +195,7 @@ const blobName = (name: string, content: Buffer) => (isLfs(name) ? sha256(conten
 
 test('isHubRepoId accepts org/name and refuses paths', () => {
   for (const ok of ['allenai/OLMoE-1B-7B-0924', 'a_b/c.d-e']) assert.equal(isHubRepoId(ok), true, ok);
-  for (const bad of ['./models/x', '/abs/path', 'a/../b', 'noslash', 'a/b/c', '.hidden/x', 'a/', 'a b/c']) {
+  for (const bad of ['./models/x', '/abs/path', 'a/../b', 'noslash', 'a/b/c', '.hidden/x', 'a/', 'a b/c', '~/x', 'a/b-', '-a/b', 'a--b/c', 'a/b.git', `a/${'n'.repeat(97)}`]) {
     assert.equal(isHubRepoId(bad), false, bad);
   }
 });
@@ -408,5 +421,133 @@ test('a model named by hub id downloads, loads and gives the reference logits (l
     for (const extra of [{}, { HF_HUB_OFFLINE: '1' }]) {
       const { stdout } = await promisify(execFile)(process.execPath, args, { env: { ...env, ...extra } });
       assert.deepEqual(JSON.parse(stdout).ids, expected.greedy_continuation);
+    }
+  }));
+
+const cdnUrl = (hub: FakeHub, content: Buffer) => hub.requests('cdn').find((r) => r.url.endsWith(sha256(content)))!;
+
+test('a CDN that stalls mid-file: a HubError naming the URL after the timeout, the partial file kept, the next call resumes', () =>
+  withHub(async (hub) => {
+    const cacheDir = tempCache();
+    const endpoint = hub.endpoint;
+    const shard = mainFile(hub, SHARD1);
+    hub.stalls.set(sha256(shard), 10_000);
+    const started = performance.now();
+    await assert.rejects(hubDownloadFile('org/model', SHARD1, { cacheDir, endpoint, timeoutMs: 300, retries: 1 }), (err) => {
+      assert.ok(err instanceof HubError);
+      assert.ok(err.message.includes(`/cdn/${sha256(shard)} stalled: no data for 0.3 s`), err.message);
+      assert.match(err.message, /org\/model\/model-00001-of-00002\.safetensors.*run the same command again to resume/);
+      return true;
+    });
+    assert.ok(performance.now() - started < 5000, 'gave up within the timeouts');
+    assert.ok(cdnUrl(hub, shard));
+    const incomplete = path.join(repoDir(cacheDir), 'blobs', `${sha256(shard)}.incomplete`);
+    assert.equal(fs.statSync(incomplete).size, 20_000); // two attempts, the second resumed from the first's 10 000 bytes
+    hub.stalls.clear();
+    const file = await hubDownloadFile('org/model', SHARD1, { cacheDir, endpoint, timeoutMs: 300 });
+    assert.equal(hub.requests('cdn').at(-1)!.range, 'bytes=20000-');
+    assert.deepEqual(fs.readFileSync(file!), shard);
+  }));
+
+test('a hub that never answers, and a CDN that never answers: HubErrors naming the URL that stalled', async () => {
+  const silent = http.createServer(() => {}); // accepts, reads the request, never answers
+  await new Promise<void>((ok) => silent.listen(0, '127.0.0.1', ok));
+  const endpoint = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+  try {
+    await assert.rejects(hubDownloadFile('org/model', 'config.json', { cacheDir: tempCache(), endpoint, timeoutMs: 300 }), (err) => {
+      assert.ok(err instanceof HubError);
+      assert.ok(err.message.includes(`${endpoint}/org/model/resolve/main/config.json stalled: no answer within 0.3 s`), err.message);
+      return true;
+    });
+    const env = { ...process.env, HF_ENDPOINT: endpoint, HF_HUB_CACHE: tempCache() };
+    const cli = await promisify(execFile)(process.execPath, [cliPath, 'download', 'org/model', '--timeout', '0.3'], { env }).catch((err) => err);
+    assert.equal(cli.code, 1);
+    assert.ok(cli.stderr.includes(`${endpoint}/org/model/resolve/main/config.json stalled: no answer within 0.3 s`), cli.stderr);
+  } finally {
+    silent.closeAllConnections();
+    await new Promise((ok) => silent.close(ok));
+  }
+  await withHub(async (hub) => {
+    hub.cdnSilent = true;
+    const shard = mainFile(hub, SHARD2);
+    await assert.rejects(hubDownloadFile('org/model', SHARD2, { cacheDir: tempCache(), endpoint: hub.endpoint, timeoutMs: 300, retries: 0 }), (err) => {
+      assert.ok(err instanceof HubError);
+      assert.ok(err.message.includes(`/cdn/${sha256(shard)} stalled: no answer within 0.3 s`), err.message);
+      return true;
+    });
+  });
+});
+
+test('an LFS file whose bytes do not hash to X-Linked-Etag is refused, removed, and downloaded afresh next time', () =>
+  withHub(async (hub) => {
+    const cacheDir = tempCache();
+    const endpoint = hub.endpoint;
+    const shard = mainFile(hub, SHARD2);
+    hub.corrupt.add(sha256(shard));
+    let got = '';
+    await assert.rejects(hubDownloadFile('org/model', SHARD2, { cacheDir, endpoint }), (err) => {
+      assert.ok(err instanceof HubError);
+      got = /its sha256 is ([0-9a-f]{64})/.exec(err.message)?.[1] ?? '';
+      assert.ok(err.message.includes(`org/model/${SHARD2}`), err.message);
+      assert.ok(err.message.includes(`the hub says ${sha256(shard)}`), err.message);
+      return true;
+    });
+    const flipped = Buffer.from(shard);
+    flipped[flipped.length >> 1] ^= 0x01;
+    assert.equal(got, sha256(flipped));
+    const blobs = path.join(repoDir(cacheDir), 'blobs');
+    assert.deepEqual(fs.readdirSync(blobs), [], 'neither the bad blob nor its .incomplete is kept');
+    assert.equal(fs.existsSync(path.join(repoDir(cacheDir), 'snapshots', MAIN, SHARD2)), false);
+    hub.corrupt.clear();
+    const file = await hubDownloadFile('org/model', SHARD2, { cacheDir, endpoint });
+    assert.deepEqual(fs.readFileSync(file!), shard);
+  }));
+
+test('olmoe download names each downloaded file once on stderr and prints the snapshot folder', () =>
+  withHub(async (hub) => {
+    const cacheDir = tempCache();
+    const env = { ...process.env, HF_ENDPOINT: hub.endpoint, HF_HUB_CACHE: cacheDir };
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [cliPath, 'download', 'org/model'], { env });
+    assert.equal(stdout, path.join(repoDir(cacheDir), 'snapshots', MAIN) + '\n');
+    for (const name of ['config.json', 'tokenizer.json', 'model.safetensors.index.json', SHARD1, SHARD2]) {
+      const lines = stderr.split('\n').filter((line) => line.startsWith(`download ${name} `));
+      assert.equal(lines.length, 1, `${name}:\n${stderr}`);
+    }
+  }));
+
+test('a mistyped local path is named as "no such folder or file" first; an org/name that is not a local path goes to the hub', () =>
+  withHub(async (hub) => {
+    const cwd = tempDir('olmoe-cwd-');
+    fs.mkdirSync(path.join(cwd, 'models', 'olmoe-mini'), { recursive: true });
+    fs.mkdirSync(path.join(cwd, 'allenai', 'another-model'), { recursive: true });
+    const opts = { cacheDir: tempCache(), endpoint: hub.endpoint };
+    const failure = (spec: string) => resolveModelPath(spec, opts).then(() => assert.fail(`${spec} resolved`), (err: Error) => err);
+    const home = process.cwd();
+    process.chdir(cwd);
+    try {
+      // models/ is a folder here, so this was meant as a path; the hub (asked as transformers would) has no such repo either
+      const typo = await failure('models/olmoe-min');
+      assert.ok(typo instanceof InputError);
+      assert.match(typo.message, /^models\/olmoe-min: no such folder or file; did you mean models\/olmoe-mini\?; as a hub id: repository or file not found/);
+      // what cannot be a hub id is never sent to the hub
+      const asked = hub.log.length;
+      const cases: [string, string][] = [
+        ['./models/olmoe-min', './models/olmoe-min: no such folder or file; did you mean models/olmoe-mini?'],
+        ['models/olmoe-mini/x/y', 'models/olmoe-mini/x/y: no such folder or file'],
+        ['~/models/x', '~/models/x: no such folder or file (the shell expands ~ only outside quotes)'],
+        [path.join(cwd, 'modles', 'olmoe-mini'), `${path.join(cwd, 'modles', 'olmoe-mini')}: no such folder or file; did you mean ${path.join(cwd, 'models')}?`],
+        ['olmoe-mini', 'olmoe-mini: no such folder or file'],
+      ];
+      for (const [spec, message] of cases) {
+        const err = await failure(spec);
+        assert.ok(err instanceof InputError, spec);
+        assert.ok(err.message.startsWith(message), err.message);
+      }
+      assert.equal(hub.log.length, asked, 'no request reached the hub');
+      // an org that is also a local folder does not hide the hub: allenai/tiny-olmoe still downloads
+      const snapshot = await resolveModelPath('allenai/tiny-olmoe', opts);
+      assert.ok(fs.existsSync(path.join(snapshot, 'model.safetensors')));
+    } finally {
+      process.chdir(home);
     }
   }));

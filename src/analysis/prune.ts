@@ -7,6 +7,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameS
 import { join } from 'node:path';
 import type { DType } from '../core/dtype.js';
 import { InputError, UnsupportedError, withIo } from '../core/errors.js';
+import { removeStaleStaging, stagingPath } from '../io/atomic-file.js';
 import { readTensorBytes } from '../io/safetensors.js';
 import { SafetensorsWriter } from '../io/safetensors-writer.js';
 import { openCheckpoint } from '../model/load.js';
@@ -71,7 +72,8 @@ export function writePrunedCheckpoint(src: string, dst: string, keep: readonly (
       if (at >= 0) specs.push({ name: spec.hf.replace(`experts.${expert}.`, `experts.${at}.`), dtype: entry.dtype, shape: [...entry.shape], read });
     }
   }
-  const staging = `${dst.replace(/[\\/]+$/, '')}.tmp-${process.pid}`;
+  const staging = stagingPath(dst);
+  removeStaleStaging(dst); // what a killed earlier run left
   withIo(staging, 'create folder', () => mkdirSync(staging, { recursive: true }));
   try {
     const writer = new SafetensorsWriter(join(staging, 'model.safetensors'), specs);

@@ -7,7 +7,9 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { AbortError, HubError, OlmoeError } from '../core/errors.js';
+import { AtomicFile, processAlive, writeStep } from './atomic-file.js';
 import { readWeightMap } from './checkpoint.js';
+import { RunningHash, StalledError, StallWatch } from './transfer.js';
 
 export interface DownloadProgress {
   file: string;
@@ -24,12 +26,18 @@ export interface HubOptions {
   onProgress?: (p: DownloadProgress) => void;
   signal?: AbortSignal;
   retries?: number;
+  /**
+   * How long to wait for the hub or CDN to connect, answer, or send the next bytes, in ms (default:
+   * $HF_HUB_DOWNLOAD_TIMEOUT seconds for downloads and $HF_HUB_ETAG_TIMEOUT for metadata, as huggingface_hub; else 10 s).
+   */
+  timeoutMs?: number;
 }
 
 const COMMIT_HASH = /^[0-9a-f]{40}$/;
 const SAFE_SEGMENT = /^[A-Za-z0-9._-]+$/;
 const MAX_REDIRECTS = 10;
-const METADATA_TIMEOUT_MS = 10_000;
+const DEFAULT_TIMEOUT_S = 10;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 interface FileRequest {
   repoId: string;
@@ -44,16 +52,23 @@ interface FileRequest {
   optional: boolean;
   onProgress: ((p: DownloadProgress) => void) | undefined;
   signal: AbortSignal | undefined;
+  metadataTimeoutMs: number;
+  downloadTimeoutMs: number;
 }
 
 interface FileMetadata {
   commit: string;
   etag: string;
   size: number | undefined;
+  /** The LFS object's sha256 (X-Linked-Etag), which the downloaded bytes must have. */
+  sha256: string | undefined;
 }
 
+/** `org/name` as huggingface_hub's validate_repo_id allows it: parts start and end with [A-Za-z0-9_], no `--` or `..`, name ≤ 96. */
 export function isHubRepoId(spec: string): boolean {
-  return /^[A-Za-z0-9_-][A-Za-z0-9._-]*\/[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(spec) && !spec.includes('..');
+  const part = '[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?';
+  const match = new RegExp(`^${part}/(${part})$`).exec(spec);
+  return match !== null && match[1]!.length <= 96 && !spec.includes('--') && !spec.includes('..') && !spec.endsWith('.git');
 }
 
 function hfHome(env: NodeJS.ProcessEnv): string {
@@ -73,6 +88,12 @@ function defaultToken(env: NodeJS.ProcessEnv): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+function timeoutMs(option: number | undefined, envSeconds: string | undefined): number {
+  if (option !== undefined) return option;
+  const seconds = Number(envSeconds);
+  return (envSeconds && Number.isFinite(seconds) && seconds > 0 ? seconds : DEFAULT_TIMEOUT_S) * 1000;
 }
 
 function envFlag(value: string | undefined): boolean {
@@ -107,8 +128,21 @@ function buildRequest(repoId: string, filename: string, opts: HubOptions & { opt
     repoDir: path.join(opts.cacheDir ?? hubCacheDir(), `models--${repoId.replace('/', '--')}`),
     url: `${endpoint}/${repoId}/resolve/${encodeURIComponent(revision)}/${encodedFile}`,
     optional: opts.optional ?? false,
-    onProgress: opts.onProgress,
+    onProgress: distinctProgress(opts.onProgress),
     signal: opts.signal,
+    metadataTimeoutMs: timeoutMs(opts.timeoutMs, process.env.HF_HUB_ETAG_TIMEOUT),
+    downloadTimeoutMs: timeoutMs(opts.timeoutMs, process.env.HF_HUB_DOWNLOAD_TIMEOUT),
+  };
+}
+
+/** Drops a report equal to the one before (the last chunk and the completed file both say bytes = total). */
+function distinctProgress(onProgress: ((p: DownloadProgress) => void) | undefined): ((p: DownloadProgress) => void) | undefined {
+  if (!onProgress) return undefined;
+  let last: DownloadProgress | undefined;
+  return (p) => {
+    if (last && last.bytes === p.bytes && last.total === p.total) return;
+    last = p;
+    onProgress(p);
   };
 }
 
@@ -152,16 +186,17 @@ function throwIfAborted(signal: AbortSignal | undefined): void {
 async function fetchWithRedirects(
   req: FileRequest,
   method: 'HEAD' | 'GET',
-  extra: { range?: string; signal?: AbortSignal; stopAtCrossOrigin?: boolean },
+  extra: { range?: string; watch: StallWatch; stopAtCrossOrigin?: boolean },
 ): Promise<Response> {
   let url = req.url;
   let sendToken = req.token !== undefined;
   const startOrigin = new URL(url).origin;
   for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+    extra.watch.waitFor(url);
     const headers: Record<string, string> = { 'Accept-Encoding': 'identity', 'User-Agent': 'olmoe-ts' };
     if (sendToken) headers.Authorization = `Bearer ${req.token}`;
     if (extra.range) headers.Range = extra.range;
-    const res = await fetch(url, { method, headers, redirect: 'manual', signal: extra.signal });
+    const res = await fetch(url, { method, headers, redirect: 'manual', signal: extra.watch.signal });
     const location = res.headers.get('location');
     if (res.status < 300 || res.status >= 400 || !location) return res;
     const next = new URL(location, url);
@@ -209,7 +244,8 @@ function cleanEtag(raw: string | null): string | undefined {
 
 function parseMetadata(req: FileRequest, res: Response): FileMetadata {
   const commit = res.headers.get('x-repo-commit') ?? undefined;
-  const etag = cleanEtag(res.headers.get('x-linked-etag') ?? res.headers.get('etag'));
+  const linkedEtag = cleanEtag(res.headers.get('x-linked-etag'));
+  const etag = linkedEtag ?? cleanEtag(res.headers.get('etag'));
   if (!commit || !etag) {
     throw new HubError(`${req.endpoint} is not a Hugging Face Hub endpoint: no commit hash or ETag in its answer for ${req.url}`, {
       status: res.status,
@@ -222,14 +258,14 @@ function parseMetadata(req: FileRequest, res: Response): FileMetadata {
   }
   const sizeHeader = res.headers.get('x-linked-size') ?? res.headers.get('content-length');
   const size = sizeHeader !== null && /^\d+$/.test(sizeHeader) ? Number(sizeHeader) : undefined;
-  return { commit, etag, size };
+  return { commit, etag, size, sha256: linkedEtag !== undefined && SHA256_HEX.test(linkedEtag) ? linkedEtag : undefined };
 }
 
 async function writeFileAtomic(file: string, content: string): Promise<void> {
   await fsp.mkdir(path.dirname(file), { recursive: true });
-  const temp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-  await fsp.writeFile(temp, content);
-  await fsp.rename(temp, file);
+  const out = new AtomicFile(file);
+  out.write(Buffer.from(content));
+  out.finish();
 }
 
 async function rememberRevision(req: FileRequest, commit: string): Promise<void> {
@@ -249,15 +285,16 @@ async function rememberMissing(req: FileRequest, res: Response): Promise<void> {
 
 /** HEAD the file; null means a tolerated 404 for an optional file. */
 async function fetchMetadata(req: FileRequest): Promise<FileMetadata | null> {
-  const timeout = AbortSignal.timeout(METADATA_TIMEOUT_MS);
-  const signal = req.signal ? AbortSignal.any([req.signal, timeout]) : timeout;
+  const watch = new StallWatch(req.metadataTimeoutMs, req.signal);
   let res: Response;
   try {
-    res = await fetchWithRedirects(req, 'HEAD', { signal, stopAtCrossOrigin: true });
+    res = await fetchWithRedirects(req, 'HEAD', { watch, stopAtCrossOrigin: true });
   } catch (err) {
     throwIfAborted(req.signal);
     if (err instanceof HubError) throw err;
-    throw unreachableError(req, err);
+    throw unreachableError(req, watch.stalled ? new StalledError(watch.reason) : err);
+  } finally {
+    watch.stop();
   }
   if (res.status === 404) await rememberMissing(req, res);
   if (res.status === 404 && req.optional) return null;
@@ -278,14 +315,29 @@ function rangeStart(res: Response): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
-async function streamToFile(req: FileRequest, res: Response, file: string, offset: number, total?: number): Promise<void> {
-  const handle = await fsp.open(file, offset > 0 ? 'a' : 'w');
+/** One file's way from the hub into `.incomplete`, across the attempts of one call. */
+interface Transfer {
+  req: FileRequest;
+  meta: FileMetadata;
+  incomplete: string;
+  /** sha256 of the bytes in `.incomplete` so far, fed chunk by chunk, so an LFS file is not read back to check it. */
+  hash: RunningHash;
+}
+
+async function streamToFile(t: Transfer, res: Response, offset: number, watch: StallWatch): Promise<void> {
+  const { req } = t;
+  await t.hash.resumeAt(t.incomplete, offset);
+  const handle = await fsp.open(t.incomplete, offset > 0 ? 'a' : 'w');
   let bytes = offset;
   try {
     for await (const chunk of res.body ?? []) {
+      watch.progress();
+      writeStep();
       await handle.write(chunk);
+      t.hash.update(chunk);
+      watch.progress(); // a slow disk is not a stalled server
       bytes += chunk.byteLength;
-      req.onProgress?.({ file: req.filename, bytes, total });
+      req.onProgress?.({ file: req.filename, bytes, total: t.meta.size });
       throwIfAborted(req.signal);
     }
   } finally {
@@ -294,12 +346,27 @@ async function streamToFile(req: FileRequest, res: Response, file: string, offse
 }
 
 /** One GET that appends to the `.incomplete` file, resuming from its current size when the server allows it. */
-async function downloadAttempt(req: FileRequest, meta: FileMetadata, incomplete: string): Promise<void> {
-  let offset = await fileSize(incomplete);
+async function downloadAttempt(t: Transfer): Promise<void> {
+  const { req, meta } = t;
+  let offset = await fileSize(t.incomplete);
   if (meta.size !== undefined && offset > meta.size) offset = 0;
   if (meta.size !== undefined && offset === meta.size && offset > 0) return;
   const range = offset > 0 ? `bytes=${offset}-` : undefined;
-  const res = await fetchWithRedirects(req, 'GET', { range, signal: req.signal });
+  const watch = new StallWatch(req.downloadTimeoutMs, req.signal);
+  try {
+    const res = await fetchWithRedirects(req, 'GET', { range, watch });
+    watch.progress();
+    await receive(t, res, offset, watch);
+  } catch (err) {
+    if (watch.stalled && !req.signal?.aborted) throw new StalledError(watch.reason, { cause: err });
+    throw err;
+  } finally {
+    watch.stop();
+  }
+}
+
+async function receive(t: Transfer, res: Response, offset: number, watch: StallWatch): Promise<void> {
+  const { req } = t;
   if (res.status >= 400) {
     await res.body?.cancel();
     throw httpError(req, res);
@@ -311,15 +378,16 @@ async function downloadAttempt(req: FileRequest, meta: FileMetadata, incomplete:
       url: req.url,
     });
   }
-  await streamToFile(req, res, incomplete, res.status === 206 ? offset : 0, meta.size);
+  await streamToFile(t, res, res.status === 206 ? offset : 0, watch);
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function downloadWithRetries(req: FileRequest, meta: FileMetadata, incomplete: string): Promise<void> {
+async function downloadWithRetries(t: Transfer): Promise<void> {
+  const { req, incomplete } = t;
   for (let attempt = 0; ; attempt++) {
     try {
-      return await downloadAttempt(req, meta, incomplete);
+      return await downloadAttempt(t);
     } catch (err) {
       throwIfAborted(req.signal);
       if (err instanceof HubError) throw err;
@@ -369,24 +437,17 @@ async function lockBlob(req: FileRequest, blob: string): Promise<() => Promise<v
 }
 
 function lockOwnerAlive(lock: string): boolean {
-  let pid: number;
   try {
-    pid = Number(fs.readFileSync(lock, 'utf8'));
+    return processAlive(Number(fs.readFileSync(lock, 'utf8')));
   } catch {
     return false; // removed meanwhile
-  }
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
 async function downloadUnlocked(req: FileRequest, meta: FileMetadata, blob: string): Promise<void> {
   const incomplete = `${blob}.incomplete`;
-  await downloadWithRetries(req, meta, incomplete);
+  const transfer: Transfer = { req, meta, incomplete, hash: new RunningHash() };
+  await downloadWithRetries(transfer);
   const received = await fileSize(incomplete);
   if (meta.size !== undefined && received !== meta.size) {
     throw new HubError(
@@ -395,12 +456,26 @@ async function downloadUnlocked(req: FileRequest, meta: FileMetadata, blob: stri
       { url: req.url },
     );
   }
+  if (meta.sha256 !== undefined) await verifySha256(req, incomplete, meta.sha256, await transfer.hash.digest(incomplete, received));
   req.onProgress?.({ file: req.filename, bytes: received, total: meta.size ?? received });
+  writeStep();
   await fsp.rename(incomplete, blob);
+}
+
+/** An LFS file must hash to the sha256 the hub announced, or a flipped byte would be cached as the blob of that hash. */
+async function verifySha256(req: FileRequest, file: string, expected: string, actual: string): Promise<void> {
+  if (actual === expected) return;
+  await fsp.rm(file, { force: true });
+  throw new HubError(
+    `download of ${req.repoId}/${req.filename} from ${req.url} is corrupt: its sha256 is ${actual}, the hub says ${expected} ` +
+      `(X-Linked-Etag); the bad file was removed: run the same command again to download it afresh`,
+    { url: req.url },
+  );
 }
 
 async function linkSnapshot(blob: string, pointer: string): Promise<void> {
   await fsp.mkdir(path.dirname(pointer), { recursive: true });
+  writeStep();
   await fsp.rm(pointer, { force: true });
   try {
     await fsp.symlink(path.relative(path.dirname(pointer), blob), pointer);

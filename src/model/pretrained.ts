@@ -2,10 +2,10 @@
  * A pretrained model as a user names it: a local folder or a hub id. Loads config, weights, tokenizer and
  * generation_config.json together.
  */
-import { existsSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type { Backend } from '../core/backend.js';
-import { InputError } from '../core/errors.js';
+import { HubError, InputError } from '../core/errors.js';
 import { hubDownloadFile, hubSnapshotModel, isHubRepoId, type HubOptions } from '../io/hub.js';
 import { readGguf } from '../io/gguf.js';
 import { readJsonObjectIfExists } from '../io/json.js';
@@ -48,7 +48,59 @@ export interface PretrainedOptions extends HubOptions {
  */
 export async function resolveModelPath(spec: string, opts: HubOptions & { tokenizerOnly?: boolean } = {}): Promise<string> {
   if (existsSync(spec)) return spec;
-  if (!isHubRepoId(spec)) throw new InputError(`${spec}: no such folder or file, and not a hub id of the form org/name`);
+  // transformers' order: an existing folder, else a repo id if the name can be one (huggingface_hub's
+  // validate_repo_id); anything else (./x, /x, ~/x, a/b/c) can only have been meant as a path.
+  if (!isHubRepoId(spec)) throw new InputError(`${noSuchPath(spec)} (and not a hub id: those are org/name)`);
+  const [owner] = spec.split('/');
+  if (!isFolder(owner!)) return fromHub(spec, opts);
+  // `models/olmoe-min` with a local models/ folder is most likely a mistyped path, but may still be a hub id
+  // (as transformers would take it): try the hub, and if it has no such repo either, say the path first.
+  try {
+    return await fromHub(spec, opts);
+  } catch (error) {
+    if (!(error instanceof HubError)) throw error;
+    throw new InputError(`${noSuchPath(spec)}; as a hub id: ${error.message}`);
+  }
+}
+
+function isFolder(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** "no such folder or file", with the closest name in the nearest folder that exists (a typo's likely target). */
+function noSuchPath(spec: string): string {
+  if (spec.startsWith('~')) return `${spec}: no such folder or file (the shell expands ~ only outside quotes)`;
+  let missing = resolve(spec);
+  while (!existsSync(dirname(missing)) && dirname(missing) !== missing) missing = dirname(missing);
+  let names: string[] = [];
+  try {
+    names = readdirSync(dirname(missing));
+  } catch {
+    // not a readable folder: no suggestion
+  }
+  const wanted = basename(missing);
+  const best = names.map((name) => ({ name, distance: editDistance(name, wanted) })).sort((a, b) => a.distance - b.distance)[0];
+  if (!best || best.distance > Math.max(2, wanted.length / 4)) return `${spec}: no such folder or file`;
+  const suggestion = join(dirname(missing), best.name);
+  return `${spec}: no such folder or file; did you mean ${isAbsolute(spec) ? suggestion : relative(process.cwd(), suggestion)}?`;
+}
+
+/** Levenshtein distance (insertions, deletions, substitutions). */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    previous = row;
+  }
+  return previous[b.length]!;
+}
+
+async function fromHub(spec: string, opts: HubOptions & { tokenizerOnly?: boolean }): Promise<string> {
   if (!opts.tokenizerOnly) return hubSnapshotModel(spec, opts);
   const path = (await hubDownloadFile(spec, 'tokenizer.json', opts))!;
   const pinned = { ...opts, revision: basename(dirname(path)), optional: true }; // same commit as tokenizer.json

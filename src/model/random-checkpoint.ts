@@ -7,6 +7,7 @@ import { mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:
 import { join } from 'node:path';
 import { encodeFloats, type FloatDType } from '../core/dtype.js';
 import { InputError, withIo } from '../core/errors.js';
+import { removeStaleStaging, stagingPath } from '../io/atomic-file.js';
 import { SafetensorsWriter, tensorByteLength, type TensorSpec } from '../io/safetensors-writer.js';
 import { createRng, type Rng } from '../core/rng.js';
 import { byteLevelTokenizerJson, EOS_TOKEN, PAD_TOKEN } from '../tokenizer/byte-level.js';
@@ -44,7 +45,8 @@ export function writeRandomCheckpoint(dir: string, opts: RandomCheckpointOptions
   if (opts.vocab < size) throw new InputError(`vocab ${opts.vocab} is smaller than the byte-level tokenizer's ${size} ids`);
   const configJson = hfConfigJson(opts, eosId, padId);
   const config = parseConfig(configJson);
-  const staging = `${dir.replace(/[\\/]+$/, '')}.tmp-${process.pid}`;
+  const staging = stagingPath(dir);
+  removeStaleStaging(dir); // what a killed earlier run left
   withIo(staging, 'create folder', () => mkdirSync(staging, { recursive: true }));
   try {
     writeWeights(staging, config, opts);

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:f
 import { join } from 'node:path';
 import { encodeFloats, SAFETENSORS_DTYPES, type FloatDType } from '../core/dtype.js';
 import { FormatError, InputError, IoError, withIo } from '../core/errors.js';
-import { AtomicFile } from '../io/atomic-file.js';
+import { AtomicFile, removeStaleStaging, stagingPath, writeStep } from '../io/atomic-file.js';
 import { readJsonObject } from '../io/json.js';
 import { readSafetensorsHeader, readTensorFloat32 } from '../io/safetensors.js';
 import { SafetensorsWriter } from '../io/safetensors-writer.js';
@@ -51,7 +51,8 @@ export interface SaveOptions {
 
 /** Write checkpoint folder `dir` atomically (staged next to it, renamed into place). */
 export function saveCheckpoint(dir: string, opts: SaveOptions): void {
-  const staging = `${dir.replace(/[\\/]+$/, '')}.tmp-${process.pid}`;
+  const staging = stagingPath(dir);
+  removeStaleStaging(dir); // what a killed writer of this folder left
   rmSync(staging, { recursive: true, force: true });
   withIo(staging, 'create folder', () => mkdirSync(staging, { recursive: true }));
   const budget = { left: opts.failAfterBytes ?? Infinity };
@@ -70,7 +71,9 @@ export function saveCheckpoint(dir: string, opts: SaveOptions): void {
       writeTensors(join(staging, OPTIMIZER_FILE), tensors, 'f32', budget, { step: String(step) });
     }
     if (opts.state) writeText(join(staging, TRAINER_STATE), JSON.stringify({ format: 'olmoe-trainer-state', version: 1, ...opts.state }, null, 2) + '\n', budget);
+    writeStep();
     if (existsSync(dir)) withIo(dir, 'replace', () => rmSync(dir, { recursive: true }));
+    writeStep(); // a kill here leaves no folder, only complete staging: the next save of `dir` redoes it
     withIo(dir, 'move into place', () => renameSync(staging, dir));
   } finally {
     rmSync(staging, { recursive: true, force: true });
@@ -115,6 +118,7 @@ function spend(path: string, budget: Budget, bytes: number): void {
 
 function writeText(path: string, text: string, budget: Budget): void {
   spend(path, budget, Buffer.byteLength(text));
+  writeStep();
   withIo(path, 'write', () => writeFileSync(path, text));
 }
 
@@ -133,21 +137,37 @@ function writeTensors(path: string, tensors: { name: string; shape: readonly num
   }
 }
 
+/** What `latest.json` records: the newest complete checkpoint, and the dtype of `export/` once that is written from it. */
+export interface LatestPointer {
+  readonly step: number;
+  readonly checkpoint: string;
+  readonly exported?: FloatDType;
+}
+
 /** Replace `<run>/latest.json` so it names `checkpoint` (a folder name under the run). */
-export function pointLatest(runDir: string, checkpoint: string, step: number): void {
+export function pointLatest(runDir: string, latest: LatestPointer): void {
   const file = new AtomicFile(join(runDir, LATEST));
-  file.write(Buffer.from(JSON.stringify({ step, checkpoint }) + '\n'));
+  file.write(Buffer.from(JSON.stringify(latest) + '\n'));
   file.finish();
 }
 
-/** The checkpoint folder `latest.json` names, or null when the run has none yet. */
-export function latestCheckpoint(runDir: string): string | null {
+/** The run's `latest.json`, or null when the run has no checkpoint yet. */
+export function readLatest(runDir: string): LatestPointer | null {
   const path = join(runDir, LATEST);
   if (!existsSync(path)) return null;
   const json = readJsonObject(path);
   if (typeof json.checkpoint !== 'string') throw new FormatError(path, 'has no "checkpoint" string');
-  const dir = join(runDir, json.checkpoint);
-  if (!existsSync(join(dir, TRAINER_STATE))) throw new FormatError(path, `names ${json.checkpoint}, which has no ${TRAINER_STATE}`);
+  if (!Number.isSafeInteger(json.step)) throw new FormatError(path, '"step" is not an integer');
+  const exported = typeof json.exported === 'string' ? (json.exported as FloatDType) : undefined;
+  return { step: json.step as number, checkpoint: json.checkpoint, ...(exported && { exported }) };
+}
+
+/** The checkpoint folder `latest.json` names, or null when the run has none yet. */
+export function latestCheckpoint(runDir: string): string | null {
+  const latest = readLatest(runDir);
+  if (!latest) return null;
+  const dir = join(runDir, latest.checkpoint);
+  if (!existsSync(join(dir, TRAINER_STATE))) throw new FormatError(join(runDir, LATEST), `names ${latest.checkpoint}, which has no ${TRAINER_STATE}`);
   return dir;
 }
 

@@ -4,13 +4,13 @@
  * checkpoints every N steps, exact resume from `latest.json`. A non-finite loss or gradient stops the run with
  * the last good checkpoint intact.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { AtomicFile } from '../io/atomic-file.js';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { AtomicFile, removeStaleStaging, writeStep } from '../io/atomic-file.js';
 import { join } from 'node:path';
 import { ConfigError, DivergedError, FormatError, withIo } from '../core/errors.js';
 import { parseConfig, type OlmoeConfig } from '../model/config.js';
 import { Tape } from './autograd.js';
-import { latestCheckpoint, loadOptimizer, loadParams, loadTrainerState, pointLatest, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { LATEST, latestCheckpoint, loadOptimizer, loadParams, loadTrainerState, OPTIMIZER_FILE, pointLatest, readLatest, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { resumeFingerprint, type TrainConfig } from './config.js';
 import { PackedLoader } from './data/packed-loader.js';
 import { readShardsFor, type TokenShard } from './data/shard.js';
@@ -46,6 +46,7 @@ export interface TrainSummary {
 }
 
 export const METRICS_FILE = 'metrics.jsonl';
+export const EXPORT_DIR = 'export';
 
 /** Run (or resume) the training a config describes. */
 export async function train(opts: TrainOptions): Promise<TrainSummary> {
@@ -64,6 +65,7 @@ export async function train(opts: TrainOptions): Promise<TrainSummary> {
     if ((config.checkpoint_every && done % config.checkpoint_every === 0) || done === config.steps) writeCheckpoint(run, done, opts);
     if (opts.stopAfterStep === done) break;
   }
+  if (run.startStep >= config.steps) finishRun(run, opts);
   return { steps: config.steps, tokens: run.tokens, checkpoint: latestCheckpoint(config.out), lastLoss, seconds: (performance.now() - started) / 1000 };
 }
 
@@ -107,6 +109,7 @@ function prepareRun(opts: TrainOptions): Run {
   const [beta1, beta2] = config.optimizer.betas;
   const optimizer = new AdamW(built.model.float32Params(), { beta1, beta2, eps: config.optimizer.eps, weightDecay: config.optimizer.weight_decay });
   withIo(config.out, 'create folder', () => mkdirSync(config.out, { recursive: true }));
+  for (const target of [LATEST, METRICS_FILE, EXPORT_DIR]) removeStaleStaging(join(config.out, target));
   const run: Run = { ...built, config, optimizer, metricsPath: join(config.out, METRICS_FILE), startStep: 0, tokens: 0 };
   return opts.resume ? resumeRun(run, opts) : startRun(run, opts);
 }
@@ -221,26 +224,52 @@ function runEvaluation(run: Run, step: number, opts: TrainOptions): void {
   opts.onEval?.(records);
 }
 
+/**
+ * Checkpoint, then point latest.json at it, then (at the end) the export, then record the export in latest.json:
+ * whatever step a kill interrupts, latest.json names a complete checkpoint, and a resume redoes the rest.
+ */
 function writeCheckpoint(run: Run, step: number, opts: TrainOptions): void {
   const { config, model, optimizer } = run;
   const name = `checkpoints/step-${String(step).padStart(6, '0')}`;
-  const previous = latestCheckpoint(config.out);
   const saved = optimizer.state();
   const state: TrainerState = { step, tokens: run.tokens, data: run.loader.state(), rng: run.rng.state(), configHash: resumeFingerprint(config) };
   withIo(join(config.out, 'checkpoints'), 'create folder', () => mkdirSync(join(config.out, 'checkpoints'), { recursive: true }));
   saveCheckpoint(join(config.out, name), {
     model, tokenizerJson: run.tokenizerJson, optimizer: { step: saved.step, m: saved.m, v: saved.v }, state, failAfterBytes: opts.failCheckpointAfterBytes,
   });
-  pointLatest(config.out, name, step);
-  // Older checkpoints keep their weights (router-saturation analysis reads them) but not their optimizer state.
-  if (previous && previous !== join(config.out, name)) dropOptimizerState(previous);
-  if (step === config.steps && config.export_dtype) saveCheckpoint(join(config.out, 'export'), { model, tokenizerJson: run.tokenizerJson, dtype: config.export_dtype });
+  pointLatest(config.out, { step, checkpoint: name });
+  dropOlderOptimizerStates(config.out, name);
+  if (step === config.steps) writeExport(run, { step, checkpoint: name });
   opts.say?.(`checkpoint ${name}`);
 }
 
-function dropOptimizerState(dir: string): void {
-  const path = join(dir, 'optimizer.safetensors');
-  if (existsSync(path)) withIo(path, 'remove', () => rmSync(path));
+/** A resumed run with no steps left: write what a kill after its last checkpoint left undone. */
+function finishRun(run: Run, opts: TrainOptions): void {
+  const latest = readLatest(run.config.out)!;
+  dropOlderOptimizerStates(run.config.out, latest.checkpoint);
+  const exportDue = run.config.export_dtype !== undefined && latest.step === run.config.steps && latest.exported !== run.config.export_dtype;
+  if (!exportDue) return;
+  writeExport(run, latest);
+  opts.say?.(`${EXPORT_DIR}/ written from ${latest.checkpoint} (it was missing)`);
+}
+
+function writeExport(run: Run, latest: { step: number; checkpoint: string }): void {
+  const dtype = run.config.export_dtype;
+  if (!dtype) return;
+  saveCheckpoint(join(run.config.out, EXPORT_DIR), { model: run.model, tokenizerJson: run.tokenizerJson, dtype });
+  pointLatest(run.config.out, { ...latest, exported: dtype });
+}
+
+/** Older checkpoints keep their weights (router-saturation analysis reads them) but not their optimizer state. */
+function dropOlderOptimizerStates(runDir: string, latest: string): void {
+  const dir = join(runDir, 'checkpoints');
+  const names = existsSync(dir) ? readdirSync(dir).filter((n) => /^step-\d+$/.test(n) && `checkpoints/${n}` !== latest) : [];
+  for (const name of names) {
+    const path = join(dir, name, OPTIMIZER_FILE);
+    if (!existsSync(path)) continue;
+    writeStep();
+    withIo(path, 'remove', () => rmSync(path));
+  }
 }
 
 function appendMetrics(path: string, record: TrainLogRecord | ValidLogRecord): void {
