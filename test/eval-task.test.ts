@@ -35,8 +35,8 @@ const SHOTS = [
 ];
 
 describe('task prompts', () => {
-  it('cloze: few-shot examples with their gold answers, a blank line between, " {choice}" continuations', () => {
-    const task = readTask(writeTask('cloze', { shots: 2, preamble: 'Capitals.\n\n' }, DOCS, SHOTS));
+  it('cloze: few-shot examples with their gold answers, a blank line between, " {choice}" continuations', async () => {
+    const task = await readTask(writeTask('cloze', { shots: 2, preamble: 'Capitals.\n\n' }, DOCS, SHOTS));
     const [first] = taskInstances(task, 'cf');
     assert.equal(first!.context,
       'Capitals.\n\n' +
@@ -48,8 +48,8 @@ describe('task prompts', () => {
     assert.equal(first!.unconditionedContext, 'Answer:');
   });
 
-  it('multiple-choice: lettered choices, " A" answers', () => {
-    const task = readTask(writeTask('mc', { shots: 1 }, DOCS, SHOTS));
+  it('multiple-choice: lettered choices, " A" answers', async () => {
+    const task = await readTask(writeTask('mc', { shots: 1 }, DOCS, SHOTS));
     const [, second] = taskInstances(task, 'mcf');
     assert.equal(second!.context,
       'Question: What is the capital of Japan?\n A. Tokyo\n B. Seoul\nAnswer: A\n\n' +
@@ -59,34 +59,34 @@ describe('task prompts', () => {
     assert.equal(second!.id, 'it');
   });
 
-  it('the instance limit samples as OLMES does: Python\'s Random(seed).sample, in sample order', () => {
+  it('the instance limit samples as OLMES does: Python\'s Random(seed).sample, in sample order', async () => {
     const many = Array.from({ length: 50 }, (_, i) => ({ id: `d${i}`, question: `q${i}`, choices: ['a', 'b'], answer: i % 2 }));
     const path = writeTask('many', { limit: 10, seed: 5 }, many);
-    const ids = (task: ReturnType<typeof readTask>) => task.documents.map((d) => d.id);
-    const a = ids(readTask(path));
+    const ids = (task: Awaited<ReturnType<typeof readTask>>) => task.documents.map((d) => d.id);
+    const a = ids(await readTask(path));
     assert.equal(a.length, 10);
-    assert.deepEqual(ids(readTask(path)), a);
+    assert.deepEqual(ids(await readTask(path)), a);
     // CPython 3.11: random.Random(5).sample(range(50), 10)
     assert.deepEqual(a, [39, 16, 47, 22, 44, 41, 33, 1, 29, 15].map((i) => `d${i}`));
-    assert.notDeepEqual(ids(readTask(writeTask('many2', { limit: 10, seed: 6 }, many))), a);
-    assert.equal(readTask(path, { limit: 100 }).documents.length, 50);
+    assert.notDeepEqual(ids(await readTask(writeTask('many2', { limit: 10, seed: 6 }, many))), a);
+    assert.equal((await readTask(path, { limit: 100 })).documents.length, 50);
   });
 });
 
 describe('bad task files', () => {
   const cases: [string, Record<string, unknown>, unknown[] | string, RegExp][] = [
-    ['noquestion', {}, [{ choices: ['a', 'b'], answer: 0 }], /noquestion\.jsonl: line 1: "question" must be a string/],
-    ['outofrange', {}, [DOCS[0], { ...DOCS[1], answer: 3 }], /outofrange\.jsonl: line 2: "answer" 3 is not an index into its 3 choices/],
-    ['nochoices', {}, [{ question: 'q', choices: [], answer: 0 }], /nochoices\.jsonl: line 1: "choices" must be a list of at least 2 strings/],
-    ['duplicate', {}, [DOCS[0], DOCS[0]], /duplicate\.jsonl: line 2: id "fr" appears twice/],
-    ['notjson', {}, `${JSON.stringify(DOCS[0])}\n{oops\n`, /notjson\.jsonl: line 2 is not JSON/],
+    ['noquestion', {}, [{ choices: ['a', 'b'], answer: 0 }], /noquestion\.jsonl: row 1: "question" is missing/],
+    ['outofrange', {}, [DOCS[0], { ...DOCS[1], answer: 3 }], /outofrange\.jsonl: row 2: "answer" gives answer 3, not one of the 3 choices/],
+    ['nochoices', {}, [{ question: 'q', choices: [], answer: 0 }], /nochoices\.jsonl: row 1: "choices" must be a list of 2 to 26 strings, got \[\]/],
+    ['duplicate', {}, [DOCS[0], DOCS[0]], /duplicate\.jsonl: row 2: id "fr" appears twice/],
+    ['notjson', {}, `${JSON.stringify(DOCS[0])}\n{oops\n`, /notjson\.jsonl: row 2 is not JSON/],
     ['empty', {}, '\n', /empty\.jsonl: has no documents/],
     ['unknownkey', { shot: 2 }, DOCS, /unknownkey\.json: unknown key "shot"/],
     ['badformulation', { formulations: ['cloze'] }, DOCS, /"formulations" must be a non-empty list of cf \/ mcf/],
     ['tooManyShots', { shots: 5 }, DOCS, /5 shots asked for, the few-shot file has 0 examples/],
   ];
   for (const [name, spec, documents, pattern] of cases) {
-    it(name, () => assert.throws(() => readTask(writeTask(name, spec, documents)), (e: Error) => e instanceof FormatError && pattern.test(e.message)));
+    it(name, () => assert.rejects(readTask(writeTask(name, spec, documents)), (e: Error) => e instanceof FormatError && pattern.test(e.message)));
   }
 });
 

@@ -16,6 +16,8 @@ export interface ChoiceInstance {
   readonly id: string;
   /** The prompt the choices continue (few-shot examples included). */
   readonly context: string;
+  /** Partial scoring (WinoGrande): choice k continues contexts[k] instead of `context`. */
+  readonly contexts?: readonly string[];
   /** Continuations, e.g. " Paris" (cloze) or " A" (multiple-choice letters). */
   readonly choices: readonly string[];
   readonly gold: number;
@@ -67,8 +69,11 @@ export async function scoreChoices(
   const withUnconditioned = opts.withUnconditioned === true;
   const pairs = instances.map((instance) => {
     checkInstance(instance, withUnconditioned);
-    const encode = (context: string) => instance.choices.map((choice) => encodePair(lm.tokenizer, context, choice, opts.prefixToken));
-    return { conditioned: encode(instance.context), unconditioned: withUnconditioned ? encode(instance.unconditionedContext!) : [] };
+    const encode = (context: (k: number) => string) => instance.choices.map((choice, k) => encodePair(lm.tokenizer, context(k), choice, opts.prefixToken));
+    return {
+      conditioned: encode((k) => instance.contexts?.[k] ?? instance.context),
+      unconditioned: withUnconditioned ? encode(() => instance.unconditionedContext!) : [],
+    };
   });
   const results = await loglikelihood(lm.model, pairs.flatMap((p) => [...p.conditioned, ...p.unconditioned]), opts);
   let at = 0;
@@ -142,6 +147,9 @@ function checkInstance(instance: ChoiceInstance, withUnconditioned: boolean): vo
   if (instance.choices.length === 0) throw new InputError(`instance ${instance.id}: no choices`);
   if (!Number.isInteger(instance.gold) || instance.gold < 0 || instance.gold >= instance.choices.length) {
     throw new InputError(`instance ${instance.id}: gold answer ${instance.gold} is not one of its ${instance.choices.length} choices (0..${instance.choices.length - 1})`);
+  }
+  if (instance.contexts && instance.contexts.length !== instance.choices.length) {
+    throw new InputError(`instance ${instance.id}: ${instance.contexts.length} contexts for ${instance.choices.length} choices`);
   }
   if (withUnconditioned && instance.unconditionedContext === undefined) throw new InputError(`instance ${instance.id}: pmi needs an unconditioned context`);
 }

@@ -35,7 +35,7 @@ export function registerEval(program: Command): void {
 }
 
 async function runEval(spec: string, flags: EvalFlags): Promise<void> {
-  const tasks = flags.tasks.map((file) => readTask(file, { shots: flags.shots, limit: flags.limit }));
+  const tasks = await Promise.all(flags.tasks.map((file) => readTask(file, { shots: flags.shots, limit: flags.limit })));
   const dir = await modelDir(spec, flags);
   const lm = await loadModel(dir, flags);
   const prefixToken = lm.tokenizer.tokenId(lm.tokenizer.eosToken) ?? lm.model.config.eosTokenIds[0];
