@@ -5,7 +5,9 @@
  * them; schema errors named by file, row and field.
  */
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parquetWriteBuffer } from 'hyparquet-writer';
@@ -136,6 +138,41 @@ describe('tasks over Hugging Face Parquet files', () => {
     writeFileSync(join(dir, 'piqa.parquet'), new Uint8Array(parquetWriteBuffer({ columnData: [{ name: 'goal', data: ['g'], type: 'STRING' }, { name: 'label', data: [0], type: 'INT32' }] })));
     await assert.rejects(readTask(writeSpec('piqa', 'piqa.parquet', 'piqa')), /piqa\.parquet: row 1: "sol1" is missing/);
     await assert.rejects(readTask(writeSpec('fmt', 'piqa.parquet', 'nope')), /"format" "nope" is not one of generic, arc/);
+  });
+
+  it('documents from hf://datasets/ORG/NAME@REV/PATH download once into the HF cache layout (a local hub in the test)', async () => {
+    const parquet = new Uint8Array(parquetWriteBuffer({ columnData: [
+      { name: 'goal', data: ['Open a jar', 'Boil water'], type: 'STRING' }, { name: 'sol1', data: ['Twist the lid.', 'Use a kettle.'], type: 'STRING' },
+      { name: 'sol2', data: ['Freeze it.', 'Use a fridge.'], type: 'STRING' }, { name: 'label', data: [0, 0], type: 'INT32' },
+    ] }));
+    const commit = 'c'.repeat(40);
+    const seen: string[] = [];
+    const server = http.createServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`);
+      if (req.url !== `/datasets/org/piqa/resolve/${commit}/data/validation-00000-of-00001.parquet`) return void res.writeHead(404, { 'X-Error-Code': 'EntryNotFound' }).end();
+      res.writeHead(200, { 'X-Repo-Commit': commit, ETag: '"0123456789abcdef0123456789abcdef01234567"', 'Content-Length': parquet.length });
+      res.end(req.method === 'HEAD' ? undefined : parquet);
+    });
+    await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+    try {
+      const cacheDir = join(dir, 'hf-cache');
+      const spec = join(dir, 'piqa-hub.json');
+      writeFileSync(spec, JSON.stringify({ name: 'piqa', format: 'piqa', documents: `hf://datasets/org/piqa@${commit}/data/validation-00000-of-00001.parquet` }));
+      const hub = { cacheDir, endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+      const task = await readTask(spec, { hub });
+      assert.equal(task.documents.length, 2);
+      assert.equal((task.documents[1]!.cloze as { query: string }).query, 'Goal: Boil water\nAnswer:');
+      const cached = join(cacheDir, 'datasets--org--piqa', 'snapshots', commit, 'data', 'validation-00000-of-00001.parquet');
+      assert.deepEqual(new Uint8Array(readFileSync(cached)), parquet);
+      const requests = seen.length;
+      await readTask(spec, { hub }); // a commit is immutable: the cached copy needs no request
+      assert.equal(seen.length, requests);
+      writeFileSync(spec, JSON.stringify({ name: 'piqa', format: 'piqa', documents: 'hf://datasets/org/piqa' }));
+      await assert.rejects(readTask(spec, { hub }), /is not hf:\/\/datasets\/ORG\/NAME\[@REVISION\]\/PATH/);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((ok) => server.close(ok));
+    }
   });
 
   function writeSpec(name: string, documents: string, format: string): string {

@@ -7,12 +7,13 @@
  * are separated by a blank line and carry their gold answer.
  */
 import { createHash } from 'node:crypto';
+import { closeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
 import { FormatError } from '../core/errors.js';
+import { hubDownloadFile, type HubOptions } from '../io/hub.js';
 import { readJsonObject } from '../io/json.js';
 import { openRegularFile, readRegularFile } from '../io/files.js';
-import { closeSync } from 'node:fs';
 import { FORMATS, LETTERS, RowReader, type FormatName, type PromptDoc } from './formats.js';
 import type { ChoiceInstance, Normalization } from './multiple-choice.js';
 import { NORMALIZATIONS } from './multiple-choice.js';
@@ -41,8 +42,29 @@ const MAX_DOCUMENT_FILE_BYTES = 1 << 30;
 const SHOT_SEPARATOR = '\n\n';
 const KNOWN_KEYS = ['name', 'version', 'format', 'documents', 'fewshot', 'shots', 'limit', 'seed', 'formulations', 'normalizations', 'preamble', 'unconditioned'];
 
+export interface ReadTaskOptions {
+  /** Override the task file's shots and limit. */
+  shots?: number;
+  limit?: number;
+  /** How `hf://datasets/…` documents are downloaded (cache, revision, progress, offline). */
+  hub?: HubOptions;
+}
+
+/**
+ * A documents path: relative to the task file, absolute, or `hf://datasets/ORG/NAME[@REVISION]/PATH` — a file of a
+ * Hugging Face dataset repository, downloaded into the HF cache (as huggingface_hub lays it out) on first use.
+ */
+export async function resolveDocuments(path: string, taskFile: string, hub: HubOptions = {}): Promise<string> {
+  if (!path.startsWith('hf://')) return resolve(dirname(taskFile), path);
+  const match = /^hf:\/\/datasets\/([^/@]+\/[^/@]+)(?:@([^/]+))?\/(.+)$/.exec(path);
+  if (!match) throw new FormatError(taskFile, `${JSON.stringify(path)} is not hf://datasets/ORG/NAME[@REVISION]/PATH`);
+  const [, repo, revision, file] = match;
+  const local = await hubDownloadFile(repo!, file!, { ...hub, repoType: 'dataset', revision: revision ? decodeURIComponent(revision) : hub.revision });
+  return local!;
+}
+
 /** Read a task file and its documents; `shots` and `limit` override the file's. */
-export async function readTask(file: string, overrides: { shots?: number; limit?: number } = {}): Promise<Task> {
+export async function readTask(file: string, overrides: ReadTaskOptions = {}): Promise<Task> {
   const spec = readJsonObject(file);
   const text = (key: string, fallback?: string): string => {
     const value = spec[key] ?? fallback;
@@ -59,8 +81,7 @@ export async function readTask(file: string, overrides: { shots?: number; limit?
   if (unknown.length) throw new FormatError(file, `unknown key ${JSON.stringify(unknown[0])} (known: ${KNOWN_KEYS.join(', ')})`);
   const format = text('format', 'generic');
   if (!Object.hasOwn(FORMATS, format)) throw new FormatError(file, `"format" ${JSON.stringify(format)} is not one of ${Object.keys(FORMATS).join(', ')}`);
-  const here = dirname(file);
-  const read = (path: string) => readDocuments(resolve(here, path), format as FormatName);
+  const read = async (path: string) => readDocuments(await resolveDocuments(path, file, overrides.hub), format as FormatName);
   const documents = await read(text('documents'));
   const shots = overrides.shots ?? count('shots', 0)!;
   const fewshot = spec.fewshot === undefined ? [] : (await read(text('fewshot'))).slice(0, shots);

@@ -31,6 +31,8 @@ export interface HubOptions {
    * $HF_HUB_DOWNLOAD_TIMEOUT seconds for downloads and $HF_HUB_ETAG_TIMEOUT for metadata, as huggingface_hub; else 10 s).
    */
   timeoutMs?: number;
+  /** 'dataset' for a dataset repository (URLs under /datasets/, cache folder datasets--org--name); default 'model'. */
+  repoType?: 'model' | 'dataset';
 }
 
 const COMMIT_HASH = /^[0-9a-f]{40}$/;
@@ -117,6 +119,7 @@ function buildRequest(repoId: string, filename: string, opts: HubOptions & { opt
   }
   const endpoint = (opts.endpoint ?? (process.env.HF_ENDPOINT || 'https://huggingface.co')).replace(/\/+$/, '');
   const encodedFile = segments.map(encodeURIComponent).join('/');
+  const kind = opts.repoType ?? 'model';
   return {
     repoId,
     filename,
@@ -125,8 +128,8 @@ function buildRequest(repoId: string, filename: string, opts: HubOptions & { opt
     token: opts.token ?? defaultToken(process.env),
     offline: opts.offline ?? envFlag(process.env.HF_HUB_OFFLINE),
     retries: opts.retries ?? 3,
-    repoDir: path.join(opts.cacheDir ?? hubCacheDir(), `models--${repoId.replace('/', '--')}`),
-    url: `${endpoint}/${repoId}/resolve/${encodeURIComponent(revision)}/${encodedFile}`,
+    repoDir: path.join(opts.cacheDir ?? hubCacheDir(), `${kind}s--${repoId.replace('/', '--')}`),
+    url: `${endpoint}/${kind === 'dataset' ? 'datasets/' : ''}${repoId}/resolve/${encodeURIComponent(revision)}/${encodedFile}`,
     optional: opts.optional ?? false,
     onProgress: distinctProgress(opts.onProgress),
     signal: opts.signal,

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError, isLoglikelihoodResult, modelFingerprint, readTask, ResultCache, runTask, type TaskResult } from '../../index.js';
-import { addModelOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
+import { addModelOptions, hubOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { createProgress } from '../progress.js';
 
 interface EvalFlags extends ModelFlags {
@@ -23,7 +23,7 @@ export function registerEval(program: Command): void {
     .command('eval')
     .description('evaluate on multiple-choice tasks (task JSON files): accuracy ± standard error per formulation and normalization, OLMES-style best')
     .argument('<model>', 'model folder, GGUF file or hub id (org/name)')
-    .requiredOption('--tasks <files...>', 'task files (JSON naming a JSONL documents file, shots, limit, formulations, normalizations)')
+    .requiredOption('--tasks <files...>', 'task files (JSON naming its documents — JSONL or Parquet, local or hf://datasets/ORG/NAME[@REV]/PATH — row format, shots, limit, normalizations)')
     .option('--shots <n>', 'few-shot examples (overrides the task file)', parseInteger('--shots'))
     .option('--limit <n>', 'at most this many instances per task, sampled with the task\'s seed', parseInteger('--limit'))
     .option('--output <file>', 'write the results (JSON) here')
@@ -35,7 +35,7 @@ export function registerEval(program: Command): void {
 }
 
 async function runEval(spec: string, flags: EvalFlags): Promise<void> {
-  const tasks = await Promise.all(flags.tasks.map((file) => readTask(file, { shots: flags.shots, limit: flags.limit })));
+  const tasks = await Promise.all(flags.tasks.map((file) => readTask(file, { shots: flags.shots, limit: flags.limit, hub: { ...hubOptions(flags), revision: undefined } })));
   const dir = await modelDir(spec, flags);
   const lm = await loadModel(dir, flags);
   const prefixToken = lm.tokenizer.tokenId(lm.tokenizer.eosToken) ?? lm.model.config.eosTokenIds[0];
