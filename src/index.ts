@@ -68,3 +68,4 @@ export { FORMATS, hellaswagClean, type FormatName, type PromptDoc } from './eval
 export { runTask, type TaskResult, type FormulationResult, type RunOptions } from './eval/run.js';
 export { generateUntil, cutAtStop, exactMatch, type GenerateUntilRequest } from './eval/generate-until.js';
 export { pythonSample } from './eval/python-random.js';
+export { readSuite, runSuite, isSuiteFile, macroAverage, type Suite, type SuiteResult } from './eval/suite.js';

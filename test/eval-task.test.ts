@@ -11,6 +11,9 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { FormatError } from '../src/core/errors.js';
 import { readTask, taskInstances } from '../src/eval/task.js';
+import { macroAverage, readSuite, runSuite } from '../src/eval/suite.js';
+import { loadPretrained } from '../src/model/pretrained.js';
+import { backendCases } from './backends.js';
 import { cliPath, tempDir, tinyModelDir } from './helpers.js';
 
 const dir = tempDir('olmoe-eval-task-');
@@ -116,5 +119,37 @@ describe('olmoe eval', () => {
     assert.deepEqual(cached.report.results, shared.report.results);
     // Same accuracies with every request scored from an empty cache (the log-likelihoods differ by rounding only).
     unshared.report.results[0]!.formulations.forEach((f, i) => assert.deepEqual(f.accuracy, shared.report.results[0]!.formulations[i]!.accuracy));
+  });
+});
+
+describe('suites (macro averages, as OLMES reports MMLU)', () => {
+  it('the macro average is the unweighted mean, its standard error that of independent estimates', () => {
+    const average = macroAverage([{ value: 0.5, stderr: 0.03, n: 100 }, { value: 0.8, stderr: 0.04, n: 10 }]);
+    assert.ok(Math.abs(average.value - 0.65) < 1e-12, 'not the pooled 0.527');
+    assert.ok(Math.abs(average.stderr - 0.025) < 1e-12, '√(0.03² + 0.04²) / 2');
+    assert.equal(average.n, 110);
+  });
+
+  it('a suite runs its tasks and averages each formulation\'s primary accuracy; the best is the better average', async () => {
+    writeTask('suite-a', { normalizations: ['none'] }, DOCS);
+    writeTask('suite-b', { normalizations: ['per_char', 'none'] }, [...DOCS, { id: 'de', question: 'What is the capital of Germany?', choices: ['Berlin', 'Rome', 'Bonn'], answer: 0 }]);
+    const suitePath = join(dir, 'suite.json');
+    writeFileSync(suitePath, JSON.stringify({ name: 'capitals', tasks: ['suite-a.json', 'suite-b.json'] }));
+    const suite = await readSuite(suitePath);
+    assert.deepEqual(suite.tasks.map((t) => t.name), ['suite-a', 'suite-b']);
+    const lm = await loadPretrained(tinyModelDir, { backend: backendCases[0]!.create() });
+    const result = await runSuite(lm, suite, { prefixToken: 556 });
+    for (const { formulation, accuracy } of result.average) {
+      const primaries = result.tasks.map((t) => {
+        const f = t.formulations.find((x) => x.formulation === formulation)!;
+        return f.accuracy[f.primary]!.value;
+      });
+      assert.ok(Math.abs(accuracy.value - (primaries[0]! + primaries[1]!) / 2) < 1e-12);
+    }
+    assert.equal(result.best.accuracy.value, Math.max(...result.average.map((a) => a.accuracy.value)));
+    writeFileSync(suitePath, JSON.stringify({ name: 'x', tasks: ['suite-a.json', 'suite-a.json'] }));
+    await assert.rejects(readSuite(suitePath), /task "suite-a" appears twice/);
+    writeFileSync(suitePath, JSON.stringify({ name: 'x', tasks: [], average: 'macro' }));
+    await assert.rejects(readSuite(suitePath), /unknown key "average" in a suite/);
   });
 });

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError, isLoglikelihoodResult, modelFingerprint, readTask, ResultCache, runTask, type TaskResult } from '../../index.js';
+import { InputError, isLoglikelihoodResult, isSuiteFile, modelFingerprint, readSuite, readTask, ResultCache, runSuite, runTask, type SuiteResult, type TaskResult } from '../../index.js';
 import { addModelOptions, hubOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { createProgress } from '../progress.js';
 
@@ -23,7 +23,7 @@ export function registerEval(program: Command): void {
     .command('eval')
     .description('evaluate on multiple-choice tasks (task JSON files): accuracy ± standard error per formulation and normalization, OLMES-style best')
     .argument('<model>', 'model folder, GGUF file or hub id (org/name)')
-    .requiredOption('--tasks <files...>', 'task files (JSON naming its documents — JSONL or Parquet, local or hf://datasets/ORG/NAME[@REV]/PATH — row format, shots, limit, normalizations)')
+    .requiredOption('--tasks <files...>', 'task or suite files (a suite: {"name", "tasks": [files]}, macro-averaged; a task: JSON naming its documents — JSONL or Parquet, local or hf://datasets/ORG/NAME[@REV]/PATH — row format, shots, limit, normalizations)')
     .option('--shots <n>', 'few-shot examples (overrides the task file)', parseInteger('--shots'))
     .option('--limit <n>', 'at most this many instances per task, sampled with the task\'s seed', parseInteger('--limit'))
     .option('--output <file>', 'write the results (JSON) here')
@@ -35,38 +35,45 @@ export function registerEval(program: Command): void {
 }
 
 async function runEval(spec: string, flags: EvalFlags): Promise<void> {
-  const tasks = await Promise.all(flags.tasks.map((file) => readTask(file, { shots: flags.shots, limit: flags.limit, hub: { ...hubOptions(flags), revision: undefined } })));
+  const readOptions = { shots: flags.shots, limit: flags.limit, hub: { ...hubOptions(flags), revision: undefined } };
+  const entries = await Promise.all(flags.tasks.map(async (file) => (isSuiteFile(file) ? { suite: await readSuite(file, readOptions) } : { task: await readTask(file, readOptions) })));
   const dir = await modelDir(spec, flags);
   const lm = await loadModel(dir, flags);
   const prefixToken = lm.tokenizer.tokenId(lm.tokenizer.eosToken) ?? lm.model.config.eosTokenIds[0];
   if (prefixToken === undefined) throw new InputError(`${spec}: the model names no end-of-text token to start an empty context with`);
   const fingerprint = modelFingerprint(dir);
   const cache = flags.cache ? ResultCache.open(flags.cache, fingerprint, isLoglikelihoodResult) : undefined;
+  let bar: ReturnType<typeof createProgress> | undefined;
+  let label = '';
+  const options = {
+    prefixToken,
+    cache,
+    prefixSharing: flags.prefixSharing !== false,
+    onProgress: (name: string, formulation: string, done: number, total: number) => {
+      if (label !== `${name} ${formulation}`) {
+        bar?.finish();
+        label = `${name} ${formulation}`;
+        bar = createProgress(`eval ${label}`, { quiet: flags.quiet });
+      }
+      bar!.update(done, total);
+    },
+    onScores: flags.logSamples ? (name: string, formulation: string, scores: readonly unknown[]) => writeSamples(flags.logSamples!, `${name}-${formulation}.jsonl`, scores) : undefined,
+  };
   const results: TaskResult[] = [];
-  for (const task of tasks) {
-    let bar: ReturnType<typeof createProgress> | undefined;
-    let label = '';
-    const result = await runTask(lm, task, {
-      prefixToken,
-      cache,
-      prefixSharing: flags.prefixSharing !== false,
-      onProgress: (name, formulation, done, total) => {
-        if (label !== `${name} ${formulation}`) {
-          bar?.finish();
-          label = `${name} ${formulation}`;
-          bar = createProgress(`eval ${label}`, { quiet: flags.quiet });
-        }
-        bar!.update(done, total);
-      },
-      onScores: flags.logSamples ? (name, formulation, scores) => writeSamples(flags.logSamples!, `${name}-${formulation}.jsonl`, scores) : undefined,
-    });
-    bar?.finish();
-    results.push(result);
+  const suites: SuiteResult[] = [];
+  for (const entry of entries) {
+    if (entry.task) results.push(await runTask(lm, entry.task, options));
+    else suites.push(await runSuite(lm, entry.suite!, options));
   }
-  const report = { model: spec, fingerprint, backend: lm.model.backend.name, results };
+  bar?.finish();
+  const report = { model: spec, fingerprint, backend: lm.model.backend.name, results, suites };
   if (flags.output) writeFileSync(flags.output, `${JSON.stringify(report, null, 2)}\n`);
   if (flags.json) return printJson(report);
-  process.stdout.write(table(results));
+  process.stdout.write(table([...results, ...suites.flatMap((s) => s.tasks)]));
+  for (const suite of suites) {
+    const averages = suite.average.map((a) => `${a.formulation} ${percent(a.accuracy.value)} ± ${percent(a.accuracy.stderr)}`).join(', ');
+    process.stdout.write(`\n${suite.suite} (macro average of ${suite.tasks.length} tasks): ${averages}; best ${suite.best.formulation} ${percent(suite.best.accuracy.value)}\n`);
+  }
 }
 
 function writeSamples(dir: string, name: string, rows: readonly unknown[]): void {
