@@ -90,10 +90,8 @@ const cloze = (question: string, prefix = 'Question: ') => `${prefix}${question}
 const lettered = (question: string, choices: readonly string[], prefix = 'Question: ', choicesHeader = '') =>
   `${prefix}${question}\n${choicesHeader}${choices.map((choice, k) => ` ${LETTERS[k]}. ${choice}`).join('\n')}\nAnswer:`;
 
-/** The usual shape: a question, answer texts, the gold index; cloze " {answer}", lettered " {letter}". */
-function questionDoc(id: string, question: string, choices: readonly string[], gold: number, opts: { clozePrefix?: string; letteredQuestion?: string } = {}): PromptDoc {
-  const query = cloze(question, opts.clozePrefix);
-  const letters = lettered(opts.letteredQuestion ?? question, choices, opts.clozePrefix);
+/** A row whose cloze continuations are " {answer}" and whose lettered form is answered " {letter}". */
+function choiceDoc(id: string, gold: number, query: string, choices: readonly string[], letters: string): PromptDoc {
   return {
     id, gold, choiceCount: choices.length,
     cloze: { query, continuations: choices.map((choice) => ` ${choice}`) },
@@ -101,6 +99,11 @@ function questionDoc(id: string, question: string, choices: readonly string[], g
     clozeShot: `${query} ${choices[gold]}`,
     letteredShot: `${letters} ${LETTERS[gold]}`,
   };
+}
+
+/** The usual shape: "{prefix}{question}\nAnswer:" and the same question over a lettered list. */
+function questionDoc(id: string, question: string, choices: readonly string[], gold: number, prefix = 'Question: '): PromptDoc {
+  return choiceDoc(id, gold, cloze(question, prefix), choices, lettered(question, choices, prefix));
 }
 
 /** ARC: answerKey is a letter or a digit "1".."5" (positional, as OLMES reads it). */
@@ -116,7 +119,7 @@ function boolq(r: RowReader): PromptDoc {
   const label = r.integer('label');
   if (label !== 0 && label !== 1) r.fail('label', `must be 0 or 1, got ${label}`);
   const question = `${r.text('passage')}\nQuestion: ${r.text('question')}?`;
-  return questionDoc(String(r.integer('idx')), question, ['yes', 'no'], 1 - label, { clozePrefix: '' });
+  return questionDoc(String(r.integer('idx')), question, ['yes', 'no'], 1 - label, '');
 }
 
 function csqa(r: RowReader): PromptDoc {
@@ -131,7 +134,7 @@ function openbookqa(r: RowReader): PromptDoc {
 
 function piqa(r: RowReader): PromptDoc {
   const choices = [r.text('sol1'), r.text('sol2')];
-  return questionDoc(String(r.index), r.text('goal'), choices, r.gold('label', r.integer('label'), 2), { clozePrefix: 'Goal: ' });
+  return questionDoc(String(r.index), r.text('goal'), choices, r.gold('label', r.integer('label'), 2), 'Goal: ');
 }
 
 function siqa(r: RowReader): PromptDoc {
@@ -164,13 +167,7 @@ function hellaswag(r: RowReader): PromptDoc {
   const query = hellaswagClean(context);
   const choices = endings.map(hellaswagClean);
   const letters = hellaswagClean(lettered(context, endings, '', 'Choose the best continuation:\n'));
-  return {
-    id: String(r.integer('ind')), gold, choiceCount: choices.length,
-    cloze: { query, continuations: choices.map((choice) => ` ${choice}`) },
-    lettered: letters,
-    clozeShot: `${query} ${choices[gold]}`,
-    letteredShot: `${letters} ${LETTERS[gold]}`,
-  };
+  return choiceDoc(String(r.integer('ind')), gold, query, choices, letters);
 }
 
 /** WinoGrande: partial scoring — the sentence up to "_" with each option, then the rest as the shared continuation. */
