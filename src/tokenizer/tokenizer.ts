@@ -28,13 +28,16 @@ export class OlmoeTokenizer {
   readonly cleanUpTokenizationSpaces: boolean;
   /** Number of ids the tokenizer knows (largest id + 1). */
   readonly vocabSize: number;
+  /** Where chat_template came from, for errors. */
+  private readonly chatTemplateSource: string;
 
-  constructor(tokenizerJson: Json, config: Json = {}, source = 'tokenizer.json') {
+  constructor(tokenizerJson: Json, config: Json = {}, source = 'tokenizer.json', configSource = source) {
     this.tokenizer = buildTokenizer(tokenizerJson, source);
     this.bosToken = tokenContent(config.bos_token);
     this.eosToken = tokenContent(config.eos_token);
     this.padToken = tokenContent(config.pad_token);
     this.chatTemplate = chatTemplateOf(config.chat_template);
+    this.chatTemplateSource = `${configSource}: chat_template`;
     this.addBosToken = config.add_bos_token === true;
     this.addEosToken = config.add_eos_token === true;
     // transformers ≥ 4.45 defaults this to false; the Rust tokenizers never clean up.
@@ -49,7 +52,7 @@ export class OlmoeTokenizer {
     const path = join(dir, 'tokenizer.json');
     if (!existsSync(path)) throw new FormatError(path, 'not found: the model folder has no tokenizer.json');
     const config = { ...readJsonObjectIfExists(join(dir, 'special_tokens_map.json')), ...readJsonObjectIfExists(join(dir, 'tokenizer_config.json')) };
-    return new OlmoeTokenizer(readJsonObject(path), config, path);
+    return new OlmoeTokenizer(readJsonObject(path), config, path, join(dir, 'tokenizer_config.json'));
   }
 
   /** Text → ids. Special tokens (bos/eos) are added only where tokenizer_config asks (not for OLMoE base). */
@@ -83,7 +86,7 @@ export class OlmoeTokenizer {
     checkMessages(messages);
     const context = { bosToken: this.bosToken, eosToken: this.eosToken, padToken: this.padToken };
     const addGenerationPrompt = opts.addGenerationPrompt ?? true;
-    if (this.chatTemplate) return renderChatTemplate(this.chatTemplate, messages, context, addGenerationPrompt);
+    if (this.chatTemplate) return renderChatTemplate(this.chatTemplate, messages, context, addGenerationPrompt, this.chatTemplateSource);
     return renderOlmoeChat(messages, context, addGenerationPrompt);
   }
 
