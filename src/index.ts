@@ -29,6 +29,7 @@ export { generate, generateText, GenerationBatch, type GenerationRun, type Gener
 export { resolveOptions } from './generate/options.js';
 export * as sampling from './generate/sampling.js';
 export { argmax } from './generate/sampling.js';
+export { processEscapes } from './generate/stop.js';
 export { TRACE_VERSION, memoryTrace, type Trace, type TraceChunk, type TraceHeader, type TraceModel } from './analysis/trace.js';
 export { openTrace, readIndex, TraceWriter, TRACE_INDEX, type TraceIndex, type TracePart } from './analysis/trace-file.js';
 export { recordTrace, readDocuments, modelFingerprint, traceModel, type TraceDocument, type RecordOptions, type RecordProgress } from './analysis/record.js';

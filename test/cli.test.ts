@@ -39,6 +39,17 @@ describe('olmoe CLI', () => {
     assert.equal(typeof out.text, 'string');
   });
 
+  it('--stop reads escapes as llama.cpp does: "\\xHH" stops at that character', () => {
+    const args = ['generate', tinyModelDir, 'hello', '--greedy', '--ignore-eos', '-n', '40', '--json'];
+    const full = JSON.parse(olmoe(args).stdout).text as string;
+    const stopChar = [...full].find((c, i) => i > 0 && /^[!-~]$/.test(c) && !/[0-9A-Za-z]/.test(c));
+    assert.ok(stopChar, `no ASCII punctuation to stop at in ${JSON.stringify(full)}`);
+    const escaped = `\\x${stopChar.charCodeAt(0).toString(16).padStart(2, '0')}`;
+    const run = olmoe([...args, '--stop', escaped]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(JSON.parse(run.stdout).text, full.slice(0, full.indexOf(stopChar)), `--stop ${escaped}`);
+  });
+
   it('logits --json matches the reference logits and routing', () => {
     const run = olmoe(['logits', tinyModelDir, '--ids', shortCase!.ids.join(','), '--json']);
     assert.equal(run.code, 0, run.stderr);

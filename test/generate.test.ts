@@ -8,7 +8,7 @@ import { generate, generateText, type GenerateOptions } from '../src/generate/ge
 import { resolveOptions } from '../src/generate/options.js';
 import { cpSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { StopStringMatcher } from '../src/generate/stop.js';
+import { processEscapes, StopStringMatcher } from '../src/generate/stop.js';
 import { loadPretrained, type Pretrained } from '../src/model/pretrained.js';
 import { tempDir, tinyExpectedPath, tinyModelDir } from './helpers.js';
 
@@ -126,6 +126,27 @@ describe('stop strings over a stream', () => {
     const matcher = new StopStringMatcher(['END']);
     assert.equal(matcher.push('abc EN'), 'abc ');
     assert.equal(matcher.flush(), 'EN');
+  });
+});
+
+describe('--stop escapes (llama.cpp string_process_escapes)', () => {
+  it('\\n \\r \\t \\\\ \\\' \\" and \\xHH become the characters; other backslashes stay', () => {
+    // Left: what a shell passes (a backslash and a letter); right: the character, written as a JS escape.
+    const cases: [string, string][] = [
+      [String.raw`\n\n`, '\n\n'],
+      [String.raw`a\tb\rc`, 'a\tb\rc'],
+      [String.raw`\\n`, '\\n'],
+      [String.raw`\'\"`, `'"`],
+      [String.raw`\x41\x7a`, 'Az'],
+      [String.raw`\xc3\xa9t\xC3\xA9`, 'été'],
+      ['\\q \\x4 \\xZZ end\\', '\\q \\x4 \\xZZ end\\'],
+      ['plain été', 'plain été'],
+    ];
+    for (const [typed, meant] of cases) assert.equal(processEscapes(typed, '--stop'), meant, typed);
+  });
+
+  it('\\x bytes that are not UTF-8 are an InputError naming the flag and value', () => {
+    assert.throws(() => processEscapes(String.raw`\xff`, '--stop'), (error: unknown) => error instanceof InputError && /--stop: "\\\\xff"/.test(error.message));
   });
 });
 

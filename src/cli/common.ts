@@ -4,6 +4,7 @@ import {
   createBackend,
   InputError,
   loadPretrained,
+  processEscapes,
   resolveModelPath,
   type GenerateOptions,
   type HubOptions,
@@ -98,7 +99,7 @@ export function addSamplingOptions(command: Command): Command {
     .option('--min-p <p>', 'drop tokens below p × the top probability', parseNumber('--min-p'))
     .option('--repeat-penalty <r>', 'repetition penalty (1 = off)', parseNumber('--repeat-penalty'))
     .option('--seed <n>', 'random seed for sampling', parseInteger('--seed'))
-    .addOption(new Option('--stop <text...>', 'stop when this text is generated (repeatable)'))
+    .addOption(new Option('--stop <text...>', 'stop when this text is generated (repeatable); \\n \\t \\r \\\\ \\" \\\' \\xHH are escapes, as in llama.cpp'))
     .option('--ignore-eos', 'keep generating past end-of-sequence tokens')
     .option('--no-cache', 'recompute the whole sequence every step (debugging)');
 }
@@ -130,7 +131,7 @@ export function generateOptions(flags: SamplingFlags): GenerateOptions {
     minP: flags.minP,
     repetitionPenalty: flags.repeatPenalty,
     seed: flags.seed,
-    stopStrings: flags.stop,
+    stopStrings: flags.stop?.map((stop) => processEscapes(stop, '--stop')),
     ignoreEos: flags.ignoreEos,
     useCache: flags.cache !== false,
   };
