@@ -92,6 +92,19 @@ describe('olmoe CLI', () => {
     assert.ok(chat.stdout.length > expectedAnswer.length + 1, 'a second answer follows');
   });
 
+  it('chat: /help lists the commands and an unknown /command is reported; neither reaches the model', () => {
+    const flags = ['--greedy', '-n', '6', '--ignore-eos', '-q'];
+    const chat = olmoe(['chat', tinyModelDir, ...flags], '/help\n/frobnicate now\n');
+    assert.equal(chat.code, 0, chat.stderr);
+    assert.equal(chat.stdout, '', 'no reply: nothing was sent to the model');
+    for (const command of ['/help', '/reset', '/exit']) assert.match(chat.stderr, new RegExp(`^\\s*${command}\\s`, 'm'));
+    assert.match(chat.stderr, /unknown command \/frobnicate/);
+    // "//" sends a message starting with "/": the reply is generate --chat's for that text.
+    const single = olmoe(['generate', tinyModelDir, '/etc', '--chat', '--json', ...flags]);
+    const slashed = olmoe(['chat', tinyModelDir, ...flags], '//etc\n');
+    assert.equal(slashed.stdout, `${(JSON.parse(single.stdout) as { text: string }).text}\n`);
+  });
+
   it('info reports the architecture and parameter counts', () => {
     const run = olmoe(['info', tinyModelDir, '--json']);
     assert.equal(run.code, 0, run.stderr);

@@ -8,10 +8,22 @@ interface ChatFlags extends ModelFlags, SamplingFlags {
   system?: string;
 }
 
+/** Lines starting with "/" are commands, never sent to the model; "//" sends a message that starts with "/". */
+const COMMANDS = new Map([
+  ['/help', 'list these commands'],
+  ['/reset', 'clear the conversation (the --system message stays)'],
+  ['/exit', 'end the chat (as Ctrl-D does)'],
+]);
+
+function helpText(): string {
+  const lines = [...COMMANDS].map(([name, what]) => `  ${name.padEnd(8)} ${what}`);
+  return `${lines.join('\n')}\n  //text   send a message that starts with "/"\n`;
+}
+
 export function registerChat(program: Command): void {
   const command = program
     .command('chat')
-    .description('chat interactively (one message per line; /reset clears the history, /exit or Ctrl-D ends)')
+    .description('chat interactively (one message per line; /help lists the commands, /exit or Ctrl-D ends)')
     .argument('<model>', 'model folder or hub id (org/name)')
     .option('--system <text>', 'system message');
   addSamplingOptions(addModelOptions(command)).action(runChat);
@@ -24,14 +36,16 @@ async function runChat(spec: string, flags: ChatFlags): Promise<void> {
   const history: ChatMessage[] = flags.system ? [{ role: 'system', content: flags.system }] : [];
   const options = generateOptions(flags);
   if (interactive) {
-    process.stderr.write(`chatting with ${spec} (/reset, /exit)\n`);
+    process.stderr.write(`chatting with ${spec} (/help for commands, /exit to end)\n`);
     lines.prompt();
   }
   for await (const line of lines) {
     const message = line.trim();
     if (message === '/exit') break;
     if (message === '/reset') history.splice(flags.system ? 1 : 0);
-    else if (message.length > 0) await replyOrReport(pretrained, history, message, options);
+    else if (message === '/help') process.stderr.write(helpText());
+    else if (message.startsWith('/') && !message.startsWith('//')) process.stderr.write(`unknown command ${message.split(/\s/)[0]} (not sent; /help lists the commands)\n`);
+    else if (message.length > 0) await replyOrReport(pretrained, history, message.startsWith('//') ? message.slice(1) : message, options);
     if (interactive) lines.prompt();
   }
   lines.close();
