@@ -5,6 +5,7 @@
  */
 import { join } from 'node:path';
 import { byteSize, encodeFloats, type DType } from '../core/dtype.js';
+import { QUANT_BLOCKS } from '../core/quant.js';
 import { InputError } from '../core/errors.js';
 import type { GgufFile } from '../io/gguf.js';
 import { GgufWriter, type GgufMetadataValue, type GgufTensorSpec } from '../io/gguf-writer.js';
@@ -27,6 +28,8 @@ export interface ConvertOptions {
   target: GgufTarget;
   name?: string;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** Called once per tensor that cannot take the wanted type (its rows do not fill whole blocks), and once with a count. */
+  onFallback?: (message: string) => void;
 }
 
 interface OutputTensor {
@@ -39,6 +42,7 @@ export function writeGguf(checkpoint: Checkpoint, out: string, opts: ConvertOpti
   const { config } = checkpoint;
   const entries = new Map(matchCheckpoint(config, checkpoint.tensors).map((e) => [e.name, e]));
   const outputs = plan(config, entries, opts.target);
+  reportFallbacks(outputs, config, opts);
   const metadata: Metadata = [...modelMetadata(config, opts), ...tokenizerMetadata(checkpoint, config)];
   const writer = new GgufWriter(out, metadata, outputs.map((o) => o.spec));
   const total = outputs.reduce((sum, o) => sum + o.parts.reduce((s, p) => s + p.byteLength, 0), 0);
@@ -74,12 +78,44 @@ function plan(config: OlmoeConfig, entries: Map<string, TensorEntry>, target: Gg
   });
 }
 
+/** As llama-quantize does: each tensor whose row length does not fit the wanted type's blocks, and the count. */
+function reportFallbacks(outputs: OutputTensor[], config: OlmoeConfig, opts: ConvertOptions): void {
+  if (!opts.onFallback) return;
+  let count = 0;
+  for (const { spec } of outputs) {
+    const wanted = wantedType(spec.name, spec.shape, config, opts.target);
+    if (wanted === spec.dtype) continue;
+    count++;
+    const rowLength = spec.shape[spec.shape.length - 1]!;
+    opts.onFallback(`${spec.name}: rows of ${rowLength} values are not a multiple of ${blockElements(wanted)} (a ${wanted} block); written as ${spec.dtype}`);
+  }
+  if (count > 0) opts.onFallback(`${count} of ${outputs.length} tensors fell back from the ${opts.target} types: this model's rows are too short for them`);
+}
+
+function blockElements(dtype: DType): number {
+  return (QUANT_BLOCKS as Partial<Record<DType, { elements: number }>>)[dtype]?.elements ?? 1;
+}
+
 /**
  * The type of one tensor: norms and the router stay f32 (llama-quantize never quantizes ffn_gate_inp); q4_0 puts
  * the output head in q6_k; q4_k_m uses q6_k for the output head and for attn_v / ffn_down in the layers
  * llama.cpp's use_more_bits picks. A row that does not fit a block falls back to q8_0, then f16.
  */
 export function tensorType(name: string, shape: readonly number[], config: OlmoeConfig, target: GgufTarget): DType {
+  const wanted = wantedType(name, shape, config, target);
+  for (const candidate of [wanted, 'q8_0', 'f16'] as DType[]) {
+    try {
+      byteSize(candidate, shape);
+      return candidate;
+    } catch {
+      // the row length is not a multiple of this type's block; try the next
+    }
+  }
+  return 'f32';
+}
+
+/** The type `target` asks for, before checking that the rows fit its blocks. */
+function wantedType(name: string, shape: readonly number[], config: OlmoeConfig, target: GgufTarget): DType {
   if (shape.length === 1 || name.endsWith('ffn_gate_inp.weight')) return 'f32';
   const layer = Number(/^blk\.(\d+)\./.exec(name)?.[1] ?? -1);
   const n = config.numLayers;
@@ -93,15 +129,7 @@ export function tensorType(name: string, shape: readonly number[], config: Olmoe
   } else {
     wanted = target;
   }
-  for (const candidate of [wanted, 'q8_0', 'f16'] as DType[]) {
-    try {
-      byteSize(candidate, shape);
-      return candidate;
-    } catch {
-      // the row length is not a multiple of this type's block; try the next
-    }
-  }
-  return 'f32';
+  return wanted;
 }
 
 function modelMetadata(c: OlmoeConfig, opts: ConvertOptions): Metadata {

@@ -33,6 +33,10 @@ function run(input: string, out: string, flags: { type: string; quiet?: boolean 
   if (!allowed.includes(type) || !GGUF_TARGETS.includes(type)) throw new InputError(`--type: ${JSON.stringify(flags.type)} is not one of ${allowed.join(', ')}`);
   const checkpoint = openCheckpoint(input);
   const bar = createProgress(`write ${type}`, { bytes: true, quiet: flags.quiet });
-  writeGguf(checkpoint, out, { target: type, onProgress: (done, total) => bar.update(done, total) });
+  writeGguf(checkpoint, out, {
+    target: type,
+    onProgress: (done, total) => bar.update(done, total),
+    onFallback: (message) => process.stderr.write(`fallback: ${message}\n`),
+  });
   bar.finish();
 }
