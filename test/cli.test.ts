@@ -105,6 +105,17 @@ describe('olmoe CLI', () => {
     assert.equal(slashed.stdout, `${(JSON.parse(single.stdout) as { text: string }).text}\n`);
   });
 
+  it('bench clamps a prompt that does not fit the context with gen, and refuses a gen that cannot', () => {
+    const context = (JSON.parse(readFileSync(join(tinyModelDir, 'config.json'), 'utf8')) as { max_position_embeddings: number }).max_position_embeddings;
+    const run = olmoe(['bench', tinyModelDir, '--prompt', String(context + 44), '--gen', '2', '--runs', '1', '--json', '-q']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal((JSON.parse(run.stdout) as { promptTokens: number }).promptTokens, context - 2);
+    assert.match(run.stderr, new RegExp(`--prompt ${context + 44} \\+ --gen 2 exceed the model's context of ${context} positions`));
+    const tooLong = olmoe(['bench', tinyModelDir, '--gen', String(context)]);
+    assert.equal(tooLong.code, 1);
+    assert.match(tooLong.stderr, new RegExp(`--gen ${context}: the model's context is ${context} positions`));
+  });
+
   it('info reports the architecture and parameter counts', () => {
     const run = olmoe(['info', tinyModelDir, '--json']);
     assert.equal(run.code, 0, run.stderr);

@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { argmax, createRng, type KVCache, type OlmoeModel } from '../../index.js';
+import { argmax, createRng, InputError, type KVCache, type OlmoeModel } from '../../index.js';
 import { addModelOptions, loadModel, parseInteger, printJson, type ModelFlags } from '../common.js';
 
 interface BenchFlags extends ModelFlags {
@@ -48,13 +48,27 @@ function timeRun(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, gen: 
   return { prefill, decode: (performance.now() - started) / 1000 };
 }
 
+/**
+ * Prompt tokens that fit with `gen` generated ones in the model's context: --prompt, clamped (with a message) when
+ * the two exceed max_position_embeddings, as the default 512 does on the bundled 256-position model.
+ */
+function promptLength(flags: BenchFlags, context: number, say: (text: string) => void): number {
+  const wanted = Math.max(1, flags.prompt);
+  if (flags.gen + 1 > context) throw new InputError(`--gen ${flags.gen}: the model's context is ${context} positions (max_position_embeddings); give --gen ${context - 1} or less`);
+  if (wanted + flags.gen <= context) return wanted;
+  const clamped = context - flags.gen;
+  say(`--prompt ${wanted} + --gen ${flags.gen} exceed the model's context of ${context} positions (max_position_embeddings): measuring a prompt of ${clamped} tokens\n`);
+  return clamped;
+}
+
 async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   const loadStarted = performance.now();
   const { model } = await loadModel(spec, flags);
   const loadSeconds = (performance.now() - loadStarted) / 1000;
-  const rng = createRng(1234);
-  const promptIds = Int32Array.from({ length: Math.max(1, flags.prompt) }, () => Math.floor(rng() * Math.min(model.config.vocabSize, 50000)));
   const say = (text: string) => flags.quiet || process.stderr.write(text);
+  const rng = createRng(1234);
+  const promptTokens = promptLength(flags, model.config.maxPositionEmbeddings, (text) => process.stderr.write(text));
+  const promptIds = Int32Array.from({ length: promptTokens }, () => Math.floor(rng() * Math.min(model.config.vocabSize, 50000)));
   say(`warm-up …\n`);
   const cache = model.createCache(promptIds.length + flags.gen);
   timeRun(model, cache, promptIds, Math.min(4, flags.gen));
