@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// npm install hook: build the native backend with node-gyp. Failure never fails the install: the reference
-// backend works everywhere, so we print one warning saying how to get the fast path and exit 0.
+// npm install hook: build the native backend with node-gyp. For users a failure never fails the install: the
+// reference backend works everywhere, so we print one warning saying how to get the fast path and exit 0.
+// This repository's own CI must build it, or 75 native tests would only be skipped: with OLMOE_REQUIRE_NATIVE=1, or
+// CI=true in a checkout (not when olmoe is installed as a dependency inside node_modules), a failure exits 1.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -17,12 +19,21 @@ function nodeGyp() {
   return bundled && existsSync(bundled) ? bundled : undefined;
 }
 
+const ciCheckout = /^(1|true)$/i.test(process.env.CI ?? '') && !root.split(/[\\/]/).includes('node_modules');
+const required = process.env.OLMOE_REQUIRE_NATIVE === '1' || ciCheckout;
+
 function warn(reason) {
+  if (required) {
+    console.error(`olmoe: the native backend was not built (${reason}; details in native/build.log).`);
+    console.error(`olmoe: ${ciCheckout ? 'CI=true in a checkout' : 'OLMOE_REQUIRE_NATIVE=1'} requires it: failing. Install a C++17 compiler, make and python3.`);
+    process.exit(1);
+  }
   console.warn(`olmoe: the native backend was not built (${reason}); the reference backend (pure TypeScript, slow) will be used.`);
   console.warn('olmoe: to build it, install a C++17 compiler, make and python3, then run `npm rebuild olmoe` (details in native/build.log).');
 }
 
 if (process.env.OLMOE_SKIP_NATIVE === '1') {
+  if (required) warn('OLMOE_SKIP_NATIVE=1');
   console.warn('olmoe: OLMOE_SKIP_NATIVE=1: not building the native backend');
   process.exit(0);
 }

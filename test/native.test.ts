@@ -13,6 +13,12 @@ import { tempDir, tinyModelDir } from './helpers.js';
 
 const IDS = Int32Array.from([5, 80, 17, 200, 33]);
 const native = backendCases.find((b) => b.name === 'native')!;
+const inCi = /^(1|true)$/i.test(process.env.CI ?? '') || process.env.OLMOE_REQUIRE_NATIVE === '1';
+
+// Without the addon every native test is skipped with its reason; in CI that must fail the run, not vanish.
+it('the native addon is built (required in CI; elsewhere its tests skip, saying why)', { skip: inCi ? false : announceSkip(native.skip) }, () => {
+  assert.equal(native.skip, false, `CI needs the native backend, but ${native.skip}`);
+});
 
 describe('memory-mapped weights', { skip: announceSkip(native.skip) }, () => {
   it('a checkpoint replaced on disk (new file renamed over the old) leaves a loaded model unchanged; a new load sees it', async () => {
