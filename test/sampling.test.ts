@@ -69,6 +69,21 @@ describe('sampling chain', () => {
     counts.forEach((c, i) => assert.ok(Math.abs(c / 10000 - probs[i]!) < 0.03, `token ${i}: ${c / 10000} vs ${probs[i]}`));
   });
 
+  it('sampleToken is inverse-CDF sampling of softmax: N evenly spaced uniforms give each token N·p ± 1 draws, rare ones too', () => {
+    // 40 tokens with probabilities from ~30 % down to ~0.01 %: many under 1 %.
+    const wide = Float32Array.from({ length: 40 }, (_, i) => 3 - 0.25 * i);
+    const total = wide.reduce((sum, v) => sum + Math.exp(v), 0);
+    const expected = Array.from(wide, (v) => Math.exp(v) / total); // float64, independent of the code's softmax
+    assert.ok(expected.filter((p) => p < 0.01).length >= 20, 'the case has many tokens under 1 %');
+    const draws = 100_000;
+    let i = 0;
+    const evenlySpaced = () => (i++ + 0.5) / draws;
+    const counts = new Array(wide.length).fill(0);
+    for (let n = 0; n < draws; n++) counts[sampleToken(wide, { temperature: 1 }, evenlySpaced, [])]++;
+    // With u_n = (n + ½)/N, token j is drawn for exactly the u_n in its CDF interval of width p_j: N·p_j ± 1 of them.
+    counts.forEach((count, j) => assert.ok(Math.abs(count - draws * expected[j]!) <= 1.5, `token ${j}: ${count} draws, expected ${(draws * expected[j]!).toFixed(1)}`));
+  });
+
   it('a seed reproduces the same draws; another seed differs', () => {
     const draw = (seed: number) => {
       const rng = createRng(seed);
