@@ -1,5 +1,5 @@
 /** Paths and small utilities shared by the tests (compiled to dist/test/). */
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +26,18 @@ export function realTokenizerSkip(): string | false {
   return reason;
 }
 
+/** Folders made by tempDir in this process; node --test runs each test file in its own process. */
+const madeTempDirs: string[] = [];
+process.on('exit', removeTempDirs);
+
+/** A fresh folder in the OS temp dir, removed when this test file's process exits (pass, fail or throw). */
 export function tempDir(prefix = 'olmoe-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  madeTempDirs.push(dir);
+  return dir;
+}
+
+/** Remove every folder tempDir made so far (also run at exit); a test may call it to free space early. */
+export function removeTempDirs(): void {
+  for (const dir of madeTempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
