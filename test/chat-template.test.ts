@@ -6,8 +6,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Template } from '@huggingface/jinja';
+import { cpSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { OlmoeError } from '../src/core/errors.js';
 import { renderChatTemplate, TEMPLATE_LIMITS, type ChatMessage } from '../src/tokenizer/chat-template.js';
+import { OlmoeTokenizer } from '../src/tokenizer/tokenizer.js';
+import { tempDir, tinyModelDir } from './helpers.js';
 
 const CONTEXT = { bosToken: '<|endoftext|>', eosToken: '<|endoftext|>', padToken: '<pad>' };
 const MESSAGES: ChatMessage[] = [
@@ -84,4 +88,13 @@ test('chat template: work inside single steps (sorting a long list in a loop) st
   const started = performance.now();
   assert.throws(() => renderChatTemplate(template, MESSAGES, CONTEXT, true, SOURCE, limits), /chat_template: rendering stopped: more than 200 ms/);
   assert.ok(performance.now() - started < 3000);
+});
+
+test('chat template: a model folder\'s runaway template is an OlmoeError naming its tokenizer_config.json', () => {
+  const dir = tempDir();
+  cpSync(join(tinyModelDir, 'tokenizer.json'), join(dir, 'tokenizer.json'));
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ chat_template: '{% for i in range(100000000) %}{{ i }}{% endfor %}' }));
+  const tokenizer = OlmoeTokenizer.fromFolder(dir);
+  const expected = `${join(dir, 'tokenizer_config.json')}: chat_template: rendering stopped: range() of 100000000 items`;
+  assert.throws(() => tokenizer.encodeChat(MESSAGES), (error: unknown) => error instanceof OlmoeError && error.message.startsWith(expected));
 });
