@@ -14,6 +14,7 @@ import { startServer, type OlmoeServer } from '../src/server/index.js';
 import { cliPath, tempDir, tinyModelDir } from './helpers.js';
 
 const MODEL = 'tiny';
+const JSON_TYPE = { 'Content-Type': 'application/json' };
 
 async function serve(opts: Parameters<typeof startServer>[1] = {}): Promise<OlmoeServer> {
   const server = await startServer(tinyModelDir, { port: 0, modelId: MODEL, backend: 'reference', ...opts });
@@ -154,7 +155,7 @@ describe('olmoe serve: OpenAI contract', () => {
       });
     });
     // streamed: every chunk that carries text carries the routing of its token
-    const response = await fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: MODEL, prompt, max_tokens: 8, temperature: 0, ignore_eos: true, routing: true, stream: true }) });
+    const response = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify({ model: MODEL, prompt, max_tokens: 8, temperature: 0, ignore_eos: true, routing: true, stream: true }) });
     const { events: chunks } = await readEvents(response);
     const streamedRouting = chunks.flatMap((c) => c.choices[0]?.routing ?? []);
     assert.deepEqual(streamedRouting, routing);
@@ -201,10 +202,10 @@ describe('olmoe serve: concurrency', () => {
       const long = { model: MODEL, prompt: 'x', max_tokens: 250, temperature: 0, ignore_eos: true, stream: true };
       const first = new AbortController();
       const second = new AbortController();
-      const running = await fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify(long), signal: first.signal });
+      const running = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify(long), signal: first.signal });
       const reader = running.body!.getReader();
       await reader.read(); // generating
-      const waiting = fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify(long), signal: second.signal }).catch(() => undefined);
+      const waiting = fetch(`${server.url}/v1/completions`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify(long), signal: second.signal }).catch(() => undefined);
       await until(async () => (await health(server)).waiting === 1);
       const refused = await post(server, '/v1/completions', { ...long, stream: false });
       assert.equal(refused.status, 429);
@@ -271,6 +272,7 @@ describe('olmoe serve: bad input gets a 4xx naming the problem, and the server k
     assert.equal((await post(server, '/v1/chat/completions', huge)).status, 413);
     const chunked = await fetch(`${server.url}/v1/chat/completions`, {
       method: 'POST',
+      headers: JSON_TYPE,
       body: new Blob([huge]).stream(),
       duplex: 'half',
     } as RequestInit);
