@@ -1,7 +1,7 @@
 /**
  * `olmoe serve`: an OpenAI-compatible HTTP server over node:http, with the engine and the prompt tokenizer in
  * worker threads and the web UI at `/`. Routes: GET /health, GET /v1/models[/ID], POST /v1/chat/completions,
- * POST /v1/completions. Errors are OpenAI-shaped: {"error": {"message", "type", "param", "code"}}.
+ * POST /v1/completions, POST /tokenize. Errors are OpenAI-shaped: {"error": {"message", "type", "param", "code"}}.
  * Limits against a hostile or broken client (README "Security and limits"): Host/Origin checks (guard.ts), a
  * body limit, a prompt limit, a connection cap, and header/body/idle timeouts.
  */
@@ -13,7 +13,7 @@ import { basename, resolve as resolvePath } from 'node:path';
 import { InputError, loadTokenizer, resolveModelPath, type HubOptions, type OlmoeTokenizer } from '../index.js';
 import { Engine, QueueFullError, type EngineLimits, type Job } from './engine.js';
 import { Guard, requireJson, type GuardOptions } from './guard.js';
-import { chatMessages, chatRequest, completionRequest, finishReason, jobOptions, parseBody, RequestError, type ChatRequest, type CompletionRequest } from './openai.js';
+import { chatMessages, chatRequest, completionRequest, finishReason, jobOptions, parseBody, RequestError, tokenizeRequest, type ChatRequest, type CompletionRequest, type TokenizeRequest } from './openai.js';
 import type { EngineSpec, JobSummary, ModelInfo, TokenRouting } from './protocol.js';
 import { PromptError, TokenizerThread, type TokenizeInput } from './tokenizer-thread.js';
 
@@ -150,6 +150,12 @@ class App {
     };
     if (path in WEB_FILES) return allow('GET', 'HEAD'), sendWebFile(res, WEB_FILES[path]!);
     if (path === '/health') return allow('GET', 'HEAD'), this.health(res);
+    if (path === '/tokenize') {
+      allow('POST');
+      this.authorize(req);
+      requireJson(req);
+      return this.tokenize(res, parseBody(tokenizeRequest, await readJsonBody(req, this.opts.maxBodyBytes ?? 4 << 20)));
+    }
     if (!path.startsWith('/v1/')) throw new RequestError(404, `no route ${path} (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /health)`, null, 'not_found');
     this.authorize(req);
     if (path === '/v1/models') return allow('GET'), sendJson(res, 200, { object: 'list', data: [this.modelCard()] });
@@ -193,6 +199,16 @@ class App {
       return sendJson(res, 503, { status: state === 'failed' ? 'error' : state, error: state === 'loading' ? null : (failure ?? null), restarts });
     }
     sendJson(res, 200, { status: 'ok', model: this.modelId, backend: info!.backend, running: load.running, waiting: load.waiting, restarts, ...limits });
+  }
+
+  /** The token ids of a chat prompt (as /v1/chat/completions builds it) or a text; the web UI fits turns with it. */
+  private async tokenize(res: ServerResponse, request: TokenizeRequest): Promise<string> {
+    const info = this.available(res);
+    const ids = request.messages
+      ? await this.promptIds('chat', { model: this.modelId, messages: request.messages }, info)
+      : await this.promptIds('text', { model: this.modelId, prompt: request.prompt! }, info);
+    sendJson(res, 200, { count: ids.length, tokens: ids, context_length: info.maxPositionEmbeddings });
+    return `${ids.length} tokens`;
   }
 
   private modelCard() {
