@@ -161,6 +161,21 @@ describe('olmoe serve: OpenAI contract', () => {
     assert.deepEqual(streamedRouting, routing);
   });
 
+  it('POST /tokenize gives the ids a chat or a text prompt would have, and refuses a request with neither', async () => {
+    const messages = [{ role: 'user', content: 'Which expert takes numbers?' }];
+    const chat = await post(server, '/tokenize', { model: MODEL, messages });
+    assert.equal(chat.status, 200);
+    assert.deepEqual(chat.json.tokens, pretrained.tokenizer.encodeChat(messages as never));
+    assert.equal(chat.json.count, chat.json.tokens.length);
+    assert.equal(chat.json.context_length, 256);
+    const completion = await post(server, '/v1/chat/completions', { ...chatBody(messages[0]!.content), max_tokens: 1 });
+    assert.equal(completion.json.usage.prompt_tokens, chat.json.count);
+    assert.deepEqual((await post(server, '/tokenize', { prompt: 'The experts' })).json.tokens, pretrained.tokenizer.encode('The experts'));
+    const neither = await post(server, '/tokenize', { model: MODEL });
+    assert.equal(neither.status, 400);
+    assert.match(neither.json.error.message, /give either messages or prompt/);
+  });
+
   it('/health answers while a generation runs', async () => {
     const running = openai.completions.create({ model: MODEL, prompt: 'x', max_tokens: 200, temperature: 0, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
     await new Promise((resolve) => setTimeout(resolve, 30));

@@ -156,7 +156,7 @@ class App {
       requireJson(req);
       return this.tokenize(res, parseBody(tokenizeRequest, await readJsonBody(req, this.opts.maxBodyBytes ?? 4 << 20)));
     }
-    if (!path.startsWith('/v1/')) throw new RequestError(404, `no route ${path} (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /health)`, null, 'not_found');
+    if (!path.startsWith('/v1/')) throw new RequestError(404, `no route ${path} (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /tokenize, GET /health)`, null, 'not_found');
     this.authorize(req);
     if (path === '/v1/models') return allow('GET'), sendJson(res, 200, { object: 'list', data: [this.modelCard()] });
     if (path.startsWith('/v1/models/')) {
