@@ -228,6 +228,22 @@ describe('olmoe serve under abuse: size, slowness and connections', () => {
   });
 });
 
+describe('olmoe serve under abuse: timeouts do not cut honest work', () => {
+  it('a generation that takes longer than the request timeout completes (the timeout covers receiving the request)', async () => {
+    const server = await serve({ headersTimeoutMs: 300, requestTimeoutMs: 300, keepAliveTimeoutMs: 300 });
+    try {
+      const started = Date.now();
+      const body = JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: 250, temperature: 0, ignore_eos: true });
+      const reply = await send(server, 'POST', '/v1/completions', { headers: JSON_TYPE, body });
+      assert.equal(reply.status, 200);
+      assert.equal(reply.json.usage.completion_tokens, 250);
+      assert.ok(Date.now() - started > 300, `the generation took ${Date.now() - started} ms, longer than the timeout`);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('olmoe serve under abuse: a long prompt on a long-context model', () => {
   let dir: string;
   let server: OlmoeServer;

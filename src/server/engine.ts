@@ -170,6 +170,7 @@ export class Engine {
 
   private fail(why: string): void {
     if (this.state === 'failed') return;
+    if (this.restarts > 0) this.events.log?.(`engine worker could not load the model again (${why}); the server must be restarted`);
     this.state = 'failed';
     this.failure = why;
     this.failAll('unavailable', why);

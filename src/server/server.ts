@@ -245,7 +245,7 @@ class App {
       return await this.prompts.encode(input);
     } catch (error) {
       if (error instanceof PromptError) throw new RequestError(400, error.message, param);
-      throw error;
+      throw new RequestError(503, `the prompt could not be tokenized: ${(error as Error).message}; retry`, null, 'unavailable');
     }
   }
 
