@@ -7,7 +7,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { OlmoeError } from '../index.js';
-import type { EngineSpec, FromWorker, JobRequest, JobSummary, ModelInfo, TokenRouting } from './protocol.js';
+import type { EngineSpec, FromWorker, JobRequest, JobSummary, ModelInfo, ToWorker, TokenRouting } from './protocol.js';
 
 export interface JobHandlers {
   onToken(id: number | null, text: string, routing: TokenRouting | undefined): void;
@@ -129,11 +129,24 @@ export class Engine {
     return { id: entry.id, cancel: () => this.cancel(entry) };
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stop the worker. A loaded one is asked to stop between two steps: terminating a thread inside a native kernel
+   * makes the addon's next N-API call abort the whole process. `terminate` remains the fallback.
+   */
+  async close(graceMs = 5000): Promise<void> {
+    const wasReady = this.state === 'ready';
     this.closing = true;
     this.state = 'failed';
     this.failure = 'the server is shutting down';
-    await this.worker.terminate();
+    this.failAll('unavailable', this.failure);
+    const worker = this.worker;
+    if (wasReady) {
+      const exited = new Promise<boolean>((resolve) => worker.once('exit', () => resolve(true)));
+      worker.postMessage({ type: 'stop' } satisfies ToWorker);
+      const timer = new Promise<boolean>((resolve) => setTimeout(resolve, graceMs, false).unref());
+      if (await Promise.race([exited, timer])) return;
+    }
+    await worker.terminate();
   }
 
   private start(entry: Entry): void {
