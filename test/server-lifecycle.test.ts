@@ -82,18 +82,24 @@ describe('olmoe serve: startup and recovery', () => {
 describe('olmoe serve: shutdown', () => {
   // Terminating the engine thread inside a native kernel made the addon's next N-API call abort the process
   // (FATAL ERROR: napi_throw); close() now lets the worker stop between two steps.
-  it('closing the server while native generations run ends cleanly and promptly, five times over', { skip: announceSkip(nativeSkip) }, async () => {
-    for (let round = 0; round < 5; round++) {
-      const server = await startServer(tinyModelDir, { port: 0, modelId: MODEL, backend: 'native', threads: 1 });
+  it('closing the server while native generations run ends cleanly and promptly, ten times over', { skip: announceSkip(nativeSkip) }, async () => {
+    for (let round = 0; round < 10; round++) {
+      const server = await startServer(tinyModelDir, { port: 0, modelId: MODEL, backend: 'native', threads: 1, parallel: 4 });
       await server.ready;
-      const body = JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: 250, temperature: 0, ignore_eos: true, stream: true });
-      const response = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: JSON_TYPE, body });
-      const reader = response.body!.getReader();
-      await reader.read(); // generating
+      const readers = await Promise.all(
+        Array.from({ length: 4 }, async (_, i) => {
+          const body = JSON.stringify({ model: MODEL, prompt: `stream ${i}`, max_tokens: 250, temperature: 0, ignore_eos: true, stream: true });
+          const response = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: JSON_TYPE, body });
+          const reader = response.body!.getReader();
+          await reader.read(); // generating
+          return reader;
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, round * 7)); // land the close at different points of a step
       const started = Date.now();
       await server.close();
       assert.ok(Date.now() - started < 3000, `close took ${Date.now() - started} ms`);
-      await reader.cancel().catch(() => {});
+      await Promise.all(readers.map((reader) => reader.cancel().catch(() => {})));
     }
   });
 });
