@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
@@ -341,7 +342,11 @@ describe('olmoe serve: API key and startup', () => {
 
   it('a model that cannot be loaded fails startup with the loader\'s message', async () => {
     const empty = tempDir();
-    await assert.rejects(startServer(empty, { port: 0 }).then((s) => s.ready.finally(() => s.close())), /config\.json|tokenizer/);
+    try {
+      await assert.rejects(startServer(empty, { port: 0 }).then((s) => s.ready.finally(() => s.close())), /config\.json|tokenizer/);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
   });
 });
 
