@@ -318,11 +318,15 @@ function checkIds(ids: number[], vocab: number): number[] {
   return ids;
 }
 
-/** The most characters one vocabulary entry stands for (byte-level entries have one character per byte). */
+/**
+ * The most prompt characters (UTF-16 units) one token can stand for: the longest vocabulary entry (byte-level
+ * entries have one character per byte, and a character is at least one byte), times 3 because the NFC normalizer
+ * of OLMo's tokenizer can compose up to three code points into one (a Hangul syllable from its jamo).
+ */
 function longestToken(tokenizer: OlmoeTokenizer): number {
   let longest = 1;
   for (let id = 0; id < tokenizer.vocabSize; id++) longest = Math.max(longest, tokenizer.idToToken(id)?.length ?? 0);
-  return longest;
+  return 3 * longest;
 }
 
 function decodePath(segment: string): string {
