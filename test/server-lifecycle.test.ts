@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { request } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { startServer } from '../src/server/index.js';
@@ -78,6 +79,45 @@ describe('olmoe serve: startup and recovery', () => {
     }
   });
 });
+
+describe('olmoe serve: the CLI flags reach the server', () => {
+  it('--allowed-hosts and --cors-origins are honoured, and SIGTERM ends the server with exit 0', async () => {
+    const child = spawn(process.execPath, [cliPath, 'serve', tinyModelDir, '--port', '0', '--backend', 'reference', '--model-id', MODEL, '--allowed-hosts', 'olmoe.test,other.test:1', '--cors-origins', 'https://app.example'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      await until(async () => /ready at http:\/\/127\.0\.0\.1:\d+/.test(stderr), 30_000);
+      const url = /ready at (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)![1]!;
+      const ask = (headers: Record<string, string>) => getWith(url, '/v1/models', headers);
+      assert.equal((await ask({ Host: 'olmoe.test' })).status, 200);
+      assert.equal((await ask({ Host: 'other.test:1' })).status, 200);
+      assert.equal((await ask({ Host: 'other.test:2' })).status, 403);
+      const allowed = await ask({ Origin: 'https://app.example' });
+      assert.equal(allowed.status, 200);
+      assert.equal(allowed.headers['access-control-allow-origin'], 'https://app.example');
+      assert.equal((await ask({ Origin: 'https://evil.example' })).status, 403);
+      child.kill('SIGTERM');
+      const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(resolve, 10_000, 'still running'))]);
+      assert.equal(code, 0, stderr);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});
+
+/** A GET through node:http, which (unlike fetch) sends the Host and Origin given. */
+function getWith(url: string, path: string, headers: Record<string, string>): Promise<{ status: number; headers: Record<string, unknown> }> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = request({ hostname, port, path, headers, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
 
 describe('olmoe serve: shutdown', () => {
   // Terminating the engine thread inside a native kernel made the addon's next N-API call abort the process
