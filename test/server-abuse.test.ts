@@ -157,8 +157,9 @@ describe('olmoe serve under abuse: Host, Origin, Content-Type and paths', () => 
 
 describe('olmoe serve under abuse: size, slowness and connections', () => {
   let server: OlmoeServer;
+  const log: string[] = [];
   before(async () => {
-    server = await serve({ maxBodyBytes: 8 << 20, maxConnections: 24, headersTimeoutMs: 600, requestTimeoutMs: 1200, keepAliveTimeoutMs: 500 });
+    server = await serve({ maxBodyBytes: 8 << 20, maxConnections: 24, headersTimeoutMs: 600, requestTimeoutMs: 1200, keepAliveTimeoutMs: 500, log: (line) => log.push(line) });
   });
   after(() => server.close());
 
@@ -215,11 +216,16 @@ describe('olmoe serve under abuse: size, slowness and connections', () => {
     const closings = idle.map((socket) => readUntilClosed(socket, 5000));
     try {
       await normalRequest(server); // under the cap: served while they idle
+      // 12 more, each sending a request at once (kept alive, so the served ones stay open): those over the cap are refused unserved
       const extra = await Promise.all(Array.from({ length: 12 }, () => open(server)));
-      const answers = await Promise.all(extra.map((socket) => readUntilClosed(socket, 5000)));
-      const refused = answers.filter(({ text }) => /^HTTP\/1\.1 503/.test(text));
+      const answers = extra.map((socket) => readUntilClosed(socket, 5000));
+      for (const socket of extra) socket.write(`GET /refused-probe HTTP/1.1\r\nHost: ${new URL(server.url).host}\r\n\r\n`);
+      const texts = (await Promise.all(answers)).map(({ text }) => text);
+      const refused = texts.filter((text) => /^HTTP\/1\.1 503/.test(text));
       assert.ok(refused.length >= 4, `${refused.length} of 12 connections over the cap of 24 were refused`);
-      assert.match(refused[0]!.text, /too many open connections \(the limit is 24\)/);
+      assert.match(refused[0]!, /too many open connections \(the limit is 24\)/);
+      assert.ok(refused.every((text) => !text.includes('404')), 'a refused connection gets only the refusal');
+      assert.equal(log.filter((line) => line.includes('/refused-probe')).length, 12 - refused.length, 'refused requests were not served');
       for (const { ms } of await Promise.all(closings)) assert.ok(ms < 3500, `an idle connection stayed ${ms} ms`);
       await normalRequest(server);
     } finally {

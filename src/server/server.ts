@@ -61,10 +61,10 @@ export async function startServer(model: string, opts: ServeOptions = {}): Promi
   let app: App | undefined;
   const server = createServer(
     { headersTimeout: opts.headersTimeoutMs ?? 10_000, requestTimeout: opts.requestTimeoutMs ?? 30_000, connectionsCheckingInterval: 500 },
-    (req, res) => void app!.handle(req, res),
+    (req, res) => (refused(req.socket) ? res.destroy() : void app!.handle(req, res)),
   );
   server.keepAliveTimeout = opts.keepAliveTimeoutMs ?? 5_000;
-  capConnections(server, opts.maxConnections ?? 256);
+  const refused = capConnections(server, opts.maxConnections ?? 256);
   // Listen before starting any thread: a busy port is then a plain error with nothing left running.
   await listen(server, opts.port ?? 8080, opts.host ?? '127.0.0.1');
   const address = server.address() as AddressInfo;
@@ -85,16 +85,24 @@ export async function startServer(model: string, opts: ServeOptions = {}): Promi
   };
 }
 
-/** Answer connections beyond `limit` with a 503 and close them, so idle sockets cannot exhaust descriptors. */
-function capConnections(server: Server, limit: number): void {
+/**
+ * Answer connections beyond `limit` with a 503 and close them, so idle sockets cannot exhaust descriptors. node:http
+ * still parses what a refused socket sent before it closes: the returned test tells the handler to drop it unserved.
+ */
+function capConnections(server: Server, limit: number): (socket: Socket) => boolean {
   const open = new Set<Socket>();
+  const refused = new WeakSet<Socket>();
   const body = JSON.stringify({ error: errorBody(new RequestError(503, `too many open connections (the limit is ${limit}); retry shortly`, null, 'too_many_connections')) });
   const refusal = `HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n${body}`;
   server.on('connection', (socket: Socket) => {
-    if (open.size >= limit) return void socket.end(refusal);
+    if (open.size >= limit) {
+      refused.add(socket);
+      return void socket.end(refusal, () => socket.destroy());
+    }
     open.add(socket);
     socket.once('close', () => open.delete(socket));
   });
+  return (socket) => refused.has(socket);
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {
