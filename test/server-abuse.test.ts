@@ -53,11 +53,14 @@ async function normalRequest(server: OlmoeServer): Promise<void> {
   assert.equal(reply.json.usage.completion_tokens, 3);
 }
 
-/** A raw TCP connection to the server. */
-function open(server: OlmoeServer): Promise<Socket> {
+/** A raw TCP connection to the server, sending `first` as soon as it is connected. */
+function open(server: OlmoeServer, first?: string): Promise<Socket> {
   const { hostname, port } = new URL(server.url);
   return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), hostname, () => resolve(socket));
+    const socket = connect(Number(port), hostname, () => {
+      if (first) socket.write(first);
+      resolve(socket);
+    });
     socket.once('error', reject);
   });
 }
@@ -217,9 +220,9 @@ describe('olmoe serve under abuse: size, slowness and connections', () => {
     try {
       await normalRequest(server); // under the cap: served while they idle
       // 12 more, each sending a request at once (kept alive, so the served ones stay open): those over the cap are refused unserved
-      const extra = await Promise.all(Array.from({ length: 12 }, () => open(server)));
+      const probe = `GET /refused-probe HTTP/1.1\r\nHost: ${new URL(server.url).host}\r\n\r\n`;
+      const extra = await Promise.all(Array.from({ length: 12 }, () => open(server, probe)));
       const answers = extra.map((socket) => readUntilClosed(socket, 5000));
-      for (const socket of extra) socket.write(`GET /refused-probe HTTP/1.1\r\nHost: ${new URL(server.url).host}\r\n\r\n`);
       const texts = (await Promise.all(answers)).map(({ text }) => text);
       const refused = texts.filter((text) => /^HTTP\/1\.1 503/.test(text));
       assert.ok(refused.length >= 4, `${refused.length} of 12 connections over the cap of 24 were refused`);
