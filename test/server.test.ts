@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
@@ -14,6 +15,7 @@ import { startServer, type OlmoeServer } from '../src/server/index.js';
 import { cliPath, tempDir, tinyModelDir } from './helpers.js';
 
 const MODEL = 'tiny';
+const JSON_TYPE = { 'Content-Type': 'application/json' };
 
 async function serve(opts: Parameters<typeof startServer>[1] = {}): Promise<OlmoeServer> {
   const server = await startServer(tinyModelDir, { port: 0, modelId: MODEL, backend: 'reference', ...opts });
@@ -154,10 +156,25 @@ describe('olmoe serve: OpenAI contract', () => {
       });
     });
     // streamed: every chunk that carries text carries the routing of its token
-    const response = await fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: MODEL, prompt, max_tokens: 8, temperature: 0, ignore_eos: true, routing: true, stream: true }) });
+    const response = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify({ model: MODEL, prompt, max_tokens: 8, temperature: 0, ignore_eos: true, routing: true, stream: true }) });
     const { events: chunks } = await readEvents(response);
     const streamedRouting = chunks.flatMap((c) => c.choices[0]?.routing ?? []);
     assert.deepEqual(streamedRouting, routing);
+  });
+
+  it('POST /tokenize gives the ids a chat or a text prompt would have, and refuses a request with neither', async () => {
+    const messages = [{ role: 'user', content: 'Which expert takes numbers?' }];
+    const chat = await post(server, '/tokenize', { model: MODEL, messages });
+    assert.equal(chat.status, 200);
+    assert.deepEqual(chat.json.tokens, pretrained.tokenizer.encodeChat(messages as never));
+    assert.equal(chat.json.count, chat.json.tokens.length);
+    assert.equal(chat.json.context_length, 256);
+    const completion = await post(server, '/v1/chat/completions', { ...chatBody(messages[0]!.content), max_tokens: 1 });
+    assert.equal(completion.json.usage.prompt_tokens, chat.json.count);
+    assert.deepEqual((await post(server, '/tokenize', { prompt: 'The experts' })).json.tokens, pretrained.tokenizer.encode('The experts'));
+    const neither = await post(server, '/tokenize', { model: MODEL });
+    assert.equal(neither.status, 400);
+    assert.match(neither.json.error.message, /give either messages or prompt/);
   });
 
   it('/health answers while a generation runs', async () => {
@@ -201,10 +218,10 @@ describe('olmoe serve: concurrency', () => {
       const long = { model: MODEL, prompt: 'x', max_tokens: 250, temperature: 0, ignore_eos: true, stream: true };
       const first = new AbortController();
       const second = new AbortController();
-      const running = await fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify(long), signal: first.signal });
+      const running = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify(long), signal: first.signal });
       const reader = running.body!.getReader();
       await reader.read(); // generating
-      const waiting = fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify(long), signal: second.signal }).catch(() => undefined);
+      const waiting = fetch(`${server.url}/v1/completions`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify(long), signal: second.signal }).catch(() => undefined);
       await until(async () => (await health(server)).waiting === 1);
       const refused = await post(server, '/v1/completions', { ...long, stream: false });
       assert.equal(refused.status, 429);
@@ -271,6 +288,7 @@ describe('olmoe serve: bad input gets a 4xx naming the problem, and the server k
     assert.equal((await post(server, '/v1/chat/completions', huge)).status, 413);
     const chunked = await fetch(`${server.url}/v1/chat/completions`, {
       method: 'POST',
+      headers: JSON_TYPE,
       body: new Blob([huge]).stream(),
       duplex: 'half',
     } as RequestInit);
@@ -324,7 +342,11 @@ describe('olmoe serve: API key and startup', () => {
 
   it('a model that cannot be loaded fails startup with the loader\'s message', async () => {
     const empty = tempDir();
-    await assert.rejects(startServer(empty, { port: 0 }).then((s) => s.ready.finally(() => s.close())), /config\.json|tokenizer/);
+    try {
+      await assert.rejects(startServer(empty, { port: 0 }).then((s) => s.ready.finally(() => s.close())), /config\.json|tokenizer/);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
   });
 });
 

@@ -4,10 +4,10 @@
  * Skips with a visible message where Chromium is not installed (`.ci/run` installs it).
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { startServer, type OlmoeServer } from '../src/server/index.js';
 import { tempDir, tinyModelDir } from './helpers.js';
 
@@ -18,6 +18,7 @@ if (skip) console.log(`# SKIP: ${skip}`);
 describe('web UI', { skip }, () => {
   let server: OlmoeServer;
   let browser: Browser;
+  const shots = tempDir('olmoe-ui-');
   before(async () => {
     server = await startServer(tinyModelDir, { port: 0, modelId: 'tiny', backend: 'reference' });
     await server.ready;
@@ -29,6 +30,7 @@ describe('web UI', { skip }, () => {
   after(async () => {
     await browser?.close();
     await server?.close();
+    rmSync(shots, { recursive: true, force: true });
   });
 
   it('streams a chat answer, draws the token × layer heatmap, and explains tokens and experts', async () => {
@@ -64,9 +66,44 @@ describe('web UI', { skip }, () => {
     assert.ok(taken >= 1, 'the clicked token itself went to this expert');
     assert.equal(await page.locator('#heatmap rect.cell.lit').count(), taken);
 
-    const shot = join(tempDir('olmoe-ui-'), 'web-ui.png');
+    const shot = join(shots, 'web-ui.png');
     await page.screenshot({ path: shot, fullPage: true });
     console.log(`# screenshot: ${shot}`);
     assert.deepEqual(errors, []);
   });
+
+  it('a conversation longer than the context drops its oldest turns and says so; no bubble is left empty; a failed message goes back in the box', async () => {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 800 } });
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.goto(server.url);
+    await page.waitForSelector('#model:has-text("3 layers")');
+    await page.fill('#max-tokens', '64');
+    const long = (turn: number) => `Turn ${turn}: tell me how the experts of a sparse mixture share the work of every token, and why.`;
+    for (let turn = 1; turn <= 4; turn++) await chat(page, long(turn));
+    assert.equal(await page.locator('.message.error').count(), 0, (await page.locator('.message.error').allTextContents()).join('\n'));
+    const notes = await page.locator('.message.note').allTextContents();
+    assert.ok(notes.length >= 1, 'the user is told that old turns were dropped');
+    assert.match(notes[0]!, /Dropped the \d+ oldest messages? from the conversation to fit the model's context of 256 tokens/);
+    assert.ok((await page.locator('.message.dropped').count()) >= 2, 'the dropped turns are greyed');
+    assert.equal(await page.locator('.message.assistant').count(), 4, 'every turn was answered');
+    for (const text of await page.locator('.message.assistant').allTextContents()) assert.ok(text.trim().length > 0, 'no empty assistant bubble');
+
+    // a message that cannot fit even alone: an error, back in the box, no bubbles left behind
+    const users = await page.locator('.message.user').count();
+    const huge = 'experts '.repeat(300).trim();
+    await chat(page, huge);
+    assert.match((await page.locator('.message.error').last().textContent()) ?? '', /more than the model's context of 256 tokens/);
+    assert.equal(await page.inputValue('#input'), huge, 'the failed message is back in the box');
+    assert.equal(await page.locator('.message.user').count(), users, 'no bubble for the failed message');
+    assert.equal(await page.locator('.message.assistant').count(), 4, 'no empty assistant bubble');
+    assert.deepEqual(errors, []);
+  });
 });
+
+/** Send `text` through the composer and wait until the answer (or the error) is complete. */
+async function chat(page: Page, text: string): Promise<void> {
+  await page.fill('#input', text);
+  await page.press('#input', 'Enter');
+  await page.waitForFunction("!document.getElementById('input').disabled && !document.querySelector('.streaming')", undefined, { timeout: 60_000 });
+}

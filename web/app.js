@@ -7,6 +7,7 @@ const SVG = 'http://www.w3.org/2000/svg';
 const state = {
   model: null, // { id, meta: { layers, experts, top_k, ... } }
   messages: [], // the conversation sent to the model
+  bubbles: [], // the chat bubble of each entry of `messages`
   answers: [], // routing of every answer in this conversation: [{ tokens: [{ id, text, experts, weights }] }]
   selected: null, // index of the clicked token in the last answer
   rank: 0, // which of the top-k experts colours the cells
@@ -72,31 +73,33 @@ function addMessage(role, text) {
 
 async function send(text) {
   if (!state.model || state.controller) return;
-  state.messages.push({ role: 'user', content: text });
-  addMessage('user', text);
-  const bubble = addMessage('assistant', '');
-  bubble.classList.add('streaming');
-  const answer = { tokens: [] };
-  state.answers.push(answer);
-  state.selected = null;
   state.controller = new AbortController();
   setBusy(true);
-  const temperature = Number($('temperature').value);
-  const started = performance.now();
+  const userBubble = addMessage('user', text);
+  let bubble = null;
+  let messages = null;
   let content = '';
   let usage = null;
+  const answer = { tokens: [] };
+  const maxTokens = Number($('max-tokens').value) || undefined;
+  const started = performance.now();
   try {
+    messages = await fitToContext([...state.messages, { role: 'user', content: text }], maxTokens);
+    bubble = addMessage('assistant', '');
+    bubble.classList.add('streaming');
+    state.answers.push(answer);
+    state.selected = null;
     const response = await api('/v1/chat/completions', {
       method: 'POST',
       signal: state.controller.signal,
       body: JSON.stringify({
         model: state.model.id,
-        messages: state.messages,
+        messages,
         stream: true,
         stream_options: { include_usage: true },
         routing: true,
-        max_tokens: Number($('max-tokens').value) || undefined,
-        temperature,
+        max_tokens: maxTokens,
+        temperature: Number($('temperature').value),
       }),
     });
     if (!response.ok) throw new Error(await errorText(response));
@@ -115,24 +118,77 @@ async function send(text) {
         scheduleDraw();
       }
     }
-    state.messages.push({ role: 'assistant', content });
+    remember(messages, userBubble, bubble, content);
+    if (!content) showEmpty(bubble, 'the model ended its answer without any text');
     const seconds = (performance.now() - started) / 1000;
     $('status').textContent = usage ? `${usage.completion_tokens} tokens in ${seconds.toFixed(1)} s (${(usage.completion_tokens / seconds).toFixed(1)} tok/s), prompt ${usage.prompt_tokens} tokens` : '';
   } catch (error) {
-    if (error.name === 'AbortError') {
-      state.messages.push({ role: 'assistant', content });
+    if (error.name === 'AbortError' && bubble) {
+      remember(messages, userBubble, bubble, content);
+      if (!content) showEmpty(bubble, 'stopped before any text');
       $('status').textContent = 'stopped';
     } else {
-      state.messages.pop(); // the user's message did not get an answer: let them edit and resend
-      state.answers.pop();
+      // no answer: take the message out of the conversation and put it back in the box to edit and resend
+      userBubble.remove();
+      bubble?.remove();
+      if (bubble) state.answers.pop();
+      if (!$('input').value) $('input').value = text;
       addMessage('error', error.message);
     }
   } finally {
-    bubble.classList.remove('streaming');
+    bubble?.classList.remove('streaming');
     state.controller = null;
     setBusy(false);
     drawHeatmap();
   }
+}
+
+/** Keep a finished turn: `messages` (what was sent, oldest turns perhaps dropped) plus the answer. */
+function remember(messages, userBubble, bubble, content) {
+  const dropped = state.messages.length + 1 - messages.length;
+  for (const old of state.bubbles.splice(0, dropped)) old.classList.add('dropped');
+  state.messages = [...messages, { role: 'assistant', content }];
+  state.bubbles.push(userBubble, bubble);
+}
+
+function showEmpty(bubble, why) {
+  bubble.classList.add('empty');
+  bubble.textContent = `(${why})`;
+}
+
+/**
+ * The conversation cut to fit the model's context: the oldest turns are dropped (and the user told so) until the
+ * prompt leaves room for the answer (max tokens, at most half the context). A last message that cannot fit alone
+ * is an error.
+ */
+async function fitToContext(messages, maxTokens) {
+  const context = state.model.meta.context_length;
+  const room = Math.min(maxTokens ?? Math.floor(context / 2), Math.floor(context / 2));
+  let kept = messages;
+  for (;;) {
+    const count = await countTokens(kept);
+    if (count + room <= context) break;
+    const firstUser = kept.findIndex((m, i) => i > 0 && m.role === 'user');
+    if (firstUser < 0) {
+      if (count < context) break; // only the new message is left: send it, with less room to answer
+      throw new Error(`This message is ${Number.isFinite(count) ? `${count} tokens` : 'too long'}: more than the model's context of ${context} tokens. Shorten it.`);
+    }
+    kept = kept.slice(firstUser);
+  }
+  const dropped = messages.length - kept.length;
+  if (dropped > 0) {
+    addMessage('note', `Dropped the ${dropped} oldest message${dropped === 1 ? '' : 's'} from the conversation to fit the model's context of ${context} tokens.`);
+  }
+  return kept;
+}
+
+/** Prompt tokens of `messages` (Infinity when the server says they cannot fit at all). */
+async function countTokens(messages) {
+  const response = await api('/tokenize', { method: 'POST', body: JSON.stringify({ model: state.model.id, messages }) });
+  if (response.ok) return (await response.json()).count;
+  const body = await response.json().catch(() => ({}));
+  if (body.error?.code === 'context_length_exceeded') return Infinity;
+  throw new Error(body.error?.message ?? `HTTP ${response.status}`);
 }
 
 /** Server-sent events of a fetch response: the JSON payload of every `data:` line up to [DONE]. */
@@ -326,6 +382,7 @@ $('stop').addEventListener('click', () => state.controller?.abort());
 $('reset').addEventListener('click', () => {
   state.controller?.abort();
   state.messages = [];
+  state.bubbles = [];
   state.answers = [];
   state.selected = null;
   $('messages').replaceChildren();

@@ -36,7 +36,13 @@ export function weightFromBytes(name: string, dtype: DType, shape: readonly numb
 /** Keys and values of every layer for one sequence, stored after RoPE (spec §3.4). */
 export interface KVCache {
   readonly layers: number;
+  /** The most positions it can hold. */
   readonly capacity: number;
+  /**
+   * Positions it holds storage for now. Storage grows as tokens are stored (at least doubling, at most to
+   * `capacity`), so a cache sized for a long context costs memory only for the tokens that arrive.
+   */
+  readonly allocated: number;
   /** Tokens whose keys and values are stored; the model advances it after each forward. */
   length: number;
 }
@@ -46,6 +52,8 @@ export interface KVCacheOptions {
   capacity: number;
   kvHeads: number;
   headDim: number;
+  /** Positions to allocate up front (default 0: storage grows from the first tokens stored). */
+  reserve?: number;
 }
 
 export interface RopeOptions {

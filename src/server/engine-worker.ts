@@ -34,7 +34,10 @@ async function main(spec: EngineSpec): Promise<void> {
   const engine = new BatchEngine(pretrained, spec.prefillChunk ?? 64);
   port.on('message', (message: ToWorker) => {
     if (message.type === 'abort') engine.abort(message.job);
-    else engine.start(message.job, message.request);
+    else if (message.type === 'stop') {
+      engine.abortAll();
+      port.close(); // nothing left to wait for: the thread ends once the current step is done
+    } else engine.start(message.job, message.request);
   });
   const { config, backend } = pretrained.model;
   send({
@@ -74,6 +77,10 @@ class BatchEngine {
     this.batch.remove(running.run);
     this.forget(running);
     send({ type: 'aborted', job });
+  }
+
+  abortAll(): void {
+    for (const running of [...this.jobs.values()]) this.abort(running.job);
   }
 
   private async loop(): Promise<void> {

@@ -1,17 +1,19 @@
 /**
  * The HTTP thread's handle on the engine worker: starts it, admits jobs (a bounded number run at once, a bounded
  * number wait), routes the worker's events to each job's handlers and frees a slot when the worker says the
- * job is over — never earlier, so a cancelled job cannot overlap the next one's slot.
+ * job is over — never earlier, so a cancelled job cannot overlap the next one's slot. A worker that dies after
+ * it was ready (an addon crash, out of memory) is replaced: the jobs it held fail as `unavailable` (503), the
+ * restart is logged, and new jobs are refused until the new worker has loaded the model.
  */
 import { Worker } from 'node:worker_threads';
 import { OlmoeError } from '../index.js';
-import type { EngineSpec, FromWorker, JobRequest, JobSummary, ModelInfo, TokenRouting } from './protocol.js';
+import type { EngineSpec, FromWorker, JobRequest, JobSummary, ModelInfo, ToWorker, TokenRouting } from './protocol.js';
 
 export interface JobHandlers {
   onToken(id: number | null, text: string, routing: TokenRouting | undefined): void;
   onDone(summary: JobSummary): void;
-  /** The job failed: `input` errors are the request's fault (400), others the server's (500). */
-  onError(kind: 'input' | 'internal', message: string): void;
+  /** The job failed: `input` errors are the request's fault (400), `unavailable` the engine died (503), `internal` others (500). */
+  onError(kind: 'input' | 'internal' | 'unavailable', message: string): void;
 }
 
 export interface Job {
@@ -36,43 +38,81 @@ interface Entry {
   cancelled: boolean;
 }
 
+export interface EngineEvents {
+  onProgress?: (loadedBytes: number, totalBytes: number) => void;
+  /** Worker deaths and restarts. */
+  log?: (line: string) => void;
+}
+
 export class Engine {
-  state: 'loading' | 'ready' | 'failed' = 'loading';
+  /** `restarting`: the worker died and a new one is loading the model. */
+  state: 'loading' | 'ready' | 'restarting' | 'failed' = 'loading';
   info: ModelInfo | undefined;
   failure: string | undefined;
+  /** Resolves when the first worker has loaded the model. */
   readonly ready: Promise<ModelInfo>;
-  private readonly worker: Worker;
+  /** Workers started after the first one died. */
+  restarts = 0;
+  private worker!: Worker;
+  private closing = false;
   private readonly running = new Map<number, Entry>();
   private readonly waiting: Entry[] = [];
   private nextId = 1;
 
   constructor(
-    spec: EngineSpec,
+    private readonly spec: EngineSpec,
     readonly limits: EngineLimits,
-    onProgress?: (loadedBytes: number, totalBytes: number) => void,
+    private readonly events: EngineEvents = {},
   ) {
-    this.worker = new Worker(new URL('./engine-worker.js', import.meta.url), { workerData: spec });
-    this.ready = new Promise<ModelInfo>((resolve, reject) => {
-      this.worker.on('message', (message: FromWorker) => {
-        if (message.type === 'progress') onProgress?.(message.loadedBytes, message.totalBytes);
+    this.ready = this.spawn();
+    this.ready.catch(() => {}); // observed through `state`; callers that await it see the error
+  }
+
+  /** The worker thread now running the model (tests terminate it to check the restart). */
+  get thread(): Worker {
+    return this.worker;
+  }
+
+  /** Start a worker; resolves when it has loaded the model, rejects when it cannot. */
+  private spawn(): Promise<ModelInfo> {
+    const worker = new Worker(new URL('./engine-worker.js', import.meta.url), { workerData: this.spec });
+    this.worker = worker;
+    return new Promise<ModelInfo>((resolve, reject) => {
+      let loaded = false;
+      worker.on('message', (message: FromWorker) => {
+        if (message.type === 'progress') this.events.onProgress?.(message.loadedBytes, message.totalBytes);
         else if (message.type === 'ready') {
+          loaded = true;
           this.state = 'ready';
           this.info = message.info;
+          if (this.restarts > 0) this.events.log?.(`engine worker restarted (restart ${this.restarts}); serving again`);
           resolve(message.info);
         } else if (message.type === 'failed') {
           this.fail(message.message);
           reject(message.code ? new OlmoeError(message.code, message.message) : new Error(message.message));
         } else this.route(message);
       });
-      const stopped = (why: string) => {
-        const wasLoading = this.state === 'loading';
-        this.fail(why);
-        if (wasLoading) reject(new Error(why));
+      let stopped = false;
+      const stop = (why: string) => {
+        if (stopped || this.closing) return;
+        stopped = true;
+        if (loaded) return this.restart(why);
+        this.fail(why); // it died while loading: the model itself is the problem, so do not loop
+        reject(new Error(why));
       };
-      this.worker.on('error', (error) => stopped(`the engine stopped: ${error.message}`));
-      this.worker.on('exit', (code) => stopped(`the engine exited (code ${code})`));
+      worker.on('error', (error) => stop(`the engine stopped: ${error.message}`));
+      worker.on('exit', (code) => stop(`the engine exited (code ${code})`));
     });
-    this.ready.catch(() => {}); // observed through `state`; callers that await it see the error
+  }
+
+  /** The worker died after loading: answer its jobs (503), then load the model again in a new worker. */
+  private restart(why: string): void {
+    this.state = 'restarting';
+    this.failure = why;
+    this.restarts++;
+    this.events.log?.(`engine worker died (${why}); ${this.running.size + this.waiting.length} request(s) answered 503; restarting (restart ${this.restarts})`);
+    this.failAll('unavailable', `the engine restarted while this request was held (${why}); retry it`);
+    this.spawn().catch(() => {}); // a failed reload sets state 'failed' through fail()
   }
 
   get load(): { running: number; waiting: number } {
@@ -89,10 +129,24 @@ export class Engine {
     return { id: entry.id, cancel: () => this.cancel(entry) };
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stop the worker. A loaded one is asked to stop between two steps: terminating a thread inside a native kernel
+   * makes the addon's next N-API call abort the whole process. `terminate` remains the fallback.
+   */
+  async close(graceMs = 5000): Promise<void> {
+    const wasReady = this.state === 'ready';
+    this.closing = true;
     this.state = 'failed';
     this.failure = 'the server is shutting down';
-    await this.worker.terminate();
+    this.failAll('unavailable', this.failure);
+    const worker = this.worker;
+    if (wasReady) {
+      const exited = new Promise<boolean>((resolve) => worker.once('exit', () => resolve(true)));
+      worker.postMessage({ type: 'stop' } satisfies ToWorker);
+      const timer = new Promise<boolean>((resolve) => setTimeout(resolve, graceMs, false).unref());
+      if (await Promise.race([exited, timer])) return;
+    }
+    await worker.terminate();
   }
 
   private start(entry: Entry): void {
@@ -129,10 +183,16 @@ export class Engine {
 
   private fail(why: string): void {
     if (this.state === 'failed') return;
+    if (this.restarts > 0) this.events.log?.(`engine worker could not load the model again (${why}); the server must be restarted`);
     this.state = 'failed';
     this.failure = why;
-    for (const entry of [...this.running.values(), ...this.waiting]) if (!entry.cancelled) entry.handlers.onError('internal', why);
+    this.failAll('unavailable', why);
+  }
+
+  private failAll(kind: 'internal' | 'unavailable', why: string): void {
+    const held = [...this.running.values(), ...this.waiting];
     this.running.clear();
     this.waiting.length = 0;
+    for (const entry of held) if (!entry.cancelled) entry.handlers.onError(kind, why);
   }
 }

@@ -56,7 +56,13 @@ export const completionRequest = z.strictObject({
   best_of: optional(z.literal(1, 'only best_of = 1 is supported')),
 });
 
+/** `POST /tokenize` (llama.cpp and vLLM have one): the ids of a chat (with the generation prompt) or a text. */
+export const tokenizeRequest = z
+  .strictObject({ model: optional(z.string()), messages: optional(z.array(message).min(1, 'give at least one message')), prompt: optional(z.string()) })
+  .refine((r) => (r.messages == null) !== (r.prompt == null), 'give either messages or prompt');
+
 export type ChatRequest = z.infer<typeof chatRequest>;
+export type TokenizeRequest = z.infer<typeof tokenizeRequest>;
 export type CompletionRequest = z.infer<typeof completionRequest>;
 type Sampling = Pick<ChatRequest, keyof typeof sampling>;
 

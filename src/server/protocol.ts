@@ -50,7 +50,8 @@ export interface ModelInfo {
   backend: string;
 }
 
-export type ToWorker = { type: 'generate'; job: number; request: JobRequest } | { type: 'abort'; job: number };
+/** `stop`: drop every generation and let the thread end, between two steps (never inside a native call). */
+export type ToWorker = { type: 'generate'; job: number; request: JobRequest } | { type: 'abort'; job: number } | { type: 'stop' };
 
 export type FromWorker =
   | { type: 'progress'; loadedBytes: number; totalBytes: number }

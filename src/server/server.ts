@@ -1,19 +1,23 @@
 /**
- * `olmoe serve`: an OpenAI-compatible HTTP server over node:http, with the engine in a worker thread and the
- * web UI at `/`. Routes: GET /health, GET /v1/models[/ID], POST /v1/chat/completions, POST /v1/completions.
- * Errors are OpenAI-shaped: {"error": {"message", "type", "param", "code"}}.
+ * `olmoe serve`: an OpenAI-compatible HTTP server over node:http, with the engine and the prompt tokenizer in
+ * worker threads and the web UI at `/`. Routes: GET /health, GET /v1/models[/ID], POST /v1/chat/completions,
+ * POST /v1/completions, POST /tokenize. Errors are OpenAI-shaped: {"error": {"message", "type", "param", "code"}}.
+ * Limits against a hostile or broken client (README "Security and limits"): Host/Origin checks (guard.ts), a
+ * body limit, a prompt limit, a connection cap, and header/body/idle timeouts.
  */
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { basename, resolve as resolvePath } from 'node:path';
 import { InputError, loadTokenizer, resolveModelPath, type HubOptions, type OlmoeTokenizer } from '../index.js';
 import { Engine, QueueFullError, type EngineLimits, type Job } from './engine.js';
-import { chatMessages, chatRequest, completionRequest, finishReason, jobOptions, parseBody, RequestError, type ChatRequest, type CompletionRequest } from './openai.js';
+import { Guard, requireJson, type GuardOptions } from './guard.js';
+import { chatMessages, chatRequest, completionRequest, finishReason, jobOptions, parseBody, RequestError, tokenizeRequest, type ChatRequest, type CompletionRequest, type TokenizeRequest } from './openai.js';
 import type { EngineSpec, JobSummary, ModelInfo, TokenRouting } from './protocol.js';
+import { PromptError, TokenizerThread, type TokenizeInput } from './tokenizer-thread.js';
 
-export interface ServeOptions extends Omit<EngineSpec, 'model'>, Partial<EngineLimits> {
+export interface ServeOptions extends Omit<EngineSpec, 'model'>, Partial<EngineLimits>, GuardOptions {
   host?: string;
   /** 0 picks a free port. */
   port?: number;
@@ -21,7 +25,16 @@ export interface ServeOptions extends Omit<EngineSpec, 'model'>, Partial<EngineL
   modelId?: string;
   /** Require `Authorization: Bearer <key>` on /v1/*. */
   apiKey?: string;
+  /** Largest request body (413 beyond); default 4 MiB. */
   maxBodyBytes?: number;
+  /** Open connections at once; more are answered 503 and closed. Default 256. */
+  maxConnections?: number;
+  /** Time for a client to send its request headers (408 after), default 10 s. */
+  headersTimeoutMs?: number;
+  /** Time for a client to send its whole request, body included (408 after), default 30 s. */
+  requestTimeoutMs?: number;
+  /** How long an idle keep-alive connection stays open between requests, default 5 s. */
+  keepAliveTimeoutMs?: number;
   hub?: HubOptions;
   onLoadProgress?: (loadedBytes: number, totalBytes: number) => void;
   /** One line per request (method, path, status, tokens, time). */
@@ -45,13 +58,21 @@ export async function startServer(model: string, opts: ServeOptions = {}): Promi
   const path = await resolveModelPath(model, opts.hub);
   const tokenizer = await loadTokenizer(path);
   const modelId = opts.modelId ?? (existsSync(model) ? basename(resolvePath(model)) : model);
-  const spec = { model: path, backend: opts.backend, threads: opts.threads, revision: opts.revision, prefillChunk: opts.prefillChunk };
-  const engine = new Engine(spec, { parallel: opts.parallel ?? 4, queue: opts.queue ?? 16 }, opts.onLoadProgress);
-  const app = new App(engine, tokenizer, modelId, opts);
-  const server = createServer((req, res) => void app.handle(req, res));
+  let app: App | undefined;
+  const server = createServer(
+    { headersTimeout: opts.headersTimeoutMs ?? 10_000, requestTimeout: opts.requestTimeoutMs ?? 30_000, connectionsCheckingInterval: 500 },
+    (req, res) => (refused(req.socket) ? res.destroy() : void app!.handle(req, res)),
+  );
+  server.keepAliveTimeout = opts.keepAliveTimeoutMs ?? 5_000;
+  const refused = capConnections(server, opts.maxConnections ?? 256);
+  // Listen before starting any thread: a busy port is then a plain error with nothing left running.
   await listen(server, opts.port ?? 8080, opts.host ?? '127.0.0.1');
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const spec = { model: path, backend: opts.backend, threads: opts.threads, revision: opts.revision, prefillChunk: opts.prefillChunk };
+  const engine = new Engine(spec, { parallel: opts.parallel ?? 4, queue: opts.queue ?? 16 }, { onProgress: opts.onLoadProgress, log: opts.log });
+  const prompts = new TokenizerThread(path);
+  app = new App(engine, tokenizer, prompts, new Guard(host, address.port, opts), modelId, opts);
   return {
     url: `http://${host}:${address.port}`,
     modelId,
@@ -59,9 +80,29 @@ export async function startServer(model: string, opts: ServeOptions = {}): Promi
     engine,
     close: async () => {
       server.closeAllConnections();
-      await Promise.all([new Promise((resolve) => server.close(resolve)), engine.close()]);
+      await Promise.all([new Promise((resolve) => server.close(resolve)), engine.close(), prompts.close()]);
     },
   };
+}
+
+/**
+ * Answer connections beyond `limit` with a 503 and close them, so idle sockets cannot exhaust descriptors. node:http
+ * still parses what a refused socket sent before it closes: the returned test tells the handler to drop it unserved.
+ */
+function capConnections(server: Server, limit: number): (socket: Socket) => boolean {
+  const open = new Set<Socket>();
+  const refused = new WeakSet<Socket>();
+  const body = JSON.stringify({ error: errorBody(new RequestError(503, `too many open connections (the limit is ${limit}); retry shortly`, null, 'too_many_connections')) });
+  const refusal = `HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n${body}`;
+  server.on('connection', (socket: Socket) => {
+    if (open.size >= limit) {
+      refused.add(socket);
+      return void socket.end(refusal, () => socket.destroy());
+    }
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
+  });
+  return (socket) => refused.has(socket);
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {
@@ -77,19 +118,27 @@ function listen(server: Server, port: number, host: string): Promise<void> {
 class App {
   private readonly created = Math.floor(Date.now() / 1000);
 
+  /** Characters one token can cover at most: a prompt longer than context × this cannot fit, whatever it says. */
+  private readonly charsPerToken: number;
+
   constructor(
     private readonly engine: Engine,
     private readonly tokenizer: OlmoeTokenizer,
+    private readonly prompts: TokenizerThread,
+    private readonly guard: Guard,
     private readonly modelId: string,
     private readonly opts: ServeOptions,
-  ) {}
+  ) {
+    this.charsPerToken = longestToken(tokenizer);
+  }
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    const path = (req.url ?? '/').split('?')[0]!;
     let note = '';
     try {
-      note = (await this.route(req, res, url.pathname)) ?? '';
+      this.guard.check(req, res);
+      note = (await this.route(req, res, path)) ?? '';
     } catch (error) {
       if (error instanceof RequestError) sendError(res, error);
       else {
@@ -97,32 +146,42 @@ class App {
         this.opts.log?.(`error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
       }
     }
-    this.opts.log?.(`${req.method} ${url.pathname} ${res.statusCode}${note ? ` ${note}` : ''} ${(performance.now() - started).toFixed(0)} ms`);
+    this.opts.log?.(`${req.method} ${path.slice(0, 200)} ${res.statusCode}${note ? ` ${note}` : ''} ${(performance.now() - started).toFixed(0)} ms`);
   }
 
   private async route(req: IncomingMessage, res: ServerResponse, path: string): Promise<string | void> {
     const method = req.method ?? 'GET';
+    if (!path.startsWith('/')) throw new RequestError(400, `the request path must start with "/" (got ${JSON.stringify(path.slice(0, 100))})`, null, 'invalid_path');
+    if (method === 'OPTIONS') return this.guard.preflight(req, res);
     const allow = (...methods: string[]) => {
       if (!methods.includes(method)) throw new RequestError(405, `${method} is not allowed on ${path} (use ${methods.join(' or ')})`);
     };
     if (path in WEB_FILES) return allow('GET', 'HEAD'), sendWebFile(res, WEB_FILES[path]!);
     if (path === '/health') return allow('GET', 'HEAD'), this.health(res);
-    if (!path.startsWith('/v1/')) throw new RequestError(404, `no route ${path} (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /health)`, null, 'not_found');
+    if (path === '/tokenize') {
+      allow('POST');
+      this.authorize(req);
+      requireJson(req);
+      return this.tokenize(res, parseBody(tokenizeRequest, await readJsonBody(req, this.opts.maxBodyBytes ?? 4 << 20)));
+    }
+    if (!path.startsWith('/v1/')) throw new RequestError(404, `no route ${path} (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /tokenize, GET /health)`, null, 'not_found');
     this.authorize(req);
     if (path === '/v1/models') return allow('GET'), sendJson(res, 200, { object: 'list', data: [this.modelCard()] });
     if (path.startsWith('/v1/models/')) {
       allow('GET');
-      const id = decodeURIComponent(path.slice('/v1/models/'.length));
+      const id = decodePath(path.slice('/v1/models/'.length));
       if (id !== this.modelId) throw modelNotFound(id, this.modelId);
       return sendJson(res, 200, this.modelCard());
     }
     if (path === '/v1/chat/completions') {
       allow('POST');
+      requireJson(req);
       const request = parseBody(chatRequest, await readJsonBody(req, this.opts.maxBodyBytes ?? 4 << 20));
       return this.complete(res, 'chat', request);
     }
     if (path === '/v1/completions') {
       allow('POST');
+      requireJson(req);
       const request = parseBody(completionRequest, await readJsonBody(req, this.opts.maxBodyBytes ?? 4 << 20));
       return this.complete(res, 'text', request);
     }
@@ -142,11 +201,22 @@ class App {
 
   private health(res: ServerResponse): void {
     const { state, info, failure, limits, load } = this.engine;
+    const restarts = this.engine.restarts;
     if (state !== 'ready') {
       res.setHeader('Retry-After', '5');
-      return sendJson(res, 503, { status: state === 'loading' ? 'loading' : 'error', error: failure ?? null });
+      return sendJson(res, 503, { status: state === 'failed' ? 'error' : state, error: state === 'loading' ? null : (failure ?? null), restarts });
     }
-    sendJson(res, 200, { status: 'ok', model: this.modelId, backend: info!.backend, running: load.running, waiting: load.waiting, ...limits });
+    sendJson(res, 200, { status: 'ok', model: this.modelId, backend: info!.backend, running: load.running, waiting: load.waiting, restarts, ...limits });
+  }
+
+  /** The token ids of a chat prompt (as /v1/chat/completions builds it) or a text; the web UI fits turns with it. */
+  private async tokenize(res: ServerResponse, request: TokenizeRequest): Promise<string> {
+    const info = this.available(res);
+    const ids = request.messages
+      ? await this.promptIds('chat', { model: this.modelId, messages: request.messages }, info)
+      : await this.promptIds('text', { model: this.modelId, prompt: request.prompt! }, info);
+    sendJson(res, 200, { count: ids.length, tokens: ids, context_length: info.maxPositionEmbeddings });
+    return `${ids.length} tokens`;
   }
 
   private modelCard() {
@@ -161,31 +231,40 @@ class App {
     };
   }
 
-  private promptIds(kind: 'chat' | 'text', request: ChatRequest | CompletionRequest, vocab: number): number[] {
-    try {
-      if (kind === 'chat') return this.tokenizer.encodeChat(chatMessages(request as ChatRequest));
+  /**
+   * The prompt's token ids, tokenized on the tokenizer thread. A prompt with more characters than the context can
+   * hold at `charsPerToken` each is refused before tokenizing, so its size bounds the tokenizer's time and memory.
+   */
+  private async promptIds(kind: 'chat' | 'text', request: ChatRequest | CompletionRequest, info: ModelInfo): Promise<number[]> {
+    const param = kind === 'chat' ? 'messages' : 'prompt';
+    let input: TokenizeInput;
+    if (kind === 'chat') input = { kind, messages: chatMessages(request as ChatRequest) };
+    else {
       const { prompt } = request as CompletionRequest;
-      if (typeof prompt === 'string') return this.tokenizer.encode(prompt);
-      if (typeof prompt[0] === 'string') return this.tokenizer.encode(prompt[0]);
-      const ids = prompt as number[];
-      const bad = ids.findIndex((id) => id >= vocab);
-      if (bad >= 0) throw new RequestError(400, `prompt[${bad}]: token id ${ids[bad]} is out of range (the vocabulary has ${vocab} ids)`, `prompt[${bad}]`);
-      return ids;
+      if (typeof prompt !== 'string' && typeof prompt[0] !== 'string') return checkIds(prompt as number[], info.vocabSize);
+      input = { kind, text: typeof prompt === 'string' ? prompt : (prompt[0] as string) };
+    }
+    const chars = input.kind === 'chat' ? input.messages.reduce((sum, m) => sum + m.content.length, 0) : input.text.length;
+    const limit = info.maxPositionEmbeddings * this.charsPerToken;
+    if (chars > limit) {
+      throw new RequestError(400, `the prompt has ${chars} characters; the model's context of ${info.maxPositionEmbeddings} tokens holds at most ${limit} (${this.charsPerToken} per token at most)`, param, 'context_length_exceeded');
+    }
+    try {
+      return await this.prompts.encode(input);
     } catch (error) {
-      if (error instanceof InputError) throw new RequestError(400, error.message, kind === 'chat' ? 'messages' : 'prompt');
-      throw error;
+      if (error instanceof PromptError) throw new RequestError(400, error.message, param);
+      throw new RequestError(503, `the prompt could not be tokenized: ${(error as Error).message}; retry`, null, 'unavailable');
     }
   }
 
-  private complete(res: ServerResponse, kind: 'chat' | 'text', request: ChatRequest | CompletionRequest): Promise<string> {
+  private async complete(res: ServerResponse, kind: 'chat' | 'text', request: ChatRequest | CompletionRequest): Promise<string> {
     if (request.model !== this.modelId) throw modelNotFound(request.model, this.modelId);
-    const { state, failure } = this.engine;
-    if (state !== 'ready') {
-      res.setHeader('Retry-After', '5');
-      throw new RequestError(503, state === 'loading' ? 'the model is still loading; try again shortly' : `the engine is not running: ${failure}`, null, 'unavailable');
-    }
-    const info = this.engine.info!;
-    const promptIds = this.promptIds(kind, request, info.vocabSize);
+    const info = this.available(res);
+    let gone = false;
+    res.once('close', () => (gone = true));
+    const promptIds = await this.promptIds(kind, request, info);
+    if (gone) return 'client went away while the prompt was tokenized';
+    this.available(res); // the engine may have restarted meanwhile
     let options;
     try {
       options = jobOptions(request, promptIds.length, info.maxPositionEmbeddings);
@@ -211,7 +290,8 @@ class App {
               end(`${summary.promptTokens}+${summary.completionTokens} tokens, ${summary.finishReason}`);
             },
             onError: (errorKind, message) => {
-              reply.fail(new RequestError(errorKind === 'input' ? 400 : 500, message));
+              if (errorKind === 'unavailable' && !res.headersSent) res.setHeader('Retry-After', '5');
+              reply.fail(new RequestError(errorKind === 'input' ? 400 : errorKind === 'unavailable' ? 503 : 500, message, null, errorKind === 'unavailable' ? 'unavailable' : null));
               end(`failed: ${message}`);
             },
           },
@@ -228,6 +308,40 @@ class App {
         end('client went away');
       });
     });
+  }
+
+  /** The model's facts when the engine can take work; otherwise a 503 saying why. */
+  private available(res: ServerResponse): ModelInfo {
+    const { state, failure, info } = this.engine;
+    if (state === 'ready') return info!;
+    res.setHeader('Retry-After', '5');
+    const why = state === 'loading' ? 'the model is still loading' : state === 'restarting' ? `the engine is restarting after it stopped (${failure})` : `the engine is not running: ${failure}`;
+    throw new RequestError(503, `${why}; try again shortly`, null, 'unavailable');
+  }
+}
+
+function checkIds(ids: number[], vocab: number): number[] {
+  const bad = ids.findIndex((id) => id >= vocab);
+  if (bad >= 0) throw new RequestError(400, `prompt[${bad}]: token id ${ids[bad]} is out of range (the vocabulary has ${vocab} ids)`, `prompt[${bad}]`);
+  return ids;
+}
+
+/**
+ * The most prompt characters (UTF-16 units) one token can stand for: the longest vocabulary entry (byte-level
+ * entries have one character per byte, and a character is at least one byte), times 3 because the NFC normalizer
+ * of OLMo's tokenizer can compose up to three code points into one (a Hangul syllable from its jamo).
+ */
+function longestToken(tokenizer: OlmoeTokenizer): number {
+  let longest = 1;
+  for (let id = 0; id < tokenizer.vocabSize; id++) longest = Math.max(longest, tokenizer.idToToken(id)?.length ?? 0);
+  return 3 * longest;
+}
+
+function decodePath(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new RequestError(400, `the path holds a malformed percent-escape: ${JSON.stringify(segment.slice(0, 100))}`, null, 'invalid_path');
   }
 }
 

@@ -125,7 +125,8 @@ export class NativeBackend extends ReferenceBackend {
       try {
         return new Float32Array(this.addon.allocate(floats * 4));
       } catch (error) {
-        throw new ResourceError(`a KV cache of ${opts.capacity} positions × ${opts.layers} layers`, 2 * opts.layers * floats * 4, error);
+        const positions = floats / (opts.kvHeads * opts.headDim);
+        throw new ResourceError(`a KV cache of ${positions} positions × ${opts.layers} layers`, 2 * opts.layers * floats * 4, error);
       }
     });
   }

@@ -8,28 +8,51 @@ import { activation, checkShapes, f32, showShape, type RefTensor } from './tenso
 
 export class RefKVCache implements KVCache {
   length = 0;
-  readonly keys: Float32Array[]; // per layer [capacity, Hkv·Hd]
-  readonly values: Float32Array[];
+  allocated = 0;
+  keys: Float32Array[] = []; // per layer [allocated, Hkv·Hd]
+  values: Float32Array[] = [];
   readonly layers: number;
   readonly capacity: number;
   readonly width: number;
 
   /** `allocate` provides zeroed float storage (the native backend uses huge-page memory). */
-  constructor(opts: KVCacheOptions, allocate: (floats: number) => Float32Array = (floats) => new Float32Array(floats)) {
+  constructor(
+    opts: KVCacheOptions,
+    private readonly allocate: (floats: number) => Float32Array = (floats) => new Float32Array(floats),
+  ) {
     this.layers = opts.layers;
     this.capacity = opts.capacity;
     this.width = opts.kvHeads * opts.headDim;
-    const bytes = 2 * opts.layers * opts.capacity * this.width * 4;
-    const make = () => allocate(opts.capacity * this.width);
+    this.reserve(Math.min(opts.reserve ?? 0, opts.capacity));
+  }
+
+  /**
+   * Storage for at least `positions` positions in every layer: at least double what is there (so a sequence of T
+   * tokens is copied O(T) times in all), at most the capacity. What was stored moves to the new storage whole
+   * (positions may be written before `length` is advanced).
+   */
+  reserve(positions: number): void {
+    if (positions <= this.allocated) return;
+    if (positions > this.capacity) throw new InputError(`KV cache holds ${this.capacity} positions; ${positions} needed`);
+    const size = Math.min(this.capacity, Math.max(positions, 2 * this.allocated, MIN_POSITIONS));
+    const grow = (old: Float32Array | undefined) => {
+      const next = this.allocate(size * this.width);
+      if (old) next.set(old);
+      return next;
+    };
     try {
-      this.keys = Array.from({ length: opts.layers }, make);
-      this.values = Array.from({ length: opts.layers }, make);
+      this.keys = Array.from({ length: this.layers }, (_, layer) => grow(this.keys[layer]));
+      this.values = Array.from({ length: this.layers }, (_, layer) => grow(this.values[layer]));
     } catch (error) {
-      if (error instanceof RangeError) throw new ResourceError(`a KV cache of ${opts.capacity} positions × ${opts.layers} layers`, bytes, error);
+      if (error instanceof RangeError) throw new ResourceError(`a KV cache of ${size} positions × ${this.layers} layers`, 2 * this.layers * size * this.width * 4, error);
       throw error;
     }
+    this.allocated = size;
   }
 }
+
+/** The smallest growth step, so the first decode tokens after a short prompt do not each reallocate. */
+const MIN_POSITIONS = 16;
 
 export function attention(args: AttentionArgs): RefTensor {
   const { cache, tokens } = storeKeysValues(args);
@@ -50,8 +73,7 @@ export function storeKeysValues(args: AttentionArgs): { cache: RefKVCache; token
   const fits = [f32(args.k).length, f32(args.v).length].every((n) => n === tokens * cache.width);
   checkShapes('attention', Number.isInteger(tokens) && fits,
     () => `q ${showShape(args.q)}, k ${showShape(args.k)}, v ${showShape(args.v)} do not fit ${args.heads} heads, ${cache.width / args.headDim} kv heads × ${args.headDim}`);
-  const end = args.start + tokens;
-  if (end > cache.capacity) throw new InputError(`KV cache holds ${cache.capacity} positions; ${end} needed`);
+  cache.reserve(args.start + tokens);
   cache.keys[args.layer]!.set(f32(args.k), args.start * cache.width);
   cache.values[args.layer]!.set(f32(args.v), args.start * cache.width);
   return { cache, tokens };

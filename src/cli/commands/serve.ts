@@ -13,7 +13,13 @@ interface ServeFlags extends ModelFlags {
   queue: number;
   maxBody: number;
   prefillChunk: number;
+  allowedHosts?: string[];
+  corsOrigins?: string[];
+  maxConnections: number;
 }
+
+/** "a,b" → ["a", "b"]; the flag may also be repeated. */
+const list = (value: string, previous: string[] = []) => [...previous, ...value.split(',').map((item) => item.trim()).filter(Boolean)];
 
 export function registerServe(program: Command): void {
   const command = program
@@ -27,7 +33,10 @@ export function registerServe(program: Command): void {
     .option('--parallel <n>', 'requests generating at once, as one continuous batch', parsePositiveInteger('--parallel'), 4)
     .option('--prefill-chunk <n>', 'prompt tokens per step (a long prompt does not stall the other streams; a disconnect lands within one chunk)', parsePositiveInteger('--prefill-chunk'), 64)
     .option('--queue <n>', 'requests that may wait for a slot; more get 429', parseInteger('--queue'), 16)
-    .option('--max-body <bytes>', 'largest request body accepted (413 beyond)', parsePositiveInteger('--max-body'), 4 << 20);
+    .option('--max-body <bytes>', 'largest request body accepted (413 beyond)', parsePositiveInteger('--max-body'), 4 << 20)
+    .option('--max-connections <n>', 'open connections at once (503 beyond)', parsePositiveInteger('--max-connections'), 256)
+    .option('--allowed-hosts <names>', 'extra Host names to answer, comma-separated ("name" or "name:port"; default: the bound address, and localhost on loopback)', list)
+    .option('--cors-origins <origins>', 'browser origins allowed to call the API cross-origin, comma-separated ("https://app.example", or "*"); default none', list);
   addModelOptions(command).action(runServe);
 }
 
@@ -41,6 +50,9 @@ async function runServe(spec: string, flags: ServeFlags): Promise<void> {
     parallel: flags.parallel,
     queue: flags.queue,
     maxBodyBytes: flags.maxBody,
+    maxConnections: flags.maxConnections,
+    allowedHosts: flags.allowedHosts,
+    corsOrigins: flags.corsOrigins,
     prefillChunk: flags.prefillChunk,
     backend: flags.backend,
     threads: flags.threads,
