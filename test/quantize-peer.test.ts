@@ -123,6 +123,7 @@ describe('olmoe quantize/convert vs make_olmoe.py’s GGUF writer (test/fixtures
     dir = tempDir('olmoe-peer-');
     olmoe(['quantize', peerModel, join(dir, 'q8_0.gguf'), '--type', 'q8_0']);
     olmoe(['quantize', peerModel, join(dir, 'q4_0.gguf'), '--type', 'q4_0']);
+    olmoe(['quantize', peerModel, join(dir, 'q4_k_m.gguf'), '--type', 'q4_k_m']);
     olmoe(['convert', peerModel, join(dir, 'f16.gguf'), '--type', 'f16']);
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
@@ -142,6 +143,12 @@ describe('olmoe quantize/convert vs make_olmoe.py’s GGUF writer (test/fixtures
     const peer = readGgufRaw(join(peerDir, 'make_olmoe-q4_0.gguf')).tensors;
     // olmoe keeps the head at higher precision (q6_k, or q8_0 when a row is not 256 wide), as llama-quantize does.
     assert.deepEqual(assertSameBytesWhereSameType(mine, peer, 2).sort(), MATRICES.filter((name) => name !== 'output.weight').sort());
+  });
+
+  it('q4_k_m: no row here is 256 wide, so every matrix falls back to q8_0, with make_olmoe’s q8_0 bytes', () => {
+    const mine = readGgufRaw(join(dir, 'q4_k_m.gguf')).tensors;
+    const peer = readGgufRaw(join(peerDir, 'make_olmoe-q8_0.gguf')).tensors;
+    assert.deepEqual(assertSameBytesWhereSameType(mine, peer, 8).sort(), [...MATRICES].sort());
   });
 
   it('f16: the same bytes as make_olmoe’s F16 file, and logits within f16 rounding of the HF folder’s', async () => {
@@ -187,7 +194,8 @@ describe('convert and quantize a model carrying the real OLMo tokenizer (50,280 
       const { metadata, tensors, headerBytes } = readGgufRaw(out);
       assert.ok(headerBytes > 65536, `header ${headerBytes} bytes`);
       const tokens = metadata.get('tokenizer.ggml.tokens') as string[];
-      assert.ok(tokens.length >= 50280, `${tokens.length} tokens`);
+      assert.equal(tokens.length, 50304, 'the 50,280 tokens padded to the vocabulary size, as llama.cpp expects');
+      assert.equal((metadata.get('tokenizer.ggml.token_type') as unknown[]).length, 50304);
       assert.equal(tokens[50279], '<|endoftext|>');
       const types = new Set([...tensors.values()].filter((t) => t.dims.length > 1).map((t) => t.type));
       for (const wanted of quantTypes) assert.ok(types.has(wanted), `${type}: has ${TYPE_NAMES[wanted]} tensors (${[...types].map((t) => TYPE_NAMES[t])})`);
