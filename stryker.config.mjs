@@ -36,7 +36,7 @@ export const tap = tapFiles;
 export default {
   ...base,
   mutate: ['src/backends/reference/**/*.ts', 'src/core/**/*.ts', '!src/core/errors.ts'],
-  tap: tapFiles(['reference-backend', 'dtype', 'quant', 'sampling', 'model-laws', 'golden-gqa', 'native']),
+  tap: tapFiles(['reference-backend', 'dtype', 'quant', 'sampling', 'rng-golden', 'model-laws', 'golden-gqa', 'native']),
   tempDirName: '.stryker-tmp/core',
   // `npm run mutation -- --incremental` reuses this file: only changed code or tests rerun.
   incrementalFile: 'reports/mutation/core-incremental.json',
