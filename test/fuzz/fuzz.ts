@@ -1,0 +1,86 @@
+/**
+ * The loading fuzzer's loop: generate case → run it in the worker → judge it; a failing case with two
+ * mutations is minimized to the single mutation that still fails the same way. Failures are grouped by class.
+ */
+import { buildCase, generateCase, type FuzzCase } from './cases.js';
+import { judge, type Failure } from './judge.js';
+import { WorkerPool, type PoolOptions, type PoolResult } from './pool.js';
+import type { Seeds } from './seeds.js';
+
+export interface FuzzOptions extends Partial<PoolOptions> {
+  seeds: Seeds;
+  runSeed: number;
+  cases: number;
+  /** Only mutators whose name matches. */
+  only?: RegExp;
+  /** Stop starting new cases after this long (the cases run so far are reported). */
+  maxMs?: number;
+  onProgress?: (done: number, classes: number) => void;
+}
+
+export interface Finding {
+  failure: Failure;
+  fuzzCase: FuzzCase;
+  count: number;
+}
+
+export interface FuzzSummary {
+  cases: number;
+  ms: number;
+  findings: Map<string, Finding>;
+  outcomes: Map<string, number>;
+  restarts: number;
+}
+
+export const DEFAULT_POOL: PoolOptions = { timeoutMs: 5000, heapMb: 384, rssGrowthMb: 1536 };
+
+export function requestOf(seeds: Seeds, fuzzCase: FuzzCase) {
+  return { id: fuzzCase.id, seedPath: seeds.path(fuzzCase.seed), kind: fuzzCase.seed === 'hf' ? ('hf' as const) : ('gguf' as const), file: fuzzCase.file, bytes: fuzzCase.bytes };
+}
+
+export async function runCaseIn(pool: WorkerPool, seeds: Seeds, fuzzCase: FuzzCase): Promise<{ result: PoolResult; failure: Failure | undefined }> {
+  const result = await pool.run(requestOf(seeds, fuzzCase));
+  return { result, failure: judge(fuzzCase, result) };
+}
+
+/** The single step of a two-step case that fails with the same outcome on its own, if any. */
+async function minimize(pool: WorkerPool, seeds: Seeds, fuzzCase: FuzzCase, failure: Failure): Promise<{ fuzzCase: FuzzCase; failure: Failure }> {
+  if (fuzzCase.steps.length < 2) return { fuzzCase, failure };
+  for (const step of fuzzCase.steps) {
+    const single = buildCase(seeds, fuzzCase, [step]);
+    if (!single) continue;
+    const again = (await runCaseIn(pool, seeds, single)).failure;
+    if (again?.outcome === failure.outcome) return { fuzzCase: single, failure: again };
+  }
+  return { fuzzCase, failure };
+}
+
+function outcomeKey(result: PoolResult): string {
+  return result.outcome === 'error' ? `error:${result.olmoeError ? 'olmoe' : result.errorName}` : result.outcome;
+}
+
+export async function fuzzLoading(opts: FuzzOptions): Promise<FuzzSummary> {
+  const pool = new WorkerPool({ ...DEFAULT_POOL, ...opts });
+  const findings = new Map<string, Finding>();
+  const outcomes = new Map<string, number>();
+  const started = performance.now();
+  let done = 0;
+  try {
+    for (; done < opts.cases; done++) {
+      if (opts.maxMs !== undefined && performance.now() - started > opts.maxMs) break;
+      const fuzzCase = generateCase(opts.seeds, opts.runSeed, done, opts.only);
+      const { result, failure } = await runCaseIn(pool, opts.seeds, fuzzCase);
+      outcomes.set(outcomeKey(result), (outcomes.get(outcomeKey(result)) ?? 0) + 1);
+      if (failure) {
+        const minimal = await minimize(pool, opts.seeds, fuzzCase, failure);
+        const seen = findings.get(minimal.failure.class);
+        if (seen) seen.count++;
+        else findings.set(minimal.failure.class, { ...minimal, count: 1 });
+      }
+      if (done % 100 === 99) opts.onProgress?.(done + 1, findings.size);
+    }
+  } finally {
+    await pool.close();
+  }
+  return { cases: done, ms: performance.now() - started, findings, outcomes, restarts: pool.restarts };
+}
