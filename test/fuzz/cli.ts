@@ -9,7 +9,7 @@ import { rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { tempDir } from '../helpers.js';
 import { fuzzHttp, runHttpCase, startFuzzServer } from './http.js';
-import { fuzzLoading, runCaseIn, DEFAULT_POOL, type FuzzSummary } from './fuzz.js';
+import { fuzzLoading, runCaseIn, shrink, DEFAULT_POOL, type FuzzSummary } from './fuzz.js';
 import { isKnown, unseenKnown } from './known-failures.js';
 import { WorkerPool } from './pool.js';
 import { hasRegression, readRegressions, saveHttpRegression, saveLoadingRegression } from './regressions.js';
@@ -61,11 +61,22 @@ async function replay(seeds: Seeds): Promise<Row[]> {
   return rows;
 }
 
-function loadingRows(summary: FuzzSummary, save: boolean): Row[] {
-  return [...summary.findings.values()].map((f) => {
-    if (save && !hasRegression(f.failure.class)) console.log(`saved ${saveLoadingRegression(f.failure, f.fuzzCase)}`);
-    return { class: f.failure.class, count: f.count, detail: f.failure.detail, example: f.fuzzCase.id };
-  });
+/** A regression file for each new class (shrunk first), saved after the run. */
+async function saveLoading(seeds: Seeds, summary: FuzzSummary): Promise<void> {
+  const pool = new WorkerPool(DEFAULT_POOL);
+  try {
+    for (const finding of summary.findings.values()) {
+      if (hasRegression(finding.failure.class)) continue;
+      const small = await shrink(pool, seeds, finding);
+      console.log(`saved ${saveLoadingRegression(finding.failure, small)} (${small.bytes.length} bytes)`);
+    }
+  } finally {
+    await pool.close();
+  }
+}
+
+function loadingRows(summary: FuzzSummary): Row[] {
+  return [...summary.findings.values()].map((f) => ({ class: f.failure.class, count: f.count, detail: f.failure.detail, example: f.fuzzCase.id }));
 }
 
 async function main(): Promise<number> {
@@ -88,10 +99,11 @@ async function main(): Promise<number> {
         seeds, runSeed, cases, maxMs, timeoutMs: Number(values.timeout), only: values.only ? new RegExp(values.only) : undefined,
         onProgress: (done, classes) => process.stderr.write(`\r${done}/${cases} cases, ${classes} failure classes`),
       });
+      if (values.save) await saveLoading(seeds, loading);
       process.stderr.write('\n');
       console.log(`loading: ${loading.cases} cases in ${(loading.ms / 1000).toFixed(1)} s (${(loading.cases / (loading.ms / 1000)).toFixed(0)} cases/s), ${loading.restarts} worker restarts`);
       console.log(`outcomes: ${[...loading.outcomes].map(([k, v]) => `${k} ${v}`).join(', ')}`);
-      rows.push(...loadingRows(loading, values.save));
+      rows.push(...loadingRows(loading));
       const httpCases = Number(values.http ?? Math.ceil(cases / 10));
       if (httpCases > 0 && !values.only) {
         const http = await fuzzHttp({ modelDir: seeds.path('hf'), runSeed, cases: httpCases, maxMs });

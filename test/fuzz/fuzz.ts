@@ -3,6 +3,7 @@
  * mutations is minimized to the single mutation that still fails the same way. Failures are grouped by class.
  */
 import { buildCase, generateCase, type FuzzCase } from './cases.js';
+import { caseSeed } from './random.js';
 import { judge, type Failure } from './judge.js';
 import { WorkerPool, type PoolOptions, type PoolResult } from './pool.js';
 import type { Seeds } from './seeds.js';
@@ -16,6 +17,8 @@ export interface FuzzOptions extends Partial<PoolOptions> {
   /** Stop starting new cases after this long (the cases run so far are reported). */
   maxMs?: number;
   onProgress?: (done: number, classes: number) => void;
+  /** Called once per failure class, when it is first seen (e.g. to save a regression file at once). */
+  onNewClass?: (finding: Finding) => void;
 }
 
 export interface Finding {
@@ -75,7 +78,11 @@ export async function fuzzLoading(opts: FuzzOptions): Promise<FuzzSummary> {
         const minimal = await minimize(pool, opts.seeds, fuzzCase, failure);
         const seen = findings.get(minimal.failure.class);
         if (seen) seen.count++;
-        else findings.set(minimal.failure.class, { ...minimal, count: 1 });
+        else {
+          const finding = { ...minimal, count: 1 };
+          findings.set(minimal.failure.class, finding);
+          opts.onNewClass?.(finding);
+        }
       }
       if (done % 100 === 99) opts.onProgress?.(done + 1, findings.size);
     }
@@ -83,4 +90,22 @@ export async function fuzzLoading(opts: FuzzOptions): Promise<FuzzSummary> {
     await pool.close();
   }
   return { cases: done, ms: performance.now() - started, findings, outcomes, restarts: pool.restarts };
+}
+
+/**
+ * A smaller reproducer of the same failure class, for the regression file: the same mutators re-drawn with
+ * other seeds (on the smaller q8_0 GGUF seed when the case is a GGUF), keeping the smallest input that still
+ * fails the same way. Deep-nesting and many-entries finds otherwise make megabyte fixtures.
+ */
+export async function shrink(pool: WorkerPool, seeds: Seeds, finding: Finding, tries = 24): Promise<FuzzCase> {
+  let best = finding.fuzzCase;
+  for (let t = 0; t < tries && best.bytes.length > 16_384; t++) {
+    const seed = best.seed === 'hf' ? 'hf' : 'gguf-q8_0';
+    const steps = best.steps.map((step, k) => ({ ...step, seed: caseSeed(step.seed, t, k + 99) }));
+    const candidate = buildCase(seeds, { ...best, seed }, steps);
+    if (!candidate || candidate.bytes.length >= best.bytes.length) continue;
+    const { failure } = await runCaseIn(pool, seeds, candidate);
+    if (failure?.class === finding.failure.class) best = candidate;
+  }
+  return best;
 }

@@ -4,7 +4,34 @@
  * CI red. Remove a line when its fix lands (the test prints the known classes it no longer sees).
  * Patterns: `mutator/outcome`, `*` matches any run of characters.
  */
-export const KNOWN_FAILURES: readonly string[] = [];
+export const KNOWN_FAILURES: readonly string[] = [
+  // F1: a NaN/Inf weight loads and reaches the logits (the lead is adding non-finite detection).
+  '*/nonfinite',
+  // F2: WeightError (missing/extra/misshaped tensors) does not name the checkpoint file.
+  '*/unnamed:WeightError@load',
+  // F3: a GGUF whose metadata is wrong is reported as "config.json: …", a file that does not exist.
+  'gguf.*/unnamed:ConfigError@load',
+  // F4: the weight table is built from config counts (2^16…2^32 layers or experts) before they are checked
+  // against the tensors present: minutes of CPU or gigabytes of memory.
+  'config.huge_size/timeout', 'config.huge_size/memory', 'config.value/timeout', 'config.value/memory', 'config.duplicate_other/timeout',
+  'gguf.model_value/timeout', 'gguf.model_value/memory', 'gguf.scalar_value/timeout', 'gguf.scalar_value/memory', 'gguf.conflicting_kv/timeout', 'gguf.conflicting_kv/memory',
+  // F5: JSON.stringify of a deeply nested config value in the error message overflows the stack.
+  'config.deep_nesting/exception:RangeError@load',
+  // F6: GGUF arrays of arrays are read recursively: 5000 levels overflow the stack.
+  'gguf.nested_array/exception:RangeError@load',
+  // F7: a GGUF tokenizer key of type u64 (e.g. chat_template) reaches JSON.stringify as a BigInt.
+  'gguf.retype_kv/exception:TypeError@load',
+  // F8: chat templates run without a time or size bound (a 10^8-step loop, a 10^8-character string).
+  '*chat_template/timeout', '*chat_template/memory',
+  // F9: a vocab id of 2^31 in tokenizer.json hangs building the tokenizer.
+  'tokenizer.token_id/timeout', 'tokenizer.token_id/memory',
+  // F10: tokenizer.json with another component type (post_processor, model) loads, then encode/decode throw plain errors.
+  'tokenizer.component_type*/exception:*@tokenizer',
+  // F11 (server): a malformed percent-escape in /v1/models/ID is a 500 (URIError from decodeURIComponent).
+  'http.target*/status-500',
+  // F12 (server): CONNECT requests get no response; the connection is dropped.
+  '*http.method*/no-response-closed',
+];
 
 function toRegExp(pattern: string): RegExp {
   return new RegExp(`^${pattern.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);

@@ -140,7 +140,7 @@ const docMutators: Mutator[] = [
     for (let i = 0, n = r.range(1, 3); i < n; i++) kvs.splice(r.int(kvs.length + 1), 0, { key: `fuzz.key${i}`, ...randomValue(r) });
     return { ...doc, kvs };
   }),
-  docMutator('nested_array', 'identical-or-error', (doc, r) => setKv(doc, { key: 'fuzz.nested', type: T.array, value: nestedArray(r.pick([2, 3, 16, 1000, 20000, 100000])) })),
+  docMutator('nested_array', 'identical-or-error', (doc, r) => setKv(doc, { key: 'fuzz.nested', type: T.array, value: nestedArray(r.pick([2, 3, 16, 1000, 5000, 20000])) })),
   docMutator('alignment_value', 'finite-or-error', (doc, r) => setKv(doc, { key: 'general.alignment', ...r.pick(ALIGNMENTS) })),
   docMutator('duplicate_kv', 'identical-or-error', (doc, r) => {
     const kvs = [...doc.kvs];

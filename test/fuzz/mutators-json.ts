@@ -89,7 +89,7 @@ const configMutators: Mutator[] = [
   jsonMutator('config', 'drop_key', 'finite-or-error', (root, r) => drop(root, r.pick(CONFIG_KEYS))),
   jsonMutator('config', 'duplicate_same', 'identical-or-error', (root, r) => new Entries([...root.entries, r.pick(root.entries)])),
   jsonMutator('config', 'duplicate_other', 'finite-or-error', (root, r) => new Entries([...root.entries, [r.pick(CONFIG_KEYS), r.pick(EDGE_JSON)]])),
-  jsonMutator('config', 'deep_nesting', 'finite-or-error', (root, r) => set(root, r.pick(CONFIG_KEYS), nested(r.pick([100, 5000, 200000]), 1, r.chance(0.5)))),
+  jsonMutator('config', 'deep_nesting', 'finite-or-error', (root, r) => set(root, r.pick(CONFIG_KEYS), nested(r.pick([100, 5000, 20000]), 1, r.chance(0.5)))),
   jsonMutator('config', 'rope_parameters', 'finite-or-error', (root, r) =>
     set(drop(root, 'rope_theta'), 'rope_parameters', r.pick<JsonLike>([r.pick(EDGE_JSON), new Entries([['rope_theta', r.pick(EDGE_JSON)]]), new Entries([['rope_type', r.pick(EDGE_JSON)], ['rope_theta', 10000]])]))),
   jsonMutator('config', 'huge_string', 'finite-or-error', (root, r) => set(root, r.pick(['model_type', 'hidden_act', 'rope_scaling', 'head_dim']), 'x'.repeat(r.pick([1000, 1_000_000])))),
@@ -176,7 +176,7 @@ const tokenizerMutators: Mutator[] = [
     return set(root, key, value instanceof Entries ? set(value, 'type', type) : new Entries([['type', type]]));
   }),
   jsonMutator('tokenizer', 'deep_nesting', 'identical-or-error', (root, r) => {
-    const value = nested(r.pick([100, 5000, 200000]), 1, r.chance(0.5));
+    const value = nested(r.pick([100, 5000, 20000]), 1, r.chance(0.5));
     if (r.chance(0.5)) return set(root, r.pick(['normalizer', 'pre_tokenizer', 'decoder', 'added_tokens', 'fuzz']), value);
     return editModel(root, (m) => set(m, r.pick(['vocab', 'merges', 'unk_token', 'dropout']), value));
   }),

@@ -32,7 +32,8 @@ export class WorkerPool {
   private start(): Worker {
     this.worker = new Worker(new URL('./worker.js', import.meta.url), {
       workerData: { fuzzWorker: true, scratch: join(this.scratch, 'case') },
-      resourceLimits: { maxOldGenerationSizeMb: this.opts.heapMb, maxYoungGenerationSizeMb: 32, stackSizeMb: 4 },
+      // 1 MB of stack, like the CLI's main thread: a recursion that overflows there overflows here.
+      resourceLimits: { maxOldGenerationSizeMb: this.opts.heapMb, maxYoungGenerationSizeMb: 32, stackSizeMb: 1 },
       stdout: true, // a case's console output stays out of the report
       stderr: true,
     });

@@ -40,8 +40,21 @@ export function slug(failureClass: string): string {
   return failureClass.replace(/[^A-Za-z0-9._+-]+/g, '_').slice(0, 120);
 }
 
+/**
+ * Whether a class is already covered. Crashes (exceptions, hangs, memory, 5xx, dropped connections, wrong
+ * logits) keep one file per class; the milder property failures (an error not naming its file, non-finite
+ * logits) one per file kind and outcome, since every mutator reaching them shows the same gap.
+ */
 export function hasRegression(failureClass: string, dir = REGRESSIONS_DIR): boolean {
-  return existsSync(join(dir, slug(failureClass), 'case.json'));
+  if (existsSync(join(dir, slug(failureClass), 'case.json'))) return true;
+  const group = groupOf(failureClass);
+  return group !== undefined && readRegressions(dir).some((r) => groupOf(r.meta.class) === group);
+}
+
+function groupOf(failureClass: string): string | undefined {
+  const [mutators, outcome] = failureClass.split('/') as [string, string];
+  if (!/^(unnamed:|nonfinite)/.test(outcome ?? '')) return undefined;
+  return `${mutators.split('.')[0]}/${outcome}`;
 }
 
 export function saveLoadingRegression(failure: { class: string; detail: string }, fuzzCase: FuzzCase, dir = REGRESSIONS_DIR): string {
