@@ -5,7 +5,7 @@
 import { combinedOracle, type Oracle, type Target } from './mutator.js';
 import { mutatorByName, mutatorsFor } from './mutators.js';
 import { caseSeed, Random } from './random.js';
-import type { SeedName, Seeds } from './seeds.js';
+import { isFolderSeed, type SeedName, type Seeds } from './seeds.js';
 
 export interface Step {
   mutator: string;
@@ -25,30 +25,28 @@ export interface FuzzCase {
 
 /** How often each target is drawn: the binary formats carry the most structure. */
 const TARGET_WEIGHTS: [Target, number][] = [
-  ['gguf', 36], ['safetensors', 26], ['config', 16], ['tokenizer', 12], ['tokenizer_config', 6], ['generation_config', 4],
+  ['gguf', 35], ['safetensors', 24], ['config', 15], ['tokenizer', 12], ['tokenizer_config', 5], ['generation_config', 4], ['index', 5],
 ];
 
 const FILE_OF: Record<Exclude<Target, 'gguf'>, string> = {
-  safetensors: 'model.safetensors', config: 'config.json', tokenizer: 'tokenizer.json', tokenizer_config: 'tokenizer_config.json', generation_config: 'generation_config.json',
+  index: 'model.safetensors.index.json', safetensors: 'model.safetensors', config: 'config.json', tokenizer: 'tokenizer.json', tokenizer_config: 'tokenizer_config.json', generation_config: 'generation_config.json',
 };
 
-function pickTarget(random: Random): Target {
-  let roll = random.int(TARGET_WEIGHTS.reduce((sum, [, w]) => sum + w, 0));
-  for (const [target, weight] of TARGET_WEIGHTS) if ((roll -= weight) < 0) return target;
-  return 'config';
+function pickTarget(random: Random, only?: RegExp): Target {
+  const weights = TARGET_WEIGHTS.filter(([target]) => !only || mutatorsFor(target).some((m) => only.test(m.name)));
+  if (weights.length === 0) throw new Error(`no mutator matches ${only}`);
+  let roll = random.int(weights.reduce((sum, [, w]) => sum + w, 0));
+  for (const [target, weight] of weights) if ((roll -= weight) < 0) return target;
+  return weights[0]![0];
 }
 
 export function generateCase(seeds: Seeds, runSeed: number, index: number, only?: RegExp): FuzzCase {
   const random = new Random(caseSeed(runSeed, index));
   const id = `${runSeed}:${index}`;
   for (let attempt = 0; ; attempt++) {
-    const target = pickTarget(random);
+    const target = pickTarget(random, only);
     const candidates = mutatorsFor(target).filter((m) => !only || only.test(m.name));
-    if (candidates.length === 0) {
-      if (attempt > 100) throw new Error(`no mutator matches ${only}`);
-      continue;
-    }
-    const seed: SeedName = target === 'gguf' ? random.pick(['gguf-f32', 'gguf-q8_0'] as const) : 'hf';
+    const seed: SeedName = target === 'gguf' ? random.pick(['gguf-f32', 'gguf-q8_0'] as const) : target === 'index' ? 'hf-sharded' : 'hf';
     const steps = Array.from({ length: random.chance(0.25) ? 2 : 1 }, (_, k): Step => ({ mutator: random.pick(candidates).name, seed: caseSeed(runSeed, index, attempt * 8 + k + 1) }));
     const built = buildCase(seeds, { id, seed, file: target === 'gguf' ? 'model.gguf' : FILE_OF[target] }, steps);
     if (built) return built;
@@ -60,7 +58,7 @@ export const mutatorErrors = new Map<string, string>();
 
 /** Apply the steps in order to the seed file; undefined when a step does not apply. */
 export function buildCase(seeds: Seeds, where: { id: string; seed: SeedName; file: string }, steps: readonly Step[]): FuzzCase | undefined {
-  let bytes = where.seed === 'hf' ? seeds.bytes('hf', where.file) : seeds.bytes(where.seed);
+  let bytes = isFolderSeed(where.seed) ? seeds.bytes(where.seed, where.file) : seeds.bytes(where.seed);
   for (const step of steps) {
     let next: Buffer | undefined;
     try {

@@ -6,7 +6,7 @@ import { buildCase, generateCase, type FuzzCase } from './cases.js';
 import { caseSeed } from './random.js';
 import { judge, type Failure } from './judge.js';
 import { WorkerPool, type PoolOptions, type PoolResult } from './pool.js';
-import type { Seeds } from './seeds.js';
+import { isFolderSeed, type Seeds } from './seeds.js';
 
 export interface FuzzOptions extends Partial<PoolOptions> {
   seeds: Seeds;
@@ -38,7 +38,7 @@ export interface FuzzSummary {
 export const DEFAULT_POOL: PoolOptions = { timeoutMs: 5000, heapMb: 384, rssGrowthMb: 1536 };
 
 export function requestOf(seeds: Seeds, fuzzCase: FuzzCase) {
-  return { id: fuzzCase.id, seedPath: seeds.path(fuzzCase.seed), kind: fuzzCase.seed === 'hf' ? ('hf' as const) : ('gguf' as const), file: fuzzCase.file, bytes: fuzzCase.bytes };
+  return { id: fuzzCase.id, seedPath: seeds.path(fuzzCase.seed), kind: isFolderSeed(fuzzCase.seed) ? ('hf' as const) : ('gguf' as const), file: fuzzCase.file, bytes: fuzzCase.bytes };
 }
 
 export async function runCaseIn(pool: WorkerPool, seeds: Seeds, fuzzCase: FuzzCase): Promise<{ result: PoolResult; failure: Failure | undefined }> {
@@ -100,7 +100,7 @@ export async function fuzzLoading(opts: FuzzOptions): Promise<FuzzSummary> {
 export async function shrink(pool: WorkerPool, seeds: Seeds, finding: Finding, tries = 24): Promise<FuzzCase> {
   let best = finding.fuzzCase;
   for (let t = 0; t < tries && best.bytes.length > 16_384; t++) {
-    const seed = best.seed === 'hf' ? 'hf' : 'gguf-q8_0';
+    const seed = isFolderSeed(best.seed) ? best.seed : 'gguf-q8_0';
     const steps = best.steps.map((step, k) => ({ ...step, seed: caseSeed(step.seed, t, k + 99) }));
     const candidate = buildCase(seeds, { ...best, seed }, steps);
     if (!candidate || candidate.bytes.length >= best.bytes.length) continue;

@@ -7,7 +7,6 @@
  */
 import type { FuzzCase } from './cases.js';
 import type { PoolResult } from './pool.js';
-import { HF_FILES } from './seeds.js';
 import type { CaseResult } from './worker.js';
 
 export interface Failure {
@@ -39,8 +38,8 @@ export function judgeOutcome(fuzzCase: Pick<FuzzCase, 'oracle' | 'file'>, result
  * config/weights mismatch has two sides, and naming model.safetensors when config.json asks for more is fair).
  */
 function namesFile(message: string, fuzzCase: Pick<FuzzCase, 'file'>): boolean {
-  const names = fuzzCase.file.endsWith('.gguf') ? [fuzzCase.file] : [fuzzCase.file, ...HF_FILES];
-  return names.some((name) => message.includes(name));
+  if (message.includes(fuzzCase.file)) return true;
+  return !fuzzCase.file.endsWith('.gguf') && /config\.json|\.safetensors|tokenizer(_config)?\.json|index\.json/.test(message);
 }
 
 export function judge(fuzzCase: FuzzCase, result: PoolResult): Failure | undefined {

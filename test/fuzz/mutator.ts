@@ -14,7 +14,7 @@ import type { Random } from './random.js';
 export type Oracle = 'identical' | 'identical-or-error' | 'finite-or-error';
 
 /** Which file of a seed a mutator edits. */
-export type Target = 'gguf' | 'safetensors' | 'config' | 'tokenizer' | 'tokenizer_config' | 'generation_config';
+export type Target = 'gguf' | 'safetensors' | 'index' | 'config' | 'tokenizer' | 'tokenizer_config' | 'generation_config';
 
 export interface Mutator {
   readonly name: string;

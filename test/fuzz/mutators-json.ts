@@ -39,9 +39,12 @@ function drop(root: Entries, key: string): Entries {
   return new Entries(root.entries.filter(([k]) => k !== key));
 }
 
+/** Tokenizer and generation settings cannot change logits; config.json and the index can. */
+const contentOracle = (target: Target): Mutator['oracle'] => (target === 'config' || target === 'index' ? 'finite-or-error' : 'identical-or-error');
+
 /** Damage JSON text: BOM, a cut, a stray byte, a trailing comma, a comment, a NaN literal. */
 function damageText(target: Target): Mutator {
-  return mutator(target, 'syntax', target === 'config' ? 'finite-or-error' : 'identical-or-error', (bytes, r) => {
+  return mutator(target, 'syntax', contentOracle(target), (bytes, r) => {
     const text = bytes.toString('utf8');
     const at = r.int(text.length);
     switch (r.int(7)) {
@@ -57,7 +60,7 @@ function damageText(target: Target): Mutator {
 }
 
 function rootType(target: Target): Mutator {
-  return mutator(target, 'root_type', target === 'config' ? 'finite-or-error' : 'identical-or-error', (_, r) =>
+  return mutator(target, 'root_type', contentOracle(target), (_, r) =>
     Buffer.from(r.pick(['[]', '1', '"config"', 'null', 'true', '', ' ', '[{}]', '{"__proto__": {"model_type": "olmoe"}}'])),
   );
 }
@@ -211,4 +214,34 @@ const generationConfigMutators: Mutator[] = [
   rootType('generation_config'),
 ];
 
-export const jsonMutators: readonly Mutator[] = [...configMutators, ...tokenizerMutators, ...tokenizerConfigMutators, ...generationConfigMutators];
+// ---- model.safetensors.index.json (of the sharded seed) ----
+
+function editWeightMap(root: Entries, edit: (map: [string, JsonLike][]) => JsonLike): Entries | undefined {
+  const map = get(root, 'weight_map');
+  return map instanceof Entries ? set(root, 'weight_map', edit([...map.entries])) : undefined;
+}
+
+const SHARD_NAMES: JsonLike[] = ['../model.safetensors', '/etc/hostname', 'model.safetensors', 'config.json', '', '.', '..', 'missing.safetensors', 'a/b.safetensors', 'x\\y', '\u0000', 5, null, [], {}, '__proto__'];
+
+const indexMutators: Mutator[] = [
+  jsonMutator('index', 'reorder', 'identical', (root, r) => editWeightMap(new Entries(r.shuffle(root.entries)), (map) => new Entries(r.shuffle(map)))),
+  jsonMutator('index', 'metadata', 'identical', (root, r) => set(root, 'metadata', r.pick<JsonLike>([new Entries([['total_size', 1]]), null, 'x', [], nested(100)]))),
+  jsonMutator('index', 'shard_name', 'finite-or-error', (root, r) =>
+    editWeightMap(root, (map) => {
+      map[r.int(map.length)]![1] = r.pick([...SHARD_NAMES, r.pick(map)[1]]);
+      return new Entries(map);
+    })),
+  jsonMutator('index', 'tensor_name', 'finite-or-error', (root, r) =>
+    editWeightMap(root, (map) => {
+      const at = r.int(map.length);
+      map[at] = [r.pick(['__proto__', 'constructor', 'toString', '', 'model.extra', r.pick(map)[0]]), map[at]![1]];
+      return new Entries(map);
+    })),
+  jsonMutator('index', 'drop_entry', 'finite-or-error', (root, r) => editWeightMap(root, (map) => new Entries(map.filter((_, i) => i !== r.int(map.length))))),
+  jsonMutator('index', 'duplicate_entry', 'identical-or-error', (root, r) => editWeightMap(root, (map) => new Entries([...map, r.pick(map)]))),
+  jsonMutator('index', 'weight_map', 'finite-or-error', (root, r) => set(root, 'weight_map', r.pick([...EDGE_JSON, nested(20000, 1, true)]))),
+  damageText('index'),
+  rootType('index'),
+];
+
+export const jsonMutators: readonly Mutator[] = [...configMutators, ...tokenizerMutators, ...tokenizerConfigMutators, ...generationConfigMutators, ...indexMutators];

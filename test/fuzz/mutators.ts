@@ -19,7 +19,7 @@ function splice(bytes: Buffer, random: Random): Buffer {
   return Buffer.concat([bytes.subarray(0, at), random.bytes(random.int(16)), bytes.subarray(at + cut)]);
 }
 
-const TARGETS: readonly Target[] = ['gguf', 'safetensors', 'config', 'tokenizer', 'tokenizer_config', 'generation_config'];
+const TARGETS: readonly Target[] = ['gguf', 'safetensors', 'index', 'config', 'tokenizer', 'tokenizer_config', 'generation_config'];
 /** Changing tokenizer files cannot change logits, so a loaded model must still match the clean one. */
 const byteOracle = (target: Target) => (target.startsWith('tokenizer') || target === 'generation_config' ? 'identical-or-error' : 'finite-or-error');
 

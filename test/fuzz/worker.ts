@@ -4,13 +4,12 @@
  * and reports what happened. Reused across cases; the pool replaces it after a hang, a crash or running out of memory.
  * Run as a plain script (e.g. by `node --test` scanning dist/test) it does nothing.
  */
-import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { ReferenceBackend } from '../../src/backends/reference/index.js';
 import { OlmoeError } from '../../src/core/errors.js';
 import { loadPretrained, type Pretrained } from '../../src/model/pretrained.js';
-import { HF_FILES } from './seeds.js';
 
 export interface CaseRequest {
   id: string;
@@ -68,11 +67,8 @@ function prepare(scratch: string, request: CaseRequest): string {
     writeFileSync(path, request.bytes);
     return path;
   }
-  for (const file of HF_FILES) {
-    if (file === request.file) writeFileSync(join(scratch, file), request.bytes);
-    else symlinkSync(join(request.seedPath, file), join(scratch, file));
-  }
-  if (!(HF_FILES as readonly string[]).includes(request.file)) writeFileSync(join(scratch, request.file), request.bytes);
+  for (const file of readdirSync(request.seedPath)) if (file !== request.file) symlinkSync(join(request.seedPath, file), join(scratch, file));
+  writeFileSync(join(scratch, request.file), request.bytes);
   return scratch;
 }
 
