@@ -133,8 +133,15 @@ const CHAT_TEMPLATES = [
 
 const docMutators: Mutator[] = [
   docMutator('reorder_kv', 'identical', (doc, r) => ({ ...doc, kvs: r.shuffle(doc.kvs) })),
-  docMutator('reorder_tensor_infos', 'identical', (doc, r) => ({ ...doc, tensors: r.shuffle(doc.tensors) })),
-  docMutator('relayout', 'identical', (doc, r) => relayout(doc, r.shuffle(doc.tensors), r.pick([8, 16, 32, 64, 256, 4096]))),
+  // llama.cpp requires the data in header order, each tensor padded to the alignment (gguf.cpp: "tensor has
+  // offset …, expected …"): reordering the infos moves the data with them, and another order is allowed to fail.
+  docMutator('reorder_tensor_infos', 'identical', (doc, r) => {
+    const order = r.shuffle(doc.tensors);
+    const laid = relayout(doc, order, doc.alignment); // its tensors are still in the old header order
+    return { ...laid, tensors: order.map((t) => laid.tensors[doc.tensors.indexOf(t)]!) };
+  }),
+  docMutator('relayout', 'identical', (doc, r) => relayout(doc, doc.tensors, r.pick([8, 16, 32, 64, 256, 4096]))),
+  docMutator('data_order', 'identical-or-error', (doc, r) => relayout(doc, r.shuffle(doc.tensors), r.pick([32, 64]))),
   docMutator('unknown_kv', 'identical', (doc, r) => {
     const kvs = [...doc.kvs];
     for (let i = 0, n = r.range(1, 3); i < n; i++) kvs.splice(r.int(kvs.length + 1), 0, { key: `fuzz.key${i}`, ...randomValue(r) });
