@@ -16,6 +16,20 @@ export type ErrorCode =
   | 'diverged' // training produced a non-finite loss or gradient
   | 'numeric'; // a forward pass produced NaN or infinity
 
+/**
+ * A value read from a file, for an error message: its JSON when short, cut to `max` characters, and safe where
+ * JSON.stringify is not (a BigInt from a GGUF, nesting deep enough to overflow the stack).
+ */
+export function preview(value: unknown, max = 80): string {
+  let text: string;
+  try {
+    text = typeof value === 'bigint' ? `${value}` : JSON.stringify(value, (_, v: unknown) => (typeof v === 'bigint' ? `${v}` : v)) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? '[…] (nested too deep to show)' : '{…} (nested too deep to show)';
+  }
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}
+
 export class OlmoeError extends Error {
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {

@@ -6,7 +6,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { WeightSource } from '../core/backend.js';
-import { FormatError, WeightError } from '../core/errors.js';
+import { FormatError, preview, WeightError } from '../core/errors.js';
 import { readJsonObject } from './json.js';
 import { readSafetensorsHeader, type TensorEntry } from './safetensors.js';
 
@@ -50,7 +50,7 @@ export function readWeightMap(indexPath: string): Map<string, string> {
   if (entries.length === 0) throw new FormatError(indexPath, '"weight_map" is empty');
   for (const [name, shard] of entries) {
     if (typeof shard !== 'string' || shard === '' || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
-      throw new FormatError(indexPath, `weight_map[${JSON.stringify(name)}] = ${JSON.stringify(shard)} is not a shard file name`);
+      throw new FormatError(indexPath, `weight_map[${preview(name)}] = ${preview(shard)} is not a shard file name`);
     }
   }
   return new Map(entries as [string, string][]);

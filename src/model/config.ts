@@ -2,7 +2,7 @@
  * OlmoeConfig: the flat typed record of an HF `config.json` (spec §1). Unknown keys are ignored; missing,
  * mistyped or impossible values are rejected with the key named. Routing switches are config, never constants.
  */
-import { ConfigError, UnsupportedError } from '../core/errors.js';
+import { ConfigError, preview, UnsupportedError } from '../core/errors.js';
 import { readJsonObject } from '../io/json.js';
 
 export interface OlmoeConfig {
@@ -76,7 +76,7 @@ export function parseConfig(json: unknown): OlmoeConfig {
 
 function checkModelType(raw: Json): void {
   if (raw.model_type !== undefined && raw.model_type !== 'olmoe') {
-    throw new UnsupportedError(`config.json: model_type ${JSON.stringify(raw.model_type)} is not supported (expected "olmoe")`);
+    throw new UnsupportedError(`config.json: model_type ${preview(raw.model_type)} is not supported (expected "olmoe")`);
   }
 }
 
@@ -92,21 +92,21 @@ function checkShapes(c: { hiddenSize: number; numHeads: number; numKVHeads: numb
     throw new ConfigError('num_experts_per_tok', `${c.numExpertsPerTok} is more than num_experts (${c.numExperts})`);
   }
   if (raw.head_dim != null && raw.head_dim !== c.hiddenSize / c.numHeads) {
-    throw new UnsupportedError(`config.json: head_dim ${JSON.stringify(raw.head_dim)} differs from hidden_size / num_attention_heads; OLMoE derives it`);
+    throw new UnsupportedError(`config.json: head_dim ${preview(raw.head_dim)} differs from hidden_size / num_attention_heads; OLMoE derives it`);
   }
   const hiddenAct = raw.hidden_act ?? 'silu';
-  if (hiddenAct !== 'silu') throw new UnsupportedError(`config.json: hidden_act ${JSON.stringify(hiddenAct)} is not supported (OLMoE uses "silu")`);
+  if (hiddenAct !== 'silu') throw new UnsupportedError(`config.json: hidden_act ${preview(hiddenAct)} is not supported (OLMoE uses "silu")`);
   if (raw.attention_bias === true) throw new UnsupportedError('config.json: attention_bias true is not supported (OLMoE has no biases)');
 }
 
 /** rope_theta (HF v4) or rope_parameters.rope_theta (HF v5); only the default, unscaled rope is OLMoE's. */
 function ropeTheta(raw: Json): number {
-  if (raw.rope_scaling != null) throw new UnsupportedError(`config.json: rope_scaling ${JSON.stringify(raw.rope_scaling)} is not supported (OLMoE uses none)`);
+  if (raw.rope_scaling != null) throw new UnsupportedError(`config.json: rope_scaling ${preview(raw.rope_scaling)} is not supported (OLMoE uses none)`);
   const params = raw.rope_parameters;
   if (params != null) {
     if (typeof params !== 'object' || Array.isArray(params)) throw new ConfigError('rope_parameters', 'must be an object');
     const p = params as Json;
-    if (p.rope_type != null && p.rope_type !== 'default') throw new UnsupportedError(`config.json: rope_parameters.rope_type ${JSON.stringify(p.rope_type)} is not supported`);
+    if (p.rope_type != null && p.rope_type !== 'default') throw new UnsupportedError(`config.json: rope_parameters.rope_type ${preview(p.rope_type)} is not supported`);
     return atLeastOne(positiveNumber(p, 'rope_theta', 10000, 'rope_parameters.rope_theta'), 'rope_parameters.rope_theta');
   }
   return atLeastOne(positiveNumber(raw, 'rope_theta', 10000), 'rope_theta');
@@ -131,7 +131,7 @@ export const CONFIG_LIMITS: Readonly<Record<string, number>> = {
 function positiveInt(raw: Json, key: string): number {
   const value = raw[key];
   if (value === undefined) throw new ConfigError(key, 'missing');
-  if (!Number.isSafeInteger(value) || (value as number) <= 0) throw new ConfigError(key, `${JSON.stringify(value)} is not a positive integer`);
+  if (!Number.isSafeInteger(value) || (value as number) <= 0) throw new ConfigError(key, `${preview(value)} is not a positive integer`);
   const limit = CONFIG_LIMITS[key];
   if (limit !== undefined && (value as number) > limit) throw new ConfigError(key, `${value} is larger than olmoe accepts (${limit})`);
   return value as number;
@@ -140,7 +140,7 @@ function positiveInt(raw: Json, key: string): number {
 function positiveNumber(raw: Json, key: string, fallback?: number, label = key): number {
   const value = raw[key] ?? fallback;
   if (value === undefined) throw new ConfigError(label, 'missing');
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new ConfigError(label, `${JSON.stringify(value)} is not a positive number`);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new ConfigError(label, `${preview(value)} is not a positive number`);
   return value;
 }
 
@@ -151,14 +151,14 @@ function atMostOne(value: number, key: string): number {
 
 function bool(raw: Json, key: string, fallback: boolean): boolean {
   const value = raw[key] ?? fallback;
-  if (typeof value !== 'boolean') throw new ConfigError(key, `${JSON.stringify(value)} is not true or false`);
+  if (typeof value !== 'boolean') throw new ConfigError(key, `${preview(value)} is not true or false`);
   return value;
 }
 
 function optionalTokenId(raw: Json, key: string): number | null {
   const value = raw[key];
   if (value == null) return null;
-  if (!Number.isSafeInteger(value) || (value as number) < 0) throw new ConfigError(key, `${JSON.stringify(value)} is not a token id`);
+  if (!Number.isSafeInteger(value) || (value as number) < 0) throw new ConfigError(key, `${preview(value)} is not a token id`);
   return value as number;
 }
 
@@ -167,7 +167,7 @@ export function tokenIds(raw: Json, key: string, file = 'config.json'): number[]
   const value = raw[key];
   if (value == null) return [];
   const list = Array.isArray(value) ? value : [value];
-  if (!list.every((v) => Number.isSafeInteger(v) && v >= 0)) throw new ConfigError(key, `${JSON.stringify(value)} is not a token id or list of ids`, file);
+  if (!list.every((v) => Number.isSafeInteger(v) && v >= 0)) throw new ConfigError(key, `${preview(value)} is not a token id or list of ids`, file);
   return list as number[];
 }
 

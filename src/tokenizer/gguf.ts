@@ -3,7 +3,7 @@
  * tokens by id, merges, token types (control → special added token, user-defined → normalized added token,
  * unused padding rows → left out), byte-level pre-tokenizer and decoder, and the chat template.
  */
-import { UnsupportedError } from '../core/errors.js';
+import { preview, UnsupportedError } from '../core/errors.js';
 import type { GgufFile } from '../io/gguf.js';
 import { OlmoeTokenizer } from './tokenizer.js';
 
@@ -12,7 +12,7 @@ export const TOKEN_TYPES = { normal: 1, unknown: 2, control: 3, userDefined: 4, 
 
 export function tokenizerFromGguf(gguf: GgufFile): OlmoeTokenizer {
   const model = gguf.metadata.get('tokenizer.ggml.model');
-  if (model !== 'gpt2') throw new UnsupportedError(`${gguf.file}: tokenizer.ggml.model ${JSON.stringify(model)} is not supported (OLMoE uses "gpt2" byte-level BPE)`);
+  if (model !== 'gpt2') throw new UnsupportedError(`${gguf.file}: tokenizer.ggml.model ${preview(model)} is not supported (OLMoE uses "gpt2" byte-level BPE)`);
   const tokens = stringList(gguf, 'tokenizer.ggml.tokens');
   const types = (gguf.metadata.get('tokenizer.ggml.token_type') as number[] | undefined) ?? [];
   const merges = stringList(gguf, 'tokenizer.ggml.merges');
