@@ -2,7 +2,7 @@
  * An HF model folder's weights: `model.safetensors`, or shards listed by `model.safetensors.index.json`.
  * Produces one map from tensor name to where its bytes are; nothing is read beyond the headers.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { WeightSource } from '../core/backend.js';
@@ -26,7 +26,13 @@ export function listCheckpointTensors(dir: string): Map<string, TensorEntry> {
 function tensorsFromIndex(dir: string, indexPath: string): Map<string, TensorEntry> {
   const weightMap = readWeightMap(indexPath);
   const shards = new Map<string, Map<string, TensorEntry>>();
-  for (const shard of new Set(weightMap.values())) shards.set(shard, readSafetensorsHeader(join(dir, shard)).tensors);
+  for (const shard of new Set(weightMap.values())) {
+    if (!statSync(join(dir, shard), { throwIfNoEntry: false })?.isFile()) {
+      const first = [...weightMap].find(([, s]) => s === shard)![0];
+      throw new FormatError(indexPath, `weight_map places ${preview(first)} in ${shard}: cannot open, no regular file of that name in ${dir}`);
+    }
+    shards.set(shard, readSafetensorsHeader(join(dir, shard)).tensors);
+  }
   const tensors = new Map<string, TensorEntry>();
   for (const [name, shard] of weightMap) {
     const entry = shards.get(shard)!.get(name);
