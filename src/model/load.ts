@@ -103,10 +103,18 @@ export function matchCheckpoint(config: OlmoeConfig, found: ReadonlyMap<string, 
   const missing = table.filter((spec) => !found.has(spec.hf)).map((spec) => spec.hf);
   const extra = [...found.keys()].filter((name) => !expected.has(name) && !ignorable.has(name));
   const misshaped = table.filter((spec) => found.has(spec.hf) && !sameShape(found.get(spec.hf)!.shape, spec.shape));
-  if (missing.length) throw new WeightError(`checkpoint is missing ${missing.length} tensor(s) the config requires: ${listSome(missing)}`);
-  if (extra.length) throw new WeightError(`checkpoint has ${extra.length} tensor(s) an OLMoE with this config does not use: ${listSome(extra)}`);
+  const where = checkpointFiles(found);
+  if (missing.length) throw new WeightError(`${where} is missing ${missing.length} tensor(s) the config requires: ${listSome(missing)}`);
+  if (extra.length) throw new WeightError(`${where} has ${extra.length} tensor(s) an OLMoE with this config does not use: ${listSome(extra)}`);
   if (misshaped.length) throw new WeightError(`tensor shape mismatch: ${listSome(misshaped.map((spec) => describeMismatch(spec, found.get(spec.hf)!)))}`);
   return table.map((spec) => found.get(spec.hf)!);
+}
+
+/** The file(s) the tensors were found in, for messages about the checkpoint as a whole. */
+function checkpointFiles(found: ReadonlyMap<string, TensorEntry>): string {
+  const files = [...new Set([...found.values()].map((entry) => entry.file))];
+  if (files.length === 0) return 'the checkpoint (no tensors)';
+  return files.length === 1 ? files[0]! : `the checkpoint (${listSome(files, 3)})`;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
