@@ -4,7 +4,7 @@
  * slices that still point into the file, so they map without copying.
  */
 import { byteSize } from '../core/dtype.js';
-import { FormatError, UnsupportedError, WeightError } from '../core/errors.js';
+import { ConfigError, FormatError, preview, UnsupportedError, WeightError } from '../core/errors.js';
 import { metadataNumber, type GgufFile } from '../io/gguf.js';
 import type { TensorEntry } from '../io/safetensors.js';
 import { parseConfig, type OlmoeConfig } from './config.js';
@@ -14,7 +14,7 @@ import { weightTable } from './weights.js';
 export function ggufConfig(gguf: GgufFile): OlmoeConfig {
   const architecture = gguf.metadata.get('general.architecture');
   if (architecture !== 'olmoe') {
-    throw new UnsupportedError(`${gguf.file}: GGUF architecture ${JSON.stringify(architecture)} is not OLMoE ("olmoe")`);
+    throw new UnsupportedError(`${gguf.file}: GGUF architecture ${preview(architecture)} is not OLMoE ("olmoe")`);
   }
   const required = (key: string) => {
     const value = metadataNumber(gguf, `olmoe.${key}`);
@@ -25,9 +25,29 @@ export function ggufConfig(gguf: GgufFile): OlmoeConfig {
   const embedding = gguf.tensors.get('token_embd.weight');
   if (!embedding) throw new FormatError(gguf.file, 'has no token_embd.weight tensor');
   const heads = required('attention.head_count');
-  return parseConfig({
+  try {
+    return parseConfig(configJson(gguf, required, optional, embedding.shape[0]!, heads));
+  } catch (error) {
+    // parseConfig's errors name a config.json this file does not have: name the file and the metadata key instead.
+    if (!(error instanceof ConfigError)) throw error;
+    const problem = error.message.slice(`config.json: ${error.key}: `.length);
+    throw new ConfigError(error.key, `${problem} (read from metadata ${GGUF_KEYS[error.key] ?? error.key})`, gguf.file);
+  }
+}
+
+/** The GGUF metadata key that each config.json key is read from. */
+const GGUF_KEYS: Record<string, string> = {
+  vocab_size: 'token_embd.weight (rows)', hidden_size: 'olmoe.embedding_length', intermediate_size: 'olmoe.expert_feed_forward_length / olmoe.feed_forward_length',
+  num_hidden_layers: 'olmoe.block_count', num_attention_heads: 'olmoe.attention.head_count', num_key_value_heads: 'olmoe.attention.head_count_kv',
+  num_experts: 'olmoe.expert_count', shared_expert_intermediate_size: 'olmoe.expert_shared_feed_forward_length', num_experts_per_tok: 'olmoe.expert_used_count',
+  max_position_embeddings: 'olmoe.context_length', rope_theta: 'olmoe.rope.freq_base', rms_norm_eps: 'olmoe.attention.layer_norm_rms_epsilon',
+  eos_token_id: 'tokenizer.ggml.eos_token_id', bos_token_id: 'tokenizer.ggml.bos_token_id', pad_token_id: 'tokenizer.ggml.padding_token_id',
+};
+
+function configJson(gguf: GgufFile, required: (key: string) => number, optional: (key: string) => number | undefined, vocab: number, heads: number): Record<string, unknown> {
+  return {
     model_type: 'olmoe',
-    vocab_size: embedding.shape[0],
+    vocab_size: vocab,
     hidden_size: required('embedding_length'),
     intermediate_size: optional('olmoe.expert_feed_forward_length') ?? required('feed_forward_length'),
     num_hidden_layers: required('block_count'),
@@ -45,7 +65,7 @@ export function ggufConfig(gguf: GgufFile): OlmoeConfig {
     eos_token_id: optional('tokenizer.ggml.eos_token_id') ?? null,
     bos_token_id: optional('tokenizer.ggml.bos_token_id') ?? null,
     pad_token_id: optional('tokenizer.ggml.padding_token_id') ?? null,
-  });
+  };
 }
 
 /**
