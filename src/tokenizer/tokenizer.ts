@@ -6,7 +6,7 @@
 import { Tokenizer } from '@huggingface/tokenizers';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { FormatError } from '../core/errors.js';
+import { FormatError, preview } from '../core/errors.js';
 import { readJsonObject, readJsonObjectIfExists, type JsonObject } from '../io/json.js';
 import { checkMessages, renderChatTemplate, renderOlmoeChat, type ChatMessage } from './chat-template.js';
 import { StreamDecoder } from './stream.js';
@@ -100,15 +100,32 @@ export class OlmoeTokenizer {
   }
 }
 
+/** Ids at or above this are refused before the library sizes its id table by the largest (as config's vocab_size limit). */
+const MAX_TOKEN_ID = 1 << 24;
+
 function buildTokenizer(json: Json, source: string): Tokenizer {
   const model = json.model as Json | undefined;
   if (typeof model !== 'object' || model === null || typeof model.type !== 'string') {
     throw new FormatError(source, 'has no "model" with a "type": not a tokenizers tokenizer.json');
   }
+  checkIds(json, model, source);
   try {
     return new Tokenizer(json, {});
   } catch (error) {
     throw new FormatError(source, `cannot build the tokenizer: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** Vocabulary and added-token ids must be integers in [0, 2^24): a 2^31 would make the library allocate 2^31 slots. */
+function checkIds(json: Json, model: Json, source: string): void {
+  const vocab = model.vocab;
+  const entries: [string, unknown][] = [];
+  if (vocab !== null && typeof vocab === 'object' && !Array.isArray(vocab)) entries.push(...Object.entries(vocab).map(([token, id]): [string, unknown] => [`model.vocab[${preview(token)}]`, id]));
+  if (Array.isArray(json.added_tokens)) json.added_tokens.forEach((t, i) => entries.push([`added_tokens[${i}].id`, (t as Json | null)?.id]));
+  for (const [where, id] of entries) {
+    if (id !== undefined && (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) >= MAX_TOKEN_ID)) {
+      throw new FormatError(source, `${where} = ${preview(id)}: token ids must be integers in [0, ${MAX_TOKEN_ID})`);
+    }
   }
 }
 
