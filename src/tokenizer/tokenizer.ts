@@ -28,10 +28,13 @@ export class OlmoeTokenizer {
   readonly cleanUpTokenizationSpaces: boolean;
   /** Number of ids the tokenizer knows (largest id + 1). */
   readonly vocabSize: number;
+  /** Where the tokenizer came from, for errors. */
+  private readonly source: string;
   /** Where chat_template came from, for errors. */
   private readonly chatTemplateSource: string;
 
   constructor(tokenizerJson: Json, config: Json = {}, source = 'tokenizer.json', configSource = source) {
+    this.source = source;
     this.tokenizer = buildTokenizer(tokenizerJson, source);
     this.bosToken = tokenContent(config.bos_token);
     this.eosToken = tokenContent(config.eos_token);
@@ -57,7 +60,7 @@ export class OlmoeTokenizer {
 
   /** Text → ids. Special tokens (bos/eos) are added only where tokenizer_config asks (not for OLMoE base). */
   encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
-    const ids = this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+    const ids = this.library('encode', () => this.tokenizer.encode(text, { add_special_tokens: false }).ids);
     if (opts.addSpecialTokens === false) return ids;
     const bos = this.addBosToken ? this.tokenId(this.bosToken) : undefined;
     const eos = this.addEosToken ? this.tokenId(this.eosToken) : undefined;
@@ -67,10 +70,24 @@ export class OlmoeTokenizer {
   /** Ids → text; ids the tokenizer does not know (e.g. padding rows of the embedding) decode to nothing. */
   decode(ids: readonly number[], opts: DecodeOptions = {}): string {
     if (ids.length === 0) return '';
-    return this.tokenizer.decode([...ids], {
-      skip_special_tokens: opts.skipSpecialTokens ?? false,
-      clean_up_tokenization_spaces: this.cleanUpTokenizationSpaces,
-    });
+    return this.library('decode', () =>
+      this.tokenizer.decode([...ids], {
+        skip_special_tokens: opts.skipSpecialTokens ?? false,
+        clean_up_tokenization_spaces: this.cleanUpTokenizationSpaces,
+      }),
+    );
+  }
+
+  /**
+   * A call into the tokenizers library. A tokenizer.json that builds can still fail at use (another model type
+   * with BPE's fields, a post_processor missing its fields): that is the file's fault, so the error names it.
+   */
+  private library<T>(what: string, call: () => T): T {
+    try {
+      return call();
+    } catch (error) {
+      throw new FormatError(this.source, `the tokenizer cannot ${what}: ${(error as Error).message}`, { cause: error });
+    }
   }
 
   tokenId(token: string | null): number | undefined {
