@@ -55,7 +55,7 @@ export function readWeightMap(indexPath: string): Map<string, string> {
   const entries = Object.entries(weightMap);
   if (entries.length === 0) throw new FormatError(indexPath, '"weight_map" is empty');
   for (const [name, shard] of entries) {
-    if (typeof shard !== 'string' || shard === '' || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
+    if (typeof shard !== 'string' || shard === '' || shard.includes('/') || shard.includes('\\') || shard.includes('\0') || shard.startsWith('.')) {
       throw new FormatError(indexPath, `weight_map[${preview(name)}] = ${preview(shard)} is not a shard file name`);
     }
   }
