@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { tempDir } from '../helpers.js';
+import { mutatorErrors } from './cases.js';
 import { fuzzLoading, runCaseIn, DEFAULT_POOL } from './fuzz.js';
 import { fuzzHttp, runHttpCase, startFuzzServer } from './http.js';
 import { isKnown, unseenKnown } from './known-failures.js';
@@ -19,8 +20,8 @@ import { jsonText, nested, toEntries } from './random.js';
 import { encodeSafetensorsDoc, parseSafetensorsDoc } from './safetensors-doc.js';
 
 const CI_SEED = 20261204;
-const LOADING_CASES = 2000;
-const HTTP_CASES = 400;
+const LOADING_CASES = 4000;
+const HTTP_CASES = 600;
 /** Tighter than the long run's: a clean case takes well under 100 ms. */
 const CASE_TIMEOUT_MS = 2000;
 /** Keeps the whole file under two minutes on a busy machine (about 60 s on an idle 2-core one). */
@@ -99,6 +100,7 @@ describe('fuzz (fixed seed, CI budget)', () => {
   it(`${LOADING_CASES} loading cases: each loads with finite (and, where content is unchanged, identical) logits or fails with an OlmoeError naming the file`, async () => {
     const summary = await fuzzLoading({ seeds, runSeed: CI_SEED, cases: LOADING_CASES, timeoutMs: CASE_TIMEOUT_MS, maxMs: LOADING_MAX_MS });
     fuzzTestsRun++;
+    for (const [name, stack] of mutatorErrors) console.log(`# fuzzer bug (not a finding): mutator ${name} threw: ${stack.split('\n')[0]}`);
     if (summary.cases < LOADING_CASES) console.log(`# time cap: ran ${summary.cases} of ${LOADING_CASES} cases (a slow or busy machine)`);
     console.log(`# ${summary.cases} loading cases in ${(summary.ms / 1000).toFixed(1)} s, ${summary.findings.size} failure classes, ${summary.restarts} worker restarts`);
     const fresh = newClasses([...summary.findings.values()].map((f) => ({ ...f.failure, example: `npm run fuzz -- --seed ${CI_SEED} --cases ${LOADING_CASES} (case ${f.fuzzCase.id})` })));

@@ -195,7 +195,8 @@ export function tensorByteLength(tensor: TensorInfo): number {
 }
 
 /** Lay the tensors out again in the given order with the given alignment (content unchanged). */
-export function relayout(doc: GgufDoc, order: readonly TensorInfo[], alignment: number): GgufDoc {
+export function relayout(doc: GgufDoc, order: readonly TensorInfo[], alignment: number): GgufDoc | undefined {
+  if (!doc.tensors.every((t) => TYPE_LAYOUT[t.type])) return undefined; // an earlier mutation changed a type: not applicable
   const pieces: Buffer[] = [];
   let at = 0;
   const placed = new Map<TensorInfo, bigint>();

@@ -138,13 +138,19 @@ const docMutators: Mutator[] = [
   docMutator('reorder_tensor_infos', 'identical', (doc, r) => {
     const order = r.shuffle(doc.tensors);
     const laid = relayout(doc, order, doc.alignment); // its tensors are still in the old header order
-    return { ...laid, tensors: order.map((t) => laid.tensors[doc.tensors.indexOf(t)]!) };
+    return laid && { ...laid, tensors: order.map((t) => laid.tensors[doc.tensors.indexOf(t)]!) };
   }),
   docMutator('relayout', 'identical', (doc, r) => relayout(doc, doc.tensors, r.pick([8, 16, 32, 64, 256, 4096]))),
   docMutator('data_order', 'identical-or-error', (doc, r) => relayout(doc, r.shuffle(doc.tensors), r.pick([32, 64]))),
   docMutator('unknown_kv', 'identical', (doc, r) => {
     const kvs = [...doc.kvs];
-    for (let i = 0, n = r.range(1, 3); i < n; i++) kvs.splice(r.int(kvs.length + 1), 0, { key: `fuzz.key${i}`, ...randomValue(r) });
+    const taken = new Set(kvs.map((kv) => kv.key)); // a second unknown_kv must not repeat a key: that is duplicate_kv
+    for (let i = 0, n = r.range(1, 3); i < n; i++) {
+      let key = `fuzz.key${i}`;
+      while (taken.has(key)) key += '_';
+      taken.add(key);
+      kvs.splice(r.int(kvs.length + 1), 0, { key, ...randomValue(r) });
+    }
     return { ...doc, kvs };
   }),
   docMutator('nested_array', 'identical-or-error', (doc, r) => setKv(doc, { key: 'fuzz.nested', type: T.array, value: nestedArray(r.pick([2, 3, 16, 1000, 5000, 20000])) })),
@@ -190,6 +196,7 @@ const docMutators: Mutator[] = [
     return { ...doc, tensors };
   }),
   docMutator('rename_tensor', 'finite-or-error', (doc, r) => {
+    if (doc.tensors.length === 0) return undefined;
     const tensors = [...doc.tensors];
     const at = r.int(tensors.length);
     const other = r.pick(doc.tensors).name;
