@@ -20,6 +20,7 @@ export interface Failure {
 export function judgeOutcome(fuzzCase: Pick<FuzzCase, 'oracle' | 'file'>, result: PoolResult): { outcome: string; detail: string } | undefined {
   if (result.outcome === 'timeout' || result.outcome === 'memory' || result.outcome === 'crash') return { outcome: result.outcome, detail: result.message };
   if (result.outcome === 'loaded') {
+    if (fuzzCase.oracle === 'error') return { outcome: 'accepted', detail: 'loaded a file the strict readers must refuse' };
     if (fuzzCase.oracle !== 'finite-or-error' && !result.identical) return { outcome: 'mismatch', detail: 'loaded, but the logits differ from the clean load of the same content' };
     if (!result.finite) return { outcome: 'nonfinite', detail: 'loaded, but the logits are not all finite' };
     return undefined;

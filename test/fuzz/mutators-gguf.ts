@@ -155,12 +155,12 @@ const docMutators: Mutator[] = [
   }),
   docMutator('nested_array', 'identical-or-error', (doc, r) => setKv(doc, { key: 'fuzz.nested', type: T.array, value: nestedArray(r.pick([2, 3, 16, 1000, 5000, 20000])) })),
   docMutator('alignment_value', 'finite-or-error', (doc, r) => setKv(doc, { key: 'general.alignment', ...r.pick(ALIGNMENTS) })),
-  docMutator('duplicate_kv', 'identical-or-error', (doc, r) => {
+  docMutator('duplicate_kv', 'error', (doc, r) => {
     const kvs = [...doc.kvs];
     kvs.splice(r.int(kvs.length + 1), 0, r.pick(doc.kvs));
     return { ...doc, kvs };
   }),
-  docMutator('conflicting_kv', 'finite-or-error', (doc, r) => {
+  docMutator('conflicting_kv', 'error', (doc, r) => {
     const model = doc.kvs.filter((k) => MODEL_KEYS.test(k.key));
     const kv = r.pick(model);
     return { ...doc, kvs: [...doc.kvs, { key: kv.key, type: T.u32, value: r.pick([0, 1, 3, 64, 2 ** 31]) }] };
@@ -185,7 +185,7 @@ const docMutators: Mutator[] = [
     if (kv.type === T.f32) return setKv(doc, { ...kv, value: r.pick([0, -1, NaN, Infinity, 1e-45, 3.4e38]) });
     return setKv(doc, { ...kv, type: T.u32, value: Number(r.pick([0n, 1n, 2n, 3n, 7n, 64n, 1000n, 2n ** 20n, 2n ** 31n - 1n, 2n ** 31n, 2n ** 32n - 1n])) });
   }),
-  docMutator('duplicate_tensor', 'finite-or-error', (doc, r) => {
+  docMutator('duplicate_tensor', 'error', (doc, r) => {
     const tensors = [...doc.tensors];
     tensors.splice(r.int(tensors.length + 1), 0, { ...r.pick(doc.tensors) });
     return { ...doc, tensors };
@@ -215,10 +215,12 @@ const docMutators: Mutator[] = [
     tensors[at] = { ...tensors[at]!, dims };
     return { ...doc, tensors };
   }),
-  docMutator('overlap', 'finite-or-error', (doc, r) => {
+  docMutator('overlap', 'error', (doc, r) => {
     const tensors = [...doc.tensors];
     const at = r.int(tensors.length);
-    tensors[at] = { ...tensors[at]!, offset: r.pick(doc.tensors).offset };
+    const others = doc.tensors.filter((t) => t.offset !== tensors[at]!.offset);
+    if (others.length === 0) return undefined;
+    tensors[at] = { ...tensors[at]!, offset: r.pick(others).offset };
     return { ...doc, tensors };
   }),
   docMutator('nan_weights', 'finite-or-error', (doc, r) => {
