@@ -43,7 +43,7 @@ export function slug(failureClass: string): string {
 /**
  * Whether a class is already covered. Crashes (exceptions, hangs, memory, 5xx, dropped connections, wrong
  * logits) keep one file per class; the milder property failures (an error not naming its file, non-finite
- * logits) one per file kind and outcome, since every mutator reaching them shows the same gap.
+ * logits) one per file kind and outcome, since every mutator reaching them shows the same gap; HTTP one per outcome.
  */
 export function hasRegression(failureClass: string, dir = REGRESSIONS_DIR): boolean {
   if (existsSync(join(dir, slug(failureClass), 'case.json'))) return true;
@@ -53,6 +53,8 @@ export function hasRegression(failureClass: string, dir = REGRESSIONS_DIR): bool
 
 function groupOf(failureClass: string): string | undefined {
   const [mutators, outcome] = failureClass.split('/') as [string, string];
+  // HTTP: one request per outcome; the body edits riding along with the message edit that fails do not matter.
+  if (mutators.startsWith('http.')) return `http/${outcome}`;
   if (!/^(unnamed:|nonfinite)/.test(outcome ?? '')) return undefined;
   return `${mutators.split('.')[0]}/${outcome}`;
 }
