@@ -8,6 +8,7 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { AddressInfo, Socket } from 'node:net';
 import { basename, resolve as resolvePath } from 'node:path';
 import { InputError, loadTokenizer, resolveModelPath, type HubOptions, type OlmoeTokenizer } from '../index.js';
@@ -64,6 +65,7 @@ export async function startServer(model: string, opts: ServeOptions = {}): Promi
     (req, res) => (refused(req.socket) ? res.destroy() : void app!.handle(req, res)),
   );
   server.keepAliveTimeout = opts.keepAliveTimeoutMs ?? 5_000;
+  refuseTunnels(server);
   const refused = capConnections(server, opts.maxConnections ?? 256);
   // Listen before starting any thread: a busy port is then a plain error with nothing left running.
   await listen(server, opts.port ?? 8080, opts.host ?? '127.0.0.1');
@@ -83,6 +85,18 @@ export async function startServer(model: string, opts: ServeOptions = {}): Promi
       await Promise.all([new Promise((resolve) => server.close(resolve)), engine.close(), prompts.close()]);
     },
   };
+}
+
+/**
+ * CONNECT and Upgrade requests go to node:http's 'connect'/'upgrade' events, not the handler; without a listener
+ * the socket is dropped unanswered (fuzz finding F12). The server is no proxy and speaks no WebSocket: 405.
+ */
+function refuseTunnels(server: Server): void {
+  const body = JSON.stringify({ error: errorBody(new RequestError(405, 'CONNECT and protocol upgrades are not supported by this server', null, 'method_not_allowed')) });
+  const answer = `HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+  const refuse = (_req: IncomingMessage, socket: Duplex) => void socket.end(answer, () => socket.destroy());
+  server.on('connect', refuse);
+  server.on('upgrade', refuse);
 }
 
 /**

@@ -4,10 +4,7 @@
  * new kind of failure turns CI red. Remove a line when its fix lands (the test prints the known classes it no
  * longer sees). Patterns: `mutator/outcome`, `*` matches any run of characters.
  */
-export const KNOWN_FAILURES: readonly string[] = [
-  // F12 (server): CONNECT requests get no response; node:http drops the connection (no 'connect' listener).
-  '*http.method*/no-response-closed',
-];
+export const KNOWN_FAILURES: readonly string[] = [];
 
 function toRegExp(pattern: string): RegExp {
   return new RegExp(`^${pattern.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
