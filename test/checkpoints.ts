@@ -52,6 +52,20 @@ export function logitsOf(model: OlmoeModel, ids: Int32Array): Float32Array {
   return model.backend.toFloat32(model.forward(ids));
 }
 
+/** Greedy decoding over the KV cache, one token per forward after the prompt (argmax, first index on ties). */
+export function greedyWithCache(model: OlmoeModel, prompt: readonly number[], count: number): number[] {
+  const cache = model.createCache();
+  let next = Int32Array.from(prompt);
+  const generated: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const logits = model.backend.toFloat32(model.forward(next, { cache, logits: 'last' }));
+    const id = logits.indexOf(Math.max(...logits));
+    generated.push(id);
+    next = Int32Array.of(id);
+  }
+  return generated;
+}
+
 export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);
   let max = 0;

@@ -13,6 +13,7 @@ import { loadModel } from '../src/model/load.js';
 import type { OlmoeModel, RoutingEvent } from '../src/model/olmoe.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { announceSkip, backendCases } from './backends.js';
+import { greedyWithCache } from './checkpoints.js';
 import { repoRoot } from './helpers.js';
 
 interface ExpectedCase {
@@ -81,16 +82,7 @@ for (const backend of backendCases) describe(`GQA fixture on the ${backend.name}
     });
 
     it(`${testCase.name}: greedy continuation over the KV cache, one token at a time`, () => {
-      const cache = model.createCache();
-      let next = Int32Array.from(testCase.ids);
-      const generated: number[] = [];
-      for (let i = 0; i < testCase.greedy_continuation.length; i++) {
-        const logits = model.backend.toFloat32(model.forward(next, { cache, logits: 'last' }));
-        const id = logits.indexOf(Math.max(...logits));
-        generated.push(id);
-        next = Int32Array.of(id);
-      }
-      assert.deepEqual(generated, testCase.greedy_continuation);
+      assert.deepEqual(greedyWithCache(model, testCase.ids, testCase.greedy_continuation.length), testCase.greedy_continuation);
     });
   }
 

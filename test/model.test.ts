@@ -8,6 +8,7 @@ import { before, describe, it } from 'node:test';
 import { loadModel } from '../src/model/load.js';
 import type { OlmoeModel, RoutingEvent } from '../src/model/olmoe.js';
 import { announceSkip, backendCases } from './backends.js';
+import { greedyWithCache } from './checkpoints.js';
 import { tinyExpectedPath, tinyModelDir } from './helpers.js';
 
 interface ExpectedCase {
@@ -43,16 +44,7 @@ for (const backend of backendCases) describe(`tiny OLMoE fixture on the ${backen
     });
 
     it(`${testCase.name}: greedy continuation with the KV cache`, () => {
-      const cache = model.createCache();
-      let next = Int32Array.from(testCase.ids);
-      const generated: number[] = [];
-      for (let i = 0; i < testCase.greedy_continuation.length; i++) {
-        const logits = model.backend.toFloat32(model.forward(next, { cache, logits: 'last' }));
-        const id = logits.indexOf(Math.max(...logits));
-        generated.push(id);
-        next = Int32Array.of(id);
-      }
-      assert.deepEqual(generated, testCase.greedy_continuation);
+      assert.deepEqual(greedyWithCache(model, testCase.ids, testCase.greedy_continuation.length), testCase.greedy_continuation);
     });
   }
 });
