@@ -65,7 +65,14 @@ export async function resolveDocuments(path: string, taskFile: string, hub: HubO
 
 /** Read a task file and its documents; `shots` and `limit` override the file's. */
 export async function readTask(file: string, overrides: ReadTaskOptions = {}): Promise<Task> {
-  const spec = readJsonObject(file);
+  return taskFromSpec(readJsonObject(file), file, overrides);
+}
+
+/**
+ * A task from its spec (a task file's JSON, or a built-in preset); `file` names it in errors, and relative
+ * documents paths are read from its folder.
+ */
+export async function taskFromSpec(spec: Record<string, unknown>, file: string, overrides: ReadTaskOptions = {}): Promise<Task> {
   const text = (key: string, fallback?: string): string => {
     const value = spec[key] ?? fallback;
     if (typeof value !== 'string') throw new FormatError(file, `"${key}" must be a string`);

@@ -1,8 +1,8 @@
 /** `olmoe eval MODEL --tasks FILE...`: multiple-choice accuracy (cloze and lettered formulations) with standard errors. */
 import type { Command } from 'commander';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError, isLoglikelihoodResult, isSuiteFile, modelFingerprint, readSuite, readTask, ResultCache, runSuite, runTask, type SuiteResult, type TaskResult } from '../../index.js';
+import { InputError, isLoglikelihoodResult, isSuiteFile, modelFingerprint, presetSuite, PRESETS, readSuite, readTask, ResultCache, runSuite, runTask, type Suite, type SuiteResult, type Task, type TaskResult } from '../../index.js';
 import { addModelOptions, hubOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { createProgress } from '../progress.js';
 
@@ -23,7 +23,7 @@ export function registerEval(program: Command): void {
     .command('eval')
     .description('evaluate on multiple-choice tasks (task JSON files): accuracy ± standard error per formulation and normalization, OLMES-style best')
     .argument('<model>', 'model folder, GGUF file or hub id (org/name)')
-    .requiredOption('--tasks <files...>', 'task or suite files (a suite: {"name", "tasks": [files]}, macro-averaged; a task: JSON naming its documents — JSONL or Parquet, local or hf://datasets/ORG/NAME[@REV]/PATH — row format, shots, limit, normalizations)')
+    .requiredOption('--tasks <files...>', 'presets (mmlu: OLMES\'s MMLU from the hub) or task / suite files (a suite: {"name", "tasks": [files]}, macro-averaged; a task: JSON naming its documents — JSONL or Parquet, local or hf://datasets/ORG/NAME[@REV]/PATH — row format, shots, limit, normalizations)')
     .option('--shots <n>', 'few-shot examples (overrides the task file)', parseInteger('--shots'))
     .option('--limit <n>', 'at most this many instances per task, sampled with the task\'s seed', parseInteger('--limit'))
     .option('--output <file>', 'write the results (JSON) here')
@@ -36,7 +36,15 @@ export function registerEval(program: Command): void {
 
 async function runEval(spec: string, flags: EvalFlags): Promise<void> {
   const readOptions = { shots: flags.shots, limit: flags.limit, hub: { ...hubOptions(flags), revision: undefined } };
-  const entries = await Promise.all(flags.tasks.map(async (file) => (isSuiteFile(file) ? { suite: await readSuite(file, readOptions) } : { task: await readTask(file, readOptions) })));
+  const entries: ({ suite: Suite; task?: undefined } | { task: Task; suite?: undefined })[] = [];
+  for (const name of flags.tasks) {
+    if (existsSync(name)) entries.push(isSuiteFile(name) ? { suite: await readSuite(name, readOptions) } : { task: await readTask(name, readOptions) });
+    else {
+      const preset = await presetSuite(name, readOptions);
+      if (!preset) throw new InputError(`--tasks ${name}: no such task file, and not a preset (${PRESETS.join(', ')})`);
+      entries.push({ suite: preset });
+    }
+  }
   const dir = await modelDir(spec, flags);
   const lm = await loadModel(dir, flags);
   const prefixToken = lm.tokenizer.tokenId(lm.tokenizer.eosToken) ?? lm.model.config.eosTokenIds[0];
