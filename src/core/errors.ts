@@ -52,10 +52,13 @@ export class FormatError extends OlmoeError {
 /** config.json values that are missing, mistyped or impossible; names the key. */
 export class ConfigError extends OlmoeError {
   readonly key: string;
-  constructor(key: string, message: string, file = 'config.json') {
-    super('config', `${file}: ${key}: ${message}`);
+  /** What is wrong with the key's value, without the file and key. */
+  readonly problem: string;
+  constructor(key: string, problem: string, file = 'config.json') {
+    super('config', `${file}: ${key}: ${problem}`);
     this.name = 'ConfigError';
     this.key = key;
+    this.problem = problem;
   }
 }
 

@@ -5,7 +5,7 @@
  * continuation); the lettered ("multiple-choice") query answered by " A", " B", …; and how the row reads as a
  * few-shot example in each formulation.
  */
-import { FormatError } from '../core/errors.js';
+import { FormatError, preview } from '../core/errors.js';
 
 export interface PromptDoc {
   readonly id: string;
@@ -36,14 +36,14 @@ export class RowReader {
 
   text(field: string): string {
     const value = this.value(field);
-    if (typeof value !== 'string') this.fail(field, `must be a string, got ${describe(value)}`);
+    if (typeof value !== 'string') this.fail(field, `must be a string, got ${preview(value)}`);
     return value as string;
   }
 
   texts(field: string, min = 2): string[] {
     const value = this.value(field);
     if (!Array.isArray(value) || value.length < min || value.length > LETTERS.length || !value.every((v) => typeof v === 'string')) {
-      this.fail(field, `must be a list of ${min} to ${LETTERS.length} strings, got ${describe(value)}`);
+      this.fail(field, `must be a list of ${min} to ${LETTERS.length} strings, got ${preview(value)}`);
     }
     return value as string[];
   }
@@ -51,7 +51,7 @@ export class RowReader {
   integer(field: string): number {
     const value = this.value(field);
     const number = typeof value === 'bigint' ? Number(value) : value;
-    if (!Number.isSafeInteger(number)) this.fail(field, `must be an integer, got ${describe(value)}`);
+    if (!Number.isSafeInteger(number)) this.fail(field, `must be an integer, got ${preview(value)}`);
     return number as number;
   }
 
@@ -65,7 +65,7 @@ export class RowReader {
   optionalId(): string {
     if (!Object.hasOwn(this.row, 'id')) return String(this.index);
     const id = this.row.id;
-    if (typeof id !== 'string' && typeof id !== 'number') this.fail('id', `must be a string or number, got ${describe(id)}`);
+    if (typeof id !== 'string' && typeof id !== 'number') this.fail('id', `must be a string or number, got ${preview(id)}`);
     return String(id);
   }
 
@@ -78,12 +78,6 @@ export class RowReader {
     }
     return value;
   }
-}
-
-function describe(value: unknown): string {
-  if (value === undefined) return 'nothing';
-  const text = JSON.stringify(value, (_, v) => (typeof v === 'bigint' ? Number(v) : v)) ?? String(value);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 
 const cloze = (question: string, prefix = 'Question: ') => `${prefix}${question}\nAnswer:`;

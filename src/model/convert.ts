@@ -12,7 +12,8 @@ import { GgufWriter, type GgufMetadataValue, type GgufTensorSpec } from '../io/g
 import { readJsonObject, readJsonObjectIfExists } from '../io/json.js';
 import { readTensorBytes, readTensorFloat32, type TensorEntry } from '../io/safetensors.js';
 import { TOKEN_TYPES } from '../tokenizer/gguf.js';
-import { CONFIG_LIMITS, type OlmoeConfig } from './config.js';
+import { MAX_TOKEN_ID } from '../tokenizer/tokenizer.js';
+import type { OlmoeConfig } from './config.js';
 import { matchCheckpoint, type Checkpoint } from './load.js';
 import { weightTable, type WeightSpec } from './weights.js';
 
@@ -197,7 +198,7 @@ function hfTokenizerMetadata(dir: string, config: OlmoeConfig): Metadata {
   const added = (json.added_tokens ?? []) as { id: number; content: string; special: boolean }[];
   let size = config.vocabSize;
   for (const id of [...Object.values(model.vocab), ...added.map((t) => t.id)]) {
-    if (!Number.isSafeInteger(id) || id < 0 || id >= CONFIG_LIMITS.vocab_size!) throw new InputError(`${dir}/tokenizer.json: token id ${JSON.stringify(id)} is not an id below ${CONFIG_LIMITS.vocab_size}`);
+    if (!Number.isSafeInteger(id) || id < 0 || id >= MAX_TOKEN_ID) throw new InputError(`${dir}/tokenizer.json: token id ${JSON.stringify(id)} is not an id below ${MAX_TOKEN_ID}`);
     size = Math.max(size, id + 1);
   }
   const tokens: string[] = Array.from({ length: size }, (_, i) => `[PAD${i}]`);

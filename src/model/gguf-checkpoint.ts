@@ -30,8 +30,7 @@ export function ggufConfig(gguf: GgufFile): OlmoeConfig {
   } catch (error) {
     // parseConfig's errors name a config.json this file does not have: name the file and the metadata key instead.
     if (!(error instanceof ConfigError)) throw error;
-    const problem = error.message.slice(`config.json: ${error.key}: `.length);
-    throw new ConfigError(error.key, `${problem} (read from metadata ${GGUF_KEYS[error.key] ?? error.key})`, gguf.file);
+    throw new ConfigError(error.key, `${error.problem} (read from metadata ${GGUF_KEYS[error.key] ?? error.key})`, gguf.file);
   }
 }
 

@@ -118,7 +118,7 @@ export class OlmoeTokenizer {
 }
 
 /** Ids at or above this are refused before the library sizes its id table by the largest (as config's vocab_size limit). */
-const MAX_TOKEN_ID = 1 << 24;
+export const MAX_TOKEN_ID = 1 << 24;
 
 function buildTokenizer(json: Json, source: string): Tokenizer {
   const model = json.model as Json | undefined;
