@@ -69,5 +69,5 @@ export { FORMATS, hellaswagClean, type FormatName, type PromptDoc } from './eval
 export { runTask, type TaskResult, type FormulationResult, type RunOptions } from './eval/run.js';
 export { generateUntil, cutAtStop, exactMatch, type GenerateUntilRequest } from './eval/generate-until.js';
 export { pythonSample } from './eval/python-random.js';
-export { readSuite, runSuite, isSuiteFile, macroAverage, type Suite, type SuiteResult } from './eval/suite.js';
+export { readSuite, readTaskOrSuite, runSuite, macroAverage, type Suite, type SuiteResult } from './eval/suite.js';
 export { presetSuite, mmluTaskSpec, MMLU_SUBJECTS, PRESETS } from './eval/presets.js';

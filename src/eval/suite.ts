@@ -8,7 +8,7 @@ import { FormatError } from '../core/errors.js';
 import { readJsonObject } from '../io/json.js';
 import type { Estimate } from './multiple-choice.js';
 import { runTask, type RunOptions, type TaskResult } from './run.js';
-import { readTask, type Formulation, type ReadTaskOptions, type Task } from './task.js';
+import { readTask, taskFromSpec, type Formulation, type ReadTaskOptions, type Task } from './task.js';
 import type { ScoredLanguageModel } from './multiple-choice.js';
 
 export interface Suite {
@@ -24,13 +24,17 @@ export interface SuiteResult {
   readonly best: { formulation: Formulation; accuracy: Estimate };
 }
 
-/** Whether a JSON file is a suite ({"name", "tasks": [files]}) rather than a task. */
-export function isSuiteFile(file: string): boolean {
-  return Array.isArray(readJsonObject(file).tasks);
+/** A task file or a suite file ({"name", "tasks": [files]}), told apart by its "tasks" list; the file is read once. */
+export async function readTaskOrSuite(file: string, opts: ReadTaskOptions = {}): Promise<{ suite: Suite; task?: undefined } | { task: Task; suite?: undefined }> {
+  const spec = readJsonObject(file);
+  return Array.isArray(spec.tasks) ? { suite: await suiteFromSpec(spec, file, opts) } : { task: await taskFromSpec(spec, file, opts) };
 }
 
 export async function readSuite(file: string, opts: ReadTaskOptions = {}): Promise<Suite> {
-  const spec = readJsonObject(file);
+  return suiteFromSpec(readJsonObject(file), file, opts);
+}
+
+async function suiteFromSpec(spec: Record<string, unknown>, file: string, opts: ReadTaskOptions): Promise<Suite> {
   const unknown = Object.keys(spec).filter((key) => key !== 'name' && key !== 'tasks');
   if (unknown.length) throw new FormatError(file, `unknown key ${JSON.stringify(unknown[0])} in a suite (known: name, tasks)`);
   if (typeof spec.name !== 'string') throw new FormatError(file, '"name" must be a string');

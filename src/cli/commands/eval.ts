@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError, isLoglikelihoodResult, isSuiteFile, modelFingerprint, presetSuite, PRESETS, readSuite, readTask, ResultCache, runSuite, runTask, type Suite, type SuiteResult, type Task, type TaskResult } from '../../index.js';
+import { InputError, isLoglikelihoodResult, modelFingerprint, presetSuite, PRESETS, readTaskOrSuite, ResultCache, runSuite, runTask, type Suite, type SuiteResult, type Task, type TaskResult } from '../../index.js';
 import { addModelOptions, hubOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { createProgress } from '../progress.js';
 
@@ -38,7 +38,7 @@ async function runEval(spec: string, flags: EvalFlags): Promise<void> {
   const readOptions = { shots: flags.shots, limit: flags.limit, hub: { ...hubOptions(flags), revision: undefined } };
   const entries: ({ suite: Suite; task?: undefined } | { task: Task; suite?: undefined })[] = [];
   for (const name of flags.tasks) {
-    if (existsSync(name)) entries.push(isSuiteFile(name) ? { suite: await readSuite(name, readOptions) } : { task: await readTask(name, readOptions) });
+    if (existsSync(name)) entries.push(await readTaskOrSuite(name, readOptions));
     else {
       const preset = await presetSuite(name, readOptions);
       if (!preset) throw new InputError(`--tasks ${name}: no such task file, and not a preset (${PRESETS.join(', ')})`);
