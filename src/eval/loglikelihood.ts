@@ -65,15 +65,15 @@ export async function loglikelihood(model: OlmoeModel, requests: readonly Loglik
   const maxLength = opts.maxLength ?? model.config.maxPositionEmbeddings;
   const items = requests.map((request, index) => prepare(request, index, maxLength, model.config.vocabSize));
   const results: LoglikelihoodResult[] = new Array(items.length);
-  const keys = items.map((item) => requestKey('loglikelihood', item.input, item.continuation, item.truncated));
+  const keys = opts.cache && items.map((item) => requestKey('loglikelihood', item.input, item.continuation, item.truncated));
   const pending = items.filter((item) => {
-    const known = opts.cache?.get(keys[item.index]!);
+    const known = keys && opts.cache!.get(keys[item.index]!);
     if (known) results[item.index] = known;
     return !known;
   });
   const sharing = opts.prefixSharing ?? true;
   const order = sharing ? pending.sort((a, b) => compareTokens(a.input, b.input)) : pending;
-  const cache = model.createCache(Math.max(1, ...order.map((item) => item.input.length)));
+  const cache = model.createCache(order.reduce((longest, item) => Math.max(longest, item.input.length), 1)); // no spread: tasks have 10⁴–10⁵ requests
   let cached: readonly number[] = [];
   let done = items.length - pending.length;
   for (const item of order) {
@@ -82,7 +82,7 @@ export async function loglikelihood(model: OlmoeModel, requests: readonly Loglik
     cache.length = keep; // rewind: positions ≥ keep are overwritten by this request
     const result = scoreItem(model, cache, item, keep, opts.chunk ?? DEFAULT_CHUNK);
     results[item.index] = result;
-    opts.cache?.put(keys[item.index]!, result);
+    if (keys) opts.cache!.put(keys[item.index]!, result);
     cached = item.input;
     opts.onProgress?.(++done, items.length);
     await new Promise((resolve) => setImmediate(resolve));
