@@ -57,7 +57,7 @@ export interface StepResult {
 export class TrainModel {
   readonly params: readonly TrainParam[];
   private readonly byName: Map<string, TrainParam>;
-  private readonly inverseFrequencies: Float32Array;
+  private readonly inverseFrequencies: Floats;
 
   constructor(
     readonly arch: TrainArchitecture,
@@ -72,7 +72,7 @@ export class TrainModel {
       return { name: spec.hf, shape: spec.shape, data: alloc(), grad: alloc(), decay: spec.shape.length > 1 };
     });
     this.byName = new Map(this.params.map((p) => [p.name, p]));
-    this.inverseFrequencies = ropeInverseFrequencies(config.headDim, config.ropeTheta);
+    this.inverseFrequencies = precision === 'f64' ? ropeInverseFrequencies64(config.headDim, config.ropeTheta) : ropeInverseFrequencies(config.headDim, config.ropeTheta);
   }
 
   param(name: string): TrainParam {
@@ -96,16 +96,19 @@ export class TrainModel {
   }
 
   /**
-   * Loss of one micro-batch: `tokens` holds B rows of S + 1 ids; position s predicts s + 1.
+   * Loss of one micro-batch: `tokens` holds B rows of S + 1 ids; position s predicts s + 1, unless `targets`
+   * ([B·S], IGNORE_TARGET where a position predicts nothing) says otherwise.
    * Returns the total loss on the tape (CE + load balancing + z-loss) and its parts.
    */
-  forward(tape: Tape, tokens: Int32Array, sequences: number, weights: LossWeights): StepResult {
+  forward(tape: Tape, tokens: Int32Array, sequences: number, weights: LossWeights, targetsOverride?: Int32Array): StepResult {
     const c = this.arch.config;
     if (tape.precision !== this.precision) throw new InputError(`a ${this.precision} model on a ${tape.precision} tape`);
     const length = tokens.length / sequences - 1;
     if (!Number.isInteger(length) || length < 1) throw new InputError(`a batch of ${tokens.length} ids does not split into ${sequences} rows of S + 1`);
     if (length > c.maxPositionEmbeddings) throw new InputError(`sequence length ${length} exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
-    const { inputs, targets, positions } = splitBatch(tokens, sequences, length);
+    const { inputs, targets: shifted, positions } = splitBatch(tokens, sequences, length);
+    if (targetsOverride && targetsOverride.length !== shifted.length) throw new InputError(`${targetsOverride.length} targets for ${shifted.length} positions`);
+    const targets = targetsOverride ?? shifted;
     const p = (name: string) => this.leaf(tape, name);
     let h = embedding(tape, p('model.embed_tokens.weight'), inputs); // [T, D]
     const balance: Var[] = []; // per layer, already weighted
@@ -177,6 +180,11 @@ export class TrainModel {
       routing: { counts, entropy: meanEntropy(probs.data, c.numExperts) },
     };
   }
+}
+
+/** inv_freq[j] = 1 / θ^(2j / Hd) in float64: a float64 model computes RoPE in float64 throughout. */
+function ropeInverseFrequencies64(headDim: number, theta: number): Float64Array {
+  return Float64Array.from({ length: headDim / 2 }, (_, j) => 1 / theta ** ((2 * j) / headDim));
 }
 
 function splitBatch(tokens: Int32Array, sequences: number, length: number): { inputs: Int32Array; targets: Int32Array; positions: Int32Array } {

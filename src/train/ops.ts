@@ -81,8 +81,11 @@ export interface RopeArgs {
   readonly positions: Int32Array;
   readonly heads: number;
   readonly headDim: number;
-  /** inv_freq[j] for j < Hd/2, as the inference path computes it (spec §3.5). */
-  readonly inverseFrequencies: Float32Array;
+  /**
+   * inv_freq[j] for j < Hd/2: float32 as the inference path computes it (spec §3.5), or float64 on a float64 tape
+   * (the gradient checks and the PyTorch float64 training golden compute every step in float64).
+   */
+  readonly inverseFrequencies: Floats;
 }
 
 /** NeoX rotary embedding of x [T, H·Hd]: a rotation per (d, d + Hd/2) pair, so the backward rotates back. */
@@ -107,8 +110,8 @@ function rotate(src: Floats, dst: Floats, args: RopeArgs, direction: 1 | -1): vo
   const half = headDim / 2;
   positions.forEach((position, t) => {
     for (let j = 0; j < half; j++) {
-      // float32 angle, as PyTorch forms θ = p · inv_freq in float32 before cos/sin
-      const angle = Math.fround(position * inverseFrequencies[j]!);
+      // float32 angle, as PyTorch forms θ = p · inv_freq in float32 before cos/sin (float64 on a float64 tape)
+      const angle = inverseFrequencies instanceof Float32Array ? Math.fround(position * inverseFrequencies[j]!) : position * inverseFrequencies[j]!;
       const cos = Math.cos(angle);
       const sin = direction * Math.sin(angle);
       for (let h = 0; h < heads; h++) {
