@@ -10,12 +10,13 @@ const allowed = {
   'backends/reference': ['core', 'backends/reference'],
   'backends/native': ['core', 'backends/reference', 'backends/native'], // reuses the reference's light ops
   backends: ['core', 'backends', 'backends/reference', 'backends/native'], // backends/index.ts chooses among them
+  autograd: ['core', 'autograd'], // the tape over any backend's ops: knows only the interfaces
   io: ['core', 'io'],
   tokenizer: ['core', 'io', 'tokenizer'],
   model: ['core', 'io', 'tokenizer', 'model'],
   generate: ['core', 'io', 'tokenizer', 'model', 'generate'],
   analysis: ['core', 'io', 'tokenizer', 'model', 'analysis'], // metrics use only analysis/trace.ts; the recorder runs the model
-  train: ['core', 'io', 'tokenizer', 'model', 'analysis', 'train'],
+  train: ['core', 'io', 'tokenizer', 'model', 'autograd', 'analysis', 'train'],
   eval: ['core', 'io', 'tokenizer', 'model', 'generate', 'eval'], // the harness: scoring requests and tasks over a model // analysis: figures for plot-train and the shared document reader
   server: ['server', 'index.ts'], // like the CLI, a shell over the public API
   cli: ['cli', 'index.ts', 'server'],

@@ -8,8 +8,7 @@ import { describe, it } from 'node:test';
 import { loadModel } from '../src/model/load.js';
 import { readArchitecture, loadParams } from '../src/train/checkpoint.js';
 import { TrainModel } from '../src/train/model.js';
-import { Tape } from '../src/train/autograd.js';
-import { referenceGemm } from '../src/train/kernels.js';
+import { Tape } from '../src/autograd/tape.js';
 import { announceSkip, backendCases } from './backends.js';
 import { repoRoot } from './helpers.js';
 
@@ -37,11 +36,13 @@ describe('OLMoE-mini logits from before the one-model change', () => {
       check(model.backend.toFloat32(model.forward(Int32Array.from(expected.ids))), model.config.vocabSize, target.name);
     });
   }
-  it('the training model (no gradient)', () => {
-    const model = new TrainModel(readArchitecture(modelDir));
-    loadParams(model, modelDir);
-    const tape = new Tape('f32', referenceGemm, { grad: false });
-    const { logits } = model.forward(tape, Int32Array.from([...expected.ids, 0]), 1, { loadBalancing: 0, routerZ: 0 });
-    check(logits.data as Float32Array, model.arch.config.vocabSize, 'training model');
-  });
+  for (const target of backendCases) {
+    it(`the training executor (autograd tape) on the ${target.name} backend`, { skip: announceSkip(target.skip) }, () => {
+      const model = new TrainModel(readArchitecture(modelDir), target.create());
+      loadParams(model, modelDir);
+      const tape = new Tape(model.backend);
+      const { logits } = model.forward(tape, { tokens: Int32Array.from([...expected.ids, 0]), sequences: 1 }, { loadBalancing: 0.01, routerZ: 0.001 });
+      check(tape.toFloat32(logits), model.arch.config.vocabSize, `training executor (${target.name})`);
+    });
+  }
 });

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { it } from 'node:test';
 import { parseTrainConfig, resumeFingerprint } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
-import { referenceGemm } from '../src/train/kernels.js';
+import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { repoRoot, tempDir } from './helpers.js';
 
 const fixture = join(repoRoot, 'test', 'fixtures', 'train-run-v1');
@@ -26,7 +26,7 @@ it('resumes a checkpoint written before the one-model change and continues with 
   const state = JSON.parse(readFileSync(statePath, 'utf8')) as Record<string, unknown>;
   writeFileSync(statePath, JSON.stringify({ ...state, configHash: resumeFingerprint(config) }));
   const losses: number[] = [];
-  await train({ config, kernels: referenceGemm, resume: true, onStep: (r) => losses.push(r.loss) });
+  await train({ config, backend: new ReferenceBackend(), resume: true, onStep: (r) => losses.push(r.loss) });
   const expected = (JSON.parse(readFileSync(join(fixture, 'expected.json'), 'utf8')) as { losses: number[] }).losses.slice(5);
   assert.equal(losses.length, expected.length);
   losses.forEach((loss, i) => assert.ok(Math.abs(loss - expected[i]!) < 1e-5 * expected[i]!, `step ${i + 6}: ${loss} vs ${expected[i]}`));

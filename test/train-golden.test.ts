@@ -8,11 +8,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseConfig } from '../src/model/config.js';
-import { Tape } from '../src/train/autograd.js';
+import type { Tensor } from '../src/core/backend.js';
+import { Tape, type TapeTensor } from '../src/autograd/tape.js';
+import { ReferenceBackend } from '../src/backends/reference/index.js';
+import { floats } from '../src/backends/reference/tensor.js';
 import { loadParams } from '../src/train/checkpoint.js';
-import { referenceGemm } from '../src/train/kernels.js';
 import { TrainModel } from '../src/train/model.js';
 import { AdamW, type Param } from '../src/train/optim.js';
+import { backendCases } from './backends.js';
 import { repoRoot, tinyModelDir } from './helpers.js';
 
 interface Golden {
@@ -41,20 +44,24 @@ function close(actual: number, expected: number, what: string, rel = 1e-6): void
   assert.ok(Math.abs(actual - expected) <= rel * Math.abs(expected), `${what}: ${actual} vs ${expected} (relative ${(Math.abs(actual - expected) / Math.abs(expected)).toExponential(2)})`);
 }
 
-/** The fixture model in float64, the golden batch's losses, and (with `backward`) every parameter's gradient. */
-function runGolden(targets: Int32Array | undefined, backward: boolean) {
-  const model = new TrainModel({ config, routing: 'token_choice', capacityFactor: 1 }, 'f64');
+/** The fixture model in float64 on the training executor: the golden batch's losses and every parameter's gradient. */
+function runGolden(targets: Int32Array | undefined) {
+  const model = new TrainModel({ config, routing: 'token_choice', capacityFactor: 1 }, new ReferenceBackend({ precision: 'f64' }));
   loadParams(model, tinyModelDir);
-  const tape = new Tape('f64', referenceGemm, { grad: backward });
+  const tape = new Tape(model.backend);
   const weights = { loadBalancing: golden.loss_weights.load_balancing, routerZ: golden.loss_weights.router_z };
-  const result = model.forward(tape, Int32Array.from(golden.batch.tokens.flat()), golden.batch.tokens.length, weights, targets);
-  if (backward) tape.backward(result.loss);
-  const grads = new Map(model.params.map((p) => [p.name, p.grad]));
-  return { ce: result.crossEntropy, lb: result.loadBalancing / weights.loadBalancing, z: result.routerZ / weights.routerZ, total: result.loss.item(), grads };
+  const result = model.forward(tape, { tokens: Int32Array.from(golden.batch.tokens.flat()), sequences: golden.batch.tokens.length, targets }, weights);
+  tape.backward(result.loss);
+  const grads = new Map(model.params.map((p) => [p.name, floats(p.grad)]));
+  // Values in float64 (the numbers in `result` are read back as float32).
+  const value = (t: Tensor) => floats((t as TapeTensor).value)[0]!;
+  const sum = (terms: readonly Tensor[]) => terms.reduce((total, t) => total + value(t), 0);
+  const { parts } = result;
+  return { ce: value(parts.crossEntropy), lb: sum(parts.loadBalancing) / weights.loadBalancing, z: sum(parts.routerZ) / weights.routerZ, total: value(result.loss), grads };
 }
 
 describe('training golden (PyTorch float64)', () => {
-  const run = runGolden(Int32Array.from(golden.batch.targets.flat()), true);
+  const run = runGolden(Int32Array.from(golden.batch.targets.flat()));
 
   it('cross-entropy over the counted targets, load-balancing loss, z-loss and their weighted total', () => {
     close(run.ce, golden.cross_entropy, 'cross-entropy');
@@ -64,14 +71,16 @@ describe('training golden (PyTorch float64)', () => {
   });
 
   it('cross-entropy of the same batch with no target ignored', () => {
-    close(runGolden(undefined, false).ce, golden.cross_entropy_no_target_ignored, 'cross-entropy, every target');
+    close(runGolden(undefined).ce, golden.cross_entropy_no_target_ignored, 'cross-entropy, every target');
   });
 
   it('gradient norm of every parameter (zero for experts no token chose) and the global norm', () => {
     let sumSquares = 0;
     for (const [name, grad] of run.grads) {
-      const norm = Math.hypot(...grad);
-      sumSquares += norm ** 2;
+      let sumOfSquares = 0;
+      for (const g of grad) sumOfSquares += g * g;
+      const norm = Math.sqrt(sumOfSquares);
+      sumSquares += sumOfSquares;
       const expected = golden.grad_norms[name];
       if (expected === undefined) assert.equal(norm, 0, `${name} has no gradient in the golden`);
       else close(norm, expected, `|grad ${name}|`);
@@ -89,17 +98,27 @@ describe('training golden (PyTorch float64)', () => {
 
   it('two AdamW steps with gradients near 1e-8: ε is added to √v̂, weight decay on matrices only', () => {
     const { adamw } = golden;
-    const matrix: Param = { name: 'matrix', data: Float32Array.from(adamw.initial.matrix.flat()), grad: new Float32Array(4), decay: true };
-    const vector: Param = { name: 'vector', data: Float32Array.from(adamw.initial.vector), grad: new Float32Array(2), decay: false };
-    assert.equal(adamw.weight_decay.vector, 0);
-    const optimizer = new AdamW([matrix, vector], { beta1: adamw.betas[0], beta2: adamw.betas[1], eps: adamw.eps, weightDecay: adamw.weight_decay.matrix });
-    adamw.grads.forEach((grads, step) => {
-      matrix.grad.set(grads.matrix.flat());
-      vector.grad.set(grads.vector);
-      optimizer.step(adamw.lr);
-      const after = adamw.after_each_step[step]!;
-      after.matrix.flat().forEach((v, i) => close(matrix.data[i]!, v, `step ${step + 1} matrix[${i}]`));
-      after.vector.forEach((v, i) => close(vector.data[i]!, v, `step ${step + 1} vector[${i}]`));
-    });
+    for (const target of backendCases) {
+      if (target.skip) continue;
+      const backend = target.create();
+      const param = (name: string, values: number[], decay: boolean): Param => {
+        const value = backend.zeros([values.length]);
+        backend.write(value, Float32Array.from(values));
+        return { name, value, grad: backend.zeros([values.length]), decay };
+      };
+      const matrix = param('matrix', adamw.initial.matrix.flat(), true);
+      const vector = param('vector', adamw.initial.vector, false);
+      assert.equal(adamw.weight_decay.vector, 0);
+      const optimizer = new AdamW(backend, [matrix, vector], { beta1: adamw.betas[0], beta2: adamw.betas[1], eps: adamw.eps, weightDecay: adamw.weight_decay.matrix });
+      adamw.grads.forEach((grads, step) => {
+        backend.write(matrix.grad, Float32Array.from(grads.matrix.flat()));
+        backend.write(vector.grad, Float32Array.from(grads.vector));
+        optimizer.step(adamw.lr);
+        const after = adamw.after_each_step[step]!;
+        const [m, v] = [backend.toFloat32(matrix.value), backend.toFloat32(vector.value)];
+        after.matrix.flat().forEach((x, i) => close(m[i]!, x, `${target.name}: step ${step + 1} matrix[${i}]`));
+        after.vector.forEach((x, i) => close(v[i]!, x, `${target.name}: step ${step + 1} vector[${i}]`));
+      });
+    }
   });
 });

@@ -9,7 +9,7 @@ import { withIo } from '../core/errors.js';
 import { AtomicFile } from '../io/atomic-file.js';
 import { latestCheckpoint } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
-import type { GemmKernels } from './kernels.js';
+import type { TrainingBackend } from '../core/training.js';
 import { readTrainingRun, type TrainingRun, type TrainLogRecord } from './metrics-log.js';
 import { plotTraining } from './plot.js';
 import { METRICS_FILE, train } from './trainer.js';
@@ -107,7 +107,7 @@ export function ablationConfig(variant: AblationVariant, data: AblationData, out
 }
 
 export interface RunAblationOptions {
-  readonly kernels: GemmKernels;
+  readonly backend: TrainingBackend;
   /** Where the variants' training runs (checkpoints included) go; the report folder gets only their metrics. */
   readonly runs: string;
   readonly say?: (line: string) => void;
@@ -129,7 +129,7 @@ export async function runAblation(ablation: Ablation, data: AblationData, out: s
     const finished = existsSync(metrics) && readTrainingRun(metrics).train.at(-1)?.step === data.steps;
     if (!finished) {
       opts.say?.(`${ablation.name}: training "${variant.label}" (${data.steps} steps)`);
-      await train({ config, kernels: opts.kernels, resume: latestCheckpoint(dir) !== null, say: opts.say, onStep: (r) => opts.onStep?.(variant.label, r) });
+      await train({ config, backend: opts.backend, resume: latestCheckpoint(dir) !== null, say: opts.say, onStep: (r) => opts.onStep?.(variant.label, r) });
     }
     withIo(out, 'write', () => copyFileSync(metrics, join(out, `${slug(variant.label)}.jsonl`)));
     runs.push(readTrainingRun(join(out, `${slug(variant.label)}.jsonl`), variant.label));

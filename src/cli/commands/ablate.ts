@@ -1,7 +1,7 @@
 /** `olmoe ablate NAME`: one of the paper's small-scale ablations, trained and plotted into one folder. */
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { ABLATIONS, createBackend, gemmKernels, InputError, runAblation } from '../../index.js';
+import { ABLATIONS, createBackend, InputError, runAblation } from '../../index.js';
 import { parseInteger, parsePositiveInteger } from '../common.js';
 
 interface AblateFlags {
@@ -39,13 +39,13 @@ export function registerAblate(program: Command): void {
     .action(async (name: string, flags: AblateFlags) => {
       const chosen = name === 'all' ? ABLATIONS : ABLATIONS.filter((a) => a.name === name);
       if (!chosen.length) throw new InputError(`unknown ablation ${JSON.stringify(name)} (choose ${ABLATIONS.map((a) => a.name).join(', ')} or all)`);
-      const kernels = gemmKernels(createBackend(flags.backend, { threads: flags.threads }));
+      const backend = createBackend(flags.backend, { threads: flags.threads });
       const data = { tokenizer: flags.tokenizer, train: flags.train, valid: flags.valid, steps: flags.steps, sequenceLength: flags.seq, batchSize: flags.batch, seed: flags.seed };
       const say = (line: string) => process.stderr.write(line + '\n');
       for (const ablation of chosen) {
         const out = join(flags.out, ablation.name);
         const report = await runAblation(ablation, data, out, {
-          kernels, say, runs: join(flags.runs, ablation.name),
+          backend, say, runs: join(flags.runs, ablation.name),
           onStep: (label, r) => r.step % flags.logEvery === 0 && say(`  ${label}: step ${r.step}/${flags.steps} loss ${r.loss.toFixed(4)} ${r.tokensPerSecond.toFixed(0)} tok/s`),
         });
         process.stdout.write(report + '\n');
