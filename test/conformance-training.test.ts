@@ -157,5 +157,10 @@ describe('which implementation runs each op', () => {
     const table = backend.implementations();
     for (const [op, how] of table) console.log(`# native ${op}: ${how}`);
     for (const [op, how] of table) if (how !== 'native' && how !== 'host copy') assert.ok(NATIVE_EXCEPTIONS.has(op), `${op} runs ${how} but is not a listed exception`);
+    // No op of training runs TypeScript inside the native backend (float32 weights, as training has).
+    const training = ['matmul', 'rmsnorm', 'rope', 'attention', 'router', 'experts', 'add', 'crossEntropy', 'loadBalancingLoss', 'routerZLoss', 'scale',
+      'attentionForward', 'expertsForward', 'crossEntropyForward', 'accumulate', 'accumulateRows', 'embeddingBackward', 'matmulBackward', 'rmsnormBackward',
+      'ropeBackward', 'attentionBackward', 'routerBackward', 'expertsBackward', 'crossEntropyBackward', 'loadBalancingBackward', 'routerZBackward', 'sumOfSquares', 'adamw'];
+    for (const op of training) assert.equal(table.get(op), 'native', op);
   });
 });

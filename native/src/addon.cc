@@ -18,6 +18,10 @@
 #include "pool.h"
 #include "train-gemm.h"
 
+namespace olmoe {
+void register_training(Napi::Env env, Napi::Object exports);  // train-bindings.cc
+}
+
 namespace {
 
 using olmoe::DType;
@@ -180,6 +184,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("add", Napi::Function::New(env, Add));
   exports.Set("allocate", Napi::Function::New(env, Allocate));
+  olmoe::register_training(env, exports);
   return exports;
 }
 

@@ -226,7 +226,7 @@ void pack_b(const TrainGemmArgs& g, const MicroKernel& mk, size_t j0, size_t p0,
   const size_t cols = std::min(nr, g.n - j0);
   if (cols < nr) std::fill(panel, panel + kc * nr, 0.0f);
   if (!g.trans_b) {  // B [K, N]: each summed index is a contiguous run of columns
-    for (size_t p = 0; p < kc; p++) std::memcpy(panel + p * nr, g.b + (p0 + p) * g.n + j0, cols * sizeof(float));
+    for (size_t p = 0; p < kc; p++) std::memcpy(panel + p * nr, g.b + (p0 + p) * g.b_stride() + j0, cols * sizeof(float));
     return;
   }
   // B [N, K]: a transpose, by blocks of 16 summed indices × 16 columns (in registers where the ISA allows)
@@ -234,14 +234,14 @@ void pack_b(const TrainGemmArgs& g, const MicroKernel& mk, size_t j0, size_t p0,
   for (size_t s = 0; s < kc; s += kBlock) {
     const size_t strip = std::min(kBlock, kc - s);
     for (size_t q = 0; q < cols; q += kBlock) {
-      const float* src = g.b + (j0 + q) * g.k + p0 + s;
+      const float* src = g.b + (j0 + q) * g.b_stride() + p0 + s;
       float* dst = panel + s * nr + q;
       if (mk.transpose16 && strip == kBlock && q + kBlock <= cols) {
-        mk.transpose16(src, g.k, dst, nr);
+        mk.transpose16(src, g.b_stride(), dst, nr);
         continue;
       }
       for (size_t j = 0; j < std::min(kBlock, cols - q); j++)
-        for (size_t p = 0; p < strip; p++) dst[p * nr + j] = src[j * g.k + p];
+        for (size_t p = 0; p < strip; p++) dst[p * nr + j] = src[j * g.b_stride() + p];
     }
   }
 }
@@ -266,7 +266,7 @@ Plan plan(const TrainGemmArgs& g, const MicroKernel& mk) {
   p.n_panels = (g.n + mk.nr - 1) / mk.nr;
   p.row_blocks = (p.m_panels + kMaxRowPanels - 1) / kMaxRowPanels;
   p.col_blocks = (p.n_panels + kMaxColPanels - 1) / kMaxColPanels;
-  p.serial = g.m * g.n * g.k < kSerialWork || pool().threads() == 1;
+  p.serial = g.serial || g.m * g.n * g.k < kSerialWork || pool().threads() == 1;
   // Enough items for the pool's dynamic claims to even out a busy core; this changes who computes a tile,
   // never how.
   const size_t wanted = p.serial ? 1 : 4 * static_cast<size_t>(pool().threads());
@@ -309,9 +309,10 @@ struct Operands {
     const size_t row = i * mr, col = j * nr;
     const int rows = static_cast<int>(std::min(mr, g.m - row)), cols = static_cast<int>(std::min(nr, g.n - col));
     const bool add = g.accumulate || p0 > 0;
-    float* c = g.c + row * g.n + col;
-    if (g.trans_a) return {g.a + p0 * g.m + row, 1, g.m, b_panel(p0, kc, j), kc, rows, cols, c, g.n, add};  // A [K, M]
-    return {g.a + row * g.k + p0, g.k, 1, b_panel(p0, kc, j), kc, rows, cols, c, g.n, add};                 // A [M, K]
+    float* c = g.c + row * g.c_stride() + col;
+    const size_t lda = g.a_stride();
+    if (g.trans_a) return {g.a + p0 * lda + row, 1, lda, b_panel(p0, kc, j), kc, rows, cols, c, g.c_stride(), add};  // A [K, M]
+    return {g.a + row * lda + p0, lda, 1, b_panel(p0, kc, j), kc, rows, cols, c, g.c_stride(), add};                 // A [M, K]
   }
 };
 
@@ -343,7 +344,8 @@ void multiply_block(const Plan& p, const Operands& ops, const MicroKernel& mk, s
 void train_gemm(const TrainGemmArgs& g) {
   if (g.m == 0 || g.n == 0) return;
   if (g.k == 0) {
-    if (!g.accumulate) std::fill(g.c, g.c + g.m * g.n, 0.0f);
+    if (!g.accumulate)
+      for (size_t i = 0; i < g.m; i++) std::fill(g.c + i * g.c_stride(), g.c + i * g.c_stride() + g.n, 0.0f);
     return;
   }
   const MicroKernel& mk = micro_kernel();

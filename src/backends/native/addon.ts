@@ -27,6 +27,34 @@ export interface NativeAddon {
   rope(x: Floats, tokens: number, heads: number, headDim: number, positions: Int32Array, invFreq: Floats, out: Floats): void;
   add(a: Floats, b: Floats, out: Floats): void;
   allocate(bytes: number): ArrayBuffer;
+  // training (native/src/train-bindings.cc; gradients are added into the arrays given, null: not computed)
+  rmsnormBackward(x: Floats, weight: Floats, dy: Floats, rows: number, width: number, eps: number, dx: Floats | null, dw: Floats | null): void;
+  ropeRotate(x: Floats, tokens: number, heads: number, headDim: number, positions: Int32Array, invFreq: Floats, inverseAccumulate: boolean, out: Floats): void;
+  axpy(factor: number, x: Floats, y: Floats): void;
+  embeddingBackward(ids: Int32Array, dy: Floats, width: number, dTable: Floats, rows: number): void;
+  routerForward(logits: Floats, tokens: number, experts: number, topK: number, normTopK: boolean, expertChoice: boolean, capacity: number,
+    probs: Floats, expertIds: Int32Array, tokenIds: Int32Array, weights: Floats): void;
+  routerBackward(logits: Floats, tokens: number, experts: number, topK: number, normTopK: boolean, expertChoice: boolean, capacity: number,
+    probs: Floats, expertIds: Int32Array, tokenIds: Int32Array, weights: Floats, dProbs: Floats | null, dWeights: Floats | null, dLogits: Floats): void;
+  expertsForward(x: Floats, tokens: number, hidden: number, ffn: number, gates: Floats[], ups: Floats[], downs: Floats[], expertIds: Int32Array,
+    tokenIds: Int32Array, weights: Floats, order: Int32Array, gatePre: Floats, upPre: Floats, y: Floats, out: Floats): void;
+  expertsBackward(x: Floats, tokens: number, hidden: number, ffn: number, gates: Floats[], ups: Floats[], downs: Floats[], expertIds: Int32Array,
+    tokenIds: Int32Array, weights: Floats, order: Int32Array, gatePre: Floats, upPre: Floats, y: Floats, dy: Floats, dx: Floats | null,
+    dWeights: Floats | null, dGates: Floats[] | null, dUps: Floats[] | null, dDowns: Floats[] | null): void;
+  attentionForward(q: Floats, k: Floats, v: Floats, lengths: Int32Array, heads: number, kvHeads: number, headDim: number, lse: Floats, out: Floats): void;
+  attentionBackward(q: Floats, k: Floats, v: Floats, lengths: Int32Array, heads: number, kvHeads: number, headDim: number, lse: Floats, out: Floats,
+    dOut: Floats, dq: Floats, dk: Floats, dv: Floats): void;
+  crossEntropyForward(logits: Floats, tokens: number, vocab: number, targets: Int32Array, lse: Floats): number;
+  crossEntropyBackward(logits: Floats, tokens: number, vocab: number, targets: Int32Array, lse: Floats, scale: number, dLogits: Floats): void;
+  loadBalancingForward(probs: Floats, tokens: number, experts: number, counts: Float64Array, scale: number): number;
+  loadBalancingBackward(tokens: number, experts: number, counts: Float64Array, factor: number, dProbs: Floats): void;
+  routerZForward(logits: Floats, tokens: number, experts: number, scale: number): number;
+  routerZBackward(logits: Floats, tokens: number, experts: number, factor: number, dLogits: Floats): void;
+  adamw(values: Floats[], grads: Floats[], ms: Floats[], vs: Floats[], decays: Uint8Array, lr: number, beta1: number, beta2: number, eps: number,
+    weightDecay: number, step: number, gradScale: number): void;
+  sumOfSquares(arrays: Floats[]): number;
+  /** FP32 FMA throughput of the pool's threads over about `seconds`, GFLOP/s. */
+  fmaPeak(seconds: number): number;
 }
 
 /** dist/src/backends/native → the package root, where native/build/Release/ holds the addon. */

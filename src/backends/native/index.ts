@@ -9,11 +9,11 @@ import type { AttentionArgs, ExpertWeights, KVCacheOptions, RopeOptions, Routing
 import type { AdamWStep, AdamWTensors, OpImplementations, SavedState, TrainingBackend } from '../../core/training.js';
 import { byteSize, isQuantized, type DType } from '../../core/dtype.js';
 import { OlmoeError, ResourceError } from '../../core/errors.js';
-import { ropeInverseFrequencies } from '../../core/rope.js';
 import { ReferenceBackend } from '../reference/index.js';
 import { RefKVCache, storeKeysValues } from '../reference/attention.js';
 import { activation, asRef, checkShapes, f32, RefTensor, showShape, sizeOf, storageFor, type Storage } from '../reference/tensor.js';
 import type { NativeAddon } from './addon.js';
+import * as train from './training.js';
 
 /** The kernel's dtype enum (native/src/kernels.h). */
 const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q5_k: 6, q6_k: 7 };
@@ -23,30 +23,11 @@ const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q
  * fallback). Data movement (rows, concatRows, write, fill) is a typed-array copy in either language.
  */
 export const NATIVE_EXCEPTIONS: ReadonlyMap<string, string> = new Map([
-  ['clamp', 'reference: clip_qkv is null in every OLMoE config; an element-wise clamp'],
+  ['clamp', 'reference: clip_qkv is null in every OLMoE config (and training refuses it); an element-wise clamp'],
   ['experts (mixed weight dtypes)', 'reference: one dtype per call in the kernel; rare mixed checkpoints'],
-  ['experts (expert choice)', 'reference: the inference kernel takes K experts per token'],
-  ['router', 'reference: softmax and top-k over [T, E] logits'],
-  ['attentionBackward', 'reference'],
-  ['expertsForward', 'reference'],
-  ['expertsBackward', 'reference'],
-  ['routerBackward', 'reference'],
-  ['rmsnormBackward', 'reference'],
-  ['ropeBackward', 'reference'],
-  ['embeddingBackward', 'reference'],
-  ['accumulate', 'reference'],
-  ['accumulateRows', 'reference'],
-  ['crossEntropy', 'reference'],
-  ['crossEntropyForward', 'reference'],
-  ['crossEntropyBackward', 'reference'],
-  ['loadBalancingLoss', 'reference'],
-  ['loadBalancingBackward', 'reference'],
-  ['routerZLoss', 'reference'],
-  ['routerZBackward', 'reference'],
-  ['scale', 'reference'],
-  ['sumOfSquares', 'reference'],
-  ['adamw', 'reference'],
-]);
+  ['experts (expert choice, non-f32 weights)', 'reference: the quantized/bf16 kernel takes K experts per token'],
+  ['expertsForward/expertsBackward (non-f32 weights)', 'reference: training weights are float32'],
+])
 
 export interface NativeOptions {
   /** Worker threads including the caller; default: $OLMOE_THREADS, else every core. */
@@ -69,7 +50,7 @@ function usableThreads(threads: number, what: string): number {
 export class NativeBackend implements TrainingBackend {
   readonly name = 'native';
   readonly precision = 'f32';
-  /** Runs the ops NATIVE_EXCEPTIONS lists (and nothing else). */
+  /** Runs the cases NATIVE_EXCEPTIONS lists (and nothing else). */
   private readonly ref = new ReferenceBackend();
 
   constructor(
@@ -174,7 +155,10 @@ export class NativeBackend implements TrainingBackend {
     const input = f32(x);
     const tokens = input.length / inDim;
     const out = new Float32Array(tokens * outDim);
-    this.addon.matmul(input, tokens, inDim, weightData(weight), DTYPE_CODES[weightDtype(weight)], outDim, out);
+    // Float32 weights and many tokens (training, prefill): the packed-panel GEMM, several times faster there than
+    // the inference kernel, which widens stored dtypes on the fly and is built for few tokens.
+    if (weight.dtype === 'f32' && tokens >= PACKED_GEMM_TOKENS) this.addon.gemm(false, true, tokens, outDim, inDim, input, weight.data as Float32Array, out, false);
+    else this.addon.matmul(input, tokens, inDim, weightData(weight), DTYPE_CODES[weightDtype(weight)], outDim, out);
     return activation(out, [tokens, outDim]);
   }
 
@@ -189,11 +173,9 @@ export class NativeBackend implements TrainingBackend {
   }
 
   rope(x: Tensor, positions: Int32Array, opts: RopeOptions): RefTensor {
-    const input = asRef(x);
-    checkShapes('rope', input.cols === opts.heads * opts.headDim && input.rows === positions.length, () => `x ${showShape(x)} is not [${positions.length}, ${opts.heads}·${opts.headDim}]`);
-    const out = new Float32Array(sizeOf(input));
-    this.addon.rope(f32(x), positions.length, opts.heads, opts.headDim, positions, ropeInverseFrequencies(opts.headDim, opts.theta), out);
-    return activation(out, input.shape);
+    const out = new Float32Array(sizeOf(x));
+    train.rope(this.addon, x, positions, opts, out, false);
+    return activation(out, asRef(x).shape);
   }
 
   clamp(x: Tensor, limit: number): Tensor {
@@ -239,7 +221,7 @@ export class NativeBackend implements TrainingBackend {
   }
 
   router(logits: Tensor, opts: RouterOptions): Routing {
-    return this.ref.router(logits, opts);
+    return train.router(this.addon, logits, opts);
   }
 
   experts(x: Tensor, weights: ExpertWeights, routing: Routing): Tensor {
@@ -247,6 +229,7 @@ export class NativeBackend implements TrainingBackend {
     checkShapes('experts', input.rows === routing.tokens, () => `x ${showShape(x)} but routing for ${routing.tokens} tokens`);
     const first = asRef(weights.gate[0]!);
     const mixed = [...weights.gate, ...weights.up, ...weights.down].some((t) => t.dtype !== first.dtype);
+    if (routing.mode !== 'token_choice' && train.float32Experts(weights)) return train.expertsForward(this.addon, x, weights, routing).out;
     if (mixed || routing.mode !== 'token_choice') return this.ref.experts(x, weights, routing); // NATIVE_EXCEPTIONS
     const out = new Float32Array(sizeOf(input));
     const data = (list: readonly Tensor[]) => list.map((t) => weightData(asRef(t)));
@@ -257,45 +240,51 @@ export class NativeBackend implements TrainingBackend {
 
   // ---------------------------------------------------------------- losses
   crossEntropy(logits: Tensor, targets: Int32Array): Tensor {
-    return this.ref.crossEntropy(logits, targets);
+    return train.crossEntropyForward(this.addon, logits, targets).out;
   }
 
   loadBalancingLoss(probs: Tensor, counts: Float64Array, scale: number): Tensor {
-    return this.ref.loadBalancingLoss(probs, counts, scale);
+    return train.loadBalancingLoss(this.addon, probs, counts, scale);
   }
 
   routerZLoss(logits: Tensor, scale: number): Tensor {
-    return this.ref.routerZLoss(logits, scale);
+    return train.routerZLoss(this.addon, logits, scale);
   }
 
   scale(x: Tensor, factor: number): Tensor {
-    return this.ref.scale(x, factor);
+    const out = this.zeros(x.shape);
+    this.addon.axpy(factor, f32(x), f32(out));
+    return out;
   }
 
   // ---------------------------------------------------------------- training forward and backward
   attentionForward(args: AttentionArgs): { out: Tensor; saved: SavedState } {
-    checkShapes('attention', args.sequences.every((s) => !s.cache && s.start === 0), () => 'training attends within each sequence (no KV cache, start 0)');
-    return { out: this.attention(args), saved: { op: 'attention' } };
+    return train.attentionForward(this.addon, args);
   }
 
   expertsForward(x: Tensor, weights: ExpertWeights, routing: Routing): { out: Tensor; saved: SavedState } {
-    return this.ref.expertsForward(x, weights, routing);
+    if (!train.float32Experts(weights)) return this.ref.expertsForward(x, weights, routing); // NATIVE_EXCEPTIONS
+    return train.expertsForward(this.addon, x, weights, routing);
   }
 
   crossEntropyForward(logits: Tensor, targets: Int32Array): { out: Tensor; saved: SavedState } {
-    return this.ref.crossEntropyForward(logits, targets);
+    return train.crossEntropyForward(this.addon, logits, targets);
   }
 
-  accumulate(target: Tensor, source: Tensor, factor?: number): void {
-    this.ref.accumulate(target, source, factor);
+  accumulate(target: Tensor, source: Tensor, factor = 1): void {
+    checkShapes('accumulate', sizeOf(target) === sizeOf(source), () => `${showShape(target)} += ${showShape(source)}`);
+    this.addon.axpy(factor, f32(source), f32(target));
   }
 
   accumulateRows(target: Tensor, start: number, source: Tensor): void {
-    this.ref.accumulateRows(target, start, source);
+    const width = asRef(target).cols;
+    checkShapes('accumulateRows', asRef(source).cols === width && start >= 0 && (start + asRef(source).rows) * width <= sizeOf(target), () => `rows from ${start} of ${showShape(target)} += ${showShape(source)}`);
+    this.addon.axpy(1, f32(source), f32(target).subarray(start * width, start * width + sizeOf(source)));
   }
 
   embeddingBackward(ids: Int32Array, dOut: Tensor, dTable: Tensor): void {
-    this.ref.embeddingBackward(ids, dOut, dTable);
+    const table = asRef(dTable);
+    this.addon.embeddingBackward(ids, f32(dOut), table.cols, f32(dTable), table.rows);
   }
 
   /** dx = dOut · w and dw += dOutᵀ · x on the training GEMM (native/src/train-gemm.cc). */
@@ -309,45 +298,54 @@ export class NativeBackend implements TrainingBackend {
   }
 
   rmsnormBackward(args: { x: Tensor; weight: Tensor; eps: number; dOut: Tensor; dx: Tensor | null; dWeight: Tensor | null }): void {
-    this.ref.rmsnormBackward(args);
+    train.rmsnormBackward(this.addon, args);
   }
 
   ropeBackward(dOut: Tensor, positions: Int32Array, opts: RopeOptions, dx: Tensor): void {
-    this.ref.ropeBackward(dOut, positions, opts, dx);
+    train.rope(this.addon, dOut, positions, opts, f32(dx), true);
   }
 
   attentionBackward(args: { args: AttentionArgs; saved: SavedState; out: Tensor; dOut: Tensor; dq: Tensor; dk: Tensor; dv: Tensor }): void {
-    this.ref.attentionBackward(args);
+    train.attentionBackward(this.addon, args);
   }
 
   routerBackward(args: { routing: Routing; opts: RouterOptions; dProbs: Tensor | null; dWeights: Tensor | null; dLogits: Tensor }): void {
-    this.ref.routerBackward(args);
+    train.routerBackward(this.addon, args);
   }
 
   expertsBackward(args: { x: Tensor; weights: ExpertWeights; routing: Routing; saved: SavedState; dOut: Tensor; dx: Tensor | null; dRoutingWeights: Tensor | null; dWeights: ExpertWeights | null }): void {
-    this.ref.expertsBackward(args);
+    if (!('order' in args.saved)) return this.ref.expertsBackward(args); // NATIVE_EXCEPTIONS: kept by the reference forward
+    train.expertsBackward(this.addon, args);
   }
 
   crossEntropyBackward(args: { logits: Tensor; targets: Int32Array; saved: SavedState; dLoss: Tensor; dLogits: Tensor }): void {
-    this.ref.crossEntropyBackward(args);
+    train.crossEntropyBackward(this.addon, args);
   }
 
   loadBalancingBackward(args: { probs: Tensor; counts: Float64Array; scale: number; dLoss: Tensor; dProbs: Tensor }): void {
-    this.ref.loadBalancingBackward(args);
+    train.loadBalancingBackward(this.addon, args);
   }
 
   routerZBackward(args: { logits: Tensor; scale: number; dLoss: Tensor; dLogits: Tensor }): void {
-    this.ref.routerZBackward(args);
+    train.routerZBackward(this.addon, args);
   }
 
   sumOfSquares(xs: readonly Tensor[]): number {
-    return this.ref.sumOfSquares(xs);
+    return this.addon.sumOfSquares(xs.map(f32));
   }
 
   adamw(params: readonly AdamWTensors[], step: AdamWStep): void {
-    this.ref.adamw(params, step);
+    train.adamw(this.addon, params, step);
+  }
+
+  /** The machine's FP32 FMA throughput on this backend's threads (GFLOP/s), measured over about `seconds`. */
+  peakGflops(seconds = 0.5): number {
+    return this.addon.fmaPeak(seconds);
   }
 }
+
+/** From this many tokens on, products with float32 weights run on the packed-panel GEMM (measured faster from 16). */
+const PACKED_GEMM_TOKENS = 16;
 
 /** Every op of the training backend interface, for `implementations()`. */
 const OP_NAMES = [

@@ -1,0 +1,262 @@
+// Router and grouped SwiGLU experts for training (spec §3.6, paper eq. 1), forward and backward. Assignments are
+// grouped by expert (a stable counting sort, kept for the backward); each expert's rows are gathered and multiplied
+// on the training GEMM, the products split over the pool; per-token sums visit the token's experts in ascending id.
+// Dimension legend: T tokens, D hidden, E experts, K top-k, C tokens per expert, A assignments, F expert width,
+// n rows of one expert.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "gemm.h"
+#include "pool.h"
+#include "train-gemm.h"
+#include "train-ops.h"
+#include "train-parallel.h"
+
+namespace olmoe {
+
+namespace {
+
+// ---------------------------------------------------------------- router
+void softmax_row(const float* logits, size_t width, float* out) {
+  double max = -INFINITY, total = 0;
+  for (size_t i = 0; i < width; i++) max = std::max(max, static_cast<double>(logits[i]));
+  for (size_t i = 0; i < width; i++) total += std::exp(logits[i] - max);
+  for (size_t i = 0; i < width; i++) out[i] = static_cast<float>(std::exp(logits[i] - max) / total);
+}
+
+// Indices of the `count` largest of `values` (stride apart), largest first, equal values by ascending index.
+void top_indices(const float* values, size_t n, size_t stride, size_t count, int32_t* out, std::vector<int32_t>& scratch) {
+  scratch.resize(n);
+  std::iota(scratch.begin(), scratch.end(), 0);
+  std::partial_sort(scratch.begin(), scratch.begin() + count, scratch.end(),
+                    [&](int32_t a, int32_t b) { return values[a * stride] > values[b * stride] || (values[a * stride] == values[b * stride] && a < b); });
+  std::copy(scratch.begin(), scratch.begin() + count, out);
+}
+
+}  // namespace
+
+void router_forward(const RouterArgs& a) {
+  const size_t T = a.tokens, E = a.experts;
+  pool().parallel_for(T, [&](size_t t0, size_t t1) {
+    std::vector<int32_t> scratch;
+    for (size_t t = t0; t < t1; t++) {
+      softmax_row(a.logits + t * E, E, a.probs + t * E);
+      if (a.expert_choice) continue;
+      const size_t K = a.top_k;
+      top_indices(a.probs + t * E, E, 1, K, a.expert_ids + t * K, scratch);
+      double total = 0;
+      for (size_t k = 0; k < K; k++) {
+        a.token_ids[t * K + k] = static_cast<int32_t>(t);
+        a.weights[t * K + k] = a.probs[t * E + a.expert_ids[t * K + k]];
+        total += a.weights[t * K + k];
+      }
+      if (a.norm_topk)
+        for (size_t k = 0; k < K; k++) a.weights[t * K + k] = static_cast<float>(a.weights[t * K + k] / total);
+    }
+  });
+  if (!a.expert_choice) return;
+  const size_t C = a.capacity;
+  pool().parallel_for(E, [&](size_t e0, size_t e1) {
+    std::vector<int32_t> scratch;
+    for (size_t e = e0; e < e1; e++) {
+      top_indices(a.probs + e, T, E, C, a.token_ids + e * C, scratch);
+      for (size_t c = 0; c < C; c++) {
+        a.expert_ids[e * C + c] = static_cast<int32_t>(e);
+        a.weights[e * C + c] = a.probs[a.token_ids[e * C + c] * E + e];
+      }
+    }
+  });
+}
+
+void router_backward(const RouterArgs& a, const float* d_probs, const float* d_weights, float* d_logits) {
+  const size_t T = a.tokens, E = a.experts, A = a.expert_choice ? E * a.capacity : T * a.top_k;
+  std::vector<double> dp(T * E, 0.0);
+  if (d_probs)
+    for (size_t i = 0; i < T * E; i++) dp[i] = d_probs[i];
+  if (d_weights) {
+    const bool renormalized = a.norm_topk && !a.expert_choice;
+    for (size_t i = 0; i < A; i++) {
+      const size_t t = a.token_ids[i];
+      double grad = d_weights[i];
+      if (renormalized) {  // w_j = p_j / S: ∂L/∂p_i = (dw_i − Σ_j dw_j · w_j) / S
+        const size_t K = a.top_k, first = t * K;
+        double sum = 0, dot = 0;
+        for (size_t j = 0; j < K; j++) sum += a.probs[t * E + a.expert_ids[first + j]];
+        for (size_t j = 0; j < K; j++) dot += d_weights[first + j] * (a.probs[t * E + a.expert_ids[first + j]] / sum);
+        grad = (d_weights[i] - dot) / sum;
+      }
+      dp[t * E + a.expert_ids[i]] += grad;
+    }
+  }
+  pool().parallel_for(T, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; t++) {
+      const float* p = a.probs + t * E;
+      const double* g = dp.data() + t * E;
+      double dot = 0;
+      for (size_t e = 0; e < E; e++) dot += g[e] * p[e];
+      for (size_t e = 0; e < E; e++) d_logits[t * E + e] += static_cast<float>(p[e] * (g[e] - dot));
+    }
+  });
+}
+
+// ---------------------------------------------------------------- experts
+namespace {
+
+inline float silu(float z) { return z / (1.0f + std::exp(-z)); }
+
+struct Groups {
+  std::vector<size_t> first, count;  // per expert: first grouped position, rows
+  std::vector<size_t> token_first;   // per token: first entry in by_token (T + 1 entries)
+  std::vector<int32_t> by_token;     // grouped positions of each token, ascending (= ascending expert)
+};
+
+// Stable counting sort of the assignments by expert → a.order; and each token's grouped positions.
+Groups group(const ExpertTrainArgs& a) {
+  Groups g;
+  g.count.assign(a.experts, 0);
+  for (size_t i = 0; i < a.assignments; i++) g.count[a.expert_ids[i]]++;
+  g.first.assign(a.experts, 0);
+  for (size_t e = 1; e < a.experts; e++) g.first[e] = g.first[e - 1] + g.count[e - 1];
+  std::vector<size_t> next = g.first;
+  for (size_t i = 0; i < a.assignments; i++) a.order[next[a.expert_ids[i]]++] = static_cast<int32_t>(i);
+  g.token_first.assign(a.tokens + 1, 0);
+  for (size_t i = 0; i < a.assignments; i++) g.token_first[a.token_ids[i] + 1]++;
+  for (size_t t = 0; t < a.tokens; t++) g.token_first[t + 1] += g.token_first[t];
+  g.by_token.resize(a.assignments);
+  std::vector<size_t> fill(g.token_first.begin(), g.token_first.end() - 1);
+  for (size_t pos = 0; pos < a.assignments; pos++) g.by_token[fill[a.token_ids[a.order[pos]]]++] = static_cast<int32_t>(pos);
+  return g;
+}
+
+// Rows token_ids[order[first + i]] of x into rows [n, D].
+void gather_rows(const ExpertTrainArgs& a, size_t first, size_t n, float* rows) {
+  pool().parallel_for(n, [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) std::memcpy(rows + i * a.hidden, a.x + static_cast<size_t>(a.token_ids[a.order[first + i]]) * a.hidden, a.hidden * sizeof(float));
+  });
+}
+
+void gemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, const float* A, const float* B, float* C, bool accumulate) {
+  TrainGemmArgs g;
+  g.trans_a = trans_a;
+  g.trans_b = trans_b;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.a = A;
+  g.b = B;
+  g.c = C;
+  g.accumulate = accumulate;
+  train_gemm(g);
+}
+
+template <typename Fn>
+void elementwise(size_t n, const Fn& fn) {
+  constexpr size_t kChunk = 1 << 13;
+  pool().parallel_for((n + kChunk - 1) / kChunk, [&](size_t c0, size_t c1) {
+    const size_t end = std::min(n, c1 * kChunk);
+    for (size_t i = c0 * kChunk; i < end; i++) fn(i);
+  });
+}
+
+}  // namespace
+
+void experts_forward(const ExpertTrainArgs& a, float* out) {
+  const size_t D = a.hidden, F = a.ffn;
+  const Groups g = group(a);
+  thread_local std::vector<float> x_buffer, h_buffer;
+  for (size_t e = 0; e < a.experts; e++) {
+    const size_t n = g.count[e], first = g.first[e];
+    if (n == 0) continue;
+    float* rows = scratch(x_buffer, n * D);
+    float* h = scratch(h_buffer, n * F);
+    gather_rows(a, first, n, rows);
+    float* gate = a.gate_pre + first * F;
+    float* up = a.up_pre + first * F;
+    gemm(false, true, n, F, D, rows, a.gate[e], gate, false);  // [n, F] = rows · gateᵀ
+    gemm(false, true, n, F, D, rows, a.up[e], up, false);
+    elementwise(n * F, [&](size_t i) { h[i] = silu(gate[i]) * up[i]; });
+    gemm(false, true, n, D, F, h, a.down[e], a.y + first * D, false);  // [n, D] = h · downᵀ
+  }
+  const Kernels& k = kernels();
+  pool().parallel_for(a.tokens, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; t++) {
+      float* o = out + t * D;
+      std::fill(o, o + D, 0.0f);
+      for (size_t j = g.token_first[t]; j < g.token_first[t + 1]; j++) {
+        const size_t pos = g.by_token[j];
+        k.axpy(a.weights[a.order[pos]], a.y + pos * D, o, D);
+      }
+    }
+  });
+}
+
+// Per expert, dY = w·dOut rows: dDown += dYᵀ·h; dh = dY·down; dg = dh ⊙ up ⊙ silu'(gate); du = dh ⊙ silu(gate);
+// dGate += dgᵀ·x; dUp += duᵀ·x; dx rows = dg·gate + du·up, summed per token in ascending expert id.
+void experts_backward(const ExpertTrainArgs& a, const float* dy, const ExpertGrads& grads) {
+  const size_t D = a.hidden, F = a.ffn, A = a.assignments;
+  const Groups g = group(a);
+  if (grads.d_weights)
+    pool().parallel_for(A, [&](size_t p0, size_t p1) {
+      for (size_t pos = p0; pos < p1; pos++) {
+        const size_t i = a.order[pos];
+        const float* d = dy + static_cast<size_t>(a.token_ids[i]) * D;
+        const float* y = a.y + pos * D;
+        double dot = 0;
+        for (size_t c = 0; c < D; c++) dot += static_cast<double>(d[c]) * y[c];
+        grads.d_weights[i] += static_cast<float>(dot);
+      }
+    });
+  thread_local std::vector<float> dy_buffer, h_buffer, dh_buffer, x_buffer, dx_buffer;
+  float* dx_grouped = grads.dx ? scratch(dx_buffer, A * D) : nullptr;
+  for (size_t e = 0; e < a.experts; e++) {
+    const size_t n = g.count[e], first = g.first[e];
+    if (n == 0) continue;
+    float* d_rows = scratch(dy_buffer, n * D);
+    pool().parallel_for(n, [&](size_t i0, size_t i1) {
+      for (size_t r = i0; r < i1; r++) {
+        const size_t i = a.order[first + r];
+        const float w = a.weights[i];
+        const float* d = dy + static_cast<size_t>(a.token_ids[i]) * D;
+        for (size_t c = 0; c < D; c++) d_rows[r * D + c] = w * d[c];
+      }
+    });
+    const float* gate = a.gate_pre + first * F;
+    const float* up = a.up_pre + first * F;
+    float* h = scratch(h_buffer, n * F);
+    float* dh = scratch(dh_buffer, n * F);
+    elementwise(n * F, [&](size_t i) { h[i] = silu(gate[i]) * up[i]; });
+    gemm(false, false, n, F, D, d_rows, a.down[e], dh, false);  // dh [n, F] = dY · down [D, F]
+    if (grads.d_down) gemm(true, false, D, F, n, d_rows, h, grads.d_down[e], true);  // dDown [D, F] += dYᵀ · h
+    elementwise(n * F, [&](size_t i) {  // dh → d(gate pre-activation), h → d(up pre-activation)
+      const float z = gate[i], sigmoid = 1.0f / (1.0f + std::exp(-z));
+      const float d = dh[i];
+      dh[i] = d * up[i] * sigmoid * (1.0f + z * (1.0f - sigmoid));
+      h[i] = d * z * sigmoid;
+    });
+    if (grads.d_gate || grads.d_up || dx_grouped) {
+      float* rows = scratch(x_buffer, n * D);
+      gather_rows(a, first, n, rows);
+      if (grads.d_gate) gemm(true, false, F, D, n, dh, rows, grads.d_gate[e], true);  // dGate [F, D] += dgᵀ · x
+      if (grads.d_up) gemm(true, false, F, D, n, h, rows, grads.d_up[e], true);
+    }
+    if (dx_grouped) {
+      gemm(false, false, n, D, F, dh, a.gate[e], dx_grouped + first * D, false);  // [n, D] = dg · gate [F, D]
+      gemm(false, false, n, D, F, h, a.up[e], dx_grouped + first * D, true);
+    }
+  }
+  if (!grads.dx) return;
+  pool().parallel_for(a.tokens, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; t++) {
+      float* o = grads.dx + t * D;
+      for (size_t j = g.token_first[t]; j < g.token_first[t + 1]; j++) {
+        const float* src = dx_grouped + static_cast<size_t>(g.by_token[j]) * D;
+        for (size_t c = 0; c < D; c++) o[c] += src[c];
+      }
+    }
+  });
+}
+
+}  // namespace olmoe
