@@ -96,6 +96,36 @@ describe('native training GEMM is deterministic', { skip: nativeSkip }, () => {
   });
 });
 
+describe('native training step is deterministic', { skip: nativeSkip }, () => {
+  // Exact resume on another thread count needs the same bits: every reduction runs in a fixed order.
+  it('the same loss and gradients, bit for bit, with 1 and 2 threads (token and expert choice)', () => {
+    const addon = loadAddon().addon!;
+    const before = addon.threads();
+    const config = parseConfig({
+      model_type: 'olmoe', vocab_size: 300, hidden_size: 64, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+      num_experts: 8, num_experts_per_tok: 2, max_position_embeddings: 64, rms_norm_eps: 1e-5,
+    });
+    const tokens = Int32Array.from({ length: 3 * 41 }, (_, i) => (i * 37 + 11) % 300);
+    try {
+      for (const routing of ['token_choice', 'expert_choice'] as const) {
+        const runs = [1, 2].map((threads) => {
+          addon.setThreads(threads);
+          const model = new TrainModel({ config, routing, capacityFactor: 1 }, backendCases[1]!.create());
+          const rng = createRng(5);
+          model.initialize((values) => values.forEach((_, i) => (values[i] = (rng() - 0.5) * 0.2)));
+          const tape = new Tape(model.backend);
+          const result = model.forward(tape, { tokens, sequences: 3 }, { loadBalancing: 0.01, routerZ: 0.001 });
+          tape.backward(result.loss);
+          return [Float32Array.of(result.total), ...model.params.map((p) => model.backend.toFloat32(p.grad))].map((a) => Array.from(new Uint32Array(a.slice().buffer)));
+        });
+        assert.deepEqual(runs[0], runs[1], routing);
+      }
+    } finally {
+      addon.setThreads(before);
+    }
+  });
+});
+
 for (const target of backendCases) describe(`training executor = inference model (${target.name})`, { skip: announceSkip(target.skip) }, () => {
   it('the tiny fixture checkpoint gives the golden logits of the independent reference (float32) through the tape', () => {
     const expected = JSON.parse(readFileSync(tinyExpectedPath, 'utf8')) as { config: object; cases: { ids: number[]; logits: number[][] }[] };
