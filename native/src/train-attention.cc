@@ -11,6 +11,7 @@
 #include "train-gemm.h"
 #include "train-ops.h"
 #include "train-parallel.h"
+#include "train-vector.h"
 
 namespace olmoe {
 
@@ -59,21 +60,18 @@ void product(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, const flo
 // Query i (absolute q0 + i) sees keys ≤ q0 + i. With `lse` null the log-sum-exp is computed (and stored in
 // lse_out); else P = exp(scale·S − lse).
 void probabilities(float* p, size_t rows, size_t keys, size_t q0, float scale, const float* lse, float* lse_out, size_t lse_stride) {
+  const VectorKernels& v = vector_kernels();
   for (size_t i = 0; i < rows; i++) {
     float* row = p + i * keys;
     const size_t visible = q0 + i + 1;
-    float shift;
     if (lse) {
-      shift = lse[i * lse_stride];
+      v.exp_in_place(row, visible, scale, lse[i * lse_stride]);
     } else {
-      float max = -INFINITY;
-      for (size_t j = 0; j < visible; j++) max = std::max(max, row[j] * scale);
-      double total = 0;
-      for (size_t j = 0; j < visible; j++) total += std::exp(row[j] * scale - max);
-      shift = max + static_cast<float>(std::log(total));
-      lse_out[i * lse_stride] = shift;
+      const float max = v.max(row, visible) * scale;  // scale > 0
+      const float total = v.exp_in_place(row, visible, scale, max);
+      lse_out[i * lse_stride] = max + std::log(total);
+      v.scale(row, visible, 1.0f / total);
     }
-    for (size_t j = 0; j < visible; j++) row[j] = std::exp(row[j] * scale - shift);
     std::fill(row + visible, row + keys, 0.0f);
   }
 }
@@ -124,13 +122,10 @@ void attention_backward(const TrainAttentionArgs& a, const float* out, const flo
         probabilities(p, rows, keys, q0, l.scale, a.lse + (r0 + q0) * a.heads + h, nullptr, a.heads);
         product(true, false, keys, Hd, rows, p, keys, d_out + at, l.width, dv_g, l.kv_width, true);  // dV += Pᵀ · dO
         product(false, true, rows, keys, Hd, d_out + at, l.width, v, l.kv_width, dp, keys, false);   // dP = dO · Vᵀ
+        const VectorKernels& vk = vector_kernels();
         for (size_t i = 0; i < rows; i++) {
-          const float* o = out + at + i * l.width;
-          const float* d = d_out + at + i * l.width;
-          double dot = 0;
-          for (size_t c = 0; c < Hd; c++) dot += static_cast<double>(o[c]) * d[c];
-          const float delta = static_cast<float>(dot);
-          for (size_t j = 0; j < keys; j++) dp[i * keys + j] = p[i * keys + j] * (dp[i * keys + j] - delta) * l.scale;
+          const float delta = vk.dot(out + at + i * l.width, d_out + at + i * l.width, Hd);  // rowsum(dO ⊙ O) = Σ_j P·dP
+          vk.softmax_backward(p + i * keys, dp + i * keys, keys, delta, l.scale);
         }
         product(false, false, rows, Hd, keys, dp, keys, k, l.kv_width, dq + at, l.width, true);     // dQ += dS · K
         product(true, false, keys, Hd, rows, dp, keys, q, l.width, dk_g, l.kv_width, true);        // dK += dSᵀ · Q

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "train-gemm.h"
 #include "train-ops.h"
 
 namespace olmoe {
@@ -78,6 +79,24 @@ Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
   float* dx = a.array<float>(6, n, "dx", true);
   float* dw = a.array<float>(7, width, "dw", true);
   if (!a.failed) rmsnorm_backward(x, w, dy, rows, width, static_cast<float>(a.number(5)), dx, dw);
+  return Undefined(info);
+}
+
+// matmulBackward(x, w, dy, tokens, inDim, outDim, dx?, dw?): dx += dy · w; dw += dyᵀ · x, as one batch of products.
+Napi::Value MatmulBackward(const Napi::CallbackInfo& info) {
+  Args a{info};
+  const size_t tokens = a.size(3), in = a.size(4), out = a.size(5);
+  const float* x = a.array<float>(0, tokens * in, "x");
+  const float* w = a.array<float>(1, out * in, "w");
+  const float* dy = a.array<float>(2, tokens * out, "dy");
+  float* dx = a.array<float>(6, tokens * in, "dx", true);
+  float* dw = a.array<float>(7, out * in, "dw", true);
+  if (a.failed) return Undefined(info);
+  TrainGemmArgs products[2];
+  size_t count = 0;
+  if (dx) products[count++] = TrainGemmArgs{false, false, tokens, in, out, dy, w, dx, true};
+  if (dw) products[count++] = TrainGemmArgs{true, false, out, in, tokens, dy, x, dw, true};
+  train_gemm_batch(products, count);
   return Undefined(info);
 }
 
@@ -356,7 +375,7 @@ Napi::Value FmaPeak(const Napi::CallbackInfo& info) { return Napi::Number::New(i
 
 void register_training(Napi::Env env, Napi::Object exports) {
   const std::pair<const char*, Napi::Value (*)(const Napi::CallbackInfo&)> functions[] = {
-      {"rmsnormBackward", RmsNormBackward}, {"ropeRotate", RopeRotate}, {"axpy", Axpy}, {"embeddingBackward", EmbeddingBackward},
+      {"matmulBackward", MatmulBackward}, {"rmsnormBackward", RmsNormBackward}, {"ropeRotate", RopeRotate}, {"axpy", Axpy}, {"embeddingBackward", EmbeddingBackward},
       {"routerForward", RouterForward}, {"routerBackward", RouterBackward}, {"expertsForward", ExpertsForward}, {"expertsBackward", ExpertsBackward},
       {"attentionForward", AttentionForward}, {"attentionBackward", AttentionBackward}, {"crossEntropyForward", CrossEntropyForward},
       {"crossEntropyBackward", CrossEntropyBackward}, {"loadBalancingForward", LoadBalancingForward}, {"loadBalancingBackward", LoadBalancingBackward},

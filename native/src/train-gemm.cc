@@ -20,6 +20,7 @@
 
 #include "kernels.h"
 #include "pool.h"
+#include "train-parallel.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -259,17 +260,15 @@ struct Plan {
   bool serial;
 };
 
-Plan plan(const TrainGemmArgs& g, const MicroKernel& mk) {
+// `wanted`: blocks of C to aim for (enough for the pool's dynamic claims to even out a busy core); this changes who
+// computes a tile, never how.
+Plan plan(const TrainGemmArgs& g, const MicroKernel& mk, size_t wanted) {
   Plan p{};
   p.kc_blocks = (g.k + kMaxKc - 1) / kMaxKc;
   p.m_panels = (g.m + mk.mr - 1) / mk.mr;
   p.n_panels = (g.n + mk.nr - 1) / mk.nr;
   p.row_blocks = (p.m_panels + kMaxRowPanels - 1) / kMaxRowPanels;
   p.col_blocks = (p.n_panels + kMaxColPanels - 1) / kMaxColPanels;
-  p.serial = g.serial || g.m * g.n * g.k < kSerialWork || pool().threads() == 1;
-  // Enough items for the pool's dynamic claims to even out a busy core; this changes who computes a tile,
-  // never how.
-  const size_t wanted = p.serial ? 1 : 4 * static_cast<size_t>(pool().threads());
   while (p.row_blocks * p.col_blocks < wanted) {
     if (p.n_panels >= 2 * (p.col_blocks + 1)) p.col_blocks++;
     else if (p.m_panels >= 4 * (p.row_blocks + 1)) p.row_blocks++;
@@ -281,11 +280,6 @@ Plan plan(const TrainGemmArgs& g, const MicroKernel& mk) {
 // Split [0, count) into `parts` near-equal ranges; the index-th.
 inline std::pair<size_t, size_t> part(size_t count, size_t parts, size_t index) {
   return {count * index / parts, count * (index + 1) / parts};
-}
-
-void run(bool serial, size_t n, const std::function<void(size_t, size_t)>& fn) {
-  if (serial) fn(0, n);
-  else pool().parallel_for(n, fn);
 }
 
 // 64-byte aligned grow-only scratch (the packed panels are read with full-width vector loads).
@@ -316,18 +310,6 @@ struct Operands {
   }
 };
 
-// One parallel pass packs all of op(B), one more computes: two pool barriers per product, which matters when
-// another process holds a core and a barrier waits for its time slice.
-void pack_all(const Plan& p, const Operands& ops, const MicroKernel& mk) {
-  const TrainGemmArgs& g = ops.g;
-  run(p.serial, p.kc_blocks * p.n_panels, [&](size_t begin, size_t end) {
-    for (size_t item = begin; item < end; item++) {
-      const size_t p0 = item / p.n_panels * kMaxKc, kc = std::min(kMaxKc, g.k - p0), j = item % p.n_panels;
-      pack_b(g, mk, j * mk.nr, p0, kc, ops.b_panel(p0, kc, j));
-    }
-  });
-}
-
 // One block of C, all of K: per K block, each B panel meets every A panel of the block while it sits in cache.
 void multiply_block(const Plan& p, const Operands& ops, const MicroKernel& mk, size_t item) {
   const auto [i0, i1] = part(p.m_panels, p.row_blocks, item / p.col_blocks);
@@ -339,23 +321,71 @@ void multiply_block(const Plan& p, const Operands& ops, const MicroKernel& mk, s
   }
 }
 
-}  // namespace
+// Work items of a batch: (product, item) pairs, claimed one at a time by whichever thread runs.
+struct Item {
+  uint32_t product, item;
+};
 
-void train_gemm(const TrainGemmArgs& g) {
-  if (g.m == 0 || g.n == 0) return;
-  if (g.k == 0) {
-    if (!g.accumulate)
-      for (size_t i = 0; i < g.m; i++) std::fill(g.c + i * g.c_stride(), g.c + i * g.c_stride() + g.n, 0.0f);
+void run_items(bool serial, const std::vector<Item>& items, const std::function<void(const Item&)>& fn) {
+  if (serial) {
+    for (const Item& item : items) fn(item);
     return;
   }
-  const MicroKernel& mk = micro_kernel();
-  const Plan p = plan(g, mk);
-  thread_local std::vector<float> b_buffer;  // grow-only, per calling JS thread; workers use it only within a call
-  const Operands ops{g, aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k), size_t(mk.mr), size_t(mk.nr), p.n_panels};
-  pack_all(p, ops, mk);
-  run(p.serial, p.row_blocks * p.col_blocks, [&](size_t begin, size_t end) {
-    for (size_t item = begin; item < end; item++) multiply_block(p, ops, mk, item);
-  });
+  parallel_items(items.size(), [&](size_t i) { fn(items[i]); });
 }
+
+bool degenerate(const TrainGemmArgs& g) {
+  if (g.m == 0 || g.n == 0) return true;
+  if (g.k > 0) return false;
+  if (!g.accumulate)
+    for (size_t i = 0; i < g.m; i++) std::fill(g.c + i * g.c_stride(), g.c + i * g.c_stride() + g.n, 0.0f);
+  return true;
+}
+
+}  // namespace
+
+// One parallel pass packs every op(B), one more computes every block of C: two pool barriers for the whole batch,
+// which matters when another process holds a core and a barrier waits for its time slice.
+void train_gemm_batch(const TrainGemmArgs* products, size_t count) {
+  const MicroKernel& mk = micro_kernel();
+  std::vector<size_t> live;
+  size_t work = 0;
+  bool serial = pool().threads() == 1;
+  for (size_t i = 0; i < count; i++) {
+    if (degenerate(products[i])) continue;
+    live.push_back(i);
+    work += products[i].m * products[i].n * products[i].k;
+    serial = serial || products[i].serial;
+  }
+  if (live.empty()) return;
+  serial = serial || work < kSerialWork;
+  const size_t wanted = serial ? 1 : std::max<size_t>(1, 4 * static_cast<size_t>(pool().threads()) / live.size());
+  std::vector<Plan> plans;
+  std::vector<Operands> operands;
+  std::vector<size_t> offsets;
+  size_t packed = 0;
+  for (size_t i : live) {
+    plans.push_back(plan(products[i], mk, wanted));
+    offsets.push_back(packed);
+    packed += (plans.back().n_panels * mk.nr * products[i].k + 15) / 16 * 16;  // each product's panels 64-byte aligned
+  }
+  thread_local std::vector<float> b_buffer;  // grow-only, per calling thread; workers use it only within a call
+  float* b = aligned_scratch(b_buffer, packed);
+  std::vector<Item> pack_items, block_items;
+  for (size_t x = 0; x < live.size(); x++) {
+    operands.push_back(Operands{products[live[x]], b + offsets[x], size_t(mk.mr), size_t(mk.nr), plans[x].n_panels});
+    for (size_t item = 0; item < plans[x].kc_blocks * plans[x].n_panels; item++) pack_items.push_back({uint32_t(x), uint32_t(item)});
+    for (size_t item = 0; item < plans[x].row_blocks * plans[x].col_blocks; item++) block_items.push_back({uint32_t(x), uint32_t(item)});
+  }
+  run_items(serial, pack_items, [&](const Item& it) {
+    const Plan& p = plans[it.product];
+    const Operands& ops = operands[it.product];
+    const size_t p0 = it.item / p.n_panels * kMaxKc, kc = std::min(kMaxKc, ops.g.k - p0), j = it.item % p.n_panels;
+    pack_b(ops.g, mk, j * mk.nr, p0, kc, ops.b_panel(p0, kc, j));
+  });
+  run_items(serial, block_items, [&](const Item& it) { multiply_block(plans[it.product], operands[it.product], mk, it.item); });
+}
+
+void train_gemm(const TrainGemmArgs& g) { train_gemm_batch(&g, 1); }
 
 }  // namespace olmoe

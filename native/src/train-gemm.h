@@ -22,5 +22,8 @@ struct TrainGemmArgs {
 
 // Deterministic: every element of C is summed over k in the same order whatever the thread count.
 void train_gemm(const TrainGemmArgs& args);
+// Several products at once (a grouped GEMM: the experts, a backward's two products), in two pool barriers. They must
+// write disjoint C; each is computed exactly as train_gemm computes it alone.
+void train_gemm_batch(const TrainGemmArgs* products, size_t count);
 
 }  // namespace olmoe

@@ -14,6 +14,7 @@
 #include "train-gemm.h"
 #include "train-ops.h"
 #include "train-parallel.h"
+#include "train-vector.h"
 
 namespace olmoe {
 
@@ -105,8 +106,6 @@ void router_backward(const RouterArgs& a, const float* d_probs, const float* d_w
 // ---------------------------------------------------------------- experts
 namespace {
 
-inline float silu(float z) { return z / (1.0f + std::exp(-z)); }
-
 struct Groups {
   std::vector<size_t> first, count;  // per expert: first grouped position, rows
   std::vector<size_t> token_first;   // per token: first entry in by_token (T + 1 entries)
@@ -131,14 +130,14 @@ Groups group(const ExpertTrainArgs& a) {
   return g;
 }
 
-// Rows token_ids[order[first + i]] of x into rows [n, D].
-void gather_rows(const ExpertTrainArgs& a, size_t first, size_t n, float* rows) {
-  pool().parallel_for(n, [&](size_t i0, size_t i1) {
-    for (size_t i = i0; i < i1; i++) std::memcpy(rows + i * a.hidden, a.x + static_cast<size_t>(a.token_ids[a.order[first + i]]) * a.hidden, a.hidden * sizeof(float));
+// Every assignment's token row of x, in grouped order: rows [A, D].
+void gather_rows(const ExpertTrainArgs& a, float* rows) {
+  pool().parallel_for(a.assignments, [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) std::memcpy(rows + i * a.hidden, a.x + static_cast<size_t>(a.token_ids[a.order[i]]) * a.hidden, a.hidden * sizeof(float));
   });
 }
 
-void gemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, const float* A, const float* B, float* C, bool accumulate) {
+TrainGemmArgs product(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, const float* A, const float* B, float* C, bool accumulate) {
   TrainGemmArgs g;
   g.trans_a = trans_a;
   g.trans_b = trans_b;
@@ -149,113 +148,104 @@ void gemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, const float*
   g.b = B;
   g.c = C;
   g.accumulate = accumulate;
-  train_gemm(g);
+  return g;
 }
 
+// One product per expert that has rows (make(e, first, n)), all in one batch: a grouped GEMM.
+template <typename Make>
+void per_expert(const Groups& g, size_t experts, const Make& make) {
+  std::vector<TrainGemmArgs> products;
+  for (size_t e = 0; e < experts; e++)
+    if (g.count[e] > 0) make(products, e, g.first[e], g.count[e]);
+  train_gemm_batch(products.data(), products.size());
+}
+
+// fn(begin, count) over chunks of [0, n), on the pool.
 template <typename Fn>
-void elementwise(size_t n, const Fn& fn) {
+void in_chunks(size_t n, const Fn& fn) {
   constexpr size_t kChunk = 1 << 13;
   pool().parallel_for((n + kChunk - 1) / kChunk, [&](size_t c0, size_t c1) {
-    const size_t end = std::min(n, c1 * kChunk);
-    for (size_t i = c0 * kChunk; i < end; i++) fn(i);
+    const size_t begin = c0 * kChunk, end = std::min(n, c1 * kChunk);
+    fn(begin, end - begin);
   });
+}
+
+// h = silu(gate) ⊙ up
+void swiglu(const float* gate, const float* up, float* h, size_t n) {
+  in_chunks(n, [&](size_t begin, size_t count) { vector_kernels().swiglu(gate + begin, up + begin, h + begin, count); });
 }
 
 }  // namespace
 
 void experts_forward(const ExpertTrainArgs& a, float* out) {
-  const size_t D = a.hidden, F = a.ffn;
+  const size_t D = a.hidden, F = a.ffn, A = a.assignments;
   const Groups g = group(a);
   thread_local std::vector<float> x_buffer, h_buffer;
-  for (size_t e = 0; e < a.experts; e++) {
-    const size_t n = g.count[e], first = g.first[e];
-    if (n == 0) continue;
-    float* rows = scratch(x_buffer, n * D);
-    float* h = scratch(h_buffer, n * F);
-    gather_rows(a, first, n, rows);
-    float* gate = a.gate_pre + first * F;
-    float* up = a.up_pre + first * F;
-    gemm(false, true, n, F, D, rows, a.gate[e], gate, false);  // [n, F] = rows · gateᵀ
-    gemm(false, true, n, F, D, rows, a.up[e], up, false);
-    elementwise(n * F, [&](size_t i) { h[i] = silu(gate[i]) * up[i]; });
-    gemm(false, true, n, D, F, h, a.down[e], a.y + first * D, false);  // [n, D] = h · downᵀ
-  }
-  const Kernels& k = kernels();
+  float* rows = scratch(x_buffer, A * D);
+  float* h = scratch(h_buffer, A * F);
+  gather_rows(a, rows);
+  per_expert(g, a.experts, [&](std::vector<TrainGemmArgs>& ps, size_t e, size_t first, size_t n) {
+    ps.push_back(product(false, true, n, F, D, rows + first * D, a.gate[e], a.gate_pre + first * F, false));  // [n, F] = x · gateᵀ
+    ps.push_back(product(false, true, n, F, D, rows + first * D, a.up[e], a.up_pre + first * F, false));
+  });
+  swiglu(a.gate_pre, a.up_pre, h, A * F);
+  per_expert(g, a.experts, [&](std::vector<TrainGemmArgs>& ps, size_t e, size_t first, size_t n) {
+    ps.push_back(product(false, true, n, D, F, h + first * F, a.down[e], a.y + first * D, false));  // [n, D] = h · downᵀ
+  });
+  const VectorKernels& v = vector_kernels();
   pool().parallel_for(a.tokens, [&](size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; t++) {
       float* o = out + t * D;
       std::fill(o, o + D, 0.0f);
       for (size_t j = g.token_first[t]; j < g.token_first[t + 1]; j++) {
         const size_t pos = g.by_token[j];
-        k.axpy(a.weights[a.order[pos]], a.y + pos * D, o, D);
+        v.axpy(a.weights[a.order[pos]], a.y + pos * D, o, D);
       }
     }
   });
 }
 
-// Per expert, dY = w·dOut rows: dDown += dYᵀ·h; dh = dY·down; dg = dh ⊙ up ⊙ silu'(gate); du = dh ⊙ silu(gate);
-// dGate += dgᵀ·x; dUp += duᵀ·x; dx rows = dg·gate + du·up, summed per token in ascending expert id.
+// Per expert, with dY = w·dOut rows: dDown += dYᵀ·h; dh = dY·down; dg = dh ⊙ up ⊙ silu'(gate); du = dh ⊙ silu(gate);
+// dGate += dgᵀ·x; dUp += duᵀ·x; dx rows = dg·gate + du·up, summed per token in ascending expert id. The products of
+// all experts run as one grouped GEMM per stage.
 void experts_backward(const ExpertTrainArgs& a, const float* dy, const ExpertGrads& grads) {
   const size_t D = a.hidden, F = a.ffn, A = a.assignments;
   const Groups g = group(a);
-  if (grads.d_weights)
-    pool().parallel_for(A, [&](size_t p0, size_t p1) {
-      for (size_t pos = p0; pos < p1; pos++) {
-        const size_t i = a.order[pos];
-        const float* d = dy + static_cast<size_t>(a.token_ids[i]) * D;
-        const float* y = a.y + pos * D;
-        double dot = 0;
-        for (size_t c = 0; c < D; c++) dot += static_cast<double>(d[c]) * y[c];
-        grads.d_weights[i] += static_cast<float>(dot);
-      }
-    });
+  const VectorKernels& v = vector_kernels();
   thread_local std::vector<float> dy_buffer, h_buffer, dh_buffer, x_buffer, dx_buffer;
+  float* d_rows = scratch(dy_buffer, A * D);
+  pool().parallel_for(A, [&](size_t p0, size_t p1) {
+    for (size_t pos = p0; pos < p1; pos++) {
+      const size_t i = a.order[pos];
+      const float* d = dy + static_cast<size_t>(a.token_ids[i]) * D;
+      if (grads.d_weights) grads.d_weights[i] += v.dot(d, a.y + pos * D, D);
+      std::fill(d_rows + pos * D, d_rows + (pos + 1) * D, 0.0f);
+      v.axpy(a.weights[i], d, d_rows + pos * D, D);
+    }
+  });
+  float* h = scratch(h_buffer, A * F);
+  float* dh = scratch(dh_buffer, A * F);
+  swiglu(a.gate_pre, a.up_pre, h, A * F);
+  per_expert(g, a.experts, [&](std::vector<TrainGemmArgs>& ps, size_t e, size_t first, size_t n) {
+    ps.push_back(product(false, false, n, F, D, d_rows + first * D, a.down[e], dh + first * F, false));  // dh [n, F] = dY · down [D, F]
+    if (grads.d_down) ps.push_back(product(true, false, D, F, n, d_rows + first * D, h + first * F, grads.d_down[e], true));  // dDown += dYᵀ · h
+  });
+  in_chunks(A * F, [&](size_t begin, size_t count) { v.swiglu_backward(a.gate_pre + begin, a.up_pre + begin, dh + begin, h + begin, count); });  // dh → dg, h → du
+  float* rows = scratch(x_buffer, A * D);
   float* dx_grouped = grads.dx ? scratch(dx_buffer, A * D) : nullptr;
-  for (size_t e = 0; e < a.experts; e++) {
-    const size_t n = g.count[e], first = g.first[e];
-    if (n == 0) continue;
-    float* d_rows = scratch(dy_buffer, n * D);
-    pool().parallel_for(n, [&](size_t i0, size_t i1) {
-      for (size_t r = i0; r < i1; r++) {
-        const size_t i = a.order[first + r];
-        const float w = a.weights[i];
-        const float* d = dy + static_cast<size_t>(a.token_ids[i]) * D;
-        for (size_t c = 0; c < D; c++) d_rows[r * D + c] = w * d[c];
-      }
-    });
-    const float* gate = a.gate_pre + first * F;
-    const float* up = a.up_pre + first * F;
-    float* h = scratch(h_buffer, n * F);
-    float* dh = scratch(dh_buffer, n * F);
-    elementwise(n * F, [&](size_t i) { h[i] = silu(gate[i]) * up[i]; });
-    gemm(false, false, n, F, D, d_rows, a.down[e], dh, false);  // dh [n, F] = dY · down [D, F]
-    if (grads.d_down) gemm(true, false, D, F, n, d_rows, h, grads.d_down[e], true);  // dDown [D, F] += dYᵀ · h
-    elementwise(n * F, [&](size_t i) {  // dh → d(gate pre-activation), h → d(up pre-activation)
-      const float z = gate[i], sigmoid = 1.0f / (1.0f + std::exp(-z));
-      const float d = dh[i];
-      dh[i] = d * up[i] * sigmoid * (1.0f + z * (1.0f - sigmoid));
-      h[i] = d * z * sigmoid;
-    });
-    if (grads.d_gate || grads.d_up || dx_grouped) {
-      float* rows = scratch(x_buffer, n * D);
-      gather_rows(a, first, n, rows);
-      if (grads.d_gate) gemm(true, false, F, D, n, dh, rows, grads.d_gate[e], true);  // dGate [F, D] += dgᵀ · x
-      if (grads.d_up) gemm(true, false, F, D, n, h, rows, grads.d_up[e], true);
-    }
-    if (dx_grouped) {
-      gemm(false, false, n, D, F, dh, a.gate[e], dx_grouped + first * D, false);  // [n, D] = dg · gate [F, D]
-      gemm(false, false, n, D, F, h, a.up[e], dx_grouped + first * D, true);
-    }
-  }
-  if (!grads.dx) return;
+  if (grads.d_gate || grads.d_up || dx_grouped) gather_rows(a, rows);
+  per_expert(g, a.experts, [&](std::vector<TrainGemmArgs>& ps, size_t e, size_t first, size_t n) {
+    if (grads.d_gate) ps.push_back(product(true, false, F, D, n, dh + first * F, rows + first * D, grads.d_gate[e], true));  // dGate += dgᵀ · x
+    if (grads.d_up) ps.push_back(product(true, false, F, D, n, h + first * F, rows + first * D, grads.d_up[e], true));
+    if (dx_grouped) ps.push_back(product(false, false, n, D, F, dh + first * F, a.gate[e], dx_grouped + first * D, false));  // dg · gate [F, D]
+  });
+  if (!dx_grouped) return;
+  per_expert(g, a.experts, [&](std::vector<TrainGemmArgs>& ps, size_t e, size_t first, size_t n) {
+    ps.push_back(product(false, false, n, D, F, h + first * F, a.up[e], dx_grouped + first * D, true));  // += du · up
+  });
   pool().parallel_for(a.tokens, [&](size_t t0, size_t t1) {
-    for (size_t t = t0; t < t1; t++) {
-      float* o = grads.dx + t * D;
-      for (size_t j = g.token_first[t]; j < g.token_first[t + 1]; j++) {
-        const float* src = dx_grouped + static_cast<size_t>(g.by_token[j]) * D;
-        for (size_t c = 0; c < D; c++) o[c] += src[c];
-      }
-    }
+    for (size_t t = t0; t < t1; t++)
+      for (size_t j = g.token_first[t]; j < g.token_first[t + 1]; j++) v.axpy(1.0f, dx_grouped + static_cast<size_t>(g.by_token[j]) * D, grads.dx + t * D, D);
   });
 }
 

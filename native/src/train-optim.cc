@@ -9,6 +9,7 @@
 #include "kernels.h"
 #include "pool.h"
 #include "train-ops.h"
+#include "train-vector.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -38,16 +39,13 @@ void adamw_step(const AdamWTensor* params, size_t count, const AdamWHyper& h) {
   const std::vector<Span> work = spans(sizes.data(), count);
   const double correction1 = 1 - std::pow(h.beta1, h.step), sqrt_correction2 = std::sqrt(1 - std::pow(h.beta2, h.step));
   const double step_size = h.lr / correction1;
+  const VectorKernels& vk = vector_kernels();
   pool().parallel_for(work.size(), [&](size_t w0, size_t w1) {
     for (size_t w = w0; w < w1; w++) {
       const AdamWTensor& p = params[work[w].param];
-      const double keep = p.decay ? 1 - h.lr * h.weight_decay : 1;
-      for (size_t j = work[w].begin; j < work[w].end; j++) {
-        const double g = h.grad_scale == 1 ? p.grad[j] : static_cast<float>(p.grad[j] * h.grad_scale);
-        const float m = p.m[j] = static_cast<float>(h.beta1 * p.m[j] + (1 - h.beta1) * g);
-        const float v = p.v[j] = static_cast<float>(h.beta2 * p.v[j] + (1 - h.beta2) * g * g);
-        p.value[j] = static_cast<float>(p.value[j] * keep - step_size * m / (std::sqrt(static_cast<double>(v)) / sqrt_correction2 + h.eps));
-      }
+      const AdamWConstants c{h.beta1, h.beta2, h.eps, p.decay ? 1 - h.lr * h.weight_decay : 1, step_size, sqrt_correction2, h.grad_scale};
+      const size_t at = work[w].begin, n = work[w].end - at;
+      vk.adamw(p.value + at, p.grad + at, p.m + at, p.v + at, n, c);
     }
   });
 }
@@ -56,12 +54,7 @@ double sum_of_squares(const float* const* arrays, const size_t* sizes, size_t co
   const std::vector<Span> work = spans(sizes, count);
   std::vector<double> partial(work.size(), 0.0);
   pool().parallel_for(work.size(), [&](size_t w0, size_t w1) {
-    for (size_t w = w0; w < w1; w++) {
-      const float* x = arrays[work[w].param];
-      double sum = 0;
-      for (size_t j = work[w].begin; j < work[w].end; j++) sum += static_cast<double>(x[j]) * x[j];
-      partial[w] = sum;
-    }
+    for (size_t w = w0; w < w1; w++) partial[w] = vector_kernels().sum_squares(arrays[work[w].param] + work[w].begin, work[w].end - work[w].begin);
   });
   double total = 0;
   for (double p : partial) total += p;  // in a fixed order: the same bits for any thread count

@@ -7,6 +7,7 @@
 
 #include "pool.h"
 #include "train-ops.h"
+#include "train-vector.h"
 
 namespace olmoe {
 
@@ -16,57 +17,86 @@ constexpr size_t kColumnBlock = 64;
 }  // namespace
 
 void rmsnorm_backward(const float* x, const float* weight, const float* dy, size_t rows, size_t width, float eps, float* dx, float* dw) {
+  const VectorKernels& v = vector_kernels();
   std::vector<float> inv_rms(rows);
   pool().parallel_for(rows, [&](size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; r++) {
       const float* in = x + r * width;
       const float* g = dy + r * width;
       double squares = 0, gx = 0;
-      for (size_t i = 0; i < width; i++) {
-        squares += static_cast<double>(in[i]) * in[i];
-        gx += static_cast<double>(g[i]) * weight[i] * in[i];
-      }
+      v.rmsnorm_sums(in, g, weight, width, &squares, &gx);
       const double s = 1.0 / std::sqrt(squares / width + eps);
       inv_rms[r] = static_cast<float>(s);
-      if (!dx) continue;
-      const float scale = static_cast<float>(s), correction = static_cast<float>(s * s * s * gx / width);
-      float* out = dx + r * width;
-      for (size_t i = 0; i < width; i++) out[i] += scale * g[i] * weight[i] - in[i] * correction;
+      if (dx) v.rmsnorm_dx(in, g, weight, width, static_cast<float>(s), static_cast<float>(s * s * s * gx / width), dx + r * width);
     }
   });
   if (!dw) return;
   pool().parallel_for((width + kColumnBlock - 1) / kColumnBlock, [&](size_t b0, size_t b1) {
     for (size_t b = b0; b < b1; b++) {
       const size_t c0 = b * kColumnBlock, c1 = std::min(width, c0 + kColumnBlock);
-      for (size_t r = 0; r < rows; r++) {
-        const float s = inv_rms[r];
-        const float* in = x + r * width;
-        const float* g = dy + r * width;
-        for (size_t i = c0; i < c1; i++) dw[i] += g[i] * in[i] * s;
-      }
+      for (size_t r = 0; r < rows; r++) v.add_product(dy + r * width + c0, x + r * width + c0, inv_rms[r], dw + c0, c1 - c0);
     }
   });
 }
 
+namespace {
+// cos and sin of position · inv_freq[j] for positions [0, positions), float32 angle, cos and sin as PyTorch forms
+// them (spec §3.5): every training batch (and prefill) revisits the same positions, so they are computed once.
+struct RopeTable {
+  std::vector<float> inv_freq, cosines, sines;
+  size_t positions = 0;
+};
+
+constexpr size_t kMaxTablePositions = 1 << 16;  // beyond it (long contexts): angles computed per call
+
+void angles(int32_t position, const float* inv_freq, size_t half, float* cosines, float* sines) {
+  for (size_t j = 0; j < half; j++) {
+    const float angle = static_cast<float>(position) * inv_freq[j];
+    cosines[j] = static_cast<float>(std::cos(static_cast<double>(angle)));
+    sines[j] = static_cast<float>(std::sin(static_cast<double>(angle)));
+  }
+}
+
+const RopeTable* rope_table(const float* inv_freq, size_t half, size_t positions) {
+  if (positions > kMaxTablePositions) return nullptr;
+  thread_local RopeTable table;  // per calling JS thread (inference may run in a worker thread)
+  const bool same = table.inv_freq.size() == half && std::equal(inv_freq, inv_freq + half, table.inv_freq.begin());
+  if (same && table.positions >= positions) return &table;
+  table.inv_freq.assign(inv_freq, inv_freq + half);
+  table.positions = std::max(positions, same ? 2 * table.positions : size_t{0});
+  table.positions = std::min(std::max(table.positions, size_t{256}), kMaxTablePositions);
+  table.cosines.resize(table.positions * half);
+  table.sines.resize(table.positions * half);
+  for (size_t p = 0; p < table.positions; p++) angles(static_cast<int32_t>(p), inv_freq, half, &table.cosines[p * half], &table.sines[p * half]);
+  return &table;
+}
+}  // namespace
+
 void rope_rotate(const float* x, size_t tokens, size_t heads, size_t head_dim, const int32_t* positions, const float* inv_freq, bool inverse_accumulate,
                  float* out) {
   const size_t half = head_dim / 2;
+  int32_t max_position = 0;
+  for (size_t t = 0; t < tokens; t++) max_position = std::max(max_position, positions[t]);
+  const RopeTable* table = rope_table(inv_freq, half, static_cast<size_t>(max_position) + 1);
+  const float direction = inverse_accumulate ? -1.0f : 1.0f;
   pool().parallel_for(tokens, [&](size_t t0, size_t t1) {
-    std::vector<float> cosines(half), sines(half);
+    std::vector<float> own_cos(half), own_sin(half);
     for (size_t t = t0; t < t1; t++) {
-      for (size_t j = 0; j < half; j++) {
-        // float32 angle, cos and sin as PyTorch forms them (spec §3.5), like the forward kernel
-        const float angle = static_cast<float>(positions[t]) * inv_freq[j];
-        cosines[j] = static_cast<float>(std::cos(static_cast<double>(angle)));
-        sines[j] = static_cast<float>(std::sin(static_cast<double>(angle))) * (inverse_accumulate ? -1.0f : 1.0f);
+      const float* cosines = own_cos.data();
+      const float* sines = own_sin.data();
+      if (table) {
+        cosines = &table->cosines[static_cast<size_t>(positions[t]) * half];
+        sines = &table->sines[static_cast<size_t>(positions[t]) * half];
+      } else {
+        angles(positions[t], inv_freq, half, own_cos.data(), own_sin.data());
       }
       for (size_t h = 0; h < heads; h++) {
         const size_t base = (t * heads + h) * head_dim;
         const float* in = x + base;
         float* o = out + base;
         for (size_t j = 0; j < half; j++) {
-          const float first = in[j], second = in[j + half];
-          const float a = first * cosines[j] - second * sines[j], b = second * cosines[j] + first * sines[j];
+          const float first = in[j], second = in[j + half], sine = direction * sines[j];
+          const float a = first * cosines[j] - second * sine, b = second * cosines[j] + first * sine;
           if (inverse_accumulate) {
             o[j] += a;
             o[j + half] += b;
@@ -82,24 +112,18 @@ void rope_rotate(const float* x, size_t tokens, size_t heads, size_t head_dim, c
 
 void axpy_parallel(float factor, const float* x, float* y, size_t n) {
   constexpr size_t kChunk = 1 << 14;
+  const VectorKernels& v = vector_kernels();
   pool().parallel_for((n + kChunk - 1) / kChunk, [&](size_t c0, size_t c1) {
-    const size_t end = std::min(n, c1 * kChunk);
-    if (factor == 1.0f) {
-      for (size_t i = c0 * kChunk; i < end; i++) y[i] += x[i];
-    } else {
-      for (size_t i = c0 * kChunk; i < end; i++) y[i] += factor * x[i];
-    }
+    const size_t begin = c0 * kChunk, end = std::min(n, c1 * kChunk);
+    v.axpy(factor, x + begin, y + begin, end - begin);
   });
 }
 
 void embedding_backward(const int32_t* ids, size_t tokens, const float* dy, size_t width, float* dtable) {
+  const VectorKernels& v = vector_kernels();
   pool().parallel_for((width + kColumnBlock - 1) / kColumnBlock, [&](size_t b0, size_t b1) {
     const size_t c0 = b0 * kColumnBlock, c1 = std::min(width, b1 * kColumnBlock);
-    for (size_t t = 0; t < tokens; t++) {
-      float* row = dtable + static_cast<size_t>(ids[t]) * width;
-      const float* g = dy + t * width;
-      for (size_t i = c0; i < c1; i++) row[i] += g[i];
-    }
+    for (size_t t = 0; t < tokens; t++) v.axpy(1.0f, dy + t * width + c0, dtable + static_cast<size_t>(ids[t]) * width + c0, c1 - c0);
   });
 }
 

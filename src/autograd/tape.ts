@@ -60,7 +60,10 @@ export class Tape implements Backend, LossOps {
     this.backwardWith(loss, this.inner.fromFloat32(Float32Array.of(scale), [1]));
   }
 
-  /** The vector-Jacobian product: d(Σ dOutput ⊙ output)/d(every leaf), for any output (dOutput of the inner backend). */
+  /**
+   * The vector-Jacobian product: d(Σ dOutput ⊙ output)/d(every leaf), for any output (dOutput of the inner backend;
+   * the tape may use it as a gradient buffer, so its values are not kept).
+   */
   backwardWith(output: Tensor, dOutput: Tensor): void {
     const root = tapeTensor(output);
     if (dOutput.shape.join() !== root.shape.join()) throw new InputError(`a gradient of shape [${dOutput.shape}] for an output of shape [${root.shape}]`);
@@ -174,12 +177,21 @@ export class Tape implements Backend, LossOps {
     return out;
   }
 
+  /**
+   * The gradient passes through unchanged: an input with no gradient yet takes the output's gradient tensor itself
+   * (final once this step runs, and read by no other step), the other adds into its own. The residual stream's
+   * adds then cost no copy.
+   */
   add(a: Tensor, b: Tensor): Tensor {
     const out = this.output(this.inner.add(value(a), value(b)), [a, b]);
     this.record([out], () => {
-      for (const input of [a, b]) {
-        const grad = this.gradOf(input);
-        if (grad) this.inner.accumulate(grad, out.grad!);
+      let handedOver = false;
+      for (const input of [a, b].map(tapeTensor)) {
+        if (!input.requiresGrad) continue;
+        if (!input.grad && !handedOver) {
+          input.grad = out.grad;
+          handedOver = true;
+        } else this.inner.accumulate(this.grad(input), out.grad!);
       }
     });
     return out;

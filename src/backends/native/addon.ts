@@ -28,6 +28,7 @@ export interface NativeAddon {
   add(a: Floats, b: Floats, out: Floats): void;
   allocate(bytes: number): ArrayBuffer;
   // training (native/src/train-bindings.cc; gradients are added into the arrays given, null: not computed)
+  matmulBackward(x: Floats, w: Floats, dy: Floats, tokens: number, inDim: number, outDim: number, dx: Floats | null, dw: Floats | null): void;
   rmsnormBackward(x: Floats, weight: Floats, dy: Floats, rows: number, width: number, eps: number, dx: Floats | null, dw: Floats | null): void;
   ropeRotate(x: Floats, tokens: number, heads: number, headDim: number, positions: Int32Array, invFreq: Floats, inverseAccumulate: boolean, out: Floats): void;
   axpy(factor: number, x: Floats, y: Floats): void;

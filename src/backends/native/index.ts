@@ -287,14 +287,12 @@ export class NativeBackend implements TrainingBackend {
     this.addon.embeddingBackward(ids, f32(dOut), table.cols, f32(dTable), table.rows);
   }
 
-  /** dx = dOut · w and dw += dOutᵀ · x on the training GEMM (native/src/train-gemm.cc). */
+  /** dx += dOut · w and dw += dOutᵀ · x, both products in one batch of the training GEMM (native/src/train-gemm.cc). */
   matmulBackward(args: { x: Tensor; w: Tensor; dOut: Tensor; dx: Tensor | null; dw: Tensor | null }): void {
     const weight = asRef(args.w);
     const [outDim, inDim] = [weight.rows, weight.cols];
     const dy = f32(args.dOut);
-    const tokens = dy.length / outDim;
-    if (args.dx) this.addon.gemm(false, false, tokens, inDim, outDim, dy, f32(args.w), f32(args.dx), true);
-    if (args.dw) this.addon.gemm(true, false, outDim, inDim, tokens, dy, f32(args.x), f32(args.dw), true);
+    this.addon.matmulBackward(f32(args.x), f32(args.w), dy, dy.length / outDim, inDim, outDim, args.dx ? f32(args.dx) : null, args.dw ? f32(args.dw) : null);
   }
 
   rmsnormBackward(args: { x: Tensor; weight: Tensor; eps: number; dOut: Tensor; dx: Tensor | null; dWeight: Tensor | null }): void {
