@@ -17,6 +17,7 @@
 #include "mapping.h"
 #include "pool.h"
 #include "train-gemm.h"
+#include "train-ops.h"
 
 namespace olmoe {
 void register_training(Napi::Env env, Napi::Object exports);  // train-bindings.cc
@@ -149,7 +150,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
 
 Napi::Value Add(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 3)) return info.Env().Undefined();
-  olmoe::add(data_of<float>(info[0]), data_of<float>(info[1]), info[0].As<Napi::TypedArray>().ElementLength(), data_of<float>(info[2]));
+  olmoe::add_parallel(data_of<float>(info[0]), data_of<float>(info[1]), data_of<float>(info[2]), info[0].As<Napi::TypedArray>().ElementLength());
   return info.Env().Undefined();
 }
 

@@ -102,7 +102,8 @@ void attention_forward(const TrainAttentionArgs& a, float* out) {
 }
 
 // dV += Pᵀ·dO; dP = dO·Vᵀ; dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale; dQ += dS·K; dK += dSᵀ·Q.
-void attention_backward(const TrainAttentionArgs& a, const float* out, const float* d_out, float* dq, float* dk, float* dv) {
+void attention_backward(const TrainAttentionArgs& a, const float* out, const float* d_out, const AttentionGrads& grads) {
+  float *dq = grads.dq, *dk = grads.dk, *dv = grads.dv;
   const Layout l = layout(a);
   const size_t Hd = a.head_dim;
   parallel_items(a.sequences * a.kv_heads, [&](size_t item) {
@@ -112,6 +113,15 @@ void attention_backward(const TrainAttentionArgs& a, const float* out, const flo
     float* dk_g = dk + r0 * l.kv_width + g * Hd;
     float* dv_g = dv + r0 * l.kv_width + g * Hd;
     thread_local std::vector<float> p_buffer, dp_buffer;
+    // Fresh gradients: this item owns its sequence's rows of dK, dV (kv head g) and dQ (g's query heads).
+    for (size_t r = 0; r < length; r++) {
+      if (grads.dk_fresh) std::fill(dk_g + r * l.kv_width, dk_g + r * l.kv_width + Hd, 0.0f);
+      if (grads.dv_fresh) std::fill(dv_g + r * l.kv_width, dv_g + r * l.kv_width + Hd, 0.0f);
+      if (grads.dq_fresh) {
+        float* row = dq + (r0 + r) * l.width + g * l.group * Hd;
+        std::fill(row, row + l.group * Hd, 0.0f);
+      }
+    }
     for (size_t h = g * l.group; h < (g + 1) * l.group; h++) {
       for (size_t q0 = 0; q0 < length; q0 += kQueryBlock) {
         const size_t rows = std::min(kQueryBlock, length - q0), keys = q0 + rows, at = (r0 + q0) * l.width + h * Hd;

@@ -20,6 +20,7 @@ struct Args {
   size_t size(size_t i) const { return static_cast<size_t>(info[i].As<Napi::Number>().Int64Value()); }
   double number(size_t i) const { return info[i].As<Napi::Number>().DoubleValue(); }
   bool flag(size_t i) const { return info[i].As<Napi::Boolean>().Value(); }
+  bool optional_flag(size_t i) const { return present(i) && info[i].ToBoolean().Value(); }
   bool present(size_t i) const { return i < info.Length() && !info[i].IsNull() && !info[i].IsUndefined(); }
 
   // A typed array argument of at least `count` elements of T (null when absent and `optional`).
@@ -69,7 +70,7 @@ struct Args {
 
 Napi::Value Undefined(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
 
-// rmsnormBackward(x, weight, dy, rows, width, eps, dx?, dw?)
+// rmsnormBackward(x, weight, dy, rows, width, eps, dx?, dw?, dxFresh)
 Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
   Args a{info};
   const size_t rows = a.size(3), width = a.size(4), n = rows * width;
@@ -78,11 +79,11 @@ Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
   const float* dy = a.array<float>(2, n, "dy");
   float* dx = a.array<float>(6, n, "dx", true);
   float* dw = a.array<float>(7, width, "dw", true);
-  if (!a.failed) rmsnorm_backward(x, w, dy, rows, width, static_cast<float>(a.number(5)), dx, dw);
+  if (!a.failed) rmsnorm_backward(x, w, dy, rows, width, static_cast<float>(a.number(5)), dx, a.optional_flag(8), dw);
   return Undefined(info);
 }
 
-// matmulBackward(x, w, dy, tokens, inDim, outDim, dx?, dw?): dx += dy · w; dw += dyᵀ · x, as one batch of products.
+// matmulBackward(x, w, dy, tokens, inDim, outDim, dx?, dw?, dxFresh): dx (+)= dy · w; dw += dyᵀ · x, one batch of products.
 Napi::Value MatmulBackward(const Napi::CallbackInfo& info) {
   Args a{info};
   const size_t tokens = a.size(3), in = a.size(4), out = a.size(5);
@@ -94,31 +95,31 @@ Napi::Value MatmulBackward(const Napi::CallbackInfo& info) {
   if (a.failed) return Undefined(info);
   TrainGemmArgs products[2];
   size_t count = 0;
-  if (dx) products[count++] = TrainGemmArgs{false, false, tokens, in, out, dy, w, dx, true};
+  if (dx) products[count++] = TrainGemmArgs{false, false, tokens, in, out, dy, w, dx, !a.optional_flag(8)};
   if (dw) products[count++] = TrainGemmArgs{true, false, out, in, tokens, dy, x, dw, true};
   train_gemm_batch(products, count);
   return Undefined(info);
 }
 
-// ropeRotate(x, tokens, heads, headDim, positions, invFreq, inverseAccumulate, out)
+// ropeRotate(x, tokens, heads, headDim, positions, invFreq, inverse, accumulate, out)
 Napi::Value RopeRotate(const Napi::CallbackInfo& info) {
   Args a{info};
   const size_t tokens = a.size(1), heads = a.size(2), head_dim = a.size(3), n = tokens * heads * head_dim;
   const float* x = a.array<float>(0, n, "x");
   const int32_t* positions = a.array<int32_t>(4, tokens, "positions");
   const float* inv = a.array<float>(5, head_dim / 2, "invFreq");
-  float* out = a.array<float>(7, n, "out");
-  if (!a.failed) rope_rotate(x, tokens, heads, head_dim, positions, inv, a.flag(6), out);
+  float* out = a.array<float>(8, n, "out");
+  if (!a.failed) rope_rotate(x, tokens, heads, head_dim, positions, inv, a.flag(6), a.flag(7), out);
   return Undefined(info);
 }
 
-// axpy(factor, x, y): y += factor · x
+// axpy(factor, x, y, fresh?): y += factor · x (y = factor · x when fresh)
 Napi::Value Axpy(const Napi::CallbackInfo& info) {
   Args a{info};
   const size_t n = info[1].As<Napi::TypedArray>().ElementLength();
   const float* x = a.array<float>(1, n, "x");
   float* y = a.array<float>(2, n, "y");
-  if (!a.failed) axpy_parallel(static_cast<float>(a.number(0)), x, y, n);
+  if (!a.failed) axpy_parallel(static_cast<float>(a.number(0)), x, y, n, a.optional_flag(3));
   return Undefined(info);
 }
 
@@ -161,7 +162,7 @@ Napi::Value RouterForward(const Napi::CallbackInfo& info) {
   return Undefined(info);
 }
 
-// routerBackward(<router args>, dProbs?, dWeights?, dLogits)
+// routerBackward(<router args>, dProbs?, dWeights?, dLogits, fresh)
 Napi::Value RouterBackward(const Napi::CallbackInfo& info) {
   Args a{info};
   const RouterArgs r = router_args(a);
@@ -169,7 +170,7 @@ Napi::Value RouterBackward(const Napi::CallbackInfo& info) {
   const float* dp = a.array<float>(11, r.tokens * r.experts, "dProbs", true);
   const float* dw = a.array<float>(12, assignments, "dWeights", true);
   float* dl = a.array<float>(13, r.tokens * r.experts, "dLogits");
-  if (!a.failed) router_backward(r, dp, dw, dl);
+  if (!a.failed) router_backward(r, dp, dw, dl, a.optional_flag(14));
   return Undefined(info);
 }
 
@@ -212,7 +213,7 @@ Napi::Value ExpertsForward(const Napi::CallbackInfo& info) {
   return Undefined(info);
 }
 
-// expertsBackward(<expert args>, dy, dx?, dWeights?, dGates[]?, dUps[]?, dDowns[]?)
+// expertsBackward(<expert args>, dy, dx?, dWeights?, dGates[]?, dUps[]?, dDowns[]?, dxFresh, dWeightsFresh)
 Napi::Value ExpertsBackward(const Napi::CallbackInfo& info) {
   Args a{info};
   std::vector<float*> gates, ups, downs;
@@ -226,6 +227,8 @@ Napi::Value ExpertsBackward(const Napi::CallbackInfo& info) {
   g.d_gate = dg.empty() ? nullptr : dg.data();
   g.d_up = du.empty() ? nullptr : du.data();
   g.d_down = dd.empty() ? nullptr : dd.data();
+  g.dx_fresh = a.optional_flag(20);
+  g.d_weights_fresh = a.optional_flag(21);
   if (!a.failed) experts_backward(e, dy, g);
   return Undefined(info);
 }
@@ -257,7 +260,7 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   return Undefined(info);
 }
 
-// attentionBackward(<attention args>, out, dOut, dq, dk, dv)
+// attentionBackward(<attention args>, out, dOut, dq, dk, dv, dqFresh, dkFresh, dvFresh)
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   Args a{info};
   size_t tokens = 0;
@@ -268,7 +271,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   float* dq = a.array<float>(10, n, "dq");
   float* dk = a.array<float>(11, kv, "dk");
   float* dv = a.array<float>(12, kv, "dv");
-  if (!a.failed) attention_backward(t, out, d_out, dq, dk, dv);
+  if (!a.failed) attention_backward(t, out, d_out, AttentionGrads{dq, dk, dv, a.optional_flag(13), a.optional_flag(14), a.optional_flag(15)});
   return Undefined(info);
 }
 
@@ -285,7 +288,7 @@ Napi::Value CrossEntropyForward(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), cross_entropy_forward(logits, tokens, vocab, targets, lse));
 }
 
-// crossEntropyBackward(logits, tokens, vocab, targets, lse, scale, dlogits)
+// crossEntropyBackward(logits, tokens, vocab, targets, lse, scale, dlogits, fresh)
 Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   Args a{info};
   const size_t tokens = a.size(1), vocab = a.size(2);
@@ -295,7 +298,7 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   float* d = a.array<float>(6, tokens * vocab, "dlogits");
   for (size_t t = 0; t < tokens && !a.failed; t++)
     if (targets[t] >= static_cast<int64_t>(vocab)) a.fail("target outside the vocabulary");
-  if (!a.failed) cross_entropy_backward(logits, tokens, vocab, targets, lse, static_cast<float>(a.number(5)), d);
+  if (!a.failed) cross_entropy_backward(logits, tokens, vocab, targets, lse, static_cast<float>(a.number(5)), d, a.optional_flag(7));
   return Undefined(info);
 }
 
@@ -314,7 +317,7 @@ Napi::Value LoadBalancingBackward(const Napi::CallbackInfo& info) {
   const size_t tokens = a.size(0), experts = a.size(1);
   const double* counts = a.array<double>(2, experts, "counts");
   float* d = a.array<float>(4, tokens * experts, "dprobs");
-  if (!a.failed) load_balancing_backward(tokens, experts, counts, a.number(3), d);
+  if (!a.failed) load_balancing_backward(tokens, experts, counts, a.number(3), d, a.optional_flag(5));
   return Undefined(info);
 }
 
@@ -332,7 +335,7 @@ Napi::Value RouterZBackward(const Napi::CallbackInfo& info) {
   const size_t tokens = a.size(1), experts = a.size(2);
   const float* logits = a.array<float>(0, tokens * experts, "logits");
   float* d = a.array<float>(4, tokens * experts, "dlogits");
-  if (!a.failed) router_z_backward(logits, tokens, experts, a.number(3), d);
+  if (!a.failed) router_z_backward(logits, tokens, experts, a.number(3), d, a.optional_flag(5));
   return Undefined(info);
 }
 

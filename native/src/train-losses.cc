@@ -49,10 +49,11 @@ double cross_entropy_forward(const float* logits, size_t tokens, size_t vocab, c
   });
 }
 
-void cross_entropy_backward(const float* logits, size_t tokens, size_t vocab, const int32_t* targets, const float* lse, float scale, float* dlogits) {
+void cross_entropy_backward(const float* logits, size_t tokens, size_t vocab, const int32_t* targets, const float* lse, float scale, float* dlogits, bool fresh) {
   const VectorKernels& v = vector_kernels();
   pool().parallel_for(tokens, [&](size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; t++) {
+      if (fresh) std::fill(dlogits + t * vocab, dlogits + (t + 1) * vocab, 0.0f);
       if (targets[t] < 0) continue;
       v.add_exp(logits + t * vocab, vocab, lse[t], scale, dlogits + t * vocab);
       dlogits[t * vocab + targets[t]] -= scale;
@@ -69,10 +70,10 @@ double load_balancing_forward(const float* probs, size_t tokens, size_t experts,
   return scale * total / static_cast<double>(tokens);
 }
 
-void load_balancing_backward(size_t tokens, size_t experts, const double* counts, double factor, float* dprobs) {
+void load_balancing_backward(size_t tokens, size_t experts, const double* counts, double factor, float* dprobs, bool fresh) {
   pool().parallel_for(tokens, [&](size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; t++)
-      for (size_t e = 0; e < experts; e++) dprobs[t * experts + e] += static_cast<float>(factor * counts[e]);
+      for (size_t e = 0; e < experts; e++) dprobs[t * experts + e] = (fresh ? 0.0f : dprobs[t * experts + e]) + static_cast<float>(factor * counts[e]);
   });
 }
 
@@ -92,12 +93,13 @@ double router_z_forward(const float* logits, size_t tokens, size_t experts, doub
   });
 }
 
-void router_z_backward(const float* logits, size_t tokens, size_t experts, double factor, float* dlogits) {
+void router_z_backward(const float* logits, size_t tokens, size_t experts, double factor, float* dlogits, bool fresh) {
   pool().parallel_for(tokens, [&](size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; t++) {
       const float* row = logits + t * experts;
       const double lse = row_log_sum_exp(row, experts);
-      for (size_t e = 0; e < experts; e++) dlogits[t * experts + e] += static_cast<float>(factor * 2 * lse * std::exp(row[e] - lse));
+      for (size_t e = 0; e < experts; e++)
+        dlogits[t * experts + e] = (fresh ? 0.0f : dlogits[t * experts + e]) + static_cast<float>(factor * 2 * lse * std::exp(row[e] - lse));
     }
   });
 }

@@ -72,7 +72,7 @@ void router_forward(const RouterArgs& a) {
   });
 }
 
-void router_backward(const RouterArgs& a, const float* d_probs, const float* d_weights, float* d_logits) {
+void router_backward(const RouterArgs& a, const float* d_probs, const float* d_weights, float* d_logits, bool fresh) {
   const size_t T = a.tokens, E = a.experts, A = a.expert_choice ? E * a.capacity : T * a.top_k;
   std::vector<double> dp(T * E, 0.0);
   if (d_probs)
@@ -98,7 +98,7 @@ void router_backward(const RouterArgs& a, const float* d_probs, const float* d_w
       const double* g = dp.data() + t * E;
       double dot = 0;
       for (size_t e = 0; e < E; e++) dot += g[e] * p[e];
-      for (size_t e = 0; e < E; e++) d_logits[t * E + e] += static_cast<float>(p[e] * (g[e] - dot));
+      for (size_t e = 0; e < E; e++) d_logits[t * E + e] = (fresh ? 0.0f : d_logits[t * E + e]) + static_cast<float>(p[e] * (g[e] - dot));
     }
   });
 }
@@ -218,7 +218,7 @@ void experts_backward(const ExpertTrainArgs& a, const float* dy, const ExpertGra
     for (size_t pos = p0; pos < p1; pos++) {
       const size_t i = a.order[pos];
       const float* d = dy + static_cast<size_t>(a.token_ids[i]) * D;
-      if (grads.d_weights) grads.d_weights[i] += v.dot(d, a.y + pos * D, D);
+      if (grads.d_weights) grads.d_weights[i] = (grads.d_weights_fresh ? 0.0f : grads.d_weights[i]) + v.dot(d, a.y + pos * D, D);
       std::fill(d_rows + pos * D, d_rows + (pos + 1) * D, 0.0f);
       v.axpy(a.weights[i], d, d_rows + pos * D, D);
     }
@@ -244,8 +244,10 @@ void experts_backward(const ExpertTrainArgs& a, const float* dy, const ExpertGra
     ps.push_back(product(false, false, n, D, F, h + first * F, a.up[e], dx_grouped + first * D, true));  // += du · up
   });
   pool().parallel_for(a.tokens, [&](size_t t0, size_t t1) {
-    for (size_t t = t0; t < t1; t++)
+    for (size_t t = t0; t < t1; t++) {
+      if (grads.dx_fresh) std::fill(grads.dx + t * D, grads.dx + (t + 1) * D, 0.0f);
       for (size_t j = g.token_first[t]; j < g.token_first[t + 1]; j++) v.axpy(1.0f, dx_grouped + static_cast<size_t>(g.by_token[j]) * D, grads.dx + t * D, D);
+    }
   });
 }
 

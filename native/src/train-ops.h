@@ -1,6 +1,7 @@
 // Training kernels of the native backend: the backward of every op the model uses, the losses and the optimizer
 // step, float32 on the thread pool (src/core/training.ts describes each op). Gradients are ADDED into the
-// accumulators given (a null accumulator is not computed). Every reduction runs in a fixed order that does not
+// accumulators given (a null accumulator is not computed), or written when the accumulator is `fresh` (allocated
+// for this op and not yet holding any value: the kernel writes every element, so it needs no zeroing first). Every reduction runs in a fixed order that does not
 // depend on the thread count, so a run resumed with the same threads repeats its bits.
 // Dimension legend: T tokens, N row width, D hidden, E experts, A assignments, F expert width, V vocab,
 // H query heads, Hkv key/value heads, Hd head dim, S sequence length.
@@ -12,11 +13,15 @@ namespace olmoe {
 
 // ---------------------------------------------------------------- rows (train-rows.cc)
 // dx += s·(dy⊙w) − x·s³·((dy⊙w)·x)/N per row, s = 1/√(mean(x²) + eps); dw += Σ_rows dy ⊙ x·s.
-void rmsnorm_backward(const float* x, const float* weight, const float* dy, size_t rows, size_t width, float eps, float* dx, float* dw);
-// NeoX rotation of x [T, heads·Hd] by +angle (forward, out = rotated) or the gradient's inverse rotation added into out.
-void rope_rotate(const float* x, size_t tokens, size_t heads, size_t head_dim, const int32_t* positions, const float* inv_freq, bool inverse_accumulate, float* out);
-// y += factor · x
-void axpy_parallel(float factor, const float* x, float* y, size_t n);
+void rmsnorm_backward(const float* x, const float* weight, const float* dy, size_t rows, size_t width, float eps, float* dx, bool dx_fresh, float* dw);
+// NeoX rotation of x [T, heads·Hd] by +angle (forward) or −angle (`inverse`: the gradient), written into out or,
+// with `accumulate`, added.
+void rope_rotate(const float* x, size_t tokens, size_t heads, size_t head_dim, const int32_t* positions, const float* inv_freq, bool inverse, bool accumulate,
+                 float* out);
+// y += factor · x, or y = factor · x when `fresh`
+void axpy_parallel(float factor, const float* x, float* y, size_t n, bool fresh = false);
+// out = a + b
+void add_parallel(const float* a, const float* b, float* out, size_t n);
 // table[ids[t]] += dy[t] (rows of width N); repeated ids sum in token order.
 void embedding_backward(const int32_t* ids, size_t tokens, const float* dy, size_t width, float* dtable);
 
@@ -35,7 +40,7 @@ struct RouterArgs {
 // or expert choice (each expert's top-C tokens: a = e·C + c).
 void router_forward(const RouterArgs& a);
 // dLogits += softmax backward of (dProbs + the scatter of dWeights through the gather and optional renormalization).
-void router_backward(const RouterArgs& a, const float* d_probs, const float* d_weights, float* d_logits);
+void router_backward(const RouterArgs& a, const float* d_probs, const float* d_weights, float* d_logits, bool fresh);
 
 struct ExpertTrainArgs {
   const float* x;  // [T, D]
@@ -56,7 +61,9 @@ struct ExpertTrainArgs {
 void experts_forward(const ExpertTrainArgs& a, float* out);
 struct ExpertGrads {
   float* dx;                 // [T, D] or null
+  bool dx_fresh;
   float* d_weights;          // [A] or null
+  bool d_weights_fresh;
   float* const* d_gate;      // E × [F, D] or null
   float* const* d_up;
   float* const* d_down;
@@ -73,17 +80,21 @@ struct TrainAttentionArgs {
   float* lse;  // [T, H] log-sum-exp of each query row's scaled scores (kept for the backward)
 };
 void attention_forward(const TrainAttentionArgs& a, float* out);
-void attention_backward(const TrainAttentionArgs& a, const float* out, const float* d_out, float* dq, float* dk, float* dv);
+struct AttentionGrads {
+  float *dq, *dk, *dv;
+  bool dq_fresh, dk_fresh, dv_fresh;
+};
+void attention_backward(const TrainAttentionArgs& a, const float* out, const float* d_out, const AttentionGrads& g);
 
 // ---------------------------------------------------------------- losses (train-losses.cc)
 // Σ over counted rows of lse − logit[target] (targets < 0 skipped); lse [T] kept. Returns the sum (double).
 double cross_entropy_forward(const float* logits, size_t tokens, size_t vocab, const int32_t* targets, float* lse);
 // dlogits += scale · (softmax − onehot) on counted rows.
-void cross_entropy_backward(const float* logits, size_t tokens, size_t vocab, const int32_t* targets, const float* lse, float scale, float* dlogits);
+void cross_entropy_backward(const float* logits, size_t tokens, size_t vocab, const int32_t* targets, const float* lse, float scale, float* dlogits, bool fresh);
 double load_balancing_forward(const float* probs, size_t tokens, size_t experts, const double* counts, double scale);
-void load_balancing_backward(size_t tokens, size_t experts, const double* counts, double factor, float* dprobs);
+void load_balancing_backward(size_t tokens, size_t experts, const double* counts, double factor, float* dprobs, bool fresh);
 double router_z_forward(const float* logits, size_t tokens, size_t experts, double scale);
-void router_z_backward(const float* logits, size_t tokens, size_t experts, double factor, float* dlogits);
+void router_z_backward(const float* logits, size_t tokens, size_t experts, double factor, float* dlogits, bool fresh);
 
 // ---------------------------------------------------------------- optimizer (train-optim.cc)
 struct AdamWTensor {

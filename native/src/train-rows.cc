@@ -16,7 +16,7 @@ namespace {
 constexpr size_t kColumnBlock = 64;
 }  // namespace
 
-void rmsnorm_backward(const float* x, const float* weight, const float* dy, size_t rows, size_t width, float eps, float* dx, float* dw) {
+void rmsnorm_backward(const float* x, const float* weight, const float* dy, size_t rows, size_t width, float eps, float* dx, bool dx_fresh, float* dw) {
   const VectorKernels& v = vector_kernels();
   std::vector<float> inv_rms(rows);
   pool().parallel_for(rows, [&](size_t r0, size_t r1) {
@@ -27,7 +27,9 @@ void rmsnorm_backward(const float* x, const float* weight, const float* dy, size
       v.rmsnorm_sums(in, g, weight, width, &squares, &gx);
       const double s = 1.0 / std::sqrt(squares / width + eps);
       inv_rms[r] = static_cast<float>(s);
-      if (dx) v.rmsnorm_dx(in, g, weight, width, static_cast<float>(s), static_cast<float>(s * s * s * gx / width), dx + r * width);
+      if (!dx) continue;
+      if (dx_fresh) std::fill(dx + r * width, dx + (r + 1) * width, 0.0f);
+      v.rmsnorm_dx(in, g, weight, width, static_cast<float>(s), static_cast<float>(s * s * s * gx / width), dx + r * width);
     }
   });
   if (!dw) return;
@@ -72,13 +74,13 @@ const RopeTable* rope_table(const float* inv_freq, size_t half, size_t positions
 }
 }  // namespace
 
-void rope_rotate(const float* x, size_t tokens, size_t heads, size_t head_dim, const int32_t* positions, const float* inv_freq, bool inverse_accumulate,
+void rope_rotate(const float* x, size_t tokens, size_t heads, size_t head_dim, const int32_t* positions, const float* inv_freq, bool inverse, bool accumulate,
                  float* out) {
   const size_t half = head_dim / 2;
   int32_t max_position = 0;
   for (size_t t = 0; t < tokens; t++) max_position = std::max(max_position, positions[t]);
   const RopeTable* table = rope_table(inv_freq, half, static_cast<size_t>(max_position) + 1);
-  const float direction = inverse_accumulate ? -1.0f : 1.0f;
+  const float direction = inverse ? -1.0f : 1.0f;
   pool().parallel_for(tokens, [&](size_t t0, size_t t1) {
     std::vector<float> own_cos(half), own_sin(half);
     for (size_t t = t0; t < t1; t++) {
@@ -97,7 +99,7 @@ void rope_rotate(const float* x, size_t tokens, size_t heads, size_t head_dim, c
         for (size_t j = 0; j < half; j++) {
           const float first = in[j], second = in[j + half], sine = direction * sines[j];
           const float a = first * cosines[j] - second * sine, b = second * cosines[j] + first * sine;
-          if (inverse_accumulate) {
+          if (accumulate) {
             o[j] += a;
             o[j + half] += b;
           } else {
@@ -110,12 +112,23 @@ void rope_rotate(const float* x, size_t tokens, size_t heads, size_t head_dim, c
   });
 }
 
-void axpy_parallel(float factor, const float* x, float* y, size_t n) {
+void axpy_parallel(float factor, const float* x, float* y, size_t n, bool fresh) {
   constexpr size_t kChunk = 1 << 14;
   const VectorKernels& v = vector_kernels();
   pool().parallel_for((n + kChunk - 1) / kChunk, [&](size_t c0, size_t c1) {
     const size_t begin = c0 * kChunk, end = std::min(n, c1 * kChunk);
+    if (fresh) std::fill(y + begin, y + end, 0.0f);
     v.axpy(factor, x + begin, y + begin, end - begin);
+  });
+}
+
+void add_parallel(const float* a, const float* b, float* out, size_t n) {
+  constexpr size_t kChunk = 1 << 14;
+  const VectorKernels& v = vector_kernels();
+  pool().parallel_for((n + kChunk - 1) / kChunk, [&](size_t c0, size_t c1) {
+    const size_t begin = c0 * kChunk, end = std::min(n, c1 * kChunk);
+    std::copy(a + begin, a + end, out + begin);
+    v.axpy(1.0f, b + begin, out + begin, end - begin);
   });
 }
 

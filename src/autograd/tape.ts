@@ -16,6 +16,8 @@ export class TapeTensor implements Tensor {
     readonly value: Tensor,
     readonly requiresGrad: boolean,
     grad: Tensor | null = null,
+    /** A parameter: its gradient is the optimizer's accumulator and outlives the tape. */
+    readonly leaf = false,
   ) {
     this.grad = grad;
   }
@@ -37,6 +39,10 @@ export interface TapeOptions {
 export class Tape implements Backend, LossOps {
   readonly name: string;
   private steps: Array<() => void> = [];
+  /** Every value that needs a gradient (their accumulators are handed back to the backend after backward). */
+  private tracked: TapeTensor[] = [];
+  /** Values of the last backward, kept until `release` hands their storage back. */
+  private done: TapeTensor[] = [];
 
   constructor(
     readonly inner: TrainingBackend,
@@ -47,7 +53,7 @@ export class Tape implements Backend, LossOps {
 
   /** A trainable leaf whose gradient accumulates into `grad` (owned by the optimizer, kept across micro-batches). */
   param(value: Tensor, grad: Tensor): TapeTensor {
-    return this.opts.grad === false ? new TapeTensor(value, false) : new TapeTensor(value, true, grad);
+    return this.opts.grad === false ? new TapeTensor(value, false) : new TapeTensor(value, true, grad, true);
   }
 
   constant(value: Tensor): TapeTensor {
@@ -70,11 +76,41 @@ export class Tape implements Backend, LossOps {
     root.grad = dOutput;
     for (let i = this.steps.length - 1; i >= 0; i--) this.steps[i]!();
     this.steps = [];
+    this.releaseGradients(root);
+  }
+
+  /** After backward only the leaves' gradients are kept: the intermediate accumulators go back to the backend. */
+  private releaseGradients(root: TapeTensor): void {
+    const released = new Set<Tensor>([root.grad!]);
+    for (const t of this.tracked) {
+      if (t.leaf || !t.grad || released.has(t.grad)) continue;
+      released.add(t.grad);
+      this.inner.release?.(t.grad);
+      t.grad = null;
+    }
+    this.done = this.tracked;
+    this.tracked = [];
+  }
+
+  /**
+   * Hand the storage of every value the last backward went through back to the backend for reuse (a training step
+   * allocates the same sizes each time). Afterwards no tensor that op of this tape returned may be used.
+   */
+  release(): void {
+    const released = new Set<Tensor>();
+    for (const t of this.done) {
+      if (released.has(t.value)) continue;
+      released.add(t.value);
+      this.inner.release?.(t.value);
+    }
+    this.done = [];
   }
 
   // ---------------------------------------------------------------- plumbing
   private output(value: Tensor, inputs: readonly Tensor[]): TapeTensor {
-    return new TapeTensor(value, inputs.some((x) => tapeTensor(x).requiresGrad));
+    const out = new TapeTensor(value, inputs.some((x) => tapeTensor(x).requiresGrad));
+    if (out.requiresGrad) this.tracked.push(out);
+    return out;
   }
 
   /** Record `step` for the outputs (run when any of them received a gradient). */
@@ -85,11 +121,11 @@ export class Tape implements Backend, LossOps {
     });
   }
 
-  /** The gradient accumulator of x (null when x needs none), allocated zeroed on first use. */
+  /** The gradient accumulator of x (null when x needs none), allocated on first use (counts as zeros). */
   private gradOf(x: Tensor): Tensor | null {
     const t = tapeTensor(x);
     if (!t.requiresGrad) return null;
-    t.grad ??= this.inner.zeros(t.shape);
+    t.grad ??= this.inner.empty(t.shape);
     return t.grad;
   }
 

@@ -57,11 +57,25 @@ export interface TrainingBackend extends Backend, LossOps {
   readonly precision: 'f32' | 'f64';
   /** A zero-filled tensor of the backend's precision (gradients, moments, parameters before init). */
   zeros(shape: readonly number[]): Tensor;
+  /**
+   * A gradient accumulator for the tape: it counts as zeros, but a backend may leave it unfilled and have the first
+   * backward op that adds into it write instead (no zeroing pass, no read). Only backward ops may receive it.
+   */
+  empty(shape: readonly number[]): Tensor;
   /** Overwrite x (of the backend's precision) with `values` (a checkpoint's weights, an initialization). */
   write(x: Tensor, values: Float32Array | Float64Array): void;
   fill(x: Tensor, value: number): void;
 
-  /** Forward ops that keep state for their backward. Attention here has no KV cache (training attends within the batch). */
+  /**
+   * The tape is done with a gradient accumulator it made with `empty` (after backward): the backend may reuse its
+   * storage. Optional.
+   */
+  release?(x: Tensor): void;
+
+  /**
+   * Forward ops that keep state for their backward (a state serves one backward call). Attention here has no KV cache
+   * (training attends within the batch).
+   */
   attentionForward(args: AttentionArgs): { out: Tensor; saved: SavedState };
   expertsForward(x: Tensor, weights: ExpertWeights, routing: Routing): { out: Tensor; saved: SavedState };
   crossEntropyForward(logits: Tensor, targets: Int32Array): { out: Tensor; saved: SavedState };

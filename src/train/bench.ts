@@ -52,6 +52,7 @@ export function benchTraining(config: TrainConfig, backend: TrainingBackend, ste
       const forward = performance.now() - started;
       started = performance.now();
       tape.backward(loss, 1 / config.data.micro_batches);
+      tape.release();
       if (!measured) continue;
       phases.forward += forward;
       phases.backward += performance.now() - started;

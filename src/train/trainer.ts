@@ -189,6 +189,7 @@ function trainStep(run: Run, step: number): TrainLogRecord {
     const loss = result.total;
     if (!Number.isFinite(loss)) throw new DivergedError(`loss is ${loss} at step ${step + 1} (micro-batch ${m + 1}); the last good checkpoint is ${latestCheckpoint(config.out) ?? '(none yet)'}`);
     tape.backward(result.loss, 1 / micro); // OLMo divides each micro-batch's losses by their number
+    tape.release(); // the step's activations and gradients go back to the backend for the next micro-batch
     sums.loss += loss / micro;
     sums.ce += result.crossEntropy / micro;
     sums.lbl += result.loadBalancing / micro;

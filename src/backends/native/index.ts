@@ -115,6 +115,7 @@ export class NativeBackend implements TrainingBackend {
   }
 
   toFloat32(x: Tensor): Float32Array {
+    if (asRef(x).unwritten) train.materialize(x); // an accumulator no op wrote counts as zeros
     return this.ref.toFloat32(x);
   }
 
@@ -122,14 +123,27 @@ export class NativeBackend implements TrainingBackend {
     return activation(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
   }
 
+  release(x: Tensor): void {
+    train.recycle(f32(x));
+  }
+
+  /** Left unfilled: the backward op that first receives it writes it (core/training.ts). */
+  empty(shape: readonly number[]): Tensor {
+    const tensor = activation(train.uninitialized(shape.reduce((a, b) => a * b, 1)), shape);
+    tensor.unwritten = true;
+    return tensor;
+  }
+
   write(x: Tensor, values: Float32Array | Float64Array): void {
     const data = f32(x);
     checkShapes('write', data.length === values.length, () => `${values.length} values into ${showShape(x)}`);
     data.set(values);
+    asRef(x).unwritten = false;
   }
 
   fill(x: Tensor, value: number): void {
     f32(x).fill(value);
+    asRef(x).unwritten = false;
   }
 
   createKVCache(opts: KVCacheOptions): RefKVCache {
@@ -154,7 +168,7 @@ export class NativeBackend implements TrainingBackend {
     checkShapes('matmul', asRef(x).cols === inDim, () => `x ${showShape(x)} does not match weight ${showShape(w)}`);
     const input = f32(x);
     const tokens = input.length / inDim;
-    const out = new Float32Array(tokens * outDim);
+    const out = train.uninitialized(tokens * outDim);
     // Float32 weights and many tokens (training, prefill): the packed-panel GEMM, several times faster there than
     // the inference kernel, which widens stored dtypes on the fly and is built for few tokens.
     if (weight.dtype === 'f32' && tokens >= PACKED_GEMM_TOKENS) this.addon.gemm(false, true, tokens, outDim, inDim, input, weight.data as Float32Array, out, false);
@@ -167,14 +181,14 @@ export class NativeBackend implements TrainingBackend {
     const gain = asRef(weight);
     const input = asRef(x);
     checkShapes('rmsnorm', input.cols === gain.cols, () => `x ${showShape(x)} does not match weight ${showShape(weight)}`);
-    const out = new Float32Array(sizeOf(input));
+    const out = train.uninitialized(sizeOf(input));
     this.addon.rmsnorm(f32(x), input.rows, input.cols, this.toFloat32(gain), eps, out);
     return activation(out, input.shape);
   }
 
   rope(x: Tensor, positions: Int32Array, opts: RopeOptions): RefTensor {
-    const out = new Float32Array(sizeOf(x));
-    train.rope(this.addon, x, positions, opts, out, false);
+    const out = train.uninitialized(sizeOf(x));
+    train.rope(this.addon, x, positions, opts, out, false, false);
     return activation(out, asRef(x).shape);
   }
 
@@ -185,7 +199,7 @@ export class NativeBackend implements TrainingBackend {
   add(a: Tensor, b: Tensor): RefTensor {
     const [left, right] = [f32(a), f32(b)];
     checkShapes('add', left.length === right.length, () => `${showShape(a)} + ${showShape(b)}`);
-    const out = new Float32Array(left.length);
+    const out = train.uninitialized(left.length);
     this.addon.add(left, right, out);
     return activation(out, asRef(a).shape);
   }
@@ -206,7 +220,7 @@ export class NativeBackend implements TrainingBackend {
     const tokens = q.length / width;
     checkShapes('attention', Number.isInteger(tokens) && k.length === tokens * kvWidth && v.length === k.length && args.sequences.reduce((n, s) => n + s.tokens, 0) === tokens,
       () => `q ${showShape(args.q)}, k ${showShape(args.k)}, v ${showShape(args.v)} do not fit ${heads} heads, ${kvHeads} kv heads × ${headDim} and the sequences`);
-    const out = new Float32Array(q.length);
+    const out = train.uninitialized(q.length);
     let row = 0;
     for (const s of args.sequences) {
       const own = { keys: k.subarray(row * kvWidth, (row + s.tokens) * kvWidth), values: v.subarray(row * kvWidth, (row + s.tokens) * kvWidth) };
@@ -231,7 +245,7 @@ export class NativeBackend implements TrainingBackend {
     const mixed = [...weights.gate, ...weights.up, ...weights.down].some((t) => t.dtype !== first.dtype);
     if (routing.mode !== 'token_choice' && train.float32Experts(weights)) return train.expertsForward(this.addon, x, weights, routing).out;
     if (mixed || routing.mode !== 'token_choice') return this.ref.experts(x, weights, routing); // NATIVE_EXCEPTIONS
-    const out = new Float32Array(sizeOf(input));
+    const out = train.uninitialized(sizeOf(input));
     const data = (list: readonly Tensor[]) => list.map((t) => weightData(asRef(t)));
     this.addon.experts(f32(x), routing.tokens, input.cols, first.rows, routing.perGroup, DTYPE_CODES[weightDtype(first)],
       data(weights.gate), data(weights.up), data(weights.down), routing.expertIds, f32(routing.weights), out);
@@ -273,18 +287,18 @@ export class NativeBackend implements TrainingBackend {
 
   accumulate(target: Tensor, source: Tensor, factor = 1): void {
     checkShapes('accumulate', sizeOf(target) === sizeOf(source), () => `${showShape(target)} += ${showShape(source)}`);
-    this.addon.axpy(factor, f32(source), f32(target));
+    this.addon.axpy(factor, f32(source), f32(target), train.takeFresh(target));
   }
 
   accumulateRows(target: Tensor, start: number, source: Tensor): void {
     const width = asRef(target).cols;
     checkShapes('accumulateRows', asRef(source).cols === width && start >= 0 && (start + asRef(source).rows) * width <= sizeOf(target), () => `rows from ${start} of ${showShape(target)} += ${showShape(source)}`);
-    this.addon.axpy(1, f32(source), f32(target).subarray(start * width, start * width + sizeOf(source)));
+    this.addon.axpy(1, f32(source), train.materialize(target).subarray(start * width, start * width + sizeOf(source)));
   }
 
   embeddingBackward(ids: Int32Array, dOut: Tensor, dTable: Tensor): void {
     const table = asRef(dTable);
-    this.addon.embeddingBackward(ids, f32(dOut), table.cols, f32(dTable), table.rows);
+    this.addon.embeddingBackward(ids, f32(dOut), table.cols, train.materialize(dTable), table.rows);
   }
 
   /** dx += dOut · w and dw += dOutᵀ · x, both products in one batch of the training GEMM (native/src/train-gemm.cc). */
@@ -292,7 +306,7 @@ export class NativeBackend implements TrainingBackend {
     const weight = asRef(args.w);
     const [outDim, inDim] = [weight.rows, weight.cols];
     const dy = f32(args.dOut);
-    this.addon.matmulBackward(f32(args.x), f32(args.w), dy, dy.length / outDim, inDim, outDim, args.dx ? f32(args.dx) : null, args.dw ? f32(args.dw) : null);
+    this.addon.matmulBackward(f32(args.x), f32(args.w), dy, dy.length / outDim, inDim, outDim, args.dx ? f32(args.dx) : null, args.dw ? train.materialize(args.dw) : null, train.takeFresh(args.dx));
   }
 
   rmsnormBackward(args: { x: Tensor; weight: Tensor; eps: number; dOut: Tensor; dx: Tensor | null; dWeight: Tensor | null }): void {
@@ -300,7 +314,7 @@ export class NativeBackend implements TrainingBackend {
   }
 
   ropeBackward(dOut: Tensor, positions: Int32Array, opts: RopeOptions, dx: Tensor): void {
-    train.rope(this.addon, dOut, positions, opts, f32(dx), true);
+    train.rope(this.addon, dOut, positions, opts, f32(dx), true, !train.takeFresh(dx));
   }
 
   attentionBackward(args: { args: AttentionArgs; saved: SavedState; out: Tensor; dOut: Tensor; dq: Tensor; dk: Tensor; dv: Tensor }): void {

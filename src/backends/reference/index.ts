@@ -56,6 +56,10 @@ export class ReferenceBackend implements Backend, TrainingBackend {
     return activation(this.precision === 'f64' ? new Float64Array(size) : new Float32Array(size), shape);
   }
 
+  empty(shape: readonly number[]): Tensor {
+    return this.zeros(shape);
+  }
+
   write(x: Tensor, values: Float32Array | Float64Array): void {
     const data = floats(x);
     checkShapes('write', data.length === values.length, () => `${values.length} values into ${showShape(x)}`);

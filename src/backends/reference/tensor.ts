@@ -11,6 +11,9 @@ export type Floats = Float32Array | Float64Array;
 export type Storage = Floats | Uint16Array | Uint8Array;
 
 export class RefTensor implements Tensor {
+  /** The native backend's gradient accumulators (`empty`): no values yet, the first op writes them. */
+  unwritten = false;
+
   constructor(
     readonly dtype: TensorDType,
     readonly shape: readonly number[],
