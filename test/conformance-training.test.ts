@@ -7,6 +7,8 @@
  * And the list of which implementation runs each op on each backend.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import type { Routing, Tensor } from '../src/core/backend.js';
 import type { TrainingBackend } from '../src/core/training.js';
@@ -163,4 +165,18 @@ describe('which implementation runs each op', () => {
       'ropeBackward', 'attentionBackward', 'routerBackward', 'expertsBackward', 'crossEntropyBackward', 'loadBalancingBackward', 'routerZBackward', 'sumOfSquares', 'adamw'];
     for (const op of training) assert.equal(table.get(op), 'native', op);
   });
+});
+
+describe('lower instruction sets', () => {
+  // The kernels dispatch on the CPU (AVX-512 here); OLMOE_SIMD forces the AVX2 and baseline versions, so this file
+  // runs again in a child process with each and must pass there too.
+  for (const simd of ['avx2', 'scalar']) {
+    it(`the whole file passes with OLMOE_SIMD=${simd}`, { skip: process.env.OLMOE_SIMD ? 'already forced' : announceSkip(backendCases[1]!.skip) }, () => {
+      const env: NodeJS.ProcessEnv = { ...process.env, OLMOE_SIMD: simd };
+      delete env.NODE_TEST_CONTEXT; // a top-level run of its own, reporting to its stdout
+      const child = spawnSync(process.execPath, ['--test', fileURLToPath(import.meta.url)], { env, encoding: 'utf8' });
+      assert.equal(child.status, 0, child.stdout.split('\n').filter((l) => /not ok|error/.test(l)).slice(0, 10).join('\n'));
+      assert.match(child.stdout, /# pass [1-9]/);
+    });
+  }
 });

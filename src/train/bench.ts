@@ -27,13 +27,24 @@ export interface TrainBench {
   readonly flopsPerToken: number;
   /** Useful FLOPs per second of step time. */
   readonly gflops: number;
+  /** The machine's FP32 FMA throughput on the backend's threads, measured in the same run (native backend only). */
+  readonly peakGflops?: number;
+  readonly threads?: number;
   readonly phases: { readonly forward: number; readonly backward: number; readonly optimizer: number };
   /** Time per backend op, largest first. */
   readonly ops: readonly OpTime[];
   readonly parameters: number;
 }
 
+/** A backend that can measure the machine's FP32 peak on its threads (the native backend). */
+interface PeakProbe {
+  readonly threads?: number;
+  peakGflops?(seconds?: number): number;
+}
+
 export function benchTraining(config: TrainConfig, backend: TrainingBackend, steps = 3): TrainBench {
+  const probe = backend as TrainingBackend & PeakProbe;
+  const peakGflops = probe.peakGflops?.(0.5);
   const timer = new OpTimer();
   const timed = timer.wrap(backend);
   const { model, loader, weights } = buildRun(config, timed);
@@ -67,7 +78,7 @@ export function benchTraining(config: TrainConfig, backend: TrainingBackend, ste
   const flopsPerToken = trainingFlopsPerToken(model.arch.config, config.data.sequence_length, model.arch.routing === 'expert_choice' ? model.arch.capacityFactor : 1);
   return {
     backend: backend.name, steps, tokensPerStep: tokens / steps, secondsPerStep: total / 1000 / steps, tokensPerSecond: (tokens / total) * 1000,
-    flopsPerToken, gflops: (flopsPerToken * tokens) / total / 1e6,
+    flopsPerToken, gflops: (flopsPerToken * tokens) / total / 1e6, ...(peakGflops !== undefined && { peakGflops, threads: probe.threads }),
     phases: { forward: phases.forward / total, backward: phases.backward / total, optimizer: phases.optimizer / total },
     ops: timer.report(total), parameters: model.params.reduce((sum, p) => sum + p.shape.reduce((a, b) => a * b, 1), 0),
   };
