@@ -386,6 +386,20 @@ void train_gemm_batch(const TrainGemmArgs* products, size_t count) {
   run_items(serial, block_items, [&](const Item& it) { multiply_block(plans[it.product], operands[it.product], mk, it.item); });
 }
 
-void train_gemm(const TrainGemmArgs& g) { train_gemm_batch(&g, 1); }
+// One product: on the pool as a batch of one, or here on the calling thread without the batch's bookkeeping (the
+// attention kernel issues thousands of small serial products per layer).
+void train_gemm(const TrainGemmArgs& g) {
+  if (degenerate(g)) return;
+  if (!(g.serial || pool().threads() == 1 || g.m * g.n * g.k < kSerialWork)) return train_gemm_batch(&g, 1);
+  const MicroKernel& mk = micro_kernel();
+  const Plan p = plan(g, mk, 1);
+  thread_local std::vector<float> b_buffer;
+  const Operands ops{g, aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k), size_t(mk.mr), size_t(mk.nr), p.n_panels};
+  for (size_t item = 0; item < p.kc_blocks * p.n_panels; item++) {
+    const size_t p0 = item / p.n_panels * kMaxKc, kc = std::min(kMaxKc, g.k - p0), j = item % p.n_panels;
+    pack_b(g, mk, j * mk.nr, p0, kc, ops.b_panel(p0, kc, j));
+  }
+  for (size_t item = 0; item < p.row_blocks * p.col_blocks; item++) multiply_block(p, ops, mk, item);
+}
 
 }  // namespace olmoe

@@ -1,6 +1,6 @@
 // Backward of the per-row ops (RMSNorm, RoPE, embedding gather) and the accumulation the tape uses, on the thread
-// pool. Reductions over rows (the gain's and the table's gradients) are split by column, never by row, so each
-// element is summed in row order whatever the thread count.
+// pool. Reductions over rows (the gain's and the table's gradients) run in fixed chunks or by column, never split by
+// thread, so each element is summed in the same order whatever the thread count.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -12,33 +12,38 @@
 namespace olmoe {
 
 namespace {
-// Columns per work item of a reduction over rows: a few cache lines, enough items for two threads to share.
+// Columns per work item of a reduction over rows (the embedding table's gradient): a few cache lines.
 constexpr size_t kColumnBlock = 64;
 }  // namespace
 
+// One pass over row chunks: each chunk's rows give their dx and a partial sum of dw; the partials are then added in
+// chunk order (fixed chunks: the same bits for any thread count).
 void rmsnorm_backward(const float* x, const float* weight, const float* dy, size_t rows, size_t width, float eps, float* dx, bool dx_fresh, float* dw) {
+  constexpr size_t kRowChunk = 64;
   const VectorKernels& v = vector_kernels();
-  std::vector<float> inv_rms(rows);
-  pool().parallel_for(rows, [&](size_t r0, size_t r1) {
-    for (size_t r = r0; r < r1; r++) {
-      const float* in = x + r * width;
-      const float* g = dy + r * width;
-      double squares = 0, gx = 0;
-      v.rmsnorm_sums(in, g, weight, width, &squares, &gx);
-      const double s = 1.0 / std::sqrt(squares / width + eps);
-      inv_rms[r] = static_cast<float>(s);
-      if (!dx) continue;
-      if (dx_fresh) std::fill(dx + r * width, dx + (r + 1) * width, 0.0f);
-      v.rmsnorm_dx(in, g, weight, width, static_cast<float>(s), static_cast<float>(s * s * s * gx / width), dx + r * width);
+  const size_t chunks = (rows + kRowChunk - 1) / kRowChunk;
+  thread_local std::vector<float> partial_buffer;
+  if (dw && partial_buffer.size() < chunks * width) partial_buffer.resize(chunks * width);
+  float* partial = partial_buffer.data();
+  pool().parallel_for(chunks, [&](size_t c0, size_t c1) {
+    for (size_t c = c0; c < c1; c++) {
+      float* part = dw ? partial + c * width : nullptr;
+      if (part) std::fill(part, part + width, 0.0f);
+      for (size_t r = c * kRowChunk; r < std::min(rows, (c + 1) * kRowChunk); r++) {
+        const float* in = x + r * width;
+        const float* g = dy + r * width;
+        double squares = 0, gx = 0;
+        v.rmsnorm_sums(in, g, weight, width, &squares, &gx);
+        const double s = 1.0 / std::sqrt(squares / width + eps);
+        if (part) v.add_product(g, in, static_cast<float>(s), part, width);
+        if (!dx) continue;
+        if (dx_fresh) std::fill(dx + r * width, dx + (r + 1) * width, 0.0f);
+        v.rmsnorm_dx(in, g, weight, width, static_cast<float>(s), static_cast<float>(s * s * s * gx / width), dx + r * width);
+      }
     }
   });
-  if (!dw) return;
-  pool().parallel_for((width + kColumnBlock - 1) / kColumnBlock, [&](size_t b0, size_t b1) {
-    for (size_t b = b0; b < b1; b++) {
-      const size_t c0 = b * kColumnBlock, c1 = std::min(width, c0 + kColumnBlock);
-      for (size_t r = 0; r < rows; r++) v.add_product(dy + r * width + c0, x + r * width + c0, inv_rms[r], dw + c0, c1 - c0);
-    }
-  });
+  if (dw)
+    for (size_t c = 0; c < chunks; c++) v.axpy(1.0f, partial + c * width, dw, width);
 }
 
 namespace {

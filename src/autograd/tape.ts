@@ -3,7 +3,7 @@
  * gradient, records a step that calls that backend's backward for the op. The model runs on a Tape exactly as it
  * runs on a backend, so training and inference share one definition (ARCHITECTURE.md: autograd/ implements the
  * Backend interface by recording a tape around another backend). `backward` replays the steps last to first;
- * each adds into the gradients of the op's inputs, allocated (zeroed) on first use.
+ * each adds into the gradients of the op's inputs (allocated on first use; a backend may have the first op write them).
  */
 import type { AttentionArgs, Backend, ExpertWeights, KVCache, KVCacheOptions, RopeOptions, Routing, RouterOptions, Tensor, WeightSource } from '../core/backend.js';
 import { InputError, UnsupportedError } from '../core/errors.js';
