@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError, withIo } from '../core/errors.js';
 import { AtomicFile } from '../io/atomic-file.js';
-import { renderPng, renderSvg, titledSpec, type Spec } from '../analysis/figures.js';
+import { renderPng, renderSvg, titledSpec, type Spec } from '../plot/figures.js';
 import { TRAIN_SCALARS, type TrainLogRecord, type TrainingRun } from './metrics-log.js';
 
 export interface PlotTrainingOptions {
