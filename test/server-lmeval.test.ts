@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { loglikelihood } from '../src/eval/loglikelihood.js';
-import { promptLogprobs } from '../src/eval/prompt-logprobs.js';
+import { PromptScorer, promptLogprobs } from '../src/eval/prompt-logprobs.js';
+import { GenerationBatch, type TokenEvent } from '../src/generate/generate.js';
 import { topIndices } from '../src/generate/logprobs.js';
 import { loadPretrained, type Pretrained } from '../src/model/pretrained.js';
 import { startServer, type OlmoeServer } from '../src/server/index.js';
@@ -165,6 +166,20 @@ describe('olmoe serve for lm-evaluation-harness: echo + logprobs', () => {
     assert.equal(Object.keys(logprobs!.top_logprobs[1]!).length, 1, 'logprobs 0: only the token itself');
   });
 
+  it('an eos generated after the prompt still ends the logprobs (lm-eval drops the last entry as the generated one)', async () => {
+    const ids = [280, 10]; // found by search: the fixture's greedy next token after these is its eos, 556
+    const rows = directRows(pretrained, ids);
+    assert.equal(rows[1]!.order[0], 556, 'the premise of this test');
+    const out = await complete(server, scoringPayload([ids]));
+    const { logprobs, text: reply, finish_reason } = out.choices[0]!;
+    assert.deepEqual(logprobs!.tokens, [text(280), text(10), '<|endoftext|>']);
+    assert.ok(Math.abs(logprobs!.token_logprobs[2]! - rows[1]!.logprobs[556]!) < TOLERANCE);
+    assert.equal(reply, pretrained.tokenizer.decode(ids), 'the eos adds no text');
+    assert.equal(finish_reason, 'stop');
+    const [[sum]] = parseLogprobs(out, [1]) as [[number, boolean]];
+    assert.ok(Math.abs(sum - rows[0]!.logprobs[10]!) < TOLERANCE);
+  });
+
   it('a token-id batch answers in order, each choice as when sent alone', async () => {
     const prompts = ['one expert', 'two experts take the numbers', 'three'].map((p) => pretrained.tokenizer.encode(p));
     const batch = await complete(server, scoringPayload(prompts));
@@ -254,7 +269,7 @@ async function health(server: OlmoeServer): Promise<{ running: number }> {
 describe('olmoe serve for lm-evaluation-harness: bad requests get a 400 naming the field', () => {
   let server: OlmoeServer;
   before(async () => {
-    server = await startServer(tinyModelDir, { port: 0, modelId: MODEL, backend: 'reference' });
+    server = await startServer(tinyModelDir, { port: 0, modelId: MODEL, backend: 'reference', maxPromptTokens: 1000 });
     await server.ready;
   });
   after(() => server.close());
@@ -274,6 +289,7 @@ describe('olmoe serve for lm-evaluation-harness: bad requests get a 400 naming t
     ['no prompts', '/v1/completions', { model: MODEL, prompt: [] }, /prompt: give at least one prompt/, 'prompt'],
     ['a prompt of another type', '/v1/completions', { model: MODEL, prompt: { text: 'x' } }, /prompt: must be a string, a list of strings/, 'prompt'],
     ['too many prompts', '/v1/completions', scoringPayload(Array.from({ length: 257 }, () => [1])), /at most 256 prompts/, 'prompt'],
+    ['a batch over the prompt-token limit', '/v1/completions', scoringPayload(Array.from({ length: 6 }, () => ids(200))), /prompt: the prompts hold 1200 tokens in all; one request may hold at most 1000/, 'prompt'],
     ['one prompt of a batch over the context', '/v1/completions', scoringPayload([[1], ids(300)]), /prompt\[1\]: the prompt has 300 tokens, which does not fit .*context of 256/, 'prompt[1]'],
     ['a prompt that fills the context with max_tokens 1', '/v1/completions', scoringPayload([ids(256)]), /prompt\[0\]: .*256 tokens, which leaves no room/, 'prompt[0]'],
     ['echo with stream', '/v1/completions', { ...scoringPayload([[1, 2]]), stream: true }, /echo: not supported with stream/, 'echo'],
@@ -318,6 +334,33 @@ describe('prompt log-probabilities in the library', () => {
       assert.ok(Math.abs(entry.logprob - rows[t]!.logprobs[ids[t + 1]!]!) < TOLERANCE);
       assert.deepEqual(entry.top.map((e) => e.id), rows[t]!.order.slice(0, 3));
     });
+  });
+
+  it('generation from a prefilled prompt equals generation from scratch; the eos that ends it keeps its logprobs', async () => {
+    const ids = pretrained.tokenizer.encode('The experts of a sparse model');
+    const scorer = new PromptScorer(pretrained.model, ids, { capacity: ids.length + 4, chunk: 5 });
+    while (!scorer.done) scorer.step();
+    const options = { temperature: 0.8, seed: 5, maxNewTokens: 4, ignoreEos: true, logprobs: 1 };
+    const runAll = (batch: GenerationBatch) => {
+      const events: TokenEvent[] = [];
+      while (batch.size > 0) for (const { event } of batch.step()) if (event) events.push(event);
+      return events;
+    };
+    const fromScratch = new GenerationBatch(pretrained);
+    fromScratch.add(ids, options);
+    const prefilled = new GenerationBatch(pretrained);
+    prefilled.add(ids, options, { cache: scorer.cache, logits: scorer.lastLogits! });
+    const [a, b] = [runAll(fromScratch), runAll(prefilled)];
+    assert.deepEqual(b.map((e) => e.id), a.map((e) => e.id));
+    b.forEach((e, j) => assert.ok(Math.abs(e.logprob!.logprob - a[j]!.logprob!.logprob) < TOLERANCE));
+    const argmax = directRows(pretrained, ids).at(-1)!;
+    const ending = new GenerationBatch(pretrained);
+    const run = ending.add(ids, { greedy: true, maxNewTokens: 3, eosTokenIds: [argmax.order[0]!], logprobs: 2 });
+    assert.deepEqual(runAll(ending), []);
+    assert.equal(run.finishReason, 'eos');
+    assert.equal(run.eosLogprob!.id, argmax.order[0]);
+    assert.ok(Math.abs(run.eosLogprob!.logprob - argmax.logprobs[argmax.order[0]!]!) < TOLERANCE);
+    assert.deepEqual(run.eosLogprob!.top.map((e) => e.id), argmax.order.slice(0, 2));
   });
 
   it('topIndices: largest first, the lower index first among equals', () => {

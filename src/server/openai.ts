@@ -217,10 +217,15 @@ export function jobOptions(request: Sampling & { max_completion_tokens?: number 
  * `max_tokens` means up to the end of the context; the worker caps it per prompt. `stream` answers one prompt,
  * without echo.
  */
-export function completionJob(request: CompletionRequest, ids: number[][], context: number): JobRequest {
+export function completionJob(request: CompletionRequest, ids: number[][], limits: { context: number; maxPromptTokens: number }): JobRequest {
+  const { context, maxPromptTokens } = limits;
   const { prompt } = request;
   if (request.stream && request.echo) throw new RequestError(400, 'echo: not supported with stream: true (send stream: false to score a prompt)', 'echo');
   if (request.stream && ids.length > 1) throw new RequestError(400, `prompt: a streamed completion answers one prompt; this request has ${ids.length} (send stream: false for a batch)`, 'prompt');
+  const total = ids.reduce((sum, tokens) => sum + tokens.length, 0);
+  if (total > maxPromptTokens) {
+    throw new RequestError(400, `prompt: the prompts hold ${total} tokens in all; one request may hold at most ${maxPromptTokens} (send the batch in smaller requests)`, 'prompt', 'request_too_large');
+  }
   const maxNewTokens = request.max_tokens ?? context;
   const scoreOnly = request.echo === true && maxNewTokens === 0;
   for (const [i, tokens] of ids.entries()) {

@@ -35,6 +35,11 @@ export interface ServeOptions extends Omit<EngineSpec, 'model'>, Partial<EngineL
   apiKey?: string;
   /** Largest request body (413 beyond); default 4 MiB. */
   maxBodyBytes?: number;
+  /**
+   * Prompt tokens one completions request may hold, its prompts together (400 beyond); default 65,536 (lm-eval's
+   * batch of 32 at 2,048). It bounds what a batch's answer holds: with logprobs, up to 21 numbers per token.
+   */
+  maxPromptTokens?: number;
   /** Open connections at once; more are answered 503 and closed. Default 256. */
   maxConnections?: number;
   /** Time for a client to send its request headers (408 after), default 10 s. */
@@ -340,7 +345,7 @@ class App {
     }
     const completion = request as CompletionRequest;
     const ids = await this.promptIds(completion.prompt, info);
-    const job = completionJob(completion, ids, context);
+    const job = completionJob(completion, ids, { context, maxPromptTokens: this.opts.maxPromptTokens ?? 65_536 });
     const echoTexts = completion.echo ? ('texts' in completion.prompt ? completion.prompt.texts : ids.map((list) => this.tokenizer.decode(list))) : undefined;
     return { job, reply: new Reply(res, { ...common, kind, logprobs: completion.logprobs != null, echoTexts, prompts: ids }) };
   }
