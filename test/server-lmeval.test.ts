@@ -6,9 +6,12 @@
  * the reference backend, then a float64 log-softmax and a full sort written out in this file.
  */
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
-import { loglikelihood } from '../src/eval/loglikelihood.js';
+import { loglikelihood, loglikelihoodRolling } from '../src/eval/loglikelihood.js';
+import { encodePair } from '../src/eval/multiple-choice.js';
+import { generateText } from '../src/generate/generate.js';
 import { PromptScorer, promptLogprobs } from '../src/eval/prompt-logprobs.js';
 import { GenerationBatch, type TokenEvent } from '../src/generate/generate.js';
 import { topIndices } from '../src/generate/logprobs.js';
@@ -368,5 +371,70 @@ describe('prompt log-probabilities in the library', () => {
     assert.deepEqual(topIndices(row, 4), [1, 2, 5, 3]);
     assert.deepEqual(topIndices(row, 0), []);
     assert.deepEqual(topIndices(row, 10), [1, 2, 5, 3, 0, 4]);
+  });
+});
+
+/**
+ * lm-evaluation-harness itself as the client, when a Python that can import it is at hand (LM_EVAL_PYTHON, default
+ * python3; e.g. lm_eval 0.4.13 unpacked on PYTHONPATH with requests, aiohttp, tenacity, tqdm, numpy): its
+ * LocalCompletionsAPI detects the server's tokenizer, then scores loglikelihood, loglikelihood_rolling and
+ * generate_until over HTTP. Its numbers must equal olmoe's own harness (src/eval) on the same model.
+ */
+const LM_EVAL_DRIVER = `
+import json, sys
+from lm_eval.api.instance import Instance
+from lm_eval.models.openai_completions import LocalCompletionsAPI
+base, pairs, texts = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+lm = LocalCompletionsAPI(model="tiny", base_url=base + "/v1/completions", max_length=256, batch_size=3, tokenizer_backend="auto")
+out = {"backend": lm.tokenizer_backend}
+out["loglikelihood"] = lm.loglikelihood([Instance("loglikelihood", {}, (c, x), i) for i, (c, x) in enumerate(pairs)], disable_tqdm=True)
+out["rolling"] = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)], disable_tqdm=True)
+out["generate"] = lm.generate_until([Instance("generate_until", {}, (c, {"until": ["\\n\\n"], "max_gen_toks": 8}), i) for i, (c, _) in enumerate(pairs)], disable_tqdm=True)
+print("RESULT " + json.dumps(out))
+`;
+
+function lmEvalSkip(): string | false {
+  const python = process.env.LM_EVAL_PYTHON ?? 'python3';
+  const probe = spawnSync(python, ['-c', 'import lm_eval.models.openai_completions'], { encoding: 'utf8' });
+  if (probe.status === 0) return false;
+  const reason = `lm-evaluation-harness not importable by ${python} (set LM_EVAL_PYTHON / PYTHONPATH to run lm-eval's own client)`;
+  console.log(`# SKIP: ${reason}`);
+  return reason;
+}
+
+describe("lm-evaluation-harness's own client (optional)", { skip: lmEvalSkip() }, () => {
+  it('LocalCompletionsAPI over olmoe serve scores exactly as olmoe eval does', async () => {
+    const server = await startServer(tinyModelDir, { port: 0, modelId: MODEL, backend: 'reference' });
+    try {
+      await server.ready;
+      const pairs = [['Question: which expert takes numbers?\nAnswer:', ' the fourth'], ['The router picks', ' eight experts'], ['Hello', ' world'], ['Sparse models ', 'route tokens']];
+      const texts = [LONG_TEXT];
+      const python = process.env.LM_EVAL_PYTHON ?? 'python3';
+      // asynchronous: the server answers on this thread's event loop while lm-eval runs
+      const child = spawn(python, ['-c', LM_EVAL_DRIVER, server.url, JSON.stringify(pairs), JSON.stringify(texts)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk) => (stdout += chunk));
+      child.stderr.on('data', (chunk) => (stderr += chunk));
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      assert.equal(code, 0, stderr.slice(-2000));
+      const result = JSON.parse(stdout.split('RESULT ')[1]!) as { backend: string; loglikelihood: [number, boolean][]; rolling: number[]; generate: string[] };
+      assert.equal(result.backend, 'remote', 'lm-eval detected the server-side tokenizer');
+      const lm = await loadPretrained(tinyModelDir, { backend: new ReferenceBackend() });
+      const eos = lm.tokenizer.tokenId(lm.tokenizer.eosToken)!;
+      const ours = await loglikelihood(lm.model, pairs.map(([context, continuation]) => encodePair(lm.tokenizer, context!, continuation!, eos)));
+      ours.forEach((r, i) => {
+        assert.ok(Math.abs(r.logprob - result.loglikelihood[i]![0]) < TOLERANCE, `pair ${i}: ${r.logprob} vs ${result.loglikelihood[i]![0]}`);
+        assert.equal(result.loglikelihood[i]![1], r.isGreedy);
+      });
+      const rolling = await loglikelihoodRolling(lm.model, texts.map((t) => lm.tokenizer.encode(t)), eos, { maxLength: 255 }); // lm-eval's max_length - 1
+      assert.ok(Math.abs(rolling[0]!.logprob - result.rolling[0]!) < TOLERANCE);
+      for (const [i, [context]] of pairs.entries()) {
+        const greedy = await generateText(lm, lm.tokenizer.encode(context!), { greedy: true, maxNewTokens: 8, stopStrings: ['\n\n'] });
+        assert.equal(result.generate[i], greedy.text);
+      }
+    } finally {
+      await server.close();
+    }
   });
 });
