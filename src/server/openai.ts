@@ -213,7 +213,8 @@ export function jobOptions(request: Sampling & { max_completion_tokens?: number 
 
 /**
  * A completions request as engine work, one choice per prompt (tokenized already). Each prompt must leave room
- * for a token, except with `echo` and `max_tokens: 0` (scoring only: the prompt may fill the context). No
+ * for a token, except with `echo` and `max_tokens: 0` (scoring only: the prompt may fill the context); all of them
+ * together hold at most `maxPromptTokens`, or one context's worth when that is more. No
  * `max_tokens` means up to the end of the context; the worker caps it per prompt. `stream` answers one prompt,
  * without echo.
  */
@@ -222,10 +223,6 @@ export function completionJob(request: CompletionRequest, ids: number[][], limit
   const { prompt } = request;
   if (request.stream && request.echo) throw new RequestError(400, 'echo: not supported with stream: true (send stream: false to score a prompt)', 'echo');
   if (request.stream && ids.length > 1) throw new RequestError(400, `prompt: a streamed completion answers one prompt; this request has ${ids.length} (send stream: false for a batch)`, 'prompt');
-  const total = ids.reduce((sum, tokens) => sum + tokens.length, 0);
-  if (total > maxPromptTokens) {
-    throw new RequestError(400, `prompt: the prompts hold ${total} tokens in all; one request may hold at most ${maxPromptTokens} (send the batch in smaller requests)`, 'prompt', 'request_too_large');
-  }
   const maxNewTokens = request.max_tokens ?? context;
   const scoreOnly = request.echo === true && maxNewTokens === 0;
   for (const [i, tokens] of ids.entries()) {
@@ -235,6 +232,11 @@ export function completionJob(request: CompletionRequest, ids: number[][], limit
       const why = tokens.length > context ? 'does not fit' : 'leaves no room to generate in';
       throw new RequestError(400, `${param}: the prompt has ${tokens.length} tokens, which ${why} the model's context of ${context} tokens`, param, 'context_length_exceeded');
     }
+  }
+  const total = ids.reduce((sum, tokens) => sum + tokens.length, 0);
+  const limit = Math.max(maxPromptTokens, context); // one prompt that fits the context always may
+  if (total > limit) {
+    throw new RequestError(400, `prompt: the prompts hold ${total} tokens in all; one request may hold at most ${limit} (send the batch in smaller requests)`, 'prompt', 'request_too_large');
   }
   return { prompts: ids, options: { maxNewTokens, ...samplingOptions(request) }, routing: request.routing ?? false, logprobs: request.logprobs ?? undefined, echo: request.echo ?? false };
 }

@@ -36,8 +36,9 @@ export interface ServeOptions extends Omit<EngineSpec, 'model'>, Partial<EngineL
   /** Largest request body (413 beyond); default 4 MiB. */
   maxBodyBytes?: number;
   /**
-   * Prompt tokens one completions request may hold, its prompts together (400 beyond); default 65,536 (lm-eval's
-   * batch of 32 at 2,048). It bounds what a batch's answer holds: with logprobs, up to 21 numbers per token.
+   * Prompt tokens one completions request may hold, its prompts together (400 beyond), or the model's context when
+   * that is more; default 65,536 (lm-eval's batch of 32 at 2,048). It bounds what a batch's answer holds: with
+   * logprobs, up to 21 numbers per token.
    */
   maxPromptTokens?: number;
   /** Open connections at once; more are answered 503 and closed. Default 256. */
