@@ -25,7 +25,8 @@ export { writeRandomCheckpoint, OLMOE_1B_7B, type RandomCheckpointOptions } from
 export { OlmoeTokenizer } from './tokenizer/tokenizer.js';
 export type { ChatMessage } from './tokenizer/chat-template.js';
 export { StreamDecoder } from './tokenizer/stream.js';
-export { generate, generateText, GenerationBatch, type GenerationRun, type GenerateOptions, type GenerationResult, type TokenEvent, type FinishReason, type LanguageModel } from './generate/generate.js';
+export { generate, generateText, GenerationBatch, type GenerationRun, type GenerateOptions, type GenerationResult, type TokenEvent, type FinishReason, type LanguageModel, type Prefilled } from './generate/generate.js';
+export { tokenLogprob, topIndices, type TokenLogprob, type Logprob } from './generate/logprobs.js';
 export { resolveOptions } from './generate/options.js';
 export * as sampling from './generate/sampling.js';
 export { argmax } from './generate/sampling.js';
@@ -63,6 +64,7 @@ export { upcycleFrom } from './train/upcycle.js';
 export { ABLATIONS, ABLATION_BASE, ablationConfig, runAblation, type Ablation, type AblationVariant, type AblationData } from './train/ablations.js';
 // Evaluation: lm-evaluation-harness's scoring requests with prefix sharing through the KV cache.
 export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLoglikelihoodResult, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';
+export { PromptScorer, promptLogprobs, type PromptScorerOptions } from './eval/prompt-logprobs.js';
 export { ResultCache, requestKey } from './eval/cache.js';
 export { scoreChoices, encodePair, predicted, accuracy, meanWithStderr, goldBitsPerByte, chanceAccuracy, NORMALIZATIONS, type ChoiceInstance, type ChoiceScores, type Normalization, type Estimate } from './eval/multiple-choice.js';
 export { readTask, taskFromSpec, resolveDocuments, readDocuments as readTaskDocuments, taskInstances, promptHash, FORMULATIONS, type Task, type Formulation, type ReadTaskOptions } from './eval/task.js';
