@@ -60,6 +60,9 @@ export { train, buildRun, METRICS_FILE, type TrainOptions, type TrainSummary } f
 export { evaluate, evaluateCheckpoint, unigramScores, tokenByteLengths, type DomainScore, type CheckpointEvalOptions } from './train/evaluate.js';
 export { benchTraining, type TrainBench } from './train/bench.js';
 export { upcycleFrom } from './train/upcycle.js';
+export { exportOlmo, memmapDType, OLMO_CONFIG_FILE, OLMO_DATA_DIR, type ExportOlmoOptions, type ExportOlmoResult, type ExportedFile } from './train/export-olmo.js';
+export { olmoTrainYaml, type ExportedData, type OlmoYaml } from './train/olmo-config.js';
+export { toYaml, yamlFloat, yamlString, yamlNumber, commented, YamlFloat, YamlCommented, type YamlValue, type YamlScalar } from './io/yaml-writer.js';
 export { ABLATIONS, ABLATION_BASE, ablationConfig, runAblation, type Ablation, type AblationVariant, type AblationData } from './train/ablations.js';
 // Evaluation: lm-evaluation-harness's scoring requests with prefix sharing through the KV cache.
 export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLoglikelihoodResult, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';

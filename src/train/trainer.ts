@@ -146,7 +146,7 @@ function resumeRun(run: Run, opts: TrainOptions): Run {
 }
 
 /** The OLMoE config of the run: the model section plus the tokenizer's vocabulary and special tokens. */
-function modelConfigFor(config: TrainConfig, tokenizerJson: string): OlmoeConfig {
+export function modelConfigFor(config: TrainConfig, tokenizerJson: string): OlmoeConfig {
   const { vocabSize, eos, pad } = vocabularyOf(tokenizerJson, config.tokenizer);
   const m = config.model;
   return parseConfig({
