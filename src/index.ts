@@ -71,6 +71,7 @@ export { scoreChoices, encodePair, predicted, accuracy, meanWithStderr, goldBits
 export { readTask, taskFromSpec, resolveDocuments, readDocuments as readTaskDocuments, taskInstances, promptHash, FORMULATIONS, type Task, type Formulation, type ReadTaskOptions } from './eval/task.js';
 export { FORMATS, hellaswagClean, type FormatName, type PromptDoc } from './eval/formats.js';
 export { runTask, type TaskResult, type FormulationResult, type RunOptions } from './eval/run.js';
+export { readEvalReport, evalComparisonSpec, plotEvalComparison, type EvalReport, type EvalPoint } from './eval/plot.js';
 export { generateUntil, cutAtStop, exactMatch, type GenerateUntilRequest } from './eval/generate-until.js';
 export { pythonSample } from './eval/python-random.js';
 export { readSuite, readTaskOrSuite, runSuite, macroAverage, type Suite, type SuiteResult } from './eval/suite.js';
