@@ -113,6 +113,7 @@ class MemmapWriter {
   private readonly buffer: Uint16Array | Uint32Array;
   private readonly fd: number;
   private used = 0;
+  private closed = false;
   tokens = 0;
   documents = 0;
 
@@ -144,6 +145,13 @@ class MemmapWriter {
   close(): void {
     this.flush();
     withIo(this.path, 'write', () => fsyncSync(this.fd));
+    this.abort();
+  }
+
+  /** Release the file (the staging folder it is in is removed by the caller on failure). */
+  abort(): void {
+    if (this.closed) return;
+    this.closed = true;
     closeSync(this.fd);
   }
 
@@ -174,7 +182,19 @@ function writeMemmaps(
   const totalTokens = [...train, ...valid].reduce((n, s) => n + s.header.tokenCount + s.header.documentCount, 0);
   let done = 0;
   const progress = (tokens: number) => o.onProgress?.({ tokens: (done += tokens), totalTokens });
-  const open = (name: string) => new MemmapWriter(join(dir, OLMO_DATA_DIR, name), o.dtype, o.eosId, progress);
+  const opened: MemmapWriter[] = [];
+  const open = (name: string) => {
+    opened.push(new MemmapWriter(join(dir, OLMO_DATA_DIR, name), o.dtype, o.eosId, progress));
+    return opened.at(-1)!;
+  };
+  try {
+    return writeFiles(train, valid, open);
+  } finally {
+    opened.forEach((writer) => writer.abort()); // closed already unless a write failed
+  }
+}
+
+function writeFiles(train: readonly TokenShard[], valid: readonly TokenShard[], open: (name: string) => MemmapWriter): { train: ExportedFile[]; valid: (ExportedFile & { domain: string })[] } {
   const trainFiles = train.map((shard, i) => {
     const writer = open(`train-${String(i).padStart(5, '0')}.npy`);
     for (let d = 0; d < shard.header.documentCount; d++) writer.addDocument(documentIds(shard, d));
