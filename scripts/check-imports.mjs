@@ -16,7 +16,7 @@ const allowed = {
   model: ['core', 'io', 'tokenizer', 'model'],
   generate: ['core', 'io', 'tokenizer', 'model', 'generate'],
   analysis: ['core', 'io', 'plot', 'tokenizer', 'model', 'analysis'], // metrics use only analysis/trace.ts; the recorder runs the model
-  train: ['core', 'io', 'plot', 'tokenizer', 'model', 'train'], // never analysis/: what both need lives below both (io/documents.ts, plot/)
+  train: ['core', 'io', 'plot', 'tokenizer', 'model', 'eval', 'train'], // never analysis/ (what both need lives below both: io/documents.ts, plot/); eval/: the harness runs in-loop
   eval: ['core', 'io', 'plot', 'tokenizer', 'model', 'generate', 'eval'], // the harness: scoring requests and tasks over a model
   server: ['server', 'index.ts'], // like the CLI, a shell over the public API
   cli: ['cli', 'index.ts', 'server'],

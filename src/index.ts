@@ -61,6 +61,9 @@ export { train, buildRun, METRICS_FILE, type TrainOptions, type TrainSummary } f
 export { evaluate, evaluateCheckpoint, unigramScores, tokenByteLengths, type DomainScore, type CheckpointEvalOptions } from './train/evaluate.js';
 export { benchTraining, type TrainBench } from './train/bench.js';
 export { upcycleFrom } from './train/upcycle.js';
+export { exportOlmo, memmapDType, OLMO_CONFIG_FILE, OLMO_DATA_DIR, type ExportOlmoOptions, type ExportOlmoResult, type ExportedFile } from './train/export-olmo.js';
+export { olmoTrainYaml, type ExportedData, type OlmoYaml } from './train/olmo-config.js';
+export { toYaml, yamlFloat, yamlString, yamlNumber, commented, YamlFloat, YamlCommented, type YamlValue, type YamlScalar } from './io/yaml-writer.js';
 export { ABLATIONS, ABLATION_BASE, ablationConfig, runAblation, type Ablation, type AblationVariant, type AblationData } from './train/ablations.js';
 // Evaluation: lm-evaluation-harness's scoring requests with prefix sharing through the KV cache.
 export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLoglikelihoodResult, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';
@@ -70,6 +73,7 @@ export { scoreChoices, encodePair, predicted, accuracy, meanWithStderr, goldBits
 export { readTask, taskFromSpec, resolveDocuments, readDocuments as readTaskDocuments, taskInstances, promptHash, FORMULATIONS, type Task, type Formulation, type ReadTaskOptions } from './eval/task.js';
 export { FORMATS, hellaswagClean, type FormatName, type PromptDoc } from './eval/formats.js';
 export { runTask, type TaskResult, type FormulationResult, type RunOptions } from './eval/run.js';
+export { readEvalReport, evalComparisonSpec, plotEvalComparison, type EvalReport, type EvalPoint } from './eval/plot.js';
 export { generateUntil, cutAtStop, exactMatch, type GenerateUntilRequest } from './eval/generate-until.js';
 export { pythonSample } from './eval/python-random.js';
 export { readSuite, readTaskOrSuite, runSuite, macroAverage, type Suite, type SuiteResult } from './eval/suite.js';
