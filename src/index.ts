@@ -70,11 +70,12 @@ export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLo
 export { PromptScorer, promptLogprobs, type PromptScorerOptions } from './eval/prompt-logprobs.js';
 export { ResultCache, requestKey } from './eval/cache.js';
 export { scoreChoices, encodePair, predicted, accuracy, meanWithStderr, goldBitsPerByte, chanceAccuracy, NORMALIZATIONS, type ChoiceInstance, type ChoiceScores, type Normalization, type Estimate } from './eval/multiple-choice.js';
-export { readTask, taskFromSpec, resolveDocuments, readDocuments as readTaskDocuments, taskInstances, promptHash, FORMULATIONS, type Task, type Formulation, type ReadTaskOptions } from './eval/task.js';
+export { readTask, taskFromSpec, resolveDocuments, readDocuments as readTaskDocuments, readRows as readDocumentRows, taskInstances, promptHash, FORMULATIONS, type Task, type Formulation, type ReadTaskOptions } from './eval/task.js';
 export { FORMATS, hellaswagClean, type FormatName, type PromptDoc } from './eval/formats.js';
 export { runTask, type TaskResult, type FormulationResult, type RunOptions } from './eval/run.js';
 export { readEvalReport, evalComparisonSpec, plotEvalComparison, type EvalReport, type EvalPoint } from './eval/plot.js';
 export { generateUntil, cutAtStop, exactMatch, type GenerateUntilRequest } from './eval/generate-until.js';
 export { pythonSample } from './eval/python-random.js';
-export { readSuite, readTaskOrSuite, runSuite, macroAverage, type Suite, type SuiteResult } from './eval/suite.js';
-export { presetSuite, mmluTaskSpec, MMLU_SUBJECTS, PRESETS } from './eval/presets.js';
+export { readSuite, readTaskOrSuite, runSuite, combineSuite, macroAverage, type Suite, type SuiteResult, type SuiteCombine, type MemberScore } from './eval/suite.js';
+export { presetSuite, readPreset, presetInfo, mmluTaskSpec, MMLU_SUBJECTS, MMLU_REVISION, OLMES_TASKS, olmesTaskSpec, PRESETS, type PresetInfo, type OlmesTask } from './eval/presets.js';
+export { selectShots, shotFingerprint, parseShotRefs, type ShotRef } from './eval/fewshot.js';
