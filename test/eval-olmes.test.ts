@@ -412,6 +412,7 @@ describe('OLMES presets: bad input', () => {
     await assert.rejects(spec([{ sha256: '0123456789abcdef', row: 3 }]), /"fewshotRows"\[0\]: unknown key "row"/);
     await assert.rejects(spec([{ id: 1, sha256: '0123456789abcdef' }], { fewshotKey: undefined }), /"fewshotRows"\[0\] has an "id" but the task names no "fewshotKey"/);
     await assert.rejects(spec([]), /"fewshotRows" must be a non-empty list/);
+    await assert.rejects(caseTask('boolq', { fewshot: undefined }), /preset boolq: "fewshotRows" picks rows of a "fewshot" file, and there is none/);
     await assert.rejects(caseTask('boolq', { fewshotRows: [ref(1, CASES.boolq!.shots[0]!.cf, CASES.boolq!.shots[0]!.mcf)] }), /2 shots asked for, the few-shot "fewshotRows" list has 1 examples/);
   });
 });

@@ -93,6 +93,7 @@ export async function taskFromSpec(spec: Record<string, unknown>, file: string, 
   const resolved = (key: string) => resolveDocuments(text(key), file, overrides.hub);
   const shotKey = spec.fewshotKey === undefined ? undefined : text('fewshotKey');
   const shotRefs = spec.fewshotRows === undefined ? undefined : parseShotRefs(file, spec.fewshotRows, shotKey);
+  if ((shotRefs || shotKey !== undefined) && spec.fewshot === undefined) throw new FormatError(file, `"${shotRefs ? 'fewshotRows' : 'fewshotKey'}" picks rows of a "fewshot" file, and there is none`);
   const documents = await readDocuments(await resolved('documents'), format as FormatName);
   const shots = overrides.shots ?? count('shots', 0)!;
   const fewshot = spec.fewshot === undefined || shots === 0 ? [] : await readFewshot(await resolved('fewshot'), format as FormatName, shotRefs?.slice(0, shots), shotKey);
