@@ -406,6 +406,20 @@ describe('OLMES presets: bad input', () => {
     await assert.rejects(caseTask('openbookqa', { fewshotRows: wrong }), new RegExp(`main/train-00000-of-00001\\.parquet: few-shot example 1 \\(id "7-1", fingerprint 0123456789abcdef\\): the row with id "7-1" \\(row 1\\) renders otherwise \\(fingerprint ${ref('7-1', c.shots[0]!.cf, c.shots[0]!.mcf).sha256}\\)`));
   });
 
+  it('an unreadable train row does not hide the shots; a train file with no readable row names its column', async () => {
+    const odd = { goal: 'Odd', sol1: 'a', sol2: 'b', label: 7 }; // answer 7 of 2 choices
+    await withFiles('piqa', { train: parquet(SCHEMA.piqa, [odd, ...CASES.piqa!.trainRows]) }, async () => {
+      const task = await taskFromSpec({ ...olmesTaskSpec(preset('piqa')), fewshotRows: CASES.piqa!.shots.map((x) => ref(x.id, x.cf, x.mcf)) }, 'preset piqa', { ...fresh(), shots: 2 });
+      assert.deepEqual(task.fewshot.map((d) => d.clozeShot), CASES.piqa!.shots.map((x) => x.cf));
+      await assert.rejects(taskFromSpec(olmesTaskSpec(preset('piqa')), 'preset piqa', fresh()),
+        /piqa-train\.parquet: few-shot example 1 \(fingerprint 2f3fee0981fd3e82\) is none of its 4 rows \(1 of them unreadable, the first: .*piqa-train\.parquet: row 1: "label" gives answer 7, not one of the 2 choices\)/);
+    });
+    const schema = SCHEMA.winogrande.filter((col) => col.name !== 'option2');
+    await withFiles('winogrande', { train: parquet(schema, CASES.winogrande!.trainRows) }, async () => {
+      await assert.rejects(taskFromSpec(olmesTaskSpec(preset('winogrande')), 'preset winogrande', fresh()), /winogrande_xl\/train-00000-of-00001\.parquet: row 1: "option2" is missing/);
+    });
+  });
+
   it('malformed shot references in a task spec: the key and the problem', async () => {
     const spec = (fewshotRows: unknown, extra = {}) => caseTask('boolq', { fewshotRows, ...extra });
     await assert.rejects(spec([{ id: 1, sha256: 'XYZ' }]), /preset boolq: "fewshotRows"\[0\]: "sha256" must be 16 lowercase hex digits, got "XYZ"/);

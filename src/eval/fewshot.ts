@@ -54,13 +54,14 @@ export function selectShots(file: string, rows: readonly unknown[], format: Form
     if (typeof row !== 'object' || row === null || Array.isArray(row)) throw new FormatError(file, `row ${i + 1} is not an object`);
     return FORMATS[format](new RowReader(file, row as Record<string, unknown>, i));
   };
-  let byFingerprint: Map<string, PromptDoc> | undefined;
+  let byFingerprint: ReturnType<typeof fingerprintIndex> | undefined;
   return refs.map((ref, k) => {
     const name = `few-shot example ${k + 1} (${ref.id === undefined ? '' : `${key} ${JSON.stringify(ref.id)}, `}fingerprint ${ref.sha256})`;
     if (ref.id === undefined) {
       byFingerprint ??= fingerprintIndex(rows.length, render);
-      const doc = byFingerprint.get(ref.sha256);
-      if (!doc) throw new FormatError(file, `${name} is none of its ${rows.length} rows`);
+      const doc = byFingerprint.docs.get(ref.sha256);
+      const unread = byFingerprint.unread;
+      if (!doc) throw new FormatError(file, `${name} is none of its ${rows.length} rows${unread.count ? ` (${unread.count} of them unreadable, the first: ${unread.first!.message})` : ''}`);
       return doc;
     }
     const candidates = rowsWithId(file, rows, key!, ref.id);
@@ -84,13 +85,25 @@ function rowsWithId(file: string, rows: readonly unknown[], key: string, id: str
   return found;
 }
 
-/** Every row rendered once, by fingerprint (the first row of identical renderings wins: they are the same shot). */
-function fingerprintIndex(count: number, render: (i: number) => PromptDoc): Map<string, PromptDoc> {
-  const index = new Map<string, PromptDoc>();
+/**
+ * Every row rendered once, by fingerprint (the first of identical renderings wins: they are the same shot). A row the
+ * format cannot read cannot be a curated shot, so one odd row of a large train split does not stop the search; when
+ * no row can be read, the file is not in the format and its first row's error says why.
+ */
+function fingerprintIndex(count: number, render: (i: number) => PromptDoc): { docs: Map<string, PromptDoc>; unread: { count: number; first?: Error } } {
+  const docs = new Map<string, PromptDoc>();
+  const unread: { count: number; first?: Error } = { count: 0 };
   for (let i = 0; i < count; i++) {
-    const doc = render(i);
-    const fingerprint = shotFingerprint(doc);
-    if (!index.has(fingerprint)) index.set(fingerprint, doc);
+    try {
+      const doc = render(i);
+      const fingerprint = shotFingerprint(doc);
+      if (!docs.has(fingerprint)) docs.set(fingerprint, doc);
+    } catch (error) {
+      if (!(error instanceof FormatError)) throw error;
+      unread.count++;
+      unread.first ??= error;
+    }
   }
-  return index;
+  if (unread.count === count && unread.first) throw unread.first;
+  return { docs, unread };
 }
