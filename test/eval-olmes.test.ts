@@ -18,6 +18,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { parquetWriteBuffer } from 'hyparquet-writer';
 import { OLMES_TASKS, olmesTaskSpec, readPreset, MMLU_REVISION } from '../src/eval/presets.js';
+import { readEvalReport } from '../src/eval/plot.js';
 import { combineSuite, type SuiteResult } from '../src/eval/suite.js';
 import type { TaskResult } from '../src/eval/run.js';
 import { taskFromSpec, taskInstances, type Task } from '../src/eval/task.js';
@@ -485,5 +486,10 @@ describe('olmoe eval with the presets', () => {
     assert.equal(line.split(' — ')[1]!.split('; ')[0], olmes!.members.map((m) => `${m.name} ${m.formulation} ${(100 * m.accuracy.value).toFixed(1)}`).join(', '));
     assert.match(result.stdout, /\nmmlu \(macro average of 57 tasks\): cf /);
     assert.match(result.stdout, /\| mmlu_world_religions \| 1 \| 0 \| mcf \| none\* \|/);
+    // olmoe eval-plot reads the nested suite: MMLU's subjects and average, the nine tasks, then the ten-task number.
+    const points = readEvalReport(output).points;
+    assert.deepEqual([points.length, points[56]!.task, points[57]!.task, points[58]!.task, points[67]!.task], [68, 'mmlu_world_religions', 'mmlu (average)', 'arc_challenge', 'olmes (average)']);
+    assert.equal(points[67]!.formulation, 'per-member');
+    assert.ok(Math.abs(points[67]!.accuracy - olmes!.best.accuracy.value) < 1e-12);
   });
 });

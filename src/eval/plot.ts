@@ -1,7 +1,7 @@
 /**
  * `olmoe eval-plot`: models or checkpoints compared on the tasks of their `olmoe eval --output` results files — per
  * task, each model's OLMES number (its best formulation's primary accuracy) as a bar with a ±1 standard error bar,
- * and the task's chance level as a tick. Suites appear as their tasks plus their macro average.
+ * and the task's chance level as a tick. Suites appear as their tasks (and sub-suites) plus their own number.
  */
 import { basename, extname } from 'node:path';
 import { FormatError, InputError } from '../core/errors.js';
@@ -48,19 +48,26 @@ function taskPoint(result: Json, where: string, file: string): EvalPoint {
   return { task: result.task, formulation: best.formulation, accuracy: accuracy.value, stderr: accuracy.stderr, chance: typeof formulation?.chance === 'number' ? formulation.chance : Number.NaN };
 }
 
+/**
+ * A suite's points: its sub-suites' (OLMES's MMLU inside the ten-task `olmes`), its tasks', then its own number,
+ * whose chance is the mean of its members' chances.
+ */
+function suitePoints(suite: Json, where: string, file: string): EvalPoint[] {
+  if (typeof suite.suite !== 'string') throw new FormatError(file, `${where}.suite: expected a string`);
+  const subs = list(suite.suites, `${where}.suites`, file).map((sub, i) => suitePoints(sub, `${where}.suites[${i}]`, file));
+  const tasks = list(suite.tasks, `${where}.tasks`, file).map((t, i) => taskPoint(t, `${where}.tasks[${i}]`, file));
+  const chances = [...tasks.map((p) => p.chance), ...subs.map((points) => points[points.length - 1]!.chance)];
+  const best = suite.best as Json | undefined;
+  const accuracy = estimate(best?.accuracy, `${where}.best.accuracy`, file);
+  const own = { task: `${suite.suite} (average)`, formulation: String(best?.formulation), accuracy: accuracy.value, stderr: accuracy.stderr, chance: chances.reduce((a, b) => a + b, 0) / chances.length };
+  return [...subs.flat(), ...tasks, own];
+}
+
 /** Read an `olmoe eval --output` file; the label defaults to the file name without extension. */
 export function readEvalReport(file: string, label = basename(file, extname(file))): EvalReport {
   const json = readJsonObject(file);
   const points = list(json.results, 'results', file).map((r, i) => taskPoint(r, `results[${i}]`, file));
-  list(json.suites, 'suites', file).forEach((suite, s) => {
-    const where = `suites[${s}]`;
-    if (typeof suite.suite !== 'string') throw new FormatError(file, `${where}.suite: expected a string`);
-    points.push(...list(suite.tasks, `${where}.tasks`, file).map((t, i) => taskPoint(t, `${where}.tasks[${i}]`, file)));
-    const best = suite.best as Json | undefined;
-    const accuracy = estimate(best?.accuracy, `${where}.best.accuracy`, file);
-    const chances = points.slice(-list(suite.tasks, `${where}.tasks`, file).length).map((p) => p.chance);
-    points.push({ task: `${suite.suite} (average)`, formulation: String(best?.formulation), accuracy: accuracy.value, stderr: accuracy.stderr, chance: chances.reduce((a, b) => a + b, 0) / chances.length });
-  });
+  list(json.suites, 'suites', file).forEach((suite, s) => points.push(...suitePoints(suite, `suites[${s}]`, file)));
   if (points.length === 0) throw new FormatError(file, 'holds no task results (expected "results" or "suites" as olmoe eval --output writes them)');
   return { file, label, points };
 }
