@@ -17,6 +17,7 @@ import { readRecords } from '../src/train/adapt/jsonl.js';
 import { encodeKto, encodePreferences, klPartners } from '../src/train/adapt/preference.js';
 import { parseKtoRecords, parsePreferenceRecord, parseSftRecord, type Turn } from '../src/train/adapt/records.js';
 import { maskedPieces, showMask } from '../src/train/adapt/show-mask.js';
+import { describeSftStats, loadSftData } from '../src/train/adapt/sft-data.js';
 import { realTokenizerDir, realTokenizerSkip, tempDir, tinyModelDir } from './helpers.js';
 
 type Json = Record<string, unknown>;
@@ -256,5 +257,21 @@ describe('max_length, packing and padding', () => {
     assert.equal(padded.width, 5);
     assert.deepEqual(Array.from(padded.tokens.slice(5)), [100, 101, 102, 1, 1]);
     assert.throws(() => packRows([9], 8), /apply max_length first/);
+  });
+});
+
+describe('SFT data end to end', () => {
+  it('reads files in order, encodes, applies max_length and reports the counts', async () => {
+    const tokenizer = OlmoeTokenizer.fromFolder(tinyModelDir);
+    const dir = tempDir();
+    const conversation = { messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Yo' }, { role: 'user', content: 'Q' }, { role: 'assistant', content: 'A' }] };
+    writeFileSync(join(dir, 'a.jsonl'), [JSON.stringify(conversation), JSON.stringify({ prompt: 'P', completion: 'C' })].join('\n'));
+    writeFileSync(join(dir, 'b.jsonl'), `${JSON.stringify({ text: 'word '.repeat(200) })}\n`);
+    const data = await loadSftData([join(dir, 'a.jsonl'), join(dir, 'b.jsonl')], tokenizer, { maxLength: 64, policy: 'drop' });
+    assert.deepEqual([data.stats.records, data.stats.multiTurn, data.stats.fitted, data.stats.dropped], [3, 1, 2, 1]);
+    assert.deepEqual(data.sequences.map((s) => s.index), [0, 1]);
+    assert.deepEqual(data.records.map((r) => r.source.line), [1, 2, 1]);
+    assert.equal(data.stats.trainedTokens, data.sequences.reduce((n, s) => n + trainedCount(s.sequence), 0));
+    assert.match(describeSftStats(data.stats, 64), /^3 records \(1 multi-turn\): 2 kept, 0 truncated and 1 dropped at max_length 64; \d+ tokens, \d+ trained$/);
   });
 });
