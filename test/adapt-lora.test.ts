@@ -66,6 +66,7 @@ describe('PEFT layout', () => {
     assert.deepEqual(names({ targetModules: String.raw`.*\.self_attn\.(k|o)_proj` }), [0, 1, 2].flatMap((l) => [`model.layers.${l}.self_attn.k_proj`, `model.layers.${l}.self_attn.o_proj`]));
     assert.throws(() => names({ targetModules: String.raw`self_attn\.k_proj` }), /selects no module/, 'a regex matches the whole name, not a part');
     assert.deepEqual(names({ targetModules: ['q_proj'], layersToTransform: [1] }), ['model.layers.1.self_attn.q_proj']);
+    assert.equal(names({ targetModules: String.raw`.*\.q_proj`, layersToTransform: [1] }).length, 3, 'PEFT ignores layers_to_transform for a regex');
     assert.deepEqual(names({ targetModules: ['model.layers.2.mlp.experts.3.down_proj'] }), ['model.layers.2.mlp.experts.3.down_proj']);
     const dir = tempDir();
     const settings: LoraSettings = { ...SETTINGS, targetModules: ['q_proj', 'k_proj'], rankPattern: new Map([['k_proj', 2]]), alphaPattern: new Map([['layers.0.self_attn.q_proj', 16]]), useRslora: true };

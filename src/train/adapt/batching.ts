@@ -29,6 +29,10 @@ export interface Fitted {
   readonly index: number;
 }
 
+export function checkMaxLength(maxLength: number): void {
+  checkLength('max_length', maxLength, 2);
+}
+
 function checkLength(name: string, value: number, min: number): void {
   if (!Number.isSafeInteger(value) || value < min) throw new InputError(`${name} must be an integer ≥ ${min}, not ${value}`);
 }
@@ -50,7 +54,7 @@ export function emptyLengthStats(): LengthStats {
 
 /** Apply max_length to every sequence, counting each outcome. */
 export function fitToLength(sequences: readonly EncodedSequence[], maxLength: number, policy: LengthPolicy): { kept: Fitted[]; stats: LengthStats } {
-  checkLength('max_length', maxLength, 2);
+  checkMaxLength(maxLength);
   const stats = emptyLengthStats();
   const kept: Fitted[] = [];
   sequences.forEach((sequence, index) => {

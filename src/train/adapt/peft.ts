@@ -5,8 +5,8 @@
  * where <module> is the HF module name of OLMoE (`model.layers.N.self_attn.q_proj`,
  * `model.layers.N.mlp.experts.E.gate_proj`, the router `model.layers.N.mlp.gate`, ...). Target matching follows
  * PEFT's check_target_module_exists (peft/tuners/tuners_utils.py): a string is a regular expression matched against
- * the whole module name; a list entry matches a module with that name or ending in "." + entry; layers_to_transform
- * keeps the modules of those layer indices. rank_pattern / alpha_pattern keys match as PEFT's get_pattern_key:
+ * the whole module name; a list entry matches a module with that name or ending in "." + entry, and then
+ * layers_to_transform keeps the modules of those layer indices. rank_pattern / alpha_pattern keys match as PEFT's get_pattern_key:
  * the module name ends with the key after a dot (or is the key).
  *
  * Reading is strict: a missing or extra tensor, a rank other than the config's, a shape that is not the base
@@ -97,7 +97,7 @@ export function targetedModules(settings: LoraSettings, config: OlmoeConfig, sou
     }
     matches = (name) => targets.some((entry) => entryMatches(entry, name));
   }
-  const layers = settings.layersToTransform;
+  const layers = typeof targets === 'string' ? undefined : settings.layersToTransform; // PEFT applies it to list targets only
   const selected = modules.filter((m) => matches(m.name) && (layers === undefined || layers.includes(layerIndex(m.name) ?? -1)));
   if (selected.length === 0) throw new FormatError(source, `target_modules ${preview(targets)}${layers ? ` in layers ${preview(layers)}` : ''} selects no module of this model`);
   return selected;

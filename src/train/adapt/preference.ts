@@ -11,7 +11,7 @@
 import { InputError } from '../../core/errors.js';
 import { createRng } from '../../core/rng.js';
 import type { OlmoeTokenizer } from '../../tokenizer/tokenizer.js';
-import { emptyLengthStats, fitOne, type LengthPolicy, type LengthStats } from './batching.js';
+import { checkMaxLength, emptyLengthStats, fitOne, type LengthPolicy, type LengthStats } from './batching.js';
 import { encodeTurns, type EncodedSequence } from './encode.js';
 import type { RecordSource } from './jsonl.js';
 import { sameTurns, type KtoRecord, type PreferenceRecord, type Turn } from './records.js';
@@ -57,6 +57,7 @@ function fitGroup(sequences: readonly EncodedSequence[], length: LengthOptions, 
 
 /** Encode pairs, leave out identical ones (warned and counted) and those over max_length. */
 export function encodePreferences(tokenizer: OlmoeTokenizer, records: readonly PreferenceRecord[], length: LengthOptions): { pairs: EncodedPair[]; stats: PreferenceStats; warnings: string[] } {
+  checkMaxLength(length.maxLength);
   const warnings: string[] = [];
   const stats: PreferenceStats = { ...emptyLengthStats(), identical: 0, pairs: 0 };
   const pairs: EncodedPair[] = [];
@@ -103,6 +104,7 @@ export interface KtoStats extends LengthStats {
 
 /** Encode KTO examples with their mismatched KL sequences; an example goes when it or its KL sequence goes. */
 export function encodeKto(tokenizer: OlmoeTokenizer, records: readonly KtoRecord[], opts: LengthOptions & { seed: number }): { examples: EncodedKto[]; stats: KtoStats } {
+  checkMaxLength(opts.maxLength);
   const partners = klPartners(records, opts.seed);
   const stats: KtoStats = { ...emptyLengthStats(), desirable: 0, undesirable: 0 };
   const examples: EncodedKto[] = [];
