@@ -65,6 +65,19 @@ export { exportOlmo, memmapDType, OLMO_CONFIG_FILE, OLMO_DATA_DIR, type ExportOl
 export { olmoTrainYaml, type ExportedData, type OlmoYaml } from './train/olmo-config.js';
 export { toYaml, yamlFloat, yamlString, yamlNumber, commented, YamlFloat, YamlCommented, type YamlValue, type YamlScalar } from './io/yaml-writer.js';
 export { ABLATIONS, ABLATION_BASE, ablationConfig, runAblation, type Ablation, type AblationVariant, type AblationData } from './train/ablations.js';
+// Adaptation (SFT, DPO, KTO, LoRA): data, masks, losses, the reference cache and PEFT adapters; the training commands come with the engine rework.
+export { readJsonl, readRecords, recordError, type RecordSource, type JsonRecord } from './train/adapt/jsonl.js';
+export { parseSftRecord, parsePreferenceRecord, parseKtoRecords, sameTurns, type Turn, type SftRecord, type PreferenceRecord, type KtoRecord } from './train/adapt/records.js';
+export { encodeTurns, encodeText, encodeSftRecord, trainedCount, type EncodedSequence } from './train/adapt/encode.js';
+export { fitOne, fitToLength, packRows, padRows, makeBatch, packingEfficiency, type LengthPolicy, type LengthStats, type Fitted, type FitOutcome, type SequenceBatch } from './train/adapt/batching.js';
+export { showMask, maskedPieces, maskRuns, type ShowMaskOptions } from './train/adapt/show-mask.js';
+export { loadSftData, describeSftStats, type SftData, type SftDataOptions, type SftDataStats } from './train/adapt/sft-data.js';
+export { encodePreferences, encodeKto, klPartners, type EncodedPair, type EncodedKto, type PreferenceStats, type KtoStats } from './train/adapt/preference.js';
+export { preferenceLoss, ktoLoss, ktoKlEstimate, logSigmoid, sigmoid, type PairLogprobs, type PreferenceLossType, type PreferenceLossOptions, type PreferenceLossResult, type PreferenceMetrics, type KtoExampleLogprobs, type KtoLossOptions, type KtoLossResult, type KtoMetrics } from './train/adapt/losses.js';
+export { referenceLogprobs, dataFingerprint, maskedRequests, isSequenceLogprob, type SequenceLogprob, type ReferenceCacheOptions, type ReferenceResult } from './train/adapt/reference-cache.js';
+export { loraScaling, initLoraModule, loraDelta, mergeLora, type LoraModule } from './train/adapt/lora.js';
+export { readPeftAdapter, writePeftAdapter, parseAdapterConfig, adapterConfigJson, targetedModules, linearModules, moduleRank, peftTensorName, ADAPTER_CONFIG, ADAPTER_WEIGHTS, type LoraSettings, type LoraAdapter, type ModuleShape } from './train/adapt/peft.js';
+export { parseSftConfig, parseDpoConfig, parseKtoConfig, readAdaptConfig, type SftConfig, type DpoConfig, type KtoConfig, type AdaptKind } from './train/adapt/config.js';
 // Evaluation: lm-evaluation-harness's scoring requests with prefix sharing through the KV cache.
 export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLoglikelihoodResult, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';
 export { PromptScorer, promptLogprobs, type PromptScorerOptions } from './eval/prompt-logprobs.js';
