@@ -21,6 +21,7 @@ import { encodeFloats, float32ToF16Bits, widenInto, type QuantDType } from '../s
 import { createRng } from '../src/core/rng.js';
 import { QUANT_BLOCKS } from '../src/core/quant.js';
 import { announceSkip, backendCases } from './backends.js';
+import { cliPath, tinyModelDir } from './helpers.js';
 
 const QUANT_DTYPES: QuantDType[] = ['q8_0', 'q4_0', 'q4_k', 'q5_k', 'q6_k'];
 const native = backendCases.find((b) => b.name === 'native')!;
@@ -178,4 +179,13 @@ describe('every SIMD level on this machine (child processes with OLMOE_SIMD)', {
       assert.match(child.stdout, /# pass [1-9]\d*\n# fail 0\n/, `${level}: the child ran tests and all passed`);
     });
   }
+});
+
+describe('OLMOE_SIMD values', { skip: announceSkip(native.skip) }, () => {
+  it('an unknown level is an error naming the variable, its value and the levels', () => {
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const run = spawnSync(process.execPath, [cliPath, 'logits', tinyModelDir, '--ids', '1,2', '--backend', 'native'], { encoding: 'utf8', env: { ...env, OLMOE_SIMD: 'avx3' } });
+    assert.equal(run.status, 1);
+    assert.match(run.stderr, /OLMOE_SIMD=avx3: expected one of avx512, avx2, scalar/);
+  });
 });
