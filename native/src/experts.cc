@@ -12,6 +12,7 @@
 #include "kernels.h"
 #include "pool.h"
 #include "q8.h"
+#include "qdot.h"
 #include "quant.h"
 
 namespace olmoe {
@@ -78,6 +79,15 @@ void for_each_blocked_run(float* data, size_t npad, size_t features, size_t r0, 
   }
 }
 
+// The first lines of a dot-path work item's row streams (of `matrices`, and of a.up alongside a.gate).
+void prefetch_item(const ExpertArgs& a, const std::vector<ExpertGroup>& groups, const WorkItem& item, const void* const* matrices, size_t in) {
+  const ExpertGroup& g = groups[item.group];
+  if (g.tiled) return;
+  const size_t stride = row_bytes(a.dtype, in), rows = item.row_end - item.row_begin;
+  qdot_prefetch(a.dtype, static_cast<const uint8_t*>(matrices[g.expert]) + item.row_begin * stride, stride, rows);
+  if (matrices == a.gate) qdot_prefetch(a.dtype, static_cast<const uint8_t*>(a.up[g.expert]) + item.row_begin * stride, stride, rows);
+}
+
 struct Buffers {
   float *xs, *gate, *up, *ys;
   uint8_t *xq, *hq;
@@ -113,13 +123,13 @@ void quantize_hidden(const ExpertArgs& a, const std::vector<ExpertGroup>& groups
     for (size_t gi = g0; gi < g1; gi++) {
       const ExpertGroup& g = groups[gi];
       float* H = &b.gate[g.ffn_at];
-      for (size_t j = 0; j < g.count; j++) {
-        if (!g.tiled) {
-          quantize_q8(a.dtype, H + j * F, F, b.hq + g.hq_at + j * q8_bytes);
-          continue;
-        }
-        const size_t block = j / kTokenBlock;
-        round_to_q8(a.dtype, H + block * kTokenBlock * F + j % kTokenBlock, F, block_width(g.npad, block));
+      if (!g.tiled) {
+        for (size_t j = 0; j < g.count; j++) quantize_q8(a.dtype, H + j * F, F, b.hq + g.hq_at + j * q8_bytes);
+        continue;
+      }
+      for (size_t first = 0; first < g.count; first += kTokenBlock) {  // token blocks: [features][width]
+        const size_t block = first / kTokenBlock;
+        round_to_q8_tokens(a.dtype, H + first * F, std::min(kTokenBlock, g.count - first), F, block_width(g.npad, block));
       }
     }
   });
@@ -146,6 +156,7 @@ void experts(const ExpertArgs& a) {
   auto first = row_items(groups, F);
   pool().parallel_for(first.size(), [&](size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) {
+      if (quantized && i + 1 < i1) prefetch_item(a, groups, first[i + 1], a.gate, D);
       const ExpertGroup& g = groups[first[i].group];
       const size_t r0 = first[i].row_begin, r1 = first[i].row_end;
       float* G = &b.gate[g.ffn_at];
@@ -168,6 +179,7 @@ void experts(const ExpertArgs& a) {
   auto second = row_items(groups, D);
   pool().parallel_for(second.size(), [&](size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) {
+      if (quantized && i + 1 < i1) prefetch_item(a, groups, second[i + 1], a.down, F);
       const ExpertGroup& g = groups[second[i].group];
       const size_t r0 = second[i].row_begin, r1 = second[i].row_end;
       float* Y = &b.ys[g.first * D];

@@ -32,7 +32,7 @@ constexpr size_t kMinTileTokens = 4;
 constexpr size_t kRowBlock = 48;  // rows per parallel work item (tile path, and the dot path of float weights)
 // The same for quantized weights, whose dot path (qdot.h: integer dots, each weight block unpacked once for up to
 // four tokens) stays cheaper than dequantizing rows for the tiles up to more tokens (batched decode, few-token experts).
-constexpr size_t kMinTileTokensQuantized = 8;
+constexpr size_t kMinTileTokensQuantized = 16;
 size_t min_tile_tokens(DType dtype);
 // Rows per work item on the dot path of quantized weights (decode): qdot reads four runs of a quarter of the item's
 // rows each, and the hardware prefetchers need runs of some length to ramp up (48-row items gave runs of 12 rows,

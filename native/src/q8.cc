@@ -134,6 +134,44 @@ AVX2 void quantize32_avx2(const float* x, size_t n, Q8Block32* out, int c) {
   }
 }
 
+// x[i] ← d · code(x[i]) over blocks of N contiguous values (round_to_q8 with step 1).
+template <size_t N>
+AVX2 void round_avx2(float* x, size_t n) {
+  const __m256 limit = _mm256_set1_ps(127.0f);
+  for (size_t b = 0; b < n; b += N, x += N) {
+    float d, id;
+    block_scale_avx2<N>(x, d, id);
+    const __m256 scale = _mm256_set1_ps(id), step = _mm256_set1_ps(d);
+    for (size_t i = 0; i < N; i += 8) {
+      const __m256 v = _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), scale), limit), -limit);
+      _mm256_storeu_ps(x + i, _mm256_mul_ps(step, _mm256_cvtepi32_ps(_mm256_cvtps_epi32(v))));
+    }
+  }
+}
+
+// Eight tokens at once, one per lane (round_to_q8_tokens): the per-lane operations of block_scale and code.
+template <size_t N>
+AVX2 void round_tokens_avx2(float* x, size_t n, size_t feature_step) {
+  const __m256 limit = _mm256_set1_ps(127.0f), sign = _mm256_set1_ps(-0.0f);
+  for (size_t b = 0; b < n; b += N) {
+    float* block = x + b * feature_step;
+    __m256 amax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+    for (size_t i = 0; i < N; i++) {
+      const __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(block + i * feature_step));
+      bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, _mm256_set1_ps(FLT_MAX), _CMP_NLE_UQ));
+      amax = _mm256_max_ps(amax, a);
+    }
+    const __m256 small = _mm256_cmp_ps(amax, _mm256_set1_ps(kSmallest), _CMP_LT_OQ), zero = _mm256_or_ps(small, bad);
+    const __m256 id = _mm256_andnot_ps(zero, _mm256_div_ps(limit, amax));
+    const __m256 d = _mm256_blendv_ps(_mm256_andnot_ps(small, _mm256_div_ps(amax, limit)), _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN()), bad);
+    for (size_t i = 0; i < N; i++) {
+      float* at = block + i * feature_step;
+      const __m256 v = _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(_mm256_loadu_ps(at), id), limit), -limit);
+      _mm256_storeu_ps(at, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtps_epi32(v))));
+    }
+  }
+}
+
 AVX2 void quantize256_avx2(const float* x, size_t n, Q8Block256* out) {
   for (size_t b = 0; b < n / 256; b++, x += 256) {
     float d, id;
@@ -182,12 +220,28 @@ void quantize_q8(DType weights, const float* x, size_t n, uint8_t* out) {
 
 void round_to_q8(DType weights, float* x, size_t n, size_t step) {
   const size_t block = k_quant(weights) ? 256 : 32;
+#ifdef OLMOE_X86
+  if (step == 1 && cpu().level != Simd::Scalar) return block == 256 ? round_avx2<256>(x, n) : round_avx2<32>(x, n);
+#endif
   int8_t q[256];
   for (size_t b = 0; b < n; b += block) {
     float* values = x + b * step;
     const float d = block == 256 ? quantize_block_scalar<256>(values, step, q) : quantize_block_scalar<32>(values, step, q);
     for (size_t i = 0; i < block; i++) values[i * step] = d * q[i];
   }
+}
+
+void round_to_q8_tokens(DType weights, float* x, size_t tokens, size_t n, size_t feature_step) {
+  size_t t = 0;
+#ifdef OLMOE_X86
+  if (cpu().level != Simd::Scalar) {
+    for (; t + 8 <= tokens; t += 8) {
+      if (k_quant(weights)) round_tokens_avx2<256>(x + t, n, feature_step);
+      else round_tokens_avx2<32>(x + t, n, feature_step);
+    }
+  }
+#endif
+  for (; t < tokens; t++) round_to_q8(weights, x + t, n, feature_step);
 }
 
 }  // namespace olmoe

@@ -40,5 +40,8 @@ void quantize_q8(DType weights, const float* x, size_t n, uint8_t* out);
 // n values at x[0], x[step], … replaced by their q8 rounding d·q (float): the tile path multiplies dequantized
 // weights by these, which gives the integer path's products up to float rounding (prefill).
 void round_to_q8(DType weights, float* x, size_t n, size_t step);
+// The same for `tokens` rows stored transposed: value i of token t at x[t + i · feature_step] (the tile path's
+// blocked layout), vectorized across tokens.
+void round_to_q8_tokens(DType weights, float* x, size_t tokens, size_t n, size_t feature_step);
 
 }  // namespace olmoe

@@ -116,6 +116,13 @@ void qdot_rows_scalar(const QDotArgs& a) {
   }
 }
 
+void qdot_prefetch(DType dtype, const uint8_t* w, size_t w_stride, size_t rows) {
+  // q4_0 / q8_0 single-token reads four runs of rows (qdot-x86.h rows32_tokens); the K-quants one run.
+  const size_t streams = dtype == DType::Q4_0 || dtype == DType::Q8_0 ? 4 : 1, run = rows / streams;
+  for (size_t s = 0; s < streams; s++)
+    for (size_t line = 0; line < 4; line++) __builtin_prefetch(w + s * run * w_stride + 64 * line, 0, 3);
+}
+
 void qdot_rows(const QDotArgs& a) {
 #if defined(__x86_64__)
   const CpuFeatures& features = cpu();

@@ -26,6 +26,11 @@ struct QDotArgs {
 };
 
 void qdot_rows(const QDotArgs& args);
+// Prefetch the first lines of the row streams qdot_rows will read for these rows (the next work item's, while the
+// current one computes: decode jumps between experts, where the hardware prefetchers start cold). Its effect was
+// within the noise of the busy machine it was measured on (bench/native/q4-bench.cc); the in-stream prefetch of
+// qdot-x86.h is what measurably helped.
+void qdot_prefetch(DType dtype, const uint8_t* w, size_t w_stride, size_t rows);
 
 // The same per level (qdot.cc, qdot-avx2.cc, qdot-vnni.cc); qdot_rows picks one.
 void qdot_rows_scalar(const QDotArgs& args);
