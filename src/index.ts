@@ -1,7 +1,7 @@
 /** olmoe: run OLMoE sparse Mixture-of-Experts language models in Node.js. The public API. */
 export * from './core/errors.js';
 export { weightFromBytes, type Backend, type Tensor, type WeightSource, type KVCache, type Routing, type ExpertWeights } from './core/backend.js';
-export type { DType, FloatDType, QuantDType } from './core/dtype.js';
+export { byteSize, type DType, type FloatDType, type QuantDType } from './core/dtype.js';
 export { createRng, type Rng } from './core/rng.js';
 export { indicesByValueDescending } from './core/sort.js';
 export { ReferenceBackend } from './backends/reference/index.js';

@@ -14,6 +14,8 @@ import { ropeInverseFrequencies } from '../../core/rope.js';
 import { experts as referenceExperts, routeFromLogits } from '../reference/moe.js';
 import { activation, asRef, checkShapes, f32, RefTensor, showShape, storageFor, type Storage } from '../reference/tensor.js';
 import type { NativeAddon } from './addon.js';
+import { measureMachine, type MachineLimits } from './machine.js';
+import { checkSimdEnv } from './simd.js';
 
 /** The kernel's dtype enum (native/src/kernels.h). */
 const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q5_k: 6, q6_k: 7 };
@@ -44,6 +46,7 @@ export class NativeBackend extends ReferenceBackend {
     private readonly options: NativeOptions = {},
   ) {
     super();
+    checkSimdEnv(addon);
     const fromEnv = options.threads === undefined && process.env.OLMOE_THREADS;
     const threads = options.threads ?? (fromEnv ? Number(process.env.OLMOE_THREADS) : undefined);
     if (threads !== undefined) {
@@ -63,6 +66,11 @@ export class NativeBackend extends ReferenceBackend {
 
   get simd(): string {
     return this.addon.simdLevel();
+  }
+
+  /** Read bandwidth and FP32 peak of this machine with this backend's threads (machine.ts; takes a few seconds). */
+  measureMachine(): MachineLimits {
+    return measureMachine(this.addon);
   }
 
   /** Map the tensor's bytes from its file when it has one (and they are aligned for the dtype), else read them. */

@@ -3,15 +3,21 @@
  * Dimension legend: T tokens, In/Out matmul sides, Hd head dim.
  */
 import type { RopeOptions, Tensor } from '../../core/backend.js';
+import { isQuantized } from '../../core/dtype.js';
 import { ropeInverseFrequencies } from '../../core/rope.js';
+import { quantizedMatmul } from './quant-matmul.js';
 import { activation, asRef, checkShapes, f32, showShape, type RefTensor } from './tensor.js';
 
-/** x [T, In] · w [Out, In]ᵀ → [T, Out]; each weight row is widened once and used for every token. */
+/**
+ * x [T, In] · w [Out, In]ᵀ → [T, Out]; each weight row is widened once and used for every token. Quantized weights
+ * multiply activations rounded to 8-bit blocks, as llama.cpp does (quant-matmul.ts).
+ */
 export function matmul(x: Tensor, w: Tensor): RefTensor {
   const input = f32(x);
   const weight = asRef(w);
   const [outDim, inDim] = [weight.rows, weight.cols];
   checkShapes('matmul', asRef(x).cols === inDim, () => `x ${showShape(x)} does not match weight ${showShape(w)}`);
+  if (isQuantized(weight.dtype)) return quantizedMatmul(input, weight, weight.dtype);
   const tokens = input.length / inDim;
   const out = new Float32Array(tokens * outDim);
   const row = new Float32Array(inDim);
