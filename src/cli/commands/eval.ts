@@ -21,7 +21,7 @@ interface EvalFlags extends ModelFlags {
 export function registerEval(program: Command): void {
   const command = program
     .command('eval')
-    .description('evaluate on multiple-choice tasks (task JSON files): accuracy ± standard error per formulation and normalization, OLMES-style best')
+    .description('evaluate on multiple-choice and generative tasks (task JSON files): accuracy ± standard error per formulation and normalization, OLMES-style best')
     .argument('<model>', 'model folder, GGUF file or hub id (org/name)')
     .requiredOption('--tasks <files...>', 'presets (mmlu: OLMES\'s MMLU from the hub) or task / suite files (a suite: {"name", "tasks": [files]}, macro-averaged; a task: JSON naming its documents — JSONL or Parquet, local or hf://datasets/ORG/NAME[@REV]/PATH — row format, shots, limit, normalizations)')
     .option('--shots <n>', 'few-shot examples (overrides the task file)', parseInteger('--shots'))
@@ -97,7 +97,7 @@ function table(results: readonly TaskResult[]): string {
     for (const f of r.formulations) {
       for (const [normalization, estimate] of Object.entries(f.accuracy)) {
         const primary = normalization === f.primary ? '*' : '';
-        lines.push(`| ${r.task} | ${r.instances} | ${r.shots} | ${f.formulation} | ${normalization}${primary} | ${percent(estimate!.value)} | ${percent(estimate!.stderr)} | ${percent(f.chance)} | ${f.bitsPerByte.value.toFixed(3)} |`);
+        lines.push(`| ${r.task} | ${r.instances} | ${r.shots} | ${f.formulation} | ${normalization}${primary} | ${percent(estimate!.value)} | ${percent(estimate!.stderr)} | ${percent(f.chance)} | ${f.bitsPerByte?.value.toFixed(3) ?? ''} |`);
       }
     }
     lines.push(`| **${r.task}** | | | best (${r.best.formulation}) | | **${percent(r.best.accuracy.value)}** | ${percent(r.best.accuracy.stderr)} | | |`);
