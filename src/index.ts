@@ -64,9 +64,9 @@ export { ABLATIONS, ABLATION_BASE, ablationConfig, runAblation, type Ablation, t
 export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLoglikelihoodResult, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';
 export { ResultCache, requestKey } from './eval/cache.js';
 export { scoreChoices, encodePair, predicted, accuracy, meanWithStderr, goldBitsPerByte, chanceAccuracy, NORMALIZATIONS, type ChoiceInstance, type ChoiceScores, type Normalization, type Estimate } from './eval/multiple-choice.js';
-export { readTask, taskFromSpec, resolveDocuments, readDocuments as readTaskDocuments, taskInstances, promptHash, FORMULATIONS, type Task, type Formulation, type ReadTaskOptions } from './eval/task.js';
+export { readTask, taskFromSpec, resolveDocuments, readDocuments as readTaskDocuments, taskInstances, generationInstances, promptHash, FORMULATIONS, type Task, type Formulation, type GenerationInstance, type ReadTaskOptions } from './eval/task.js';
 export { FORMATS, hellaswagClean, type FormatName, type PromptDoc } from './eval/formats.js';
-export { runTask, type TaskResult, type FormulationResult, type RunOptions } from './eval/run.js';
+export { runTask, type TaskResult, type FormulationResult, type GeneratedAnswer, type Metric, type RunOptions } from './eval/run.js';
 export { generateUntil, cutAtStop, exactMatch, type GenerateUntilRequest } from './eval/generate-until.js';
 export { pythonSample } from './eval/python-random.js';
 export { readSuite, readTaskOrSuite, runSuite, macroAverage, type Suite, type SuiteResult } from './eval/suite.js';
