@@ -12,7 +12,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parquetWriteBuffer } from 'hyparquet-writer';
-import { MMLU_SUBJECTS, presetSuite } from '../src/eval/presets.js';
+import { MMLU_REVISION, MMLU_SUBJECTS, presetSuite } from '../src/eval/presets.js';
 import { taskInstances } from '../src/eval/task.js';
 import { cliPath, tempDir, tinyModelDir } from './helpers.js';
 
@@ -29,10 +29,10 @@ function mmluParquet(subject: string, split: string, rows: number): Uint8Array {
 
 describe('the mmlu preset', () => {
   const dir = tempDir('olmoe-eval-preset-');
-  const commit = 'a'.repeat(40);
+  const commit = MMLU_REVISION;
   let endpoint = '';
   const server = http.createServer((req, res) => {
-    const match = /^\/datasets\/cais\/mmlu\/resolve\/main\/([a-z_]+)\/(test|dev)-00000-of-00001\.parquet$/.exec(req.url ?? '');
+    const match = new RegExp(`^/datasets/cais/mmlu/resolve/${commit}/([a-z_]+)/(test|dev)-00000-of-00001\\.parquet$`).exec(req.url ?? '');
     if (!match || !(MMLU_SUBJECTS as readonly string[]).includes(match[1]!)) return void res.writeHead(404, { 'X-Error-Code': 'EntryNotFound' }).end();
     const body = mmluParquet(match[1]!, match[2]!, match[2] === 'dev' ? 5 : 2);
     res.writeHead(200, { 'X-Repo-Commit': commit, ETag: `"${match[1]}-${match[2]}"`, 'Content-Length': body.length });
@@ -74,6 +74,6 @@ describe('the mmlu preset', () => {
     assert.equal(mmlu!.average[0]!.accuracy.n, 114);
     const bad = spawnSync(process.execPath, [cliPath, 'eval', tinyModelDir, '--tasks', 'mmlu-typo', '-q'], { encoding: 'utf8' });
     assert.notEqual(bad.status, 0);
-    assert.match(bad.stderr, /--tasks mmlu-typo: no such task file, and not a preset \(mmlu\)/);
+    assert.match(bad.stderr, /--tasks mmlu-typo: no such task file, and not a preset \(olmoe eval --list-tasks shows them\)/);
   });
 });

@@ -20,8 +20,8 @@ export interface FormulationResult {
   /** Accuracy under each normalization computed (multiple-choice letters: 'none' only; generative: 'exact_match'). */
   readonly accuracy: Partial<Record<Metric, Estimate>>;
   readonly primary: Metric;
-  /** Bits per byte of the gold answers (scored formulations only). */
-  readonly bitsPerByte?: Estimate;
+  /** Bits per byte of the gold answers (NaN for the generative formulation, which scores no answer). */
+  readonly bitsPerByte: Estimate;
   readonly chance: number;
   readonly promptHash: string;
   /** Instances whose context was cut from the left to fit the model. */
@@ -102,6 +102,7 @@ async function runGeneration(lm: ScoredLanguageModel, task: Task, opts: RunOptio
     formulation: 'gen',
     accuracy: { exact_match: meanWithStderr(answers.map((a) => (a.correct ? 1 : 0))) },
     primary: 'exact_match',
+    bitsPerByte: { value: NaN, stderr: NaN, n: instances.length },
     chance: 0,
     promptHash: promptHash(instances),
     truncated: instances.filter((instance) => lm.tokenizer.encode(instance.context, { addSpecialTokens: false }).length > room).length,

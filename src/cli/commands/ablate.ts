@@ -1,6 +1,7 @@
 /** `olmoe ablate NAME`: one of the paper's small-scale ablations, trained and plotted into one folder. */
 import type { Command } from 'commander';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { ABLATIONS, createBackend, gemmKernels, InputError, runAblation } from '../../index.js';
 import { parseInteger, parsePositiveInteger } from '../common.js';
 
@@ -17,6 +18,9 @@ interface AblateFlags {
   backend?: string;
   threads?: number;
   logEvery: number;
+  evalTasks?: string[];
+  evalTasksEvery?: number;
+  evalTasksLimit?: number;
 }
 
 export function registerAblate(program: Command): void {
@@ -36,16 +40,26 @@ export function registerAblate(program: Command): void {
     .option('--backend <name>', 'native | reference')
     .option('--threads <n>', 'native backend threads', parsePositiveInteger('--threads'))
     .option('--log-every <n>', 'progress line every n steps', parsePositiveInteger('--log-every'), 50)
+    .option('--eval-tasks <files...>', 'in-loop evaluation: task or suite files (as olmoe eval --tasks) scored during training; accuracy beside validation CE in the report')
+    .option('--eval-tasks-every <n>', 'score the tasks every n steps (default: steps / 10)', parsePositiveInteger('--eval-tasks-every'))
+    .option('--eval-tasks-limit <n>', 'at most n instances per task', parsePositiveInteger('--eval-tasks-limit'))
     .action(async (name: string, flags: AblateFlags) => {
       const chosen = name === 'all' ? ABLATIONS : ABLATIONS.filter((a) => a.name === name);
       if (!chosen.length) throw new InputError(`unknown ablation ${JSON.stringify(name)} (choose ${ABLATIONS.map((a) => a.name).join(', ')} or all)`);
-      const kernels = gemmKernels(createBackend(flags.backend, { threads: flags.threads }));
-      const data = { tokenizer: flags.tokenizer, train: flags.train, valid: flags.valid, steps: flags.steps, sequenceLength: flags.seq, batchSize: flags.batch, seed: flags.seed };
+      if (!flags.evalTasks && (flags.evalTasksEvery !== undefined || flags.evalTasksLimit !== undefined)) throw new InputError('--eval-tasks-every / --eval-tasks-limit need --eval-tasks');
+      for (const file of flags.evalTasks ?? []) if (!existsSync(file)) throw new InputError(`--eval-tasks: ${file}: no such task or suite file`);
+      if (flags.evalTasksEvery !== undefined && flags.evalTasksEvery > flags.steps) throw new InputError(`--eval-tasks-every ${flags.evalTasksEvery} is more than --steps ${flags.steps}: the tasks would never be scored`);
+      const backend = createBackend(flags.backend, { threads: flags.threads });
+      const kernels = gemmKernels(backend);
+      const data = {
+        tokenizer: flags.tokenizer, train: flags.train, valid: flags.valid, steps: flags.steps, sequenceLength: flags.seq, batchSize: flags.batch, seed: flags.seed,
+        evalTasks: flags.evalTasks?.map((file) => resolve(file)), evalTasksEvery: flags.evalTasksEvery, evalTasksLimit: flags.evalTasksLimit,
+      };
       const say = (line: string) => process.stderr.write(line + '\n');
       for (const ablation of chosen) {
         const out = join(flags.out, ablation.name);
         const report = await runAblation(ablation, data, out, {
-          kernels, say, runs: join(flags.runs, ablation.name),
+          kernels, backend, say, runs: join(flags.runs, ablation.name),
           onStep: (label, r) => r.step % flags.logEvery === 0 && say(`  ${label}: step ${r.step}/${flags.steps} loss ${r.loss.toFixed(4)} ${r.tokensPerSecond.toFixed(0)} tok/s`),
         });
         process.stdout.write(report + '\n');

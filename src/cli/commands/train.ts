@@ -47,7 +47,7 @@ async function runTrain(configPath: string, flags: TrainFlags): Promise<void> {
   const say = (line: string) => !flags.quiet && process.stderr.write(line + '\n');
   const started = { at: performance.now(), step: -1 };
   const summary = await train({
-    config, kernels, resume: flags.resume, say,
+    config, kernels, backend, resume: flags.resume, say,
     onStep: (r) => {
       if (started.step < 0) started.step = r.step - 1; // a resumed run starts later
       if (r.step % flags.logEvery === 0 || r.step === config.steps || r.step === 1) say(stepLine(r, config.steps, started));
