@@ -83,9 +83,9 @@ export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLo
 export { PromptScorer, promptLogprobs, type PromptScorerOptions } from './eval/prompt-logprobs.js';
 export { ResultCache, requestKey } from './eval/cache.js';
 export { scoreChoices, encodePair, predicted, accuracy, meanWithStderr, goldBitsPerByte, chanceAccuracy, NORMALIZATIONS, type ChoiceInstance, type ChoiceScores, type Normalization, type Estimate } from './eval/multiple-choice.js';
-export { readTask, taskFromSpec, resolveDocuments, readDocuments as readTaskDocuments, readRows as readDocumentRows, taskInstances, promptHash, FORMULATIONS, type Task, type Formulation, type ReadTaskOptions } from './eval/task.js';
+export { readTask, taskFromSpec, resolveDocuments, readDocuments as readTaskDocuments, readRows as readDocumentRows, taskInstances, generationInstances, promptHash, FORMULATIONS, type Task, type Formulation, type GenerationInstance, type ReadTaskOptions } from './eval/task.js';
 export { FORMATS, hellaswagClean, type FormatName, type PromptDoc } from './eval/formats.js';
-export { runTask, type TaskResult, type FormulationResult, type RunOptions } from './eval/run.js';
+export { runTask, type TaskResult, type FormulationResult, type GeneratedAnswer, type Metric, type RunOptions } from './eval/run.js';
 export { readEvalReport, evalComparisonSpec, plotEvalComparison, type EvalReport, type EvalPoint } from './eval/plot.js';
 export { generateUntil, cutAtStop, exactMatch, type GenerateUntilRequest } from './eval/generate-until.js';
 export { pythonSample } from './eval/python-random.js';

@@ -21,7 +21,8 @@ import type { ChoiceInstance, Normalization } from './multiple-choice.js';
 import { NORMALIZATIONS } from './multiple-choice.js';
 import { pythonSample } from './python-random.js';
 
-export const FORMULATIONS = ['cf', 'mcf'] as const;
+/** Cloze, lettered multiple-choice, and generative (greedy answer after the cloze query, exact match). */
+export const FORMULATIONS = ['cf', 'mcf', 'gen'] as const;
 export type Formulation = (typeof FORMULATIONS)[number];
 
 export interface Task {
@@ -99,6 +100,10 @@ export async function taskFromSpec(spec: Record<string, unknown>, file: string, 
   const fewshot = spec.fewshot === undefined || shots === 0 ? [] : await readFewshot(await resolved('fewshot'), format as FormatName, shotRefs?.slice(0, shots), shotKey);
   if (fewshot.length < shots) throw new FormatError(file, `${shots} shots asked for, the few-shot ${shotRefs ? '"fewshotRows" list' : 'file'} has ${fewshot.length} examples`);
   const limit = overrides.limit ?? count('limit');
+  const formulations = listOf(file, spec, 'formulations', FORMULATIONS, ['cf', 'mcf']);
+  if (formulations.includes('gen') && documents.some((doc) => !('query' in doc.cloze))) {
+    throw new FormatError(file, `"formulations": "gen" needs a question to answer; format ${JSON.stringify(format)} scores partial contexts`);
+  }
   return {
     name: text('name'),
     version: count('version', 1)!,
@@ -106,7 +111,7 @@ export async function taskFromSpec(spec: Record<string, unknown>, file: string, 
     format: format as FormatName,
     documents: limit !== undefined && limit < documents.length ? sample(documents, limit, count('seed', 1234)!) : documents,
     fewshot: fewshot.slice(0, shots),
-    formulations: listOf(file, spec, 'formulations', FORMULATIONS, ['cf', 'mcf']),
+    formulations,
     normalizations: listOf(file, spec, 'normalizations', NORMALIZATIONS, ['per_char', 'none', 'per_token']),
     preamble: text('preamble', ''),
     unconditioned: text('unconditioned', 'Answer:'),
@@ -175,8 +180,8 @@ function sample(documents: readonly PromptDoc[], count: number, seed: number): P
   return pythonSample(documents.length, count, seed).map((i) => documents[i]!);
 }
 
-/** The instances of one formulation: preamble + few-shot examples + the row's query as context. */
-export function taskInstances(task: Task, formulation: Formulation): ChoiceInstance[] {
+/** The instances of one scored formulation: preamble + few-shot examples + the row's query as context. */
+export function taskInstances(task: Task, formulation: 'cf' | 'mcf'): ChoiceInstance[] {
   const shots = task.fewshot.map((doc) => `${formulation === 'cf' ? doc.clozeShot : doc.letteredShot}${SHOT_SEPARATOR}`).join('');
   const prefix = `${task.preamble}${shots}`;
   return task.documents.map((doc): ChoiceInstance => {
@@ -188,9 +193,27 @@ export function taskInstances(task: Task, formulation: Formulation): ChoiceInsta
   });
 }
 
+export interface GenerationInstance {
+  readonly id: string;
+  readonly context: string;
+  /** The gold choice's text, compared after trimming. */
+  readonly gold: string;
+}
+
+/** The generative formulation: the cloze prompt (cloze shots, then the row's query), answered by the gold choice. */
+export function generationInstances(task: Task): GenerationInstance[] {
+  const shots = task.fewshot.map((doc) => `${doc.clozeShot}${SHOT_SEPARATOR}`).join('');
+  return task.documents.map((doc) => {
+    if (!('query' in doc.cloze)) throw new FormatError(task.file, `document ${doc.id}: the generative formulation needs a question to answer`);
+    return { id: doc.id, context: `${task.preamble}${shots}${doc.cloze.query}`, gold: doc.cloze.continuations[doc.gold]!.trim() };
+  });
+}
+
 /** A hash of every prompt and continuation of the instances: two runs with the same hash asked the same things. */
-export function promptHash(instances: readonly ChoiceInstance[]): string {
+export function promptHash(instances: readonly (ChoiceInstance | GenerationInstance)[]): string {
   const hash = createHash('sha256');
-  for (const instance of instances) hash.update(JSON.stringify([instance.context, instance.contexts ?? null, instance.choices, instance.gold]));
+  for (const instance of instances) {
+    hash.update(JSON.stringify('choices' in instance ? [instance.context, instance.contexts ?? null, instance.choices, instance.gold] : [instance.context, instance.gold]));
+  }
   return hash.digest('hex').slice(0, 16);
 }

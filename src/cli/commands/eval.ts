@@ -22,7 +22,7 @@ interface EvalFlags extends ModelFlags {
 export function registerEval(program: Command): void {
   const command = program
     .command('eval')
-    .description('evaluate on multiple-choice tasks (OLMES presets or task JSON files): accuracy ± standard error per formulation and normalization, OLMES-style best')
+    .description('evaluate on multiple-choice and generative tasks (OLMES presets or task JSON files): accuracy ± standard error per formulation and normalization, OLMES-style best')
     .argument('[model]', 'model folder, GGUF file or hub id (org/name)')
     .option('--tasks <files...>', 'presets (olmes: the paper\'s ten OLMES tasks from the hub; or one of them; --list-tasks shows them) or task / suite files (a suite: {"name", "tasks": [files]}, macro-averaged; a task: JSON naming its documents — JSONL or Parquet, local or hf://datasets/ORG/NAME[@REV]/PATH — row format, shots, limit, normalizations)')
     .option('--list-tasks', 'list the built-in presets (dataset, split, instances, shots, cloze normalization, chance) and exit')
@@ -123,7 +123,7 @@ function table(results: readonly TaskResult[]): string {
     for (const f of r.formulations) {
       for (const [normalization, estimate] of Object.entries(f.accuracy)) {
         const primary = normalization === f.primary ? '*' : '';
-        lines.push(`| ${r.task} | ${r.instances} | ${r.shots} | ${f.formulation} | ${normalization}${primary} | ${percent(estimate!.value)} | ${percent(estimate!.stderr)} | ${percent(f.chance)} | ${f.bitsPerByte.value.toFixed(3)} |`);
+        lines.push(`| ${r.task} | ${r.instances} | ${r.shots} | ${f.formulation} | ${normalization}${primary} | ${percent(estimate!.value)} | ${percent(estimate!.stderr)} | ${percent(f.chance)} | ${Number.isNaN(f.bitsPerByte.value) ? '' : f.bitsPerByte.value.toFixed(3)} |`);
       }
     }
     lines.push(`| **${r.task}** | | | best (${r.best.formulation}) | | **${percent(r.best.accuracy.value)}** | ${percent(r.best.accuracy.stderr)} | | |`);
