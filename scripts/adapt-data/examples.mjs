@@ -4,6 +4,7 @@
  * Items are split by group (a birth month's two facts stay together) into an SFT side and a preference side, so no
  * preference prompt is an SFT prompt.
  */
+import { mulberry32 } from '../lib/mulberry32.mjs';
 import { normalise } from './disjoint.mjs';
 
 const SEED = 15;
@@ -12,18 +13,6 @@ const SFT_VALID_SHARE = 0.05;
 const PREFERENCE_TEST_SHARE = 0.15;
 const WORDNET_ITEMS = 500;
 const SYSTEM_PROMPT = 'You are a helpful assistant.';
-
-/** mulberry32: a small, well-mixed 32-bit generator. */
-function createRandom(seed) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function shuffle(rng, list) {
   const out = [...list];
@@ -157,7 +146,7 @@ function rejectedFor(item, pool, rng) {
 }
 
 export function buildSets(sources, index) {
-  const rng = createRandom(SEED);
+  const rng = mulberry32(SEED);
   const disjointness = { assembledDropped: 0 };
   const items = disjointItems(allItems(sources, index, rng, disjointness), index, disjointness);
   const { sft, preference } = splitItems(items, rng);

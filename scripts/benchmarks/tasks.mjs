@@ -6,19 +6,11 @@
  * and the output is the same bytes on every run.
  */
 import { createHash } from 'node:crypto';
+import { mulberry32 } from '../lib/mulberry32.mjs';
 import { canonical, patternRegExp } from './sources.mjs';
 
-/** Tommy Ettinger's mulberry32: a 32-bit state, uniform floats in [0, 1). */
-export function mulberry32(seed) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// Re-exported: test/benchmarks.test.ts checks the generator through this module.
+export { mulberry32 };
 
 const sha256 = (text) => createHash('sha256').update(text).digest();
 /** The generator of one item: seeded by the first 4 bytes (big-endian) of sha256("task/key"). */
