@@ -18,25 +18,11 @@ import { encodeKto, encodePreferences, klPartners } from '../src/train/adapt/pre
 import { parseKtoRecords, parsePreferenceRecord, parseSftRecord, type Turn } from '../src/train/adapt/records.js';
 import { maskedPieces, showMask } from '../src/train/adapt/show-mask.js';
 import { describeSftStats, loadSftData } from '../src/train/adapt/sft-data.js';
+import { INSTRUCT_TOKENS, TEMPLATE_0125, TEMPLATE_0924 } from './chat-templates.js';
 import { realTokenizerDir, realTokenizerSkip, tempDir, tinyModelDir } from './helpers.js';
 
 type Json = Record<string, unknown>;
 
-/** OLMoE-1B-7B-0924-Instruct's chat_template (spec §4.3; the same bytes appear in llama.cpp's and llama-cpp-python users' template tables). */
-const TEMPLATE_0924 = String.raw`{{ bos_token }}{% for message in messages %}
-{% if message['role'] == 'system' %}
-{{ '<|system|>\n' + message['content'] }}
-{% elif message['role'] == 'user' %}
-{{ '<|user|>\n' + message['content'] }}
-{% elif message['role'] == 'assistant' %}
-{{ '<|assistant|>\n'  + message['content'] + eos_token }}
-{% endif %}
-{% if loop.last and add_generation_prompt %}
-{{ '<|assistant|>' }}
-{% endif %}
-{% endfor %}`;
-const TEMPLATE_0125 = String.raw`{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + '\n' }}{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '\n' }}{% elif message['role'] == 'assistant' %}{% if not loop.last %}{{ '<|assistant|>\n'  + message['content'] + eos_token + '\n' }}{% else %}{{ '<|assistant|>\n'  + message['content'] + eos_token }}{% endif %}{% endif %}{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}{% endfor %}`;
-const INSTRUCT = { bos_token: '<|endoftext|>', eos_token: '<|endoftext|>' };
 /** Spec §4.3: "<|endoftext|><|user|>\nWhat is 2+2?\n<|assistant|>\n" by the Rust tokenizers. */
 const WHAT_IS_2_PLUS_2_IDS = [50279, 29, 93, 4537, 49651, 187, 1276, 310, 374, 12, 19, 32, 187, 29, 93, 515, 5567, 49651, 187];
 const EOS = 50279;
@@ -57,7 +43,7 @@ function assertPieces(tokenizer: OlmoeTokenizer, sequence: EncodedSequence, expe
 
 describe('loss masks: every assistant turn and its end-of-turn token, nothing else (hand-written)', () => {
   it('OLMoE-0924-Instruct template, real tokenizer: the turn the template writes, "\\n" after eos included (as open-instruct)', { skip: realSkip }, () => {
-    const tokenizer = realTokenizer({ ...INSTRUCT, chat_template: TEMPLATE_0924 });
+    const tokenizer = realTokenizer({ ...INSTRUCT_TOKENS, chat_template: TEMPLATE_0924 });
     const sequence = encodeTurns(tokenizer, TWO_TURNS, source);
     assertPieces(tokenizer, sequence, [
       ['<|endoftext|><|system|>\nYou are terse.\n<|user|>\nWhat is 2+2?\n<|assistant|>\n', false],
@@ -75,7 +61,7 @@ describe('loss masks: every assistant turn and its end-of-turn token, nothing el
     assert.deepEqual(Array.from(plain.tokens.slice(19)), [tokenizer.encode('4')[0], EOS, 187]);
   });
 
-  for (const [name, config] of [['0125 Tülu template', { ...INSTRUCT, chat_template: TEMPLATE_0125 }], ['no chat_template (OLMoE fallback)', { ...INSTRUCT }]] as const) {
+  for (const [name, config] of [['0125 Tülu template', { ...INSTRUCT_TOKENS, chat_template: TEMPLATE_0125 }], ['no chat_template (OLMoE fallback)', { ...INSTRUCT_TOKENS }]] as const) {
     it(`${name}, real tokenizer: the separator "\\n" belongs to the next turn`, { skip: realSkip }, () => {
       const tokenizer = realTokenizer(config);
       assertPieces(tokenizer, encodeTurns(tokenizer, TWO_TURNS, source), [
@@ -101,7 +87,7 @@ describe('loss masks: every assistant turn and its end-of-turn token, nothing el
   });
 
   it('prompt/completion: assistant turns of the prompt (history) are not trained, the completion is', { skip: realSkip }, () => {
-    const tokenizer = realTokenizer({ ...INSTRUCT, chat_template: TEMPLATE_0924 });
+    const tokenizer = realTokenizer({ ...INSTRUCT_TOKENS, chat_template: TEMPLATE_0924 });
     const record = parseSftRecord({ prompt: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello.' }, { role: 'user', content: 'Name?' }], completion: 'Olmo.' }, source);
     assertPieces(tokenizer, encodeSftRecord(tokenizer, record), [
       ['<|endoftext|><|user|>\nHi\n<|assistant|>\nHello.<|endoftext|>\n<|user|>\nName?\n<|assistant|>\n', false],
@@ -130,7 +116,7 @@ describe('templates that cannot give a mask are errors naming the record', () =>
   const tiny = () => JSON.parse(readFileSync(join(tinyModelDir, 'tokenizer.json'), 'utf8')) as Json;
   const turns = [turn('user', 'Hi'), turn('assistant', 'Yo'), turn('user', 'Q'), turn('assistant', 'A')];
   it('a template that renders messages in reverse is not prefix-stable', () => {
-    const tokenizer = new OlmoeTokenizer(tiny(), { ...INSTRUCT, chat_template: '{% for m in messages | reverse %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}' });
+    const tokenizer = new OlmoeTokenizer(tiny(), { ...INSTRUCT_TOKENS, chat_template: '{% for m in messages | reverse %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}' });
     assert.throws(() => encodeTurns(tokenizer, turns, { file: 'data.jsonl', line: 7 }), (e: Error) => e instanceof FormatError && /^data\.jsonl: line 7: the chat template is not prefix-stable/.test(e.message));
   });
   it('a template that writes the last turn differently is not prefix-stable', () => {

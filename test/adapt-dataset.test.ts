@@ -16,6 +16,7 @@ import { readRecords } from '../src/train/adapt/jsonl.js';
 import { encodeKto, encodePreferences } from '../src/train/adapt/preference.js';
 import { parseKtoRecords, parsePreferenceRecord, parseSftRecord } from '../src/train/adapt/records.js';
 import { maskRuns } from '../src/train/adapt/show-mask.js';
+import { TEMPLATE_0924 } from './chat-templates.js';
 import { realTokenizerDir, realTokenizerSkip, repoRoot } from './helpers.js';
 
 const dataDir = join(repoRoot, 'data', 'adapt');
@@ -26,19 +27,6 @@ interface Manifest {
 }
 const manifest = JSON.parse(readFileSync(join(dataDir, 'manifest.json'), 'utf8')) as Manifest;
 const recordsOf = (name: string) => manifest.files.find((f) => f.name === name)!.records;
-
-const TEMPLATE_0924 = String.raw`{{ bos_token }}{% for message in messages %}
-{% if message['role'] == 'system' %}
-{{ '<|system|>\n' + message['content'] }}
-{% elif message['role'] == 'user' %}
-{{ '<|user|>\n' + message['content'] }}
-{% elif message['role'] == 'assistant' %}
-{{ '<|assistant|>\n'  + message['content'] + eos_token }}
-{% endif %}
-{% if loop.last and add_generation_prompt %}
-{{ '<|assistant|>' }}
-{% endif %}
-{% endfor %}`;
 
 describe('data/adapt', () => {
   it('every file reads with the library\'s readers and holds the records the manifest states', async () => {

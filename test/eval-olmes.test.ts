@@ -10,12 +10,10 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { parquetWriteBuffer } from 'hyparquet-writer';
 import { OLMES_TASKS, olmesTaskSpec, readPreset, MMLU_REVISION } from '../src/eval/presets.js';
 import { readEvalReport } from '../src/eval/plot.js';
@@ -23,6 +21,7 @@ import { combineSuite, type SuiteResult } from '../src/eval/suite.js';
 import type { TaskResult } from '../src/eval/run.js';
 import { taskFromSpec, taskInstances, type Task } from '../src/eval/task.js';
 import { cliPath, tempDir, tinyModelDir } from './helpers.js';
+import { localHub } from './hub-helpers.js';
 
 // ---- Parquet in the hub's schemas (strings optional UTF8, Sequence(string) as a LIST, ClassLabel as INT64) ----
 type Element = Record<string, unknown>;
@@ -246,28 +245,14 @@ for (const c of Object.values(CASES)) {
 }
 
 const dir = tempDir('olmoe-eval-olmes-');
-let endpoint = '';
-const server = http.createServer((req, res) => {
-  const path = decodeURIComponent(req.url ?? '');
+const hubServer = localHub((path) => {
   const mmlu = new RegExp(`^/datasets/cais/mmlu/resolve/${MMLU_REVISION}/([a-z_]+)/(test|dev)-00000-of-00001\\.parquet$`).exec(path);
   const body = files.get(path) ?? (mmlu ? parquet(SCHEMA.mmlu, [{ question: `${mmlu[1]}?`, subject: mmlu[1], choices: ['w', 'x', 'y', 'z'], answer: 1 }]) : undefined);
-  if (!body) return void res.writeHead(404, { 'X-Error-Code': 'EntryNotFound' }).end();
-  const revision = path.split('/')[5]!;
-  res.writeHead(200, { 'X-Repo-Commit': revision, ETag: `"${createHash('sha256').update(body).digest('hex')}"`, 'Content-Length': body.length });
-  res.end(req.method === 'HEAD' ? undefined : body);
+  return body && { body, commit: path.split('/')[5]!, etag: `"${createHash('sha256').update(body).digest('hex')}"` };
 });
+after(() => rmSync(dir, { recursive: true, force: true }));
 
-before(async () => {
-  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
-  endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-});
-after(async () => {
-  server.closeAllConnections();
-  await new Promise((ok) => server.close(ok));
-  rmSync(dir, { recursive: true, force: true });
-});
-
-const hub = () => ({ hub: { endpoint, cacheDir: join(dir, 'cache') } });
+const hub = () => ({ hub: { endpoint: hubServer.endpoint, cacheDir: join(dir, 'cache') } });
 const preset = (name: string) => OLMES_TASKS.find((t) => t.name === name)!;
 /** A preset's task with the case's shot references in place of OLMES's (whose rows these files do not hold). */
 async function caseTask(name: string, spec: Record<string, unknown> = {}, shots = 2): Promise<Task> {
@@ -377,7 +362,7 @@ describe('OLMES presets: bad input', () => {
       for (const [k, v] of saved) files.set(k, v);
     }
   };
-  const fresh = () => ({ hub: { endpoint, cacheDir: join(dir, `cache-${Math.random().toString(36).slice(2)}`) } });
+  const fresh = () => ({ hub: { endpoint: hubServer.endpoint, cacheDir: join(dir, `cache-${Math.random().toString(36).slice(2)}`) } });
 
   it('a documents file without a column the format reads: the file and the column', async () => {
     const schema = SCHEMA.piqa.filter((col) => col.name !== 'sol2');
@@ -433,7 +418,7 @@ describe('OLMES presets: bad input', () => {
 });
 
 describe('olmoe eval with the presets', () => {
-  const env = () => ({ ...process.env, HF_ENDPOINT: endpoint, HF_HUB_CACHE: join(dir, 'cli-cache') });
+  const env = () => ({ ...process.env, HF_ENDPOINT: hubServer.endpoint, HF_HUB_CACHE: join(dir, 'cli-cache') });
 
   it('--list-tasks: every preset with its dataset, split, instances, shots, cloze normalization and chance', () => {
     const result = spawnSync(process.execPath, [cliPath, 'eval', '--list-tasks'], { encoding: 'utf8' });
