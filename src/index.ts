@@ -1,10 +1,11 @@
 /** olmoe: run OLMoE sparse Mixture-of-Experts language models in Node.js. The public API. */
 export * from './core/errors.js';
-export { weightFromBytes, type Backend, type Tensor, type WeightSource, type KVCache, type Routing, type ExpertWeights } from './core/backend.js';
+export { weightFromBytes, type Backend, type Tensor, type TensorDType, type WeightSource, type KVCache, type Routing, type RoutingMode, type RouterOptions, type ExpertWeights } from './core/backend.js';
+export { IGNORE_TARGET, type TrainingBackend, type LossOps, type AdamWStep, type AdamWTensors, type OpImplementations } from './core/training.js';
 export { byteSize, type DType, type FloatDType, type QuantDType } from './core/dtype.js';
 export { createRng, type Rng } from './core/rng.js';
 export { indicesByValueDescending } from './core/sort.js';
-export { ReferenceBackend } from './backends/reference/index.js';
+export { ReferenceBackend, type ReferenceOptions } from './backends/reference/index.js';
 export { createBackend, nativeAvailability, BACKEND_NAMES } from './backends/index.js';
 export { NativeBackend, type NativeOptions } from './backends/native/index.js';
 export { readSafetensorsHeader, type TensorEntry } from './io/safetensors.js';
@@ -17,6 +18,7 @@ export { hubDownloadFile, hubSnapshotModel, hubCacheDir, isHubRepoId, type HubOp
 export { parseConfig, readConfigFile, parameterCounts, type OlmoeConfig } from './model/config.js';
 export { weightTable, type WeightSpec } from './model/weights.js';
 export { OlmoeModel, type RoutingEvent, type RoutingObserver, type ForwardOptions, type BatchInput } from './model/olmoe.js';
+export { decoderStack, logits, TOKEN_CHOICE, type ModelVariant, type OlmoeParts, type SequenceSlice, type LayerRouting, type StackHooks } from './model/forward.js';
 export { loadModel, loadCheckpoint, openCheckpoint, matchCheckpoint, type Checkpoint, type LoadProgress } from './model/load.js';
 export { loadPretrained, loadTokenizer, checkpointTokenizer, resolveModelPath, readGenerationDefaults, type Pretrained, type GenerationDefaults } from './model/pretrained.js';
 export { writeGguf, tensorType, GGUF_TARGETS, type GgufTarget } from './model/convert.js';
@@ -52,9 +54,8 @@ export { repeatStats, hasRepeatedNgrams, type RepeatFilterOptions, type RepeatSt
 export { listInputFiles, fileDocuments, CORPUS_SPLITS, type CorpusSplit, type TextDocument, type InputFile } from './train/data/documents.js';
 export { shardCorpus, type ShardCorpusOptions, type ShardCorpusResult } from './train/data/shard-corpus.js';
 // Training: the tape, the training model, checkpoints, the loop, evaluation and the throughput bench.
-export { Tape, Var, type Floats, type Precision } from './train/autograd.js';
-export { gemmKernels, referenceGemm, type GemmKernels, type GemmArgs } from './train/kernels.js';
-export { TrainModel, type TrainArchitecture, type TrainParam, type LossWeights, type RoutingMode, type StepResult } from './train/model.js';
+export { Tape, TapeTensor, type TapeOptions } from './autograd/tape.js';
+export { TrainModel, type TrainArchitecture, type TrainParam, type TrainBatch, type LossWeights, type StepResult, type RoutingStats } from './train/model.js';
 export { readTrainConfig, parseTrainConfig, resumeFingerprint, type TrainConfig } from './train/config.js';
 export { saveCheckpoint, loadParams, loadOptimizer, loadTrainerState, latestCheckpoint, type TrainerState } from './train/checkpoint.js';
 export { train, buildRun, METRICS_FILE, type TrainOptions, type TrainSummary } from './train/trainer.js';

@@ -1,11 +1,11 @@
 /** The backends a test runs on: reference always, native when its addon is built here (else a visible skip). */
-import type { Backend } from '../src/core/backend.js';
+import type { TrainingBackend } from '../src/core/training.js';
 import { createBackend, nativeAvailability } from '../src/backends/index.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 
 export interface BackendCase {
   name: string;
-  create: () => Backend;
+  create: () => TrainingBackend;
   skip: string | false;
 }
 

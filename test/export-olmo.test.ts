@@ -14,7 +14,7 @@ import { parseTrainConfig, type TrainConfig } from '../src/train/config.js';
 import { TokenShardBuilder, tokenizerFingerprint } from '../src/train/data/shard.js';
 import { exportOlmo } from '../src/train/export-olmo.js';
 import { train } from '../src/train/trainer.js';
-import { referenceGemm } from '../src/train/kernels.js';
+import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { toYaml, yamlFloat, yamlNumber } from '../src/io/yaml-writer.js';
 import { cliPath, tempDir } from './helpers.js';
 
@@ -179,7 +179,7 @@ describe('olmoe export-olmo', () => {
   it('CLI: exports a run folder (its train-config.json); a kill mid-export leaves nothing, a rerun completes', async () => {
     const f = fixture();
     const config = f.config({ steps: 3, checkpoint_every: 0, eval_every: 0, optimizer: { lr: 1e-3, warmup_steps: 1, betas: [0.9, 0.95], eps: 1e-8, weight_decay: 0.1, clip: 1, final_lr_ratio: 0.1 } });
-    await train({ config, kernels: referenceGemm });
+    await train({ config, backend: new ReferenceBackend() });
     const out = join(f.dir, 'olmo');
     const cli = (env: NodeJS.ProcessEnv = {}) => spawnSync(process.execPath, [cliPath, 'export-olmo', config.out, out, '-q'], { encoding: 'utf8', env: { ...process.env, ...env } });
     const killed = cli({ OLMOE_TEST_KILL_AT: '3' });

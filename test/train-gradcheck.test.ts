@@ -1,64 +1,58 @@
-// Every backward rule of the training tape against central finite differences in float64 (the law a gradient
-// must obey), plus the auxiliary losses against their closed forms computed here independently (spec §3.8).
+// The reference backend's backward of every op, through the autograd tape, against central finite differences in
+// float64 (the law a gradient must obey); the auxiliary losses against their closed forms computed here
+// independently (spec §3.8); and the whole model's gradient, every parameter, for every variant.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Tape, Var, type Floats } from '../src/train/autograd.js';
-import { causalAttention } from '../src/train/attention.js';
-import { referenceGemm } from '../src/train/kernels.js';
-import { TrainModel } from '../src/train/model.js';
-import { add, crossEntropy, embedding, linear, rmsnorm, rope, weightedSum } from '../src/train/ops.js';
-import { experts, gather, loadBalancingLoss, normalizeGroups, routerZLoss, softmaxRows } from '../src/train/moe-ops.js';
-import { expertChoice, tokenChoice } from '../src/train/routing.js';
+import type { Routing, Tensor } from '../src/core/backend.js';
+import { Tape } from '../src/autograd/tape.js';
+import { ReferenceBackend } from '../src/backends/reference/index.js';
+import { floats } from '../src/backends/reference/tensor.js';
+import { TrainModel, type RoutingMode } from '../src/train/model.js';
 import { parseConfig } from '../src/model/config.js';
 import { createRng } from '../src/core/rng.js';
-import { ropeInverseFrequencies } from '../src/core/rope.js';
 
+const backend = new ReferenceBackend({ precision: 'f64' });
 const rng = createRng(7);
 const normal = (n: number, std = 1): Float64Array =>
   Float64Array.from({ length: n }, () => std * Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng()));
-
-/** Σ r ⊙ value: a scalar whose gradient w.r.t. `value` is r, so every output element is tested. */
-function project(tape: Tape, value: Var, r: Float64Array): Var {
-  const data = tape.alloc(1);
-  for (let i = 0; i < value.size; i++) data[0]! += r[i]! * value.data[i]!;
-  const out = tape.output(data, [1], [value]);
-  tape.record(out, (dy) => {
-    const grad = tape.gradOf(value);
-    for (let i = 0; i < value.size; i++) grad[i]! += r[i]! * dy[0]!;
-  });
-  return out;
-}
 
 interface Input {
   data: Float64Array;
   shape: number[];
 }
 
-/**
- * ‖analytic − numeric‖ / ‖analytic + numeric‖ per input, numeric by central differences (h = 1e-5), must be < 1e-6.
- * `build` maps leaf inputs to an output; a random projection makes it a scalar unless it already is one.
- */
-function gradCheck(name: string, inputs: Input[], build: (tape: Tape, leaves: Var[]) => Var): void {
-  let projection: Float64Array | null = null;
-  const lossOf = (withGrad: boolean): { loss: number; leaves: Var[] } => {
-    const tape = new Tape('f64', referenceGemm);
-    const leaves = inputs.map((input) => (withGrad ? tape.leaf(input.data, input.shape) : tape.constant(input.data, input.shape)));
-    const out = build(tape, leaves);
-    projection ??= out.size === 1 ? Float64Array.of(1) : normal(out.size);
-    const loss = project(tape, out, projection);
-    if (withGrad) tape.backward(loss);
-    return { loss: loss.item(), leaves };
-  };
-  const analytic = lossOf(true).leaves.map((leaf) => leaf.grad ?? new Float64Array(leaf.size));
+function tensorOf(values: Float64Array, shape: readonly number[]): Tensor {
+  const t = backend.zeros(shape);
+  backend.write(t, values);
+  return t;
+}
+
+/** Σ r ⊙ op(inputs) with r random: its gradient checks every output element's dependence on every input. */
+function projected(inputs: Input[], build: (tape: Tape, leaves: Tensor[]) => Tensor, r: { values?: Float64Array }, withGrad: boolean) {
+  const tape = new Tape(backend, { grad: withGrad });
+  const leaves = inputs.map((input) => tape.param(tensorOf(input.data, input.shape), backend.zeros(input.shape)));
+  const out = build(tape, leaves);
+  const values = floats((out as unknown as { value: Tensor }).value);
+  r.values ??= normal(values.length);
+  if (withGrad) tape.backwardWith(out, tensorOf(r.values, out.shape));
+  let loss = 0;
+  values.forEach((v, i) => (loss += v * r.values![i]!));
+  return { loss, leaves: withGrad ? leaves.map((l) => floats((l as unknown as { grad: Tensor }).grad)) : [] };
+}
+
+/** ‖analytic − numeric‖ / ‖analytic + numeric‖ per input, numeric by central differences (h = 1e-5), must be < 1e-6. */
+function gradCheck(name: string, inputs: Input[], build: (tape: Tape, leaves: Tensor[]) => Tensor): void {
+  const r: { values?: Float64Array } = {};
+  const analytic = projected(inputs, build, r, true).leaves;
   inputs.forEach((input, i) => {
     const numeric = new Float64Array(input.data.length);
     const h = 1e-5;
     for (let j = 0; j < input.data.length; j++) {
       const saved = input.data[j]!;
       input.data[j] = saved + h;
-      const plus = lossOf(false).loss;
+      const plus = projected(inputs, build, r, false).loss;
       input.data[j] = saved - h;
-      const minus = lossOf(false).loss;
+      const minus = projected(inputs, build, r, false).loss;
       input.data[j] = saved;
       numeric[j] = (plus - minus) / (2 * h);
     }
@@ -67,7 +61,7 @@ function gradCheck(name: string, inputs: Input[], build: (tape: Tape, leaves: Va
   });
 }
 
-function relativeError(a: Floats, b: Floats): number {
+function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let diff = 0;
   let sum = 0;
   for (let i = 0; i < a.length; i++) {
@@ -77,78 +71,68 @@ function relativeError(a: Floats, b: Floats): number {
   return sum === 0 ? 0 : Math.sqrt(diff / sum);
 }
 
+const input = (shape: number[], std = 1): Input => ({ data: normal(shape.reduce((a, b) => a * b, 1), std), shape });
+
 test('embedding: gradient scatter-adds into the rows read (repeated ids included)', () => {
-  const ids = Int32Array.of(2, 0, 2, 3);
-  gradCheck('embedding', [{ data: normal(5 * 3), shape: [5, 3] }], (tape, [table]) => embedding(tape, table!, ids));
+  gradCheck('embedding', [input([5, 3])], (tape, [table]) => tape.embedding(table!, Int32Array.of(2, 0, 2, 3)));
 });
 
-test('linear: input and weight gradients', () => {
-  gradCheck('linear', [{ data: normal(4 * 5), shape: [4, 5] }, { data: normal(3 * 5), shape: [3, 5] }], (tape, [x, w]) => linear(tape, x!, w!));
+test('matmul: input and weight gradients', () => {
+  gradCheck('matmul', [input([4, 5]), input([3, 5])], (tape, [x, w]) => tape.matmul(x!, w!));
 });
 
 test('rmsnorm: input and gain gradients', () => {
-  gradCheck('rmsnorm', [{ data: normal(3 * 6), shape: [3, 6] }, { data: normal(6), shape: [6] }], (tape, [x, w]) => rmsnorm(tape, x!, w!, 1e-5));
+  gradCheck('rmsnorm', [input([3, 6]), input([6])], (tape, [x, w]) => tape.rmsnorm(x!, w!, 1e-5));
 });
 
 test('rope: gradient is the inverse rotation', () => {
-  const args = { positions: Int32Array.of(0, 1, 7), heads: 2, headDim: 4, inverseFrequencies: ropeInverseFrequencies(4, 10000) };
-  gradCheck('rope', [{ data: normal(3 * 8), shape: [3, 8] }], (tape, [x]) => rope(tape, x!, args));
+  gradCheck('rope', [input([3, 8])], (tape, [x]) => tape.rope(x!, Int32Array.of(0, 1, 7), { heads: 2, headDim: 4, theta: 10000 }));
 });
 
-test('add and weightedSum', () => {
-  gradCheck('add', [{ data: normal(6), shape: [2, 3] }, { data: normal(6), shape: [2, 3] }], (tape, [a, b]) => add(tape, a!, b!));
-  gradCheck('weightedSum', [{ data: normal(1), shape: [1] }, { data: normal(1), shape: [1] }], (tape, [a, b]) => weightedSum(tape, [a!, b!], [0.5, -2]));
+test('add, scale, rows and concatRows', () => {
+  gradCheck('add', [input([2, 3]), input([2, 3])], (tape, [a, b]) => tape.add(a!, b!));
+  gradCheck('scale', [input([2, 3])], (tape, [a]) => tape.scale(a!, -0.7));
+  gradCheck('rows', [input([4, 3])], (tape, [a]) => tape.rows(a!, 1, 2));
+  gradCheck('concatRows', [input([1, 3]), input([2, 3])], (tape, [a, b]) => tape.concatRows([a!, b!, a!]));
 });
 
 test('cross-entropy: mean over counted tokens, ignored targets excluded', () => {
   const targets = Int32Array.of(1, -1, 4, 0);
-  gradCheck('crossEntropy', [{ data: normal(4 * 5), shape: [4, 5] }], (tape, [logits]) => crossEntropy(tape, logits!, targets));
-  const tape = new Tape('f64', referenceGemm);
-  const logits = Float64Array.of(1, 2, 3, 0, 0, 0);
-  const value = crossEntropy(tape, tape.constant(logits, [2, 3]), Int32Array.of(2, 0)).item();
+  gradCheck('crossEntropy', [input([4, 5])], (tape, [logits]) => tape.crossEntropy(logits!, targets));
+  const value = floats(backend.crossEntropy(tensorOf(Float64Array.of(1, 2, 3, 0, 0, 0), [2, 3]), Int32Array.of(2, 0)))[0]!;
   const expected = (Math.log(Math.exp(1) + Math.exp(2) + Math.exp(3)) - 3 + Math.log(3)) / 2;
   assert.ok(Math.abs(value - expected) < 1e-12, `${value} vs ${expected}`);
 });
 
-test('causal attention with grouped key/value heads: q, k, v gradients; the future is masked', () => {
-  const shape = { sequences: 2, length: 3, heads: 4, kvHeads: 2, headDim: 2 };
-  const rows = shape.sequences * shape.length;
-  gradCheck('attention', [
-    { data: normal(rows * 8), shape: [rows, 8] },
-    { data: normal(rows * 4), shape: [rows, 4] },
-    { data: normal(rows * 4), shape: [rows, 4] },
-  ], (tape, [q, k, v]) => causalAttention(tape, q!, k!, v!, shape));
+test('causal attention with grouped key/value heads over two sequences of different lengths; the future is masked', () => {
+  const [heads, kvHeads, headDim] = [4, 2, 2];
+  const sequences = [{ tokens: 3, start: 0 }, { tokens: 2, start: 0 }];
+  const args = (q: Tensor, k: Tensor, v: Tensor) => ({ q, k, v, sequences, layer: 0, heads, kvHeads, headDim });
+  gradCheck('attention', [input([5, 8]), input([5, 4]), input([5, 4])], (tape, [q, k, v]) => tape.attention(args(q!, k!, v!)));
   // The first position of each sequence attends only to itself: its output is its own value row.
-  const tape = new Tape('f64', referenceGemm);
-  const v = normal(rows * 4);
-  const out = causalAttention(tape, tape.constant(normal(rows * 8), [rows, 8]), tape.constant(normal(rows * 4), [rows, 4]), tape.constant(v, [rows, 4]), shape);
-  for (const b of [0, 1]) for (let h = 0; h < 4; h++) for (let d = 0; d < 2; d++) {
-    assert.ok(Math.abs(out.data[b * 3 * 8 + h * 2 + d]! - v[b * 3 * 4 + Math.floor(h / 2) * 2 + d]!) < 1e-12);
+  const v = normal(5 * 4);
+  const out = floats(backend.attention(args(tensorOf(normal(40), [5, 8]), tensorOf(normal(20), [5, 4]), tensorOf(v, [5, 4]))));
+  for (const row of [0, 3]) for (let h = 0; h < 4; h++) for (let d = 0; d < 2; d++) assert.ok(Math.abs(out[row * 8 + h * 2 + d]! - v[row * 4 + Math.floor(h / 2) * 2 + d]!) < 1e-12);
+});
+
+test('router: softmax probabilities and the chosen (renormalized) weights, token and expert choice', () => {
+  for (const opts of [{ topK: 2, normTopKProb: false }, { topK: 2, normTopKProb: true }, { topK: 2, normTopKProb: false, mode: 'expert_choice' as const, capacity: 2 }]) {
+    gradCheck(`router probs ${JSON.stringify(opts)}`, [input([3, 5])], (tape, [x]) => tape.router(x!, opts).probs);
+    gradCheck(`router weights ${JSON.stringify(opts)}`, [input([3, 5])], (tape, [x]) => tape.router(x!, opts).weights);
   }
 });
 
-test('router softmax, gather of the chosen probabilities, renormalisation', () => {
-  gradCheck('softmaxRows', [{ data: normal(3 * 5), shape: [3, 5] }], (tape, [x]) => softmaxRows(tape, x!));
-  const index = Int32Array.of(0, 4, 7, 7, 11);
-  gradCheck('gather', [{ data: normal(12), shape: [12] }], (tape, [x]) => gather(tape, x!, index));
-  gradCheck('normalizeGroups', [{ data: Float64Array.from(normal(6), (v) => 0.5 + Math.abs(v)), shape: [6] }], (tape, [x]) => normalizeGroups(tape, x!, 3));
-});
-
-test('grouped SwiGLU experts: input, routing-weight and every expert weight gradient', () => {
-  const [T, D, F, E, K] = [5, 4, 3, 3, 2];
-  const route = tokenChoice(Float64Array.from(normal(T * E), Math.abs), T, E, K);
-  const expertInputs = Array.from({ length: 3 * E }, (_, i) => ({ data: normal(D * F, 0.7), shape: i < 2 * E ? [F, D] : [D, F] }));
-  gradCheck('experts', [{ data: normal(T * D), shape: [T, D] }, { data: normal(T * K), shape: [T * K] }, ...expertInputs], (tape, [x, w, ...p]) =>
-    experts(tape, x!, { gate: p.slice(0, E), up: p.slice(E, 2 * E), down: p.slice(2 * E) }, route.assignments, w!));
-});
-
-test('token choice picks the K most probable experts per token; expert choice the C most probable tokens per expert', () => {
-  const probs = Float64Array.of(0.1, 0.6, 0.3, /* t1 */ 0.5, 0.2, 0.3, /* t2 */ 0.2, 0.2, 0.6);
-  const tc = tokenChoice(probs, 3, 3, 2);
-  assert.deepEqual([...tc.gatherIndex], [1, 2, 3, 5, 8, 6]); // t2 ties 0.2/0.2 → lower expert index 0
-  assert.deepEqual(tc.assignments.tokens.map((l) => [...l]), [[1, 2], [0], [0, 1, 2]]);
-  const ec = expertChoice(probs, 3, 3, 1);
-  assert.deepEqual(ec.assignments.tokens.map((l) => [...l]), [[1], [0], [2]]);
+test('grouped SwiGLU experts: input, routing-weight and every expert weight gradient (token and expert choice)', () => {
+  const [T, D, F, E] = [5, 4, 3, 3];
+  for (const opts of [{ topK: 2, normTopKProb: false }, { topK: 2, normTopKProb: false, mode: 'expert_choice' as const, capacity: 3 }]) {
+    const decided = backend.router(tensorOf(normal(T * E), [T, E]), opts);
+    const assignments = decided.expertIds.length;
+    const expertInputs = Array.from({ length: 3 * E }, (_, i) => input(i < 2 * E ? [F, D] : [D, F], 0.7));
+    gradCheck(`experts ${opts.mode ?? 'token_choice'}`, [input([T, D]), input([assignments]), ...expertInputs], (tape, [x, w, ...p]) => {
+      const routing: Routing = { ...decided, weights: w! };
+      return tape.experts(x!, { gate: p.slice(0, E), up: p.slice(E, 2 * E), down: p.slice(2 * E) }, routing);
+    });
+  }
 });
 
 test('load-balancing and z-loss equal their closed forms and pass the gradient check', () => {
@@ -167,15 +151,14 @@ test('load-balancing and z-loss equal their closed forms and pass the gradient c
   let z = 0;
   for (let t = 0; t < T; t++) z += Math.log([0, 1, 2].reduce((s, e) => s + Math.exp(logits[t * E + e]!), 0)) ** 2;
   z *= 0.001 / (L * T * K);
-  const tape = new Tape('f64', referenceGemm);
-  assert.ok(Math.abs(loadBalancingLoss(tape, tape.constant(probs, [T, E]), counts, (0.01 * E) / (L * T * K)).item() - lb) < 1e-15);
-  assert.ok(Math.abs(routerZLoss(tape, tape.constant(logits, [T, E]), 0.001 / (L * T * K)).item() - z) < 1e-15);
+  const scalar = (t: Tensor) => floats(t)[0]!;
+  assert.ok(Math.abs(scalar(backend.loadBalancingLoss(tensorOf(probs, [T, E]), counts, (0.01 * E) / (L * T * K))) - lb) < 1e-15);
+  assert.ok(Math.abs(scalar(backend.routerZLoss(tensorOf(logits, [T, E]), 0.001 / (L * T * K))) - z) < 1e-15);
   // A perfectly balanced router (uniform p, equal counts) costs exactly the weight per layer / L.
-  const uniform = new Float64Array(T * E).fill(1 / E);
-  const balanced = loadBalancingLoss(tape, tape.constant(uniform, [T, E]), new Float64Array(E).fill((T * K) / E), (0.01 * E) / (L * T * K)).item();
+  const balanced = scalar(backend.loadBalancingLoss(tensorOf(new Float64Array(T * E).fill(1 / E), [T, E]), new Float64Array(E).fill((T * K) / E), (0.01 * E) / (L * T * K)));
   assert.ok(Math.abs(balanced - 0.01 / L) < 1e-15);
-  gradCheck('loadBalancingLoss', [{ data: probs, shape: [T, E] }], (t, [p]) => loadBalancingLoss(t, p!, counts, 0.3));
-  gradCheck('routerZLoss', [{ data: logits, shape: [T, E] }], (t, [x]) => routerZLoss(t, x!, 0.3));
+  gradCheck('loadBalancingLoss', [{ data: probs, shape: [T, E] }], (tape, [p]) => tape.loadBalancingLoss(p!, counts, 0.3));
+  gradCheck('routerZLoss', [{ data: logits, shape: [T, E] }], (tape, [x]) => tape.routerZLoss(x!, 0.3));
 });
 
 function tinyConfig(extra: Record<string, unknown> = {}) {
@@ -185,32 +168,37 @@ function tinyConfig(extra: Record<string, unknown> = {}) {
   });
 }
 
-for (const [label, routing, extra] of [
+const VARIANTS: readonly [string, RoutingMode, Record<string, unknown>][] = [
   ['token choice', 'token_choice', {}],
   ['token choice, norm_topk_prob', 'token_choice', { norm_topk_prob: true }],
   ['expert choice', 'expert_choice', {}],
   ['token choice + shared expert', 'token_choice', { shared_expert_intermediate_size: 5 }],
-] as const) {
+  ['dense (one expert, top-1)', 'token_choice', { num_experts: 1, num_experts_per_tok: 1 }],
+  ['grouped-query attention (4 heads, 2 kv heads)', 'token_choice', { num_attention_heads: 4, num_key_value_heads: 2 }],
+];
+
+for (const [label, routing, extra] of VARIANTS) {
   test(`whole model (${label}): CE + LBL + z-loss gradient of every parameter`, () => {
-    const model = new TrainModel({ config: tinyConfig(extra), routing, capacityFactor: 1 }, 'f64');
+    const model = new TrainModel({ config: tinyConfig(extra), routing, capacityFactor: 1 }, backend);
     model.initialize((values) => values.set(normal(values.length, 0.5)));
-    const tokens = Int32Array.of(1, 5, 3, 9, 2, /* row 2 */ 4, 4, 0, 10, 7);
+    const batch = { tokens: Int32Array.of(1, 5, 3, 9, 2, /* row 2 */ 4, 4, 0, 10, 7), sequences: 2, targets: Int32Array.of(5, 3, -1, 2, 4, 0, 10, 7) };
     const weights = { loadBalancing: 0.5, routerZ: 0.5 }; // large, so the auxiliary gradients are visible
-    const tape = new Tape('f64', referenceGemm);
-    tape.backward(model.forward(tape, tokens, 2, weights).loss);
-    const lossAt = () => model.forward(new Tape('f64', referenceGemm), tokens, 2, weights).loss.item();
+    const tape = new Tape(backend);
+    tape.backward(model.forward(tape, batch, weights).loss);
+    const lossAt = () => floats(model.forward(backend, batch, weights).loss)[0]!; // float64 (result.total is read back as float32)
     for (const param of model.params) {
-      const numeric = new Float64Array(param.data.length);
-      for (let j = 0; j < param.data.length; j++) {
-        const saved = param.data[j]!;
-        param.data[j] = saved + 1e-5;
+      const values = floats(param.value);
+      const numeric = new Float64Array(values.length);
+      for (let j = 0; j < values.length; j++) {
+        const saved = values[j]!;
+        values[j] = saved + 1e-5;
         const plus = lossAt();
-        param.data[j] = saved - 1e-5;
+        values[j] = saved - 1e-5;
         const minus = lossAt();
-        param.data[j] = saved;
+        values[j] = saved;
         numeric[j] = (plus - minus) / 2e-5;
       }
-      const error = relativeError(param.grad, numeric);
+      const error = relativeError(floats(param.grad), numeric);
       assert.ok(error < 1e-6, `${param.name}: relative error ${error.toExponential(2)}`);
     }
   });

@@ -1,17 +1,15 @@
-// Training's GEMM on every backend against a float64 product computed here, in all four orientations, with and
-// without accumulation, on shapes off the native kernel's tiles and on subarray operands; the native kernel's
-// results bit-identical for 1 and 2 threads; and the training model's forward against the tiny fixture's
-// independent golden logits.
+// The native training GEMM (native/src/train-gemm.cc) against a float64 product computed here, in all four
+// orientations, with and without accumulation, on shapes off the kernel's tiles and on subarray operands; its
+// results bit-identical for 1 and 2 threads; and the training executor (the autograd tape over each backend)
+// against the tiny fixture's independent golden logits.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { createRng } from '../src/core/rng.js';
-import { Tape } from '../src/train/autograd.js';
-import { gemmKernels, referenceGemm } from '../src/train/kernels.js';
+import { Tape } from '../src/autograd/tape.js';
 import { TrainModel } from '../src/train/model.js';
 import { loadParams } from '../src/train/checkpoint.js';
 import { parseConfig } from '../src/model/config.js';
-import { linear } from '../src/train/ops.js';
 import { loadAddon } from '../src/backends/native/addon.js';
 import { announceSkip, backendCases, nativeSkip } from './backends.js';
 import { tinyExpectedPath, tinyModelDir } from './helpers.js';
@@ -32,9 +30,12 @@ function naive(m: number, n: number, k: number, a: Float32Array, b: Float32Array
   return c;
 }
 
-for (const target of backendCases) {
-  describe(`training GEMM on ${target.name}`, { skip: announceSkip(target.skip) }, () => {
-    const kernels = target.skip ? referenceGemm : gemmKernels(target.create());
+interface GemmArgs { m: number; n: number; k: number; a: Float32Array; b: Float32Array; c: Float32Array; transA?: boolean; transB?: boolean; accumulate?: boolean }
+
+{
+  describe('native training GEMM', { skip: announceSkip(nativeSkip) }, () => {
+    const addon = loadAddon().addon;
+    const kernels = { gemm: (g: GemmArgs) => addon!.gemm(g.transA ?? false, g.transB ?? false, g.m, g.n, g.k, g.a, g.b, g.c, g.accumulate ?? false) };
     // Native tiles are 6×64 (AVX-512), 6×16 (AVX2) or 4×8 (scalar) over blocks of 256 summed indices: these shapes
     // cover partial tiles in both directions, one row, one column, k = 1, several K blocks with a ragged last one,
     // and products large enough to run on the thread pool.
@@ -67,20 +68,6 @@ for (const target of backendCases) {
         [...c.subarray(0, 3), ...c.subarray(3 + m * n)].forEach((v) => assert.equal(v, 7, 'outside the view'));
       }
     });
-    it('linear backward on this backend equals the reference backend', () => {
-      const [x, w, dy] = [random(40 * 24), random(16 * 24), random(40 * 16)];
-      const grads = [referenceGemm, kernels].map((kernel) => {
-        const tape = new Tape('f32', kernel);
-        const [xv, wv] = [tape.leaf(x.slice(), [40, 24]), tape.leaf(w.slice(), [16, 24])];
-        const out = linear(tape, xv, wv);
-        out.grad = dy.slice();
-        const loss = tape.output(Float32Array.of(0), [1], [out]);
-        tape.record(loss, () => undefined);
-        tape.backward(loss);
-        return [xv.grad!, wv.grad!];
-      });
-      grads[0]!.forEach((g, i) => g.forEach((v, j) => assert.ok(Math.abs(v - grads[1]![i]![j]!) < 1e-4)));
-    });
   });
 }
 
@@ -109,17 +96,47 @@ describe('native training GEMM is deterministic', { skip: nativeSkip }, () => {
   });
 });
 
-describe('training model = inference model', () => {
-  it('the tiny fixture checkpoint gives the golden logits of the independent reference (float32)', () => {
+describe('native training step is deterministic', { skip: nativeSkip }, () => {
+  // Exact resume on another thread count needs the same bits: every reduction runs in a fixed order.
+  it('the same loss and gradients, bit for bit, with 1 and 2 threads (token and expert choice)', () => {
+    const addon = loadAddon().addon!;
+    const before = addon.threads();
+    const config = parseConfig({
+      model_type: 'olmoe', vocab_size: 300, hidden_size: 64, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+      num_experts: 8, num_experts_per_tok: 2, max_position_embeddings: 64, rms_norm_eps: 1e-5,
+    });
+    const tokens = Int32Array.from({ length: 3 * 41 }, (_, i) => (i * 37 + 11) % 300);
+    try {
+      for (const routing of ['token_choice', 'expert_choice'] as const) {
+        const runs = [1, 2].map((threads) => {
+          addon.setThreads(threads);
+          const model = new TrainModel({ config, routing, capacityFactor: 1 }, backendCases[1]!.create());
+          const rng = createRng(5);
+          model.initialize((values) => values.forEach((_, i) => (values[i] = (rng() - 0.5) * 0.2)));
+          const tape = new Tape(model.backend);
+          const result = model.forward(tape, { tokens, sequences: 3 }, { loadBalancing: 0.01, routerZ: 0.001 });
+          tape.backward(result.loss);
+          return [Float32Array.of(result.total), ...model.params.map((p) => model.backend.toFloat32(p.grad))].map((a) => Array.from(new Uint32Array(a.slice().buffer)));
+        });
+        assert.deepEqual(runs[0], runs[1], routing);
+      }
+    } finally {
+      addon.setThreads(before);
+    }
+  });
+});
+
+for (const target of backendCases) describe(`training executor = inference model (${target.name})`, { skip: announceSkip(target.skip) }, () => {
+  it('the tiny fixture checkpoint gives the golden logits of the independent reference (float32) through the tape', () => {
     const expected = JSON.parse(readFileSync(tinyExpectedPath, 'utf8')) as { config: object; cases: { ids: number[]; logits: number[][] }[] };
     const config = parseConfig(expected.config);
-    const model = new TrainModel({ config, routing: 'token_choice', capacityFactor: 1 });
+    const model = new TrainModel({ config, routing: 'token_choice', capacityFactor: 1 }, target.create());
     loadParams(model, tinyModelDir);
     for (const { ids, logits } of expected.cases) {
-      const tape = new Tape('f32', referenceGemm, { grad: false });
+      const tape = new Tape(model.backend);
       // One row of S + 1 ids: the logits of positions 0..S-1 come from the inputs ids[0..S-1]; the extra id is a dummy target.
-      const result = model.forward(tape, Int32Array.from([...ids, 0]), 1, { loadBalancing: 0, routerZ: 0 });
-      const got = result.logits.data;
+      const result = model.forward(tape, { tokens: Int32Array.from([...ids, 0]), sequences: 1 }, { loadBalancing: 0.01, routerZ: 0.001 });
+      const got = tape.toFloat32(result.logits);
       const vocab = config.vocabSize;
       let worst = 0;
       logits.forEach((row, t) => row.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - got[t * vocab + i]!)))));

@@ -9,10 +9,8 @@ import { byteLevelTokenizerJson } from '../src/tokenizer/byte-level.js';
 import { TokenShardBuilder, tokenizerFingerprint } from '../src/train/data/shard.js';
 import { parseTrainConfig, type TrainConfig } from '../src/train/config.js';
 import { train, type TrainOptions } from '../src/train/trainer.js';
-import { referenceGemm } from '../src/train/kernels.js';
 import { latestCheckpoint, loadParams } from '../src/train/checkpoint.js';
 import { TrainModel } from '../src/train/model.js';
-import { Tape } from '../src/train/autograd.js';
 import { loadModel } from '../src/model/load.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { readConfigFile } from '../src/model/config.js';
@@ -46,7 +44,7 @@ function config(dir: string, overrides: Omit<Partial<TrainConfig>, 'data'> & { d
 
 async function run(c: TrainConfig, extra: Partial<TrainOptions> = {}): Promise<number[]> {
   const losses: number[] = [];
-  await train({ config: c, kernels: referenceGemm, onStep: (r) => losses.push(r.loss), ...extra });
+  await train({ config: c, backend: new ReferenceBackend(), onStep: (r) => losses.push(r.loss), ...extra });
   return losses;
 }
 
@@ -91,10 +89,11 @@ describe('training loop', () => {
     const inference = await loadModel(checkpoint, { backend: new ReferenceBackend() });
     const ids = Int32Array.from(Buffer.from('The experts'));
     const expected = inference.backend.toFloat32(inference.forward(ids));
-    const model = new TrainModel({ config: readConfigFile(join(checkpoint, 'config.json')), routing: 'token_choice', capacityFactor: 1 });
+    const model = new TrainModel({ config: readConfigFile(join(checkpoint, 'config.json')), routing: 'token_choice', capacityFactor: 1 }, new ReferenceBackend());
     loadParams(model, checkpoint);
-    const { logits } = model.forward(new Tape('f32', referenceGemm, { grad: false }), Int32Array.from([...ids, 0]), 1, { loadBalancing: 0, routerZ: 0 });
-    const got = logits.data.subarray(logits.data.length - expected.length);
+    const { logits } = model.forward(model.backend, { tokens: Int32Array.from([...ids, 0]), sequences: 1 }, { loadBalancing: 0, routerZ: 0 });
+    const values = model.backend.toFloat32(logits);
+    const got = values.subarray(values.length - expected.length);
     expected.forEach((v, i) => assert.ok(Math.abs(v - got[i]!) < 1e-4, `logit ${i}: ${v} vs ${got[i]}`));
   });
 });
@@ -129,9 +128,9 @@ describe('training: bad input', () => {
     const c = config(dir, { steps: 10, eval_every: 0, optimizer: { lr: 1e30, warmup_steps: 0, betas: [0.9, 0.95], eps: 1e-8, weight_decay: 0, clip: 1e30, final_lr_ratio: 1 }, checkpoint_every: 1 });
     await assert.rejects(run(c), (error: Error) => /(loss|gradient norm) is (NaN|Infinity|-Infinity) at step \d+.*last good checkpoint is .*step-\d+/.test(error.message));
     const checkpoint = latestCheckpoint(join(dir, 'run'))!;
-    const model = new TrainModel({ config: readConfigFile(join(checkpoint, 'config.json')), routing: 'token_choice', capacityFactor: 1 });
+    const model = new TrainModel({ config: readConfigFile(join(checkpoint, 'config.json')), routing: 'token_choice', capacityFactor: 1 }, new ReferenceBackend());
     loadParams(model, checkpoint);
-    assert.ok(model.params.every((p) => p.data.every(Number.isFinite)), 'the kept checkpoint holds finite weights');
+    assert.ok(model.params.every((p) => model.read(p).every(Number.isFinite)), 'the kept checkpoint holds finite weights');
   });
 
   it('an empty, truncated or foreign shard, or a config with an unknown key: errors naming the file or key', async () => {
@@ -156,14 +155,14 @@ describe('architecture variants', () => {
     const denseDir = latestCheckpoint(join(dir, 'dense'))!;
     const moe = config(dir, { out: join(dir, 'moe'), steps: 3, eval_every: 0, checkpoint_every: 0, model: { ...config(dir).model, num_experts: 4, num_experts_per_tok: 4, upcycle_from: denseDir } });
     const batch = Int32Array.from(Buffer.from('The experts of a')); // 16 bytes: 15 positions
-    const lossOf = (model: TrainModel) => model.forward(new Tape('f32', referenceGemm, { grad: false }), batch, 1, { loadBalancing: 0, routerZ: 0 }).crossEntropy;
-    const denseModel = new TrainModel({ config: readConfigFile(join(denseDir, 'config.json')), routing: 'token_choice', capacityFactor: 1 });
+    const lossOf = (model: TrainModel) => model.forward(model.backend, { tokens: batch, sequences: 1 }, { loadBalancing: 0, routerZ: 0 }).crossEntropy;
+    const denseModel = new TrainModel({ config: readConfigFile(join(denseDir, 'config.json')), routing: 'token_choice', capacityFactor: 1 }, new ReferenceBackend());
     loadParams(denseModel, denseDir);
     const { buildRun } = await import('../src/train/trainer.js');
     const { upcycleFrom } = await import('../src/train/upcycle.js');
-    const { model } = buildRun(moe, referenceGemm);
+    const { model } = buildRun(moe, new ReferenceBackend());
     upcycleFrom(model, denseDir);
-    for (let e = 0; e < 4; e++) assert.deepEqual(model.param(`model.layers.1.mlp.experts.${e}.down_proj.weight`).data, denseModel.param('model.layers.1.mlp.experts.0.down_proj.weight').data);
+    for (let e = 0; e < 4; e++) assert.deepEqual(model.read(model.param(`model.layers.1.mlp.experts.${e}.down_proj.weight`)), denseModel.read(denseModel.param('model.layers.1.mlp.experts.0.down_proj.weight')));
     // Σ over all experts of p_e · MLP(x) = MLP(x): the upcycled model starts exactly where the dense one ended.
     assert.ok(Math.abs(lossOf(model) - lossOf(denseModel)) < 1e-5, `${lossOf(model)} vs ${lossOf(denseModel)}`);
     await assert.rejects(run(config(dir, { out: join(dir, 'bad'), model: { ...config(dir).model, upcycle_from: latestCheckpoint(join(dir, 'moe')) ?? join(dir, 'dense', 'checkpoints', 'step-000003'), hidden_size: 32 } })), /hidden(Size|_size)/);

@@ -7,125 +7,140 @@ import { describe, it } from 'node:test';
 import { InputError } from '../src/core/errors.js';
 import { TrainRng, truncatedNormal } from '../src/train/init.js';
 import { AdamW, clipGradNorm, OLMOE_ADAMW, type Param } from '../src/train/optim.js';
+import { ReferenceBackend } from '../src/backends/reference/index.js';
+import { announceSkip, backendCases } from './backends.js';
 import { learningRate, type ScheduleOptions } from '../src/train/schedule.js';
-
-function param(name: string, data: number[], decay = true): Param {
-  return { name, data: Float32Array.from(data), grad: new Float32Array(data.length), decay };
-}
 
 function close(actual: number, expected: number, rel = 1e-6, what = ''): void {
   assert.ok(Math.abs(actual - expected) <= rel * Math.max(Math.abs(expected), 1e-12), `${what} ${actual} vs ${expected}`);
 }
 
-describe('AdamW', () => {
-  it('uses the OLMoE hyperparameters of Table C3 by default', () => {
-    assert.deepEqual(OLMOE_ADAMW, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
-  });
+for (const target of backendCases) {
+  describe(`AdamW and clipping on the ${target.name} backend`, { skip: announceSkip(target.skip) }, () => {
+    const backend = target.skip ? new ReferenceBackend() : target.create();
+    const param = (name: string, data: number[], decay = true): Param => {
+      const value = backend.zeros([data.length]);
+      backend.write(value, Float32Array.from(data));
+      return { name, value, grad: backend.zeros([data.length]), decay };
+    };
+    const data = (p: Param) => backend.toFloat32(p.value);
+    const grad = (p: Param) => backend.toFloat32(p.grad);
+    const setGrad = (p: Param, values: number[]) => backend.write(p.grad, Float32Array.from(values));
 
-  it('three steps match the hand-written update: decay, then lr·m̂/(√v̂+ε)', () => {
-    const grads = [[0.5, -0.25], [0.1, 2.0], [-0.3, 0.05]];
-    const lrs = [1e-2, 5e-3, 2e-3];
-    for (const decay of [true, false]) {
-      const p = param('w', [1.0, -2.0], decay);
-      const opt = new AdamW([p]);
-      // the reference: two elements, plain float64, written from the algorithm in the PyTorch documentation
-      let w = [1.0, -2.0];
-      let m = [0, 0];
-      let v = [0, 0];
+    it('uses the OLMoE hyperparameters of Table C3 by default', () => {
+      assert.deepEqual(OLMOE_ADAMW, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
+    });
+
+    it('three steps match the hand-written update: decay, then lr·m̂/(√v̂+ε)', () => {
+      const grads = [[0.5, -0.25], [0.1, 2.0], [-0.3, 0.05]];
+      const lrs = [1e-2, 5e-3, 2e-3];
+      for (const decay of [true, false]) {
+        const p = param('w', [1.0, -2.0], decay);
+        const opt = new AdamW(backend, [p]);
+        // the reference: two elements, plain float64, written from the algorithm in the PyTorch documentation
+        let w = [1.0, -2.0];
+        let m = [0, 0];
+        let v = [0, 0];
+        for (let t = 1; t <= 3; t++) {
+          const g = grads[t - 1]!;
+          const lr = lrs[t - 1]!;
+          setGrad(p, g);
+          opt.step(lr);
+          const wd = decay ? 0.1 : 0;
+          m = m.map((mi, i) => 0.9 * mi + 0.1 * g[i]!);
+          v = v.map((vi, i) => 0.95 * vi + 0.05 * g[i]! ** 2);
+          w = w.map((wi, i) => wi * (1 - lr * wd) - (lr * (m[i]! / (1 - 0.9 ** t))) / (Math.sqrt(v[i]! / (1 - 0.95 ** t)) + 1e-8));
+          w.forEach((wi, i) => close(data(p)[i]!, wi, 1e-6, `decay=${decay} step ${t} element ${i}`));
+        }
+        assert.equal(opt.stepCount, 3);
+      }
+    });
+
+    it('the first step moves each weight by lr·sign(g) (plus decay only where decay is on)', () => {
+      const decayed = param('w', [2.0], true);
+      const gain = param('norm.weight', [2.0], false);
+      setGrad(decayed, [3]);
+      setGrad(gain, [3]);
+      new AdamW(backend, [decayed, gain]).step(0.01);
+      close(data(decayed)[0]!, 2.0 * (1 - 0.01 * 0.1) - 0.01, 1e-6);
+      close(data(gain)[0]!, 2.0 - 0.01, 1e-6);
+    });
+
+    it('a gradient scale (clipping) is the same step as scaling the gradients first', () => {
+      const [a, b] = [param('a', [0.3, -0.7]), param('b', [0.3, -0.7])];
+      setGrad(a, [0.5 * 0.25, -1 * 0.25]);
+      setGrad(b, [0.5, -1]);
+      new AdamW(backend, [a]).step(1e-2);
+      new AdamW(backend, [b]).step(1e-2, 0.25);
+      assert.deepEqual(data(b), data(a));
+    });
+
+    it('state saved at step 2 and loaded into a fresh optimizer continues bit for bit', () => {
+      const make = () => [param('a', [0.3, -0.7, 1.1]), param('b', [0.5], false)];
+      const gradsAt = (t: number) => [[0.1 * t, -0.2, 0.05 * t * t], [t - 1.5]];
+      const run = make();
+      const opt = new AdamW(backend, run);
+      let saved;
+      let savedData: Float32Array[] = [];
       for (let t = 1; t <= 3; t++) {
-        const g = grads[t - 1]!;
-        const lr = lrs[t - 1]!;
-        p.grad.set(g);
-        opt.step(lr);
-        const wd = decay ? 0.1 : 0;
-        m = m.map((mi, i) => 0.9 * mi + 0.1 * g[i]!);
-        v = v.map((vi, i) => 0.95 * vi + 0.05 * g[i]! ** 2);
-        w = w.map((wi, i) => wi * (1 - lr * wd) - (lr * (m[i]! / (1 - 0.9 ** t))) / (Math.sqrt(v[i]! / (1 - 0.95 ** t)) + 1e-8));
-        w.forEach((wi, i) => close(p.data[i]!, wi, 1e-6, `decay=${decay} step ${t} element ${i}`));
+        gradsAt(t).forEach((g, i) => setGrad(run[i]!, g));
+        opt.step(1e-3);
+        if (t === 2) {
+          saved = opt.state();
+          savedData = run.map((p) => data(p).slice());
+        }
       }
-      assert.equal(opt.stepCount, 3);
-    }
-  });
+      const resumed = make();
+      resumed.forEach((p, i) => backend.write(p.value, savedData[i]!));
+      const fresh = new AdamW(backend, resumed);
+      fresh.load(saved!);
+      assert.equal(fresh.stepCount, 2);
+      gradsAt(3).forEach((g, i) => setGrad(resumed[i]!, g));
+      fresh.step(1e-3);
+      resumed.forEach((p, i) => assert.deepEqual(new Uint8Array(data(p).slice().buffer), new Uint8Array(data(run[i]!).slice().buffer)));
+      assert.deepEqual(fresh.state(), opt.state());
+    });
 
-  it('the first step moves each weight by lr·sign(g) (plus decay only where decay is on)', () => {
-    const decayed = param('w', [2.0], true);
-    const gain = param('norm.weight', [2.0], false);
-    decayed.grad[0] = 3;
-    gain.grad[0] = 3;
-    new AdamW([decayed, gain]).step(0.01);
-    close(decayed.data[0]!, 2.0 * (1 - 0.01 * 0.1) - 0.01, 1e-6);
-    close(gain.data[0]!, 2.0 - 0.01, 1e-6);
-  });
+    it('load rejects a state of other params, naming the param', () => {
+      const opt = new AdamW(backend, [param('a', [1, 2]), param('layers.0.mlp.gate', [1, 2, 3])]);
+      const state = opt.state();
+      assert.throws(() => new AdamW(backend, [param('a', [1, 2])]).load(state), (e) => e instanceof InputError && /2 m arrays for 1 params/.test(e.message));
+      const other = new AdamW(backend, [param('a', [1, 2]), param('layers.0.mlp.gate', [1, 2])]);
+      assert.throws(() => other.load(state), (e) => e instanceof InputError && /layers\.0\.mlp\.gate/.test(e.message));
+    });
 
-  it('state saved at step 2 and loaded into a fresh optimizer continues bit for bit', () => {
-    const make = () => [param('a', [0.3, -0.7, 1.1]), param('b', [0.5], false)];
-    const gradsAt = (t: number) => [[0.1 * t, -0.2, 0.05 * t * t], [t - 1.5]];
-    const run = make();
-    const opt = new AdamW(run);
-    let saved;
-    let savedData: Float32Array[] = [];
-    for (let t = 1; t <= 3; t++) {
-      gradsAt(t).forEach((g, i) => run[i]!.grad.set(g));
-      opt.step(1e-3);
-      if (t === 2) {
-        saved = opt.state();
-        savedData = run.map((p) => p.data.slice());
-      }
-    }
-    const resumed = make();
-    resumed.forEach((p, i) => p.data.set(savedData[i]!));
-    const fresh = new AdamW(resumed);
-    fresh.load(saved!);
-    assert.equal(fresh.stepCount, 2);
-    gradsAt(3).forEach((g, i) => resumed[i]!.grad.set(g));
-    fresh.step(1e-3);
-    resumed.forEach((p, i) => assert.deepEqual(new Uint8Array(p.data.buffer), new Uint8Array(run[i]!.data.buffer)));
-    assert.deepEqual(fresh.state(), opt.state());
-  });
+    it('rejects bad options and learning rates', () => {
+      assert.throws(() => new AdamW(backend, [], { beta2: 1 }), InputError);
+      assert.throws(() => new AdamW(backend, [], { eps: 0 }), InputError);
+      assert.throws(() => new AdamW(backend, []).step(Number.NaN), InputError);
+      assert.throws(() => new AdamW(backend, [{ name: 'x', value: backend.zeros([2]), grad: backend.zeros([3]), decay: true }]), /param x/);
+    });
 
-  it('load rejects a state of other params, naming the param', () => {
-    const opt = new AdamW([param('a', [1, 2]), param('layers.0.mlp.gate', [1, 2, 3])]);
-    const state = opt.state();
-    assert.throws(() => new AdamW([param('a', [1, 2])]).load(state), (e) => e instanceof InputError && /2 m arrays for 1 params/.test(e.message));
-    const other = new AdamW([param('a', [1, 2]), param('layers.0.mlp.gate', [1, 2])]);
-    assert.throws(() => other.load(state), (e) => e instanceof InputError && /layers\.0\.mlp\.gate/.test(e.message));
-  });
+    it('clipGradNorm: the global norm, and the factor maxNorm / (norm + 1e-6) when above maxNorm', () => {
+      const a = param('a', [0, 0]);
+      const b = param('b', [0]);
+      setGrad(a, [3, 0]);
+      setGrad(b, [4]); // global norm 5
+      const { norm, scale } = clipGradNorm(backend, [a, b], 1);
+      assert.equal(norm, 5);
+      close(scale, 1 / (5 + 1e-6), 1e-12);
+      assert.deepEqual([...grad(a)], [3, 0], 'the gradients themselves are left for the optimizer to scale');
+    });
 
-  it('rejects bad options and learning rates', () => {
-    assert.throws(() => new AdamW([], { beta2: 1 }), InputError);
-    assert.throws(() => new AdamW([], { eps: 0 }), InputError);
-    assert.throws(() => new AdamW([]).step(Number.NaN), InputError);
-    assert.throws(() => new AdamW([{ name: 'x', data: new Float32Array(2), grad: new Float32Array(3), decay: true }]), /param x/);
+    it('clipGradNorm: factor 1 below the limit; a non-finite norm comes back with factor 1', () => {
+      const a = param('a', [0, 0]);
+      setGrad(a, [0.3, 0.4]);
+      const below = clipGradNorm(backend, [a], 1);
+      close(below.norm, 0.5, 1e-7);
+      assert.equal(below.scale, 1);
+      setGrad(a, [Number.POSITIVE_INFINITY, 1]);
+      assert.deepEqual(clipGradNorm(backend, [a], 1), { norm: Number.POSITIVE_INFINITY, scale: 1 });
+      setGrad(a, [Number.NaN, 1]);
+      assert.ok(Number.isNaN(clipGradNorm(backend, [a], 1).norm));
+      assert.throws(() => clipGradNorm(backend, [a], 0), InputError);
+    });
   });
-});
-
-describe('clipGradNorm', () => {
-  it('returns the global norm and scales grads to maxNorm when above it', () => {
-    const a = param('a', [0, 0]);
-    const b = param('b', [0]);
-    a.grad.set([3, 0]);
-    b.grad.set([4]); // global norm 5
-    assert.equal(clipGradNorm([a, b], 1), 5);
-    const scale = 1 / (5 + 1e-6);
-    close(a.grad[0]!, 3 * scale, 1e-7);
-    close(b.grad[0]!, 4 * scale, 1e-7);
-    const after = Math.hypot(a.grad[0]!, a.grad[1]!, b.grad[0]!);
-    close(after, 1, 1e-6);
-  });
-
-  it('leaves grads below the limit, and a non-finite norm, untouched', () => {
-    const a = param('a', [0, 0]);
-    a.grad.set([0.3, 0.4]);
-    close(clipGradNorm([a], 1), 0.5, 1e-7);
-    assert.deepEqual([...a.grad], [Math.fround(0.3), Math.fround(0.4)]);
-    a.grad.set([Number.POSITIVE_INFINITY, 1]);
-    assert.equal(clipGradNorm([a], 1), Number.POSITIVE_INFINITY);
-    assert.deepEqual([...a.grad], [Number.POSITIVE_INFINITY, 1]);
-    a.grad.set([Number.NaN, 1]);
-    assert.ok(Number.isNaN(clipGradNorm([a], 1)));
-    assert.throws(() => clipGradNorm([a], 0), InputError);
-  });
-});
+}
 
 describe('learningRate', () => {
   const o: ScheduleOptions = { peakLr: 4e-4, warmupSteps: 10, totalSteps: 110, finalLrRatio: 0.1 };

@@ -10,7 +10,7 @@ import { byteLevelTokenizerJson } from '../src/tokenizer/byte-level.js';
 import { TokenShardBuilder, tokenizerFingerprint } from '../src/train/data/shard.js';
 import { parseTrainConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
-import { referenceGemm } from '../src/train/kernels.js';
+import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { writePrunedCheckpoint } from '../src/analysis/prune.js';
 import { writeRandomCheckpoint } from '../src/model/random-checkpoint.js';
 import { tempDir, tinyModelDir } from './helpers.js';
@@ -100,14 +100,14 @@ describe('resume after a kill at the end of a run', () => {
 
   it('--resume of a run whose last checkpoint is written but not its export writes the export (same bytes as a straight run)', async () => {
     const dir = fixture();
-    await train({ config: config(dir, 'straight', { export_dtype: 'bf16' }), kernels: referenceGemm });
+    await train({ config: config(dir, 'straight', { export_dtype: 'bf16' }), backend: new ReferenceBackend() });
     // The state a kill after the final checkpoint leaves: latest.json names step 4, no export/ (only staging).
-    await train({ config: config(dir, 'killed'), kernels: referenceGemm });
+    await train({ config: config(dir, 'killed'), backend: new ReferenceBackend() });
     const staging = join(dir, 'killed', `export.tmp-${deadPid()}`);
     mkdirSync(staging);
     writeFileSync(join(staging, 'model.safetensors.tmp-1'), 'partial');
     const said: string[] = [];
-    await train({ config: config(dir, 'killed', { export_dtype: 'bf16' }), kernels: referenceGemm, resume: true, say: (line) => said.push(line) });
+    await train({ config: config(dir, 'killed', { export_dtype: 'bf16' }), backend: new ReferenceBackend(), resume: true, say: (line) => said.push(line) });
     for (const file of ['config.json', 'model.safetensors', 'tokenizer.json']) {
       assert.deepEqual(readFileSync(join(dir, 'killed', 'export', file)), readFileSync(join(dir, 'straight', 'export', file)), file);
     }
@@ -118,11 +118,11 @@ describe('resume after a kill at the end of a run', () => {
 
   it('a kill between the checkpoint and dropping the older optimizer state: the resume drops it', async () => {
     const dir = fixture();
-    await train({ config: config(dir, 'run'), kernels: referenceGemm });
+    await train({ config: config(dir, 'run'), backend: new ReferenceBackend() });
     const older = join(dir, 'run', 'checkpoints', 'step-000002', 'optimizer.safetensors');
     assert.equal(existsSync(older), false);
     writeFileSync(older, readFileSync(join(dir, 'run', 'checkpoints', 'step-000004', 'optimizer.safetensors')));
-    await train({ config: config(dir, 'run'), kernels: referenceGemm, resume: true });
+    await train({ config: config(dir, 'run'), backend: new ReferenceBackend(), resume: true });
     assert.equal(existsSync(older), false);
     assert.ok(existsSync(join(dir, 'run', 'checkpoints', 'step-000004', 'optimizer.safetensors')));
   });

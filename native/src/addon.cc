@@ -18,6 +18,11 @@
 #include "measure.h"
 #include "pool.h"
 #include "train-gemm.h"
+#include "train-ops.h"
+
+namespace olmoe {
+void register_training(Napi::Env env, Napi::Object exports);  // train-bindings.cc
+}
 
 namespace {
 
@@ -146,7 +151,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
 
 Napi::Value Add(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 3)) return info.Env().Undefined();
-  olmoe::add(data_of<float>(info[0]), data_of<float>(info[1]), info[0].As<Napi::TypedArray>().ElementLength(), data_of<float>(info[2]));
+  olmoe::add_parallel(data_of<float>(info[0]), data_of<float>(info[1]), data_of<float>(info[2]), info[0].As<Napi::TypedArray>().ElementLength());
   return info.Env().Undefined();
 }
 
@@ -194,6 +199,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("allocate", Napi::Function::New(env, Allocate));
   exports.Set("measureReadBandwidth", Napi::Function::New(env, MeasureReadBandwidth));
   exports.Set("measureFp32Peak", Napi::Function::New(env, MeasureFp32Peak));
+  olmoe::register_training(env, exports);
   return exports;
 }
 

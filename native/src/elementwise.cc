@@ -5,17 +5,17 @@
 
 #include "kernels.h"
 #include "pool.h"
+#include "train-vector.h"
 
 namespace olmoe {
 
 void rmsnorm(const float* x, size_t rows, size_t width, const float* weight, float eps, float* out) {
+  const VectorKernels& v = vector_kernels();  // vectorized loops (train-vector.inc)
   pool().parallel_for(rows, [&](size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; r++) {
       const float* in = x + r * width;
-      double sum = 0;
-      for (size_t i = 0; i < width; i++) sum += static_cast<double>(in[i]) * in[i];
-      const float scale = static_cast<float>(1.0 / std::sqrt(sum / width + eps));
-      for (size_t i = 0; i < width; i++) out[r * width + i] = weight[i] * (in[i] * scale);
+      const float scale = static_cast<float>(1.0 / std::sqrt(v.sum_squares(in, width) / width + eps));
+      v.rmsnorm_apply(in, weight, scale, out + r * width, width);
     }
   });
 }

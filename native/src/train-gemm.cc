@@ -20,6 +20,7 @@
 
 #include "kernels.h"
 #include "pool.h"
+#include "train-parallel.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -226,7 +227,7 @@ void pack_b(const TrainGemmArgs& g, const MicroKernel& mk, size_t j0, size_t p0,
   const size_t cols = std::min(nr, g.n - j0);
   if (cols < nr) std::fill(panel, panel + kc * nr, 0.0f);
   if (!g.trans_b) {  // B [K, N]: each summed index is a contiguous run of columns
-    for (size_t p = 0; p < kc; p++) std::memcpy(panel + p * nr, g.b + (p0 + p) * g.n + j0, cols * sizeof(float));
+    for (size_t p = 0; p < kc; p++) std::memcpy(panel + p * nr, g.b + (p0 + p) * g.b_stride() + j0, cols * sizeof(float));
     return;
   }
   // B [N, K]: a transpose, by blocks of 16 summed indices × 16 columns (in registers where the ISA allows)
@@ -234,14 +235,14 @@ void pack_b(const TrainGemmArgs& g, const MicroKernel& mk, size_t j0, size_t p0,
   for (size_t s = 0; s < kc; s += kBlock) {
     const size_t strip = std::min(kBlock, kc - s);
     for (size_t q = 0; q < cols; q += kBlock) {
-      const float* src = g.b + (j0 + q) * g.k + p0 + s;
+      const float* src = g.b + (j0 + q) * g.b_stride() + p0 + s;
       float* dst = panel + s * nr + q;
       if (mk.transpose16 && strip == kBlock && q + kBlock <= cols) {
-        mk.transpose16(src, g.k, dst, nr);
+        mk.transpose16(src, g.b_stride(), dst, nr);
         continue;
       }
       for (size_t j = 0; j < std::min(kBlock, cols - q); j++)
-        for (size_t p = 0; p < strip; p++) dst[p * nr + j] = src[j * g.k + p];
+        for (size_t p = 0; p < strip; p++) dst[p * nr + j] = src[j * g.b_stride() + p];
     }
   }
 }
@@ -259,17 +260,15 @@ struct Plan {
   bool serial;
 };
 
-Plan plan(const TrainGemmArgs& g, const MicroKernel& mk) {
+// `wanted`: blocks of C to aim for (enough for the pool's dynamic claims to even out a busy core); this changes who
+// computes a tile, never how.
+Plan plan(const TrainGemmArgs& g, const MicroKernel& mk, size_t wanted) {
   Plan p{};
   p.kc_blocks = (g.k + kMaxKc - 1) / kMaxKc;
   p.m_panels = (g.m + mk.mr - 1) / mk.mr;
   p.n_panels = (g.n + mk.nr - 1) / mk.nr;
   p.row_blocks = (p.m_panels + kMaxRowPanels - 1) / kMaxRowPanels;
   p.col_blocks = (p.n_panels + kMaxColPanels - 1) / kMaxColPanels;
-  p.serial = g.m * g.n * g.k < kSerialWork || pool().threads() == 1;
-  // Enough items for the pool's dynamic claims to even out a busy core; this changes who computes a tile,
-  // never how.
-  const size_t wanted = p.serial ? 1 : 4 * static_cast<size_t>(pool().threads());
   while (p.row_blocks * p.col_blocks < wanted) {
     if (p.n_panels >= 2 * (p.col_blocks + 1)) p.col_blocks++;
     else if (p.m_panels >= 4 * (p.row_blocks + 1)) p.row_blocks++;
@@ -281,11 +280,6 @@ Plan plan(const TrainGemmArgs& g, const MicroKernel& mk) {
 // Split [0, count) into `parts` near-equal ranges; the index-th.
 inline std::pair<size_t, size_t> part(size_t count, size_t parts, size_t index) {
   return {count * index / parts, count * (index + 1) / parts};
-}
-
-void run(bool serial, size_t n, const std::function<void(size_t, size_t)>& fn) {
-  if (serial) fn(0, n);
-  else pool().parallel_for(n, fn);
 }
 
 // 64-byte aligned grow-only scratch (the packed panels are read with full-width vector loads).
@@ -309,23 +303,12 @@ struct Operands {
     const size_t row = i * mr, col = j * nr;
     const int rows = static_cast<int>(std::min(mr, g.m - row)), cols = static_cast<int>(std::min(nr, g.n - col));
     const bool add = g.accumulate || p0 > 0;
-    float* c = g.c + row * g.n + col;
-    if (g.trans_a) return {g.a + p0 * g.m + row, 1, g.m, b_panel(p0, kc, j), kc, rows, cols, c, g.n, add};  // A [K, M]
-    return {g.a + row * g.k + p0, g.k, 1, b_panel(p0, kc, j), kc, rows, cols, c, g.n, add};                 // A [M, K]
+    float* c = g.c + row * g.c_stride() + col;
+    const size_t lda = g.a_stride();
+    if (g.trans_a) return {g.a + p0 * lda + row, 1, lda, b_panel(p0, kc, j), kc, rows, cols, c, g.c_stride(), add};  // A [K, M]
+    return {g.a + row * lda + p0, lda, 1, b_panel(p0, kc, j), kc, rows, cols, c, g.c_stride(), add};                 // A [M, K]
   }
 };
-
-// One parallel pass packs all of op(B), one more computes: two pool barriers per product, which matters when
-// another process holds a core and a barrier waits for its time slice.
-void pack_all(const Plan& p, const Operands& ops, const MicroKernel& mk) {
-  const TrainGemmArgs& g = ops.g;
-  run(p.serial, p.kc_blocks * p.n_panels, [&](size_t begin, size_t end) {
-    for (size_t item = begin; item < end; item++) {
-      const size_t p0 = item / p.n_panels * kMaxKc, kc = std::min(kMaxKc, g.k - p0), j = item % p.n_panels;
-      pack_b(g, mk, j * mk.nr, p0, kc, ops.b_panel(p0, kc, j));
-    }
-  });
-}
 
 // One block of C, all of K: per K block, each B panel meets every A panel of the block while it sits in cache.
 void multiply_block(const Plan& p, const Operands& ops, const MicroKernel& mk, size_t item) {
@@ -338,22 +321,85 @@ void multiply_block(const Plan& p, const Operands& ops, const MicroKernel& mk, s
   }
 }
 
-}  // namespace
+// Work items of a batch: (product, item) pairs, claimed one at a time by whichever thread runs.
+struct Item {
+  uint32_t product, item;
+};
 
-void train_gemm(const TrainGemmArgs& g) {
-  if (g.m == 0 || g.n == 0) return;
-  if (g.k == 0) {
-    if (!g.accumulate) std::fill(g.c, g.c + g.m * g.n, 0.0f);
+void run_items(bool serial, const std::vector<Item>& items, const std::function<void(const Item&)>& fn) {
+  if (serial) {
+    for (const Item& item : items) fn(item);
     return;
   }
+  parallel_items(items.size(), [&](size_t i) { fn(items[i]); });
+}
+
+bool degenerate(const TrainGemmArgs& g) {
+  if (g.m == 0 || g.n == 0) return true;
+  if (g.k > 0) return false;
+  if (!g.accumulate)
+    for (size_t i = 0; i < g.m; i++) std::fill(g.c + i * g.c_stride(), g.c + i * g.c_stride() + g.n, 0.0f);
+  return true;
+}
+
+}  // namespace
+
+// One parallel pass packs every op(B), one more computes every block of C: two pool barriers for the whole batch,
+// which matters when another process holds a core and a barrier waits for its time slice.
+void train_gemm_batch(const TrainGemmArgs* products, size_t count) {
   const MicroKernel& mk = micro_kernel();
-  const Plan p = plan(g, mk);
-  thread_local std::vector<float> b_buffer;  // grow-only, per calling JS thread; workers use it only within a call
-  const Operands ops{g, aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k), size_t(mk.mr), size_t(mk.nr), p.n_panels};
-  pack_all(p, ops, mk);
-  run(p.serial, p.row_blocks * p.col_blocks, [&](size_t begin, size_t end) {
-    for (size_t item = begin; item < end; item++) multiply_block(p, ops, mk, item);
+  std::vector<size_t> live;
+  size_t work = 0;
+  bool serial = pool().threads() == 1;
+  for (size_t i = 0; i < count; i++) {
+    if (degenerate(products[i])) continue;
+    live.push_back(i);
+    work += products[i].m * products[i].n * products[i].k;
+    serial = serial || products[i].serial;
+  }
+  if (live.empty()) return;
+  serial = serial || work < kSerialWork;
+  const size_t wanted = serial ? 1 : std::max<size_t>(1, 4 * static_cast<size_t>(pool().threads()) / live.size());
+  std::vector<Plan> plans;
+  std::vector<Operands> operands;
+  std::vector<size_t> offsets;
+  size_t packed = 0;
+  for (size_t i : live) {
+    plans.push_back(plan(products[i], mk, wanted));
+    offsets.push_back(packed);
+    packed += (plans.back().n_panels * mk.nr * products[i].k + 15) / 16 * 16;  // each product's panels 64-byte aligned
+  }
+  thread_local std::vector<float> b_buffer;  // grow-only, per calling thread; workers use it only within a call
+  float* b = aligned_scratch(b_buffer, packed);
+  std::vector<Item> pack_items, block_items;
+  for (size_t x = 0; x < live.size(); x++) {
+    operands.push_back(Operands{products[live[x]], b + offsets[x], size_t(mk.mr), size_t(mk.nr), plans[x].n_panels});
+    for (size_t item = 0; item < plans[x].kc_blocks * plans[x].n_panels; item++) pack_items.push_back({uint32_t(x), uint32_t(item)});
+    for (size_t item = 0; item < plans[x].row_blocks * plans[x].col_blocks; item++) block_items.push_back({uint32_t(x), uint32_t(item)});
+  }
+  run_items(serial, pack_items, [&](const Item& it) {
+    const Plan& p = plans[it.product];
+    const Operands& ops = operands[it.product];
+    const size_t p0 = it.item / p.n_panels * kMaxKc, kc = std::min(kMaxKc, ops.g.k - p0), j = it.item % p.n_panels;
+    pack_b(ops.g, mk, j * mk.nr, p0, kc, ops.b_panel(p0, kc, j));
   });
+  run_items(serial, block_items, [&](const Item& it) { multiply_block(plans[it.product], operands[it.product], mk, it.item); });
+}
+
+// One product: on the pool as a batch of one, or here on the calling thread without the batch's bookkeeping (the
+// attention kernel issues thousands of small serial products per layer).
+void train_gemm(const TrainGemmArgs& g) {
+  if (degenerate(g)) return;
+  if (!(g.serial || pool().threads() == 1 || g.m * g.n * g.k < kSerialWork)) return train_gemm_batch(&g, 1);
+  const MicroKernel& mk = micro_kernel();
+  const Plan p = plan(g, mk, 1);
+  thread_local std::vector<float> b_buffer;
+  const Operands ops{g, aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k), size_t(mk.mr), size_t(mk.nr), p.n_panels};
+  for (size_t item = 0; item < p.kc_blocks * p.n_panels; item++) {
+    const size_t p0 = item / p.n_panels * kMaxKc, kc = std::min(kMaxKc, g.k - p0), j = item % p.n_panels;
+    pack_b(g, mk, j * mk.nr, p0, kc, ops.b_panel(p0, kc, j));
+  }
+  for (size_t item = 0; item < p.row_blocks * p.col_blocks; item++) multiply_block(p, ops, mk, item);
 }
 
 }  // namespace olmoe

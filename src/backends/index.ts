@@ -1,5 +1,5 @@
 /** Backend selection: `--backend`, else $OLMOE_BACKEND, else native when built, else reference (with one warning). */
-import type { Backend } from '../core/backend.js';
+import type { TrainingBackend } from '../core/training.js';
 import { InputError, OlmoeError } from '../core/errors.js';
 import { loadAddon } from './native/addon.js';
 import { NativeBackend, type NativeOptions } from './native/index.js';
@@ -15,7 +15,7 @@ export function nativeAvailability(): { available: boolean; problem?: string } {
   return addon ? { available: true } : { available: false, problem };
 }
 
-export function createBackend(name: string | undefined = process.env.OLMOE_BACKEND, options: NativeOptions = {}): Backend {
+export function createBackend(name: string | undefined = process.env.OLMOE_BACKEND, options: NativeOptions = {}): TrainingBackend {
   const chosen = name && name.length > 0 ? name : 'auto';
   if (chosen === 'reference') return new ReferenceBackend();
   if (chosen !== 'native' && chosen !== 'auto') throw new InputError(`unknown backend ${JSON.stringify(chosen)} (available: ${BACKEND_NAMES.join(', ')})`);

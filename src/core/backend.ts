@@ -1,16 +1,25 @@
 /**
  * The Backend interface: the model-level ops a compute backend implements. The model calls only these,
  * over opaque tensors it cannot read; every backend is checked op by op against the reference backend.
+ * Training adds each op's backward and the optimizer (core/training.ts); autograd/ records a tape over them.
+ *
+ * Data comes back to the host in two places only, both synchronous today: `toFloat32` and the expert ids of a
+ * `Routing`. A backend whose readback is asynchronous (WebGPU) makes exactly those two awaitable; every other
+ * call only enqueues work on tensors the backend owns.
  *
  * Dimension legend: T tokens, D hidden, In/Out matmul sides, H query heads, Hkv key/value heads,
- * Hd head dim, E experts, K experts per token, F expert FFN width, V vocab.
+ * Hd head dim, E experts, K experts per token, C tokens per expert (expert choice), A assignments, F expert
+ * FFN width, V vocab.
  */
 import type { DType } from './dtype.js';
+
+/** What a tensor holds: a checkpoint dtype (weights), 'f32' activations, or 'f64' (the gradient checks' reference). */
+export type TensorDType = DType | 'f64';
 
 /** A tensor owned by a backend. Row-major; weights are [Out, In] as in PyTorch Linear. */
 export interface Tensor {
   readonly shape: readonly number[];
-  readonly dtype: DType;
+  readonly dtype: TensorDType;
 }
 
 /**
@@ -62,37 +71,58 @@ export interface RopeOptions {
   theta: number;
 }
 
+/** One sequence of an attention call: its new tokens are the next `tokens` rows of q, k and v. */
+export interface AttentionSequence {
+  readonly tokens: number;
+  /** Position of its first new token: keys/values are written at [start, start+tokens) of the cache. */
+  readonly start: number;
+  /** Keys and values of its earlier positions. Absent (training): start is 0 and it attends to its own tokens only. */
+  readonly cache?: KVCache;
+}
+
 export interface AttentionArgs {
   q: Tensor; // [T, H·Hd], after QK-norm and RoPE
   k: Tensor; // [T, Hkv·Hd]
   v: Tensor; // [T, Hkv·Hd]
-  cache: KVCache;
+  /** The sequences whose new tokens q, k and v stack, in order (Σ tokens = T). */
+  sequences: readonly AttentionSequence[];
   layer: number;
-  /** Position of the first of the T tokens; keys/values are written at [start, start+T). */
-  start: number;
   heads: number;
   kvHeads: number;
   headDim: number;
 }
 
+/** Dropless token choice (each token its K most probable experts; spec §3.6) or expert choice (paper §4.1.5). */
+export type RoutingMode = 'token_choice' | 'expert_choice';
+
 export interface RouterOptions {
   topK: number;
   normTopKProb: boolean;
+  /** Default token choice. */
+  mode?: RoutingMode;
+  /** Expert choice: tokens each expert takes (C). */
+  capacity?: number;
 }
 
-/** Routing decisions for T tokens, on the host: the model hands them to observers and to `experts`. */
+/**
+ * Routing decisions for T tokens as A assignments (expert, token, weight). Token choice: A = T·K, assignment
+ * t·K + k is token t's k-th expert by probability (descending, ties to the lower index). Expert choice: A = E·C,
+ * assignment e·C + c is expert e's c-th token by probability.
+ */
 export interface Routing {
   readonly tokens: number;
   readonly numExperts: number;
-  readonly topK: number;
-  /** [T, E] router logits x·gateᵀ (for the z-loss and analysis). */
-  readonly logits: Float32Array;
-  /** [T, E] softmax over all experts, float32 (spec §3.6). */
-  readonly probs: Float32Array;
-  /** [T, K] chosen experts, by probability descending, ties to the lower index. */
+  readonly mode: RoutingMode;
+  /** Token choice: K; expert choice: C (assignments per expert). */
+  readonly perGroup: number;
+  /** [T, E] softmax over all experts (float32, spec §3.6). */
+  readonly probs: Tensor;
+  /** [A] weight of each assignment: its probability, renormalized over the token's K when normTopKProb. */
+  readonly weights: Tensor;
+  /** [A] expert of each assignment (host: the model hands them to observers; a GPU backend reads them back). */
   readonly expertIds: Int32Array;
-  /** [T, K] weights applied to the chosen experts' outputs (renormalized only when normTopKProb). */
-  readonly weights: Float32Array;
+  /** [A] token of each assignment. */
+  readonly tokenIds: Int32Array;
 }
 
 /** Per-expert SwiGLU weights of one layer: gate and up [F, D], down [D, F], E of each. */
@@ -107,6 +137,7 @@ export interface Backend {
   /** Take a checkpoint tensor as a weight. Must keep the stored dtype (no whole-model widening to f32). */
   weight(source: WeightSource): Promise<Tensor>;
   fromFloat32(data: Float32Array, shape: readonly number[]): Tensor;
+  /** Read a tensor back (the one data-returning call besides routing ids; async on a GPU backend). */
   toFloat32(x: Tensor): Float32Array;
 
   /** table [V, D], ids [T] → [T, D] */
@@ -120,33 +151,15 @@ export interface Backend {
   /** Element-wise clamp to [-limit, limit] (config clip_qkv). */
   clamp(x: Tensor, limit: number): Tensor;
   createKVCache(opts: KVCacheOptions): KVCache;
-  /** Append k, v to the cache, then causal softmax(q·kᵀ/√Hd)·v over the cache → [T, H·Hd]. */
+  /** Per sequence: append k, v to its cache, then causal softmax(q·kᵀ/√Hd)·v over its positions → [T, H·Hd]. */
   attention(args: AttentionArgs): Tensor;
-  /** x [T, D] · gate[E, D]ᵀ → softmax (float32) → top-k (spec §3.6). */
-  router(x: Tensor, gate: Tensor, opts: RouterOptions): Routing;
-  /** Σ_k weight_k · down(silu(gate·x) ⊙ up·x) over the routed experts → [T, D]. */
+  /** Router logits [T, E] → softmax (float32) → top-k or expert choice (spec §3.6). */
+  router(logits: Tensor, opts: RouterOptions): Routing;
+  /** out[token_a] += weight_a · down(silu(gate·x) ⊙ up·x) of expert_a, per token in ascending expert id → [T, D]. */
   experts(x: Tensor, weights: ExpertWeights, routing: Routing): Tensor;
   add(a: Tensor, b: Tensor): Tensor;
   /** Rows [start, start+count) of x [T, N]. */
   rows(x: Tensor, start: number, count: number): Tensor;
-  /**
-   * Training's products on host float32 arrays: C (+)= op(A) · op(B). Optional: without it, training uses its
-   * own reference kernel (src/train/kernels.ts).
-   */
-  gemmF32?(args: GemmF32Args): void;
-}
-
-/** C[M, N] = op(A)[M, K] · op(B)[K, N], or C += that when accumulate; op transposes when the flag is set. */
-export interface GemmF32Args {
-  readonly m: number;
-  readonly n: number;
-  readonly k: number;
-  /** [M, K], or [K, M] when transA. */
-  readonly a: Float32Array;
-  /** [K, N], or [N, K] when transB. */
-  readonly b: Float32Array;
-  readonly c: Float32Array;
-  readonly transA?: boolean;
-  readonly transB?: boolean;
-  readonly accumulate?: boolean;
+  /** The parts' rows stacked: [Σ n_i, N]. */
+  concatRows(parts: readonly Tensor[]): Tensor;
 }

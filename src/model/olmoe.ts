@@ -1,17 +1,29 @@
 /**
- * The OLMoE forward pass (spec §3), top to bottom in the order of the equations:
- * embedding → L × [attention with QK-norm and RoPE, sparse MoE] → final norm → logits.
- * Dimension legend: T tokens, D hidden, H heads, Hkv kv heads, Hd head dim, E experts, K top-k, V vocab.
+ * Inference: the OLMoE forward (model/forward.ts) run on a Backend with a KV cache per sequence, one sequence
+ * or a batch, routing decisions handed to observers, and non-finite logits traced to the stage that made them.
+ * Dimension legend: T tokens, D hidden, E experts, K top-k, V vocab.
  */
-import type { Backend, KVCache, Routing, Tensor } from '../core/backend.js';
-import { InputError, NumericError } from '../core/errors.js';
+import type { Backend, KVCache, Tensor } from '../core/backend.js';
+import { InputError, NumericError, UnsupportedError } from '../core/errors.js';
 import type { OlmoeConfig } from './config.js';
-import type { LayerWeights, OlmoeWeights } from './weights.js';
+import { decoderStack, logits, TOKEN_CHOICE, type LayerRouting, type ModelVariant, type OlmoeParts, type SequenceSlice } from './forward.js';
+import type { OlmoeWeights } from './weights.js';
 
-/** What the router decided in one layer for the T tokens at positions [start, start+T). */
-export interface RoutingEvent extends Routing {
+/** What the router decided in one layer for the T tokens at positions [start, start+T) of one sequence. */
+export interface RoutingEvent {
   readonly layer: number;
   readonly start: number;
+  readonly tokens: number;
+  readonly numExperts: number;
+  readonly topK: number;
+  /** [T, E] router logits x·gateᵀ. */
+  readonly logits: Float32Array;
+  /** [T, E] softmax over all experts. */
+  readonly probs: Float32Array;
+  /** [T, K] chosen experts, by probability descending, ties to the lower index. */
+  readonly expertIds: Int32Array;
+  /** [T, K] weights applied to the chosen experts' outputs (renormalized only when normTopKProb). */
+  readonly weights: Float32Array;
 }
 
 /** Called once per layer per forward pass. The event's arrays are the backend's: copy what you keep. */
@@ -32,11 +44,6 @@ export interface BatchInput {
   observer?: RoutingObserver;
 }
 
-interface Positioned extends BatchInput {
-  start: number;
-}
-
-/** Called with the hidden state after each stage of the stack (used to find where NaN/inf first appear). */
 type StageProbe = (stage: string, hidden: Tensor) => void;
 
 function firstNonFinite(values: Float32Array): number {
@@ -44,38 +51,12 @@ function firstNonFinite(values: Float32Array): number {
   return -1;
 }
 
-/** Rows [start, start+count) of a routing decision, as views. */
-function routingRows(routing: Routing, start: number, count: number): Routing {
-  const { numExperts: e, topK: k } = routing;
-  return {
-    tokens: count,
-    numExperts: e,
-    topK: k,
-    logits: routing.logits.subarray(start * e, (start + count) * e),
-    probs: routing.probs.subarray(start * e, (start + count) * e),
-    expertIds: routing.expertIds.subarray(start * k, (start + count) * k),
-    weights: routing.weights.subarray(start * k, (start + count) * k),
-  };
-}
-
-/** Stack activations [n_i, W] into [Σn_i, W]. */
-function concatRows(backend: Backend, parts: readonly Tensor[]): Tensor {
-  const arrays = parts.map((part) => backend.toFloat32(part));
-  const width = parts[0]!.shape[parts[0]!.shape.length - 1]!;
-  const out = new Float32Array(arrays.reduce((sum, a) => sum + a.length, 0));
-  let at = 0;
-  for (const a of arrays) {
-    out.set(a, at);
-    at += a.length;
-  }
-  return backend.fromFloat32(out, [out.length / width, width]);
-}
-
-export class OlmoeModel {
+export class OlmoeModel implements OlmoeParts {
   constructor(
     readonly config: OlmoeConfig,
     readonly weights: OlmoeWeights,
     readonly backend: Backend,
+    readonly variant: ModelVariant = TOKEN_CHOICE,
   ) {}
 
   createCache(capacity = this.config.maxPositionEmbeddings): KVCache {
@@ -89,7 +70,7 @@ export class OlmoeModel {
     const input = { ids, cache, observer: opts.observer };
     const hidden = this.layers([input]);
     const last = opts.logits === 'last' ? this.backend.rows(hidden, ids.length - 1, 1) : hidden;
-    return this.checkFinite(this.logits(last), [input]); // [T, V]
+    return this.checkFinite(logits(this.backend, this, last), [input]); // [T, V]
   }
 
   /**
@@ -108,7 +89,7 @@ export class OlmoeModel {
       offset += input.ids.length;
       lasts.push(backend.rows(hidden, offset - 1, 1));
     }
-    return this.checkFinite(this.logits(lasts.length === 1 ? lasts[0]! : concatRows(backend, lasts)), inputs);
+    return this.checkFinite(logits(backend, this, lasts.length === 1 ? lasts[0]! : backend.concatRows(lasts)), inputs);
   }
 
   /**
@@ -116,9 +97,9 @@ export class OlmoeModel {
    * attention or experts, the head) whose output is not finite, found by running the new tokens again from an
    * empty cache with a check after every stage (exact when the pass started at position 0, as a prompt does).
    */
-  private checkFinite(logits: Tensor, inputs: readonly BatchInput[]): Tensor {
-    const bad = firstNonFinite(this.backend.toFloat32(logits));
-    if (bad < 0) return logits;
+  private checkFinite(result: Tensor, inputs: readonly BatchInput[]): Tensor {
+    const bad = firstNonFinite(this.backend.toFloat32(result));
+    if (bad < 0) return result;
     const vocab = this.config.vocabSize;
     const where = `logit ${bad % vocab} of row ${Math.floor(bad / vocab)}`;
     throw new NumericError(`the model produced a non-finite value (${where}); ${this.locateNonFinite(inputs)}`);
@@ -132,7 +113,7 @@ export class OlmoeModel {
       if (first === undefined && firstNonFinite(this.backend.toFloat32(hidden)) >= 0) first = stage;
     };
     const hidden = this.layers(fresh, probe);
-    probe('the final norm and head', this.logits(hidden));
+    probe('the final norm and head', logits(this.backend, this, hidden));
     const found = first === undefined ? 'not reproduced from an empty cache' : `first at ${first}`;
     const context = cached > 0 ? ` (the pass followed ${cached} cached positions, which the check cannot replay)` : '';
     return `${found}${context}. The weights may hold NaN/inf (load with --check-tensors) or the activations overflowed.`;
@@ -140,79 +121,33 @@ export class OlmoeModel {
 
   /** The decoder stack over the inputs' concatenated tokens → final hidden states [N, D]; advances each cache. */
   private layers(inputs: readonly BatchInput[], probe?: StageProbe): Tensor {
-    const batch = inputs.map((input) => {
-      this.checkInput(input.ids, input.cache);
-      return { ...input, start: input.cache.length };
+    const slices: SequenceSlice[] = inputs.map(({ ids, cache }) => {
+      this.checkInput(ids, cache);
+      return { ids, cache, start: cache.length };
     });
-    const { backend, config, weights } = this;
-    const ids = batch.length === 1 ? batch[0]!.ids : Int32Array.from(batch.flatMap((input) => Array.from(input.ids)));
-    let hidden = backend.embedding(weights.embed, ids); // [N, D]; no scaling, no positional embedding (§3.2)
-    probe?.('the embedding', hidden);
-    weights.layers.forEach((layer, index) => {
-      const attended = this.attention(backend.rmsnorm(hidden, layer.inputNorm, config.rmsNormEps), layer, index, batch);
-      hidden = backend.add(hidden, attended);
-      probe?.(`layer ${index} (attention)`, hidden);
-      const mixed = this.moe(backend.rmsnorm(hidden, layer.postNorm, config.rmsNormEps), layer, index, batch);
-      hidden = backend.add(hidden, mixed);
-      probe?.(`layer ${index} (experts)`, hidden);
-    });
-    for (const input of batch) input.cache.length = input.start + input.ids.length;
+    const observed = inputs.some((input) => input.observer);
+    const onRouting = observed ? (record: LayerRouting) => this.notify(record, inputs, slices) : undefined;
+    const hidden = decoderStack(this.backend, this, slices, { probe, onRouting });
+    slices.forEach(({ cache, start, ids }) => (cache!.length = start + ids.length));
     return hidden;
   }
 
-  private logits(hidden: Tensor): Tensor {
-    const { backend, config, weights } = this;
-    return backend.matmul(backend.rmsnorm(hidden, weights.finalNorm, config.rmsNormEps), weights.lmHead); // [T, V]
-  }
-
-  /** §3.4: QK-norm over the full projections (before the head split), RoPE, causal attention, output projection. */
-  private attention(x: Tensor, layer: LayerWeights, index: number, batch: readonly Positioned[]): Tensor {
-    const { backend, config } = this;
-    const eps = config.rmsNormEps;
-    let q = backend.rmsnorm(backend.matmul(x, layer.q), layer.qNorm, eps); // [N, H·Hd]
-    let k = backend.rmsnorm(backend.matmul(x, layer.k), layer.kNorm, eps); // [N, Hkv·Hd]
-    let v = backend.matmul(x, layer.v); // [N, Hkv·Hd]
-    const clip = config.clipQkv;
-    if (clip !== null) [q, k, v] = [backend.clamp(q, clip), backend.clamp(k, clip), backend.clamp(v, clip)];
-    const positions = Int32Array.from(batch.flatMap((input) => Array.from(input.ids, (_, t) => input.start + t)));
-    q = backend.rope(q, positions, { heads: config.numHeads, headDim: config.headDim, theta: config.ropeTheta });
-    k = backend.rope(k, positions, { heads: config.numKVHeads, headDim: config.headDim, theta: config.ropeTheta });
-    const heads = { heads: config.numHeads, kvHeads: config.numKVHeads, headDim: config.headDim };
-    let attended: Tensor; // [N, H·Hd]
-    if (batch.length === 1) attended = backend.attention({ q, k, v, cache: batch[0]!.cache, layer: index, start: batch[0]!.start, ...heads });
-    else {
-      let offset = 0;
-      const parts = batch.map(({ ids, cache, start }) => {
-        const rows = (t: Tensor) => backend.rows(t, offset, ids.length);
-        const part = backend.attention({ q: rows(q), k: rows(k), v: rows(v), cache, layer: index, start, ...heads });
-        offset += ids.length;
-        return part;
-      });
-      attended = concatRows(backend, parts);
-    }
-    return backend.matmul(attended, layer.o); // [N, D]
-  }
-
-  /** §3.6, paper eq. 1: y = Σ_{i ∈ top-K} softmax(router(x))_i · E_i(x), no renormalization unless configured. */
-  private moe(x: Tensor, layer: LayerWeights, index: number, batch: readonly Positioned[]): Tensor {
-    const routing = this.backend.router(x, layer.router, { topK: this.config.numExpertsPerTok, normTopKProb: this.config.normTopKProb });
+  /** Hand each sequence's rows of a layer's routing to its observer. */
+  private notify(record: LayerRouting, inputs: readonly BatchInput[], slices: readonly SequenceSlice[]): void {
+    const { routing } = record;
+    if (routing.mode !== 'token_choice') throw new UnsupportedError('routing observers need token-choice routing');
+    const [e, k] = [routing.numExperts, routing.perGroup];
+    const [logitValues, probs, weights] = [record.logits, routing.probs, routing.weights].map((t) => this.backend.toFloat32(t)) as [Float32Array, Float32Array, Float32Array];
     let offset = 0;
-    for (const { ids, start, observer } of batch) {
-      observer?.({ ...routingRows(routing, offset, ids.length), layer: index, start });
-      offset += ids.length;
-    }
-    const routed = this.backend.experts(x, layer.experts, routing); // [N, D]
-    return layer.sharedExpert ? this.backend.add(routed, this.sharedExpert(x, layer.sharedExpert)) : routed;
-  }
-
-  /** The always-active shared expert (paper §4.1.3): a SwiGLU MLP with weight 1, run as a one-expert MoE. */
-  private sharedExpert(x: Tensor, weights: NonNullable<LayerWeights['sharedExpert']>): Tensor {
-    const tokens = x.shape[0]!;
-    const everyToken: Routing = {
-      tokens, numExperts: 1, topK: 1, logits: new Float32Array(tokens), probs: new Float32Array(tokens).fill(1),
-      expertIds: new Int32Array(tokens), weights: new Float32Array(tokens).fill(1),
-    };
-    return this.backend.experts(x, { gate: [weights.gate], up: [weights.up], down: [weights.down] }, everyToken);
+    inputs.forEach((input, i) => {
+      const count = input.ids.length;
+      const rows = <T extends Float32Array | Int32Array>(values: T, width: number) => values.subarray(offset * width, (offset + count) * width) as T;
+      input.observer?.({
+        layer: record.layer, start: slices[i]!.start, tokens: count, numExperts: e, topK: k,
+        logits: rows(logitValues, e), probs: rows(probs, e), expertIds: rows(routing.expertIds, k), weights: rows(weights, k),
+      });
+      offset += count;
+    });
   }
 
   private checkInput(ids: Int32Array, cache: KVCache): void {

@@ -5,12 +5,11 @@
  */
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Backend } from '../core/backend.js';
 import { withIo } from '../core/errors.js';
 import { AtomicFile } from '../io/atomic-file.js';
 import { latestCheckpoint } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
-import type { GemmKernels } from './kernels.js';
+import type { TrainingBackend } from '../core/training.js';
 import { readTrainingRun, type TaskLogRecord, type TrainingRun, type TrainLogRecord } from './metrics-log.js';
 import { finalBest } from './plot-tasks.js';
 import { plotTraining } from './plot.js';
@@ -116,9 +115,8 @@ export function ablationConfig(variant: AblationVariant, data: AblationData, out
 }
 
 export interface RunAblationOptions {
-  readonly kernels: GemmKernels;
-  /** Runs the in-loop evaluation's inference model (needed with `data.evalTasks`). */
-  readonly backend?: Backend;
+  /** Runs the training and the in-loop evaluation's inference model. */
+  readonly backend: TrainingBackend;
   /** Where the variants' training runs (checkpoints included) go; the report folder gets only their metrics. */
   readonly runs: string;
   readonly say?: (line: string) => void;
@@ -140,7 +138,7 @@ export async function runAblation(ablation: Ablation, data: AblationData, out: s
     const finished = existsSync(metrics) && readTrainingRun(metrics).train.at(-1)?.step === data.steps;
     if (!finished) {
       opts.say?.(`${ablation.name}: training "${variant.label}" (${data.steps} steps)`);
-      await train({ config, kernels: opts.kernels, backend: opts.backend, resume: latestCheckpoint(dir) !== null, say: opts.say, onStep: (r) => opts.onStep?.(variant.label, r) });
+      await train({ config, backend: opts.backend, resume: latestCheckpoint(dir) !== null, say: opts.say, onStep: (r) => opts.onStep?.(variant.label, r) });
     }
     withIo(out, 'write', () => copyFileSync(metrics, join(out, `${slug(variant.label)}.jsonl`)));
     runs.push(readTrainingRun(join(out, `${slug(variant.label)}.jsonl`), variant.label));

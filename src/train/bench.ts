@@ -1,81 +1,126 @@
 /**
  * `olmoe train CONFIG --bench`: time optimizer steps of the configured model on its data without writing
- * anything, and say where the time goes: GEMMs (counted exactly: 2·M·N·K per product), the rest of forward
- * and backward (element-wise ops, softmax, routing, gathers), and the optimizer.
+ * anything, and say where the time goes: every backend op is timed (forward, backward, optimizer), and the
+ * step's useful arithmetic (the model's FLOPs, counted from the config) is set beside the machine's peak.
  */
-import { Tape } from './autograd.js';
+import type { TrainingBackend } from '../core/training.js';
+import { Tape } from '../autograd/tape.js';
+import type { OlmoeConfig } from '../model/config.js';
 import type { TrainConfig } from './config.js';
-import type { GemmKernels } from './kernels.js';
 import { AdamW, clipGradNorm } from './optim.js';
 import { buildRun } from './trainer.js';
 
+export interface OpTime {
+  readonly op: string;
+  readonly calls: number;
+  /** Share of the measured step time. */
+  readonly share: number;
+}
+
 export interface TrainBench {
-  readonly kernels: string;
+  readonly backend: string;
   readonly steps: number;
   readonly tokensPerStep: number;
   readonly secondsPerStep: number;
   readonly tokensPerSecond: number;
-  /** GEMM FLOPs per second of step time (the useful arithmetic rate). */
+  /** Training FLOPs per token: 3 × the forward's matrix products and attention (embedding lookups not counted). */
+  readonly flopsPerToken: number;
+  /** Useful FLOPs per second of step time. */
   readonly gflops: number;
-  /** GEMM FLOPs per second of GEMM time (how fast the kernels run). */
-  readonly gemmGflops: number;
-  readonly share: { readonly gemm: number; readonly otherForward: number; readonly otherBackward: number; readonly optimizer: number };
+  /** The machine's FP32 FMA throughput on the backend's threads, measured in the same run (native backend only). */
+  readonly peakGflops?: number;
+  readonly threads?: number;
+  readonly phases: { readonly forward: number; readonly backward: number; readonly optimizer: number };
+  /** Time per backend op, largest first. */
+  readonly ops: readonly OpTime[];
   readonly parameters: number;
 }
 
-export function benchTraining(config: TrainConfig, kernels: GemmKernels, steps = 3): TrainBench {
-  const timed = timedKernels(kernels);
+/** A backend that can measure the machine's FP32 peak on its threads (the native backend). */
+interface PeakProbe {
+  readonly threads?: number;
+  peakGflops?(seconds?: number): number;
+}
+
+export function benchTraining(config: TrainConfig, backend: TrainingBackend, steps = 3): TrainBench {
+  const probe = backend as TrainingBackend & PeakProbe;
+  const peakGflops = probe.peakGflops?.(0.5);
+  const timer = new OpTimer();
+  const timed = timer.wrap(backend);
   const { model, loader, weights } = buildRun(config, timed);
-  const optimizer = new AdamW(model.float32Params());
-  const time = { forward: 0, backward: 0, optimizer: 0, gemmForward: 0, gemmBackward: 0, flops: 0, tokens: 0 };
+  const optimizer = new AdamW(timed, model.params);
+  const phases = { forward: 0, backward: 0, optimizer: 0 };
+  let tokens = 0;
   for (let step = -1; step < steps; step++) {
     const measured = step >= 0; // step -1 warms up (JIT, scratch buffers)
+    if (step === 0) timer.reset();
+    model.zeroGrads();
     for (let m = 0; m < config.data.micro_batches; m++) {
       const batch = loader.nextBatch();
-      const tape = new Tape('f32', timed);
-      timed.reset();
+      const tape = new Tape(timed);
       let started = performance.now();
-      const { loss } = model.forward(tape, batch.tokens, batch.rows, weights);
+      const { loss } = model.forward(tape, { tokens: batch.tokens, sequences: batch.rows }, weights);
       const forward = performance.now() - started;
-      const gemmForward = timed.ms;
       started = performance.now();
       tape.backward(loss, 1 / config.data.micro_batches);
+      tape.release();
       if (!measured) continue;
-      time.forward += forward;
-      time.gemmForward += gemmForward;
-      time.backward += performance.now() - started;
-      time.gemmBackward += timed.ms - gemmForward;
-      time.flops += timed.flops;
-      time.tokens += batch.rows * batch.seqLen;
+      phases.forward += forward;
+      phases.backward += performance.now() - started;
+      tokens += batch.rows * batch.seqLen;
     }
     const started = performance.now();
-    clipGradNorm(model.float32Params(), config.optimizer.clip);
-    optimizer.step(config.optimizer.lr);
-    if (measured) time.optimizer += performance.now() - started;
+    const { scale } = clipGradNorm(timed, model.params, config.optimizer.clip);
+    optimizer.step(config.optimizer.lr, scale);
+    if (measured) phases.optimizer += performance.now() - started;
   }
-  const total = time.forward + time.backward + time.optimizer;
-  const gemm = time.gemmForward + time.gemmBackward;
+  const total = phases.forward + phases.backward + phases.optimizer;
+  const flopsPerToken = trainingFlopsPerToken(model.arch.config, config.data.sequence_length, model.arch.routing === 'expert_choice' ? model.arch.capacityFactor : 1);
   return {
-    kernels: kernels.name, steps, tokensPerStep: time.tokens / steps, secondsPerStep: total / 1000 / steps, tokensPerSecond: (time.tokens / total) * 1000,
-    gflops: time.flops / total / 1e6, gemmGflops: time.flops / gemm / 1e6,
-    share: { gemm: gemm / total, otherForward: (time.forward - time.gemmForward) / total, otherBackward: (time.backward - time.gemmBackward) / total, optimizer: time.optimizer / total },
-    parameters: model.params.reduce((sum, p) => sum + p.data.length, 0),
+    backend: backend.name, steps, tokensPerStep: tokens / steps, secondsPerStep: total / 1000 / steps, tokensPerSecond: (tokens / total) * 1000,
+    flopsPerToken, gflops: (flopsPerToken * tokens) / total / 1e6, ...(peakGflops !== undefined && { peakGflops, threads: probe.threads }),
+    phases: { forward: phases.forward / total, backward: phases.backward / total, optimizer: phases.optimizer / total },
+    ops: timer.report(total), parameters: model.params.reduce((sum, p) => sum + p.shape.reduce((a, b) => a * b, 1), 0),
   };
 }
 
-function timedKernels(inner: GemmKernels): GemmKernels & { ms: number; flops: number; reset(): void } {
-  const kernels = {
-    name: inner.name, ms: 0, flops: 0,
-    reset() {
-      kernels.ms = 0;
-      kernels.flops = 0;
-    },
-    gemm(args: Parameters<GemmKernels['gemm']>[0]) {
-      const started = performance.now();
-      inner.gemm(args);
-      kernels.ms += performance.now() - started;
-      kernels.flops += 2 * args.m * args.n * args.k;
-    },
-  };
-  return kernels;
+/**
+ * 3 × (2 × the weights a token multiplies + causal attention's 4·H·Hd·(S+1)/2 per layer): the backward computes
+ * two products for each of the forward's. Expert choice runs capacityFactor × K experts per token on average.
+ */
+export function trainingFlopsPerToken(c: OlmoeConfig, sequenceLength: number, expertsScale = 1): number {
+  const attention = c.hiddenSize * (c.numHeads + 2 * c.numKVHeads) * c.headDim + c.numHeads * c.headDim * c.hiddenSize;
+  const experts = expertsScale * c.numExpertsPerTok * 3 * c.hiddenSize * c.intermediateSize + 3 * c.hiddenSize * c.sharedExpertSize;
+  const perLayer = 2 * (attention + c.numExperts * c.hiddenSize + experts) + 4 * c.numHeads * c.headDim * ((sequenceLength + 1) / 2);
+  return 3 * (c.numLayers * perLayer + 2 * c.hiddenSize * c.vocabSize);
+}
+
+/** Times every method call of a backend by name (each op runs to completion before it returns). */
+class OpTimer {
+  private times = new Map<string, { ms: number; calls: number }>();
+
+  wrap(backend: TrainingBackend): TrainingBackend {
+    return new Proxy(backend, {
+      get: (target, key, receiver) => {
+        const value = Reflect.get(target, key, receiver);
+        if (typeof value !== 'function' || typeof key !== 'string') return value;
+        return (...args: unknown[]) => {
+          const started = performance.now();
+          const result = (value as (...a: unknown[]) => unknown).apply(target, args);
+          const entry = this.times.get(key) ?? this.times.set(key, { ms: 0, calls: 0 }).get(key)!;
+          entry.ms += performance.now() - started;
+          entry.calls++;
+          return result;
+        };
+      },
+    });
+  }
+
+  reset(): void {
+    this.times.clear();
+  }
+
+  report(totalMs: number): OpTime[] {
+    return [...this.times].map(([op, t]) => ({ op, calls: t.calls, share: t.ms / totalMs })).sort((a, b) => b.share - a.share);
+  }
 }

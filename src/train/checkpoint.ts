@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeFloats, SAFETENSORS_DTYPES, type FloatDType } from '../core/dtype.js';
-import { FormatError, InputError, IoError, withIo } from '../core/errors.js';
+import { FormatError, IoError, withIo } from '../core/errors.js';
 import { AtomicFile, removeStaleStaging, stagingPath, writeStep } from '../io/atomic-file.js';
 import { readJsonObject } from '../io/json.js';
 import { readSafetensorsHeader, readTensorFloat32 } from '../io/safetensors.js';
@@ -64,7 +64,7 @@ export function saveCheckpoint(dir: string, opts: SaveOptions): void {
     writeText(join(staging, 'generation_config.json'), JSON.stringify({ eos_token_id: config.eosTokenIds[0], pad_token_id: config.padTokenId }) + '\n', budget);
     writeText(join(staging, 'tokenizer.json'), opts.tokenizerJson, budget); // byte for byte: shards name it by its sha256
     writeText(join(staging, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig(opts.tokenizerJson, config.maxPositionEmbeddings)) + '\n', budget);
-    writeTensors(join(staging, 'model.safetensors'), model.params.map((p) => ({ name: p.name, shape: p.shape, values: f32(p) })), dtype, budget);
+    writeTensors(join(staging, 'model.safetensors'), model.params.map((p) => ({ name: p.name, shape: p.shape, values: model.read(p) })), dtype, budget);
     if (opts.optimizer) {
       const { m, v, step } = opts.optimizer;
       const tensors = model.params.flatMap((p, i) => [{ name: `m.${p.name}`, shape: p.shape, values: m[i]! }, { name: `v.${p.name}`, shape: p.shape, values: v[i]! }]);
@@ -101,11 +101,6 @@ export function tokenizerConfig(tokenizerJson: string, context: number): Record<
     add_bos_token: false, add_eos_token: false, bos_token: null, clean_up_tokenization_spaces: false, model_max_length: context,
     eos_token: has('<|endoftext|>') ? '<|endoftext|>' : null, pad_token: has('<|padding|>') ? '<|padding|>' : null,
   };
-}
-
-function f32(p: TrainParam): Float32Array {
-  if (!(p.data instanceof Float32Array)) throw new InputError(`parameter ${p.name} is not float32; only float32 models are saved`);
-  return p.data;
 }
 
 interface Budget {
@@ -175,7 +170,7 @@ export function latestCheckpoint(runDir: string): string | null {
 /** Read a checkpoint's weights into `model` (any float dtype; shapes checked against the model's config). */
 export function loadParams(model: TrainModel, dir: string): void {
   const entries = matchCheckpoint(model.arch.config, listCheckpointTensors(dir));
-  entries.forEach((entry, i) => model.params[i]!.data.set(readTensorFloat32(entry)));
+  entries.forEach((entry, i) => model.backend.write(model.params[i]!.value, readTensorFloat32(entry)));
 }
 
 

@@ -5,13 +5,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { withIo } from '../core/errors.js';
-import { Tape } from './autograd.js';
 import { loadParams, readArchitecture } from './checkpoint.js';
 import { PackedLoader, type PackedBatch } from './data/packed-loader.js';
 import { readShardsFor } from './data/shard.js';
 import { TrainModel } from './model.js';
 import type { TokenShard } from './data/shard.js';
-import type { GemmKernels } from './kernels.js';
+import type { TrainingBackend } from '../core/training.js';
 import { byteToUnicode } from '../tokenizer/byte-level.js';
 
 export interface DomainScore {
@@ -22,7 +21,6 @@ export interface DomainScore {
 }
 
 export interface EvaluateOptions {
-  readonly kernels: GemmKernels;
   /** At most this many batches per domain. */
   readonly batches: number;
   readonly tokenBytes: Float64Array;
@@ -30,8 +28,7 @@ export interface EvaluateOptions {
 
 export function evaluate(model: TrainModel, loader: PackedLoader, opts: EvaluateOptions): DomainScore[] {
   return scoreDomains(loader, opts, (batch) => {
-    const tape = new Tape('f32', opts.kernels, { grad: false });
-    return model.forward(tape, batch.tokens, batch.rows, { loadBalancing: 0, routerZ: 0 }).crossEntropy * batch.rows * batch.seqLen;
+    return model.forward(model.backend, { tokens: batch.tokens, sequences: batch.rows }, { loadBalancing: 0, routerZ: 0 }).crossEntropy * batch.rows * batch.seqLen;
   });
 }
 
@@ -100,7 +97,7 @@ export function unigramScores(trainShards: readonly TokenShard[], loader: Packed
 }
 
 export interface CheckpointEvalOptions {
-  readonly kernels: GemmKernels;
+  readonly backend: TrainingBackend;
   /** Default: min(256, max_position_embeddings). */
   readonly sequenceLength?: number;
   readonly batchSize: number;
@@ -113,7 +110,7 @@ export interface CheckpointEvalOptions {
 export function evaluateCheckpoint(dir: string, shardPaths: readonly string[], opts: CheckpointEvalOptions): { model: DomainScore[]; unigram?: DomainScore[] } {
   const arch = readArchitecture(dir);
   const { config } = arch;
-  const model = new TrainModel(arch);
+  const model = new TrainModel(arch, opts.backend);
   loadParams(model, dir);
   const tokenizerJson = withIo(join(dir, 'tokenizer.json'), 'read', () => readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
   const tokenBytes = tokenByteLengths(tokenizerJson, config.vocabSize);
@@ -121,6 +118,6 @@ export function evaluateCheckpoint(dir: string, shardPaths: readonly string[], o
   const seqLen = opts.sequenceLength ?? Math.min(256, config.maxPositionEmbeddings);
   const loader = new PackedLoader(shards(shardPaths), { seqLen, batchSize: opts.batchSize, seed: 0 });
   const batches = opts.maxBatches ?? Infinity;
-  const result = evaluate(model, loader, { kernels: opts.kernels, batches, tokenBytes });
+  const result = evaluate(model, loader, { batches, tokenBytes });
   return { model: result, unigram: opts.baselineShards ? unigramScores(shards(opts.baselineShards), loader, { batches, tokenBytes }) : undefined };
 }

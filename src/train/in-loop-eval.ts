@@ -34,10 +34,9 @@ type Entry = { task: Task; suite?: undefined } | { suite: Suite; task?: undefine
  * Read the config's tasks and tokenizer (before the run starts, so a bad task file stops it at once); null when
  * the config names none. `backend` runs the inference model.
  */
-export async function openInLoopEval(config: TrainConfig, backend: Backend | undefined, say?: (line: string) => void): Promise<InLoopEval | null> {
+export async function openInLoopEval(config: TrainConfig, backend: Backend, say?: (line: string) => void): Promise<InLoopEval | null> {
   const files = config.eval_tasks;
   if (!files?.length) return null;
-  if (!backend) throw new ConfigError('eval_tasks', 'in-loop evaluation needs a backend to run the model on (TrainOptions.backend); none was given');
   const every = config.eval_tasks_every!;
   const entries: Entry[] = [];
   for (const file of files) entries.push(await readTaskOrSuite(file, { limit: config.eval_tasks_limit }));
@@ -66,7 +65,7 @@ export async function openInLoopEval(config: TrainConfig, backend: Backend | und
 export async function inferenceModel(model: TrainModel, backend: Backend): Promise<OlmoeModel> {
   const tensors = new Map<string, Tensor>();
   for (const p of model.params) {
-    const values = Float32Array.from(p.data); // a copy: training goes on updating p.data
+    const values = Float32Array.from(backend.toFloat32(p.value)); // a copy: training goes on updating the parameter
     tensors.set(p.name, await backend.weight(weightFromBytes(p.name, 'f32', p.shape, new Uint8Array(values.buffer))));
   }
   const { config } = model.arch;

@@ -1,20 +1,19 @@
 /**
- * OLMoE for training: the inference model's equations (spec §3), top to bottom, on the autograd tape, with
- * the paper's auxiliary losses (spec §3.8). Parameters carry their HF names (model/weights.ts), so a
- * checkpoint is the parameter list written in table order.
+ * OLMoE for training: the one forward definition (model/forward.ts) run on an autograd tape, plus the next-token
+ * cross-entropy and the paper's auxiliary losses (spec §3.8). Parameters are backend tensors carrying their HF names
+ * (model/weights.ts), so a checkpoint is the parameter list written in table order.
  * Dimension legend: B sequences, S positions, T = B·S tokens, D hidden, E experts, K top-k, V vocab.
  */
+import type { RoutingMode, Tensor } from '../core/backend.js';
 import { InputError } from '../core/errors.js';
+import { IGNORE_TARGET, type LossOps, type TrainingBackend } from '../core/training.js';
+import { Tape } from '../autograd/tape.js';
 import type { OlmoeConfig } from '../model/config.js';
-import { weightTable } from '../model/weights.js';
-import { ropeInverseFrequencies } from '../core/rope.js';
-import type { Floats, Precision, Tape, Var } from './autograd.js';
-import { causalAttention } from './attention.js';
-import { add, crossEntropy, embedding, linear, rmsnorm, rope, weightedSum } from './ops.js';
-import { experts, gather, loadBalancingLoss, normalizeGroups, routerZLoss, softmaxRows } from './moe-ops.js';
-import { expertChoice, tokenChoice, type Route } from './routing.js';
+import { decoderStack, logits as headLogits, type LayerRouting as RouterRecord, type SequenceSlice } from '../model/forward.js';
+import { assembleWeights, weightTable } from '../model/weights.js';
 
-export type RoutingMode = 'token_choice' | 'expert_choice';
+export type { RoutingMode } from '../core/backend.js';
+export { IGNORE_TARGET } from '../core/training.js';
 
 export interface TrainArchitecture {
   readonly config: OlmoeConfig;
@@ -28,16 +27,17 @@ export interface LossWeights {
   readonly routerZ: number; // 0.001
 }
 
-/** A trainable tensor: values and gradient (fp32 in training, fp64 in gradient checks); no decay on norm gains. */
-export interface TrainParam<F extends Floats = Floats> {
+/** A trainable tensor on the backend and its gradient accumulator; no weight decay on norm gains. */
+export interface TrainParam {
   readonly name: string;
   readonly shape: readonly number[];
-  readonly data: F;
-  readonly grad: F;
+  readonly value: Tensor;
+  readonly grad: Tensor;
   readonly decay: boolean;
 }
 
-export interface LayerRouting {
+/** One layer's routing in a step, for the metrics. */
+export interface RoutingStats {
   /** Assignments per expert (token choice: T·K in all). */
   readonly counts: Float64Array;
   /** Mean over tokens of the router distribution's entropy, nats. */
@@ -45,34 +45,43 @@ export interface LayerRouting {
 }
 
 export interface StepResult {
-  readonly loss: Var;
+  /** The total loss (CE + load balancing + z-loss), [1] on the executor it ran on. */
+  readonly loss: Tensor;
   /** [T, V] next-token logits. */
-  readonly logits: Var;
+  readonly logits: Tensor;
+  /** The value of `loss`. */
+  readonly total: number;
   readonly crossEntropy: number;
   readonly loadBalancing: number;
   readonly routerZ: number;
-  readonly layers: readonly LayerRouting[];
+  readonly layers: readonly RoutingStats[];
+  /** The loss terms as tensors of the executor (the numbers above are their values read back as float32). */
+  readonly parts: { readonly crossEntropy: Tensor; readonly loadBalancing: readonly Tensor[]; readonly routerZ: readonly Tensor[] };
+}
+
+/** A micro-batch: B rows of S + 1 ids (position s predicts s + 1, unless `targets` [B·S] says otherwise). */
+export interface TrainBatch {
+  readonly tokens: Int32Array;
+  readonly sequences: number;
+  /** IGNORE_TARGET where a position predicts nothing. */
+  readonly targets?: Int32Array;
 }
 
 export class TrainModel {
   readonly params: readonly TrainParam[];
   private readonly byName: Map<string, TrainParam>;
-  private readonly inverseFrequencies: Float32Array;
 
   constructor(
     readonly arch: TrainArchitecture,
-    readonly precision: Precision = 'f32',
+    readonly backend: TrainingBackend,
   ) {
     const config = arch.config;
     if (config.clipQkv !== null) throw new InputError('training does not support clip_qkv (OLMoE trains without it)');
     if (config.tieWordEmbeddings) throw new InputError('training does not support tie_word_embeddings (OLMoE unties them)');
-    this.params = weightTable(config).map((spec) => {
-      const size = spec.shape.reduce((a, b) => a * b, 1);
-      const alloc = () => (precision === 'f64' ? new Float64Array(size) : new Float32Array(size));
-      return { name: spec.hf, shape: spec.shape, data: alloc(), grad: alloc(), decay: spec.shape.length > 1 };
-    });
+    this.params = weightTable(config).map((spec) => ({
+      name: spec.hf, shape: spec.shape, value: backend.zeros(spec.shape), grad: backend.zeros(spec.shape), decay: spec.shape.length > 1,
+    }));
     this.byName = new Map(this.params.map((p) => [p.name, p]));
-    this.inverseFrequencies = ropeInverseFrequencies(config.headDim, config.ropeTheta);
   }
 
   param(name: string): TrainParam {
@@ -81,115 +90,90 @@ export class TrainModel {
     return found;
   }
 
-  /** The parameters as float32 (what the optimizer updates); a float64 model is for gradient checks only. */
-  float32Params(): readonly TrainParam<Float32Array>[] {
-    if (this.precision !== 'f32') throw new InputError('only a float32 model is trained');
-    return this.params as readonly TrainParam<Float32Array>[];
+  /** A parameter's values on the host (float32). */
+  read(param: TrainParam): Float32Array {
+    return this.backend.toFloat32(param.value);
   }
 
   /** Fill every matrix with init(values) and every norm gain with ones. */
-  initialize(init: (values: Floats) => void): void {
+  initialize(init: (values: Float32Array | Float64Array) => void): void {
     for (const p of this.params) {
-      if (p.decay) init(p.data);
-      else p.data.fill(1);
+      if (!p.decay) {
+        this.backend.fill(p.value, 1);
+        continue;
+      }
+      const size = p.shape.reduce((a, b) => a * b, 1);
+      const values = this.backend.precision === 'f64' ? new Float64Array(size) : new Float32Array(size);
+      init(values);
+      this.backend.write(p.value, values);
     }
+  }
+
+  zeroGrads(): void {
+    for (const p of this.params) this.backend.fill(p.grad, 0);
   }
 
   /**
-   * Loss of one micro-batch: `tokens` holds B rows of S + 1 ids; position s predicts s + 1.
-   * Returns the total loss on the tape (CE + load balancing + z-loss) and its parts.
+   * Loss of one micro-batch on `executor`: a Tape records it for backward (`tape.backward(result.loss)` adds into
+   * the parameters' gradients); the backend itself evaluates without recording.
    */
-  forward(tape: Tape, tokens: Int32Array, sequences: number, weights: LossWeights): StepResult {
+  forward(executor: Tape | TrainingBackend, batch: TrainBatch, weights: LossWeights): StepResult {
     const c = this.arch.config;
-    if (tape.precision !== this.precision) throw new InputError(`a ${this.precision} model on a ${tape.precision} tape`);
-    const length = tokens.length / sequences - 1;
-    if (!Number.isInteger(length) || length < 1) throw new InputError(`a batch of ${tokens.length} ids does not split into ${sequences} rows of S + 1`);
-    if (length > c.maxPositionEmbeddings) throw new InputError(`sequence length ${length} exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
-    const { inputs, targets, positions } = splitBatch(tokens, sequences, length);
-    const p = (name: string) => this.leaf(tape, name);
-    let h = embedding(tape, p('model.embed_tokens.weight'), inputs); // [T, D]
-    const balance: Var[] = []; // per layer, already weighted
-    const zLoss: Var[] = [];
-    const layers: LayerRouting[] = [];
-    for (let layer = 0; layer < c.numLayers; layer++) {
-      const pre = `model.layers.${layer}.`;
-      h = add(tape, h, this.attention(tape, rmsnorm(tape, h, p(`${pre}input_layernorm.weight`), c.rmsNormEps), pre, positions, sequences));
-      const moe = this.moe(tape, rmsnorm(tape, h, p(`${pre}post_attention_layernorm.weight`), c.rmsNormEps), pre, weights);
-      h = add(tape, h, moe.out);
-      balance.push(moe.loadBalancing);
-      zLoss.push(moe.routerZ);
-      layers.push(moe.routing);
-    }
-    const logits = linear(tape, rmsnorm(tape, h, p('model.norm.weight'), c.rmsNormEps), p('lm_head.weight')); // [T, V]
-    const ce = crossEntropy(tape, logits, targets);
-    const loss = weightedSum(tape, [ce, ...balance, ...zLoss]);
-    const total = (terms: Var[]) => terms.reduce((sum, v) => sum + v.item(), 0);
-    return { loss, logits, crossEntropy: ce.item(), loadBalancing: total(balance), routerZ: total(zLoss), layers };
-  }
-
-  /** Paper §4.1.3: an always-active expert with weight 1 beside the routed ones (a one-expert MoE over every token). */
-  private sharedExpert(tape: Tape, x: Var, pre: string): Var {
-    const tokens = x.shape[0]!;
-    const p = (kind: string) => [this.leaf(tape, `${pre}mlp.shared_expert.${kind}.weight`)];
-    const everyToken = Int32Array.from({ length: tokens }, (_, t) => t);
-    const ones = tape.constant(tape.alloc(tokens).fill(1), [tokens]);
-    return experts(tape, x, { gate: p('gate_proj'), up: p('up_proj'), down: p('down_proj') }, { tokens: [everyToken], weightIndex: [everyToken] }, ones);
-  }
-
-  private leaf(tape: Tape, name: string): Var {
-    const param = this.param(name);
-    return tape.leaf(param.data, param.shape, param.grad);
-  }
-
-  /** Spec §3.4: q, k, v projections → QK-norm over the full projection → RoPE → causal attention → o_proj. */
-  private attention(tape: Tape, x: Var, pre: string, positions: Int32Array, sequences: number): Var {
-    const c = this.arch.config;
-    const p = (name: string) => this.leaf(tape, `${pre}self_attn.${name}.weight`);
-    const ropeArgs = (heads: number) => ({ positions, heads, headDim: c.headDim, inverseFrequencies: this.inverseFrequencies });
-    const q = rope(tape, rmsnorm(tape, linear(tape, x, p('q_proj')), p('q_norm'), c.rmsNormEps), ropeArgs(c.numHeads));
-    const k = rope(tape, rmsnorm(tape, linear(tape, x, p('k_proj')), p('k_norm'), c.rmsNormEps), ropeArgs(c.numKVHeads));
-    const v = linear(tape, x, p('v_proj'));
-    const shape = { sequences, length: positions.length / sequences, heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim };
-    return linear(tape, causalAttention(tape, q, k, v, shape), p('o_proj'));
-  }
-
-  /** Spec §3.6 and paper eq. (1): softmax router over all experts, top-k, Σ_k p_k · SwiGLU_k(x). */
-  private moe(tape: Tape, x: Var, pre: string, weights: LossWeights): { out: Var; loadBalancing: Var; routerZ: Var; routing: LayerRouting } {
-    const c = this.arch.config;
-    const tokens = x.shape[0]!;
-    const routerLogits = linear(tape, x, this.leaf(tape, `${pre}mlp.gate.weight`)); // [T, E]
-    const probs = softmaxRows(tape, routerLogits);
-    const route: Route =
-      this.arch.routing === 'expert_choice'
-        ? expertChoice(probs.data, tokens, c.numExperts, Math.max(1, Math.round((this.arch.capacityFactor * tokens * c.numExpertsPerTok) / c.numExperts)))
-        : tokenChoice(probs.data, tokens, c.numExperts, c.numExpertsPerTok);
-    let topWeights = gather(tape, probs, route.gatherIndex);
-    if (c.normTopKProb && this.arch.routing === 'token_choice') topWeights = normalizeGroups(tape, topWeights, c.numExpertsPerTok);
-    const expertParams = (kind: string) => Array.from({ length: c.numExperts }, (_, e) => this.leaf(tape, `${pre}mlp.experts.${e}.${kind}.weight`));
-    let out = experts(tape, x, { gate: expertParams('gate_proj'), up: expertParams('up_proj'), down: expertParams('down_proj') }, route.assignments, topWeights);
-    if (c.sharedExpertSize) out = add(tape, out, this.sharedExpert(tape, x, pre));
-    const counts = Float64Array.from(route.assignments.tokens, (list) => list.length);
-    const auxScale = 1 / (c.numLayers * tokens * c.numExpertsPerTok); // MB-OLMOE divides both losses by L·T·K
+    const { slices, targets } = splitBatch(batch, c.maxPositionEmbeddings);
+    const tensors = new Map(this.params.map((p) => [p.name, executor instanceof Tape ? executor.param(p.value, p.grad) : p.value]));
+    const records: RouterRecord[] = [];
+    const model = { config: c, weights: assembleWeights(c, tensors), variant: { routing: this.arch.routing, capacityFactor: this.arch.capacityFactor } };
+    const hidden = decoderStack(executor, model, slices, { onRouting: (record) => records.push(record) });
+    const logits = headLogits(executor, model, hidden); // [T, V]
+    const ce = executor.crossEntropy(logits, targets);
+    const aux = auxiliaryLosses(executor, records, c, weights);
+    const loss = [...aux.loadBalancing, ...aux.routerZ].reduce((sum, term) => executor.add(sum, term), ce);
+    const scalar = (t: Tensor) => executor.toFloat32(t)[0]!;
+    const total = (terms: Tensor[]) => terms.reduce((sum, t) => sum + scalar(t), 0);
     return {
-      out,
-      loadBalancing: loadBalancingLoss(tape, probs, counts, weights.loadBalancing * c.numExperts * auxScale),
-      routerZ: routerZLoss(tape, routerLogits, weights.routerZ * auxScale),
-      routing: { counts, entropy: meanEntropy(probs.data, c.numExperts) },
+      loss, logits, total: scalar(loss), crossEntropy: scalar(ce), loadBalancing: total(aux.loadBalancing), routerZ: total(aux.routerZ),
+      layers: records.map((r) => ({ counts: expertCounts(r), entropy: meanEntropy(executor.toFloat32(r.routing.probs), c.numExperts) })),
+      parts: { crossEntropy: ce, ...aux },
     };
   }
 }
 
-function splitBatch(tokens: Int32Array, sequences: number, length: number): { inputs: Int32Array; targets: Int32Array; positions: Int32Array } {
-  const inputs = new Int32Array(sequences * length);
-  const targets = new Int32Array(sequences * length);
-  const positions = new Int32Array(sequences * length);
-  for (let b = 0; b < sequences; b++) {
-    const row = tokens.subarray(b * (length + 1), (b + 1) * (length + 1));
-    inputs.set(row.subarray(0, length), b * length);
-    targets.set(row.subarray(1), b * length);
-    for (let s = 0; s < length; s++) positions[b * length + s] = s;
+/** MB-OLMOE divides both auxiliary losses by L·T·K; the load balancing also multiplies by E (spec §3.8). */
+function auxiliaryLosses(ops: LossOps, records: readonly RouterRecord[], c: OlmoeConfig, weights: LossWeights) {
+  const loadBalancing: Tensor[] = [];
+  const routerZ: Tensor[] = [];
+  for (const { logits, routing } of records) {
+    const auxScale = 1 / (c.numLayers * routing.tokens * c.numExpertsPerTok);
+    if (weights.loadBalancing) loadBalancing.push(ops.loadBalancingLoss(routing.probs, expertCounts({ logits, routing, layer: 0 }), weights.loadBalancing * c.numExperts * auxScale));
+    if (weights.routerZ) routerZ.push(ops.routerZLoss(logits, weights.routerZ * auxScale));
   }
-  return { inputs, targets, positions };
+  return { loadBalancing, routerZ };
+}
+
+function expertCounts({ routing }: RouterRecord): Float64Array {
+  const counts = new Float64Array(routing.numExperts);
+  for (const e of routing.expertIds) counts[e]!++;
+  return counts;
+}
+
+function splitBatch(batch: TrainBatch, context: number): { slices: SequenceSlice[]; targets: Int32Array } {
+  const { tokens, sequences } = batch;
+  const length = tokens.length / sequences - 1;
+  if (!Number.isInteger(length) || length < 1) throw new InputError(`a batch of ${tokens.length} ids does not split into ${sequences} rows of S + 1`);
+  if (length > context) throw new InputError(`sequence length ${length} exceeds max_position_embeddings ${context}`);
+  const targets = new Int32Array(sequences * length);
+  const slices = Array.from({ length: sequences }, (_, b) => {
+    const row = tokens.subarray(b * (length + 1), (b + 1) * (length + 1));
+    targets.set(row.subarray(1), b * length);
+    return { ids: row.subarray(0, length), start: 0 };
+  });
+  if (batch.targets) {
+    if (batch.targets.length !== targets.length) throw new InputError(`${batch.targets.length} targets for ${targets.length} positions`);
+    const bad = batch.targets.findIndex((id) => id < 0 && id !== IGNORE_TARGET);
+    if (bad >= 0) throw new InputError(`target ${batch.targets[bad]} at position ${bad}: expected a token id or ${IGNORE_TARGET} (ignored)`);
+    return { slices, targets: batch.targets };
+  }
+  return { slices, targets };
 }
 
 function meanEntropy(probs: ArrayLike<number>, width: number): number {

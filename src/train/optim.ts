@@ -1,15 +1,18 @@
 /**
  * AdamW and global gradient-norm clipping with the semantics of PyTorch's `torch.optim.AdamW` (decoupled weight
  * decay, bias-corrected moments) and `torch.nn.utils.clip_grad_norm_`, the optimizer of OLMoE (paper Table C3).
- * State is fp32 like PyTorch's; each element is computed in float64 and rounded once when stored.
+ * The update runs on the backend (core/training.ts `adamw`); state is of the parameters' precision (fp32 in training,
+ * like PyTorch's).
  */
+import type { Tensor } from '../core/backend.js';
 import { InputError } from '../core/errors.js';
+import type { AdamWTensors, TrainingBackend } from '../core/training.js';
 
-/** One trainable tensor, flattened. `decay` is false for norm gains and other 1-D parameters. */
+/** One trainable tensor on the backend. `decay` is false for norm gains and other 1-D parameters. */
 export interface Param {
   readonly name: string;
-  readonly data: Float32Array;
-  readonly grad: Float32Array;
+  readonly value: Tensor;
+  readonly grad: Tensor;
   readonly decay: boolean;
 }
 
@@ -23,7 +26,7 @@ export interface AdamWOptions {
 /** OLMoE pretraining (paper Table C3): β = (0.9, 0.95), ε = 1e-8, weight decay 0.1. */
 export const OLMOE_ADAMW: AdamWOptions = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
 
-/** `step` updates taken so far; first and second moments, one array per param in constructor order. */
+/** `step` updates taken so far; first and second moments on the host, one array per param in constructor order. */
 export interface AdamWState {
   step: number;
   m: Float32Array[];
@@ -31,69 +34,52 @@ export interface AdamWState {
 }
 
 export class AdamW {
-  private readonly params: readonly Param[];
+  private readonly tensors: readonly AdamWTensors[];
   private readonly opts: AdamWOptions;
-  private readonly m: Float32Array[];
-  private readonly v: Float32Array[];
   private steps = 0;
 
-  constructor(params: readonly Param[], opts: Partial<AdamWOptions> = {}) {
+  constructor(
+    private readonly backend: TrainingBackend,
+    private readonly params: readonly Param[],
+    opts: Partial<AdamWOptions> = {},
+  ) {
     for (const p of params) {
-      if (p.grad.length !== p.data.length) throw new InputError(`param ${p.name}: grad has ${p.grad.length} elements, data ${p.data.length}`);
+      if (p.grad.shape.join() !== p.value.shape.join()) throw new InputError(`param ${p.name}: grad has shape [${p.grad.shape}], value [${p.value.shape}]`);
     }
-    this.params = params;
     this.opts = validOptions({ ...OLMOE_ADAMW, ...opts });
-    this.m = params.map((p) => new Float32Array(p.data.length));
-    this.v = params.map((p) => new Float32Array(p.data.length));
+    this.tensors = params.map((p) => ({ value: p.value, grad: p.grad, m: backend.zeros(p.value.shape), v: backend.zeros(p.value.shape), decay: p.decay }));
   }
 
   get stepCount(): number {
     return this.steps;
   }
 
-  /** One update of every param from its current grad, at learning rate `lr`. */
-  step(lr: number): void {
+  /** One update of every param from its current grad times `gradScale` (the clipping factor), at learning rate `lr`. */
+  step(lr: number, gradScale = 1): void {
     if (!Number.isFinite(lr) || lr < 0) throw new InputError(`learning rate ${lr}: expected a finite number ≥ 0`);
     this.steps += 1;
-    const { beta1, beta2 } = this.opts;
-    const correction1 = 1 - beta1 ** this.steps;
-    const correction2 = 1 - beta2 ** this.steps;
-    this.params.forEach((p, i) => this.update(p, this.m[i]!, this.v[i]!, { lr, correction1, correction2 }));
-  }
-
-  private update(p: Param, m: Float32Array, v: Float32Array, s: { lr: number; correction1: number; correction2: number }): void {
-    const { beta1, beta2, eps, weightDecay } = this.opts;
-    // PyTorch decays first (p ← p·(1 − lr·wd)), then applies the Adam step to the decayed value.
-    const keep = p.decay ? 1 - s.lr * weightDecay : 1;
-    const stepSize = s.lr / s.correction1;
-    const sqrtCorrection2 = Math.sqrt(s.correction2);
-    const { data, grad } = p;
-    for (let j = 0; j < data.length; j++) {
-      const g = grad[j]!;
-      m[j] = beta1 * m[j]! + (1 - beta1) * g;
-      v[j] = beta2 * v[j]! + (1 - beta2) * g * g;
-      // lr · m̂ / (√v̂ + ε) with m̂ = m / (1 − β1ᵗ), v̂ = v / (1 − β2ᵗ); uses the stored fp32 moments as PyTorch does
-      data[j] = data[j]! * keep - (stepSize * m[j]!) / (Math.sqrt(v[j]!) / sqrtCorrection2 + eps);
-    }
+    this.backend.adamw(this.tensors, { ...this.opts, lr, step: this.steps, gradScale });
   }
 
   /** A copy of the optimizer state (for checkpoints); later steps do not change it. */
   state(): AdamWState {
-    return { step: this.steps, m: this.m.map((a) => a.slice()), v: this.v.map((a) => a.slice()) };
+    const copy = (t: Tensor) => this.backend.toFloat32(t).slice();
+    return { step: this.steps, m: this.tensors.map((t) => copy(t.m)), v: this.tensors.map((t) => copy(t.v)) };
   }
 
-  /** Restore a state saved by state() from an optimizer over the same params (same order and sizes). */
+  /** Restore a state saved by state() into an optimizer over the same params (same order and sizes). */
   load(state: AdamWState): void {
     if (!Number.isSafeInteger(state.step) || state.step < 0) throw new InputError(`optimizer state: step ${state.step} is not a count`);
+    const size = (t: Tensor) => t.shape.reduce((a, b) => a * b, 1);
     for (const [key, arrays] of [['m', state.m], ['v', state.v]] as const) {
       if (arrays.length !== this.params.length) throw new InputError(`optimizer state: ${arrays.length} ${key} arrays for ${this.params.length} params`);
       this.params.forEach((p, i) => {
-        if (arrays[i]!.length !== p.data.length) throw new InputError(`optimizer state: param ${p.name}: ${key} has ${arrays[i]!.length} elements, the param ${p.data.length}`);
+        if (arrays[i]!.length !== size(p.value)) throw new InputError(`optimizer state: param ${p.name}: ${key} has ${arrays[i]!.length} elements, the param ${size(p.value)}`);
       });
     }
-    this.params.forEach((_, i) => {
-      this.m[i]!.set(state.m[i]!);
-      this.v[i]!.set(state.v[i]!);
+    this.tensors.forEach((t, i) => {
+      this.backend.write(t.m, state.m[i]!);
+      this.backend.write(t.v, state.v[i]!);
     });
     this.steps = state.step;
   }
@@ -111,23 +97,13 @@ function validOptions(o: AdamWOptions): AdamWOptions {
 }
 
 /**
- * Clip the global L2 norm of all grads to `maxNorm` and return the norm before clipping. As in PyTorch, grads are
- * scaled by maxNorm / (norm + 1e-6) whenever that factor is below 1. A non-finite norm is returned with the grads
- * left as they are: the caller stops (or skips) the step.
+ * The global L2 norm of all grads, and the factor that clips it to `maxNorm`: as in PyTorch, maxNorm / (norm + 1e-6)
+ * whenever that is below 1, else 1. The optimizer applies the factor (`step(lr, scale)`); a non-finite norm comes
+ * back with scale 1 and the caller stops (or skips) the step.
  */
-export function clipGradNorm(params: readonly Param[], maxNorm: number): number {
+export function clipGradNorm(backend: TrainingBackend, params: readonly Pick<Param, 'grad'>[], maxNorm: number): { norm: number; scale: number } {
   if (!(maxNorm > 0) || !Number.isFinite(maxNorm)) throw new InputError(`max grad norm ${maxNorm}: expected a finite number > 0`);
-  let sumSquares = 0;
-  for (const { grad } of params) {
-    for (let j = 0; j < grad.length; j++) sumSquares += grad[j]! * grad[j]!;
-  }
-  const norm = Math.sqrt(sumSquares);
-  if (!Number.isFinite(norm)) return norm;
-  const scale = maxNorm / (norm + 1e-6);
-  if (scale < 1) {
-    for (const { grad } of params) {
-      for (let j = 0; j < grad.length; j++) grad[j] = grad[j]! * scale;
-    }
-  }
-  return norm;
+  const norm = Math.sqrt(backend.sumOfSquares(params.map((p) => p.grad)));
+  if (!Number.isFinite(norm)) return { norm, scale: 1 };
+  return { norm, scale: Math.min(1, maxNorm / (norm + 1e-6)) };
 }

@@ -7,16 +7,15 @@
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { AtomicFile, removeStaleStaging, writeStep } from '../io/atomic-file.js';
 import { join } from 'node:path';
-import type { Backend } from '../core/backend.js';
 import { ConfigError, DivergedError, FormatError, withIo } from '../core/errors.js';
 import { parseConfig, type OlmoeConfig } from '../model/config.js';
-import { Tape } from './autograd.js';
+import { Tape } from '../autograd/tape.js';
+import type { TrainingBackend } from '../core/training.js';
 import { LATEST, latestCheckpoint, loadOptimizer, loadParams, loadTrainerState, OPTIMIZER_FILE, pointLatest, readLatest, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { resumeFingerprint, type TrainConfig } from './config.js';
 import { PackedLoader } from './data/packed-loader.js';
 import { readShardsFor, type TokenShard } from './data/shard.js';
 import { truncatedNormal, TrainRng } from './init.js';
-import type { GemmKernels } from './kernels.js';
 import type { TaskLogRecord, TrainLogRecord, ValidLogRecord } from './metrics-log.js';
 import { openInLoopEval, type InLoopEval } from './in-loop-eval.js';
 import { TrainModel, type LossWeights } from './model.js';
@@ -27,7 +26,8 @@ import { evaluate, tokenByteLengths, unigramScores } from './evaluate.js';
 
 export interface TrainOptions {
   readonly config: TrainConfig;
-  readonly kernels: GemmKernels;
+  /** Where the model, its gradients and the optimizer state live and compute. */
+  readonly backend: TrainingBackend;
   /** Continue from the run folder's latest checkpoint (an error if there is none). */
   readonly resume?: boolean;
   readonly onStep?: (record: TrainLogRecord) => void;
@@ -37,8 +37,6 @@ export interface TrainOptions {
   readonly stopAfterStep?: number;
   /** Tests: checkpoint writes fail like a full disk after this many bytes. */
   readonly failCheckpointAfterBytes?: number;
-  /** Runs the inference model of in-loop evaluation (config `eval_tasks`); required when the config names tasks. */
-  readonly backend?: Backend;
   readonly onTasks?: (records: readonly TaskLogRecord[]) => void;
 }
 
@@ -83,7 +81,7 @@ interface Run {
   readonly trainShards: readonly TokenShard[];
   readonly loader: PackedLoader;
   readonly valid: PackedLoader | null;
-  readonly kernels: GemmKernels;
+  readonly backend: TrainingBackend;
   readonly tokenizerJson: string;
   readonly tokenBytes: Float64Array;
   readonly rng: TrainRng;
@@ -94,10 +92,10 @@ interface Run {
 }
 
 /** The model, data and loss settings of a config (no files written): shared by training and `--bench`. */
-export function buildRun(config: TrainConfig, kernels: GemmKernels) {
+export function buildRun(config: TrainConfig, backend: TrainingBackend) {
   const tokenizerJson = withIo(config.tokenizer, 'read', () => readFileSync(config.tokenizer, 'utf8'));
   const modelConfig = modelConfigFor(config, tokenizerJson);
-  const model = new TrainModel({ config: modelConfig, routing: config.model.routing, capacityFactor: config.model.capacity_factor });
+  const model = new TrainModel({ config: modelConfig, routing: config.model.routing, capacityFactor: config.model.capacity_factor }, backend);
   // Truncated-normal init from the seed (a resumed run then overwrites it with the checkpoint).
   const rng = new TrainRng(config.seed);
   model.initialize((values) => truncatedNormal(values as Float32Array, config.model.init_std, () => rng.next()));
@@ -107,14 +105,14 @@ export function buildRun(config: TrainConfig, kernels: GemmKernels) {
   const loader = new PackedLoader(trainShards, loaderOptions);
   const valid = config.data.valid.length ? new PackedLoader(shards(config.data.valid), loaderOptions) : null;
   const weights: LossWeights = { loadBalancing: config.loss.load_balancing, routerZ: config.loss.router_z };
-  return { tokenizerJson, model, trainShards, loader, valid, weights, kernels, rng, tokenBytes: tokenByteLengths(tokenizerJson, modelConfig.vocabSize) };
+  return { tokenizerJson, model, trainShards, loader, valid, weights, backend, rng, tokenBytes: tokenByteLengths(tokenizerJson, modelConfig.vocabSize) };
 }
 
 function prepareRun(opts: TrainOptions): Run {
   const { config } = opts;
-  const built = buildRun(config, opts.kernels);
+  const built = buildRun(config, opts.backend);
   const [beta1, beta2] = config.optimizer.betas;
-  const optimizer = new AdamW(built.model.float32Params(), { beta1, beta2, eps: config.optimizer.eps, weightDecay: config.optimizer.weight_decay });
+  const optimizer = new AdamW(opts.backend, built.model.params, { beta1, beta2, eps: config.optimizer.eps, weightDecay: config.optimizer.weight_decay });
   withIo(config.out, 'create folder', () => mkdirSync(config.out, { recursive: true }));
   for (const target of [LATEST, METRICS_FILE, EXPORT_DIR]) removeStaleStaging(join(config.out, target));
   const run: Run = { ...built, config, optimizer, metricsPath: join(config.out, METRICS_FILE), startStep: 0, tokens: 0 };
@@ -182,7 +180,7 @@ function vocabularyOf(tokenizerJson: string, file: string): { vocabSize: number;
 function trainStep(run: Run, step: number): TrainLogRecord {
   const { config, model, optimizer, loader } = run;
   const started = performance.now();
-  for (const p of model.params) p.grad.fill(0);
+  model.zeroGrads();
   const micro = config.data.micro_batches;
   const sums = { loss: 0, ce: 0, lbl: 0, z: 0, tokens: 0 };
   const { numLayers, numExperts } = model.arch.config;
@@ -190,11 +188,12 @@ function trainStep(run: Run, step: number): TrainLogRecord {
   const entropy = new Float64Array(numLayers);
   for (let m = 0; m < micro; m++) {
     const batch = loader.nextBatch();
-    const tape = new Tape('f32', run.kernels);
-    const result = model.forward(tape, batch.tokens, batch.rows, run.weights);
-    const loss = result.loss.item();
+    const tape = new Tape(run.backend);
+    const result = model.forward(tape, { tokens: batch.tokens, sequences: batch.rows }, run.weights);
+    const loss = result.total;
     if (!Number.isFinite(loss)) throw new DivergedError(`loss is ${loss} at step ${step + 1} (micro-batch ${m + 1}); the last good checkpoint is ${latestCheckpoint(config.out) ?? '(none yet)'}`);
     tape.backward(result.loss, 1 / micro); // OLMo divides each micro-batch's losses by their number
+    tape.release(); // the step's activations and gradients go back to the backend for the next micro-batch
     sums.loss += loss / micro;
     sums.ce += result.crossEntropy / micro;
     sums.lbl += result.loadBalancing / micro;
@@ -205,10 +204,10 @@ function trainStep(run: Run, step: number): TrainLogRecord {
       entropy[l]! += layer.entropy / micro;
     });
   }
-  const gradNorm = clipGradNorm(model.float32Params(), config.optimizer.clip);
+  const { norm: gradNorm, scale } = clipGradNorm(run.backend, model.params, config.optimizer.clip);
   if (!Number.isFinite(gradNorm)) throw new DivergedError(`gradient norm is ${gradNorm} at step ${step + 1}; the last good checkpoint is ${latestCheckpoint(config.out) ?? '(none yet)'}`);
   const lr = learningRate(step, { peakLr: config.optimizer.lr, warmupSteps: config.optimizer.warmup_steps, totalSteps: config.steps, finalLrRatio: config.optimizer.final_lr_ratio });
-  optimizer.step(lr);
+  optimizer.step(lr, scale);
   const seconds = (performance.now() - started) / 1000;
   return {
     kind: 'train', step: step + 1, tokens: run.tokens + sums.tokens, loss: sums.loss, ce: sums.ce, lbl: sums.lbl, zloss: sums.z, lr, gradNorm,
@@ -224,7 +223,7 @@ function round(value: number): number {
 
 function runEvaluation(run: Run, step: number, opts: TrainOptions): void {
   if (!run.valid) return;
-  const records = evaluate(run.model, run.valid, { kernels: run.kernels, batches: run.config.eval_batches, tokenBytes: run.tokenBytes }).map(
+  const records = evaluate(run.model, run.valid, { batches: run.config.eval_batches, tokenBytes: run.tokenBytes }).map(
     (r): ValidLogRecord => ({ kind: 'valid', step, tokens: run.tokens, domain: r.domain, ce: r.crossEntropy, bitsPerByte: r.bitsPerByte }),
   );
   records.forEach((record) => appendMetrics(run.metricsPath, record));

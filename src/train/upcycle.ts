@@ -20,7 +20,7 @@ export function upcycleFrom(model: TrainModel, denseDir: string, say?: (line: st
   for (const param of model.params) {
     if (/\.mlp\.gate\.weight$/.test(param.name)) continue; // the router: fresh
     const source = entries.get(param.name.replace(/\.mlp\.experts\.\d+\./, '.mlp.experts.0.'))!;
-    param.data.set(readTensorFloat32(source));
+    model.backend.write(param.value, readTensorFloat32(source));
   }
   say?.(`upcycled ${c.numExperts} experts from the dense checkpoint ${denseDir}`);
 }

@@ -31,6 +31,36 @@ export interface NativeAddon {
   measureReadBandwidth(bytes: number, repeats: number): number;
   /** FP32 FLOP/s of register-only FMA chains on the pool's threads at the kernels' SIMD level, best of `repeats`. */
   measureFp32Peak(repeats: number): number;
+  // training (native/src/train-bindings.cc; gradients are added into the arrays given, null: not computed)
+  // A `fresh` accumulator holds no values yet: the kernel writes it instead of adding.
+  matmulBackward(x: Floats, w: Floats, dy: Floats, tokens: number, inDim: number, outDim: number, dx: Floats | null, dw: Floats | null, dxFresh: boolean): void;
+  rmsnormBackward(x: Floats, weight: Floats, dy: Floats, rows: number, width: number, eps: number, dx: Floats | null, dw: Floats | null, dxFresh: boolean): void;
+  ropeRotate(x: Floats, tokens: number, heads: number, headDim: number, positions: Int32Array, invFreq: Floats, inverse: boolean, accumulate: boolean, out: Floats): void;
+  axpy(factor: number, x: Floats, y: Floats, fresh?: boolean): void;
+  embeddingBackward(ids: Int32Array, dy: Floats, width: number, dTable: Floats, rows: number): void;
+  routerForward(logits: Floats, tokens: number, experts: number, topK: number, normTopK: boolean, expertChoice: boolean, capacity: number,
+    probs: Floats, expertIds: Int32Array, tokenIds: Int32Array, weights: Floats): void;
+  routerBackward(logits: Floats, tokens: number, experts: number, topK: number, normTopK: boolean, expertChoice: boolean, capacity: number,
+    probs: Floats, expertIds: Int32Array, tokenIds: Int32Array, weights: Floats, dProbs: Floats | null, dWeights: Floats | null, dLogits: Floats, fresh: boolean): void;
+  expertsForward(x: Floats, tokens: number, hidden: number, ffn: number, gates: Floats[], ups: Floats[], downs: Floats[], expertIds: Int32Array,
+    tokenIds: Int32Array, weights: Floats, order: Int32Array, gatePre: Floats, upPre: Floats, y: Floats, out: Floats): void;
+  expertsBackward(x: Floats, tokens: number, hidden: number, ffn: number, gates: Floats[], ups: Floats[], downs: Floats[], expertIds: Int32Array,
+    tokenIds: Int32Array, weights: Floats, order: Int32Array, gatePre: Floats, upPre: Floats, y: Floats, dy: Floats, dx: Floats | null,
+    dWeights: Floats | null, dGates: Floats[] | null, dUps: Floats[] | null, dDowns: Floats[] | null, dxFresh: boolean, dWeightsFresh: boolean): void;
+  attentionForward(q: Floats, k: Floats, v: Floats, lengths: Int32Array, heads: number, kvHeads: number, headDim: number, lse: Floats, out: Floats): void;
+  attentionBackward(q: Floats, k: Floats, v: Floats, lengths: Int32Array, heads: number, kvHeads: number, headDim: number, lse: Floats, out: Floats,
+    dOut: Floats, dq: Floats, dk: Floats, dv: Floats, dqFresh: boolean, dkFresh: boolean, dvFresh: boolean): void;
+  crossEntropyForward(logits: Floats, tokens: number, vocab: number, targets: Int32Array, lse: Floats): number;
+  crossEntropyBackward(logits: Floats, tokens: number, vocab: number, targets: Int32Array, lse: Floats, scale: number, dLogits: Floats, fresh: boolean): void;
+  loadBalancingForward(probs: Floats, tokens: number, experts: number, counts: Float64Array, scale: number): number;
+  loadBalancingBackward(tokens: number, experts: number, counts: Float64Array, factor: number, dProbs: Floats, fresh: boolean): void;
+  routerZForward(logits: Floats, tokens: number, experts: number, scale: number): number;
+  routerZBackward(logits: Floats, tokens: number, experts: number, factor: number, dLogits: Floats, fresh: boolean): void;
+  adamw(values: Floats[], grads: Floats[], ms: Floats[], vs: Floats[], decays: Uint8Array, lr: number, beta1: number, beta2: number, eps: number,
+    weightDecay: number, step: number, gradScale: number): void;
+  sumOfSquares(arrays: Floats[]): number;
+  /** FP32 FMA throughput of the pool's threads over about `seconds`, GFLOP/s. */
+  fmaPeak(seconds: number): number;
 }
 
 /** dist/src/backends/native → the package root, where native/build/Release/ holds the addon. */

@@ -1,24 +1,35 @@
 /**
- * The native backend: the hot ops (matmul, router logits, grouped experts, attention) in C++ with SIMD and a
- * thread pool; weights memory-mapped from safetensors files, not copied. Tensors have the reference backend's
- * layout (float32 activations, weights in their stored dtype), so the light ops reuse the reference code.
+ * The native backend: the ops in C++ with SIMD and a thread pool (native/src), weights memory-mapped from
+ * safetensors files, not copied. Composition, not inheritance: each op below calls the addon, except the ones
+ * `NATIVE_EXCEPTIONS` lists, which call the reference implementation on purpose (tensors share the reference
+ * backend's host layout: float32 activations, weights in their stored dtype). A test prints and checks that list.
  */
 import { availableParallelism } from 'node:os';
-import type { AttentionArgs, ExpertWeights, GemmF32Args, KVCacheOptions, RopeOptions, Routing, RouterOptions, Tensor, WeightSource } from '../../core/backend.js';
+import type { AttentionArgs, ExpertWeights, KVCacheOptions, RopeOptions, Routing, RouterOptions, Tensor, WeightSource } from '../../core/backend.js';
+import type { AdamWStep, AdamWTensors, OpImplementations, SavedState, TrainingBackend } from '../../core/training.js';
 import { byteSize, isQuantized, type DType } from '../../core/dtype.js';
 import { OlmoeError, ResourceError } from '../../core/errors.js';
 import { ReferenceBackend } from '../reference/index.js';
 import { RefKVCache, storeKeysValues } from '../reference/attention.js';
-import { rmsnorm as referenceRmsnorm } from '../reference/ops.js';
-import { ropeInverseFrequencies } from '../../core/rope.js';
-import { experts as referenceExperts, routeFromLogits } from '../reference/moe.js';
-import { activation, asRef, checkShapes, f32, RefTensor, showShape, storageFor, type Storage } from '../reference/tensor.js';
+import { activation, asRef, checkShapes, f32, RefTensor, showShape, sizeOf, storageFor, type Storage } from '../reference/tensor.js';
 import type { NativeAddon } from './addon.js';
 import { measureMachine, type MachineLimits } from './machine.js';
 import { checkSimdEnv } from './simd.js';
+import * as train from './training.js';
 
 /** The kernel's dtype enum (native/src/kernels.h). */
 const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q5_k: 6, q6_k: 7 };
+
+/**
+ * The ops this backend runs in TypeScript, and why: each an explicit choice (ARCHITECTURE.md: never a silent
+ * fallback). Data movement (rows, concatRows, write, fill) is a typed-array copy in either language.
+ */
+export const NATIVE_EXCEPTIONS: ReadonlyMap<string, string> = new Map([
+  ['clamp', 'reference: clip_qkv is null in every OLMoE config (and training refuses it); an element-wise clamp'],
+  ['experts (mixed weight dtypes)', 'reference: one dtype per call in the kernel; rare mixed checkpoints'],
+  ['experts (expert choice, non-f32 weights)', 'reference: the quantized/bf16 kernel takes K experts per token'],
+  ['expertsForward/expertsBackward (non-f32 weights)', 'reference: training weights are float32'],
+])
 
 export interface NativeOptions {
   /** Worker threads including the caller; default: $OLMOE_THREADS, else every core. */
@@ -38,14 +49,16 @@ function usableThreads(threads: number, what: string): number {
   return cpus;
 }
 
-export class NativeBackend extends ReferenceBackend {
-  override readonly name = 'native';
+export class NativeBackend implements TrainingBackend {
+  readonly name = 'native';
+  readonly precision = 'f32';
+  /** Runs the cases NATIVE_EXCEPTIONS lists (and nothing else). */
+  private readonly ref = new ReferenceBackend();
 
   constructor(
     private readonly addon: NativeAddon,
     private readonly options: NativeOptions = {},
   ) {
-    super();
     checkSimdEnv(addon);
     const fromEnv = options.threads === undefined && process.env.OLMOE_THREADS;
     const threads = options.threads ?? (fromEnv ? Number(process.env.OLMOE_THREADS) : undefined);
@@ -73,8 +86,17 @@ export class NativeBackend extends ReferenceBackend {
     return measureMachine(this.addon);
   }
 
+  /** Every op of the interface and who computes it here. */
+  implementations(): OpImplementations {
+    const ops = new Map<string, string>();
+    for (const name of OP_NAMES) ops.set(name, NATIVE_EXCEPTIONS.get(name) ?? (HOST_COPIES.has(name) ? 'host copy' : 'native'));
+    for (const [name, why] of NATIVE_EXCEPTIONS) ops.set(name, why);
+    return ops;
+  }
+
+  // ---------------------------------------------------------------- storage
   /** Map the tensor's bytes from its file when it has one (and they are aligned for the dtype), else read them. */
-  override async weight(source: WeightSource): Promise<Tensor> {
+  async weight(source: WeightSource): Promise<Tensor> {
     const needed = byteSize(source.dtype, source.shape);
     if (needed !== source.byteLength) {
       throw new OlmoeError('input', `weight ${source.name} of shape [${source.shape}] ${source.dtype} needs ${needed} bytes, got ${source.byteLength}`);
@@ -96,39 +118,43 @@ export class NativeBackend extends ReferenceBackend {
     return source.dtype === 'f32' ? new Float32Array(buffer) : new Uint16Array(buffer);
   }
 
-  override matmul = (x: Tensor, w: Tensor): RefTensor => {
-    const weight = asRef(w);
-    const [outDim, inDim] = [weight.rows, weight.cols];
-    checkShapes('matmul', asRef(x).cols === inDim, () => `x ${showShape(x)} does not match weight ${showShape(w)}`);
-    const input = f32(x);
-    const tokens = input.length / inDim;
-    const out = new Float32Array(tokens * outDim);
-    this.addon.matmul(input, tokens, inDim, weight.data, DTYPE_CODES[weight.dtype], outDim, out);
-    return activation(out, [tokens, outDim]);
-  };
-
-  /** Training's GEMM: packed panels in C++ for all four orientations (native/src/train-gemm.cc). */
-  gemmF32(args: GemmF32Args): void {
-    const { m, n, k, a, b, c, transA = false, transB = false, accumulate = false } = args;
-    this.addon.gemm(transA, transB, m, n, k, a, b, c, accumulate);
+  fromFloat32(data: Float32Array, shape: readonly number[]): Tensor {
+    return activation(data, shape);
   }
 
-  override router = (x: Tensor, gate: Tensor, opts: RouterOptions): Routing => routeFromLogits(f32(this.matmul(x, gate)), asRef(gate).rows, opts);
+  toFloat32(x: Tensor): Float32Array {
+    if (asRef(x).unwritten) train.materialize(x); // an accumulator no op wrote counts as zeros
+    return this.ref.toFloat32(x);
+  }
 
-  override experts = (x: Tensor, weights: ExpertWeights, routing: Routing): RefTensor => {
-    const input = asRef(x);
-    checkShapes('experts', input.rows === routing.tokens, () => `x ${showShape(x)} but routing for ${routing.tokens} tokens`);
-    const first = asRef(weights.gate[0]!);
-    const data = (list: readonly Tensor[]) => list.map((t) => asRef(t).data);
-    const mixed = [...weights.gate, ...weights.up, ...weights.down].some((t) => t.dtype !== first.dtype);
-    if (mixed) return referenceExperts(x, weights, routing); // one dtype per call in the kernel; rare mixed checkpoints use the reference
-    const out = new Float32Array(input.data.length);
-    this.addon.experts(f32(x), routing.tokens, input.cols, first.rows, routing.topK, DTYPE_CODES[first.dtype],
-      data(weights.gate), data(weights.up), data(weights.down), routing.expertIds, routing.weights, out);
-    return activation(out, input.shape);
-  };
+  zeros(shape: readonly number[]): Tensor {
+    return activation(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+  }
 
-  override createKVCache(opts: KVCacheOptions): RefKVCache {
+  release(x: Tensor): void {
+    train.recycle(f32(x));
+  }
+
+  /** Left unfilled: the backward op that first receives it writes it (core/training.ts). */
+  empty(shape: readonly number[]): Tensor {
+    const tensor = activation(train.uninitialized(shape.reduce((a, b) => a * b, 1)), shape);
+    tensor.unwritten = true;
+    return tensor;
+  }
+
+  write(x: Tensor, values: Float32Array | Float64Array): void {
+    const data = f32(x);
+    checkShapes('write', data.length === values.length, () => `${values.length} values into ${showShape(x)}`);
+    data.set(values);
+    asRef(x).unwritten = false;
+  }
+
+  fill(x: Tensor, value: number): void {
+    f32(x).fill(value);
+    asRef(x).unwritten = false;
+  }
+
+  createKVCache(opts: KVCacheOptions): RefKVCache {
     return new RefKVCache(opts, (floats) => {
       try {
         return new Float32Array(this.addon.allocate(floats * 4));
@@ -139,36 +165,230 @@ export class NativeBackend extends ReferenceBackend {
     });
   }
 
-  override rmsnorm = (x: Tensor, weight: Tensor, eps: number): RefTensor => {
+  // ---------------------------------------------------------------- forward
+  embedding(table: Tensor, ids: Int32Array): Tensor {
+    return this.ref.embedding(table, ids); // a row gather: widening copies (listed as a host copy)
+  }
+
+  matmul(x: Tensor, w: Tensor): RefTensor {
+    const weight = asRef(w);
+    const [outDim, inDim] = [weight.rows, weight.cols];
+    checkShapes('matmul', asRef(x).cols === inDim, () => `x ${showShape(x)} does not match weight ${showShape(w)}`);
+    const input = f32(x);
+    const tokens = input.length / inDim;
+    const out = train.uninitialized(tokens * outDim);
+    // Float32 weights and many tokens (training, prefill): the packed-panel GEMM, faster there than the inference
+    // kernel (built for few tokens and stored dtypes), once the tokens amortize packing the weight.
+    if (weight.dtype === 'f32' && packedGemmPays(tokens, inDim * outDim)) this.addon.gemm(false, true, tokens, outDim, inDim, input, weight.data as Float32Array, out, false);
+    else this.addon.matmul(input, tokens, inDim, weightData(weight), DTYPE_CODES[weightDtype(weight)], outDim, out);
+    return activation(out, [tokens, outDim]);
+  }
+
+  /** Gains of any dtype: widened once per call (a few KB) for the float32 kernel. */
+  rmsnorm(x: Tensor, weight: Tensor, eps: number): RefTensor {
     const gain = asRef(weight);
-    if (gain.dtype !== 'f32') return referenceRmsnorm(x, weight, eps);
     const input = asRef(x);
     checkShapes('rmsnorm', input.cols === gain.cols, () => `x ${showShape(x)} does not match weight ${showShape(weight)}`);
-    const out = new Float32Array(input.data.length);
-    this.addon.rmsnorm(f32(x), input.rows, input.cols, gain.data as Float32Array, eps, out);
+    const out = train.uninitialized(sizeOf(input));
+    this.addon.rmsnorm(f32(x), input.rows, input.cols, this.toFloat32(gain), eps, out);
     return activation(out, input.shape);
-  };
+  }
 
-  override rope = (x: Tensor, positions: Int32Array, opts: RopeOptions): RefTensor => {
-    const input = asRef(x);
-    checkShapes('rope', input.cols === opts.heads * opts.headDim && input.rows === positions.length, () => `x ${showShape(x)} is not [${positions.length}, ${opts.heads}·${opts.headDim}]`);
-    const out = new Float32Array(input.data.length);
-    this.addon.rope(f32(x), positions.length, opts.heads, opts.headDim, positions, ropeInverseFrequencies(opts.headDim, opts.theta), out);
-    return activation(out, input.shape);
-  };
+  rope(x: Tensor, positions: Int32Array, opts: RopeOptions): RefTensor {
+    const out = train.uninitialized(sizeOf(x));
+    train.rope(this.addon, x, positions, opts, out, false, false);
+    return activation(out, asRef(x).shape);
+  }
 
-  override add = (a: Tensor, b: Tensor): RefTensor => {
+  clamp(x: Tensor, limit: number): Tensor {
+    return this.ref.clamp(x, limit);
+  }
+
+  add(a: Tensor, b: Tensor): RefTensor {
     const [left, right] = [f32(a), f32(b)];
     checkShapes('add', left.length === right.length, () => `${showShape(a)} + ${showShape(b)}`);
-    const out = new Float32Array(left.length);
+    const out = train.uninitialized(left.length);
     this.addon.add(left, right, out);
     return activation(out, asRef(a).shape);
-  };
+  }
 
-  override attention = (args: AttentionArgs): RefTensor => {
-    const { cache, tokens } = storeKeysValues(args);
-    const out = new Float32Array(tokens * args.heads * args.headDim);
-    this.addon.attention(f32(args.q), cache.keys[args.layer]!, cache.values[args.layer]!, tokens, args.start, args.heads, args.kvHeads, args.headDim, out);
-    return activation(out, [tokens, args.heads * args.headDim]);
-  };
+  rows(x: Tensor, start: number, count: number): Tensor {
+    return this.ref.rows(x, start, count);
+  }
+
+  concatRows(parts: readonly Tensor[]): Tensor {
+    return this.ref.concatRows(parts);
+  }
+
+  /** Per sequence: keys and values stored into its cache (or read in place: training), the causal kernel over them. */
+  attention(args: AttentionArgs): RefTensor {
+    const { heads, kvHeads, headDim } = args;
+    const [q, k, v] = [f32(args.q), f32(args.k), f32(args.v)];
+    const [width, kvWidth] = [heads * headDim, kvHeads * headDim];
+    const tokens = q.length / width;
+    checkShapes('attention', Number.isInteger(tokens) && k.length === tokens * kvWidth && v.length === k.length && args.sequences.reduce((n, s) => n + s.tokens, 0) === tokens,
+      () => `q ${showShape(args.q)}, k ${showShape(args.k)}, v ${showShape(args.v)} do not fit ${heads} heads, ${kvHeads} kv heads × ${headDim} and the sequences`);
+    const out = train.uninitialized(q.length);
+    let row = 0;
+    for (const s of args.sequences) {
+      const own = { keys: k.subarray(row * kvWidth, (row + s.tokens) * kvWidth), values: v.subarray(row * kvWidth, (row + s.tokens) * kvWidth) };
+      checkShapes('attention', s.cache instanceof RefKVCache || (!s.cache && s.start === 0), () => 'the KV cache was not made by this backend');
+      const cache = s.cache as RefKVCache | undefined;
+      if (cache) storeKeysValues(cache, args.layer, s.start, own);
+      const [keys, values] = cache ? [cache.keys[args.layer]!, cache.values[args.layer]!] : [own.keys, own.values];
+      this.addon.attention(q.subarray(row * width, (row + s.tokens) * width), keys, values, s.tokens, s.start, heads, kvHeads, headDim, out.subarray(row * width, (row + s.tokens) * width));
+      row += s.tokens;
+    }
+    return activation(out, [tokens, width]);
+  }
+
+  router(logits: Tensor, opts: RouterOptions): Routing {
+    return train.router(this.addon, logits, opts);
+  }
+
+  experts(x: Tensor, weights: ExpertWeights, routing: Routing): Tensor {
+    const input = asRef(x);
+    checkShapes('experts', input.rows === routing.tokens, () => `x ${showShape(x)} but routing for ${routing.tokens} tokens`);
+    const first = asRef(weights.gate[0]!);
+    const mixed = [...weights.gate, ...weights.up, ...weights.down].some((t) => t.dtype !== first.dtype);
+    if (routing.mode !== 'token_choice' && train.float32Experts(weights)) return train.expertsForward(this.addon, x, weights, routing).out;
+    if (mixed || routing.mode !== 'token_choice') return this.ref.experts(x, weights, routing); // NATIVE_EXCEPTIONS
+    const out = train.uninitialized(sizeOf(input));
+    const data = (list: readonly Tensor[]) => list.map((t) => weightData(asRef(t)));
+    this.addon.experts(f32(x), routing.tokens, input.cols, first.rows, routing.perGroup, DTYPE_CODES[weightDtype(first)],
+      data(weights.gate), data(weights.up), data(weights.down), routing.expertIds, f32(routing.weights), out);
+    return activation(out, input.shape);
+  }
+
+  // ---------------------------------------------------------------- losses
+  crossEntropy(logits: Tensor, targets: Int32Array): Tensor {
+    return train.crossEntropyForward(this.addon, logits, targets).out;
+  }
+
+  loadBalancingLoss(probs: Tensor, counts: Float64Array, scale: number): Tensor {
+    return train.loadBalancingLoss(this.addon, probs, counts, scale);
+  }
+
+  routerZLoss(logits: Tensor, scale: number): Tensor {
+    return train.routerZLoss(this.addon, logits, scale);
+  }
+
+  scale(x: Tensor, factor: number): Tensor {
+    const out = this.zeros(x.shape);
+    this.addon.axpy(factor, f32(x), f32(out));
+    return out;
+  }
+
+  // ---------------------------------------------------------------- training forward and backward
+  attentionForward(args: AttentionArgs): { out: Tensor; saved: SavedState } {
+    return train.attentionForward(this.addon, args);
+  }
+
+  expertsForward(x: Tensor, weights: ExpertWeights, routing: Routing): { out: Tensor; saved: SavedState } {
+    if (!train.float32Experts(weights)) return this.ref.expertsForward(x, weights, routing); // NATIVE_EXCEPTIONS
+    return train.expertsForward(this.addon, x, weights, routing);
+  }
+
+  crossEntropyForward(logits: Tensor, targets: Int32Array): { out: Tensor; saved: SavedState } {
+    return train.crossEntropyForward(this.addon, logits, targets);
+  }
+
+  accumulate(target: Tensor, source: Tensor, factor = 1): void {
+    checkShapes('accumulate', sizeOf(target) === sizeOf(source), () => `${showShape(target)} += ${showShape(source)}`);
+    this.addon.axpy(factor, f32(source), f32(target), train.takeFresh(target));
+  }
+
+  accumulateRows(target: Tensor, start: number, source: Tensor): void {
+    const width = asRef(target).cols;
+    checkShapes('accumulateRows', asRef(source).cols === width && start >= 0 && (start + asRef(source).rows) * width <= sizeOf(target), () => `rows from ${start} of ${showShape(target)} += ${showShape(source)}`);
+    this.addon.axpy(1, f32(source), train.materialize(target).subarray(start * width, start * width + sizeOf(source)));
+  }
+
+  embeddingBackward(ids: Int32Array, dOut: Tensor, dTable: Tensor): void {
+    const table = asRef(dTable);
+    this.addon.embeddingBackward(ids, f32(dOut), table.cols, train.materialize(dTable), table.rows);
+  }
+
+  /** dx += dOut · w and dw += dOutᵀ · x, both products in one batch of the training GEMM (native/src/train-gemm.cc). */
+  matmulBackward(args: { x: Tensor; w: Tensor; dOut: Tensor; dx: Tensor | null; dw: Tensor | null }): void {
+    const weight = asRef(args.w);
+    const [outDim, inDim] = [weight.rows, weight.cols];
+    const dy = f32(args.dOut);
+    this.addon.matmulBackward(f32(args.x), f32(args.w), dy, dy.length / outDim, inDim, outDim, args.dx ? f32(args.dx) : null, args.dw ? train.materialize(args.dw) : null, train.takeFresh(args.dx));
+  }
+
+  rmsnormBackward(args: { x: Tensor; weight: Tensor; eps: number; dOut: Tensor; dx: Tensor | null; dWeight: Tensor | null }): void {
+    train.rmsnormBackward(this.addon, args);
+  }
+
+  ropeBackward(dOut: Tensor, positions: Int32Array, opts: RopeOptions, dx: Tensor): void {
+    train.rope(this.addon, dOut, positions, opts, f32(dx), true, !train.takeFresh(dx));
+  }
+
+  attentionBackward(args: { args: AttentionArgs; saved: SavedState; out: Tensor; dOut: Tensor; dq: Tensor; dk: Tensor; dv: Tensor }): void {
+    train.attentionBackward(this.addon, args);
+  }
+
+  routerBackward(args: { routing: Routing; opts: RouterOptions; dProbs: Tensor | null; dWeights: Tensor | null; dLogits: Tensor }): void {
+    train.routerBackward(this.addon, args);
+  }
+
+  expertsBackward(args: { x: Tensor; weights: ExpertWeights; routing: Routing; saved: SavedState; dOut: Tensor; dx: Tensor | null; dRoutingWeights: Tensor | null; dWeights: ExpertWeights | null }): void {
+    if (!('order' in args.saved)) return this.ref.expertsBackward(args); // NATIVE_EXCEPTIONS: kept by the reference forward
+    train.expertsBackward(this.addon, args);
+  }
+
+  crossEntropyBackward(args: { logits: Tensor; targets: Int32Array; saved: SavedState; dLoss: Tensor; dLogits: Tensor }): void {
+    train.crossEntropyBackward(this.addon, args);
+  }
+
+  loadBalancingBackward(args: { probs: Tensor; counts: Float64Array; scale: number; dLoss: Tensor; dProbs: Tensor }): void {
+    train.loadBalancingBackward(this.addon, args);
+  }
+
+  routerZBackward(args: { logits: Tensor; scale: number; dLoss: Tensor; dLogits: Tensor }): void {
+    train.routerZBackward(this.addon, args);
+  }
+
+  sumOfSquares(xs: readonly Tensor[]): number {
+    return this.addon.sumOfSquares(xs.map(f32));
+  }
+
+  adamw(params: readonly AdamWTensors[], step: AdamWStep): void {
+    train.adamw(this.addon, params, step);
+  }
+
+  /** The machine's FP32 FMA throughput on this backend's threads (GFLOP/s), measured over about `seconds`. */
+  peakGflops(seconds = 0.5): number {
+    return this.addon.fmaPeak(seconds);
+  }
+}
+
+/**
+ * Whether x [T, In] · w [Out, In]ᵀ with float32 weights runs faster on the packed-panel GEMM than on the inference
+ * kernel. Measured (one thread, CPU time): 256→256 from 64 tokens (61 vs 112 µs), 256→4096 from 64, 2048→1024 only
+ * from 256 (11.4 vs 12.6 ms; at 64 tokens 3.0 vs 2.1 ms); at 4096 tokens 6× faster.
+ */
+function packedGemmPays(tokens: number, weightSize: number): boolean {
+  return tokens >= 256 || (tokens >= 64 && weightSize <= 1 << 20);
+}
+
+/** Every op of the training backend interface, for `implementations()`. */
+const OP_NAMES = [
+  'weight', 'fromFloat32', 'toFloat32', 'zeros', 'write', 'fill', 'createKVCache', 'embedding', 'matmul', 'rmsnorm', 'rope', 'clamp', 'attention',
+  'router', 'experts', 'add', 'rows', 'concatRows', 'crossEntropy', 'loadBalancingLoss', 'routerZLoss', 'scale', 'attentionForward', 'expertsForward',
+  'crossEntropyForward', 'accumulate', 'accumulateRows', 'embeddingBackward', 'matmulBackward', 'rmsnormBackward', 'ropeBackward', 'attentionBackward',
+  'routerBackward', 'expertsBackward', 'crossEntropyBackward', 'loadBalancingBackward', 'routerZBackward', 'sumOfSquares', 'adamw',
+] as const;
+
+const HOST_COPIES = new Set(['weight', 'fromFloat32', 'toFloat32', 'zeros', 'write', 'fill', 'createKVCache', 'embedding', 'rows', 'concatRows']);
+
+function weightData(t: RefTensor): Float32Array | Uint16Array | Uint8Array {
+  if (t.dtype === 'f64') throw new OlmoeError('unsupported', 'the native backend computes in float32; float64 tensors belong to the reference backend');
+  return t.data as Float32Array | Uint16Array | Uint8Array;
+}
+
+function weightDtype(t: RefTensor): DType {
+  if (t.dtype === 'f64') throw new OlmoeError('unsupported', 'the native backend computes in float32; float64 tensors belong to the reference backend');
+  return t.dtype;
 }

@@ -1,14 +1,32 @@
-/** The reference backend: pure TypeScript, float32 activations, weights kept in their stored dtype. */
+/**
+ * The reference backend: pure TypeScript, the executable spec every other backend is tested against, forward and
+ * backward. Activations are float32, or float64 with `precision: 'f64'` (the gradient checks against finite
+ * differences); weights are kept in their stored dtype.
+ */
 import type { Backend, KVCacheOptions, Tensor, WeightSource } from '../../core/backend.js';
+import type { TrainingBackend } from '../../core/training.js';
 import { byteSize, widenInto } from '../../core/dtype.js';
 import { OlmoeError } from '../../core/errors.js';
-import { attention, RefKVCache } from './attention.js';
-import { experts, router } from './moe.js';
-import { add, clamp, embedding, matmul, rmsnorm, rope, rows } from './ops.js';
-import { activation, asRef, f32, RefTensor, storageFor } from './tensor.js';
+import { attention, attentionBackward, attentionForward, RefKVCache } from './attention.js';
+import { adamw, crossEntropy, crossEntropyBackward, crossEntropyForward, loadBalancingBackward, loadBalancingLoss, routerZBackward, routerZLoss, sumOfSquares } from './losses.js';
+import { experts, expertsBackward, expertsForward, router, routerBackward } from './moe.js';
+import {
+  accumulate, accumulateRows, add, clamp, concatRows, embedding, embeddingBackward, matmul, matmulBackward, rmsnorm, rmsnormBackward, rope, ropeBackward, rows, scale,
+} from './ops.js';
+import { activation, asRef, checkShapes, floats, RefTensor, showShape, sizeOf, storageFor } from './tensor.js';
 
-export class ReferenceBackend implements Backend {
+export interface ReferenceOptions {
+  /** 'f64': activations, gradients and parameters in float64 (gradient checks). Default 'f32'. */
+  precision?: 'f32' | 'f64';
+}
+
+export class ReferenceBackend implements Backend, TrainingBackend {
   readonly name: string = 'reference';
+  readonly precision: 'f32' | 'f64';
+
+  constructor(opts: ReferenceOptions = {}) {
+    this.precision = opts.precision ?? 'f32';
+  }
 
   async weight(source: WeightSource): Promise<Tensor> {
     const bytes = await source.read();
@@ -20,16 +38,36 @@ export class ReferenceBackend implements Backend {
   }
 
   fromFloat32(data: Float32Array, shape: readonly number[]): Tensor {
-    return activation(data, shape);
+    return activation(this.precision === 'f64' ? Float64Array.from(data) : data, shape);
   }
 
-  /** Activations as they are; weights widened from their stored dtype. */
+  /** Activations rounded to float32 (a copy for float64); weights widened from their stored dtype. */
   toFloat32(x: Tensor): Float32Array {
     const tensor = asRef(x);
-    if (tensor.dtype === 'f32') return f32(x);
-    const out = new Float32Array(tensor.shape.reduce((a, b) => a * b, 1));
+    if (tensor.dtype === 'f32') return tensor.data as Float32Array;
+    if (tensor.dtype === 'f64') return Float32Array.from(tensor.data as Float64Array);
+    const out = new Float32Array(sizeOf(tensor));
     widenInto(tensor.dtype, tensor.data, 0, out.length, out);
     return out;
+  }
+
+  zeros(shape: readonly number[]): Tensor {
+    const size = shape.reduce((a, b) => a * b, 1);
+    return activation(this.precision === 'f64' ? new Float64Array(size) : new Float32Array(size), shape);
+  }
+
+  empty(shape: readonly number[]): Tensor {
+    return this.zeros(shape);
+  }
+
+  write(x: Tensor, values: Float32Array | Float64Array): void {
+    const data = floats(x);
+    checkShapes('write', data.length === values.length, () => `${values.length} values into ${showShape(x)}`);
+    data.set(values);
+  }
+
+  fill(x: Tensor, value: number): void {
+    floats(x).fill(value);
   }
 
   createKVCache(opts: KVCacheOptions): RefKVCache {
@@ -46,4 +84,28 @@ export class ReferenceBackend implements Backend {
   experts = experts;
   add = add;
   rows = rows;
+  concatRows = concatRows;
+
+  crossEntropy = crossEntropy;
+  loadBalancingLoss = loadBalancingLoss;
+  routerZLoss = routerZLoss;
+  scale = scale;
+
+  attentionForward = attentionForward;
+  expertsForward = expertsForward;
+  crossEntropyForward = crossEntropyForward;
+  accumulate = accumulate;
+  accumulateRows = accumulateRows;
+  embeddingBackward = embeddingBackward;
+  matmulBackward = matmulBackward;
+  rmsnormBackward = rmsnormBackward;
+  ropeBackward = ropeBackward;
+  attentionBackward = attentionBackward;
+  routerBackward = routerBackward;
+  expertsBackward = expertsBackward;
+  crossEntropyBackward = crossEntropyBackward;
+  loadBalancingBackward = loadBalancingBackward;
+  routerZBackward = routerZBackward;
+  sumOfSquares = sumOfSquares;
+  adamw = adamw;
 }

@@ -1,33 +1,29 @@
 /**
- * Router and experts of the sparse MoE block (spec §3.6; paper eq. 1).
- * Dimension legend: T tokens, D hidden, E experts, K experts per token, F expert FFN width.
+ * Router and experts of the sparse MoE block (spec §3.6; paper eq. 1), with their backward rules.
+ * Dimension legend: T tokens, D hidden, E experts, K experts per token, C tokens per expert, A assignments,
+ * F expert FFN width.
  */
 import type { ExpertWeights, Routing, RouterOptions, Tensor } from '../../core/backend.js';
+import type { SavedState } from '../../core/training.js';
 import { indicesByValueDescending } from '../../core/sort.js';
-import { matmul } from './ops.js';
-import { activation, asRef, checkShapes, f32, showShape, type RefTensor } from './tensor.js';
+import { matmul, matmulBackward } from './ops.js';
+import { activation, allocFor, asRef, checkShapes, floats, roundingOf, showShape, type Floats, type RefTensor } from './tensor.js';
 
-/** logits = x·gateᵀ; probs = softmax over all E experts; top-K by probability, ties to the lower index. */
-export function router(x: Tensor, gate: Tensor, opts: RouterOptions): Routing {
-  return routeFromLogits(f32(matmul(x, gate)), asRef(gate).rows, opts);
+/** probs = softmax over all E experts; token choice: each token's top-K (ties to the lower index); expert choice: each expert's top-C tokens. */
+export function router(logits: Tensor, opts: RouterOptions): Routing {
+  const [tokens, numExperts] = [asRef(logits).rows, asRef(logits).cols];
+  const probs = allocFor(tokens * numExperts, logits);
+  const values = floats(logits);
+  for (let t = 0; t < tokens; t++) softmaxRow(values, probs, t * numExperts, numExperts);
+  const mode = opts.mode ?? 'token_choice';
+  const { expertIds, tokenIds, perGroup } = mode === 'expert_choice' ? expertChoice(probs, tokens, numExperts, opts.capacity ?? 1) : tokenChoice(probs, tokens, numExperts, opts.topK);
+  const weights = allocFor(expertIds.length, logits);
+  expertIds.forEach((e, a) => (weights[a] = probs[tokenIds[a]! * numExperts + e]!));
+  if (opts.normTopKProb && mode === 'token_choice') for (let t = 0; t < tokens; t++) normalize(weights.subarray(t * perGroup, (t + 1) * perGroup));
+  return { tokens, numExperts, mode, perGroup, probs: activation(probs, [tokens, numExperts]), weights: activation(weights, [expertIds.length]), expertIds, tokenIds };
 }
 
-/** Softmax and top-k of router logits [T, E] (shared with backends that compute the logits themselves). */
-export function routeFromLogits(logits: Float32Array, numExperts: number, opts: RouterOptions): Routing {
-  const tokens = logits.length / numExperts;
-  const probs = new Float32Array(logits.length);
-  const expertIds = new Int32Array(tokens * opts.topK);
-  const weights = new Float32Array(tokens * opts.topK);
-  for (let t = 0; t < tokens; t++) {
-    softmaxRow(logits, probs, t * numExperts, numExperts);
-    topK(probs.subarray(t * numExperts, (t + 1) * numExperts), opts.topK, expertIds.subarray(t * opts.topK));
-    for (let k = 0; k < opts.topK; k++) weights[t * opts.topK + k] = probs[t * numExperts + expertIds[t * opts.topK + k]!]!;
-    if (opts.normTopKProb) normalize(weights.subarray(t * opts.topK, (t + 1) * opts.topK));
-  }
-  return { tokens, numExperts, topK: opts.topK, logits, probs, expertIds, weights };
-}
-
-function softmaxRow(logits: Float32Array, out: Float32Array, offset: number, width: number): void {
+function softmaxRow(logits: Floats, out: Floats, offset: number, width: number): void {
   let max = -Infinity;
   for (let i = 0; i < width; i++) max = Math.max(max, logits[offset + i]!);
   let total = 0;
@@ -35,65 +31,165 @@ function softmaxRow(logits: Float32Array, out: Float32Array, offset: number, wid
   for (let i = 0; i < width; i++) out[offset + i] = Math.exp(logits[offset + i]! - max) / total;
 }
 
-/** Indices of the k largest values, descending; equal values keep ascending index order. */
-export function topK(values: Float32Array, k: number, out: Int32Array): void {
-  const order = indicesByValueDescending(values);
-  for (let i = 0; i < k; i++) out[i] = order[i]!;
+function tokenChoice(probs: Floats, tokens: number, numExperts: number, topK: number) {
+  const expertIds = new Int32Array(tokens * topK);
+  const tokenIds = new Int32Array(tokens * topK);
+  for (let t = 0; t < tokens; t++) {
+    const order = indicesByValueDescending(probs.subarray(t * numExperts, (t + 1) * numExperts));
+    for (let k = 0; k < topK; k++) [expertIds[t * topK + k], tokenIds[t * topK + k]] = [order[k]!, t];
+  }
+  return { expertIds, tokenIds, perGroup: topK };
 }
 
-function normalize(values: Float32Array): void {
+/** Paper §4.1.5 (Zhou et al. 2022): each expert takes its C most probable tokens, so tokens get any number of experts. */
+function expertChoice(probs: Floats, tokens: number, numExperts: number, capacity: number) {
+  const perExpert = Math.min(capacity, tokens);
+  const expertIds = new Int32Array(numExperts * perExpert);
+  const tokenIds = new Int32Array(numExperts * perExpert);
+  const column = new Float64Array(tokens);
+  for (let e = 0; e < numExperts; e++) {
+    for (let t = 0; t < tokens; t++) column[t] = probs[t * numExperts + e]!;
+    indicesByValueDescending(column).slice(0, perExpert).forEach((t, c) => ([expertIds[e * perExpert + c], tokenIds[e * perExpert + c]] = [e, t]));
+  }
+  return { expertIds, tokenIds, perGroup: perExpert };
+}
+
+function normalize(values: Floats): void {
   let total = 0;
   for (const value of values) total += value;
   for (let i = 0; i < values.length; i++) values[i] = values[i]! / total;
 }
 
-/**
- * Σ_k w_k · down_e(silu(gate_e·x) ⊙ up_e·x). Tokens are grouped by expert and experts visited in ascending
- * id, so each token's output accumulates in the same order as HF's `index_add_` loop.
- */
+/** Back through the renormalization (w = p / Σp), the gather of the chosen probabilities, and the softmax. */
+export function routerBackward(args: { routing: Routing; opts: RouterOptions; dProbs: Tensor | null; dWeights: Tensor | null; dLogits: Tensor }): void {
+  const { routing } = args;
+  const { tokens, numExperts: width, perGroup } = routing;
+  const p = floats(routing.probs);
+  const dp = new Float64Array(p.length);
+  if (args.dProbs) dp.set(floats(args.dProbs));
+  if (args.dWeights) {
+    const dw = floats(args.dWeights);
+    const renormalized = args.opts.normTopKProb && routing.mode === 'token_choice';
+    for (let a = 0; a < dw.length; a++) {
+      const t = routing.tokenIds[a]!;
+      let grad = dw[a]!;
+      if (renormalized) grad = renormalizedGrad(p, dw, routing, t, a, perGroup);
+      dp[t * width + routing.expertIds[a]!]! += grad;
+    }
+  }
+  const dx = floats(args.dLogits);
+  for (let t = 0; t < tokens; t++) {
+    let dot = 0;
+    for (let e = 0; e < width; e++) dot += dp[t * width + e]! * p[t * width + e]!;
+    for (let e = 0; e < width; e++) dx[t * width + e]! += p[t * width + e]! * (dp[t * width + e]! - dot);
+  }
+}
+
+/** ∂L/∂p_a through w_j = p_j / S (S = Σ of the token's K chosen p): (dw_a − Σ_j dw_j · w_j) / S. */
+function renormalizedGrad(p: Floats, dw: Floats, routing: Routing, t: number, a: number, k: number): number {
+  let sum = 0;
+  for (let j = 0; j < k; j++) sum += p[t * routing.numExperts + routing.expertIds[t * k + j]!]!;
+  let dot = 0;
+  for (let j = 0; j < k; j++) dot += dw[t * k + j]! * (p[t * routing.numExperts + routing.expertIds[t * k + j]!]! / sum);
+  return (dw[a]! - dot) / sum;
+}
+
+/** The assignments of each expert, experts ascending: each token's output then sums in ascending expert id like HF's `index_add_` loop. */
+export function groupByExpert(routing: Routing): Map<number, number[]> {
+  const groups = new Map<number, number[]>();
+  routing.expertIds.forEach((e, a) => (groups.get(e) ?? groups.set(e, []).get(e)!).push(a));
+  return new Map([...groups].sort(([a], [b]) => a - b));
+}
+
+interface ExpertPass {
+  x: RefTensor; // [n, D] the expert's tokens
+  gate: RefTensor; // [n, F] before SiLU
+  up: RefTensor; // [n, F]
+  hidden: RefTensor; // [n, F] silu(gate) ⊙ up
+  y: RefTensor; // [n, D] output before weighting
+}
+
+function runExpert(input: Floats, width: number, tokens: readonly number[], weights: ExpertWeights, e: number, like: Tensor): ExpertPass {
+  const rows = allocFor(tokens.length * width, like);
+  tokens.forEach((t, i) => rows.set(input.subarray(t * width, (t + 1) * width), i * width));
+  const x = activation(rows, [tokens.length, width]);
+  const gate = matmul(x, weights.gate[e]!);
+  const up = matmul(x, weights.up[e]!);
+  const g = floats(gate);
+  const hidden = activation(floats(up).map((u, i) => silu(g[i]!) * u), gate.shape);
+  return { x, gate, up, hidden, y: matmul(hidden, weights.down[e]!) };
+}
+
+/** Σ_a w_a · down(silu(gate·x) ⊙ up·x) into out[token_a], experts ascending. */
 export function experts(x: Tensor, weights: ExpertWeights, routing: Routing): RefTensor {
-  const input = f32(x);
+  const input = floats(x);
   const width = asRef(x).cols;
   checkShapes('experts', asRef(x).rows === routing.tokens, () => `x ${showShape(x)} but routing for ${routing.tokens} tokens`);
-  const out = new Float32Array(input.length);
+  const out = allocFor(input.length, x);
+  const round = roundingOf(out);
+  const w = floats(routing.weights);
   for (const [expert, assignments] of groupByExpert(routing)) {
-    const tokenRows = gatherRows(input, width, assignments.map((a) => a.token));
-    const hidden = swiglu(f32(matmul(tokenRows, weights.gate[expert]!)), f32(matmul(tokenRows, weights.up[expert]!)));
-    const ffnWidth = asRef(weights.gate[expert]!).rows;
-    const y = f32(matmul(activation(hidden, [assignments.length, ffnWidth]), weights.down[expert]!)); // [n, D]
-    assignments.forEach(({ token, weight }, i) => {
-      for (let d = 0; d < width; d++) out[token * width + d] = out[token * width + d]! + Math.fround(y[i * width + d]! * weight);
+    const y = floats(runExpert(input, width, assignments.map((a) => routing.tokenIds[a]!), weights, expert, x).y);
+    assignments.forEach((a, i) => {
+      const t = routing.tokenIds[a]!;
+      for (let d = 0; d < width; d++) out[t * width + d] = out[t * width + d]! + round(y[i * width + d]! * w[a]!);
     });
   }
   return activation(out, asRef(x).shape);
 }
 
-interface Assignment {
-  token: number;
-  weight: number;
+/** Training's forward: nothing kept (the reference backward recomputes each expert's activations). */
+export function expertsForward(x: Tensor, weights: ExpertWeights, routing: Routing): { out: RefTensor; saved: SavedState } {
+  return { out: experts(x, weights, routing), saved: { op: 'experts' } };
 }
 
-function groupByExpert(routing: Routing): Map<number, Assignment[]> {
-  const groups = new Map<number, Assignment[]>();
-  for (let t = 0; t < routing.tokens; t++) {
-    for (let k = 0; k < routing.topK; k++) {
-      const expert = routing.expertIds[t * routing.topK + k]!;
-      const list = groups.get(expert) ?? groups.set(expert, []).get(expert)!;
-      list.push({ token: t, weight: routing.weights[t * routing.topK + k]! });
-    }
+/**
+ * Per expert, with dY_a = w_a · dOut[token_a]: dw_a += dOut[token_a] · y_a; dDown += dYᵀ·h; dh = dY·Down;
+ * dGate_pre = dh ⊙ up ⊙ silu'(gate); dUp_pre = dh ⊙ silu(gate); dGate += dGate_preᵀ·x; dUp += dUp_preᵀ·x;
+ * dx[token_a] += dGate_pre·Gate + dUp_pre·Up.
+ */
+export function expertsBackward(args: { x: Tensor; weights: ExpertWeights; routing: Routing; dOut: Tensor; dx: Tensor | null; dRoutingWeights: Tensor | null; dWeights: ExpertWeights | null }): void {
+  const { routing, weights } = args;
+  const [input, dy, w] = [floats(args.x), floats(args.dOut), floats(routing.weights)];
+  const width = asRef(args.x).cols;
+  const dRouting = args.dRoutingWeights ? floats(args.dRoutingWeights) : null;
+  for (const [e, assignments] of groupByExpert(routing)) {
+    const tokens = assignments.map((a) => routing.tokenIds[a]!);
+    const pass = runExpert(input, width, tokens, weights, e, args.x);
+    const y = floats(pass.y);
+    const dY = allocFor(y.length, args.x);
+    assignments.forEach((a, i) => {
+      const t = tokens[i]!;
+      let dot = 0;
+      for (let d = 0; d < width; d++) {
+        dY[i * width + d] = w[a]! * dy[t * width + d]!;
+        dot += dy[t * width + d]! * y[i * width + d]!;
+      }
+      if (dRouting) dRouting[a]! += dot;
+    });
+    const dHidden = activation(allocFor(floats(pass.hidden).length, args.x), pass.hidden.shape);
+    matmulBackward({ x: pass.hidden, w: weights.down[e]!, dOut: activation(dY, pass.y.shape), dx: dHidden, dw: args.dWeights?.down[e] ?? null });
+    const [g, u, dh] = [floats(pass.gate), floats(pass.up), floats(dHidden)];
+    const dGate = activation(g.map((z, i) => dh[i]! * u[i]! * siluGrad(z)), pass.gate.shape);
+    const dUp = activation(g.map((z, i) => dh[i]! * silu(z)), pass.up.shape);
+    const dRows = args.dx ? activation(allocFor(floats(pass.x).length, args.x), pass.x.shape) : null;
+    matmulBackward({ x: pass.x, w: weights.gate[e]!, dOut: dGate, dx: dRows, dw: args.dWeights?.gate[e] ?? null });
+    matmulBackward({ x: pass.x, w: weights.up[e]!, dOut: dUp, dx: dRows, dw: args.dWeights?.up[e] ?? null });
+    if (!dRows || !args.dx) continue;
+    const [dx, dr] = [floats(args.dx), floats(dRows)];
+    tokens.forEach((t, i) => {
+      for (let d = 0; d < width; d++) dx[t * width + d]! += dr[i * width + d]!;
+    });
   }
-  return new Map([...groups].sort(([a], [b]) => a - b));
 }
 
-function gatherRows(input: Float32Array, width: number, tokens: number[]): RefTensor {
-  const out = new Float32Array(tokens.length * width);
-  tokens.forEach((token, i) => out.set(input.subarray(token * width, (token + 1) * width), i * width));
-  return activation(out, [tokens.length, width]);
+/** silu(z) = z·sigmoid(z). */
+function silu(z: number): number {
+  return z / (1 + Math.exp(-z));
 }
 
-/** silu(g) ⊙ u, silu(z) = z·sigmoid(z). */
-function swiglu(gate: Float32Array, up: Float32Array): Float32Array {
-  const out = new Float32Array(gate.length);
-  for (let i = 0; i < gate.length; i++) out[i] = (gate[i]! / (1 + Math.exp(-gate[i]!))) * up[i]!;
-  return out;
+/** silu'(z) = σ(z)·(1 + z·(1 − σ(z))). */
+function siluGrad(z: number): number {
+  const sigmoid = 1 / (1 + Math.exp(-z));
+  return sigmoid * (1 + z * (1 - sigmoid));
 }

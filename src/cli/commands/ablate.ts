@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { ABLATIONS, createBackend, gemmKernels, InputError, runAblation } from '../../index.js';
+import { ABLATIONS, createBackend, InputError, runAblation } from '../../index.js';
 import { parseInteger, parsePositiveInteger } from '../common.js';
 
 interface AblateFlags {
@@ -50,7 +50,6 @@ export function registerAblate(program: Command): void {
       for (const file of flags.evalTasks ?? []) if (!existsSync(file)) throw new InputError(`--eval-tasks: ${file}: no such task or suite file`);
       if (flags.evalTasksEvery !== undefined && flags.evalTasksEvery > flags.steps) throw new InputError(`--eval-tasks-every ${flags.evalTasksEvery} is more than --steps ${flags.steps}: the tasks would never be scored`);
       const backend = createBackend(flags.backend, { threads: flags.threads });
-      const kernels = gemmKernels(backend);
       const data = {
         tokenizer: flags.tokenizer, train: flags.train, valid: flags.valid, steps: flags.steps, sequenceLength: flags.seq, batchSize: flags.batch, seed: flags.seed,
         evalTasks: flags.evalTasks?.map((file) => resolve(file)), evalTasksEvery: flags.evalTasksEvery, evalTasksLimit: flags.evalTasksLimit,
@@ -59,7 +58,7 @@ export function registerAblate(program: Command): void {
       for (const ablation of chosen) {
         const out = join(flags.out, ablation.name);
         const report = await runAblation(ablation, data, out, {
-          kernels, backend, say, runs: join(flags.runs, ablation.name),
+          backend, say, runs: join(flags.runs, ablation.name),
           onStep: (label, r) => r.step % flags.logEvery === 0 && say(`  ${label}: step ${r.step}/${flags.steps} loss ${r.loss.toFixed(4)} ${r.tokensPerSecond.toFixed(0)} tok/s`),
         });
         process.stdout.write(report + '\n');

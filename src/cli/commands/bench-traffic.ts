@@ -5,7 +5,7 @@
  */
 import { byteSize, type OlmoeModel, type RoutingObserver, type Tensor } from '../../index.js';
 
-const bytesOf = (t: Tensor): number => byteSize(t.dtype, t.shape);
+const bytesOf = (t: Tensor): number => (t.dtype === 'f64' ? 8 * t.shape.reduce((a, b) => a * b, 1) : byteSize(t.dtype, t.shape));
 
 /** Counts the weight bytes of the experts each decode step actually routes to (an observer of the forward). */
 export class DecodeTraffic {

@@ -1,6 +1,6 @@
 /** `olmoe evaluate CHECKPOINT --shards FILE...`: validation loss and bits per byte per domain. */
 import type { Command } from 'commander';
-import { createBackend, evaluateCheckpoint, gemmKernels, type DomainScore } from '../../index.js';
+import { createBackend, evaluateCheckpoint, type DomainScore } from '../../index.js';
 import { parsePositiveInteger, printJson } from '../common.js';
 
 interface EvaluateFlags {
@@ -28,8 +28,8 @@ export function registerEvaluate(program: Command): void {
     .option('--threads <n>', 'native backend threads', parsePositiveInteger('--threads'))
     .option('--json', 'print JSON')
     .action((dir: string, flags: EvaluateFlags) => {
-      const kernels = gemmKernels(createBackend(flags.backend, { threads: flags.threads }));
-      const result = evaluateCheckpoint(dir, flags.shards, { kernels, sequenceLength: flags.seq, batchSize: flags.batch, maxBatches: flags.maxBatches, baselineShards: flags.baseline });
+      const backend = createBackend(flags.backend, { threads: flags.threads });
+      const result = evaluateCheckpoint(dir, flags.shards, { backend, sequenceLength: flags.seq, batchSize: flags.batch, maxBatches: flags.maxBatches, baselineShards: flags.baseline });
       if (flags.json) return printJson(result);
       const unigram = new Map((result.unigram ?? []).map((s) => [s.domain, s]));
       process.stdout.write(`| domain | tokens | CE (nats/token) | bits per byte |${result.unigram ? ' unigram CE | unigram bits per byte |' : ''}\n`);

@@ -1,6 +1,6 @@
 /** `olmoe train CONFIG.json`: train (or resume, or benchmark) an OLMoE from a training config. */
 import type { Command } from 'commander';
-import { benchTraining, createBackend, gemmKernels, readTrainConfig, train, type TrainLogRecord, type ValidLogRecord } from '../../index.js';
+import { benchTraining, createBackend, readTrainConfig, train, type TrainBench, type TrainLogRecord, type ValidLogRecord } from '../../index.js';
 import { parsePositiveInteger, printJson } from '../common.js';
 
 interface TrainFlags {
@@ -31,23 +31,16 @@ export function registerTrain(program: Command): void {
 async function runTrain(configPath: string, flags: TrainFlags): Promise<void> {
   const config = readTrainConfig(configPath);
   const backend = createBackend(flags.backend, { threads: flags.threads });
-  const kernels = gemmKernels(backend);
   if (flags.bench) {
-    const result = benchTraining(config, kernels, flags.bench === true ? 3 : flags.bench);
+    const result = benchTraining(config, backend, flags.bench === true ? 3 : flags.bench);
     if (flags.json) return printJson(result);
-    const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
-    process.stdout.write(
-      `${result.parameters.toLocaleString('en-US')} parameters, ${result.tokensPerStep} tokens/step, kernels: ${result.kernels}\n` +
-        `${result.tokensPerSecond.toFixed(0)} tokens/s, ${result.secondsPerStep.toFixed(2)} s/step, ${result.gflops.toFixed(1)} GFLOP/s of step time ` +
-        `(GEMMs alone ${result.gemmGflops.toFixed(1)} GFLOP/s)\n` +
-        `time: GEMM ${pct(result.share.gemm)}, other forward ${pct(result.share.otherForward)}, other backward ${pct(result.share.otherBackward)}, optimizer ${pct(result.share.optimizer)}\n`,
-    );
+    process.stdout.write(benchReport(result));
     return;
   }
   const say = (line: string) => !flags.quiet && process.stderr.write(line + '\n');
   const started = { at: performance.now(), step: -1 };
   const summary = await train({
-    config, kernels, backend, resume: flags.resume, say,
+    config, backend, resume: flags.resume, say,
     onStep: (r) => {
       if (started.step < 0) started.step = r.step - 1; // a resumed run starts later
       if (r.step % flags.logEvery === 0 || r.step === config.steps || r.step === 1) say(stepLine(r, config.steps, started));
@@ -55,6 +48,19 @@ async function runTrain(configPath: string, flags: TrainFlags): Promise<void> {
     onEval: (records) => say(evalLine(records)),
   });
   say(`done: ${summary.steps} steps, ${summary.tokens.toLocaleString('en-US')} tokens, last loss ${summary.lastLoss.toFixed(4)}; checkpoint ${summary.checkpoint}`);
+}
+
+function benchReport(result: TrainBench): string {
+  const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
+  const ops = result.ops.slice(0, 12).map((o) => `${o.op} ${pct(o.share)}`).join(', ');
+  return (
+    `${result.parameters.toLocaleString('en-US')} parameters, ${result.tokensPerStep} tokens/step, backend: ${result.backend}\n` +
+    `${result.tokensPerSecond.toFixed(0)} tokens/s, ${result.secondsPerStep.toFixed(2)} s/step, ${result.gflops.toFixed(1)} GFLOP/s useful ` +
+    `(${(result.flopsPerToken / 1e6).toFixed(1)} MFLOP per token)` +
+    (result.peakGflops ? `; FP32 peak of ${result.threads} thread(s) measured now: ${result.peakGflops.toFixed(0)} GFLOP/s (${((100 * result.gflops) / result.peakGflops).toFixed(0)} % used)` : '') + '\n' +
+    `time: forward ${pct(result.phases.forward)}, backward ${pct(result.phases.backward)}, optimizer ${pct(result.phases.optimizer)}\n` +
+    `ops: ${ops}\n`
+  );
 }
 
 function stepLine(r: TrainLogRecord, steps: number, started: { at: number; step: number }): string {

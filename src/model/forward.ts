@@ -1,0 +1,118 @@
+/**
+ * THE OLMoE forward pass (spec §3), written once over the Backend ops, top to bottom in the order of the
+ * equations: embedding → L × [attention with QK-norm and RoPE, sparse MoE] → final norm → logits.
+ * Inference runs it on a backend with KV caches (model/olmoe.ts); training runs the same code on an autograd tape
+ * (train/model.ts). Variants are options: routing (token or expert choice), a shared expert (config), dense (one
+ * expert, top-1), norm_topk_prob (config); an upcycled model is this model with copied weights.
+ * Dimension legend: N tokens of all sequences, D hidden, H heads, Hkv kv heads, Hd head dim, E experts, K top-k, V vocab.
+ */
+import type { Backend, KVCache, Routing, RoutingMode, Tensor } from '../core/backend.js';
+import type { OlmoeConfig } from './config.js';
+import type { LayerWeights, OlmoeWeights } from './weights.js';
+
+/** How tokens meet experts (paper §4.1.5): dropless token choice, or expert choice with a capacity factor. */
+export interface ModelVariant {
+  readonly routing: RoutingMode;
+  /** Expert choice: each expert takes capacityFactor · N · K / E tokens. */
+  readonly capacityFactor: number;
+}
+
+export const TOKEN_CHOICE: ModelVariant = { routing: 'token_choice', capacityFactor: 1 };
+
+export interface OlmoeParts {
+  readonly config: OlmoeConfig;
+  readonly weights: OlmoeWeights;
+  readonly variant: ModelVariant;
+}
+
+/** One sequence's new tokens in a pass: its positions start at `start` (its cache's length; 0 without a cache). */
+export interface SequenceSlice {
+  readonly ids: Int32Array;
+  readonly start: number;
+  readonly cache?: KVCache;
+}
+
+/** What one layer's router decided for all N tokens, as tensors on the backend (losses and observers read it). */
+export interface LayerRouting {
+  readonly layer: number;
+  readonly logits: Tensor; // [N, E]
+  readonly routing: Routing;
+}
+
+export interface StackHooks {
+  readonly onRouting?: (record: LayerRouting) => void;
+  /** The hidden state after each stage (used to find where NaN/inf first appear). */
+  readonly probe?: (stage: string, hidden: Tensor) => void;
+}
+
+/** The decoder stack over the sequences' concatenated tokens → hidden states [N, D] before the final norm. */
+export function decoderStack(backend: Backend, model: OlmoeParts, sequences: readonly SequenceSlice[], hooks: StackHooks = {}): Tensor {
+  const { config, weights } = model;
+  const ids = sequences.length === 1 ? sequences[0]!.ids : Int32Array.from(sequences.flatMap((s) => Array.from(s.ids)));
+  const positions = Int32Array.from(sequences.flatMap((s) => Array.from(s.ids, (_, t) => s.start + t)));
+  let hidden = backend.embedding(weights.embed, ids); // [N, D]; no scaling, no positional embedding (§3.2)
+  hooks.probe?.('the embedding', hidden);
+  weights.layers.forEach((layer, index) => {
+    // §3.3: pre-norm, two residuals
+    const attended = attention(backend, model, backend.rmsnorm(hidden, layer.inputNorm, config.rmsNormEps), { layer, index, sequences, positions });
+    hidden = backend.add(hidden, attended);
+    hooks.probe?.(`layer ${index} (attention)`, hidden);
+    const mixed = moe(backend, model, backend.rmsnorm(hidden, layer.postNorm, config.rmsNormEps), layer, index, hooks);
+    hidden = backend.add(hidden, mixed);
+    hooks.probe?.(`layer ${index} (experts)`, hidden);
+  });
+  return hidden;
+}
+
+/** §3.7: final RMSNorm, then the LM head → [N, V]. */
+export function logits(backend: Backend, model: OlmoeParts, hidden: Tensor): Tensor {
+  return backend.matmul(backend.rmsnorm(hidden, model.weights.finalNorm, model.config.rmsNormEps), model.weights.lmHead);
+}
+
+interface AttentionInput {
+  layer: LayerWeights;
+  index: number;
+  sequences: readonly SequenceSlice[];
+  positions: Int32Array;
+}
+
+/** §3.4: QK-norm over the full projections (before the head split), RoPE, causal attention, output projection. */
+function attention(backend: Backend, model: OlmoeParts, x: Tensor, input: AttentionInput): Tensor {
+  const { config } = model;
+  const { layer, positions } = input;
+  const eps = config.rmsNormEps;
+  let q = backend.rmsnorm(backend.matmul(x, layer.q), layer.qNorm, eps); // [N, H·Hd]
+  let k = backend.rmsnorm(backend.matmul(x, layer.k), layer.kNorm, eps); // [N, Hkv·Hd]
+  let v = backend.matmul(x, layer.v); // [N, Hkv·Hd]
+  const clip = config.clipQkv;
+  if (clip !== null) [q, k, v] = [backend.clamp(q, clip), backend.clamp(k, clip), backend.clamp(v, clip)];
+  q = backend.rope(q, positions, { heads: config.numHeads, headDim: config.headDim, theta: config.ropeTheta });
+  k = backend.rope(k, positions, { heads: config.numKVHeads, headDim: config.headDim, theta: config.ropeTheta });
+  const sequences = input.sequences.map(({ ids, start, cache }) => ({ tokens: ids.length, start, cache }));
+  const heads = { heads: config.numHeads, kvHeads: config.numKVHeads, headDim: config.headDim };
+  const attended = backend.attention({ q, k, v, sequences, layer: input.index, ...heads }); // [N, H·Hd]
+  return backend.matmul(attended, layer.o); // [N, D]
+}
+
+/** §3.6, paper eq. (1): y = Σ_{i ∈ top-K} softmax(router(x))_i · E_i(x), no renormalization unless configured. */
+function moe(backend: Backend, model: OlmoeParts, x: Tensor, layer: LayerWeights, index: number, hooks: StackHooks): Tensor {
+  const { config, variant } = model;
+  const tokens = x.shape[0]!;
+  const routerLogits = backend.matmul(x, layer.router); // [N, E]
+  const capacity = Math.max(1, Math.round((variant.capacityFactor * tokens * config.numExpertsPerTok) / config.numExperts));
+  const routing = backend.router(routerLogits, { topK: config.numExpertsPerTok, normTopKProb: config.normTopKProb, mode: variant.routing, capacity });
+  hooks.onRouting?.({ layer: index, logits: routerLogits, routing });
+  const routed = backend.experts(x, layer.experts, routing); // [N, D]
+  return layer.sharedExpert ? backend.add(routed, sharedExpert(backend, x, layer.sharedExpert)) : routed;
+}
+
+/** The always-active shared expert (paper §4.1.3): a SwiGLU MLP with weight 1, run as a one-expert MoE. */
+function sharedExpert(backend: Backend, x: Tensor, weights: NonNullable<LayerWeights['sharedExpert']>): Tensor {
+  const tokens = x.shape[0]!;
+  const ones = backend.fromFloat32(new Float32Array(tokens).fill(1), [tokens]);
+  const everyToken: Routing = {
+    tokens, numExperts: 1, mode: 'token_choice', perGroup: 1, probs: ones, weights: ones,
+    expertIds: new Int32Array(tokens), tokenIds: Int32Array.from({ length: tokens }, (_, t) => t),
+  };
+  return backend.experts(x, { gate: [weights.gate], up: [weights.up], down: [weights.down] }, everyToken);
+}
