@@ -3,7 +3,8 @@
 // by the harness with prefix sharing on and off in the same run, alternating; prints requests/s, tokens fed per
 // second and the sharing speed-up (same model, same requests, same results up to rounding).
 //   node bench/eval.mjs MODEL [--questions 40] [--reps 3] [--threads N] [--json]
-import { cpus } from 'node:os';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -25,10 +26,14 @@ const lm = await api.loadPretrained(model, { backend: api.createBackend(undefine
 const words = ['river', 'stone', 'market', 'engine', 'garden', 'letter', 'winter', 'signal', 'harbor', 'planet', 'violin', 'copper'];
 const pick = (i) => words[i % words.length];
 const doc = (i) => ({ id: String(i), question: `Which word is written after ${pick(i)} and ${pick(i * 7 + 3)} in the list of ${pick(i * 5 + 1)} things?`, choices: [0, 1, 2, 3].map((k) => `the ${pick(i + k * 5)} of the ${pick(i * 3 + k)}`), answer: i % 4 });
-const task = {
-  name: 'bench', version: 1, file: 'synthetic', documents: Array.from({ length: questions }, (_, i) => doc(i + 100)), fewshot: Array.from({ length: 5 }, (_, i) => doc(i)),
-  formulations: ['cf', 'mcf'], normalizations: ['per_char', 'none', 'pmi'], preamble: '', unconditioned: 'Answer:',
-};
+// The task goes through the public reader, as a user's task file would: documents and shots as JSONL.
+const dir = mkdtempSync(join(tmpdir(), 'olmoe-bench-eval-'));
+const lines = (rows) => rows.map((row) => JSON.stringify(row)).join('\n') + '\n';
+writeFileSync(join(dir, 'documents.jsonl'), lines(Array.from({ length: questions }, (_, i) => doc(i + 100))));
+writeFileSync(join(dir, 'shots.jsonl'), lines(Array.from({ length: 5 }, (_, i) => doc(i))));
+writeFileSync(join(dir, 'task.json'), JSON.stringify({ name: 'bench', documents: 'documents.jsonl', fewshot: 'shots.jsonl', shots: 5, formulations: ['cf', 'mcf'], normalizations: ['per_char', 'none', 'pmi'] }));
+const task = await api.readTask(join(dir, 'task.json'));
+rmSync(dir, { recursive: true, force: true });
 const prefixToken = lm.tokenizer.tokenId(lm.tokenizer.eosToken) ?? lm.model.config.eosTokenIds[0];
 // Cloze requests come twice (conditioned and pmi's unconditioned), lettered ones once.
 const requests = task.formulations.reduce((n, f) => n + api.taskInstances(task, f).reduce((m, inst) => m + inst.choices.length * (f === 'cf' ? 2 : 1), 0), 0);

@@ -2,6 +2,7 @@
 // olmoe vs llama.cpp (node-llama-cpp 3.21.1, CPU) on the same GGUF files in the same run: load seconds, resident
 // memory, prefill tok/s (one 512-token prompt) and decode tok/s (128 greedy tokens), median of 3 runs after a
 // warm-up, N threads each. Each engine runs in its own process, one after the other, on a pre-warmed page cache.
+// olmoe's run also measures the machine (read bandwidth, FP32 peak) and prints decode as a % of its memory bound.
 //   (in a scratch folder) npm i -E node-llama-cpp@3.21.1
 //   NLC=/scratch/node_modules/node-llama-cpp/dist/index.js node bench/peer.mjs [--threads 2] A.gguf B.gguf ...
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -47,12 +48,15 @@ function warmPageCache(file) {
 
 function printTable(rows) {
   const ratio = (a, b) => (a / b).toFixed(2) + '×';
-  console.log(`threads ${threads}, prompt ${prompt}, decode ${gen}, median of ${runs} runs after a warm-up`);
-  console.log('| file | olmoe prefill tok/s | llama.cpp prefill | ratio | olmoe decode tok/s | llama.cpp decode | ratio | olmoe load s / RSS MiB | llama.cpp load s / RSS MiB |');
-  console.log('|---|---|---|---|---|---|---|---|---|');
+  const machines = rows.map(({ ours }) => ours).filter((o) => o.readGBPerSecond != null);
+  const machine = machines.length ? `; read bandwidth ${machines.map((o) => o.readGBPerSecond).join(', ')} GB/s, FP32 peak ${machines.map((o) => o.fp32PeakGflops).join(', ')} GFLOP/s (per file, measured by olmoe bench)` : '';
+  console.log(`threads ${threads}, prompt ${prompt}, decode ${gen}, median of ${runs} runs after a warm-up${machine}`);
+  console.log('| file | olmoe prefill tok/s | llama.cpp prefill | ratio | olmoe decode tok/s | llama.cpp decode | ratio | olmoe MB read per token / % of bound | olmoe load s / RSS MiB | llama.cpp load s / RSS MiB |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const { file, ours, theirs } of rows) {
+    const bound = ours.decodePercentOfBound == null ? '–' : `${(ours.decodeWeightMBPerToken + ours.decodeCacheMBPerToken).toFixed(0)} / ${ours.decodePercentOfBound} %`;
     console.log(`| ${file.split('/').pop()} | ${ours.prefillTokensPerSecond} | ${theirs.prefill} | ${ratio(ours.prefillTokensPerSecond, theirs.prefill)} | ` +
-      `${ours.decodeTokensPerSecond} | ${theirs.decode} | ${ratio(ours.decodeTokensPerSecond, theirs.decode)} | ${ours.loadSeconds} / ${ours.residentMiB} | ${theirs.load} / ${theirs.rss} |`);
+      `${ours.decodeTokensPerSecond} | ${theirs.decode} | ${ratio(ours.decodeTokensPerSecond, theirs.decode)} | ${bound} | ${ours.loadSeconds} / ${ours.residentMiB} | ${theirs.load} / ${theirs.rss} |`);
   }
 }
 

@@ -15,10 +15,11 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { gunzipSync, inflateSync } from 'node:zlib';
+import { writeAtomic } from './lib/write.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -449,11 +450,6 @@ function sample(docs, budget) {
 function splitOf(id) {
   const bucket = hashOf(`split:${id}`).readUInt32BE(0) % 100;
   return bucket === 0 ? 'test' : bucket === 1 ? 'valid' : 'train';
-}
-
-function writeAtomic(path, text) {
-  writeFileSync(`${path}.tmp-${process.pid}`, text);
-  renameSync(`${path}.tmp-${process.pid}`, path);
 }
 
 const started = performance.now();

@@ -11,13 +11,14 @@ const allowed = {
   'backends/native': ['core', 'backends/reference', 'backends/native'], // reuses the reference's light ops
   backends: ['core', 'backends', 'backends/reference', 'backends/native'], // backends/index.ts chooses among them
   autograd: ['core', 'autograd'], // the tape over any backend's ops: knows only the interfaces
-  io: ['core', 'io'],
+  io: ['core', 'io'], // file formats, atomic writes, the hub, and the document reader that train/ and analysis/ share
+  plot: ['core', 'plot'], // figure rendering (Vega-Lite → SVG/PNG) for every layer that draws; below train/, eval/, analysis/
   tokenizer: ['core', 'io', 'tokenizer'],
   model: ['core', 'io', 'tokenizer', 'model'],
   generate: ['core', 'io', 'tokenizer', 'model', 'generate'],
-  analysis: ['core', 'io', 'tokenizer', 'model', 'analysis'], // metrics use only analysis/trace.ts; the recorder runs the model
-  train: ['core', 'io', 'tokenizer', 'model', 'autograd', 'analysis', 'train'],
-  eval: ['core', 'io', 'tokenizer', 'model', 'generate', 'eval'], // the harness: scoring requests and tasks over a model // analysis: figures for plot-train and the shared document reader
+  analysis: ['core', 'io', 'plot', 'tokenizer', 'model', 'analysis'], // metrics use only analysis/trace.ts; the recorder runs the model
+  train: ['core', 'io', 'plot', 'tokenizer', 'model', 'autograd', 'eval', 'train'], // never analysis/ (what both need lives below both: io/documents.ts, plot/); eval/: the harness runs in-loop
+  eval: ['core', 'io', 'plot', 'tokenizer', 'model', 'generate', 'eval'], // the harness: scoring requests and tasks over a model
   server: ['server', 'index.ts'], // like the CLI, a shell over the public API
   cli: ['cli', 'index.ts', 'server'],
   'index.ts': null, // the public entry may re-export anything

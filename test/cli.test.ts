@@ -21,7 +21,7 @@ describe('olmoe CLI', () => {
     const help = olmoe(['--help']);
     assert.equal(help.code, 0);
     const verbs = ['generate', 'chat', 'info', 'route', 'logits', 'tokenize', 'download', 'create-random', 'convert', 'quantize', 'bench', 'serve', 'trace', 'analyze', 'prune', 'demo',
-      'train-tokenizer', 'shard', 'train', 'evaluate', 'plot-train', 'ablate'];
+      'train-tokenizer', 'shard', 'train', 'evaluate', 'plot-train', 'ablate', 'export-olmo', 'eval-plot'];
     for (const verb of verbs) {
       assert.match(help.stdout, new RegExp(`\\b${verb}\\b`));
       const verbHelp = olmoe([verb, '--help']);
@@ -107,7 +107,7 @@ describe('olmoe CLI', () => {
 
   it('bench clamps a prompt that does not fit the context with gen, and refuses a gen that cannot', () => {
     const context = (JSON.parse(readFileSync(join(tinyModelDir, 'config.json'), 'utf8')) as { max_position_embeddings: number }).max_position_embeddings;
-    const run = olmoe(['bench', tinyModelDir, '--prompt', String(context + 44), '--gen', '2', '--runs', '1', '--json', '-q']);
+    const run = olmoe(['bench', tinyModelDir, '--prompt', String(context + 44), '--gen', '2', '--runs', '1', '--json', '-q', '--no-machine']);
     assert.equal(run.code, 0, run.stderr);
     assert.equal((JSON.parse(run.stdout) as { promptTokens: number }).promptTokens, context - 2);
     assert.match(run.stderr, new RegExp(`--prompt ${context + 44} \\+ --gen 2 exceed the model's context of ${context} positions`));

@@ -1,16 +1,20 @@
 /**
  * Conformance: every op of the Backend interface on every backend against the reference backend, for every
- * weight dtype. The reference widens (bf16, f16) or dequantizes (q8_0, q4_0, q4_k, q5_k, q6_k) weights exactly
- * and computes in double: for quantized weights that is the "dequantize, then f32" result. So one tolerance
- * serves every dtype; it covers float32 accumulation (native) vs double accumulation (reference):
+ * weight dtype. The reference widens (bf16, f16) weights exactly and computes in double. Quantized weights (q8_0,
+ * q4_0, q4_k, q5_k, q6_k) multiply activations rounded to 8-bit blocks, as llama.cpp does: both backends round
+ * identically and sum the blocks' integer products exactly (src/backends/reference/quant-matmul.ts, native/src/q8.h,
+ * qdot.h), so one tolerance serves every dtype; it covers float32 accumulation (native) vs double (reference):
  *   |native − reference| ≤ 1e-5 · (1 + |reference|) · √(reduction length)
- * for f32, bf16, f16, q8_0, q4_0, q4_k, q5_k and q6_k weights alike.
+ * The expert layer rounds its hidden activations h = silu(gate)·up too; h differs between the backends by float
+ * rounding, which now and then moves an h value across a rounding boundary: a whole code step (≈ max|h|/127) for
+ * that value, and a visible change in its token's outputs. For quantized experts a few tokens may therefore
+ * deviate, with the normalized squared error of all outputs still ≤ 1e-6 (a wrong kernel gives ≥ 1e-3).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Backend, KVCache, Tensor } from '../src/core/backend.js';
 import { weightFromBytes } from '../src/core/backend.js';
-import { DTYPE_BLOCKS, encodeFloats, type DType } from '../src/core/dtype.js';
+import { DTYPE_BLOCKS, encodeFloats, isQuantized, type DType } from '../src/core/dtype.js';
 import { createRng } from '../src/core/rng.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { loadModel } from '../src/model/load.js';
@@ -44,6 +48,28 @@ function assertClose(actual: Float32Array, expected: Float32Array, reduction: nu
 }
 
 /** Run `op` on a backend and on the reference with the same inputs; compare float32 outputs. */
+/**
+ * Quantized experts: every token within the tolerance of assertClose but a tenth of them (at least one), and
+ * Σ(actual − expected)² ≤ 1e-6 · Σ expected² (see the header: code steps of rounded hidden activations).
+ */
+function assertCloseExceptRoundingSteps(actual: Float32Array, expected: Float32Array, tokens: number, reduction: number, what: string): void {
+  const width = expected.length / tokens;
+  const scale = 1e-5 * Math.sqrt(reduction);
+  let [deviating, squaredError, squared] = [0, 0, 0];
+  for (let t = 0; t < tokens; t++) {
+    let close = true;
+    for (let i = t * width; i < (t + 1) * width; i++) {
+      const error = Math.abs(actual[i]! - expected[i]!);
+      close &&= error <= scale * (1 + Math.abs(expected[i]!));
+      squaredError += error ** 2;
+      squared += expected[i]! ** 2;
+    }
+    if (!close) deviating++;
+  }
+  assert.ok(deviating <= Math.max(1, Math.floor(tokens / 10)), `${what}: ${deviating} of ${tokens} tokens outside the tolerance`);
+  assert.ok(squaredError <= 1e-6 * squared, `${what}: normalized squared error ${squaredError / squared}`);
+}
+
 async function compare(backend: Backend, what: string, reduction: number, op: (b: Backend) => Promise<Tensor> | Tensor): Promise<void> {
   assertClose(backend.toFloat32(await op(backend)), reference.toFloat32(await op(reference)), reduction, what);
 }
@@ -55,7 +81,8 @@ for (const target of backendCases.filter((b) => b.name !== 'reference')) {
 
     for (const dtype of DTYPES) {
       it(`matmul, ${dtype} weights: decode (T=1), small and blocked prefill, ragged widths`, async () => {
-        for (const [tokens, n, outDim] of [[1, 64, 40], [1, 70, 17], [3, 33, 9], [5, 128, 36], [12, 96, 38], [37, 96, 70], [70, 200, 33]] as const) {
+        const shapes = [[1, 64, 40], [1, 70, 17], [3, 33, 9], [5, 128, 36], [7, 64, 21], [12, 96, 38], [37, 96, 70], [70, 200, 33], [1, 256, 600], [2, 256, 301]] as const;
+        for (const [tokens, n, outDim] of shapes) {
           const inDim = width(dtype, n);
           await compare(backend, `matmul ${tokens}×${inDim}→${outDim}`, inDim, async (b) => b.matmul(act(b, 1, tokens, inDim), await weightOn(b, dtype, [outDim, inDim], 2)));
         }
@@ -82,7 +109,9 @@ for (const target of backendCases.filter((b) => b.name !== 'reference')) {
             const [mine, theirs] = [await run(backend), await run(reference)];
             assert.deepEqual(Array.from(mine.routing.expertIds), Array.from(theirs.routing.expertIds), 'same experts chosen');
             assertClose(backend.toFloat32(mine.routing.weights), reference.toFloat32(theirs.routing.weights), hidden, 'routing weights');
-            assertClose(backend.toFloat32(mine.out), reference.toFloat32(theirs.out), hidden + ffn, `experts T=${tokens}`);
+            const [actual, expected] = [backend.toFloat32(mine.out), reference.toFloat32(theirs.out)];
+            if (isQuantized(dtype)) assertCloseExceptRoundingSteps(actual, expected, tokens, hidden + ffn, `experts T=${tokens}`);
+            else assertClose(actual, expected, hidden + ffn, `experts T=${tokens}`);
           }
         }
       });

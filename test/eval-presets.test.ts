@@ -6,15 +6,14 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { parquetWriteBuffer } from 'hyparquet-writer';
-import { MMLU_SUBJECTS, presetSuite } from '../src/eval/presets.js';
+import { MMLU_REVISION, MMLU_SUBJECTS, presetSuite } from '../src/eval/presets.js';
 import { taskInstances } from '../src/eval/task.js';
 import { cliPath, tempDir, tinyModelDir } from './helpers.js';
+import { localHub } from './hub-helpers.js';
 
 /** Rows in cais/mmlu's schema: question, subject, choices[4], answer. */
 function mmluParquet(subject: string, split: string, rows: number): Uint8Array {
@@ -29,27 +28,16 @@ function mmluParquet(subject: string, split: string, rows: number): Uint8Array {
 
 describe('the mmlu preset', () => {
   const dir = tempDir('olmoe-eval-preset-');
-  const commit = 'a'.repeat(40);
-  let endpoint = '';
-  const server = http.createServer((req, res) => {
-    const match = /^\/datasets\/cais\/mmlu\/resolve\/main\/([a-z_]+)\/(test|dev)-00000-of-00001\.parquet$/.exec(req.url ?? '');
-    if (!match || !(MMLU_SUBJECTS as readonly string[]).includes(match[1]!)) return void res.writeHead(404, { 'X-Error-Code': 'EntryNotFound' }).end();
-    const body = mmluParquet(match[1]!, match[2]!, match[2] === 'dev' ? 5 : 2);
-    res.writeHead(200, { 'X-Repo-Commit': commit, ETag: `"${match[1]}-${match[2]}"`, 'Content-Length': body.length });
-    res.end(req.method === 'HEAD' ? undefined : body);
+  const commit = MMLU_REVISION;
+  const hubServer = localHub((path) => {
+    const match = new RegExp(`^/datasets/cais/mmlu/resolve/${commit}/([a-z_]+)/(test|dev)-00000-of-00001\\.parquet$`).exec(path);
+    if (!match || !(MMLU_SUBJECTS as readonly string[]).includes(match[1]!)) return undefined;
+    return { body: mmluParquet(match[1]!, match[2]!, match[2] === 'dev' ? 5 : 2), commit, etag: `"${match[1]}-${match[2]}"` };
   });
-  before(async () => {
-    await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
-    endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  });
-  after(async () => {
-    server.closeAllConnections();
-    await new Promise((ok) => server.close(ok));
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('57 subjects, each with its subject line, 5 dev shots and the test rows', async () => {
-    const suite = (await presetSuite('mmlu', { hub: { endpoint, cacheDir: join(dir, 'cache') } }))!;
+    const suite = (await presetSuite('mmlu', { hub: { endpoint: hubServer.endpoint, cacheDir: join(dir, 'cache') } }))!;
     assert.equal(suite.tasks.length, 57);
     const algebra = suite.tasks[0]!;
     assert.equal(algebra.name, 'mmlu_abstract_algebra');
@@ -64,7 +52,7 @@ describe('the mmlu preset', () => {
   it('olmoe eval --tasks mmlu reports the 57-subject macro average', async () => {
     // Asynchronously: the hub answering the CLI runs in this process.
     const result = await promisify(execFile)(process.execPath, [cliPath, 'eval', tinyModelDir, '--tasks', 'mmlu', '--shots', '1', '--json', '-q', '--backend', 'reference'], {
-      encoding: 'utf8', timeout: 300_000, maxBuffer: 1 << 26, env: { ...process.env, HF_ENDPOINT: endpoint, HF_HUB_CACHE: join(dir, 'cli-cache') },
+      encoding: 'utf8', timeout: 300_000, maxBuffer: 1 << 26, env: { ...process.env, HF_ENDPOINT: hubServer.endpoint, HF_HUB_CACHE: join(dir, 'cli-cache') },
     });
     const report = JSON.parse(result.stdout) as { suites: { suite: string; tasks: unknown[]; average: { formulation: string; accuracy: { value: number; n: number } }[] }[] };
     const [mmlu] = report.suites;
@@ -74,6 +62,6 @@ describe('the mmlu preset', () => {
     assert.equal(mmlu!.average[0]!.accuracy.n, 114);
     const bad = spawnSync(process.execPath, [cliPath, 'eval', tinyModelDir, '--tasks', 'mmlu-typo', '-q'], { encoding: 'utf8' });
     assert.notEqual(bad.status, 0);
-    assert.match(bad.stderr, /--tasks mmlu-typo: no such task file, and not a preset \(mmlu\)/);
+    assert.match(bad.stderr, /--tasks mmlu-typo: no such task file, and not a preset \(olmoe eval --list-tasks shows them\)/);
   });
 });

@@ -269,7 +269,7 @@ describe('olmoe serve: bad input gets a 4xx naming the problem, and the server k
     ['an empty stop string', '/v1/chat/completions', { ...chatBody('x'), stop: '' }, 400, /stop strings must not be empty/, 'stop'],
     ['a prompt over the context', '/v1/completions', { model: MODEL, prompt: Array.from({ length: 300 }, () => 5) }, 400, /300 tokens.*context of 256/, 'prompt'],
     ['a token id out of range', '/v1/completions', { model: MODEL, prompt: [1, 2, 99999] }, 400, /token id 99999 is out of range/, 'prompt[2]'],
-    ['two prompts', '/v1/completions', { model: MODEL, prompt: ['a', 'b'] }, 400, /only one prompt/, 'prompt'],
+    ['a prompt list of mixed kinds', '/v1/completions', { model: MODEL, prompt: ['a', 5] }, 400, /prompt\[1\]: expected a string like prompt\[0\]/, 'prompt[1]'],
     ['no route', '/v1/embeddings', {}, 404, /no route \/v1\/embeddings/, null],
   ];
   for (const [what, path, body, status, message, param] of cases) {

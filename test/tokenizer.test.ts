@@ -11,6 +11,7 @@ import { FormatError, InputError, OlmoeError } from '../src/core/errors.js';
 import { byteLevelTokenizerJson } from '../src/tokenizer/byte-level.js';
 import type { ChatMessage } from '../src/tokenizer/chat-template.js';
 import { OlmoeTokenizer } from '../src/tokenizer/tokenizer.js';
+import { INSTRUCT_TOKENS, TEMPLATE_0125, TEMPLATE_0924 } from './chat-templates.js';
 import { realGoldenPath, realTokenizerDir, realTokenizerSkip, tempDir, tinyModelDir } from './helpers.js';
 
 type Json = Record<string, unknown>;
@@ -133,23 +134,6 @@ test('real tokenizer: special tokens, vocabulary size, NFC normalization, skipSp
 // 3. Chat templates (spec §4.3)
 // ---------------------------------------------------------------------------------------------------------
 
-/** 0924-Instruct template (spec §4.3): `{% %}` blocks on their own lines; `\n` inside Jinja strings are escapes. */
-const TEMPLATE_0924 = String.raw`{{ bos_token }}{% for message in messages %}
-{% if message['role'] == 'system' %}
-{{ '<|system|>\n' + message['content'] }}
-{% elif message['role'] == 'user' %}
-{{ '<|user|>\n' + message['content'] }}
-{% elif message['role'] == 'assistant' %}
-{{ '<|assistant|>\n'  + message['content'] + eos_token }}
-{% endif %}
-{% if loop.last and add_generation_prompt %}
-{{ '<|assistant|>' }}
-{% endif %}
-{% endfor %}`;
-
-/** 0125-Instruct Tülu-3 template (spec §4.3), one line. */
-const TEMPLATE_0125 = String.raw`{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + '\n' }}{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '\n' }}{% elif message['role'] == 'assistant' %}{% if not loop.last %}{{ '<|assistant|>\n'  + message['content'] + eos_token + '\n' }}{% else %}{{ '<|assistant|>\n'  + message['content'] + eos_token }}{% endif %}{% endif %}{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}{% endfor %}`;
-
 const CHAT: ChatMessage[] = [
   { role: 'system', content: 'S' },
   { role: 'user', content: 'Hi' },
@@ -157,7 +141,6 @@ const CHAT: ChatMessage[] = [
   { role: 'user', content: 'Q2' },
 ];
 const CHAT_RENDERED = '<|endoftext|><|system|>\nS\n<|user|>\nHi\n<|assistant|>\nHello!<|endoftext|>\n<|user|>\nQ2\n<|assistant|>\n';
-const INSTRUCT_TOKENS = { bos_token: '<|endoftext|>', eos_token: '<|endoftext|>' };
 const WHAT_IS_2_PLUS_2_IDS = [50279, 29, 93, 4537, 49651, 187, 1276, 310, 374, 12, 19, 32, 187, 29, 93, 515, 5567, 49651, 187];
 
 test('chat: the 0924-Instruct, 0125 Tülu and fallback formats render the spec §4.3 string', () => {

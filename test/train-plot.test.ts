@@ -22,6 +22,11 @@ function logLines(steps: number, lbl: boolean): string[] {
     lines.push(JSON.stringify({ kind: 'train', step, tokens: 1024 * (step + 1), loss, ce: loss - 0.02, lbl: lbl ? 0.01 : 0, zloss: 0.002, lr: 1e-3, gradNorm: 0.5, tokensPerSecond: 900, expertLoad, routingEntropy: [1.2, 1.3] }));
     if (step % 10 === 9) {
       for (const domain of ['all', 'code']) lines.push(JSON.stringify({ kind: 'valid', step, tokens: 1024 * (step + 1), domain, ce: 4.5 - step / 100 + (lbl ? 0 : 0.1), bitsPerByte: 1.5 }));
+      // in-loop task accuracy: cloze rises with the step (+5 points with LBL), lettered stays at chance
+      const task = { kind: 'task', step, tokens: 1024 * (step + 1), task: 'capitals', stderr: 0.05, n: 100, chance: 0.25, bitsPerByte: 1.2 };
+      lines.push(JSON.stringify({ ...task, formulation: 'cf', normalization: 'per_char', primary: true, accuracy: 0.3 + step / 100 + (lbl ? 0.05 : 0) }));
+      lines.push(JSON.stringify({ ...task, formulation: 'cf', normalization: 'none', primary: false, accuracy: 0.9 }));
+      lines.push(JSON.stringify({ ...task, formulation: 'mcf', normalization: 'none', primary: true, accuracy: 0.25 }));
     }
   }
   return lines;
@@ -41,6 +46,15 @@ describe('training metrics log', () => {
     assert.deepEqual(log.valid.map((v) => v.domain), ['all', 'code']);
     assert.ok(Number.isNaN(log.train[10]!.loss) && Number.isNaN(log.train[10]!.gradNorm));
     assert.deepEqual(log.warnings, []);
+  });
+
+  it('parses in-loop task records and names a malformed field', () => {
+    const log = parseTrainingLog(`${logLines(10, true).join('\n')}\n`, 'run.jsonl');
+    assert.deepEqual(log.tasks.map((t) => [t.step, t.task, t.formulation, t.normalization, t.primary]), [[9, 'capitals', 'cf', 'per_char', true], [9, 'capitals', 'cf', 'none', false], [9, 'capitals', 'mcf', 'none', true]]);
+    assert.ok(Math.abs(log.tasks[0]!.accuracy - 0.44) < 1e-12);
+    assert.throws(() => parseTrainingLog('{"kind":"task","step":1,"task":"x","formulation":"cf","normalization":"none","primary":"yes"}\n', 'r.jsonl'), /line 1: "primary" "yes": expected true or false/);
+    assert.throws(() => parseTrainingLog('{"kind":"task","step":1,"formulation":"cf","normalization":"none","primary":true}\n', 'r.jsonl'), /line 1: "task" undefined: expected a non-empty string/);
+    assert.throws(() => parseTrainingLog('{"kind":"task","step":1,"task":"x","formulation":"cf","normalization":"none","primary":true,"accuracy":"1"}\n', 'r.jsonl'), /"accuracy" "1": expected a number/);
   });
 
   it('skips a truncated last line with a warning', () => {
@@ -88,7 +102,7 @@ describe('plotTraining and olmoe plot-train', () => {
     const out = join(dir, 'plots');
     const { files, skipped } = await plotTraining(runs, out);
     assert.deepEqual(skipped, []);
-    for (const name of ['loss', 'lr', 'grad-norm', 'throughput', 'expert-load', 'routing-entropy', 'validation']) {
+    for (const name of ['loss', 'lr', 'grad-norm', 'throughput', 'expert-load', 'routing-entropy', 'validation', 'tasks']) {
       const svg = readFileSync(join(out, `${name}.svg`), 'utf8');
       assert.match(svg, /^<svg[^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"[\s\S]*<\/svg>\s*$/, name);
       assert.ok(svg.includes('with LBL') && svg.includes('without LBL'), `${name} names both runs`);
@@ -100,6 +114,9 @@ describe('plotTraining and olmoe plot-train', () => {
     assert.match(summary, /\| with LBL \| .*a\.jsonl \| 19 \| 20480 \| 4\.0500 \| 4\.0300 \| 4\.3100 \| 19 \|/);
     assert.match(summary, /\| without LBL \| .*b\.jsonl \| 19 \| 20480 \| 4\.0500 \| 4\.0300 \| 4\.4100 \| 19 \|/);
     assert.match(summary, /\| code \| 4\.3100 \| 4\.4100 \|/);
+    // last evaluation (step 19): cloze per_char 0.3 + 0.19 (+ 0.05 with LBL) beats lettered 0.25; 'none' is not primary
+    assert.match(summary, /\| capitals \| 54\.0 ± 5\.0 \(cf, step 19\) \| 49\.0 ± 5\.0 \(cf, step 19\) \|/);
+    assert.match(readFileSync(join(out, 'tasks.svg'), 'utf8'), /capitals/);
   });
 
   it('leaves out figures of values no run logged', async () => {
@@ -107,7 +124,7 @@ describe('plotTraining and olmoe plot-train', () => {
     const file = join(dir, 'plain.jsonl');
     writeFileSync(file, '{"kind":"train","step":0,"loss":3,"lr":0.001}\n{"kind":"train","step":1,"loss":2.5,"lr":0.001}\n');
     const { skipped } = await plotTraining([readTrainingRun(file)], join(dir, 'out'));
-    assert.deepEqual(skipped, ['grad-norm', 'throughput', 'expert-load', 'routing-entropy', 'validation']);
+    assert.deepEqual(skipped, ['grad-norm', 'throughput', 'expert-load', 'routing-entropy', 'validation', 'tasks']);
     assert.ok(readFileSync(join(dir, 'out', 'loss.svg'), 'utf8').includes('plain'));
   });
 
@@ -118,7 +135,7 @@ describe('plotTraining and olmoe plot-train', () => {
     const out = join(dir, 'out');
     const ok = olmoe(['plot-train', join(dir, 'a.jsonl'), join(dir, 'b.jsonl'), '--label', 'with LBL', 'without LBL', '--out', out]);
     assert.equal(ok.code, 0, ok.stderr);
-    assert.match(ok.stderr, /warning: .*b\.jsonl: line 25: skipped an incomplete last line/);
+    assert.match(ok.stderr, /warning: .*b\.jsonl: line 31: skipped an incomplete last line/); // 20 train + 2 × (2 valid + 3 task) lines
     assert.ok(existsSync(join(out, 'expert-load.png')));
     assert.match(readFileSync(join(out, 'summary.md'), 'utf8'), /without LBL/);
 

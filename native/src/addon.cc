@@ -15,6 +15,7 @@
 
 #include "kernels.h"
 #include "mapping.h"
+#include "measure.h"
 #include "pool.h"
 #include "train-gemm.h"
 #include "train-ops.h"
@@ -171,6 +172,17 @@ Napi::Value Allocate(const Napi::CallbackInfo& info) {
   return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env, void* data) { std::free(data); });
 }
 
+// measureReadBandwidth(bytes, repeats) → bytes/s; measureFp32Peak(repeats) → FLOP/s (native/src/measure.h).
+Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 2)) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), olmoe::read_bandwidth(size_arg(info, 0), info[1].As<Napi::Number>().Int32Value()));
+}
+
+Napi::Value MeasureFp32Peak(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 1)) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), olmoe::fp32_peak(info[0].As<Napi::Number>().Int32Value()));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   keep_freed_memory();
   exports.Set("simdLevel", Napi::Function::New(env, SimdLevel));
@@ -185,6 +197,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("add", Napi::Function::New(env, Add));
   exports.Set("allocate", Napi::Function::New(env, Allocate));
+  exports.Set("measureReadBandwidth", Napi::Function::New(env, MeasureReadBandwidth));
+  exports.Set("measureFp32Peak", Napi::Function::New(env, MeasureFp32Peak));
   olmoe::register_training(env, exports);
   return exports;
 }

@@ -2,6 +2,7 @@
 #pragma once
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -28,9 +29,15 @@ const Kernels& kernels();
 // From this many tokens on, activations are transposed once and multiplied by tiles (tokens in vector lanes);
 // below it each weight row is streamed once per token (decode).
 constexpr size_t kMinTileTokens = 4;
-// The same for weights with a fused multi-token dot (multidot.h: one dequantization for all tokens), where the
-// dot path stays cheaper than widening rows for the tiles up to more tokens (batched decode of a few sequences).
+constexpr size_t kRowBlock = 48;  // rows per parallel work item (tile path, and the dot path of float weights)
+// The same for quantized weights, whose dot path (qdot.h: integer dots, each weight block unpacked once for up to
+// four tokens) stays cheaper than dequantizing rows for the tiles up to more tokens (batched decode, few-token experts).
+constexpr size_t kMinTileTokensQuantized = 16;
 size_t min_tile_tokens(DType dtype);
+// Rows per work item on the dot path of quantized weights (decode): qdot reads four runs of a quarter of the item's
+// rows each, and the hardware prefetchers need runs of some length to ramp up (48-row items gave runs of 12 rows,
+// 7–14 KB: the expert layer of bench/native/q4-bench.cc took 1.3 ms instead of 0.8 ms).
+constexpr size_t kStreamRowBlock = 256;
 constexpr size_t kTokenBlock = 64;  // tokens per block of transposed activations (64 × 2048 floats = 512 KiB)
 
 inline size_t padded_tokens(size_t n) { return (n + 15) / 16 * 16; }
@@ -41,7 +48,11 @@ inline size_t block_width(size_t npad, size_t block) { return std::min(kTokenBlo
 
 // Grow-only scratch buffers reused across calls: fresh allocations of tens of MB cost more in page faults than
 // the arithmetic they hold (measured: 100 MB of new vectors took 335 ms here). Contents are not cleared.
-float* scratch(std::vector<float>& buffer, size_t size);
+template <typename T>
+T* scratch(std::vector<T>& buffer, size_t size) {
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer.data();
+}
 
 // Rows t < n of X (row stride x_stride, `in` features) into token-blocked transposed form, zero-padded to npad.
 void transpose_tokens(const float* X, size_t x_stride, size_t n, size_t in, float* Xt, size_t npad);
@@ -63,7 +74,17 @@ struct Output {
 
 // out[r][t] for rows [r0, r1) and tokens < n: Xt blocked-transposed activations, W row-major weights.
 void gemm_tiles(const float* Xt, size_t npad, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, const Output& out);
-// The same by streaming each weight row once per token, X row-major; out[r * rs + t * ts].
+// The same by streaming each weight row once per token, X row-major; out[r * rs + t * ts]. Quantized weights go
+// through gemm_qdot on X quantized here (per call: callers that split rows over work items quantize once instead).
 void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, float* out, size_t rs, size_t ts);
+
+// Quantized weights on the dot path: rows [r0, r1) against n activation rows already quantized for dtype
+// (quantize_rows: q8.h blocks, act_stride bytes apart); out[r * rs + t * ts].
+void gemm_qdot(const uint8_t* Xq, size_t act_stride, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, float* out, size_t rs,
+               size_t ts);
+// Rows t < n of X quantized for dtype into buffer (q8_row_bytes(dtype, in) bytes each).
+const uint8_t* quantize_rows(DType dtype, const float* X, size_t n, size_t in, std::vector<uint8_t>& buffer);
+// X itself for float dtypes; for quantized ones a copy in buffer with each row rounded to q8 (the tile path's input).
+const float* rounded_rows(DType dtype, const float* X, size_t n, size_t in, std::vector<float>& buffer);
 
 }  // namespace olmoe

@@ -1,6 +1,8 @@
-// Kernels with runtime dispatch: AVX-512 (F+BW+VL) → AVX2+FMA+F16C → scalar. Each instruction set provides four
-// primitives (widen a weight row, dot, fused widen-dot, a 4×4 register-blocked dot); the GEMM, expert and attention
-// drivers are written once on top of them.
+// Kernels with runtime dispatch: AVX-512 (F+BW+VL) → AVX2+FMA+F16C → scalar (simd.h). Each instruction set provides
+// four primitives (widen a weight row, dot, fused widen-dot, a 4×4 register-blocked dot); the GEMM, expert and
+// attention drivers are written once on top of them. Quantized weights on the dot path (decode) go through the
+// integer kernels of qdot.h instead, on activations rounded to q8 blocks (q8.h); on the tile path (prefill) the
+// activations get the same rounding, so that both paths compute the reference backend's quantized matmul.
 #include "kernels.h"
 
 #include <algorithm>
@@ -14,7 +16,9 @@
 #include "quant.h"
 #include "half.h"
 #include "gemm.h"
-#include "multidot.h"
+#include "q8.h"
+#include "qdot.h"
+#include "simd.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -241,18 +245,12 @@ AVX512 void tile_avx512(const float* Xt, size_t npad, size_t in, const float* co
 #endif  // OLMOE_X86
 
 Kernels choose_kernels() {
-  const char* forced = std::getenv("OLMOE_SIMD");
-  std::string want = forced ? forced : "";
 #ifdef OLMOE_X86
-  __builtin_cpu_init();
-  bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-  bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  if (avx512 && (want.empty() || want == "avx512")) return {"avx512", widen_avx512, dot_avx512, dot_widen_avx512, axpy_avx512, tile_avx512, 6, 16, 64};
-  if (avx2 && want != "scalar") return {"avx2", widen_avx2, dot_avx2, dot_widen_avx2, axpy_avx2, tile_avx2, 4, 8, 16};
+  if (cpu().level == Simd::Avx512) return {"avx512", widen_avx512, dot_avx512, dot_widen_avx512, axpy_avx512, tile_avx512, 6, 16, 64};
+  if (cpu().level == Simd::Avx2) return {"avx2", widen_avx2, dot_avx2, dot_widen_avx2, axpy_avx2, tile_avx2, 4, 8, 16};
 #endif
   return {"scalar", widen_scalar, dot_scalar, dot_widen_scalar, axpy_scalar, tile_scalar, 4, 8, 64};
 }
-
 
 }  // namespace
 
@@ -261,30 +259,17 @@ const Kernels& kernels() {
   return chosen;
 }
 
-// From this many tokens on, activations are transposed once and multiplied by tiles (tokens in vector lanes);
-// below it each weight row is streamed once per token (decode).
-constexpr size_t kRowBlock = 48;   // rows per parallel work item
 constexpr size_t kRowSub = 24;     // rows widened together (24 × 2048 floats = 192 KiB, fits L2 beside a token block)
 
-// Widen or dequantize n values of a weight row; dot of x with a weight row of any dtype.
+// Widen or dequantize n values of a weight row.
 void widen_any(const Kernels& k, const void* src, DType dtype, size_t n, float* dst) {
   if (is_quantized(dtype)) dequantize_row(dtype, static_cast<const uint8_t*>(src), n, dst);
   else k.widen(src, dtype, n, dst);
 }
 
-float dot_any(const Kernels& k, const float* x, const void* w, DType dtype, size_t n) {
-  if (is_quantized(dtype)) return dot_quantized(x, static_cast<const uint8_t*>(w), dtype, n, k.dot);
-  return k.dot_widen(x, w, dtype, n);
-}
-
-
 const char* simd_level() { return kernels().name; }
 
-
-float* scratch(std::vector<float>& buffer, size_t size) {
-  if (buffer.size() < size) buffer.resize(size);
-  return buffer.data();
-}
+size_t min_tile_tokens(DType dtype) { return is_quantized(dtype) ? kMinTileTokensQuantized : kMinTileTokens; }
 
 void transpose_tokens(const float* X, size_t x_stride, size_t n, size_t in, float* Xt, size_t npad) {
   constexpr size_t kChunk = 16;
@@ -302,28 +287,37 @@ void transpose_tokens(const float* X, size_t x_stride, size_t n, size_t in, floa
   }
 }
 
-void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, float* out, size_t rs, size_t ts) {
-  const Kernels& k = kernels();
-  const size_t bytes_per_row = row_bytes(dtype, in);
-  // several tokens: dequantize each block once for all of them, four rows per activation load
-  if (n > 1 && dot_rows_tokens(X, n, in, static_cast<const char*>(W) + r0 * bytes_per_row, r1 - r0, bytes_per_row, dtype, out + r0 * rs, rs, ts)) return;
-  if (is_quantized(dtype)) {
-    const uint8_t* rows = static_cast<const uint8_t*>(W) + r0 * bytes_per_row;
-    for (size_t j = 0; j < n; j++) dot_rows_quantized(X + j * in, rows, bytes_per_row, dtype, in, r1 - r0, out + r0 * rs + j * ts, rs, k.dot);
-    return;
-  }
-  for (size_t r = r0; r < r1; r++) {
-    const void* row = static_cast<const char*>(W) + r * bytes_per_row;
-    for (size_t j = 0; j < n; j++) out[r * rs + j * ts] = dot_any(k, X + j * in, row, dtype, in);
-  }
+const uint8_t* quantize_rows(DType dtype, const float* X, size_t n, size_t in, std::vector<uint8_t>& buffer) {
+  const size_t stride = q8_row_bytes(dtype, in);
+  uint8_t* Xq = scratch(buffer, n * stride);
+  for (size_t j = 0; j < n; j++) quantize_q8(dtype, X + j * in, in, Xq + j * stride);
+  return Xq;
 }
 
-/** fn(run, length) over the stored runs of rows [r0, r1) × tokens [0, count) of a blocked-transposed buffer. */
-template <typename Fn>
-void for_each_blocked_run(float* data, size_t npad, size_t features, size_t r0, size_t r1, size_t count, Fn fn) {
-  for (size_t tb = 0; tb < count; tb += kTokenBlock) {
-    const size_t width = block_width(npad, tb / kTokenBlock), length = std::min(kTokenBlock, count - tb);
-    for (size_t r = r0; r < r1; r++) fn(data + tb * features + r * width, length);
+const float* rounded_rows(DType dtype, const float* X, size_t n, size_t in, std::vector<float>& buffer) {
+  if (!is_quantized(dtype)) return X;
+  float* copy = scratch(buffer, n * in);
+  std::memcpy(copy, X, n * in * sizeof(float));
+  for (size_t j = 0; j < n; j++) round_to_q8(dtype, copy + j * in, in, 1);
+  return copy;
+}
+
+void gemm_qdot(const uint8_t* Xq, size_t act_stride, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, float* out, size_t rs,
+               size_t ts) {
+  const size_t bytes_per_row = row_bytes(dtype, in);
+  qdot_rows({dtype, Xq, act_stride, n, static_cast<const uint8_t*>(W) + r0 * bytes_per_row, bytes_per_row, r1 - r0, in, out + r0 * rs, rs, ts});
+}
+
+void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, float* out, size_t rs, size_t ts) {
+  if (is_quantized(dtype)) {  // callers with many row ranges quantize once and call gemm_qdot themselves
+    thread_local std::vector<uint8_t> buffer;
+    return gemm_qdot(quantize_rows(dtype, X, n, in, buffer), q8_row_bytes(dtype, in), n, in, W, dtype, r0, r1, out, rs, ts);
+  }
+  const Kernels& k = kernels();
+  const size_t bytes_per_row = row_bytes(dtype, in);
+  for (size_t r = r0; r < r1; r++) {
+    const void* row = static_cast<const char*>(W) + r * bytes_per_row;
+    for (size_t j = 0; j < n; j++) out[r * rs + j * ts] = k.dot_widen(X + j * in, row, dtype, in);
   }
 }
 
@@ -368,13 +362,24 @@ void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dty
                size_t out_stride) {
   if (n < min_tile_tokens(dtype)) return gemm_dot(X, n, in_dim, W, dtype, row_begin, row_end, out, 1, out_stride);
   const size_t npad = padded_tokens(n);
-  thread_local std::vector<float> buffer;
+  thread_local std::vector<float> buffer, rounded;
   float* Xt = scratch(buffer, npad * in_dim);
-  transpose_tokens(X, in_dim, n, in_dim, Xt, npad);
+  transpose_tokens(rounded_rows(dtype, X, n, in_dim, rounded), in_dim, n, in_dim, Xt, npad);
   gemm_tiles(Xt, npad, n, in_dim, W, dtype, row_begin, row_end, Output{out, out_stride});
 }
 
 void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType dtype, size_t out_dim, float* out) {
+  thread_local std::vector<float> buffer, rounded;  // per calling JS thread (workers only read them during the call)
+  thread_local std::vector<uint8_t> quantized;
+  if (tokens < min_tile_tokens(dtype) && is_quantized(dtype)) {
+    // Rows per work item as the experts' (kStreamRowBlock): runs long enough for the prefetchers to ramp up.
+    const uint8_t* Xq = quantize_rows(dtype, x, tokens, in_dim, quantized);
+    const size_t blocks = (out_dim + kStreamRowBlock - 1) / kStreamRowBlock;
+    pool().parallel_for(blocks, [&](size_t b0, size_t b1) {
+      gemm_qdot(Xq, q8_row_bytes(dtype, in_dim), tokens, in_dim, W, dtype, b0 * kStreamRowBlock, std::min(out_dim, b1 * kStreamRowBlock), out, 1, out_dim);
+    });
+    return;
+  }
   const size_t blocks = (out_dim + kRowBlock - 1) / kRowBlock;
   if (tokens < min_tile_tokens(dtype)) {
     pool().parallel_for(blocks, [&](size_t b0, size_t b1) {
@@ -383,137 +388,10 @@ void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType d
     return;
   }
   const size_t npad = padded_tokens(tokens);
-  thread_local std::vector<float> buffer;  // per calling JS thread (workers only read it during the call)
   float* Xt = scratch(buffer, npad * in_dim);
-  transpose_tokens(x, in_dim, tokens, in_dim, Xt, npad);
+  transpose_tokens(rounded_rows(dtype, x, tokens, in_dim, rounded), in_dim, tokens, in_dim, Xt, npad);
   pool().parallel_for(blocks, [&](size_t b0, size_t b1) {
     gemm_tiles(Xt, npad, tokens, in_dim, W, dtype, b0 * kRowBlock, std::min(out_dim, b1 * kRowBlock), Output{out, out_dim});
-  });
-}
-
-namespace {
-
-// Tokens routed to one expert: rows [first, first + count) of the grouped slot order. Groups with enough tokens
-// keep their activations transposed ([features][npad], tokens in lanes) for the tile kernels; small ones keep
-// them row-major ([count][features]) for the streaming dot path.
-struct ExpertGroup {
-  int32_t expert;
-  size_t first, count;
-  bool tiled = false;
-  size_t npad = 0;
-  size_t hidden_at = 0, ffn_at = 0;  // offsets of this group's input and gate/up/h buffers
-};
-
-struct WorkItem {
-  size_t group, row_begin, row_end;
-};
-
-// Rows per work item for groups on the streaming dot path (decode): the q4_0 kernel reads four runs of a
-// quarter of the item's rows each, and the hardware prefetchers need runs of some length to ramp up (48-row items
-// gave runs of 12 rows, 7–14 KB: the expert layer of bench/native/q4-bench.cc took 1.3 ms instead of 0.8 ms).
-constexpr size_t kStreamRowBlock = 256;
-
-std::vector<WorkItem> row_items(const std::vector<ExpertGroup>& groups, size_t rows) {
-  std::vector<WorkItem> items;
-  for (size_t g = 0; g < groups.size(); g++) {
-    const size_t block = groups[g].tiled ? kRowBlock : kStreamRowBlock;
-    for (size_t r = 0; r < rows; r += block) items.push_back({g, r, std::min(rows, r + block)});
-  }
-  return items;
-}
-
-inline float silu(float z) { return z / (1.0f + std::exp(-z)); }
-
-std::vector<ExpertGroup> group_slots(const ExpertArgs& a, std::vector<size_t>& order) {
-  const size_t slots = a.tokens * a.top_k;
-  order.resize(slots);
-  for (size_t s = 0; s < slots; s++) order[s] = s;
-  std::stable_sort(order.begin(), order.end(), [&](size_t l, size_t r) { return a.expert_ids[l] < a.expert_ids[r]; });
-  std::vector<ExpertGroup> groups;
-  for (size_t i = 0; i < slots; i++) {
-    const int32_t e = a.expert_ids[order[i]];
-    if (groups.empty() || groups.back().expert != e) groups.push_back({e, i, 0});
-    groups.back().count++;
-  }
-  size_t hidden_at = 0, ffn_at = 0;
-  for (auto& g : groups) {
-    g.tiled = g.count >= min_tile_tokens(a.dtype);
-    g.npad = g.tiled ? padded_tokens(g.count) : g.count;
-    g.hidden_at = hidden_at;
-    g.ffn_at = ffn_at;
-    hidden_at += g.npad * a.hidden;
-    ffn_at += g.npad * a.ffn;
-  }
-  return groups;
-}
-
-}  // namespace
-
-void experts(const ExpertArgs& a) {
-  const size_t slots = a.tokens * a.top_k, D = a.hidden, F = a.ffn;
-  std::vector<size_t> order;
-  std::vector<ExpertGroup> groups = group_slots(a, order);
-  const size_t hidden_total = groups.empty() ? 0 : groups.back().hidden_at + groups.back().npad * D;
-  const size_t ffn_total = groups.empty() ? 0 : groups.back().ffn_at + groups.back().npad * F;
-  thread_local std::vector<float> xs_buffer, gate_buffer, up_buffer, ys_buffer;  // per calling JS thread
-  float* xs = scratch(xs_buffer, hidden_total);
-  float* gate = scratch(gate_buffer, ffn_total);
-  float* up = scratch(up_buffer, ffn_total);
-  float* ys = scratch(ys_buffer, slots * D);
-  // Phase 0: gather each group's token rows (transposed for tiled groups).
-  pool().parallel_for(groups.size(), [&](size_t g0, size_t g1) {
-    for (size_t gi = g0; gi < g1; gi++) {
-      const ExpertGroup& g = groups[gi];
-      thread_local std::vector<float> buffer;
-      float* rows = g.tiled ? scratch(buffer, g.count * D) : &xs[g.hidden_at];
-      for (size_t j = 0; j < g.count; j++) std::memcpy(rows + j * D, a.x + (order[g.first + j] / a.top_k) * D, D * sizeof(float));
-      if (g.tiled) transpose_tokens(rows, D, g.count, D, &xs[g.hidden_at], g.npad);
-    }
-  });
-  // Phase 1: gate and up projections and SwiGLU, parallel over (expert, row block); outputs in the group's layout.
-  auto first = row_items(groups, F);
-  pool().parallel_for(first.size(), [&](size_t i0, size_t i1) {
-    for (size_t i = i0; i < i1; i++) {
-      const ExpertGroup& g = groups[first[i].group];
-      const size_t r0 = first[i].row_begin, r1 = first[i].row_end;
-      float* G = &gate[g.ffn_at];
-      float* U = &up[g.ffn_at];
-      for (const auto& [W, data] : {std::pair{a.gate[g.expert], G}, std::pair{a.up[g.expert], U}}) {
-        if (g.tiled) gemm_tiles(&xs[g.hidden_at], g.npad, g.count, D, W, a.dtype, r0, r1, Output{data, 0, true, g.npad, F});
-        else gemm_dot(&xs[g.hidden_at], g.count, D, W, a.dtype, r0, r1, data, 1, F);
-      }
-      const ptrdiff_t up_offset = U - G;
-      auto swiglu = [up_offset](float* gate_run, size_t length, size_t step) {
-        for (size_t j = 0; j < length; j++) gate_run[j * step] = silu(gate_run[j * step]) * gate_run[up_offset + j * step];
-      };
-      if (g.tiled) for_each_blocked_run(G, g.npad, F, r0, r1, g.count, [&](float* run, size_t length) { swiglu(run, length, 1); });
-      else for (size_t r = r0; r < r1; r++) swiglu(G + r, g.count, F);
-    }
-  });
-  // Phase 2: down projection into row-major outputs per slot.
-  auto second = row_items(groups, D);
-  pool().parallel_for(second.size(), [&](size_t i0, size_t i1) {
-    for (size_t i = i0; i < i1; i++) {
-      const ExpertGroup& g = groups[second[i].group];
-      const size_t r0 = second[i].row_begin, r1 = second[i].row_end;
-      float* Y = &ys[g.first * D];
-      if (g.tiled) gemm_tiles(&gate[g.ffn_at], g.npad, g.count, F, a.down[g.expert], a.dtype, r0, r1, Output{Y, D});
-      else gemm_dot(&gate[g.ffn_at], g.count, F, a.down[g.expert], a.dtype, r0, r1, Y, 1, D);
-    }
-  });
-  // Phase 3: weighted sum per token, visiting its experts in ascending id (the grouped order).
-  const Kernels& k = kernels();
-  std::vector<size_t> position(slots);
-  for (size_t i = 0; i < slots; i++) position[order[i]] = i;
-  pool().parallel_for(a.tokens, [&](size_t t0, size_t t1) {
-    std::vector<size_t> mine(a.top_k);
-    for (size_t t = t0; t < t1; t++) {
-      for (size_t j = 0; j < a.top_k; j++) mine[j] = position[t * a.top_k + j];
-      std::sort(mine.begin(), mine.end());
-      float* out = a.out + t * D;
-      std::fill(out, out + D, 0.0f);
-      for (size_t i : mine) k.axpy(a.weights[order[i]], &ys[i * D], out, D);
-    }
   });
 }
 

@@ -1,5 +1,5 @@
-// One GGUF block of 32 weights as two float vectors (weights [0, 16) and [16, 32)), AVX-512: shared by the
-// dequantizers and dots of quant.cc and the multi-token dots of multidot.cc.
+// One GGUF block of 32 weights as two float vectors (weights [0, 16) and [16, 32)), AVX-512: the dequantizers of
+// quant.cc (the tile path of prefill).
 #pragma once
 #if defined(__x86_64__)
 #include <immintrin.h>

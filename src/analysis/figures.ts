@@ -1,42 +1,16 @@
 /**
- * Plot specs (Vega-Lite) for the routing analyses, in the manner of the OLMoE paper's figures, and their
- * headless rendering: Vega → SVG, resvg → PNG. Specs are plain data built from metric results.
+ * Plot specs (Vega-Lite) for the routing analyses, in the manner of the OLMoE paper's figures. Specs are plain
+ * data built from metric results; src/plot/figures.ts renders them.
  */
-import { Resvg } from '@resvg/resvg-js';
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
-
-export type Spec = TopLevelSpec;
-
-const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
-const FONT = { config: { font: 'DejaVu Sans, Liberation Sans, Arial, sans-serif', view: { stroke: null } } } as const;
-
-export async function renderSvg(spec: Spec): Promise<string> {
-  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
-  const svg = await view.toSVG();
-  view.finalize();
-  return svg;
-}
-
-export function renderPng(svg: string, scale = 2): Uint8Array {
-  return new Resvg(svg, { fitTo: { mode: 'zoom', value: scale }, font: { loadSystemFonts: true }, background: 'white' }).render().asPng();
-}
-
-/** A chart body (data, marks, facets) with the shared schema, font and title: for specs built outside this file. */
-export function titledSpec(title: string, subtitle: string | string[], body: object): Spec {
-  return { $schema: SCHEMA, ...FONT, title: { text: title, subtitle }, ...body } as Spec;
-}
+import { titledSpec, type Spec } from '../plot/figures.js';
 
 /** Line charts over a category, one panel per k: the shape of Figures 5 and 6. */
 function kPanels(title: string, subtitle: string, rows: object[], x: object, y: object, color: object): Spec {
-  return {
-    $schema: SCHEMA,
-    ...FONT,
-    title: { text: title, subtitle },
+  return titledSpec(title, subtitle, {
     data: { values: rows },
     facet: { column: { field: 'k', type: 'nominal', title: null } },
     spec: { width: 320, height: 240, mark: { type: 'line', point: true }, encoding: { x, y, color } },
-  } as Spec;
+  });
 }
 
 const SHARE_AXIS = { type: 'quantitative', scale: { domain: [0, 1] }, axis: { format: '%' } } as const;
@@ -51,10 +25,7 @@ export function saturationSpec(rows: { checkpoint: string; order: number; layer:
 
 /** Figure 7: per expert, the share of a domain's tokens routed to it, against the uniform baseline k/E. */
 export function domainSpec(rows: { domain: string; expert: number; value: number }[], uniform: number, title: string): Spec {
-  return {
-    $schema: SCHEMA,
-    ...FONT,
-    title: { text: title, subtitle: `dashed: uniform routing (k/E = ${uniform.toFixed(3)})` },
+  return titledSpec(title, `dashed: uniform routing (k/E = ${uniform.toFixed(3)})`, {
     width: 900,
     height: 220,
     layer: [
@@ -71,7 +42,7 @@ export function domainSpec(rows: { domain: string; expert: number; value: number
       },
       { data: { values: [{ uniform }] }, mark: { type: 'rule', strokeDash: [4, 3], color: '#333' }, encoding: { y: { field: 'uniform', type: 'quantitative' } } },
     ],
-  } as Spec;
+  });
 }
 
 /** Figure 6: vocabulary specialization per layer, for input, predicted and ground-truth output tokens. */
@@ -86,10 +57,7 @@ export function vocabularySpec(rows: { layer: number; kind: string; k: string; v
 export function coActivationSpec(experts: number[], matrix: number[][], layer: number): Spec {
   const values = experts.flatMap((from, i) => experts.map((to, j) => ({ from: `E${from}`, to: `E${to}`, value: i === j ? null : matrix[i]![j] })));
   const order = experts.map((e) => `E${e}`);
-  return {
-    $schema: SCHEMA,
-    ...FONT,
-    title: { text: `Expert co-activation, layer ${layer}`, subtitle: 'row expert → share of its tokens that also go to the column expert' },
+  return titledSpec(`Expert co-activation, layer ${layer}`, 'row expert → share of its tokens that also go to the column expert', {
     data: { values },
     width: 14 * experts.length,
     height: 14 * experts.length,
@@ -100,15 +68,12 @@ export function coActivationSpec(experts: number[], matrix: number[][], layer: n
       color: { field: 'value', type: 'quantitative', scale: { scheme: 'blues', domain: [0, 1] }, title: 'co-activation' },
       tooltip: [{ field: 'from' }, { field: 'to' }, { field: 'value', format: '.3f' }],
     },
-  } as Spec;
+  });
 }
 
 /** Expert load: share of routed slots per layer and expert (uniform = 1/E). */
 export function loadSpec(rows: { layer: number; expert: number; share: number }[], experts: number): Spec {
-  return {
-    $schema: SCHEMA,
-    ...FONT,
-    title: { text: 'Expert load', subtitle: `share of routed slots per layer (uniform: 1/${experts} = ${(1 / experts).toFixed(4)})` },
+  return titledSpec('Expert load', `share of routed slots per layer (uniform: 1/${experts} = ${(1 / experts).toFixed(4)})`, {
     data: { values: rows },
     width: Math.max(300, 12 * experts),
     height: 12 * (Math.max(...rows.map((r) => r.layer)) + 1),
@@ -119,5 +84,5 @@ export function loadSpec(rows: { layer: number; expert: number; share: number }[
       color: { field: 'share', type: 'quantitative', scale: { scheme: 'viridis' } },
       tooltip: [{ field: 'layer' }, { field: 'expert' }, { field: 'share', format: '.4f' }],
     },
-  } as Spec;
+  });
 }

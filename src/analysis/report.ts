@@ -8,7 +8,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../core/errors.js';
 import { coActivation, domainSpecialization, loadBalance, routerSaturation, topCoActivated, vocabularySpecialization, type VocabularyTokenKind } from './metrics.js';
-import { coActivationSpec, domainSpec, loadSpec, renderPng, renderSvg, saturationSpec, vocabularySpec, type Spec } from './figures.js';
+import { renderPng, renderSvg, type Spec } from '../plot/figures.js';
+import { coActivationSpec, domainSpec, loadSpec, saturationSpec, vocabularySpec } from './figures.js';
 import { memoryTrace, type Trace, type TraceChunk } from './trace.js';
 
 export interface AnalyzeOptions {

@@ -22,6 +22,8 @@ import { registerTrain } from './commands/train.js';
 import { registerEvaluate } from './commands/evaluate.js';
 import { registerAblate } from './commands/ablate.js';
 import { registerEval } from './commands/eval.js';
+import { registerExportOlmo } from './commands/export-olmo.js';
+import { registerEvalPlot } from './commands/eval-plot.js';
 
 function buildProgram(): Command {
   const program = new Command('olmoe')
@@ -29,7 +31,7 @@ function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerPlotTrain, registerTrainTokenizer, registerShard, registerTrain, registerEvaluate, registerEval, registerAblate]) {
+  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerPlotTrain, registerTrainTokenizer, registerShard, registerTrain, registerEvaluate, registerEval, registerAblate, registerExportOlmo, registerEvalPlot]) {
     register(program);
   }
   program.commands.forEach((command) => command.exitOverride());

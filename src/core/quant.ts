@@ -108,7 +108,7 @@ const DEQUANTIZERS: Record<QuantDType, BlockDequantizer> = {
 };
 
 /** The 6-bit scale and min of sub-block j (0..7) packed in the 12 scale bytes of q4_k / q5_k. */
-function scaleMinK4(b: Uint8Array, at: number, j: number): [number, number] {
+export function scaleMinK4(b: Uint8Array, at: number, j: number): [number, number] {
   if (j < 4) return [b[at + j]! & 63, b[at + j + 4]! & 63];
   return [(b[at + j + 4]! & 15) | ((b[at + j - 4]! >> 6) << 4), (b[at + j + 4]! >> 4) | ((b[at + j]! >> 6) << 4)];
 }

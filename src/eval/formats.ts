@@ -153,7 +153,10 @@ function capitalize(text: string): string {
   return text.length === 0 ? text : text[0]!.toUpperCase() + text.slice(1).toLowerCase();
 }
 
-/** HellaSwag: no "Question:" wrapper; the lettered form is cleaned as a whole after it is built. */
+/**
+ * HellaSwag: no "Question:" wrapper; the lettered form is cleaned as a whole after it is built. The id is the row's
+ * position: "ind" is not unique within a split (OLMES's curated train shots hold two rows with ind 38).
+ */
 function hellaswag(r: RowReader): PromptDoc {
   const endings = r.texts('endings', 4);
   const gold = r.gold('label', Number(r.text('label')), endings.length);
@@ -161,7 +164,7 @@ function hellaswag(r: RowReader): PromptDoc {
   const query = hellaswagClean(context);
   const choices = endings.map(hellaswagClean);
   const letters = hellaswagClean(lettered(context, endings, '', 'Choose the best continuation:\n'));
-  return choiceDoc(String(r.integer('ind')), gold, query, choices, letters);
+  return choiceDoc(String(r.index), gold, query, choices, letters);
 }
 
 /** WinoGrande: partial scoring — the sentence up to "_" with each option, then the rest as the shared continuation. */

@@ -2,17 +2,25 @@
  * Run tasks on a model: each formulation's instances scored once (choices, and pmi's unconditioned terms when
  * asked for), then every normalization's accuracy from the same scores, bits per byte of the gold answers,
  * chance, and OLMES's number: the better of the cloze (its primary normalization) and multiple-choice results.
+ * The generative formulation answers the cloze prompt greedily up to a newline and is scored by exact match.
  */
 import type { ResultCache } from './cache.js';
+import { exactMatch, generateUntil } from './generate-until.js';
 import type { LoglikelihoodResult } from './loglikelihood.js';
-import { accuracy, chanceAccuracy, goldBitsPerByte, scoreChoices, type ChoiceScores, type Estimate, type Normalization, type ScoredLanguageModel } from './multiple-choice.js';
-import { promptHash, taskInstances, type Formulation, type Task } from './task.js';
+import { accuracy, chanceAccuracy, goldBitsPerByte, meanWithStderr, scoreChoices, type ChoiceScores, type Estimate, type Normalization, type ScoredLanguageModel } from './multiple-choice.js';
+import { generationInstances, promptHash, taskInstances, type Formulation, type Task } from './task.js';
+
+/** Tokens a generative answer may take before it is cut (the answers are short: a name, a word, a line). */
+const GENERATION_MAX_TOKENS = 32;
+
+export type Metric = Normalization | 'exact_match';
 
 export interface FormulationResult {
   readonly formulation: Formulation;
-  /** Accuracy under each normalization computed (multiple-choice letters: 'none' only). */
-  readonly accuracy: Partial<Record<Normalization, Estimate>>;
-  readonly primary: Normalization;
+  /** Accuracy under each normalization computed (multiple-choice letters: 'none' only; generative: 'exact_match'). */
+  readonly accuracy: Partial<Record<Metric, Estimate>>;
+  readonly primary: Metric;
+  /** Bits per byte of the gold answers (NaN for the generative formulation, which scores no answer). */
   readonly bitsPerByte: Estimate;
   readonly chance: number;
   readonly promptHash: string;
@@ -36,13 +44,24 @@ export interface RunOptions {
   prefixSharing?: boolean;
   signal?: AbortSignal;
   onProgress?: (task: string, formulation: Formulation, done: number, total: number) => void;
-  /** Per-instance scores, for --log-samples. */
-  onScores?: (task: string, formulation: Formulation, scores: readonly ChoiceScores[]) => void;
+  /** Per-instance scores (generative: the answers), for --log-samples. */
+  onScores?: (task: string, formulation: Formulation, scores: readonly (ChoiceScores | GeneratedAnswer)[]) => void;
+}
+
+export interface GeneratedAnswer {
+  readonly id: string;
+  readonly output: string;
+  readonly gold: string;
+  readonly correct: boolean;
 }
 
 export async function runTask(lm: ScoredLanguageModel, task: Task, opts: RunOptions): Promise<TaskResult> {
   const formulations: FormulationResult[] = [];
   for (const formulation of task.formulations) {
+    if (formulation === 'gen') {
+      formulations.push(await runGeneration(lm, task, opts));
+      continue;
+    }
     const instances = taskInstances(task, formulation);
     const normalizations: Normalization[] = formulation === 'cf' ? [...task.normalizations] : ['none'];
     const scores = await scoreChoices(lm, instances, {
@@ -64,7 +83,28 @@ export async function runTask(lm: ScoredLanguageModel, task: Task, opts: RunOpti
       truncated: scores.filter((s) => s.truncated > 0).length,
     });
   }
-  const ranked = formulations.map((f) => ({ formulation: f.formulation, accuracy: f.accuracy[f.primary]! }));
+  // OLMES's best is over the scored formulations; a task that only generates reports its exact match.
+  const scored = formulations.filter((f) => f.formulation !== 'gen');
+  const ranked = (scored.length > 0 ? scored : formulations).map((f) => ({ formulation: f.formulation, accuracy: f.accuracy[f.primary]! }));
   const best = ranked.reduce((a, b) => (b.accuracy.value > a.accuracy.value ? b : a));
   return { task: task.name, version: task.version, instances: task.documents.length, shots: task.fewshot.length, formulations, best };
+}
+
+/** Greedy answers to the cloze prompts, cut at the first newline, exact match against the gold answer; chance 0. */
+async function runGeneration(lm: ScoredLanguageModel, task: Task, opts: RunOptions): Promise<FormulationResult> {
+  const instances = generationInstances(task);
+  const requests = instances.map((instance) => ({ context: instance.context, until: ['\n'], maxTokens: GENERATION_MAX_TOKENS }));
+  const outputs = await generateUntil(lm, requests, { signal: opts.signal, onProgress: (done, total) => opts.onProgress?.(task.name, 'gen', done, total) });
+  const answers = instances.map((instance, i): GeneratedAnswer => ({ id: instance.id, output: outputs[i]!, gold: instance.gold, correct: exactMatch(outputs[i]!, [instance.gold]) }));
+  opts.onScores?.(task.name, 'gen', answers);
+  const room = lm.model.config.maxPositionEmbeddings - GENERATION_MAX_TOKENS;
+  return {
+    formulation: 'gen',
+    accuracy: { exact_match: meanWithStderr(answers.map((a) => (a.correct ? 1 : 0))) },
+    primary: 'exact_match',
+    bitsPerByte: { value: NaN, stderr: NaN, n: instances.length },
+    chance: 0,
+    promptHash: promptHash(instances),
+    truncated: instances.filter((instance) => lm.tokenizer.encode(instance.context, { addSpecialTokens: false }).length > room).length,
+  };
 }

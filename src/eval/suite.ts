@@ -1,7 +1,9 @@
 /**
- * A suite: tasks reported together with their unweighted (macro) average, as OLMES reports MMLU (57 subjects)
- * and its task sets. Each formulation is averaged over the tasks with its primary normalization, and the suite's
- * number is the better of those averages — not a per-task maximum.
+ * A suite: tasks (and sub-suites) reported together with their unweighted (macro) average, as OLMES reports MMLU
+ * (57 subjects) and its task sets. Each formulation is averaged over the members with its primary normalization.
+ * The suite's number combines the members one of two ways: the better of those averages (OLMES's MMLU: one
+ * formulation for all subjects), or the mean of each member's own better formulation (OLMES's average over its ten
+ * tasks, each scored by its better of CF and MCF — OLMES v0.1 utils.py combine_metrics, task_suites.py).
  */
 import { dirname, resolve } from 'node:path';
 import { FormatError } from '../core/errors.js';
@@ -14,14 +16,31 @@ import type { ScoredLanguageModel } from './multiple-choice.js';
 export interface Suite {
   readonly name: string;
   readonly tasks: readonly Task[];
+  /** Suites that count as one member each beside the tasks (OLMES's MMLU among its ten tasks). */
+  readonly suites?: readonly Suite[];
+  /** How the members' numbers combine (default 'formulation'); see SuiteResult.best. */
+  readonly combine?: SuiteCombine;
+}
+
+export type SuiteCombine = 'formulation' | 'member';
+
+/** A member's own number: a task's better formulation, a sub-suite's best ('per-member' when it combines by member). */
+export interface MemberScore {
+  readonly name: string;
+  readonly formulation: Formulation | 'per-member';
+  readonly accuracy: Estimate;
 }
 
 export interface SuiteResult {
   readonly suite: string;
+  readonly combine: SuiteCombine;
   readonly tasks: readonly TaskResult[];
-  /** Per formulation: the mean over tasks of each task's primary accuracy (standard errors combined as independent). */
+  readonly suites: readonly SuiteResult[];
+  /** Per formulation: the mean over members of each one's primary accuracy (standard errors combined as independent). */
   readonly average: readonly { formulation: Formulation; accuracy: Estimate }[];
-  readonly best: { formulation: Formulation; accuracy: Estimate };
+  readonly members: readonly MemberScore[];
+  /** 'formulation': the better of the averages; 'member': the mean of the members' own numbers. */
+  readonly best: { formulation: Formulation | 'per-member'; accuracy: Estimate };
 }
 
 /** A task file or a suite file ({"name", "tasks": [files]}), told apart by its "tasks" list; the file is read once. */
@@ -53,19 +72,33 @@ async function suiteFromSpec(spec: Record<string, unknown>, file: string, opts: 
 export async function runSuite(lm: ScoredLanguageModel, suite: Suite, opts: RunOptions): Promise<SuiteResult> {
   const tasks: TaskResult[] = [];
   for (const task of suite.tasks) tasks.push(await runTask(lm, task, opts));
-  const formulations = [...new Set(tasks.flatMap((t) => t.formulations.map((f) => f.formulation)))];
+  const suites: SuiteResult[] = [];
+  for (const sub of suite.suites ?? []) suites.push(await runSuite(lm, sub, opts));
+  return combineSuite(suite.name, suite.combine ?? 'formulation', tasks, suites);
+}
+
+/** A suite's numbers from its members' results. */
+export function combineSuite(name: string, combine: SuiteCombine, tasks: readonly TaskResult[], suites: readonly SuiteResult[]): SuiteResult {
+  // Each member's primary accuracy per formulation it has: a task's primary normalization, a sub-suite's average.
+  const byFormulation = [
+    ...tasks.map((t) => new Map(t.formulations.map((f) => [f.formulation, f.accuracy[f.primary]!]))),
+    ...suites.map((s) => new Map(s.average.map((a) => [a.formulation, a.accuracy]))),
+  ];
+  const formulations = [...new Set(byFormulation.flatMap((m) => [...m.keys()]))];
   const average = formulations
-    .filter((formulation) => tasks.every((t) => t.formulations.some((f) => f.formulation === formulation)))
-    .map((formulation) => {
-      const primaries = tasks.map((t) => {
-        const result = t.formulations.find((f) => f.formulation === formulation)!;
-        return result.accuracy[result.primary]!;
-      });
-      return { formulation, accuracy: macroAverage(primaries) };
-    });
-  if (average.length === 0) throw new FormatError(suite.name, 'its tasks share no formulation to average');
+    .filter((formulation) => byFormulation.every((m) => m.has(formulation)))
+    .map((formulation) => ({ formulation, accuracy: macroAverage(byFormulation.map((m) => m.get(formulation)!)) }));
+  const members: MemberScore[] = [
+    ...tasks.map((t) => ({ name: t.task, ...t.best })),
+    ...suites.map((s) => ({ name: s.suite, ...s.best })),
+  ];
+  if (members.length === 0) throw new FormatError(name, 'has no tasks');
+  if (combine === 'member') {
+    return { suite: name, combine, tasks, suites, average, members, best: { formulation: 'per-member', accuracy: macroAverage(members.map((m) => m.accuracy)) } };
+  }
+  if (average.length === 0) throw new FormatError(name, 'its tasks share no formulation to average');
   const best = average.reduce((a, b) => (b.accuracy.value > a.accuracy.value ? b : a));
-  return { suite: suite.name, tasks, average, best };
+  return { suite: name, combine, tasks, suites, average, members, best };
 }
 
 /** The unweighted mean of task estimates; the standard error of a mean of independent estimates. */

@@ -1,7 +1,8 @@
 /**
  * Multiple-choice tasks as data: a task file (JSON) names its documents (JSONL, or Parquet as the Hugging Face
  * datasets publish them) and their row format (src/eval/formats.ts: a dataset's schema in OLMES's layout), fixed
- * few-shot examples (a file of rows in the same format, the first `shots` used for every instance), an instance
+ * few-shot examples (a file of rows in the same format, the first `shots` used for every instance — or the rows of
+ * it that "fewshotRows" names, in that order: src/eval/fewshot.ts), an instance
  * limit with OLMES's sampling (Python's Random(seed).sample, seed 1234), the normalizations and a preamble. Both
  * OLMES formulations are built from each row: cloze (CF) and lettered multiple-choice (MCF); few-shot examples
  * are separated by a blank line and carry their gold answer.
@@ -14,12 +15,14 @@ import { FormatError } from '../core/errors.js';
 import { hubDownloadFile, type HubOptions } from '../io/hub.js';
 import { readJsonObject } from '../io/json.js';
 import { openRegularFile, readRegularFile } from '../io/files.js';
+import { parseShotRefs, selectShots, type ShotRef } from './fewshot.js';
 import { FORMATS, LETTERS, RowReader, type FormatName, type PromptDoc } from './formats.js';
 import type { ChoiceInstance, Normalization } from './multiple-choice.js';
 import { NORMALIZATIONS } from './multiple-choice.js';
 import { pythonSample } from './python-random.js';
 
-export const FORMULATIONS = ['cf', 'mcf'] as const;
+/** Cloze, lettered multiple-choice, and generative (greedy answer after the cloze query, exact match). */
+export const FORMULATIONS = ['cf', 'mcf', 'gen'] as const;
 export type Formulation = (typeof FORMULATIONS)[number];
 
 export interface Task {
@@ -40,7 +43,7 @@ export interface Task {
 
 const MAX_DOCUMENT_FILE_BYTES = 1 << 30;
 const SHOT_SEPARATOR = '\n\n';
-const KNOWN_KEYS = ['name', 'version', 'format', 'documents', 'fewshot', 'shots', 'limit', 'seed', 'formulations', 'normalizations', 'preamble', 'unconditioned'];
+const KNOWN_KEYS = ['name', 'version', 'format', 'documents', 'fewshot', 'fewshotKey', 'fewshotRows', 'shots', 'limit', 'seed', 'formulations', 'normalizations', 'preamble', 'unconditioned'];
 
 export interface ReadTaskOptions {
   /** Override the task file's shots and limit. */
@@ -88,20 +91,27 @@ export async function taskFromSpec(spec: Record<string, unknown>, file: string, 
   if (unknown.length) throw new FormatError(file, `unknown key ${JSON.stringify(unknown[0])} (known: ${KNOWN_KEYS.join(', ')})`);
   const format = text('format', 'generic');
   if (!Object.hasOwn(FORMATS, format)) throw new FormatError(file, `"format" ${JSON.stringify(format)} is not one of ${Object.keys(FORMATS).join(', ')}`);
-  const read = async (path: string) => readDocuments(await resolveDocuments(path, file, overrides.hub), format as FormatName);
-  const documents = await read(text('documents'));
+  const resolved = (key: string) => resolveDocuments(text(key), file, overrides.hub);
+  const shotKey = spec.fewshotKey === undefined ? undefined : text('fewshotKey');
+  const shotRefs = spec.fewshotRows === undefined ? undefined : parseShotRefs(file, spec.fewshotRows, shotKey);
+  if ((shotRefs || shotKey !== undefined) && spec.fewshot === undefined) throw new FormatError(file, `"${shotRefs ? 'fewshotRows' : 'fewshotKey'}" picks rows of a "fewshot" file, and there is none`);
+  const documents = await readDocuments(await resolved('documents'), format as FormatName);
   const shots = overrides.shots ?? count('shots', 0)!;
-  const fewshot = spec.fewshot === undefined ? [] : (await read(text('fewshot'))).slice(0, shots);
-  if (fewshot.length < shots) throw new FormatError(file, `${shots} shots asked for, the few-shot file has ${fewshot.length} examples`);
+  const fewshot = spec.fewshot === undefined || shots === 0 ? [] : await readFewshot(await resolved('fewshot'), format as FormatName, shotRefs?.slice(0, shots), shotKey);
+  if (fewshot.length < shots) throw new FormatError(file, `${shots} shots asked for, the few-shot ${shotRefs ? '"fewshotRows" list' : 'file'} has ${fewshot.length} examples`);
   const limit = overrides.limit ?? count('limit');
+  const formulations = listOf(file, spec, 'formulations', FORMULATIONS, ['cf', 'mcf']);
+  if (formulations.includes('gen') && documents.some((doc) => !('query' in doc.cloze))) {
+    throw new FormatError(file, `"formulations": "gen" needs a question to answer; format ${JSON.stringify(format)} scores partial contexts`);
+  }
   return {
     name: text('name'),
     version: count('version', 1)!,
     file,
     format: format as FormatName,
     documents: limit !== undefined && limit < documents.length ? sample(documents, limit, count('seed', 1234)!) : documents,
-    fewshot,
-    formulations: listOf(file, spec, 'formulations', FORMULATIONS, ['cf', 'mcf']),
+    fewshot: fewshot.slice(0, shots),
+    formulations,
     normalizations: listOf(file, spec, 'normalizations', NORMALIZATIONS, ['per_char', 'none', 'per_token']),
     preamble: text('preamble', ''),
     unconditioned: text('unconditioned', 'Answer:'),
@@ -116,9 +126,19 @@ function listOf<T extends string>(file: string, spec: Record<string, unknown>, k
   return value as T[];
 }
 
+/** The few-shot examples: the file's rows in order, or the rows `refs` names (found by `key` and fingerprint). */
+async function readFewshot(file: string, format: FormatName, refs: readonly ShotRef[] | undefined, key: string | undefined): Promise<PromptDoc[]> {
+  return refs ? selectShots(file, await readRows(file), format, refs, key) : readDocuments(file, format);
+}
+
+/** The rows of a JSONL or Parquet file, unformatted. */
+export async function readRows(file: string): Promise<unknown[]> {
+  return file.endsWith('.parquet') ? parquetRows(file) : jsonlRows(file);
+}
+
 /** Rows of a JSONL or Parquet file in a given format; errors name the file, row (line) and field. */
 export async function readDocuments(file: string, format: FormatName = 'generic'): Promise<PromptDoc[]> {
-  const rows = file.endsWith('.parquet') ? await parquetRows(file) : jsonlRows(file);
+  const rows = await readRows(file);
   const documents: PromptDoc[] = [];
   const ids = new Set<string>();
   rows.forEach((row, i) => {
@@ -160,8 +180,8 @@ function sample(documents: readonly PromptDoc[], count: number, seed: number): P
   return pythonSample(documents.length, count, seed).map((i) => documents[i]!);
 }
 
-/** The instances of one formulation: preamble + few-shot examples + the row's query as context. */
-export function taskInstances(task: Task, formulation: Formulation): ChoiceInstance[] {
+/** The instances of one scored formulation: preamble + few-shot examples + the row's query as context. */
+export function taskInstances(task: Task, formulation: 'cf' | 'mcf'): ChoiceInstance[] {
   const shots = task.fewshot.map((doc) => `${formulation === 'cf' ? doc.clozeShot : doc.letteredShot}${SHOT_SEPARATOR}`).join('');
   const prefix = `${task.preamble}${shots}`;
   return task.documents.map((doc): ChoiceInstance => {
@@ -173,9 +193,27 @@ export function taskInstances(task: Task, formulation: Formulation): ChoiceInsta
   });
 }
 
+export interface GenerationInstance {
+  readonly id: string;
+  readonly context: string;
+  /** The gold choice's text, compared after trimming. */
+  readonly gold: string;
+}
+
+/** The generative formulation: the cloze prompt (cloze shots, then the row's query), answered by the gold choice. */
+export function generationInstances(task: Task): GenerationInstance[] {
+  const shots = task.fewshot.map((doc) => `${doc.clozeShot}${SHOT_SEPARATOR}`).join('');
+  return task.documents.map((doc) => {
+    if (!('query' in doc.cloze)) throw new FormatError(task.file, `document ${doc.id}: the generative formulation needs a question to answer`);
+    return { id: doc.id, context: `${task.preamble}${shots}${doc.cloze.query}`, gold: doc.cloze.continuations[doc.gold]!.trim() };
+  });
+}
+
 /** A hash of every prompt and continuation of the instances: two runs with the same hash asked the same things. */
-export function promptHash(instances: readonly ChoiceInstance[]): string {
+export function promptHash(instances: readonly (ChoiceInstance | GenerationInstance)[]): string {
   const hash = createHash('sha256');
-  for (const instance of instances) hash.update(JSON.stringify([instance.context, instance.contexts ?? null, instance.choices, instance.gold]));
+  for (const instance of instances) {
+    hash.update(JSON.stringify('choices' in instance ? [instance.context, instance.contexts ?? null, instance.choices, instance.gold] : [instance.context, instance.gold]));
+  }
   return hash.digest('hex').slice(0, 16);
 }

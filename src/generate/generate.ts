@@ -9,6 +9,7 @@ import type { BatchInput, OlmoeModel } from '../model/olmoe.js';
 import type { GenerationDefaults } from '../model/pretrained.js';
 import type { OlmoeTokenizer } from '../tokenizer/tokenizer.js';
 import type { StreamDecoder } from '../tokenizer/stream.js';
+import { tokenLogprob, type TokenLogprob } from './logprobs.js';
 import { resolveOptions, type GenerateOptions, type ResolvedOptions } from './options.js';
 import { sampleToken } from './sampling.js';
 import { StopStringMatcher } from './stop.js';
@@ -29,6 +30,17 @@ export interface TokenEvent {
   id: number | null;
   /** Text that became final with this token (may be '' while a character or stop string is incomplete). */
   text: string;
+  /** With the `logprobs` option: the token's log-probability under the raw logits and the most likely alternatives. */
+  logprob?: TokenLogprob;
+}
+
+/**
+ * A prompt that already went through the model (e.g. scored teacher-forced for its log-probabilities): the KV cache
+ * holding exactly its tokens, and the logits of its last position. Generation samples from them without a prefill.
+ */
+export interface Prefilled {
+  cache: KVCache;
+  logits: Float32Array;
 }
 
 export interface GenerationResult {
@@ -99,9 +111,12 @@ export class GenerationBatch {
     return this.runs.length;
   }
 
-  /** Start a generation; it prefills in the next step. Throws InputError for bad options or a prompt that does not fit. */
-  add(promptIds: readonly number[], opts: GenerateOptions = {}): GenerationRun {
-    const run = new GenerationRun(this.lm, promptIds, resolveOptions(opts, this.lm.generation, this.lm.model.config.eosTokenIds));
+  /**
+   * Start a generation; it prefills in the next step, or samples at once from `prefilled`. Throws InputError for bad
+   * options or a prompt that does not fit.
+   */
+  add(promptIds: readonly number[], opts: GenerateOptions = {}, prefilled?: Prefilled): GenerationRun {
+    const run = new GenerationRun(this.lm, promptIds, resolveOptions(opts, this.lm.generation, this.lm.model.config.eosTokenIds), prefilled);
     if (!run.finished) this.runs.push(run);
     return run;
   }
@@ -147,6 +162,8 @@ function forwardPending(model: OlmoeModel, runs: readonly GenerationRun[], chunk
 export class GenerationRun {
   readonly generated: number[] = [];
   finishReason: FinishReason | undefined;
+  /** With the `logprobs` option: the eos token that ended generation (not in `generated`) and its log-probabilities. */
+  eosLogprob: TokenLogprob | undefined;
   /** Tokens the model must see next: the prompt first, then each sampled token. */
   pendingInput: readonly number[] | undefined;
   private readonly sequence: number[];
@@ -166,16 +183,21 @@ export class GenerationRun {
     private readonly lm: LanguageModel,
     private readonly promptIds: readonly number[],
     private readonly opts: ResolvedOptions,
+    prefilled?: Prefilled,
   ) {
     this.maxNewTokens = checkLength(lm.model, promptIds, opts.maxNewTokens);
     this.sequence = [...promptIds];
-    this.cache = opts.useCache ? lm.model.createCache(promptIds.length + this.maxNewTokens) : undefined;
+    if (prefilled) checkPrefilled(prefilled, promptIds.length, this.maxNewTokens, opts.useCache);
+    this.cache = prefilled?.cache ?? (opts.useCache ? lm.model.createCache(promptIds.length + this.maxNewTokens) : undefined);
     this.rng = createRng(opts.seed);
     this.detokenizer = lm.tokenizer.streamDecoder({ skipSpecialTokens: true });
     this.stops = new StopStringMatcher(opts.stopStrings);
     this.eos = new Set(opts.eosTokenIds);
     if (this.maxNewTokens === 0) this.finishReason = 'length';
-    else this.pendingInput = promptIds;
+    else if (prefilled) {
+      this.logits = prefilled.logits; // ready to sample: no prefill of its own
+      this.prefillMs = 0;
+    } else this.pendingInput = promptIds;
   }
 
   /** Ended, and nothing left for the model to see. */
@@ -209,8 +231,12 @@ export class GenerationRun {
   sample(): TokenEvent | undefined {
     if (this.opts.signal?.aborted) throw new AbortError('generation aborted');
     const id = sampleToken(this.logits!, this.opts, this.rng, this.sequence);
+    const logprob = this.opts.logprobs === undefined ? undefined : tokenLogprob(this.logits!, id, this.opts.logprobs); // raw logits: before the sampling transforms
     this.logits = undefined;
-    if (this.eos.has(id)) return void (this.finishReason = 'eos');
+    if (this.eos.has(id)) {
+      this.eosLogprob = logprob;
+      return void (this.finishReason = 'eos');
+    }
     this.generated.push(id);
     this.sequence.push(id);
     const text = this.stops.push(this.detokenizer.push(id));
@@ -219,7 +245,7 @@ export class GenerationRun {
     else if (this.generated.length >= this.maxNewTokens) this.finishReason = 'length';
     // An observer sees the routing of every generated token, the last one included (one forward more).
     if (!this.finishReason || this.opts.observer) this.pendingInput = [id];
-    return { id, text };
+    return logprob ? { id, text, logprob } : { id, text };
   }
 
   /** Text held back for an incomplete character or a possible stop string, released at the end. */
@@ -237,6 +263,15 @@ export class GenerationRun {
       ids: this.generated, text: this.text, finishReason: this.finishReason ?? 'length', promptTokens: this.promptIds.length,
       seed: this.opts.seed, prefillMs, decodeMs: elapsed - prefillMs,
     };
+  }
+}
+
+/** A prefilled prompt's cache must hold the prompt and have room for the new tokens. */
+function checkPrefilled({ cache }: Prefilled, promptTokens: number, maxNewTokens: number, useCache: boolean): void {
+  if (!useCache) throw new InputError('a prefilled prompt needs the KV cache (useCache must not be false)');
+  if (cache.length !== promptTokens) throw new InputError(`the prefilled KV cache holds ${cache.length} tokens; the prompt has ${promptTokens}`);
+  if (cache.capacity < promptTokens + maxNewTokens) {
+    throw new InputError(`the prefilled KV cache has room for ${cache.capacity} positions; this generation needs ${promptTokens + maxNewTokens}`);
   }
 }
 

@@ -20,12 +20,15 @@ export interface GenerateOptions extends SamplingOptions {
   useCache?: boolean;
   /** Routing of every forward pass: the prompt's tokens, then each generated token's, the last one included (with useCache false, the whole sequence each step). */
   observer?: import('../model/olmoe.js').RoutingObserver;
+  /** Give each generated token its log-probability under the raw logits and this many most likely alternatives (OpenAI's `logprobs: N`). */
+  logprobs?: number;
 }
 
-export interface ResolvedOptions extends Required<Omit<GenerateOptions, 'signal' | 'observer' | 'eosTokenIds'>> {
+export interface ResolvedOptions extends Required<Omit<GenerateOptions, 'signal' | 'observer' | 'eosTokenIds' | 'logprobs'>> {
   eosTokenIds: readonly number[];
   signal: AbortSignal | undefined;
   observer: GenerateOptions['observer'];
+  logprobs: number | undefined;
 }
 
 const SAMPLING_KNOBS = ['temperature', 'topK', 'topP', 'minP', 'seed'] as const;
@@ -48,6 +51,7 @@ export function resolveOptions(opts: GenerateOptions, defaults: GenerationDefaul
     useCache: opts.useCache ?? true,
     signal: opts.signal,
     observer: opts.observer,
+    logprobs: opts.logprobs,
   };
   check(resolved);
   return resolved;
@@ -59,4 +63,5 @@ function check(o: ResolvedOptions): void {
   else checkSamplingOptions({ repetitionPenalty: o.repetitionPenalty });
   if (!Number.isSafeInteger(o.maxNewTokens) || o.maxNewTokens < 0) throw new InputError(`max new tokens ${o.maxNewTokens} is not a non-negative integer`);
   if (o.stopStrings.some((stop) => typeof stop !== 'string' || stop.length === 0)) throw new InputError('stop strings must be non-empty strings');
+  if (o.logprobs !== undefined && !(Number.isSafeInteger(o.logprobs) && o.logprobs >= 0)) throw new InputError(`logprobs ${o.logprobs} is not a non-negative integer`);
 }

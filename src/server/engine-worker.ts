@@ -3,18 +3,28 @@
  * batch: each step samples a token for every running generation and runs all their new tokens (and the prompts
  * of generations that just joined) through the model in one batched forward pass, so the weights are read once per
  * step for all clients. Between steps the thread takes messages, so a new job joins and an abort lands within a step.
+ * A job's prompts (a batch of prompts in one request) run one after another; with `echo`, each prompt is first
+ * scored teacher-forced, one chunk per step beside the batch, and its generation continues from that KV cache.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { createBackend, GenerationBatch, InputError, loadPretrained, OlmoeError, type GenerationRun, type Pretrained, type RoutingEvent } from '../index.js';
-import type { EngineSpec, FromWorker, JobRequest, ToWorker, TokenRouting } from './protocol.js';
+import {
+  createBackend, GenerationBatch, InputError, loadPretrained, OlmoeError, PromptScorer,
+  type GenerationRun, type Prefilled, type Pretrained, type RoutingEvent,
+} from '../index.js';
+import type { EngineSpec, FromWorker, JobRequest, JobSummary, ToWorker, TokenRouting } from './protocol.js';
 
 const port = parentPort!;
 const send = (message: FromWorker) => port.postMessage(message);
 
-interface Running {
+/** One job: which of its prompts runs now, and how (being scored, or generating). */
+interface JobState {
   job: number;
-  run: GenerationRun;
-  routing: RoutingRecorder | undefined;
+  request: JobRequest;
+  choice: number;
+  scorer?: PromptScorer;
+  scoreMs: number;
+  run?: GenerationRun;
+  routing?: RoutingRecorder;
   completionTokens: number;
 }
 
@@ -48,84 +58,146 @@ async function main(spec: EngineSpec): Promise<void> {
 
 class BatchEngine {
   private readonly batch: GenerationBatch;
-  private readonly jobs = new Map<number, Running>();
-  private readonly byRun = new Map<GenerationRun, Running>();
+  private readonly jobs = new Map<number, JobState>();
+  private readonly byRun = new Map<GenerationRun, JobState>();
+  /** Jobs whose current prompt is being scored, served one chunk each in turn. */
+  private readonly scoring: JobState[] = [];
   private looping = false;
 
-  constructor(pretrained: Pretrained, prefillChunk: number) {
-    this.batch = new GenerationBatch(pretrained, { prefillChunk });
+  constructor(
+    private readonly pretrained: Pretrained,
+    private readonly chunk: number,
+  ) {
+    this.batch = new GenerationBatch(pretrained, { prefillChunk: chunk });
   }
 
   start(job: number, request: JobRequest): void {
-    const routing = request.routing ? new RoutingRecorder(request.promptIds.length) : undefined;
-    let run: GenerationRun;
-    try {
-      run = this.batch.add(request.promptIds, { ...request.options, observer: routing?.observe });
-    } catch (error) {
-      return this.failed(job, error);
-    }
-    const running = { job, run, routing, completionTokens: 0 };
-    this.jobs.set(job, running);
-    this.byRun.set(run, running);
-    if (run.finished) this.finish(running); // nothing to generate (no room left, or max 0)
-    else if (!this.looping) void this.loop();
+    const state: JobState = { job, request, choice: 0, scoreMs: 0, completionTokens: 0 };
+    this.jobs.set(job, state);
+    this.startChoice(state);
+    if (this.jobs.has(job) && !this.looping) void this.loop();
   }
 
   abort(job: number): void {
-    const running = this.jobs.get(job);
-    if (!running) return;
-    this.batch.remove(running.run);
-    this.forget(running);
+    const state = this.jobs.get(job);
+    if (!state) return;
+    this.forget(state);
     send({ type: 'aborted', job });
   }
 
   abortAll(): void {
-    for (const running of [...this.jobs.values()]) this.abort(running.job);
+    for (const state of [...this.jobs.values()]) this.abort(state.job);
+  }
+
+  /** Begin the job's current prompt: score it first (echo), or generate at once. */
+  private startChoice(state: JobState): void {
+    const { request, choice } = state;
+    const promptIds = request.prompts[choice]!;
+    if (!request.echo) return this.startRun(state);
+    const context = this.pretrained.model.config.maxPositionEmbeddings;
+    try {
+      const capacity = Math.min(context, promptIds.length + request.options.maxNewTokens);
+      state.scorer = new PromptScorer(this.pretrained.model, promptIds, { topLogprobs: request.logprobs ?? 0, chunk: this.chunk, capacity });
+    } catch (error) {
+      return this.failed(state, error);
+    }
+    this.scoring.push(state);
+  }
+
+  /** Generate for the current prompt, from the scorer's KV cache when it was scored. */
+  private startRun(state: JobState, prefilled?: Prefilled): void {
+    const { request } = state;
+    const promptIds = request.prompts[state.choice]!;
+    const routing = request.routing ? new RoutingRecorder(promptIds.length) : undefined;
+    try {
+      state.run = this.batch.add(promptIds, { ...request.options, logprobs: request.logprobs, observer: routing?.observe }, prefilled);
+    } catch (error) {
+      return this.failed(state, error);
+    }
+    state.routing = routing;
+    state.completionTokens = 0;
+    this.byRun.set(state.run, state);
+    if (state.run.finished) this.finishChoice(state); // nothing to generate (no room left, or max 0)
   }
 
   private async loop(): Promise<void> {
     this.looping = true;
-    while (this.batch.size > 0) {
-      let results: ReturnType<GenerationBatch['step']>;
-      try {
-        results = this.batch.step();
-      } catch (error) {
-        for (const running of [...this.jobs.values()]) {
-          this.batch.remove(running.run);
-          this.forget(running);
-          this.failed(running.job, error);
-        }
-        break;
-      }
-      for (const { run, event } of results) {
-        const running = this.byRun.get(run);
-        if (!running) continue;
-        if (event?.id != null) running.completionTokens++;
-        if (event) send({ type: 'token', job: running.job, id: event.id, text: event.text, routing: running.routing?.take() });
-      }
-      for (const running of [...this.jobs.values()]) if (running.run.finished) this.finish(running);
+    while (this.batch.size > 0 || this.scoring.length > 0) {
+      if (this.scoring.length > 0) this.scoreStep(this.scoring.shift()!);
+      if (this.batch.size > 0) this.generateStep();
       await new Promise((resolve) => setImmediate(resolve)); // take messages: new jobs, aborts
     }
     this.looping = false;
   }
 
-  private finish(running: Running): void {
-    const { job, run } = running;
-    const tail = run.flush();
-    if (tail) send({ type: 'token', job, id: null, text: tail.text });
-    const { finishReason, promptTokens, seed, prefillMs, decodeMs } = run.result();
-    send({ type: 'done', job, summary: { finishReason, promptTokens, completionTokens: running.completionTokens, seed, prefillMs, decodeMs } });
-    this.forget(running);
+  /** One chunk of a prompt being scored; when the prompt is done, report it and go on to its generation. */
+  private scoreStep(state: JobState): void {
+    const scorer = state.scorer!;
+    const started = performance.now();
+    try {
+      scorer.step();
+    } catch (error) {
+      return this.failed(state, error);
+    }
+    state.scoreMs += performance.now() - started;
+    if (!scorer.done) return void this.scoring.push(state);
+    state.scorer = undefined;
+    send({ type: 'prompt', job: state.job, choice: state.choice, logprobs: scorer.logprobs });
+    if (state.request.options.maxNewTokens === 0) return this.finishChoice(state);
+    this.startRun(state, { cache: scorer.cache, logits: scorer.lastLogits! });
   }
 
-  private forget(running: Running): void {
-    this.jobs.delete(running.job);
-    this.byRun.delete(running.run);
+  private generateStep(): void {
+    let results: ReturnType<GenerationBatch['step']>;
+    try {
+      results = this.batch.step();
+    } catch (error) {
+      for (const state of [...this.byRun.values()]) this.failed(state, error);
+      return;
+    }
+    for (const { run, event } of results) {
+      const state = this.byRun.get(run);
+      if (!state || !event) continue;
+      if (event.id != null) state.completionTokens++;
+      send({ type: 'token', job: state.job, choice: state.choice, id: event.id, text: event.text, routing: state.routing?.take(), logprob: event.logprob });
+    }
+    for (const state of [...this.byRun.values()]) if (state.run!.finished && this.jobs.has(state.job)) this.finishChoice(state);
   }
 
-  private failed(job: number, error: unknown): void {
+  /** The current prompt is answered: send what is left of it, then start the next prompt or end the job. */
+  private finishChoice(state: JobState): void {
+    const { job, choice, run } = state;
+    const promptTokens = state.request.prompts[choice]!.length;
+    let summary: JobSummary = { finishReason: 'length', promptTokens, completionTokens: 0, seed: null, prefillMs: state.scoreMs, decodeMs: 0 };
+    if (run) {
+      const tail = run.flush();
+      if (tail) send({ type: 'token', job, choice, id: null, text: tail.text });
+      if (run.eosLogprob) send({ type: 'token', job, choice, id: run.eosLogprob.id, text: '', logprob: run.eosLogprob, eos: true });
+      const { finishReason, seed, prefillMs, decodeMs } = run.result();
+      summary = { finishReason, promptTokens, completionTokens: state.completionTokens, seed, prefillMs: state.scoreMs + prefillMs, decodeMs };
+      this.byRun.delete(run);
+    }
+    send({ type: 'done', job, choice, summary });
+    Object.assign(state, { choice: choice + 1, run: undefined, routing: undefined, scoreMs: 0 });
+    if (state.choice < state.request.prompts.length) this.startChoice(state);
+    else this.jobs.delete(job);
+  }
+
+  /** Drop a job wherever it is: the batch, the scoring turn, the job table. */
+  private forget(state: JobState): void {
+    if (state.run) {
+      this.batch.remove(state.run);
+      this.byRun.delete(state.run);
+    }
+    const at = this.scoring.indexOf(state);
+    if (at >= 0) this.scoring.splice(at, 1);
+    this.jobs.delete(state.job);
+  }
+
+  private failed(state: JobState, error: unknown): void {
+    this.forget(state);
     const known = error instanceof InputError;
-    send({ type: 'error', job, name: known ? 'InputError' : error instanceof Error ? error.name : 'Error', message: error instanceof Error ? error.message : String(error) });
+    send({ type: 'error', job: state.job, name: known ? 'InputError' : error instanceof Error ? error.name : 'Error', message: error instanceof Error ? error.message : String(error) });
   }
 }
 

@@ -6,12 +6,18 @@
  * restart is logged, and new jobs are refused until the new worker has loaded the model.
  */
 import { Worker } from 'node:worker_threads';
-import { OlmoeError } from '../index.js';
-import type { EngineSpec, FromWorker, JobRequest, JobSummary, ModelInfo, ToWorker, TokenRouting } from './protocol.js';
+import { OlmoeError, type TokenLogprob } from '../index.js';
+import type { EngineSpec, FromWorker, JobRequest, JobSummary, ModelInfo, ToWorker } from './protocol.js';
 
+export type TokenMessage = Extract<FromWorker, { type: 'token' }>;
+
+/** What a job reports, choice by choice (a job answers its prompts in order). */
 export interface JobHandlers {
-  onToken(id: number | null, text: string, routing: TokenRouting | undefined): void;
-  onDone(summary: JobSummary): void;
+  onToken(token: TokenMessage): void;
+  /** echo: the log-probabilities of the prompt's tokens after the first. */
+  onPrompt?(choice: number, logprobs: TokenLogprob[]): void;
+  /** One choice is complete; the job is over after its last choice's. */
+  onDone(choice: number, summary: JobSummary): void;
   /** The job failed: `input` errors are the request's fault (400), `unavailable` the engine died (503), `internal` others (500). */
   onError(kind: 'input' | 'internal' | 'unavailable', message: string): void;
 }
@@ -166,15 +172,18 @@ export class Engine {
     const entry = this.running.get(message.job);
     if (!entry) return;
     const live = !entry.cancelled;
-    if (message.type === 'token') {
-      if (live) entry.handlers.onToken(message.id, message.text, message.routing);
+    if (message.type === 'token' || message.type === 'prompt') {
+      if (!live) return;
+      if (message.type === 'token') entry.handlers.onToken(message);
+      else entry.handlers.onPrompt?.(message.choice, message.logprobs);
       return;
     }
-    this.running.delete(message.job);
-    if (live && message.type === 'done') entry.handlers.onDone(message.summary);
+    const last = message.type !== 'done' || message.choice === entry.request.prompts.length - 1;
+    if (last) this.running.delete(message.job);
+    if (live && message.type === 'done') entry.handlers.onDone(message.choice, message.summary);
     else if (live && message.type === 'error') entry.handlers.onError(message.name === 'InputError' ? 'input' : 'internal', message.message);
     else if (live && message.type === 'aborted') entry.handlers.onError('internal', 'generation aborted');
-    this.startWaiting();
+    if (last) this.startWaiting();
   }
 
   private startWaiting(): void {

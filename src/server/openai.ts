@@ -3,12 +3,31 @@
  * silently ignored), and their translation into the library's generation options. Extensions beyond OpenAI's
  * fields, as llama.cpp and vLLM also accept: top_k, min_p, repetition_penalty, ignore_eos, and `routing: true`
  * (the top-k experts and weights of every generated token, per layer).
+ *
+ * Completions take what lm-evaluation-harness's `local-completions` sends (lm_eval/models/openai_completions.py,
+ * `_create_payload`): `prompt` as a batch of token-id lists, `echo: true` with `logprobs: N` and `max_tokens` 0 or 1
+ * to score, `seed`, and up to 16 stop strings (lm-eval adds the eos string to a task's `until` list; vLLM sets no
+ * limit, OpenAI's 4 would refuse tasks with four stops of their own).
  */
 import { z } from 'zod';
 import type { ChatMessage } from '../index.js';
-import type { JobOptions } from './protocol.js';
+import type { JobOptions, JobRequest } from './protocol.js';
 
-const stop = z.union([z.string().min(1, 'stop strings must not be empty'), z.array(z.string().min(1, 'stop strings must not be empty')).max(4, 'at most 4 stop strings')]);
+const MAX_STOPS = 16;
+// A string or a list of strings; checked by hand because a zod union reports only "Invalid input" for a list too long.
+const stop = z.unknown().transform((value, ctx): string[] => {
+  const fail = (message: string, path: number[] = []) => (ctx.addIssue({ code: 'custom', message, path }), z.NEVER);
+  const list = typeof value === 'string' ? [value] : value;
+  if (!Array.isArray(list)) return fail(`must be a string or a list of strings (got ${describe(value)})`);
+  if (list.length > MAX_STOPS) return fail(`at most ${MAX_STOPS} stop strings (got ${list.length})`);
+  const bad = list.findIndex((item) => typeof item !== 'string' || item === '');
+  if (bad >= 0) return fail(typeof list[bad] === 'string' ? 'stop strings must not be empty' : `stop strings must be strings (got ${describe(list[bad])})`, typeof value === 'string' ? [] : [bad]);
+  return list as string[];
+});
+/** Most alternatives per token in `logprobs` (vLLM's default --max-logprobs; OpenAI's legacy API allowed 5). */
+export const MAX_LOGPROBS = 20;
+/** Most prompts in one completions request (lm-eval's batch_size); each is answered in turn in one engine slot. */
+export const MAX_PROMPTS = 256;
 const optional = <T extends z.ZodType>(schema: T) => schema.nullish();
 const zeroOnly = (what: string) => z.number().refine((value) => value === 0, `${what} is not supported (only 0)`);
 
@@ -24,7 +43,6 @@ const sampling = {
   stream_options: optional(z.strictObject({ include_usage: optional(z.boolean()) })),
   presence_penalty: optional(zeroOnly('presence_penalty')),
   frequency_penalty: optional(zeroOnly('frequency_penalty')),
-  logprobs: optional(z.literal(false, 'logprobs are not supported')),
   user: optional(z.string()),
   // extensions
   top_k: optional(z.int().min(0, 'must be a non-negative integer (0 = off)')),
@@ -45,26 +63,92 @@ export const chatRequest = z.strictObject({
   ...sampling,
   messages: z.array(message).min(1, 'give at least one message'),
   max_completion_tokens: optional(z.int().min(1, 'must be at least 1')),
+  logprobs: optional(z.literal(false, 'logprobs are not supported on chat completions (POST /v1/completions takes logprobs: N)')),
 });
+
+/**
+ * A completions prompt, whichever of OpenAI's four shapes it came in: texts, or token ids; one choice per prompt.
+ * `batch`: it came as a list of prompts, so errors name prompt[i] (a single string or id list is `prompt`).
+ */
+export type Prompts = ({ texts: string[] } | { ids: number[][] }) & { batch: boolean };
 
 export const completionRequest = z.strictObject({
   ...sampling,
-  prompt: z
-    .union([z.string(), z.array(z.string()), z.array(z.int().min(0))], 'prompt must be a string, an array of one string, or an array of token ids')
-    .refine((p) => typeof p === 'string' || (p.length > 0 && (typeof p[0] === 'number' || p.length === 1)), 'give exactly one prompt (only one prompt per request)'),
-  echo: optional(z.literal(false, 'echo is not supported')),
+  max_tokens: optional(z.int().min(0, 'must be at least 0')),
+  prompt: z.unknown().transform(parsePrompts),
+  logprobs: optional(z.int(`must be an integer from 0 to ${MAX_LOGPROBS}`).min(0, `must be an integer from 0 to ${MAX_LOGPROBS}`).max(MAX_LOGPROBS, `must be an integer from 0 to ${MAX_LOGPROBS} (the most alternatives per token this server returns)`)),
+  echo: optional(z.boolean()),
   best_of: optional(z.literal(1, 'only best_of = 1 is supported')),
 });
 
-/** `POST /tokenize` (llama.cpp and vLLM have one): the ids of a chat (with the generation prompt) or a text. */
+/**
+ * OpenAI's `prompt`: a string, a list of strings, a list of token ids (one tokenized prompt) or a list of token-id
+ * lists (a batch, as lm-eval sends by default). A list holds one kind only; a wrong element is named by its index.
+ * Ids are checked against the vocabulary later, when the model's size is known.
+ */
+function parsePrompts(value: unknown, ctx: z.RefinementCtx): Prompts {
+  const fail = (message: string, path: (number | string)[] = []) => (ctx.addIssue({ code: 'custom', message, path }), z.NEVER);
+  if (typeof value === 'string') return { texts: [value], batch: false };
+  if (!Array.isArray(value)) return fail(`must be a string, a list of strings, a list of token ids or a list of token-id lists (got ${describe(value)})`);
+  if (value.length === 0) return fail('give at least one prompt (got an empty list)');
+  if (value.length > MAX_PROMPTS && typeof value[0] !== 'number') return fail(`at most ${MAX_PROMPTS} prompts per request (got ${value.length})`);
+  const first = value[0];
+  if (typeof first === 'string') {
+    const bad = value.findIndex((item) => typeof item !== 'string');
+    return bad < 0 ? { texts: value as string[], batch: true } : fail(`expected a string like prompt[0] (a list of prompts is all strings or all token-id lists), got ${describe(value[bad])}`, [bad]);
+  }
+  if (typeof first === 'number') {
+    const bad = value.findIndex((item) => !isTokenId(item));
+    return bad < 0 ? { ids: [value as number[]], batch: false } : fail(`expected a token id (a non-negative integer) like prompt[0], got ${describeItem(value[bad])}`, [bad]);
+  }
+  if (!Array.isArray(first)) return fail(`expected a string, a token id or a list of token ids, got ${describe(first)}`, [0]);
+  for (const [i, item] of value.entries()) {
+    if (!Array.isArray(item)) return fail(`expected a list of token ids like prompt[0], got ${describe(item)}`, [i]);
+    if (item.length === 0) return fail('the prompt is empty: give at least one token id', [i]);
+    const bad = item.findIndex((id) => !isTokenId(id));
+    if (bad >= 0) return fail(`expected a token id (a non-negative integer), got ${describeItem(item[bad])}`, [i, bad]);
+  }
+  return { ids: value as number[][], batch: true };
+}
+
+/** How errors name prompt `i` (and its token `j`). */
+export function promptParam(prompts: Prompts, i: number, j?: number): string {
+  const at = prompts.batch ? `prompt[${i}]` : 'prompt';
+  return j === undefined ? at : `${at}[${j}]`;
+}
+
+function isTokenId(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+function describeItem(value: unknown): string {
+  return typeof value === 'number' ? String(value) : describe(value);
+}
+
+/** `POST /tokenize`, as llama.cpp's and vLLM's (vllm/entrypoints/serve/tokenize/protocol.py): a chat (with the generation prompt) or a text. */
 export const tokenizeRequest = z
-  .strictObject({ model: optional(z.string()), messages: optional(z.array(message).min(1, 'give at least one message')), prompt: optional(z.string()) })
+  .strictObject({
+    model: optional(z.string()),
+    messages: optional(z.array(message).min(1, 'give at least one message')),
+    prompt: optional(z.string()),
+    // vLLM's fields; lm-eval's remote tokenizer sends add_special_tokens: false (lm_eval/utils.py, RemoteTokenizer.encode)
+    add_special_tokens: optional(z.boolean()),
+    add_generation_prompt: optional(z.boolean()),
+    return_token_strs: optional(z.boolean()),
+  })
   .refine((r) => (r.messages == null) !== (r.prompt == null), 'give either messages or prompt');
+
+/** `POST /detokenize`, as vLLM's: token ids → `{prompt}` text (lm-eval's RemoteTokenizer.decode). */
+export const detokenizeRequest = z.strictObject({
+  model: optional(z.string()),
+  tokens: z.array(z.int('token ids must be integers').min(0, 'token ids must be non-negative')),
+});
 
 export type ChatRequest = z.infer<typeof chatRequest>;
 export type TokenizeRequest = z.infer<typeof tokenizeRequest>;
+export type DetokenizeRequest = z.infer<typeof detokenizeRequest>;
 export type CompletionRequest = z.infer<typeof completionRequest>;
-type Sampling = Pick<ChatRequest, keyof typeof sampling>;
+type Sampling = Omit<Pick<ChatRequest, keyof typeof sampling>, 'max_tokens'> & { max_tokens?: number | null };
 
 /** A validation failure as OpenAI reports it: the offending field's path and what is wrong with it. */
 export class RequestError extends Error {
@@ -124,16 +208,49 @@ export function jobOptions(request: Sampling & { max_completion_tokens?: number 
   }
   const room = context - promptTokens;
   const asked = request.max_completion_tokens ?? request.max_tokens ?? room;
-  const stops = request.stop == null ? undefined : typeof request.stop === 'string' ? [request.stop] : request.stop;
+  return { maxNewTokens: Math.min(asked, room), ...samplingOptions(request) };
+}
+
+/**
+ * A completions request as engine work, one choice per prompt (tokenized already). Each prompt must leave room
+ * for a token, except with `echo` and `max_tokens: 0` (scoring only: the prompt may fill the context); all of them
+ * together hold at most `maxPromptTokens`, or one context's worth when that is more. No
+ * `max_tokens` means up to the end of the context; the worker caps it per prompt. `stream` answers one prompt,
+ * without echo.
+ */
+export function completionJob(request: CompletionRequest, ids: number[][], limits: { context: number; maxPromptTokens: number }): JobRequest {
+  const { context, maxPromptTokens } = limits;
+  const { prompt } = request;
+  if (request.stream && request.echo) throw new RequestError(400, 'echo: not supported with stream: true (send stream: false to score a prompt)', 'echo');
+  if (request.stream && ids.length > 1) throw new RequestError(400, `prompt: a streamed completion answers one prompt; this request has ${ids.length} (send stream: false for a batch)`, 'prompt');
+  const maxNewTokens = request.max_tokens ?? context;
+  const scoreOnly = request.echo === true && maxNewTokens === 0;
+  for (const [i, tokens] of ids.entries()) {
+    const param = promptParam(prompt, i);
+    if (tokens.length === 0) throw new RequestError(400, `${param}: the prompt is empty (no tokens); give at least one`, param);
+    if (tokens.length > context || (tokens.length === context && !scoreOnly)) {
+      const why = tokens.length > context ? 'does not fit' : 'leaves no room to generate in';
+      throw new RequestError(400, `${param}: the prompt has ${tokens.length} tokens, which ${why} the model's context of ${context} tokens`, param, 'context_length_exceeded');
+    }
+  }
+  const total = ids.reduce((sum, tokens) => sum + tokens.length, 0);
+  const limit = Math.max(maxPromptTokens, context); // one prompt that fits the context always may
+  if (total > limit) {
+    throw new RequestError(400, `prompt: the prompts hold ${total} tokens in all; one request may hold at most ${limit} (send the batch in smaller requests)`, 'prompt', 'request_too_large');
+  }
+  return { prompts: ids, options: { maxNewTokens, ...samplingOptions(request) }, routing: request.routing ?? false, logprobs: request.logprobs ?? undefined, echo: request.echo ?? false };
+}
+
+/** The sampling fields of a request; unset ones fall back to generation_config.json in the worker. */
+function samplingOptions(request: Sampling): Omit<JobOptions, 'maxNewTokens'> {
   return {
-    maxNewTokens: Math.min(asked, room),
     temperature: request.temperature ?? undefined,
     topP: request.top_p ?? undefined,
     topK: request.top_k ?? undefined,
     minP: request.min_p ?? undefined,
     repetitionPenalty: request.repetition_penalty ?? undefined,
     seed: request.seed ?? undefined,
-    stopStrings: stops,
+    stopStrings: request.stop ?? undefined,
     ignoreEos: request.ignore_eos ?? undefined,
   };
 }

@@ -2,7 +2,7 @@
  * Messages between the HTTP thread and the engine worker. The HTTP thread tokenizes and validates; the worker
  * owns the model and runs generations (several interleaved token by token), streaming events back.
  */
-import type { ErrorCode, FinishReason, GenerateOptions } from '../index.js';
+import type { ErrorCode, FinishReason, GenerateOptions, TokenLogprob } from '../index.js';
 
 /** How the worker loads its model (what `olmoe serve` was given). */
 export interface EngineSpec {
@@ -20,10 +20,15 @@ export type JobOptions = Pick<GenerateOptions, 'greedy' | 'temperature' | 'topK'
 };
 
 export interface JobRequest {
-  promptIds: number[];
+  /** One prompt per choice, answered one after another in this job's slot (choice i is prompts[i]). */
+  prompts: number[][];
   options: JobOptions;
   /** Return the routing (top-k experts and weights per layer) of every generated token. */
   routing: boolean;
+  /** Log-probabilities of each token with this many most likely alternatives (OpenAI's `logprobs: N`); absent: none. */
+  logprobs?: number;
+  /** Score each prompt teacher-forced first and report its tokens' log-probabilities (OpenAI's `echo` with `logprobs`). */
+  echo?: boolean;
 }
 
 /** Top-k experts and their weights per layer for one token: experts[layer][k], weights[layer][k]. */
@@ -36,7 +41,8 @@ export interface JobSummary {
   finishReason: FinishReason;
   promptTokens: number;
   completionTokens: number;
-  seed: number;
+  /** The sampler's seed; null when nothing was sampled (max_tokens 0). */
+  seed: number | null;
   prefillMs: number;
   decodeMs: number;
 }
@@ -57,7 +63,9 @@ export type FromWorker =
   | { type: 'progress'; loadedBytes: number; totalBytes: number }
   | { type: 'ready'; info: ModelInfo }
   | { type: 'failed'; message: string; code?: ErrorCode } // the model could not be loaded (code: an OlmoeError's)
-  | { type: 'token'; job: number; id: number | null; text: string; routing?: TokenRouting }
-  | { type: 'done'; job: number; summary: JobSummary }
+  // `eos`: the end-of-sequence token that ended the choice, sent for its log-probabilities only (no text, not counted)
+  | { type: 'token'; job: number; choice: number; id: number | null; text: string; routing?: TokenRouting; logprob?: TokenLogprob; eos?: true }
+  | { type: 'prompt'; job: number; choice: number; logprobs: TokenLogprob[] } // echo: the prompt's tokens 1 … T-1 scored
+  | { type: 'done'; job: number; choice: number; summary: JobSummary } // the job ends with its last choice's
   | { type: 'aborted'; job: number }
   | { type: 'error'; job: number; name: string; message: string };

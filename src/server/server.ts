@@ -1,11 +1,13 @@
 /**
  * `olmoe serve`: an OpenAI-compatible HTTP server over node:http, with the engine and the prompt tokenizer in
  * worker threads and the web UI at `/`. Routes: GET /health, GET /v1/models[/ID], POST /v1/chat/completions,
- * POST /v1/completions, POST /tokenize. Errors are OpenAI-shaped: {"error": {"message", "type", "param", "code"}}.
+ * POST /v1/completions, and vLLM's tokenizer routes POST /tokenize, POST /detokenize, GET /tokenizer_info (which
+ * lm-evaluation-harness probes to use the server's tokenizer). Errors are OpenAI-shaped:
+ * {"error": {"message", "type", "param", "code"}}.
  * Limits against a hostile or broken client (README "Security and limits"): Host/Origin checks (guard.ts), a
  * body limit, a prompt limit, a connection cap, and header/body/idle timeouts.
  */
-import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -14,8 +16,13 @@ import { basename, resolve as resolvePath } from 'node:path';
 import { InputError, loadTokenizer, resolveModelPath, type HubOptions, type OlmoeTokenizer } from '../index.js';
 import { Engine, QueueFullError, type EngineLimits, type Job } from './engine.js';
 import { Guard, requireJson, type GuardOptions } from './guard.js';
-import { chatMessages, chatRequest, completionRequest, finishReason, jobOptions, parseBody, RequestError, tokenizeRequest, type ChatRequest, type CompletionRequest, type TokenizeRequest } from './openai.js';
-import type { EngineSpec, JobSummary, ModelInfo, TokenRouting } from './protocol.js';
+import { readJsonBody, sendError, sendJson, errorBody } from './http.js';
+import {
+  chatMessages, chatRequest, completionJob, completionRequest, detokenizeRequest, jobOptions, parseBody, promptParam, RequestError, tokenizeRequest,
+  type ChatRequest, type CompletionRequest, type DetokenizeRequest, type Prompts, type TokenizeRequest,
+} from './openai.js';
+import type { EngineSpec, JobRequest, ModelInfo } from './protocol.js';
+import { Reply } from './reply.js';
 import { PromptError, TokenizerThread, type TokenizeInput } from './tokenizer-thread.js';
 
 export interface ServeOptions extends Omit<EngineSpec, 'model'>, Partial<EngineLimits>, GuardOptions {
@@ -28,6 +35,12 @@ export interface ServeOptions extends Omit<EngineSpec, 'model'>, Partial<EngineL
   apiKey?: string;
   /** Largest request body (413 beyond); default 4 MiB. */
   maxBodyBytes?: number;
+  /**
+   * Prompt tokens one completions request may hold, its prompts together (400 beyond), or the model's context when
+   * that is more; default 65,536 (lm-eval's batch of 32 at 2,048). It bounds what a batch's answer holds: with
+   * logprobs, up to 21 numbers per token.
+   */
+  maxPromptTokens?: number;
   /** Open connections at once; more are answered 503 and closed. Default 256. */
   maxConnections?: number;
   /** Time for a client to send its request headers (408 after), default 10 s. */
@@ -134,6 +147,13 @@ class App {
 
   /** Characters one token can cover at most: a prompt longer than context × this cannot fit, whatever it says. */
   private readonly charsPerToken: number;
+  /** Each token's own text, decoded once (logprobs name every token and its alternatives); at most one entry per id. */
+  private readonly tokenTexts = new Map<number, string>();
+  private readonly tokenText = (id: number): string => {
+    let text = this.tokenTexts.get(id);
+    if (text === undefined) this.tokenTexts.set(id, (text = this.tokenizer.decode([id])));
+    return text;
+  };
 
   constructor(
     private readonly engine: Engine,
@@ -172,13 +192,17 @@ class App {
     };
     if (path in WEB_FILES) return allow('GET', 'HEAD'), sendWebFile(res, WEB_FILES[path]!);
     if (path === '/health') return allow('GET', 'HEAD'), this.health(res);
-    if (path === '/tokenize') {
+    if (path === '/tokenize' || path === '/detokenize') {
       allow('POST');
       this.authorize(req);
       requireJson(req);
-      return this.tokenize(res, parseBody(tokenizeRequest, await readJsonBody(req, this.opts.maxBodyBytes ?? 4 << 20)));
+      const body = await readJsonBody(req, this.opts.maxBodyBytes ?? 4 << 20);
+      return path === '/tokenize' ? this.tokenize(res, parseBody(tokenizeRequest, body)) : this.detokenize(res, parseBody(detokenizeRequest, body));
     }
-    if (!path.startsWith('/v1/')) throw new RequestError(404, `no route ${path} (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /tokenize, GET /health)`, null, 'not_found');
+    if (path === '/tokenizer_info') return allow('GET'), this.authorize(req), this.tokenizerInfo(res);
+    if (!path.startsWith('/v1/')) {
+      throw new RequestError(404, `no route ${path} (see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /tokenize, POST /detokenize, GET /tokenizer_info, GET /health)`, null, 'not_found');
+    }
     this.authorize(req);
     if (path === '/v1/models') return allow('GET'), sendJson(res, 200, { object: 'list', data: [this.modelCard()] });
     if (path.startsWith('/v1/models/')) {
@@ -223,14 +247,47 @@ class App {
     sendJson(res, 200, { status: 'ok', model: this.modelId, backend: info!.backend, running: load.running, waiting: load.waiting, restarts, ...limits });
   }
 
-  /** The token ids of a chat prompt (as /v1/chat/completions builds it) or a text; the web UI fits turns with it. */
+  /**
+   * The token ids of a chat prompt (as /v1/chat/completions builds it) or a text; the web UI fits turns with it, and
+   * lm-eval's remote tokenizer encodes with it. The answer is vLLM's TokenizeResponse {count, max_model_len, tokens,
+   * token_strs?} (vllm/entrypoints/serve/tokenize/protocol.py) plus `context_length`, this server's earlier name.
+   */
   private async tokenize(res: ServerResponse, request: TokenizeRequest): Promise<string> {
     const info = this.available(res);
     const ids = request.messages
-      ? await this.promptIds('chat', { model: this.modelId, messages: request.messages }, info)
-      : await this.promptIds('text', { model: this.modelId, prompt: request.prompt! }, info);
-    sendJson(res, 200, { count: ids.length, tokens: ids, context_length: info.maxPositionEmbeddings });
+      ? await this.encode({ kind: 'chat', messages: chatMessages({ messages: request.messages } as ChatRequest), addGenerationPrompt: request.add_generation_prompt ?? true }, 'messages', info)
+      : await this.encode({ kind: 'text', text: request.prompt!, addSpecialTokens: request.add_special_tokens ?? true }, 'prompt', info);
+    const tokenStrs = request.return_token_strs ? { token_strs: ids.map((id) => this.tokenizer.idToToken(id) ?? '') } : {};
+    sendJson(res, 200, { count: ids.length, max_model_len: info.maxPositionEmbeddings, tokens: ids, ...tokenStrs, context_length: info.maxPositionEmbeddings });
     return `${ids.length} tokens`;
+  }
+
+  /** vLLM's `POST /detokenize`: {tokens} → {prompt}, special tokens kept (lm-eval's RemoteTokenizer.decode). */
+  private detokenize(res: ServerResponse, request: DetokenizeRequest): string {
+    const { maxPositionEmbeddings: context, vocabSize } = this.available(res);
+    const { tokens } = request;
+    if (tokens.length > context) throw new RequestError(400, `tokens: at most ${context} ids (the model's context), got ${tokens.length}`, 'tokens');
+    const bad = tokens.findIndex((id) => id >= vocabSize);
+    if (bad >= 0) throw new RequestError(400, `tokens[${bad}]: token id ${tokens[bad]} is out of range (the vocabulary has ${vocabSize} ids)`, `tokens[${bad}]`);
+    sendJson(res, 200, { prompt: this.tokenizer.decode(tokens) });
+    return `${tokens.length} tokens`;
+  }
+
+  /**
+   * vLLM's `GET /tokenizer_info`: the tokenizer's settings as tokenizer_config.json names them, plus tokenizer_class
+   * (vllm/entrypoints/serve/tokenize/serving.py, TokenizerInfo). lm-eval takes the server's tokenizer when this has an
+   * `eos_token` key and /tokenize answers (lm_eval/utils.py, check_remote_tokenizer_support).
+   */
+  private tokenizerInfo(res: ServerResponse): void {
+    const info = this.available(res);
+    const t = this.tokenizer;
+    sendJson(res, 200, {
+      tokenizer_class: 'PreTrainedTokenizerFast', // what transformers builds from a tokenizer.json
+      bos_token: t.bosToken, eos_token: t.eosToken, pad_token: t.padToken,
+      add_bos_token: t.addBosToken, add_eos_token: t.addEosToken, clean_up_tokenization_spaces: t.cleanUpTokenizationSpaces,
+      model_max_length: info.maxPositionEmbeddings,
+      ...(t.chatTemplate ? { chat_template: t.chatTemplate } : {}),
+    });
   }
 
   private modelCard() {
@@ -246,22 +303,14 @@ class App {
   }
 
   /**
-   * The prompt's token ids, tokenized on the tokenizer thread. A prompt with more characters than the context can
+   * Ids of a chat or a text, tokenized on the tokenizer thread. A prompt with more characters than the context can
    * hold at `charsPerToken` each is refused before tokenizing, so its size bounds the tokenizer's time and memory.
    */
-  private async promptIds(kind: 'chat' | 'text', request: ChatRequest | CompletionRequest, info: ModelInfo): Promise<number[]> {
-    const param = kind === 'chat' ? 'messages' : 'prompt';
-    let input: TokenizeInput;
-    if (kind === 'chat') input = { kind, messages: chatMessages(request as ChatRequest) };
-    else {
-      const { prompt } = request as CompletionRequest;
-      if (typeof prompt !== 'string' && typeof prompt[0] !== 'string') return checkIds(prompt as number[], info.vocabSize);
-      input = { kind, text: typeof prompt === 'string' ? prompt : (prompt[0] as string) };
-    }
+  private async encode(input: TokenizeInput, param: string, info: ModelInfo): Promise<number[]> {
     const chars = input.kind === 'chat' ? input.messages.reduce((sum, m) => sum + m.content.length, 0) : input.text.length;
     const limit = info.maxPositionEmbeddings * this.charsPerToken;
     if (chars > limit) {
-      throw new RequestError(400, `the prompt has ${chars} characters; the model's context of ${info.maxPositionEmbeddings} tokens holds at most ${limit} (${this.charsPerToken} per token at most)`, param, 'context_length_exceeded');
+      throw new RequestError(400, `${param}: the prompt has ${chars} characters; the model's context of ${info.maxPositionEmbeddings} tokens holds at most ${limit} (${this.charsPerToken} per token at most)`, param, 'context_length_exceeded');
     }
     try {
       return await this.prompts.encode(input);
@@ -271,45 +320,75 @@ class App {
     }
   }
 
+  /** A completions prompt's ids, one list per choice: texts tokenized, ids checked against the vocabulary. */
+  private async promptIds(prompts: Prompts, info: ModelInfo): Promise<number[][]> {
+    if ('ids' in prompts) {
+      for (const [i, ids] of prompts.ids.entries()) {
+        const bad = ids.findIndex((id) => id >= info.vocabSize);
+        const param = promptParam(prompts, i, bad);
+        if (bad >= 0) throw new RequestError(400, `${param}: token id ${ids[bad]} is out of range (the vocabulary has ${info.vocabSize} ids)`, param);
+      }
+      return prompts.ids;
+    }
+    const ids: number[][] = [];
+    for (const [i, text] of prompts.texts.entries()) ids.push(await this.encode({ kind: 'text', text }, promptParam(prompts, i), info));
+    return ids;
+  }
+
+  /** What the engine runs for a request, and the reply that collects it. */
+  private async work(res: ServerResponse, kind: 'chat' | 'text', request: ChatRequest | CompletionRequest, info: ModelInfo): Promise<{ job: JobRequest; reply: Reply }> {
+    const context = info.maxPositionEmbeddings;
+    const common = { model: this.modelId, stream: request.stream ?? false, withUsage: request.stream_options?.include_usage ?? false, routing: request.routing ?? false, tokenText: this.tokenText };
+    if (kind === 'chat') {
+      const ids = await this.encode({ kind: 'chat', messages: chatMessages(request as ChatRequest) }, 'messages', info);
+      const job = { prompts: [ids], options: jobOptions(request, ids.length, context), routing: request.routing ?? false };
+      return { job, reply: new Reply(res, { ...common, kind, logprobs: false, prompts: job.prompts }) };
+    }
+    const completion = request as CompletionRequest;
+    const ids = await this.promptIds(completion.prompt, info);
+    const job = completionJob(completion, ids, { context, maxPromptTokens: this.opts.maxPromptTokens ?? 65_536 });
+    const echoTexts = completion.echo ? ('texts' in completion.prompt ? completion.prompt.texts : ids.map((list) => this.tokenizer.decode(list))) : undefined;
+    return { job, reply: new Reply(res, { ...common, kind, logprobs: completion.logprobs != null, echoTexts, prompts: ids }) };
+  }
+
   private async complete(res: ServerResponse, kind: 'chat' | 'text', request: ChatRequest | CompletionRequest): Promise<string> {
     if (request.model !== this.modelId) throw modelNotFound(request.model, this.modelId);
     const info = this.available(res);
     let gone = false;
     res.once('close', () => (gone = true));
-    const promptIds = await this.promptIds(kind, request, info);
+    const { job, reply } = await this.work(res, kind, request, info);
     if (gone) return 'client went away while the prompt was tokenized';
     this.available(res); // the engine may have restarted meanwhile
-    let options;
-    try {
-      options = jobOptions(request, promptIds.length, info.maxPositionEmbeddings);
-    } catch (error) {
-      if (error instanceof RequestError && kind === 'text') throw new RequestError(error.status, error.message, 'prompt', error.code);
-      throw error;
-    }
-    const reply = new Reply(res, kind, this.modelId, request, this.tokenizer);
+    return this.run(res, job, reply);
+  }
+
+  /** Submit the job and feed its events to the reply until its last choice is done, it fails, or the client leaves. */
+  private run(res: ServerResponse, request: JobRequest, reply: Reply): Promise<string> {
     return new Promise<string>((resolve) => {
       let finished = false;
       const end = (note: string) => {
         finished = true;
         resolve(note);
       };
+      const tokens = { prompt: 0, completion: 0 };
       let job: Job;
       try {
-        job = this.engine.submit(
-          { promptIds, options, routing: request.routing ?? false },
-          {
-            onToken: (id, text, routing) => reply.token(id, text, routing),
-            onDone: (summary) => {
-              reply.done(summary);
-              end(`${summary.promptTokens}+${summary.completionTokens} tokens, ${summary.finishReason}`);
-            },
-            onError: (errorKind, message) => {
-              if (errorKind === 'unavailable' && !res.headersSent) res.setHeader('Retry-After', '5');
-              reply.fail(new RequestError(errorKind === 'input' ? 400 : errorKind === 'unavailable' ? 503 : 500, message, null, errorKind === 'unavailable' ? 'unavailable' : null));
-              end(`failed: ${message}`);
-            },
+        job = this.engine.submit(request, {
+          onToken: (token) => reply.token(token),
+          onPrompt: (choice, logprobs) => reply.prompt(choice, logprobs),
+          onDone: (choice, summary) => {
+            reply.finish(choice, summary);
+            tokens.prompt += summary.promptTokens;
+            tokens.completion += summary.completionTokens;
+            const batch = request.prompts.length > 1 ? `${request.prompts.length} prompts, ` : '';
+            if (choice === request.prompts.length - 1) end(`${batch}${tokens.prompt}+${tokens.completion} tokens, ${summary.finishReason}`);
           },
-        );
+          onError: (errorKind, message) => {
+            if (errorKind === 'unavailable' && !res.headersSent) res.setHeader('Retry-After', '5');
+            reply.fail(new RequestError(errorKind === 'input' ? 400 : errorKind === 'unavailable' ? 503 : 500, message, null, errorKind === 'unavailable' ? 'unavailable' : null));
+            end(`failed: ${message}`);
+          },
+        });
       } catch (error) {
         if (!(error instanceof QueueFullError)) throw error;
         res.setHeader('Retry-After', '1');
@@ -334,12 +413,6 @@ class App {
   }
 }
 
-function checkIds(ids: number[], vocab: number): number[] {
-  const bad = ids.findIndex((id) => id >= vocab);
-  if (bad >= 0) throw new RequestError(400, `prompt[${bad}]: token id ${ids[bad]} is out of range (the vocabulary has ${vocab} ids)`, `prompt[${bad}]`);
-  return ids;
-}
-
 /**
  * The most prompt characters (UTF-16 units) one token can stand for: the longest vocabulary entry (byte-level
  * entries have one character per byte, and a character is at least one byte), times 3 because the NFC normalizer
@@ -359,142 +432,12 @@ function decodePath(segment: string): string {
   }
 }
 
-/** One response, streamed as server-sent events or sent whole at the end. */
-class Reply {
-  private readonly id: string;
-  private readonly created = Math.floor(Date.now() / 1000);
-  private readonly stream: boolean;
-  private readonly withUsage: boolean;
-  private text = '';
-  private readonly routing: (TokenRouting & { id: number; text: string })[] = [];
-
-  constructor(
-    private readonly res: ServerResponse,
-    private readonly kind: 'chat' | 'text',
-    private readonly model: string,
-    private readonly request: ChatRequest | CompletionRequest,
-    private readonly tokenizer: OlmoeTokenizer,
-  ) {
-    this.id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
-    this.stream = request.stream ?? false;
-    this.withUsage = request.stream_options?.include_usage ?? false;
-  }
-
-  begin(): void {
-    if (!this.stream) return;
-    this.res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
-    this.res.flushHeaders();
-    if (this.kind === 'chat') this.event(this.chunk({ role: 'assistant', content: '' }, null));
-  }
-
-  token(id: number | null, text: string, routing: TokenRouting | undefined): void {
-    const entry = id !== null && routing ? { id, text: this.tokenizer.decode([id]), ...routing } : undefined;
-    if (!this.stream) {
-      this.text += text;
-      if (entry) this.routing.push(entry);
-      return;
-    }
-    if (text === '' && !entry) return;
-    const chunk = this.chunk(this.kind === 'chat' ? { content: text } : text, null);
-    if (entry) (chunk.choices[0] as Record<string, unknown>).routing = [entry];
-    this.event(chunk);
-  }
-
-  done(summary: JobSummary): void {
-    const usage = { prompt_tokens: summary.promptTokens, completion_tokens: summary.completionTokens, total_tokens: summary.promptTokens + summary.completionTokens };
-    const timings = { prefill_ms: round(summary.prefillMs), decode_ms: round(summary.decodeMs), seed: summary.seed };
-    const reason = finishReason(summary.finishReason);
-    if (this.stream) {
-      this.event(this.chunk(this.kind === 'chat' ? {} : '', reason));
-      if (this.withUsage) this.event({ ...this.envelope(), choices: [], usage, timings });
-      this.res.end('data: [DONE]\n\n');
-      return;
-    }
-    const routing = this.request.routing ? { routing: this.routing } : {};
-    const choice =
-      this.kind === 'chat'
-        ? { index: 0, message: { role: 'assistant', content: this.text }, logprobs: null, finish_reason: reason, ...routing }
-        : { index: 0, text: this.text, logprobs: null, finish_reason: reason, ...routing };
-    sendJson(this.res, 200, { ...this.envelope(), choices: [choice], usage, timings });
-  }
-
-  fail(error: RequestError): void {
-    if (!this.res.headersSent) return sendError(this.res, error);
-    this.event({ error: errorBody(error) }); // the stream has begun: report in-band, as OpenAI does
-    this.res.end('data: [DONE]\n\n');
-  }
-
-  private envelope() {
-    return { id: this.id, object: this.kind === 'chat' ? (this.stream ? 'chat.completion.chunk' : 'chat.completion') : 'text_completion', created: this.created, model: this.model };
-  }
-
-  private chunk(delta: Record<string, unknown> | string, finish: string | null) {
-    const choice = typeof delta === 'string' ? { index: 0, text: delta, logprobs: null, finish_reason: finish } : { index: 0, delta, logprobs: null, finish_reason: finish };
-    return { ...this.envelope(), choices: [choice], ...(this.withUsage ? { usage: null } : {}) };
-  }
-
-  private event(payload: unknown): void {
-    this.res.write(`data: ${JSON.stringify(payload)}\n\n`);
-  }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 10) / 10;
-}
-
 function modelNotFound(asked: string, served: string): RequestError {
   return new RequestError(404, `the model ${JSON.stringify(asked)} does not exist here; this server serves ${JSON.stringify(served)}`, 'model', 'model_not_found');
-}
-
-function errorBody(error: RequestError) {
-  const type = error.status === 401 ? 'authentication_error' : error.status === 429 ? 'rate_limit_error' : error.status >= 500 ? 'server_error' : 'invalid_request_error';
-  return { message: error.message, type, param: error.param, code: error.code };
-}
-
-function sendError(res: ServerResponse, error: RequestError): void {
-  if (res.headersSent) return void res.end();
-  sendJson(res, error.status, { error: errorBody(error) });
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
-  res.end(text);
 }
 
 function sendWebFile(res: ServerResponse, name: string): void {
   const body = readFileSync(new URL(name, webDir));
   res.writeHead(200, { 'Content-Type': CONTENT_TYPES[name.split('.').pop()!]!, 'Content-Length': body.length, 'Cache-Control': 'no-cache' });
   res.end(body);
-}
-
-/** The request body as JSON, refusing more than `limit` bytes (413) and anything that is not a JSON object (400). */
-async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
-  const tooLarge = new RequestError(413, `the request body is larger than the limit of ${limit} bytes`, null, 'request_too_large');
-  if (Number(req.headers['content-length'] ?? 0) > limit) {
-    req.resume(); // discard the body; the connection closes after the answer
-    throw tooLarge;
-  }
-  const text = await new Promise<string>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= limit) return void chunks.push(chunk);
-      req.off('data', onData);
-      req.resume();
-      reject(tooLarge);
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.once('error', reject);
-  });
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (error) {
-    throw new RequestError(400, `the request body is not valid JSON: ${(error as Error).message}`, null, 'invalid_json');
-  }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new RequestError(400, 'the request body must be a JSON object', null, 'invalid_json');
-  return body;
 }

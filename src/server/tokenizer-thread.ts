@@ -6,7 +6,7 @@
 import { Worker } from 'node:worker_threads';
 import type { ChatMessage } from '../index.js';
 
-export type TokenizeInput = { kind: 'chat'; messages: ChatMessage[] } | { kind: 'text'; text: string };
+export type TokenizeInput = { kind: 'chat'; messages: ChatMessage[]; addGenerationPrompt?: boolean } | { kind: 'text'; text: string; addSpecialTokens?: boolean };
 export type TokenizeRequest = TokenizeInput & { id: number };
 export type TokenizeReply = { id: number; ids: Int32Array } | { id: number; error: string; input: boolean };
 

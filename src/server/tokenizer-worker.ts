@@ -8,7 +8,11 @@ const tokenizer = await loadTokenizer(workerData as string);
 port.on('message', (request: TokenizeRequest) => {
   let reply: TokenizeReply;
   try {
-    const ids = Int32Array.from(request.kind === 'chat' ? tokenizer.encodeChat(request.messages) : tokenizer.encode(request.text));
+    const ids = Int32Array.from(
+      request.kind === 'chat'
+        ? tokenizer.encodeChat(request.messages, { addGenerationPrompt: request.addGenerationPrompt })
+        : tokenizer.encode(request.text, { addSpecialTokens: request.addSpecialTokens }),
+    );
     reply = { id: request.id, ids };
     port.postMessage(reply, [ids.buffer]);
   } catch (error) {

@@ -10,7 +10,8 @@ import { AtomicFile } from '../io/atomic-file.js';
 import { latestCheckpoint } from './checkpoint.js';
 import type { TrainConfig } from './config.js';
 import type { TrainingBackend } from '../core/training.js';
-import { readTrainingRun, type TrainingRun, type TrainLogRecord } from './metrics-log.js';
+import { readTrainingRun, type TaskLogRecord, type TrainingRun, type TrainLogRecord } from './metrics-log.js';
+import { finalBest } from './plot-tasks.js';
 import { plotTraining } from './plot.js';
 import { METRICS_FILE, train } from './trainer.js';
 
@@ -92,6 +93,10 @@ export interface AblationData {
   readonly sequenceLength: number;
   readonly batchSize: number;
   readonly seed: number;
+  /** In-loop evaluation of every variant (task or suite files), every `evalTasksEvery` steps. */
+  readonly evalTasks?: readonly string[];
+  readonly evalTasksEvery?: number;
+  readonly evalTasksLimit?: number;
 }
 
 /** The training config of one variant, written to `<out>/<variant index>`. */
@@ -103,10 +108,14 @@ export function ablationConfig(variant: AblationVariant, data: AblationData, out
     optimizer: { lr: 3e-3, betas: [0.9, 0.95], eps: 1e-8, weight_decay: 0.1, clip: 1.0, warmup_steps: Math.max(1, Math.round(data.steps / 20)), final_lr_ratio: 0.1 },
     loss: { load_balancing: 0.01, router_z: 0.001, ...variant.loss },
     steps: data.steps, eval_every: Math.max(1, Math.round(data.steps / 10)), eval_batches: 4, checkpoint_every: 0,
+    ...(data.evalTasks?.length
+      ? { eval_tasks: [...data.evalTasks], eval_tasks_every: data.evalTasksEvery ?? Math.max(1, Math.round(data.steps / 10)), eval_tasks_limit: data.evalTasksLimit }
+      : {}),
   };
 }
 
 export interface RunAblationOptions {
+  /** Runs the training and the in-loop evaluation's inference model. */
   readonly backend: TrainingBackend;
   /** Where the variants' training runs (checkpoints included) go; the report folder gets only their metrics. */
   readonly runs: string;
@@ -153,13 +162,14 @@ function ablationReport(ablation: Ablation, data: AblationData, runs: readonly T
     const load = last(run)?.expertLoad;
     return load ? Math.max(...load.map((layer) => Math.max(...layer))) : NaN;
   };
+  const tasks = [...new Set(runs.flatMap((run) => run.tasks.map((t) => t.task)))];
   const rows = runs.map((run) => {
     const r = last(run)!;
     const v = finalValid(run);
     const active = ablation.variants.find((x) => x.label === run.label)!;
     const model = { ...ABLATION_BASE, ...active.model };
     const shared = model.shared_expert_intermediate_size ? ` + shared F ${model.shared_expert_intermediate_size}` : '';
-    return `| ${run.label} | ${model.num_experts} × F ${model.intermediate_size}, top-${model.num_experts_per_tok}${shared} | ${r.ce.toFixed(3)} | ${v ? v.ce.toFixed(3) : '–'} | ${v ? v.bitsPerByte.toFixed(3) : '–'} | ${maxShare(run).toFixed(3)} (uniform ${(1 / model.num_experts).toFixed(3)}) | ${Math.round(median(run.train.map((x) => x.tokensPerSecond)))} |`;
+    return `| ${run.label} | ${model.num_experts} × F ${model.intermediate_size}, top-${model.num_experts_per_tok}${shared} | ${r.ce.toFixed(3)} | ${v ? v.ce.toFixed(3) : '–'} | ${v ? v.bitsPerByte.toFixed(3) : '–'} | ${maxShare(run).toFixed(3)} (uniform ${(1 / model.num_experts).toFixed(3)}) | ${Math.round(median(run.train.map((x) => x.tokensPerSecond)))} |${tasks.map((task) => ` ${accuracyCell(finalBest(run, task))} |`).join('')}`;
   });
   return [
     `# Ablation: ${ablation.question}`,
@@ -169,9 +179,10 @@ function ablationReport(ablation: Ablation, data: AblationData, runs: readonly T
     `**Here:** ${data.steps} steps × ${data.batchSize} × ${data.sequenceLength} tokens (${(data.steps * data.batchSize * data.sequenceLength).toLocaleString('en-US')} tokens), ` +
       `D = ${ABLATION_BASE.hidden_size}, ${ABLATION_BASE.num_hidden_layers} layers, same data, seed ${data.seed} and schedule for every variant; written by \`olmoe ablate ${ablation.name}\`.`,
     '',
-    '| variant | experts | final train CE | final valid CE | valid bits/byte | max expert share (any layer) | tokens/s (median) |',
-    '|---|---|---:|---:|---:|---:|---:|',
+    `| variant | experts | final train CE | final valid CE | valid bits/byte | max expert share (any layer) | tokens/s (median) |${tasks.map((t) => ` ${t} acc. % |`).join('')}`,
+    `|---|---|---:|---:|---:|---:|---:|${tasks.map(() => '---:|').join('')}`,
     ...rows,
+    ...(tasks.length ? ['', 'Task accuracy: the last in-loop evaluation, best formulation (its primary normalization) ± standard error; curves in tasks.svg.'] : []),
     '',
     '![loss](loss.svg)',
     '',
@@ -183,6 +194,10 @@ function ablationReport(ablation: Ablation, data: AblationData, runs: readonly T
       'Metrics of each variant: the `.jsonl` files here (`olmoe plot-train` redraws them).',
     '',
   ].join('\n');
+}
+
+function accuracyCell(r: TaskLogRecord | undefined): string {
+  return r ? `${(100 * r.accuracy).toFixed(1)} ± ${(100 * r.stderr).toFixed(1)}` : '–';
 }
 
 function median(values: readonly number[]): number {

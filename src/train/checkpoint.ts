@@ -93,7 +93,8 @@ export function readArchitecture(dir: string): TrainArchitecture {
   return { config: parseConfig(raw), routing, capacityFactor: Number(raw.olmoe_capacity_factor ?? 1) };
 }
 
-function tokenizerConfig(tokenizerJson: string, context: number): Record<string, unknown> {
+/** The tokenizer_config.json a checkpoint gets: what `olmoe generate` and transformers read beside tokenizer.json. */
+export function tokenizerConfig(tokenizerJson: string, context: number): Record<string, unknown> {
   const added = (JSON.parse(tokenizerJson) as { added_tokens?: { content: string }[] }).added_tokens ?? [];
   const has = (token: string) => added.some((t) => t.content === token);
   return {

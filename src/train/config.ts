@@ -5,6 +5,7 @@
  * Unknown keys are refused by name, so a typo never silently trains with a default.
  */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
@@ -71,6 +72,11 @@ const schema = z.strictObject({
   checkpoint_every: z.int().min(0).default(0),
   /** Write checkpoints in this dtype too (HF folder `export/`) when the run ends, e.g. bf16 for a small download. */
   export_dtype: z.enum(['f32', 'bf16', 'f16']).optional(),
+  /** In-loop evaluation (paper §4, appendix D): task or suite files as `olmoe eval --tasks` takes, scored every N steps. */
+  eval_tasks: z.array(z.string().min(1)).optional(),
+  eval_tasks_every: positiveInt.optional(),
+  /** At most this many instances per task (sampled with the task's seed), so that in-loop evaluation stays cheap. */
+  eval_tasks_limit: positiveInt.optional(),
 });
 
 export type TrainConfig = z.infer<typeof schema>;
@@ -86,7 +92,25 @@ export function readTrainConfig(path: string): TrainConfig {
     tokenizer: at(config.tokenizer),
     data: { ...config.data, train: config.data.train.map(at), valid: config.data.valid.map(at) },
     model: { ...config.model, ...(config.model.upcycle_from ? { upcycle_from: at(config.model.upcycle_from) } : {}) },
+    ...(config.eval_tasks ? { eval_tasks: checkTaskFiles(config.eval_tasks.map(at), path) } : {}),
   };
+}
+
+/** Every in-loop task file exists (its contents are checked when the run starts, before the first step). */
+function checkTaskFiles(files: string[], configFile: string): string[] {
+  files.forEach((file, i) => {
+    if (!existsSync(file)) throw new ConfigError(`eval_tasks[${i}]`, `task file ${file} does not exist`, configFile);
+  });
+  return files;
+}
+
+/** eval_tasks and eval_tasks_every come together; the interval must fall within the run. */
+function checkInLoopEval(config: TrainConfig, file: string): void {
+  const { eval_tasks: tasks, eval_tasks_every: every, eval_tasks_limit: limit } = config;
+  if (tasks?.length === 0) throw new ConfigError('eval_tasks', 'is empty: name at least one task file, or leave the key out', file);
+  if (tasks && every === undefined) throw new ConfigError('eval_tasks_every', 'is missing: eval_tasks needs the interval in steps at which to score them', file);
+  if (!tasks && (every !== undefined || limit !== undefined)) throw new ConfigError(every !== undefined ? 'eval_tasks_every' : 'eval_tasks_limit', 'is set but eval_tasks is not: name the task files to score', file);
+  if (every !== undefined && every > config.steps) throw new ConfigError('eval_tasks_every', `${every} is more than steps (${config.steps}): the tasks would never be scored`, file);
 }
 
 export function parseTrainConfig(json: unknown, file = 'train config'): TrainConfig {
@@ -94,6 +118,7 @@ export function parseTrainConfig(json: unknown, file = 'train config'): TrainCon
   if (result.success) {
     const { optimizer, steps } = result.data;
     if (optimizer.warmup_steps >= steps) throw new ConfigError('optimizer.warmup_steps', `${optimizer.warmup_steps} must be less than steps (${steps})`, file);
+    checkInLoopEval(result.data, file);
     return result.data;
   }
   const issue = result.error.issues[0]!;

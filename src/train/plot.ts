@@ -1,14 +1,15 @@
 /**
  * `olmoe plot-train`: training curves of one or more runs (metrics logs from the trainer), overlaid by run label
  * for ablations such as "with LBL" vs "without LBL": losses, learning rate, gradient norm, throughput, expert load
- * and routing entropy per layer, validation CE per domain, and a summary table. Figures are SVG and PNG.
+ * and routing entropy per layer, validation CE per domain, in-loop task accuracy, and a summary table. Figures are SVG and PNG.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError, withIo } from '../core/errors.js';
 import { AtomicFile } from '../io/atomic-file.js';
-import { renderPng, renderSvg, titledSpec, type Spec } from '../analysis/figures.js';
+import { renderPng, renderSvg, titledSpec, type Spec } from '../plot/figures.js';
 import { TRAIN_SCALARS, type TrainLogRecord, type TrainingRun } from './metrics-log.js';
+import { taskAccuracySpec, taskSummary } from './plot-tasks.js';
 
 export interface PlotTrainingOptions {
   /** Train records per run beyond this are averaged in consecutive buckets, so that figures stay small (default 500). */
@@ -57,6 +58,7 @@ export async function plotTraining(runs: readonly TrainingRun[], outDir: string,
   await figure('expert-load', expertLoadSpec(averaged, note));
   await figure('routing-entropy', entropySpec(averaged, note));
   await figure('validation', validationSpec(runs));
+  await figure('tasks', taskAccuracySpec(runs));
   write('summary.md', summaryTable(runs));
   return result;
 }
@@ -213,6 +215,7 @@ export function summaryTable(runs: readonly TrainingRun[]): string {
     lines.push('', '## Best validation CE per domain', '', `| domain | ${runs.map((r) => cell(r.label)).join(' | ')} |`, `|---|${runs.map(() => '---:').join('|')}|`);
     for (const domain of domains) lines.push(`| ${cell(domain)} | ${runs.map((r) => num(bestValid(r, domain)?.ce)).join(' | ')} |`);
   }
+  lines.push(...taskSummary(runs));
   const warnings = runs.flatMap((r) => r.warnings);
   if (warnings.length) lines.push('', '## Warnings', '', ...warnings.map((w) => `- ${w}`));
   return `${lines.join('\n')}\n`;

@@ -16,7 +16,8 @@ import { resumeFingerprint, type TrainConfig } from './config.js';
 import { PackedLoader } from './data/packed-loader.js';
 import { readShardsFor, type TokenShard } from './data/shard.js';
 import { truncatedNormal, TrainRng } from './init.js';
-import type { TrainLogRecord, ValidLogRecord } from './metrics-log.js';
+import type { TaskLogRecord, TrainLogRecord, ValidLogRecord } from './metrics-log.js';
+import { openInLoopEval, type InLoopEval } from './in-loop-eval.js';
 import { TrainModel, type LossWeights } from './model.js';
 import { AdamW, clipGradNorm } from './optim.js';
 import { learningRate } from './schedule.js';
@@ -36,6 +37,7 @@ export interface TrainOptions {
   readonly stopAfterStep?: number;
   /** Tests: checkpoint writes fail like a full disk after this many bytes. */
   readonly failCheckpointAfterBytes?: number;
+  readonly onTasks?: (records: readonly TaskLogRecord[]) => void;
 }
 
 export interface TrainSummary {
@@ -51,6 +53,7 @@ export const EXPORT_DIR = 'export';
 
 /** Run (or resume) the training a config describes. */
 export async function train(opts: TrainOptions): Promise<TrainSummary> {
+  const inLoop = await openInLoopEval(opts.config, opts.backend, opts.say); // a bad task file stops the run before it starts
   const run = prepareRun(opts);
   const { config } = run;
   const started = performance.now();
@@ -63,6 +66,7 @@ export async function train(opts: TrainOptions): Promise<TrainSummary> {
     opts.onStep?.(record);
     const done = step + 1;
     if (config.eval_every && done % config.eval_every === 0) runEvaluation(run, done, opts);
+    if (inLoop?.due(done)) await runTaskEvaluation(run, inLoop, done, opts);
     if ((config.checkpoint_every && done % config.checkpoint_every === 0) || done === config.steps) writeCheckpoint(run, done, opts);
     if (opts.stopAfterStep === done) break;
   }
@@ -147,7 +151,7 @@ function resumeRun(run: Run, opts: TrainOptions): Run {
 }
 
 /** The OLMoE config of the run: the model section plus the tokenizer's vocabulary and special tokens. */
-function modelConfigFor(config: TrainConfig, tokenizerJson: string): OlmoeConfig {
+export function modelConfigFor(config: TrainConfig, tokenizerJson: string): OlmoeConfig {
   const { vocabSize, eos, pad } = vocabularyOf(tokenizerJson, config.tokenizer);
   const m = config.model;
   return parseConfig({
@@ -226,6 +230,13 @@ function runEvaluation(run: Run, step: number, opts: TrainOptions): void {
   opts.onEval?.(records);
 }
 
+/** In-loop task accuracies (in-loop-eval.ts) into metrics.jsonl, before the step's checkpoint like validation. */
+async function runTaskEvaluation(run: Run, inLoop: InLoopEval, step: number, opts: TrainOptions): Promise<void> {
+  const records = await inLoop.run(run.model, step, run.tokens);
+  records.forEach((record) => appendMetrics(run.metricsPath, record));
+  opts.onTasks?.(records);
+}
+
 /**
  * Checkpoint, then point latest.json at it, then (at the end) the export, then record the export in latest.json:
  * whatever step a kill interrupts, latest.json names a complete checkpoint, and a resume redoes the rest.
@@ -274,7 +285,7 @@ function dropOlderOptimizerStates(runDir: string, latest: string): void {
   }
 }
 
-function appendMetrics(path: string, record: TrainLogRecord | ValidLogRecord): void {
+function appendMetrics(path: string, record: TrainLogRecord | ValidLogRecord | TaskLogRecord): void {
   withIo(path, 'append to', () => appendFileSync(path, JSON.stringify(record, (_, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v)) + '\n'));
 }
 

@@ -27,6 +27,10 @@ export interface NativeAddon {
   rope(x: Floats, tokens: number, heads: number, headDim: number, positions: Int32Array, invFreq: Floats, out: Floats): void;
   add(a: Floats, b: Floats, out: Floats): void;
   allocate(bytes: number): ArrayBuffer;
+  /** Bytes/s reading `bytes` of memory with the pool's threads, best of `repeats` (0: could not allocate). */
+  measureReadBandwidth(bytes: number, repeats: number): number;
+  /** FP32 FLOP/s of register-only FMA chains on the pool's threads at the kernels' SIMD level, best of `repeats`. */
+  measureFp32Peak(repeats: number): number;
   // training (native/src/train-bindings.cc; gradients are added into the arrays given, null: not computed)
   // A `fresh` accumulator holds no values yet: the kernel writes it instead of adding.
   matmulBackward(x: Floats, w: Floats, dy: Floats, tokens: number, inDim: number, outDim: number, dx: Floats | null, dw: Floats | null, dxFresh: boolean): void;

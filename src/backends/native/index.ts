@@ -13,6 +13,8 @@ import { ReferenceBackend } from '../reference/index.js';
 import { RefKVCache, storeKeysValues } from '../reference/attention.js';
 import { activation, asRef, checkShapes, f32, RefTensor, showShape, sizeOf, storageFor, type Storage } from '../reference/tensor.js';
 import type { NativeAddon } from './addon.js';
+import { measureMachine, type MachineLimits } from './machine.js';
+import { checkSimdEnv } from './simd.js';
 import * as train from './training.js';
 
 /** The kernel's dtype enum (native/src/kernels.h). */
@@ -57,6 +59,7 @@ export class NativeBackend implements TrainingBackend {
     private readonly addon: NativeAddon,
     private readonly options: NativeOptions = {},
   ) {
+    checkSimdEnv(addon);
     const fromEnv = options.threads === undefined && process.env.OLMOE_THREADS;
     const threads = options.threads ?? (fromEnv ? Number(process.env.OLMOE_THREADS) : undefined);
     if (threads !== undefined) {
@@ -76,6 +79,11 @@ export class NativeBackend implements TrainingBackend {
 
   get simd(): string {
     return this.addon.simdLevel();
+  }
+
+  /** Read bandwidth and FP32 peak of this machine with this backend's threads (machine.ts; takes a few seconds). */
+  measureMachine(): MachineLimits {
+    return measureMachine(this.addon);
   }
 
   /** Every op of the interface and who computes it here. */

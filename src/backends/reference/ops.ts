@@ -4,15 +4,24 @@
  * Dimension legend: T tokens, In/Out matmul sides, N normalized width, H heads, Hd head dim.
  */
 import type { RopeOptions, Tensor } from '../../core/backend.js';
+import { isQuantized } from '../../core/dtype.js';
 import { ropeInverseFrequencies } from '../../core/rope.js';
+import { quantizedMatmul } from './quant-matmul.js';
 import { activation, allocFor, asRef, checkShapes, floats, roundingOf, showShape, sizeOf, type Floats, type RefTensor } from './tensor.js';
 
-/** x [T, In] · w [Out, In]ᵀ → [T, Out]; each weight row is read (widened) once and used for every token. */
+/**
+ * x [T, In] · w [Out, In]ᵀ → [T, Out]; each weight row is read (widened) once and used for every token. Quantized weights
+ * multiply activations rounded to 8-bit blocks, as llama.cpp does (quant-matmul.ts).
+ */
 export function matmul(x: Tensor, w: Tensor): RefTensor {
   const input = floats(x);
   const weight = asRef(w);
   const [outDim, inDim] = [weight.rows, weight.cols];
   checkShapes('matmul', asRef(x).cols === inDim, () => `x ${showShape(x)} does not match weight ${showShape(w)}`);
+  if (weight.dtype !== 'f64' && isQuantized(weight.dtype)) {
+    checkShapes('matmul', input instanceof Float32Array, () => `float64 activations with ${weight.dtype} weights (quantized weights are for float32 inference)`);
+    return quantizedMatmul(input as Float32Array, weight, weight.dtype);
+  }
   const tokens = input.length / inDim;
   const out = allocFor(tokens * outDim, x, w);
   const scratch = allocFor(inDim, x, w);

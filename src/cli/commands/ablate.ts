@@ -1,6 +1,7 @@
 /** `olmoe ablate NAME`: one of the paper's small-scale ablations, trained and plotted into one folder. */
 import type { Command } from 'commander';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { ABLATIONS, createBackend, InputError, runAblation } from '../../index.js';
 import { parseInteger, parsePositiveInteger } from '../common.js';
 
@@ -17,6 +18,9 @@ interface AblateFlags {
   backend?: string;
   threads?: number;
   logEvery: number;
+  evalTasks?: string[];
+  evalTasksEvery?: number;
+  evalTasksLimit?: number;
 }
 
 export function registerAblate(program: Command): void {
@@ -36,11 +40,20 @@ export function registerAblate(program: Command): void {
     .option('--backend <name>', 'native | reference')
     .option('--threads <n>', 'native backend threads', parsePositiveInteger('--threads'))
     .option('--log-every <n>', 'progress line every n steps', parsePositiveInteger('--log-every'), 50)
+    .option('--eval-tasks <files...>', 'in-loop evaluation: task or suite files (as olmoe eval --tasks) scored during training; accuracy beside validation CE in the report')
+    .option('--eval-tasks-every <n>', 'score the tasks every n steps (default: steps / 10)', parsePositiveInteger('--eval-tasks-every'))
+    .option('--eval-tasks-limit <n>', 'at most n instances per task', parsePositiveInteger('--eval-tasks-limit'))
     .action(async (name: string, flags: AblateFlags) => {
       const chosen = name === 'all' ? ABLATIONS : ABLATIONS.filter((a) => a.name === name);
       if (!chosen.length) throw new InputError(`unknown ablation ${JSON.stringify(name)} (choose ${ABLATIONS.map((a) => a.name).join(', ')} or all)`);
+      if (!flags.evalTasks && (flags.evalTasksEvery !== undefined || flags.evalTasksLimit !== undefined)) throw new InputError('--eval-tasks-every / --eval-tasks-limit need --eval-tasks');
+      for (const file of flags.evalTasks ?? []) if (!existsSync(file)) throw new InputError(`--eval-tasks: ${file}: no such task or suite file`);
+      if (flags.evalTasksEvery !== undefined && flags.evalTasksEvery > flags.steps) throw new InputError(`--eval-tasks-every ${flags.evalTasksEvery} is more than --steps ${flags.steps}: the tasks would never be scored`);
       const backend = createBackend(flags.backend, { threads: flags.threads });
-      const data = { tokenizer: flags.tokenizer, train: flags.train, valid: flags.valid, steps: flags.steps, sequenceLength: flags.seq, batchSize: flags.batch, seed: flags.seed };
+      const data = {
+        tokenizer: flags.tokenizer, train: flags.train, valid: flags.valid, steps: flags.steps, sequenceLength: flags.seq, batchSize: flags.batch, seed: flags.seed,
+        evalTasks: flags.evalTasks?.map((file) => resolve(file)), evalTasksEvery: flags.evalTasksEvery, evalTasksLimit: flags.evalTasksLimit,
+      };
       const say = (line: string) => process.stderr.write(line + '\n');
       for (const ablation of chosen) {
         const out = join(flags.out, ablation.name);

@@ -2,17 +2,26 @@
  * `olmoe bench MODEL`: load time, resident memory, prefill and decode speed (median of several runs after a
  * warm-up), as llama-bench measures them: prefill = one forward over P prompt tokens; decode = G single-token
  * forwards over the KV cache, greedy. Token ids are fixed pseudo-random ids, so any checkpoint works.
+ * On the native backend it also measures, in the same run, the machine's read bandwidth and FP32 peak, and prints
+ * the bytes a decoded token reads (weights of its actual routing, KV cache) and decode as a % of that bound.
  */
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { argmax, createRng, InputError, type KVCache, type OlmoeModel } from '../../index.js';
+import { argmax, createRng, InputError, type KVCache, type OlmoeModel, type RoutingObserver } from '../../index.js';
 import { addModelOptions, loadModel, parseInteger, printJson, type ModelFlags } from '../common.js';
+import { DecodeTraffic } from './bench-traffic.js';
 
 interface BenchFlags extends ModelFlags {
   prompt: number;
   gen: number;
   runs: number;
   json?: boolean;
+  machine: boolean;
+}
+
+/** The native backend's measurement of the machine (src/backends/native/machine.ts). */
+interface MeasuringBackend {
+  measureMachine(): { readBytesPerSecond: number; fp32FlopsPerSecond: number };
 }
 
 export function registerBench(program: Command): void {
@@ -23,6 +32,7 @@ export function registerBench(program: Command): void {
     .option('--prompt <n>', 'prompt tokens per prefill', parseInteger('--prompt'), 512)
     .option('--gen <n>', 'generated tokens per decode run', parseInteger('--gen'), 128)
     .option('--runs <n>', 'measured runs (median reported)', parseInteger('--runs'), 3)
+    .option('--no-machine', 'skip measuring read bandwidth and FP32 peak (native backend; takes a few seconds)')
     .option('--json', 'print the result as JSON');
   addModelOptions(command).action(runBench);
 }
@@ -38,14 +48,30 @@ const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floo
  * Seconds for one prefill of `prompt` tokens and one decode of `gen` tokens after it. The KV cache is allocated
  * once and emptied per run, as llama.cpp reuses its context between runs.
  */
-function timeRun(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, gen: number): { prefill: number; decode: number } {
+function timeRun(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, gen: number, observer?: RoutingObserver): { prefill: number; decode: number } {
   cache.length = 0;
   let started = performance.now();
   let logits = model.backend.toFloat32(model.forward(promptIds, { cache, logits: 'last' }));
   const prefill = (performance.now() - started) / 1000;
   started = performance.now();
-  for (let i = 0; i < gen; i++) logits = model.backend.toFloat32(model.forward(Int32Array.of(argmax(logits)), { cache, logits: 'last' }));
+  for (let i = 0; i < gen; i++) logits = model.backend.toFloat32(model.forward(Int32Array.of(argmax(logits)), { cache, logits: 'last', observer }));
   return { prefill, decode: (performance.now() - started) / 1000 };
+}
+
+/**
+ * Decode against its memory bound: bytes per token (weights of the routing seen in `traffic`, KV cache at the
+ * decode positions) and, with the machine measured, the bound bandwidth ÷ bytes and decode as a % of it.
+ */
+function decodeBound(traffic: DecodeTraffic, machine: { readBytesPerSecond: number; fp32FlopsPerSecond: number } | undefined, prompt: number, gen: number, decodeTokensPerSecond: number | null) {
+  const weights = traffic.weightBytesPerToken(), cache = traffic.cacheBytesPerToken(prompt, gen);
+  const bound = machine && machine.readBytesPerSecond > 0 ? machine.readBytesPerSecond / (weights + cache) : null;
+  return {
+    readGBPerSecond: machine ? +(machine.readBytesPerSecond / 1e9).toFixed(2) : null,
+    fp32PeakGflops: machine ? +(machine.fp32FlopsPerSecond / 1e9).toFixed(0) : null,
+    decodeWeightMBPerToken: +(weights / 1e6).toFixed(3), decodeCacheMBPerToken: +(cache / 1e6).toFixed(3),
+    decodeBoundTokensPerSecond: bound === null ? null : +bound.toFixed(2),
+    decodePercentOfBound: bound === null || decodeTokensPerSecond === null ? null : +((100 * decodeTokensPerSecond) / bound).toFixed(1),
+  };
 }
 
 /**
@@ -72,19 +98,24 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   say(`warm-up …\n`);
   const cache = model.createCache(promptIds.length + flags.gen);
   timeRun(model, cache, promptIds, Math.min(4, flags.gen));
+  const traffic = new DecodeTraffic(model);
   const runs: { prefill: number; decode: number }[] = [];
   for (let i = 0; i < Math.max(1, flags.runs); i++) {
-    runs.push(timeRun(model, cache, promptIds, flags.gen));
+    runs.push(timeRun(model, cache, promptIds, flags.gen, i === 0 ? traffic.observer : undefined));
     say(`run ${i + 1}: prefill ${(promptIds.length / runs[i]!.prefill).toFixed(1)} tok/s, decode ${(flags.gen / runs[i]!.decode).toFixed(2)} tok/s\n`);
   }
-  const backend = model.backend as { name: string; threads?: number; simd?: string };
+  const backend = model.backend as { name: string; threads?: number; simd?: string } & Partial<MeasuringBackend>;
+  const measurable = flags.machine && typeof backend.measureMachine === 'function';
+  if (measurable) say('measuring read bandwidth and FP32 peak …\n');
+  const machine = measurable ? backend.measureMachine!() : undefined;
+  const decodeTokensPerSecond = flags.gen > 0 ? +(flags.gen / median(runs.map((r) => r.decode))).toFixed(2) : null;
   const result = {
     model: spec, backend: backend.name, threads: backend.threads ?? 1, simd: backend.simd ?? 'none',
     loadSeconds: +loadSeconds.toFixed(2), residentMiB: residentMiB(), promptTokens: promptIds.length, genTokens: flags.gen,
     prefillTokensPerSecond: +(promptIds.length / median(runs.map((r) => r.prefill))).toFixed(2),
-    decodeTokensPerSecond: flags.gen > 0 ? +(flags.gen / median(runs.map((r) => r.decode))).toFixed(2) : null,
-    runs: runs.length,
+    decodeTokensPerSecond, runs: runs.length,
+    ...decodeBound(traffic, machine, promptIds.length, flags.gen, decodeTokensPerSecond),
   };
   if (flags.json) printJson(result);
-  else process.stdout.write(Object.entries(result).map(([k, v]) => `${k.padEnd(24)} ${v}`).join('\n') + '\n');
+  else process.stdout.write(Object.entries(result).map(([k, v]) => `${k.padEnd(28)} ${v}`).join('\n') + '\n');
 }

@@ -2,12 +2,13 @@
 import type { Command } from 'commander';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError, isLoglikelihoodResult, modelFingerprint, presetSuite, PRESETS, readTaskOrSuite, ResultCache, runSuite, runTask, type Suite, type SuiteResult, type Task, type TaskResult } from '../../index.js';
+import { InputError, isLoglikelihoodResult, modelFingerprint, presetInfo, readPreset, readTaskOrSuite, ResultCache, runSuite, runTask, type Suite, type SuiteResult, type Task, type TaskResult } from '../../index.js';
 import { addModelOptions, hubOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { createProgress } from '../progress.js';
 
 interface EvalFlags extends ModelFlags {
-  tasks: string[];
+  tasks?: string[];
+  listTasks?: boolean;
   shots?: number;
   limit?: number;
   output?: string;
@@ -21,9 +22,10 @@ interface EvalFlags extends ModelFlags {
 export function registerEval(program: Command): void {
   const command = program
     .command('eval')
-    .description('evaluate on multiple-choice tasks (task JSON files): accuracy ± standard error per formulation and normalization, OLMES-style best')
-    .argument('<model>', 'model folder, GGUF file or hub id (org/name)')
-    .requiredOption('--tasks <files...>', 'presets (mmlu: OLMES\'s MMLU from the hub) or task / suite files (a suite: {"name", "tasks": [files]}, macro-averaged; a task: JSON naming its documents — JSONL or Parquet, local or hf://datasets/ORG/NAME[@REV]/PATH — row format, shots, limit, normalizations)')
+    .description('evaluate on multiple-choice and generative tasks (OLMES presets or task JSON files): accuracy ± standard error per formulation and normalization, OLMES-style best')
+    .argument('[model]', 'model folder, GGUF file or hub id (org/name)')
+    .option('--tasks <files...>', 'presets (olmes: the paper\'s ten OLMES tasks from the hub; or one of them; --list-tasks shows them) or task / suite files (a suite: {"name", "tasks": [files]}, macro-averaged; a task: JSON naming its documents — JSONL or Parquet, local or hf://datasets/ORG/NAME[@REV]/PATH — row format, shots, limit, normalizations)')
+    .option('--list-tasks', 'list the built-in presets (dataset, split, instances, shots, cloze normalization, chance) and exit')
     .option('--shots <n>', 'few-shot examples (overrides the task file)', parseInteger('--shots'))
     .option('--limit <n>', 'at most this many instances per task, sampled with the task\'s seed', parseInteger('--limit'))
     .option('--output <file>', 'write the results (JSON) here')
@@ -34,16 +36,16 @@ export function registerEval(program: Command): void {
   addModelOptions(command).action(runEval);
 }
 
-async function runEval(spec: string, flags: EvalFlags): Promise<void> {
+async function runEval(spec: string | undefined, flags: EvalFlags): Promise<void> {
+  if (flags.listTasks) return listTasks(flags.json === true);
+  if (spec === undefined) throw new InputError('olmoe eval: a model is needed (or --list-tasks)');
+  if (!flags.tasks?.length) throw new InputError('olmoe eval: --tasks is needed (a preset such as olmes, or task files; --list-tasks shows the presets)');
   const readOptions = { shots: flags.shots, limit: flags.limit, hub: { ...hubOptions(flags), revision: undefined } };
   const entries: ({ suite: Suite; task?: undefined } | { task: Task; suite?: undefined })[] = [];
   for (const name of flags.tasks) {
-    if (existsSync(name)) entries.push(await readTaskOrSuite(name, readOptions));
-    else {
-      const preset = await presetSuite(name, readOptions);
-      if (!preset) throw new InputError(`--tasks ${name}: no such task file, and not a preset (${PRESETS.join(', ')})`);
-      entries.push({ suite: preset });
-    }
+    const entry = existsSync(name) ? await readTaskOrSuite(name, readOptions) : await readPreset(name, readOptions);
+    if (!entry) throw new InputError(`--tasks ${name}: no such task file, and not a preset (olmoe eval --list-tasks shows them)`);
+    entries.push(entry);
   }
   const dir = await modelDir(spec, flags);
   const lm = await loadModel(dir, flags);
@@ -77,11 +79,35 @@ async function runEval(spec: string, flags: EvalFlags): Promise<void> {
   const report = { model: spec, fingerprint, backend: lm.model.backend.name, results, suites };
   if (flags.output) writeFileSync(flags.output, `${JSON.stringify(report, null, 2)}\n`);
   if (flags.json) return printJson(report);
-  process.stdout.write(table([...results, ...suites.flatMap((s) => s.tasks)]));
-  for (const suite of suites) {
-    const averages = suite.average.map((a) => `${a.formulation} ${percent(a.accuracy.value)} ± ${percent(a.accuracy.stderr)}`).join(', ');
-    process.stdout.write(`\n${suite.suite} (macro average of ${suite.tasks.length} tasks): ${averages}; best ${suite.best.formulation} ${percent(suite.best.accuracy.value)}\n`);
+  process.stdout.write(table([...results, ...suites.flatMap(suiteTasks)]));
+  for (const suite of suites) process.stdout.write(suiteSummary(suite));
+}
+
+const suiteTasks = (suite: SuiteResult): TaskResult[] => [...suite.tasks, ...suite.suites.flatMap(suiteTasks)];
+
+/** A suite's lines under the table, its sub-suites' first. */
+function suiteSummary(suite: SuiteResult): string {
+  const estimate = (e: { value: number; stderr: number }) => `${percent(e.value)} ± ${percent(e.stderr)}`;
+  const averages = suite.average.map((a) => `${a.formulation} ${estimate(a.accuracy)}`).join(', ');
+  const own = suite.suites.map(suiteSummary).join('');
+  if (suite.combine === 'formulation') {
+    return `${own}\n${suite.suite} (macro average of ${suite.members.length} tasks): ${averages}; best ${suite.best.formulation} ${percent(suite.best.accuracy.value)}\n`;
   }
+  const members = suite.members.map((m) => `${m.name} ${m.formulation} ${percent(m.accuracy.value)}`).join(', ');
+  return `${own}\n${suite.suite} (mean over ${suite.members.length} tasks of each one's better formulation): **${estimate(suite.best.accuracy)}** — ${members}` +
+    `${averages ? `; one formulation throughout: ${averages}` : ''}\n`;
+}
+
+function listTasks(json: boolean): void {
+  const presets = presetInfo();
+  if (json) return printJson({ presets });
+  const lines = ['| preset | dataset | split | instances | shots | CF normalization | chance % |', '|---|---|---|---|---|---|---|'];
+  for (const p of presets) {
+    const dataset = p.revision ? `${p.dataset}@${p.revision.slice(0, 7)}` : p.dataset;
+    const instances = p.instances < p.rows ? `${p.instances} of ${p.rows}` : `${p.instances}`;
+    lines.push(`| ${p.name} | ${dataset} | ${p.split} | ${instances} | ${p.shots} (${p.shotSource}) | ${p.normalization} | ${percent(p.chance)} |`);
+  }
+  process.stdout.write(`${lines.join('\n')}\n`);
 }
 
 function writeSamples(dir: string, name: string, rows: readonly unknown[]): void {
@@ -97,7 +123,7 @@ function table(results: readonly TaskResult[]): string {
     for (const f of r.formulations) {
       for (const [normalization, estimate] of Object.entries(f.accuracy)) {
         const primary = normalization === f.primary ? '*' : '';
-        lines.push(`| ${r.task} | ${r.instances} | ${r.shots} | ${f.formulation} | ${normalization}${primary} | ${percent(estimate!.value)} | ${percent(estimate!.stderr)} | ${percent(f.chance)} | ${f.bitsPerByte.value.toFixed(3)} |`);
+        lines.push(`| ${r.task} | ${r.instances} | ${r.shots} | ${f.formulation} | ${normalization}${primary} | ${percent(estimate!.value)} | ${percent(estimate!.stderr)} | ${percent(f.chance)} | ${Number.isNaN(f.bitsPerByte.value) ? '' : f.bitsPerByte.value.toFixed(3)} |`);
       }
     }
     lines.push(`| **${r.task}** | | | best (${r.best.formulation}) | | **${percent(r.best.accuracy.value)}** | ${percent(r.best.accuracy.stderr)} | | |`);

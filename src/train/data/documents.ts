@@ -7,7 +7,7 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { readDocuments } from '../../analysis/record.js';
+import { readDocuments } from '../../io/documents.js';
 import { InputError } from '../../core/errors.js';
 
 export const CORPUS_SPLITS = ['train', 'valid', 'test'] as const;

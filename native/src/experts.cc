@@ -1,0 +1,207 @@
+// The grouped expert SwiGLU of the MoE block (kernels.h `experts`), moved out of kernels.cc. Tokens are grouped by
+// expert; a group with few tokens (decode) streams its expert's rows once per token (the dot path: integer qdot
+// kernels on q8 activations for quantized weights, quantized once per token row here), a group with many
+// (prefill) multiplies transposed activations by tiles, with activations rounded to q8 first for quantized weights.
+// Dimension legend: T tokens, D hidden, F expert ffn, K experts per token.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+#include "kernels.h"
+#include "pool.h"
+#include "q8.h"
+#include "qdot.h"
+#include "quant.h"
+
+namespace olmoe {
+
+namespace {
+
+// Tokens routed to one expert: rows [first, first + count) of the grouped slot order. Groups with enough tokens
+// keep their activations transposed ([features][npad], tokens in lanes) for the tile kernels; small ones keep
+// them row-major ([count][features]) for the streaming dot path, or quantized ([count] q8 rows) for quantized weights.
+struct ExpertGroup {
+  int32_t expert;
+  size_t first, count;
+  bool tiled = false;
+  size_t npad = 0;
+  size_t hidden_at = 0, ffn_at = 0;  // offsets of this group's input and gate/up/h buffers (floats)
+  size_t xq_at = 0, hq_at = 0;       // offsets of its quantized input and h rows (bytes; dot path, quantized weights)
+};
+
+struct WorkItem {
+  size_t group, row_begin, row_end;
+};
+
+std::vector<WorkItem> row_items(const std::vector<ExpertGroup>& groups, size_t rows) {
+  std::vector<WorkItem> items;
+  for (size_t g = 0; g < groups.size(); g++) {
+    const size_t block = groups[g].tiled ? kRowBlock : kStreamRowBlock;
+    for (size_t r = 0; r < rows; r += block) items.push_back({g, r, std::min(rows, r + block)});
+  }
+  return items;
+}
+
+inline float silu(float z) { return z / (1.0f + std::exp(-z)); }
+
+std::vector<ExpertGroup> group_slots(const ExpertArgs& a, std::vector<size_t>& order) {
+  const size_t slots = a.tokens * a.top_k;
+  order.resize(slots);
+  for (size_t s = 0; s < slots; s++) order[s] = s;
+  std::stable_sort(order.begin(), order.end(), [&](size_t l, size_t r) { return a.expert_ids[l] < a.expert_ids[r]; });
+  std::vector<ExpertGroup> groups;
+  for (size_t i = 0; i < slots; i++) {
+    const int32_t e = a.expert_ids[order[i]];
+    if (groups.empty() || groups.back().expert != e) groups.push_back({e, i, 0});
+    groups.back().count++;
+  }
+  const bool quantized = is_quantized(a.dtype);
+  size_t hidden_at = 0, ffn_at = 0, xq_at = 0, hq_at = 0;
+  for (auto& g : groups) {
+    g.tiled = g.count >= min_tile_tokens(a.dtype);
+    g.npad = g.tiled ? padded_tokens(g.count) : g.count;
+    g.hidden_at = hidden_at, g.ffn_at = ffn_at, g.xq_at = xq_at, g.hq_at = hq_at;
+    hidden_at += g.npad * a.hidden;
+    ffn_at += g.npad * a.ffn;
+    if (quantized && !g.tiled) xq_at += g.count * q8_row_bytes(a.dtype, a.hidden), hq_at += g.count * q8_row_bytes(a.dtype, a.ffn);
+  }
+  return groups;
+}
+
+/** fn(run, length) over the stored runs of rows [r0, r1) × tokens [0, count) of a blocked-transposed buffer. */
+template <typename Fn>
+void for_each_blocked_run(float* data, size_t npad, size_t features, size_t r0, size_t r1, size_t count, Fn fn) {
+  for (size_t tb = 0; tb < count; tb += kTokenBlock) {
+    const size_t width = block_width(npad, tb / kTokenBlock), length = std::min(kTokenBlock, count - tb);
+    for (size_t r = r0; r < r1; r++) fn(data + tb * features + r * width, length);
+  }
+}
+
+// The first lines of a dot-path work item's row streams (of `matrices`, and of a.up alongside a.gate).
+void prefetch_item(const ExpertArgs& a, const std::vector<ExpertGroup>& groups, const WorkItem& item, const void* const* matrices, size_t in) {
+  const ExpertGroup& g = groups[item.group];
+  if (g.tiled) return;
+  const size_t stride = row_bytes(a.dtype, in), rows = item.row_end - item.row_begin;
+  qdot_prefetch(a.dtype, static_cast<const uint8_t*>(matrices[g.expert]) + item.row_begin * stride, stride, rows);
+  if (matrices == a.gate) qdot_prefetch(a.dtype, static_cast<const uint8_t*>(a.up[g.expert]) + item.row_begin * stride, stride, rows);
+}
+
+struct Buffers {
+  float *xs, *gate, *up, *ys;
+  uint8_t *xq, *hq;
+};
+
+// Phase 0: each group's token rows, transposed for tiled groups (rounded to q8 first for quantized weights),
+// quantized for the dot path of quantized weights, else copied row-major.
+void gather_inputs(const ExpertArgs& a, const std::vector<ExpertGroup>& groups, const std::vector<size_t>& order, const Buffers& b) {
+  const size_t D = a.hidden, q8_bytes = q8_row_bytes(a.dtype, D);
+  const bool quantized = is_quantized(a.dtype);
+  pool().parallel_for(groups.size(), [&](size_t g0, size_t g1) {
+    for (size_t gi = g0; gi < g1; gi++) {
+      const ExpertGroup& g = groups[gi];
+      auto row = [&](size_t j) { return a.x + (order[g.first + j] / a.top_k) * D; };
+      if (quantized && !g.tiled) {
+        for (size_t j = 0; j < g.count; j++) quantize_q8(a.dtype, row(j), D, b.xq + g.xq_at + j * q8_bytes);
+        continue;
+      }
+      thread_local std::vector<float> buffer;
+      float* rows = g.tiled ? scratch(buffer, g.count * D) : &b.xs[g.hidden_at];
+      for (size_t j = 0; j < g.count; j++) std::memcpy(rows + j * D, row(j), D * sizeof(float));
+      if (quantized) for (size_t j = 0; j < g.count; j++) round_to_q8(a.dtype, rows + j * D, D, 1);
+      if (g.tiled) transpose_tokens(rows, D, g.count, D, &b.xs[g.hidden_at], g.npad);
+    }
+  });
+}
+
+// Between the phases, for quantized weights: h = silu(gate)·up of every slot quantized (dot path) or rounded to q8
+// in place (tiled groups, along the features of each token in the blocked-transposed layout).
+void quantize_hidden(const ExpertArgs& a, const std::vector<ExpertGroup>& groups, const Buffers& b) {
+  const size_t F = a.ffn, q8_bytes = q8_row_bytes(a.dtype, F);
+  pool().parallel_for(groups.size(), [&](size_t g0, size_t g1) {
+    for (size_t gi = g0; gi < g1; gi++) {
+      const ExpertGroup& g = groups[gi];
+      float* H = &b.gate[g.ffn_at];
+      if (!g.tiled) {
+        for (size_t j = 0; j < g.count; j++) quantize_q8(a.dtype, H + j * F, F, b.hq + g.hq_at + j * q8_bytes);
+        continue;
+      }
+      for (size_t first = 0; first < g.count; first += kTokenBlock) {  // token blocks: [features][width]
+        const size_t block = first / kTokenBlock;
+        round_to_q8_tokens(a.dtype, H + first * F, std::min(kTokenBlock, g.count - first), F, block_width(g.npad, block));
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void experts(const ExpertArgs& a) {
+  const size_t slots = a.tokens * a.top_k, D = a.hidden, F = a.ffn;
+  const bool quantized = is_quantized(a.dtype);
+  std::vector<size_t> order;
+  std::vector<ExpertGroup> groups = group_slots(a, order);
+  const size_t hidden_total = groups.empty() ? 0 : groups.back().hidden_at + groups.back().npad * D;
+  const size_t ffn_total = groups.empty() ? 0 : groups.back().ffn_at + groups.back().npad * F;
+  const size_t xq_total = groups.empty() ? 0 : groups.back().xq_at + groups.back().count * q8_row_bytes(a.dtype, D);
+  const size_t hq_total = groups.empty() ? 0 : groups.back().hq_at + groups.back().count * q8_row_bytes(a.dtype, F);
+  thread_local std::vector<float> xs_buffer, gate_buffer, up_buffer, ys_buffer;  // per calling JS thread
+  thread_local std::vector<uint8_t> xq_buffer, hq_buffer;
+  const Buffers b{scratch(xs_buffer, hidden_total), scratch(gate_buffer, ffn_total), scratch(up_buffer, ffn_total), scratch(ys_buffer, slots * D),
+                  scratch(xq_buffer, xq_total), scratch(hq_buffer, hq_total)};
+  const size_t xq_stride = q8_row_bytes(a.dtype, D), hq_stride = q8_row_bytes(a.dtype, F);
+  gather_inputs(a, groups, order, b);
+  // Phase 1: gate and up projections and SwiGLU, parallel over (expert, row block); outputs in the group's layout.
+  auto first = row_items(groups, F);
+  pool().parallel_for(first.size(), [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) {
+      if (quantized && i + 1 < i1) prefetch_item(a, groups, first[i + 1], a.gate, D);
+      const ExpertGroup& g = groups[first[i].group];
+      const size_t r0 = first[i].row_begin, r1 = first[i].row_end;
+      float* G = &b.gate[g.ffn_at];
+      float* U = &b.up[g.ffn_at];
+      for (const auto& [W, data] : {std::pair{a.gate[g.expert], G}, std::pair{a.up[g.expert], U}}) {
+        if (g.tiled) gemm_tiles(&b.xs[g.hidden_at], g.npad, g.count, D, W, a.dtype, r0, r1, Output{data, 0, true, g.npad, F});
+        else if (quantized) gemm_qdot(b.xq + g.xq_at, xq_stride, g.count, D, W, a.dtype, r0, r1, data, 1, F);
+        else gemm_dot(&b.xs[g.hidden_at], g.count, D, W, a.dtype, r0, r1, data, 1, F);
+      }
+      const ptrdiff_t up_offset = U - G;
+      auto swiglu = [up_offset](float* gate_run, size_t length, size_t step) {
+        for (size_t j = 0; j < length; j++) gate_run[j * step] = silu(gate_run[j * step]) * gate_run[up_offset + j * step];
+      };
+      if (g.tiled) for_each_blocked_run(G, g.npad, F, r0, r1, g.count, [&](float* run, size_t length) { swiglu(run, length, 1); });
+      else for (size_t r = r0; r < r1; r++) swiglu(G + r, g.count, F);
+    }
+  });
+  if (quantized) quantize_hidden(a, groups, b);
+  // Phase 2: down projection into row-major outputs per slot.
+  auto second = row_items(groups, D);
+  pool().parallel_for(second.size(), [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) {
+      if (quantized && i + 1 < i1) prefetch_item(a, groups, second[i + 1], a.down, F);
+      const ExpertGroup& g = groups[second[i].group];
+      const size_t r0 = second[i].row_begin, r1 = second[i].row_end;
+      float* Y = &b.ys[g.first * D];
+      if (g.tiled) gemm_tiles(&b.gate[g.ffn_at], g.npad, g.count, F, a.down[g.expert], a.dtype, r0, r1, Output{Y, D});
+      else if (quantized) gemm_qdot(b.hq + g.hq_at, hq_stride, g.count, F, a.down[g.expert], a.dtype, r0, r1, Y, 1, D);
+      else gemm_dot(&b.gate[g.ffn_at], g.count, F, a.down[g.expert], a.dtype, r0, r1, Y, 1, D);
+    }
+  });
+  // Phase 3: weighted sum per token, visiting its experts in ascending id (the grouped order).
+  const Kernels& k = kernels();
+  std::vector<size_t> position(slots);
+  for (size_t i = 0; i < slots; i++) position[order[i]] = i;
+  pool().parallel_for(a.tokens, [&](size_t t0, size_t t1) {
+    std::vector<size_t> mine(a.top_k);
+    for (size_t t = t0; t < t1; t++) {
+      for (size_t j = 0; j < a.top_k; j++) mine[j] = position[t * a.top_k + j];
+      std::sort(mine.begin(), mine.end());
+      float* out = a.out + t * D;
+      std::fill(out, out + D, 0.0f);
+      for (size_t i : mine) k.axpy(a.weights[order[i]], &b.ys[i * D], out, D);
+    }
+  });
+}
+
+}  // namespace olmoe

@@ -1,0 +1,15 @@
+// The machine's limits, measured the way decode and prefill use it (the thread pool's threads, the SIMD level the
+// kernels run at), for `olmoe bench`: decode is bound by memory read bandwidth, prefill by FMA throughput.
+#pragma once
+#include <cstddef>
+
+namespace olmoe {
+
+// Bytes per second reading `bytes` of memory (a buffer far larger than the caches), every pool thread summing its
+// own contiguous chunks; the best of `repeats` passes. 0 when the buffer cannot be allocated.
+double read_bandwidth(size_t bytes, int repeats);
+// FP32 multiply-adds per second × 2 (FLOP/s): independent FMA chains in registers on every pool thread; best of
+// `repeats` runs.
+double fp32_peak(int repeats);
+
+}  // namespace olmoe

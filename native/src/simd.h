@@ -1,0 +1,19 @@
+// The instruction set the kernels run with: chosen once, at first use, from the CPU's features. OLMOE_SIMD=avx512,
+// avx2 or scalar forces a level at or below what the CPU has, so that one machine can test every path (a level the
+// CPU lacks falls back to the best it has). src/backends/native/simd.ts rejects other values before the addon runs.
+#pragma once
+
+namespace olmoe {
+
+enum class Simd { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+
+struct CpuFeatures {
+  Simd level;
+  const char* name;  // "avx512", "avx2" or "scalar"
+  bool vnni;         // AVX-512 VNNI (vpdpbusd, vpdpwssd), used at the avx512 level
+  bool bf16;         // AVX-512 BF16 (vdpbf16ps), used at the avx512 level
+};
+
+const CpuFeatures& cpu();
+
+}  // namespace olmoe

@@ -1,0 +1,22 @@
+/**
+ * OLMOE_SIMD forces the native kernels' instruction set (read once, when the addon first computes): avx512, avx2 or
+ * scalar, at or below what the CPU has, so that one machine can run every kernel path (the tests do). Other values
+ * are an error here rather than a silent default; a level above the CPU's runs at the CPU's, said once.
+ */
+import { OlmoeError } from '../../core/errors.js';
+import type { NativeAddon } from './addon.js';
+
+export const SIMD_LEVELS = ['avx512', 'avx2', 'scalar'] as const;
+
+let noted = false;
+
+export function checkSimdEnv(addon: NativeAddon): void {
+  const wanted = process.env.OLMOE_SIMD;
+  if (!wanted) return;
+  if (!(SIMD_LEVELS as readonly string[]).includes(wanted)) throw new OlmoeError('input', `OLMOE_SIMD=${wanted}: expected one of ${SIMD_LEVELS.join(', ')}`);
+  const actual = addon.simdLevel();
+  if (actual !== wanted && !noted) {
+    noted = true;
+    process.stderr.write(`olmoe: OLMOE_SIMD=${wanted}: this CPU lacks it; the native kernels use ${actual}\n`);
+  }
+}

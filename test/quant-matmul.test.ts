@@ -1,0 +1,191 @@
+/**
+ * Matmul with quantized weights on activations rounded to 8-bit blocks (llama.cpp's scheme;
+ * src/backends/reference/quant-matmul.ts and its native twin native/src/q8.h, qdot.h):
+ * 1. the activation rounding and the per-block integer formulas on hand-built blocks, worked out by hand;
+ * 2. a law: the result differs from "dequantize, then multiply exactly" by at most Σ|w|·d_x/2 (each activation
+ *    moves by at most half its block's step), on random rows of every quantized dtype;
+ * 3. the native backend against the reference at this process's SIMD level, every quantized dtype, the dot path
+ *    (decode, 1–7 tokens, row counts that leave remainders) and the tile path (prefill), and non-finite activations;
+ * 4. the same file again in child processes with OLMOE_SIMD forcing each lower level the CPU has (avx2, scalar), so
+ *    every kernel runs on one machine.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+import { ReferenceBackend } from '../src/backends/reference/index.js';
+import { quantizeActivations, quantizedMatmul } from '../src/backends/reference/quant-matmul.js';
+import { RefTensor } from '../src/backends/reference/tensor.js';
+import { weightFromBytes, type Backend } from '../src/core/backend.js';
+import { encodeFloats, float32ToF16Bits, widenInto, type QuantDType } from '../src/core/dtype.js';
+import { createRng } from '../src/core/rng.js';
+import { QUANT_BLOCKS } from '../src/core/quant.js';
+import { announceSkip, backendCases } from './backends.js';
+import { cliPath, tinyModelDir } from './helpers.js';
+
+const QUANT_DTYPES: QuantDType[] = ['q8_0', 'q4_0', 'q4_k', 'q5_k', 'q6_k'];
+const native = backendCases.find((b) => b.name === 'native')!;
+const reference = new ReferenceBackend();
+const fround = Math.fround;
+
+function randoms(seed: number, n: number, scale = 1): Float32Array {
+  const rng = createRng(seed);
+  return Float32Array.from({ length: n }, () => (rng() * 2 - 1) * scale);
+}
+
+const putF16 = (b: Uint8Array, at: number, value: number) => {
+  const bits = float32ToF16Bits(value);
+  [b[at], b[at + 1]] = [bits & 255, bits >> 8];
+};
+
+const matmulOf = (dtype: QuantDType, bytes: Uint8Array, x: Float32Array, inDim: number) =>
+  quantizedMatmul(x, new RefTensor(dtype, [bytes.length / ((inDim / QUANT_BLOCKS[dtype].elements) * QUANT_BLOCKS[dtype].bytes), inDim], bytes), dtype).data as Float32Array;
+
+describe('activation rounding (hand-worked)', () => {
+  it('d = max|x|/127, codes round half to even, a zero or tiny block is zero, a non-finite block has d = NaN', () => {
+    const x = new Float32Array(64);
+    x.set([1, 0.5, -0.5, 0.25, -1, 1.5 / 127]); // × 127: 127, 63.5 → 64, −63.5 → −64, 31.75 → 32, −127, 1.5 → 2
+    x[40] = 1e-31; // second block: below 2^-100
+    const { q, d } = quantizeActivations(x, 64, 32);
+    assert.deepEqual(Array.from(q.subarray(0, 7)), [127, 64, -64, 32, -127, 2, 0]);
+    assert.deepEqual(Array.from(d), [fround(1 / 127), 0]);
+    assert.ok(q.subarray(32).every((v) => v === 0));
+    x[40] = Infinity;
+    assert.ok(Number.isNaN(quantizeActivations(x, 64, 32).d[1]));
+  });
+});
+
+describe('integer block dots (hand-worked)', () => {
+  const ones = (n: number) => new Float32Array(n).fill(1); // codes 127, d_x = fl(1/127)
+  const dx = fround(1 / 127);
+
+  it('q4_0: d_w·d_x·Σ (n − 8)·q', () => {
+    const b = new Uint8Array(18);
+    putF16(b, 0, 0.5);
+    for (let j = 0; j < 16; j++) b[2 + j] = 9 | (6 << 4); // values 0..15: n − 8 = 1; values 16..31: −2
+    assert.equal(matmulOf('q4_0', b, ones(32), 32)[0], fround(0.5 * dx * 127 * (16 * 1 - 16 * 2)));
+  });
+
+  it('q8_0: d_w·d_x·Σ w·q', () => {
+    const b = new Uint8Array(34);
+    putF16(b, 0, 2);
+    for (let j = 0; j < 32; j++) b[2 + j] = (j - 16) & 255; // Σ w = −16
+    assert.equal(matmulOf('q8_0', b, ones(32), 32)[0], fround(2 * dx * 127 * -16));
+  });
+
+  it('q4_k, q5_k: d·d_x·Σ_j scale_j·Σ n·q − dmin·d_x·Σ_j min_j·Σ q', () => {
+    for (const [dtype, bytes, qs] of [['q4_k', 144, 16], ['q5_k', 176, 48]] as const) {
+      const b = new Uint8Array(bytes);
+      putF16(b, 0, 1);
+      putF16(b, 2, 0.5);
+      // scales 1..8 and mins 2 (sub-blocks 4..7: low 4 bits in bytes 8..11, no high bits needed)
+      b.set([1, 2, 3, 4, 2, 2, 2, 2, 5 | (2 << 4), 6 | (2 << 4), 7 | (2 << 4), 8 | (2 << 4)], 4);
+      b.fill(3 | (3 << 4), qs, qs + 128); // every code 3 (q5_k: fifth bits 0)
+      assert.equal(matmulOf(dtype, b, ones(256), 256)[0], fround(dx * 127 * 32 * (3 * 36 - 0.5 * 8 * 2)), dtype);
+    }
+  });
+
+  it('q6_k: d·d_x·Σ_j scale_j·Σ (v − 32)·q with int8 scales per 16 values', () => {
+    const b = new Uint8Array(210);
+    b.fill(3 | (3 << 4), 0, 128); // low 4 bits 3
+    b.fill(0b10101010, 128, 192); // high 2 bits 2 for every value: v = 35, v − 32 = 3
+    for (let g = 0; g < 16; g++) b[192 + g] = (g - 8) & 255; // Σ scales = −8
+    putF16(b, 208, 0.25);
+    assert.equal(matmulOf('q6_k', b, ones(256), 256)[0], fround(0.25 * dx * 127 * 16 * 3 * -8));
+  });
+});
+
+describe('the rounding law: |q8 matmul − exact matmul on dequantized weights| ≤ Σ|w|·d_x/2', () => {
+  for (const dtype of QUANT_DTYPES) {
+    it(dtype, () => {
+      const [tokens, inDim, outDim, block] = [3, 512, 24, QUANT_BLOCKS[dtype].elements];
+      const x = randoms(1, tokens * inDim, 2);
+      const bytes = encodeFloats(dtype, randoms(2, outDim * inDim, 0.5));
+      const w = new Float32Array(outDim * inDim);
+      widenInto(dtype, bytes, 0, w.length, w);
+      const y = matmulOf(dtype, bytes, x, inDim);
+      for (let t = 0; t < tokens; t++) {
+        for (let o = 0; o < outDim; o++) {
+          let [exact, bound, magnitude] = [0, 0, 0];
+          for (let i = 0; i < inDim; i++) {
+            const start = t * inDim + i - (i % block);
+            const step = Math.max(...Array.from(x.subarray(start, start + block), Math.abs)) / 127;
+            exact += x[t * inDim + i]! * w[o * inDim + i]!;
+            bound += (Math.abs(w[o * inDim + i]!) * step) / 2;
+            magnitude += Math.abs(x[t * inDim + i]! * w[o * inDim + i]!);
+          }
+          const error = Math.abs(y[t * outDim + o]! - exact);
+          assert.ok(error <= bound + 1e-6 * magnitude, `${dtype} [${t}, ${o}]: error ${error} > bound ${bound}`);
+          assert.ok(error > 0 || bound === 0, 'the activations were rounded');
+        }
+      }
+    });
+  }
+});
+
+describe('native quantized matmul vs the reference', { skip: announceSkip(native.skip) }, () => {
+  const backend: Backend = native.skip ? reference : native.create();
+
+  it('runs at the SIMD level this process asked for (OLMOE_SIMD)', () => {
+    const expected = process.env.OLMOE_EXPECT_SIMD;
+    if (expected) assert.equal((backend as { simd?: string }).simd, expected);
+  });
+
+  const run = async (b: Backend, dtype: QuantDType, x: Float32Array, tokens: number, inDim: number, outDim: number) => {
+    const w = await b.weight(weightFromBytes('w', dtype, [outDim, inDim], encodeFloats(dtype, randoms(3, outDim * inDim, 0.5))));
+    return b.toFloat32(b.matmul(b.fromFloat32(x, [tokens, inDim]), w));
+  };
+
+  for (const dtype of QUANT_DTYPES) {
+    it(`${dtype}: decode (1–7 tokens) and prefill (12, 40 tokens), rows not a multiple of 4 or of a work item`, async () => {
+      const block = QUANT_BLOCKS[dtype].elements;
+      for (const [tokens, blocks, outDim] of [[1, 2, 37], [1, 8, 515], [2, 3, 19], [3, 1, 6], [4, 2, 9], [5, 2, 33], [7, 1, 11], [12, 2, 21], [40, 3, 17]]) {
+        const inDim = blocks! * block;
+        const x = randoms(10 + tokens!, tokens! * inDim);
+        const [actual, expected] = [await run(backend, dtype, x, tokens!, inDim, outDim!), await run(reference, dtype, x, tokens!, inDim, outDim!)];
+        const tolerance = 1e-5 * Math.sqrt(inDim);
+        actual.forEach((value, i) => {
+          assert.ok(Math.abs(value - expected[i]!) <= tolerance * (1 + Math.abs(expected[i]!)), `T=${tokens} ${inDim}→${outDim} [${i}]: ${value} vs ${expected[i]}`);
+        });
+      }
+    });
+
+    it(`${dtype}: a NaN or ∞ activation makes its token's outputs NaN (decode and prefill), other tokens unaffected`, async () => {
+      const inDim = QUANT_BLOCKS[dtype].elements;
+      for (const tokens of [2, 12]) {
+        const x = randoms(5, tokens * inDim);
+        x[3] = NaN;
+        x[inDim + 5] = Infinity;
+        const y = await run(backend, dtype, x, tokens, inDim, 8);
+        assert.ok(y.subarray(0, 16).every(Number.isNaN), `T=${tokens}: tokens 0 and 1 NaN`);
+        assert.ok(y.subarray(16).every(Number.isFinite), `T=${tokens}: the others finite`);
+      }
+    });
+  }
+});
+
+describe('every SIMD level on this machine (child processes with OLMOE_SIMD)', { skip: announceSkip(native.skip) }, () => {
+  const levels = ['avx512', 'avx2', 'scalar'];
+  const best = native.skip ? 'scalar' : ((native.create() as { simd?: string }).simd ?? 'scalar');
+  for (const level of levels.slice(levels.indexOf(best) + 1)) {
+    it(`OLMOE_SIMD=${level}: this file's tests pass`, { skip: process.env.OLMOE_EXPECT_SIMD ? 'already a child run' : false }, () => {
+      // Without the runner's NODE_TEST_CONTEXT: inherited, it makes the nested runner report to us and exit 0.
+      const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+      const child = spawnSync(process.execPath, ['--test', fileURLToPath(import.meta.url)], {
+        encoding: 'utf8', env: { ...env, OLMOE_SIMD: level, OLMOE_EXPECT_SIMD: level }, timeout: 300_000,
+      });
+      const failures = child.stdout.split('\n').filter((line) => /not ok|error:/.test(line)).join('\n');
+      assert.equal(child.status, 0, `${level}:\n${failures}`);
+      assert.match(child.stdout, /# pass [1-9]\d*\n# fail 0\n/, `${level}: the child ran tests and all passed`);
+    });
+  }
+});
+
+describe('OLMOE_SIMD values', { skip: announceSkip(native.skip) }, () => {
+  it('an unknown level is an error naming the variable, its value and the levels', () => {
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const run = spawnSync(process.execPath, [cliPath, 'logits', tinyModelDir, '--ids', '1,2', '--backend', 'native'], { encoding: 'utf8', env: { ...env, OLMOE_SIMD: 'avx3' } });
+    assert.equal(run.status, 1);
+    assert.match(run.stderr, /OLMOE_SIMD=avx3: expected one of avx512, avx2, scalar/);
+  });
+});
