@@ -372,7 +372,6 @@ Napi::Value SumOfSquares(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), sum_of_squares(arrays.data(), sizes.data(), arrays.size()));
 }
 
-Napi::Value FmaPeak(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fma_peak_gflops(info[0].As<Napi::Number>().DoubleValue())); }
 
 }  // namespace
 
@@ -382,7 +381,7 @@ void register_training(Napi::Env env, Napi::Object exports) {
       {"routerForward", RouterForward}, {"routerBackward", RouterBackward}, {"expertsForward", ExpertsForward}, {"expertsBackward", ExpertsBackward},
       {"attentionForward", AttentionForward}, {"attentionBackward", AttentionBackward}, {"crossEntropyForward", CrossEntropyForward},
       {"crossEntropyBackward", CrossEntropyBackward}, {"loadBalancingForward", LoadBalancingForward}, {"loadBalancingBackward", LoadBalancingBackward},
-      {"routerZForward", RouterZForward}, {"routerZBackward", RouterZBackward}, {"adamw", AdamW}, {"sumOfSquares", SumOfSquares}, {"fmaPeak", FmaPeak},
+      {"routerZForward", RouterZForward}, {"routerZBackward", RouterZBackward}, {"adamw", AdamW}, {"sumOfSquares", SumOfSquares}
   };
   for (const auto& [name, fn] : functions) exports.Set(name, Napi::Function::New(env, fn));
 }

@@ -114,6 +114,5 @@ double sum_of_squares(const float* const* arrays, const size_t* sizes, size_t co
 
 // ---------------------------------------------------------------- machine peak (train-optim.cc)
 // FP32 FMA throughput of the pool's threads over about `seconds`, in GFLOP/s (the bench's yardstick).
-double fma_peak_gflops(double seconds);
 
 }  // namespace olmoe

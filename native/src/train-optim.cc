@@ -1,7 +1,6 @@
-// The optimizer step (PyTorch's AdamW, clip_grad_norm_'s factor applied to the gradients first), the global sum of
-// squares for clipping, and the machine's FP32 FMA peak for the training bench. Each element of AdamW is computed
-// in double and rounded once when stored, as the reference backend does.
-#include <chrono>
+// The optimizer step (PyTorch's AdamW, clip_grad_norm_'s factor applied to the gradients first) and the global sum of
+// squares for clipping. Each element of AdamW is computed in double and rounded once when stored, as the reference
+// backend does.
 #include <cmath>
 #include <string>
 #include <vector>
@@ -59,86 +58,6 @@ double sum_of_squares(const float* const* arrays, const size_t* sizes, size_t co
   double total = 0;
   for (double p : partial) total += p;  // in a fixed order: the same bits for any thread count
   return total;
-}
-
-namespace {
-#ifdef OLMOE_X86
-// 12 independent FMA chains held in registers (two FMA pipes of 4-cycle latency need 8): returns FMAs × lanes.
-#define OLMOE_FMA12(F) F(0) F(1) F(2) F(3) F(4) F(5) F(6) F(7) F(8) F(9) F(10) F(11)
-__attribute__((target("avx512f"))) double fma_loop_avx512(double seconds) {
-#define OLMOE_DECLARE(i) __m512 x##i = _mm512_set1_ps(1.0f + (i) * 1e-3f);
-  OLMOE_FMA12(OLMOE_DECLARE)
-  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  double fmas = 0;
-  while (std::chrono::steady_clock::now() < end) {
-    for (int r = 0; r < 10000; r++) {
-#define OLMOE_STEP(i) x##i = _mm512_fmadd_ps(x##i, a, b);
-      OLMOE_FMA12(OLMOE_STEP)
-    }
-    fmas += 12.0 * 10000 * 16;
-  }
-#define OLMOE_SUM(i) x0 = _mm512_add_ps(x0, x##i);
-  OLMOE_FMA12(OLMOE_SUM)
-  return _mm512_reduce_add_ps(x0) == 12345.0f ? 0 : fmas;
-}
-#undef OLMOE_DECLARE
-#undef OLMOE_STEP
-#undef OLMOE_SUM
-__attribute__((target("avx2,fma"))) double fma_loop_avx2(double seconds) {
-#define OLMOE_DECLARE(i) __m256 x##i = _mm256_set1_ps(1.0f + (i) * 1e-3f);
-  OLMOE_FMA12(OLMOE_DECLARE)
-  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  double fmas = 0;
-  while (std::chrono::steady_clock::now() < end) {
-    for (int r = 0; r < 10000; r++) {
-#define OLMOE_STEP(i) x##i = _mm256_fmadd_ps(x##i, a, b);
-      OLMOE_FMA12(OLMOE_STEP)
-    }
-    fmas += 12.0 * 10000 * 8;
-  }
-#define OLMOE_SUM(i) x0 = _mm256_add_ps(x0, x##i);
-  OLMOE_FMA12(OLMOE_SUM)
-  float lanes[8];
-  _mm256_storeu_ps(lanes, x0);
-  return lanes[0] == 12345.0f ? 0 : fmas;
-}
-#undef OLMOE_DECLARE
-#undef OLMOE_STEP
-#undef OLMOE_SUM
-#endif
-double fma_loop_scalar(double seconds) {
-  float acc[8] = {1, 1, 1, 1, 1, 1, 1, 1};
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  double fmas = 0;
-  while (std::chrono::steady_clock::now() < end) {
-    for (int r = 0; r < 1000; r++)
-      for (float& x : acc) x = x * 0.999999f + 1e-7f;
-    fmas += 8000;
-  }
-  return acc[0] == 12345.0f ? 0 : fmas;
-}
-}  // namespace
-
-double fma_peak_gflops(double seconds) {
-  const std::string level = simd_level();
-  const size_t threads = pool().threads();
-  std::vector<double> fmas(threads, 0.0);
-  const auto start = std::chrono::steady_clock::now();
-  pool().parallel_for(threads, [&](size_t t0, size_t t1) {
-    for (size_t t = t0; t < t1; t++) {
-#ifdef OLMOE_X86
-      if (level == "avx512") { fmas[t] = fma_loop_avx512(seconds); continue; }
-      if (level == "avx2") { fmas[t] = fma_loop_avx2(seconds); continue; }
-#endif
-      fmas[t] = fma_loop_scalar(seconds);
-    }
-  });
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  double total = 0;
-  for (double f : fmas) total += f;
-  return 2 * total / elapsed / 1e9;
 }
 
 }  // namespace olmoe

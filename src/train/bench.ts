@@ -39,12 +39,12 @@ export interface TrainBench {
 /** A backend that can measure the machine's FP32 peak on its threads (the native backend). */
 interface PeakProbe {
   readonly threads?: number;
-  peakGflops?(seconds?: number): number;
+  peakGflops?(repeats?: number): number;
 }
 
 export function benchTraining(config: TrainConfig, backend: TrainingBackend, steps = 3): TrainBench {
   const probe = backend as TrainingBackend & PeakProbe;
-  const peakGflops = probe.peakGflops?.(0.5);
+  const peakGflops = probe.peakGflops?.();
   const timer = new OpTimer();
   const timed = timer.wrap(backend);
   const { model, loader, weights } = buildRun(config, timed);

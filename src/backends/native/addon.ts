@@ -59,8 +59,6 @@ export interface NativeAddon {
   adamw(values: Floats[], grads: Floats[], ms: Floats[], vs: Floats[], decays: Uint8Array, lr: number, beta1: number, beta2: number, eps: number,
     weightDecay: number, step: number, gradScale: number): void;
   sumOfSquares(arrays: Floats[]): number;
-  /** FP32 FMA throughput of the pool's threads over about `seconds`, GFLOP/s. */
-  fmaPeak(seconds: number): number;
 }
 
 /** dist/src/backends/native → the package root, where native/build/Release/ holds the addon. */

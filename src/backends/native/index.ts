@@ -358,9 +358,9 @@ export class NativeBackend implements TrainingBackend {
     train.adamw(this.addon, params, step);
   }
 
-  /** The machine's FP32 FMA throughput on this backend's threads (GFLOP/s), measured over about `seconds`. */
-  peakGflops(seconds = 0.5): number {
-    return this.addon.fmaPeak(seconds);
+  /** The machine's FP32 FMA throughput on this backend's threads (GFLOP/s): the probe `olmoe bench` uses (measure.cc). */
+  peakGflops(repeats = 3): number {
+    return this.addon.measureFp32Peak(repeats) / 1e9;
   }
 }
 

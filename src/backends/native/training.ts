@@ -5,9 +5,10 @@
  * H heads, Hkv kv heads, Hd head dim, V vocab.
  */
 import type { AttentionArgs, ExpertWeights, RopeOptions, Routing, RouterOptions, Tensor } from '../../core/backend.js';
-import { IGNORE_TARGET, type AdamWStep, type AdamWTensors, type SavedState } from '../../core/training.js';
+import type { AdamWStep, AdamWTensors, SavedState } from '../../core/training.js';
 import { ropeInverseFrequencies } from '../../core/rope.js';
 import { activation, asRef, checkShapes, f32, showShape, sizeOf, type RefTensor } from '../reference/tensor.js';
+import { checkTargets } from '../reference/losses.js';
 import type { NativeAddon } from './addon.js';
 
 interface AttentionState extends SavedState {
@@ -160,14 +161,6 @@ export function attentionBackward(addon: NativeAddon, a: { args: AttentionArgs; 
   addon.attentionBackward(f32(args.q), f32(args.k), f32(args.v), lengths, args.heads, args.kvHeads, args.headDim, (a.saved as AttentionState).lse, f32(a.out), f32(a.dOut),
     f32(a.dq), f32(a.dk), f32(a.dv), takeFresh(a.dq), takeFresh(a.dk), takeFresh(a.dv));
   recycle((a.saved as AttentionState).lse);
-}
-
-function checkTargets(logits: Tensor, targets: Int32Array): number {
-  const vocab = asRef(logits).cols;
-  checkShapes('crossEntropy', asRef(logits).rows === targets.length, () => `logits ${showShape(logits)} for ${targets.length} targets`);
-  const bad = targets.findIndex((id) => id >= vocab || (id < 0 && id !== IGNORE_TARGET));
-  checkShapes('crossEntropy', bad < 0, () => `target ${targets[bad]} outside the vocabulary of ${vocab}`);
-  return targets.reduce((n, id) => n + (id === IGNORE_TARGET ? 0 : 1), 0);
 }
 
 export function crossEntropyForward(addon: NativeAddon, logits: Tensor, targets: Int32Array): { out: RefTensor; saved: CrossEntropyState } {

@@ -15,7 +15,8 @@ export function rowLogSumExp(values: Floats, at: number, width: number): number 
   return max + Math.log(sum);
 }
 
-function checkTargets(logits: Tensor, targets: Int32Array): number {
+/** Targets inside the vocabulary or IGNORE_TARGET, one per logits row; returns how many count. */
+export function checkTargets(logits: Tensor, targets: Int32Array): number {
   const vocab = asRef(logits).cols;
   checkShapes('crossEntropy', asRef(logits).rows === targets.length, () => `logits ${showShape(logits)} for ${targets.length} targets`);
   const bad = targets.findIndex((id) => id >= vocab || (id < 0 && id !== IGNORE_TARGET));
