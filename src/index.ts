@@ -19,7 +19,7 @@ export { parseConfig, readConfigFile, parameterCounts, type OlmoeConfig } from '
 export { weightTable, type WeightSpec } from './model/weights.js';
 export { OlmoeModel, type RoutingEvent, type RoutingObserver, type ForwardOptions, type BatchInput } from './model/olmoe.js';
 export { decoderStack, logits, TOKEN_CHOICE, type ModelVariant, type OlmoeParts, type SequenceSlice, type LayerRouting, type StackHooks } from './model/forward.js';
-export { loadModel, loadCheckpoint, openCheckpoint, matchCheckpoint, type Checkpoint, type LoadProgress } from './model/load.js';
+export { loadModel, loadCheckpoint, openCheckpoint, matchCheckpoint, type Checkpoint, type LoadProgress, type WeightPatch } from './model/load.js';
 export { loadPretrained, loadTokenizer, checkpointTokenizer, resolveModelPath, readGenerationDefaults, type Pretrained, type GenerationDefaults } from './model/pretrained.js';
 export { writeGguf, tensorType, GGUF_TARGETS, type GgufTarget } from './model/convert.js';
 export { ggufConfig, ggufTensorsByHfName } from './model/gguf-checkpoint.js';
@@ -77,7 +77,8 @@ export { encodePreferences, encodeKto, klPartners, type EncodedPair, type Encode
 export { preferenceLoss, ktoLoss, ktoKlEstimate, logSigmoid, sigmoid, type PairLogprobs, type PreferenceLossType, type PreferenceLossOptions, type PreferenceLossResult, type PreferenceMetrics, type KtoExampleLogprobs, type KtoLossOptions, type KtoLossResult, type KtoMetrics } from './train/adapt/losses.js';
 export { referenceLogprobs, dataFingerprint, maskedRequests, isSequenceLogprob, type SequenceLogprob, type ReferenceCacheOptions, type ReferenceResult } from './train/adapt/reference-cache.js';
 export { loraScaling, initLoraModule, loraDelta, mergeLora, type LoraModule } from './train/adapt/lora.js';
-export { readPeftAdapter, writePeftAdapter, parseAdapterConfig, adapterConfigJson, targetedModules, linearModules, moduleRank, peftTensorName, ADAPTER_CONFIG, ADAPTER_WEIGHTS, type LoraSettings, type LoraAdapter, type ModuleShape } from './train/adapt/peft.js';
+export { readPeftAdapter, writePeftAdapter, adapterPatch, parseAdapterConfig, adapterConfigJson, targetedModules, linearModules, moduleRank, peftTensorName, ADAPTER_CONFIG, ADAPTER_WEIGHTS, type LoraSettings, type LoraAdapter, type ModuleShape } from './train/adapt/peft.js';
+export { attachLora, type LoraTraining } from './train/adapt/lora-train.js';
 export { parseSftConfig, parseDpoConfig, parseKtoConfig, readAdaptConfig, type SftConfig, type DpoConfig, type KtoConfig, type AdaptKind } from './train/adapt/config.js';
 // Evaluation: lm-evaluation-harness's scoring requests with prefix sharing through the KV cache.
 export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLoglikelihoodResult, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';

@@ -51,6 +51,11 @@ export class Tape implements Backend, LossOps {
     this.name = `tape(${inner.name})`;
   }
 
+  /** Whether this tape records for a backward (false: an evaluation tape; training-only behaviour such as dropout is off). */
+  get recording(): boolean {
+    return this.opts.grad !== false;
+  }
+
   /** A trainable leaf whose gradient accumulates into `grad` (owned by the optimizer, kept across micro-batches). */
   param(value: Tensor, grad: Tensor): TapeTensor {
     return this.opts.grad === false ? new TapeTensor(value, false) : new TapeTensor(value, true, grad, true);
@@ -207,8 +212,13 @@ export class Tape implements Backend, LossOps {
     const { out: result, saved } = this.inner.expertsForward(value(x), innerWeights, inner);
     const out = this.output(result, inputs);
     this.record([out], () => {
-      const dWeights = params.some((p) => tapeTensor(p).requiresGrad) ? mapExperts(weights, (p) => this.grad(p)) : null;
+      // The kernels take every expert's accumulator or none: a frozen expert next to trained ones (a LoRA on some
+      // experts) gets a scratch accumulator, handed back at once.
+      const scratch: Tensor[] = [];
+      const accumulator = (p: Tensor) => this.gradOf(p) ?? scratch[scratch.push(this.inner.empty(p.shape)) - 1]!;
+      const dWeights = params.some((p) => tapeTensor(p).requiresGrad) ? mapExperts(weights, accumulator) : null;
       this.inner.expertsBackward({ x: value(x), weights: innerWeights, routing: inner, saved, dOut: out.grad!, dx: this.gradOf(x), dRoutingWeights: this.gradOf(routing.weights), dWeights });
+      for (const t of scratch) this.inner.release?.(t);
     });
     return out;
   }
@@ -270,6 +280,17 @@ export class Tape implements Backend, LossOps {
   routerZLoss(logits: Tensor, scale: number): Tensor {
     const out = this.output(this.inner.routerZLoss(value(logits), scale), [logits]);
     this.record([out], () => this.inner.routerZBackward({ logits: value(logits), scale, dLoss: out.grad!, dLogits: this.grad(logits) }));
+    return out;
+  }
+
+  /** Inverted dropout with the given mask (LoRA's adapter input); the gradient takes the same mask. */
+  dropout(x: Tensor, keep: Uint8Array, p: number): Tensor {
+    const out = this.output(this.inner.dropout(value(x), keep, p), [x]);
+    this.record([out], () => {
+      const masked = this.inner.dropout(out.grad!, keep, p);
+      this.inner.accumulate(this.grad(x), masked);
+      this.inner.release?.(masked);
+    });
     return out;
   }
 

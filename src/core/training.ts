@@ -80,6 +80,11 @@ export interface TrainingBackend extends Backend, LossOps {
   expertsForward(x: Tensor, weights: ExpertWeights, routing: Routing): { out: Tensor; saved: SavedState };
   crossEntropyForward(logits: Tensor, targets: Int32Array): { out: Tensor; saved: SavedState };
 
+  /**
+   * Inverted dropout with a given mask: x ⊙ keep / (1 − p), keep[i] ∈ {0, 1} (LoRA's dropout on the adapter's input).
+   * Linear in x, so its backward is the same op on the output's gradient.
+   */
+  dropout(x: Tensor, keep: Uint8Array, p: number): Tensor;
   /** target += factor · source (same size). */
   accumulate(target: Tensor, source: Tensor, factor?: number): void;
   /** Rows [start, start + n) of target [T, N] += source [n, N]. */

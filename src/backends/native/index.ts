@@ -29,6 +29,7 @@ export const NATIVE_EXCEPTIONS: ReadonlyMap<string, string> = new Map([
   ['experts (mixed weight dtypes)', 'reference: one dtype per call in the kernel; rare mixed checkpoints'],
   ['experts (expert choice, non-f32 weights)', 'reference: the quantized/bf16 kernel takes K experts per token'],
   ['expertsForward/expertsBackward (non-f32 weights)', 'reference: training weights are float32'],
+  ['dropout', "reference: an element-wise mask on a LoRA adapter's input (O(T·D), small beside the matrix products)"],
 ])
 
 export interface NativeOptions {
@@ -279,6 +280,10 @@ export class NativeBackend implements TrainingBackend {
     return out;
   }
 
+  dropout(x: Tensor, keep: Uint8Array, p: number): Tensor {
+    return this.ref.dropout(x, keep, p); // NATIVE_EXCEPTIONS
+  }
+
   // ---------------------------------------------------------------- training forward and backward
   attentionForward(args: AttentionArgs): { out: Tensor; saved: SavedState } {
     return train.attentionForward(this.addon, args);
@@ -376,7 +381,7 @@ function packedGemmPays(tokens: number, weightSize: number): boolean {
 /** Every op of the training backend interface, for `implementations()`. */
 const OP_NAMES = [
   'weight', 'fromFloat32', 'toFloat32', 'zeros', 'write', 'fill', 'createKVCache', 'embedding', 'matmul', 'rmsnorm', 'rope', 'clamp', 'attention',
-  'router', 'experts', 'add', 'rows', 'concatRows', 'crossEntropy', 'loadBalancingLoss', 'routerZLoss', 'scale', 'attentionForward', 'expertsForward',
+  'router', 'experts', 'add', 'rows', 'concatRows', 'crossEntropy', 'loadBalancingLoss', 'routerZLoss', 'scale', 'dropout', 'attentionForward', 'expertsForward',
   'crossEntropyForward', 'accumulate', 'accumulateRows', 'embeddingBackward', 'matmulBackward', 'rmsnormBackward', 'ropeBackward', 'attentionBackward',
   'routerBackward', 'expertsBackward', 'crossEntropyBackward', 'loadBalancingBackward', 'routerZBackward', 'sumOfSquares', 'adamw',
 ] as const;

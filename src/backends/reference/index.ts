@@ -11,7 +11,7 @@ import { attention, attentionBackward, attentionForward, RefKVCache } from './at
 import { adamw, crossEntropy, crossEntropyBackward, crossEntropyForward, loadBalancingBackward, loadBalancingLoss, routerZBackward, routerZLoss, sumOfSquares } from './losses.js';
 import { experts, expertsBackward, expertsForward, router, routerBackward } from './moe.js';
 import {
-  accumulate, accumulateRows, add, clamp, concatRows, embedding, embeddingBackward, matmul, matmulBackward, rmsnorm, rmsnormBackward, rope, ropeBackward, rows, scale,
+  accumulate, accumulateRows, add, clamp, concatRows, embedding, embeddingBackward, matmul, matmulBackward, rmsnorm, rmsnormBackward, rope, ropeBackward, rows, scale, dropout,
 } from './ops.js';
 import { activation, asRef, checkShapes, floats, RefTensor, showShape, sizeOf, storageFor } from './tensor.js';
 
@@ -90,6 +90,7 @@ export class ReferenceBackend implements Backend, TrainingBackend {
   loadBalancingLoss = loadBalancingLoss;
   routerZLoss = routerZLoss;
   scale = scale;
+  dropout = dropout;
 
   attentionForward = attentionForward;
   expertsForward = expertsForward;

@@ -28,8 +28,9 @@ import { readJsonObject, type JsonObject } from '../../io/json.js';
 import { readSafetensorsHeader, readTensorFloat32, type TensorEntry } from '../../io/safetensors.js';
 import { writeSafetensors } from '../../io/safetensors-writer.js';
 import type { OlmoeConfig } from '../../model/config.js';
+import type { WeightPatch } from '../../model/load.js';
 import { weightTable } from '../../model/weights.js';
-import { loraScaling, type LoraModule } from './lora.js';
+import { loraScaling, mergeLora, type LoraModule } from './lora.js';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
@@ -268,4 +269,14 @@ export function readPeftAdapter(dir: string, config: OlmoeConfig): LoraAdapter {
   }
   const modules = new Map(shapes.map((shape) => [shape.name, readModule(shape, settings, tensors, weightsFile)]));
   return { settings, modules };
+}
+
+/**
+ * The adapter as a change to its base's weights at load (model/load.ts WeightPatch): each adapted module's weight
+ * becomes W + s·B·A (mergeLora), held in float32 — a bf16 or quantized base is widened/dequantized for those modules
+ * only, never re-rounded, so the merged model computes base + adapter to float32 rounding.
+ */
+export function adapterPatch(adapter: LoraAdapter): WeightPatch {
+  const byWeight = new Map([...adapter.modules.values()].map((m) => [`${m.name}.weight`, m]));
+  return { names: new Set(byWeight.keys()), apply: (name, values) => mergeLora(values, byWeight.get(name)!) };
 }
