@@ -190,7 +190,13 @@ export class Tape implements Backend, LossOps {
     if (args.sequences.some((s) => s.cache)) throw new UnsupportedError('attention over a KV cache is not differentiable here (training attends within the batch)');
     const { out: result, saved } = this.inner.attentionForward(inner);
     const out = this.output(result, [args.q, args.k, args.v]);
-    this.record([out], () => this.inner.attentionBackward({ args: inner, saved, out: result, dOut: out.grad!, dq: this.grad(args.q), dk: this.grad(args.k), dv: this.grad(args.v) }));
+    this.record([out], () => {
+      // The kernels write all three gradients: a constant input (k of a frozen layer below a LoRA on q) gets a scratch one.
+      const scratch: Tensor[] = [];
+      const accumulator = (x: Tensor) => this.gradOf(x) ?? scratch[scratch.push(this.inner.empty(x.shape)) - 1]!;
+      this.inner.attentionBackward({ args: inner, saved, out: result, dOut: out.grad!, dq: accumulator(args.q), dk: accumulator(args.k), dv: accumulator(args.v) });
+      for (const t of scratch) this.inner.release?.(t);
+    });
     return out;
   }
 
