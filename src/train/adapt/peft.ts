@@ -264,8 +264,15 @@ export function readPeftAdapter(dir: string, config: OlmoeConfig): LoraAdapter {
   const shapes = targetedModules(settings, config, configFile);
   const { tensors } = readSafetensorsHeader(weightsFile);
   const expected = new Set(shapes.flatMap((s) => [peftTensorName(s.name, 'A'), peftTensorName(s.name, 'B')]));
+  const known = new Set(linearModules(config).map((m) => m.name));
   for (const name of tensors.keys()) {
-    if (!expected.has(name)) throw new WeightError(`${weightsFile}: unexpected tensor ${preview(name)}: not the lora_A/lora_B of a module that target_modules selects in this model`);
+    if (expected.has(name)) continue;
+    const module = /^base_model\.model\.(.+)\.lora_[AB]\.weight$/.exec(name)?.[1];
+    if (module !== undefined && !known.has(module)) {
+      const shape = `${config.numLayers} layers of ${config.numExperts} experts`;
+      throw new WeightError(`${weightsFile}: tensor ${preview(name)} adapts ${module}, which this model (${shape}) does not have: an adapter for another base model?`);
+    }
+    throw new WeightError(`${weightsFile}: unexpected tensor ${preview(name)}: not the lora_A/lora_B of a module that target_modules selects in this model`);
   }
   const modules = new Map(shapes.map((shape) => [shape.name, readModule(shape, settings, tensors, weightsFile)]));
   return { settings, modules };
