@@ -101,8 +101,8 @@ function linear(backend: Backend, x: Tensor, weight: Tensor, lora: LoraLinear | 
   const base = backend.matmul(x, weight); // [N, Out]
   if (!lora) return base;
   const input = lora.dropout ? lora.dropout(x) : x;
-  const update = backend.matmul(backend.matmul(input, lora.a), lora.b); // [N, r] → [N, Out]
-  return backend.add(base, backend.scale(update, lora.scaling));
+  const down = backend.scale(backend.matmul(input, lora.a), lora.scaling); // [N, r]: scaled here, r ≪ Out
+  return backend.add(base, backend.matmul(down, lora.b)); // + [N, Out]
 }
 
 /** W + s·B·A [Out, In] for an adapted expert projection (model/weights.ts: LoraDelta), else W. */

@@ -177,7 +177,9 @@ export function dropout(x: Tensor, keep: Uint8Array, p: number): RefTensor {
   const values = floats(x);
   checkShapes('dropout', keep.length === values.length, () => `${showShape(x)} with a mask of ${keep.length}`);
   const factor = 1 / (1 - p);
-  return activation(values.map((v, i) => (keep[i] ? v * factor : 0)), asRef(x).shape);
+  const out = allocFor(values.length, x);
+  for (let i = 0; i < values.length; i++) if (keep[i]) out[i] = values[i]! * factor;
+  return activation(out, asRef(x).shape);
 }
 
 /** target += factor · source. */

@@ -19,7 +19,7 @@
 import { mkdirSync } from 'node:fs';
 import type { Tensor } from '../../core/backend.js';
 import { InputError, UnsupportedError, WeightError } from '../../core/errors.js';
-import { createRng, type Rng } from '../../core/rng.js';
+import type { Rng } from '../../core/rng.js';
 import type { TrainingBackend } from '../../core/training.js';
 import { Tape } from '../../autograd/tape.js';
 import type { LayerLora, LoraDelta, LoraLinear } from '../../model/weights.js';
@@ -197,11 +197,21 @@ function layerParts(model: TrainModel, adapted: readonly AdaptedModule[], execut
   return layers.map((parts) => (Object.keys(parts).length > 0 ? (parts as LayerLora) : undefined));
 }
 
-/** Keep-mask of module `index` in pass `pass`: from the seed alone, so a resumed run draws the same one. */
+/**
+ * Keep-mask of module `index` in pass `pass`: from the seed alone, so a resumed run draws the same one. Element i is
+ * kept when the i-th draw of mulberry32 (core/rng.ts, inlined: a mask has T·D elements) is at least p.
+ */
 function dropoutMask(plan: DropoutPlan, pass: number, index: number, count: number): Uint8Array {
-  const rng = createRng(mix(mix(plan.seed, pass), index));
+  let state = mix(mix(plan.seed, pass), index);
+  const threshold = plan.dropout * 4294967296;
   const keep = new Uint8Array(count);
-  for (let i = 0; i < count; i++) keep[i] = rng() >= plan.dropout ? 1 : 0;
+  for (let i = 0; i < count; i++) {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    keep[i] = ((t ^ (t >>> 14)) >>> 0) >= threshold ? 1 : 0;
+  }
   return keep;
 }
 
