@@ -78,7 +78,7 @@ export { preferenceLoss, ktoLoss, ktoKlEstimate, logSigmoid, sigmoid, type PairL
 export { referenceLogprobs, dataFingerprint, maskedRequests, isSequenceLogprob, type SequenceLogprob, type ReferenceCacheOptions, type ReferenceResult } from './train/adapt/reference-cache.js';
 export { loraScaling, initLoraModule, loraDelta, mergeLora, type LoraModule } from './train/adapt/lora.js';
 export { readPeftAdapter, writePeftAdapter, adapterPatch, parseAdapterConfig, adapterConfigJson, targetedModules, linearModules, moduleRank, peftTensorName, ADAPTER_CONFIG, ADAPTER_WEIGHTS, type LoraSettings, type LoraAdapter, type ModuleShape } from './train/adapt/peft.js';
-export { attachLora, type LoraTraining } from './train/adapt/lora-train.js';
+export { attachLora, loraSettingsOf, type LoraTraining, type LoraConfigBlock } from './train/adapt/lora-train.js';
 export { fuseAdapter, type FuseOptions, type FuseResult } from './train/adapt/fuse.js';
 export { parseSftConfig, parseDpoConfig, parseKtoConfig, readAdaptConfig, type SftConfig, type DpoConfig, type KtoConfig, type AdaptKind } from './train/adapt/config.js';
 // Evaluation: lm-evaluation-harness's scoring requests with prefix sharing through the KV cache.
