@@ -14,7 +14,8 @@ import { FormatError } from '../src/core/errors.js';
 import { normalizeAnswer, normalizedMatch } from '../src/eval/generate-until.js';
 import { loglikelihood } from '../src/eval/loglikelihood.js';
 import { encodePair } from '../src/eval/multiple-choice.js';
-import { chatGenerationInstances, chatInstances, readTask } from '../src/eval/task.js';
+import { runTask } from '../src/eval/run.js';
+import { chatGenerationInstances, chatInstances, promptHash, readTask, taskInstances } from '../src/eval/task.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { renderOlmoeChat, type ChatMessage } from '../src/tokenizer/chat-template.js';
 import { cliPath, tempDir, tinyModelDir } from './helpers.js';
@@ -58,10 +59,14 @@ describe('chat-format instances', () => {
     assert.equal(generative!.gold, 'Paris');
   });
 
-  it('refuses partial scoring, which has no question to ask', async () => {
+  it('refuses partial scoring, which has no question to ask; runTask scores such a task as plain text and says so', async () => {
     const rows = [{ sentence: 'The cup is on the _ shelf.', option1: 'top', option2: 'bottom', answer: '1' }];
-    const task = await readTask(writeTask('wino', { format: 'winogrande' }, rows));
+    const task = await readTask(writeTask('wino', { format: 'winogrande', formulations: ['cf'] }, rows));
     assert.throws(() => chatInstances(task, 'cf', render), (error: unknown) => error instanceof FormatError && /chat format needs a question/.test(error.message));
+    const lm = await loadPretrained(tinyModelDir, { backend: new ReferenceBackend() });
+    const result = await runTask(lm, task, { prefixToken: lm.tokenizer.tokenId(lm.tokenizer.eosToken)!, chat: render });
+    assert.equal(result.chat, false);
+    assert.equal(result.formulations[0]!.promptHash, promptHash(taskInstances(task, 'cf')));
   });
 
   it('reads preference pairs as a two-choice task whose gold is the chosen answer', async () => {

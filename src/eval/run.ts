@@ -44,7 +44,10 @@ export interface RunOptions {
   prefixToken: number;
   cache?: ResultCache<LoglikelihoodResult>;
   prefixSharing?: boolean;
-  /** Ask in chat format, rendered by this (the model's chat template): for instruction-tuned models. */
+  /**
+   * Ask in chat format, rendered by this (the model's chat template): for instruction-tuned models. A task scored
+   * by partial contexts (WinoGrande's layout) has no question to ask and stays plain text (its result says chat false).
+   */
   chat?: ChatRenderer;
   signal?: AbortSignal;
   onProgress?: (task: string, formulation: Formulation, done: number, total: number) => void;
@@ -60,7 +63,9 @@ export interface GeneratedAnswer {
   readonly normalizedCorrect: boolean;
 }
 
-export async function runTask(lm: ScoredLanguageModel, task: Task, opts: RunOptions): Promise<TaskResult> {
+export async function runTask(lm: ScoredLanguageModel, task: Task, options: RunOptions): Promise<TaskResult> {
+  const asksQuestions = task.documents.every((doc) => 'query' in doc.cloze);
+  const opts = asksQuestions ? options : { ...options, chat: undefined };
   const formulations: FormulationResult[] = [];
   for (const formulation of task.formulations) {
     if (formulation === 'gen') {

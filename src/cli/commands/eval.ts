@@ -79,6 +79,8 @@ async function runEval(spec: string | undefined, flags: EvalFlags): Promise<void
     else suites.push(await runSuite(lm, entry.suite!, options));
   }
   bar?.finish();
+  const plain = [...results, ...suites.flatMap(suiteTasks)].filter((r) => flags.chat && !r.chat).map((r) => r.task);
+  if (plain.length) process.stderr.write(`note: ${plain.join(', ')} scored as plain text: partial scoring has no question to ask in a chat\n`);
   const report = { model: spec, fingerprint, backend: lm.model.backend.name, results, suites };
   if (flags.output) writeFileSync(flags.output, `${JSON.stringify(report, null, 2)}\n`);
   if (flags.json) return printJson(report);
