@@ -19,6 +19,7 @@ export { parseConfig, readConfigFile, parameterCounts, type OlmoeConfig } from '
 export { weightTable, type WeightSpec } from './model/weights.js';
 export { OlmoeModel, type RoutingEvent, type RoutingObserver, type ForwardOptions, type BatchInput } from './model/olmoe.js';
 export { decoderStack, logits, TOKEN_CHOICE, type ModelVariant, type OlmoeParts, type SequenceSlice, type LayerRouting, type StackHooks } from './model/forward.js';
+export { modelFingerprint } from './model/fingerprint.js';
 export { loadModel, loadCheckpoint, openCheckpoint, matchCheckpoint, type Checkpoint, type LoadProgress } from './model/load.js';
 export { loadPretrained, loadTokenizer, checkpointTokenizer, resolveModelPath, readGenerationDefaults, type Pretrained, type GenerationDefaults } from './model/pretrained.js';
 export { writeGguf, tensorType, GGUF_TARGETS, type GgufTarget } from './model/convert.js';
@@ -36,7 +37,7 @@ export { processEscapes } from './generate/stop.js';
 export { TRACE_VERSION, memoryTrace, type Trace, type TraceChunk, type TraceHeader, type TraceModel } from './analysis/trace.js';
 export { openTrace, readIndex, TraceWriter, TRACE_INDEX, type TraceIndex, type TracePart } from './analysis/trace-file.js';
 export { readDocuments, type FileDocument } from './io/documents.js';
-export { recordTrace, modelFingerprint, traceModel, type TraceDocument, type RecordOptions, type RecordProgress } from './analysis/record.js';
+export { recordTrace, traceModel, type TraceDocument, type RecordOptions, type RecordProgress } from './analysis/record.js';
 export * from './analysis/metrics.js';
 export { analyzeTraces, type AnalyzeOptions, type AnalysisResult } from './analysis/report.js';
 export { expertsForDomain, writePrunedCheckpoint, perplexity } from './analysis/prune.js';
