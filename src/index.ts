@@ -42,7 +42,7 @@ export * from './analysis/metrics.js';
 export { analyzeTraces, type AnalyzeOptions, type AnalysisResult } from './analysis/report.js';
 export { expertsForDomain, writePrunedCheckpoint, perplexity } from './analysis/prune.js';
 // training: optimizer, learning-rate schedule, init, metrics logs and their plots
-export { AdamW, clipGradNorm, OLMOE_ADAMW, type Param, type AdamWOptions, type AdamWState } from './train/optim.js';
+export { AdamW, RmsProp, clipGradNorm, OLMOE_ADAMW, type Param, type AdamWOptions, type AdamWState, type RmsPropOptions, type Optimizer } from './train/optim.js';
 export { learningRate, checkSchedule, type ScheduleOptions } from './train/schedule.js';
 export { truncatedNormal, TrainRng } from './train/init.js';
 export { readTrainingRun, parseTrainingLog, type TrainingRun, type TrainLogRecord, type ValidLogRecord } from './train/metrics-log.js';
@@ -79,7 +79,10 @@ export { preferenceLoss, ktoLoss, ktoKlEstimate, logSigmoid, sigmoid, type PairL
 export { referenceLogprobs, dataFingerprint, maskedRequests, isSequenceLogprob, type SequenceLogprob, type ReferenceCacheOptions, type ReferenceResult } from './train/adapt/reference-cache.js';
 export { loraScaling, initLoraModule, loraDelta, mergeLora, type LoraModule } from './train/adapt/lora.js';
 export { readPeftAdapter, writePeftAdapter, parseAdapterConfig, adapterConfigJson, targetedModules, linearModules, moduleRank, peftTensorName, ADAPTER_CONFIG, ADAPTER_WEIGHTS, type LoraSettings, type LoraAdapter, type ModuleShape } from './train/adapt/peft.js';
-export { parseSftConfig, parseDpoConfig, parseKtoConfig, readAdaptConfig, type SftConfig, type DpoConfig, type KtoConfig, type AdaptKind } from './train/adapt/config.js';
+export { parseSftConfig, parseDpoConfig, parseKtoConfig, readAdaptConfig, loraSettings, type SftConfig, type DpoConfig, type KtoConfig, type AdaptKind, type LoraConfig } from './train/adapt/config.js';
+export { adapt, stepExamples, adaptLearningRate, type AdaptOptions, type AdaptSummary, type AdaptLogRecord, type AdaptMethod, type AdaptContext, type AdaptConfig } from './train/adapt/run.js';
+export { prepareSft, trainBatch } from './train/adapt/sft-method.js';
+export { prepareDpo, prepareKto } from './train/adapt/preference-method.js';
 // Evaluation: lm-evaluation-harness's scoring requests with prefix sharing through the KV cache.
 export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLoglikelihoodResult, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';
 export { PromptScorer, promptLogprobs, type PromptScorerOptions } from './eval/prompt-logprobs.js';

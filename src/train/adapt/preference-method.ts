@@ -1,0 +1,168 @@
+/**
+ * DPO (dpo, dpo_norm, simpo) and KTO as adaptation methods (run.ts). The reference model's sequence log-probs are
+ * computed once, before the policy is loaded, through the inference path (model/olmoe.ts, teacher-forced scoring of
+ * the evaluation harness) and cached on disk (reference-cache.ts, keyed by the model's fingerprint and the encoded
+ * data, so a change of either computes them anew).
+ *
+ * A step's micro-batch is ONE forward over its rows — DPO: the chosen then the rejected sequences of its pairs; KTO:
+ * its examples then their mismatched KL sequences — padded to the longest. The policy's sequence log-prob is
+ * −Σ nll over the completion's tokens, so the sequence loss (losses.ts) backpropagates as a cross-entropy with
+ * per-token weights w_t = −∂L/∂log p(sequence of t) (the weightedCrossEntropy op, whose weights the host computes
+ * from the forward's own per-token values). KTO's KL rows get weight 0: the reference point is detached (TRL).
+ */
+import { InputError } from '../../core/errors.js';
+import { modelFingerprint } from '../../model/fingerprint.js';
+import { loadModel } from '../../model/load.js';
+import { join } from 'node:path';
+import type { StepResult, TrainBatch } from '../model.js';
+import { makeBatch, padRows } from './batching.js';
+import type { DpoConfig, KtoConfig } from './config.js';
+import type { EncodedSequence } from './encode.js';
+import { readRecords } from './jsonl.js';
+import { ktoKlEstimate, ktoLoss, preferenceLoss, type PairLogprobs } from './losses.js';
+import { encodeKto, encodePreferences } from './preference.js';
+import { parseKtoRecords, parsePreferenceRecord, type KtoRecord, type PreferenceRecord } from './records.js';
+import { dataFingerprint, referenceLogprobs, type SequenceLogprob } from './reference-cache.js';
+import type { AdaptContext, AdaptMethod, MicroOutcome } from './run.js';
+import { padIdOf, trainBatch } from './sft-method.js';
+
+/** The reference log-probs of `sequences` from the cache, scoring what is missing; a progress line every ~10 %. */
+async function referencePass(context: AdaptContext, sequences: readonly EncodedSequence[], cacheDir: string): Promise<{ values: SequenceLogprob[]; line: string }> {
+  const started = performance.now();
+  const fingerprint = modelFingerprint(context.modelPath);
+  let next = 0.1;
+  const reference = await loadModel(context.modelPath, { backend: context.backend });
+  const result = await referenceLogprobs(reference, sequences, {
+    dir: cacheDir, modelFingerprint: fingerprint,
+    onProgress: (done, total) => {
+      if (done / total < next) return;
+      context.say(`reference log-probs: ${done}/${total} sequences`);
+      next = Math.floor((done / total) * 10 + 1) / 10;
+    },
+  });
+  const seconds = (performance.now() - started) / 1000;
+  const line = `reference log-probs of ${sequences.length} sequences: ${result.computed} computed, ${result.cached} from the cache ${result.path} (${seconds.toFixed(1)} s)`;
+  return { values: result.values, line };
+}
+
+/** Per-row policy log-probs from the forward's per-token nll: −Σ over the row's targets. */
+function rowLogprobs(nll: Float64Array, targets: Int32Array, rows: number): Float64Array {
+  const length = targets.length / rows;
+  const sums = new Float64Array(rows);
+  for (let t = 0; t < targets.length; t++) if (targets[t]! >= 0) sums[Math.floor(t / length)]! -= nll[t]!;
+  return sums;
+}
+
+/** One padded forward over `members`, with weights per row from `rowWeights(policy log-probs)`; returns the step result. */
+function forwardRows(members: readonly EncodedSequence[], padId: number, run: (batch: TrainBatch) => StepResult, rowWeights: (logps: Float64Array) => Float64Array): StepResult {
+  const laid = makeBatch(padRows(members.length), members, { width: 'longest', padId });
+  const { batch } = trainBatch(laid, () => 1, false);
+  const targets = batch.targets!;
+  const length = targets.length / laid.rows;
+  return run({
+    ...batch,
+    tokenWeights: (nll) => {
+      const perRow = rowWeights(rowLogprobs(nll, targets, laid.rows));
+      return Float64Array.from(targets, (target, t) => (target >= 0 ? perRow[Math.floor(t / length)]! : 0));
+    },
+  });
+}
+
+const tokensOf = (s: EncodedSequence) => s.lossMask.reduce((n, bit) => n + bit, 0);
+
+async function readAll<T>(files: readonly string[], parse: (record: Record<string, unknown>, source: { file: string; line: number }) => T | T[]): Promise<T[]> {
+  const out: T[] = [];
+  for (const file of files) for (const r of await readRecords(file, parse)) out.push(...(Array.isArray(r) ? r : [r]));
+  return out;
+}
+
+export async function prepareDpo(context: AdaptContext): Promise<AdaptMethod> {
+  const config = context.config as DpoConfig;
+  const records = await readAll<PreferenceRecord>(config.data.train, parsePreferenceRecord);
+  const { pairs, stats, warnings } = encodePreferences(context.tokenizer, records, { maxLength: config.data.max_length, policy: config.data.overflow });
+  warnings.slice(0, 5).forEach((w) => context.say(`warning: ${w}`));
+  if (warnings.length > 5) context.say(`warning: ... and ${warnings.length - 5} more`);
+  const sequences = pairs.flatMap((p) => [p.chosen, p.rejected]);
+  const summary = [
+    `dpo data: ${records.length} pairs read, ${stats.pairs} kept; ${stats.identical} with chosen identical to rejected left out (warned), ` +
+      `${stats.truncated} truncated and ${stats.dropped + stats.droppedNoTarget} dropped at max_length ${config.data.max_length}; loss ${config.loss}, β ${config.beta}`,
+  ];
+  if (pairs.length === 0) throw new InputError(`${config.data.train.join(', ')}: no preference pair left to train on`);
+  let reference: SequenceLogprob[] = sequences.map((s) => ({ logprob: 0, tokens: tokensOf(s) }));
+  if (config.loss !== 'simpo') {
+    const pass = await referencePass(context, sequences, config.reference_cache ?? join(config.out, 'reference-cache'));
+    reference = pass.values;
+    summary.push(pass.line);
+  }
+  const padId = padIdOf(context.tokenizer);
+  const options = { type: config.loss, beta: config.beta, labelSmoothing: config.label_smoothing, ...(config.gamma !== undefined && { gamma: config.gamma }) };
+  return {
+    examples: pairs.length,
+    dataHash: dataFingerprint(sequences),
+    summary,
+    step(micro, run): MicroOutcome[] {
+      const total = micro.reduce((n, m) => n + m.length, 0);
+      return micro.map((indices) => {
+        const share = indices.length / total;
+        const members = [...indices.map((i) => pairs[i]!.chosen), ...indices.map((i) => pairs[i]!.rejected)];
+        let outcome: ReturnType<typeof preferenceLoss> | null = null;
+        const result = forwardRows(members, padId, run, (logps) => {
+          const n = indices.length;
+          const logprobs: PairLogprobs[] = indices.map((i, k) => ({
+            policyChosen: logps[k]!, policyRejected: logps[n + k]!,
+            referenceChosen: reference[2 * i]!.logprob, referenceRejected: reference[2 * i + 1]!.logprob,
+            chosenTokens: reference[2 * i]!.tokens, rejectedTokens: reference[2 * i + 1]!.tokens,
+          }));
+          outcome = preferenceLoss(logprobs, options);
+          // log p = −Σ nll, so ∂L/∂nll_t = −∂L/∂log p of t's sequence.
+          return Float64Array.from([...outcome.gradChosen, ...outcome.gradRejected], (g) => -share * g);
+        });
+        const done = outcome as ReturnType<typeof preferenceLoss> | null;
+        if (!done) throw new InputError('the forward gave no per-token values');
+        const metrics = Object.fromEntries(Object.entries(done.metrics).map(([k, v]) => [k, share * v]));
+        return { loss: share * done.loss, tokens: result.logits.shape[0]!, metrics };
+      });
+    },
+  };
+}
+
+export async function prepareKto(context: AdaptContext): Promise<AdaptMethod> {
+  const config = context.config as KtoConfig;
+  const records = await readAll<KtoRecord>(config.data.train, parseKtoRecords);
+  const { examples, stats } = encodeKto(context.tokenizer, records, { maxLength: config.data.max_length, policy: config.data.overflow, seed: config.seed });
+  const sequences = examples.flatMap((e) => [e.sequence, e.kl]);
+  const summary = [
+    `kto data: ${records.length} examples (${stats.desirable} desirable, ${stats.undesirable} undesirable kept), ${stats.truncated} truncated and ` +
+      `${stats.dropped + stats.droppedNoTarget} dropped at max_length ${config.data.max_length}; β ${config.beta}, weights ${config.desirable_weight}/${config.undesirable_weight}`,
+  ];
+  const pass = await referencePass(context, sequences, config.reference_cache ?? join(config.out, 'reference-cache'));
+  summary.push(pass.line);
+  const reference = pass.values;
+  const padId = padIdOf(context.tokenizer);
+  return {
+    examples: examples.length,
+    dataHash: dataFingerprint(sequences),
+    summary,
+    step(micro, run): MicroOutcome[] {
+      const total = micro.reduce((n, m) => n + m.length, 0);
+      return micro.map((indices) => {
+        const share = indices.length / total;
+        const n = indices.length;
+        const members = [...indices.map((i) => examples[i]!.sequence), ...indices.map((i) => examples[i]!.kl)];
+        let outcome: ReturnType<typeof ktoLoss> | null = null;
+        const result = forwardRows(members, padId, run, (logps) => {
+          // The reference point from the micro-batch's mismatched pairs, a constant of the backward (TRL: detached).
+          const kl = ktoKlEstimate(Array.from(logps.subarray(n)), indices.map((i) => reference[2 * i + 1]!.logprob));
+          outcome = ktoLoss(indices.map((i, k) => ({ policy: logps[k]!, reference: reference[2 * i]!.logprob, label: examples[i]!.label })), {
+            beta: config.beta, desirableWeight: config.desirable_weight, undesirableWeight: config.undesirable_weight, kl,
+          });
+          return Float64Array.from({ length: 2 * n }, (_, row) => (row < n ? -share * outcome!.grad[row]! : 0));
+        });
+        const done = outcome as ReturnType<typeof ktoLoss> | null;
+        if (!done) throw new InputError('the forward gave no per-token values');
+        const metrics = Object.fromEntries(Object.entries(done.metrics).map(([k, v]) => [k, share * (Number.isFinite(v) ? v : 0)]));
+        return { loss: share * done.loss, tokens: result.logits.shape[0]!, metrics };
+      });
+    },
+  };
+}
