@@ -19,7 +19,7 @@ export { parseConfig, readConfigFile, parameterCounts, type OlmoeConfig } from '
 export { weightTable, type WeightSpec } from './model/weights.js';
 export { OlmoeModel, type RoutingEvent, type RoutingObserver, type ForwardOptions, type BatchInput } from './model/olmoe.js';
 export { decoderStack, logits, TOKEN_CHOICE, type ModelVariant, type OlmoeParts, type SequenceSlice, type LayerRouting, type StackHooks } from './model/forward.js';
-export { modelFingerprint } from './model/fingerprint.js';
+export { modelFingerprint, modelContentHash } from './model/fingerprint.js';
 export { loadModel, loadCheckpoint, openCheckpoint, matchCheckpoint, type Checkpoint, type LoadProgress } from './model/load.js';
 export { loadPretrained, loadTokenizer, checkpointTokenizer, resolveModelPath, readGenerationDefaults, type Pretrained, type GenerationDefaults } from './model/pretrained.js';
 export { writeGguf, tensorType, GGUF_TARGETS, type GgufTarget } from './model/convert.js';
@@ -82,7 +82,7 @@ export { readPeftAdapter, writePeftAdapter, parseAdapterConfig, adapterConfigJso
 export { parseSftConfig, parseDpoConfig, parseKtoConfig, readAdaptConfig, loraSettings, type SftConfig, type DpoConfig, type KtoConfig, type AdaptKind, type LoraConfig } from './train/adapt/config.js';
 export { adapt, stepExamples, adaptLearningRate, type AdaptOptions, type AdaptSummary, type AdaptLogRecord, type AdaptMethod, type AdaptContext, type AdaptConfig } from './train/adapt/run.js';
 export { prepareSft, trainBatch } from './train/adapt/sft-method.js';
-export { prepareDpo, prepareKto } from './train/adapt/preference-method.js';
+export { prepareDpo, prepareKto, dpoRowWeights, ktoRowWeights, forwardRows } from './train/adapt/preference-method.js';
 // Evaluation: lm-evaluation-harness's scoring requests with prefix sharing through the KV cache.
 export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLoglikelihoodResult, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';
 export { PromptScorer, promptLogprobs, type PromptScorerOptions } from './eval/prompt-logprobs.js';

@@ -28,3 +28,30 @@ export function modelFingerprint(path: string): string {
   }
   return hash.digest('hex').slice(0, 16);
 }
+
+/**
+ * Every byte of a checkpoint's tensors (and its config) through sha256: slower than modelFingerprint (it reads the
+ * whole model, ~1 s per GB), for caches that must change with any weight, however small the change (the
+ * adaptation commands' reference log-probs).
+ */
+export function modelContentHash(path: string): string {
+  const checkpoint = openCheckpoint(path);
+  const hash = createHash('sha256');
+  hash.update(JSON.stringify(checkpoint.config));
+  const buffer = Buffer.alloc(1 << 20);
+  const files = new Map<string, number>();
+  try {
+    for (const entry of [...checkpoint.tensors.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      hash.update(`${entry.name}:${entry.dtype}:${entry.shape.join('x')}`);
+      let fd = files.get(entry.file);
+      if (fd === undefined) files.set(entry.file, (fd = openSync(entry.file, 'r')));
+      for (let at = 0; at < entry.byteLength; at += buffer.length) {
+        const read = readSync(fd, buffer, 0, Math.min(buffer.length, entry.byteLength - at), entry.offset + at);
+        hash.update(buffer.subarray(0, read));
+      }
+    }
+  } finally {
+    for (const fd of files.values()) closeSync(fd);
+  }
+  return hash.digest('hex').slice(0, 32);
+}

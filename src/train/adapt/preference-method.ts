@@ -1,8 +1,8 @@
 /**
  * DPO (dpo, dpo_norm, simpo) and KTO as adaptation methods (run.ts). The reference model's sequence log-probs are
  * computed once, before the policy is loaded, through the inference path (model/olmoe.ts, teacher-forced scoring of
- * the evaluation harness) and cached on disk (reference-cache.ts, keyed by the model's fingerprint and the encoded
- * data, so a change of either computes them anew).
+ * the evaluation harness) and cached on disk (reference-cache.ts, keyed by a hash of every byte of the model's
+ * tensors and of the encoded data, so a change of either computes them anew).
  *
  * A step's micro-batch is ONE forward over its rows — DPO: the chosen then the rejected sequences of its pairs; KTO:
  * its examples then their mismatched KL sequences — padded to the longest. The policy's sequence log-prob is
@@ -11,7 +11,7 @@
  * from the forward's own per-token values). KTO's KL rows get weight 0: the reference point is detached (TRL).
  */
 import { InputError } from '../../core/errors.js';
-import { modelFingerprint } from '../../model/fingerprint.js';
+import { modelContentHash } from '../../model/fingerprint.js';
 import { loadModel } from '../../model/load.js';
 import { join } from 'node:path';
 import type { StepResult, TrainBatch } from '../model.js';
@@ -19,7 +19,7 @@ import { makeBatch, padRows } from './batching.js';
 import type { DpoConfig, KtoConfig } from './config.js';
 import type { EncodedSequence } from './encode.js';
 import { readRecords } from './jsonl.js';
-import { ktoKlEstimate, ktoLoss, preferenceLoss, type PairLogprobs } from './losses.js';
+import { ktoKlEstimate, ktoLoss, preferenceLoss, type KtoLossOptions, type KtoLossResult, type PairLogprobs, type PreferenceLossOptions, type PreferenceLossResult } from './losses.js';
 import { encodeKto, encodePreferences } from './preference.js';
 import { parseKtoRecords, parsePreferenceRecord, type KtoRecord, type PreferenceRecord } from './records.js';
 import { dataFingerprint, referenceLogprobs, type SequenceLogprob } from './reference-cache.js';
@@ -29,7 +29,7 @@ import { padIdOf, trainBatch } from './sft-method.js';
 /** The reference log-probs of `sequences` from the cache, scoring what is missing; a progress line every ~10 %. */
 async function referencePass(context: AdaptContext, sequences: readonly EncodedSequence[], cacheDir: string): Promise<{ values: SequenceLogprob[]; line: string }> {
   const started = performance.now();
-  const fingerprint = modelFingerprint(context.modelPath);
+  const fingerprint = modelContentHash(context.modelPath); // any changed weight opens another cache file
   let next = 0.1;
   const reference = await loadModel(context.modelPath, { backend: context.backend });
   const result = await referenceLogprobs(reference, sequences, {
@@ -53,8 +53,35 @@ function rowLogprobs(nll: Float64Array, targets: Int32Array, rows: number): Floa
   return sums;
 }
 
+/**
+ * DPO's per-row token weights for rows [chosen_0..chosen_{n-1}, rejected_0..rejected_{n-1}] from the policy's row
+ * log-probs; `reference` holds each pair's chosen then rejected value. log p = −Σ nll, so w = −share·∂L/∂log p.
+ */
+export function dpoRowWeights(logps: Float64Array, reference: readonly SequenceLogprob[], options: PreferenceLossOptions, share = 1): { weights: Float64Array; loss: PreferenceLossResult } {
+  const n = logps.length / 2;
+  const pairs: PairLogprobs[] = Array.from({ length: n }, (_, k) => ({
+    policyChosen: logps[k]!, policyRejected: logps[n + k]!,
+    referenceChosen: reference[2 * k]!.logprob, referenceRejected: reference[2 * k + 1]!.logprob,
+    chosenTokens: reference[2 * k]!.tokens, rejectedTokens: reference[2 * k + 1]!.tokens,
+  }));
+  const loss = preferenceLoss(pairs, options);
+  return { weights: Float64Array.from([...loss.gradChosen, ...loss.gradRejected], (g) => -share * g), loss };
+}
+
+/**
+ * KTO's per-row token weights for rows [example_0..example_{n-1}, kl_0..kl_{n-1}]; `reference` holds each
+ * example's value then its KL sequence's. The reference point comes from the rows' mismatched pairs and is a
+ * constant of the backward (TRL detaches it): the KL rows weigh 0.
+ */
+export function ktoRowWeights(logps: Float64Array, reference: readonly SequenceLogprob[], labels: readonly boolean[], options: Omit<KtoLossOptions, 'kl'>, share = 1): { weights: Float64Array; loss: KtoLossResult } {
+  const n = labels.length;
+  const kl = ktoKlEstimate(Array.from(logps.subarray(n)), labels.map((_, k) => reference[2 * k + 1]!.logprob));
+  const loss = ktoLoss(labels.map((label, k) => ({ policy: logps[k]!, reference: reference[2 * k]!.logprob, label })), { ...options, kl });
+  return { weights: Float64Array.from({ length: 2 * n }, (_, row) => (row < n ? -share * loss.grad[row]! : 0)), loss };
+}
+
 /** One padded forward over `members`, with weights per row from `rowWeights(policy log-probs)`; returns the step result. */
-function forwardRows(members: readonly EncodedSequence[], padId: number, run: (batch: TrainBatch) => StepResult, rowWeights: (logps: Float64Array) => Float64Array): StepResult {
+export function forwardRows(members: readonly EncodedSequence[], padId: number, run: (batch: TrainBatch) => StepResult, rowWeights: (logps: Float64Array) => Float64Array): StepResult {
   const laid = makeBatch(padRows(members.length), members, { width: 'longest', padId });
   const { batch } = trainBatch(laid, () => 1, false);
   const targets = batch.targets!;
@@ -105,19 +132,13 @@ export async function prepareDpo(context: AdaptContext): Promise<AdaptMethod> {
       return micro.map((indices) => {
         const share = indices.length / total;
         const members = [...indices.map((i) => pairs[i]!.chosen), ...indices.map((i) => pairs[i]!.rejected)];
-        let outcome: ReturnType<typeof preferenceLoss> | null = null;
+        let outcome: PreferenceLossResult | null = null;
         const result = forwardRows(members, padId, run, (logps) => {
-          const n = indices.length;
-          const logprobs: PairLogprobs[] = indices.map((i, k) => ({
-            policyChosen: logps[k]!, policyRejected: logps[n + k]!,
-            referenceChosen: reference[2 * i]!.logprob, referenceRejected: reference[2 * i + 1]!.logprob,
-            chosenTokens: reference[2 * i]!.tokens, rejectedTokens: reference[2 * i + 1]!.tokens,
-          }));
-          outcome = preferenceLoss(logprobs, options);
-          // log p = −Σ nll, so ∂L/∂nll_t = −∂L/∂log p of t's sequence.
-          return Float64Array.from([...outcome.gradChosen, ...outcome.gradRejected], (g) => -share * g);
+          const rows = dpoRowWeights(logps, indices.flatMap((i) => [reference[2 * i]!, reference[2 * i + 1]!]), options, share);
+          outcome = rows.loss;
+          return rows.weights;
         });
-        const done = outcome as ReturnType<typeof preferenceLoss> | null;
+        const done = outcome as PreferenceLossResult | null;
         if (!done) throw new InputError('the forward gave no per-token values');
         const metrics = Object.fromEntries(Object.entries(done.metrics).map(([k, v]) => [k, share * v]));
         return { loss: share * done.loss, tokens: result.logits.shape[0]!, metrics };
@@ -147,18 +168,15 @@ export async function prepareKto(context: AdaptContext): Promise<AdaptMethod> {
       const total = micro.reduce((n, m) => n + m.length, 0);
       return micro.map((indices) => {
         const share = indices.length / total;
-        const n = indices.length;
         const members = [...indices.map((i) => examples[i]!.sequence), ...indices.map((i) => examples[i]!.kl)];
-        let outcome: ReturnType<typeof ktoLoss> | null = null;
+        let outcome: KtoLossResult | null = null;
+        const options = { beta: config.beta, desirableWeight: config.desirable_weight, undesirableWeight: config.undesirable_weight };
         const result = forwardRows(members, padId, run, (logps) => {
-          // The reference point from the micro-batch's mismatched pairs, a constant of the backward (TRL: detached).
-          const kl = ktoKlEstimate(Array.from(logps.subarray(n)), indices.map((i) => reference[2 * i + 1]!.logprob));
-          outcome = ktoLoss(indices.map((i, k) => ({ policy: logps[k]!, reference: reference[2 * i]!.logprob, label: examples[i]!.label })), {
-            beta: config.beta, desirableWeight: config.desirable_weight, undesirableWeight: config.undesirable_weight, kl,
-          });
-          return Float64Array.from({ length: 2 * n }, (_, row) => (row < n ? -share * outcome!.grad[row]! : 0));
+          const rows = ktoRowWeights(logps, indices.flatMap((i) => [reference[2 * i]!, reference[2 * i + 1]!]), indices.map((i) => examples[i]!.label), options, share);
+          outcome = rows.loss;
+          return rows.weights;
         });
-        const done = outcome as ReturnType<typeof ktoLoss> | null;
+        const done = outcome as KtoLossResult | null;
         if (!done) throw new InputError('the forward gave no per-token values');
         const metrics = Object.fromEntries(Object.entries(done.metrics).map(([k, v]) => [k, share * (Number.isFinite(v) ? v : 0)]));
         return { loss: share * done.loss, tokens: result.logits.shape[0]!, metrics };
