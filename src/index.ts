@@ -58,7 +58,8 @@ export { shardCorpus, type ShardCorpusOptions, type ShardCorpusResult } from './
 export { Tape, TapeTensor, type TapeOptions } from './autograd/tape.js';
 export { TrainModel, type TrainArchitecture, type TrainParam, type TrainBatch, type LossWeights, type StepResult, type RoutingStats } from './train/model.js';
 export { readTrainConfig, parseTrainConfig, resumeFingerprint, type TrainConfig } from './train/config.js';
-export { saveCheckpoint, loadParams, loadOptimizer, loadTrainerState, latestCheckpoint, type TrainerState } from './train/checkpoint.js';
+export { saveCheckpoint, loadParams, loadOptimizer, loadTrainerState, latestCheckpoint, readArchitecture, type TrainerState } from './train/checkpoint.js';
+export { attachLora, type LoraTraining } from './train/adapt/lora-train.js';
 export { train, buildRun, METRICS_FILE, type TrainOptions, type TrainSummary } from './train/trainer.js';
 export { evaluate, evaluateCheckpoint, unigramScores, tokenByteLengths, type DomainScore, type CheckpointEvalOptions } from './train/evaluate.js';
 export { benchTraining, type TrainBench } from './train/bench.js';

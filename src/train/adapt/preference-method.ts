@@ -123,7 +123,26 @@ export async function prepareDpo(context: AdaptContext): Promise<AdaptMethod> {
   }
   const padId = padIdOf(context.tokenizer);
   const options = { type: config.loss, beta: config.beta, labelSmoothing: config.label_smoothing, ...(config.gamma !== undefined && { gamma: config.gamma }) };
+  const held = config.data.valid.length ? await heldOutPairs(context, config, summary) : null;
   return {
+    ...(held && {
+      evaluate(forward): Record<string, number> {
+        // The DPO metrics over every held-out pair (TRL's eval_ metrics), one padded forward per batch.
+        const sums: Record<string, number> = {};
+        const n = held.sequences.length / 2;
+        for (let at = 0; at < n; at += config.data.batch_size) {
+          const pairs = Array.from({ length: Math.min(config.data.batch_size, n - at) }, (_, k) => at + k);
+          const members = [...pairs.map((i) => held.sequences[2 * i]!), ...pairs.map((i) => held.sequences[2 * i + 1]!)];
+          forwardRows(members, padId, forward, (logps) => {
+            const { loss } = dpoRowWeights(logps, pairs.flatMap((i) => [held.reference[2 * i]!, held.reference[2 * i + 1]!]), options);
+            const share = pairs.length / n;
+            for (const [key, value] of Object.entries({ loss: loss.loss, ...loss.metrics })) sums[key] = (sums[key] ?? 0) + share * value;
+            return new Float64Array(logps.length);
+          });
+        }
+        return sums;
+      },
+    }),
     examples: pairs.length,
     dataHash: dataFingerprint(sequences),
     summary,
@@ -145,6 +164,18 @@ export async function prepareDpo(context: AdaptContext): Promise<AdaptMethod> {
       });
     },
   };
+}
+
+/** data.valid's pairs (chosen, rejected, ...) and their reference log-probs (zeros for simpo, which has none). */
+async function heldOutPairs(context: AdaptContext, config: DpoConfig, summary: string[]): Promise<{ sequences: EncodedSequence[]; reference: SequenceLogprob[] } | null> {
+  const records = await readAll<PreferenceRecord>(config.data.valid, parsePreferenceRecord);
+  const { pairs } = encodePreferences(context.tokenizer, records, { maxLength: config.data.max_length, policy: config.data.overflow });
+  if (pairs.length === 0) return null;
+  const sequences = pairs.flatMap((p) => [p.chosen, p.rejected]);
+  if (config.loss === 'simpo') return { sequences, reference: sequences.map((s) => ({ logprob: 0, tokens: tokensOf(s) })) };
+  const pass = await referencePass(context, sequences, config.reference_cache ?? join(config.out, 'reference-cache'));
+  summary.push(`held-out ${pass.line}`);
+  return { sequences, reference: pass.values };
 }
 
 export async function prepareKto(context: AdaptContext): Promise<AdaptMethod> {

@@ -64,6 +64,8 @@ export interface AdaptMethod {
    * `run` does one forward/backward on the tape and hands back what the loop logs.
    */
   step(micro: readonly (readonly number[])[], run: (batch: TrainBatch) => StepResult): MicroOutcome[];
+  /** Metrics on the held-out data (data.valid), by forwards without gradient; absent when there is none. */
+  evaluate?(forward: (batch: TrainBatch) => StepResult): Record<string, number>;
 }
 
 export interface AdaptOptions {
@@ -107,7 +109,9 @@ export async function adapt(opts: AdaptOptions, prepare: (context: AdaptContext)
     appendMetrics(run.metricsPath, record);
     opts.onStep?.(record, run.totalSteps);
     const done = step + 1;
-    if ((config.checkpoint_every && done % config.checkpoint_every === 0) || done === run.totalSteps) writeCheckpoint(run, done, say);
+    const due = (config.checkpoint_every && done % config.checkpoint_every === 0) || done === run.totalSteps;
+    if (due && method.evaluate) evaluateHeldOut(run, method, done, say);
+    if (due) writeCheckpoint(run, done, say);
     if (opts.stopAfterStep === done) break;
   }
   if (readLatestStep(run) === run.totalSteps) publishFinal(run, say);
@@ -295,6 +299,13 @@ function trainStep(run: Run, method: AdaptMethod, step: number): AdaptLogRecord 
     routingEntropy: tally.entropy.map((e) => round(e / tally.forwards)),
     ...Object.fromEntries(Object.entries(metrics).map(([k, v]) => [k, round(v)])),
   };
+}
+
+/** The method's held-out metrics into metrics.jsonl (kind "adapt-valid") and a line. */
+function evaluateHeldOut(run: Run, method: AdaptMethod, step: number, say: (line: string) => void): void {
+  const metrics = method.evaluate!((batch) => run.model.forward(run.backend, batch, { loadBalancing: 0, routerZ: 0 }));
+  appendMetrics(run.metricsPath, { kind: 'adapt-valid', method: run.kind, step, ...Object.fromEntries(Object.entries(metrics).map(([k, v]) => [k, round(v)])) });
+  say(`  held-out @${step}: ${Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}`);
 }
 
 function round(value: number): number {

@@ -46,7 +46,20 @@ export async function prepareSft(context: AdaptContext): Promise<AdaptMethod> {
   const sequences: EncodedSequence[] = data.sequences.map((s) => s.sequence);
   const trained = sequences.map(trainedCount);
   const padId = padIdOf(context.tokenizer);
+  const valid = config.data.valid.length ? (await loadSftData(config.data.valid, context.tokenizer, { maxLength, policy })).sequences.map((s) => s.sequence) : [];
   return {
+    ...(valid.length > 0 && {
+      evaluate(forward): Record<string, number> {
+        // Mean cross-entropy per trained token over the whole held-out set (padded rows, one sequence each).
+        const total = valid.reduce((n, s) => n + trainedCount(s), 0);
+        let sum = 0;
+        for (let at = 0; at < valid.length; at += config.data.batch_size) {
+          const members = valid.slice(at, at + config.data.batch_size);
+          sum += forward(trainBatch(makeBatch(padRows(members.length), members, { width: 'longest', padId }), () => 1, false).batch).crossEntropy;
+        }
+        return { ce: sum / total };
+      },
+    }),
     examples: sequences.length,
     dataHash: dataFingerprint(sequences),
     summary: [`sft data: ${describeSftStats(data.stats, maxLength)}; ${config.packing ? `packed into rows of ${maxLength}` : 'one padded row per sequence'}, loss per ${config.loss_reduction}`],
