@@ -103,6 +103,7 @@ export async function adapt(opts: AdaptOptions, prepare: (context: AdaptContext)
   const run = openRun(opts, modelPath, method, say);
   const started = performance.now();
   let lastLoss = NaN;
+  if (run.startStep === 0 && method.evaluate) evaluateHeldOut(run, method, 0, say); // the starting model's held-out numbers
   for (let step = run.startStep; step < run.totalSteps; step++) {
     const record = trainStep(run, method, step);
     lastLoss = record.loss;
