@@ -45,7 +45,7 @@ async function runAdapt(kind: AdaptKind, configPath: string, flags: AdaptFlags):
   const summary = await adapt({
     kind, config, backend, resume: flags.resume, say,
     onStep: (r, total) => {
-      if (started.step < 0) started.step = r.step - 1;
+      if (started.step < 0) Object.assign(started, { at: performance.now(), step: r.step }); // the ETA counts steps after the first (not the reference pass)
       if (r.step % flags.logEvery === 0 || r.step === total || r.step === 1) say(stepLine(r, total, started));
     },
   }, PREPARE[kind]);
@@ -65,7 +65,7 @@ async function printMasks(config: SftConfig, count: number): Promise<void> {
 /** The method's headline metrics after the loss: reward accuracy and margins (DPO/KTO), expert load spread. */
 function stepLine(r: AdaptLogRecord, steps: number, started: { at: number; step: number }): string {
   const elapsed = (performance.now() - started.at) / 1000;
-  const eta = (elapsed / (r.step - started.step)) * (steps - r.step);
+  const eta = r.step === started.step ? NaN : (elapsed / (r.step - started.step)) * (steps - r.step);
   const metric = (key: string, digits = 3) => (typeof r[key] === 'number' ? `  ${key.replace('rewards/', '')} ${(r[key] as number).toFixed(digits)}` : '');
   const extra = metric('rewards/accuracies', 2) + metric('rewards/margins', 4) + metric('kl', 4) + (r.lbl ? `  lbl ${r.lbl.toFixed(4)}` : '');
   const load = r.expertLoad?.length ? `  max expert load ${Math.max(...r.expertLoad.flat()).toFixed(3)}` : '';
