@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError, isLoglikelihoodResult, modelFingerprint, presetInfo, readPreset, readTaskOrSuite, ResultCache, runSuite, runTask, type Suite, type SuiteResult, type Task, type TaskResult } from '../../index.js';
+import { InputError, isLoglikelihoodResult, modelFingerprint, presetInfo, readPreset, readTaskOrSuite, ResultCache, runSuite, runTask, type Suite, type SuiteResult, type ChatMessage, type Task, type TaskResult } from '../../index.js';
 import { addModelOptions, hubOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { createProgress } from '../progress.js';
 
@@ -16,6 +16,7 @@ interface EvalFlags extends ModelFlags {
   cache?: string;
   noPrefixSharing?: boolean;
   prefixSharing?: boolean;
+  chat?: boolean;
   json?: boolean;
 }
 
@@ -31,6 +32,7 @@ export function registerEval(program: Command): void {
     .option('--output <file>', 'write the results (JSON) here')
     .option('--log-samples <dir>', 'write every instance\'s scores (JSONL per task and formulation) here')
     .option('--cache <dir>', 'keep scored requests here, per model: a re-run or a resumed run scores only what is new')
+    .option('--chat', 'ask in the model\'s chat template (for instruction-tuned models): few-shot examples as user/assistant turns, the question as the last user turn, answers scored or generated as the assistant\'s reply')
     .option('--no-prefix-sharing', 'score every request from an empty KV cache (for measuring what sharing saves)')
     .option('--json', 'print the results as JSON instead of a table');
   addModelOptions(command).action(runEval);
@@ -59,6 +61,7 @@ async function runEval(spec: string | undefined, flags: EvalFlags): Promise<void
     prefixToken,
     cache,
     prefixSharing: flags.prefixSharing !== false,
+    chat: flags.chat ? (messages: readonly ChatMessage[]) => lm.tokenizer.renderChat(messages, { addGenerationPrompt: true }) : undefined,
     onProgress: (name: string, formulation: string, done: number, total: number) => {
       if (label !== `${name} ${formulation}`) {
         bar?.finish();
@@ -76,6 +79,8 @@ async function runEval(spec: string | undefined, flags: EvalFlags): Promise<void
     else suites.push(await runSuite(lm, entry.suite!, options));
   }
   bar?.finish();
+  const plain = [...results, ...suites.flatMap(suiteTasks)].filter((r) => flags.chat && !r.chat).map((r) => r.task);
+  if (plain.length) process.stderr.write(`note: ${plain.join(', ')} scored as plain text: partial scoring has no question to ask in a chat\n`);
   const report = { model: spec, fingerprint, backend: lm.model.backend.name, results, suites };
   if (flags.output) writeFileSync(flags.output, `${JSON.stringify(report, null, 2)}\n`);
   if (flags.json) return printJson(report);
@@ -123,7 +128,7 @@ function table(results: readonly TaskResult[]): string {
     for (const f of r.formulations) {
       for (const [normalization, estimate] of Object.entries(f.accuracy)) {
         const primary = normalization === f.primary ? '*' : '';
-        lines.push(`| ${r.task} | ${r.instances} | ${r.shots} | ${f.formulation} | ${normalization}${primary} | ${percent(estimate!.value)} | ${percent(estimate!.stderr)} | ${percent(f.chance)} | ${Number.isNaN(f.bitsPerByte.value) ? '' : f.bitsPerByte.value.toFixed(3)} |`);
+        lines.push(`| ${r.task}${r.chat ? ' (chat)' : ''} | ${r.instances} | ${r.shots} | ${f.formulation} | ${normalization}${primary} | ${percent(estimate!.value)} | ${percent(estimate!.stderr)} | ${percent(f.chance)} | ${Number.isNaN(f.bitsPerByte.value) ? '' : f.bitsPerByte.value.toFixed(3)} |`);
       }
     }
     lines.push(`| **${r.task}** | | | best (${r.best.formulation}) | | **${percent(r.best.accuracy.value)}** | ${percent(r.best.accuracy.stderr)} | | |`);
