@@ -24,29 +24,17 @@ const backend = olmoe.createBackend(undefined, threads ? { threads: Number(threa
 const scratch = mkdtempSync(join(tmpdir(), 'olmoe-adapt-bench-'));
 
 const common = (kind, train) => ({
-  model: modelPath, out: join(scratch, kind), steps: 100, reference_cache: kind === 'dpo' ? join(scratch, 'cache') : undefined,
+  model: modelPath, out: join(scratch, kind), steps: 100, ...(kind === 'dpo' && { reference_cache: join(scratch, 'cache') }),
   data: { train: [join(root, 'data', 'adapt', train)], max_length: 256, overflow: 'truncate', batch_size: batch },
   ...(lora && { lora: {} }),
 });
 const sftConfig = olmoe.parseSftConfig(common('sft', 'sft-train.jsonl'));
-const dpoConfig = olmoe.parseDpoConfig(Object.fromEntries(Object.entries(common('dpo', 'preference-train.jsonl')).filter(([, v]) => v !== undefined)));
+const dpoConfig = olmoe.parseDpoConfig(common('dpo', 'preference-train.jsonl'));
 const tokenizer = olmoe.OlmoeTokenizer.fromFolder(modelPath);
 const context = (config) => ({ config, modelPath, tokenizer, backend, say: () => {} });
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const seconds = (from) => (performance.now() - from) / 1000;
-
-// The reference pass over all pairs, uncached then cached (prepareDpo runs it).
-let started = performance.now();
-const dpo = await olmoe.prepareDpo(context(dpoConfig));
-const referenceAll = seconds(started);
-started = performance.now();
-await olmoe.prepareDpo(context(dpoConfig));
-const referenceAllCached = seconds(started);
-const sft = await olmoe.prepareSft(context(sftConfig));
-// The same pairs, in the same order, as the DPO method trains on (for the per-step reference pass).
-const records = await olmoe.readRecords(dpoConfig.data.train[0], olmoe.parsePreferenceRecord);
-const { pairs } = olmoe.encodePreferences(tokenizer, records, { maxLength: 256, policy: 'truncate' });
 
 function trainer(config) {
   const model = new olmoe.TrainModel(olmoe.readArchitecture(modelPath), backend);
@@ -59,6 +47,25 @@ function trainer(config) {
   const optimizer = new olmoe.AdamW(backend, params, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
   return { model, params, optimizer };
 }
+
+let trainers;
+try {
+  trainers = { sft: trainer(sftConfig), dpo: trainer(dpoConfig) };
+} catch (error) {
+  console.log(`cannot train${lora ? ' with LoRA' : ''} in this build: ${error.message}`);
+  process.exit(0);
+}
+// The reference pass over all pairs, uncached then cached (prepareDpo runs it).
+let started = performance.now();
+const dpo = await olmoe.prepareDpo(context(dpoConfig));
+const referenceAll = seconds(started);
+started = performance.now();
+await olmoe.prepareDpo(context(dpoConfig));
+const referenceAllCached = seconds(started);
+const sft = await olmoe.prepareSft(context(sftConfig));
+// The same pairs, in the same order, as the DPO method trains on (for the per-step reference pass).
+const records = await olmoe.readRecords(dpoConfig.data.train[0], olmoe.parsePreferenceRecord);
+const { pairs } = olmoe.encodePreferences(tokenizer, records, { maxLength: 256, policy: 'truncate' });
 
 /** One optimizer step of `method` on examples [k·B, (k+1)·B); seconds and tokens in the forwards. */
 function step(method, t, k) {
@@ -77,13 +84,6 @@ function step(method, t, k) {
   return { seconds: seconds(begin), tokens: outcomes.reduce((n, o) => n + o.tokens, 0), indices };
 }
 
-let trainers;
-try {
-  trainers = { sft: trainer(sftConfig), dpo: trainer(dpoConfig) };
-} catch (error) {
-  console.log(`cannot train${lora ? ' with LoRA' : ''} in this build: ${error.message}`);
-  process.exit(0);
-}
 const results = { sft: [], dpo: [], refUncached: [], refCached: [] };
 const dpoModel = await olmoe.loadModel(modelPath, { backend });
 for (let k = 0; k <= steps; k++) {
