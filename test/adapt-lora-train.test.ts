@@ -11,7 +11,8 @@ import { floats } from '../src/backends/reference/tensor.js';
 import { UnsupportedError } from '../src/core/errors.js';
 import { createRng } from '../src/core/rng.js';
 import { parseConfig } from '../src/model/config.js';
-import { attachLora, loraSettingsOf } from '../src/train/adapt/lora-train.js';
+import { attachLora } from '../src/train/adapt/lora-train.js';
+import { loraSettings } from '../src/train/adapt/config.js';
 import { readPeftAdapter, targetedModules, type LoraSettings } from '../src/train/adapt/peft.js';
 import { TrainModel } from '../src/train/model.js';
 import { tempDir } from './helpers.js';
@@ -202,10 +203,10 @@ describe('LoRA on the training model', () => {
     assert.equal(loss(resumed.m), losses[2]);
   });
 
-  it('a config\'s lora block: attention as named, the router only when asked ("gate" never catches gate_proj), experts all', () => {
+  it('a config\'s lora block: attention as named, the router only when asked ("mlp.gate" never catches gate_proj), experts all', () => {
     const config = tinyConfig();
     const block = { r: 8, alpha: 16, dropout: 0, attention: ['q_proj', 'v_proj'] as ('q_proj' | 'v_proj')[], experts: 'none' as const, router: false, use_rslora: false };
-    const names = (b: Parameters<typeof loraSettingsOf>[0]) => targetedModules(loraSettingsOf(b), config).map((m) => m.name.replace(/^model\.layers\.\d+\./, ''));
+    const names = (b: Parameters<typeof loraSettings>[0]) => targetedModules(loraSettings(b, null), config).map((m) => m.name.replace(/^model\.layers\.\d+\./, ''));
     assert.deepEqual(names(block), ['self_attn.q_proj', 'self_attn.v_proj', 'self_attn.q_proj', 'self_attn.v_proj']);
     const withRouter = names({ ...block, router: true });
     assert.equal(withRouter.filter((n) => n === 'mlp.gate').length, 2);

@@ -7,7 +7,7 @@
  */
 import type { AttentionArgs, Backend, ExpertWeights, KVCache, KVCacheOptions, RopeOptions, Routing, RouterOptions, Tensor, WeightSource } from '../core/backend.js';
 import { InputError, UnsupportedError } from '../core/errors.js';
-import type { LossOps, TrainingBackend } from '../core/training.js';
+import type { LossOps, TokenWeights, TrainingBackend } from '../core/training.js';
 
 /** A value on the tape: the wrapped backend's tensor, and its gradient once backward reaches it. */
 export class TapeTensor implements Tensor {
@@ -274,6 +274,14 @@ export class Tape implements Backend, LossOps {
     const { out: result, saved } = this.inner.crossEntropyForward(value(logits), targets);
     const out = this.output(result, [logits]);
     this.record([out], () => this.inner.crossEntropyBackward({ logits: value(logits), targets, saved, dLoss: out.grad!, dLogits: this.grad(logits) }));
+    return out;
+  }
+
+  weightedCrossEntropy(logits: Tensor, targets: Int32Array, weightsOf: TokenWeights): Tensor {
+    if (!tapeTensor(logits).requiresGrad) return this.constant(this.inner.weightedCrossEntropy(value(logits), targets, weightsOf));
+    const { out: result, saved } = this.inner.weightedCrossEntropyForward(value(logits), targets, weightsOf);
+    const out = this.output(result, [logits]);
+    this.record([out], () => this.inner.weightedCrossEntropyBackward({ logits: value(logits), targets, saved, dLoss: out.grad!, dLogits: this.grad(logits) }));
     return out;
   }
 

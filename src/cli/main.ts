@@ -20,6 +20,7 @@ import { registerTrace } from './commands/trace.js';
 import { registerPlotTrain } from './commands/plot-train.js';
 import { registerShard, registerTrainTokenizer } from './commands/train-data.js';
 import { registerTrain } from './commands/train.js';
+import { registerAdapt } from './commands/adapt.js';
 import { registerEvaluate } from './commands/evaluate.js';
 import { registerAblate } from './commands/ablate.js';
 import { registerEval } from './commands/eval.js';
@@ -32,7 +33,7 @@ function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerPlotTrain, registerTrainTokenizer, registerShard, registerTrain, registerEvaluate, registerEval, registerAblate, registerExportOlmo, registerEvalPlot, registerFuse]) {
+  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerPlotTrain, registerTrainTokenizer, registerShard, registerTrain, registerAdapt, registerEvaluate, registerEval, registerAblate, registerExportOlmo, registerEvalPlot, registerFuse]) {
     register(program);
   }
   program.commands.forEach((command) => command.exitOverride());

@@ -6,7 +6,7 @@
  */
 import type { RoutingMode, Tensor } from '../core/backend.js';
 import { InputError } from '../core/errors.js';
-import { IGNORE_TARGET, type LossOps, type TrainingBackend } from '../core/training.js';
+import { IGNORE_TARGET, type LossOps, type TokenWeights, type TrainingBackend } from '../core/training.js';
 import { Tape } from '../autograd/tape.js';
 import type { OlmoeConfig } from '../model/config.js';
 import { decoderStack, logits as headLogits, type LayerRouting as RouterRecord, type SequenceSlice } from '../model/forward.js';
@@ -74,6 +74,16 @@ export interface TrainBatch {
   readonly sequences: number;
   /** IGNORE_TARGET where a position predicts nothing. */
   readonly targets?: Int32Array;
+  /**
+   * Per-token loss weights in place of the mean cross-entropy (adaptation: SFT's per-token or per-sequence
+   * reductions, the sequence-level DPO/KTO losses through their gradient w.r.t. each token's log-prob).
+   */
+  readonly tokenWeights?: TokenWeights;
+  /**
+   * [B·(S + 1)] document of each id (packed rows): each run of one document is its own sequence for attention
+   * and positions restart at 0, so packed documents do not see each other.
+   */
+  readonly documents?: Int32Array;
 }
 
 export class TrainModel {
@@ -162,7 +172,7 @@ export class TrainModel {
     const model = { config: c, weights: this.weightsOn(executor), variant: { routing: this.arch.routing, capacityFactor: this.arch.capacityFactor } };
     const hidden = decoderStack(executor, model, slices, { onRouting: (record) => records.push(record) });
     const logits = headLogits(executor, model, hidden); // [T, V]
-    const ce = executor.crossEntropy(logits, targets);
+    const ce = batch.tokenWeights ? executor.weightedCrossEntropy(logits, targets, batch.tokenWeights) : executor.crossEntropy(logits, targets);
     const aux = auxiliaryLosses(executor, records, c, weights);
     const loss = [...aux.loadBalancing, ...aux.routerZ].reduce((sum, term) => executor.add(sum, term), ce);
     const scalar = (t: Tensor) => executor.toFloat32(t)[0]!;
@@ -210,11 +220,12 @@ function splitBatch(batch: TrainBatch, context: number): { slices: SequenceSlice
   if (!Number.isInteger(length) || length < 1) throw new InputError(`a batch of ${tokens.length} ids does not split into ${sequences} rows of S + 1`);
   if (length > context) throw new InputError(`sequence length ${length} exceeds max_position_embeddings ${context}`);
   const targets = new Int32Array(sequences * length);
+  if (batch.documents && batch.documents.length !== tokens.length) throw new InputError(`${batch.documents.length} document ids for ${tokens.length} tokens`);
   const slices = Array.from({ length: sequences }, (_, b) => {
     const row = tokens.subarray(b * (length + 1), (b + 1) * (length + 1));
     targets.set(row.subarray(1), b * length);
-    return { ids: row.subarray(0, length), start: 0 };
-  });
+    return batch.documents ? documentSlices(row.subarray(0, length), batch.documents.subarray(b * (length + 1), b * (length + 1) + length)) : [{ ids: row.subarray(0, length), start: 0 }];
+  }).flat();
   if (batch.targets) {
     if (batch.targets.length !== targets.length) throw new InputError(`${batch.targets.length} targets for ${targets.length} positions`);
     const bad = batch.targets.findIndex((id) => id < 0 && id !== IGNORE_TARGET);
@@ -222,6 +233,18 @@ function splitBatch(batch: TrainBatch, context: number): { slices: SequenceSlice
     return { slices, targets: batch.targets };
   }
   return { slices, targets };
+}
+
+/** A row's inputs cut at document changes, each run a sequence from position 0 (token order is kept). */
+function documentSlices(ids: Int32Array, documents: Int32Array): SequenceSlice[] {
+  const slices: SequenceSlice[] = [];
+  let start = 0;
+  for (let t = 1; t <= ids.length; t++) {
+    if (t < ids.length && documents[t] === documents[start]) continue;
+    slices.push({ ids: ids.subarray(start, t), start: 0 });
+    start = t;
+  }
+  return slices;
 }
 
 function meanEntropy(probs: ArrayLike<number>, width: number): number {

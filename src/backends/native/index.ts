@@ -6,7 +6,7 @@
  */
 import { availableParallelism } from 'node:os';
 import type { AttentionArgs, ExpertWeights, KVCacheOptions, RopeOptions, Routing, RouterOptions, Tensor, WeightSource } from '../../core/backend.js';
-import type { AdamWStep, AdamWTensors, OpImplementations, SavedState, TrainingBackend } from '../../core/training.js';
+import type { AdamWStep, AdamWTensors, OpImplementations, SavedState, TokenWeights, TrainingBackend } from '../../core/training.js';
 import { byteSize, isQuantized, type DType } from '../../core/dtype.js';
 import { OlmoeError, ResourceError } from '../../core/errors.js';
 import { ReferenceBackend } from '../reference/index.js';
@@ -266,6 +266,12 @@ export class NativeBackend implements TrainingBackend {
     return train.crossEntropyForward(this.addon, logits, targets).out;
   }
 
+  weightedCrossEntropy(logits: Tensor, targets: Int32Array, weightsOf: TokenWeights): Tensor {
+    const { out, saved } = train.weightedCrossEntropyForward(this.addon, logits, targets, weightsOf);
+    train.recycle((saved as unknown as { lse: Float32Array }).lse); // no backward will read it
+    return out;
+  }
+
   loadBalancingLoss(probs: Tensor, counts: Float64Array, scale: number): Tensor {
     return train.loadBalancingLoss(this.addon, probs, counts, scale);
   }
@@ -296,6 +302,10 @@ export class NativeBackend implements TrainingBackend {
 
   crossEntropyForward(logits: Tensor, targets: Int32Array): { out: Tensor; saved: SavedState } {
     return train.crossEntropyForward(this.addon, logits, targets);
+  }
+
+  weightedCrossEntropyForward(logits: Tensor, targets: Int32Array, weightsOf: TokenWeights): { out: Tensor; saved: SavedState } {
+    return train.weightedCrossEntropyForward(this.addon, logits, targets, weightsOf);
   }
 
   accumulate(target: Tensor, source: Tensor, factor = 1): void {
@@ -347,6 +357,10 @@ export class NativeBackend implements TrainingBackend {
     train.crossEntropyBackward(this.addon, args);
   }
 
+  weightedCrossEntropyBackward(args: { logits: Tensor; targets: Int32Array; saved: SavedState; dLoss: Tensor; dLogits: Tensor }): void {
+    train.weightedCrossEntropyBackward(this.addon, args);
+  }
+
   loadBalancingBackward(args: { probs: Tensor; counts: Float64Array; scale: number; dLoss: Tensor; dProbs: Tensor }): void {
     train.loadBalancingBackward(this.addon, args);
   }
@@ -381,9 +395,9 @@ function packedGemmPays(tokens: number, weightSize: number): boolean {
 /** Every op of the training backend interface, for `implementations()`. */
 const OP_NAMES = [
   'weight', 'fromFloat32', 'toFloat32', 'zeros', 'write', 'fill', 'createKVCache', 'embedding', 'matmul', 'rmsnorm', 'rope', 'clamp', 'attention',
-  'router', 'experts', 'add', 'rows', 'concatRows', 'crossEntropy', 'loadBalancingLoss', 'routerZLoss', 'scale', 'dropout', 'attentionForward', 'expertsForward',
-  'crossEntropyForward', 'accumulate', 'accumulateRows', 'embeddingBackward', 'matmulBackward', 'rmsnormBackward', 'ropeBackward', 'attentionBackward',
-  'routerBackward', 'expertsBackward', 'crossEntropyBackward', 'loadBalancingBackward', 'routerZBackward', 'sumOfSquares', 'adamw',
+  'router', 'experts', 'add', 'rows', 'concatRows', 'crossEntropy', 'weightedCrossEntropy', 'loadBalancingLoss', 'routerZLoss', 'scale', 'dropout', 'attentionForward', 'expertsForward',
+  'crossEntropyForward', 'weightedCrossEntropyForward', 'accumulate', 'accumulateRows', 'embeddingBackward', 'matmulBackward', 'rmsnormBackward', 'ropeBackward', 'attentionBackward',
+  'routerBackward', 'expertsBackward', 'crossEntropyBackward', 'weightedCrossEntropyBackward', 'loadBalancingBackward', 'routerZBackward', 'sumOfSquares', 'adamw',
 ] as const;
 
 const HOST_COPIES = new Set(['weight', 'fromFloat32', 'toFloat32', 'zeros', 'write', 'fill', 'createKVCache', 'embedding', 'rows', 'concatRows']);

@@ -8,7 +8,7 @@ import type { TrainingBackend } from '../../core/training.js';
 import { byteSize, widenInto } from '../../core/dtype.js';
 import { OlmoeError } from '../../core/errors.js';
 import { attention, attentionBackward, attentionForward, RefKVCache } from './attention.js';
-import { adamw, crossEntropy, crossEntropyBackward, crossEntropyForward, loadBalancingBackward, loadBalancingLoss, routerZBackward, routerZLoss, sumOfSquares } from './losses.js';
+import { adamw, crossEntropy, crossEntropyBackward, crossEntropyForward, loadBalancingBackward, loadBalancingLoss, routerZBackward, routerZLoss, sumOfSquares, weightedCrossEntropy, weightedCrossEntropyBackward, weightedCrossEntropyForward } from './losses.js';
 import { experts, expertsBackward, expertsForward, router, routerBackward } from './moe.js';
 import {
   accumulate, accumulateRows, add, clamp, concatRows, embedding, embeddingBackward, matmul, matmulBackward, rmsnorm, rmsnormBackward, rope, ropeBackward, rows, scale, dropout,
@@ -87,6 +87,7 @@ export class ReferenceBackend implements Backend, TrainingBackend {
   concatRows = concatRows;
 
   crossEntropy = crossEntropy;
+  weightedCrossEntropy = weightedCrossEntropy;
   loadBalancingLoss = loadBalancingLoss;
   routerZLoss = routerZLoss;
   scale = scale;
@@ -95,6 +96,7 @@ export class ReferenceBackend implements Backend, TrainingBackend {
   attentionForward = attentionForward;
   expertsForward = expertsForward;
   crossEntropyForward = crossEntropyForward;
+  weightedCrossEntropyForward = weightedCrossEntropyForward;
   accumulate = accumulate;
   accumulateRows = accumulateRows;
   embeddingBackward = embeddingBackward;
@@ -105,6 +107,7 @@ export class ReferenceBackend implements Backend, TrainingBackend {
   routerBackward = routerBackward;
   expertsBackward = expertsBackward;
   crossEntropyBackward = crossEntropyBackward;
+  weightedCrossEntropyBackward = weightedCrossEntropyBackward;
   loadBalancingBackward = loadBalancingBackward;
   routerZBackward = routerZBackward;
   sumOfSquares = sumOfSquares;

@@ -24,7 +24,6 @@ import type { TrainingBackend } from '../../core/training.js';
 import { Tape } from '../../autograd/tape.js';
 import type { LayerLora, LoraDelta, LoraLinear } from '../../model/weights.js';
 import type { TrainModel, TrainParam } from '../model.js';
-import type { SftConfig } from './config.js';
 import { initLoraModule, type LoraModule } from './lora.js';
 import { moduleRank, peftTensorName, readPeftAdapter, targetedModules, writePeftAdapter, type LoraAdapter, type LoraSettings, type ModuleShape } from './peft.js';
 
@@ -47,19 +46,6 @@ export interface LoraTraining {
    * so the masks continue as in an unbroken run.
    */
   dropoutPasses: number;
-}
-
-/** The `lora` block of an sft/dpo/kto config (train/adapt/config.ts). */
-export type LoraConfigBlock = NonNullable<SftConfig['lora']>;
-
-/**
- * PEFT settings from a config's `lora` block: its attention projections, `gate` (PEFT's name for the router, matched
- * as a whole last name so gate_proj is not caught) when router is true, and every expert's gate/up/down_proj when
- * experts is "all".
- */
-export function loraSettingsOf(block: LoraConfigBlock, baseModelNameOrPath: string | null = null): LoraSettings {
-  const targets = [...block.attention, ...(block.router ? ['gate'] : []), ...(block.experts === 'all' ? ['gate_proj', 'up_proj', 'down_proj'] : [])];
-  return { r: block.r, alpha: block.alpha, dropout: block.dropout, targetModules: targets, useRslora: block.use_rslora, baseModelNameOrPath };
 }
 
 type LinearSlot = 'q' | 'k' | 'v' | 'o' | 'router';
