@@ -5,7 +5,8 @@
  * 2. a law: the result differs from "dequantize, then multiply exactly" by at most Σ|w|·d_x/2 (each activation
  *    moves by at most half its block's step), on random rows of every quantized dtype;
  * 3. the native backend against the reference at this process's SIMD level, every quantized dtype, the dot path
- *    (decode, 1–7 tokens, row counts that leave remainders) and the tile path (prefill), and non-finite activations;
+ *    (decode, 1–7 tokens, row counts that leave remainders) and the many-token path (prefill: the integer GEMM
+ *    of native/src/qgemm.h, or float tiles at the scalar level), and non-finite activations;
  * 4. the same file again in child processes with OLMOE_SIMD forcing each lower level the CPU has (avx2, scalar), so
  *    every kernel runs on one machine.
  */
@@ -137,9 +138,9 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
   };
 
   for (const dtype of QUANT_DTYPES) {
-    it(`${dtype}: decode (1–7 tokens) and prefill (12, 40 tokens), rows not a multiple of 4 or of a work item`, async () => {
+    it(`${dtype}: decode (1–7 tokens) and prefill (12–67 tokens: GEMM tiles of 8 rows × 4 tokens and their remainders), rows not a multiple of 4, 8 or a work item`, async () => {
       const block = QUANT_BLOCKS[dtype].elements;
-      for (const [tokens, blocks, outDim] of [[1, 2, 37], [1, 8, 515], [2, 3, 19], [3, 1, 6], [4, 2, 9], [5, 2, 33], [7, 1, 11], [12, 2, 21], [40, 3, 17]]) {
+      for (const [tokens, blocks, outDim] of [[1, 2, 37], [1, 8, 515], [2, 3, 19], [3, 1, 6], [4, 2, 9], [5, 2, 33], [7, 1, 11], [12, 2, 21], [40, 3, 17], [17, 1, 8], [67, 2, 23]]) {
         const inDim = blocks! * block;
         const x = randoms(10 + tokens!, tokens! * inDim);
         const [actual, expected] = [await run(backend, dtype, x, tokens!, inDim, outDim!), await run(reference, dtype, x, tokens!, inDim, outDim!)];
