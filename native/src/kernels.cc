@@ -1,8 +1,9 @@
 // Kernels with runtime dispatch: AVX-512 (F+BW+VL) → AVX2+FMA+F16C → scalar (simd.h). Each instruction set provides
 // four primitives (widen a weight row, dot, fused widen-dot, a 4×4 register-blocked dot); the GEMM, expert and
-// attention drivers are written once on top of them. Quantized weights on the dot path (decode) go through the
-// integer kernels of qdot.h instead, on activations rounded to q8 blocks (q8.h); on the tile path (prefill) the
-// activations get the same rounding, so that both paths compute the reference backend's quantized matmul.
+// attention drivers are written once on top of them. Quantized weights go through the integer kernels of qdot.h /
+// qgemm.h instead, on activations rounded to q8 blocks (q8.h), at every token count (decode and prefill); only the
+// scalar level keeps float tiles for many tokens, on activations with the same rounding, so that every path
+// computes the reference backend's quantized matmul.
 #include "kernels.h"
 
 #include <algorithm>
