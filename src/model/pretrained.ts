@@ -4,7 +4,7 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import type { Backend } from '../core/backend.js';
+import type { Backend, KVCacheType } from '../core/backend.js';
 import { HubError, InputError } from '../core/errors.js';
 import { hubDownloadFile, hubSnapshotModel, isHubRepoId, type HubOptions } from '../io/hub.js';
 import { readGguf } from '../io/gguf.js';
@@ -40,6 +40,8 @@ export interface PretrainedOptions extends HubOptions {
   onLoadProgress?: (progress: LoadProgress) => void;
   /** Scan the weights for NaN/inf before loading. */
   checkTensors?: boolean;
+  /** KV cache storage (default f16). */
+  kvCache?: KVCacheType;
 }
 
 /**
@@ -123,7 +125,7 @@ export async function loadPretrained(spec: string, opts: PretrainedOptions): Pro
   const path = await resolveModelPath(spec, opts);
   const checkpoint = openCheckpoint(path);
   const tokenizer = checkpointTokenizer(checkpoint);
-  const model = await loadCheckpoint(checkpoint, { backend: opts.backend, onProgress: opts.onLoadProgress, checkTensors: opts.checkTensors });
+  const model = await loadCheckpoint(checkpoint, { backend: opts.backend, onProgress: opts.onLoadProgress, checkTensors: opts.checkTensors, kvCache: opts.kvCache });
   // The tokenizer's eos also stops generation: 0125-Instruct's is |||IP_ADDRESS||| (id 0), config says 50279 (spec §4.2).
   const tokenizerEos = tokenizer.tokenId(tokenizer.eosToken);
   const configEos = [...model.config.eosTokenIds, ...(tokenizerEos === undefined ? [] : [tokenizerEos])];
