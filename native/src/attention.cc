@@ -12,6 +12,7 @@
 #include "gemm.h"
 #include "kv-cache.h"
 #include "pool.h"
+#include "quant-blocks.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -33,7 +34,7 @@ float exp_shifted_scalar(float* scores, size_t n, float max) {
 }
 
 #ifdef OLMOE_X86
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
 // exp(x) for float32 lanes: x = n·ln2 + r, |r| ≤ ln2/2, exp(r) by the Cephes polynomial, scaled by 2^n (≈1 ulp).
 AVX512 inline __m512 exp512(__m512 x) {
@@ -121,6 +122,8 @@ void fold_block(const Kernels& k, const float* q, const KeyValueBlock& block, si
   for (size_t j = 0; j < n; j++) k.axpy(scores[j], block.values + j * block.stride, state.sum, Hd);
 }
 
+using ItemKernel = void (*)(const AttentionArgs&, size_t, size_t, size_t, Scratch&);
+
 // Queries [t0, t1) of head h over their visible positions [0, start + t] each.
 void attend_item(const AttentionArgs& a, size_t h, size_t t0, size_t t1, Scratch& scratch_space) {
   const Kernels& k = kernels();
@@ -152,15 +155,204 @@ void attend_item(const AttentionArgs& a, size_t h, size_t t0, size_t t1, Scratch
   }
 }
 
+#ifdef OLMOE_X86
+// ---------------------------------------------------------------- AVX-512, head dim 16·C (C = 4, 8, 16)
+// Loaders of one head's Hd = 16·C values of a stored row into C vectors (p: the head's first byte in the row).
+struct RowF32 {
+  template <int C>
+  AVX512 static void load(const uint8_t* p, __m512* v) {
+    for (int c = 0; c < C; c++) v[c] = _mm512_loadu_ps(reinterpret_cast<const float*>(p) + 16 * c);
+  }
+  static size_t head_offset(size_t kv, size_t Hd) { return kv * Hd * 4; }
+};
+struct RowF16 {
+  template <int C>
+  AVX512 static void load(const uint8_t* p, __m512* v) {
+    for (int c = 0; c < C; c++) v[c] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p) + c));
+  }
+  static size_t head_offset(size_t kv, size_t Hd) { return kv * Hd * 2; }
+};
+struct RowQ8 {  // Hd a multiple of 64: a head is whole q8_0 blocks
+  template <int C>
+  AVX512 static void load(const uint8_t* p, __m512* v) {
+    for (int c = 0; c < C; c += 2) q8_0_values(p + c / 2 * 34, v[c], v[c + 1]);
+  }
+  static size_t head_offset(size_t kv, size_t Hd) { return kv * Hd / 32 * 34; }
+};
+
+// Positions ahead whose head bytes are prefetched: each row of a head lies a whole cache row (Hkv·Hd values) after the
+// previous one, a new 4 KiB page for OLMoE-1B-7B's f16 rows, where the hardware's stream prefetchers stop.
+constexpr size_t kPrefetchAhead = 8;
+
+AVX512 inline void prefetch_head(const uint8_t* p, size_t bytes) {
+  for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(p + b), _MM_HINT_T0);
+}
+
+// One query (decode): the query and the running weighted sum in registers, keys and values widened as they are read.
+template <int C, typename Row>
+AVX512 void attend_query_avx512(const AttentionArgs& a, size_t h, size_t t, float* scores) {
+  constexpr size_t Hd = 16 * C;
+  const size_t kv = h / (a.heads / a.kv_heads), row_bytes = kv_row_bytes(a.kv_type, a.kv_heads * Hd);
+  const size_t head_bytes = kv_row_bytes(a.kv_type, Hd), offset = Row::head_offset(kv, Hd);
+  const uint8_t* keys = static_cast<const uint8_t*>(a.keys) + offset;
+  const uint8_t* values = static_cast<const uint8_t*>(a.values) + offset;
+  const float* q = a.q + (t * a.heads + h) * Hd;
+  const __m512 scale = _mm512_set1_ps(1.0f / std::sqrt(static_cast<float>(Hd)));
+  __m512 query[C], acc[C], row[C];
+  for (int c = 0; c < C; c++) query[c] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * c), scale), acc[c] = _mm512_setzero_ps();
+  float max = -INFINITY, total = 0;
+  const size_t positions = a.start + t + 1;
+  for (size_t s0 = 0; s0 < positions; s0 += kKeyBlock) {
+    const size_t n = std::min(kKeyBlock, positions - s0);
+    float block_max = -INFINITY;
+    for (size_t j = 0; j < n; j++) {
+      if (s0 + j + kPrefetchAhead < positions) prefetch_head(keys + (s0 + j + kPrefetchAhead) * row_bytes, head_bytes);
+      Row::template load<C>(keys + (s0 + j) * row_bytes, row);
+      __m512 dot = _mm512_mul_ps(query[0], row[0]);
+      for (int c = 1; c < C; c++) dot = _mm512_fmadd_ps(query[c], row[c], dot);
+      block_max = std::max(block_max, scores[j] = _mm512_reduce_add_ps(dot));
+    }
+    if (block_max > max) {
+      const __m512 rescale = _mm512_set1_ps(max == -INFINITY ? 0.0f : std::exp(max - block_max));
+      total *= _mm512_cvtss_f32(rescale);
+      for (int c = 0; c < C; c++) acc[c] = _mm512_mul_ps(acc[c], rescale);
+      max = block_max;
+    }
+    total += exp_shifted_avx512(scores, n, max);
+    for (size_t j = 0; j < n; j++) {
+      if (s0 + j + kPrefetchAhead < positions) prefetch_head(values + (s0 + j + kPrefetchAhead) * row_bytes, head_bytes);
+      Row::template load<C>(values + (s0 + j) * row_bytes, row);
+      const __m512 p = _mm512_set1_ps(scores[j]);
+      for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(p, row[c], acc[c]);
+    }
+  }
+  float* out = a.out + (t * a.heads + h) * Hd;
+  const __m512 inverse = _mm512_set1_ps(1.0f / total);
+  for (int c = 0; c < C; c++) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], inverse));
+}
+
+// Up to 16 queries of one head (prefill), one per vector lane: scores of a block of keys are 16-lane vectors (one per
+// key: no horizontal sums), the running maximum and denominator are vectors, and the weighted sums o_i (rows of
+// `sums`) take each query's probabilities as broadcasts over the block's widened values.
+template <int C, typename Row>
+AVX512 void attend_queries_avx512(const AttentionArgs& a, size_t h, size_t t0, size_t t1, Scratch& space) {
+  constexpr size_t Hd = 16 * C;
+  const size_t nq = t1 - t0, kv = h / (a.heads / a.kv_heads), row_bytes = kv_row_bytes(a.kv_type, a.kv_heads * Hd);
+  const size_t offset = Row::head_offset(kv, Hd);
+  float* queries = scratch(space.queries, Hd * 16);     // [Hd][16 lanes], scaled
+  float* sums = scratch(space.sums, 16 * Hd);           // [query][Hd]
+  float* probs = scratch(space.scores, kKeyBlock * 16);  // [key][16 lanes]
+  float* keys = scratch(space.keys, kKeyBlock * Hd);
+  float* values = scratch(space.values, kKeyBlock * Hd);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(Hd));
+  for (size_t d = 0; d < Hd; d++)
+    for (size_t i = 0; i < 16; i++) queries[d * 16 + i] = i < nq ? a.q[((t0 + i) * a.heads + h) * Hd + d] * scale : 0.0f;
+  std::fill(sums, sums + 16 * Hd, 0.0f);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i last_visible = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int>(a.start + t0)));  // query lane i sees s ≤ start + t0 + i
+  __m512 max = _mm512_set1_ps(-INFINITY), total = _mm512_setzero_ps();
+  alignas(64) float rescales[16];
+  const size_t positions = a.start + t1;
+  for (size_t s0 = 0; s0 < positions; s0 += kKeyBlock) {
+    const size_t n = std::min(kKeyBlock, positions - s0);
+    __m512 row[C];
+    for (size_t j = 0; j < n; j++) {  // widen the block once for all 16 queries
+      Row::template load<C>(static_cast<const uint8_t*>(a.keys) + (s0 + j) * row_bytes + offset, row);
+      for (int c = 0; c < C; c++) _mm512_storeu_ps(keys + j * Hd + 16 * c, row[c]);
+      Row::template load<C>(static_cast<const uint8_t*>(a.values) + (s0 + j) * row_bytes + offset, row);
+      for (int c = 0; c < C; c++) _mm512_storeu_ps(values + j * Hd + 16 * c, row[c]);
+    }
+    __m512 block_max = _mm512_set1_ps(-INFINITY);
+    for (size_t j = 0; j < n; j += 4) {  // four keys at a time: four independent FMA chains
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      const size_t m = std::min<size_t>(4, n - j);
+      for (size_t d = 0; d < Hd; d++) {
+        const __m512 qd = _mm512_loadu_ps(queries + d * 16);
+        for (size_t u = 0; u < 4; u++) acc[u] = _mm512_fmadd_ps(qd, _mm512_set1_ps(keys[(j + (u < m ? u : 0)) * Hd + d]), acc[u]);
+      }
+      for (size_t u = 0; u < m; u++) {
+        const __mmask16 visible = _mm512_cmple_epi32_mask(_mm512_set1_epi32(static_cast<int>(s0 + j + u)), last_visible);
+        const __m512 score = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), visible, acc[u]);
+        _mm512_storeu_ps(probs + (j + u) * 16, score);
+        block_max = _mm512_max_ps(block_max, score);
+      }
+    }
+    const __m512 new_max = _mm512_max_ps(max, block_max);
+    // exp(m_old − m_new): 0 where nothing was seen yet (m_old = −∞), 1 where the block did not raise the maximum.
+    const __mmask16 seen = _mm512_cmp_ps_mask(max, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+    const __m512 rescale = _mm512_maskz_mov_ps(seen, exp512(_mm512_sub_ps(max, new_max)));
+    total = _mm512_mul_ps(total, rescale);
+    max = new_max;
+    for (size_t j = 0; j < n; j++) {
+      const __m512 score = _mm512_loadu_ps(probs + j * 16);
+      const __mmask16 finite = _mm512_cmp_ps_mask(score, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+      const __m512 p = _mm512_maskz_mov_ps(finite, exp512(_mm512_sub_ps(score, max)));
+      _mm512_storeu_ps(probs + j * 16, p);
+      total = _mm512_add_ps(total, p);
+    }
+    _mm512_store_ps(rescales, rescale);
+    for (size_t i = 0; i < nq; i++) {
+      __m512 acc[C];
+      const __m512 r = _mm512_set1_ps(rescales[i]);
+      for (int c = 0; c < C; c++) acc[c] = _mm512_mul_ps(_mm512_loadu_ps(sums + i * Hd + 16 * c), r);
+      const size_t visible = std::min(n, a.start + t0 + i + 1 > s0 ? a.start + t0 + i + 1 - s0 : 0);
+      for (size_t j = 0; j < visible; j++) {
+        const __m512 p = _mm512_set1_ps(probs[j * 16 + i]);
+        for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(values + j * Hd + 16 * c), acc[c]);
+      }
+      for (int c = 0; c < C; c++) _mm512_storeu_ps(sums + i * Hd + 16 * c, acc[c]);
+    }
+  }
+  alignas(64) float totals[16];
+  _mm512_store_ps(totals, total);
+  for (size_t i = 0; i < nq; i++) {
+    float* out = a.out + ((t0 + i) * a.heads + h) * Hd;
+    const __m512 inverse = _mm512_set1_ps(1.0f / totals[i]);
+    for (int c = 0; c < C; c++) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(sums + i * Hd + 16 * c), inverse));
+  }
+}
+
+template <int C, typename Row>
+AVX512 void attend_item_avx512(const AttentionArgs& a, size_t h, size_t t0, size_t t1, Scratch& space) {
+  if (t1 - t0 == 1) return attend_query_avx512<C, Row>(a, h, t0, scratch(space.scores, kKeyBlock * 16));
+  attend_queries_avx512<C, Row>(a, h, t0, t1, space);
+}
+
+template <int C>
+ItemKernel item_kernel_for(DType type) {
+  switch (type) {
+    case DType::F32: return attend_item_avx512<C, RowF32>;
+    case DType::F16: return attend_item_avx512<C, RowF16>;
+    default: return attend_item_avx512<C, RowQ8>;
+  }
+}
+#endif
+
+// The AVX-512 kernels for head dims 64, 128, 256; the portable one (kernels()' dot and axpy) otherwise.
+ItemKernel item_kernel(const AttentionArgs& a) {
+#ifdef OLMOE_X86
+  if (std::strcmp(kernels().name, "avx512") == 0) {
+    switch (a.head_dim) {
+      case 64: return item_kernel_for<4>(a.kv_type);
+      case 128: return item_kernel_for<8>(a.kv_type);
+      case 256: return item_kernel_for<16>(a.kv_type);
+      default: break;
+    }
+  }
+#endif
+  return attend_item;
+}
+
 }  // namespace
 
 void attention(const AttentionArgs& a) {
   const size_t query_blocks = (a.tokens + kQueryBlock - 1) / kQueryBlock;
+  const ItemKernel kernel = item_kernel(a);
   pool().parallel_for(a.heads * query_blocks, [&](size_t i0, size_t i1) {
     thread_local Scratch scratch_space;
     for (size_t item = i0; item < i1; item++) {
       const size_t h = item / query_blocks, t0 = item % query_blocks * kQueryBlock;
-      attend_item(a, h, t0, std::min(a.tokens, t0 + kQueryBlock), scratch_space);
+      kernel(a, h, t0, std::min(a.tokens, t0 + kQueryBlock), scratch_space);
     }
   });
 }
