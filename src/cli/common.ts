@@ -4,10 +4,12 @@ import {
   createBackend,
   InputError,
   loadPretrained,
+  parseKVCacheType,
   processEscapes,
   resolveModelPath,
   type GenerateOptions,
   type HubOptions,
+  type KVCacheType,
   type Pretrained,
 } from '../index.js';
 import { createProgress } from './progress.js';
@@ -18,6 +20,7 @@ export interface ModelFlags {
   revision?: string;
   quiet?: boolean;
   checkTensors?: boolean;
+  kvCache?: KVCacheType;
 }
 
 /** Where a hub model comes from, and whether to show progress. */
@@ -32,6 +35,11 @@ export function addModelOptions(command: Command): Command {
     .option('--backend <name>', 'native | reference (default: $OLMOE_BACKEND, else native when built)')
     .option('--threads <n>', 'native backend threads (default: $OLMOE_THREADS, else all cores)', parsePositiveInteger('--threads'))
     .option('--check-tensors', 'scan every weight for NaN/inf before loading (slower load)');
+}
+
+/** --kv-cache for the verbs that keep a KV cache (generate, chat, serve, eval, bench). */
+export function addKVCacheOption(command: Command): Command {
+  return command.option('--kv-cache <type>', `KV cache storage: f16 (default), q8_0 (half of f16's memory) or f32 (exact)`, (text: string) => parseKVCacheType(text, '--kv-cache'));
 }
 
 export function hubOptions(flags: ModelFlags): HubOptions {
@@ -61,6 +69,7 @@ export async function loadModel(spec: string, flags: ModelFlags): Promise<Pretra
     ...hubOptions(flags),
     backend,
     checkTensors: flags.checkTensors,
+    kvCache: flags.kvCache,
     onLoadProgress: (p) => bar.update(p.loadedBytes, p.totalBytes),
   });
   bar.finish();

@@ -35,6 +35,7 @@ async function main(spec: EngineSpec): Promise<void> {
     pretrained = await loadPretrained(spec.model, {
       backend,
       revision: spec.revision,
+      kvCache: spec.kvCache,
       onLoadProgress: ({ loadedBytes, totalBytes }) => send({ type: 'progress', loadedBytes, totalBytes }),
     });
   } catch (error) {

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError, isLoglikelihoodResult, modelFingerprint, presetInfo, readPreset, readTaskOrSuite, ResultCache, runSuite, runTask, type Suite, type SuiteResult, type Task, type TaskResult } from '../../index.js';
-import { addModelOptions, hubOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
+import { addKVCacheOption, addModelOptions, hubOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { createProgress } from '../progress.js';
 
 interface EvalFlags extends ModelFlags {
@@ -33,7 +33,7 @@ export function registerEval(program: Command): void {
     .option('--cache <dir>', 'keep scored requests here, per model: a re-run or a resumed run scores only what is new')
     .option('--no-prefix-sharing', 'score every request from an empty KV cache (for measuring what sharing saves)')
     .option('--json', 'print the results as JSON instead of a table');
-  addModelOptions(command).action(runEval);
+  addKVCacheOption(addModelOptions(command)).action(runEval);
 }
 
 async function runEval(spec: string | undefined, flags: EvalFlags): Promise<void> {
