@@ -85,9 +85,24 @@ OLMOE_AVX512 void load_q8_avx512(const uint8_t* row, size_t first, size_t n, flo
     _mm512_storeu_ps(out + i + 16, high);
   }
 }
+
+// The same with AVX2: eight values per vector.
+__attribute__((target("avx2,fma,f16c"))) void load_q8_avx2(const uint8_t* row, size_t first, size_t n, float* out) {
+  const uint8_t* block = row + first / kQ8Block * kQ8BlockBytes;
+  for (size_t i = 0; i < n; i += kQ8Block, block += kQ8BlockBytes) {
+    uint16_t bits;
+    std::memcpy(&bits, block, 2);
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(bits));
+    for (size_t j = 0; j < kQ8Block; j += 8) {
+      const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + j)));
+      _mm256_storeu_ps(out + i + j, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
+    }
+  }
+}
 #endif
 
 bool avx512() { return std::strcmp(kernels().name, "avx512") == 0; }
+bool avx2() { return std::strcmp(kernels().name, "avx2") == 0; }
 
 }  // namespace
 
@@ -113,6 +128,7 @@ void kv_load(DType type, const uint8_t* row, size_t first, size_t n, float* out)
   } else {
 #if defined(__x86_64__)
     if (first % kQ8Block == 0 && n % kQ8Block == 0 && avx512()) return load_q8_avx512(row, first, n, out);
+    if (first % kQ8Block == 0 && n % kQ8Block == 0 && avx2()) return load_q8_avx2(row, first, n, out);
 #endif
     load_q8_scalar(row, first, n, out);
   }
