@@ -14,14 +14,18 @@
  * the reference (both store the same bytes).
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { KVCacheType } from '../src/core/backend.js';
+import { InputError } from '../src/core/errors.js';
+import { generateText } from '../src/generate/generate.js';
 import { argmax } from '../src/generate/sampling.js';
+import { loadPretrained } from '../src/model/pretrained.js';
 import { loadModel } from '../src/model/load.js';
 import type { OlmoeModel, RoutingEvent } from '../src/model/olmoe.js';
 import { announceSkip, backendCases } from './backends.js';
-import { repoRoot, tinyModelDir } from './helpers.js';
+import { cliPath, repoRoot, tinyModelDir } from './helpers.js';
 
 const miniDir = join(repoRoot, 'models', 'olmoe-mini');
 const MODELS = [
@@ -87,4 +91,29 @@ describe('greedy continuations with the default (f16) cache: native = reference'
       assert.deepEqual(greedy(native!, prompt, 40), greedy(reference!, prompt, 40));
     });
   }
+});
+
+describe('a bad cache type is an error naming the option and the value', () => {
+  it('load option, generate option, CLI flag', async () => {
+    const backend = backendCases[0]!.create();
+    await assert.rejects(loadModel(tinyModelDir, { backend, kvCache: 'q4_0' as KVCacheType }), (e: Error) => e instanceof InputError && /kvCache: "q4_0" is not a KV cache type \(choose f16, q8_0, f32\)/.test(e.message));
+    const lm = await loadPretrained(tinyModelDir, { backend });
+    await assert.rejects(generateText(lm, [1, 2, 3], { maxNewTokens: 2, kvCache: 'fp8' as KVCacheType }), /kvCache: "fp8" is not a KV cache type/);
+    for (const verb of [['generate', tinyModelDir, '--prompt-ids', '1,2'], ['bench', tinyModelDir, '--gen', '1', '--runs', '1']]) {
+      const run = spawnSync(process.execPath, [cliPath, ...verb, '--kv-cache', 'bf16'], { encoding: 'utf8' });
+      assert.equal(run.status, 1, `${verb[0]}: ${run.stderr}`);
+      assert.match(run.stderr, /--kv-cache: "bf16" is not a KV cache type \(choose f16, q8_0, f32\)/);
+    }
+  });
+
+  it('a generation can choose its own cache type (kvCache in the generate options)', async () => {
+    const lm = await loadPretrained(tinyModelDir, { backend: backendCases[0]!.create() });
+    const prompt = Array.from({ length: 30 }, (_, i) => (i * 37 + 4 * 101) % 550); // a prompt whose q8_0 continuation differs
+    const ids = async (kvCache?: KVCacheType) => (await generateText(lm, prompt, { maxNewTokens: 12, kvCache, ignoreEos: true })).ids;
+    lm.model.kvCacheType = 'f32';
+    const exact = await ids();
+    lm.model.kvCacheType = 'q8_0';
+    assert.notDeepEqual(await ids(), exact, 'the model-wide q8_0 cache gives another continuation here');
+    assert.deepEqual(await ids('f32'), exact, 'kvCache f32 overrides the model-wide q8_0');
+  });
 });
