@@ -77,14 +77,14 @@ describe('fuse and --adapter (library)', () => {
     const fused = tempDir('olmoe-fused-');
     const result = fuseAdapter(base, adapterDir, fused);
     assert.equal(result.modules.length, 3 * (4 + 1 + 3 * 16), 'every attention projection, router and expert projection of 3 layers');
-    const fusedLogits = backend.toFloat32((await loadModel(fused, { backend })).forward(IDS));
+    const fusedLogits = backend.toFloat32((await loadModel(fused, { backend, kvCache: 'f32' })).forward(IDS));
     const unfused = unfusedLogits();
-    const baseLogits = backend.toFloat32((await loadModel(base, { backend })).forward(IDS));
+    const baseLogits = backend.toFloat32((await loadModel(base, { backend, kvCache: 'f32' })).forward(IDS));
     assert.ok(maxAbsDiff(unfused, baseLogits) > 1e-2, 'the adapter changes the logits (else nothing is compared)');
     const error = maxAbsDiff(fusedLogits, unfused);
     assert.ok(error < 1e-5, `fused vs unfused: max |Δlogit| ${error}`);
     const config = readConfigFile(join(base, 'config.json'));
-    const atLoad = await loadPretrained(base, { backend, patch: (c) => adapterPatch(readPeftAdapter(adapterDir, c)) });
+    const atLoad = await loadPretrained(base, { backend, kvCache: 'f32', patch: (c) => adapterPatch(readPeftAdapter(adapterDir, c)) });
     assert.deepEqual(backend.toFloat32(atLoad.model.forward(IDS)), fusedLogits);
     assert.equal(config.hiddenSize, 96);
   });

@@ -23,8 +23,13 @@ describe('bytes read per decoded token', () => {
     // final norm and the head 600 × 96; all bf16 (2 bytes)
     const perLayer = 4 * 96 + 4 * 96 * 96 + 16 * 96 + 4 * 3 * 96 * 48;
     assert.equal(traffic.weightBytesPerToken(), 2 * (3 * perLayer + 96 + 96 + 600 * 96));
-    // positions 3, 4, 5 read 4, 5, 6 cached positions: keys and values, 3 layers × 6 heads × 16 floats each
+    // positions 3, 4, 5 read 4, 5, 6 cached positions: keys and values, 3 layers × 6 heads × 16 values each, in the
+    // default f16 cache 2 bytes a value; f32 4; q8_0 a row of 96 values is 3 blocks of 34 bytes
+    assert.equal(traffic.cacheBytesPerToken(3, 3), 5 * 2 * 3 * 6 * 16 * 2);
+    model.kvCacheType = 'f32';
     assert.equal(traffic.cacheBytesPerToken(3, 3), 5 * 2 * 3 * 6 * 16 * 4);
+    model.kvCacheType = 'q8_0';
+    assert.equal(traffic.cacheBytesPerToken(3, 3), 5 * 2 * 3 * 3 * 34);
   });
 });
 

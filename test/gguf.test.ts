@@ -23,8 +23,9 @@ import { sharedDir, tempDir, tinyModelDir } from './helpers.js';
 
 const IDS = Int32Array.from([144, 405, 55, 128, 190, 185, 545, 479]);
 const backend = new ReferenceBackend();
+// The exact (f32) KV cache throughout: these logits are compared with numpy's and across formats at 1e-4.
 const logits = async (path: string) => {
-  const model = await loadModel(path, { backend });
+  const model = await loadModel(path, { backend, kvCache: 'f32' });
   return model.backend.toFloat32(model.forward(IDS));
 };
 
@@ -207,7 +208,7 @@ describe('GGUF from an independent writer (make_olmoe.py, numpy)', () => {
 print(json.dumps({t: OlmoeRef(${JSON.stringify(join(dir, 'hf'))}, gguf=${JSON.stringify(dir)} + '/' + t + '.gguf').forward(${JSON.stringify(ids)}).tolist() for t in ${JSON.stringify(types)}}))`;
     const reference = JSON.parse(spawnSync('python3', ['-c', script], { encoding: 'utf8', maxBuffer: 1 << 26 }).stdout) as Record<string, number[][]>;
     for (const type of types) {
-      const model = await loadModel(join(dir, `${type}.gguf`), { backend: new DequantizingBackend() });
+      const model = await loadModel(join(dir, `${type}.gguf`), { backend: new DequantizingBackend(), kvCache: 'f32' });
       const ours = model.backend.toFloat32(model.forward(Int32Array.from(ids)));
       assert.ok(maxAbsDiff(ours, Float32Array.from(reference[type]!.flat())) < 1e-4, type);
     }

@@ -60,7 +60,7 @@ describe('GQA fixture: the golden exercises what it claims to', () => {
 for (const backend of backendCases) describe(`GQA fixture on the ${backend.name} backend`, { skip: announceSkip(backend.skip) }, () => {
   let model: OlmoeModel;
   before(async () => {
-    model = await loadModel(modelDir, { backend: backend.create() });
+    model = await loadModel(modelDir, { backend: backend.create(), kvCache: 'f32' });
   });
 
   for (const testCase of expected.cases) {

@@ -412,12 +412,13 @@ test('a model named by hub id downloads, loads and gives the reference logits (l
   withHub(async (hub) => {
     const cacheDir = tempCache();
     const expected = JSON.parse(fs.readFileSync(tinyExpectedPath, 'utf8')).cases[0] as { ids: number[]; logits: number[][]; greedy_continuation: number[] };
-    const { model } = await loadPretrained('allenai/tiny-olmoe', { backend: new ReferenceBackend(), cacheDir, endpoint: hub.endpoint });
+    // The exact (f32) KV cache: the fixture's logits and continuation are numpy's float computation.
+    const { model } = await loadPretrained('allenai/tiny-olmoe', { backend: new ReferenceBackend(), cacheDir, endpoint: hub.endpoint, kvCache: 'f32' });
     const logits = model.backend.toFloat32(model.forward(Int32Array.from(expected.ids)));
     expected.logits.forEach((row, t) => row.forEach((v, i) => assert.ok(Math.abs(v - logits[t * 600 + i]!) < 1e-4)));
     // The CLI in a child process, told where the hub is by the environment; then again offline from the cache.
     const env = { ...process.env, HF_ENDPOINT: hub.endpoint, HF_HUB_CACHE: tempCache() };
-    const args = [cliPath, 'generate', 'allenai/tiny-olmoe', '--prompt-ids', expected.ids.join(','), '--greedy', '--ignore-eos', '-n', '10', '--json'];
+    const args = [cliPath, 'generate', 'allenai/tiny-olmoe', '--prompt-ids', expected.ids.join(','), '--greedy', '--ignore-eos', '-n', '10', '--json', '--kv-cache', 'f32'];
     for (const extra of [{}, { HF_HUB_OFFLINE: '1' }]) {
       const { stdout } = await promisify(execFile)(process.execPath, args, { env: { ...env, ...extra } });
       assert.deepEqual(JSON.parse(stdout).ids, expected.greedy_continuation);

@@ -24,7 +24,7 @@ const expected = JSON.parse(readFileSync(tinyExpectedPath, 'utf8')) as { cases: 
 for (const backend of backendCases) describe(`tiny OLMoE fixture on the ${backend.name} backend`, { skip: announceSkip(backend.skip) }, () => {
   let model: OlmoeModel;
   before(async () => {
-    model = await loadModel(tinyModelDir, { backend: backend.create() });
+    model = await loadModel(tinyModelDir, { backend: backend.create(), kvCache: 'f32' });
   });
 
   for (const testCase of expected.cases) {

@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 
 #include "kernels.h"
+#include "kv-cache.h"
 #include "mapping.h"
 #include "measure.h"
 #include "pool.h"
@@ -115,12 +116,22 @@ Napi::Value Experts(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// attention(q, keys, values, tokens, start, heads, kvHeads, headDim, out)
+// attention(q, keys, values, kvType, tokens, start, heads, kvHeads, headDim, out): keys and values are the cache's
+// bytes (any typed array) in kvType.
 Napi::Value Attention(const Napi::CallbackInfo& info) {
-  if (!check_arguments(info, 9)) return info.Env().Undefined();
-  olmoe::AttentionArgs args{data_of<float>(info[0]), data_of<float>(info[1]), data_of<float>(info[2]), size_arg(info, 3),
-                            size_arg(info, 4), size_arg(info, 5), size_arg(info, 6), size_arg(info, 7), data_of<float>(info[8])};
+  if (!check_arguments(info, 10)) return info.Env().Undefined();
+  olmoe::AttentionArgs args{data_of<float>(info[0]), data_of<void>(info[1]), data_of<void>(info[2]),
+                            static_cast<DType>(info[3].As<Napi::Number>().Int32Value()), size_arg(info, 4), size_arg(info, 5),
+                            size_arg(info, 6), size_arg(info, 7), size_arg(info, 8), data_of<float>(info[9])};
   olmoe::attention(args);
+  return info.Env().Undefined();
+}
+
+// kvStore(rows, count, width, kvType, out): rows of floats rounded to the cache's type into out's bytes.
+Napi::Value KvStore(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 5)) return info.Env().Undefined();
+  olmoe::kv_store(data_of<float>(info[0]), size_arg(info, 1), size_arg(info, 2), static_cast<DType>(info[3].As<Napi::Number>().Int32Value()),
+                  data_of<uint8_t>(info[4]));
   return info.Env().Undefined();
 }
 
@@ -193,6 +204,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("experts", Napi::Function::New(env, Experts));
   exports.Set("attention", Napi::Function::New(env, Attention));
+  exports.Set("kvStore", Napi::Function::New(env, KvStore));
   exports.Set("rmsnorm", Napi::Function::New(env, RmsNorm));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("add", Napi::Function::New(env, Add));

@@ -1,12 +1,18 @@
-// Causal attention over the KV cache. Decode (few queries): per (head, query) dot products and axpys.
-// Prefill (many queries): per head two GEMMs on the tile kernels — scores[s][t] = K_s·Q_t with the queries in
-// vector lanes, then out[t] = Σ_s P[s][t]·V_s — and a softmax vectorized across queries in between.
+// Causal attention over the KV cache, in blocks (FlashAttention's online softmax, Dao et al. 2022 §3.1): a work item
+// is one head and up to kQueryBlock of its queries; it walks the visible positions in blocks of kKeyBlock, widening
+// each block's keys and values from the cache's type (f32 read in place, f16 by F16C, q8_0 by blocks) once for all
+// of its queries. Each query keeps its running maximum m, denominator ℓ and weighted sum o; a block that raises m
+// rescales ℓ and o by exp(m_old − m_new). No score row longer than one block, no T×T matrix, for any prompt length.
+// The twin is attendOneBlocked in src/backends/reference/attention.ts (same blocks of positions).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "gemm.h"
+#include "kv-cache.h"
 #include "pool.h"
+#include "quant-blocks.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -17,62 +23,18 @@ namespace olmoe {
 
 namespace {
 
-constexpr size_t kMinPrefillQueries = 16;
+constexpr size_t kKeyBlock = 64;    // KEY_BLOCK of the reference twin
+constexpr size_t kQueryBlock = 16;  // queries of one head per work item: each widened block serves all of them
 
-using QueryAttention = void (*)(const float*, const float*, const float*, size_t, size_t, float, float*, float*);
-QueryAttention query_attention(size_t head_dim);
-
-void attend_decode(const AttentionArgs& a) {
-  const Kernels& k = kernels();
-  const QueryAttention fast = query_attention(a.head_dim);
-  const size_t width = a.kv_heads * a.head_dim, group = a.heads / a.kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
-  pool().parallel_for(a.heads * a.tokens, [&](size_t i0, size_t i1) {
-    thread_local std::vector<float> buffer;
-    float* scores = scratch(buffer, a.start + a.tokens);
-    for (size_t item = i0; item < i1; item++) {
-      const size_t h = item / a.tokens, t = item % a.tokens, positions = a.start + t + 1, kv = h / group;
-      const float* q = a.q + (t * a.heads + h) * a.head_dim;
-      if (fast) {
-        fast(q, a.keys + kv * a.head_dim, a.values + kv * a.head_dim, width, positions, scale, scores, a.out + (t * a.heads + h) * a.head_dim);
-        continue;
-      }
-      float max = -INFINITY;
-      for (size_t s = 0; s < positions; s++) {
-        scores[s] = k.dot(q, a.keys + s * width + kv * a.head_dim, a.head_dim) * scale;
-        max = std::max(max, scores[s]);
-      }
-      float total = 0;
-      for (size_t s = 0; s < positions; s++) total += scores[s] = std::exp(scores[s] - max);
-      float* out = a.out + (t * a.heads + h) * a.head_dim;
-      std::fill(out, out + a.head_dim, 0.0f);
-      for (size_t s = 0; s < positions; s++) k.axpy(scores[s] / total, a.values + s * width + kv * a.head_dim, out, a.head_dim);
-    }
-  });
-}
-
-// Softmax over keys s ≤ start + t of every query t, in place, on scores in token-blocked transposed layout
-// (rows = keys, lanes = queries), scaled by `scale` first. Keys past a query's position get probability 0.
-void softmax_columns_scalar(float* scores, size_t keys, size_t npad, size_t queries, size_t start, float scale) {
-  for (size_t tb = 0; tb < queries; tb += kTokenBlock) {
-    const size_t width = block_width(npad, tb / kTokenBlock);
-    float* block = scores + tb * keys;
-    for (size_t j = 0; j < std::min(kTokenBlock, queries - tb); j++) {
-      const size_t limit = start + tb + j;  // last visible key
-      float max = -INFINITY, total = 0;
-      for (size_t s = 0; s <= limit; s++) max = std::max(max, block[s * width + j] * scale);
-      for (size_t s = 0; s < keys; s++) {
-        float& p = block[s * width + j];
-        p = s <= limit ? std::exp(p * scale - max) : 0.0f;
-        total += p;
-      }
-      for (size_t s = 0; s <= limit; s++) block[s * width + j] /= total;
-    }
-  }
+// p_j = exp(s_j − max) in place for j < n; returns Σ p_j.
+float exp_shifted_scalar(float* scores, size_t n, float max) {
+  float total = 0;
+  for (size_t j = 0; j < n; j++) total += scores[j] = std::exp(scores[j] - max);
+  return total;
 }
 
 #ifdef OLMOE_X86
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
 // exp(x) for float32 lanes: x = n·ln2 + r, |r| ≤ ln2/2, exp(r) by the Cephes polynomial, scaled by 2^n (≈1 ulp).
 AVX512 inline __m512 exp512(__m512 x) {
@@ -90,127 +52,309 @@ AVX512 inline __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-// One query of one head over `positions` keys, head dim 16·C held in registers: scores by dot products, softmax
-// with the vector exp, then Σ p_s·v_s accumulated in C registers.
-template <int C>
-AVX512 void attend_query_avx512(const float* q, const float* keys, const float* values, size_t width, size_t positions, float scale,
-                                float* scores, float* out) {
-  __m512 query[C];
-  for (int c = 0; c < C; c++) query[c] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * c), _mm512_set1_ps(scale));
-  __m512 max = _mm512_set1_ps(-INFINITY);
-  for (size_t s = 0; s < positions; s++) {
-    const float* k = keys + s * width;
-    __m512 acc = _mm512_mul_ps(query[0], _mm512_loadu_ps(k));
-    for (int c = 1; c < C; c++) acc = _mm512_fmadd_ps(query[c], _mm512_loadu_ps(k + 16 * c), acc);
-    scores[s] = _mm512_reduce_add_ps(acc);
-  }
-  float highest = -INFINITY;
-  for (size_t s = 0; s < positions; s++) highest = std::max(highest, scores[s]);
-  max = _mm512_set1_ps(highest);
+AVX512 float exp_shifted_avx512(float* scores, size_t n, float highest) {
+  const __m512 max = _mm512_set1_ps(highest);
   __m512 total = _mm512_setzero_ps();
-  size_t s = 0;
-  for (; s + 16 <= positions; s += 16) {
-    const __m512 p = exp512(_mm512_sub_ps(_mm512_loadu_ps(scores + s), max));
-    _mm512_storeu_ps(scores + s, p);
-    total = _mm512_add_ps(total, p);
-  }
-  if (s < positions) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << (positions - s)) - 1);
+  for (size_t s = 0; s < n; s += 16) {
+    const __mmask16 mask = n - s >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - s)) - 1);
     const __m512 p = _mm512_maskz_mov_ps(mask, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, scores + s), max)));
     _mm512_mask_storeu_ps(scores + s, mask, p);
     total = _mm512_add_ps(total, p);
   }
-  const float inverse = 1.0f / _mm512_reduce_add_ps(total);
-  __m512 acc[C];
-  for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
-  for (size_t j = 0; j < positions; j++) {
-    const __m512 p = _mm512_set1_ps(scores[j]);
-    const float* v = values + j * width;
-    for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[c]);
-  }
-  for (int c = 0; c < C; c++) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], _mm512_set1_ps(inverse)));
-}
-
-QueryAttention query_attention_avx512(size_t head_dim) {
-  switch (head_dim) {
-    case 64: return attend_query_avx512<4>;
-    case 128: return attend_query_avx512<8>;
-    case 256: return attend_query_avx512<16>;
-    default: return nullptr;
-  }
-}
-
-AVX512 void softmax_columns_avx512(float* scores, size_t keys, size_t npad, size_t queries, size_t start, float scale) {
-  const __m512 scaling = _mm512_set1_ps(scale);
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (size_t tb = 0; tb < queries; tb += kTokenBlock) {
-    const size_t width = block_width(npad, tb / kTokenBlock);
-    float* block = scores + tb * keys;
-    for (size_t j0 = 0; j0 < width; j0 += 16) {
-      // Query (tb + j0 + lane) sees key s when s ≤ start + tb + j0 + lane.
-      const __m512i limit = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int>(start + tb + j0)));
-      __m512 max = _mm512_set1_ps(-INFINITY), total = _mm512_setzero_ps();
-      for (size_t s = 0; s < keys; s++) {
-        const __mmask16 visible = _mm512_cmple_epi32_mask(_mm512_set1_epi32(static_cast<int>(s)), limit);
-        max = _mm512_mask_max_ps(max, visible, max, _mm512_mul_ps(_mm512_loadu_ps(block + s * width + j0), scaling));
-      }
-      for (size_t s = 0; s < keys; s++) {
-        const __mmask16 visible = _mm512_cmple_epi32_mask(_mm512_set1_epi32(static_cast<int>(s)), limit);
-        float* row = block + s * width + j0;
-        const __m512 p = _mm512_maskz_mov_ps(visible, exp512(_mm512_fmsub_ps(_mm512_loadu_ps(row), scaling, max)));
-        _mm512_storeu_ps(row, p);
-        total = _mm512_add_ps(total, p);
-      }
-      const __m512 inverse = _mm512_div_ps(_mm512_set1_ps(1.0f), total);
-      for (size_t s = 0; s < keys; s++) _mm512_storeu_ps(block + s * width + j0, _mm512_mul_ps(_mm512_loadu_ps(block + s * width + j0), inverse));
-    }
-  }
+  return _mm512_reduce_add_ps(total);
 }
 #endif
 
-QueryAttention query_attention(size_t head_dim) {
+float exp_shifted(float* scores, size_t n, float max) {
 #ifdef OLMOE_X86
-  if (std::strcmp(kernels().name, "avx512") == 0) return query_attention_avx512(head_dim);
+  if (std::strcmp(kernels().name, "avx512") == 0) return exp_shifted_avx512(scores, n, max);
 #endif
-  return nullptr;
+  return exp_shifted_scalar(scores, n, max);
 }
 
-void softmax_columns(float* scores, size_t keys, size_t npad, size_t queries, size_t start, float scale) {
-#ifdef OLMOE_X86
-  if (std::strcmp(kernels().name, "avx512") == 0) return softmax_columns_avx512(scores, keys, npad, queries, start, scale);
-#endif
-  softmax_columns_scalar(scores, keys, npad, queries, start, scale);
+// Keys and values of one kv head at positions [s0, s0 + n): rows `stride` floats apart.
+struct KeyValueBlock {
+  const float* keys;
+  const float* values;
+  size_t stride;
+};
+
+struct Scratch {
+  std::vector<float> keys, values, queries, sums, scores;
+};
+
+KeyValueBlock load_block(const AttentionArgs& a, size_t kv, size_t s0, size_t n, Scratch& scratch_space) {
+  const size_t width = a.kv_heads * a.head_dim, Hd = a.head_dim;
+  if (a.kv_type == DType::F32) {
+    const size_t at = s0 * width + kv * Hd;
+    return {static_cast<const float*>(a.keys) + at, static_cast<const float*>(a.values) + at, width};
+  }
+  float* keys = scratch(scratch_space.keys, kKeyBlock * Hd);
+  float* values = scratch(scratch_space.values, kKeyBlock * Hd);
+  const size_t row_bytes = kv_row_bytes(a.kv_type, width);
+  const auto* key_rows = static_cast<const uint8_t*>(a.keys) + s0 * row_bytes;
+  const auto* value_rows = static_cast<const uint8_t*>(a.values) + s0 * row_bytes;
+  for (size_t j = 0; j < n; j++) {
+    kv_load(a.kv_type, key_rows + j * row_bytes, kv * Hd, Hd, keys + j * Hd);
+    kv_load(a.kv_type, value_rows + j * row_bytes, kv * Hd, Hd, values + j * Hd);
+  }
+  return {keys, values, Hd};
 }
 
-void attend_prefill(const AttentionArgs& a) {
-  const size_t width = a.kv_heads * a.head_dim, group = a.heads / a.kv_heads, Hd = a.head_dim, T = a.tokens;
-  const size_t S = a.start + T, npad = padded_tokens(T);
+// One query's running softmax state: maximum m, denominator ℓ, weighted sum o [Hd].
+struct Running {
+  float max = -INFINITY, total = 0;
+  float* sum;
+};
+
+// Fold `n` positions of a block into one query's state (its scaled query q).
+void fold_block(const Kernels& k, const float* q, const KeyValueBlock& block, size_t n, size_t Hd, float* scores, Running& state) {
+  float block_max = -INFINITY;
+  for (size_t j = 0; j < n; j++) block_max = std::max(block_max, scores[j] = k.dot(q, block.keys + j * block.stride, Hd));
+  const float max = std::max(state.max, block_max);
+  if (state.max != max) {
+    const float rescale = state.max == -INFINITY ? 0.0f : std::exp(state.max - max);
+    state.total *= rescale;
+    for (size_t d = 0; d < Hd; d++) state.sum[d] *= rescale;
+    state.max = max;
+  }
+  state.total += exp_shifted(scores, n, max);
+  for (size_t j = 0; j < n; j++) k.axpy(scores[j], block.values + j * block.stride, state.sum, Hd);
+}
+
+using ItemKernel = void (*)(const AttentionArgs&, size_t, size_t, size_t, Scratch&);
+
+// Queries [t0, t1) of head h over their visible positions [0, start + t] each.
+void attend_item(const AttentionArgs& a, size_t h, size_t t0, size_t t1, Scratch& scratch_space) {
+  const Kernels& k = kernels();
+  const size_t Hd = a.head_dim, nq = t1 - t0, kv = h / (a.heads / a.kv_heads);
   const float scale = 1.0f / std::sqrt(static_cast<float>(Hd));
-  pool().parallel_for(a.heads, [&](size_t h0, size_t h1) {
-    thread_local std::vector<float> query_buffer, key_buffer, value_buffer, score_buffer;
-    float* Qt = scratch(query_buffer, npad * Hd);
-    float* K = scratch(key_buffer, S * Hd);
-    float* Vt = scratch(value_buffer, Hd * S);
-    float* P = scratch(score_buffer, S * npad);
-    for (size_t h = h0; h < h1; h++) {
-      const size_t kv = h / group;
-      transpose_tokens(a.q + h * Hd, a.heads * Hd, T, Hd, Qt, npad);
-      for (size_t s = 0; s < S; s++) {
-        std::memcpy(K + s * Hd, a.keys + s * width + kv * Hd, Hd * sizeof(float));
-        for (size_t d = 0; d < Hd; d++) Vt[d * S + s] = a.values[s * width + kv * Hd + d];
-      }
-      gemm_tiles(Qt, npad, T, Hd, K, DType::F32, 0, S, Output{P, 0, true, npad, S});  // P[s][t] = K_s · Q_t
-      softmax_columns(P, S, npad, T, a.start, scale);
-      gemm_tiles(P, npad, T, S, Vt, DType::F32, 0, Hd, Output{a.out + h * Hd, a.heads * Hd});  // out[t] = Σ_s P[s][t] V_s
+  float* queries = scratch(scratch_space.queries, nq * Hd);
+  float* sums = scratch(scratch_space.sums, nq * Hd);
+  float* scores = scratch(scratch_space.scores, kKeyBlock);
+  Running states[kQueryBlock];
+  for (size_t i = 0; i < nq; i++) {
+    const float* q = a.q + ((t0 + i) * a.heads + h) * Hd;
+    for (size_t d = 0; d < Hd; d++) queries[i * Hd + d] = q[d] * scale;
+    states[i].sum = sums + i * Hd;
+    std::fill(states[i].sum, states[i].sum + Hd, 0.0f);
+  }
+  const size_t positions = a.start + t1;  // the last query sees them all
+  for (size_t s0 = 0; s0 < positions; s0 += kKeyBlock) {
+    const size_t n = std::min(kKeyBlock, positions - s0);
+    const KeyValueBlock block = load_block(a, kv, s0, n, scratch_space);
+    for (size_t i = 0; i < nq; i++) {
+      const size_t visible_end = a.start + t0 + i + 1;  // query t0 + i sees positions < visible_end
+      if (visible_end > s0) fold_block(k, queries + i * Hd, block, std::min(n, visible_end - s0), Hd, scores, states[i]);
     }
-  });
+  }
+  for (size_t i = 0; i < nq; i++) {
+    float* out = a.out + ((t0 + i) * a.heads + h) * Hd;
+    const float inverse = 1.0f / states[i].total;
+    for (size_t d = 0; d < Hd; d++) out[d] = states[i].sum[d] * inverse;
+  }
+}
+
+#ifdef OLMOE_X86
+// ---------------------------------------------------------------- AVX-512, head dim 16·C (C = 4, 8, 16)
+// Loaders of one head's Hd = 16·C values of a stored row into C vectors (p: the head's first byte in the row).
+struct RowF32 {
+  template <int C>
+  AVX512 static void load(const uint8_t* p, __m512* v) {
+    for (int c = 0; c < C; c++) v[c] = _mm512_loadu_ps(reinterpret_cast<const float*>(p) + 16 * c);
+  }
+  static size_t head_offset(size_t kv, size_t Hd) { return kv * Hd * 4; }
+};
+struct RowF16 {
+  template <int C>
+  AVX512 static void load(const uint8_t* p, __m512* v) {
+    for (int c = 0; c < C; c++) v[c] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p) + c));
+  }
+  static size_t head_offset(size_t kv, size_t Hd) { return kv * Hd * 2; }
+};
+struct RowQ8 {  // Hd a multiple of 64: a head is whole q8_0 blocks
+  template <int C>
+  AVX512 static void load(const uint8_t* p, __m512* v) {
+    for (int c = 0; c < C; c += 2) q8_0_values(p + c / 2 * 34, v[c], v[c + 1]);
+  }
+  static size_t head_offset(size_t kv, size_t Hd) { return kv * Hd / 32 * 34; }
+};
+
+// Positions ahead whose head bytes are prefetched: each row of a head lies a whole cache row (Hkv·Hd values) after the
+// previous one, a new 4 KiB page for OLMoE-1B-7B's f16 rows, where the hardware's stream prefetchers stop.
+constexpr size_t kPrefetchAhead = 8;
+
+AVX512 inline void prefetch_head(const uint8_t* p, size_t bytes) {
+  for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(p + b), _MM_HINT_T0);
+}
+
+// One query (decode): the query and the running weighted sum in registers, keys and values widened as they are read.
+template <int C, typename Row>
+AVX512 void attend_query_avx512(const AttentionArgs& a, size_t h, size_t t, float* scores) {
+  constexpr size_t Hd = 16 * C;
+  const size_t kv = h / (a.heads / a.kv_heads), row_bytes = kv_row_bytes(a.kv_type, a.kv_heads * Hd);
+  const size_t head_bytes = kv_row_bytes(a.kv_type, Hd), offset = Row::head_offset(kv, Hd);
+  const uint8_t* keys = static_cast<const uint8_t*>(a.keys) + offset;
+  const uint8_t* values = static_cast<const uint8_t*>(a.values) + offset;
+  const float* q = a.q + (t * a.heads + h) * Hd;
+  const __m512 scale = _mm512_set1_ps(1.0f / std::sqrt(static_cast<float>(Hd)));
+  __m512 query[C], acc[C], row[C];
+  for (int c = 0; c < C; c++) query[c] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * c), scale), acc[c] = _mm512_setzero_ps();
+  float max = -INFINITY, total = 0;
+  const size_t positions = a.start + t + 1;
+  for (size_t s0 = 0; s0 < positions; s0 += kKeyBlock) {
+    const size_t n = std::min(kKeyBlock, positions - s0);
+    float block_max = -INFINITY;
+    for (size_t j = 0; j < n; j++) {
+      if (s0 + j + kPrefetchAhead < positions) prefetch_head(keys + (s0 + j + kPrefetchAhead) * row_bytes, head_bytes);
+      Row::template load<C>(keys + (s0 + j) * row_bytes, row);
+      __m512 dot = _mm512_mul_ps(query[0], row[0]);
+      for (int c = 1; c < C; c++) dot = _mm512_fmadd_ps(query[c], row[c], dot);
+      block_max = std::max(block_max, scores[j] = _mm512_reduce_add_ps(dot));
+    }
+    if (block_max > max) {
+      const __m512 rescale = _mm512_set1_ps(max == -INFINITY ? 0.0f : std::exp(max - block_max));
+      total *= _mm512_cvtss_f32(rescale);
+      for (int c = 0; c < C; c++) acc[c] = _mm512_mul_ps(acc[c], rescale);
+      max = block_max;
+    }
+    total += exp_shifted_avx512(scores, n, max);
+    for (size_t j = 0; j < n; j++) {
+      if (s0 + j + kPrefetchAhead < positions) prefetch_head(values + (s0 + j + kPrefetchAhead) * row_bytes, head_bytes);
+      Row::template load<C>(values + (s0 + j) * row_bytes, row);
+      const __m512 p = _mm512_set1_ps(scores[j]);
+      for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(p, row[c], acc[c]);
+    }
+  }
+  float* out = a.out + (t * a.heads + h) * Hd;
+  const __m512 inverse = _mm512_set1_ps(1.0f / total);
+  for (int c = 0; c < C; c++) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], inverse));
+}
+
+// Up to 16 queries of one head (prefill), one per vector lane: scores of a block of keys are 16-lane vectors (one per
+// key: no horizontal sums), the running maximum and denominator are vectors, and the weighted sums o_i (rows of
+// `sums`) take each query's probabilities as broadcasts over the block's widened values.
+template <int C, typename Row>
+AVX512 void attend_queries_avx512(const AttentionArgs& a, size_t h, size_t t0, size_t t1, Scratch& space) {
+  constexpr size_t Hd = 16 * C;
+  const size_t nq = t1 - t0, kv = h / (a.heads / a.kv_heads), row_bytes = kv_row_bytes(a.kv_type, a.kv_heads * Hd);
+  const size_t offset = Row::head_offset(kv, Hd);
+  float* queries = scratch(space.queries, Hd * 16);     // [Hd][16 lanes], scaled
+  float* sums = scratch(space.sums, 16 * Hd);           // [query][Hd]
+  float* probs = scratch(space.scores, kKeyBlock * 16);  // [key][16 lanes]
+  float* keys = scratch(space.keys, kKeyBlock * Hd);
+  float* values = scratch(space.values, kKeyBlock * Hd);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(Hd));
+  for (size_t d = 0; d < Hd; d++)
+    for (size_t i = 0; i < 16; i++) queries[d * 16 + i] = i < nq ? a.q[((t0 + i) * a.heads + h) * Hd + d] * scale : 0.0f;
+  std::fill(sums, sums + 16 * Hd, 0.0f);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i last_visible = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int>(a.start + t0)));  // query lane i sees s ≤ start + t0 + i
+  __m512 max = _mm512_set1_ps(-INFINITY), total = _mm512_setzero_ps();
+  alignas(64) float rescales[16];
+  const size_t positions = a.start + t1;
+  for (size_t s0 = 0; s0 < positions; s0 += kKeyBlock) {
+    const size_t n = std::min(kKeyBlock, positions - s0);
+    __m512 row[C];
+    for (size_t j = 0; j < n; j++) {  // widen the block once for all 16 queries
+      Row::template load<C>(static_cast<const uint8_t*>(a.keys) + (s0 + j) * row_bytes + offset, row);
+      for (int c = 0; c < C; c++) _mm512_storeu_ps(keys + j * Hd + 16 * c, row[c]);
+      Row::template load<C>(static_cast<const uint8_t*>(a.values) + (s0 + j) * row_bytes + offset, row);
+      for (int c = 0; c < C; c++) _mm512_storeu_ps(values + j * Hd + 16 * c, row[c]);
+    }
+    __m512 block_max = _mm512_set1_ps(-INFINITY);
+    for (size_t j = 0; j < n; j += 4) {  // four keys at a time: four independent FMA chains
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      const size_t m = std::min<size_t>(4, n - j);
+      for (size_t d = 0; d < Hd; d++) {
+        const __m512 qd = _mm512_loadu_ps(queries + d * 16);
+        for (size_t u = 0; u < 4; u++) acc[u] = _mm512_fmadd_ps(qd, _mm512_set1_ps(keys[(j + (u < m ? u : 0)) * Hd + d]), acc[u]);
+      }
+      for (size_t u = 0; u < m; u++) {
+        const __mmask16 visible = _mm512_cmple_epi32_mask(_mm512_set1_epi32(static_cast<int>(s0 + j + u)), last_visible);
+        const __m512 score = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), visible, acc[u]);
+        _mm512_storeu_ps(probs + (j + u) * 16, score);
+        block_max = _mm512_max_ps(block_max, score);
+      }
+    }
+    const __m512 new_max = _mm512_max_ps(max, block_max);
+    // exp(m_old − m_new): 0 where nothing was seen yet (m_old = −∞), 1 where the block did not raise the maximum.
+    const __mmask16 seen = _mm512_cmp_ps_mask(max, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+    const __m512 rescale = _mm512_maskz_mov_ps(seen, exp512(_mm512_sub_ps(max, new_max)));
+    total = _mm512_mul_ps(total, rescale);
+    max = new_max;
+    for (size_t j = 0; j < n; j++) {
+      const __m512 score = _mm512_loadu_ps(probs + j * 16);
+      const __mmask16 finite = _mm512_cmp_ps_mask(score, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+      const __m512 p = _mm512_maskz_mov_ps(finite, exp512(_mm512_sub_ps(score, max)));
+      _mm512_storeu_ps(probs + j * 16, p);
+      total = _mm512_add_ps(total, p);
+    }
+    _mm512_store_ps(rescales, rescale);
+    for (size_t i = 0; i < nq; i++) {
+      __m512 acc[C];
+      const __m512 r = _mm512_set1_ps(rescales[i]);
+      for (int c = 0; c < C; c++) acc[c] = _mm512_mul_ps(_mm512_loadu_ps(sums + i * Hd + 16 * c), r);
+      const size_t visible = std::min(n, a.start + t0 + i + 1 > s0 ? a.start + t0 + i + 1 - s0 : 0);
+      for (size_t j = 0; j < visible; j++) {
+        const __m512 p = _mm512_set1_ps(probs[j * 16 + i]);
+        for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(values + j * Hd + 16 * c), acc[c]);
+      }
+      for (int c = 0; c < C; c++) _mm512_storeu_ps(sums + i * Hd + 16 * c, acc[c]);
+    }
+  }
+  alignas(64) float totals[16];
+  _mm512_store_ps(totals, total);
+  for (size_t i = 0; i < nq; i++) {
+    float* out = a.out + ((t0 + i) * a.heads + h) * Hd;
+    const __m512 inverse = _mm512_set1_ps(1.0f / totals[i]);
+    for (int c = 0; c < C; c++) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(sums + i * Hd + 16 * c), inverse));
+  }
+}
+
+template <int C, typename Row>
+AVX512 void attend_item_avx512(const AttentionArgs& a, size_t h, size_t t0, size_t t1, Scratch& space) {
+  if (t1 - t0 == 1) return attend_query_avx512<C, Row>(a, h, t0, scratch(space.scores, kKeyBlock * 16));
+  attend_queries_avx512<C, Row>(a, h, t0, t1, space);
+}
+
+template <int C>
+ItemKernel item_kernel_for(DType type) {
+  switch (type) {
+    case DType::F32: return attend_item_avx512<C, RowF32>;
+    case DType::F16: return attend_item_avx512<C, RowF16>;
+    default: return attend_item_avx512<C, RowQ8>;
+  }
+}
+#endif
+
+// The AVX-512 kernels for head dims 64, 128, 256; the portable one (kernels()' dot and axpy) otherwise.
+ItemKernel item_kernel(const AttentionArgs& a) {
+#ifdef OLMOE_X86
+  if (std::strcmp(kernels().name, "avx512") == 0) {
+    switch (a.head_dim) {
+      case 64: return item_kernel_for<4>(a.kv_type);
+      case 128: return item_kernel_for<8>(a.kv_type);
+      case 256: return item_kernel_for<16>(a.kv_type);
+      default: break;
+    }
+  }
+#endif
+  return attend_item;
 }
 
 }  // namespace
 
 void attention(const AttentionArgs& a) {
-  if (a.tokens >= kMinPrefillQueries) attend_prefill(a);
-  else attend_decode(a);
+  const size_t query_blocks = (a.tokens + kQueryBlock - 1) / kQueryBlock;
+  const ItemKernel kernel = item_kernel(a);
+  pool().parallel_for(a.heads * query_blocks, [&](size_t i0, size_t i1) {
+    thread_local Scratch scratch_space;
+    for (size_t item = i0; item < i1; item++) {
+      const size_t h = item / query_blocks, t0 = item % query_blocks * kQueryBlock;
+      kernel(a, h, t0, std::min(a.tokens, t0 + kQueryBlock), scratch_space);
+    }
+  });
 }
 
 }  // namespace olmoe

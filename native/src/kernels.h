@@ -36,14 +36,16 @@ struct ExpertArgs {
 void experts(const ExpertArgs& args);
 
 struct AttentionArgs {
-  const float* q;  // [T, H·Hd]
-  const float* keys;    // cache [S, Hkv·Hd], positions [0, start + T) filled
-  const float* values;  // cache [S, Hkv·Hd]
+  const float* q;       // [T, H·Hd]
+  const void* keys;     // cache [S, Hkv·Hd] stored as kv_type (native/src/kv-cache.h), positions [0, start + T) filled
+  const void* values;   // cache [S, Hkv·Hd]
+  DType kv_type;        // F32, F16 or Q8_0
   size_t tokens, start, heads, kv_heads, head_dim;
   float* out;  // [T, H·Hd]
 };
 
-// Causal softmax(q·kᵀ/√Hd)·v over the cache, parallel over heads.
+// Causal softmax(q·kᵀ/√Hd)·v over the cache, in blocks of positions (native/src/attention.cc), parallel over heads
+// and blocks of queries.
 void attention(const AttentionArgs& args);
 
 // y = x / sqrt(mean(x²) + eps) · weight per row; NeoX rotary embedding; out = a + b (native/src/elementwise.cc).

@@ -5,11 +5,13 @@ import {
   createBackend,
   InputError,
   loadPretrained,
+  parseKVCacheType,
   processEscapes,
   readPeftAdapter,
   resolveModelPath,
   type GenerateOptions,
   type HubOptions,
+  type KVCacheType,
   type Pretrained,
 } from '../index.js';
 import { createProgress } from './progress.js';
@@ -22,6 +24,7 @@ export interface ModelFlags {
   checkTensors?: boolean;
   /** A LoRA adapter folder (PEFT layout) merged into the model at load. */
   adapter?: string;
+  kvCache?: KVCacheType;
 }
 
 /** Where a hub model comes from, and whether to show progress. */
@@ -41,6 +44,11 @@ export function addModelOptions(command: Command): Command {
 /** `--adapter DIR`: a LoRA adapter (PEFT layout) checked against the model and merged into it at load. */
 export function addAdapterOption(command: Command): Command {
   return command.option('--adapter <dir>', 'LoRA adapter folder (adapter_config.json + adapter_model.safetensors), merged into the model at load');
+}
+
+/** --kv-cache for the verbs that keep a KV cache (generate, chat, serve, eval, bench). */
+export function addKVCacheOption(command: Command): Command {
+  return command.option('--kv-cache <type>', `KV cache storage: f16 (default), q8_0 (half of f16's memory) or f32 (exact)`, (text: string) => parseKVCacheType(text, '--kv-cache'));
 }
 
 export function hubOptions(flags: ModelFlags): HubOptions {
@@ -70,6 +78,7 @@ export async function loadModel(spec: string, flags: ModelFlags): Promise<Pretra
     ...hubOptions(flags),
     backend,
     checkTensors: flags.checkTensors,
+    kvCache: flags.kvCache,
     onLoadProgress: (p) => bar.update(p.loadedBytes, p.totalBytes),
     patch: flags.adapter === undefined ? undefined : (config) => {
       const adapter = readPeftAdapter(flags.adapter!, config);

@@ -12,6 +12,7 @@
  * FFN width, V vocab.
  */
 import type { DType } from './dtype.js';
+import { InputError } from './errors.js';
 
 /** What a tensor holds: a checkpoint dtype (weights), 'f32' activations, or 'f64' (the gradient checks' reference). */
 export type TensorDType = DType | 'f64';
@@ -42,9 +43,35 @@ export function weightFromBytes(name: string, dtype: DType, shape: readonly numb
   return { name, dtype, shape, byteLength: bytes.byteLength, read: async () => bytes };
 }
 
+/**
+ * How a KV cache stores keys and values: 'f16' (the default, as llama.cpp's), 'q8_0' (GGUF blocks of 32 values and an
+ * f16 scale: half of f16's bytes) or 'f32' (exact). Values are rounded once, when stored; attention reads them back.
+ */
+export type KVCacheType = 'f16' | 'q8_0' | 'f32';
+
+export const KV_CACHE_TYPES: readonly KVCacheType[] = ['f16', 'q8_0', 'f32'];
+
+export const DEFAULT_KV_CACHE_TYPE: KVCacheType = 'f16';
+
+/** A user's cache type (flag or API option), checked: an unknown one is an error naming it and the choices. */
+export function parseKVCacheType(value: unknown, what = 'kv cache type'): KVCacheType {
+  if (KV_CACHE_TYPES.includes(value as KVCacheType)) return value as KVCacheType;
+  throw new InputError(`${what}: ${JSON.stringify(value)} is not a KV cache type (choose ${KV_CACHE_TYPES.join(', ')})`);
+}
+
+/** Bytes one position takes in one layer's keys (or values): q8_0 pads a row of `width` values to whole blocks. */
+export function kvRowBytes(type: KVCacheType, width: number): number {
+  if (type === 'q8_0') return Math.ceil(width / 32) * 34;
+  return width * (type === 'f16' ? 2 : 4);
+}
+
 /** Keys and values of every layer for one sequence, stored after RoPE (spec §3.4). */
 export interface KVCache {
   readonly layers: number;
+  /** How keys and values are stored. */
+  readonly dtype: KVCacheType;
+  /** Bytes one position takes in all layers, keys and values. */
+  readonly bytesPerPosition: number;
   /** The most positions it can hold. */
   readonly capacity: number;
   /**
@@ -63,6 +90,8 @@ export interface KVCacheOptions {
   headDim: number;
   /** Positions to allocate up front (default 0: storage grows from the first tokens stored). */
   reserve?: number;
+  /** Storage of keys and values (default DEFAULT_KV_CACHE_TYPE). */
+  dtype?: KVCacheType;
 }
 
 export interface RopeOptions {

@@ -188,7 +188,7 @@ export class GenerationRun {
     this.maxNewTokens = checkLength(lm.model, promptIds, opts.maxNewTokens);
     this.sequence = [...promptIds];
     if (prefilled) checkPrefilled(prefilled, promptIds.length, this.maxNewTokens, opts.useCache);
-    this.cache = prefilled?.cache ?? (opts.useCache ? lm.model.createCache(promptIds.length + this.maxNewTokens) : undefined);
+    this.cache = prefilled?.cache ?? (opts.useCache ? lm.model.createCache(promptIds.length + this.maxNewTokens, opts.kvCache) : undefined);
     this.rng = createRng(opts.seed);
     this.detokenizer = lm.tokenizer.streamDecoder({ skipSpecialTokens: true });
     this.stops = new StopStringMatcher(opts.stopStrings);
@@ -213,7 +213,7 @@ export class GenerationRun {
   batchInput(limit = Infinity): BatchInput {
     const ids = Int32Array.from(this.cache ? this.pendingInput!.slice(0, limit) : this.sequence);
     this.inFlight = this.cache ? ids.length : this.pendingInput!.length;
-    return { ids, cache: this.cache ?? this.lm.model.createCache(ids.length), observer: this.opts.observer };
+    return { ids, cache: this.cache ?? this.lm.model.createCache(ids.length, this.opts.kvCache), observer: this.opts.observer };
   }
 
   /** The logits after the tokens of `batchInput` went through the model; they count once all pending tokens have. */

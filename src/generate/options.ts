@@ -3,6 +3,7 @@
  * generation_config.json, then transformers' defaults — greedy unless sampling is asked for, and when sampling
  * temperature 1, top-k 50, top-p 1. Setting any sampling knob (or a seed) asks for sampling; temperature 0 means greedy.
  */
+import { parseKVCacheType, type KVCacheType } from '../core/backend.js';
 import { InputError } from '../core/errors.js';
 import { randomSeed } from '../core/rng.js';
 import type { GenerationDefaults } from '../model/pretrained.js';
@@ -22,9 +23,12 @@ export interface GenerateOptions extends SamplingOptions {
   observer?: import('../model/olmoe.js').RoutingObserver;
   /** Give each generated token its log-probability under the raw logits and this many most likely alternatives (OpenAI's `logprobs: N`). */
   logprobs?: number;
+  /** KV cache storage of this generation (default: the model's, f16 unless loaded with another). */
+  kvCache?: KVCacheType;
 }
 
-export interface ResolvedOptions extends Required<Omit<GenerateOptions, 'signal' | 'observer' | 'eosTokenIds' | 'logprobs'>> {
+export interface ResolvedOptions extends Required<Omit<GenerateOptions, 'signal' | 'observer' | 'eosTokenIds' | 'logprobs' | 'kvCache'>> {
+  kvCache: KVCacheType | undefined;
   eosTokenIds: readonly number[];
   signal: AbortSignal | undefined;
   observer: GenerateOptions['observer'];
@@ -52,6 +56,7 @@ export function resolveOptions(opts: GenerateOptions, defaults: GenerationDefaul
     signal: opts.signal,
     observer: opts.observer,
     logprobs: opts.logprobs,
+    kvCache: opts.kvCache === undefined ? undefined : parseKVCacheType(opts.kvCache, 'kvCache'),
   };
   check(resolved);
   return resolved;

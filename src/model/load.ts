@@ -4,7 +4,7 @@
  */
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { weightFromBytes, type Backend, type Tensor, type WeightSource } from '../core/backend.js';
+import { weightFromBytes, type Backend, type KVCacheType, type Tensor, type WeightSource } from '../core/backend.js';
 import { WeightError } from '../core/errors.js';
 import { listCheckpointTensors, weightSources } from '../io/checkpoint.js';
 import { readGguf, type GgufFile } from '../io/gguf.js';
@@ -38,6 +38,8 @@ export interface LoadModelOptions {
   onProgress?: (progress: LoadProgress) => void;
   /** Scan every weight for NaN/inf before loading (llama.cpp's --check-tensors); an error names the first. */
   checkTensors?: boolean;
+  /** How the model's KV caches store keys and values (default f16; 'f32' exact, 'q8_0' half of f16's memory). */
+  kvCache?: KVCacheType;
 }
 
 /** A checkpoint located on disk: an HF folder or a GGUF file, with its tensors under HF names. */
@@ -95,7 +97,9 @@ export async function loadCheckpoint(checkpoint: Checkpoint, opts: LoadModelOpti
     progress.tensors++;
     opts.onProgress?.(progress);
   }
-  return new OlmoeModel(config, assembleWeights(config, tensors), opts.backend);
+  const model = new OlmoeModel(config, assembleWeights(config, tensors), opts.backend);
+  if (opts.kvCache !== undefined) model.kvCacheType = opts.kvCache;
+  return model;
 }
 
 function patched(entry: TensorEntry, patch: WeightPatch): WeightSource {

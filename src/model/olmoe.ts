@@ -3,7 +3,7 @@
  * or a batch, routing decisions handed to observers, and non-finite logits traced to the stage that made them.
  * Dimension legend: T tokens, D hidden, E experts, K top-k, V vocab.
  */
-import type { Backend, KVCache, Tensor } from '../core/backend.js';
+import { DEFAULT_KV_CACHE_TYPE, kvRowBytes, parseKVCacheType, type Backend, type KVCache, type KVCacheType, type Tensor } from '../core/backend.js';
 import { InputError, NumericError, UnsupportedError } from '../core/errors.js';
 import type { OlmoeConfig } from './config.js';
 import { decoderStack, logits, TOKEN_CHOICE, type LayerRouting, type ModelVariant, type OlmoeParts, type SequenceSlice } from './forward.js';
@@ -52,6 +52,8 @@ function firstNonFinite(values: Float32Array): number {
 }
 
 export class OlmoeModel implements OlmoeParts {
+  private cacheType: KVCacheType = DEFAULT_KV_CACHE_TYPE;
+
   constructor(
     readonly config: OlmoeConfig,
     readonly weights: OlmoeWeights,
@@ -59,9 +61,25 @@ export class OlmoeModel implements OlmoeParts {
     readonly variant: ModelVariant = TOKEN_CHOICE,
   ) {}
 
-  createCache(capacity = this.config.maxPositionEmbeddings): KVCache {
+  /** How the caches this model creates store keys and values (default f16); also a one-shot forward's cache. */
+  get kvCacheType(): KVCacheType {
+    return this.cacheType;
+  }
+
+  set kvCacheType(type: KVCacheType) {
+    this.cacheType = parseKVCacheType(type, 'kvCache');
+  }
+
+  /** Bytes of cache one position takes (all layers, keys and values). */
+  get kvBytesPerPosition(): number {
     const { numLayers, numKVHeads, headDim } = this.config;
-    return this.backend.createKVCache({ layers: numLayers, capacity, kvHeads: numKVHeads, headDim });
+    return 2 * numLayers * kvRowBytes(this.cacheType, numKVHeads * headDim);
+  }
+
+  /** A cache for `capacity` positions, in the model's cache type unless `type` says otherwise. */
+  createCache(capacity = this.config.maxPositionEmbeddings, type: KVCacheType = this.cacheType): KVCache {
+    const { numLayers, numKVHeads, headDim } = this.config;
+    return this.backend.createKVCache({ layers: numLayers, capacity, kvHeads: numKVHeads, headDim, dtype: type });
   }
 
   /** Logits [T or 1, V] for `ids` following the cache's contents; advances the cache by T. */

@@ -4,7 +4,7 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import type { Backend } from '../core/backend.js';
+import type { Backend, KVCacheType } from '../core/backend.js';
 import { HubError, InputError } from '../core/errors.js';
 import { hubDownloadFile, hubSnapshotModel, isHubRepoId, type HubOptions } from '../io/hub.js';
 import { readGguf } from '../io/gguf.js';
@@ -42,6 +42,8 @@ export interface PretrainedOptions extends HubOptions {
   checkTensors?: boolean;
   /** Changes to the weights made from the checkpoint's config (a LoRA adapter checked against it and merged). */
   patch?: (config: OlmoeConfig) => WeightPatch;
+  /** KV cache storage (default f16). */
+  kvCache?: KVCacheType;
 }
 
 /**
@@ -126,7 +128,7 @@ export async function loadPretrained(spec: string, opts: PretrainedOptions): Pro
   const checkpoint = openCheckpoint(path);
   const tokenizer = checkpointTokenizer(checkpoint);
   const patch = opts.patch?.(checkpoint.config);
-  const model = await loadCheckpoint(checkpoint, { backend: opts.backend, onProgress: opts.onLoadProgress, checkTensors: opts.checkTensors, patch });
+  const model = await loadCheckpoint(checkpoint, { backend: opts.backend, onProgress: opts.onLoadProgress, checkTensors: opts.checkTensors, patch, kvCache: opts.kvCache });
   // The tokenizer's eos also stops generation: 0125-Instruct's is |||IP_ADDRESS||| (id 0), config says 50279 (spec §4.2).
   const tokenizerEos = tokenizer.tokenId(tokenizer.eosToken);
   const configEos = [...model.config.eosTokenIds, ...(tokenizerEos === undefined ? [] : [tokenizerEos])];

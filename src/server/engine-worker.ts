@@ -36,6 +36,7 @@ async function main(spec: EngineSpec): Promise<void> {
       backend,
       revision: spec.revision,
       patch: spec.adapter === undefined ? undefined : (config) => adapterPatch(readPeftAdapter(spec.adapter!, config)),
+      kvCache: spec.kvCache,
       onLoadProgress: ({ loadedBytes, totalBytes }) => send({ type: 'progress', loadedBytes, totalBytes }),
     });
   } catch (error) {

@@ -2,7 +2,7 @@
  * Messages between the HTTP thread and the engine worker. The HTTP thread tokenizes and validates; the worker
  * owns the model and runs generations (several interleaved token by token), streaming events back.
  */
-import type { ErrorCode, FinishReason, GenerateOptions, TokenLogprob } from '../index.js';
+import type { ErrorCode, FinishReason, GenerateOptions, KVCacheType, TokenLogprob } from '../index.js';
 
 /** How the worker loads its model (what `olmoe serve` was given). */
 export interface EngineSpec {
@@ -10,6 +10,8 @@ export interface EngineSpec {
   backend?: string;
   threads?: number;
   revision?: string;
+  /** KV cache storage (default f16). */
+  kvCache?: KVCacheType;
   /** Prompt tokens per step while other requests generate (chunked prefill). */
   prefillChunk?: number;
   /** A LoRA adapter folder merged into the model at load. */

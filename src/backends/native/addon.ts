@@ -22,7 +22,10 @@ export interface NativeAddon {
     x: Floats, tokens: number, hidden: number, ffn: number, topK: number, dtype: number,
     gates: Weights[], ups: Weights[], downs: Weights[], expertIds: Int32Array, weights: Floats, out: Floats,
   ): void;
-  attention(q: Floats, keys: Floats, values: Floats, tokens: number, start: number, heads: number, kvHeads: number, headDim: number, out: Floats): void;
+  /** keys, values: the KV cache's bytes in kvType (a DTYPE_CODES code: f32, f16 or q8_0) or float32 rows. */
+  attention(q: Floats, keys: Floats | Uint8Array, values: Floats | Uint8Array, kvType: number, tokens: number, start: number, heads: number, kvHeads: number, headDim: number, out: Floats): void;
+  /** count rows of width floats rounded to kvType (native/src/kv-cache.h) into out's bytes. */
+  kvStore(rows: Floats, count: number, width: number, kvType: number, out: Uint8Array): void;
   rmsnorm(x: Floats, rows: number, width: number, weight: Floats, eps: number, out: Floats): void;
   rope(x: Floats, tokens: number, heads: number, headDim: number, positions: Int32Array, invFreq: Floats, out: Floats): void;
   add(a: Floats, b: Floats, out: Floats): void;

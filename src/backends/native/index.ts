@@ -5,12 +5,12 @@
  * backend's host layout: float32 activations, weights in their stored dtype). A test prints and checks that list.
  */
 import { availableParallelism } from 'node:os';
-import type { AttentionArgs, ExpertWeights, KVCacheOptions, RopeOptions, Routing, RouterOptions, Tensor, WeightSource } from '../../core/backend.js';
+import { DEFAULT_KV_CACHE_TYPE, kvRowBytes, type AttentionArgs, type ExpertWeights, type KVCacheOptions, type RopeOptions, type Routing, type RouterOptions, type Tensor, type WeightSource } from '../../core/backend.js';
 import type { AdamWStep, AdamWTensors, OpImplementations, SavedState, TokenWeights, TrainingBackend } from '../../core/training.js';
 import { byteSize, isQuantized, type DType } from '../../core/dtype.js';
 import { OlmoeError, ResourceError } from '../../core/errors.js';
 import { ReferenceBackend } from '../reference/index.js';
-import { RefKVCache, storeKeysValues } from '../reference/attention.js';
+import { RefKVCache, type KVEncoder } from '../reference/kv-cache.js';
 import { activation, asRef, checkShapes, f32, RefTensor, showShape, sizeOf, storageFor, type Storage } from '../reference/tensor.js';
 import type { NativeAddon } from './addon.js';
 import { measureMachine, type MachineLimits } from './machine.js';
@@ -155,15 +155,18 @@ export class NativeBackend implements TrainingBackend {
     asRef(x).unwritten = false;
   }
 
+  /** The reference backend's cache layout on huge-page memory, rows rounded to its type by the addon (bit-identical). */
   createKVCache(opts: KVCacheOptions): RefKVCache {
-    return new RefKVCache(opts, (floats) => {
+    const allocate = (bytes: number) => {
       try {
-        return new Float32Array(this.addon.allocate(floats * 4));
+        return new Uint8Array(this.addon.allocate(bytes));
       } catch (error) {
-        const positions = floats / (opts.kvHeads * opts.headDim);
-        throw new ResourceError(`a KV cache of ${positions} positions × ${opts.layers} layers`, 2 * opts.layers * floats * 4, error);
+        const positions = bytes / kvRowBytes(opts.dtype ?? DEFAULT_KV_CACHE_TYPE, opts.kvHeads * opts.headDim);
+        throw new ResourceError(`a KV cache of ${positions} positions × ${opts.layers} layers`, 2 * opts.layers * bytes, error);
       }
-    });
+    };
+    const encode: KVEncoder = (type, rows, width, out) => this.addon.kvStore(rows instanceof Float32Array ? rows : Float32Array.from(rows), rows.length / width, width, DTYPE_CODES[type], out);
+    return new RefKVCache(opts, allocate, encode);
   }
 
   // ---------------------------------------------------------------- forward
@@ -235,9 +238,10 @@ export class NativeBackend implements TrainingBackend {
       const own = { keys: k.subarray(row * kvWidth, (row + s.tokens) * kvWidth), values: v.subarray(row * kvWidth, (row + s.tokens) * kvWidth) };
       checkShapes('attention', s.cache instanceof RefKVCache || (!s.cache && s.start === 0), () => 'the KV cache was not made by this backend');
       const cache = s.cache as RefKVCache | undefined;
-      if (cache) storeKeysValues(cache, args.layer, s.start, own);
+      cache?.store(args.layer, s.start, own);
       const [keys, values] = cache ? [cache.keys[args.layer]!, cache.values[args.layer]!] : [own.keys, own.values];
-      this.addon.attention(q.subarray(row * width, (row + s.tokens) * width), keys, values, s.tokens, s.start, heads, kvHeads, headDim, out.subarray(row * width, (row + s.tokens) * width));
+      const kvType = DTYPE_CODES[cache?.dtype ?? 'f32'];
+      this.addon.attention(q.subarray(row * width, (row + s.tokens) * width), keys, values, kvType, s.tokens, s.start, heads, kvHeads, headDim, out.subarray(row * width, (row + s.tokens) * width));
       row += s.tokens;
     }
     return activation(out, [tokens, width]);

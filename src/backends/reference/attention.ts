@@ -1,60 +1,20 @@
 /**
- * Causal self-attention, one head of one query at a time (spec §3.4): over a KV cache (inference), or over a
- * sequence's own tokens (training), with its backward.
+ * Causal self-attention (spec §3.4): over a KV cache (inference), or over a sequence's own tokens (training), with
+ * its backward. The forward runs in blocks of KEY_BLOCK positions with an online softmax (FlashAttention, Dao et al.
+ * 2022, §3.1): each query keeps its running maximum m, denominator ℓ and weighted sum o, rescaled by exp(m_old − m_new)
+ * when a block raises the maximum, so no row of scores longer than one block exists (the native kernel's twin).
+ * The backward recomputes one query's probabilities at a time.
  * Dimension legend: T new tokens, S positions attended, H query heads, Hkv key/value heads, Hd head dim.
  */
-import type { AttentionArgs, AttentionSequence, KVCache, KVCacheOptions, Tensor } from '../../core/backend.js';
+import type { AttentionArgs, AttentionSequence, Tensor } from '../../core/backend.js';
 import type { SavedState } from '../../core/training.js';
-import { InputError, ResourceError } from '../../core/errors.js';
+import { RefKVCache } from './kv-cache.js';
 import { activation, allocFor, checkShapes, floats, showShape, sizeOf, type Floats, type RefTensor } from './tensor.js';
 
-export class RefKVCache implements KVCache {
-  length = 0;
-  allocated = 0;
-  keys: Float32Array[] = []; // per layer [allocated, Hkv·Hd]
-  values: Float32Array[] = [];
-  readonly layers: number;
-  readonly capacity: number;
-  readonly width: number;
+export { RefKVCache } from './kv-cache.js';
 
-  /** `allocate` provides zeroed float storage (the native backend uses huge-page memory). */
-  constructor(
-    opts: KVCacheOptions,
-    private readonly allocate: (floats: number) => Float32Array = (floats) => new Float32Array(floats),
-  ) {
-    this.layers = opts.layers;
-    this.capacity = opts.capacity;
-    this.width = opts.kvHeads * opts.headDim;
-    this.reserve(Math.min(opts.reserve ?? 0, opts.capacity));
-  }
-
-  /**
-   * Storage for at least `positions` positions in every layer: at least double what is there (so a sequence of T
-   * tokens is copied O(T) times in all), at most the capacity. What was stored moves to the new storage whole
-   * (positions may be written before `length` is advanced).
-   */
-  reserve(positions: number): void {
-    if (positions <= this.allocated) return;
-    if (positions > this.capacity) throw new InputError(`KV cache holds ${this.capacity} positions; ${positions} needed`);
-    const size = Math.min(this.capacity, Math.max(positions, 2 * this.allocated, MIN_POSITIONS));
-    const grow = (old: Float32Array | undefined) => {
-      const next = this.allocate(size * this.width);
-      if (old) next.set(old);
-      return next;
-    };
-    try {
-      this.keys = Array.from({ length: this.layers }, (_, layer) => grow(this.keys[layer]));
-      this.values = Array.from({ length: this.layers }, (_, layer) => grow(this.values[layer]));
-    } catch (error) {
-      if (error instanceof RangeError) throw new ResourceError(`a KV cache of ${size} positions × ${this.layers} layers`, 2 * this.layers * size * this.width * 4, error);
-      throw error;
-    }
-    this.allocated = size;
-  }
-}
-
-/** The smallest growth step, so the first decode tokens after a short prompt do not each reallocate. */
-const MIN_POSITIONS = 16;
+/** Positions per block of the online softmax (native/src/attention.cc uses the same). */
+export const KEY_BLOCK = 64;
 
 /** Where one sequence's keys and values are read: its cache's layer storage, or its own rows of k and v. */
 interface KeyValues {
@@ -65,7 +25,17 @@ interface KeyValues {
   width: number;
 }
 
-export function attention(args: AttentionArgs): RefTensor {
+export function attention(args: AttentionArgs, keyBlock = KEY_BLOCK): RefTensor {
+  const tokens = checkArgs(args);
+  const out = allocFor(tokens * args.heads * args.headDim, args.q, args.k, args.v);
+  forEachSequence(args, (sequence, row, kv) => {
+    for (let t = 0; t < sequence.tokens; t++) for (let h = 0; h < args.heads; h++) attendOneBlocked(args, kv, row + t, sequence.start + t, h, out, keyBlock);
+  });
+  return activation(out, [tokens, args.heads * args.headDim]);
+}
+
+/** The same attention with one softmax over each query's whole row of scores (what the blocked form must equal). */
+export function attentionUnblocked(args: AttentionArgs): RefTensor {
   const tokens = checkArgs(args);
   const out = allocFor(tokens * args.heads * args.headDim, args.q, args.k, args.v);
   forEachSequence(args, (sequence, row, kv) => {
@@ -98,20 +68,13 @@ export function forEachSequence(args: AttentionArgs, visit: (sequence: Attention
   let row = 0;
   for (const sequence of args.sequences) {
     const own = { keys: k.subarray(row * kvWidth, (row + sequence.tokens) * kvWidth), values: v.subarray(row * kvWidth, (row + sequence.tokens) * kvWidth) };
-    if (sequence.cache) storeKeysValues(sequence.cache as RefKVCache, args.layer, sequence.start, own);
     const cache = sequence.cache as RefKVCache | undefined;
-    const kv = cache ? { keys: cache.keys[args.layer]!, values: cache.values[args.layer]!, base: 0, width: kvWidth } : { ...own, base: 0, width: kvWidth };
+    cache?.store(args.layer, sequence.start, own);
+    const stored = sequence.start + sequence.tokens;
+    const kv = cache ? { keys: cache.read('keys', args.layer, stored), values: cache.read('values', args.layer, stored), base: 0, width: kvWidth } : { ...own, base: 0, width: kvWidth };
     visit(sequence, row, kv);
     row += sequence.tokens;
   }
-}
-
-/** Write the new keys and values at [start, start+T) of the layer's cache. */
-export function storeKeysValues(cache: RefKVCache, layer: number, start: number, kv: { keys: Floats; values: Floats }): void {
-  checkShapes('attention', kv.keys.length % cache.width === 0, () => `keys of ${kv.keys.length} values for a cache ${cache.width} wide`);
-  cache.reserve(start + kv.keys.length / cache.width);
-  cache.keys[layer]!.set(kv.keys, start * cache.width);
-  cache.values[layer]!.set(kv.values, start * cache.width);
 }
 
 /** Softmax of one query row's scores over positions 0..position (scaled by 1/√Hd, max-subtracted). */
@@ -136,6 +99,45 @@ function probabilities(args: AttentionArgs, kv: KeyValues, row: number, position
   return p;
 }
 
+/**
+ * One query row of one head over positions 0..position in blocks of `keyBlock` (online softmax, float64): after
+ * each block, m = max(m, block max), o ← o·exp(m_old − m) + Σ exp(s − m)·v, ℓ ← ℓ·exp(m_old − m) + Σ exp(s − m).
+ */
+function attendOneBlocked(args: AttentionArgs, kv: KeyValues, row: number, position: number, head: number, out: Floats, keyBlock: number): void {
+  const { headDim, heads, kvHeads } = args;
+  const query = floats(args.q);
+  const kvHead = Math.floor(head / (heads / kvHeads)); // grouped-query: consecutive heads share a kv head
+  const queryBase = (row * heads + head) * headDim;
+  const scale = 1 / Math.sqrt(headDim);
+  const sum = new Float64Array(headDim);
+  const scores = new Float64Array(keyBlock);
+  let [max, total] = [-Infinity, 0];
+  for (let first = 0; first <= position; first += keyBlock) {
+    const count = Math.min(keyBlock, position + 1 - first);
+    let blockMax = -Infinity;
+    for (let j = 0; j < count; j++) {
+      const keyBase = (kv.base + first + j) * kv.width + kvHead * headDim;
+      let score = 0;
+      for (let d = 0; d < headDim; d++) score += query[queryBase + d]! * kv.keys[keyBase + d]!;
+      scores[j] = score * scale;
+      blockMax = Math.max(blockMax, scores[j]!);
+    }
+    const newMax = Math.max(max, blockMax);
+    const rescale = max === -Infinity ? 0 : Math.exp(max - newMax);
+    total *= rescale;
+    for (let d = 0; d < headDim; d++) sum[d]! *= rescale;
+    for (let j = 0; j < count; j++) {
+      const p = Math.exp(scores[j]! - newMax);
+      total += p;
+      const valueBase = (kv.base + first + j) * kv.width + kvHead * headDim;
+      for (let d = 0; d < headDim; d++) sum[d]! += p * kv.values[valueBase + d]!;
+    }
+    max = newMax;
+  }
+  for (let d = 0; d < headDim; d++) out[queryBase + d] = sum[d]! / total;
+}
+
+/** One query row of one head without blocks: every score of the row, then one softmax. */
 function attendOne(args: AttentionArgs, kv: KeyValues, row: number, position: number, head: number, out: Floats): void {
   const { headDim, heads, kvHeads } = args;
   const p = probabilities(args, kv, row, position, head);

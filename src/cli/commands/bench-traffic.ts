@@ -36,10 +36,9 @@ export class DecodeTraffic {
     return this.fixedWeightBytes + (this.steps ? this.expertBytes / this.steps : 0);
   }
 
-  /** KV-cache bytes attention reads per token, averaged over decode positions [first, first + count) (f32 keys and values). */
+  /** KV-cache bytes attention reads per token, averaged over decode positions [first, first + count) (in the model's cache type). */
   cacheBytesPerToken(first: number, count: number): number {
-    const { numLayers, numKVHeads, headDim } = this.model.config;
     const meanPositions = first + (count + 1) / 2; // the token at position p reads p + 1 cached positions
-    return 2 * numLayers * numKVHeads * headDim * 4 * meanPositions;
+    return this.model.kvBytesPerPosition * meanPositions;
   }
 }

@@ -8,7 +8,7 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { argmax, createRng, InputError, type KVCache, type OlmoeModel, type RoutingObserver } from '../../index.js';
-import { addModelOptions, loadModel, parseInteger, printJson, type ModelFlags } from '../common.js';
+import { addKVCacheOption, addModelOptions, loadModel, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { DecodeTraffic } from './bench-traffic.js';
 
 interface BenchFlags extends ModelFlags {
@@ -34,7 +34,7 @@ export function registerBench(program: Command): void {
     .option('--runs <n>', 'measured runs (median reported)', parseInteger('--runs'), 3)
     .option('--no-machine', 'skip measuring read bandwidth and FP32 peak (native backend; takes a few seconds)')
     .option('--json', 'print the result as JSON');
-  addModelOptions(command).action(runBench);
+  addKVCacheOption(addModelOptions(command)).action(runBench);
 }
 
 function residentMiB(): number {
@@ -111,7 +111,8 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   const decodeTokensPerSecond = flags.gen > 0 ? +(flags.gen / median(runs.map((r) => r.decode))).toFixed(2) : null;
   const result = {
     model: spec, backend: backend.name, threads: backend.threads ?? 1, simd: backend.simd ?? 'none',
-    loadSeconds: +loadSeconds.toFixed(2), residentMiB: residentMiB(), promptTokens: promptIds.length, genTokens: flags.gen,
+    loadSeconds: +loadSeconds.toFixed(2), residentMiB: residentMiB(),
+    kvCache: model.kvCacheType, kvCacheMiB: +((cache.allocated * cache.bytesPerPosition) / 2 ** 20).toFixed(2), promptTokens: promptIds.length, genTokens: flags.gen,
     prefillTokensPerSecond: +(promptIds.length / median(runs.map((r) => r.prefill))).toFixed(2),
     decodeTokensPerSecond, runs: runs.length,
     ...decodeBound(traffic, machine, promptIds.length, flags.gen, decodeTokensPerSecond),

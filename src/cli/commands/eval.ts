@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, InputError, isLoglikelihoodResult, modelFingerprint, presetInfo, readPreset, readTaskOrSuite, ResultCache, runSuite, runTask, type Suite, type SuiteResult, type ChatMessage, type Task, type TaskResult } from '../../index.js';
-import { addAdapterOption, addModelOptions, hubOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
+import { addAdapterOption, addKVCacheOption, addModelOptions, hubOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { createProgress } from '../progress.js';
 
 interface EvalFlags extends ModelFlags {
@@ -36,7 +36,7 @@ export function registerEval(program: Command): void {
     .option('--chat', 'ask in the model\'s chat template (for instruction-tuned models): few-shot examples as user/assistant turns, the question as the last user turn, answers scored or generated as the assistant\'s reply')
     .option('--no-prefix-sharing', 'score every request from an empty KV cache (for measuring what sharing saves)')
     .option('--json', 'print the results as JSON instead of a table');
-  addAdapterOption(addModelOptions(command)).action(runEval);
+  addKVCacheOption(addAdapterOption(addModelOptions(command))).action(runEval);
 }
 
 async function runEval(spec: string | undefined, flags: EvalFlags): Promise<void> {
@@ -55,7 +55,11 @@ async function runEval(spec: string | undefined, flags: EvalFlags): Promise<void
   const prefixToken = lm.tokenizer.tokenId(lm.tokenizer.eosToken) ?? lm.model.config.eosTokenIds[0];
   if (prefixToken === undefined) throw new InputError(`${spec}: the model names no end-of-text token to start an empty context with`);
   const fingerprint = flags.adapter === undefined ? modelFingerprint(dir) : adaptedFingerprint(modelFingerprint(dir), flags.adapter);
-  const cache = flags.cache ? ResultCache.open(flags.cache, fingerprint, isLoglikelihoodResult) : undefined;
+  // Scores depend on the KV cache's rounding: the exact (f32) cache's stay under the model's fingerprint (as before
+  // there were others), a rounded cache's under a digest of both.
+  const kvCache = lm.model.kvCacheType;
+  const resultsKey = kvCache === 'f32' ? fingerprint : createHash('sha256').update(`${fingerprint}:kv-cache=${kvCache}`).digest('hex');
+  const cache = flags.cache ? ResultCache.open(flags.cache, resultsKey, isLoglikelihoodResult) : undefined;
   let bar: ReturnType<typeof createProgress> | undefined;
   let label = '';
   const options = {
@@ -82,7 +86,7 @@ async function runEval(spec: string | undefined, flags: EvalFlags): Promise<void
   bar?.finish();
   const plain = [...results, ...suites.flatMap(suiteTasks)].filter((r) => flags.chat && !r.chat).map((r) => r.task);
   if (plain.length) process.stderr.write(`note: ${plain.join(', ')} scored as plain text: partial scoring has no question to ask in a chat\n`);
-  const report = { model: spec, ...(flags.adapter === undefined ? {} : { adapter: flags.adapter }), fingerprint, backend: lm.model.backend.name, results, suites };
+  const report = { model: spec, ...(flags.adapter === undefined ? {} : { adapter: flags.adapter }), fingerprint, backend: lm.model.backend.name, kvCache, results, suites };
   if (flags.output) writeFileSync(flags.output, `${JSON.stringify(report, null, 2)}\n`);
   if (flags.json) return printJson(report);
   process.stdout.write(table([...results, ...suites.flatMap(suiteTasks)]));

@@ -3,7 +3,7 @@
  * which experts each token was routed to in each layer (and, for logits, the next-token scores).
  */
 import type { Command } from 'commander';
-import { indicesByValueDescending, InputError, type Pretrained, type RoutingObserver } from '../../index.js';
+import { indicesByValueDescending, InputError, parseKVCacheType, type Pretrained, type RoutingObserver } from '../../index.js';
 import { addModelOptions, loadModel, parseIds, printJson, showToken, type ModelFlags } from '../common.js';
 
 interface RouteFlags extends ModelFlags {
@@ -33,6 +33,7 @@ export function registerRoute(program: Command): void {
 }
 
 export function registerLogits(program: Command): void {
+  // The exact f32 KV cache unless asked: these logits are what one compares with other implementations.
   addModelOptions(
     program
       .command('logits')
@@ -40,7 +41,8 @@ export function registerLogits(program: Command): void {
       .argument('<model>', 'model folder or hub id (org/name)')
       .requiredOption('--ids <ids>', 'comma-separated token ids')
       .option('--top <n>', 'without --json: show the n most likely next tokens per position', '5')
-      .option('--json', 'print {"logits": number[T][V], "routing": [{layer, experts, weights}]}'),
+      .option('--json', 'print {"logits": number[T][V], "routing": [{layer, experts, weights}]}')
+      .option('--kv-cache <type>', 'KV cache storage: f32 (default here: exact), f16 or q8_0', (text: string) => parseKVCacheType(text, '--kv-cache'), 'f32'),
   ).action(runLogits);
 }
 
