@@ -2,6 +2,7 @@
 // order, the same seed the same run (bit for bit); the report folder gets every seed's metrics, summary.json with
 // the per-seed finals it read from them, and the seeds figure.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -11,7 +12,7 @@ import { TokenShardBuilder, tokenizerFingerprint } from '../src/train/data/shard
 import { ABLATIONS, ablationConfig, ablationRunPaths, ablationSeeds, runAblation, slug, type AblationData } from '../src/train/ablations.js';
 import { readTrainingRun } from '../src/train/metrics-log.js';
 import { buildRun } from '../src/train/trainer.js';
-import { tempDir } from './helpers.js';
+import { cliPath, tempDir } from './helpers.js';
 
 const backend = new ReferenceBackend();
 const ablation = ABLATIONS.find((a) => a.name === 'moe-vs-dense')!;
@@ -74,5 +75,15 @@ describe('olmoe ablate --seeds', () => {
     for (const variant of ablation.variants) {
       assert.deepEqual(losses(join(single, `${slug(variant.label)}.jsonl`)), losses(join(out, `${slug(variant.label)}.seed-4.jsonl`)));
     }
+  });
+
+  it('refuses a seed count below one and a validation interval that misses the last step, by flag', () => {
+    const olmoe = (...args: string[]) => spawnSync(process.execPath, [cliPath, 'ablate', 'moe-vs-dense', '--tokenizer', 'x', '--train', 'x', '--valid', 'x', ...args], { encoding: 'utf8' });
+    const zero = olmoe('--seeds', '0');
+    assert.notEqual(zero.status, 0);
+    assert.match(zero.stderr, /--seeds/);
+    const between = olmoe('--steps', '800', '--eval-every', '30');
+    assert.notEqual(between.status, 0);
+    assert.match(between.stderr, /--eval-every 30 does not divide --steps 800/);
   });
 });
