@@ -32,6 +32,15 @@ function fixture(): { dir: string; data: AblationData } {
 const losses = (file: string) => readTrainingRun(file).train.map((r) => r.loss);
 
 describe('olmoe ablate --seeds', () => {
+  it('names a reference and paper orderings that are variants of each ablation', () => {
+    for (const a of ABLATIONS) {
+      const labels = a.variants.map((v) => v.label);
+      assert.ok(a.reference === undefined || labels.includes(a.reference), `${a.name}: reference ${a.reference}`);
+      assert.ok(a.expected.length > 0, a.name);
+      for (const e of a.expected) assert.ok(labels.includes(e.lower) && labels.includes(e.higher) && e.lower !== e.higher, `${a.name}: ${e.lower} / ${e.higher}`);
+    }
+  });
+
   it('gives every run its own seed: a different init and data order per seed, the same for the same seed', () => {
     const { dir, data } = fixture();
     assert.deepEqual(ablationSeeds({ seed: 3, seeds: 3 }), [3, 4, 5]);

@@ -4,6 +4,7 @@
  * (the paper's Figure 2 / Figure 4 reading), the paper's orderings checked against seed noise, and the compute used.
  * Written to `summary.json` beside the figures.
  */
+import { InputError } from '../core/errors.js';
 import type { TrainingRun } from './metrics-log.js';
 import { meanCurve, meanStandardError, tokensToReach, verdict, type CurvePoint, type MeanCurvePoint, type MeanSe, type Verdict } from './ablation-stats.js';
 
@@ -143,7 +144,7 @@ export function summarizeAblation(input: SummaryInput, runs: readonly SeedRun[])
   const variants = input.labels.map((label) => summarizeVariant(label, runs));
   const byLabel = (label: string) => {
     const found = variants.find((v) => v.label === label);
-    if (!found) throw new Error(`ablation ${input.ablation}: no variant labelled ${JSON.stringify(label)}`);
+    if (!found) throw new InputError(`ablation ${input.ablation}: no variant labelled ${JSON.stringify(label)}`);
     return found;
   };
   const reference = input.reference === undefined ? undefined : byLabel(input.reference);
