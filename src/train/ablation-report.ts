@@ -107,7 +107,7 @@ function reachLines(summary: AblationSummary): string[] {
   if (!summary.tokensToReach.length) return [];
   const t0 = summary.tokensToReach[0]!;
   return [
-    `**Tokens to reach the final validation loss of ${t0.reference}** (${t0.target.toFixed(3)}, seed mean, after ${t0.referenceTokens.toLocaleString('en-US')} tokens), as in the paper's Figure 2:`,
+    `**Tokens to reach the final validation loss of ${t0.reference}** (${t0.target.toFixed(3)}, seed mean, after ${t0.referenceTokens.toLocaleString('en-US')} tokens), read as the paper reads its MoE-vs-dense curves (§4.1.1):`,
     '',
     '| variant | tokens (seed-mean curve) | × fewer tokens | per seed (× fewer) | mean ± SE over seeds |',
     '|---|---:|---:|---|---:|',

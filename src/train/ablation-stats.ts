@@ -1,6 +1,6 @@
 /**
  * Statistics over an ablation's seeds: mean ± standard error of a final value, the seed-mean validation curve,
- * the tokens a curve needs to reach a target loss (the paper's Figure 2 / Figure 4 reading: "MoE reaches the
+ * the tokens a curve needs to reach a target loss (how the paper reads its MoE-vs-dense curves, §4.1.1: "MoE reaches the
  * dense model's final loss with ~3× fewer tokens"), and whether a difference between two variants exceeds seed noise.
  */
 

@@ -1,7 +1,7 @@
 /**
  * What an ablation's runs say, over seeds: each variant's final validation CE per seed with its mean ± standard
  * error, the seed-mean validation curve, the tokens each variant needs to reach the reference variant's final loss
- * (the paper's Figure 2 / Figure 4 reading), the paper's orderings checked against seed noise, and the compute used.
+ * (how the paper reads its MoE-vs-dense curves, §4.1.1), the paper's orderings checked against seed noise, and the compute used.
  * Written to `summary.json` beside the figures.
  */
 import { InputError } from '../core/errors.js';

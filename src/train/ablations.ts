@@ -32,7 +32,7 @@ export interface Ablation {
   /** The paper's finding, with its section and figure. */
   readonly paper: string;
   readonly variants: readonly AblationVariant[];
-  /** The variant whose final loss the others' tokens-to-reach is read against (the paper's Figure 2 reading). */
+  /** The variant whose final loss the others' tokens-to-reach is read against (how the paper reads its MoE-vs-dense curves, §4.1.1). */
   readonly reference?: string;
   /** The paper's finding as orderings of the final validation loss, each checked against seed noise. */
   readonly expected: readonly ExpectedOrdering[];

@@ -2,7 +2,7 @@
  * The seeds figure of an ablation (`seeds.svg`): validation cross-entropy against training tokens, one thin line
  * per seed and the seed mean with a ±1 standard error band per variant, over the whole run and zoomed on its second
  * half (where the variants separate, if they do); the reference variant's final loss dashed with the point where each
- * other variant's mean curve reaches it (the paper's Figure 2 reading); and the final loss per variant, every seed a
+ * other variant's mean curve reaches it (how the paper reads its MoE-vs-dense curves, §4.1.1); and the final loss per variant, every seed a
  * dot and the mean with ±1 standard error bars.
  */
 import { titledSpec, type Spec } from '../plot/figures.js';
