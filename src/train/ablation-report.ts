@@ -114,6 +114,10 @@ function reachLines(summary: AblationSummary): string[] {
     ...summary.tokensToReach.map((t) => `| ${t.variant} | ${t.tokens === null ? 'not reached' : Math.round(t.tokens).toLocaleString('en-US')} | ${t.ratio === null ? '–' : t.ratio.toFixed(2)} | ` +
       `${t.perSeed.map((s) => (s.ratio === null ? 'not reached' : s.ratio.toFixed(2))).join(' · ')} | ${formatMeanSe(t.ratioOverSeeds, 2)}${t.ratioOverSeeds.n < t.perSeed.length ? ` (${t.ratioOverSeeds.n} seeds reach it)` : ''} |`),
     '',
+    'Read within one schedule: the target is reached at the end of the reference\'s cosine decay, while the other curve is still at a higher ' +
+      'learning rate before its own end, so this understates the tokens a variant trained to that shorter length would save; ' +
+      '"not reached" means its curve stays above the target for the whole run.',
+    '',
   ];
 }
 
