@@ -75,6 +75,7 @@ describe('olmoe ablate --seeds', () => {
     }
     assert.equal(summary.tokensToReach[0].reference, 'dense (F=256)');
     assert.deepEqual(summary.setup.seeds, [3, 4]);
+    assert.deepEqual(summary.setup.configs.map((c: { seed: number; model: { num_experts: number } }) => [c.seed, c.model.num_experts]), [[3, 8], [3, 1]]);
     assert.match(report, /\| MoE 8 experts top-2 \(F=128\) \| 8 × F 128, top-2 \| \d+\.\d{3} ± \d+\.\d{3} \| \d+\.\d{3} · \d+\.\d{3} \|/);
     assert.match(readFileSync(join(out, 'seeds.svg'), 'utf8'), /<svg/);
 

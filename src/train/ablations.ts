@@ -197,7 +197,9 @@ export async function runAblation(ablation: Ablation, data: AblationData, out: s
   await plotTraining(seedRuns.filter((r) => r.seed === seeds[0]).map((r) => r.run), out);
   const summary = summarizeAblation({ ablation: ablation.name, question: ablation.question, paper: ablation.paper, labels: ablation.variants.map((v) => v.label), reference: ablation.reference, expected: ablation.expected }, seedRuns);
   const setup = ablationSetup(data);
-  writeAtomic(join(out, SUMMARY_FILE), JSON.stringify({ ...summary, setup: { ...setup, tokenizer: data.tokenizer, train: data.train, valid: data.valid } }, jsonNumbers, 2) + '\n');
+  // Each variant's training config under the first seed (the other seeds differ only in `seed` and `out`).
+  const configs = ablation.variants.map((v) => ablationConfig(v, data, ablationRunPaths(opts.runs, v, seeds[0]!, seeds.length).dir));
+  writeAtomic(join(out, SUMMARY_FILE), JSON.stringify({ ...summary, setup: { ...setup, configs } }, jsonNumbers, 2) + '\n');
   const spec = seedsSpec(summary, seedRuns);
   if (spec) {
     const svg = await renderSvg(spec);
