@@ -2,7 +2,7 @@
 // linear interpolation in tokens) and the noise verdict, on hand-made curves whose answers are worked by hand below.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { meanCurve, meanStandardError, tokensToReach, verdict } from '../src/train/ablation-stats.js';
+import { meanCurve, meanStandardError, pairedVerdict, tokensToReach, verdict } from '../src/train/ablation-stats.js';
 import { summarizeAblation, type SeedRun } from '../src/train/ablation-summary.js';
 import type { TrainingRun } from '../src/train/metrics-log.js';
 
@@ -77,6 +77,16 @@ describe('verdict', () => {
   it('says no when the opposite ordering is beyond the noise', () => {
     assert.equal(verdict(lower, { mean: 4.9, se: 0.01, n: 3 }).verdict, 'no');
   });
+  it('pairs the seeds: a shift every seed shares cancels', () => {
+    // Differences 0.012, 0.018, 0.009: mean 0.013, deviations −0.001, 0.005, −0.004, s² = 0.000042/2, SE = √(0.000021/3).
+    const v = pairedVerdict([5.174, 5.181, 5.233], [5.186, 5.199, 5.242]);
+    close(v.difference, 0.013, 1e-12);
+    close(v.se, Math.sqrt(0.000021 / 3), 1e-12);
+    assert.equal(v.verdict, 'yes'); // 0.013 > 2 · 0.00265
+    // The same numbers as independent samples: means 5.196 and 5.209, each SE ≈ 0.018, within noise.
+    assert.equal(verdict(meanStandardError([5.174, 5.181, 5.233]), meanStandardError([5.186, 5.199, 5.242])).verdict, 'within noise');
+    assert.equal(pairedVerdict([1, 2], [1.5, 1.5]).verdict, 'within noise'); // differences +0.5, −0.5
+  });
 });
 
 /** A run with only validation records (domain "all") at 100, 200, 300 tokens. */
@@ -111,16 +121,27 @@ describe('summarizeAblation', () => {
     // Mean MoE curve 6.1, 5.2, 4.9: crosses 5.1 a third of the way from 200 to 300 → 233.3 tokens; ratio 300 / 233.3 = 9/7.
     close(reach!.tokens, 700 / 3, 1e-9);
     close(reach!.ratio, 9 / 7, 1e-9);
-    // Seed 0: 6.0 → 5.0 crosses at 0.9 of 100..200 = 190; seed 1: 5.4 → 5.0 at 0.75 of 200..300 = 275.
-    close(reach!.perSeed[0]!.tokens, 190, 1e-9);
-    close(reach!.perSeed[1]!.tokens, 275, 1e-9);
-    close(reach!.ratioOverSeeds.mean, (300 / 190 + 300 / 275) / 2, 1e-9);
+    // Per seed against that seed's dense final: seed 0 reaches 5.0 exactly at 200 tokens; seed 1 crosses 5.2
+    // halfway from 5.4 (200) to 5.0 (300) = 250 tokens. Ratios 1.5 and 1.2.
+    assert.deepEqual(reach!.perSeed.map((s) => s.target), [5.0, 5.2]);
+    close(reach!.perSeed[0]!.tokens, 200, 1e-9);
+    close(reach!.perSeed[1]!.tokens, 250, 1e-9);
+    close(reach!.ratioOverSeeds.mean, 1.35, 1e-9);
+    close(reach!.ratioOverSeeds.se, 0.15, 1e-9); // 1.5, 1.2: s² = 0.045, SE = √(0.045/2)
   });
 
   it('checks the paper\'s ordering against seed noise and sums the recorded CPU time', () => {
-    // difference 0.2, SE √(0.1² + 0.1²) = 0.1414: 0.2 < 0.283, within noise.
-    assert.equal(summary.findings[0]!.verdict, 'within noise');
+    // Same seeds, so paired: dense − MoE is 0.2 under both seeds (SE 0), the ordering holds.
+    assert.equal(summary.findings[0]!.paired, true);
+    assert.equal(summary.findings[0]!.verdict, 'yes');
     close(summary.findings[0]!.difference, 0.2, 1e-12);
+    close(summary.findings[0]!.se, 0, 1e-12);
+    // Unpaired (seeds that differ): 0.2 against √(0.1² + 0.1²) = 0.141, 0.2 < 0.283, within noise.
+    const shifted = runs.map((r) => (r.variant === 'dense' ? { ...r, seed: r.seed + 10 } : r));
+    const unpaired = summarizeAblation({ ablation: 'x', question: 'q', paper: 'p', labels: ['moe', 'dense'], expected: [{ lower: 'moe', higher: 'dense' }] }, shifted).findings[0]!;
+    assert.equal(unpaired.paired, false);
+    assert.equal(unpaired.verdict, 'within noise');
+    close(unpaired.se, Math.sqrt(0.02), 1e-12);
     assert.equal(summary.compute.runs, 4);
     assert.equal(summary.compute.runsWithUsage, 2);
     close(summary.compute.cpuHours, 1.5);

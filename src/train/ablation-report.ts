@@ -96,9 +96,12 @@ function variantRow(ablation: ReportedAblation, base: TrainConfig['model'], v: V
 function findingLines(summary: AblationSummary): string[] {
   if (!summary.findings.length) return [];
   return [
-    '| paper: lower loss | than | difference of means ± SE | reproduces here? |',
+    '| paper: lower loss | than | difference ± SE | reproduces here? |',
     '|---|---|---:|---|',
-    ...summary.findings.map((f) => `| ${f.lower} | ${f.higher} | ${Number.isFinite(f.se) && f.se > 0 ? `${f.difference.toFixed(3)} ± ${f.se.toFixed(3)}` : f.difference.toFixed(3)} | ${f.verdict} |`),
+    ...summary.findings.map((f) => `| ${f.lower} | ${f.higher} | ${Number.isFinite(f.se) ? `${f.difference.toFixed(3)} ± ${f.se.toFixed(3)}` : f.difference.toFixed(3)}${f.paired ? ' (per seed)' : ''} | ${f.verdict} |`),
+    '',
+    'Difference: the second variant\'s final validation CE minus the first\'s, positive when the paper\'s ordering holds; "per seed": the mean ± SE of the ' +
+      'differences seed by seed (each seed gives both variants the same data order, so what a seed does to both cancels).',
     '',
   ];
 }
@@ -109,7 +112,7 @@ function reachLines(summary: AblationSummary): string[] {
   return [
     `**Tokens to reach the final validation loss of ${t0.reference}** (${t0.target.toFixed(3)}, seed mean, after ${t0.referenceTokens.toLocaleString('en-US')} tokens), read as the paper reads its MoE-vs-dense curves (§4.1.1):`,
     '',
-    '| variant | tokens (seed-mean curve) | × fewer tokens | per seed (× fewer) | mean ± SE over seeds |',
+    '| variant | tokens (seed-mean curve) | × fewer tokens | per seed, against the same seed\'s final loss (× fewer) | mean ± SE over seeds |',
     '|---|---:|---:|---|---:|',
     ...summary.tokensToReach.map((t) => `| ${t.variant} | ${t.tokens === null ? 'not reached' : Math.round(t.tokens).toLocaleString('en-US')} | ${t.ratio === null ? '–' : t.ratio.toFixed(2)} | ` +
       `${t.perSeed.map((s) => (s.ratio === null ? 'not reached' : s.ratio.toFixed(2))).join(' · ')} | ${formatMeanSe(t.ratioOverSeeds, 2)}${t.ratioOverSeeds.n < t.perSeed.length ? ` (${t.ratioOverSeeds.n} seeds reach it)` : ''} |`),

@@ -71,6 +71,21 @@ export type Verdict = 'yes' | 'no' | 'within noise';
 export function verdict(expectedLower: MeanSe, expectedHigher: MeanSe): { verdict: Verdict; difference: number; se: number } {
   const difference = expectedHigher.mean - expectedLower.mean;
   const se = Math.sqrt(expectedLower.se ** 2 + expectedHigher.se ** 2);
-  if (!Number.isFinite(se) || !Number.isFinite(difference) || Math.abs(difference) <= 2 * se) return { verdict: 'within noise', difference, se };
-  return { verdict: difference > 0 ? 'yes' : 'no', difference, se };
+  return { verdict: judge(difference, se), difference, se };
+}
+
+/**
+ * The same question when both variants ran under the same seeds: seed s gives every variant the same data order,
+ * so the per-seed differences (higher − lower) cancel what the seed does to both, and their mean ± standard error
+ * decides. `lower[i]` and `higher[i]` must come from the same seed.
+ */
+export function pairedVerdict(expectedLower: readonly number[], expectedHigher: readonly number[]): { verdict: Verdict; difference: number; se: number } {
+  const differences = expectedHigher.map((h, i) => h - expectedLower[i]!);
+  const { mean, se } = meanStandardError(differences);
+  return { verdict: judge(mean, se), difference: mean, se };
+}
+
+function judge(difference: number, se: number): Verdict {
+  if (!Number.isFinite(se) || !Number.isFinite(difference) || Math.abs(difference) <= 2 * se) return 'within noise';
+  return difference > 0 ? 'yes' : 'no';
 }

@@ -6,7 +6,7 @@
  */
 import { InputError } from '../core/errors.js';
 import type { TrainingRun } from './metrics-log.js';
-import { meanCurve, meanStandardError, tokensToReach, verdict, type CurvePoint, type MeanCurvePoint, type MeanSe, type Verdict } from './ablation-stats.js';
+import { meanCurve, meanStandardError, pairedVerdict, tokensToReach, verdict, type CurvePoint, type MeanCurvePoint, type MeanSe, type Verdict } from './ablation-stats.js';
 
 /** CPU time one training run used (`usage.json` in its run folder). */
 export interface RunUsage {
@@ -55,14 +55,16 @@ export interface TokensToReach {
   readonly tokens: number | null;
   /** referenceTokens / tokens: how many times fewer tokens the variant needs; null if it never reaches. */
   readonly ratio: number | null;
-  /** The same per seed of the variant (each seed's curve against the same target). */
-  readonly perSeed: readonly { seed: number; tokens: number | null; ratio: number | null }[];
+  /** The same per seed: each seed's curve against the reference's final loss under that seed (the mean target if it lacks the seed). */
+  readonly perSeed: readonly { seed: number; target: number; tokens: number | null; ratio: number | null }[];
   /** Mean ± SE of the per-seed ratios, over the seeds that reach the target. */
   readonly ratioOverSeeds: MeanSe;
 }
 
 export interface Finding extends ExpectedOrdering {
   readonly verdict: Verdict;
+  /** Per-seed differences (both variants ran under the same seeds) or the difference of independent means. */
+  readonly paired: boolean;
   /** mean(higher) − mean(lower): positive when the paper's ordering holds. */
   readonly difference: number;
   readonly se: number;
@@ -90,7 +92,9 @@ export interface AblationSummary {
 export const SUMMARY_METHOD =
   'final = validation CE over all domains at the last evaluation; mean ± standard error over seeds (sample SD / √n); ' +
   'tokens-to-reach: first evaluation of the curve at or below the target, linearly interpolated in tokens with the evaluation before it; ' +
-  'a finding reproduces ("yes") when mean(worse) − mean(better) > 2·√(SE₁² + SE₂²), the opposite order beyond that is "no", otherwise "within noise".';
+  'per-seed tokens-to-reach: each seed against the reference\'s final loss under the same seed; ' +
+  'a finding reproduces ("yes") when the difference worse − better exceeds twice its standard error — taken over the per-seed differences when both variants ran the same seeds ' +
+  '(seed s gives every variant the same data order), else √(SE₁² + SE₂²) — the opposite order beyond that is "no", otherwise "within noise".';
 
 /** The validation curve (domain "all") of a run, in token order. */
 export function validCurve(run: TrainingRun): CurvePoint[] {
@@ -120,9 +124,12 @@ export function reachReference(variant: VariantSummary, reference: VariantSummar
   const referenceTokens = reference.finalTokens;
   const ratioOf = (tokens: number | null) => (tokens === null || tokens <= 0 ? null : referenceTokens / tokens);
   const tokens = tokensToReach(variant.validCurve.map((p) => ({ tokens: p.tokens, value: p.mean })), target);
+  // Per seed, against the reference's final loss under the same seed (same data order) when it ran that seed.
   const perSeed = runs.filter((r) => r.variant === variant.label).map((r) => {
-    const t = tokensToReach(validCurve(r.run), target);
-    return { seed: r.seed, tokens: t, ratio: ratioOf(t) };
+    const index = reference.seeds.indexOf(r.seed);
+    const seedTarget = index >= 0 ? reference.finalValidCe[index]! : target;
+    const t = tokensToReach(validCurve(r.run), seedTarget);
+    return { seed: r.seed, target: seedTarget, tokens: t, ratio: ratioOf(t) };
   });
   return {
     variant: variant.label, reference: reference.label, target, referenceTokens, tokens, ratio: ratioOf(tokens), perSeed,
@@ -149,8 +156,14 @@ export function summarizeAblation(input: SummaryInput, runs: readonly SeedRun[])
   };
   const reference = input.reference === undefined ? undefined : byLabel(input.reference);
   const tokens = reference ? variants.filter((v) => v !== reference).map((v) => reachReference(v, reference, runs)) : [];
-  const findings = input.expected.map((e): Finding => ({ ...e, ...verdict(byLabel(e.lower).finalValid, byLabel(e.higher).finalValid) }));
+  const findings = input.expected.map((e) => finding(e, byLabel(e.lower), byLabel(e.higher)));
   return { ablation: input.ablation, question: input.question, paper: input.paper, variants, tokensToReach: tokens, findings, compute: computeUsed(runs), method: SUMMARY_METHOD };
+}
+
+/** The paper's ordering against seed noise: paired by seed when both variants ran the same seeds (two or more). */
+function finding(e: ExpectedOrdering, lower: VariantSummary, higher: VariantSummary): Finding {
+  const paired = lower.seeds.length >= 2 && lower.seeds.length === higher.seeds.length && lower.seeds.every((s, i) => higher.seeds[i] === s);
+  return { ...e, paired, ...(paired ? pairedVerdict(lower.finalValidCe, higher.finalValidCe) : verdict(lower.finalValid, higher.finalValid)) };
 }
 
 /** Total CPU time of the runs that recorded it (runs trained before usage was recorded are counted apart). */
