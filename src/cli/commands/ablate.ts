@@ -15,6 +15,8 @@ interface AblateFlags {
   seq: number;
   batch: number;
   seed: number;
+  seeds: number;
+  evalEvery?: number;
   backend?: string;
   threads?: number;
   logEvery: number;
@@ -36,7 +38,9 @@ export function registerAblate(program: Command): void {
     .option('--steps <n>', 'optimizer steps per variant', parsePositiveInteger('--steps'), 400)
     .option('--seq <n>', 'sequence length', parsePositiveInteger('--seq'), 128)
     .option('--batch <n>', 'sequences per step', parsePositiveInteger('--batch'), 8)
-    .option('--seed <n>', 'seed shared by every variant', parseInteger('--seed'), 0)
+    .option('--seed <n>', 'seed shared by every variant (the first one with --seeds)', parseInteger('--seed'), 0)
+    .option('--seeds <n>', 'runs per variant, seeds seed … seed + n − 1 (init and data order); mean ± standard error over them', parsePositiveInteger('--seeds'), 1)
+    .option('--eval-every <n>', 'validation every n steps (default: steps / 10); tokens-to-reach reads this curve', parsePositiveInteger('--eval-every'))
     .option('--backend <name>', 'native | reference')
     .option('--threads <n>', 'native backend threads', parsePositiveInteger('--threads'))
     .option('--log-every <n>', 'progress line every n steps', parsePositiveInteger('--log-every'), 50)
@@ -49,17 +53,18 @@ export function registerAblate(program: Command): void {
       if (!flags.evalTasks && (flags.evalTasksEvery !== undefined || flags.evalTasksLimit !== undefined)) throw new InputError('--eval-tasks-every / --eval-tasks-limit need --eval-tasks');
       for (const file of flags.evalTasks ?? []) if (!existsSync(file)) throw new InputError(`--eval-tasks: ${file}: no such task or suite file`);
       if (flags.evalTasksEvery !== undefined && flags.evalTasksEvery > flags.steps) throw new InputError(`--eval-tasks-every ${flags.evalTasksEvery} is more than --steps ${flags.steps}: the tasks would never be scored`);
+      if (flags.evalEvery !== undefined && flags.steps % flags.evalEvery !== 0) throw new InputError(`--eval-every ${flags.evalEvery} does not divide --steps ${flags.steps}: the final loss would not be validated`);
       const backend = createBackend(flags.backend, { threads: flags.threads });
       const data = {
-        tokenizer: flags.tokenizer, train: flags.train, valid: flags.valid, steps: flags.steps, sequenceLength: flags.seq, batchSize: flags.batch, seed: flags.seed,
+        tokenizer: flags.tokenizer, train: flags.train, valid: flags.valid, steps: flags.steps, sequenceLength: flags.seq, batchSize: flags.batch, seed: flags.seed, seeds: flags.seeds, evalEvery: flags.evalEvery,
         evalTasks: flags.evalTasks?.map((file) => resolve(file)), evalTasksEvery: flags.evalTasksEvery, evalTasksLimit: flags.evalTasksLimit,
       };
       const say = (line: string) => process.stderr.write(line + '\n');
       for (const ablation of chosen) {
         const out = join(flags.out, ablation.name);
         const report = await runAblation(ablation, data, out, {
-          backend, say, runs: join(flags.runs, ablation.name),
-          onStep: (label, r) => r.step % flags.logEvery === 0 && say(`  ${label}: step ${r.step}/${flags.steps} loss ${r.loss.toFixed(4)} ${r.tokensPerSecond.toFixed(0)} tok/s`),
+          backend, say, runs: join(flags.runs, ablation.name), threads: (backend as { threads?: number }).threads,
+          onStep: (label, r, seed) => r.step % flags.logEvery === 0 && say(`  ${label} (seed ${seed}): step ${r.step}/${flags.steps} loss ${r.loss.toFixed(4)} ${r.tokensPerSecond.toFixed(0)} tok/s`),
         });
         process.stdout.write(report + '\n');
       }
