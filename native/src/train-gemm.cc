@@ -7,6 +7,11 @@
 //      the core while the rows of A stream through. A is read in place, with strides for its two layouts.
 // Work is never split along K: each element of C is the sum of its KC blocks in ascending order, each block an
 // FMA chain over ascending k, so results are bit-identical for any thread count (exact training resume).
+// bf16 mixed precision (TrainGemmArgs::bf16): a packing pass also rounds A and B to bfloat16. With AVX-512 BF16 both
+// are packed as bf16 pairs of summed indices and an MR × NR kernel of vdpbf16ps sums them (each instruction: two exact
+// products added into a float32 lane); elsewhere they are rounded in float32 and the float32 kernel runs. The two
+// differ only in summation order (and vdpbf16ps flushing subnormals), since a product of two bf16 values is exact in
+// float32, so an FMA on rounded operands equals vdpbf16ps's multiply-add.
 // Dimension legend: M rows of C, N columns, K the summed dimension; MR × NR the micro-kernel's tile.
 #include "train-gemm.h"
 
@@ -20,6 +25,7 @@
 
 #include "kernels.h"
 #include "pool.h"
+#include "simd.h"
 #include "train-parallel.h"
 
 #if defined(__x86_64__)
@@ -203,6 +209,70 @@ AVX512 void transpose16_avx512(const float* src, size_t src_stride, float* dst, 
     _mm512_storeu_ps(dst + (12 + c) * dst_stride, _mm512_shuffle_f32x4(high01, high23, 0xDD));
   }
 }
+
+// ---------------------------------------------------------------- AVX-512 BF16: 6 × 64, bf16 pairs of summed indices
+// A packed [M][K rounded up to even] bf16, B panels [kc/2][NR][2] bf16: per pair, 4 loads of B, 6 broadcasts of an A
+// pair, 24 vdpbf16ps (each 32 multiply-adds).
+#define AVX512BF16 __attribute__((target("avx512f,avx512bf16,avx2,fma")))
+
+struct Tile16 {
+  const uint16_t* a;  // row r's pair q at a + r * lda + 2q
+  size_t lda;
+  const uint16_t* b_panel;  // [pairs][NR][2]
+  size_t pairs;
+  int rows, cols;
+  float* c;
+  size_t ldc;
+  bool add;
+};
+
+template <int R, int V>
+AVX512BF16 void tile_bf16_fixed(const Tile16& t) {
+  __m512 acc[R][V];
+  for (auto& row : acc)
+    for (auto& v : row) v = _mm512_setzero_ps();
+  const uint16_t* b = t.b_panel;
+  for (size_t q = 0; q < t.pairs; q++, b += 2 * kAvx512Nr) {
+    __m512bh bv[V];
+    for (int v = 0; v < V; v++) bv[v] = (__m512bh)_mm512_loadu_si512(b + 32 * v);
+    for (int r = 0; r < R; r++) {
+      int32_t pair;
+      std::memcpy(&pair, t.a + r * t.lda + 2 * q, sizeof pair);
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+      for (int v = 0; v < V; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
+    }
+  }
+  const int last = t.cols - 16 * (V - 1);
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < V; v++) {
+      float* out = t.c + r * t.ldc + 16 * v;
+      const __mmask16 mask = v < V - 1 ? __mmask16(0xffff) : __mmask16((1u << last) - 1);
+      __m512 sum = acc[r][v];
+      if (t.add) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), sum);
+      _mm512_mask_storeu_ps(out, mask, sum);
+    }
+}
+
+template <int R>
+AVX512BF16 void tile_bf16_rows(const Tile16& t) {
+  switch ((t.cols + 15) / 16) {
+    case 1: return tile_bf16_fixed<R, 1>(t);
+    case 2: return tile_bf16_fixed<R, 2>(t);
+    case 3: return tile_bf16_fixed<R, 3>(t);
+    default: return tile_bf16_fixed<R, 4>(t);
+  }
+}
+
+AVX512BF16 void tile_bf16(const Tile16& t) {
+  switch (t.rows) {
+    case 1: return tile_bf16_rows<1>(t);
+    case 2: return tile_bf16_rows<2>(t);
+    case 3: return tile_bf16_rows<3>(t);
+    case 4: return tile_bf16_rows<4>(t);
+    case 5: return tile_bf16_rows<5>(t);
+    default: return tile_bf16_rows<6>(t);
+  }
+}
 #endif  // OLMOE_X86
 
 // The micro-kernel of the instruction set the inference kernels chose at startup (simd_level, OLMOE_SIMD).
@@ -218,8 +288,19 @@ const MicroKernel& micro_kernel() {
   return chosen;
 }
 
+// vdpbf16ps for bf16 products: at the avx512 level on a CPU with AVX-512 BF16.
+bool native_bf16() {
+#ifdef OLMOE_X86
+  return cpu().level == Simd::Avx512 && cpu().bf16;
+#else
+  return false;
+#endif
+}
+
 // ---------------------------------------------------------------- packing
-constexpr size_t kMaxKc = 256;  // summed indices per block: a B panel of 64 columns takes 64 KiB (128 measured slower)
+// Summed indices per block: a B panel of 64 columns takes 64 KiB (128 measured slower). Even, so that a bf16 pair of
+// summed indices never straddles two blocks.
+constexpr size_t kMaxKc = 256;
 
 // Columns [j0, j0 + NR) of op(B), summed indices [p0, p0 + kc), into panel [kc][NR]; columns past N are zeros.
 void pack_b(const TrainGemmArgs& g, const MicroKernel& mk, size_t j0, size_t p0, size_t kc, float* panel) {
@@ -245,6 +326,51 @@ void pack_b(const TrainGemmArgs& g, const MicroKernel& mk, size_t j0, size_t p0,
         for (size_t p = 0; p < strip; p++) dst[p * nr + j] = src[j * g.b_stride() + p];
     }
   }
+}
+
+// 64-byte aligned grow-only scratch (the packed panels are read with full-width vector loads).
+float* aligned_scratch(std::vector<float>& buffer, size_t size) {
+  if (buffer.size() < size + 16) buffer.resize(size + 16);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
+  return reinterpret_cast<float*>((address + 63) & ~uintptr_t{63});
+}
+
+// bf16 products with vdpbf16ps: a float panel [kc][NR] as bf16 pairs [⌈kc/2⌉][NR][2]; an odd last index pairs with 0.
+void pair_panel(const float* panel, size_t kc, size_t nr, uint16_t* out) {
+  for (size_t q = 0; q < (kc + 1) / 2; q++)
+    for (size_t j = 0; j < nr; j++) {
+      out[(q * nr + j) * 2] = bf16_bits(panel[2 * q * nr + j]);
+      out[(q * nr + j) * 2 + 1] = 2 * q + 1 < kc ? bf16_bits(panel[(2 * q + 1) * nr + j]) : 0;
+    }
+}
+
+// A of a bf16 product, prepared once per product by the packing pass in items of kARows rows: rounded to bf16 in
+// float32, dense in its stored layout (portable path), or as bf16 rows [M][K rounded up to even] (vdpbf16ps).
+constexpr size_t kARows = 64;
+inline size_t even(size_t k) { return k + (k & 1); }
+size_t a_rows(const TrainGemmArgs& g, bool paired) { return paired || !g.trans_a ? g.m : g.k; }
+size_t a_items(const TrainGemmArgs& g, bool paired) { return g.bf16 ? (a_rows(g, paired) + kARows - 1) / kARows : 0; }
+size_t a_floats(const TrainGemmArgs& g, bool paired) { return !g.bf16 ? 0 : paired ? (g.m * even(g.k) + 1) / 2 : g.m * g.k; }
+
+void prepare_a(const TrainGemmArgs& g, bool paired, size_t item, float* dst) {
+  const size_t r0 = item * kARows, r1 = std::min(a_rows(g, paired), r0 + kARows), lda = g.a_stride();
+  if (!paired) {
+    const size_t width = g.trans_a ? g.m : g.k;
+    for (size_t r = r0; r < r1; r++)
+      for (size_t c = 0; c < width; c++) dst[r * width + c] = round_bf16(g.a[r * lda + c]);
+    return;
+  }
+  uint16_t* out = reinterpret_cast<uint16_t*>(dst);
+  const size_t kp = even(g.k);
+  if (g.trans_a) {  // A [K, M]: read rows of A contiguously, write down the packed rows
+    for (size_t p = 0; p < g.k; p++)
+      for (size_t r = r0; r < r1; r++) out[r * kp + p] = bf16_bits(g.a[p * lda + r]);
+  } else {
+    for (size_t r = r0; r < r1; r++)
+      for (size_t p = 0; p < g.k; p++) out[r * kp + p] = bf16_bits(g.a[r * lda + p]);
+  }
+  if (kp > g.k)
+    for (size_t r = r0; r < r1; r++) out[r * kp + g.k] = 0;
 }
 
 // ---------------------------------------------------------------- driver
@@ -282,13 +408,6 @@ inline std::pair<size_t, size_t> part(size_t count, size_t parts, size_t index) 
   return {count * index / parts, count * (index + 1) / parts};
 }
 
-// 64-byte aligned grow-only scratch (the packed panels are read with full-width vector loads).
-float* aligned_scratch(std::vector<float>& buffer, size_t size) {
-  if (buffer.size() < size + 16) buffer.resize(size + 16);
-  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
-  return reinterpret_cast<float*>((address + 63) & ~uintptr_t{63});
-}
-
 // op(B) packed block after block of KC summed indices: block b starts at n_panels · NR · b · KC and holds its
 // panels [kc][NR] one after the other. A is read in place in either layout: the micro-kernel broadcasts one
 // element per row and summed index, so packing A would only move it (measured: equal or slower on every shape
@@ -297,6 +416,8 @@ struct Operands {
   const TrainGemmArgs& g;
   float* b_packed;
   size_t mr, nr, n_panels;
+  const float* a_rounded = nullptr;  // bf16, portable path: A rounded, dense in its stored layout
+  const uint16_t* a_pairs = nullptr;  // bf16, vdpbf16ps: A as bf16 rows [M][K rounded up to even]
   float* b_panel(size_t p0, size_t kc, size_t j) const { return b_packed + n_panels * nr * p0 + j * nr * kc; }
   // The micro-kernel call for row panel i, column panel j and K block [p0, p0 + kc).
   Tile tile_for(size_t p0, size_t kc, size_t i, size_t j) const {
@@ -304,9 +425,34 @@ struct Operands {
     const int rows = static_cast<int>(std::min(mr, g.m - row)), cols = static_cast<int>(std::min(nr, g.n - col));
     const bool add = g.accumulate || p0 > 0;
     float* c = g.c + row * g.c_stride() + col;
-    const size_t lda = g.a_stride();
-    if (g.trans_a) return {g.a + p0 * lda + row, 1, lda, b_panel(p0, kc, j), kc, rows, cols, c, g.c_stride(), add};  // A [K, M]
-    return {g.a + row * lda + p0, lda, 1, b_panel(p0, kc, j), kc, rows, cols, c, g.c_stride(), add};                 // A [M, K]
+    const float* a = a_rounded ? a_rounded : g.a;
+    const size_t lda = a_rounded ? (g.trans_a ? g.m : g.k) : g.a_stride();
+    if (g.trans_a) return {a + p0 * lda + row, 1, lda, b_panel(p0, kc, j), kc, rows, cols, c, g.c_stride(), add};  // A [K, M]
+    return {a + row * lda + p0, lda, 1, b_panel(p0, kc, j), kc, rows, cols, c, g.c_stride(), add};                 // A [M, K]
+  }
+  // Pack op(B)'s panel j of K block [p0, p0 + kc), rounded or paired for a bf16 product.
+  void pack(const MicroKernel& mk, size_t p0, size_t kc, size_t j) const {
+    float* panel = b_panel(p0, kc, j);
+    if (!a_pairs) {
+      pack_b(g, mk, j * nr, p0, kc, panel);
+      if (g.bf16)
+        for (size_t i = 0; i < kc * nr; i++) panel[i] = round_bf16(panel[i]);
+      return;
+    }
+    thread_local std::vector<float> buffer;  // the float panel before pairing (pairs take no more room than floats)
+    float* floats = aligned_scratch(buffer, kc * nr);
+    pack_b(g, mk, j * nr, p0, kc, floats);
+    pair_panel(floats, kc, nr, reinterpret_cast<uint16_t*>(panel));
+  }
+  void multiply(const MicroKernel& mk, size_t p0, size_t kc, size_t i, size_t j) const {
+#ifdef OLMOE_X86
+    if (a_pairs) {
+      const Tile t = tile_for(p0, kc, i, j);
+      const size_t kp = even(g.k);
+      return tile_bf16(Tile16{a_pairs + i * mr * kp + p0, kp, reinterpret_cast<const uint16_t*>(t.b_panel), (kc + 1) / 2, t.rows, t.cols, t.c, t.ldc, t.add});
+    }
+#endif
+    mk.tile(tile_for(p0, kc, i, j));
   }
 };
 
@@ -317,7 +463,7 @@ void multiply_block(const Plan& p, const Operands& ops, const MicroKernel& mk, s
   for (size_t p0 = 0; p0 < ops.g.k; p0 += kMaxKc) {
     const size_t kc = std::min(kMaxKc, ops.g.k - p0);
     for (size_t j = j0; j < j1; j++)
-      for (size_t i = i0; i < i1; i++) mk.tile(ops.tile_for(p0, kc, i, j));
+      for (size_t i = i0; i < i1; i++) ops.multiply(mk, p0, kc, i, j);
   }
 }
 
@@ -344,10 +490,11 @@ bool degenerate(const TrainGemmArgs& g) {
 
 }  // namespace
 
-// One parallel pass packs every op(B), one more computes every block of C: two pool barriers for the whole batch,
-// which matters when another process holds a core and a barrier waits for its time slice.
+// One parallel pass packs every op(B) (and a bf16 product's A), one more computes every block of C: two pool barriers
+// for the whole batch, which matters when another process holds a core and a barrier waits for its time slice.
 void train_gemm_batch(const TrainGemmArgs* products, size_t count) {
   const MicroKernel& mk = micro_kernel();
+  const bool paired = native_bf16();
   std::vector<size_t> live;
   size_t work = 0;
   bool serial = pool().threads() == 1;
@@ -362,26 +509,37 @@ void train_gemm_batch(const TrainGemmArgs* products, size_t count) {
   const size_t wanted = serial ? 1 : std::max<size_t>(1, 4 * static_cast<size_t>(pool().threads()) / live.size());
   std::vector<Plan> plans;
   std::vector<Operands> operands;
-  std::vector<size_t> offsets;
-  size_t packed = 0;
+  std::vector<size_t> offsets, a_offsets;
+  size_t packed = 0, a_packed = 0;
+  const auto aligned = [](size_t floats) { return (floats + 15) / 16 * 16; };  // each product's scratch 64-byte aligned
   for (size_t i : live) {
     plans.push_back(plan(products[i], mk, wanted));
     offsets.push_back(packed);
-    packed += (plans.back().n_panels * mk.nr * products[i].k + 15) / 16 * 16;  // each product's panels 64-byte aligned
+    packed += aligned(plans.back().n_panels * mk.nr * products[i].k);
+    a_offsets.push_back(a_packed);
+    a_packed += aligned(a_floats(products[i], paired));
   }
-  thread_local std::vector<float> b_buffer;  // grow-only, per calling thread; workers use it only within a call
+  thread_local std::vector<float> b_buffer, a_buffer;  // grow-only, per calling thread; workers use them only within a call
   float* b = aligned_scratch(b_buffer, packed);
+  float* a = a_packed ? aligned_scratch(a_buffer, a_packed) : nullptr;
   std::vector<Item> pack_items, block_items;
   for (size_t x = 0; x < live.size(); x++) {
-    operands.push_back(Operands{products[live[x]], b + offsets[x], size_t(mk.mr), size_t(mk.nr), plans[x].n_panels});
-    for (size_t item = 0; item < plans[x].kc_blocks * plans[x].n_panels; item++) pack_items.push_back({uint32_t(x), uint32_t(item)});
+    const TrainGemmArgs& g = products[live[x]];
+    Operands ops{g, b + offsets[x], size_t(mk.mr), size_t(mk.nr), plans[x].n_panels};
+    if (g.bf16 && paired) ops.a_pairs = reinterpret_cast<const uint16_t*>(a + a_offsets[x]);
+    else if (g.bf16) ops.a_rounded = a + a_offsets[x];
+    operands.push_back(ops);
+    const size_t b_items = plans[x].kc_blocks * plans[x].n_panels;
+    for (size_t item = 0; item < b_items + a_items(g, paired); item++) pack_items.push_back({uint32_t(x), uint32_t(item)});
     for (size_t item = 0; item < plans[x].row_blocks * plans[x].col_blocks; item++) block_items.push_back({uint32_t(x), uint32_t(item)});
   }
   run_items(serial, pack_items, [&](const Item& it) {
     const Plan& p = plans[it.product];
     const Operands& ops = operands[it.product];
+    const size_t b_items = p.kc_blocks * p.n_panels;
+    if (it.item >= b_items) return prepare_a(ops.g, paired, it.item - b_items, a + a_offsets[it.product]);
     const size_t p0 = it.item / p.n_panels * kMaxKc, kc = std::min(kMaxKc, ops.g.k - p0), j = it.item % p.n_panels;
-    pack_b(ops.g, mk, j * mk.nr, p0, kc, ops.b_panel(p0, kc, j));
+    ops.pack(mk, p0, kc, j);
   });
   run_items(serial, block_items, [&](const Item& it) { multiply_block(plans[it.product], operands[it.product], mk, it.item); });
 }
@@ -392,14 +550,23 @@ void train_gemm(const TrainGemmArgs& g) {
   if (degenerate(g)) return;
   if (!(g.serial || pool().threads() == 1 || g.m * g.n * g.k < kSerialWork)) return train_gemm_batch(&g, 1);
   const MicroKernel& mk = micro_kernel();
+  const bool paired = native_bf16();
   const Plan p = plan(g, mk, 1);
-  thread_local std::vector<float> b_buffer;
-  const Operands ops{g, aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k), size_t(mk.mr), size_t(mk.nr), p.n_panels};
+  thread_local std::vector<float> b_buffer, a_buffer;
+  Operands ops{g, aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k), size_t(mk.mr), size_t(mk.nr), p.n_panels};
+  if (g.bf16) {
+    float* a = aligned_scratch(a_buffer, a_floats(g, paired));
+    for (size_t item = 0; item < a_items(g, paired); item++) prepare_a(g, paired, item, a);
+    if (paired) ops.a_pairs = reinterpret_cast<const uint16_t*>(a);
+    else ops.a_rounded = a;
+  }
   for (size_t item = 0; item < p.kc_blocks * p.n_panels; item++) {
     const size_t p0 = item / p.n_panels * kMaxKc, kc = std::min(kMaxKc, g.k - p0), j = item % p.n_panels;
-    pack_b(g, mk, j * mk.nr, p0, kc, ops.b_panel(p0, kc, j));
+    ops.pack(mk, p0, kc, j);
   }
   for (size_t item = 0; item < p.row_blocks * p.col_blocks; item++) multiply_block(p, ops, mk, item);
 }
+
+const char* train_gemm_bf16_kernel() { return native_bf16() ? "avx512-bf16" : "fp32-fma"; }
 
 }  // namespace olmoe
