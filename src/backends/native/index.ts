@@ -83,7 +83,7 @@ export class NativeBackend implements TrainingBackend {
   }
 
   get matmulPrecision(): MatmulPrecision {
-    return this.bf16 ? 'bf16' : 'f32';
+    return this.bf16 ? 'bf16' : 'fp32';
   }
 
   /** bf16: the training GEMM rounds both operands of every product to bf16 and sums in float32 (train-gemm.h). */

@@ -24,8 +24,8 @@ export interface ReferenceOptions {
 export class ReferenceBackend implements Backend, TrainingBackend {
   readonly name: string = 'reference';
   readonly precision: 'f32' | 'f64';
-  private products = productOps('f32');
-  private productPrecision: MatmulPrecision = 'f32';
+  private products = productOps('fp32');
+  private productPrecision: MatmulPrecision = 'fp32';
 
   constructor(opts: ReferenceOptions = {}) {
     this.precision = opts.precision ?? 'f32';
