@@ -379,6 +379,11 @@ Napi::Value SumOfSquares(const Napi::CallbackInfo& info) {
 // trainGemmBf16Kernel(): how this SIMD level computes bf16 products (train-gemm.h).
 Napi::Value TrainGemmBf16Kernel(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), train_gemm_bf16_kernel()); }
 
+// measureBf16Peak(repeats): FLOP/s of vdpbf16ps on the pool's threads (0 without AVX-512 BF16 at this level).
+Napi::Value MeasureBf16Peak(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), bf16_dot_peak(static_cast<int>(info[0].As<Napi::Number>().Int32Value())));
+}
+
 // roundBf16(x, out): out[i] = x[i] rounded to the nearest bfloat16 (ties to even), the GEMM's operand rounding.
 Napi::Value RoundBf16(const Napi::CallbackInfo& info) {
   Args a{info};
@@ -399,7 +404,7 @@ void register_training(Napi::Env env, Napi::Object exports) {
       {"attentionForward", AttentionForward}, {"attentionBackward", AttentionBackward}, {"crossEntropyForward", CrossEntropyForward},
       {"crossEntropyBackward", CrossEntropyBackward}, {"loadBalancingForward", LoadBalancingForward}, {"loadBalancingBackward", LoadBalancingBackward},
       {"routerZForward", RouterZForward}, {"routerZBackward", RouterZBackward}, {"adamw", AdamW}, {"sumOfSquares", SumOfSquares},
-      {"trainGemmBf16Kernel", TrainGemmBf16Kernel}, {"roundBf16", RoundBf16}
+      {"trainGemmBf16Kernel", TrainGemmBf16Kernel}, {"roundBf16", RoundBf16}, {"measureBf16Peak", MeasureBf16Peak}
   };
   for (const auto& [name, fn] : functions) exports.Set(name, Napi::Function::New(env, fn));
 }

@@ -16,7 +16,10 @@
 #include "train-gemm.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -26,6 +29,12 @@
 #include "kernels.h"
 #include "pool.h"
 #include "simd.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include "train-parallel.h"
 
 #if defined(__x86_64__)
@@ -60,6 +69,8 @@ struct MicroKernel {
 
 // ---------------------------------------------------------------- scalar: 4 × 8, plain loops
 constexpr int kScalarMr = 4, kScalarNr = 8;
+// AMX bf16 blocks (below), here for the packing's geometry on every architecture.
+constexpr int kAmxMr = 32, kAmxNr = 64;
 
 void tile_scalar(const Tile& t) {
   float acc[kScalarMr][kScalarNr] = {};
@@ -273,6 +284,128 @@ AVX512BF16 void tile_bf16(const Tile16& t) {
     default: return tile_bf16_rows<6>(t);
   }
 }
+
+// Conversions with vcvtne(2)ps2bf16 (round to nearest even; subnormal inputs read as zero, as vdpbf16ps reads them).
+#define AVX512BF16BW __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma")))
+
+// dst[i] = bf16(src[i]), i < n.
+AVX512BF16BW void to_bf16_avx512(const float* src, size_t n, uint16_t* dst) {
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) _mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i)));
+  for (; i < n; i++) dst[i] = bf16_bits(src[i]);
+}
+
+// 16 pairs: lane j = bf16(hi[j]) << 16 | bf16(lo[j]) (hi null: zeros), the layout vdpbf16ps multiplies.
+AVX512BF16BW inline __m512i pairs16(const float* lo, const float* hi) {
+  const __m512i low = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(lo)));
+  if (!hi) return low;
+  const __m512i high = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(hi)));
+  return _mm512_or_si512(low, _mm512_slli_epi32(high, 16));
+}
+
+// A float panel [kc][NR] (NR a multiple of 16) as bf16 pairs [⌈kc/2⌉][NR][2].
+AVX512BF16BW void pair_panel_avx512(const float* panel, size_t kc, size_t nr, uint16_t* out) {
+  uint32_t* words = reinterpret_cast<uint32_t*>(out);
+  for (size_t q = 0; q < (kc + 1) / 2; q++) {
+    const float* lo = panel + 2 * q * nr;
+    const float* hi = 2 * q + 1 < kc ? lo + nr : nullptr;
+    for (size_t j = 0; j < nr; j += 16) _mm512_storeu_si512(words + q * nr + j, pairs16(lo + j, hi ? hi + j : nullptr));
+  }
+}
+
+// Rows [r0, r1) of A stored [K, M] as bf16 pair rows out[r][q] (kp/2 words per row): 16 rows × 16 pairs at a time,
+// paired down the columns of A, then transposed in registers.
+AVX512BF16BW void pair_columns_avx512(const float* a, size_t lda, size_t k, size_t r0, size_t r1, size_t kp, uint32_t* out) {
+  const size_t pairs = kp / 2, full_pairs = k / 2;
+  alignas(64) uint32_t block[16 * 16];
+  const auto scalar = [&](size_t i, size_t q) {
+    const uint32_t lo = 2 * q < k ? bf16_bits(a[2 * q * lda + i]) : 0, hi = 2 * q + 1 < k ? bf16_bits(a[(2 * q + 1) * lda + i]) : 0;
+    out[i * pairs + q] = hi << 16 | lo;
+  };
+  size_t r = r0;
+  for (; r + 16 <= r1; r += 16) {
+    size_t q = 0;
+    for (; q + 16 <= full_pairs; q += 16) {
+      for (size_t i = 0; i < 16; i++) _mm512_store_si512(block + i * 16, pairs16(a + 2 * (q + i) * lda + r, a + (2 * (q + i) + 1) * lda + r));
+      transpose16_avx512(reinterpret_cast<const float*>(block), 16, reinterpret_cast<float*>(out + r * pairs + q), pairs);
+    }
+    for (; q < pairs; q++)
+      for (size_t i = r; i < r + 16; i++) scalar(i, q);
+  }
+  for (; r < r1; r++)
+    for (size_t q = 0; q < pairs; q++) scalar(r, q);
+}
+
+// ---------------------------------------------------------------- AMX BF16: blocks of 32 × 64 on the tile unit
+// Intel AMX (Intel SDM vol. 1 ch. 18; Linux: arch_prctl(ARCH_REQ_XCOMP_PERM) grants the tile state). Eight tiles of
+// 16 rows × 64 bytes: C as 2 × 2 tiles of 16 × 16 float32, A as two 16-row tiles of 32 bf16 (16 pairs of summed
+// indices), B as two tiles of 16 pairs × 16 columns, exactly the pair panel's layout. tdpbf16ps sums each pair's two
+// exact products into float32 (like vdpbf16ps; subnormals read as zero). A and B are zero-padded to whole tiles.
+#define AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw")))
+
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+AMX void amx_configure() {
+  thread_local bool configured = false;  // the tile configuration is per thread (saved with it on a context switch)
+  if (configured) return;
+  TileConfig cfg{};
+  cfg.palette = 1;
+  for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
+  _tile_loadconfig(&cfg);
+  configured = true;
+}
+
+// t.a: 32 rows of a_ld bf16 (rows past M are zeros), t.pairs a multiple of 16; B panel [pairs][64][2].
+AMX void tile_amx(const Tile16& t) {
+  amx_configure();
+  alignas(64) float out[kAmxMr * kAmxNr];
+  const size_t a_bytes = t.lda * 2, b_bytes = kAmxNr * 4;
+  for (int half = 0; half < 2 && half * 32 < t.cols; half++) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (size_t s = 0; s < t.pairs; s += 16) {
+      const uint16_t* b = t.b_panel + s * kAmxNr * 2 + half * 64;
+      _tile_loadd(4, t.a + 2 * s, a_bytes);
+      _tile_loadd(5, t.a + 16 * t.lda + 2 * s, a_bytes);
+      _tile_loadd(6, b, b_bytes);
+      _tile_loadd(7, b + 32, b_bytes);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, out + half * 32, kAmxNr * 4);
+    _tile_stored(1, out + half * 32 + 16, kAmxNr * 4);
+    _tile_stored(2, out + 16 * kAmxNr + half * 32, kAmxNr * 4);
+    _tile_stored(3, out + 16 * kAmxNr + half * 32 + 16, kAmxNr * 4);
+  }
+  for (int r = 0; r < t.rows; r++)
+    for (int c0 = 0; c0 < t.cols; c0 += 16) {
+      const int valid = std::min(16, t.cols - c0);
+      const __mmask16 mask = __mmask16((1u << valid) - 1);
+      float* dst = t.c + r * t.ldc + c0;
+      __m512 sum = _mm512_load_ps(out + r * kAmxNr + c0);
+      if (t.add) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), sum);
+      _mm512_mask_storeu_ps(dst, mask, sum);
+    }
+}
+
+// The CPU has AMX-BF16 and the kernel grants its tile state (once per process); OLMOE_AMX=0 declines it.
+bool amx_granted() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  const bool amx_bf16 = edx & (1u << 22), amx_tile = edx & (1u << 24);
+  const char* env = std::getenv("OLMOE_AMX");
+  if (!amx_bf16 || !amx_tile || (env && std::string(env) == "0")) return false;
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
 #endif  // OLMOE_X86
 
 // The micro-kernel of the instruction set the inference kernels chose at startup (simd_level, OLMOE_SIMD).
@@ -288,13 +421,28 @@ const MicroKernel& micro_kernel() {
   return chosen;
 }
 
-// vdpbf16ps for bf16 products: at the avx512 level on a CPU with AVX-512 BF16.
-bool native_bf16() {
+// How bf16 products run: on the AMX tile unit, with vdpbf16ps, or as float32 FMAs of rounded operands. AMX and
+// vdpbf16ps at the avx512 level only, so OLMOE_SIMD=avx2 or scalar test the portable path on any machine.
+enum class Bf16Path { Rounded, Pairs, Amx };
+
+Bf16Path bf16_path() {
+  static const Bf16Path chosen = [] {
 #ifdef OLMOE_X86
-  return cpu().level == Simd::Avx512 && cpu().bf16;
-#else
-  return false;
+    if (cpu().level == Simd::Avx512 && cpu().bf16 && amx_granted()) return Bf16Path::Amx;
+    if (cpu().level == Simd::Avx512 && cpu().bf16) return Bf16Path::Pairs;
 #endif
+    return Bf16Path::Rounded;
+  }();
+  return chosen;
+}
+
+// The tile shape of a product: AMX's 32 × 64 blocks for its bf16 products, else the SIMD level's micro-kernel.
+const MicroKernel& kernel_for(const TrainGemmArgs& g) {
+#ifdef OLMOE_X86
+  static const MicroKernel amx{kAmxMr, kAmxNr, nullptr, transpose16_avx512};
+  if (g.bf16 && bf16_path() == Bf16Path::Amx) return amx;
+#endif
+  return micro_kernel();
 }
 
 // ---------------------------------------------------------------- packing
@@ -335,8 +483,13 @@ float* aligned_scratch(std::vector<float>& buffer, size_t size) {
   return reinterpret_cast<float*>((address + 63) & ~uintptr_t{63});
 }
 
-// bf16 products with vdpbf16ps: a float panel [kc][NR] as bf16 pairs [⌈kc/2⌉][NR][2]; an odd last index pairs with 0.
-void pair_panel(const float* panel, size_t kc, size_t nr, uint16_t* out) {
+// bf16 products with vdpbf16ps or AMX: a float panel [kc][NR] as bf16 pairs [⌈kc/2⌉][NR][2] (an odd last index pairs
+// with 0), then zero pairs up to `pairs` (AMX: whole tiles).
+void pair_panel(const float* panel, size_t kc, size_t nr, uint16_t* out, size_t pairs) {
+  std::fill(out + (kc + 1) / 2 * nr * 2, out + pairs * nr * 2, uint16_t{0});
+#ifdef OLMOE_X86
+  if (nr % 16 == 0) return pair_panel_avx512(panel, kc, nr, out);
+#endif
   for (size_t q = 0; q < (kc + 1) / 2; q++)
     for (size_t j = 0; j < nr; j++) {
       out[(q * nr + j) * 2] = bf16_bits(panel[2 * q * nr + j]);
@@ -346,22 +499,35 @@ void pair_panel(const float* panel, size_t kc, size_t nr, uint16_t* out) {
 
 // A of a bf16 product, prepared once per product by the packing pass in items of kARows rows: rounded to bf16 in
 // float32, dense in its stored layout (portable path), or as bf16 rows [M][K rounded up to even] (vdpbf16ps).
+// AMX reads whole tiles: rows up to a multiple of 32, summed indices up to a multiple of 32, zero-padded.
 constexpr size_t kARows = 64;
-inline size_t even(size_t k) { return k + (k & 1); }
-size_t a_rows(const TrainGemmArgs& g, bool paired) { return paired || !g.trans_a ? g.m : g.k; }
-size_t a_items(const TrainGemmArgs& g, bool paired) { return g.bf16 ? (a_rows(g, paired) + kARows - 1) / kARows : 0; }
-size_t a_floats(const TrainGemmArgs& g, bool paired) { return !g.bf16 ? 0 : paired ? (g.m * even(g.k) + 1) / 2 : g.m * g.k; }
+inline size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
+inline bool paired(const TrainGemmArgs& g) { return g.bf16 && bf16_path() != Bf16Path::Rounded; }
+inline bool amx(const TrainGemmArgs& g) { return g.bf16 && bf16_path() == Bf16Path::Amx; }
+// Packed A's row length in bf16 (paired paths) and its rows.
+size_t a_ld(const TrainGemmArgs& g) { return amx(g) ? round_up(g.k, 32) : round_up(g.k, 2); }
+size_t a_rows(const TrainGemmArgs& g) { return amx(g) ? round_up(g.m, kAmxMr) : paired(g) || !g.trans_a ? g.m : g.k; }
+size_t a_items(const TrainGemmArgs& g) { return g.bf16 ? (a_rows(g) + kARows - 1) / kARows : 0; }
+size_t a_floats(const TrainGemmArgs& g) { return !g.bf16 ? 0 : paired(g) ? (a_rows(g) * a_ld(g) + 1) / 2 : g.m * g.k; }
 
-void prepare_a(const TrainGemmArgs& g, bool paired, size_t item, float* dst) {
-  const size_t r0 = item * kARows, r1 = std::min(a_rows(g, paired), r0 + kARows), lda = g.a_stride();
-  if (!paired) {
+void prepare_a(const TrainGemmArgs& g, size_t item, float* dst) {
+  const size_t r0 = item * kARows, lda = g.a_stride();
+  size_t r1 = std::min(a_rows(g), r0 + kARows);
+  if (!paired(g)) {
     const size_t width = g.trans_a ? g.m : g.k;
     for (size_t r = r0; r < r1; r++)
       for (size_t c = 0; c < width; c++) dst[r * width + c] = round_bf16(g.a[r * lda + c]);
     return;
   }
   uint16_t* out = reinterpret_cast<uint16_t*>(dst);
-  const size_t kp = even(g.k);
+  const size_t kp = a_ld(g), rows = std::min(r1, g.m);
+  for (size_t r = std::max(r0, g.m); r < r1; r++) std::fill(out + r * kp, out + (r + 1) * kp, uint16_t{0});  // AMX row padding
+  if (r0 >= rows) return;
+  r1 = rows;
+#ifdef OLMOE_X86
+  if (g.trans_a) return pair_columns_avx512(g.a, lda, g.k, r0, r1, kp, reinterpret_cast<uint32_t*>(out));  // pads k itself
+  for (size_t r = r0; r < r1; r++) to_bf16_avx512(g.a + r * lda, g.k, out + r * kp);
+#else
   if (g.trans_a) {  // A [K, M]: read rows of A contiguously, write down the packed rows
     for (size_t p = 0; p < g.k; p++)
       for (size_t r = r0; r < r1; r++) out[r * kp + p] = bf16_bits(g.a[p * lda + r]);
@@ -369,8 +535,8 @@ void prepare_a(const TrainGemmArgs& g, bool paired, size_t item, float* dst) {
     for (size_t r = r0; r < r1; r++)
       for (size_t p = 0; p < g.k; p++) out[r * kp + p] = bf16_bits(g.a[r * lda + p]);
   }
-  if (kp > g.k)
-    for (size_t r = r0; r < r1; r++) out[r * kp + g.k] = 0;
+#endif
+  for (size_t r = r0; r < r1; r++) std::fill(out + r * kp + g.k, out + (r + 1) * kp, uint16_t{0});
 }
 
 // ---------------------------------------------------------------- driver
@@ -414,14 +580,17 @@ inline std::pair<size_t, size_t> part(size_t count, size_t parts, size_t index) 
 // of bench/train-gemm.mjs, single thread, and a transposing copy for A stored [M, K]).
 struct Operands {
   const TrainGemmArgs& g;
+  const MicroKernel& mk;
   float* b_packed;
-  size_t mr, nr, n_panels;
-  const float* a_rounded = nullptr;  // bf16, portable path: A rounded, dense in its stored layout
-  const uint16_t* a_pairs = nullptr;  // bf16, vdpbf16ps: A as bf16 rows [M][K rounded up to even]
-  float* b_panel(size_t p0, size_t kc, size_t j) const { return b_packed + n_panels * nr * p0 + j * nr * kc; }
+  size_t n_panels;
+  const float* a_rounded = nullptr;   // bf16, portable path: A rounded, dense in its stored layout
+  const uint16_t* a_pairs = nullptr;  // bf16, vdpbf16ps or AMX: A as bf16 rows [M (AMX: padded)][a_ld]
+  // A K block's panel holds kc summed indices (AMX: padded to whole tiles of 32).
+  size_t kc_stored(size_t kc) const { return amx(g) ? round_up(kc, 32) : kc; }
+  float* b_panel(size_t p0, size_t kc, size_t j) const { return b_packed + n_panels * mk.nr * p0 + j * mk.nr * kc_stored(kc); }
   // The micro-kernel call for row panel i, column panel j and K block [p0, p0 + kc).
   Tile tile_for(size_t p0, size_t kc, size_t i, size_t j) const {
-    const size_t row = i * mr, col = j * nr;
+    const size_t mr = mk.mr, nr = mk.nr, row = i * mr, col = j * nr;
     const int rows = static_cast<int>(std::min(mr, g.m - row)), cols = static_cast<int>(std::min(nr, g.n - col));
     const bool add = g.accumulate || p0 > 0;
     float* c = g.c + row * g.c_stride() + col;
@@ -431,25 +600,26 @@ struct Operands {
     return {a + row * lda + p0, lda, 1, b_panel(p0, kc, j), kc, rows, cols, c, g.c_stride(), add};                 // A [M, K]
   }
   // Pack op(B)'s panel j of K block [p0, p0 + kc), rounded or paired for a bf16 product.
-  void pack(const MicroKernel& mk, size_t p0, size_t kc, size_t j) const {
+  void pack(size_t p0, size_t kc, size_t j) const {
     float* panel = b_panel(p0, kc, j);
     if (!a_pairs) {
-      pack_b(g, mk, j * nr, p0, kc, panel);
+      pack_b(g, mk, j * mk.nr, p0, kc, panel);
       if (g.bf16)
-        for (size_t i = 0; i < kc * nr; i++) panel[i] = round_bf16(panel[i]);
+        for (size_t i = 0; i < kc * mk.nr; i++) panel[i] = round_bf16(panel[i]);
       return;
     }
     thread_local std::vector<float> buffer;  // the float panel before pairing (pairs take no more room than floats)
-    float* floats = aligned_scratch(buffer, kc * nr);
-    pack_b(g, mk, j * nr, p0, kc, floats);
-    pair_panel(floats, kc, nr, reinterpret_cast<uint16_t*>(panel));
+    float* floats = aligned_scratch(buffer, kc * mk.nr);
+    pack_b(g, mk, j * mk.nr, p0, kc, floats);
+    pair_panel(floats, kc, mk.nr, reinterpret_cast<uint16_t*>(panel), kc_stored(kc + (kc & 1)) / 2);
   }
-  void multiply(const MicroKernel& mk, size_t p0, size_t kc, size_t i, size_t j) const {
+  void multiply(size_t p0, size_t kc, size_t i, size_t j) const {
 #ifdef OLMOE_X86
     if (a_pairs) {
       const Tile t = tile_for(p0, kc, i, j);
-      const size_t kp = even(g.k);
-      return tile_bf16(Tile16{a_pairs + i * mr * kp + p0, kp, reinterpret_cast<const uint16_t*>(t.b_panel), (kc + 1) / 2, t.rows, t.cols, t.c, t.ldc, t.add});
+      const size_t ld = a_ld(g);
+      const Tile16 pairs{a_pairs + i * mk.mr * ld + p0, ld, reinterpret_cast<const uint16_t*>(t.b_panel), kc_stored(kc + (kc & 1)) / 2, t.rows, t.cols, t.c, t.ldc, t.add};
+      return amx(g) ? tile_amx(pairs) : tile_bf16(pairs);
     }
 #endif
     mk.tile(tile_for(p0, kc, i, j));
@@ -457,13 +627,13 @@ struct Operands {
 };
 
 // One block of C, all of K: per K block, each B panel meets every A panel of the block while it sits in cache.
-void multiply_block(const Plan& p, const Operands& ops, const MicroKernel& mk, size_t item) {
+void multiply_block(const Plan& p, const Operands& ops, size_t item) {
   const auto [i0, i1] = part(p.m_panels, p.row_blocks, item / p.col_blocks);
   const auto [j0, j1] = part(p.n_panels, p.col_blocks, item % p.col_blocks);
   for (size_t p0 = 0; p0 < ops.g.k; p0 += kMaxKc) {
     const size_t kc = std::min(kMaxKc, ops.g.k - p0);
     for (size_t j = j0; j < j1; j++)
-      for (size_t i = i0; i < i1; i++) ops.multiply(mk, p0, kc, i, j);
+      for (size_t i = i0; i < i1; i++) ops.multiply(p0, kc, i, j);
   }
 }
 
@@ -493,8 +663,6 @@ bool degenerate(const TrainGemmArgs& g) {
 // One parallel pass packs every op(B) (and a bf16 product's A), one more computes every block of C: two pool barriers
 // for the whole batch, which matters when another process holds a core and a barrier waits for its time slice.
 void train_gemm_batch(const TrainGemmArgs* products, size_t count) {
-  const MicroKernel& mk = micro_kernel();
-  const bool paired = native_bf16();
   std::vector<size_t> live;
   size_t work = 0;
   bool serial = pool().threads() == 1;
@@ -513,11 +681,13 @@ void train_gemm_batch(const TrainGemmArgs* products, size_t count) {
   size_t packed = 0, a_packed = 0;
   const auto aligned = [](size_t floats) { return (floats + 15) / 16 * 16; };  // each product's scratch 64-byte aligned
   for (size_t i : live) {
-    plans.push_back(plan(products[i], mk, wanted));
+    const TrainGemmArgs& g = products[i];
+    const MicroKernel& mk = kernel_for(g);
+    plans.push_back(plan(g, mk, wanted));
     offsets.push_back(packed);
-    packed += aligned(plans.back().n_panels * mk.nr * products[i].k);
+    packed += aligned(plans.back().n_panels * mk.nr * (amx(g) ? round_up(g.k, 32) : g.k));
     a_offsets.push_back(a_packed);
-    a_packed += aligned(a_floats(products[i], paired));
+    a_packed += aligned(a_floats(g));
   }
   thread_local std::vector<float> b_buffer, a_buffer;  // grow-only, per calling thread; workers use them only within a call
   float* b = aligned_scratch(b_buffer, packed);
@@ -525,23 +695,23 @@ void train_gemm_batch(const TrainGemmArgs* products, size_t count) {
   std::vector<Item> pack_items, block_items;
   for (size_t x = 0; x < live.size(); x++) {
     const TrainGemmArgs& g = products[live[x]];
-    Operands ops{g, b + offsets[x], size_t(mk.mr), size_t(mk.nr), plans[x].n_panels};
-    if (g.bf16 && paired) ops.a_pairs = reinterpret_cast<const uint16_t*>(a + a_offsets[x]);
+    Operands ops{g, kernel_for(g), b + offsets[x], plans[x].n_panels};
+    if (paired(g)) ops.a_pairs = reinterpret_cast<const uint16_t*>(a + a_offsets[x]);
     else if (g.bf16) ops.a_rounded = a + a_offsets[x];
     operands.push_back(ops);
     const size_t b_items = plans[x].kc_blocks * plans[x].n_panels;
-    for (size_t item = 0; item < b_items + a_items(g, paired); item++) pack_items.push_back({uint32_t(x), uint32_t(item)});
+    for (size_t item = 0; item < b_items + a_items(g); item++) pack_items.push_back({uint32_t(x), uint32_t(item)});
     for (size_t item = 0; item < plans[x].row_blocks * plans[x].col_blocks; item++) block_items.push_back({uint32_t(x), uint32_t(item)});
   }
   run_items(serial, pack_items, [&](const Item& it) {
     const Plan& p = plans[it.product];
     const Operands& ops = operands[it.product];
     const size_t b_items = p.kc_blocks * p.n_panels;
-    if (it.item >= b_items) return prepare_a(ops.g, paired, it.item - b_items, a + a_offsets[it.product]);
+    if (it.item >= b_items) return prepare_a(ops.g, it.item - b_items, a + a_offsets[it.product]);
     const size_t p0 = it.item / p.n_panels * kMaxKc, kc = std::min(kMaxKc, ops.g.k - p0), j = it.item % p.n_panels;
-    ops.pack(mk, p0, kc, j);
+    ops.pack(p0, kc, j);
   });
-  run_items(serial, block_items, [&](const Item& it) { multiply_block(plans[it.product], operands[it.product], mk, it.item); });
+  run_items(serial, block_items, [&](const Item& it) { multiply_block(plans[it.product], operands[it.product], it.item); });
 }
 
 // One product: on the pool as a batch of one, or here on the calling thread without the batch's bookkeeping (the
@@ -549,24 +719,65 @@ void train_gemm_batch(const TrainGemmArgs* products, size_t count) {
 void train_gemm(const TrainGemmArgs& g) {
   if (degenerate(g)) return;
   if (!(g.serial || pool().threads() == 1 || g.m * g.n * g.k < kSerialWork)) return train_gemm_batch(&g, 1);
-  const MicroKernel& mk = micro_kernel();
-  const bool paired = native_bf16();
+  const MicroKernel& mk = kernel_for(g);
   const Plan p = plan(g, mk, 1);
   thread_local std::vector<float> b_buffer, a_buffer;
-  Operands ops{g, aligned_scratch(b_buffer, p.n_panels * mk.nr * g.k), size_t(mk.mr), size_t(mk.nr), p.n_panels};
+  Operands ops{g, mk, aligned_scratch(b_buffer, p.n_panels * mk.nr * (amx(g) ? round_up(g.k, 32) : g.k)), p.n_panels};
   if (g.bf16) {
-    float* a = aligned_scratch(a_buffer, a_floats(g, paired));
-    for (size_t item = 0; item < a_items(g, paired); item++) prepare_a(g, paired, item, a);
-    if (paired) ops.a_pairs = reinterpret_cast<const uint16_t*>(a);
+    float* a = aligned_scratch(a_buffer, a_floats(g));
+    for (size_t item = 0; item < a_items(g); item++) prepare_a(g, item, a);
+    if (paired(g)) ops.a_pairs = reinterpret_cast<const uint16_t*>(a);
     else ops.a_rounded = a;
   }
   for (size_t item = 0; item < p.kc_blocks * p.n_panels; item++) {
     const size_t p0 = item / p.n_panels * kMaxKc, kc = std::min(kMaxKc, g.k - p0), j = item % p.n_panels;
-    ops.pack(mk, p0, kc, j);
+    ops.pack(p0, kc, j);
   }
-  for (size_t item = 0; item < p.row_blocks * p.col_blocks; item++) multiply_block(p, ops, mk, item);
+  for (size_t item = 0; item < p.row_blocks * p.col_blocks; item++) multiply_block(p, ops, item);
 }
 
-const char* train_gemm_bf16_kernel() { return native_bf16() ? "avx512-bf16" : "fp32-fma"; }
+const char* train_gemm_bf16_kernel() {
+  switch (bf16_path()) {
+    case Bf16Path::Amx: return "amx-bf16";
+    case Bf16Path::Pairs: return "avx512-bf16";
+    default: return "fp32-fma";
+  }
+}
+
+namespace {
+#ifdef OLMOE_X86
+// 12 independent vdpbf16ps chains in registers (as measure.cc's FMA probe: enough to cover the latency).
+AVX512BF16 float dpbf16_chains(size_t iterations) {
+  __m512 acc[12];
+  for (auto& v : acc) v = _mm512_setzero_ps();
+  const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x33d633d6);  // 1.0, 1e-7 pairs
+  for (size_t i = 0; i < iterations; i++)
+    for (auto& v : acc) v = _mm512_dpbf16_ps(v, a, b);
+  __m512 s = acc[0];
+  for (int k = 1; k < 12; k++) s = _mm512_add_ps(s, acc[k]);
+  return _mm512_reduce_add_ps(s);
+}
+#endif
+std::atomic<float> bf16_sink{0};
+}  // namespace
+
+double bf16_dot_peak(int repeats) {
+#ifdef OLMOE_X86
+  if (bf16_path() == Bf16Path::Rounded) return 0;
+  const size_t parts = 2 * static_cast<size_t>(pool().threads()), iterations = 1000000;
+  const auto now = [] { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
+  double best = 0;
+  for (int r = 0; r < repeats; r++) {
+    const double started = now();
+    pool().parallel_for(parts, [&](size_t p0, size_t p1) {
+      for (size_t p = p0; p < p1; p++) bf16_sink.store(dpbf16_chains(iterations), std::memory_order_relaxed);
+    });
+    best = std::max(best, 12.0 * 64 * iterations * parts / (now() - started));  // 16 lanes × 2 pairs × 2 FLOP per instruction
+  }
+  return best;
+#else
+  return 0;
+#endif
+}
 
 }  // namespace olmoe

@@ -70,5 +70,8 @@ void train_gemm_batch(const TrainGemmArgs* products, size_t count);
 // How bf16 products are computed at this SIMD level: "avx512-bf16" (vdpbf16ps on bf16-packed operands) or
 // "fp32-fma" (operands rounded to bf16 in float32, then the float32 kernel).
 const char* train_gemm_bf16_kernel();
+// FLOP/s of register-only vdpbf16ps chains on the pool's threads (64 FLOP per instruction), best of `repeats`; 0 where
+// bf16 products do not use it.
+double bf16_dot_peak(int repeats);
 
 }  // namespace olmoe

@@ -34,6 +34,8 @@ export interface TrainBench {
   readonly threads?: number;
   /** bf16 runs on the native backend: how its products run ('avx512-bf16': vdpbf16ps; 'fp32-fma': rounded operands). */
   readonly bf16Kernel?: string;
+  /** bf16 runs with vdpbf16ps: its throughput on the backend's threads, measured in the same run. */
+  readonly bf16PeakGflops?: number;
   readonly phases: { readonly forward: number; readonly backward: number; readonly optimizer: number };
   /** Time per backend op, largest first. */
   readonly ops: readonly OpTime[];
@@ -45,11 +47,13 @@ interface PeakProbe {
   readonly threads?: number;
   readonly bf16Kernel?: string;
   peakGflops?(repeats?: number): number;
+  bf16PeakGflops?(repeats?: number): number | undefined;
 }
 
 export function benchTraining(config: TrainConfig, backend: TrainingBackend, steps = 3): TrainBench {
   const probe = backend as TrainingBackend & PeakProbe;
   const peakGflops = probe.peakGflops?.();
+  const bf16PeakGflops = config.precision === 'bf16' ? probe.bf16PeakGflops?.() : undefined;
   const timer = new OpTimer();
   const timed = timer.wrap(backend);
   const { model, loader, weights } = buildRun(config, timed);
@@ -85,6 +89,7 @@ export function benchTraining(config: TrainConfig, backend: TrainingBackend, ste
     backend: backend.name, precision: config.precision, steps, tokensPerStep: tokens / steps, secondsPerStep: total / 1000 / steps, tokensPerSecond: (tokens / total) * 1000,
     flopsPerToken, gflops: (flopsPerToken * tokens) / total / 1e6, ...(peakGflops !== undefined && { peakGflops, threads: probe.threads }),
     ...(config.precision === 'bf16' && probe.bf16Kernel !== undefined && { bf16Kernel: probe.bf16Kernel }),
+    ...(bf16PeakGflops !== undefined && { bf16PeakGflops }),
     phases: { forward: phases.forward / total, backward: phases.backward / total, optimizer: phases.optimizer / total },
     ops: timer.report(total), parameters: model.params.reduce((sum, p) => sum + p.shape.reduce((a, b) => a * b, 1), 0),
   };

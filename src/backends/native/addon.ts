@@ -60,6 +60,8 @@ export interface NativeAddon {
   trainGemmBf16Kernel(): string;
   /** out[i] = x[i] rounded to the nearest bfloat16, ties to even (the training GEMM's operand rounding). */
   roundBf16(x: Floats, out: Floats): void;
+  /** FLOP/s of register-only vdpbf16ps chains on the pool's threads, best of `repeats` (0 where bf16 products do not use it). */
+  measureBf16Peak(repeats: number): number;
   adamw(values: Floats[], grads: Floats[], ms: Floats[], vs: Floats[], decays: Uint8Array, lr: number, beta1: number, beta2: number, eps: number,
     weightDecay: number, step: number, gradScale: number): void;
   sumOfSquares(arrays: Floats[]): number;

@@ -375,6 +375,12 @@ export class NativeBackend implements TrainingBackend {
     train.adamw(this.addon, params, step);
   }
 
+  /** vdpbf16ps throughput on this backend's threads (GFLOP/s); undefined where bf16 products run as float32 FMAs. */
+  bf16PeakGflops(repeats = 3): number | undefined {
+    const flops = this.addon.measureBf16Peak(repeats);
+    return flops > 0 ? flops / 1e9 : undefined;
+  }
+
   /** The machine's FP32 FMA throughput on this backend's threads (GFLOP/s): the probe `olmoe bench` uses (measure.cc). */
   peakGflops(repeats = 3): number {
     return this.addon.measureFp32Peak(repeats) / 1e9;
