@@ -379,9 +379,9 @@ Napi::Value SumOfSquares(const Napi::CallbackInfo& info) {
 // trainGemmBf16Kernel(): how this SIMD level computes bf16 products (train-gemm.h).
 Napi::Value TrainGemmBf16Kernel(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), train_gemm_bf16_kernel()); }
 
-// measureBf16Peak(repeats): FLOP/s of vdpbf16ps on the pool's threads (0 without AVX-512 BF16 at this level).
+// measureBf16Peak(repeats): FLOP/s of the bf16 kernel's instruction (AMX or vdpbf16ps) on the pool's threads (0: none).
 Napi::Value MeasureBf16Peak(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), bf16_dot_peak(static_cast<int>(info[0].As<Napi::Number>().Int32Value())));
+  return Napi::Number::New(info.Env(), bf16_peak(static_cast<int>(info[0].As<Napi::Number>().Int32Value())));
 }
 
 // roundBf16(x, out): out[i] = x[i] rounded to the nearest bfloat16 (ties to even), the GEMM's operand rounding.

@@ -757,22 +757,48 @@ AVX512BF16 float dpbf16_chains(size_t iterations) {
   for (int k = 1; k < 12; k++) s = _mm512_add_ps(s, acc[k]);
   return _mm512_reduce_add_ps(s);
 }
+
+// The AMX kernel's inner step on tiles already loaded: 4 tdpbf16ps of 16 × 16 × 32 (16,384 FLOP each) per iteration.
+AMX float amx_chains(size_t iterations) {
+  amx_configure();
+  alignas(64) static const uint16_t ones[16 * 32] = {};
+  alignas(64) float out[16 * 16];
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, ones, 64);
+  _tile_loadd(5, ones, 64);
+  _tile_loadd(6, ones, 64);
+  _tile_loadd(7, ones, 64);
+  for (size_t i = 0; i < iterations; i++) {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, out, 64);
+  return out[0];
+}
 #endif
 std::atomic<float> bf16_sink{0};
 }  // namespace
 
-double bf16_dot_peak(int repeats) {
+double bf16_peak(int repeats) {
 #ifdef OLMOE_X86
-  if (bf16_path() == Bf16Path::Rounded) return 0;
-  const size_t parts = 2 * static_cast<size_t>(pool().threads()), iterations = 1000000;
+  const Bf16Path path = bf16_path();
+  if (path == Bf16Path::Rounded) return 0;
+  const size_t parts = 2 * static_cast<size_t>(pool().threads());
+  const size_t iterations = path == Bf16Path::Amx ? 200000 : 1000000;
+  const double flops = path == Bf16Path::Amx ? 4.0 * 16 * 16 * 32 * 2 : 12.0 * 64;  // per iteration
   const auto now = [] { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
   double best = 0;
   for (int r = 0; r < repeats; r++) {
     const double started = now();
     pool().parallel_for(parts, [&](size_t p0, size_t p1) {
-      for (size_t p = p0; p < p1; p++) bf16_sink.store(dpbf16_chains(iterations), std::memory_order_relaxed);
+      for (size_t p = p0; p < p1; p++) bf16_sink.store(path == Bf16Path::Amx ? amx_chains(iterations) : dpbf16_chains(iterations), std::memory_order_relaxed);
     });
-    best = std::max(best, 12.0 * 64 * iterations * parts / (now() - started));  // 16 lanes × 2 pairs × 2 FLOP per instruction
+    best = std::max(best, flops * iterations * parts / (now() - started));
   }
   return best;
 #else

@@ -67,11 +67,11 @@ void train_gemm(const TrainGemmArgs& args);
 // Several products at once (a grouped GEMM: the experts, a backward's two products), in two pool barriers. They must
 // write disjoint C; each is computed exactly as train_gemm computes it alone.
 void train_gemm_batch(const TrainGemmArgs* products, size_t count);
-// How bf16 products are computed at this SIMD level: "avx512-bf16" (vdpbf16ps on bf16-packed operands) or
+// How bf16 products are computed here: "amx-bf16" (AMX tiles), "avx512-bf16" (vdpbf16ps on bf16-packed operands) or
 // "fp32-fma" (operands rounded to bf16 in float32, then the float32 kernel).
 const char* train_gemm_bf16_kernel();
-// FLOP/s of register-only vdpbf16ps chains on the pool's threads (64 FLOP per instruction), best of `repeats`; 0 where
-// bf16 products do not use it.
-double bf16_dot_peak(int repeats);
+// FLOP/s of the bf16 kernel's instruction on the pool's threads, operands in registers (vdpbf16ps: 64 FLOP; AMX
+// tdpbf16ps: 16,384 FLOP), best of `repeats`; 0 where bf16 products run as float32 FMAs.
+double bf16_peak(int repeats);
 
 }  // namespace olmoe

@@ -32,9 +32,9 @@ export interface TrainBench {
   /** The machine's FP32 FMA throughput on the backend's threads, measured in the same run (native backend only). */
   readonly peakGflops?: number;
   readonly threads?: number;
-  /** bf16 runs on the native backend: how its products run ('avx512-bf16': vdpbf16ps; 'fp32-fma': rounded operands). */
+  /** bf16 runs on the native backend: how its products run ('amx-bf16', 'avx512-bf16': vdpbf16ps, 'fp32-fma': rounded operands). */
   readonly bf16Kernel?: string;
-  /** bf16 runs with vdpbf16ps: its throughput on the backend's threads, measured in the same run. */
+  /** bf16 runs on AMX or vdpbf16ps: that instruction's throughput on the backend's threads, measured in the same run. */
   readonly bf16PeakGflops?: number;
   readonly phases: { readonly forward: number; readonly backward: number; readonly optimizer: number };
   /** Time per backend op, largest first. */

@@ -56,11 +56,11 @@ export interface NativeAddon {
   loadBalancingBackward(tokens: number, experts: number, counts: Float64Array, factor: number, dProbs: Floats, fresh: boolean): void;
   routerZForward(logits: Floats, tokens: number, experts: number, scale: number): number;
   routerZBackward(logits: Floats, tokens: number, experts: number, factor: number, dLogits: Floats, fresh: boolean): void;
-  /** How bf16 training products run here: 'avx512-bf16' (vdpbf16ps) or 'fp32-fma' (operands rounded in float32). */
+  /** How bf16 training products run here: 'amx-bf16' (tile unit), 'avx512-bf16' (vdpbf16ps) or 'fp32-fma' (rounded operands). */
   trainGemmBf16Kernel(): string;
   /** out[i] = x[i] rounded to the nearest bfloat16, ties to even (the training GEMM's operand rounding). */
   roundBf16(x: Floats, out: Floats): void;
-  /** FLOP/s of register-only vdpbf16ps chains on the pool's threads, best of `repeats` (0 where bf16 products do not use it). */
+  /** FLOP/s of the bf16 kernel's instruction (AMX tdpbf16ps or vdpbf16ps) on the pool's threads, operands in registers (0: none). */
   measureBf16Peak(repeats: number): number;
   adamw(values: Floats[], grads: Floats[], ms: Floats[], vs: Floats[], decays: Uint8Array, lr: number, beta1: number, beta2: number, eps: number,
     weightDecay: number, step: number, gradScale: number): void;

@@ -92,7 +92,7 @@ export class NativeBackend implements TrainingBackend {
     this.ref.setMatmulPrecision(precision);
   }
 
-  /** How bf16 products run at this SIMD level: 'avx512-bf16' (vdpbf16ps) or 'fp32-fma' (rounded operands, float32 FMA). */
+  /** How bf16 products run at this SIMD level: 'amx-bf16' (AMX tiles), 'avx512-bf16' (vdpbf16ps) or 'fp32-fma' (rounded operands). */
   get bf16Kernel(): string {
     return this.addon.trainGemmBf16Kernel();
   }
@@ -375,7 +375,7 @@ export class NativeBackend implements TrainingBackend {
     train.adamw(this.addon, params, step);
   }
 
-  /** vdpbf16ps throughput on this backend's threads (GFLOP/s); undefined where bf16 products run as float32 FMAs. */
+  /** The bf16 kernel's instruction throughput (AMX or vdpbf16ps) on this backend's threads (GFLOP/s); undefined where bf16 products run as float32 FMAs. */
   bf16PeakGflops(repeats = 3): number | undefined {
     const flops = this.addon.measureBf16Peak(repeats);
     return flops > 0 ? flops / 1e9 : undefined;

@@ -67,7 +67,7 @@ function benchReport(result: TrainBench): string {
     `${result.tokensPerSecond.toFixed(0)} tokens/s, ${result.secondsPerStep.toFixed(2)} s/step, ${result.gflops.toFixed(1)} GFLOP/s useful ` +
     `(${(result.flopsPerToken / 1e6).toFixed(1)} MFLOP per token)` +
     (result.peakGflops ? `; FP32 peak of ${result.threads} thread(s) measured now: ${result.peakGflops.toFixed(0)} GFLOP/s (${((100 * result.gflops) / result.peakGflops).toFixed(0)} % used)` : '') +
-    (result.bf16PeakGflops ? `; vdpbf16ps peak: ${result.bf16PeakGflops.toFixed(0)} GFLOP/s (${((100 * result.gflops) / result.bf16PeakGflops).toFixed(0)} % used)` : '') + '\n' +
+    (result.bf16PeakGflops ? `; ${result.bf16Kernel} peak: ${result.bf16PeakGflops.toFixed(0)} GFLOP/s (${((100 * result.gflops) / result.bf16PeakGflops).toFixed(0)} % used)` : '') + '\n' +
     `time: forward ${pct(result.phases.forward)}, backward ${pct(result.phases.backward)}, optimizer ${pct(result.phases.optimizer)}\n` +
     `ops: ${ops}\n`
   );
