@@ -7,12 +7,12 @@
 //      the core while the rows of A stream through. A is read in place, with strides for its two layouts.
 // Work is never split along K: each element of C is the sum of its KC blocks in ascending order, each block an
 // FMA chain over ascending k, so results are bit-identical for any thread count (exact training resume).
-// bf16 mixed precision (TrainGemmArgs::bf16): a packing pass also rounds A and B to bfloat16. With AVX-512 BF16 both
-// are packed as bf16 pairs of summed indices and an MR × NR kernel of vdpbf16ps sums them (each instruction: two exact
-// products added into a float32 lane); elsewhere they are rounded in float32 and the float32 kernel runs. The two
-// differ only in summation order (and vdpbf16ps flushing subnormals), since a product of two bf16 values is exact in
-// float32, so an FMA on rounded operands equals vdpbf16ps's multiply-add.
-// Dimension legend: M rows of C, N columns, K the summed dimension; MR × NR the micro-kernel's tile.
+// bf16 mixed precision (TrainGemmArgs::bf16): the packing pass also rounds A and B to bfloat16 (train-gemm-bf16.inc).
+// With AMX (Sapphire Rapids and later) both are packed as bf16 pairs of summed indices, zero-padded to whole tiles, and
+// 32 × 64 blocks of C run on the tile unit (tdpbf16ps); with AVX-512 BF16 alone, the same pairs feed an MR × NR kernel
+// of vdpbf16ps; elsewhere they are rounded in float32 and the float32 kernel runs. All three differ only in summation
+// order (and the bf16 instructions reading subnormals as zero): a product of two bf16 values is exact in float32, so
+// an FMA on rounded operands adds exactly what tdpbf16ps and vdpbf16ps add.
 #include "train-gemm.h"
 
 #include <algorithm>
@@ -221,191 +221,7 @@ AVX512 void transpose16_avx512(const float* src, size_t src_stride, float* dst, 
   }
 }
 
-// ---------------------------------------------------------------- AVX-512 BF16: 6 × 64, bf16 pairs of summed indices
-// A packed [M][K rounded up to even] bf16, B panels [kc/2][NR][2] bf16: per pair, 4 loads of B, 6 broadcasts of an A
-// pair, 24 vdpbf16ps (each 32 multiply-adds).
-#define AVX512BF16 __attribute__((target("avx512f,avx512bf16,avx2,fma")))
-
-struct Tile16 {
-  const uint16_t* a;  // row r's pair q at a + r * lda + 2q
-  size_t lda;
-  const uint16_t* b_panel;  // [pairs][NR][2]
-  size_t pairs;
-  int rows, cols;
-  float* c;
-  size_t ldc;
-  bool add;
-};
-
-template <int R, int V>
-AVX512BF16 void tile_bf16_fixed(const Tile16& t) {
-  __m512 acc[R][V];
-  for (auto& row : acc)
-    for (auto& v : row) v = _mm512_setzero_ps();
-  const uint16_t* b = t.b_panel;
-  for (size_t q = 0; q < t.pairs; q++, b += 2 * kAvx512Nr) {
-    __m512bh bv[V];
-    for (int v = 0; v < V; v++) bv[v] = (__m512bh)_mm512_loadu_si512(b + 32 * v);
-    for (int r = 0; r < R; r++) {
-      int32_t pair;
-      std::memcpy(&pair, t.a + r * t.lda + 2 * q, sizeof pair);
-      const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
-      for (int v = 0; v < V; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
-    }
-  }
-  const int last = t.cols - 16 * (V - 1);
-  for (int r = 0; r < R; r++)
-    for (int v = 0; v < V; v++) {
-      float* out = t.c + r * t.ldc + 16 * v;
-      const __mmask16 mask = v < V - 1 ? __mmask16(0xffff) : __mmask16((1u << last) - 1);
-      __m512 sum = acc[r][v];
-      if (t.add) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), sum);
-      _mm512_mask_storeu_ps(out, mask, sum);
-    }
-}
-
-template <int R>
-AVX512BF16 void tile_bf16_rows(const Tile16& t) {
-  switch ((t.cols + 15) / 16) {
-    case 1: return tile_bf16_fixed<R, 1>(t);
-    case 2: return tile_bf16_fixed<R, 2>(t);
-    case 3: return tile_bf16_fixed<R, 3>(t);
-    default: return tile_bf16_fixed<R, 4>(t);
-  }
-}
-
-AVX512BF16 void tile_bf16(const Tile16& t) {
-  switch (t.rows) {
-    case 1: return tile_bf16_rows<1>(t);
-    case 2: return tile_bf16_rows<2>(t);
-    case 3: return tile_bf16_rows<3>(t);
-    case 4: return tile_bf16_rows<4>(t);
-    case 5: return tile_bf16_rows<5>(t);
-    default: return tile_bf16_rows<6>(t);
-  }
-}
-
-// Conversions with vcvtne(2)ps2bf16 (round to nearest even; subnormal inputs read as zero, as vdpbf16ps reads them).
-#define AVX512BF16BW __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma")))
-
-// dst[i] = bf16(src[i]), i < n.
-AVX512BF16BW void to_bf16_avx512(const float* src, size_t n, uint16_t* dst) {
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) _mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i)));
-  for (; i < n; i++) dst[i] = bf16_bits(src[i]);
-}
-
-// 16 pairs: lane j = bf16(hi[j]) << 16 | bf16(lo[j]) (hi null: zeros), the layout vdpbf16ps multiplies.
-AVX512BF16BW inline __m512i pairs16(const float* lo, const float* hi) {
-  const __m512i low = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(lo)));
-  if (!hi) return low;
-  const __m512i high = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(hi)));
-  return _mm512_or_si512(low, _mm512_slli_epi32(high, 16));
-}
-
-// A float panel [kc][NR] (NR a multiple of 16) as bf16 pairs [⌈kc/2⌉][NR][2].
-AVX512BF16BW void pair_panel_avx512(const float* panel, size_t kc, size_t nr, uint16_t* out) {
-  uint32_t* words = reinterpret_cast<uint32_t*>(out);
-  for (size_t q = 0; q < (kc + 1) / 2; q++) {
-    const float* lo = panel + 2 * q * nr;
-    const float* hi = 2 * q + 1 < kc ? lo + nr : nullptr;
-    for (size_t j = 0; j < nr; j += 16) _mm512_storeu_si512(words + q * nr + j, pairs16(lo + j, hi ? hi + j : nullptr));
-  }
-}
-
-// Rows [r0, r1) of A stored [K, M] as bf16 pair rows out[r][q] (kp/2 words per row): 16 rows × 16 pairs at a time,
-// paired down the columns of A, then transposed in registers.
-AVX512BF16BW void pair_columns_avx512(const float* a, size_t lda, size_t k, size_t r0, size_t r1, size_t kp, uint32_t* out) {
-  const size_t pairs = kp / 2, full_pairs = k / 2;
-  alignas(64) uint32_t block[16 * 16];
-  const auto scalar = [&](size_t i, size_t q) {
-    const uint32_t lo = 2 * q < k ? bf16_bits(a[2 * q * lda + i]) : 0, hi = 2 * q + 1 < k ? bf16_bits(a[(2 * q + 1) * lda + i]) : 0;
-    out[i * pairs + q] = hi << 16 | lo;
-  };
-  size_t r = r0;
-  for (; r + 16 <= r1; r += 16) {
-    size_t q = 0;
-    for (; q + 16 <= full_pairs; q += 16) {
-      for (size_t i = 0; i < 16; i++) _mm512_store_si512(block + i * 16, pairs16(a + 2 * (q + i) * lda + r, a + (2 * (q + i) + 1) * lda + r));
-      transpose16_avx512(reinterpret_cast<const float*>(block), 16, reinterpret_cast<float*>(out + r * pairs + q), pairs);
-    }
-    for (; q < pairs; q++)
-      for (size_t i = r; i < r + 16; i++) scalar(i, q);
-  }
-  for (; r < r1; r++)
-    for (size_t q = 0; q < pairs; q++) scalar(r, q);
-}
-
-// ---------------------------------------------------------------- AMX BF16: blocks of 32 × 64 on the tile unit
-// Intel AMX (Intel SDM vol. 1 ch. 18; Linux: arch_prctl(ARCH_REQ_XCOMP_PERM) grants the tile state). Eight tiles of
-// 16 rows × 64 bytes: C as 2 × 2 tiles of 16 × 16 float32, A as two 16-row tiles of 32 bf16 (16 pairs of summed
-// indices), B as two tiles of 16 pairs × 16 columns, exactly the pair panel's layout. tdpbf16ps sums each pair's two
-// exact products into float32 (like vdpbf16ps; subnormals read as zero). A and B are zero-padded to whole tiles.
-#define AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw")))
-
-struct alignas(64) TileConfig {
-  uint8_t palette, start_row, reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-
-AMX void amx_configure() {
-  thread_local bool configured = false;  // the tile configuration is per thread (saved with it on a context switch)
-  if (configured) return;
-  TileConfig cfg{};
-  cfg.palette = 1;
-  for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
-  _tile_loadconfig(&cfg);
-  configured = true;
-}
-
-// t.a: 32 rows of a_ld bf16 (rows past M are zeros), t.pairs a multiple of 16; B panel [pairs][64][2].
-AMX void tile_amx(const Tile16& t) {
-  amx_configure();
-  alignas(64) float out[kAmxMr * kAmxNr];
-  const size_t a_bytes = t.lda * 2, b_bytes = kAmxNr * 4;
-  for (int half = 0; half < 2 && half * 32 < t.cols; half++) {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (size_t s = 0; s < t.pairs; s += 16) {
-      const uint16_t* b = t.b_panel + s * kAmxNr * 2 + half * 64;
-      _tile_loadd(4, t.a + 2 * s, a_bytes);
-      _tile_loadd(5, t.a + 16 * t.lda + 2 * s, a_bytes);
-      _tile_loadd(6, b, b_bytes);
-      _tile_loadd(7, b + 32, b_bytes);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
-    _tile_stored(0, out + half * 32, kAmxNr * 4);
-    _tile_stored(1, out + half * 32 + 16, kAmxNr * 4);
-    _tile_stored(2, out + 16 * kAmxNr + half * 32, kAmxNr * 4);
-    _tile_stored(3, out + 16 * kAmxNr + half * 32 + 16, kAmxNr * 4);
-  }
-  for (int r = 0; r < t.rows; r++)
-    for (int c0 = 0; c0 < t.cols; c0 += 16) {
-      const int valid = std::min(16, t.cols - c0);
-      const __mmask16 mask = __mmask16((1u << valid) - 1);
-      float* dst = t.c + r * t.ldc + c0;
-      __m512 sum = _mm512_load_ps(out + r * kAmxNr + c0);
-      if (t.add) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), sum);
-      _mm512_mask_storeu_ps(dst, mask, sum);
-    }
-}
-
-// The CPU has AMX-BF16 and the kernel grants its tile state (once per process); OLMOE_AMX=0 declines it.
-bool amx_granted() {
-  unsigned eax, ebx, ecx, edx;
-  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-  const bool amx_bf16 = edx & (1u << 22), amx_tile = edx & (1u << 24);
-  const char* env = std::getenv("OLMOE_AMX");
-  if (!amx_bf16 || !amx_tile || (env && std::string(env) == "0")) return false;
-  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-}
+#include "train-gemm-bf16.inc"  // the bf16 kernels: vdpbf16ps, AMX tiles, their packing
 #endif  // OLMOE_X86
 
 // The micro-kernel of the instruction set the inference kernels chose at startup (simd_level, OLMOE_SIMD).
@@ -575,9 +391,10 @@ inline std::pair<size_t, size_t> part(size_t count, size_t parts, size_t index) 
 }
 
 // op(B) packed block after block of KC summed indices: block b starts at n_panels · NR · b · KC and holds its
-// panels [kc][NR] one after the other. A is read in place in either layout: the micro-kernel broadcasts one
-// element per row and summed index, so packing A would only move it (measured: equal or slower on every shape
-// of bench/train-gemm.mjs, single thread, and a transposing copy for A stored [M, K]).
+// panels [kc][NR] one after the other (bf16 pairs take half of that room). A float32 product reads A in place in
+// either layout: the micro-kernel broadcasts one element per row and summed index, so packing A would only move it
+// (measured: equal or slower on every shape of bench/train-gemm.mjs, single thread, and a transposing copy for A
+// stored [M, K]); a bf16 product packs A once (rounded, or as pair rows for vdpbf16ps and AMX).
 struct Operands {
   const TrainGemmArgs& g;
   const MicroKernel& mk;
@@ -745,42 +562,6 @@ const char* train_gemm_bf16_kernel() {
 }
 
 namespace {
-#ifdef OLMOE_X86
-// 12 independent vdpbf16ps chains in registers (as measure.cc's FMA probe: enough to cover the latency).
-AVX512BF16 float dpbf16_chains(size_t iterations) {
-  __m512 acc[12];
-  for (auto& v : acc) v = _mm512_setzero_ps();
-  const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x33d633d6);  // 1.0, 1e-7 pairs
-  for (size_t i = 0; i < iterations; i++)
-    for (auto& v : acc) v = _mm512_dpbf16_ps(v, a, b);
-  __m512 s = acc[0];
-  for (int k = 1; k < 12; k++) s = _mm512_add_ps(s, acc[k]);
-  return _mm512_reduce_add_ps(s);
-}
-
-// The AMX kernel's inner step on tiles already loaded: 4 tdpbf16ps of 16 × 16 × 32 (16,384 FLOP each) per iteration.
-AMX float amx_chains(size_t iterations) {
-  amx_configure();
-  alignas(64) static const uint16_t ones[16 * 32] = {};
-  alignas(64) float out[16 * 16];
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  _tile_loadd(4, ones, 64);
-  _tile_loadd(5, ones, 64);
-  _tile_loadd(6, ones, 64);
-  _tile_loadd(7, ones, 64);
-  for (size_t i = 0; i < iterations; i++) {
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-  }
-  _tile_stored(0, out, 64);
-  return out[0];
-}
-#endif
 std::atomic<float> bf16_sink{0};
 }  // namespace
 
