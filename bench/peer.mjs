@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // olmoe vs llama.cpp (node-llama-cpp 3.21.1, CPU) on the same GGUF files in the same run: load seconds, resident
 // memory, prefill tok/s (one 512-token prompt) and decode tok/s (128 greedy tokens), median of 3 runs after a
-// warm-up, N threads each. Each engine runs in its own process, one after the other, on a pre-warmed page cache.
+// warm-up, N threads each. Each engine runs in its own process, one after the other, on a pre-warmed page cache;
+// --rounds R alternates the two engines R times and reports medians over the rounds.
 // olmoe's run also measures the machine (read bandwidth, FP32 peak) and prints decode as a % of its memory bound.
 //   (in a scratch folder) npm i -E node-llama-cpp@3.21.1
-//   NLC=/scratch/node_modules/node-llama-cpp/dist/index.js node bench/peer.mjs [--threads 2] A.gguf B.gguf ...
+//   NLC=/scratch/node_modules/node-llama-cpp/dist/index.js node bench/peer.mjs [--threads 2] [--rounds 3] A.gguf B.gguf ...
 import { execFileSync, spawnSync } from 'node:child_process';
 import { openSync, readSync, closeSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -17,6 +18,7 @@ const threads = Number(flag('--threads', '2'));
 const prompt = Number(flag('--prompt', '512'));
 const gen = Number(flag('--gen', '128'));
 const runs = Number(flag('--runs', '3'));
+const rounds = Number(flag('--rounds', '1'));
 
 if (process.env.PEER_CHILD) await llamaChild(process.env.PEER_CHILD);
 else await main();
@@ -26,17 +28,38 @@ async function main() {
   const rows = [];
   for (const file of args) {
     warmPageCache(file);
-    const ours = JSON.parse(execFileSync(process.execPath, [join(here, '..', 'dist', 'src', 'cli', 'main.js'), 'bench', file, '--threads', String(threads),
-      '--prompt', String(prompt), '--gen', String(gen), '--runs', String(runs), '--json', '-q'], { encoding: 'utf8', maxBuffer: 1 << 24 }));
-    const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
-      encoding: 'utf8', env: { ...process.env, PEER_CHILD: file }, maxBuffer: 1 << 24,
-    });
-    if (child.status !== 0) throw new Error(`llama.cpp run failed on ${file}: ${child.stderr}`);
-    const theirs = JSON.parse(child.stdout.trim().split('\n').pop());
-    rows.push({ file, ours, theirs });
-    console.error(`${file}: olmoe ${JSON.stringify(ours)}\n${file}: llama.cpp ${JSON.stringify(theirs)}`);
+    // Alternating rounds (olmoe, llama.cpp, olmoe, …): on a shared machine the load changes by the minute, and
+    // alternation spreads it over both engines; each number is the median over rounds of each round's median.
+    const oursRuns = [];
+    const theirsRuns = [];
+    for (let round = 0; round < rounds; round++) {
+      oursRuns.push(JSON.parse(execFileSync(process.execPath, [join(here, '..', 'dist', 'src', 'cli', 'main.js'), 'bench', file, '--threads', String(threads),
+        '--prompt', String(prompt), '--gen', String(gen), '--runs', String(runs), '--json', '-q', ...(round > 0 ? ['--no-machine'] : [])],
+        { encoding: 'utf8', maxBuffer: 1 << 24 })));
+      const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+        encoding: 'utf8', env: { ...process.env, PEER_CHILD: file }, maxBuffer: 1 << 24,
+      });
+      if (child.status !== 0) throw new Error(`llama.cpp run failed on ${file}: ${child.stderr}`);
+      theirsRuns.push(JSON.parse(child.stdout.trim().split('\n').pop()));
+      console.error(`${file} round ${round + 1}/${rounds}: olmoe ${JSON.stringify(oursRuns.at(-1))}\n${file} round ${round + 1}/${rounds}: llama.cpp ${JSON.stringify(theirsRuns.at(-1))}`);
+    }
+    rows.push({ file, ours: medianRecord(oursRuns), theirs: medianRecord(theirsRuns) });
   }
   printTable(rows);
+}
+
+/** Field-wise median of numeric fields over records (other fields from the first record). */
+function medianRecord(records) {
+  const result = { ...records[0] };
+  for (const [key, value] of Object.entries(result)) {
+    const values = records.map((r) => r[key]).filter((v) => typeof v === 'number');
+    if (typeof value === 'number' || (value == null && values.length)) result[key] = values.length ? median(values) : value;
+  }
+  return result;
+}
+
+function median(values) {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 }
 
 function warmPageCache(file) {
@@ -50,7 +73,7 @@ function printTable(rows) {
   const ratio = (a, b) => (a / b).toFixed(2) + '×';
   const machines = rows.map(({ ours }) => ours).filter((o) => o.readGBPerSecond != null);
   const machine = machines.length ? `; read bandwidth ${machines.map((o) => o.readGBPerSecond).join(', ')} GB/s, FP32 peak ${machines.map((o) => o.fp32PeakGflops).join(', ')} GFLOP/s (per file, measured by olmoe bench)` : '';
-  console.log(`threads ${threads}, prompt ${prompt}, decode ${gen}, median of ${runs} runs after a warm-up${machine}`);
+  console.log(`threads ${threads}, prompt ${prompt}, decode ${gen}, median of ${runs} runs after a warm-up, ${rounds} alternating round(s)${machine}`);
   console.log('| file | olmoe prefill tok/s | llama.cpp prefill | ratio | olmoe decode tok/s | llama.cpp decode | ratio | olmoe MB read per token / % of bound | olmoe load s / RSS MiB | llama.cpp load s / RSS MiB |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const { file, ours, theirs } of rows) {
@@ -92,7 +115,6 @@ async function llamaChild(file) {
     prefills.push(prompt / prefill);
     decodes.push(gen / (seconds() - started));
   }
-  const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
   const rss = Math.round(Number(readFileSync('/proc/self/status', 'utf8').match(/VmRSS:\s+(\d+)/)[1]) / 1024);
   console.log(JSON.stringify({ load, rss, prefill: +median(prefills).toFixed(2), decode: +median(decodes).toFixed(2) }));
   await context.dispose();

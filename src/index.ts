@@ -19,7 +19,8 @@ export { parseConfig, readConfigFile, parameterCounts, type OlmoeConfig } from '
 export { weightTable, type WeightSpec } from './model/weights.js';
 export { OlmoeModel, type RoutingEvent, type RoutingObserver, type ForwardOptions, type BatchInput } from './model/olmoe.js';
 export { decoderStack, logits, TOKEN_CHOICE, type ModelVariant, type OlmoeParts, type SequenceSlice, type LayerRouting, type StackHooks } from './model/forward.js';
-export { loadModel, loadCheckpoint, openCheckpoint, matchCheckpoint, type Checkpoint, type LoadProgress } from './model/load.js';
+export { modelFingerprint, modelContentHash } from './model/fingerprint.js';
+export { loadModel, loadCheckpoint, openCheckpoint, matchCheckpoint, type Checkpoint, type LoadProgress, type WeightPatch } from './model/load.js';
 export { loadPretrained, loadTokenizer, checkpointTokenizer, resolveModelPath, readGenerationDefaults, type Pretrained, type GenerationDefaults } from './model/pretrained.js';
 export { writeGguf, tensorType, GGUF_TARGETS, type GgufTarget } from './model/convert.js';
 export { ggufConfig, ggufTensorsByHfName } from './model/gguf-checkpoint.js';
@@ -36,12 +37,12 @@ export { processEscapes } from './generate/stop.js';
 export { TRACE_VERSION, memoryTrace, type Trace, type TraceChunk, type TraceHeader, type TraceModel } from './analysis/trace.js';
 export { openTrace, readIndex, TraceWriter, TRACE_INDEX, type TraceIndex, type TracePart } from './analysis/trace-file.js';
 export { readDocuments, type FileDocument } from './io/documents.js';
-export { recordTrace, modelFingerprint, traceModel, type TraceDocument, type RecordOptions, type RecordProgress } from './analysis/record.js';
+export { recordTrace, traceModel, type TraceDocument, type RecordOptions, type RecordProgress } from './analysis/record.js';
 export * from './analysis/metrics.js';
 export { analyzeTraces, type AnalyzeOptions, type AnalysisResult } from './analysis/report.js';
 export { expertsForDomain, writePrunedCheckpoint, perplexity } from './analysis/prune.js';
 // training: optimizer, learning-rate schedule, init, metrics logs and their plots
-export { AdamW, clipGradNorm, OLMOE_ADAMW, type Param, type AdamWOptions, type AdamWState } from './train/optim.js';
+export { AdamW, RmsProp, clipGradNorm, OLMOE_ADAMW, type Param, type AdamWOptions, type AdamWState, type RmsPropOptions, type Optimizer } from './train/optim.js';
 export { learningRate, checkSchedule, type ScheduleOptions } from './train/schedule.js';
 export { truncatedNormal, TrainRng } from './train/init.js';
 export { readTrainingRun, parseTrainingLog, type TrainingRun, type TrainLogRecord, type ValidLogRecord } from './train/metrics-log.js';
@@ -57,7 +58,7 @@ export { shardCorpus, type ShardCorpusOptions, type ShardCorpusResult } from './
 export { Tape, TapeTensor, type TapeOptions } from './autograd/tape.js';
 export { TrainModel, type TrainArchitecture, type TrainParam, type TrainBatch, type LossWeights, type StepResult, type RoutingStats } from './train/model.js';
 export { readTrainConfig, parseTrainConfig, resumeFingerprint, type TrainConfig } from './train/config.js';
-export { saveCheckpoint, loadParams, loadOptimizer, loadTrainerState, latestCheckpoint, type TrainerState } from './train/checkpoint.js';
+export { saveCheckpoint, loadParams, loadOptimizer, loadTrainerState, latestCheckpoint, readArchitecture, type TrainerState } from './train/checkpoint.js';
 export { train, buildRun, METRICS_FILE, type TrainOptions, type TrainSummary } from './train/trainer.js';
 export { evaluate, evaluateCheckpoint, unigramScores, tokenByteLengths, type DomainScore, type CheckpointEvalOptions } from './train/evaluate.js';
 export { benchTraining, type TrainBench } from './train/bench.js';
@@ -77,8 +78,13 @@ export { encodePreferences, encodeKto, klPartners, type EncodedPair, type Encode
 export { preferenceLoss, ktoLoss, ktoKlEstimate, logSigmoid, sigmoid, type PairLogprobs, type PreferenceLossType, type PreferenceLossOptions, type PreferenceLossResult, type PreferenceMetrics, type KtoExampleLogprobs, type KtoLossOptions, type KtoLossResult, type KtoMetrics } from './train/adapt/losses.js';
 export { referenceLogprobs, dataFingerprint, maskedRequests, isSequenceLogprob, type SequenceLogprob, type ReferenceCacheOptions, type ReferenceResult } from './train/adapt/reference-cache.js';
 export { loraScaling, initLoraModule, loraDelta, mergeLora, type LoraModule } from './train/adapt/lora.js';
-export { readPeftAdapter, writePeftAdapter, parseAdapterConfig, adapterConfigJson, targetedModules, linearModules, moduleRank, peftTensorName, ADAPTER_CONFIG, ADAPTER_WEIGHTS, type LoraSettings, type LoraAdapter, type ModuleShape } from './train/adapt/peft.js';
-export { parseSftConfig, parseDpoConfig, parseKtoConfig, readAdaptConfig, type SftConfig, type DpoConfig, type KtoConfig, type AdaptKind } from './train/adapt/config.js';
+export { readPeftAdapter, writePeftAdapter, adapterPatch, parseAdapterConfig, adapterConfigJson, targetedModules, linearModules, moduleRank, peftTensorName, ADAPTER_CONFIG, ADAPTER_WEIGHTS, type LoraSettings, type LoraAdapter, type ModuleShape } from './train/adapt/peft.js';
+export { attachLora, type LoraTraining } from './train/adapt/lora-train.js';
+export { fuseAdapter, type FuseOptions, type FuseResult } from './train/adapt/fuse.js';
+export { parseSftConfig, parseDpoConfig, parseKtoConfig, readAdaptConfig, loraSettings, type SftConfig, type DpoConfig, type KtoConfig, type AdaptKind, type LoraConfig } from './train/adapt/config.js';
+export { adapt, stepExamples, adaptLearningRate, type AdaptOptions, type AdaptSummary, type AdaptLogRecord, type AdaptMethod, type AdaptContext, type AdaptConfig } from './train/adapt/run.js';
+export { prepareSft, trainBatch } from './train/adapt/sft-method.js';
+export { prepareDpo, prepareKto, dpoRowWeights, ktoRowWeights, forwardRows } from './train/adapt/preference-method.js';
 // Evaluation: lm-evaluation-harness's scoring requests with prefix sharing through the KV cache.
 export { loglikelihood, loglikelihoodRolling, rollingWindows, logSoftmaxAt, isLoglikelihoodResult, type LoglikelihoodRequest, type LoglikelihoodResult, type ScoreOptions } from './eval/loglikelihood.js';
 export { PromptScorer, promptLogprobs, type PromptScorerOptions } from './eval/prompt-logprobs.js';

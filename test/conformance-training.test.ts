@@ -129,6 +129,8 @@ for (const target of backendCases.filter((b) => b.name !== 'reference')) {
     it('cross-entropy (ignored targets), load-balancing loss, router z-loss', () => {
       const targets = Int32Array.from({ length: 33 }, (_, i) => (i % 7 === 3 ? -1 : (i * 37) % 200));
       compare(backend, 'crossEntropy', 200, [input([33, 200], 4)], (t, [x]) => t.crossEntropy(x!, targets));
+      const weights = Float64Array.from({ length: 33 }, (_, i) => ((i * 13) % 9) / 4 - 1); // negative, zero and positive
+      compare(backend, 'weightedCrossEntropy', 33 * 200, [input([33, 200], 4)], (t, [x]) => t.weightedCrossEntropy(x!, targets, () => weights));
       const counts = Float64Array.from({ length: 16 }, (_, e) => (e * 5) % 11);
       compare(backend, 'loadBalancingLoss', 40 * 16, [input([40, 16])], (t, [p]) => t.loadBalancingLoss(p!, counts, 0.07));
       compare(backend, 'routerZLoss', 40 * 16, [input([40, 16], 3)], (t, [x]) => t.routerZLoss(x!, 0.03));
@@ -161,9 +163,9 @@ describe('which implementation runs each op', () => {
     for (const [op, how] of table) console.log(`# native ${op}: ${how}`);
     for (const [op, how] of table) if (how !== 'native' && how !== 'host copy') assert.ok(NATIVE_EXCEPTIONS.has(op), `${op} runs ${how} but is not a listed exception`);
     // No op of training runs TypeScript inside the native backend (float32 weights, as training has).
-    const training = ['matmul', 'rmsnorm', 'rope', 'attention', 'router', 'experts', 'add', 'crossEntropy', 'loadBalancingLoss', 'routerZLoss', 'scale',
-      'attentionForward', 'expertsForward', 'crossEntropyForward', 'accumulate', 'accumulateRows', 'embeddingBackward', 'matmulBackward', 'rmsnormBackward',
-      'ropeBackward', 'attentionBackward', 'routerBackward', 'expertsBackward', 'crossEntropyBackward', 'loadBalancingBackward', 'routerZBackward', 'sumOfSquares', 'adamw'];
+    const training = ['matmul', 'rmsnorm', 'rope', 'attention', 'router', 'experts', 'add', 'crossEntropy', 'weightedCrossEntropy', 'loadBalancingLoss', 'routerZLoss', 'scale',
+      'attentionForward', 'expertsForward', 'crossEntropyForward', 'weightedCrossEntropyForward', 'accumulate', 'accumulateRows', 'embeddingBackward', 'matmulBackward', 'rmsnormBackward',
+      'ropeBackward', 'attentionBackward', 'routerBackward', 'expertsBackward', 'crossEntropyBackward', 'weightedCrossEntropyBackward', 'loadBalancingBackward', 'routerZBackward', 'sumOfSquares', 'adamw'];
     for (const op of training) assert.equal(table.get(op), 'native', op);
   });
 });

@@ -5,7 +5,9 @@
  * 2. a law: the result differs from "dequantize, then multiply exactly" by at most Σ|w|·d_x/2 (each activation
  *    moves by at most half its block's step), on random rows of every quantized dtype;
  * 3. the native backend against the reference at this process's SIMD level, every quantized dtype, the dot path
- *    (decode, 1–7 tokens, row counts that leave remainders) and the tile path (prefill), and non-finite activations;
+ *    (decode, 1–7 tokens, row counts that leave remainders) and the many-token path (prefill: the integer GEMM
+ *    of native/src/qgemm.h, or float tiles at the scalar level), the grouped experts with many tokens per expert, and
+ *    non-finite activations;
  * 4. the same file again in child processes with OLMOE_SIMD forcing each lower level the CPU has (avx2, scalar), so
  *    every kernel runs on one machine.
  */
@@ -137,9 +139,9 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
   };
 
   for (const dtype of QUANT_DTYPES) {
-    it(`${dtype}: decode (1–7 tokens) and prefill (12, 40 tokens), rows not a multiple of 4 or of a work item`, async () => {
+    it(`${dtype}: decode (1–7 tokens) and prefill (12–67 tokens: GEMM tiles of 8 rows × 4 tokens and their remainders), rows not a multiple of 4, 8 or a work item`, async () => {
       const block = QUANT_BLOCKS[dtype].elements;
-      for (const [tokens, blocks, outDim] of [[1, 2, 37], [1, 8, 515], [2, 3, 19], [3, 1, 6], [4, 2, 9], [5, 2, 33], [7, 1, 11], [12, 2, 21], [40, 3, 17]]) {
+      for (const [tokens, blocks, outDim] of [[1, 2, 37], [1, 8, 515], [2, 3, 19], [3, 1, 6], [4, 2, 9], [5, 2, 33], [7, 1, 11], [12, 2, 21], [40, 3, 17], [17, 1, 8], [67, 2, 23]]) {
         const inDim = blocks! * block;
         const x = randoms(10 + tokens!, tokens! * inDim);
         const [actual, expected] = [await run(backend, dtype, x, tokens!, inDim, outDim!), await run(reference, dtype, x, tokens!, inDim, outDim!)];
@@ -148,6 +150,36 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
           assert.ok(Math.abs(value - expected[i]!) <= tolerance * (1 + Math.abs(expected[i]!)), `T=${tokens} ${inDim}→${outDim} [${i}]: ${value} vs ${expected[i]}`);
         });
       }
+    });
+
+    it(`${dtype}: grouped experts with many tokens per expert (37 tokens, top-2 of 4: odd groups of ~18)`, async () => {
+      const block = QUANT_BLOCKS[dtype].elements;
+      const [tokens, hidden, ffn, experts] = [37, 2 * block, block, 4];
+      const outputs = await Promise.all([backend, reference].map(async (b) => {
+        const weight = (shape: number[], seed: number) => b.weight(weightFromBytes(`w${seed}`, dtype, shape, encodeFloats(dtype, randoms(seed, shape[0]! * shape[1]!, 0.5))));
+        const stack = (shape: number[], seed: number) => Promise.all(Array.from({ length: experts }, (_, e) => weight(shape, seed + e)));
+        const x = b.fromFloat32(randoms(9, tokens * hidden), [tokens, hidden]);
+        const routing = b.router(b.matmul(x, await weight([experts, hidden], 8)), { topK: 2, normTopKProb: false });
+        const weights = { gate: await stack([ffn, hidden], 100), up: await stack([ffn, hidden], 200), down: await stack([hidden, ffn], 300) };
+        return { ids: Array.from(routing.expertIds), out: b.toFloat32(b.experts(x, weights, routing)) };
+      }));
+      const [mine, theirs] = outputs as [{ ids: number[]; out: Float32Array }, { ids: number[]; out: Float32Array }];
+      assert.deepEqual(mine.ids, theirs.ids, 'same experts chosen');
+      // The hidden activations are rounded to q8 too, and float rounding can move one across a code step (see
+      // test/conformance.test.ts): all but a tenth of the tokens within the matmul tolerance, and a small total error.
+      const tolerance = 1e-5 * Math.sqrt(hidden + ffn);
+      let [deviating, squaredError, squared] = [0, 0, 0];
+      for (let t = 0; t < tokens; t++) {
+        let close = true;
+        for (let i = t * hidden; i < (t + 1) * hidden; i++) {
+          const error = Math.abs(mine.out[i]! - theirs.out[i]!);
+          close &&= error <= tolerance * (1 + Math.abs(theirs.out[i]!));
+          [squaredError, squared] = [squaredError + error ** 2, squared + theirs.out[i]! ** 2];
+        }
+        if (!close) deviating++;
+      }
+      assert.ok(deviating <= 3, `${deviating} of ${tokens} tokens outside the tolerance`);
+      assert.ok(squaredError <= 1e-6 * squared, `normalized squared error ${squaredError / squared}`);
     });
 
     it(`${dtype}: a NaN or ∞ activation makes its token's outputs NaN (decode and prefill), other tokens unaffected`, async () => {

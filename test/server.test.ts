@@ -178,12 +178,16 @@ describe('olmoe serve: OpenAI contract', () => {
   });
 
   it('/health answers while a generation runs', async () => {
-    const running = openai.completions.create({ model: MODEL, prompt: 'x', max_tokens: 200, temperature: 0, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
-    await new Promise((resolve) => setTimeout(resolve, 30));
+    // Streamed, so the first chunk proves the generation is running (a fixed delay raced the request under load).
+    const response = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: 200, temperature: 0, ignore_eos: true, stream: true }) });
+    const reader = response.body!.getReader();
+    assert.ok(!(await reader.read()).done, 'the first chunk arrives');
     const health = (await (await fetch(`${server.url}/health`)).json()) as { status: string; running: number };
     assert.equal(health.status, 'ok');
     assert.equal(health.running, 1);
-    assert.equal((await running).choices[0]!.finish_reason, 'length');
+    let rest = '';
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) rest += new TextDecoder().decode(chunk.value);
+    assert.match(rest, /"finish_reason":"length"/);
   });
 });
 

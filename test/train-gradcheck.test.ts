@@ -203,3 +203,19 @@ for (const [label, routing, extra] of VARIANTS) {
     }
   });
 }
+
+// Last in the file: it draws from the shared generator, and the whole-model checks above keep their draws.
+test('weighted cross-entropy: Σ w_t · nll_t, weights from the forward\'s own per-token values, ignored targets excluded', () => {
+  const targets = Int32Array.of(1, -1, 4, 0);
+  const weights = Float64Array.of(0.7, 5, -1.3, 0.25); // the ignored target's weight must count nothing
+  gradCheck('weightedCrossEntropy', [input([4, 5])], (tape, [logits]) => tape.weightedCrossEntropy(logits!, targets, () => weights));
+  // The values weightsOf sees are −log softmax at the targets, computed here independently.
+  let seen: Float64Array | null = null;
+  const logits = Float64Array.of(1, 2, 3, 0, 0, 0);
+  const value = floats(backend.weightedCrossEntropy(tensorOf(logits, [2, 3]), Int32Array.of(2, 0), (nll) => ((seen = nll.slice()), [2, -0.5])))[0]!;
+  const nll = [Math.log(Math.exp(1) + Math.exp(2) + Math.exp(3)) - 3, Math.log(3)];
+  assert.ok(seen && Math.abs(seen[0]! - nll[0]!) < 1e-12 && Math.abs(seen[1]! - nll[1]!) < 1e-12, `nll ${seen}`);
+  assert.ok(Math.abs(value - (2 * nll[0]! - 0.5 * nll[1]!)) < 1e-12, `${value}`);
+  assert.throws(() => backend.weightedCrossEntropy(tensorOf(logits, [2, 3]), Int32Array.of(2, 0), () => [1]), /1 weights for 2 targets/);
+  assert.throws(() => backend.weightedCrossEntropy(tensorOf(logits, [2, 3]), Int32Array.of(2, 0), () => [1, NaN]), /not finite/);
+});

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InputError } from '../src/core/errors.js';
 import { TrainRng, truncatedNormal } from '../src/train/init.js';
-import { AdamW, clipGradNorm, OLMOE_ADAMW, type Param } from '../src/train/optim.js';
+import { AdamW, clipGradNorm, OLMOE_ADAMW, RmsProp, type Param } from '../src/train/optim.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { announceSkip, backendCases } from './backends.js';
 import { learningRate, type ScheduleOptions } from '../src/train/schedule.js';
@@ -231,5 +231,56 @@ describe('TrainRng', () => {
     assert.throws(() => new TrainRng(1.5), InputError);
     assert.throws(() => TrainRng.from('xyz'), InputError);
     assert.throws(() => TrainRng.from('0'.repeat(32)), InputError);
+  });
+});
+
+describe('RMSProp (PyTorch RMSprop semantics)', () => {
+  const backend = new ReferenceBackend({ precision: 'f64' });
+  const param = (values: number[], grads: number[], decay = true): Param => {
+    const value = backend.zeros([values.length]);
+    backend.write(value, Float64Array.from(values));
+    const grad = backend.zeros([grads.length]);
+    backend.write(grad, Float64Array.from(grads));
+    return { name: 'p', value, grad, decay };
+  };
+  const read = (p: Param) => Array.from(backend.toFloat32(p.value));
+
+  it('two steps worked by hand: v ← α·v + (1−α)·g², p ← p − lr·g/(√v + ε)', () => {
+    // α = 0.9, lr = 0.1, g = (0.5, −0.1) both steps.
+    // step 1: v = (0.025, 0.001), g/√v = ±3.16227766 → p = (0.683772234, −1.683772234)
+    // step 2: v = (0.0475, 0.0019), g/√v = ±2.29415734 → p = (0.454356500, −1.454356500)
+    const p = param([1, -2], [0.5, -0.1]);
+    const opt = new RmsProp(backend, [p], { alpha: 0.9 });
+    opt.step(0.1);
+    read(p).forEach((x, i) => assert.ok(Math.abs(x - [0.683772234, -1.683772234][i]!) < 1e-6, `step 1: ${x}`));
+    opt.step(0.1);
+    read(p).forEach((x, i) => assert.ok(Math.abs(x - [0.4543565, -1.4543565][i]!) < 1e-6, `step 2: ${x}`));
+  });
+
+  it('weight decay is added to the gradient (decay params only); the clipping scale multiplies the gradient first', () => {
+    // decay 0.1, scale 0.5: g = 0.5·0.8 + 0.1·2 = 0.6 → v = 0.01·0.36, step = lr·0.6/0.06 = 10·lr.
+    const decayed = param([2], [0.8]);
+    const gain = param([2], [0.8], false); // g = 0.4 → the same first step size lr/√(1−α)
+    new RmsProp(backend, [decayed, gain], { alpha: 0.99, weightDecay: 0.1 }).step(0.01, 0.5);
+    assert.ok(Math.abs(read(decayed)[0]! - (2 - 0.1)) < 1e-6, `${read(decayed)}`);
+    assert.ok(Math.abs(read(gain)[0]! - (2 - 0.1)) < 1e-6, `${read(gain)}`);
+  });
+
+  it('state and load resume bitwise; bad options refused', () => {
+    const straight = param([0.3, -0.7, 1.1], [0.2, 0.05, -0.4]);
+    const a = new RmsProp(backend, [straight], { momentum: 0.5 });
+    for (let i = 0; i < 3; i++) a.step(0.01);
+    const resumed = param([0.3, -0.7, 1.1], [0.2, 0.05, -0.4]);
+    const b = new RmsProp(backend, [resumed], { momentum: 0.5 });
+    b.step(0.01);
+    const saved = b.state();
+    const c = new RmsProp(backend, [resumed], { momentum: 0.5 });
+    c.load(saved);
+    c.step(0.01);
+    c.step(0.01);
+    assert.deepEqual(read(resumed), read(straight));
+    assert.equal(c.stepCount, 3);
+    assert.throws(() => new RmsProp(backend, [straight], { alpha: 1 }), InputError);
+    assert.throws(() => c.load({ step: 1, m: [], v: [] }), /0 m arrays for 1 params/);
   });
 });

@@ -157,20 +157,20 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// allocate(bytes) → a zeroed ArrayBuffer on 2 MiB-aligned memory advised for transparent huge pages (the KV
-// cache: first touches fault 2 MiB at a time instead of 4 KiB), freed when collected.
+// allocate(bytes) → a zeroed ArrayBuffer (the KV cache), freed when collected. calloc: large blocks come as fresh
+// zero pages, faulted in lazily as the cache fills. Not 2 MiB-aligned memory advised for transparent huge pages, as
+// before: with the kernel's default THP defrag setting (madvise), a huge-page fault in an advised region waits for
+// memory compaction, which on a long-running machine took 59 ms per fault here (a 16 KiB cache: 59 ms instead of
+// 0.01 ms), so creating and growing the caches of 8 concurrent generations cost more than the forward passes
+// (bench/serve.mjs on OLMoE-mini: 8 streams no faster in total than one).
 Napi::Value Allocate(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 1)) return info.Env().Undefined();
-  const size_t bytes = size_arg(info, 0), alignment = 2 << 20;
-  void* memory = nullptr;
-  if (bytes == 0 || posix_memalign(&memory, alignment, (bytes + alignment - 1) / alignment * alignment) != 0) {
+  const size_t bytes = size_arg(info, 0);
+  void* memory = bytes == 0 ? nullptr : std::calloc(1, bytes);
+  if (memory == nullptr) {
     Napi::Error::New(info.Env(), "out of memory: cannot allocate " + std::to_string(bytes) + " bytes").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-#ifdef MADV_HUGEPAGE
-  madvise(memory, (bytes + alignment - 1) / alignment * alignment, MADV_HUGEPAGE);
-#endif
-  std::memset(memory, 0, bytes);
   return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env, void* data) { std::free(data); });
 }
 

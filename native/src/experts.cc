@@ -1,7 +1,8 @@
 // The grouped expert SwiGLU of the MoE block (kernels.h `experts`), moved out of kernels.cc. Tokens are grouped by
-// expert; a group with few tokens (decode) streams its expert's rows once per token (the dot path: integer qdot
-// kernels on q8 activations for quantized weights, quantized once per token row here), a group with many
-// (prefill) multiplies transposed activations by tiles, with activations rounded to q8 first for quantized weights.
+// expert. Quantized weights take the integer path for every group (qgemm.h: the tokens routed to one expert form the
+// rows of its register tiles, each weight block unpacked once per 4 of them; activations quantized once per token row
+// here), except at the scalar level; float weights stream each row once per token for few tokens (decode) and
+// multiply transposed activations by tiles for many (prefill), as do quantized ones at the scalar level.
 // Dimension legend: T tokens, D hidden, F expert ffn, K experts per token.
 #include <algorithm>
 #include <cmath>

@@ -30,8 +30,8 @@ const Kernels& kernels();
 // below it each weight row is streamed once per token (decode).
 constexpr size_t kMinTileTokens = 4;
 constexpr size_t kRowBlock = 48;  // rows per parallel work item (tile path, and the dot path of float weights)
-// The same for quantized weights, whose dot path (qdot.h: integer dots, each weight block unpacked once for up to
-// four tokens) stays cheaper than dequantizing rows for the tiles up to more tokens (batched decode, few-token experts).
+// The same for quantized weights at the scalar level only: at the AVX2 and AVX-512 levels they never take the float
+// tiles, but the integer path (qgemm.h) at every token count.
 constexpr size_t kMinTileTokensQuantized = 16;
 size_t min_tile_tokens(DType dtype);
 // Rows per work item on the dot path of quantized weights (decode): qdot reads four runs of a quarter of the item's

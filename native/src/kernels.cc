@@ -1,14 +1,16 @@
 // Kernels with runtime dispatch: AVX-512 (F+BW+VL) → AVX2+FMA+F16C → scalar (simd.h). Each instruction set provides
 // four primitives (widen a weight row, dot, fused widen-dot, a 4×4 register-blocked dot); the GEMM, expert and
-// attention drivers are written once on top of them. Quantized weights on the dot path (decode) go through the
-// integer kernels of qdot.h instead, on activations rounded to q8 blocks (q8.h); on the tile path (prefill) the
-// activations get the same rounding, so that both paths compute the reference backend's quantized matmul.
+// attention drivers are written once on top of them. Quantized weights go through the integer kernels of qdot.h /
+// qgemm.h instead, on activations rounded to q8 blocks (q8.h), at every token count (decode and prefill); only the
+// scalar level keeps float tiles for many tokens, on activations with the same rounding, so that every path
+// computes the reference backend's quantized matmul.
 #include "kernels.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,7 @@
 #include "gemm.h"
 #include "q8.h"
 #include "qdot.h"
+#include "qgemm.h"
 #include "simd.h"
 
 #if defined(__x86_64__)
@@ -269,7 +272,10 @@ void widen_any(const Kernels& k, const void* src, DType dtype, size_t n, float* 
 
 const char* simd_level() { return kernels().name; }
 
-size_t min_tile_tokens(DType dtype) { return is_quantized(dtype) ? kMinTileTokensQuantized : kMinTileTokens; }
+size_t min_tile_tokens(DType dtype) {
+  if (integer_gemm(dtype)) return SIZE_MAX;  // integer dot products at any token count (qgemm.h)
+  return is_quantized(dtype) ? kMinTileTokensQuantized : kMinTileTokens;
+}
 
 void transpose_tokens(const float* X, size_t x_stride, size_t n, size_t in, float* Xt, size_t npad) {
   constexpr size_t kChunk = 16;
@@ -305,7 +311,7 @@ const float* rounded_rows(DType dtype, const float* X, size_t n, size_t in, std:
 void gemm_qdot(const uint8_t* Xq, size_t act_stride, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, float* out, size_t rs,
                size_t ts) {
   const size_t bytes_per_row = row_bytes(dtype, in);
-  qdot_rows({dtype, Xq, act_stride, n, static_cast<const uint8_t*>(W) + r0 * bytes_per_row, bytes_per_row, r1 - r0, in, out + r0 * rs, rs, ts});
+  qgemm_rows({dtype, Xq, act_stride, n, static_cast<const uint8_t*>(W) + r0 * bytes_per_row, bytes_per_row, r1 - r0, in, out + r0 * rs, rs, ts});
 }
 
 void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, float* out, size_t rs, size_t ts) {

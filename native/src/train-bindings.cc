@@ -302,7 +302,22 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   float* d = a.array<float>(6, tokens * vocab, "dlogits");
   for (size_t t = 0; t < tokens && !a.failed; t++)
     if (targets[t] >= static_cast<int64_t>(vocab)) a.fail("target outside the vocabulary");
-  if (!a.failed) cross_entropy_backward(logits, tokens, vocab, targets, lse, static_cast<float>(a.number(5)), d, a.optional_flag(7));
+  if (!a.failed) cross_entropy_backward(logits, tokens, vocab, targets, lse, static_cast<float>(a.number(5)), nullptr, d, a.optional_flag(7));
+  return Undefined(info);
+}
+
+// weightedCrossEntropyBackward(logits, tokens, vocab, targets, lse, scale, weights, dlogits, fresh): row t scaled by weights[t]
+Napi::Value WeightedCrossEntropyBackward(const Napi::CallbackInfo& info) {
+  Args a{info};
+  const size_t tokens = a.size(1), vocab = a.size(2);
+  const float* logits = a.array<float>(0, tokens * vocab, "logits");
+  const int32_t* targets = a.array<int32_t>(3, tokens, "targets");
+  const float* lse = a.array<float>(4, tokens, "lse");
+  const float* weights = a.array<float>(6, tokens, "weights");
+  float* d = a.array<float>(7, tokens * vocab, "dlogits");
+  for (size_t t = 0; t < tokens && !a.failed; t++)
+    if (targets[t] >= static_cast<int64_t>(vocab)) a.fail("target outside the vocabulary");
+  if (!a.failed) cross_entropy_backward(logits, tokens, vocab, targets, lse, static_cast<float>(a.number(5)), weights, d, a.optional_flag(8));
   return Undefined(info);
 }
 
@@ -402,7 +417,7 @@ void register_training(Napi::Env env, Napi::Object exports) {
       {"matmulBackward", MatmulBackward}, {"rmsnormBackward", RmsNormBackward}, {"ropeRotate", RopeRotate}, {"axpy", Axpy}, {"embeddingBackward", EmbeddingBackward},
       {"routerForward", RouterForward}, {"routerBackward", RouterBackward}, {"expertsForward", ExpertsForward}, {"expertsBackward", ExpertsBackward},
       {"attentionForward", AttentionForward}, {"attentionBackward", AttentionBackward}, {"crossEntropyForward", CrossEntropyForward},
-      {"crossEntropyBackward", CrossEntropyBackward}, {"loadBalancingForward", LoadBalancingForward}, {"loadBalancingBackward", LoadBalancingBackward},
+      {"crossEntropyBackward", CrossEntropyBackward}, {"weightedCrossEntropyBackward", WeightedCrossEntropyBackward}, {"loadBalancingForward", LoadBalancingForward}, {"loadBalancingBackward", LoadBalancingBackward},
       {"routerZForward", RouterZForward}, {"routerZBackward", RouterZBackward}, {"adamw", AdamW}, {"sumOfSquares", SumOfSquares},
       {"trainGemmBf16Kernel", TrainGemmBf16Kernel}, {"roundBf16", RoundBf16}, {"measureBf16Peak", MeasureBf16Peak}
   };

@@ -49,14 +49,15 @@ double cross_entropy_forward(const float* logits, size_t tokens, size_t vocab, c
   });
 }
 
-void cross_entropy_backward(const float* logits, size_t tokens, size_t vocab, const int32_t* targets, const float* lse, float scale, float* dlogits, bool fresh) {
+void cross_entropy_backward(const float* logits, size_t tokens, size_t vocab, const int32_t* targets, const float* lse, float scale, const float* row_weights, float* dlogits, bool fresh) {
   const VectorKernels& v = vector_kernels();
   pool().parallel_for(tokens, [&](size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; t++) {
       if (fresh) std::fill(dlogits + t * vocab, dlogits + (t + 1) * vocab, 0.0f);
-      if (targets[t] < 0) continue;
-      v.add_exp(logits + t * vocab, vocab, lse[t], scale, dlogits + t * vocab);
-      dlogits[t * vocab + targets[t]] -= scale;
+      const float row_scale = row_weights ? scale * row_weights[t] : scale;
+      if (targets[t] < 0 || row_scale == 0.0f) continue;
+      v.add_exp(logits + t * vocab, vocab, lse[t], row_scale, dlogits + t * vocab);
+      dlogits[t * vocab + targets[t]] -= row_scale;
     }
   });
 }

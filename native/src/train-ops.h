@@ -90,8 +90,9 @@ void attention_backward(const TrainAttentionArgs& a, const float* out, const flo
 // ---------------------------------------------------------------- losses (train-losses.cc)
 // Σ over counted rows of lse − logit[target] (targets < 0 skipped); lse [T] kept. Returns the sum (double).
 double cross_entropy_forward(const float* logits, size_t tokens, size_t vocab, const int32_t* targets, float* lse);
-// dlogits += scale · (softmax − onehot) on counted rows.
-void cross_entropy_backward(const float* logits, size_t tokens, size_t vocab, const int32_t* targets, const float* lse, float scale, float* dlogits, bool fresh);
+// dlogits += scale · w_t · (softmax − onehot) on counted rows; row_weights w [T] may be null (all 1): the weighted
+// cross-entropy of sequence-level losses (DPO, KTO) shares the kernel.
+void cross_entropy_backward(const float* logits, size_t tokens, size_t vocab, const int32_t* targets, const float* lse, float scale, const float* row_weights, float* dlogits, bool fresh);
 double load_balancing_forward(const float* probs, size_t tokens, size_t experts, const double* counts, double scale);
 void load_balancing_backward(size_t tokens, size_t experts, const double* counts, double factor, float* dprobs, bool fresh);
 double router_z_forward(const float* logits, size_t tokens, size_t experts, double scale);

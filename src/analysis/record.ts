@@ -3,10 +3,8 @@
  * and write, per token, its ids and each layer's top-k experts and weights (optionally all router probabilities)
  * to a TraceWriter. Memory stays bounded by one window plus one part, whatever the input size.
  */
-import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
 import { InputError } from '../core/errors.js';
-import { openCheckpoint } from '../model/load.js';
+import { modelFingerprint } from '../model/fingerprint.js';
 import type { OlmoeModel, RoutingEvent } from '../model/olmoe.js';
 import type { OlmoeTokenizer } from '../tokenizer/tokenizer.js';
 import type { TraceChunk, TraceModel } from './trace.js';
@@ -33,32 +31,6 @@ export interface RecordOptions {
   maxDocuments?: number;
   maxTokens?: number;
   onProgress?: (progress: RecordProgress) => void;
-}
-
-/**
- * A model's identity for traces: its shape and a hash of its config and of a few bytes at the start, middle and
- * end of every tensor (cheap to compute, different for any two checkpoints that differ in training).
- */
-export function modelFingerprint(path: string): string {
-  const checkpoint = openCheckpoint(path);
-  const hash = createHash('sha256');
-  hash.update(JSON.stringify(checkpoint.config));
-  const sample = Buffer.alloc(64);
-  const files = new Map<string, number>();
-  try {
-    for (const entry of [...checkpoint.tensors.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      hash.update(`${entry.name}:${entry.dtype}:${entry.shape.join('x')}`);
-      let fd = files.get(entry.file);
-      if (fd === undefined) files.set(entry.file, (fd = openSync(entry.file, 'r')));
-      for (const at of [0, Math.floor(entry.byteLength / 2), entry.byteLength - 64]) {
-        const read = readSync(fd, sample, 0, Math.min(64, entry.byteLength), entry.offset + Math.max(0, at));
-        hash.update(sample.subarray(0, read));
-      }
-    }
-  } finally {
-    for (const fd of files.values()) closeSync(fd);
-  }
-  return hash.digest('hex').slice(0, 16);
 }
 
 export function traceModel(name: string, path: string, model: OlmoeModel): TraceModel {

@@ -7,7 +7,7 @@
  */
 import type { AttentionArgs, Backend, ExpertWeights, KVCache, KVCacheOptions, RopeOptions, Routing, RouterOptions, Tensor, WeightSource } from '../core/backend.js';
 import { InputError, UnsupportedError } from '../core/errors.js';
-import type { LossOps, TrainingBackend } from '../core/training.js';
+import type { LossOps, TokenWeights, TrainingBackend } from '../core/training.js';
 
 /** A value on the tape: the wrapped backend's tensor, and its gradient once backward reaches it. */
 export class TapeTensor implements Tensor {
@@ -49,6 +49,11 @@ export class Tape implements Backend, LossOps {
     private readonly opts: TapeOptions = {},
   ) {
     this.name = `tape(${inner.name})`;
+  }
+
+  /** Whether this tape records for a backward (false: an evaluation tape; training-only behaviour such as dropout is off). */
+  get recording(): boolean {
+    return this.opts.grad !== false;
   }
 
   /** A trainable leaf whose gradient accumulates into `grad` (owned by the optimizer, kept across micro-batches). */
@@ -185,7 +190,13 @@ export class Tape implements Backend, LossOps {
     if (args.sequences.some((s) => s.cache)) throw new UnsupportedError('attention over a KV cache is not differentiable here (training attends within the batch)');
     const { out: result, saved } = this.inner.attentionForward(inner);
     const out = this.output(result, [args.q, args.k, args.v]);
-    this.record([out], () => this.inner.attentionBackward({ args: inner, saved, out: result, dOut: out.grad!, dq: this.grad(args.q), dk: this.grad(args.k), dv: this.grad(args.v) }));
+    this.record([out], () => {
+      // The kernels write all three gradients: a constant input (k of a frozen layer below a LoRA on q) gets a scratch one.
+      const scratch: Tensor[] = [];
+      const accumulator = (x: Tensor) => this.gradOf(x) ?? scratch[scratch.push(this.inner.empty(x.shape)) - 1]!;
+      this.inner.attentionBackward({ args: inner, saved, out: result, dOut: out.grad!, dq: accumulator(args.q), dk: accumulator(args.k), dv: accumulator(args.v) });
+      for (const t of scratch) this.inner.release?.(t);
+    });
     return out;
   }
 
@@ -207,8 +218,13 @@ export class Tape implements Backend, LossOps {
     const { out: result, saved } = this.inner.expertsForward(value(x), innerWeights, inner);
     const out = this.output(result, inputs);
     this.record([out], () => {
-      const dWeights = params.some((p) => tapeTensor(p).requiresGrad) ? mapExperts(weights, (p) => this.grad(p)) : null;
+      // The kernels take every expert's accumulator or none: a frozen expert next to trained ones (a LoRA on some
+      // experts) gets a scratch accumulator, handed back at once.
+      const scratch: Tensor[] = [];
+      const accumulator = (p: Tensor) => this.gradOf(p) ?? scratch[scratch.push(this.inner.empty(p.shape)) - 1]!;
+      const dWeights = params.some((p) => tapeTensor(p).requiresGrad) ? mapExperts(weights, accumulator) : null;
       this.inner.expertsBackward({ x: value(x), weights: innerWeights, routing: inner, saved, dOut: out.grad!, dx: this.gradOf(x), dRoutingWeights: this.gradOf(routing.weights), dWeights });
+      for (const t of scratch) this.inner.release?.(t);
     });
     return out;
   }
@@ -261,6 +277,14 @@ export class Tape implements Backend, LossOps {
     return out;
   }
 
+  weightedCrossEntropy(logits: Tensor, targets: Int32Array, weightsOf: TokenWeights): Tensor {
+    if (!tapeTensor(logits).requiresGrad) return this.constant(this.inner.weightedCrossEntropy(value(logits), targets, weightsOf));
+    const { out: result, saved } = this.inner.weightedCrossEntropyForward(value(logits), targets, weightsOf);
+    const out = this.output(result, [logits]);
+    this.record([out], () => this.inner.weightedCrossEntropyBackward({ logits: value(logits), targets, saved, dLoss: out.grad!, dLogits: this.grad(logits) }));
+    return out;
+  }
+
   loadBalancingLoss(probs: Tensor, counts: Float64Array, scale: number): Tensor {
     const out = this.output(this.inner.loadBalancingLoss(value(probs), counts, scale), [probs]);
     this.record([out], () => this.inner.loadBalancingBackward({ probs: value(probs), counts, scale, dLoss: out.grad!, dProbs: this.grad(probs) }));
@@ -270,6 +294,17 @@ export class Tape implements Backend, LossOps {
   routerZLoss(logits: Tensor, scale: number): Tensor {
     const out = this.output(this.inner.routerZLoss(value(logits), scale), [logits]);
     this.record([out], () => this.inner.routerZBackward({ logits: value(logits), scale, dLoss: out.grad!, dLogits: this.grad(logits) }));
+    return out;
+  }
+
+  /** Inverted dropout with the given mask (LoRA's adapter input); the gradient takes the same mask. */
+  dropout(x: Tensor, keep: Uint8Array, p: number): Tensor {
+    const out = this.output(this.inner.dropout(value(x), keep, p), [x]);
+    this.record([out], () => {
+      const masked = this.inner.dropout(out.grad!, keep, p);
+      this.inner.accumulate(this.grad(x), masked);
+      this.inner.release?.(masked);
+    });
     return out;
   }
 

@@ -1,10 +1,12 @@
 /** Options, argument parsing and model loading shared by the CLI verbs. */
 import { Option, type Command } from 'commander';
 import {
+  adapterPatch,
   createBackend,
   InputError,
   loadPretrained,
   processEscapes,
+  readPeftAdapter,
   resolveModelPath,
   type GenerateOptions,
   type HubOptions,
@@ -18,6 +20,8 @@ export interface ModelFlags {
   revision?: string;
   quiet?: boolean;
   checkTensors?: boolean;
+  /** A LoRA adapter folder (PEFT layout) merged into the model at load. */
+  adapter?: string;
 }
 
 /** Where a hub model comes from, and whether to show progress. */
@@ -32,6 +36,11 @@ export function addModelOptions(command: Command): Command {
     .option('--backend <name>', 'native | reference (default: $OLMOE_BACKEND, else native when built)')
     .option('--threads <n>', 'native backend threads (default: $OLMOE_THREADS, else all cores)', parsePositiveInteger('--threads'))
     .option('--check-tensors', 'scan every weight for NaN/inf before loading (slower load)');
+}
+
+/** `--adapter DIR`: a LoRA adapter (PEFT layout) checked against the model and merged into it at load. */
+export function addAdapterOption(command: Command): Command {
+  return command.option('--adapter <dir>', 'LoRA adapter folder (adapter_config.json + adapter_model.safetensors), merged into the model at load');
 }
 
 export function hubOptions(flags: ModelFlags): HubOptions {
@@ -62,6 +71,11 @@ export async function loadModel(spec: string, flags: ModelFlags): Promise<Pretra
     backend,
     checkTensors: flags.checkTensors,
     onLoadProgress: (p) => bar.update(p.loadedBytes, p.totalBytes),
+    patch: flags.adapter === undefined ? undefined : (config) => {
+      const adapter = readPeftAdapter(flags.adapter!, config);
+      if (!flags.quiet) process.stderr.write(`adapter ${flags.adapter}: LoRA r=${adapter.settings.r} on ${adapter.modules.size} modules, merged at load\n`);
+      return adapterPatch(adapter);
+    },
   });
   bar.finish();
   return pretrained;

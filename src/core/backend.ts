@@ -158,6 +158,8 @@ export interface Backend {
   /** out[token_a] += weight_a · down(silu(gate·x) ⊙ up·x) of expert_a, per token in ascending expert id → [T, D]. */
   experts(x: Tensor, weights: ExpertWeights, routing: Routing): Tensor;
   add(a: Tensor, b: Tensor): Tensor;
+  /** factor · x (a LoRA's scaling s in y = x·Wᵀ + s·x·Aᵀ·Bᵀ; the loss terms' weights in training). */
+  scale(x: Tensor, factor: number): Tensor;
   /** Rows [start, start+count) of x [T, N]. */
   rows(x: Tensor, start: number, count: number): Tensor;
   /** The parts' rows stacked: [Σ n_i, N]. */

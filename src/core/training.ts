@@ -15,10 +15,20 @@ export interface SavedState {
 /** Targets of a cross-entropy; this one predicts nothing (not counted in the mean). */
 export const IGNORE_TARGET = -1;
 
+/** Per-token loss weights from the per-token negative log-likelihoods (float64, one per target; 0 where ignored). */
+export type TokenWeights = (nll: Float64Array) => ArrayLike<number>;
+
 /** Scalar losses, [1] tensors: what a training step adds to the model's forward. */
 export interface LossOps {
   /** Mean over counted targets of −log softmax(logits [T, V])[target]. */
   crossEntropy(logits: Tensor, targets: Int32Array): Tensor;
+  /**
+   * Σ_t w_t · nll_t with nll_t = −log softmax(logits [T, V])[target_t] (0 at IGNORE_TARGET) and w = weightsOf(nll)
+   * computed on the host from the forward's own values: a loss on sequence log-probs (DPO, KTO: log p(seq) = −Σ nll_t)
+   * backpropagates as this cross-entropy with per-token weights w_t = −∂L/∂log p(seq). The weights are constants
+   * of the backward (no gradient flows through weightsOf). No [T, V] copy is kept, only a per-token log-sum-exp.
+   */
+  weightedCrossEntropy(logits: Tensor, targets: Int32Array, weightsOf: TokenWeights): Tensor;
   /**
    * Load-balancing loss of one layer (spec §3.8, MB-OLMOE): scale · Σ_e counts[e] · mean_t probs[t, e]. The counts
    * (assignments per expert) are constants; the gradient flows through the mean probabilities.
@@ -89,7 +99,13 @@ export interface TrainingBackend extends Backend, LossOps {
   attentionForward(args: AttentionArgs): { out: Tensor; saved: SavedState };
   expertsForward(x: Tensor, weights: ExpertWeights, routing: Routing): { out: Tensor; saved: SavedState };
   crossEntropyForward(logits: Tensor, targets: Int32Array): { out: Tensor; saved: SavedState };
+  weightedCrossEntropyForward(logits: Tensor, targets: Int32Array, weightsOf: TokenWeights): { out: Tensor; saved: SavedState };
 
+  /**
+   * Inverted dropout with a given mask: x ⊙ keep / (1 − p), keep[i] ∈ {0, 1} (LoRA's dropout on the adapter's input).
+   * Linear in x, so its backward is the same op on the output's gradient.
+   */
+  dropout(x: Tensor, keep: Uint8Array, p: number): Tensor;
   /** target += factor · source (same size). */
   accumulate(target: Tensor, source: Tensor, factor?: number): void;
   /** Rows [start, start + n) of target [T, N] += source [n, N]. */
@@ -106,6 +122,8 @@ export interface TrainingBackend extends Backend, LossOps {
     dx: Tensor | null; dRoutingWeights: Tensor | null; dWeights: ExpertWeights | null;
   }): void;
   crossEntropyBackward(args: { logits: Tensor; targets: Int32Array; saved: SavedState; dLoss: Tensor; dLogits: Tensor }): void;
+  /** dLogits[t] += dLoss · w_t · (softmax(logits_t) − onehot(target_t)), w as the forward computed it (in `saved`). */
+  weightedCrossEntropyBackward(args: { logits: Tensor; targets: Int32Array; saved: SavedState; dLoss: Tensor; dLogits: Tensor }): void;
   loadBalancingBackward(args: { probs: Tensor; counts: Float64Array; scale: number; dLoss: Tensor; dProbs: Tensor }): void;
   routerZBackward(args: { logits: Tensor; scale: number; dLoss: Tensor; dLogits: Tensor }): void;
 

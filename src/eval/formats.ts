@@ -191,5 +191,14 @@ function generic(r: RowReader): PromptDoc {
   return questionDoc(r.optionalId(), r.text('question'), choices, r.gold('answer', r.integer('answer'), choices.length));
 }
 
-export const FORMATS = { generic, arc, boolq, csqa, openbookqa, piqa, siqa, mmlu, hellaswag, winogrande } as const;
+/**
+ * Preference pairs {id?, prompt, chosen, rejected} (the DPO data format, prompt and answers as strings) as a
+ * two-choice task whose gold is `chosen`: scored by log-likelihood, its accuracy is how often the model prefers the
+ * chosen answer. The lettered form would always answer "A": task files give it the cloze formulation only.
+ */
+function preference(r: RowReader): PromptDoc {
+  return choiceDoc(r.optionalId(), 0, r.text('prompt'), [r.text('chosen'), r.text('rejected')], lettered(r.text('prompt'), [r.text('chosen'), r.text('rejected')], ''));
+}
+
+export const FORMATS = { generic, arc, boolq, csqa, openbookqa, piqa, siqa, mmlu, hellaswag, winogrande, preference } as const;
 export type FormatName = keyof typeof FORMATS;

@@ -37,6 +37,20 @@ export function cutAtStop(text: string, until: readonly string[]): string {
   return text.slice(0, end);
 }
 
+/**
+ * SQuAD's answer normalisation (also lm-eval's and OLMES's for short answers): lower case, punctuation and the
+ * articles a/an/the removed, whitespace collapsed — so "Port Vila." matches "Port Vila".
+ */
+export function normalizeAnswer(text: string): string {
+  return text.toLowerCase().replace(/[\p{P}\p{S}]/gu, '').replace(/\b(a|an|the)\b/g, ' ').split(/\s+/).filter(Boolean).join(' ');
+}
+
+/** Match after normalizeAnswer, against any of the gold answers. */
+export function normalizedMatch(output: string, golds: readonly string[]): boolean {
+  const answer = normalizeAnswer(output);
+  return golds.some((gold) => normalizeAnswer(gold) === answer);
+}
+
 /** Exact match after trimming, against any of the gold answers. */
 export function exactMatch(output: string, golds: readonly string[]): boolean {
   const answer = output.trim();

@@ -12,6 +12,7 @@ import { closeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
 import { FormatError } from '../core/errors.js';
+import type { ChatMessage } from '../tokenizer/chat-template.js';
 import { hubDownloadFile, type HubOptions } from '../io/hub.js';
 import { readJsonObject } from '../io/json.js';
 import { openRegularFile, readRegularFile } from '../io/files.js';
@@ -191,6 +192,51 @@ export function taskInstances(task: Task, formulation: 'cf' | 'mcf'): ChoiceInst
     const { contexts, continuation } = doc.cloze;
     return { ...base, context: prefix, contexts: contexts.map((context) => prefix + context), choices: contexts.map(() => continuation) };
   });
+}
+
+/**
+ * How an instruction-tuned model is asked (OLMES's chat format with few-shot examples as turns): each example is a
+ * user turn (its query, the preamble before the first) answered by an assistant turn (its gold answer), then the
+ * row's query as the last user turn; the context is that conversation in the model's chat template with the
+ * assistant turn opened, and the choices are the answers without their leading space. Partial scoring
+ * (WinoGrande) has no query to ask and is refused.
+ */
+export type ChatRenderer = (messages: readonly ChatMessage[]) => string;
+
+export function chatInstances(task: Task, formulation: 'cf' | 'mcf', render: ChatRenderer): ChoiceInstance[] {
+  return task.documents.map((doc): ChoiceInstance => {
+    const { query, answers } = chatTurn(task, doc, formulation);
+    return {
+      id: doc.id, gold: doc.gold,
+      context: render(chatMessages(task, formulation, query)),
+      choices: answers,
+      unconditionedContext: render([{ role: 'user', content: task.unconditioned }]),
+    };
+  });
+}
+
+/** The generative formulation in chat format: the cloze query as the last user turn, answered by the gold choice. */
+export function chatGenerationInstances(task: Task, render: ChatRenderer): GenerationInstance[] {
+  return task.documents.map((doc) => {
+    const { query, answers } = chatTurn(task, doc, 'cf');
+    return { id: doc.id, context: render(chatMessages(task, 'cf', query)), gold: answers[doc.gold]! };
+  });
+}
+
+function chatTurn(task: Task, doc: PromptDoc, formulation: 'cf' | 'mcf'): { query: string; answers: string[] } {
+  if (formulation === 'mcf') return { query: doc.lettered, answers: [...LETTERS.slice(0, doc.choiceCount)] };
+  if (!('query' in doc.cloze)) throw new FormatError(task.file, `document ${doc.id}: the chat format needs a question to ask; format ${JSON.stringify(task.format)} scores partial contexts`);
+  return { query: doc.cloze.query, answers: doc.cloze.continuations.map((c) => c.trimStart()) };
+}
+
+function chatMessages(task: Task, formulation: 'cf' | 'mcf', query: string): ChatMessage[] {
+  const messages: ChatMessage[] = task.fewshot.flatMap((shot): ChatMessage[] => {
+    const { query: asked, answers } = chatTurn(task, shot, formulation);
+    return [{ role: 'user', content: asked }, { role: 'assistant', content: answers[shot.gold]! }];
+  });
+  messages.push({ role: 'user', content: query });
+  messages[0] = { role: 'user', content: `${task.preamble}${messages[0]!.content}` };
+  return messages;
 }
 
 export interface GenerationInstance {

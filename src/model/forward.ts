@@ -3,12 +3,13 @@
  * equations: embedding → L × [attention with QK-norm and RoPE, sparse MoE] → final norm → logits.
  * Inference runs it on a backend with KV caches (model/olmoe.ts); training runs the same code on an autograd tape
  * (train/model.ts). Variants are options: routing (token or expert choice), a shared expert (config), dense (one
- * expert, top-1), norm_topk_prob (config); an upcycled model is this model with copied weights.
+ * expert, top-1), norm_topk_prob (config); an upcycled model is this model with copied weights; LoRA adapters are
+ * optional parts of a layer's weights (model/weights.ts: LoraLinear on attention and the router, LoraDelta on experts).
  * Dimension legend: N tokens of all sequences, D hidden, H heads, Hkv kv heads, Hd head dim, E experts, K top-k, V vocab.
  */
 import type { Backend, KVCache, Routing, RoutingMode, Tensor } from '../core/backend.js';
 import type { OlmoeConfig } from './config.js';
-import type { LayerWeights, OlmoeWeights } from './weights.js';
+import type { LayerWeights, LoraDelta, LoraLinear, OlmoeWeights } from './weights.js';
 
 /** How tokens meet experts (paper §4.1.5): dropless token choice, or expert choice with a capacity factor. */
 export interface ModelVariant {
@@ -81,9 +82,10 @@ function attention(backend: Backend, model: OlmoeParts, x: Tensor, input: Attent
   const { config } = model;
   const { layer, positions } = input;
   const eps = config.rmsNormEps;
-  let q = backend.rmsnorm(backend.matmul(x, layer.q), layer.qNorm, eps); // [N, H·Hd]
-  let k = backend.rmsnorm(backend.matmul(x, layer.k), layer.kNorm, eps); // [N, Hkv·Hd]
-  let v = backend.matmul(x, layer.v); // [N, Hkv·Hd]
+  const lora = layer.lora;
+  let q = backend.rmsnorm(linear(backend, x, layer.q, lora?.q), layer.qNorm, eps); // [N, H·Hd]
+  let k = backend.rmsnorm(linear(backend, x, layer.k, lora?.k), layer.kNorm, eps); // [N, Hkv·Hd]
+  let v = linear(backend, x, layer.v, lora?.v); // [N, Hkv·Hd]
   const clip = config.clipQkv;
   if (clip !== null) [q, k, v] = [backend.clamp(q, clip), backend.clamp(k, clip), backend.clamp(v, clip)];
   q = backend.rope(q, positions, { heads: config.numHeads, headDim: config.headDim, theta: config.ropeTheta });
@@ -91,28 +93,50 @@ function attention(backend: Backend, model: OlmoeParts, x: Tensor, input: Attent
   const sequences = input.sequences.map(({ ids, start, cache }) => ({ tokens: ids.length, start, cache }));
   const heads = { heads: config.numHeads, kvHeads: config.numKVHeads, headDim: config.headDim };
   const attended = backend.attention({ q, k, v, sequences, layer: input.index, ...heads }); // [N, H·Hd]
-  return backend.matmul(attended, layer.o); // [N, D]
+  return linear(backend, attended, layer.o, lora?.o); // [N, D]
+}
+
+/** x·Wᵀ, plus a LoRA's s·(dropout(x)·Aᵀ)·Bᵀ when the layer has one (PEFT's lora.Linear.forward). */
+function linear(backend: Backend, x: Tensor, weight: Tensor, lora: LoraLinear | undefined): Tensor {
+  const base = backend.matmul(x, weight); // [N, Out]
+  if (!lora) return base;
+  const input = lora.dropout ? lora.dropout(x) : x;
+  const down = backend.scale(backend.matmul(input, lora.a), lora.scaling); // [N, r]: scaled here, r ≪ Out
+  return backend.add(base, backend.matmul(down, lora.b)); // + [N, Out]
+}
+
+/** W + s·B·A [Out, In] for an adapted expert projection (model/weights.ts: LoraDelta), else W. */
+function adapted(backend: Backend, weight: Tensor, delta: LoraDelta | undefined): Tensor {
+  return delta ? backend.add(weight, backend.scale(backend.matmul(delta.b, delta.aT), delta.scaling)) : weight;
 }
 
 /** §3.6, paper eq. (1): y = Σ_{i ∈ top-K} softmax(router(x))_i · E_i(x), no renormalization unless configured. */
 function moe(backend: Backend, model: OlmoeParts, x: Tensor, layer: LayerWeights, index: number, hooks: StackHooks): Tensor {
   const { config, variant } = model;
   const tokens = x.shape[0]!;
-  const routerLogits = backend.matmul(x, layer.router); // [N, E]
+  const routerLogits = linear(backend, x, layer.router, layer.lora?.router); // [N, E]
   const capacity = Math.max(1, Math.round((variant.capacityFactor * tokens * config.numExpertsPerTok) / config.numExperts));
   const routing = backend.router(routerLogits, { topK: config.numExpertsPerTok, normTopKProb: config.normTopKProb, mode: variant.routing, capacity });
   hooks.onRouting?.({ layer: index, logits: routerLogits, routing });
-  const routed = backend.experts(x, layer.experts, routing); // [N, D]
-  return layer.sharedExpert ? backend.add(routed, sharedExpert(backend, x, layer.sharedExpert)) : routed;
+  const routed = backend.experts(x, adaptedExperts(backend, layer), routing); // [N, D]
+  return layer.sharedExpert ? backend.add(routed, sharedExpert(backend, x, layer.sharedExpert, layer.lora?.sharedExpert)) : routed;
+}
+
+function adaptedExperts(backend: Backend, layer: LayerWeights): LayerWeights['experts'] {
+  const deltas = layer.lora?.experts;
+  if (!deltas) return layer.experts;
+  const each = (weights: readonly Tensor[], lora: readonly (LoraDelta | undefined)[]) => weights.map((w, e) => adapted(backend, w, lora[e]));
+  return { gate: each(layer.experts.gate, deltas.gate), up: each(layer.experts.up, deltas.up), down: each(layer.experts.down, deltas.down) };
 }
 
 /** The always-active shared expert (paper §4.1.3): a SwiGLU MLP with weight 1, run as a one-expert MoE. */
-function sharedExpert(backend: Backend, x: Tensor, weights: NonNullable<LayerWeights['sharedExpert']>): Tensor {
+function sharedExpert(backend: Backend, x: Tensor, weights: NonNullable<LayerWeights['sharedExpert']>, lora: NonNullable<LayerWeights['lora']>['sharedExpert']): Tensor {
   const tokens = x.shape[0]!;
   const ones = backend.fromFloat32(new Float32Array(tokens).fill(1), [tokens]);
   const everyToken: Routing = {
     tokens, numExperts: 1, mode: 'token_choice', perGroup: 1, probs: ones, weights: ones,
     expertIds: new Int32Array(tokens), tokenIds: Int32Array.from({ length: tokens }, (_, t) => t),
   };
-  return backend.experts(x, { gate: [weights.gate], up: [weights.up], down: [weights.down] }, everyToken);
+  const [gate, up, down] = [adapted(backend, weights.gate, lora?.gate), adapted(backend, weights.up, lora?.up), adapted(backend, weights.down, lora?.down)];
+  return backend.experts(x, { gate: [gate], up: [up], down: [down] }, everyToken);
 }

@@ -4,7 +4,7 @@
  */
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Backend, Tensor } from '../core/backend.js';
+import { weightFromBytes, type Backend, type Tensor, type WeightSource } from '../core/backend.js';
 import { WeightError } from '../core/errors.js';
 import { listCheckpointTensors, weightSources } from '../io/checkpoint.js';
 import { readGguf, type GgufFile } from '../io/gguf.js';
@@ -21,8 +21,20 @@ export interface LoadProgress {
   totalTensors: number;
 }
 
+/**
+ * A change to some weights at load: a LoRA adapter merged into its base (train/adapt/peft.ts adapterPatch). The
+ * tensors it names are read as float32 (bf16 widened, quantized blocks dequantized), passed through `apply`, and
+ * handed to the backend as float32; every other tensor loads as stored.
+ */
+export interface WeightPatch {
+  /** HF tensor names it changes. */
+  readonly names: ReadonlySet<string>;
+  apply(name: string, values: Float32Array): Float32Array;
+}
+
 export interface LoadModelOptions {
   backend: Backend;
+  patch?: WeightPatch;
   onProgress?: (progress: LoadProgress) => void;
   /** Scan every weight for NaN/inf before loading (llama.cpp's --check-tensors); an error names the first. */
   checkTensors?: boolean;
@@ -75,13 +87,20 @@ export async function loadCheckpoint(checkpoint: Checkpoint, opts: LoadModelOpti
   const totalBytes = entries.reduce((sum, e) => sum + e.byteLength, 0);
   const progress: LoadProgress = { loadedBytes: 0, totalBytes, tensors: 0, totalTensors: entries.length };
   const tensors = new Map<string, Tensor>();
-  for await (const source of weightSources(entries)) {
+  const byName = new Map(entries.map((e) => [e.name, e]));
+  for await (const stored of weightSources(entries)) {
+    const source = opts.patch?.names.has(stored.name) ? patched(byName.get(stored.name)!, opts.patch) : stored;
     tensors.set(source.name, await opts.backend.weight(source));
     progress.loadedBytes += source.byteLength;
     progress.tensors++;
     opts.onProgress?.(progress);
   }
   return new OlmoeModel(config, assembleWeights(config, tensors), opts.backend);
+}
+
+function patched(entry: TensorEntry, patch: WeightPatch): WeightSource {
+  const values = patch.apply(entry.name, readTensorFloat32(entry));
+  return weightFromBytes(entry.name, 'f32', entry.shape, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
 }
 
 /** Every value of every tensor finite (quantized blocks dequantized), else an error naming the tensor and index. */

@@ -11,8 +11,8 @@ import { readGguf } from '../io/gguf.js';
 import { readJsonObjectIfExists } from '../io/json.js';
 import { tokenizerFromGguf } from '../tokenizer/gguf.js';
 import { OlmoeTokenizer } from '../tokenizer/tokenizer.js';
-import { tokenIds } from './config.js';
-import { loadCheckpoint, openCheckpoint, type Checkpoint, type LoadProgress } from './load.js';
+import { tokenIds, type OlmoeConfig } from './config.js';
+import { loadCheckpoint, openCheckpoint, type Checkpoint, type LoadProgress, type WeightPatch } from './load.js';
 import type { OlmoeModel } from './olmoe.js';
 
 /** Sampling defaults and stop ids from generation_config.json; only keys present there are set. */
@@ -40,6 +40,8 @@ export interface PretrainedOptions extends HubOptions {
   onLoadProgress?: (progress: LoadProgress) => void;
   /** Scan the weights for NaN/inf before loading. */
   checkTensors?: boolean;
+  /** Changes to the weights made from the checkpoint's config (a LoRA adapter checked against it and merged). */
+  patch?: (config: OlmoeConfig) => WeightPatch;
 }
 
 /**
@@ -123,7 +125,8 @@ export async function loadPretrained(spec: string, opts: PretrainedOptions): Pro
   const path = await resolveModelPath(spec, opts);
   const checkpoint = openCheckpoint(path);
   const tokenizer = checkpointTokenizer(checkpoint);
-  const model = await loadCheckpoint(checkpoint, { backend: opts.backend, onProgress: opts.onLoadProgress, checkTensors: opts.checkTensors });
+  const patch = opts.patch?.(checkpoint.config);
+  const model = await loadCheckpoint(checkpoint, { backend: opts.backend, onProgress: opts.onLoadProgress, checkTensors: opts.checkTensors, patch });
   // The tokenizer's eos also stops generation: 0125-Instruct's is |||IP_ADDRESS||| (id 0), config says 50279 (spec §4.2).
   const tokenizerEos = tokenizer.tokenId(tokenizer.eosToken);
   const configEos = [...model.config.eosTokenIds, ...(tokenizerEos === undefined ? [] : [tokenizerEos])];

@@ -28,6 +28,43 @@ export interface LayerWeights {
   readonly experts: { readonly gate: Tensor[]; readonly up: Tensor[]; readonly down: Tensor[] };
   /** The always-active shared expert, when the config has one (gate, up [Fs, D]; down [D, Fs]). */
   readonly sharedExpert?: { readonly gate: Tensor; readonly up: Tensor; readonly down: Tensor };
+  /** LoRA adapters on this layer's projections (training with LoRA; see LoraLinear, LoraDelta). */
+  readonly lora?: LayerLora;
+}
+
+/**
+ * A LoRA adapter on one linear layer, applied to its input (Hu et al. 2021; PEFT's Linear):
+ * y = x·Wᵀ + s·(dropout(x)·Aᵀ)·Bᵀ. Only the training model sets these (inference merges adapters into W at load).
+ */
+export interface LoraLinear {
+  readonly a: Tensor; // [r, In]
+  readonly b: Tensor; // [Out, r]
+  readonly scaling: number;
+  /** Training only: the adapter's input dropout (absent: none). */
+  readonly dropout?: (x: Tensor) => Tensor;
+}
+
+/**
+ * A LoRA adapter on an expert's projection, applied to the weight: W' = W + s·B·A, formed on the executor for every
+ * pass, so the grouped expert op (which sees only the tokens routed to each expert) runs unchanged. Exact LoRA without
+ * dropout; A is held transposed so that B·A is one matmul (B [Out, r] · (Aᵀ [In, r])ᵀ).
+ */
+export interface LoraDelta {
+  readonly aT: Tensor; // [In, r]
+  readonly b: Tensor; // [Out, r]
+  readonly scaling: number;
+}
+
+/** The LoRA parts of one layer (any subset). */
+export interface LayerLora {
+  readonly q?: LoraLinear;
+  readonly k?: LoraLinear;
+  readonly v?: LoraLinear;
+  readonly o?: LoraLinear;
+  readonly router?: LoraLinear;
+  /** Per expert index (absent: that expert's projection is not adapted). */
+  readonly experts?: { readonly gate: readonly (LoraDelta | undefined)[]; readonly up: readonly (LoraDelta | undefined)[]; readonly down: readonly (LoraDelta | undefined)[] };
+  readonly sharedExpert?: { readonly gate?: LoraDelta; readonly up?: LoraDelta; readonly down?: LoraDelta };
 }
 
 export interface OlmoeWeights {

@@ -8,7 +8,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import {
-  createBackend, GenerationBatch, InputError, loadPretrained, OlmoeError, PromptScorer,
+  adapterPatch, createBackend, GenerationBatch, readPeftAdapter, InputError, loadPretrained, OlmoeError, PromptScorer,
   type GenerationRun, type Prefilled, type Pretrained, type RoutingEvent,
 } from '../index.js';
 import type { EngineSpec, FromWorker, JobRequest, JobSummary, ToWorker, TokenRouting } from './protocol.js';
@@ -35,6 +35,7 @@ async function main(spec: EngineSpec): Promise<void> {
     pretrained = await loadPretrained(spec.model, {
       backend,
       revision: spec.revision,
+      patch: spec.adapter === undefined ? undefined : (config) => adapterPatch(readPeftAdapter(spec.adapter!, config)),
       onLoadProgress: ({ loadedBytes, totalBytes }) => send({ type: 'progress', loadedBytes, totalBytes }),
     });
   } catch (error) {

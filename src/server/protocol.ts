@@ -12,6 +12,8 @@ export interface EngineSpec {
   revision?: string;
   /** Prompt tokens per step while other requests generate (chunked prefill). */
   prefillChunk?: number;
+  /** A LoRA adapter folder merged into the model at load. */
+  adapter?: string;
 }
 
 /** The sampling settings of one request, already validated: the library's options that cross the thread boundary. */

@@ -21,6 +21,10 @@ import type { TrainArchitecture, TrainModel, TrainParam } from './model.js';
 export const TRAINER_STATE = 'trainer_state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const LATEST = 'latest.json';
+/** An adapter checkpoint's trainable tensors under their TrainParam names (for an exact resume). */
+export const TRAINABLE_FILE = 'trainable.safetensors';
+/** The PEFT adapter folder inside an adapter checkpoint. */
+export const ADAPTER_DIR = 'adapter';
 
 export interface TrainerState {
   readonly step: number;
@@ -45,6 +49,13 @@ export interface SaveOptions {
   readonly dtype?: FloatDType;
   readonly optimizer?: OptimizerTensors;
   readonly state?: TrainerState;
+  /** The starting checkpoint's chat template, kept in tokenizer_config.json (adapted chat models). */
+  readonly chatTemplate?: string;
+  /**
+   * Train only these (LoRA): the checkpoint holds them (TRAINABLE_FILE, and `save` writes the PEFT adapter into
+   * ADAPTER_DIR) and their optimizer state instead of the whole model.
+   */
+  readonly adapter?: { readonly params: readonly TrainParam[]; save(dir: string): void };
   /** Tests: fail like a full disk once this many bytes have been written. */
   readonly failAfterBytes?: number;
 }
@@ -60,14 +71,20 @@ export function saveCheckpoint(dir: string, opts: SaveOptions): void {
     const { model } = opts;
     const config = model.arch.config;
     const dtype = opts.dtype ?? 'f32';
-    writeText(join(staging, 'config.json'), JSON.stringify(toHfConfigJson({ ...config, torchDtype: { f32: 'float32', bf16: 'bfloat16', f16: 'float16' }[dtype] }, trainingKeys(model, opts.configExtra)), null, 2) + '\n', budget);
-    writeText(join(staging, 'generation_config.json'), JSON.stringify({ eos_token_id: config.eosTokenIds[0], pad_token_id: config.padTokenId }) + '\n', budget);
-    writeText(join(staging, 'tokenizer.json'), opts.tokenizerJson, budget); // byte for byte: shards name it by its sha256
-    writeText(join(staging, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig(opts.tokenizerJson, config.maxPositionEmbeddings)) + '\n', budget);
-    writeTensors(join(staging, 'model.safetensors'), model.params.map((p) => ({ name: p.name, shape: p.shape, values: model.read(p) })), dtype, budget);
+    if (opts.adapter) {
+      opts.adapter.save(join(staging, ADAPTER_DIR));
+      writeTensors(join(staging, TRAINABLE_FILE), opts.adapter.params.map((p) => ({ name: p.name, shape: p.shape, values: model.read(p) })), 'f32', budget);
+    } else {
+      writeText(join(staging, 'config.json'), JSON.stringify(toHfConfigJson({ ...config, torchDtype: { f32: 'float32', bf16: 'bfloat16', f16: 'float16' }[dtype] }, trainingKeys(model, opts.configExtra)), null, 2) + '\n', budget);
+      writeText(join(staging, 'generation_config.json'), JSON.stringify({ eos_token_id: config.eosTokenIds[0], pad_token_id: config.padTokenId }) + '\n', budget);
+      writeText(join(staging, 'tokenizer.json'), opts.tokenizerJson, budget); // byte for byte: shards name it by its sha256
+      const chat = opts.chatTemplate === undefined ? {} : { chat_template: opts.chatTemplate };
+      writeText(join(staging, 'tokenizer_config.json'), JSON.stringify({ ...tokenizerConfig(opts.tokenizerJson, config.maxPositionEmbeddings), ...chat }) + '\n', budget);
+      writeTensors(join(staging, 'model.safetensors'), model.params.map((p) => ({ name: p.name, shape: p.shape, values: model.read(p) })), dtype, budget);
+    }
     if (opts.optimizer) {
       const { m, v, step } = opts.optimizer;
-      const tensors = model.params.flatMap((p, i) => [{ name: `m.${p.name}`, shape: p.shape, values: m[i]! }, { name: `v.${p.name}`, shape: p.shape, values: v[i]! }]);
+      const tensors = (opts.adapter?.params ?? model.params).flatMap((p, i) => [{ name: `m.${p.name}`, shape: p.shape, values: m[i]! }, { name: `v.${p.name}`, shape: p.shape, values: v[i]! }]);
       writeTensors(join(staging, OPTIMIZER_FILE), tensors, 'f32', budget, { step: String(step) });
     }
     if (opts.state) writeText(join(staging, TRAINER_STATE), JSON.stringify({ format: 'olmoe-trainer-state', version: 1, ...opts.state }, null, 2) + '\n', budget);
@@ -173,6 +190,18 @@ export function loadParams(model: TrainModel, dir: string): void {
   entries.forEach((entry, i) => model.backend.write(model.params[i]!.value, readTensorFloat32(entry)));
 }
 
+
+/** Read an adapter checkpoint's trainable tensors (TRAINABLE_FILE) into `params`, by name and shape. */
+export function loadTrainable(dir: string, params: readonly TrainParam[], backend: TrainModel['backend']): void {
+  const path = join(dir, TRAINABLE_FILE);
+  if (!existsSync(path)) throw new FormatError(path, 'missing: this is not an adapter checkpoint');
+  const header = readSafetensorsHeader(path);
+  for (const p of params) {
+    const entry = header.tensors.get(p.name);
+    if (!entry || entry.shape.join() !== p.shape.join()) throw new FormatError(path, `tensor ${p.name} is missing or not [${p.shape.join(', ')}]`);
+    backend.write(p.value, readTensorFloat32(entry));
+  }
+}
 
 export function loadOptimizer(dir: string, params: readonly TrainParam[]): OptimizerTensors {
   const path = join(dir, OPTIMIZER_FILE);

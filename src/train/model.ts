@@ -6,11 +6,11 @@
  */
 import type { RoutingMode, Tensor } from '../core/backend.js';
 import { InputError } from '../core/errors.js';
-import { IGNORE_TARGET, type LossOps, type TrainingBackend } from '../core/training.js';
+import { IGNORE_TARGET, type LossOps, type TokenWeights, type TrainingBackend } from '../core/training.js';
 import { Tape } from '../autograd/tape.js';
 import type { OlmoeConfig } from '../model/config.js';
 import { decoderStack, logits as headLogits, type LayerRouting as RouterRecord, type SequenceSlice } from '../model/forward.js';
-import { assembleWeights, weightTable } from '../model/weights.js';
+import { assembleWeights, weightTable, type LayerLora, type OlmoeWeights } from '../model/weights.js';
 
 export type { RoutingMode } from '../core/backend.js';
 export { IGNORE_TARGET } from '../core/training.js';
@@ -34,6 +34,15 @@ export interface TrainParam {
   readonly value: Tensor;
   readonly grad: Tensor;
   readonly decay: boolean;
+}
+
+/**
+ * Trainable parts added to the frozen model (LoRA: train/adapt/lora-train.ts): their parameters and, for each pass,
+ * each layer's LoRA parts (model/weights.ts LayerLora) built from the tensors `tensor` gives on the pass's executor.
+ */
+export interface ModelAdapter {
+  readonly params: readonly TrainParam[];
+  layers(executor: Tape | TrainingBackend, tensor: (param: TrainParam) => Tensor): readonly (LayerLora | undefined)[];
 }
 
 /** One layer's routing in a step, for the metrics. */
@@ -65,11 +74,22 @@ export interface TrainBatch {
   readonly sequences: number;
   /** IGNORE_TARGET where a position predicts nothing. */
   readonly targets?: Int32Array;
+  /**
+   * Per-token loss weights in place of the mean cross-entropy (adaptation: SFT's per-token or per-sequence
+   * reductions, the sequence-level DPO/KTO losses through their gradient w.r.t. each token's log-prob).
+   */
+  readonly tokenWeights?: TokenWeights;
+  /**
+   * [B·(S + 1)] document of each id (packed rows): each run of one document is its own sequence for attention
+   * and positions restart at 0, so packed documents do not see each other.
+   */
+  readonly documents?: Int32Array;
 }
 
 export class TrainModel {
-  readonly params: readonly TrainParam[];
-  private readonly byName: Map<string, TrainParam>;
+  private baseParams: readonly TrainParam[];
+  private byName: Map<string, TrainParam>;
+  private adapter: ModelAdapter | undefined;
 
   constructor(
     readonly arch: TrainArchitecture,
@@ -78,10 +98,37 @@ export class TrainModel {
     const config = arch.config;
     if (config.clipQkv !== null) throw new InputError('training does not support clip_qkv (OLMoE trains without it)');
     if (config.tieWordEmbeddings) throw new InputError('training does not support tie_word_embeddings (OLMoE unties them)');
-    this.params = weightTable(config).map((spec) => ({
+    this.baseParams = weightTable(config).map((spec) => ({
       name: spec.hf, shape: spec.shape, value: backend.zeros(spec.shape), grad: backend.zeros(spec.shape), decay: spec.shape.length > 1,
     }));
-    this.byName = new Map(this.params.map((p) => [p.name, p]));
+    this.byName = new Map(this.baseParams.map((p) => [p.name, p]));
+  }
+
+  /**
+   * The base model's parameters in weight-table order (a checkpoint). Once an adapter is attached they are frozen:
+   * their `grad` is an empty [0] tensor (no gradient is computed or stored for them) and the optimizer takes the
+   * adapter's parameters instead.
+   */
+  get params(): readonly TrainParam[] {
+    return this.baseParams;
+  }
+
+  /** The attached adapter's parameters, or none. */
+  get adapterParams(): readonly TrainParam[] {
+    return this.adapter?.params ?? [];
+  }
+
+  /**
+   * Freeze the base and train `adapter` instead: the base weights enter every pass as constants of the tape (no
+   * backward through a frozen matrix's weight gradient, only through its input where an adapter lies below), and
+   * their gradient storage is released.
+   */
+  attachAdapter(adapter: ModelAdapter): void {
+    if (this.adapter) throw new InputError('an adapter is already attached to this model');
+    this.adapter = adapter;
+    const frozen = this.backend.zeros([0]);
+    this.baseParams = this.baseParams.map((p) => ({ ...p, grad: frozen }));
+    this.byName = new Map(this.baseParams.map((p) => [p.name, p]));
   }
 
   param(name: string): TrainParam {
@@ -109,8 +156,9 @@ export class TrainModel {
     }
   }
 
+  /** Zero the gradients of what trains: the base's parameters, or the adapter's once one is attached. */
   zeroGrads(): void {
-    for (const p of this.params) this.backend.fill(p.grad, 0);
+    for (const p of this.adapter?.params ?? this.params) this.backend.fill(p.grad, 0);
   }
 
   /**
@@ -120,12 +168,11 @@ export class TrainModel {
   forward(executor: Tape | TrainingBackend, batch: TrainBatch, weights: LossWeights): StepResult {
     const c = this.arch.config;
     const { slices, targets } = splitBatch(batch, c.maxPositionEmbeddings);
-    const tensors = new Map(this.params.map((p) => [p.name, executor instanceof Tape ? executor.param(p.value, p.grad) : p.value]));
     const records: RouterRecord[] = [];
-    const model = { config: c, weights: assembleWeights(c, tensors), variant: { routing: this.arch.routing, capacityFactor: this.arch.capacityFactor } };
+    const model = { config: c, weights: this.weightsOn(executor), variant: { routing: this.arch.routing, capacityFactor: this.arch.capacityFactor } };
     const hidden = decoderStack(executor, model, slices, { onRouting: (record) => records.push(record) });
     const logits = headLogits(executor, model, hidden); // [T, V]
-    const ce = executor.crossEntropy(logits, targets);
+    const ce = batch.tokenWeights ? executor.weightedCrossEntropy(logits, targets, batch.tokenWeights) : executor.crossEntropy(logits, targets);
     const aux = auxiliaryLosses(executor, records, c, weights);
     const loss = [...aux.loadBalancing, ...aux.routerZ].reduce((sum, term) => executor.add(sum, term), ce);
     const scalar = (t: Tensor) => executor.toFloat32(t)[0]!;
@@ -135,6 +182,17 @@ export class TrainModel {
       layers: records.map((r) => ({ counts: expertCounts(r), entropy: meanEntropy(executor.toFloat32(r.routing.probs), c.numExperts) })),
       parts: { crossEntropy: ce, ...aux },
     };
+  }
+
+  /** The weights as tensors of `executor`: tape leaves for what trains, constants for the frozen base; the adapter's parts. */
+  private weightsOn(executor: Tape | TrainingBackend): OlmoeWeights {
+    const trainable = (p: TrainParam): Tensor => (executor instanceof Tape ? executor.param(p.value, p.grad) : p.value);
+    const frozen = (p: TrainParam): Tensor => (executor instanceof Tape ? executor.constant(p.value) : p.value);
+    const adapter = this.adapter;
+    const weights = assembleWeights(this.arch.config, new Map(this.params.map((p) => [p.name, adapter ? frozen(p) : trainable(p)])));
+    if (!adapter) return weights;
+    const lora = adapter.layers(executor, trainable);
+    return { ...weights, layers: weights.layers.map((layer, i) => (lora[i] ? { ...layer, lora: lora[i] } : layer)) };
   }
 }
 
@@ -162,11 +220,12 @@ function splitBatch(batch: TrainBatch, context: number): { slices: SequenceSlice
   if (!Number.isInteger(length) || length < 1) throw new InputError(`a batch of ${tokens.length} ids does not split into ${sequences} rows of S + 1`);
   if (length > context) throw new InputError(`sequence length ${length} exceeds max_position_embeddings ${context}`);
   const targets = new Int32Array(sequences * length);
+  if (batch.documents && batch.documents.length !== tokens.length) throw new InputError(`${batch.documents.length} document ids for ${tokens.length} tokens`);
   const slices = Array.from({ length: sequences }, (_, b) => {
     const row = tokens.subarray(b * (length + 1), (b + 1) * (length + 1));
     targets.set(row.subarray(1), b * length);
-    return { ids: row.subarray(0, length), start: 0 };
-  });
+    return batch.documents ? documentSlices(row.subarray(0, length), batch.documents.subarray(b * (length + 1), b * (length + 1) + length)) : [{ ids: row.subarray(0, length), start: 0 }];
+  }).flat();
   if (batch.targets) {
     if (batch.targets.length !== targets.length) throw new InputError(`${batch.targets.length} targets for ${targets.length} positions`);
     const bad = batch.targets.findIndex((id) => id < 0 && id !== IGNORE_TARGET);
@@ -174,6 +233,18 @@ function splitBatch(batch: TrainBatch, context: number): { slices: SequenceSlice
     return { slices, targets: batch.targets };
   }
   return { slices, targets };
+}
+
+/** A row's inputs cut at document changes, each run a sequence from position 0 (token order is kept). */
+function documentSlices(ids: Int32Array, documents: Int32Array): SequenceSlice[] {
+  const slices: SequenceSlice[] = [];
+  let start = 0;
+  for (let t = 1; t <= ids.length; t++) {
+    if (t < ids.length && documents[t] === documents[start]) continue;
+    slices.push({ ids: ids.subarray(start, t), start: 0 });
+    start = t;
+  }
+  return slices;
 }
 
 function meanEntropy(probs: ArrayLike<number>, width: number): number {

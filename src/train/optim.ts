@@ -107,3 +107,89 @@ export function clipGradNorm(backend: TrainingBackend, params: readonly Pick<Par
   if (!Number.isFinite(norm)) return { norm, scale: 1 };
   return { norm, scale: Math.min(1, maxNorm / (norm + 1e-6)) };
 }
+
+export interface RmsPropOptions {
+  /** Smoothing constant of the squared-gradient average (PyTorch `alpha`, default 0.99). */
+  alpha: number;
+  eps: number;
+  /** L2 penalty added to the gradient (PyTorch's RMSprop weight_decay; not decoupled), on `decay` params only. */
+  weightDecay: number;
+  momentum: number;
+}
+
+/**
+ * RMSProp with the semantics of PyTorch's `torch.optim.RMSprop` (centered = false), the optimizer the KTO runs of
+ * the paper used (appendix G): v ← α·v + (1 − α)·g², buf ← μ·buf + g / (√v + ε), p ← p − lr·buf. The update runs on
+ * the host in float64 over each parameter's float32 values (adaptation is the only user; its parameters fit on the
+ * host). State as AdamW's for checkpoints: m is the momentum buffer (the last step's direction when μ = 0), v the
+ * squared-gradient average.
+ */
+export class RmsProp {
+  private readonly opts: RmsPropOptions;
+  private readonly m: Float32Array[];
+  private readonly v: Float32Array[];
+  private steps = 0;
+
+  constructor(
+    private readonly backend: TrainingBackend,
+    private readonly params: readonly Param[],
+    opts: Partial<RmsPropOptions> = {},
+  ) {
+    this.opts = { alpha: 0.99, eps: 1e-8, weightDecay: 0, momentum: 0, ...opts };
+    const { alpha, eps, weightDecay, momentum } = this.opts;
+    if (!(alpha >= 0 && alpha < 1)) throw new InputError(`RMSProp alpha ${alpha}: expected a number in [0, 1)`);
+    if (!(eps > 0 && Number.isFinite(eps))) throw new InputError(`RMSProp eps ${eps}: expected a finite number > 0`);
+    if (!(weightDecay >= 0 && Number.isFinite(weightDecay))) throw new InputError(`RMSProp weightDecay ${weightDecay}: expected a finite number ≥ 0`);
+    if (!(momentum >= 0 && momentum < 1)) throw new InputError(`RMSProp momentum ${momentum}: expected a number in [0, 1)`);
+    const size = (p: Param) => p.value.shape.reduce((a, b) => a * b, 1);
+    this.m = params.map((p) => new Float32Array(size(p)));
+    this.v = params.map((p) => new Float32Array(size(p)));
+  }
+
+  get stepCount(): number {
+    return this.steps;
+  }
+
+  step(lr: number, gradScale = 1): void {
+    if (!Number.isFinite(lr) || lr < 0) throw new InputError(`learning rate ${lr}: expected a finite number ≥ 0`);
+    this.steps += 1;
+    const { alpha, eps, weightDecay, momentum } = this.opts;
+    this.params.forEach((p, i) => {
+      const value = Float64Array.from(this.backend.toFloat32(p.value));
+      const grad = this.backend.toFloat32(p.grad);
+      const [m, v] = [this.m[i]!, this.v[i]!];
+      const decay = p.decay ? weightDecay : 0;
+      for (let j = 0; j < value.length; j++) {
+        const g = grad[j]! * gradScale + decay * value[j]!;
+        v[j] = alpha * v[j]! + (1 - alpha) * g * g;
+        const direction = g / (Math.sqrt(v[j]!) + eps);
+        m[j] = momentum > 0 ? momentum * m[j]! + direction : direction;
+        value[j] = value[j]! - lr * m[j]!;
+      }
+      this.backend.write(p.value, this.backend.precision === 'f64' ? value : Float32Array.from(value));
+    });
+  }
+
+  state(): AdamWState {
+    return { step: this.steps, m: this.m.map((a) => a.slice()), v: this.v.map((a) => a.slice()) };
+  }
+
+  load(state: AdamWState): void {
+    if (!Number.isSafeInteger(state.step) || state.step < 0) throw new InputError(`optimizer state: step ${state.step} is not a count`);
+    for (const [key, arrays, own] of [['m', state.m, this.m], ['v', state.v, this.v]] as const) {
+      if (arrays.length !== own.length) throw new InputError(`optimizer state: ${arrays.length} ${key} arrays for ${own.length} params`);
+      own.forEach((a, i) => {
+        if (arrays[i]!.length !== a.length) throw new InputError(`optimizer state: param ${this.params[i]!.name}: ${key} has ${arrays[i]!.length} elements, the param ${a.length}`);
+        a.set(arrays[i]!);
+      });
+    }
+    this.steps = state.step;
+  }
+}
+
+/** What the adaptation trainer needs of an optimizer (AdamW and RMSProp). */
+export interface Optimizer {
+  step(lr: number, gradScale?: number): void;
+  state(): AdamWState;
+  load(state: AdamWState): void;
+}

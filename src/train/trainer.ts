@@ -275,7 +275,7 @@ function writeExport(run: Run, latest: { step: number; checkpoint: string }): vo
 }
 
 /** Older checkpoints keep their weights (router-saturation analysis reads them) but not their optimizer state. */
-function dropOlderOptimizerStates(runDir: string, latest: string): void {
+export function dropOlderOptimizerStates(runDir: string, latest: string): void {
   const dir = join(runDir, 'checkpoints');
   const names = existsSync(dir) ? readdirSync(dir).filter((n) => /^step-\d+$/.test(n) && `checkpoints/${n}` !== latest) : [];
   for (const name of names) {
@@ -286,12 +286,12 @@ function dropOlderOptimizerStates(runDir: string, latest: string): void {
   }
 }
 
-function appendMetrics(path: string, record: TrainLogRecord | ValidLogRecord | TaskLogRecord): void {
+export function appendMetrics(path: string, record: TrainLogRecord | ValidLogRecord | TaskLogRecord | Record<string, unknown>): void {
   withIo(path, 'append to', () => appendFileSync(path, JSON.stringify(record, (_, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v)) + '\n'));
 }
 
 /** A resumed run rewrites the steps after its checkpoint: drop their records (a killed run may have logged them). */
-function keepMetricsUpTo(path: string, step: number): void {
+export function keepMetricsUpTo(path: string, step: number): void {
   if (!existsSync(path)) return;
   const kept = readFileSync(path, 'utf8')
     .split('\n')

@@ -52,6 +52,7 @@ export interface NativeAddon {
     dOut: Floats, dq: Floats, dk: Floats, dv: Floats, dqFresh: boolean, dkFresh: boolean, dvFresh: boolean): void;
   crossEntropyForward(logits: Floats, tokens: number, vocab: number, targets: Int32Array, lse: Floats): number;
   crossEntropyBackward(logits: Floats, tokens: number, vocab: number, targets: Int32Array, lse: Floats, scale: number, dLogits: Floats, fresh: boolean): void;
+  weightedCrossEntropyBackward(logits: Floats, tokens: number, vocab: number, targets: Int32Array, lse: Floats, scale: number, weights: Floats, dLogits: Floats, fresh: boolean): void;
   loadBalancingForward(probs: Floats, tokens: number, experts: number, counts: Float64Array, scale: number): number;
   loadBalancingBackward(tokens: number, experts: number, counts: Float64Array, factor: number, dProbs: Floats, fresh: boolean): void;
   routerZForward(logits: Floats, tokens: number, experts: number, scale: number): number;

@@ -6,7 +6,7 @@
  */
 import { availableParallelism } from 'node:os';
 import type { AttentionArgs, ExpertWeights, KVCacheOptions, RopeOptions, Routing, RouterOptions, Tensor, WeightSource } from '../../core/backend.js';
-import type { AdamWStep, AdamWTensors, MatmulPrecision, OpImplementations, SavedState, TrainingBackend } from '../../core/training.js';
+import type { AdamWStep, AdamWTensors, MatmulPrecision, OpImplementations, SavedState, TokenWeights, TrainingBackend } from '../../core/training.js';
 import { byteSize, isQuantized, type DType } from '../../core/dtype.js';
 import { OlmoeError, ResourceError } from '../../core/errors.js';
 import { ReferenceBackend } from '../reference/index.js';
@@ -29,6 +29,7 @@ export const NATIVE_EXCEPTIONS: ReadonlyMap<string, string> = new Map([
   ['experts (mixed weight dtypes)', 'reference: one dtype per call in the kernel; rare mixed checkpoints'],
   ['experts (expert choice, non-f32 weights)', 'reference: the quantized/bf16 kernel takes K experts per token'],
   ['expertsForward/expertsBackward (non-f32 weights)', 'reference: training weights are float32'],
+  ['dropout', "reference: an element-wise mask on a LoRA adapter's input (O(T·D), small beside the matrix products)"],
 ])
 
 export interface NativeOptions {
@@ -282,6 +283,12 @@ export class NativeBackend implements TrainingBackend {
     return train.crossEntropyForward(this.addon, logits, targets).out;
   }
 
+  weightedCrossEntropy(logits: Tensor, targets: Int32Array, weightsOf: TokenWeights): Tensor {
+    const { out, saved } = train.weightedCrossEntropyForward(this.addon, logits, targets, weightsOf);
+    train.recycle((saved as unknown as { lse: Float32Array }).lse); // no backward will read it
+    return out;
+  }
+
   loadBalancingLoss(probs: Tensor, counts: Float64Array, scale: number): Tensor {
     return train.loadBalancingLoss(this.addon, probs, counts, scale);
   }
@@ -296,6 +303,10 @@ export class NativeBackend implements TrainingBackend {
     return out;
   }
 
+  dropout(x: Tensor, keep: Uint8Array, p: number): Tensor {
+    return this.ref.dropout(x, keep, p); // NATIVE_EXCEPTIONS
+  }
+
   // ---------------------------------------------------------------- training forward and backward
   attentionForward(args: AttentionArgs): { out: Tensor; saved: SavedState } {
     return train.attentionForward(this.addon, args);
@@ -308,6 +319,10 @@ export class NativeBackend implements TrainingBackend {
 
   crossEntropyForward(logits: Tensor, targets: Int32Array): { out: Tensor; saved: SavedState } {
     return train.crossEntropyForward(this.addon, logits, targets);
+  }
+
+  weightedCrossEntropyForward(logits: Tensor, targets: Int32Array, weightsOf: TokenWeights): { out: Tensor; saved: SavedState } {
+    return train.weightedCrossEntropyForward(this.addon, logits, targets, weightsOf);
   }
 
   accumulate(target: Tensor, source: Tensor, factor = 1): void {
@@ -359,6 +374,10 @@ export class NativeBackend implements TrainingBackend {
     train.crossEntropyBackward(this.addon, args);
   }
 
+  weightedCrossEntropyBackward(args: { logits: Tensor; targets: Int32Array; saved: SavedState; dLoss: Tensor; dLogits: Tensor }): void {
+    train.weightedCrossEntropyBackward(this.addon, args);
+  }
+
   loadBalancingBackward(args: { probs: Tensor; counts: Float64Array; scale: number; dLoss: Tensor; dProbs: Tensor }): void {
     train.loadBalancingBackward(this.addon, args);
   }
@@ -399,9 +418,9 @@ function packedGemmPays(tokens: number, weightSize: number): boolean {
 /** Every op of the training backend interface, for `implementations()`. */
 const OP_NAMES = [
   'weight', 'fromFloat32', 'toFloat32', 'zeros', 'write', 'fill', 'createKVCache', 'embedding', 'matmul', 'rmsnorm', 'rope', 'clamp', 'attention',
-  'router', 'experts', 'add', 'rows', 'concatRows', 'crossEntropy', 'loadBalancingLoss', 'routerZLoss', 'scale', 'attentionForward', 'expertsForward',
-  'crossEntropyForward', 'accumulate', 'accumulateRows', 'embeddingBackward', 'matmulBackward', 'rmsnormBackward', 'ropeBackward', 'attentionBackward',
-  'routerBackward', 'expertsBackward', 'crossEntropyBackward', 'loadBalancingBackward', 'routerZBackward', 'sumOfSquares', 'adamw',
+  'router', 'experts', 'add', 'rows', 'concatRows', 'crossEntropy', 'weightedCrossEntropy', 'loadBalancingLoss', 'routerZLoss', 'scale', 'dropout', 'attentionForward', 'expertsForward',
+  'crossEntropyForward', 'weightedCrossEntropyForward', 'accumulate', 'accumulateRows', 'embeddingBackward', 'matmulBackward', 'rmsnormBackward', 'ropeBackward', 'attentionBackward',
+  'routerBackward', 'expertsBackward', 'crossEntropyBackward', 'weightedCrossEntropyBackward', 'loadBalancingBackward', 'routerZBackward', 'sumOfSquares', 'adamw',
 ] as const;
 
 const HOST_COPIES = new Set(['weight', 'fromFloat32', 'toFloat32', 'zeros', 'write', 'fill', 'createKVCache', 'embedding', 'rows', 'concatRows']);

@@ -5,10 +5,10 @@
  * H heads, Hkv kv heads, Hd head dim, V vocab.
  */
 import type { AttentionArgs, ExpertWeights, RopeOptions, Routing, RouterOptions, Tensor } from '../../core/backend.js';
-import type { AdamWStep, AdamWTensors, SavedState } from '../../core/training.js';
+import { IGNORE_TARGET, type AdamWStep, type AdamWTensors, type SavedState, type TokenWeights } from '../../core/training.js';
 import { ropeInverseFrequencies } from '../../core/rope.js';
 import { activation, asRef, checkShapes, f32, showShape, sizeOf, type RefTensor } from '../reference/tensor.js';
-import { checkTargets } from '../reference/losses.js';
+import { checkTargets, tokenWeights } from '../reference/losses.js';
 import type { NativeAddon } from './addon.js';
 
 interface AttentionState extends SavedState {
@@ -174,6 +174,30 @@ export function crossEntropyBackward(addon: NativeAddon, a: { logits: Tensor; ta
   const s = a.saved as CrossEntropyState;
   const scale = f32(a.dLoss)[0]! / Math.max(s.counted, 1);
   addon.crossEntropyBackward(f32(a.logits), a.targets.length, asRef(a.logits).cols, a.targets, s.lse, scale, f32(a.dLogits), takeFresh(a.dLogits));
+  recycle(s.lse);
+}
+
+interface WeightedCrossEntropyState extends SavedState {
+  readonly lse: Float32Array; // [T]
+  readonly weights: Float32Array; // [T]
+}
+
+/** The log-sum-exp pass is the cross-entropy kernel's; nll_t = lse_t − logit[t, target] and the weighted sum on the host (O(T)). */
+export function weightedCrossEntropyForward(addon: NativeAddon, logits: Tensor, targets: Int32Array, weightsOf: TokenWeights): { out: RefTensor; saved: WeightedCrossEntropyState } {
+  checkTargets(logits, targets);
+  const [values, vocab] = [f32(logits), asRef(logits).cols];
+  const lse = uninitialized(targets.length);
+  addon.crossEntropyForward(values, targets.length, vocab, targets, lse);
+  const nll = Float64Array.from(targets, (target, t) => (target === IGNORE_TARGET ? 0 : lse[t]! - values[t * vocab + target]!));
+  const weights = tokenWeights(weightsOf, nll, targets);
+  let total = 0;
+  nll.forEach((value, t) => (total += weights[t]! * value));
+  return { out: activation(Float32Array.of(total), [1]), saved: { op: 'weightedCrossEntropy', lse, weights: Float32Array.from(weights) } };
+}
+
+export function weightedCrossEntropyBackward(addon: NativeAddon, a: { logits: Tensor; targets: Int32Array; saved: SavedState; dLoss: Tensor; dLogits: Tensor }): void {
+  const s = a.saved as WeightedCrossEntropyState;
+  addon.weightedCrossEntropyBackward(f32(a.logits), a.targets.length, asRef(a.logits).cols, a.targets, s.lse, f32(a.dLoss)[0]!, s.weights, f32(a.dLogits), takeFresh(a.dLogits));
   recycle(s.lse);
 }
 

@@ -8,11 +8,11 @@ import type { MatmulPrecision, TrainingBackend } from '../../core/training.js';
 import { byteSize, widenInto } from '../../core/dtype.js';
 import { OlmoeError } from '../../core/errors.js';
 import { attention, attentionBackward, attentionForward, RefKVCache } from './attention.js';
-import { adamw, crossEntropy, crossEntropyBackward, crossEntropyForward, loadBalancingBackward, loadBalancingLoss, routerZBackward, routerZLoss, sumOfSquares } from './losses.js';
+import { adamw, crossEntropy, crossEntropyBackward, crossEntropyForward, loadBalancingBackward, loadBalancingLoss, routerZBackward, routerZLoss, sumOfSquares, weightedCrossEntropy, weightedCrossEntropyBackward, weightedCrossEntropyForward } from './losses.js';
 import { productOps } from './bf16.js';
 import { router, routerBackward } from './moe.js';
 import {
-  accumulate, accumulateRows, add, clamp, concatRows, embedding, embeddingBackward, rmsnorm, rmsnormBackward, rope, ropeBackward, rows, scale,
+  accumulate, accumulateRows, add, clamp, concatRows, embedding, embeddingBackward, rmsnorm, rmsnormBackward, rope, ropeBackward, rows, scale, dropout,
 } from './ops.js';
 import { activation, asRef, checkShapes, floats, RefTensor, showShape, sizeOf, storageFor } from './tensor.js';
 
@@ -104,12 +104,15 @@ export class ReferenceBackend implements Backend, TrainingBackend {
   concatRows = concatRows;
 
   crossEntropy = crossEntropy;
+  weightedCrossEntropy = weightedCrossEntropy;
   loadBalancingLoss = loadBalancingLoss;
   routerZLoss = routerZLoss;
   scale = scale;
+  dropout = dropout;
 
   attentionForward = attentionForward;
   crossEntropyForward = crossEntropyForward;
+  weightedCrossEntropyForward = weightedCrossEntropyForward;
   accumulate = accumulate;
   accumulateRows = accumulateRows;
   embeddingBackward = embeddingBackward;
@@ -118,6 +121,7 @@ export class ReferenceBackend implements Backend, TrainingBackend {
   attentionBackward = attentionBackward;
   routerBackward = routerBackward;
   crossEntropyBackward = crossEntropyBackward;
+  weightedCrossEntropyBackward = weightedCrossEntropyBackward;
   loadBalancingBackward = loadBalancingBackward;
   routerZBackward = routerZBackward;
   sumOfSquares = sumOfSquares;

@@ -4,7 +4,7 @@
  * Dimension legend: T tokens, V vocab, E experts.
  */
 import type { Tensor } from '../../core/backend.js';
-import { IGNORE_TARGET, type AdamWStep, type AdamWTensors, type SavedState } from '../../core/training.js';
+import { IGNORE_TARGET, type AdamWStep, type AdamWTensors, type SavedState, type TokenWeights } from '../../core/training.js';
 import { activation, allocFor, asRef, checkShapes, floats, roundingOf, showShape, type Floats, type RefTensor } from './tensor.js';
 
 export function rowLogSumExp(values: Floats, at: number, width: number): number {
@@ -48,6 +48,56 @@ export function crossEntropyBackward(args: { logits: Tensor; targets: Int32Array
   const scale = floats(args.dLoss)[0]! / Math.max(counted, 1);
   args.targets.forEach((target, t) => {
     if (target === IGNORE_TARGET) return;
+    const lse = rowLogSumExp(values, t * vocab, vocab);
+    for (let i = 0; i < vocab; i++) grad[t * vocab + i]! += scale * Math.exp(values[t * vocab + i]! - lse);
+    grad[t * vocab + target]! -= scale;
+  });
+}
+
+/** What the weighted cross-entropy's backward needs: the weights its forward computed. */
+interface WeightedCrossEntropyState extends SavedState {
+  readonly weights: Float64Array;
+}
+
+/** Per-token −log softmax(row)[target] (0 at IGNORE_TARGET), in float64. */
+function tokenNll(logits: Tensor, targets: Int32Array): Float64Array {
+  checkTargets(logits, targets);
+  const [values, vocab] = [floats(logits), asRef(logits).cols];
+  return Float64Array.from(targets, (target, t) => (target === IGNORE_TARGET ? 0 : rowLogSumExp(values, t * vocab, vocab) - values[t * vocab + target]!));
+}
+
+/** The host weights of `weightsOf`, checked: one finite number per target. */
+export function tokenWeights(weightsOf: TokenWeights, nll: Float64Array, targets: Int32Array): Float64Array {
+  const weights = Float64Array.from(weightsOf(nll));
+  checkShapes('weightedCrossEntropy', weights.length === targets.length, () => `${weights.length} weights for ${targets.length} targets`);
+  const bad = weights.findIndex((w) => !Number.isFinite(w));
+  checkShapes('weightedCrossEntropy', bad < 0, () => `weight ${weights[bad]} at token ${bad} is not finite`);
+  targets.forEach((target, t) => target === IGNORE_TARGET && (weights[t] = 0));
+  return weights;
+}
+
+export function weightedCrossEntropyForward(logits: Tensor, targets: Int32Array, weightsOf: TokenWeights): { out: RefTensor; saved: WeightedCrossEntropyState } {
+  const nll = tokenNll(logits, targets);
+  const weights = tokenWeights(weightsOf, nll, targets);
+  let total = 0;
+  nll.forEach((value, t) => (total += weights[t]! * value));
+  const out = allocFor(1, logits);
+  out[0] = total;
+  return { out: activation(out, [1]), saved: { op: 'weightedCrossEntropy', weights } };
+}
+
+export function weightedCrossEntropy(logits: Tensor, targets: Int32Array, weightsOf: TokenWeights): RefTensor {
+  return weightedCrossEntropyForward(logits, targets, weightsOf).out;
+}
+
+/** dLogits[t] += dLoss · w_t · (softmax(row_t) − onehot(target_t)). */
+export function weightedCrossEntropyBackward(args: { logits: Tensor; targets: Int32Array; saved: SavedState; dLoss: Tensor; dLogits: Tensor }): void {
+  const { weights } = args.saved as WeightedCrossEntropyState;
+  const [values, grad, vocab] = [floats(args.logits), floats(args.dLogits), asRef(args.logits).cols];
+  const dLoss = floats(args.dLoss)[0]!;
+  args.targets.forEach((target, t) => {
+    if (target === IGNORE_TARGET || weights[t] === 0) return;
+    const scale = dLoss * weights[t]!;
     const lse = rowLogSumExp(values, t * vocab, vocab);
     for (let i = 0; i < vocab; i++) grad[t * vocab + i]! += scale * Math.exp(values[t * vocab + i]! - lse);
     grad[t * vocab + target]! -= scale;

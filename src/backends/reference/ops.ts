@@ -180,6 +180,16 @@ export function scale(x: Tensor, factor: number): RefTensor {
   return activation(floats(x).map((v) => v * factor), asRef(x).shape);
 }
 
+/** x ⊙ keep / (1 − p): inverted dropout with a given 0/1 mask. */
+export function dropout(x: Tensor, keep: Uint8Array, p: number): RefTensor {
+  const values = floats(x);
+  checkShapes('dropout', keep.length === values.length, () => `${showShape(x)} with a mask of ${keep.length}`);
+  const factor = 1 / (1 - p);
+  const out = allocFor(values.length, x);
+  for (let i = 0; i < values.length; i++) if (keep[i]) out[i] = values[i]! * factor;
+  return activation(out, asRef(x).shape);
+}
+
 /** target += factor · source. */
 export function accumulate(target: Tensor, source: Tensor, factor = 1): void {
   const [dst, src] = [floats(target), floats(source)];

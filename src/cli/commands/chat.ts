@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { createInterface } from 'node:readline';
 import { generateText, InputError, type ChatMessage } from '../../index.js';
-import { addModelOptions, addSamplingOptions, generateOptions, loadModel, type ModelFlags, type SamplingFlags } from '../common.js';
+import { addAdapterOption, addModelOptions, addSamplingOptions, generateOptions, loadModel, type ModelFlags, type SamplingFlags } from '../common.js';
 
 interface ChatFlags extends ModelFlags, SamplingFlags {
   system?: string;
@@ -26,7 +26,7 @@ export function registerChat(program: Command): void {
     .description('chat interactively (one message per line; /help lists the commands, /exit or Ctrl-D ends)')
     .argument('<model>', 'model folder or hub id (org/name)')
     .option('--system <text>', 'system message');
-  addSamplingOptions(addModelOptions(command)).action(runChat);
+  addSamplingOptions(addAdapterOption(addModelOptions(command))).action(runChat);
 }
 
 async function runChat(spec: string, flags: ChatFlags): Promise<void> {

@@ -1,9 +1,10 @@
 /** `olmoe eval MODEL --tasks FILE...`: multiple-choice accuracy (cloze and lettered formulations) with standard errors. */
 import type { Command } from 'commander';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError, isLoglikelihoodResult, modelFingerprint, presetInfo, readPreset, readTaskOrSuite, ResultCache, runSuite, runTask, type Suite, type SuiteResult, type Task, type TaskResult } from '../../index.js';
-import { addModelOptions, hubOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, InputError, isLoglikelihoodResult, modelFingerprint, presetInfo, readPreset, readTaskOrSuite, ResultCache, runSuite, runTask, type Suite, type SuiteResult, type ChatMessage, type Task, type TaskResult } from '../../index.js';
+import { addAdapterOption, addModelOptions, hubOptions, loadModel, modelDir, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { createProgress } from '../progress.js';
 
 interface EvalFlags extends ModelFlags {
@@ -16,6 +17,7 @@ interface EvalFlags extends ModelFlags {
   cache?: string;
   noPrefixSharing?: boolean;
   prefixSharing?: boolean;
+  chat?: boolean;
   json?: boolean;
 }
 
@@ -31,9 +33,10 @@ export function registerEval(program: Command): void {
     .option('--output <file>', 'write the results (JSON) here')
     .option('--log-samples <dir>', 'write every instance\'s scores (JSONL per task and formulation) here')
     .option('--cache <dir>', 'keep scored requests here, per model: a re-run or a resumed run scores only what is new')
+    .option('--chat', 'ask in the model\'s chat template (for instruction-tuned models): few-shot examples as user/assistant turns, the question as the last user turn, answers scored or generated as the assistant\'s reply')
     .option('--no-prefix-sharing', 'score every request from an empty KV cache (for measuring what sharing saves)')
     .option('--json', 'print the results as JSON instead of a table');
-  addModelOptions(command).action(runEval);
+  addAdapterOption(addModelOptions(command)).action(runEval);
 }
 
 async function runEval(spec: string | undefined, flags: EvalFlags): Promise<void> {
@@ -51,7 +54,7 @@ async function runEval(spec: string | undefined, flags: EvalFlags): Promise<void
   const lm = await loadModel(dir, flags);
   const prefixToken = lm.tokenizer.tokenId(lm.tokenizer.eosToken) ?? lm.model.config.eosTokenIds[0];
   if (prefixToken === undefined) throw new InputError(`${spec}: the model names no end-of-text token to start an empty context with`);
-  const fingerprint = modelFingerprint(dir);
+  const fingerprint = flags.adapter === undefined ? modelFingerprint(dir) : adaptedFingerprint(modelFingerprint(dir), flags.adapter);
   const cache = flags.cache ? ResultCache.open(flags.cache, fingerprint, isLoglikelihoodResult) : undefined;
   let bar: ReturnType<typeof createProgress> | undefined;
   let label = '';
@@ -59,6 +62,7 @@ async function runEval(spec: string | undefined, flags: EvalFlags): Promise<void
     prefixToken,
     cache,
     prefixSharing: flags.prefixSharing !== false,
+    chat: flags.chat ? (messages: readonly ChatMessage[]) => lm.tokenizer.renderChat(messages, { addGenerationPrompt: true }) : undefined,
     onProgress: (name: string, formulation: string, done: number, total: number) => {
       if (label !== `${name} ${formulation}`) {
         bar?.finish();
@@ -76,7 +80,9 @@ async function runEval(spec: string | undefined, flags: EvalFlags): Promise<void
     else suites.push(await runSuite(lm, entry.suite!, options));
   }
   bar?.finish();
-  const report = { model: spec, fingerprint, backend: lm.model.backend.name, results, suites };
+  const plain = [...results, ...suites.flatMap(suiteTasks)].filter((r) => flags.chat && !r.chat).map((r) => r.task);
+  if (plain.length) process.stderr.write(`note: ${plain.join(', ')} scored as plain text: partial scoring has no question to ask in a chat\n`);
+  const report = { model: spec, ...(flags.adapter === undefined ? {} : { adapter: flags.adapter }), fingerprint, backend: lm.model.backend.name, results, suites };
   if (flags.output) writeFileSync(flags.output, `${JSON.stringify(report, null, 2)}\n`);
   if (flags.json) return printJson(report);
   process.stdout.write(table([...results, ...suites.flatMap(suiteTasks)]));
@@ -123,10 +129,17 @@ function table(results: readonly TaskResult[]): string {
     for (const f of r.formulations) {
       for (const [normalization, estimate] of Object.entries(f.accuracy)) {
         const primary = normalization === f.primary ? '*' : '';
-        lines.push(`| ${r.task} | ${r.instances} | ${r.shots} | ${f.formulation} | ${normalization}${primary} | ${percent(estimate!.value)} | ${percent(estimate!.stderr)} | ${percent(f.chance)} | ${Number.isNaN(f.bitsPerByte.value) ? '' : f.bitsPerByte.value.toFixed(3)} |`);
+        lines.push(`| ${r.task}${r.chat ? ' (chat)' : ''} | ${r.instances} | ${r.shots} | ${f.formulation} | ${normalization}${primary} | ${percent(estimate!.value)} | ${percent(estimate!.stderr)} | ${percent(f.chance)} | ${Number.isNaN(f.bitsPerByte.value) ? '' : f.bitsPerByte.value.toFixed(3)} |`);
       }
     }
     lines.push(`| **${r.task}** | | | best (${r.best.formulation}) | | **${percent(r.best.accuracy.value)}** | ${percent(r.best.accuracy.stderr)} | | |`);
   }
   return `${lines.join('\n')}\n`;
+}
+
+/** Base + adapter is another model: cached scores are keyed by both (the adapter's files hashed whole; they are small). */
+function adaptedFingerprint(base: string, adapterDir: string): string {
+  const hash = createHash('sha256').update(base);
+  for (const name of [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) hash.update(readFileSync(join(adapterDir, name)));
+  return hash.digest('hex').slice(0, 16); // as long as modelFingerprint's
 }

@@ -1,7 +1,7 @@
 /** `olmoe generate MODEL "prompt"`: stream a continuation to stdout. */
 import type { Command } from 'commander';
 import { generateText, InputError } from '../../index.js';
-import { addModelOptions, addSamplingOptions, generateOptions, loadModel, parseIds, printJson, type ModelFlags, type SamplingFlags } from '../common.js';
+import { addAdapterOption, addModelOptions, addSamplingOptions, generateOptions, loadModel, parseIds, printJson, type ModelFlags, type SamplingFlags } from '../common.js';
 
 interface GenerateFlags extends ModelFlags, SamplingFlags {
   promptIds?: string;
@@ -18,7 +18,7 @@ export function registerGenerate(program: Command): void {
     .option('--prompt-ids <ids>', 'prompt as comma-separated token ids instead of text')
     .option('--chat', 'wrap the prompt as a user message in the chat template')
     .option('--json', 'print {"ids": [...generated], "text": "..."} at the end instead of streaming');
-  addSamplingOptions(addModelOptions(command)).action(runGenerate);
+  addSamplingOptions(addAdapterOption(addModelOptions(command))).action(runGenerate);
 }
 
 async function runGenerate(spec: string, prompt: string | undefined, flags: GenerateFlags): Promise<void> {

@@ -1,7 +1,7 @@
 /** `olmoe serve MODEL`: the OpenAI-compatible server with the web UI, until Ctrl-C. */
 import type { Command } from 'commander';
 import { startServer } from '../../server/index.js';
-import { addModelOptions, hubOptions, parseInteger, parsePositiveInteger, type ModelFlags } from '../common.js';
+import { addAdapterOption, addModelOptions, hubOptions, parseInteger, parsePositiveInteger, type ModelFlags } from '../common.js';
 import { createProgress } from '../progress.js';
 
 interface ServeFlags extends ModelFlags {
@@ -37,7 +37,7 @@ export function registerServe(program: Command): void {
     .option('--max-connections <n>', 'open connections at once (503 beyond)', parsePositiveInteger('--max-connections'), 256)
     .option('--allowed-hosts <names>', 'extra Host names to answer, comma-separated ("name" or "name:port"; default: the bound address, and localhost on loopback)', list)
     .option('--cors-origins <origins>', 'browser origins allowed to call the API cross-origin, comma-separated ("https://app.example", or "*"); default none', list);
-  addModelOptions(command).action(runServe);
+  addAdapterOption(addModelOptions(command)).action(runServe);
 }
 
 async function runServe(spec: string, flags: ServeFlags): Promise<void> {
@@ -57,6 +57,7 @@ async function runServe(spec: string, flags: ServeFlags): Promise<void> {
     backend: flags.backend,
     threads: flags.threads,
     revision: flags.revision,
+    adapter: flags.adapter,
     hub: hubOptions(flags),
     onLoadProgress: (loaded, total) => bar.update(loaded, total),
     log: flags.quiet ? undefined : (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),

@@ -13,6 +13,7 @@ import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
 import { readJsonObject } from '../../io/json.js';
+import type { LoraSettings } from './peft.js';
 
 const positiveInt = z.int().min(1, 'must be a positive integer');
 const fraction = z.number().min(0, 'must be in [0, 1]').max(1, 'must be in [0, 1]');
@@ -52,6 +53,8 @@ const optimizerSchema = (lr: number, kind: readonly [string, ...string[]]) =>
       warmup_steps: z.int().min(0).default(0),
       /** constant after warmup (the paper's SFT and DPO), or linear decay to 0 (open-instruct's default). */
       schedule: z.enum(['constant', 'linear']).default('constant'),
+      /** RMSProp's smoothing constant (PyTorch RMSprop `alpha`); betas are AdamW's. */
+      alpha: z.number().min(0).max(0.9999).default(0.99),
     })
     .prefault({});
 
@@ -100,6 +103,7 @@ const ktoSchema = z.strictObject({
 });
 
 export type SftConfig = z.infer<typeof sftSchema>;
+export type LoraConfig = z.infer<typeof loraSchema>;
 export type DpoConfig = z.infer<typeof dpoSchema>;
 export type KtoConfig = z.infer<typeof ktoSchema>;
 export type AdaptKind = 'sft' | 'dpo' | 'kto';
@@ -154,4 +158,17 @@ export function readAdaptConfig<K extends AdaptKind>(kind: K, path: string): K e
     ...('reference_cache' in config && config.reference_cache ? { reference_cache: at(config.reference_cache) } : {}),
   };
   return resolved as K extends 'sft' ? SftConfig : K extends 'dpo' ? DpoConfig : KtoConfig;
+}
+
+/** PEFT target_modules suffixes of each choice of the config's lora block (module names of model/weights.ts). */
+const EXPERT_PROJECTIONS = ['gate_proj', 'up_proj', 'down_proj'];
+const ROUTER = 'mlp.gate';
+
+/**
+ * The config's `lora` block as PEFT settings: attention projections by name, every expert's gate/up/down when
+ * experts is "all", the router (mlp.gate) only when asked. `base` is recorded as PEFT's base_model_name_or_path.
+ */
+export function loraSettings(lora: LoraConfig, base: string | null): LoraSettings {
+  const targetModules = [...lora.attention, ...(lora.experts === 'all' ? EXPERT_PROJECTIONS : []), ...(lora.router ? [ROUTER] : [])];
+  return { r: lora.r, alpha: lora.alpha, dropout: lora.dropout, targetModules, useRslora: lora.use_rslora, baseModelNameOrPath: base };
 }

@@ -28,8 +28,9 @@ import { readJsonObject, type JsonObject } from '../../io/json.js';
 import { readSafetensorsHeader, readTensorFloat32, type TensorEntry } from '../../io/safetensors.js';
 import { writeSafetensors } from '../../io/safetensors-writer.js';
 import type { OlmoeConfig } from '../../model/config.js';
+import type { WeightPatch } from '../../model/load.js';
 import { weightTable } from '../../model/weights.js';
-import { loraScaling, type LoraModule } from './lora.js';
+import { loraScaling, mergeLora, type LoraModule } from './lora.js';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
@@ -263,9 +264,26 @@ export function readPeftAdapter(dir: string, config: OlmoeConfig): LoraAdapter {
   const shapes = targetedModules(settings, config, configFile);
   const { tensors } = readSafetensorsHeader(weightsFile);
   const expected = new Set(shapes.flatMap((s) => [peftTensorName(s.name, 'A'), peftTensorName(s.name, 'B')]));
+  const known = new Set(linearModules(config).map((m) => m.name));
   for (const name of tensors.keys()) {
-    if (!expected.has(name)) throw new WeightError(`${weightsFile}: unexpected tensor ${preview(name)}: not the lora_A/lora_B of a module that target_modules selects in this model`);
+    if (expected.has(name)) continue;
+    const module = /^base_model\.model\.(.+)\.lora_[AB]\.weight$/.exec(name)?.[1];
+    if (module !== undefined && !known.has(module)) {
+      const shape = `${config.numLayers} layers of ${config.numExperts} experts`;
+      throw new WeightError(`${weightsFile}: tensor ${preview(name)} adapts ${module}, which this model (${shape}) does not have: an adapter for another base model?`);
+    }
+    throw new WeightError(`${weightsFile}: unexpected tensor ${preview(name)}: not the lora_A/lora_B of a module that target_modules selects in this model`);
   }
   const modules = new Map(shapes.map((shape) => [shape.name, readModule(shape, settings, tensors, weightsFile)]));
   return { settings, modules };
+}
+
+/**
+ * The adapter as a change to its base's weights at load (model/load.ts WeightPatch): each adapted module's weight
+ * becomes W + s·B·A (mergeLora), held in float32 — a bf16 or quantized base is widened/dequantized for those modules
+ * only, never re-rounded, so the merged model computes base + adapter to float32 rounding.
+ */
+export function adapterPatch(adapter: LoraAdapter): WeightPatch {
+  const byWeight = new Map([...adapter.modules.values()].map((m) => [`${m.name}.weight`, m]));
+  return { names: new Set(byWeight.keys()), apply: (name, values) => mergeLora(values, byWeight.get(name)!) };
 }

@@ -1,0 +1,174 @@
+// qgemm.h on AVX-512 VNNI with 512-bit vectors, q4_0 and q8_0. One vector holds block b of two weight rows (lanes
+// 0..7: row r, 8..15: row r + 1) against block b of one token broadcast to both halves, so every activation
+// operand is a plain broadcast load (the q8 codes, the bias lanes of Q8Block32 as vpdpbusd's start value, d_x) and
+// a tile of P row pairs × N tokens costs per block: one vpdpbusd, one int→float conversion, one multiply of the
+// two scales and one FMA per (pair, token), i.e. 64 multiply-adds in four vector operations, against 16 per FMA on
+// dequantized floats. Weight codes are unpacked once per (pair, block) for the N tokens.
+// Per block, q4_0: d_w·d_x·(Σ n·q − 8·Σq), q8_0: d_w·d_x·(Σ (w + 128)·q − 128·Σq), as qdot.h.
+// Dimension legend: P row pairs and N tokens per tile.
+#include "qgemm.h"
+
+#include "quant.h"
+#include "simd.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "q8.h"
+#include "quant.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
+#endif
+
+namespace olmoe {
+namespace {
+
+inline uint16_t u16(const uint8_t* p) {
+  uint16_t bits;
+  std::memcpy(&bits, p, 2);
+  return bits;
+}
+
+inline __m512i broadcast256(const void* p) { return _mm512_broadcast_i64x4(_mm256_loadu_si256(static_cast<const __m256i*>(p))); }
+
+// The 32 nibble codes of q4_0 blocks a and b as unsigned bytes: a's low nibbles, a's high, b's low, b's high.
+struct Q4_0Pair {
+  static constexpr size_t kBytes = 18;
+  static __m512i codes(const uint8_t* a, const uint8_t* b) {
+    const __m256i both = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2)), _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 2)));
+    const __m512i doubled = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), _mm512_castsi256_si512(both));
+    return _mm512_and_si512(_mm512_srlv_epi64(doubled, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4)), _mm512_set1_epi8(0x0F));
+  }
+};
+
+// q8_0 codes w as w ^ 0x80 = w + 128 (unsigned for vpdpbusd; the bias lanes hold −128·Σq).
+struct Q8_0Pair {
+  static constexpr size_t kBytes = 34;
+  static __m512i codes(const uint8_t* a, const uint8_t* b) {
+    const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 2))),
+                                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)), 1);
+    return _mm512_xor_si512(both, _mm512_set1_epi8(static_cast<char>(0x80)));
+  }
+};
+
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// rows[2p], rows[2p + 1] for p < P against tokens x[0..N) over `blocks` blocks; out[i][j] at out[i·rs + j·ts] for
+// the 2P rows (`valid` of them are written: the last pair may repeat a row to fill the tile).
+template <class W, int P, int N>
+void tile(const uint8_t* const* rows, const Q8Block32* const* x, size_t blocks, const float* halves, float* out, size_t rs, size_t ts, int valid) {
+  __m512 acc[P][N];
+  for (int p = 0; p < P; p++)
+    for (int j = 0; j < N; j++) acc[p][j] = _mm512_setzero_ps();
+  for (size_t b = 0; b < blocks; b++) {
+    __m512i codes[P];
+    __m512 dw[P];
+    for (int p = 0; p < P; p++) {
+      const uint8_t* first = rows[2 * p] + b * W::kBytes;
+      const uint8_t* second = rows[2 * p + 1] + b * W::kBytes;
+      codes[p] = W::codes(first, second);
+      dw[p] = _mm512_insertf32x8(_mm512_set1_ps(halves[u16(first)]), _mm256_set1_ps(halves[u16(second)]), 1);
+    }
+    for (int j = 0; j < N; j++) {
+      const Q8Block32& xb = x[j][b];
+      const __m512i q = broadcast256(xb.q), bias = broadcast256(xb.bias);
+      const __m512 dx = _mm512_set1_ps(xb.d);
+      for (int p = 0; p < P; p++) {
+        const __m512 dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(bias, codes[p], q));
+        acc[p][j] = _mm512_fmadd_ps(dot, _mm512_mul_ps(dw[p], dx), acc[p][j]);
+      }
+    }
+  }
+  for (int p = 0; p < P; p++)
+    for (int j = 0; j < N; j++) {
+      if (2 * p < valid) out[2 * p * rs + j * ts] = hsum256(_mm512_castps512_ps256(acc[p][j]));
+      if (2 * p + 1 < valid) out[(2 * p + 1) * rs + j * ts] = hsum256(_mm512_extractf32x8_ps(acc[p][j], 1));
+    }
+}
+
+constexpr int kPairs = 4;  // rows per tile: 2·kPairs
+constexpr int kTokens = 4;  // 16 accumulators; 3 × 6 and 2 × 8 measured the same (bench/native/prefill-bench.cc)
+
+// Rows [0, a.rows) in tiles of 2P rows for N tokens starting at x; the last tile's pairs repeat its last row.
+template <class W, int N>
+void rows_for_tokens(const QDotArgs& a, const Q8Block32* const* x, float* out) {
+  const float* halves = half_table();
+  const size_t blocks = a.n / 32;
+  const uint8_t* rows[2 * kPairs];
+  for (size_t r = 0; r < a.rows; r += 2 * kPairs) {
+    const int valid = static_cast<int>(a.rows - r < 2 * kPairs ? a.rows - r : 2 * kPairs);
+    for (int i = 0; i < 2 * kPairs; i++) rows[i] = a.w + (r + (i < valid ? i : valid - 1)) * a.w_stride;
+    float* o = out + r * a.rs;
+    switch ((valid + 1) / 2) {
+      case 1: tile<W, 1, N>(rows, x, blocks, halves, o, a.rs, a.ts, valid); break;
+      case 2: tile<W, 2, N>(rows, x, blocks, halves, o, a.rs, a.ts, valid); break;
+      case 3: tile<W, 3, N>(rows, x, blocks, halves, o, a.rs, a.ts, valid); break;
+      default: tile<W, kPairs, N>(rows, x, blocks, halves, o, a.rs, a.ts, valid); break;
+    }
+  }
+}
+
+template <class W>
+void gemm32(const QDotArgs& a) {
+  const Q8Block32* x[kTokens];
+  for (size_t t = 0; t < a.tokens;) {
+    const size_t n = a.tokens - t >= kTokens ? kTokens : a.tokens - t;
+    for (size_t j = 0; j < n; j++) x[j] = reinterpret_cast<const Q8Block32*>(a.act + (t + j) * a.act_stride);
+    float* out = a.out + t * a.ts;
+    switch (n) {
+      case 1: rows_for_tokens<W, 1>(a, x, out); break;
+      case 2: rows_for_tokens<W, 2>(a, x, out); break;
+      case 3: rows_for_tokens<W, 3>(a, x, out); break;
+      default: rows_for_tokens<W, kTokens>(a, x, out); break;
+    }
+    t += n;
+  }
+}
+
+}  // namespace
+
+void qgemm_rows_vnni(const QDotArgs& a) {
+  if (a.dtype == DType::Q4_0) return gemm32<Q4_0Pair>(a);
+  if (a.dtype == DType::Q8_0) return gemm32<Q8_0Pair>(a);
+  qdot_rows_vnni(a);
+}
+
+}  // namespace olmoe
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#else
+namespace olmoe {
+void qgemm_rows_vnni(const QDotArgs& a) { qdot_rows_scalar(a); }
+}  // namespace olmoe
+#endif
+
+namespace olmoe {
+
+bool integer_gemm(DType dtype) { return is_quantized(dtype) && cpu().level != Simd::Scalar; }
+
+void qgemm_rows(const QDotArgs& a) {
+#if defined(__x86_64__)
+  const CpuFeatures& features = cpu();
+  const bool tiles = features.level == Simd::Avx512 && features.vnni && (a.dtype == DType::Q4_0 || a.dtype == DType::Q8_0);
+  if (tiles && a.tokens >= kGemmMinTokens) return qgemm_rows_vnni(a);
+#endif
+  qdot_rows(a);
+}
+
+}  // namespace olmoe
