@@ -80,11 +80,13 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// gemm(transA, transB, m, n, k, a, b, c, accumulate): c[m, n] (+)= op(a)[m, k] · op(b)[k, n] (training).
+// gemm(transA, transB, m, n, k, a, b, c, accumulate, bf16?): c[m, n] (+)= op(a)[m, k] · op(b)[k, n] (training; bf16: mixed
+// precision).
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 9)) return info.Env().Undefined();
   olmoe::TrainGemmArgs args{info[0].As<Napi::Boolean>(), info[1].As<Napi::Boolean>(), size_arg(info, 2), size_arg(info, 3), size_arg(info, 4),
                             data_of<float>(info[5]), data_of<float>(info[6]), data_of<float>(info[7]), info[8].As<Napi::Boolean>()};
+  args.bf16 = info.Length() > 9 && info[9].ToBoolean().Value();
   const size_t lengths[] = {info[5].As<Napi::TypedArray>().ElementLength(), info[6].As<Napi::TypedArray>().ElementLength(),
                             info[7].As<Napi::TypedArray>().ElementLength()};
   if (lengths[0] < args.m * args.k || lengths[1] < args.k * args.n || lengths[2] < args.m * args.n) {

@@ -39,16 +39,7 @@ Layout layout(const TrainAttentionArgs& a) {
 // C (+)= op(A) · op(B), serial (the caller is one work item), with row strides.
 void product(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, const float* A, size_t lda, const float* B, size_t ldb, float* C, size_t ldc,
              bool accumulate) {
-  TrainGemmArgs g;
-  g.trans_a = trans_a;
-  g.trans_b = trans_b;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.a = A;
-  g.b = B;
-  g.c = C;
-  g.accumulate = accumulate;
+  TrainGemmArgs g = gemm_args(trans_a, trans_b, m, n, k, A, B, C, accumulate);
   g.serial = true;
   g.lda = lda;
   g.ldb = ldb;

@@ -83,7 +83,8 @@ Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
   return Undefined(info);
 }
 
-// matmulBackward(x, w, dy, tokens, inDim, outDim, dx?, dw?, dxFresh): dx (+)= dy · w; dw += dyᵀ · x, one batch of products.
+// matmulBackward(x, w, dy, tokens, inDim, outDim, dx?, dw?, dxFresh, bf16?): dx (+)= dy · w; dw += dyᵀ · x, one batch of
+// products (bf16: in mixed precision).
 Napi::Value MatmulBackward(const Napi::CallbackInfo& info) {
   Args a{info};
   const size_t tokens = a.size(3), in = a.size(4), out = a.size(5);
@@ -95,8 +96,9 @@ Napi::Value MatmulBackward(const Napi::CallbackInfo& info) {
   if (a.failed) return Undefined(info);
   TrainGemmArgs products[2];
   size_t count = 0;
-  if (dx) products[count++] = TrainGemmArgs{false, false, tokens, in, out, dy, w, dx, !a.optional_flag(8)};
-  if (dw) products[count++] = TrainGemmArgs{true, false, out, in, tokens, dy, x, dw, true};
+  const bool bf16 = a.optional_flag(9);
+  if (dx) products[count++] = gemm_args(false, false, tokens, in, out, dy, w, dx, !a.optional_flag(8), bf16);
+  if (dw) products[count++] = gemm_args(true, false, out, in, tokens, dy, x, dw, true, bf16);
   train_gemm_batch(products, count);
   return Undefined(info);
 }
@@ -207,8 +209,9 @@ ExpertTrainArgs expert_args(Args& a, std::vector<float*>& gates, std::vector<flo
 Napi::Value ExpertsForward(const Napi::CallbackInfo& info) {
   Args a{info};
   std::vector<float*> gates, ups, downs;
-  const ExpertTrainArgs e = expert_args(a, gates, ups, downs);
+  ExpertTrainArgs e = expert_args(a, gates, ups, downs);
   float* out = a.array<float>(14, e.tokens * e.hidden, "out");
+  e.bf16 = a.optional_flag(15);
   if (!a.failed) experts_forward(e, out);
   return Undefined(info);
 }
@@ -217,7 +220,7 @@ Napi::Value ExpertsForward(const Napi::CallbackInfo& info) {
 Napi::Value ExpertsBackward(const Napi::CallbackInfo& info) {
   Args a{info};
   std::vector<float*> gates, ups, downs;
-  const ExpertTrainArgs e = expert_args(a, gates, ups, downs);
+  ExpertTrainArgs e = expert_args(a, gates, ups, downs);
   const size_t D = e.hidden, F = e.ffn;
   const float* dy = a.array<float>(14, e.tokens * D, "dy");
   ExpertGrads g{};
@@ -229,6 +232,7 @@ Napi::Value ExpertsBackward(const Napi::CallbackInfo& info) {
   g.d_down = dd.empty() ? nullptr : dd.data();
   g.dx_fresh = a.optional_flag(20);
   g.d_weights_fresh = a.optional_flag(21);
+  e.bf16 = a.optional_flag(22);
   if (!a.failed) experts_backward(e, dy, g);
   return Undefined(info);
 }
@@ -387,6 +391,24 @@ Napi::Value SumOfSquares(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), sum_of_squares(arrays.data(), sizes.data(), arrays.size()));
 }
 
+// trainGemmBf16Kernel(): how this SIMD level computes bf16 products (train-gemm.h).
+Napi::Value TrainGemmBf16Kernel(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), train_gemm_bf16_kernel()); }
+
+// measureBf16Peak(repeats): FLOP/s of the bf16 kernel's instruction (AMX or vdpbf16ps) on the pool's threads (0: none).
+Napi::Value MeasureBf16Peak(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), bf16_peak(static_cast<int>(info[0].As<Napi::Number>().Int32Value())));
+}
+
+// roundBf16(x, out): out[i] = x[i] rounded to the nearest bfloat16 (ties to even), the GEMM's operand rounding.
+Napi::Value RoundBf16(const Napi::CallbackInfo& info) {
+  Args a{info};
+  const size_t n = info[0].As<Napi::TypedArray>().ElementLength();
+  const float* x = a.array<float>(0, n, "x");
+  float* out = a.array<float>(1, n, "out");
+  if (!a.failed)
+    for (size_t i = 0; i < n; i++) out[i] = round_bf16(x[i]);
+  return Undefined(info);
+}
 
 }  // namespace
 
@@ -396,7 +418,8 @@ void register_training(Napi::Env env, Napi::Object exports) {
       {"routerForward", RouterForward}, {"routerBackward", RouterBackward}, {"expertsForward", ExpertsForward}, {"expertsBackward", ExpertsBackward},
       {"attentionForward", AttentionForward}, {"attentionBackward", AttentionBackward}, {"crossEntropyForward", CrossEntropyForward},
       {"crossEntropyBackward", CrossEntropyBackward}, {"weightedCrossEntropyBackward", WeightedCrossEntropyBackward}, {"loadBalancingForward", LoadBalancingForward}, {"loadBalancingBackward", LoadBalancingBackward},
-      {"routerZForward", RouterZForward}, {"routerZBackward", RouterZBackward}, {"adamw", AdamW}, {"sumOfSquares", SumOfSquares}
+      {"routerZForward", RouterZForward}, {"routerZBackward", RouterZBackward}, {"adamw", AdamW}, {"sumOfSquares", SumOfSquares},
+      {"trainGemmBf16Kernel", TrainGemmBf16Kernel}, {"roundBf16", RoundBf16}, {"measureBf16Peak", MeasureBf16Peak}
   };
   for (const auto& [name, fn] : functions) exports.Set(name, Napi::Function::New(env, fn));
 }

@@ -137,18 +137,9 @@ void gather_rows(const ExpertTrainArgs& a, float* rows) {
   });
 }
 
-TrainGemmArgs product(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, const float* A, const float* B, float* C, bool accumulate) {
-  TrainGemmArgs g;
-  g.trans_a = trans_a;
-  g.trans_b = trans_b;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.a = A;
-  g.b = B;
-  g.c = C;
-  g.accumulate = accumulate;
-  return g;
+// C (+)= op(A) · op(B) in the experts' precision (bf16 products when the call asked for them).
+TrainGemmArgs product(const ExpertTrainArgs& a, bool trans_a, bool trans_b, size_t m, size_t n, size_t k, const float* A, const float* B, float* C, bool accumulate) {
+  return gemm_args(trans_a, trans_b, m, n, k, A, B, C, accumulate, a.bf16);
 }
 
 // One product per expert that has rows (make(e, first, n)), all in one batch: a grouped GEMM.
@@ -185,12 +176,12 @@ void experts_forward(const ExpertTrainArgs& a, float* out) {
   float* h = scratch(h_buffer, A * F);
   gather_rows(a, rows);
   per_expert(g, a.experts, [&](std::vector<TrainGemmArgs>& ps, size_t e, size_t first, size_t n) {
-    ps.push_back(product(false, true, n, F, D, rows + first * D, a.gate[e], a.gate_pre + first * F, false));  // [n, F] = x · gateᵀ
-    ps.push_back(product(false, true, n, F, D, rows + first * D, a.up[e], a.up_pre + first * F, false));
+    ps.push_back(product(a, false, true, n, F, D, rows + first * D, a.gate[e], a.gate_pre + first * F, false));  // [n, F] = x · gateᵀ
+    ps.push_back(product(a, false, true, n, F, D, rows + first * D, a.up[e], a.up_pre + first * F, false));
   });
   swiglu(a.gate_pre, a.up_pre, h, A * F);
   per_expert(g, a.experts, [&](std::vector<TrainGemmArgs>& ps, size_t e, size_t first, size_t n) {
-    ps.push_back(product(false, true, n, D, F, h + first * F, a.down[e], a.y + first * D, false));  // [n, D] = h · downᵀ
+    ps.push_back(product(a, false, true, n, D, F, h + first * F, a.down[e], a.y + first * D, false));  // [n, D] = h · downᵀ
   });
   const VectorKernels& v = vector_kernels();
   pool().parallel_for(a.tokens, [&](size_t t0, size_t t1) {
@@ -227,21 +218,21 @@ void experts_backward(const ExpertTrainArgs& a, const float* dy, const ExpertGra
   float* dh = scratch(dh_buffer, A * F);
   swiglu(a.gate_pre, a.up_pre, h, A * F);
   per_expert(g, a.experts, [&](std::vector<TrainGemmArgs>& ps, size_t e, size_t first, size_t n) {
-    ps.push_back(product(false, false, n, F, D, d_rows + first * D, a.down[e], dh + first * F, false));  // dh [n, F] = dY · down [D, F]
-    if (grads.d_down) ps.push_back(product(true, false, D, F, n, d_rows + first * D, h + first * F, grads.d_down[e], true));  // dDown += dYᵀ · h
+    ps.push_back(product(a, false, false, n, F, D, d_rows + first * D, a.down[e], dh + first * F, false));  // dh [n, F] = dY · down [D, F]
+    if (grads.d_down) ps.push_back(product(a, true, false, D, F, n, d_rows + first * D, h + first * F, grads.d_down[e], true));  // dDown += dYᵀ · h
   });
   in_chunks(A * F, [&](size_t begin, size_t count) { v.swiglu_backward(a.gate_pre + begin, a.up_pre + begin, dh + begin, h + begin, count); });  // dh → dg, h → du
   float* rows = scratch(x_buffer, A * D);
   float* dx_grouped = grads.dx ? scratch(dx_buffer, A * D) : nullptr;
   if (grads.d_gate || grads.d_up || dx_grouped) gather_rows(a, rows);
   per_expert(g, a.experts, [&](std::vector<TrainGemmArgs>& ps, size_t e, size_t first, size_t n) {
-    if (grads.d_gate) ps.push_back(product(true, false, F, D, n, dh + first * F, rows + first * D, grads.d_gate[e], true));  // dGate += dgᵀ · x
-    if (grads.d_up) ps.push_back(product(true, false, F, D, n, h + first * F, rows + first * D, grads.d_up[e], true));
-    if (dx_grouped) ps.push_back(product(false, false, n, D, F, dh + first * F, a.gate[e], dx_grouped + first * D, false));  // dg · gate [F, D]
+    if (grads.d_gate) ps.push_back(product(a, true, false, F, D, n, dh + first * F, rows + first * D, grads.d_gate[e], true));  // dGate += dgᵀ · x
+    if (grads.d_up) ps.push_back(product(a, true, false, F, D, n, h + first * F, rows + first * D, grads.d_up[e], true));
+    if (dx_grouped) ps.push_back(product(a, false, false, n, D, F, dh + first * F, a.gate[e], dx_grouped + first * D, false));  // dg · gate [F, D]
   });
   if (!dx_grouped) return;
   per_expert(g, a.experts, [&](std::vector<TrainGemmArgs>& ps, size_t e, size_t first, size_t n) {
-    ps.push_back(product(false, false, n, D, F, h + first * F, a.up[e], dx_grouped + first * D, true));  // += du · up
+    ps.push_back(product(a, false, false, n, D, F, h + first * F, a.up[e], dx_grouped + first * D, true));  // += du · up
   });
   pool().parallel_for(a.tokens, [&](size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; t++) {

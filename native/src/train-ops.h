@@ -56,6 +56,7 @@ struct ExpertTrainArgs {
   float* gate_pre;   // [A, F]
   float* up_pre;     // [A, F]
   float* y;          // [A, D] expert outputs before weighting
+  bool bf16 = false;  // every product in bf16 mixed precision (train-gemm.h)
 };
 // out [T, D] = Σ_a w_a · y_a into token_a, per token in ascending expert id (HF's index_add_ order).
 void experts_forward(const ExpertTrainArgs& a, float* out);

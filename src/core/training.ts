@@ -62,9 +62,19 @@ export interface AdamWStep {
   readonly gradScale: number;
 }
 
+/**
+ * Training's matrix products (projections, experts, LM head; forward and backward): 'fp32', or 'bf16' mixed precision:
+ * both operands rounded to bfloat16 (to nearest, ties to even), products summed in float32, everything else float32.
+ */
+export type MatmulPrecision = 'fp32' | 'bf16';
+
 export interface TrainingBackend extends Backend, LossOps {
   /** 'f64' only on the reference backend (gradient checks); training runs in 'f32'. */
   readonly precision: 'f32' | 'f64';
+  /** The precision of matmul, matmulBackward and the experts' products; 'fp32' until set. */
+  readonly matmulPrecision: MatmulPrecision;
+  /** Set it for the ops that follow (a training run sets its config's `precision`). Attention's products stay float32. */
+  setMatmulPrecision(precision: MatmulPrecision): void;
   /** A zero-filled tensor of the backend's precision (gradients, moments, parameters before init). */
   zeros(shape: readonly number[]): Tensor;
   /**

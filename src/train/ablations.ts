@@ -145,7 +145,7 @@ export function ablationConfig(variant: AblationVariant, data: AblationData, out
     data: { train: [...data.train], valid: [...data.valid], sequence_length: data.sequenceLength, batch_size: data.batchSize, micro_batches: 1 },
     optimizer: { lr: 3e-3, betas: [0.9, 0.95], eps: 1e-8, weight_decay: 0.1, clip: 1.0, warmup_steps: Math.max(1, Math.round(data.steps / 20)), final_lr_ratio: 0.1 },
     loss: { load_balancing: 0.01, router_z: 0.001, ...variant.loss },
-    steps: data.steps, eval_every: validationInterval(data), eval_batches: 4, checkpoint_every: 0,
+    steps: data.steps, precision: 'fp32', eval_every: validationInterval(data), eval_batches: 4, checkpoint_every: 0,
     ...(data.evalTasks?.length
       ? { eval_tasks: [...data.evalTasks], eval_tasks_every: data.evalTasksEvery ?? Math.max(1, Math.round(data.steps / 10)), eval_tasks_limit: data.evalTasksLimit }
       : {}),

@@ -19,6 +19,8 @@ export interface OpTime {
 
 export interface TrainBench {
   readonly backend: string;
+  /** The config's matrix-product precision ('fp32' or 'bf16'). */
+  readonly precision: 'fp32' | 'bf16';
   readonly steps: number;
   readonly tokensPerStep: number;
   readonly secondsPerStep: number;
@@ -30,6 +32,10 @@ export interface TrainBench {
   /** The machine's FP32 FMA throughput on the backend's threads, measured in the same run (native backend only). */
   readonly peakGflops?: number;
   readonly threads?: number;
+  /** bf16 runs on the native backend: how its products run ('amx-bf16', 'avx512-bf16': vdpbf16ps, 'fp32-fma': rounded operands). */
+  readonly bf16Kernel?: string;
+  /** bf16 runs on AMX or vdpbf16ps: that instruction's throughput on the backend's threads, measured in the same run. */
+  readonly bf16PeakGflops?: number;
   readonly phases: { readonly forward: number; readonly backward: number; readonly optimizer: number };
   /** Time per backend op, largest first. */
   readonly ops: readonly OpTime[];
@@ -39,12 +45,15 @@ export interface TrainBench {
 /** A backend that can measure the machine's FP32 peak on its threads (the native backend). */
 interface PeakProbe {
   readonly threads?: number;
+  readonly bf16Kernel?: string;
   peakGflops?(repeats?: number): number;
+  bf16PeakGflops?(repeats?: number): number | undefined;
 }
 
 export function benchTraining(config: TrainConfig, backend: TrainingBackend, steps = 3): TrainBench {
   const probe = backend as TrainingBackend & PeakProbe;
   const peakGflops = probe.peakGflops?.();
+  const bf16PeakGflops = config.precision === 'bf16' ? probe.bf16PeakGflops?.() : undefined;
   const timer = new OpTimer();
   const timed = timer.wrap(backend);
   const { model, loader, weights } = buildRun(config, timed);
@@ -77,8 +86,10 @@ export function benchTraining(config: TrainConfig, backend: TrainingBackend, ste
   const total = phases.forward + phases.backward + phases.optimizer;
   const flopsPerToken = trainingFlopsPerToken(model.arch.config, config.data.sequence_length, model.arch.routing === 'expert_choice' ? model.arch.capacityFactor : 1);
   return {
-    backend: backend.name, steps, tokensPerStep: tokens / steps, secondsPerStep: total / 1000 / steps, tokensPerSecond: (tokens / total) * 1000,
+    backend: backend.name, precision: config.precision, steps, tokensPerStep: tokens / steps, secondsPerStep: total / 1000 / steps, tokensPerSecond: (tokens / total) * 1000,
     flopsPerToken, gflops: (flopsPerToken * tokens) / total / 1e6, ...(peakGflops !== undefined && { peakGflops, threads: probe.threads }),
+    ...(config.precision === 'bf16' && probe.bf16Kernel !== undefined && { bf16Kernel: probe.bf16Kernel }),
+    ...(bf16PeakGflops !== undefined && { bf16PeakGflops }),
     phases: { forward: phases.forward / total, backward: phases.backward / total, optimizer: phases.optimizer / total },
     ops: timer.report(total), parameters: model.params.reduce((sum, p) => sum + p.shape.reduce((a, b) => a * b, 1), 0),
   };

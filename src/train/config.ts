@@ -67,6 +67,12 @@ const schema = z.strictObject({
     .strictObject({ load_balancing: z.number().min(0).default(0.01), router_z: z.number().min(0).default(0.001) })
     .default({ load_balancing: 0.01, router_z: 0.001 }),
   steps: positiveInt,
+  /**
+   * Matrix products in 'bf16' mixed precision (operands rounded to bfloat16, float32 sums; master weights, gradients,
+   * optimizer state and every other op stay float32), as the paper trained; default 'fp32'. Not part of the resume
+   * fingerprint: a run may switch when resumed (its continuation then differs from an unbroken run's bits).
+   */
+  precision: z.enum(['fp32', 'bf16']).default('fp32'),
   eval_every: z.int().min(0).default(0),
   eval_batches: positiveInt.default(8),
   checkpoint_every: z.int().min(0).default(0),

@@ -93,6 +93,7 @@ interface Run {
 
 /** The model, data and loss settings of a config (no files written): shared by training and `--bench`. */
 export function buildRun(config: TrainConfig, backend: TrainingBackend) {
+  backend.setMatmulPrecision(config.precision);
   const tokenizerJson = withIo(config.tokenizer, 'read', () => readFileSync(config.tokenizer, 'utf8'));
   const modelConfig = modelConfigFor(config, tokenizerJson);
   const model = new TrainModel({ config: modelConfig, routing: config.model.routing, capacityFactor: config.model.capacity_factor }, backend);

@@ -17,7 +17,7 @@ export interface NativeAddon {
   mapTensor(path: string, offset: number, length: number): ArrayBuffer;
   matmul(x: Floats, tokens: number, inDim: number, w: Weights, dtype: number, outDim: number, out: Floats): void;
   /** c[m, n] = op(a)[m, k] · op(b)[k, n], or c += that; op transposes (a stored [k, m], b stored [n, k]) when set. */
-  gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Floats, b: Floats, c: Floats, accumulate: boolean): void;
+  gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Floats, b: Floats, c: Floats, accumulate: boolean, bf16?: boolean): void;
   experts(
     x: Floats, tokens: number, hidden: number, ffn: number, topK: number, dtype: number,
     gates: Weights[], ups: Weights[], downs: Weights[], expertIds: Int32Array, weights: Floats, out: Floats,
@@ -36,7 +36,7 @@ export interface NativeAddon {
   measureFp32Peak(repeats: number): number;
   // training (native/src/train-bindings.cc; gradients are added into the arrays given, null: not computed)
   // A `fresh` accumulator holds no values yet: the kernel writes it instead of adding.
-  matmulBackward(x: Floats, w: Floats, dy: Floats, tokens: number, inDim: number, outDim: number, dx: Floats | null, dw: Floats | null, dxFresh: boolean): void;
+  matmulBackward(x: Floats, w: Floats, dy: Floats, tokens: number, inDim: number, outDim: number, dx: Floats | null, dw: Floats | null, dxFresh: boolean, bf16?: boolean): void;
   rmsnormBackward(x: Floats, weight: Floats, dy: Floats, rows: number, width: number, eps: number, dx: Floats | null, dw: Floats | null, dxFresh: boolean): void;
   ropeRotate(x: Floats, tokens: number, heads: number, headDim: number, positions: Int32Array, invFreq: Floats, inverse: boolean, accumulate: boolean, out: Floats): void;
   axpy(factor: number, x: Floats, y: Floats, fresh?: boolean): void;
@@ -46,10 +46,10 @@ export interface NativeAddon {
   routerBackward(logits: Floats, tokens: number, experts: number, topK: number, normTopK: boolean, expertChoice: boolean, capacity: number,
     probs: Floats, expertIds: Int32Array, tokenIds: Int32Array, weights: Floats, dProbs: Floats | null, dWeights: Floats | null, dLogits: Floats, fresh: boolean): void;
   expertsForward(x: Floats, tokens: number, hidden: number, ffn: number, gates: Floats[], ups: Floats[], downs: Floats[], expertIds: Int32Array,
-    tokenIds: Int32Array, weights: Floats, order: Int32Array, gatePre: Floats, upPre: Floats, y: Floats, out: Floats): void;
+    tokenIds: Int32Array, weights: Floats, order: Int32Array, gatePre: Floats, upPre: Floats, y: Floats, out: Floats, bf16?: boolean): void;
   expertsBackward(x: Floats, tokens: number, hidden: number, ffn: number, gates: Floats[], ups: Floats[], downs: Floats[], expertIds: Int32Array,
     tokenIds: Int32Array, weights: Floats, order: Int32Array, gatePre: Floats, upPre: Floats, y: Floats, dy: Floats, dx: Floats | null,
-    dWeights: Floats | null, dGates: Floats[] | null, dUps: Floats[] | null, dDowns: Floats[] | null, dxFresh: boolean, dWeightsFresh: boolean): void;
+    dWeights: Floats | null, dGates: Floats[] | null, dUps: Floats[] | null, dDowns: Floats[] | null, dxFresh: boolean, dWeightsFresh: boolean, bf16?: boolean): void;
   attentionForward(q: Floats, k: Floats, v: Floats, lengths: Int32Array, heads: number, kvHeads: number, headDim: number, lse: Floats, out: Floats): void;
   attentionBackward(q: Floats, k: Floats, v: Floats, lengths: Int32Array, heads: number, kvHeads: number, headDim: number, lse: Floats, out: Floats,
     dOut: Floats, dq: Floats, dk: Floats, dv: Floats, dqFresh: boolean, dkFresh: boolean, dvFresh: boolean): void;
@@ -60,6 +60,12 @@ export interface NativeAddon {
   loadBalancingBackward(tokens: number, experts: number, counts: Float64Array, factor: number, dProbs: Floats, fresh: boolean): void;
   routerZForward(logits: Floats, tokens: number, experts: number, scale: number): number;
   routerZBackward(logits: Floats, tokens: number, experts: number, factor: number, dLogits: Floats, fresh: boolean): void;
+  /** How bf16 training products run here: 'amx-bf16' (tile unit), 'avx512-bf16' (vdpbf16ps) or 'fp32-fma' (rounded operands). */
+  trainGemmBf16Kernel(): string;
+  /** out[i] = x[i] rounded to the nearest bfloat16, ties to even (the training GEMM's operand rounding). */
+  roundBf16(x: Floats, out: Floats): void;
+  /** FLOP/s of the bf16 kernel's instruction (AMX tdpbf16ps or vdpbf16ps) on the pool's threads, operands in registers (0: none). */
+  measureBf16Peak(repeats: number): number;
   adamw(values: Floats[], grads: Floats[], ms: Floats[], vs: Floats[], decays: Uint8Array, lr: number, beta1: number, beta2: number, eps: number,
     weightDecay: number, step: number, gradScale: number): void;
   sumOfSquares(arrays: Floats[]): number;

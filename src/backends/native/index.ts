@@ -6,7 +6,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { DEFAULT_KV_CACHE_TYPE, kvRowBytes, type AttentionArgs, type ExpertWeights, type KVCacheOptions, type RopeOptions, type Routing, type RouterOptions, type Tensor, type WeightSource } from '../../core/backend.js';
-import type { AdamWStep, AdamWTensors, OpImplementations, SavedState, TokenWeights, TrainingBackend } from '../../core/training.js';
+import type { AdamWStep, AdamWTensors, MatmulPrecision, OpImplementations, SavedState, TokenWeights, TrainingBackend } from '../../core/training.js';
 import { byteSize, isQuantized, type DType } from '../../core/dtype.js';
 import { OlmoeError, ResourceError } from '../../core/errors.js';
 import { ReferenceBackend } from '../reference/index.js';
@@ -55,6 +55,7 @@ export class NativeBackend implements TrainingBackend {
   readonly precision = 'f32';
   /** Runs the cases NATIVE_EXCEPTIONS lists (and nothing else). */
   private readonly ref = new ReferenceBackend();
+  private bf16 = false;
 
   constructor(
     private readonly addon: NativeAddon,
@@ -80,6 +81,21 @@ export class NativeBackend implements TrainingBackend {
 
   get simd(): string {
     return this.addon.simdLevel();
+  }
+
+  get matmulPrecision(): MatmulPrecision {
+    return this.bf16 ? 'bf16' : 'fp32';
+  }
+
+  /** bf16: the training GEMM rounds both operands of every product to bf16 and sums in float32 (train-gemm.h). */
+  setMatmulPrecision(precision: MatmulPrecision): void {
+    this.bf16 = precision === 'bf16';
+    this.ref.setMatmulPrecision(precision);
+  }
+
+  /** How bf16 products run at this SIMD level: 'amx-bf16' (AMX tiles), 'avx512-bf16' (vdpbf16ps) or 'fp32-fma' (rounded operands). */
+  get bf16Kernel(): string {
+    return this.addon.trainGemmBf16Kernel();
   }
 
   /** Read bandwidth and FP32 peak of this machine with this backend's threads (machine.ts; takes a few seconds). */
@@ -182,8 +198,9 @@ export class NativeBackend implements TrainingBackend {
     const tokens = input.length / inDim;
     const out = train.uninitialized(tokens * outDim);
     // Float32 weights and many tokens (training, prefill): the packed-panel GEMM, faster there than the inference
-    // kernel (built for few tokens and stored dtypes), once the tokens amortize packing the weight.
-    if (weight.dtype === 'f32' && packedGemmPays(tokens, inDim * outDim)) this.addon.gemm(false, true, tokens, outDim, inDim, input, weight.data as Float32Array, out, false);
+    // kernel (built for few tokens and stored dtypes), once the tokens amortize packing the weight. bf16 products: always
+    // (the inference kernel has no bf16 rounding of its operands).
+    if (weight.dtype === 'f32' && (this.bf16 || packedGemmPays(tokens, inDim * outDim))) this.addon.gemm(false, true, tokens, outDim, inDim, input, weight.data as Float32Array, out, false, this.bf16);
     else this.addon.matmul(input, tokens, inDim, weightData(weight), DTYPE_CODES[weightDtype(weight)], outDim, out);
     return activation(out, [tokens, outDim]);
   }
@@ -256,7 +273,7 @@ export class NativeBackend implements TrainingBackend {
     checkShapes('experts', input.rows === routing.tokens, () => `x ${showShape(x)} but routing for ${routing.tokens} tokens`);
     const first = asRef(weights.gate[0]!);
     const mixed = [...weights.gate, ...weights.up, ...weights.down].some((t) => t.dtype !== first.dtype);
-    if (routing.mode !== 'token_choice' && train.float32Experts(weights)) return train.expertsForward(this.addon, x, weights, routing).out;
+    if ((routing.mode !== 'token_choice' || this.bf16) && train.float32Experts(weights)) return train.expertsForward(this.addon, x, weights, routing, this.bf16).out;
     if (mixed || routing.mode !== 'token_choice') return this.ref.experts(x, weights, routing); // NATIVE_EXCEPTIONS
     const out = train.uninitialized(sizeOf(input));
     const data = (list: readonly Tensor[]) => list.map((t) => weightData(asRef(t)));
@@ -301,7 +318,7 @@ export class NativeBackend implements TrainingBackend {
 
   expertsForward(x: Tensor, weights: ExpertWeights, routing: Routing): { out: Tensor; saved: SavedState } {
     if (!train.float32Experts(weights)) return this.ref.expertsForward(x, weights, routing); // NATIVE_EXCEPTIONS
-    return train.expertsForward(this.addon, x, weights, routing);
+    return train.expertsForward(this.addon, x, weights, routing, this.bf16);
   }
 
   crossEntropyForward(logits: Tensor, targets: Int32Array): { out: Tensor; saved: SavedState } {
@@ -333,7 +350,7 @@ export class NativeBackend implements TrainingBackend {
     const weight = asRef(args.w);
     const [outDim, inDim] = [weight.rows, weight.cols];
     const dy = f32(args.dOut);
-    this.addon.matmulBackward(f32(args.x), f32(args.w), dy, dy.length / outDim, inDim, outDim, args.dx ? f32(args.dx) : null, args.dw ? train.materialize(args.dw) : null, train.takeFresh(args.dx));
+    this.addon.matmulBackward(f32(args.x), f32(args.w), dy, dy.length / outDim, inDim, outDim, args.dx ? f32(args.dx) : null, args.dw ? train.materialize(args.dw) : null, train.takeFresh(args.dx), this.bf16);
   }
 
   rmsnormBackward(args: { x: Tensor; weight: Tensor; eps: number; dOut: Tensor; dx: Tensor | null; dWeight: Tensor | null }): void {
@@ -354,7 +371,7 @@ export class NativeBackend implements TrainingBackend {
 
   expertsBackward(args: { x: Tensor; weights: ExpertWeights; routing: Routing; saved: SavedState; dOut: Tensor; dx: Tensor | null; dRoutingWeights: Tensor | null; dWeights: ExpertWeights | null }): void {
     if (!('order' in args.saved)) return this.ref.expertsBackward(args); // NATIVE_EXCEPTIONS: kept by the reference forward
-    train.expertsBackward(this.addon, args);
+    train.expertsBackward(this.addon, args, this.bf16);
   }
 
   crossEntropyBackward(args: { logits: Tensor; targets: Int32Array; saved: SavedState; dLoss: Tensor; dLogits: Tensor }): void {
@@ -379,6 +396,12 @@ export class NativeBackend implements TrainingBackend {
 
   adamw(params: readonly AdamWTensors[], step: AdamWStep): void {
     train.adamw(this.addon, params, step);
+  }
+
+  /** The bf16 kernel's instruction throughput (AMX or vdpbf16ps) on this backend's threads (GFLOP/s); undefined where bf16 products run as float32 FMAs. */
+  bf16PeakGflops(repeats = 3): number | undefined {
+    const flops = this.addon.measureBf16Peak(repeats);
+    return flops > 0 ? flops / 1e9 : undefined;
   }
 
   /** The machine's FP32 FMA throughput on this backend's threads (GFLOP/s): the probe `olmoe bench` uses (measure.cc). */

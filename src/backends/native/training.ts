@@ -115,7 +115,7 @@ export function float32Experts(weights: ExpertWeights): boolean {
   return [...weights.gate, ...weights.up, ...weights.down].every((t) => t.dtype === 'f32');
 }
 
-export function expertsForward(addon: NativeAddon, x: Tensor, weights: ExpertWeights, routing: Routing): { out: RefTensor; saved: ExpertsState } {
+export function expertsForward(addon: NativeAddon, x: Tensor, weights: ExpertWeights, routing: Routing, bf16 = false): { out: RefTensor; saved: ExpertsState } {
   const [tokens, hidden] = [asRef(x).rows, asRef(x).cols];
   checkShapes('experts', tokens === routing.tokens && weights.gate.length === routing.numExperts, () => `x ${showShape(x)}, ${weights.gate.length} experts, routing for ${routing.tokens} tokens over ${routing.numExperts}`);
   const ffn = weights.gate[0]!.shape[0]!;
@@ -124,13 +124,13 @@ export function expertsForward(addon: NativeAddon, x: Tensor, weights: ExpertWei
   const out = uninitialized(tokens * hidden);
   const list = (ts: readonly Tensor[]) => ts.map(f32);
   addon.expertsForward(f32(x), tokens, hidden, ffn, list(weights.gate), list(weights.up), list(weights.down), routing.expertIds, routing.tokenIds, f32(routing.weights),
-    saved.order, saved.gatePre, saved.upPre, saved.y, out);
+    saved.order, saved.gatePre, saved.upPre, saved.y, out, bf16);
   return { out: activation(out, asRef(x).shape), saved };
 }
 
 export function expertsBackward(addon: NativeAddon, a: {
   x: Tensor; weights: ExpertWeights; routing: Routing; saved: SavedState; dOut: Tensor; dx: Tensor | null; dRoutingWeights: Tensor | null; dWeights: ExpertWeights | null;
-}): void {
+}, bf16 = false): void {
   const s = a.saved as ExpertsState;
   const [tokens, hidden] = [asRef(a.x).rows, asRef(a.x).cols];
   const ffn = a.weights.gate[0]!.shape[0]!;
@@ -139,7 +139,7 @@ export function expertsBackward(addon: NativeAddon, a: {
   const accumulators = (ts: readonly Tensor[]) => ts.map(materialize);
   addon.expertsBackward(f32(a.x), tokens, hidden, ffn, list(a.weights.gate), list(a.weights.up), list(a.weights.down), a.routing.expertIds, a.routing.tokenIds,
     f32(a.routing.weights), s.order, s.gatePre, s.upPre, s.y, f32(a.dOut), dataOf(a.dx), dataOf(a.dRoutingWeights),
-    d ? accumulators(d.gate) : null, d ? accumulators(d.up) : null, d ? accumulators(d.down) : null, takeFresh(a.dx), takeFresh(a.dRoutingWeights));
+    d ? accumulators(d.gate) : null, d ? accumulators(d.up) : null, d ? accumulators(d.down) : null, takeFresh(a.dx), takeFresh(a.dRoutingWeights), bf16);
   recycle(s.gatePre, s.upPre, s.y); // kept for this backward only
 }
 

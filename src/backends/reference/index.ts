@@ -4,14 +4,15 @@
  * differences); weights are kept in their stored dtype.
  */
 import type { Backend, KVCacheOptions, Tensor, WeightSource } from '../../core/backend.js';
-import type { TrainingBackend } from '../../core/training.js';
+import type { MatmulPrecision, TrainingBackend } from '../../core/training.js';
 import { byteSize, widenInto } from '../../core/dtype.js';
 import { OlmoeError } from '../../core/errors.js';
 import { attention, attentionBackward, attentionForward, RefKVCache } from './attention.js';
 import { adamw, crossEntropy, crossEntropyBackward, crossEntropyForward, loadBalancingBackward, loadBalancingLoss, routerZBackward, routerZLoss, sumOfSquares, weightedCrossEntropy, weightedCrossEntropyBackward, weightedCrossEntropyForward } from './losses.js';
-import { experts, expertsBackward, expertsForward, router, routerBackward } from './moe.js';
+import { productOps } from './bf16.js';
+import { router, routerBackward } from './moe.js';
 import {
-  accumulate, accumulateRows, add, clamp, concatRows, embedding, embeddingBackward, matmul, matmulBackward, rmsnorm, rmsnormBackward, rope, ropeBackward, rows, scale, dropout,
+  accumulate, accumulateRows, add, clamp, concatRows, embedding, embeddingBackward, rmsnorm, rmsnormBackward, rope, ropeBackward, rows, scale, dropout,
 } from './ops.js';
 import { activation, asRef, checkShapes, floats, RefTensor, showShape, sizeOf, storageFor } from './tensor.js';
 
@@ -23,6 +24,8 @@ export interface ReferenceOptions {
 export class ReferenceBackend implements Backend, TrainingBackend {
   readonly name: string = 'reference';
   readonly precision: 'f32' | 'f64';
+  private products = productOps('fp32');
+  private productPrecision: MatmulPrecision = 'fp32';
 
   constructor(opts: ReferenceOptions = {}) {
     this.precision = opts.precision ?? 'f32';
@@ -70,18 +73,32 @@ export class ReferenceBackend implements Backend, TrainingBackend {
     floats(x).fill(value);
   }
 
+  get matmulPrecision(): MatmulPrecision {
+    return this.productPrecision;
+  }
+
+  /** bf16: every matrix product on bf16-rounded operands (bf16.ts). */
+  setMatmulPrecision(precision: MatmulPrecision): void {
+    this.productPrecision = precision;
+    this.products = productOps(precision);
+  }
+
+  matmul: Backend['matmul'] = (x, w) => this.products.matmul(x, w);
+  experts: Backend['experts'] = (x, weights, routing) => this.products.experts(x, weights, routing);
+  expertsForward: TrainingBackend['expertsForward'] = (x, weights, routing) => this.products.expertsForward(x, weights, routing);
+  matmulBackward: TrainingBackend['matmulBackward'] = (args) => this.products.matmulBackward(args);
+  expertsBackward: TrainingBackend['expertsBackward'] = (args) => this.products.expertsBackward(args);
+
   createKVCache(opts: KVCacheOptions): RefKVCache {
     return new RefKVCache(opts);
   }
 
   embedding = embedding;
-  matmul = matmul;
   rmsnorm = rmsnorm;
   rope = rope;
   clamp = clamp;
   attention = attention;
   router = router;
-  experts = experts;
   add = add;
   rows = rows;
   concatRows = concatRows;
@@ -94,18 +111,15 @@ export class ReferenceBackend implements Backend, TrainingBackend {
   dropout = dropout;
 
   attentionForward = attentionForward;
-  expertsForward = expertsForward;
   crossEntropyForward = crossEntropyForward;
   weightedCrossEntropyForward = weightedCrossEntropyForward;
   accumulate = accumulate;
   accumulateRows = accumulateRows;
   embeddingBackward = embeddingBackward;
-  matmulBackward = matmulBackward;
   rmsnormBackward = rmsnormBackward;
   ropeBackward = ropeBackward;
   attentionBackward = attentionBackward;
   routerBackward = routerBackward;
-  expertsBackward = expertsBackward;
   crossEntropyBackward = crossEntropyBackward;
   weightedCrossEntropyBackward = weightedCrossEntropyBackward;
   loadBalancingBackward = loadBalancingBackward;

@@ -6,7 +6,7 @@
 import type { ExpertWeights, Routing, RouterOptions, Tensor } from '../../core/backend.js';
 import type { SavedState } from '../../core/training.js';
 import { indicesByValueDescending } from '../../core/sort.js';
-import { matmul, matmulBackward } from './ops.js';
+import { FULL_PRODUCTS, type Products } from './ops.js';
 import { activation, allocFor, asRef, checkShapes, floats, roundingOf, showShape, type Floats, type RefTensor } from './tensor.js';
 
 /** probs = softmax over all E experts; token choice: each token's top-K (ties to the lower index); expert choice: each expert's top-C tokens. */
@@ -109,19 +109,19 @@ interface ExpertPass {
   y: RefTensor; // [n, D] output before weighting
 }
 
-function runExpert(input: Floats, width: number, tokens: readonly number[], weights: ExpertWeights, e: number, like: Tensor): ExpertPass {
+function runExpert(input: Floats, width: number, tokens: readonly number[], weights: ExpertWeights, e: number, like: Tensor, products: Products): ExpertPass {
   const rows = allocFor(tokens.length * width, like);
   tokens.forEach((t, i) => rows.set(input.subarray(t * width, (t + 1) * width), i * width));
   const x = activation(rows, [tokens.length, width]);
-  const gate = matmul(x, weights.gate[e]!);
-  const up = matmul(x, weights.up[e]!);
+  const gate = products.matmul(x, weights.gate[e]!);
+  const up = products.matmul(x, weights.up[e]!);
   const g = floats(gate);
   const hidden = activation(floats(up).map((u, i) => silu(g[i]!) * u), gate.shape);
-  return { x, gate, up, hidden, y: matmul(hidden, weights.down[e]!) };
+  return { x, gate, up, hidden, y: products.matmul(hidden, weights.down[e]!) };
 }
 
-/** Σ_a w_a · down(silu(gate·x) ⊙ up·x) into out[token_a], experts ascending. */
-export function experts(x: Tensor, weights: ExpertWeights, routing: Routing): RefTensor {
+/** Σ_a w_a · down(silu(gate·x) ⊙ up·x) into out[token_a], experts ascending; `products`: their precision (bf16.ts). */
+export function experts(x: Tensor, weights: ExpertWeights, routing: Routing, products: Products = FULL_PRODUCTS): RefTensor {
   const input = floats(x);
   const width = asRef(x).cols;
   checkShapes('experts', asRef(x).rows === routing.tokens, () => `x ${showShape(x)} but routing for ${routing.tokens} tokens`);
@@ -129,7 +129,7 @@ export function experts(x: Tensor, weights: ExpertWeights, routing: Routing): Re
   const round = roundingOf(out);
   const w = floats(routing.weights);
   for (const [expert, assignments] of groupByExpert(routing)) {
-    const y = floats(runExpert(input, width, assignments.map((a) => routing.tokenIds[a]!), weights, expert, x).y);
+    const y = floats(runExpert(input, width, assignments.map((a) => routing.tokenIds[a]!), weights, expert, x, products).y);
     assignments.forEach((a, i) => {
       const t = routing.tokenIds[a]!;
       for (let d = 0; d < width; d++) out[t * width + d] = out[t * width + d]! + round(y[i * width + d]! * w[a]!);
@@ -139,8 +139,8 @@ export function experts(x: Tensor, weights: ExpertWeights, routing: Routing): Re
 }
 
 /** Training's forward: nothing kept (the reference backward recomputes each expert's activations). */
-export function expertsForward(x: Tensor, weights: ExpertWeights, routing: Routing): { out: RefTensor; saved: SavedState } {
-  return { out: experts(x, weights, routing), saved: { op: 'experts' } };
+export function expertsForward(x: Tensor, weights: ExpertWeights, routing: Routing, products: Products = FULL_PRODUCTS): { out: RefTensor; saved: SavedState } {
+  return { out: experts(x, weights, routing, products), saved: { op: 'experts' } };
 }
 
 /**
@@ -148,14 +148,17 @@ export function expertsForward(x: Tensor, weights: ExpertWeights, routing: Routi
  * dGate_pre = dh ⊙ up ⊙ silu'(gate); dUp_pre = dh ⊙ silu(gate); dGate += dGate_preᵀ·x; dUp += dUp_preᵀ·x;
  * dx[token_a] += dGate_pre·Gate + dUp_pre·Up.
  */
-export function expertsBackward(args: { x: Tensor; weights: ExpertWeights; routing: Routing; dOut: Tensor; dx: Tensor | null; dRoutingWeights: Tensor | null; dWeights: ExpertWeights | null }): void {
+export function expertsBackward(
+  args: { x: Tensor; weights: ExpertWeights; routing: Routing; dOut: Tensor; dx: Tensor | null; dRoutingWeights: Tensor | null; dWeights: ExpertWeights | null },
+  products: Products = FULL_PRODUCTS,
+): void {
   const { routing, weights } = args;
   const [input, dy, w] = [floats(args.x), floats(args.dOut), floats(routing.weights)];
   const width = asRef(args.x).cols;
   const dRouting = args.dRoutingWeights ? floats(args.dRoutingWeights) : null;
   for (const [e, assignments] of groupByExpert(routing)) {
     const tokens = assignments.map((a) => routing.tokenIds[a]!);
-    const pass = runExpert(input, width, tokens, weights, e, args.x);
+    const pass = runExpert(input, width, tokens, weights, e, args.x, products);
     const y = floats(pass.y);
     const dY = allocFor(y.length, args.x);
     assignments.forEach((a, i) => {
@@ -168,13 +171,13 @@ export function expertsBackward(args: { x: Tensor; weights: ExpertWeights; routi
       if (dRouting) dRouting[a]! += dot;
     });
     const dHidden = activation(allocFor(floats(pass.hidden).length, args.x), pass.hidden.shape);
-    matmulBackward({ x: pass.hidden, w: weights.down[e]!, dOut: activation(dY, pass.y.shape), dx: dHidden, dw: args.dWeights?.down[e] ?? null });
+    products.matmulBackward({ x: pass.hidden, w: weights.down[e]!, dOut: activation(dY, pass.y.shape), dx: dHidden, dw: args.dWeights?.down[e] ?? null });
     const [g, u, dh] = [floats(pass.gate), floats(pass.up), floats(dHidden)];
     const dGate = activation(g.map((z, i) => dh[i]! * u[i]! * siluGrad(z)), pass.gate.shape);
     const dUp = activation(g.map((z, i) => dh[i]! * silu(z)), pass.up.shape);
     const dRows = args.dx ? activation(allocFor(floats(pass.x).length, args.x), pass.x.shape) : null;
-    matmulBackward({ x: pass.x, w: weights.gate[e]!, dOut: dGate, dx: dRows, dw: args.dWeights?.gate[e] ?? null });
-    matmulBackward({ x: pass.x, w: weights.up[e]!, dOut: dUp, dx: dRows, dw: args.dWeights?.up[e] ?? null });
+    products.matmulBackward({ x: pass.x, w: weights.gate[e]!, dOut: dGate, dx: dRows, dw: args.dWeights?.gate[e] ?? null });
+    products.matmulBackward({ x: pass.x, w: weights.up[e]!, dOut: dUp, dx: dRows, dw: args.dWeights?.up[e] ?? null });
     if (!dRows || !args.dx) continue;
     const [dx, dr] = [floats(args.dx), floats(dRows)];
     tokens.forEach((t, i) => {

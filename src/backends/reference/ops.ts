@@ -32,6 +32,14 @@ export function matmul(x: Tensor, w: Tensor): RefTensor {
   return activation(out, [tokens, outDim]);
 }
 
+/** The matrix products an op runs: at the backend's precision as given, or on bf16-rounded operands (bf16.ts). */
+export interface Products {
+  matmul(x: Tensor, w: Tensor): RefTensor;
+  matmulBackward(args: { x: Tensor; w: Tensor; dOut: Tensor; dx: Tensor | null; dw: Tensor | null }): void;
+}
+
+export const FULL_PRODUCTS: Products = { matmul, matmulBackward };
+
 export function dot(a: Floats, aOffset: number, b: Floats, length: number): number {
   let sum = 0;
   for (let i = 0; i < length; i++) sum += a[aOffset + i]! * b[i]!;
