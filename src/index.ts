@@ -80,7 +80,7 @@ export { referenceLogprobs, dataFingerprint, maskedRequests, isSequenceLogprob, 
 export { loraScaling, initLoraModule, loraDelta, mergeLora, type LoraModule } from './train/adapt/lora.js';
 export { readPeftAdapter, writePeftAdapter, adapterPatch, parseAdapterConfig, adapterConfigJson, targetedModules, linearModules, moduleRank, peftTensorName, ADAPTER_CONFIG, ADAPTER_WEIGHTS, type LoraSettings, type LoraAdapter, type ModuleShape } from './train/adapt/peft.js';
 export { attachLora, type LoraTraining } from './train/adapt/lora-train.js';
-export { fuseAdapter, type FuseOptions, type FuseResult } from './train/adapt/fuse.js';
+export { fuseAdapter, castCheckpoint, type FuseOptions, type FuseResult } from './train/adapt/fuse.js';
 export { parseSftConfig, parseDpoConfig, parseKtoConfig, readAdaptConfig, loraSettings, type SftConfig, type DpoConfig, type KtoConfig, type AdaptKind, type LoraConfig } from './train/adapt/config.js';
 export { adapt, stepExamples, adaptLearningRate, type AdaptOptions, type AdaptSummary, type AdaptLogRecord, type AdaptMethod, type AdaptContext, type AdaptConfig } from './train/adapt/run.js';
 export { prepareSft, trainBatch } from './train/adapt/sft-method.js';

@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
+import { roundBf16 } from '../src/backends/reference/bf16.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { UnsupportedError, WeightError } from '../src/core/errors.js';
 import { createRng } from '../src/core/rng.js';
@@ -158,5 +159,26 @@ describe('fuse and --adapter (CLI)', () => {
     const run = olmoe(['generate', other, 'hello', '--adapter', adapterDir, '-n', '2', '-q']);
     assert.notEqual(run.code, 0);
     assert.match(run.stderr, /^olmoe: error: .*adapter_model\.safetensors: .*an adapter for another base model\?\n$/);
+  });
+});
+
+describe('olmoe cast', () => {
+  it('rewrites every tensor as bf16 rounded to nearest even, copies config and tokenizer, and refuses a bad dtype', () => {
+    const out = join(tempDir('olmoe-cast-'), 'bf16');
+    const result = spawnSync(process.execPath, [cliPath, 'cast', tinyModelDir, out, '--dtype', 'bf16', '-q'], { encoding: 'utf8' });
+    assert.equal(result.status, 0, result.stderr);
+    const source = openCheckpoint(tinyModelDir).tensors;
+    const cast = openCheckpoint(out).tensors;
+    assert.equal(cast.size, source.size);
+    for (const entry of cast.values()) {
+      assert.equal(entry.dtype, 'bf16', entry.name);
+      const expected = Float32Array.from(readTensorFloat32(source.get(entry.name)!), roundBf16);
+      assert.deepEqual(readTensorFloat32(entry), expected, entry.name);
+    }
+    for (const file of ['config.json', 'tokenizer.json']) assert.deepEqual(readFileSync(join(out, file)), readFileSync(join(tinyModelDir, file)));
+    const bad = spawnSync(process.execPath, [cliPath, 'cast', tinyModelDir, join(out, 'x'), '--dtype', 'int4'], { encoding: 'utf8' });
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /--dtype int4: expected one of f32, bf16, f16/);
+    assert.ok(!existsSync(join(out, 'x')));
   });
 });

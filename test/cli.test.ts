@@ -21,7 +21,7 @@ describe('olmoe CLI', () => {
     const help = olmoe(['--help']);
     assert.equal(help.code, 0);
     const verbs = ['generate', 'chat', 'info', 'route', 'logits', 'tokenize', 'download', 'create-random', 'convert', 'quantize', 'bench', 'serve', 'trace', 'analyze', 'prune', 'demo',
-      'train-tokenizer', 'shard', 'train', 'evaluate', 'plot-train', 'ablate', 'export-olmo', 'eval-plot', 'fuse'];
+      'train-tokenizer', 'shard', 'train', 'evaluate', 'plot-train', 'ablate', 'export-olmo', 'eval-plot', 'fuse', 'cast', 'sft', 'dpo', 'kto'];
     for (const verb of verbs) {
       assert.match(help.stdout, new RegExp(`\\b${verb}\\b`));
       const verbHelp = olmoe([verb, '--help']);

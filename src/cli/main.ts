@@ -9,7 +9,7 @@ import { registerConvert } from './commands/convert.js';
 import { registerCreateRandom } from './commands/create-random.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDownload } from './commands/download.js';
-import { registerFuse } from './commands/fuse.js';
+import { registerCast, registerFuse } from './commands/fuse.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerInfo } from './commands/info.js';
 import { registerLogits, registerRoute } from './commands/route.js';
@@ -33,7 +33,7 @@ function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerPlotTrain, registerTrainTokenizer, registerShard, registerTrain, registerAdapt, registerEvaluate, registerEval, registerAblate, registerExportOlmo, registerEvalPlot, registerFuse]) {
+  for (const register of [registerGenerate, registerChat, registerInfo, registerRoute, registerLogits, registerTokenize, registerDownload, registerCreateRandom, registerConvert, registerBench, registerServe, registerTrace, registerAnalyze, registerPrune, registerDemo, registerPlotTrain, registerTrainTokenizer, registerShard, registerTrain, registerAdapt, registerEvaluate, registerEval, registerAblate, registerExportOlmo, registerEvalPlot, registerFuse, registerCast]) {
     register(program);
   }
   program.commands.forEach((command) => command.exitOverride());

@@ -12,7 +12,7 @@ import { UnsupportedError, withIo } from '../../core/errors.js';
 import { removeStaleStaging, stagingPath } from '../../io/atomic-file.js';
 import { readTensorBytes, readTensorFloat32 } from '../../io/safetensors.js';
 import { SafetensorsWriter } from '../../io/safetensors-writer.js';
-import { matchCheckpoint, openCheckpoint } from '../../model/load.js';
+import { matchCheckpoint, openCheckpoint, type WeightPatch } from '../../model/load.js';
 import { adapterPatch, readPeftAdapter } from './peft.js';
 
 const COPIED = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
@@ -38,7 +38,21 @@ export function fuseAdapter(baseDir: string, adapterDir: string, outDir: string,
     );
   }
   const adapter = readPeftAdapter(adapterDir, checkpoint.config); // checks the adapter against this base
-  const patch = adapterPatch(adapter);
+  return { modules: [...adapter.modules.keys()], tensors: rewriteCheckpoint(checkpoint, baseDir, outDir, adapterPatch(adapter), opts) };
+}
+
+/**
+ * `olmoe cast`: an HF checkpoint with every tensor in `dtype` (e.g. a float32 training result as bf16 to ship it),
+ * config, tokenizer and generation files copied; atomic like fuse.
+ */
+export function castCheckpoint(baseDir: string, outDir: string, dtype: FloatDType, onTensor?: FuseOptions['onTensor']): number {
+  const checkpoint = openCheckpoint(baseDir);
+  if (checkpoint.format !== 'hf') throw new UnsupportedError(`${baseDir}: cast rewrites an HF checkpoint, and this is a GGUF file (convert it with olmoe convert)`);
+  return rewriteCheckpoint(checkpoint, baseDir, outDir, null, { dtype, onTensor });
+}
+
+/** Write the checkpoint's tensors (patched ones merged) into outDir, staged then moved into place; → tensor count. */
+function rewriteCheckpoint(checkpoint: ReturnType<typeof openCheckpoint>, baseDir: string, outDir: string, patch: WeightPatch | null, opts: FuseOptions): number {
   const entries = matchCheckpoint(checkpoint.config, checkpoint.tensors);
   const specs = entries.map((entry) => ({ entry, name: entry.name, shape: entry.shape, dtype: (opts.dtype ?? entry.dtype) as DType }));
   const staging = stagingPath(outDir);
@@ -47,8 +61,8 @@ export function fuseAdapter(baseDir: string, adapterDir: string, outDir: string,
   try {
     const writer = new SafetensorsWriter(join(staging, 'model.safetensors'), specs);
     specs.forEach(({ entry, dtype }, i) => {
-      const changed = patch.names.has(entry.name);
-      writer.write(changed || dtype !== entry.dtype ? encodeFloats(dtype, changed ? patch.apply(entry.name, readTensorFloat32(entry)) : readTensorFloat32(entry)) : readTensorBytes(entry));
+      const changed = patch?.names.has(entry.name) === true;
+      writer.write(changed || dtype !== entry.dtype ? encodeFloats(dtype, changed ? patch!.apply(entry.name, readTensorFloat32(entry)) : readTensorFloat32(entry)) : readTensorBytes(entry));
       opts.onTensor?.(i + 1, specs.length);
     });
     writer.finish();
@@ -59,5 +73,5 @@ export function fuseAdapter(baseDir: string, adapterDir: string, outDir: string,
   } finally {
     rmSync(staging, { recursive: true, force: true });
   }
-  return { modules: [...adapter.modules.keys()], tensors: specs.length };
+  return specs.length;
 }
