@@ -21,7 +21,7 @@ import { attachLora } from '../src/train/adapt/lora-train.js';
 import { adapterPatch, readPeftAdapter } from '../src/train/adapt/peft.js';
 import { loadParams } from '../src/train/checkpoint.js';
 import { TrainModel } from '../src/train/model.js';
-import { readAll, rewrite } from './checkpoints.js';
+import { randomCheckpoint, readAll, rewrite } from './checkpoints.js';
 import { cliPath, repoRoot, tempDir, tinyModelDir } from './helpers.js';
 
 const backend = new ReferenceBackend();
@@ -164,10 +164,12 @@ describe('fuse and --adapter (CLI)', () => {
 
 describe('olmoe cast', () => {
   it('rewrites every tensor as bf16 rounded to nearest even, copies config and tokenizer, and refuses a bad dtype', () => {
+    const { dir: f32 } = randomCheckpoint({ dtype: 'f32' }); // values off the bf16 grid, so rounding shows
     const out = join(tempDir('olmoe-cast-'), 'bf16');
-    const result = spawnSync(process.execPath, [cliPath, 'cast', tinyModelDir, out, '--dtype', 'bf16', '-q'], { encoding: 'utf8' });
+    const result = spawnSync(process.execPath, [cliPath, 'cast', f32, out, '--dtype', 'bf16', '-q'], { encoding: 'utf8' });
     assert.equal(result.status, 0, result.stderr);
-    const source = openCheckpoint(tinyModelDir).tensors;
+    const source = openCheckpoint(f32).tensors;
+    assert.ok([...source.values()].every((entry) => entry.dtype === 'f32'));
     const cast = openCheckpoint(out).tensors;
     assert.equal(cast.size, source.size);
     for (const entry of cast.values()) {
@@ -175,7 +177,10 @@ describe('olmoe cast', () => {
       const expected = Float32Array.from(readTensorFloat32(source.get(entry.name)!), roundBf16);
       assert.deepEqual(readTensorFloat32(entry), expected, entry.name);
     }
-    for (const file of ['config.json', 'tokenizer.json']) assert.deepEqual(readFileSync(join(out, file)), readFileSync(join(tinyModelDir, file)));
+    let moved = 0;
+    for (const entry of cast.values()) moved += readTensorFloat32(entry).filter((x, i) => x !== readTensorFloat32(source.get(entry.name)!)[i]).length;
+    assert.ok(moved > 0, 'the cast rounded values');
+    for (const file of ['config.json', 'tokenizer.json']) assert.deepEqual(readFileSync(join(out, file)), readFileSync(join(f32, file)));
     const bad = spawnSync(process.execPath, [cliPath, 'cast', tinyModelDir, join(out, 'x'), '--dtype', 'int4'], { encoding: 'utf8' });
     assert.notEqual(bad.status, 0);
     assert.match(bad.stderr, /--dtype int4: expected one of f32, bf16, f16/);
