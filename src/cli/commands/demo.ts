@@ -12,8 +12,11 @@ import { loadModel } from '../common.js';
 import { forwardWithRouting } from './route.js';
 import { TINY_PRESET } from './create-random.js';
 
-/** dist/src/cli/commands → the package root, where models/ holds the bundled model. */
-export const BUNDLED_MODEL = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', 'models', 'olmoe-mini');
+/** dist/src/cli/commands → the package root, where models/ holds the bundled models. */
+const BUNDLED = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', 'models');
+export const BUNDLED_MODEL = join(BUNDLED, 'olmoe-mini');
+/** OLMoE-mini after SFT and DPO (olmoe sft / olmoe dpo, docs/instruct). */
+const BUNDLED_INSTRUCT = join(BUNDLED, 'olmoe-mini-instruct');
 
 const PROMPTS = [
   ['web', 'The President said that the people of the United States'],
@@ -54,7 +57,17 @@ async function runDemo(path: string, random: boolean): Promise<void> {
     process.stdout.write(`\n  (${result.ids.length} tokens, ${((result.ids.length / (result.prefillMs + result.decodeMs)) * 1000).toFixed(0)} tok/s)\n\n`);
   }
   showRouting(pretrained, 'def add(a, b):\n    return a + b  # The sum of two numbers.');
+  if (!random && path === BUNDLED_MODEL && existsSync(join(BUNDLED_INSTRUCT, 'config.json'))) await showInstruct();
   process.stdout.write(`\nnext: olmoe generate ${dir} "your prompt"; olmoe route ${dir} "your text"; olmoe serve ${dir}\n`);
+}
+
+/** The instruct model answering a chat question it never saw (greedy): the chat format, not facts (its model card). */
+async function showInstruct(): Promise<void> {
+  const instruct = await loadModel(BUNDLED_INSTRUCT, { quiet: true });
+  const question = 'What is the ISO 639-1 code for German?';
+  process.stdout.write(`\nmodels/olmoe-mini-instruct (OLMoE-mini after olmoe sft and olmoe dpo), asked in its chat template:\n> ${question}\n`);
+  const result = await generateText(instruct, instruct.tokenizer.encodeChat([{ role: 'user', content: question }]), { greedy: true, maxNewTokens: 40, onToken: (e) => process.stdout.write(e.text) });
+  process.stdout.write(`\n  (${result.finishReason === 'eos' ? 'ended its turn' : 'cut at 40 tokens'}; the form is learned, the fact is not: see its model card)\n`);
 }
 
 /** Per token, the top expert of every layer: tokens of one kind (code symbols, English words) share experts. */
