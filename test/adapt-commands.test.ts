@@ -230,6 +230,15 @@ describe('resume after a kill is exact (full fine-tuning)', () => {
   }
 });
 
+describe('configs refuse what would be ignored or fail late', () => {
+  it('expert LoRA with dropout, and KTO with a held-out file, are errors naming the key', () => {
+    const dir = tempDir();
+    assert.throws(() => configFor('sft', dir, { lora: { experts: 'all', dropout: 0.05 } }), /lora\.dropout.*cannot drop per-token inputs/);
+    assert.doesNotThrow(() => configFor('sft', dir, { lora: { experts: 'all', dropout: 0 } }));
+    assert.throws(() => configFor('kto', dir, { data: { train: [jsonl(dir, 'k.jsonl', KTO_LINES)], valid: [jsonl(dir, 'k.jsonl', KTO_LINES)] } }), /data\.valid.*no held-out evaluation/);
+  });
+});
+
 describe('resume after a kill is exact (LoRA, with dropout)', () => {
   const lora = { r: 4, alpha: 8, dropout: 0.2, attention: ['q_proj', 'v_proj'], router: true };
   for (const kind of ['sft', 'dpo', 'kto'] as const) {

@@ -77,6 +77,9 @@ describe('chat-format instances', () => {
     assert.deepEqual(instance!.choices, ['It is "en".', 'Tell me more.']);
     assert.equal(instance!.gold, 0);
     await assert.rejects(readTask(writeTask('pairs-bad', { format: 'preference' }, [{ prompt: 'Q?', chosen: 'A.' }])), /row 1: "rejected" is missing/);
+    // chosen is always first: the lettered form would always answer A, so cloze is the default and mcf is refused
+    assert.deepEqual((await readTask(writeTask('pairs-default', { format: 'preference' }, rows))).formulations, ['cf']);
+    await assert.rejects(readTask(writeTask('pairs-mcf', { format: 'preference', formulations: ['cf', 'mcf'] }, rows)), /would always answer A/);
   });
 });
 

@@ -101,7 +101,9 @@ export async function taskFromSpec(spec: Record<string, unknown>, file: string, 
   const fewshot = spec.fewshot === undefined || shots === 0 ? [] : await readFewshot(await resolved('fewshot'), format as FormatName, shotRefs?.slice(0, shots), shotKey);
   if (fewshot.length < shots) throw new FormatError(file, `${shots} shots asked for, the few-shot ${shotRefs ? '"fewshotRows" list' : 'file'} has ${fewshot.length} examples`);
   const limit = overrides.limit ?? count('limit');
-  const formulations = listOf(file, spec, 'formulations', FORMULATIONS, ['cf', 'mcf']);
+  // Preference pairs keep chosen first, so their lettered form would always answer "A": cloze only.
+  const formulations = listOf(file, spec, 'formulations', FORMULATIONS, format === 'preference' ? ['cf'] : ['cf', 'mcf']);
+  if (format === 'preference' && formulations.includes('mcf')) throw new FormatError(file, '"formulations": the preference format lists chosen first, so its lettered form ("mcf") would always answer A; use "cf" (and "gen")');
   if (formulations.includes('gen') && documents.some((doc) => !('query' in doc.cloze))) {
     throw new FormatError(file, `"formulations": "gen" needs a question to answer; format ${JSON.stringify(format)} scores partial contexts`);
   }
@@ -226,7 +228,7 @@ export function chatGenerationInstances(task: Task, render: ChatRenderer): Gener
 function chatTurn(task: Task, doc: PromptDoc, formulation: 'cf' | 'mcf'): { query: string; answers: string[] } {
   if (formulation === 'mcf') return { query: doc.lettered, answers: [...LETTERS.slice(0, doc.choiceCount)] };
   if (!('query' in doc.cloze)) throw new FormatError(task.file, `document ${doc.id}: the chat format needs a question to ask; format ${JSON.stringify(task.format)} scores partial contexts`);
-  return { query: doc.cloze.query, answers: doc.cloze.continuations.map((c) => c.trimStart()) };
+  return { query: doc.cloze.query, answers: doc.cloze.continuations.map((c) => c.trim()) };
 }
 
 function chatMessages(task: Task, formulation: 'cf' | 'mcf', query: string): ChatMessage[] {

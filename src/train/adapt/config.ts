@@ -123,6 +123,9 @@ function checkCommon(config: { steps?: number; optimizer: { warmup_steps: number
     throw new ConfigError('optimizer.warmup_steps', `${config.optimizer.warmup_steps} must be less than steps (${config.steps})`, file);
   }
   const lora = config.lora;
+  if (lora && lora.experts === 'all' && lora.dropout > 0) {
+    throw new ConfigError('lora.dropout', `${lora.dropout} with experts "all": an expert's adapter is merged into its weight, which cannot drop per-token inputs; set dropout 0 or experts "none"`, file);
+  }
   if (lora && lora.attention.length === 0 && lora.experts === 'none' && !lora.router) throw new ConfigError('lora', 'adapts no module: name attention projections, experts "all" or router true', file);
 }
 
@@ -142,6 +145,7 @@ export function parseDpoConfig(json: unknown, file = 'dpo config'): DpoConfig {
 export function parseKtoConfig(json: unknown, file = 'kto config'): KtoConfig {
   const config = parseWith(ktoSchema, json, file);
   checkCommon(config, file);
+  if (config.data.valid.length > 0) throw new ConfigError('data.valid', 'KTO has no held-out evaluation yet; remove it (evaluate the result with olmoe eval)', file);
   return config;
 }
 

@@ -31,7 +31,8 @@ async function referencePass(context: AdaptContext, sequences: readonly EncodedS
   const started = performance.now();
   const fingerprint = modelContentHash(context.modelPath); // any changed weight opens another cache file
   let next = 0.1;
-  const reference = await loadModel(context.modelPath, { backend: context.backend });
+  // The exact (f32) KV cache: the policy's training forward keeps no cache, so a rounded one would shift every reward.
+  const reference = await loadModel(context.modelPath, { backend: context.backend, kvCache: 'f32' });
   const result = await referenceLogprobs(reference, sequences, {
     dir: cacheDir, modelFingerprint: fingerprint,
     onProgress: (done, total) => {

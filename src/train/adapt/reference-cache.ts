@@ -80,7 +80,8 @@ export async function referenceLogprobs(model: OlmoeModel, sequences: readonly E
     if (s.tokens.length - 1 > maxLength) throw new InputError(`sequence ${i} has ${s.tokens.length} tokens; the reference model reads at most ${maxLength + 1} (apply max_length)`);
   });
   if (!/^[0-9a-f]{8,64}$/.test(opts.modelFingerprint)) throw new InputError(`model fingerprint ${JSON.stringify(opts.modelFingerprint)} is not a hex digest`);
-  const name = createHash('sha256').update(`${opts.modelFingerprint}\n${dataFingerprint(sequences)}`).digest('hex').slice(0, 32);
+  // The KV cache's storage changes the numbers: named in the key (the commands score with the exact f32 cache).
+  const name = createHash('sha256').update(`${opts.modelFingerprint}\n${dataFingerprint(sequences)}\nkv-cache=${model.kvCacheType}`).digest('hex').slice(0, 32);
   const cache = ResultCache.open(opts.dir, name, isSequenceLogprob);
   const values: SequenceLogprob[] = new Array(sequences.length);
   const pending: number[] = [];
