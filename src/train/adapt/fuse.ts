@@ -1,7 +1,7 @@
 /**
  * `olmoe fuse`: merge a LoRA adapter into its base and write an HF checkpoint (PEFT's merge_and_unload): every adapted
  * module's weight becomes W + s·B·A, everything else is copied as stored, with config, tokenizer and generation
- * files. The folder appears complete or not at all (staged, then moved into place).
+ * files. Files are staged, then each moved into place by one rename (weights first), so the folder never lacks weights.
  * The base must be an HF folder: a GGUF file holds quantized inference weights, and re-quantizing merged weights would
  * change them twice; `--adapter` on a GGUF base merges at load instead (the adapted modules dequantized to float32).
  */
@@ -68,8 +68,13 @@ function rewriteCheckpoint(checkpoint: ReturnType<typeof openCheckpoint>, baseDi
     writer.finish();
     for (const name of COPIED) if (existsSync(join(baseDir, name))) copyFileSync(join(baseDir, name), join(staging, name));
     withIo(outDir, 'create folder', () => mkdirSync(outDir, { recursive: true }));
-    for (const name of readdirSync(outDir)) if (/^model.*\.safetensors(\.index\.json)?$/.test(name)) rmSync(join(outDir, name));
-    for (const name of readdirSync(staging)) withIo(join(outDir, name), 'write', () => renameSync(join(staging, name), join(outDir, name)));
+    // Each file replaces its old version by one rename, weights first, so the folder always holds a whole model;
+    // only then are weight files of an older layout (other shards, an index) removed.
+    const written = readdirSync(staging).sort((a, b) => Number(b === 'model.safetensors') - Number(a === 'model.safetensors'));
+    for (const name of written) withIo(join(outDir, name), 'write', () => renameSync(join(staging, name), join(outDir, name)));
+    for (const name of readdirSync(outDir)) {
+      if (/^model.*\.safetensors(\.index\.json)?$/.test(name) && !written.includes(name)) withIo(join(outDir, name), 'remove', () => rmSync(join(outDir, name)));
+    }
   } finally {
     rmSync(staging, { recursive: true, force: true });
   }
