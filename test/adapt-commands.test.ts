@@ -239,6 +239,19 @@ describe('configs refuse what would be ignored or fail late', () => {
   });
 });
 
+describe('the out folder is checked before the reference pass', () => {
+  it('a second run into a used folder, and a resume of an empty one, stop before any reference log-prob is computed', async () => {
+    const config = configFor('dpo', tempDir(), { steps: 1, checkpoint_every: 1, optimizer: { lr: 1e-3 } });
+    await run('dpo', config);
+    for (const [resume, message] of [[false, /already holds a run/], [true, /no checkpoint to resume from/]] as const) {
+      const target = resume ? configFor('dpo', tempDir(), { steps: 1, optimizer: { lr: 1e-3 } }) : config;
+      const lines: string[] = [];
+      await assert.rejects(adapt({ kind: 'dpo', config: target, backend: new ReferenceBackend(), resume, say: (l) => lines.push(l) }, PREPARE.dpo), message);
+      assert.ok(!lines.some((l) => /reference log-probs/.test(l)), lines.join('\n'));
+    }
+  });
+});
+
 describe('resume after a kill is exact (LoRA, with dropout)', () => {
   const lora = { r: 4, alpha: 8, dropout: 0.2, attention: ['q_proj', 'v_proj'], router: true };
   for (const kind of ['sft', 'dpo', 'kto'] as const) {

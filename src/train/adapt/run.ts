@@ -98,6 +98,7 @@ export async function adapt(opts: AdaptOptions, prepare: (context: AdaptContext)
   const say = opts.say ?? (() => {});
   const modelPath = await resolveModelPath(config.model);
   const tokenizer = OlmoeTokenizer.fromFolder(modelPath);
+  checkOutFolder(config.out, opts.resume === true); // before the reference pass, which may take minutes
   const method = await prepare({ config, modelPath, tokenizer, backend, say }); // the reference pass runs before the policy loads
   method.summary.forEach((line) => say(line));
   const run = openRun(opts, modelPath, method, say);
@@ -193,8 +194,14 @@ function runFingerprint(kind: AdaptKind, config: AdaptConfig, dataHash: string):
   return createHash('sha256').update(JSON.stringify({ kind, settings, dataHash })).digest('hex').slice(0, 16);
 }
 
+/** A new run needs an out folder without one; a resume needs a checkpoint there. */
+function checkOutFolder(out: string, resume: boolean): void {
+  if (!resume && latestCheckpoint(out)) throw new ConfigError('out', `${out} already holds a run; resume it (--resume) or choose another folder`);
+  if (resume && !latestCheckpoint(out)) throw new ConfigError('out', `${out} has no checkpoint to resume from (no latest.json)`);
+}
+
 function startRun(run: Run): Run {
-  if (latestCheckpoint(run.config.out)) throw new ConfigError('out', `${run.config.out} already holds a run; resume it (--resume) or choose another folder`);
+  checkOutFolder(run.config.out, false);
   writeFileSync(run.metricsPath, '');
   writeFileSync(join(run.config.out, `${run.kind}-config.json`), JSON.stringify(run.config, null, 2) + '\n');
   return run;
@@ -202,8 +209,8 @@ function startRun(run: Run): Run {
 
 function resumeRun(run: Run, say: (line: string) => void): Run {
   const { config } = run;
-  const dir = latestCheckpoint(config.out);
-  if (!dir) throw new ConfigError('out', `${config.out} has no checkpoint to resume from (no latest.json)`);
+  checkOutFolder(config.out, true);
+  const dir = latestCheckpoint(config.out)!;
   const state = loadTrainerState(dir);
   if (state.configHash !== run.fingerprint) throw new ConfigError('(root)', `does not match the run in ${config.out}: the model, data or settings changed since ${dir} was written`);
   if (run.lora) {
