@@ -147,24 +147,39 @@ export async function prepareDpo(context: AdaptContext): Promise<AdaptMethod> {
     examples: pairs.length,
     dataHash: dataFingerprint(sequences),
     summary,
-    step(micro, run): MicroOutcome[] {
-      const total = micro.reduce((n, m) => n + m.length, 0);
-      return micro.map((indices) => {
-        const share = indices.length / total;
-        const members = [...indices.map((i) => pairs[i]!.chosen), ...indices.map((i) => pairs[i]!.rejected)];
-        let outcome: PreferenceLossResult | null = null;
-        const result = forwardRows(members, padId, run, (logps) => {
-          const rows = dpoRowWeights(logps, indices.flatMap((i) => [reference[2 * i]!, reference[2 * i + 1]!]), options, share);
-          outcome = rows.loss;
-          return rows.weights;
-        });
-        const done = outcome as PreferenceLossResult | null;
-        if (!done) throw new InputError('the forward gave no per-token values');
-        const metrics = Object.fromEntries(Object.entries(done.metrics).map(([k, v]) => [k, share * v]));
-        return { loss: share * done.loss, tokens: result.logits.shape[0]!, metrics };
-      });
-    },
+    step: (micro, run) =>
+      rowSteps(micro, run, padId, (i) => [pairs[i]!.chosen, pairs[i]!.rejected], (logps, indices, share) =>
+        dpoRowWeights(logps, indices.flatMap((i) => [reference[2 * i]!, reference[2 * i + 1]!]), options, share)),
   };
+}
+
+/**
+ * A step of a method that scores two rows per example (DPO: chosen and rejected; KTO: the completion and its KL
+ * partner): each micro-batch's first rows, then its second rows, in one forward; `weigh` turns their log-probs into
+ * per-row loss weights and the micro-batch's loss, which is scaled by its share of the step.
+ */
+function rowSteps(
+  micro: readonly (readonly number[])[],
+  run: (batch: TrainBatch) => StepResult,
+  padId: number,
+  rowsOf: (example: number) => readonly [EncodedSequence, EncodedSequence],
+  weigh: (logps: Float64Array, indices: readonly number[], share: number) => { weights: Float64Array; loss: { loss: number; metrics: object } },
+): MicroOutcome[] {
+  const total = micro.reduce((n, m) => n + m.length, 0);
+  return micro.map((indices) => {
+    const share = indices.length / total;
+    const members = [...indices.map((i) => rowsOf(i)[0]), ...indices.map((i) => rowsOf(i)[1])];
+    let outcome: { loss: number; metrics: object } | null = null;
+    const result = forwardRows(members, padId, run, (logps) => {
+      const rows = weigh(logps, indices, share);
+      outcome = rows.loss;
+      return rows.weights;
+    });
+    const done = outcome as { loss: number; metrics: object } | null;
+    if (!done) throw new InputError('the forward gave no per-token values');
+    const metrics = Object.fromEntries(Object.entries(done.metrics as Record<string, number>).map(([k, v]) => [k, share * v]));
+    return { loss: share * done.loss, tokens: result.logits.shape[0]!, metrics };
+  });
 }
 
 /** data.valid's pairs (chosen, rejected, ...) and their reference log-probs (zeros for simpo, which has none). */
@@ -196,22 +211,13 @@ export async function prepareKto(context: AdaptContext): Promise<AdaptMethod> {
     examples: examples.length,
     dataHash: dataFingerprint(sequences),
     summary,
-    step(micro, run): MicroOutcome[] {
-      const total = micro.reduce((n, m) => n + m.length, 0);
-      return micro.map((indices) => {
-        const share = indices.length / total;
-        const members = [...indices.map((i) => examples[i]!.sequence), ...indices.map((i) => examples[i]!.kl)];
-        let outcome: KtoLossResult | null = null;
-        const options = { beta: config.beta, desirableWeight: config.desirable_weight, undesirableWeight: config.undesirable_weight };
-        const result = forwardRows(members, padId, run, (logps) => {
-          const rows = ktoRowWeights(logps, indices.flatMap((i) => [reference[2 * i]!, reference[2 * i + 1]!]), indices.map((i) => examples[i]!.label), options, share);
-          outcome = rows.loss;
-          return rows.weights;
-        });
-        const done = outcome as KtoLossResult | null;
-        if (!done) throw new InputError('the forward gave no per-token values');
-        const metrics = Object.fromEntries(Object.entries(done.metrics).map(([k, v]) => [k, share * (Number.isFinite(v) ? v : 0)]));
-        return { loss: share * done.loss, tokens: result.logits.shape[0]!, metrics };
+    step: (micro, run) => {
+      const options = { beta: config.beta, desirableWeight: config.desirable_weight, undesirableWeight: config.undesirable_weight };
+      return rowSteps(micro, run, padId, (i) => [examples[i]!.sequence, examples[i]!.kl], (logps, indices, share) => {
+        const rows = ktoRowWeights(logps, indices.flatMap((i) => [reference[2 * i]!, reference[2 * i + 1]!]), indices.map((i) => examples[i]!.label), options, share);
+        // A micro-batch without desirable (or undesirable) examples has no rewards of that kind: counted as 0.
+        const metrics = Object.fromEntries(Object.entries(rows.loss.metrics).map(([k, v]) => [k, Number.isFinite(v) ? v : 0]));
+        return { weights: rows.weights, loss: { loss: rows.loss.loss, metrics } };
       });
     },
   };
