@@ -230,6 +230,19 @@ describe('resume after a kill is exact (full fine-tuning)', () => {
   }
 });
 
+describe('a run that diverges', () => {
+  for (const kind of ['dpo', 'kto'] as const) {
+    it(`${kind}: non-finite policy log-probs stop the run as diverged, naming the step`, async () => {
+      const config = configFor(kind, tempDir(), { optimizer: { lr: 1e30 } });
+      await assert.rejects(run(kind, config), (e: Error) => {
+        assert.equal(e.name, 'DivergedError', e.message);
+        assert.match(e.message, /log-probability of sequence \d+ of a micro-batch is (NaN|-?Infinity) at step 2; the last good checkpoint is/);
+        return true;
+      });
+    });
+  }
+});
+
 describe('configs refuse what would be ignored or fail late', () => {
   it('expert LoRA with dropout, and KTO with a held-out file, are errors naming the key', () => {
     const dir = tempDir();

@@ -143,6 +143,13 @@ describe('olmoe export-olmo', () => {
     }
   });
 
+  it('says amp_bf16 for a run trained with bf16 matrix products', () => {
+    const f = fixture();
+    const out = join(f.dir, 'olmo-bf16');
+    exportOlmo({ ...f.config(), precision: 'bf16' }, { outDir: out });
+    assert.equal((parse(readFileSync(join(out, 'config.yaml'), 'utf8')) as { precision: string }).precision, 'amp_bf16');
+  });
+
   it('uses uint32 when the vocabulary exceeds 65,536 ids, and refuses uint16 then', () => {
     const f = fixture(70000 - 258);
     const result = exportOlmo(f.config(), { outDir: join(f.dir, 'olmo') });

@@ -158,7 +158,9 @@ export function olmoTrainYaml(config: TrainConfig, model: OlmoeConfig, o: { eosI
     max_duration: commented('optimizer steps', config.steps),
     global_train_batch_size: commented('sequences per optimizer step: batch_size × micro_batches', shape.batch_size * shape.micro_batches),
     device_train_microbatch_size: shape.batch_size,
-    precision: commented('this run trained in fp32; amp_bf16 is what the paper used on GPUs', 'fp32'),
+    precision: config.precision === 'bf16'
+      ? commented('this run trained with bf16 matrix products and float32 master weights: OLMo\'s automatic mixed precision', 'amp_bf16')
+      : commented('this run trained in fp32; amp_bf16 is what the paper used on GPUs', 'fp32'),
     distributed_strategy: 'fsdp',
     fsdp: { wrapping_strategy: 'by_block', precision: 'mixed', sharding_strategy: 'FULL_SHARD' },
     max_grad_norm: yamlFloat(config.optimizer.clip),

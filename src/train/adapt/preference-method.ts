@@ -10,7 +10,7 @@
  * per-token weights w_t = −∂L/∂log p(sequence of t) (the weightedCrossEntropy op, whose weights the host computes
  * from the forward's own per-token values). KTO's KL rows get weight 0: the reference point is detached (TRL).
  */
-import { InputError } from '../../core/errors.js';
+import { DivergedError, InputError } from '../../core/errors.js';
 import { modelContentHash } from '../../model/fingerprint.js';
 import { loadModel } from '../../model/load.js';
 import { join } from 'node:path';
@@ -171,6 +171,9 @@ function rowSteps(
     const members = [...indices.map((i) => rowsOf(i)[0]), ...indices.map((i) => rowsOf(i)[1])];
     let outcome: { loss: number; metrics: object } | null = null;
     const result = forwardRows(members, padId, run, (logps) => {
+      const bad = logps.findIndex((v) => !Number.isFinite(v));
+      // Non-finite log-probs mean the policy's weights diverged: the trainer's DivergedError, not a data error.
+      if (bad >= 0) throw new DivergedError(`the policy's log-probability of sequence ${bad + 1} of a micro-batch is ${logps[bad]}`);
       const rows = weigh(logps, indices, share);
       outcome = rows.loss;
       return rows.weights;

@@ -298,7 +298,14 @@ function trainStep(run: Run, method: AdaptMethod, step: number): AdaptLogRecord 
     lbl += result.loadBalancing;
     return result;
   };
-  const outcomes = method.step(micro, forwardBackward);
+  const diverged = (what: string) => `${what} at step ${step + 1}; the last good checkpoint is ${latestCheckpoint(config.out) ?? '(none yet)'}`;
+  let outcomes: MicroOutcome[];
+  try {
+    outcomes = method.step(micro, forwardBackward);
+  } catch (e) {
+    if (e instanceof DivergedError && !/ at step \d+;/.test(e.message)) throw new DivergedError(diverged(e.message));
+    throw e;
+  }
   const { norm: gradNorm, scale } = clipGradNorm(backend, run.params, config.optimizer.clip);
   if (!Number.isFinite(gradNorm)) throw new DivergedError(`gradient norm is ${gradNorm} at step ${step + 1}; the last good checkpoint is ${latestCheckpoint(config.out) ?? '(none yet)'}`);
   const lr = adaptLearningRate(step, { peak: config.optimizer.lr, warmup: config.optimizer.warmup_steps, total: run.totalSteps, schedule: config.optimizer.schedule });
