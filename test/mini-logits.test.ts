@@ -1,6 +1,7 @@
 // OLMoE-mini's logits from before the one-model change (test/fixtures/olmoe-mini-logits, made by its make.mjs with the
 // inference path of that time) hold through every executor: inference on each backend, and the training model's
-// forward (1e-4 on the recorded logits, log-sum-exp and top-5 ids).
+// forward (1e-4 on the recorded logits, log-sum-exp and top-5 ids). The weights are that model's (the 600-step
+// OLMoE-mini, bundled until it was retrained), kept in the fixture's model/ folder.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { announceSkip, backendCases } from './backends.js';
 import { repoRoot } from './helpers.js';
 
 interface Row { logSumExp: number; top: number[]; topLogits: number[]; first: number[] }
-const modelDir = join(repoRoot, 'models', 'olmoe-mini');
+const modelDir = join(repoRoot, 'test', 'fixtures', 'olmoe-mini-logits', 'model');
 const expected = JSON.parse(readFileSync(join(repoRoot, 'test', 'fixtures', 'olmoe-mini-logits', 'expected.json'), 'utf8')) as { ids: number[]; rows: Row[] };
 
 function check(logits: Float32Array, vocab: number, what: string): void {
