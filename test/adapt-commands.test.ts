@@ -244,6 +244,11 @@ describe('a run that diverges', () => {
 });
 
 describe('configs refuse what would be ignored or fail late', () => {
+  it('warmup as long as the run that epochs decide is an error naming the key', async () => {
+    const config = configFor('sft', tempDir(), { steps: undefined, epochs: 1, optimizer: { lr: 1e-3, warmup_steps: 5 } });
+    await assert.rejects(run('sft', config), /optimizer\.warmup_steps: 5 must be less than the \d+ steps that epochs \(1\)/);
+  });
+
   it('expert LoRA with dropout, and KTO with a held-out file, are errors naming the key', () => {
     const dir = tempDir();
     assert.throws(() => configFor('sft', dir, { lora: { experts: 'all', dropout: 0.05 } }), /lora\.dropout.*cannot drop per-token inputs/);

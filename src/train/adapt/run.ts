@@ -152,6 +152,9 @@ function openRun(opts: AdaptOptions, modelPath: string, method: AdaptMethod, say
       `(${((100 * lora.trainableCount) / lora.totalCount).toFixed(3)} %) in ${lora.modules.length} modules: ${describeModules(lora.modules)}`);
   } else say(`full fine-tuning: ${params.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0).toLocaleString('en-US')} trainable parameters`);
   const totalSteps = config.steps ?? Math.ceil((config.epochs * method.examples) / config.data.batch_size);
+  if (config.steps === undefined && config.optimizer.warmup_steps >= totalSteps) {
+    throw new ConfigError('optimizer.warmup_steps', `${config.optimizer.warmup_steps} must be less than the ${totalSteps} steps that epochs (${config.epochs}) × ${method.examples} examples ÷ batch_size (${config.data.batch_size}) give`);
+  }
   const run: Run = {
     kind, config, backend, model, params, lora, optimizer: makeOptimizer(kind, config, backend, params), rng,
     tokenizerJson: withIo(join(modelPath, 'tokenizer.json'), 'read', () => readFileSync(join(modelPath, 'tokenizer.json'), 'utf8')),
