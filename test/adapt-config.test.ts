@@ -42,6 +42,14 @@ describe('adaptation configs', () => {
     rejects(() => parseSftConfig({ ...minimal, lora: { attention: [] } }), /lora: adapts no module/);
   });
 
+  it('an optimizer key the chosen optimizer would ignore is an error, not silently dropped', () => {
+    rejects(() => parseKtoConfig({ ...minimal, optimizer: { betas: [0.9, 0.95] } }, 'kto.json'), /^kto\.json: optimizer\.betas: is not a setting of rmsprop/);
+    rejects(() => parseSftConfig({ ...minimal, optimizer: { alpha: 0.9 } }), /optimizer\.alpha: is not a setting of adamw/);
+    rejects(() => parseKtoConfig({ ...minimal, optimizer: { kind: 'adamw', alpha: 0.9 } }), /optimizer\.alpha/);
+    assert.equal(parseKtoConfig({ ...minimal, optimizer: { alpha: 0.9 } }).optimizer.alpha, 0.9);
+    assert.deepEqual(parseKtoConfig({ ...minimal, optimizer: { kind: 'adamw', betas: [0.9, 0.95] } }).optimizer.betas, [0.9, 0.95]);
+  });
+
   it('resolves relative paths against the config file; a hub id stays as written', () => {
     const dir = tempDir();
     mkdirSync(join(dir, 'base'));

@@ -117,8 +117,19 @@ function parseWith<T>(schema: z.ZodType<T>, json: unknown, file: string): T {
   throw new ConfigError(key, message, file);
 }
 
+/** A key the chosen optimizer would ignore (AdamW's betas under RMSProp, RMSProp's alpha under AdamW) is an error. */
+function checkOptimizerKeys(json: unknown, kind: string, file: string): void {
+  const raw = typeof json === 'object' && json !== null ? (json as { optimizer?: unknown }).optimizer : undefined;
+  if (typeof raw !== 'object' || raw === null) return;
+  const foreign = kind === 'rmsprop' ? ['betas'] : ['alpha'];
+  for (const key of foreign) {
+    if (key in raw) throw new ConfigError(`optimizer.${key}`, `is not a setting of ${kind} (${key === 'betas' ? "AdamW's; RMSProp takes alpha" : "RMSProp's; AdamW takes betas"})`, file);
+  }
+}
+
 /** Checks across keys, named by key. */
-function checkCommon(config: { steps?: number; optimizer: { warmup_steps: number }; lora?: z.infer<typeof loraSchema> }, file: string): void {
+function checkCommon(config: { steps?: number; optimizer: { warmup_steps: number; kind: string }; lora?: z.infer<typeof loraSchema> }, file: string, json?: unknown): void {
+  checkOptimizerKeys(json, config.optimizer.kind, file);
   if (config.steps !== undefined && config.optimizer.warmup_steps >= config.steps) {
     throw new ConfigError('optimizer.warmup_steps', `${config.optimizer.warmup_steps} must be less than steps (${config.steps})`, file);
   }
@@ -131,20 +142,20 @@ function checkCommon(config: { steps?: number; optimizer: { warmup_steps: number
 
 export function parseSftConfig(json: unknown, file = 'sft config'): SftConfig {
   const config = parseWith(sftSchema, json, file);
-  checkCommon(config, file);
+  checkCommon(config, file, json);
   return config;
 }
 
 export function parseDpoConfig(json: unknown, file = 'dpo config'): DpoConfig {
   const config = parseWith(dpoSchema, json, file);
-  checkCommon(config, file);
+  checkCommon(config, file, json);
   if (config.gamma !== undefined && config.loss !== 'simpo') throw new ConfigError('gamma', `is SimPO's target margin; loss is "${config.loss}"`, file);
   return config;
 }
 
 export function parseKtoConfig(json: unknown, file = 'kto config'): KtoConfig {
   const config = parseWith(ktoSchema, json, file);
-  checkCommon(config, file);
+  checkCommon(config, file, json);
   if (config.data.valid.length > 0) throw new ConfigError('data.valid', 'KTO has no held-out evaluation yet; remove it (evaluate the result with olmoe eval)', file);
   return config;
 }
