@@ -102,7 +102,9 @@ describe('fuse and --adapter (library)', () => {
     writeGguf(openCheckpoint(base), gguf, { target: 'q8_0' });
     assert.throws(() => fuseAdapter(gguf, adapterDir, join(tempDir(), 'x')), (e: Error) => e instanceof UnsupportedError && /GGUF.*--adapter/.test(e.message));
     const quantized = await loadPretrained(gguf, { backend });
-    const adapted = await loadPretrained(gguf, { backend, patch: (c) => adapterPatch(readPeftAdapter(adapterDir, c)) });
+    let last = { loadedBytes: 0, totalBytes: -1 };
+    const adapted = await loadPretrained(gguf, { backend, patch: (c) => adapterPatch(readPeftAdapter(adapterDir, c)), onLoadProgress: (p) => { last = { ...p }; } });
+    assert.equal(last.loadedBytes, last.totalBytes, 'progress ends at 100 % of the file, though patched tensors are f32 in memory');
     const unfused = unfusedLogits();
     const baseError = maxAbsDiff(backend.toFloat32(quantized.model.forward(IDS)), unfused);
     const adaptedError = maxAbsDiff(backend.toFloat32(adapted.model.forward(IDS)), unfused);

@@ -93,7 +93,7 @@ export async function loadCheckpoint(checkpoint: Checkpoint, opts: LoadModelOpti
   for await (const stored of weightSources(entries)) {
     const source = opts.patch?.names.has(stored.name) ? patched(byName.get(stored.name)!, opts.patch) : stored;
     tensors.set(source.name, await opts.backend.weight(source));
-    progress.loadedBytes += source.byteLength;
+    progress.loadedBytes += stored.byteLength; // the file's bytes: a patched tensor is f32 in memory, not on disk
     progress.tensors++;
     opts.onProgress?.(progress);
   }
