@@ -6,7 +6,7 @@ export { byteSize, type DType, type FloatDType, type QuantDType } from './core/d
 export { createRng, type Rng } from './core/rng.js';
 export { indicesByValueDescending } from './core/sort.js';
 export { ReferenceBackend, type ReferenceOptions } from './backends/reference/index.js';
-export { createBackend, nativeAvailability, BACKEND_NAMES } from './backends/index.js';
+export { createBackend, nativeAvailability, useNativeQuantizer, BACKEND_NAMES } from './backends/index.js';
 export { NativeBackend, type NativeOptions } from './backends/native/index.js';
 export { readSafetensorsHeader, type TensorEntry } from './io/safetensors.js';
 export { writeSafetensors, SafetensorsWriter } from './io/safetensors-writer.js';

@@ -18,6 +18,7 @@
 #include "mapping.h"
 #include "measure.h"
 #include "pool.h"
+#include "quantize-k.h"
 #include "train-gemm.h"
 #include "train-ops.h"
 
@@ -41,6 +42,23 @@ bool check_arguments(const Napi::CallbackInfo& info, size_t count) {
   if (info.Length() >= count) return true;
   Napi::TypeError::New(info.Env(), "olmoe native: expected " + std::to_string(count) + " arguments").ThrowAsJavaScriptException();
   return false;
+}
+
+// quantizeK(kind, values, blocks, out): kind 0 q4_k, 1 q5_k, 2 q6_k; values blocks × 256 floats; out the blocks' bytes.
+Napi::Value QuantizeK(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 4)) return info.Env().Undefined();
+  const int kind = info[0].As<Napi::Number>().Int32Value();
+  const size_t blocks = size_arg(info, 2);
+  const size_t bytes = kind == 0 ? 144 : kind == 1 ? 176 : 210;
+  auto values = info[1].As<Napi::TypedArray>();
+  auto out = info[3].As<Napi::TypedArray>();
+  if (kind < 0 || kind > 2 || values.ByteLength() < blocks * 256 * sizeof(float) || out.ByteLength() < blocks * bytes) {
+    Napi::RangeError::New(info.Env(), "olmoe native quantizeK: bad kind or buffer sizes").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  const olmoe::KQuant type = kind == 0 ? olmoe::KQuant::Q4K : kind == 1 ? olmoe::KQuant::Q5K : olmoe::KQuant::Q6K;
+  olmoe::quantize_k(type, data_of<float>(values), blocks, data_of<uint8_t>(out));
+  return info.Env().Undefined();
 }
 
 Napi::Value SimdLevel(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), olmoe::simd_level()); }
@@ -199,6 +217,7 @@ Napi::Value MeasureFp32Peak(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   keep_freed_memory();
   exports.Set("simdLevel", Napi::Function::New(env, SimdLevel));
+  exports.Set("quantizeK", Napi::Function::New(env, QuantizeK));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("mapTensor", Napi::Function::New(env, MapTensor));

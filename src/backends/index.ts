@@ -1,11 +1,32 @@
 /** Backend selection: `--backend`, else $OLMOE_BACKEND, else native when built, else reference (with one warning). */
 import type { TrainingBackend } from '../core/training.js';
 import { InputError, OlmoeError } from '../core/errors.js';
+import { QUANT_BLOCKS, setQuantizeAccelerator, type QuantDType } from '../core/quant.js';
 import { loadAddon } from './native/addon.js';
 import { NativeBackend, type NativeOptions } from './native/index.js';
 import { ReferenceBackend } from './reference/index.js';
 
 export const BACKEND_NAMES = ['native', 'reference'] as const;
+
+const K_QUANT_KINDS: Partial<Record<QuantDType, number>> = { q4_k: 0, q5_k: 1, q6_k: 2 };
+
+/**
+ * Write q4_k, q5_k and q6_k blocks with the native addon (on its thread pool; the same bytes as the TypeScript
+ * writer) wherever `quantize` runs from now on. Returns whether the addon is there; without it nothing changes.
+ */
+export function useNativeQuantizer(): boolean {
+  const { addon } = loadAddon();
+  if (!addon) return false;
+  setQuantizeAccelerator((dtype, values) => {
+    const kind = K_QUANT_KINDS[dtype];
+    if (kind === undefined) return undefined;
+    const blocks = values.length / 256;
+    const out = new Uint8Array(blocks * QUANT_BLOCKS[dtype].bytes);
+    addon.quantizeK(kind, values, blocks, out);
+    return out;
+  });
+  return true;
+}
 
 let warned = false;
 

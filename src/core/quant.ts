@@ -131,8 +131,27 @@ function nearestInt(value: number): number {
 /** C roundf: half away from zero. */
 const roundAway = (value: number) => Math.sign(value) * Math.round(Math.abs(value));
 
+/**
+ * A faster writer of some block types (the native backend's k-quants, `useNativeQuantizer`) that must give the bytes
+ * `quantizeReference` gives; it returns undefined for a type it does not write.
+ */
+export type QuantizeAccelerator = (dtype: QuantDType, values: Float32Array) => Uint8Array | undefined;
+let accelerator: QuantizeAccelerator | undefined;
+
+/** Route `quantize` through `fn` where it writes the type (undefined: TypeScript only). */
+export function setQuantizeAccelerator(fn: QuantizeAccelerator | undefined): void {
+  accelerator = fn;
+}
+
 /** Quantize `values` (a multiple of the block size) into blocks of `dtype`. */
 export function quantize(dtype: QuantDType, values: Float32Array): Uint8Array {
+  const { elements } = QUANT_BLOCKS[dtype];
+  if (values.length % elements !== 0) throw new RangeError(`${dtype} needs a multiple of ${elements} values, got ${values.length}`);
+  return accelerator?.(dtype, values) ?? quantizeReference(dtype, values);
+}
+
+/** The TypeScript writer of every block type: the reference an accelerator is checked against. */
+export function quantizeReference(dtype: QuantDType, values: Float32Array): Uint8Array {
   const { elements, bytes } = QUANT_BLOCKS[dtype];
   if (values.length % elements !== 0) throw new RangeError(`${dtype} needs a multiple of ${elements} values, got ${values.length}`);
   const out = new Uint8Array((values.length / elements) * bytes);

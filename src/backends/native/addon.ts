@@ -12,6 +12,8 @@ type Weights = Float32Array | Uint16Array | Uint8Array;
 
 export interface NativeAddon {
   simdLevel(): string;
+  /** kind 0 q4_k, 1 q5_k, 2 q6_k: blocks × 256 values into out (bitwise src/core/quant.ts's quantizeReference). */
+  quantizeK(kind: number, values: Float32Array, blocks: number, out: Uint8Array): void;
   threads(): number;
   setThreads(threads: number): void;
   mapTensor(path: string, offset: number, length: number): ArrayBuffer;

@@ -3,7 +3,7 @@
  * (q8_0, q4_0, q4_k_m from an HF folder or a GGUF). Files llama.cpp loads as they are.
  */
 import type { Command } from 'commander';
-import { GGUF_TARGETS, InputError, openCheckpoint, writeGguf, type GgufTarget } from '../../index.js';
+import { GGUF_TARGETS, InputError, openCheckpoint, useNativeQuantizer, writeGguf, type GgufTarget } from '../../index.js';
 import { createProgress } from '../progress.js';
 
 const CONVERT_TYPES: GgufTarget[] = ['f16', 'bf16', 'f32'];
@@ -31,6 +31,7 @@ export function registerConvert(program: Command): void {
 function run(input: string, out: string, flags: { type: string; quiet?: boolean }, allowed: GgufTarget[]): void {
   const type = flags.type.toLowerCase() as GgufTarget;
   if (!allowed.includes(type) || !GGUF_TARGETS.includes(type)) throw new InputError(`--type: ${JSON.stringify(flags.type)} is not one of ${allowed.join(', ')}`);
+  if (process.env.OLMOE_BACKEND !== 'reference') useNativeQuantizer(); // k-quants on the thread pool, same bytes
   const checkpoint = openCheckpoint(input);
   const bar = createProgress(`write ${type}`, { bytes: true, quiet: flags.quiet });
   writeGguf(checkpoint, out, {
