@@ -230,6 +230,24 @@ describe('resume after a kill is exact (full fine-tuning)', () => {
   }
 });
 
+describe('KTO metrics of a kind a micro-batch lacks', () => {
+  it('are left out of the step (not counted as 0) when no example of that kind is in it', async () => {
+    const dir = tempDir();
+    // 7 desirable examples and 1 undesirable: one epoch is 2 steps of 4, and only one of them holds the undesirable one.
+    const lines = [0, 1, 2, 3, 4, 5, 6].map((i) => ({ prompt: `Question ${i}?`, completion: `Answer ${i}.`, label: true }));
+    lines.push({ prompt: 'Question 7?', completion: 'No idea.', label: false });
+    const config = configFor('kto', dir, { steps: 2, data: { train: [jsonl(dir, 'mostly-good.jsonl', lines)], max_length: 64, batch_size: 4, micro_batches: 2 } });
+    const { records } = await run('kto', config);
+    assert.equal(records.length, 2);
+    for (const r of records) assert.ok(Number.isFinite(r['rewards/chosen'] as number), `rewards/chosen of step ${r.step}`);
+    const without = records.filter((r) => r['rewards/rejected'] === undefined);
+    assert.equal(without.length, 1, `steps without rewards/rejected: ${records.map((r) => r['rewards/rejected']).join(', ')}`);
+    assert.equal(without[0]!['logps/rejected'], undefined);
+    const withIt = records.find((r) => r['rewards/rejected'] !== undefined)!;
+    assert.ok(Number.isFinite(withIt['logps/rejected'] as number) && (withIt['logps/rejected'] as number) < -1, `logps/rejected ${withIt['logps/rejected']}: one example's mean log-prob, not diluted toward 0`);
+  });
+});
+
 describe('a run that diverges', () => {
   for (const kind of ['dpo', 'kto'] as const) {
     it(`${kind}: non-finite policy log-probs stop the run as diverged, naming the step`, async () => {

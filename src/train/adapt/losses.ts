@@ -188,13 +188,15 @@ export function ktoLoss(examples: readonly KtoExampleLogprobs[], opts: KtoLossOp
   }
   const rewardsOf = (label: boolean) => examples.filter((e) => e.label === label).map((e) => beta * (e.policy - e.reference));
   const logpsOf = (label: boolean) => examples.filter((e) => e.label === label).map((e) => e.policy);
+  // A kind with no example here has no mean: NaN (the trainer leaves such a metric out of the micro-batch).
+  const meanOf = (values: readonly number[]) => (values.length === 0 ? NaN : mean(values));
   const metrics: KtoMetrics = {
-    'rewards/chosen': mean(rewardsOf(true)),
-    'rewards/rejected': mean(rewardsOf(false)),
-    'rewards/margins': mean(rewardsOf(true)) - mean(rewardsOf(false)),
+    'rewards/chosen': meanOf(rewardsOf(true)),
+    'rewards/rejected': meanOf(rewardsOf(false)),
+    'rewards/margins': meanOf(rewardsOf(true)) - meanOf(rewardsOf(false)),
     kl,
-    'logps/chosen': mean(logpsOf(true)),
-    'logps/rejected': mean(logpsOf(false)),
+    'logps/chosen': meanOf(logpsOf(true)),
+    'logps/rejected': meanOf(logpsOf(false)),
   };
   return { loss: mean(losses), losses, grad, metrics };
 }

@@ -181,7 +181,7 @@ function rowSteps(
     const done = outcome as { loss: number; metrics: object } | null;
     if (!done) throw new InputError('the forward gave no per-token values');
     const metrics = Object.fromEntries(Object.entries(done.metrics as Record<string, number>).map(([k, v]) => [k, share * v]));
-    return { loss: share * done.loss, tokens: result.logits.shape[0]!, metrics };
+    return { loss: share * done.loss, tokens: result.logits.shape[0]!, metrics, share };
   });
 }
 
@@ -218,8 +218,9 @@ export async function prepareKto(context: AdaptContext): Promise<AdaptMethod> {
       const options = { beta: config.beta, desirableWeight: config.desirable_weight, undesirableWeight: config.undesirable_weight };
       return rowSteps(micro, run, padId, (i) => [examples[i]!.sequence, examples[i]!.kl], (logps, indices, share) => {
         const rows = ktoRowWeights(logps, indices.flatMap((i) => [reference[2 * i]!, reference[2 * i + 1]!]), indices.map((i) => examples[i]!.label), options, share);
-        // A micro-batch without desirable (or undesirable) examples has no rewards of that kind: counted as 0.
-        const metrics = Object.fromEntries(Object.entries(rows.loss.metrics).map(([k, v]) => [k, Number.isFinite(v) ? v : 0]));
+        // A micro-batch without desirable (or undesirable) examples has no rewards of that kind: left out, and the
+        // step averages that metric over the micro-batches that have it (trainStep).
+        const metrics = Object.fromEntries(Object.entries(rows.loss.metrics).filter(([, v]) => Number.isFinite(v)));
         return { weights: rows.weights, loss: { loss: rows.loss.loss, metrics } };
       });
     },

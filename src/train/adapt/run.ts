@@ -48,8 +48,14 @@ export interface MicroOutcome {
   readonly loss: number;
   /** Tokens in the forward (padding included). */
   readonly tokens: number;
-  /** Method metrics, each already weighted by the micro-batch's share of the step (they sum to the step's). */
+  /**
+   * Method metrics, each already weighted by the micro-batch's share of the step (they sum to the step's). A metric a
+   * micro-batch cannot have (KTO's rewards of a kind it holds no example of) is left out, and the step's value is
+   * then the mean over the micro-batches that have it (their shares renormalized).
+   */
   readonly metrics: Readonly<Record<string, number>>;
+  /** This micro-batch's share of the step (needed when it leaves a metric out); default: the metrics sum as given. */
+  readonly share?: number;
 }
 
 export interface AdaptMethod {
@@ -317,7 +323,15 @@ function trainStep(run: Run, method: AdaptMethod, step: number): AdaptLogRecord 
   run.tokens += tokens;
   const loss = outcomes.reduce((sum, o) => sum + o.loss, 0);
   const metrics: Record<string, number> = {};
-  for (const o of outcomes) for (const [key, value] of Object.entries(o.metrics)) metrics[key] = (metrics[key] ?? 0) + value;
+  const shares: Record<string, number> = {};
+  for (const o of outcomes) {
+    for (const [key, value] of Object.entries(o.metrics)) {
+      metrics[key] = (metrics[key] ?? 0) + value;
+      shares[key] = (shares[key] ?? 0) + (o.share ?? 1);
+    }
+  }
+  // Renormalize a metric that some micro-batches left out (shares given and summing below 1).
+  if (outcomes.every((o) => o.share !== undefined)) for (const key of Object.keys(metrics)) if (shares[key]! > 0) metrics[key]! /= shares[key]!;
   return {
     kind: 'train', method: run.kind, step: step + 1, examples: micro.reduce((n, m) => n + m.length, 0), tokens: run.tokens, loss, ce: loss, lbl, zloss: 0, lr, gradNorm,
     tokensPerSecond: tokens / ((performance.now() - started) / 1000),
