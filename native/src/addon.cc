@@ -138,11 +138,39 @@ Napi::Value Experts(const Napi::CallbackInfo& info) {
 
 // attention(q, keys, values, kvType, tokens, start, heads, kvHeads, headDim, out): keys and values are the cache's
 // bytes (any typed array) in kvType.
+// A cache type the kernels store (kv-cache.h), else a RangeError and false.
+bool check_kv_type(const Napi::CallbackInfo& info, int code, const char* op) {
+  if (code == static_cast<int>(DType::F32) || code == static_cast<int>(DType::F16) || code == static_cast<int>(DType::Q8_0)) return true;
+  Napi::RangeError::New(info.Env(), std::string("olmoe native ") + op + ": KV cache type " + std::to_string(code) + " is not f32, f16 or q8_0").ThrowAsJavaScriptException();
+  return false;
+}
+
+// That the typed array at `index` holds at least `bytes` bytes, else a RangeError naming the op and argument, and false.
+bool check_bytes(const Napi::CallbackInfo& info, size_t index, size_t bytes, const char* op, const char* what) {
+  const size_t have = info[index].As<Napi::TypedArray>().ByteLength();
+  if (have >= bytes) return true;
+  Napi::RangeError::New(info.Env(), std::string("olmoe native ") + op + ": " + what + " holds " + std::to_string(have) + " bytes, the call needs " +
+                                        std::to_string(bytes)).ThrowAsJavaScriptException();
+  return false;
+}
+
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 10)) return info.Env().Undefined();
+  const int kv_code = info[3].As<Napi::Number>().Int32Value();
+  if (!check_kv_type(info, kv_code, "attention")) return info.Env().Undefined();
   olmoe::AttentionArgs args{data_of<float>(info[0]), data_of<void>(info[1]), data_of<void>(info[2]),
-                            static_cast<DType>(info[3].As<Napi::Number>().Int32Value()), size_arg(info, 4), size_arg(info, 5),
+                            static_cast<DType>(kv_code), size_arg(info, 4), size_arg(info, 5),
                             size_arg(info, 6), size_arg(info, 7), size_arg(info, 8), data_of<float>(info[9])};
+  if (args.kv_heads == 0 || args.heads % args.kv_heads != 0) {
+    Napi::RangeError::New(info.Env(), "olmoe native attention: " + std::to_string(args.heads) + " heads do not share " + std::to_string(args.kv_heads) + " KV heads evenly").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  const size_t q_bytes = args.tokens * args.heads * args.head_dim * sizeof(float);
+  const size_t cache_bytes = (args.start + args.tokens) * olmoe::kv_row_bytes(args.kv_type, args.kv_heads * args.head_dim);
+  if (!check_bytes(info, 0, q_bytes, "attention", "q") || !check_bytes(info, 1, cache_bytes, "attention", "keys") ||
+      !check_bytes(info, 2, cache_bytes, "attention", "values") || !check_bytes(info, 9, q_bytes, "attention", "out")) {
+    return info.Env().Undefined();
+  }
   olmoe::attention(args);
   return info.Env().Undefined();
 }
@@ -150,8 +178,14 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
 // kvStore(rows, count, width, kvType, out): rows of floats rounded to the cache's type into out's bytes.
 Napi::Value KvStore(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 5)) return info.Env().Undefined();
-  olmoe::kv_store(data_of<float>(info[0]), size_arg(info, 1), size_arg(info, 2), static_cast<DType>(info[3].As<Napi::Number>().Int32Value()),
-                  data_of<uint8_t>(info[4]));
+  const int kv_code = info[3].As<Napi::Number>().Int32Value();
+  if (!check_kv_type(info, kv_code, "kvStore")) return info.Env().Undefined();
+  const size_t count = size_arg(info, 1), width = size_arg(info, 2);
+  if (!check_bytes(info, 0, count * width * sizeof(float), "kvStore", "rows") ||
+      !check_bytes(info, 4, count * olmoe::kv_row_bytes(static_cast<DType>(kv_code), width), "kvStore", "out")) {
+    return info.Env().Undefined();
+  }
+  olmoe::kv_store(data_of<float>(info[0]), count, width, static_cast<DType>(kv_code), data_of<uint8_t>(info[4]));
   return info.Env().Undefined();
 }
 
