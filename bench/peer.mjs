@@ -6,8 +6,10 @@
 // olmoe's run also measures the machine (read bandwidth, FP32 peak) and prints decode as a % of its memory bound.
 //   (in a scratch folder) npm i -E node-llama-cpp@3.21.1
 //   NLC=/scratch/node_modules/node-llama-cpp/dist/index.js node bench/peer.mjs [--threads 2] [--rounds 3] A.gguf B.gguf ...
+// An argument HF_FOLDER=FILE.gguf runs olmoe on the HF folder (its safetensors, as `olmoe generate` loads a hub model)
+// and llama.cpp on the GGUF converted from it (llama.cpp reads no HF folder).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { openSync, readSync, closeSync, readFileSync } from 'node:fs';
+import { openSync, readSync, closeSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -26,14 +28,16 @@ else await main();
 async function main() {
   if (!process.env.NLC) throw new Error('set NLC to node-llama-cpp/dist/index.js (npm i -E node-llama-cpp@3.21.1 in a scratch folder)');
   const rows = [];
-  for (const file of args) {
-    warmPageCache(file);
+  for (const arg of args) {
+    const [ours, file = ours] = arg.split('=');
+    warmPageCache(ours);
+    if (file !== ours) warmPageCache(file);
     // Alternating rounds (olmoe, llama.cpp, olmoe, …): on a shared machine the load changes by the minute, and
     // alternation spreads it over both engines; each number is the median over rounds of each round's median.
     const oursRuns = [];
     const theirsRuns = [];
     for (let round = 0; round < rounds; round++) {
-      oursRuns.push(JSON.parse(execFileSync(process.execPath, [join(here, '..', 'dist', 'src', 'cli', 'main.js'), 'bench', file, '--threads', String(threads),
+      oursRuns.push(JSON.parse(execFileSync(process.execPath, [join(here, '..', 'dist', 'src', 'cli', 'main.js'), 'bench', ours, '--threads', String(threads),
         '--prompt', String(prompt), '--gen', String(gen), '--runs', String(runs), '--json', '-q', ...(round > 0 ? ['--no-machine'] : [])],
         { encoding: 'utf8', maxBuffer: 1 << 24 })));
       const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
@@ -43,7 +47,7 @@ async function main() {
       theirsRuns.push(JSON.parse(child.stdout.trim().split('\n').pop()));
       console.error(`${file} round ${round + 1}/${rounds}: olmoe ${JSON.stringify(oursRuns.at(-1))}\n${file} round ${round + 1}/${rounds}: llama.cpp ${JSON.stringify(theirsRuns.at(-1))}`);
     }
-    rows.push({ file, ours: medianRecord(oursRuns), theirs: medianRecord(theirsRuns) });
+    rows.push({ file: arg, ours: medianRecord(oursRuns), theirs: medianRecord(theirsRuns) });
   }
   printTable(rows);
 }
@@ -63,6 +67,10 @@ function median(values) {
 }
 
 function warmPageCache(file) {
+  if (statSync(file).isDirectory()) {
+    for (const name of readdirSync(file)) if (name.endsWith('.safetensors')) warmPageCache(join(file, name));
+    return;
+  }
   const fd = openSync(file, 'r');
   const buffer = Buffer.allocUnsafe(1 << 24);
   for (let at = 0; readSync(fd, buffer, 0, buffer.length, at) > 0; at += buffer.length);
@@ -78,7 +86,7 @@ function printTable(rows) {
   console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const { file, ours, theirs } of rows) {
     const bound = ours.decodePercentOfBound == null ? '–' : `${(ours.decodeWeightMBPerToken + ours.decodeCacheMBPerToken).toFixed(0)} / ${ours.decodePercentOfBound} %`;
-    console.log(`| ${file.split('/').pop()} | ${ours.prefillTokensPerSecond} | ${theirs.prefill} | ${ratio(ours.prefillTokensPerSecond, theirs.prefill)} | ` +
+    console.log(`| ${file.split('=').map((p) => p.split('/').pop()).join(' = ')} | ${ours.prefillTokensPerSecond} | ${theirs.prefill} | ${ratio(ours.prefillTokensPerSecond, theirs.prefill)} | ` +
       `${ours.decodeTokensPerSecond} | ${theirs.decode} | ${ratio(ours.decodeTokensPerSecond, theirs.decode)} | ${bound} | ${ours.loadSeconds} / ${ours.residentMiB} | ${theirs.load} / ${theirs.rss} |`);
   }
 }

@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
           const size_t layer = step % layers;
           for (size_t k = 0; k < top_k; k++) ids[k] = static_cast<int32_t>((step * 13 + k * 7) % experts);
           std::sort(ids.begin(), ids.end());
-          ExpertArgs a{x.data(), 1, hidden, ffn, top_k, dtype, gate.data() + layer * experts, up.data() + layer * experts, down.data() + layer * experts,
+          ExpertArgs a{x.data(), 1, hidden, ffn, top_k, dtype, dtype, gate.data() + layer * experts, up.data() + layer * experts, down.data() + layer * experts,
                        ids.data(), weights.data(), out.data()};
           experts_fn(a);
         }

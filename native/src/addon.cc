@@ -18,6 +18,7 @@
 #include "mapping.h"
 #include "measure.h"
 #include "pool.h"
+#include "qgemm.h"
 #include "quantize-k.h"
 #include "train-gemm.h"
 #include "train-ops.h"
@@ -129,15 +130,21 @@ std::vector<const void*> pointers(const Napi::Value& list) {
 Napi::Value Experts(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 12)) return info.Env().Undefined();
   auto gates = pointers(info[6]), ups = pointers(info[7]), downs = pointers(info[8]);
+  const auto dtype = static_cast<DType>(info[5].As<Napi::Number>().Int32Value());
+  // Optional 13th argument: the down projections' dtype when it differs (Q4_K_M stores some as Q6_K).
+  const auto down_dtype = info.Length() > 12 && info[12].IsNumber() ? static_cast<DType>(info[12].As<Napi::Number>().Int32Value()) : dtype;
+  if (down_dtype != dtype && !(olmoe::integer_gemm(dtype) && olmoe::integer_gemm(down_dtype))) {
+    Napi::RangeError::New(info.Env(), "olmoe native experts: down weights of another dtype need integer dot products for both (quantized types, SIMD level avx2 or avx512)")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
   olmoe::ExpertArgs args{data_of<float>(info[0]), size_arg(info, 1), size_arg(info, 2), size_arg(info, 3), size_arg(info, 4),
-                         static_cast<DType>(info[5].As<Napi::Number>().Int32Value()), gates.data(), ups.data(), downs.data(),
+                         dtype, down_dtype, gates.data(), ups.data(), downs.data(),
                          data_of<int32_t>(info[9]), data_of<float>(info[10]), data_of<float>(info[11])};
   olmoe::experts(args);
   return info.Env().Undefined();
 }
 
-// attention(q, keys, values, kvType, tokens, start, heads, kvHeads, headDim, out): keys and values are the cache's
-// bytes (any typed array) in kvType.
 // A cache type the kernels store (kv-cache.h), else a RangeError and false.
 bool check_kv_type(const Napi::CallbackInfo& info, int code, const char* op) {
   if (code == static_cast<int>(DType::F32) || code == static_cast<int>(DType::F16) || code == static_cast<int>(DType::Q8_0)) return true;
@@ -154,6 +161,8 @@ bool check_bytes(const Napi::CallbackInfo& info, size_t index, size_t bytes, con
   return false;
 }
 
+// attention(q, keys, values, kvType, tokens, start, heads, kvHeads, headDim, out): keys and values are the cache's
+// bytes (any typed array) in kvType.
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 10)) return info.Env().Undefined();
   const int kv_code = info[3].As<Napi::Number>().Int32Value();

@@ -66,7 +66,7 @@ std::vector<ExpertGroup> group_slots(const ExpertArgs& a, std::vector<size_t>& o
     g.hidden_at = hidden_at, g.ffn_at = ffn_at, g.xq_at = xq_at, g.hq_at = hq_at;
     hidden_at += g.npad * a.hidden;
     ffn_at += g.npad * a.ffn;
-    if (quantized && !g.tiled) xq_at += g.count * q8_row_bytes(a.dtype, a.hidden), hq_at += g.count * q8_row_bytes(a.dtype, a.ffn);
+    if (quantized && !g.tiled) xq_at += g.count * q8_row_bytes(a.dtype, a.hidden), hq_at += g.count * q8_row_bytes(a.down_dtype, a.ffn);
   }
   return groups;
 }
@@ -84,9 +84,10 @@ void for_each_blocked_run(float* data, size_t npad, size_t features, size_t r0, 
 void prefetch_item(const ExpertArgs& a, const std::vector<ExpertGroup>& groups, const WorkItem& item, const void* const* matrices, size_t in) {
   const ExpertGroup& g = groups[item.group];
   if (g.tiled) return;
-  const size_t stride = row_bytes(a.dtype, in), rows = item.row_end - item.row_begin;
-  qdot_prefetch(a.dtype, static_cast<const uint8_t*>(matrices[g.expert]) + item.row_begin * stride, stride, rows);
-  if (matrices == a.gate) qdot_prefetch(a.dtype, static_cast<const uint8_t*>(a.up[g.expert]) + item.row_begin * stride, stride, rows);
+  const DType dtype = matrices == a.down ? a.down_dtype : a.dtype;
+  const size_t stride = row_bytes(dtype, in), rows = item.row_end - item.row_begin;
+  qdot_prefetch(dtype, static_cast<const uint8_t*>(matrices[g.expert]) + item.row_begin * stride, stride, rows);
+  if (matrices == a.gate) qdot_prefetch(dtype, static_cast<const uint8_t*>(a.up[g.expert]) + item.row_begin * stride, stride, rows);
 }
 
 struct Buffers {
@@ -119,18 +120,18 @@ void gather_inputs(const ExpertArgs& a, const std::vector<ExpertGroup>& groups, 
 // Between the phases, for quantized weights: h = silu(gate)·up of every slot quantized (dot path) or rounded to q8
 // in place (tiled groups, along the features of each token in the blocked-transposed layout).
 void quantize_hidden(const ExpertArgs& a, const std::vector<ExpertGroup>& groups, const Buffers& b) {
-  const size_t F = a.ffn, q8_bytes = q8_row_bytes(a.dtype, F);
+  const size_t F = a.ffn, q8_bytes = q8_row_bytes(a.down_dtype, F);
   pool().parallel_for(groups.size(), [&](size_t g0, size_t g1) {
     for (size_t gi = g0; gi < g1; gi++) {
       const ExpertGroup& g = groups[gi];
       float* H = &b.gate[g.ffn_at];
       if (!g.tiled) {
-        for (size_t j = 0; j < g.count; j++) quantize_q8(a.dtype, H + j * F, F, b.hq + g.hq_at + j * q8_bytes);
+        for (size_t j = 0; j < g.count; j++) quantize_q8(a.down_dtype, H + j * F, F, b.hq + g.hq_at + j * q8_bytes);
         continue;
       }
       for (size_t first = 0; first < g.count; first += kTokenBlock) {  // token blocks: [features][width]
         const size_t block = first / kTokenBlock;
-        round_to_q8_tokens(a.dtype, H + first * F, std::min(kTokenBlock, g.count - first), F, block_width(g.npad, block));
+        round_to_q8_tokens(a.down_dtype, H + first * F, std::min(kTokenBlock, g.count - first), F, block_width(g.npad, block));
       }
     }
   });
@@ -146,12 +147,13 @@ void experts(const ExpertArgs& a) {
   const size_t hidden_total = groups.empty() ? 0 : groups.back().hidden_at + groups.back().npad * D;
   const size_t ffn_total = groups.empty() ? 0 : groups.back().ffn_at + groups.back().npad * F;
   const size_t xq_total = groups.empty() ? 0 : groups.back().xq_at + groups.back().count * q8_row_bytes(a.dtype, D);
-  const size_t hq_total = groups.empty() ? 0 : groups.back().hq_at + groups.back().count * q8_row_bytes(a.dtype, F);
+  const size_t hq_total = groups.empty() ? 0 : groups.back().hq_at + groups.back().count * q8_row_bytes(a.down_dtype, F);
   thread_local std::vector<float> xs_buffer, gate_buffer, up_buffer, ys_buffer;  // per calling JS thread
   thread_local std::vector<uint8_t> xq_buffer, hq_buffer;
   const Buffers b{scratch(xs_buffer, hidden_total), scratch(gate_buffer, ffn_total), scratch(up_buffer, ffn_total), scratch(ys_buffer, slots * D),
                   scratch(xq_buffer, xq_total), scratch(hq_buffer, hq_total)};
-  const size_t xq_stride = q8_row_bytes(a.dtype, D), hq_stride = q8_row_bytes(a.dtype, F);
+  const size_t xq_stride = q8_row_bytes(a.dtype, D), hq_stride = q8_row_bytes(a.down_dtype, F);
+  const bool quantized_down = is_quantized(a.down_dtype);
   gather_inputs(a, groups, order, b);
   // Phase 1: gate and up projections and SwiGLU, parallel over (expert, row block); outputs in the group's layout.
   auto first = row_items(groups, F);
@@ -175,18 +177,18 @@ void experts(const ExpertArgs& a) {
       else for (size_t r = r0; r < r1; r++) swiglu(G + r, g.count, F);
     }
   });
-  if (quantized) quantize_hidden(a, groups, b);
+  if (quantized_down) quantize_hidden(a, groups, b);
   // Phase 2: down projection into row-major outputs per slot.
   auto second = row_items(groups, D);
   pool().parallel_for(second.size(), [&](size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) {
-      if (quantized && i + 1 < i1) prefetch_item(a, groups, second[i + 1], a.down, F);
+      if (quantized_down && i + 1 < i1) prefetch_item(a, groups, second[i + 1], a.down, F);
       const ExpertGroup& g = groups[second[i].group];
       const size_t r0 = second[i].row_begin, r1 = second[i].row_end;
       float* Y = &b.ys[g.first * D];
-      if (g.tiled) gemm_tiles(&b.gate[g.ffn_at], g.npad, g.count, F, a.down[g.expert], a.dtype, r0, r1, Output{Y, D});
-      else if (quantized) gemm_qdot(b.hq + g.hq_at, hq_stride, g.count, F, a.down[g.expert], a.dtype, r0, r1, Y, 1, D);
-      else gemm_dot(&b.gate[g.ffn_at], g.count, F, a.down[g.expert], a.dtype, r0, r1, Y, 1, D);
+      if (g.tiled) gemm_tiles(&b.gate[g.ffn_at], g.npad, g.count, F, a.down[g.expert], a.down_dtype, r0, r1, Output{Y, D});
+      else if (quantized_down) gemm_qdot(b.hq + g.hq_at, hq_stride, g.count, F, a.down[g.expert], a.down_dtype, r0, r1, Y, 1, D);
+      else gemm_dot(&b.gate[g.ffn_at], g.count, F, a.down[g.expert], a.down_dtype, r0, r1, Y, 1, D);
     }
   });
   // Phase 3: weighted sum per token, visiting its experts in ascending id (the grouped order).

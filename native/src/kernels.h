@@ -22,7 +22,8 @@ void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType d
 struct ExpertArgs {
   const float* x;  // [T, D]
   size_t tokens, hidden, ffn, top_k;
-  DType dtype;
+  DType dtype;       // gate and up
+  DType down_dtype;  // down: dtype, or another quantized type when both take integer dot products (Q4_K_M's Q6_K downs)
   const void* const* gate;  // E pointers to [F, D]
   const void* const* up;    // E pointers to [F, D]
   const void* const* down;  // E pointers to [D, F]

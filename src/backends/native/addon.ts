@@ -23,6 +23,8 @@ export interface NativeAddon {
   experts(
     x: Floats, tokens: number, hidden: number, ffn: number, topK: number, dtype: number,
     gates: Weights[], ups: Weights[], downs: Weights[], expertIds: Int32Array, weights: Floats, out: Floats,
+    /** The downs' dtype when it differs (both quantized, SIMD level above scalar). */
+    downDtype?: number,
   ): void;
   /** keys, values: the KV cache's bytes in kvType (a DTYPE_CODES code: f32, f16 or q8_0) or float32 rows. */
   attention(q: Floats, keys: Floats | Uint8Array, values: Floats | Uint8Array, kvType: number, tokens: number, start: number, heads: number, kvHeads: number, headDim: number, out: Floats): void;

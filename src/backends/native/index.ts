@@ -26,7 +26,7 @@ const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q
  */
 export const NATIVE_EXCEPTIONS: ReadonlyMap<string, string> = new Map([
   ['clamp', 'reference: clip_qkv is null in every OLMoE config (and training refuses it); an element-wise clamp'],
-  ['experts (mixed weight dtypes)', 'reference: one dtype per call in the kernel; rare mixed checkpoints'],
+  ['experts (mixed weight dtypes)', 'reference: gate/up of two dtypes, or a float down beside quantized gate/up, or (scalar level) any other down dtype; the kernel takes a second dtype only for quantized downs on integer dot products (Q4_K_M)'],
   ['experts (expert choice, non-f32 weights)', 'reference: the quantized/bf16 kernel takes K experts per token'],
   ['expertsForward/expertsBackward (non-f32 weights)', 'reference: training weights are float32'],
   ['dropout', "reference: an element-wise mask on a LoRA adapter's input (O(T·D), small beside the matrix products)"],
@@ -272,13 +272,18 @@ export class NativeBackend implements TrainingBackend {
     const input = asRef(x);
     checkShapes('experts', input.rows === routing.tokens, () => `x ${showShape(x)} but routing for ${routing.tokens} tokens`);
     const first = asRef(weights.gate[0]!);
-    const mixed = [...weights.gate, ...weights.up, ...weights.down].some((t) => t.dtype !== first.dtype);
+    const down = asRef(weights.down[0]!);
+    const mixedGateUp = [...weights.gate, ...weights.up].some((t) => t.dtype !== first.dtype) || weights.down.some((t) => t.dtype !== down.dtype);
+    // Q4_K_M keeps some layers' down projections in Q6_K: the kernel takes a second dtype for them when both types
+    // run on integer dot products (quantized, SIMD level above scalar).
+    const otherDown = down.dtype !== first.dtype;
+    const nativeDown = !otherDown || (isQuantized(weightDtype(first)) && isQuantized(weightDtype(down)) && this.addon.simdLevel() !== 'scalar');
     if ((routing.mode !== 'token_choice' || this.bf16) && train.float32Experts(weights)) return train.expertsForward(this.addon, x, weights, routing, this.bf16).out;
-    if (mixed || routing.mode !== 'token_choice') return this.ref.experts(x, weights, routing); // NATIVE_EXCEPTIONS
+    if (mixedGateUp || !nativeDown || routing.mode !== 'token_choice') return this.ref.experts(x, weights, routing); // NATIVE_EXCEPTIONS
     const out = train.uninitialized(sizeOf(input));
     const data = (list: readonly Tensor[]) => list.map((t) => weightData(asRef(t)));
     this.addon.experts(f32(x), routing.tokens, input.cols, first.rows, routing.perGroup, DTYPE_CODES[weightDtype(first)],
-      data(weights.gate), data(weights.up), data(weights.down), routing.expertIds, f32(routing.weights), out);
+      data(weights.gate), data(weights.up), data(weights.down), routing.expertIds, f32(routing.weights), out, DTYPE_CODES[weightDtype(down)]);
     return activation(out, input.shape);
   }
 
