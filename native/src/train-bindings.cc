@@ -279,6 +279,12 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   return Undefined(info);
 }
 
+// Every target below the vocabulary (ignored targets are negative), else the call fails naming the first one outside.
+void check_targets(Args& a, const int32_t* targets, size_t tokens, size_t vocab) {
+  for (size_t t = 0; t < tokens && !a.failed; t++)
+    if (targets[t] >= static_cast<int64_t>(vocab)) a.fail("target " + std::to_string(targets[t]) + " outside the vocabulary");
+}
+
 // crossEntropyForward(logits, tokens, vocab, targets, lse) → Σ over counted rows of lse − logit[target]
 Napi::Value CrossEntropyForward(const Napi::CallbackInfo& info) {
   Args a{info};
@@ -286,40 +292,29 @@ Napi::Value CrossEntropyForward(const Napi::CallbackInfo& info) {
   const float* logits = a.array<float>(0, tokens * vocab, "logits");
   const int32_t* targets = a.array<int32_t>(3, tokens, "targets");
   float* lse = a.array<float>(4, tokens, "lse");
-  for (size_t t = 0; t < tokens && !a.failed; t++)
-    if (targets[t] >= static_cast<int64_t>(vocab)) a.fail("target " + std::to_string(targets[t]) + " outside the vocabulary");
+  if (!a.failed) check_targets(a, targets, tokens, vocab);
   if (a.failed) return Undefined(info);
   return Napi::Number::New(info.Env(), cross_entropy_forward(logits, tokens, vocab, targets, lse));
 }
 
-// crossEntropyBackward(logits, tokens, vocab, targets, lse, scale, dlogits, fresh)
-Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
+// crossEntropyBackward(logits, tokens, vocab, targets, lse, scale, dlogits, fresh), and weighted (row t scaled by
+// weights[t]): weightedCrossEntropyBackward(logits, tokens, vocab, targets, lse, scale, weights, dlogits, fresh)
+Napi::Value cross_entropy_backward_binding(const Napi::CallbackInfo& info, bool weighted) {
   Args a{info};
   const size_t tokens = a.size(1), vocab = a.size(2);
   const float* logits = a.array<float>(0, tokens * vocab, "logits");
   const int32_t* targets = a.array<int32_t>(3, tokens, "targets");
   const float* lse = a.array<float>(4, tokens, "lse");
-  float* d = a.array<float>(6, tokens * vocab, "dlogits");
-  for (size_t t = 0; t < tokens && !a.failed; t++)
-    if (targets[t] >= static_cast<int64_t>(vocab)) a.fail("target outside the vocabulary");
-  if (!a.failed) cross_entropy_backward(logits, tokens, vocab, targets, lse, static_cast<float>(a.number(5)), nullptr, d, a.optional_flag(7));
+  const float* weights = weighted ? a.array<float>(6, tokens, "weights") : nullptr;
+  const size_t at = weighted ? 7 : 6;  // dlogits, then the fresh flag
+  float* d = a.array<float>(at, tokens * vocab, "dlogits");
+  if (!a.failed) check_targets(a, targets, tokens, vocab);
+  if (!a.failed) cross_entropy_backward(logits, tokens, vocab, targets, lse, static_cast<float>(a.number(5)), weights, d, a.optional_flag(at + 1));
   return Undefined(info);
 }
 
-// weightedCrossEntropyBackward(logits, tokens, vocab, targets, lse, scale, weights, dlogits, fresh): row t scaled by weights[t]
-Napi::Value WeightedCrossEntropyBackward(const Napi::CallbackInfo& info) {
-  Args a{info};
-  const size_t tokens = a.size(1), vocab = a.size(2);
-  const float* logits = a.array<float>(0, tokens * vocab, "logits");
-  const int32_t* targets = a.array<int32_t>(3, tokens, "targets");
-  const float* lse = a.array<float>(4, tokens, "lse");
-  const float* weights = a.array<float>(6, tokens, "weights");
-  float* d = a.array<float>(7, tokens * vocab, "dlogits");
-  for (size_t t = 0; t < tokens && !a.failed; t++)
-    if (targets[t] >= static_cast<int64_t>(vocab)) a.fail("target outside the vocabulary");
-  if (!a.failed) cross_entropy_backward(logits, tokens, vocab, targets, lse, static_cast<float>(a.number(5)), weights, d, a.optional_flag(8));
-  return Undefined(info);
-}
+Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) { return cross_entropy_backward_binding(info, false); }
+Napi::Value WeightedCrossEntropyBackward(const Napi::CallbackInfo& info) { return cross_entropy_backward_binding(info, true); }
 
 // loadBalancingForward(probs, tokens, experts, counts, scale) → loss; loadBalancingBackward(tokens, experts, counts, factor, dprobs)
 Napi::Value LoadBalancingForward(const Napi::CallbackInfo& info) {
