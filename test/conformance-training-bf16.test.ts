@@ -22,7 +22,7 @@ import { describe, it } from 'node:test';
 import type { Routing, Tensor } from '../src/core/backend.js';
 import type { MatmulPrecision, TrainingBackend } from '../src/core/training.js';
 import { createRng } from '../src/core/rng.js';
-import { Tape, TapeTensor } from '../src/autograd/tape.js';
+import { Tape } from '../src/autograd/tape.js';
 import { loadAddon } from '../src/backends/native/addon.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { roundBf16 } from '../src/backends/reference/bf16.js';
@@ -33,6 +33,7 @@ import { train } from '../src/train/trainer.js';
 import { latestCheckpoint } from '../src/train/checkpoint.js';
 import { announceSkip, backendCases, nativeSkip } from './backends.js';
 import { cliPath, tempDir } from './helpers.js';
+import { runTape, type Input } from './tape-run.js';
 
 const addon = loadAddon().addon;
 const rng = createRng(11);
@@ -133,24 +134,11 @@ describe(`native bf16 GEMM (${addon?.trainGemmBf16Kernel() ?? 'not built'}, SIMD
 });
 
 // ---------------------------------------------------------------- 4. backend ops, native vs the reference twin
-interface Input {
-  values: Float32Array;
-  shape: number[];
-}
 const input = (shape: number[], scale = 1): Input => ({ values: random(shape.reduce((x, y) => x * y, 1), scale), shape });
 
 function run(backend: TrainingBackend, precision: MatmulPrecision, inputs: readonly Input[], build: (tape: Tape, leaves: Tensor[]) => Tensor): Float32Array[] {
   backend.setMatmulPrecision(precision);
-  const tape = new Tape(backend);
-  const leaves = inputs.map((x) => {
-    const value = backend.zeros(x.shape);
-    backend.write(value, x.values);
-    return tape.param(value, backend.zeros(x.shape));
-  });
-  const out = build(tape, leaves);
-  const values = tape.toFloat32(out).slice();
-  tape.backwardWith(out, backend.fromFloat32(createRngValues(values.length), out.shape));
-  const result = [values, ...leaves.map((leaf) => backend.toFloat32((leaf as TapeTensor).grad!).slice())];
+  const result = runTape(backend, inputs, build, createRngValues);
   backend.setMatmulPrecision('fp32');
   return result;
 }

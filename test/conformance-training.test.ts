@@ -13,17 +13,14 @@ import { describe, it } from 'node:test';
 import type { Routing, Tensor } from '../src/core/backend.js';
 import type { TrainingBackend } from '../src/core/training.js';
 import { createRng } from '../src/core/rng.js';
-import { Tape, TapeTensor } from '../src/autograd/tape.js';
+import { Tape } from '../src/autograd/tape.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { NATIVE_EXCEPTIONS, NativeBackend } from '../src/backends/native/index.js';
 import { announceSkip, backendCases } from './backends.js';
+import { runTape, type Input } from './tape-run.js';
 
 const reference = new ReferenceBackend();
 
-interface Input {
-  values: Float32Array;
-  shape: number[];
-}
 
 function randoms(seed: number, n: number, scale = 1): Float32Array {
   const rng = createRng(seed);
@@ -35,16 +32,7 @@ const input = (shape: number[], scale = 1): Input => ({ values: randoms(seeds++,
 
 /** Forward and backward of `build` on a backend: the output, and every input's gradient for the seeded dOut. */
 function run(backend: TrainingBackend, inputs: readonly Input[], build: (tape: Tape, leaves: Tensor[]) => Tensor): Float32Array[] {
-  const tape = new Tape(backend);
-  const leaves = inputs.map((x) => {
-    const value = backend.zeros(x.shape);
-    backend.write(value, x.values);
-    return tape.param(value, backend.zeros(x.shape));
-  });
-  const out = build(tape, leaves);
-  const values = tape.toFloat32(out).slice();
-  tape.backwardWith(out, backend.fromFloat32(randoms(7, values.length), out.shape));
-  return [values, ...leaves.map((leaf) => backend.toFloat32((leaf as TapeTensor).grad!).slice())];
+  return runTape(backend, inputs, build, (n) => randoms(7, n));
 }
 
 function assertClose(actual: Float32Array, expected: Float32Array, reduction: number, what: string): void {
