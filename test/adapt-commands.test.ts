@@ -27,6 +27,7 @@ import { dpoRowWeights, forwardRows, ktoRowWeights, prepareDpo, prepareKto } fro
 import { adapt, type AdaptConfig, type AdaptContext, type AdaptLogRecord } from '../src/train/adapt/run.js';
 import { prepareSft } from '../src/train/adapt/sft-method.js';
 import { cliPath, tempDir, tinyModelDir } from './helpers.js';
+import { centralDifference } from './finite-difference.js';
 
 const LN2 = Math.log(2);
 const PREPARE = { sft: prepareSft, dpo: prepareDpo, kto: prepareKto };
@@ -177,13 +178,7 @@ describe('finite differences in float64: the DPO and KTO losses through the weig
       const values = floats(p.value);
       const grad = floats(p.grad);
       for (const j of [0, Math.floor(values.length / 3), Math.floor((2 * values.length) / 3), values.length - 1]) {
-        const saved = values[j]!;
-        values[j] = saved + 1e-5;
-        const plus = lossOf(backend);
-        values[j] = saved - 1e-5;
-        const minus = lossOf(backend);
-        values[j] = saved;
-        const numeric = (plus - minus) / 2e-5;
+        const numeric = centralDifference(values, j, () => lossOf(backend));
         diff += (grad[j]! - numeric) ** 2;
         sum += (Math.abs(grad[j]!) + Math.abs(numeric)) ** 2;
       }

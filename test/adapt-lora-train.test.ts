@@ -16,6 +16,7 @@ import { loraSettings } from '../src/train/adapt/config.js';
 import { readPeftAdapter, targetedModules, type LoraSettings } from '../src/train/adapt/peft.js';
 import { TrainModel } from '../src/train/model.js';
 import { tempDir } from './helpers.js';
+import { centralDifference } from './finite-difference.js';
 
 const f64 = new ReferenceBackend({ precision: 'f64' });
 const f32 = new ReferenceBackend();
@@ -90,15 +91,7 @@ describe('LoRA gradients against float64 finite differences', () => {
         for (const param of lora.params) {
           const values = floats(param.value);
           const numeric = new Float64Array(values.length);
-          for (let j = 0; j < values.length; j++) {
-            const saved = values[j]!;
-            values[j] = saved + 1e-5;
-            const plus = lossAt();
-            values[j] = saved - 1e-5;
-            const minus = lossAt();
-            values[j] = saved;
-            numeric[j] = (plus - minus) / 2e-5;
-          }
+          for (let j = 0; j < values.length; j++) numeric[j] = centralDifference(values, j, lossAt);
           const analytic = floats(param.grad);
           assert.ok(analytic.some((g) => g !== 0), `${param.name}: the gradient is zero (nothing checked)`);
           const error = relativeError(analytic, numeric);

@@ -10,6 +10,7 @@ import { floats } from '../src/backends/reference/tensor.js';
 import { TrainModel, type RoutingMode } from '../src/train/model.js';
 import { parseConfig } from '../src/model/config.js';
 import { createRng } from '../src/core/rng.js';
+import { centralDifference } from './finite-difference.js';
 
 const backend = new ReferenceBackend({ precision: 'f64' });
 const rng = createRng(7);
@@ -46,16 +47,7 @@ function gradCheck(name: string, inputs: Input[], build: (tape: Tape, leaves: Te
   const analytic = projected(inputs, build, r, true).leaves;
   inputs.forEach((input, i) => {
     const numeric = new Float64Array(input.data.length);
-    const h = 1e-5;
-    for (let j = 0; j < input.data.length; j++) {
-      const saved = input.data[j]!;
-      input.data[j] = saved + h;
-      const plus = projected(inputs, build, r, false).loss;
-      input.data[j] = saved - h;
-      const minus = projected(inputs, build, r, false).loss;
-      input.data[j] = saved;
-      numeric[j] = (plus - minus) / (2 * h);
-    }
+    for (let j = 0; j < input.data.length; j++) numeric[j] = centralDifference(input.data, j, () => projected(inputs, build, r, false).loss);
     const error = relativeError(analytic[i]!, numeric);
     assert.ok(error < 1e-6, `${name}: input ${i} relative error ${error.toExponential(2)}`);
   });
@@ -189,15 +181,7 @@ for (const [label, routing, extra] of VARIANTS) {
     for (const param of model.params) {
       const values = floats(param.value);
       const numeric = new Float64Array(values.length);
-      for (let j = 0; j < values.length; j++) {
-        const saved = values[j]!;
-        values[j] = saved + 1e-5;
-        const plus = lossAt();
-        values[j] = saved - 1e-5;
-        const minus = lossAt();
-        values[j] = saved;
-        numeric[j] = (plus - minus) / 2e-5;
-      }
+      for (let j = 0; j < values.length; j++) numeric[j] = centralDifference(values, j, lossAt);
       const error = relativeError(floats(param.grad), numeric);
       assert.ok(error < 1e-6, `${param.name}: relative error ${error.toExponential(2)}`);
     }
