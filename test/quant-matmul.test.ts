@@ -6,13 +6,14 @@
  *    moves by at most half its block's step), on random rows of every quantized dtype;
  * 3. the native backend against the reference at this process's SIMD level, every quantized dtype, the dot path
  *    (decode, 1–7 tokens, row counts that leave remainders) and the many-token path (prefill: the integer GEMM
- *    of native/src/qgemm.h, or float tiles at the scalar level), the grouped experts with many tokens per expert, and
- *    non-finite activations;
- * 4. the same file again in child processes with OLMOE_SIMD forcing each lower level the CPU has (avx2, scalar), so
- *    every kernel runs on one machine.
+ *    of native/src/qgemm.h: AMX int8 tiles where the CPU has them, VNNI register tiles, the decode kernels, or float
+ *    tiles at the scalar level), the grouped experts with many tokens per expert, and non-finite activations;
+ * 4. the same file again in child processes with OLMOE_SIMD forcing each lower level the CPU has (avx2, scalar), and
+ *    with OLMOE_AMX=0 on a CPU with AMX (the VNNI tiles), so every kernel runs on one machine.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
@@ -26,6 +27,13 @@ import { announceSkip, backendCases } from './backends.js';
 import { cliPath, tinyModelDir } from './helpers.js';
 
 const QUANT_DTYPES: QuantDType[] = ['q8_0', 'q4_0', 'q4_k', 'q5_k', 'q6_k'];
+const cpuFlags = (() => {
+  try {
+    return readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return '';
+  }
+})();
 const native = backendCases.find((b) => b.name === 'native')!;
 const reference = new ReferenceBackend();
 const fround = Math.fround;
@@ -133,15 +141,27 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
     if (expected) assert.equal((backend as { simd?: string }).simd, expected);
   });
 
+  it('prefill takes the kernel the CPU, the level and OLMOE_AMX call for', () => {
+    const level = (backend as { simd?: string }).simd;
+    const amx = level === 'avx512' && /\bamx_int8\b/.test(cpuFlags) && /\bamx_tile\b/.test(cpuFlags) && process.env.OLMOE_AMX !== '0';
+    const vnni = level === 'avx512' && /\bavx512_vnni\b/.test(cpuFlags);
+    const kernel = (dtype: QuantDType | 'f16') => (backend as unknown as { quantGemmKernel(d: string): string }).quantGemmKernel(dtype);
+    for (const dtype of QUANT_DTYPES) {
+      const expected = level === 'scalar' ? 'float-tiles' : amx ? 'amx-int8' : vnni && (dtype === 'q4_0' || dtype === 'q8_0') ? 'avx512-vnni' : 'integer-dot';
+      assert.equal(kernel(dtype), expected, dtype);
+    }
+    assert.equal(kernel('f16'), 'float-tiles');
+  });
+
   const run = async (b: Backend, dtype: QuantDType, x: Float32Array, tokens: number, inDim: number, outDim: number) => {
     const w = await b.weight(weightFromBytes('w', dtype, [outDim, inDim], encodeFloats(dtype, randoms(3, outDim * inDim, 0.5))));
     return b.toFloat32(b.matmul(b.fromFloat32(x, [tokens, inDim]), w));
   };
 
   for (const dtype of QUANT_DTYPES) {
-    it(`${dtype}: decode (1–7 tokens) and prefill (12–67 tokens: GEMM tiles of 8 rows × 4 tokens and their remainders), rows not a multiple of 4, 8 or a work item`, async () => {
+    it(`${dtype}: decode (1–7 tokens) and prefill (12–300 tokens: tiles of 16 rows × 16 tokens, or 8 rows × 4 tokens, their remainders, two groups of 256 tokens), rows not a multiple of 4, 8, 16 or a work item`, async () => {
       const block = QUANT_BLOCKS[dtype].elements;
-      for (const [tokens, blocks, outDim] of [[1, 2, 37], [1, 8, 515], [2, 3, 19], [3, 1, 6], [4, 2, 9], [5, 2, 33], [7, 1, 11], [12, 2, 21], [40, 3, 17], [17, 1, 8], [67, 2, 23]]) {
+      for (const [tokens, blocks, outDim] of [[1, 2, 37], [1, 8, 515], [2, 3, 19], [3, 1, 6], [4, 2, 9], [5, 2, 33], [7, 1, 11], [8, 1, 16], [12, 2, 21], [16, 2, 32], [40, 3, 17], [17, 1, 8], [67, 2, 23], [300, 1, 35]]) {
         const inDim = blocks! * block;
         const x = randoms(10 + tokens!, tokens! * inDim);
         const [actual, expected] = [await run(backend, dtype, x, tokens!, inDim, outDim!), await run(reference, dtype, x, tokens!, inDim, outDim!)];
@@ -196,15 +216,18 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
   }
 });
 
-describe('every SIMD level on this machine (child processes with OLMOE_SIMD)', { skip: announceSkip(native.skip) }, () => {
+describe('every SIMD level on this machine (child processes with OLMOE_SIMD, and OLMOE_AMX=0)', { skip: announceSkip(native.skip) }, () => {
   const levels = ['avx512', 'avx2', 'scalar'];
   const best = native.skip ? 'scalar' : ((native.create() as { simd?: string }).simd ?? 'scalar');
-  for (const level of levels.slice(levels.indexOf(best) + 1)) {
-    it(`OLMOE_SIMD=${level}: this file's tests pass`, { skip: process.env.OLMOE_EXPECT_SIMD ? 'already a child run' : false }, () => {
+  const runs: Array<{ level: string; amx?: '0' }> = levels.slice(levels.indexOf(best) + 1).map((level) => ({ level }));
+  if (best === 'avx512' && /\bamx_int8\b/.test(cpuFlags)) runs.unshift({ level: 'avx512', amx: '0' });
+  for (const { level, amx } of runs) {
+    const name = amx ? `OLMOE_AMX=0 (VNNI tiles at ${level})` : `OLMOE_SIMD=${level}`;
+    it(`${name}: this file's tests pass`, { skip: process.env.OLMOE_EXPECT_SIMD ? 'already a child run' : false }, () => {
       // Without the runner's NODE_TEST_CONTEXT: inherited, it makes the nested runner report to us and exit 0.
       const { NODE_TEST_CONTEXT: _, ...env } = process.env;
       const child = spawnSync(process.execPath, ['--test', fileURLToPath(import.meta.url)], {
-        encoding: 'utf8', env: { ...env, OLMOE_SIMD: level, OLMOE_EXPECT_SIMD: level }, timeout: 300_000,
+        encoding: 'utf8', env: { ...env, OLMOE_SIMD: level, OLMOE_EXPECT_SIMD: level, ...(amx ? { OLMOE_AMX: amx } : {}) }, timeout: 300_000,
       });
       const failures = child.stdout.split('\n').filter((line) => /not ok|error:/.test(line)).join('\n');
       assert.equal(child.status, 0, `${level}:\n${failures}`);

@@ -64,6 +64,17 @@ Napi::Value QuantizeK(const Napi::CallbackInfo& info) {
 
 Napi::Value SimdLevel(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), olmoe::simd_level()); }
 
+// quantGemmKernel(dtype): the many-token (prefill) kernel of that dtype code at this SIMD level (qgemm.h).
+Napi::Value QuantGemmKernel(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 1)) return info.Env().Undefined();
+  const int code = info[0].As<Napi::Number>().Int32Value();
+  if (code < 0 || code > static_cast<int>(olmoe::DType::Q6_K)) {
+    Napi::RangeError::New(info.Env(), "olmoe native quantGemmKernel: unknown dtype code " + std::to_string(code)).ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  return Napi::String::New(info.Env(), olmoe::qgemm_kernel(static_cast<olmoe::DType>(code)));
+}
+
 Napi::Value Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), olmoe::pool().threads()); }
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
@@ -261,6 +272,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   keep_freed_memory();
   exports.Set("simdLevel", Napi::Function::New(env, SimdLevel));
   exports.Set("quantizeK", Napi::Function::New(env, QuantizeK));
+  exports.Set("quantGemmKernel", Napi::Function::New(env, QuantGemmKernel));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("mapTensor", Napi::Function::New(env, MapTensor));

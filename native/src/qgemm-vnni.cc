@@ -162,11 +162,27 @@ namespace olmoe {
 
 bool integer_gemm(DType dtype) { return is_quantized(dtype) && cpu().level != Simd::Scalar; }
 
+namespace {
+
+bool vnni_tiles(DType dtype) {
+  const CpuFeatures& features = cpu();
+  return features.level == Simd::Avx512 && features.vnni && (dtype == DType::Q4_0 || dtype == DType::Q8_0);
+}
+
+bool amx_tiles() { return cpu().level == Simd::Avx512 && qgemm_amx_available(); }
+
+}  // namespace
+
+const char* qgemm_kernel(DType dtype) {
+  if (!integer_gemm(dtype)) return "float-tiles";
+  if (amx_tiles()) return "amx-int8";
+  return vnni_tiles(dtype) ? "avx512-vnni" : "integer-dot";
+}
+
 void qgemm_rows(const QDotArgs& a) {
 #if defined(__x86_64__)
-  const CpuFeatures& features = cpu();
-  const bool tiles = features.level == Simd::Avx512 && features.vnni && (a.dtype == DType::Q4_0 || a.dtype == DType::Q8_0);
-  if (tiles && a.tokens >= kGemmMinTokens) return qgemm_rows_vnni(a);
+  if (a.tokens >= kAmxMinTokens && amx_tiles()) return qgemm_rows_amx(a);
+  if (a.tokens >= kGemmMinTokens && vnni_tiles(a.dtype)) return qgemm_rows_vnni(a);
 #endif
   qdot_rows(a);
 }

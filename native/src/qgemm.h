@@ -18,5 +18,12 @@ constexpr size_t kGemmMinTokens = 4;
 // qdot_rows' contract (QDotArgs) for any token count: the tiles of qgemm-vnni.cc where they apply, else qdot_rows.
 void qgemm_rows(const QDotArgs& args);
 void qgemm_rows_vnni(const QDotArgs& args);
+// The AMX int8 tiles of qgemm-amx.cc, every quantized dtype, from kAmxMinTokens tokens on (avx512 level only).
+constexpr size_t kAmxMinTokens = 8;
+bool qgemm_amx_available();
+void qgemm_rows_amx(const QDotArgs& args);
+// The many-token kernel qgemm_rows runs for dtype at this SIMD level: "amx-int8", "avx512-vnni", "integer-dot" or
+// "float-tiles" (scalar level).
+const char* qgemm_kernel(DType dtype);
 
 }  // namespace olmoe

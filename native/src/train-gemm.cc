@@ -26,15 +26,11 @@
 #include <utility>
 #include <vector>
 
+#include "amx.h"
 #include "kernels.h"
 #include "pool.h"
 #include "simd.h"
 
-#if defined(__x86_64__)
-#include <cpuid.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 #include "train-parallel.h"
 
 #if defined(__x86_64__)
@@ -244,7 +240,7 @@ enum class Bf16Path { Rounded, Pairs, Amx };
 Bf16Path bf16_path() {
   static const Bf16Path chosen = [] {
 #ifdef OLMOE_X86
-    if (cpu().level == Simd::Avx512 && cpu().bf16 && amx_granted()) return Bf16Path::Amx;
+    if (cpu().level == Simd::Avx512 && cpu().bf16 && amx_granted(AmxKind::Bf16)) return Bf16Path::Amx;
     if (cpu().level == Simd::Avx512 && cpu().bf16) return Bf16Path::Pairs;
 #endif
     return Bf16Path::Rounded;

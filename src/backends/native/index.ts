@@ -83,6 +83,15 @@ export class NativeBackend implements TrainingBackend {
     return this.addon.simdLevel();
   }
 
+  /**
+   * How products of many tokens (prefill) with weights of `dtype` run at this SIMD level: 'amx-int8' (AMX tiles,
+   * quantized weights; OLMOE_AMX=0 declines), 'avx512-vnni' (q4_0/q8_0 register tiles), 'integer-dot' (the decode
+   * kernels) or 'float-tiles' (float weights, and quantized ones at the scalar level).
+   */
+  quantGemmKernel(dtype: DType): string {
+    return this.addon.quantGemmKernel(DTYPE_CODES[dtype]);
+  }
+
   get matmulPrecision(): MatmulPrecision {
     return this.bf16 ? 'bf16' : 'fp32';
   }
