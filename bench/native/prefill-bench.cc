@@ -1,10 +1,11 @@
 // Microbenchmark of prefill's many-token matmul paths outside Node, one thread, weights in cache:
 //   g++ -O3 -std=c++17 -pthread -Inative/src bench/native/prefill-bench.cc \ (one line)
-//       native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,simd,pool}.cc -o /tmp/prefill-bench
+//       native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-amx,amx,simd,pool}.cc -o /tmp/prefill-bench
 //   /tmp/prefill-bench [dtype=4] [tokens=128] [reps=5]
 // Prints GFLOP/s (2 per multiply-add) of (a) the float tile path on dequantized rows (gemm_tiles on activations
-// rounded to q8), (b) the integer path of qgemm.h (quantize once, then qgemm_rows: the VNNI tiles
-// for q4_0 / q8_0, else qdot_rows), (c) qdot_rows (decode's
+// rounded to q8), (b) the integer path of qgemm.h (quantize once, then qgemm_rows: AMX int8 tiles where the
+// CPU has them, else the VNNI tiles for q4_0 / q8_0, else qdot_rows), (b') the VNNI tiles or qdot_rows alone,
+// (b'') quantizing the activations alone, (c) qdot_rows (decode's
 // kernel) for a 192 × 2048 weight matrix, best of reps. Weights are random; the machine's other load shows as noise.
 #include <algorithm>
 #include <cmath>
@@ -82,9 +83,16 @@ int main(int argc, char** argv) {
     a.act = quantize_rows(dtype, x.data(), tokens, in, buffer);
     qgemm_rows(a);
   }));
+  std::printf("  of which quantize_rows: %.1f GFLOP/s-equivalent\n", time([&] { quantize_rows(dtype, x.data(), tokens, in, buffer); }));
+  std::printf("VNNI tiles / qdot_rows without AMX: %.1f GFLOP/s\n", time([&] {
+    QDotArgs a = args(out.data());
+    a.act = quantize_rows(dtype, x.data(), tokens, in, buffer);
+    if (dtype == DType::Q4_0 || dtype == DType::Q8_0) qgemm_rows_vnni(a);
+    else qdot_rows(a);
+  }));
   double diff = 0, scale = 0;
   for (size_t i = 0; i < out.size(); i++) diff = std::max(diff, double(std::fabs(out[i] - out2[i]))), scale = std::max(scale, double(std::fabs(out[i])));
-  std::printf("  max |tiles − qgemm| = %.3g (max |y| %.3g)\n", diff, scale);
+  std::printf("  max |VNNI − qgemm| = %.3g (max |y| %.3g)\n", diff, scale);
   std::printf("qdot_rows (decode kernel): %.1f GFLOP/s\n", time([&] {
     QDotArgs a = args(out2.data());
     a.act = quantize_rows(dtype, x.data(), tokens, in, buffer);

@@ -15,6 +15,7 @@
 #include "q8.h"
 #include "qdot.h"
 #include "quant.h"
+#include "train-vector.h"
 
 namespace olmoe {
 
@@ -44,8 +45,6 @@ std::vector<WorkItem> row_items(const std::vector<ExpertGroup>& groups, size_t r
   }
   return items;
 }
-
-inline float silu(float z) { return z / (1.0f + std::exp(-z)); }
 
 std::vector<ExpertGroup> group_slots(const ExpertArgs& a, std::vector<size_t>& order) {
   const size_t slots = a.tokens * a.top_k;
@@ -157,6 +156,7 @@ void experts(const ExpertArgs& a) {
   gather_inputs(a, groups, order, b);
   // Phase 1: gate and up projections and SwiGLU, parallel over (expert, row block); outputs in the group's layout.
   auto first = row_items(groups, F);
+  const VectorKernels& vk = vector_kernels();
   pool().parallel_for(first.size(), [&](size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) {
       if (quantized && i + 1 < i1) prefetch_item(a, groups, first[i + 1], a.gate, D);
@@ -169,12 +169,10 @@ void experts(const ExpertArgs& a) {
         else if (quantized) gemm_qdot(b.xq + g.xq_at, xq_stride, g.count, D, W, a.dtype, r0, r1, data, 1, F);
         else gemm_dot(&b.xs[g.hidden_at], g.count, D, W, a.dtype, r0, r1, data, 1, F);
       }
+      // h = silu(gate)·up in place over contiguous runs (vectorized; a strided scalar loop took ~10 % of prefill)
       const ptrdiff_t up_offset = U - G;
-      auto swiglu = [up_offset](float* gate_run, size_t length, size_t step) {
-        for (size_t j = 0; j < length; j++) gate_run[j * step] = silu(gate_run[j * step]) * gate_run[up_offset + j * step];
-      };
-      if (g.tiled) for_each_blocked_run(G, g.npad, F, r0, r1, g.count, [&](float* run, size_t length) { swiglu(run, length, 1); });
-      else for (size_t r = r0; r < r1; r++) swiglu(G + r, g.count, F);
+      if (g.tiled) for_each_blocked_run(G, g.npad, F, r0, r1, g.count, [&](float* run, size_t length) { vk.swiglu(run, run + up_offset, run, length); });
+      else for (size_t j = 0; j < g.count; j++) vk.swiglu(G + j * F + r0, U + j * F + r0, G + j * F + r0, r1 - r0);
     }
   });
   if (quantized_down) quantize_hidden(a, groups, b);

@@ -39,15 +39,19 @@ constexpr size_t kTile = 16;            // weight rows per panel, tokens per tok
 constexpr size_t kChunkBytes = 16 * 32;  // one A or B tile of a chunk of 32 summed indices
 constexpr size_t kGroupTokens = 256;     // tokens whose B tiles are packed together (512 KiB at 2,048 inputs)
 
-// Tiles 0, 1: C (16 rows × 16 int32); 2: A (16 weight rows × 32 codes); 3: B (8 rows × 16 tokens × 4 codes);
-// 4, 5: A and B of a group of 16 (q6_k's scale groups).
+// Tiles 0..3: C (16 rows × 16 int32) of four products in flight; 4, 5 and 6, 7: A (16 weight rows × `bytes`
+// codes) and B (bytes / 4 rows of 16 tokens × 4 codes), alternately. Chunks of 32 codes (q4_0, q8_0, q4_k, q5_k)
+// or groups of 16 (q6_k).
+template <int kBytes>
 const TileConfig& int8_tiles() {
   static const TileConfig config = [] {
     TileConfig cfg{};
     cfg.palette = 1;
-    const uint8_t rows[6] = {16, 16, 16, 8, 16, 4};
-    const uint16_t bytes[6] = {64, 64, 32, 64, 16, 64};
-    for (int t = 0; t < 6; t++) cfg.rows[t] = rows[t], cfg.colsb[t] = bytes[t];
+    for (int t = 0; t < 8; t++) {
+      const bool c = t < 4, a = t == 4 || t == 6;
+      cfg.rows[t] = c || a ? 16 : kBytes / 4;
+      cfg.colsb[t] = a ? kBytes : 64;
+    }
     return cfg;
   }();
   return config;
@@ -58,6 +62,9 @@ inline uint16_t u16(const uint8_t* p) {
   std::memcpy(&bits, p, 2);
   return bits;
 }
+
+// F16C, not the 256 KiB half_table(): the lookups missed the cache at every block.
+inline float f16(const uint8_t* p) { return _cvtsh_ss(u16(p)); }
 
 inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 inline void store256(void* p, __m256i v) { _mm256_storeu_si256(static_cast<__m256i*>(p), v); }
@@ -120,19 +127,19 @@ struct Panel {
 
 inline int8_t* code_row(const Panel& p, size_t chunk, size_t row) { return p.codes + chunk * kChunkBytes + row * 32; }
 
-void unpack_q4_0(const uint8_t* w, size_t blocks, size_t row, const float* halves, const Panel& p) {
+void unpack_q4_0(const uint8_t* w, size_t blocks, size_t row, const Panel& p) {
   const __m256i shifts = _mm256_setr_epi64x(0, 0, 4, 4), low = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
   for (size_t c = 0; c < blocks; c++, w += 18) {
     const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2)));
     store256(code_row(p, c, row), _mm256_sub_epi8(_mm256_and_si256(_mm256_srlv_epi64(both, shifts), low), eight));
-    p.scales[c * 16 + row] = halves[u16(w)];
+    p.scales[c * 16 + row] = f16(w);
   }
 }
 
-void unpack_q8_0(const uint8_t* w, size_t blocks, size_t row, const float* halves, const Panel& p) {
+void unpack_q8_0(const uint8_t* w, size_t blocks, size_t row, const Panel& p) {
   for (size_t c = 0; c < blocks; c++, w += 34) {
     store256(code_row(p, c, row), load256(w + 2));
-    p.scales[c * 16 + row] = halves[u16(w)];
+    p.scales[c * 16 + row] = f16(w);
   }
 }
 
@@ -147,13 +154,13 @@ inline void scales_mins(const uint8_t* packed, uint8_t* scales, uint8_t* mins) {
 }
 
 template <bool kFiveBits>
-void unpack_q45_k(const uint8_t* w, size_t blocks, size_t row, const float* halves, const Panel& p) {
+void unpack_q45_k(const uint8_t* w, size_t blocks, size_t row, const Panel& p) {
   constexpr size_t kBytes = kFiveBits ? 176 : 144;
   const __m256i low = _mm256_set1_epi8(0x0F);
   for (size_t b = 0; b < blocks; b++, w += kBytes) {
     uint8_t scales[8], mins[8];
     scales_mins(w + 4, scales, mins);
-    const float d = halves[u16(w)], dmin = halves[u16(w + 2)];
+    const float d = f16(w), dmin = f16(w + 2);
     for (int j = 0; j < 8; j++) p.scales[(8 * b + j) * 16 + row] = d * scales[j], p.mins[(8 * b + j) * 16 + row] = dmin * mins[j];
     const uint8_t* qs = w + (kFiveBits ? 48 : 16);
     __m256i high = kFiveBits ? load256(w + 16) : _mm256_setzero_si256();
@@ -171,10 +178,10 @@ void unpack_q45_k(const uint8_t* w, size_t blocks, size_t row, const float* halv
   }
 }
 
-void unpack_q6_k(const uint8_t* w, size_t blocks, size_t row, const float* halves, const Panel& p) {
+void unpack_q6_k(const uint8_t* w, size_t blocks, size_t row, const Panel& p) {
   const __m256i low = _mm256_set1_epi8(0x0F), offset = _mm256_set1_epi8(32);
   for (size_t b = 0; b < blocks; b++, w += 210) {
-    const float d = halves[u16(w + 208)];
+    const float d = f16(w + 208);
     const int8_t* sc = reinterpret_cast<const int8_t*>(w + 192);
     for (int g = 0; g < 16; g++) p.scales[(16 * b + g) * 16 + row] = d * sc[g];
     for (int half = 0; half < 2; half++) {  // values 128·half + 32·g + l: chunk 8b + 4·half + g
@@ -193,7 +200,6 @@ void unpack_q6_k(const uint8_t* w, size_t blocks, size_t row, const float* halve
 
 // Rows [r, r + rows) of the call's weights (rows ≤ 16) into the panel; the panel's other rows are zeros.
 void unpack_panel(const QDotArgs& a, const Layout& l, size_t r, size_t rows, const Panel& p) {
-  const float* halves = half_table();
   const size_t chunks = a.n / 32, blocks = a.n / l.values;
   if (rows < kTile) {
     for (size_t c = 0; c < chunks; c++) std::memset(code_row(p, c, rows), 0, (kTile - rows) * 32);
@@ -204,63 +210,94 @@ void unpack_panel(const QDotArgs& a, const Layout& l, size_t r, size_t rows, con
   for (size_t i = 0; i < rows; i++) {
     const uint8_t* w = a.w + (r + i) * a.w_stride;
     switch (a.dtype) {
-      case DType::Q4_0: unpack_q4_0(w, blocks, i, halves, p); break;
-      case DType::Q8_0: unpack_q8_0(w, blocks, i, halves, p); break;
-      case DType::Q4_K: unpack_q45_k<false>(w, blocks, i, halves, p); break;
-      case DType::Q5_K: unpack_q45_k<true>(w, blocks, i, halves, p); break;
-      default: unpack_q6_k(w, blocks, i, halves, p); break;
+      case DType::Q4_0: unpack_q4_0(w, blocks, i, p); break;
+      case DType::Q8_0: unpack_q8_0(w, blocks, i, p); break;
+      case DType::Q4_K: unpack_q45_k<false>(w, blocks, i, p); break;
+      case DType::Q5_K: unpack_q45_k<true>(w, blocks, i, p); break;
+      default: unpack_q6_k(w, blocks, i, p); break;
     }
   }
 }
 
 // ---------------------------------------------------------------- 16 rows × 16 tokens
 
-// GCC's tile intrinsics paste the tile number into the instruction text: it must be a literal, hence macros.
-// C of chunk c (tile 0 or 1) into out[16][16] int32.
-#define OLMOE_CHUNK_PRODUCT(kC, p, t, c, out)            \
-  do {                                                   \
-    _tile_loadd(2, (p).codes + (c) * kChunkBytes, 32);   \
-    _tile_loadd(3, (t).b + (c) * 128, 64);               \
-    _tile_zero(kC);                                      \
-    _tile_dpbssd(kC, 2, 3);                              \
-    _tile_stored(kC, (out), 64);                         \
+// GCC's tile intrinsics paste the tile number into the instruction text: it must be a literal, hence a macro.
+// C = A · B with A's rows `a_stride` bytes apart and B's 64.
+#define OLMOE_TILE_PRODUCT(kC, kA, kB, a, a_stride, b) \
+  do {                                                 \
+    _tile_loadd(kA, (a), (a_stride));                  \
+    _tile_loadd(kB, (b), 64);                          \
+    _tile_zero(kC);                                    \
+    _tile_dpbssd(kC, kA, kB);                          \
   } while (0)
 
-// q6_k: C of group g (the first or second 16 of chunk g / 2).
-#define OLMOE_GROUP_PRODUCT(kC, p, t, g, out)                                     \
-  do {                                                                            \
-    _tile_loadd(4, (p).codes + ((g) / 2) * kChunkBytes + 16 * ((g) % 2), 32);    \
-    _tile_loadd(5, (t).b + ((g) / 2) * 128 + 64 * ((g) % 2), 64);               \
-    _tile_zero(kC);                                                               \
-    _tile_dpbssd(kC, 4, 5);                                                       \
-    _tile_stored(kC, (out), 64);                                                  \
+// For products k = 0 .. count − 1 (operands from source(k, a, b)), C_k stored to c[k % kDepth], then done(k).
+// Product k runs on C tile k % 4 with operand tiles (4, 5) or (6, 7) by parity, and is issued three products ahead
+// of its store, so that the tile unit computes while the vector units turn earlier ones into floats. In sequence,
+// every store waits out its product's whole latency: two in flight ran at ~60 % of this, one at ~50 %.
+template <size_t kDepth, class Source, class Done>
+inline void stream_products(size_t count, Source source, int32_t (*c)[256], Done done) {
+  const int8_t* a;
+  const int32_t* b;
+#define OLMOE_ISSUE(kC, kA, kB, k)                   \
+  do {                                               \
+    source((k), a, b);                               \
+    OLMOE_TILE_PRODUCT(kC, kA, kB, a, 32, b);        \
   } while (0)
+#define OLMOE_RETIRE(kC, k)                          \
+  do {                                               \
+    _tile_stored(kC, c[(k) % kDepth], 64);           \
+    done(k);                                         \
+  } while (0)
+  if (count > 0) OLMOE_ISSUE(0, 4, 5, 0);
+  if (count > 1) OLMOE_ISSUE(1, 6, 7, 1);
+  if (count > 2) OLMOE_ISSUE(2, 4, 5, 2);
+  for (size_t k = 0; k < count; k += 4) {
+    if (k + 3 < count) OLMOE_ISSUE(3, 6, 7, k + 3);
+    OLMOE_RETIRE(0, k);
+    if (k + 1 >= count) break;
+    if (k + 4 < count) OLMOE_ISSUE(0, 4, 5, k + 4);
+    OLMOE_RETIRE(1, k + 1);
+    if (k + 2 >= count) break;
+    if (k + 5 < count) OLMOE_ISSUE(1, 6, 7, k + 5);
+    OLMOE_RETIRE(2, k + 2);
+    if (k + 3 >= count) break;
+    if (k + 6 < count) OLMOE_ISSUE(2, 4, 5, k + 6);
+    OLMOE_RETIRE(3, k + 3);
+  }
+#undef OLMOE_ISSUE
+#undef OLMOE_RETIRE
+}
 
 inline __m512 lanes(const int32_t* c) { return _mm512_cvtepi32_ps(_mm512_load_si512(c)); }
 
+// Operands of chunk k: the panel's 16 rows × 32 codes, the token tile's 8 × 16 × 4.
+inline auto chunk_source(const Panel& p, const TokenTile& t) {
+  return [&p, &t](size_t k, const int8_t*& a, const int32_t*& b) { a = p.codes + k * kChunkBytes, b = t.b + k * 128; };
+}
+
 // acc[row][token] over all chunks, blocks of 32: acc += float(C)·d_x·d_w per chunk.
-void tile_32(const Panel& p, const TokenTile& t, size_t chunks, __m512* acc) {
-  alignas(64) int32_t c[2][256];
-  for (size_t k = 0; k < chunks; k += 2) {
-    const bool pair = k + 1 < chunks;
-    OLMOE_CHUNK_PRODUCT(0, p, t, k, c[0]);
-    if (pair) OLMOE_CHUNK_PRODUCT(1, p, t, k + 1, c[1]);
-    for (size_t i = 0; i < (pair ? 2u : 1u); i++) {
-      const __m512 dx = _mm512_load_ps(t.dx + (k + i) * 16);
-      const float* dw = p.scales + (k + i) * 16;
-      for (int m = 0; m < 16; m++) acc[m] = _mm512_fmadd_ps(_mm512_mul_ps(lanes(c[i] + 16 * m), dx), _mm512_set1_ps(dw[m]), acc[m]);
-    }
-  }
+// (acc is kept in registers here, not behind the caller's pointer, which the tile stores could alias.)
+void tile_32(const Panel& p, const TokenTile& t, size_t chunks, __m512* out) {
+  alignas(64) int32_t c[4][256];
+  __m512 acc[16];
+  for (auto& v : acc) v = _mm512_setzero_ps();
+  stream_products<4>(chunks, chunk_source(p, t), c, [&](size_t k) {
+    const __m512 dx = _mm512_load_ps(t.dx + k * 16);
+    const float* dw = p.scales + k * 16;
+    for (int m = 0; m < 16; m++) acc[m] = _mm512_fmadd_ps(_mm512_mul_ps(lanes(c[k % 4] + 16 * m), dx), _mm512_set1_ps(dw[m]), acc[m]);
+  });
+  for (int m = 0; m < 16; m++) out[m] = acc[m];
 }
 
 // acc over all blocks of 256: per block Σ_j float(C_j)·(d·scale_j) − Σ_j (dmin·min_j)·Σq_j, times d_x.
-void tile_q45_k(const Panel& p, const TokenTile& t, size_t blocks, __m512* acc) {
+void tile_q45_k(const Panel& p, const TokenTile& t, size_t blocks, __m512* out) {
+  __m512 acc[16];
+  for (auto& v : acc) v = _mm512_setzero_ps();
   alignas(64) int32_t c[8][256];
-  for (size_t b = 0; b < blocks; b++) {
-    for (int j = 0; j < 8; j += 2) {
-      OLMOE_CHUNK_PRODUCT(0, p, t, 8 * b + j, c[j]);
-      OLMOE_CHUNK_PRODUCT(1, p, t, 8 * b + j + 1, c[j + 1]);
-    }
+  stream_products<8>(8 * blocks, chunk_source(p, t), c, [&](size_t k) {
+    if (k % 8 != 7) return;
+    const size_t b = k / 8;
     const __m512 dx = _mm512_load_ps(t.dx + b * 16);
     const float* scales = p.scales + 8 * b * 16;
     const float* mins = p.mins + 8 * b * 16;
@@ -271,25 +308,29 @@ void tile_q45_k(const Panel& p, const TokenTile& t, size_t blocks, __m512* acc) 
       for (int j = 0; j < 8; j++) s = _mm512_fnmadd_ps(_mm512_set1_ps(mins[j * 16 + m]), _mm512_load_ps(sums + j * 16), s);
       acc[m] = _mm512_fmadd_ps(s, dx, acc[m]);
     }
-  }
+  });
+  for (int m = 0; m < 16; m++) out[m] = acc[m];
 }
 
-// acc over all blocks of 256: per block Σ_g float(C_g)·(d·scale_g) over its 16 groups of 16, times d_x.
-void tile_q6_k(const Panel& p, const TokenTile& t, size_t blocks, __m512* acc) {
+// acc over all blocks of 256: per block Σ_g float(C_g)·(d·scale_g) over its 16 groups of 16, times d_x. Group g
+// is the first or second 16 codes of chunk g / 2 (A rows 16 of 32 bytes; B rows 4 of 8).
+void tile_q6_k(const Panel& p, const TokenTile& t, size_t blocks, __m512* out) {
+  __m512 acc[16];
+  for (auto& v : acc) v = _mm512_setzero_ps();
   alignas(64) int32_t c[16][256];
-  for (size_t b = 0; b < blocks; b++) {
-    for (int g = 0; g < 16; g += 2) {
-      OLMOE_GROUP_PRODUCT(0, p, t, 16 * b + g, c[g]);
-      OLMOE_GROUP_PRODUCT(1, p, t, 16 * b + g + 1, c[g + 1]);
-    }
+  auto source = [&p, &t](size_t g, const int8_t*& a, const int32_t*& b) { a = p.codes + (g / 2) * kChunkBytes + 16 * (g % 2), b = t.b + (g / 2) * 128 + 64 * (g % 2); };
+  stream_products<16>(16 * blocks, source, c, [&](size_t g) {
+    if (g % 16 != 15) return;
+    const size_t b = g / 16;
     const __m512 dx = _mm512_load_ps(t.dx + b * 16);
     const float* scales = p.scales + 16 * b * 16;
     for (int m = 0; m < 16; m++) {
       __m512 s = _mm512_mul_ps(lanes(c[0] + 16 * m), _mm512_set1_ps(scales[m]));
-      for (int g = 1; g < 16; g++) s = _mm512_fmadd_ps(lanes(c[g] + 16 * m), _mm512_set1_ps(scales[g * 16 + m]), s);
+      for (int j = 1; j < 16; j++) s = _mm512_fmadd_ps(lanes(c[j] + 16 * m), _mm512_set1_ps(scales[j * 16 + m]), s);
       acc[m] = _mm512_fmadd_ps(s, dx, acc[m]);
     }
-  }
+  });
+  for (int m = 0; m < 16; m++) out[m] = acc[m];
 }
 
 // out[row·rs + token·ts] for the valid rows and tokens of the tile.
@@ -319,8 +360,8 @@ T* aligned(std::vector<T>& v, size_t count) {
 bool qgemm_amx_available() { return amx_granted(AmxKind::Int8); }
 
 void qgemm_rows_amx(const QDotArgs& a) {
-  amx_use(int8_tiles());
   const Layout l = layout_of(a.dtype);
+  amx_use(l.groups == 2 ? int8_tiles<16>() : int8_tiles<32>());
   const bool k45 = a.dtype == DType::Q4_K || a.dtype == DType::Q5_K;
   const size_t chunks = a.n / 32, blocks = a.n / l.values;
   thread_local Scratch s;
