@@ -1,6 +1,6 @@
 // Microbenchmark of prefill's many-token matmul paths outside Node, one thread, weights in cache:
 //   g++ -O3 -std=c++17 -pthread -Inative/src bench/native/prefill-bench.cc \ (one line)
-//       native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-amx,amx,simd,pool}.cc -o /tmp/prefill-bench
+//       native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512}.cc -o /tmp/prefill-bench
 //   /tmp/prefill-bench [dtype=4] [tokens=128] [reps=5]
 // Prints GFLOP/s (2 per multiply-add) of (a) the float tile path on dequantized rows (gemm_tiles on activations
 // rounded to q8), (b) the integer path of qgemm.h (quantize once, then qgemm_rows: AMX int8 tiles where the
@@ -72,6 +72,9 @@ int main(int argc, char** argv) {
   std::vector<float> rounded, transposed(padded_tokens(tokens) * in);
   std::printf("float tiles (gemm_tiles): %.1f GFLOP/s\n", time([&] {
     transpose_tokens(rounded_rows(dtype, x.data(), tokens, in, rounded), in, tokens, in, transposed.data(), padded_tokens(tokens));
+    gemm_tiles(transposed.data(), padded_tokens(tokens), tokens, in, w.data(), dtype, 0, rows, Output{out.data(), rows});
+  }));
+  std::printf("  of which the tiles (activations transposed once): %.1f GFLOP/s\n", time([&] {
     gemm_tiles(transposed.data(), padded_tokens(tokens), tokens, in, w.data(), dtype, 0, rows, Output{out.data(), rows});
   }));
   if (!is_quantized(dtype)) return 0;
