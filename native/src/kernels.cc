@@ -83,6 +83,11 @@ void tile_scalar(const float* Xt, size_t npad, size_t in, const float* const* w,
 }
 
 #ifdef OLMOE_X86
+// Decode streams float weight rows one after another (each f16 row of 2,048 values is one 4 KiB page, where the
+// hardware prefetchers stop and start over); a software prefetch this far ahead in the stream, running on into the
+// next row, measured 9.8 → 10.7 tok/s for full-size F16 decode (1536–2048 best; 4096 no better, 8192 slower).
+constexpr size_t kFloatPrefetchAhead = 2048;
+
 // ---------------------------------------------------------------- AVX2 + FMA + F16C
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -109,7 +114,10 @@ AVX2 void widen_avx2(const void* src, DType dtype, size_t n, float* dst) {
 AVX2 float dot_widen_avx2(const float* x, const void* w, DType dtype, size_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   size_t i = 0;
+  const size_t element = dtype == DType::F32 ? 4 : 2;
+  const char* ahead = static_cast<const char*>(w) + kFloatPrefetchAhead;
   for (; i + 16 <= n; i += 16) {
+    _mm_prefetch(ahead + i * element, _MM_HINT_T0);  // 32 or 64 bytes per iteration
     acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(w, dtype, i), acc0);
     acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load8(w, dtype, i + 8), acc1);
   }
@@ -181,7 +189,10 @@ AVX512 void widen_avx512(const void* src, DType dtype, size_t n, float* dst) {
 AVX512 float dot_widen_avx512(const float* x, const void* w, DType dtype, size_t n) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
   size_t i = 0;
+  const size_t element = dtype == DType::F32 ? 4 : 2;  // 64 values: `element` cache lines per iteration
+  const char* ahead = static_cast<const char*>(w) + kFloatPrefetchAhead;
   for (; i + 64 <= n; i += 64) {
+    for (size_t line = 0; line < element; line++) _mm_prefetch(ahead + i * element + 64 * line, _MM_HINT_T0);
     acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load16(w, dtype, i), acc0);
     acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load16(w, dtype, i + 16), acc1);
     acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), load16(w, dtype, i + 32), acc2);
