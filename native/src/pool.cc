@@ -45,8 +45,13 @@ void ThreadPool::stop() {
 void ThreadPool::work() {
   size_t seen = 0;
   for (;;) {
-    auto spin_until = std::chrono::steady_clock::now() + kSpin;
-    while (generation_.load(std::memory_order_acquire) == seen && !stop_ && std::chrono::steady_clock::now() < spin_until) OLMOE_PAUSE();
+    // Spin for kSpin before sleeping, reading the clock only every 64 pauses (clock_gettime on every pause was ~6 %
+    // of a decode's samples).
+    const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+    for (unsigned spins = 1; generation_.load(std::memory_order_acquire) == seen && !stop_; spins++) {
+      OLMOE_PAUSE();
+      if (spins % 64 == 0 && std::chrono::steady_clock::now() >= spin_until) break;
+    }
     if (generation_.load(std::memory_order_acquire) == seen && !stop_) {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
