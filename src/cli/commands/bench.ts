@@ -7,7 +7,7 @@
  */
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { argmax, createRng, InputError, type KVCache, type OlmoeModel, type RoutingObserver } from '../../index.js';
+import { argmax, createRng, InputError, type DType, type KVCache, type OlmoeModel, type RoutingObserver } from '../../index.js';
 import { addKVCacheOption, addModelOptions, loadModel, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { DecodeTraffic } from './bench-traffic.js';
 
@@ -104,13 +104,16 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
     runs.push(timeRun(model, cache, promptIds, flags.gen, i === 0 ? traffic.observer : undefined));
     say(`run ${i + 1}: prefill ${(promptIds.length / runs[i]!.prefill).toFixed(1)} tok/s, decode ${(flags.gen / runs[i]!.decode).toFixed(2)} tok/s\n`);
   }
-  const backend = model.backend as { name: string; threads?: number; simd?: string } & Partial<MeasuringBackend>;
+  const backend = model.backend as { name: string; threads?: number; simd?: string; quantGemmKernel?(dtype: DType): string } & Partial<MeasuringBackend>;
+  // The many-token kernel of the first layer's expert weights (prefill's bulk): amx-int8, avx512-vnni, integer-dot or float-tiles.
+  const expertDtype = model.weights.layers[0]?.experts.gate[0]?.dtype;
+  const prefillKernel = backend.quantGemmKernel && expertDtype && expertDtype !== 'f64' ? backend.quantGemmKernel(expertDtype) : 'none';
   const measurable = flags.machine && typeof backend.measureMachine === 'function';
   if (measurable) say('measuring read bandwidth and FP32 peak …\n');
   const machine = measurable ? backend.measureMachine!() : undefined;
   const decodeTokensPerSecond = flags.gen > 0 ? +(flags.gen / median(runs.map((r) => r.decode))).toFixed(2) : null;
   const result = {
-    model: spec, backend: backend.name, threads: backend.threads ?? 1, simd: backend.simd ?? 'none',
+    model: spec, backend: backend.name, threads: backend.threads ?? 1, simd: backend.simd ?? 'none', prefillKernel,
     loadSeconds: +loadSeconds.toFixed(2), residentMiB: residentMiB(),
     kvCache: model.kvCacheType, kvCacheMiB: +((cache.allocated * cache.bytesPerPosition) / 2 ** 20).toFixed(2), promptTokens: promptIds.length, genTokens: flags.gen,
     prefillTokensPerSecond: +(promptIds.length / median(runs.map((r) => r.prefill))).toFixed(2),
