@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "kquant-codes.h"
 #include "q8.h"
 #include "qdot.h"
 #include "quant.h"
@@ -134,18 +135,6 @@ inline __m256i word_broadcast(int lo, int hi) {
   return _mm256_setr_epi8(a, b, a, b, a, b, a, b, a, b, a, b, a, b, a, b, c, d, c, d, c, d, c, d, c, d, c, d, c, d, c, d);
 }
 
-// q4_k / q5_k: the eight 6-bit scales (bytes 0..7 of scales) and mins (bytes 8..15) from the 12 packed bytes:
-// sub-blocks 0..3 keep 6 bits in bytes 0..3 (scales) and 4..7 (mins); sub-blocks 4..7 take their low 4 bits from
-// bytes 8..11 (scale: low nibble, min: high nibble) and their top 2 bits from the top bits of bytes 0..3 / 4..7.
-inline void scales_mins_k4(const uint8_t* packed, uint8_t* scales, uint8_t* mins) {
-  uint32_t w[3];
-  std::memcpy(w, packed, 12);
-  const uint32_t six = 0x3f3f3f3f, nibble = 0x0f0f0f0f, two = 0x03030303;
-  const uint32_t out[4] = {w[0] & six, (w[2] & nibble) | (((w[0] >> 6) & two) << 4), w[1] & six, ((w[2] >> 4) & nibble) | (((w[1] >> 6) & two) << 4)};
-  std::memcpy(scales, out, 8);
-  std::memcpy(mins, out + 2, 8);
-}
-
 // Σ_j mins[j] · sums32[j] of one activation block.
 inline int mins_dot(const uint8_t* mins, const Q8Block256& x) {
   const __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mins)));
@@ -156,7 +145,6 @@ inline int mins_dot(const uint8_t* mins, const Q8Block256& x) {
 template <class Ops, bool kFiveBits, int N>
 void row_q45_k(const uint8_t* w, const Q8Block256* const* x, size_t blocks, const float* halves, float* out, size_t ts) {
   constexpr size_t kBytes = kFiveBits ? 176 : 144;
-  const __m256i low = _mm256_set1_epi8(0x0F);
   __m256 acc[N];
   float min_total[N];
   for (int j = 0; j < N; j++) acc[j] = _mm256_setzero_ps(), min_total[j] = 0;
@@ -170,13 +158,8 @@ void row_q45_k(const uint8_t* w, const Q8Block256* const* x, size_t blocks, cons
     __m256i sums[N];
     for (int j = 0; j < N; j++) sums[j] = _mm256_setzero_si256();
     for (int pair = 0; pair < 4; pair++) {  // sub-blocks 2·pair (low nibbles) and 2·pair + 1 (high nibbles)
-      const __m256i packed = load256(qs + 32 * pair);
-      __m256i first = _mm256_and_si256(packed, low), second = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
-      if (kFiveBits) {  // fifth bits: bit 2·pair of qh[l] for the first, 2·pair + 1 for the second (bits 0, 1 after shifts)
-        first = _mm256_or_si256(first, _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(1)), 4));
-        second = _mm256_or_si256(second, _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(2)), 3));
-        high = _mm256_srli_epi16(high, 2);
-      }
+      __m256i first, second;
+      k45_codes<kFiveBits>(qs + 32 * pair, high, first, second);
       const __m256i scale_first = _mm256_shuffle_epi8(scale_words, word_broadcast(2 * pair, 2 * pair));
       const __m256i scale_second = _mm256_shuffle_epi8(scale_words, word_broadcast(2 * pair + 1, 2 * pair + 1));
       for (int j = 0; j < N; j++) {
@@ -197,7 +180,6 @@ void row_q45_k(const uint8_t* w, const Q8Block256* const* x, size_t blocks, cons
 // One q6_k row × N tokens. Per half of 128 values, four groups of 32 (v1..v4 below), each with two int8 scales.
 template <class Ops, int N>
 void row_q6_k(const uint8_t* w, const Q8Block256* const* x, size_t blocks, const float* halves, float* out, size_t ts) {
-  const __m256i low = _mm256_set1_epi8(0x0F);
   __m256 acc[N];
   for (int j = 0; j < N; j++) acc[j] = _mm256_setzero_ps();
   for (size_t b = 0; b < blocks; b++, w += 210) {
@@ -209,14 +191,8 @@ void row_q6_k(const uint8_t* w, const Q8Block256* const* x, size_t blocks, const
       sums[j] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offsets, 5));
     }
     for (int half = 0; half < 2; half++) {
-      const uint8_t* ql = w + 64 * half;
-      const __m256i ql0 = load256(ql), ql1 = load256(ql + 32), qh = load256(w + 128 + 32 * half);
-      const __m256i codes[4] = {
-          _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4)),
-          _mm256_or_si256(_mm256_and_si256(ql1, low), _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), _mm256_and_si256(qh, _mm256_set1_epi8(0x30))),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(static_cast<char>(0xC0))), 2)),
-      };
+      __m256i codes[4];
+      q6_codes(w, half, codes);
       // this half's eight scales in both 128-bit lanes; group g of 32 uses words 2g (first 16 values), 2g + 1
       const __m256i half_scales = half ? _mm256_permute2x128_si256(scale_words, scale_words, 0x11) : _mm256_permute2x128_si256(scale_words, scale_words, 0x00);
       for (int g = 0; g < 4; g++) {

@@ -32,6 +32,8 @@
 #pragma GCC target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 #endif
 
+#include "kquant-codes.h"
+
 namespace olmoe {
 namespace {
 
@@ -143,35 +145,19 @@ void unpack_q8_0(const uint8_t* w, size_t blocks, size_t row, const Panel& p) {
   }
 }
 
-// q4_k / q5_k: the eight 6-bit scales and mins of a block (as qdot-x86.h's scales_mins_k4).
-inline void scales_mins(const uint8_t* packed, uint8_t* scales, uint8_t* mins) {
-  uint32_t w[3];
-  std::memcpy(w, packed, 12);
-  const uint32_t six = 0x3f3f3f3f, nibble = 0x0f0f0f0f, two = 0x03030303;
-  const uint32_t out[4] = {w[0] & six, (w[2] & nibble) | (((w[0] >> 6) & two) << 4), w[1] & six, ((w[2] >> 4) & nibble) | (((w[1] >> 6) & two) << 4)};
-  std::memcpy(scales, out, 8);
-  std::memcpy(mins, out + 2, 8);
-}
-
 template <bool kFiveBits>
 void unpack_q45_k(const uint8_t* w, size_t blocks, size_t row, const Panel& p) {
   constexpr size_t kBytes = kFiveBits ? 176 : 144;
-  const __m256i low = _mm256_set1_epi8(0x0F);
   for (size_t b = 0; b < blocks; b++, w += kBytes) {
     uint8_t scales[8], mins[8];
-    scales_mins(w + 4, scales, mins);
+    scales_mins_k4(w + 4, scales, mins);
     const float d = f16(w), dmin = f16(w + 2);
     for (int j = 0; j < 8; j++) p.scales[(8 * b + j) * 16 + row] = d * scales[j], p.mins[(8 * b + j) * 16 + row] = dmin * mins[j];
     const uint8_t* qs = w + (kFiveBits ? 48 : 16);
     __m256i high = kFiveBits ? load256(w + 16) : _mm256_setzero_si256();
     for (int pair = 0; pair < 4; pair++) {  // sub-blocks 2·pair (low nibbles) and 2·pair + 1 (high nibbles)
-      const __m256i packed = load256(qs + 32 * pair);
-      __m256i first = _mm256_and_si256(packed, low), second = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
-      if (kFiveBits) {
-        first = _mm256_or_si256(first, _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(1)), 4));
-        second = _mm256_or_si256(second, _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(2)), 3));
-        high = _mm256_srli_epi16(high, 2);
-      }
+      __m256i first, second;
+      k45_codes<kFiveBits>(qs + 32 * pair, high, first, second);
       store256(code_row(p, 8 * b + 2 * pair, row), first);
       store256(code_row(p, 8 * b + 2 * pair + 1, row), second);
     }
@@ -179,20 +165,14 @@ void unpack_q45_k(const uint8_t* w, size_t blocks, size_t row, const Panel& p) {
 }
 
 void unpack_q6_k(const uint8_t* w, size_t blocks, size_t row, const Panel& p) {
-  const __m256i low = _mm256_set1_epi8(0x0F), offset = _mm256_set1_epi8(32);
+  const __m256i offset = _mm256_set1_epi8(32);
   for (size_t b = 0; b < blocks; b++, w += 210) {
     const float d = f16(w + 208);
     const int8_t* sc = reinterpret_cast<const int8_t*>(w + 192);
     for (int g = 0; g < 16; g++) p.scales[(16 * b + g) * 16 + row] = d * sc[g];
     for (int half = 0; half < 2; half++) {  // values 128·half + 32·g + l: chunk 8b + 4·half + g
-      const uint8_t* ql = w + 64 * half;
-      const __m256i ql0 = load256(ql), ql1 = load256(ql + 32), qh = load256(w + 128 + 32 * half);
-      const __m256i codes[4] = {
-          _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4)),
-          _mm256_or_si256(_mm256_and_si256(ql1, low), _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), _mm256_and_si256(qh, _mm256_set1_epi8(0x30))),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(static_cast<char>(0xC0))), 2)),
-      };
+      __m256i codes[4];
+      q6_codes(w, half, codes);
       for (int g = 0; g < 4; g++) store256(code_row(p, 8 * b + 4 * half + g, row), _mm256_sub_epi8(codes[g], offset));
     }
   }
