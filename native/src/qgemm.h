@@ -18,8 +18,10 @@ constexpr size_t kGemmMinTokens = 4;
 // qdot_rows' contract (QDotArgs) for any token count: the tiles of qgemm-vnni.cc where they apply, else qdot_rows.
 void qgemm_rows(const QDotArgs& args);
 void qgemm_rows_vnni(const QDotArgs& args);
-// The AMX int8 tiles of qgemm-amx.cc, every quantized dtype, from kAmxMinTokens tokens on (avx512 level only).
-constexpr size_t kAmxMinTokens = 8;
+// The AMX int8 tiles of qgemm-amx.cc, every quantized dtype, from kAmxMinTokens tokens on (avx512 level only): a
+// 16-token tile ran even with the VNNI kernels at 8–9 tokens and ahead from 10 (bench/native/prefill-bench.cc,
+// q4_0 / q4_k / q6_k, one thread: 124 vs 139, 144 vs 130 GFLOP/s for q4_0 at 8 and 10 tokens).
+constexpr size_t kAmxMinTokens = 10;
 bool qgemm_amx_available();
 void qgemm_rows_amx(const QDotArgs& args);
 // The many-token kernel qgemm_rows runs for dtype at this SIMD level: "amx-int8", "avx512-vnni", "integer-dot" or
