@@ -181,7 +181,8 @@ const char* qgemm_kernel(DType dtype) {
 
 void qgemm_rows(const QDotArgs& a) {
 #if defined(__x86_64__)
-  if (a.tokens >= kAmxMinTokens && amx_tiles()) return qgemm_rows_amx(a);
+  // (the AMX packing gathers token rows with 32-bit offsets: 16 rows of act_stride bytes must fit)
+  if (a.tokens >= kAmxMinTokens && a.act_stride < (size_t{1} << 26) && amx_tiles()) return qgemm_rows_amx(a);
   if (a.tokens >= kGemmMinTokens && vnni_tiles(a.dtype)) return qgemm_rows_vnni(a);
 #endif
   qdot_rows(a);
