@@ -18,9 +18,9 @@ import { measureMachine, type MachineLimits } from './machine.js';
 import { checkSimdEnv } from './simd.js';
 import * as train from './training.js';
 
-/** The kernel's dtype enum (native/src/kernels.h). */
 /** Bytes of a file one mapped ArrayBuffer covers (NativeBackend.mapping). */
 const MAP_WINDOW = 2 ** 30;
+/** The kernel's dtype enum (native/src/kernels.h). */
 const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q5_k: 6, q6_k: 7 };
 
 /**
@@ -168,6 +168,7 @@ export class NativeBackend implements TrainingBackend {
     const key = `${file}\0${info.dev}:${info.ino}:${info.size}:${info.mtimeMs}:${window}`; // a replaced file maps anew
     let buffer = this.mappings.get(key)?.deref();
     if (!buffer) {
+      for (const [old, ref] of this.mappings) if (!ref.deref()) this.mappings.delete(old); // windows of unloaded models
       buffer = this.addon.mapTensor(file, start, end - start);
       this.mappings.set(key, new WeakRef(buffer));
     }
