@@ -128,6 +128,26 @@ describe('native attention vs the reference, per cache type', { skip: announceSk
   }
 });
 
+describe('native long-context decode (positions split across threads, slices merged) vs the reference', { skip: announceSkip(native.skip) }, () => {
+  const backend = native.skip ? reference : native.create();
+  // Decode steps at 601, 602 and 1,303 positions: from 512 on, the AVX-512 kernels split positions into slices of
+  // at least 256 and merge each head's slices by their maxima (native/src/attention.cc, attend_decode_sliced).
+  const steps = [600, 1, 1, 700, 1];
+  for (const type of KV_CACHE_TYPES) {
+    for (const shape of [[4, 2, 64], [4, 1, 128], [3, 3, 24]] as const) {
+      it(`${type}: ${shape[0]} heads / ${shape[1]} kv × ${shape[2]}`, () => {
+        const [mine, theirs] = [runSteps(backend, type, shape, steps), runSteps(reference, type, shape, steps)];
+        let positions = 0;
+        steps.forEach((tokens, step) => {
+          positions += tokens;
+          const scale = 1e-5 * Math.sqrt(positions + shape[2]);
+          assertClose(mine[step]!, theirs[step]!, (x) => scale * (1 + Math.abs(x)), `${type} step ${step} (${positions} positions)`);
+        });
+      });
+    }
+  }
+});
+
 describe('blocked attention equals the one-softmax definition', () => {
   for (const shape of [[4, 2, 16], [2, 1, 64]] as const) {
     for (const keyBlock of [64, 5]) {
