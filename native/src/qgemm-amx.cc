@@ -22,6 +22,7 @@
 #include <cstring>
 #include <vector>
 
+#include "gemm.h"
 #include "q8.h"
 #include "quant.h"
 
@@ -76,18 +77,17 @@ struct Layout {
   size_t values;       // per weight block (32 or 256)
   size_t act_block;    // bytes of one activation block (Q8Block32 or Q8Block256)
   size_t d_offset;     // of the activation block's d
-  size_t weight_block; // bytes of one weight block
   int groups;          // scale groups per chunk of 32 (q6_k: 2)
 };
 
 Layout layout_of(DType dtype) {
   const size_t d32 = offsetof(Q8Block32, d), d256 = offsetof(Q8Block256, d);
   switch (dtype) {
-    case DType::Q4_0: return {32, sizeof(Q8Block32), d32, 18, 1};
-    case DType::Q8_0: return {32, sizeof(Q8Block32), d32, 34, 1};
-    case DType::Q4_K: return {256, sizeof(Q8Block256), d256, 144, 1};
-    case DType::Q5_K: return {256, sizeof(Q8Block256), d256, 176, 1};
-    default: return {256, sizeof(Q8Block256), d256, 210, 2};
+    case DType::Q4_0:
+    case DType::Q8_0: return {32, sizeof(Q8Block32), d32, 1};
+    case DType::Q4_K:
+    case DType::Q5_K: return {256, sizeof(Q8Block256), d256, 1};
+    default: return {256, sizeof(Q8Block256), d256, 2};
   }
 }
 
@@ -327,12 +327,11 @@ struct Scratch {
   std::vector<int8_t> codes;
 };
 
+// gemm.h's grow-only scratch, 64-byte aligned (tile loads and aligned vector stores).
 template <class T>
 T* aligned(std::vector<T>& v, size_t count) {
-  const size_t pad = 64 / sizeof(T);
-  if (v.size() < count + pad) v.resize(count + pad);
-  const uintptr_t at = reinterpret_cast<uintptr_t>(v.data());
-  return v.data() + ((64 - at % 64) % 64) / sizeof(T);
+  T* data = scratch(v, count + 64 / sizeof(T));
+  return data + ((64 - reinterpret_cast<uintptr_t>(data) % 64) % 64) / sizeof(T);
 }
 
 }  // namespace
@@ -359,8 +358,7 @@ void qgemm_rows_amx(const QDotArgs& a) {
       unpack_panel(a, l, r, rows, panel);
       for (size_t i = 0; i < tiles; i++) {
         const TokenTile tile{b + i * chunks * 128, dx + i * blocks * 16, sums ? sums + i * chunks * 16 : nullptr};
-        __m512 acc[16];
-        for (auto& v : acc) v = _mm512_setzero_ps();
+        __m512 acc[16];  // every row written by the tile function
         if (l.values == 32) tile_32(panel, tile, chunks, acc);
         else if (k45) tile_q45_k(panel, tile, blocks, acc);
         else tile_q6_k(panel, tile, blocks, acc);
