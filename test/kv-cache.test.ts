@@ -103,9 +103,16 @@ describe('native attention vs the reference, per cache type', { skip: announceSk
 
   for (const type of KV_CACHE_TYPES) {
     it(`${type}: the addon stores the reference's bytes`, () => {
-      const values = [1e5, -7e4, 65520, ...Array.from({ length: 64 }, (_, i) => (i - 32) / 2), ...randoms(1, 300), ...randoms(2, 300, 1e-6)];
+      // Edge values (ties, subnormals, overflow, −0, ±∞, NaN with payload bits) fill the first rows: the SIMD paths
+      // convert eight or sixteen at a time, so each value lands in a group with ordinary ones.
+      const e = 2 ** -11;
+      const edges = [1 + e, 1 + 3 * e, 65504, 65519.99, -65520, 2 ** -25, 3 * 2 ** -26, 2 ** -24 * 1.5, -0, Infinity, -Infinity, 1e-40];
+      const values = [1e5, -7e4, 65520, ...edges, ...Array.from({ length: 64 }, (_, i) => (i - 32) / 2), ...randoms(1, 300), ...randoms(2, 300, 1e-6)];
       const width = 40;
       const rows = Float32Array.from(values.slice(0, width * Math.floor(values.length / width)));
+      const bits = new Uint32Array(rows.buffer);
+      bits[5 * 8 + 3] = 0x7fc12345; // a quiet NaN with payload, and a negative one, in later groups
+      bits[7 * 8 + 6] = 0xffc00001;
       const store = (b: Backend) => {
         const cache = b.createKVCache({ layers: 1, capacity: rows.length / width, kvHeads: 5, headDim: 8, dtype: type }) as RefKVCache;
         cache.store(0, 0, { keys: rows, values: rows });

@@ -172,9 +172,8 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
       }
     });
 
-    it(`${dtype}: grouped experts with many tokens per expert (37 tokens, top-2 of 4: odd groups of ~18)`, async () => {
-      const block = QUANT_BLOCKS[dtype].elements;
-      const [tokens, hidden, ffn, experts] = [37, 2 * block, block, 4];
+    const groupedExperts = async (tokens: number, hidden: number, ffn: number) => {
+      const experts = 4;
       const outputs = await Promise.all([backend, reference].map(async (b) => {
         const weight = (shape: number[], seed: number) => b.weight(weightFromBytes(`w${seed}`, dtype, shape, encodeFloats(dtype, randoms(seed, shape[0]! * shape[1]!, 0.5))));
         const stack = (shape: number[], seed: number) => Promise.all(Array.from({ length: experts }, (_, e) => weight(shape, seed + e)));
@@ -198,8 +197,18 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
         }
         if (!close) deviating++;
       }
-      assert.ok(deviating <= 3, `${deviating} of ${tokens} tokens outside the tolerance`);
+      assert.ok(deviating <= Math.floor(tokens / 10), `${deviating} of ${tokens} tokens outside the tolerance`);
       assert.ok(squaredError <= 1e-6 * squared, `normalized squared error ${squaredError / squared}`);
+    };
+
+    it(`${dtype}: grouped experts with many tokens per expert (37 tokens, top-2 of 4: odd groups of ~18)`, async () => {
+      const block = QUANT_BLOCKS[dtype].elements;
+      await groupedExperts(37, 2 * block, block);
+    });
+
+    it(`${dtype}: grouped experts at decode with several 256-row work items per expert (chunks end inside an expert; merged runs)`, async () => {
+      const block = QUANT_BLOCKS[dtype].elements;
+      for (const tokens of [1, 3]) await groupedExperts(tokens, 768, block < 256 ? 544 : 512);
     });
 
     it(`${dtype}: a NaN or ∞ activation makes its token's outputs NaN (decode and prefill), other tokens unaffected`, async () => {

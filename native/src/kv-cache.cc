@@ -58,8 +58,31 @@ void store_q8_block(const float* x, size_t n, uint8_t* out) {
   for (size_t i = 0; i < kQ8Block; i++) out[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(i < n && finite ? std::round(x[i] * inverse) : 0.0f));
 }
 
+#if defined(__x86_64__)
+// F16C rounds to nearest even with subnormals and overflow to ±∞ as f32_to_f16 does; a NaN keeps payload bits that
+// the scalar path drops, so a group of eight holding one is stored by the scalar path.
+__attribute__((target("avx2,f16c"))) void store_f16_f16c(const float* x, size_t n, uint8_t* out) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0) {
+      store_f16(x + i, 8, out + 2 * i);
+      continue;
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  store_f16(x + i, n - i, out + 2 * i);
+}
+#endif
+
+bool avx512() { return std::strcmp(kernels().name, "avx512") == 0; }
+bool avx2() { return std::strcmp(kernels().name, "avx2") == 0; }
+
 void store_row(const float* x, size_t width, DType type, uint8_t* out) {
   if (type == DType::F32) std::memcpy(out, x, width * sizeof(float));
+#if defined(__x86_64__)
+  else if (type == DType::F16 && (avx512() || avx2())) store_f16_f16c(x, width, out);
+#endif
   else if (type == DType::F16) store_f16(x, width, out);
   else
     for (size_t b = 0; b * kQ8Block < width; b++) store_q8_block(x + b * kQ8Block, std::min(kQ8Block, width - b * kQ8Block), out + b * kQ8BlockBytes);
@@ -100,9 +123,6 @@ __attribute__((target("avx2,fma,f16c"))) void load_q8_avx2(const uint8_t* row, s
   }
 }
 #endif
-
-bool avx512() { return std::strcmp(kernels().name, "avx512") == 0; }
-bool avx2() { return std::strcmp(kernels().name, "avx2") == 0; }
 
 }  // namespace
 
