@@ -229,7 +229,16 @@ export function rmsnormBackward(addon: NativeAddon, a: { x: Tensor; weight: Tens
 export function rope(addon: NativeAddon, x: Tensor, positions: Int32Array, opts: RopeOptions, out: Float32Array, inverse: boolean, accumulate: boolean): void {
   const input = asRef(x);
   checkShapes('rope', input.cols === opts.heads * opts.headDim && input.rows === positions.length, () => `x ${showShape(x)} is not [${positions.length}, ${opts.heads}·${opts.headDim}]`);
-  addon.ropeRotate(f32(x), positions.length, opts.heads, opts.headDim, positions, ropeInverseFrequencies(opts.headDim, opts.theta), inverse, accumulate, out);
+  addon.ropeRotate(f32(x), positions.length, opts.heads, opts.headDim, positions, inverseFrequencies(opts.headDim, opts.theta), inverse, accumulate, out);
+}
+
+/** ropeInverseFrequencies per (head dim, θ), computed once: 64 pow calls and an array were most of a decode step's rope. */
+const frequencyTables = new Map<string, Float32Array>();
+function inverseFrequencies(headDim: number, theta: number): Float32Array {
+  const key = `${headDim}:${theta}`;
+  let table = frequencyTables.get(key);
+  if (!table) frequencyTables.set(key, (table = ropeInverseFrequencies(headDim, theta)));
+  return table;
 }
 
 export function adamw(addon: NativeAddon, params: readonly AdamWTensors[], s: AdamWStep): void {
