@@ -137,9 +137,10 @@ describe('native attention vs the reference, per cache type', { skip: announceSk
 
 describe('native long-context decode (positions split across threads, slices merged) vs the reference', { skip: announceSkip(native.skip) }, () => {
   const backend = native.skip ? reference : native.create();
-  // Decode steps at 601, 602 and 1,303 positions: from 512 on, the AVX-512 kernels split positions into slices of
-  // at least 256 and merge each head's slices by their maxima (native/src/attention.cc, attend_decode_sliced).
-  const steps = [600, 1, 1, 700, 1];
+  // Decode steps at 63–65, 166, 767, 768 and 1,469 positions: from max(64, 32 × threads) on, the AVX-512 kernels split
+  // positions into slices of at least 32 (shorter than a key block of 64) and merge each head's slices by their
+  // maxima (native/src/attention.cc, attend_decode_sliced); below it they take one head per item.
+  const steps = [62, 1, 1, 1, 100, 1, 600, 1, 1, 700, 1];
   for (const type of KV_CACHE_TYPES) {
     for (const shape of [[4, 2, 64], [4, 1, 128], [3, 3, 24]] as const) {
       it(`${type}: ${shape[0]} heads / ${shape[1]} kv × ${shape[2]}`, () => {
