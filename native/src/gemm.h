@@ -21,6 +21,8 @@ struct Kernels {
   int tile_rows;  // weight rows per tile
   int lanes;      // tokens per vector
   size_t tile_tokens;  // tokens per tile call (≤ 64: result rows have stride 64)
+  // gemm_dot for 2 or more tokens of float weights, each row widened once for up to 8 of them; null: per-token dots.
+  void (*few_tokens)(const float*, size_t, size_t, const void*, DType, size_t, size_t, float*, size_t, size_t);
 };
 
 
@@ -29,6 +31,8 @@ const Kernels& kernels();
 // From this many tokens on, activations are transposed once and multiplied by tiles (tokens in vector lanes);
 // below it each weight row is streamed once per token (decode).
 constexpr size_t kMinTileTokens = 4;
+// The same for float weights where the instruction set has a few-tokens kernel (Kernels::few_tokens).
+constexpr size_t kMinTileTokensFew = 16;
 constexpr size_t kRowBlock = 48;  // rows per parallel work item (tile path, and the dot path of float weights)
 // The same for quantized weights at the scalar level only: at the AVX2 and AVX-512 levels they never take the float
 // tiles, but the integer path (qgemm.h) at every token count.

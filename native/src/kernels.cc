@@ -208,6 +208,89 @@ AVX512 float dot_widen_avx512(const float* x, const void* w, DType dtype, size_t
 
 AVX512 float dot_avx512(const float* a, const float* b, size_t n) { return dot_widen_avx512(a, b, DType::F32, n); }
 
+// R rows × N tokens (N ≤ 4) of float weights: each 16-value chunk of a row is widened once for the N tokens, each
+// token's chunk loaded once for the R rows (R·N accumulators). The tokens come packed chunk by chunk (`xp`:
+// [chunks][N][16], zero past `in`), so one pointer walks them all. The tile path puts tokens in vector lanes and
+// broadcasts every weight value: for a few tokens most lanes are padding and the broadcasts bound it.
+template <DType D>
+AVX512 inline __m512 load16_as(const void* w, size_t i, __mmask16 mask = 0xffff) {
+  return load16(w, D, i, mask);
+}
+
+template <int R, int N, DType D>
+AVX512 void few_tokens_fixed(const float* xp, size_t in, const char* w, size_t stride, float* out, size_t rs, size_t ts) {
+  // Unrolled by pragma: GCC 12 otherwise unrolls these loops too late to keep the accumulator array in registers,
+  // and stored all of it to the stack in every iteration.
+  __m512 acc[R * N];
+#pragma GCC unroll 32
+  for (int k = 0; k < R * N; k++) acc[k] = _mm512_setzero_ps();
+  constexpr size_t element = D == DType::F32 ? 4 : 2;
+  for (size_t i = 0; i < in; i += 16, xp += 16 * N) {
+    const __mmask16 mask = in - i >= 16 ? __mmask16(0xffff) : tail_mask(in - i);
+    __m512 wv[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+      _mm_prefetch(w + r * stride + i * element + kFloatPrefetchAhead, _MM_HINT_T0);  // twice per line for f16: no branch
+      wv[r] = load16_as<D>(w + r * stride, i, mask);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < N; t++) {
+      const __m512 x = _mm512_loadu_ps(xp + 16 * t);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) acc[r * N + t] = _mm512_fmadd_ps(wv[r], x, acc[r * N + t]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+    for (int t = 0; t < N; t++) out[r * rs + t * ts] = _mm512_reduce_add_ps(acc[r * N + t]);
+}
+
+// Rows [r0, r1) for N ≤ 4 tokens: 4 rows at a time (≤ 16 accumulators), then single rows.
+template <int N, DType D>
+AVX512 void few_tokens_rows(const float* xp, size_t in, const void* W, size_t r0, size_t r1, float* out, size_t rs, size_t ts) {
+  constexpr int R = 4;
+  const size_t stride = row_bytes(D, in);
+  const char* w = static_cast<const char*>(W);
+  size_t r = r0;
+  for (; r + R <= r1; r += R) few_tokens_fixed<R, N, D>(xp, in, w + r * stride, stride, out + r * rs, rs, ts);
+  for (; r < r1; r++) few_tokens_fixed<1, N, D>(xp, in, w + r * stride, stride, out + r * rs, rs, ts);
+}
+
+template <DType D>
+AVX512 void few_tokens_dtype(const float* xp, size_t n, size_t in, const void* W, size_t r0, size_t r1, float* out, size_t rs, size_t ts) {
+  switch (n) {
+    case 1: return few_tokens_rows<1, D>(xp, in, W, r0, r1, out, rs, ts);
+    case 2: return few_tokens_rows<2, D>(xp, in, W, r0, r1, out, rs, ts);
+    case 3: return few_tokens_rows<3, D>(xp, in, W, r0, r1, out, rs, ts);
+    default: return few_tokens_rows<4, D>(xp, in, W, r0, r1, out, rs, ts);
+  }
+}
+
+// gemm_dot for 2 or more tokens of float weights (f32, f16, bf16), in groups of up to 8 tokens, each group packed
+// chunk by chunk first (a few KB per token: the rows of a work item are many times that).
+constexpr size_t kFewGroup = 4;
+AVX512 void few_tokens_avx512(const float* X, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, float* out, size_t rs, size_t ts) {
+  thread_local std::vector<float> packed;
+  const size_t chunks = (in + 15) / 16;
+  for (size_t t = 0; t < n; t += kFewGroup) {
+    const size_t group = std::min<size_t>(kFewGroup, n - t);
+    float* xp = scratch(packed, chunks * group * 16);
+    for (size_t c = 0; c < chunks; c++) {
+      const size_t length = std::min<size_t>(16, in - 16 * c);
+      for (size_t j = 0; j < group; j++) {
+        float* dst = xp + (c * group + j) * 16;
+        std::memcpy(dst, X + (t + j) * in + 16 * c, length * sizeof(float));
+        std::fill(dst + length, dst + 16, 0.0f);
+      }
+    }
+    float* o = out + t * ts;
+    if (dtype == DType::F16) few_tokens_dtype<DType::F16>(xp, group, in, W, r0, r1, o, rs, ts);
+    else if (dtype == DType::BF16) few_tokens_dtype<DType::BF16>(xp, group, in, W, r0, r1, o, rs, ts);
+    else few_tokens_dtype<DType::F32>(xp, group, in, W, r0, r1, o, rs, ts);
+  }
+}
+
 AVX512 void axpy_avx512(float a, const float* x, float* y, size_t n) {
   const __m512 scale = _mm512_set1_ps(a);
   size_t i = 0;
@@ -260,10 +343,10 @@ AVX512 void tile_avx512(const float* Xt, size_t npad, size_t in, const float* co
 
 Kernels choose_kernels() {
 #ifdef OLMOE_X86
-  if (cpu().level == Simd::Avx512) return {"avx512", widen_avx512, dot_avx512, dot_widen_avx512, axpy_avx512, tile_avx512, 6, 16, 64};
-  if (cpu().level == Simd::Avx2) return {"avx2", widen_avx2, dot_avx2, dot_widen_avx2, axpy_avx2, tile_avx2, 4, 8, 16};
+  if (cpu().level == Simd::Avx512) return {"avx512", widen_avx512, dot_avx512, dot_widen_avx512, axpy_avx512, tile_avx512, 6, 16, 64, few_tokens_avx512};
+  if (cpu().level == Simd::Avx2) return {"avx2", widen_avx2, dot_avx2, dot_widen_avx2, axpy_avx2, tile_avx2, 4, 8, 16, nullptr};
 #endif
-  return {"scalar", widen_scalar, dot_scalar, dot_widen_scalar, axpy_scalar, tile_scalar, 4, 8, 64};
+  return {"scalar", widen_scalar, dot_scalar, dot_widen_scalar, axpy_scalar, tile_scalar, 4, 8, 64, nullptr};
 }
 
 }  // namespace
@@ -288,7 +371,8 @@ const char* simd_level() { return kernels().name; }
 
 size_t min_tile_tokens(DType dtype) {
   if (integer_gemm(dtype)) return SIZE_MAX;  // integer dot products at any token count (qgemm.h)
-  return is_quantized(dtype) ? kMinTileTokensQuantized : kMinTileTokens;
+  if (is_quantized(dtype)) return kMinTileTokensQuantized;
+  return kernels().few_tokens ? kMinTileTokensFew : kMinTileTokens;
 }
 
 void transpose_tokens(const float* X, size_t x_stride, size_t n, size_t in, float* Xt, size_t npad) {
@@ -334,6 +418,7 @@ void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, s
     return gemm_qdot(quantize_rows(dtype, X, n, in, buffer), q8_row_bytes(dtype, in), n, in, W, dtype, r0, r1, out, rs, ts);
   }
   const Kernels& k = kernels();
+  if (n >= 2 && k.few_tokens) return k.few_tokens(X, n, in, W, dtype, r0, r1, out, rs, ts);
   const size_t bytes_per_row = row_bytes(dtype, in);
   for (size_t r = r0; r < r1; r++) {
     const void* row = static_cast<const char*>(W) + r * bytes_per_row;
