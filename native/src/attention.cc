@@ -159,14 +159,34 @@ void attend_item(const AttentionArgs& a, size_t h, size_t t0, size_t t1, Scratch
 #ifdef OLMOE_X86
 // ---------------------------------------------------------------- AVX-512, head dim 16·C (C = 4, 8, 16)
 // Loaders of one head's Hd = 16·C values of a stored row into C vectors (p: the head's first byte in the row).
-struct RowF32 {
+// dot: Σ_c q[c]·v[c] as one vector (its lanes still to be summed); axpy: acc[c] += p·v[c]. Widened rows use load; the
+// q8_0 row folds each block's scale into the sum (dot) or into p (axpy) instead of multiplying every value by it.
+template <typename Row>
+struct WidenedRow {
+  template <int C>
+  AVX512 static __m512 dot(const __m512* q, const uint8_t* p) {
+    __m512 v[C];
+    Row::template load<C>(p, v);
+    __m512 sum = _mm512_mul_ps(q[0], v[0]);
+    for (int c = 1; c < C; c++) sum = _mm512_fmadd_ps(q[c], v[c], sum);
+    return sum;
+  }
+  template <int C>
+  AVX512 static void axpy(float weight, const uint8_t* p, __m512* acc) {
+    __m512 v[C];
+    Row::template load<C>(p, v);
+    const __m512 w = _mm512_set1_ps(weight);
+    for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(w, v[c], acc[c]);
+  }
+};
+struct RowF32 : WidenedRow<RowF32> {
   template <int C>
   AVX512 static void load(const uint8_t* p, __m512* v) {
     for (int c = 0; c < C; c++) v[c] = _mm512_loadu_ps(reinterpret_cast<const float*>(p) + 16 * c);
   }
   static size_t head_offset(size_t kv, size_t Hd) { return kv * Hd * 4; }
 };
-struct RowF16 {
+struct RowF16 : WidenedRow<RowF16> {
   template <int C>
   AVX512 static void load(const uint8_t* p, __m512* v) {
     for (int c = 0; c < C; c++) v[c] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p) + c));
@@ -177,6 +197,31 @@ struct RowQ8 {  // Hd a multiple of 64: a head is whole q8_0 blocks
   template <int C>
   AVX512 static void load(const uint8_t* p, __m512* v) {
     for (int c = 0; c < C; c += 2) q8_0_values(p + c / 2 * 34, v[c], v[c + 1]);
+  }
+  AVX512 static void codes(const uint8_t* block, __m512& low, __m512& high) {
+    low = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2))));
+    high = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 18))));
+  }
+  template <int C>
+  AVX512 static __m512 dot(const __m512* q, const uint8_t* p) {
+    __m512 sum = _mm512_setzero_ps();
+    for (int c = 0; c < C; c += 2) {
+      __m512 low, high;
+      codes(p + c / 2 * 34, low, high);
+      const __m512 block = _mm512_fmadd_ps(q[c + 1], high, _mm512_mul_ps(q[c], low));
+      sum = _mm512_fmadd_ps(block, _mm512_set1_ps(f16_scale(p + c / 2 * 34)), sum);
+    }
+    return sum;
+  }
+  template <int C>
+  AVX512 static void axpy(float weight, const uint8_t* p, __m512* acc) {
+    for (int c = 0; c < C; c += 2) {
+      __m512 low, high;
+      codes(p + c / 2 * 34, low, high);
+      const __m512 w = _mm512_set1_ps(weight * f16_scale(p + c / 2 * 34));
+      acc[c] = _mm512_fmadd_ps(w, low, acc[c]);
+      acc[c + 1] = _mm512_fmadd_ps(w, high, acc[c + 1]);
+    }
   }
   static size_t head_offset(size_t kv, size_t Hd) { return kv * Hd / 32 * 34; }
 };
@@ -319,11 +364,6 @@ AVX512 void attend_item_avx512(const AttentionArgs& a, size_t h, size_t t0, size
   attend_queries_avx512<C, Row>(a, h, t0, t1, space);
 }
 
-// One query (decode) at long contexts, positions [p0, p1) for every head: each position's whole cache row (all kv
-// heads, one contiguous run) is read once, where a per-head item reads 256 B of each 4 KiB row (f16, OLMoE-1B-7B),
-// a new page at every position for the prefetchers (~13 GB/s at 2,048 positions against ~30 measured). Per head
-// the running maximum, denominator and weighted sum go to `state` ([heads][2 + Hd]); slices merge by their maxima.
-// `queries`: [heads][Hd], already scaled by 1/√Hd.
 // Every line of the cache row kRowsAhead positions on: each row is a new 4 KiB page (OLMoE-1B-7B, f16), where the
 // hardware's stream prefetchers start over; one prefetched line per row left the slices at ~13 GB/s cold.
 constexpr size_t kRowsAhead = 4;
@@ -331,6 +371,11 @@ AVX512 inline void prefetch_row(const uint8_t* row, size_t bytes) {
   for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(row + b), _MM_HINT_T0);
 }
 
+// One query (decode) at long contexts, positions [p0, p1) for every head: each position's whole cache row (all kv
+// heads, one contiguous run) is read once, where a per-head item reads 256 B of each 4 KiB row (f16, OLMoE-1B-7B),
+// a new page at every position for the prefetchers (~13 GB/s at 2,048 positions against ~30 measured). Per head
+// the running maximum, denominator and weighted sum go to `state` ([heads][2 + Hd]); slices merge by their maxima.
+// `queries`: [heads][Hd], already scaled by 1/√Hd.
 template <int C, typename Row>
 AVX512 void attend_slice_avx512(const AttentionArgs& a, const float* queries, size_t p0, size_t p1, float* state, Scratch& space) {
   constexpr size_t Hd = 16 * C;
@@ -343,7 +388,6 @@ AVX512 void attend_slice_avx512(const AttentionArgs& a, const float* queries, si
     st[0] = -INFINITY, st[1] = 0;
     std::fill(st + 2, st + 2 + Hd, 0.0f);
   }
-  __m512 row[C];
   for (size_t s0 = p0; s0 < p1; s0 += kKeyBlock) {
     const size_t n = std::min(kKeyBlock, p1 - s0);
     for (size_t j = 0; j < n; j++) {
@@ -351,11 +395,9 @@ AVX512 void attend_slice_avx512(const AttentionArgs& a, const float* queries, si
       if (s0 + j + kRowsAhead < p1) prefetch_row(krow + kRowsAhead * row_bytes, row_bytes);
       prefetch_row(values + (s0 + j) * row_bytes, row_bytes);  // the block's value rows, read head by head below
       for (size_t h = 0; h < H; h++) {
-        Row::template load<C>(krow + Row::head_offset(h / group, Hd), row);
-        const float* q = queries + h * Hd;
-        __m512 dot = _mm512_mul_ps(_mm512_loadu_ps(q), row[0]);
-        for (int c = 1; c < C; c++) dot = _mm512_fmadd_ps(_mm512_loadu_ps(q + 16 * c), row[c], dot);
-        scores[h * kKeyBlock + j] = _mm512_reduce_add_ps(dot);
+        __m512 q[C];
+        for (int c = 0; c < C; c++) q[c] = _mm512_loadu_ps(queries + h * Hd + 16 * c);
+        scores[h * kKeyBlock + j] = _mm512_reduce_add_ps(Row::template dot<C>(q, krow + Row::head_offset(h / group, Hd)));
       }
     }
     for (size_t h = 0; h < H; h++) {
@@ -377,11 +419,7 @@ AVX512 void attend_slice_avx512(const AttentionArgs& a, const float* queries, si
       const size_t offset = Row::head_offset(h / group, Hd);
       __m512 acc[C];
       for (int c = 0; c < C; c++) acc[c] = _mm512_loadu_ps(sum + 16 * c);
-      for (size_t j = 0; j < n; j++) {
-        Row::template load<C>(values + (s0 + j) * row_bytes + offset, row);
-        const __m512 p = _mm512_set1_ps(sc[j]);
-        for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(p, row[c], acc[c]);
-      }
+      for (size_t j = 0; j < n; j++) Row::template axpy<C>(sc[j], values + (s0 + j) * row_bytes + offset, acc);
       for (int c = 0; c < C; c++) _mm512_storeu_ps(sum + 16 * c, acc[c]);
     }
   }

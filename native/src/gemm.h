@@ -21,7 +21,7 @@ struct Kernels {
   int tile_rows;  // weight rows per tile
   int lanes;      // tokens per vector
   size_t tile_tokens;  // tokens per tile call (≤ 64: result rows have stride 64)
-  // gemm_dot for 2 or more tokens of float weights, each row widened once for up to 8 of them; null: per-token dots.
+  // gemm_dot for 2 or more tokens of float weights, each row chunk widened once for up to 4 of them; null: per-token dots.
   void (*few_tokens)(const float*, size_t, size_t, const void*, DType, size_t, size_t, float*, size_t, size_t);
 };
 
