@@ -213,6 +213,11 @@ void row_k(DType dtype, const uint8_t* w, const Q8Block256* const* x, size_t blo
   return row_q6_k<Ops, N>(w, x, blocks, halves, out, ts);
 }
 
+// K-quant rows are taken from four runs of consecutive rows in turn: four sequential streams for the prefetchers
+// instead of one (bench/native/q4-bench.cc, 2 threads, from DRAM: q4_k 20.5 → 24.9 GB/s, q5_k 20.4 → 25.5, q6_k
+// 21.2 → 27.0; the expert layer 1.23 → 1.05 ms for q4_k, 2.0 → 1.5 ms for q6_k). Each row is computed as before.
+constexpr size_t kKRuns = 4;
+
 template <class Ops>
 void rows_k(const QDotArgs& a) {
   const float* halves = half_table();
@@ -220,7 +225,10 @@ void rows_k(const QDotArgs& a) {
   for (size_t t = 0; t < a.tokens;) {
     const size_t n = a.tokens - t >= 4 ? 4 : a.tokens - t;
     for (size_t j = 0; j < n; j++) x[j] = reinterpret_cast<const Q8Block256*>(a.act + (t + j) * a.act_stride);
-    for (size_t r = 0; r < a.rows; r++) {
+    const size_t runs = a.rows >= kKRuns * 8 ? kKRuns : 1, run = a.rows / runs;
+    for (size_t i = 0; i < a.rows; i++) {
+      // Rows from `runs` runs in turn (i = 0, 1, … visits run 0's first row, run 1's first row, …; the remainder last)
+      const size_t r = i < run * runs ? (i % runs) * run + i / runs : i;
       const uint8_t* w = a.w + r * a.w_stride;
       float* out = a.out + r * a.rs + t * a.ts;
       switch (n) {
