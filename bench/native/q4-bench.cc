@@ -1,11 +1,12 @@
 // Microbenchmark of decode's (one token) matmul paths outside Node, for any weight dtype (codes as DType in
-// native/src/kernels.h: 2 f16, 3 q8_0, 4 q4_0):
-//   g++ -O3 -std=c++17 -pthread -Inative/src bench/native/q4-bench.cc native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,simd,pool}.cc \
+// native/src/kernels.h: 2 f16, 3 q8_0, 4 q4_0, 5 q4_k, 6 q5_k, 7 q6_k):
+//   g++ -O3 -std=c++17 -pthread -Inative/src bench/native/q4-bench.cc native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512}.cc \
 //       -o /tmp/q4-bench   (OLMOE_SIMD=avx2|scalar /tmp/q4-bench … times the lower levels)
-//   /tmp/q4-bench [dtype=4] [reps=200] [threads: 1 or 2, default both]
+//   /tmp/q4-bench [dtype=4] [reps=200] [threads: 1 or 2, default both] [expert layers=16]
 // Prints G weights/s of matmul (tokens = 1) one thread in cache (a 256 × 2048 matrix, best of reps), then 1 and
 // 2 threads streaming ~0.5 GB of 1024 × 2048 matrices from DRAM, then the expert layer of OLMoE-1B-7B decode
-// (experts(), one token, top-8 of 64) over 4 layers of distinct weights. Weights are random; DRAM buffers are
+// (experts(), one token, top-8 of 64) over 16 layers of distinct weights (fewer layers let a large L3 keep some of
+// them between repetitions; 16 layers of q8_0 experts take 6.9 GB). Weights are random; DRAM buffers are
 // mapped with MADV_HUGEPAGE like the model's. Other load on the machine shows up as outliers: take the best.
 #include <algorithm>
 #include <chrono>
@@ -99,7 +100,7 @@ int main(int argc, char** argv) {
   // Decode's expert layer: one token, top-8 of 64 experts (gate and up 1024 × 2048, down 2048 × 1024), over
   // `layers` layers of distinct weights so that each call streams from DRAM like decode does.
   {
-    const size_t hidden = 2048, ffn = 1024, experts = 64, layers = 4, top_k = 8;
+    const size_t hidden = 2048, ffn = 1024, experts = 64, top_k = 8, layers = argc > 4 ? std::atoi(argv[4]) : 16;
     const size_t matrix = row_bytes(dtype, hidden) * ffn;  // gate/up; down has the same size
     const size_t total = matrix * 3 * experts * layers, huge = size_t(2) << 20, mapped = (total + 2 * huge) / huge * huge;
     char* raw = static_cast<char*>(mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
