@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "gemm.h"
@@ -198,16 +199,12 @@ struct RowQ8 {  // Hd a multiple of 64: a head is whole q8_0 blocks
   AVX512 static void load(const uint8_t* p, __m512* v) {
     for (int c = 0; c < C; c += 2) q8_0_values(p + c / 2 * 34, v[c], v[c + 1]);
   }
-  AVX512 static void codes(const uint8_t* block, __m512& low, __m512& high) {
-    low = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2))));
-    high = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 18))));
-  }
   template <int C>
   AVX512 static __m512 dot(const __m512* q, const uint8_t* p) {
     __m512 sum = _mm512_setzero_ps();
     for (int c = 0; c < C; c += 2) {
       __m512 low, high;
-      codes(p + c / 2 * 34, low, high);
+      q8_0_codes(p + c / 2 * 34, low, high);
       const __m512 block = _mm512_fmadd_ps(q[c + 1], high, _mm512_mul_ps(q[c], low));
       sum = _mm512_fmadd_ps(block, _mm512_set1_ps(f16_scale(p + c / 2 * 34)), sum);
     }
@@ -217,7 +214,7 @@ struct RowQ8 {  // Hd a multiple of 64: a head is whole q8_0 blocks
   AVX512 static void axpy(float weight, const uint8_t* p, __m512* acc) {
     for (int c = 0; c < C; c += 2) {
       __m512 low, high;
-      codes(p + c / 2 * 34, low, high);
+      q8_0_codes(p + c / 2 * 34, low, high);
       const __m512 w = _mm512_set1_ps(weight * f16_scale(p + c / 2 * 34));
       acc[c] = _mm512_fmadd_ps(w, low, acc[c]);
       acc[c + 1] = _mm512_fmadd_ps(w, high, acc[c + 1]);
@@ -230,7 +227,8 @@ struct RowQ8 {  // Hd a multiple of 64: a head is whole q8_0 blocks
 // previous one, a new 4 KiB page for OLMoE-1B-7B's f16 rows, where the hardware's stream prefetchers stop.
 constexpr size_t kPrefetchAhead = 8;
 
-AVX512 inline void prefetch_head(const uint8_t* p, size_t bytes) {
+// Every cache line of [p, p + bytes) into L1 (a head's bytes here, a whole row in the sliced kernel below).
+AVX512 inline void prefetch_lines(const uint8_t* p, size_t bytes) {
   for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(p + b), _MM_HINT_T0);
 }
 
@@ -252,7 +250,7 @@ AVX512 void attend_query_avx512(const AttentionArgs& a, size_t h, size_t t, floa
     const size_t n = std::min(kKeyBlock, positions - s0);
     float block_max = -INFINITY;
     for (size_t j = 0; j < n; j++) {
-      if (s0 + j + kPrefetchAhead < positions) prefetch_head(keys + (s0 + j + kPrefetchAhead) * row_bytes, head_bytes);
+      if (s0 + j + kPrefetchAhead < positions) prefetch_lines(keys + (s0 + j + kPrefetchAhead) * row_bytes, head_bytes);
       Row::template load<C>(keys + (s0 + j) * row_bytes, row);
       __m512 dot = _mm512_mul_ps(query[0], row[0]);
       for (int c = 1; c < C; c++) dot = _mm512_fmadd_ps(query[c], row[c], dot);
@@ -266,7 +264,7 @@ AVX512 void attend_query_avx512(const AttentionArgs& a, size_t h, size_t t, floa
     }
     total += exp_shifted_avx512(scores, n, max);
     for (size_t j = 0; j < n; j++) {
-      if (s0 + j + kPrefetchAhead < positions) prefetch_head(values + (s0 + j + kPrefetchAhead) * row_bytes, head_bytes);
+      if (s0 + j + kPrefetchAhead < positions) prefetch_lines(values + (s0 + j + kPrefetchAhead) * row_bytes, head_bytes);
       Row::template load<C>(values + (s0 + j) * row_bytes, row);
       const __m512 p = _mm512_set1_ps(scores[j]);
       for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(p, row[c], acc[c]);
@@ -367,9 +365,6 @@ AVX512 void attend_item_avx512(const AttentionArgs& a, size_t h, size_t t0, size
 // Every line of the cache row kRowsAhead positions on: each row is a new 4 KiB page (OLMoE-1B-7B, f16), where the
 // hardware's stream prefetchers start over; one prefetched line per row left the slices at ~13 GB/s cold.
 constexpr size_t kRowsAhead = 4;
-AVX512 inline void prefetch_row(const uint8_t* row, size_t bytes) {
-  for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(row + b), _MM_HINT_T0);
-}
 
 // One query (decode) at long contexts, positions [p0, p1) for every head: each position's whole cache row (all kv
 // heads, one contiguous run) is read once, where a per-head item reads 256 B of each 4 KiB row (f16, OLMoE-1B-7B),
@@ -392,8 +387,8 @@ AVX512 void attend_slice_avx512(const AttentionArgs& a, const float* queries, si
     const size_t n = std::min(kKeyBlock, p1 - s0);
     for (size_t j = 0; j < n; j++) {
       const uint8_t* krow = keys + (s0 + j) * row_bytes;
-      if (s0 + j + kRowsAhead < p1) prefetch_row(krow + kRowsAhead * row_bytes, row_bytes);
-      prefetch_row(values + (s0 + j) * row_bytes, row_bytes);  // the block's value rows, read head by head below
+      if (s0 + j + kRowsAhead < p1) prefetch_lines(krow + kRowsAhead * row_bytes, row_bytes);
+      prefetch_lines(values + (s0 + j) * row_bytes, row_bytes);  // the block's value rows, read head by head below
       for (size_t h = 0; h < H; h++) {
         __m512 q[C];
         for (int c = 0; c < C; c++) q[c] = _mm512_loadu_ps(queries + h * Hd + 16 * c);
@@ -480,19 +475,25 @@ ItemKernel item_kernel_for(DType type) {
     default: return attend_item_avx512<C, RowQ8>;
   }
 }
+
+// for_head_dim(hd, pick): pick(std::integral_constant<int, C>) for the AVX-512 head dims 16·C = 64, 128, 256, else
+// null (other head dims, or no AVX-512).
+template <typename Pick>
+auto for_head_dim(size_t head_dim, Pick pick) -> decltype(pick(std::integral_constant<int, 4>{})) {
+  if (std::strcmp(kernels().name, "avx512") != 0) return nullptr;
+  switch (head_dim) {
+    case 64: return pick(std::integral_constant<int, 4>{});
+    case 128: return pick(std::integral_constant<int, 8>{});
+    case 256: return pick(std::integral_constant<int, 16>{});
+    default: return nullptr;
+  }
+}
 #endif
 
 // The AVX-512 kernels for head dims 64, 128, 256; the portable one (kernels()' dot and axpy) otherwise.
 ItemKernel item_kernel(const AttentionArgs& a) {
 #ifdef OLMOE_X86
-  if (std::strcmp(kernels().name, "avx512") == 0) {
-    switch (a.head_dim) {
-      case 64: return item_kernel_for<4>(a.kv_type);
-      case 128: return item_kernel_for<8>(a.kv_type);
-      case 256: return item_kernel_for<16>(a.kv_type);
-      default: break;
-    }
-  }
+  if (const ItemKernel k = for_head_dim(a.head_dim, [&](auto c) { return item_kernel_for<decltype(c)::value>(a.kv_type); })) return k;
 #endif
   return attend_item;
 }
@@ -501,14 +502,7 @@ ItemKernel item_kernel(const AttentionArgs& a) {
 DecodeKernel decode_kernel(const AttentionArgs& a) {
 #ifdef OLMOE_X86
   const size_t slice_from = std::max(kSliceMinPositions, kSlicePositions * static_cast<size_t>(pool().threads()));
-  if (a.tokens == 1 && a.start + 1 >= slice_from && std::strcmp(kernels().name, "avx512") == 0) {
-    switch (a.head_dim) {
-      case 64: return decode_kernel_for<4>(a.kv_type);
-      case 128: return decode_kernel_for<8>(a.kv_type);
-      case 256: return decode_kernel_for<16>(a.kv_type);
-      default: break;
-    }
-  }
+  if (a.tokens == 1 && a.start + 1 >= slice_from) return for_head_dim(a.head_dim, [&](auto c) { return decode_kernel_for<decltype(c)::value>(a.kv_type); });
 #endif
   return nullptr;
 }

@@ -31,10 +31,17 @@ OLMOE_AVX512 inline void q4_0_values(const uint8_t* block, __m512& low, __m512& 
   high = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_srli_epi16(raw, 4)), table);
 }
 
+// A q8_0 block's 32 codes as floats, not yet times its scale d.
+OLMOE_AVX512 inline void q8_0_codes(const uint8_t* block, __m512& low, __m512& high) {
+  low = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2))));
+  high = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 18))));
+}
+
 OLMOE_AVX512 inline void q8_0_values(const uint8_t* block, __m512& low, __m512& high) {
   const __m512 d = _mm512_set1_ps(f16_scale(block));
-  low = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)))), d);
-  high = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 18)))), d);
+  q8_0_codes(block, low, high);
+  low = _mm512_mul_ps(low, d);
+  high = _mm512_mul_ps(high, d);
 }
 
 }  // namespace olmoe
