@@ -1,5 +1,5 @@
-// A persistent thread pool: parallel_for splits [0, n) into contiguous chunks (two per thread) that the caller and
-// the workers claim in order, so a worker the OS has not scheduled yet (another process busy on the core) delays
+// A persistent thread pool: parallel_for splits [0, n) into contiguous chunks (long first, single items last: see
+// chunk_end in pool.cc) that the caller and the workers claim in order, so a worker the OS has not scheduled yet (another process busy on the core) delays
 // nothing: whoever is running takes its chunks. Idle workers spin briefly before sleeping, because decode issues
 // hundreds of short jobs per token and a condition-variable wake-up costs tens of microseconds.
 #pragma once
@@ -32,10 +32,9 @@ class ThreadPool {
   std::mutex submit_;  // one job at a time: JS worker threads of one process share this pool
   std::condition_variable wake_;
   const std::function<void(size_t, size_t)>* job_ = nullptr;
-  size_t job_size_ = 0;
+  std::atomic<size_t> job_size_{0};
   std::atomic<size_t> generation_{0};
-  size_t parts_ = 0;
-  // (generation << 32) | next unclaimed chunk: a claim succeeds only for the job it was meant for.
+  // (generation << 32) | first unclaimed item: a claim succeeds only for the job it was meant for.
   std::atomic<uint64_t> claim_{0};
   std::atomic<size_t> finished_{0};
   std::atomic<bool> stop_{false};
