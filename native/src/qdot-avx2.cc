@@ -21,6 +21,8 @@ struct Avx2Ops {
   static __m256i q4(__m256i bias, __m256i n, __m256i q) { return _mm256_add_epi32(bias, quads(_mm256_maddubs_epi16(n, q))); }
   static __m256i q8(__m256i, __m256i w, __m256i q) { return quads(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w))); }
   static __m256i madd(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+  template <int N, class... Args>
+  static bool wide_k(Args&&...) { return false; }
 };
 
 }  // namespace

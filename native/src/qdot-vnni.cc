@@ -3,15 +3,17 @@
 // accumulator's start; q8_0 codes w as w ^ 0x80 = w + 128 with bias −128·Σq (Q8Block32). 256-bit vectors keep the
 // third vector port in use (512-bit operations fuse ports 0 and 1) and the per-block scale work narrow.
 #include "qdot.h"
+#include "q8.h"
+#include "simd.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
 #endif
 
 namespace olmoe {
@@ -21,6 +23,8 @@ struct VnniOps {
   static __m256i q4(__m256i bias, __m256i n, __m256i q) { return _mm256_dpbusd_epi32(bias, n, q); }
   static __m256i q8(__m256i bias, __m256i w, __m256i q) { return _mm256_dpbusd_epi32(bias, _mm256_xor_si256(w, _mm256_set1_epi8(static_cast<char>(0x80))), q); }
   static __m256i madd(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
+  template <int N>
+  static bool wide_k(DType dtype, const uint8_t* w, const Q8Block256* const* x, size_t blocks, const float* halves, float* out, size_t ts);
 };
 
 }  // namespace
@@ -29,6 +33,64 @@ struct VnniOps {
 #include "qdot-x86.h"
 
 namespace olmoe {
+namespace {
+
+// One q4_k / q5_k row × N tokens on 512-bit vectors: each pair of sub-blocks (2p: low nibbles of 32 code bytes,
+// 2p + 1: their high nibbles) fills one vector, laid out as the activation's 64 values of those sub-blocks, so one
+// vpmaddubsw and one vpdpwssd (with sub-block 2p's scale in the lower half, 2p + 1's in the upper) take 64 codes per
+// token: half the instructions of the 256-bit row_q45_k, same integer sums, the float sums in 16 lanes.
+template <bool kFiveBits, int N>
+void row_q45_k_wide(const uint8_t* w, const Q8Block256* const* x, size_t blocks, const float* halves, float* out, size_t ts) {
+  constexpr size_t kBytes = kFiveBits ? 176 : 144;
+  const __m512i low = _mm512_set1_epi8(0x0F), halves_shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
+  __m512 acc[N];
+  float min_total[N];
+  for (int j = 0; j < N; j++) acc[j] = _mm512_setzero_ps(), min_total[j] = 0;
+  for (size_t b = 0; b < blocks; b++, w += kBytes) {
+    for (size_t line = 0; line < kBytes; line += 64) _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchAhead + line, _MM_HINT_T0);
+    alignas(16) uint8_t scales[8], mins[8];
+    scales_mins_k4(w + 4, scales, mins);
+    const __m512i scale_words = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales))));
+    const uint8_t* qs = w + (kFiveBits ? 48 : 16);
+    const __m512i high = kFiveBits ? _mm512_broadcast_i64x4(load256(w + 16)) : _mm512_setzero_si512();
+    __m512i sums[N];
+    for (int j = 0; j < N; j++) sums[j] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int pair = 0; pair < 4; pair++) {
+      const __m512i packed = _mm512_broadcast_i64x4(load256(qs + 32 * pair));
+      __m512i codes = _mm512_and_si512(_mm512_srlv_epi64(packed, halves_shift), low);
+      if (kFiveBits) {  // fifth bits: bit 2·pair of qh[l] (lower half), bit 2·pair + 1 (upper half)
+        const __m512i shift = _mm512_add_epi64(_mm512_set1_epi64(2 * pair), _mm512_setr_epi64(0, 0, 0, 0, 1, 1, 1, 1));
+        codes = _mm512_or_si512(codes, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(high, shift), _mm512_set1_epi8(1)), 4));
+      }
+      const __m512i pick = _mm512_add_epi16(_mm512_set1_epi16(static_cast<short>(2 * pair)),
+                                            _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(1), 1));
+      const __m512i scale = _mm512_permutexvar_epi16(pick, scale_words);
+#pragma GCC unroll 4
+      for (int j = 0; j < N; j++) {
+        const __m512i q = _mm512_loadu_si512(x[j][b].q + 64 * pair);
+        sums[j] = _mm512_dpwssd_epi32(sums[j], _mm512_maddubs_epi16(codes, q), scale);
+      }
+    }
+    const float d = halves[u16(w)], dmin = halves[u16(w + 2)];
+    for (int j = 0; j < N; j++) {
+      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[j]), _mm512_set1_ps(d * x[j][b].d), acc[j]);
+      min_total[j] += static_cast<float>(mins_dot(mins, x[j][b])) * (dmin * x[j][b].d);
+    }
+  }
+  for (int j = 0; j < N; j++) out[j * ts] = _mm512_reduce_add_ps(acc[j]) - min_total[j];
+}
+
+}  // namespace
+
+template <int N>
+bool VnniOps::wide_k(DType dtype, const uint8_t* w, const Q8Block256* const* x, size_t blocks, const float* halves, float* out, size_t ts) {
+  if (!cpu().wide_kquant) return false;
+  if (dtype == DType::Q4_K) return row_q45_k_wide<false, N>(w, x, blocks, halves, out, ts), true;
+  if (dtype == DType::Q5_K) return row_q45_k_wide<true, N>(w, x, blocks, halves, out, ts), true;
+  return false;
+}
+
 void qdot_rows_vnni(const QDotArgs& args) { qdot_rows_x86<VnniOps>(args); }
 }  // namespace olmoe
 

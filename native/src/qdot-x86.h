@@ -4,6 +4,7 @@
 //   Ops::q4(bias, n, q)   lanes of bias + Σ n·q over four bytes, n unsigned (0..15), q signed
 //   Ops::q8(bias, w, q)   lanes of Σ w·q over four bytes, both signed (bias: −128·Σq, Q8Block32)
 //   Ops::madd(acc, a, b)  acc + Σ a·b over pairs of int16 lanes
+//   Ops::wide_k<N>(…)     true where the level computed a K-quant row itself (qdot-vnni.cc's 512-bit q4_k / q5_k)
 // Dimension legend: R weight rows, N tokens handled by one kernel call.
 #pragma once
 #include <immintrin.h>
@@ -213,6 +214,7 @@ void row_q6_k(const uint8_t* w, const Q8Block256* const* x, size_t blocks, const
 
 template <class Ops, int N>
 void row_k(DType dtype, const uint8_t* w, const Q8Block256* const* x, size_t blocks, const float* halves, float* out, size_t ts) {
+  if (Ops::template wide_k<N>(dtype, w, x, blocks, halves, out, ts)) return;
   if (dtype == DType::Q4_K) return row_q45_k<Ops, false, N>(w, x, blocks, halves, out, ts);
   if (dtype == DType::Q5_K) return row_q45_k<Ops, true, N>(w, x, blocks, halves, out, ts);
   return row_q6_k<Ops, N>(w, x, blocks, halves, out, ts);
