@@ -8,8 +8,9 @@
  *    (decode, 1–7 tokens, row counts that leave remainders) and the many-token path (prefill: the integer GEMM
  *    of native/src/qgemm.h: AMX int8 tiles where the CPU has them, VNNI register tiles, the decode kernels, or float
  *    tiles at the scalar level), the grouped experts with many tokens per expert, and non-finite activations;
- * 4. the same file again in child processes with OLMOE_SIMD forcing each lower level the CPU has (avx2, scalar), and
- *    with OLMOE_AMX=0 on a CPU with AMX (the VNNI tiles), so every kernel runs on one machine.
+ * 4. the same file again in child processes with OLMOE_SIMD forcing each lower level the CPU has (avx2, scalar), with
+ *    OLMOE_AMX=0 on a CPU with AMX (the VNNI tiles), and with OLMOE_WIDE_KQUANT flipped on a CPU with VNNI (the K-quant
+ *    rows at the width this CPU does not default to), so every kernel runs on one machine.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -225,18 +226,20 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
   }
 });
 
-describe('every SIMD level on this machine (child processes with OLMOE_SIMD, and OLMOE_AMX=0)', { skip: announceSkip(native.skip) }, () => {
+describe('every SIMD level on this machine (child processes with OLMOE_SIMD, OLMOE_AMX=0 and OLMOE_WIDE_KQUANT)', { skip: announceSkip(native.skip) }, () => {
   const levels = ['avx512', 'avx2', 'scalar'];
   const best = native.skip ? 'scalar' : ((native.create() as { simd?: string }).simd ?? 'scalar');
-  const runs: Array<{ level: string; amx?: '0' }> = levels.slice(levels.indexOf(best) + 1).map((level) => ({ level }));
+  const runs: Array<{ level: string; amx?: '0'; wide?: '0' | '1' }> = levels.slice(levels.indexOf(best) + 1).map((level) => ({ level }));
   if (best === 'avx512' && /\bamx_int8\b/.test(cpuFlags)) runs.unshift({ level: 'avx512', amx: '0' });
-  for (const { level, amx } of runs) {
-    const name = amx ? `OLMOE_AMX=0 (VNNI tiles at ${level})` : `OLMOE_SIMD=${level}`;
+  // The K-quant rows' other width (512-bit by default on AMD, 256-bit elsewhere; native/src/simd.h wide_kquant)
+  if (best === 'avx512' && /\bavx512_vnni\b/.test(cpuFlags)) runs.unshift({ level: 'avx512', wide: /\bAuthenticAMD\b/.test(cpuFlags) ? '0' : '1' });
+  for (const { level, amx, wide } of runs) {
+    const name = amx ? `OLMOE_AMX=0 (VNNI tiles at ${level})` : wide ? `OLMOE_WIDE_KQUANT=${wide} (K-quant rows at the other width)` : `OLMOE_SIMD=${level}`;
     it(`${name}: this file's tests pass`, { skip: process.env.OLMOE_EXPECT_SIMD ? 'already a child run' : false }, () => {
       // Without the runner's NODE_TEST_CONTEXT: inherited, it makes the nested runner report to us and exit 0.
       const { NODE_TEST_CONTEXT: _, ...env } = process.env;
       const child = spawnSync(process.execPath, ['--test', fileURLToPath(import.meta.url)], {
-        encoding: 'utf8', env: { ...env, OLMOE_SIMD: level, OLMOE_EXPECT_SIMD: level, ...(amx ? { OLMOE_AMX: amx } : {}) }, timeout: 300_000,
+        encoding: 'utf8', env: { ...env, OLMOE_SIMD: level, OLMOE_EXPECT_SIMD: level, ...(amx ? { OLMOE_AMX: amx } : {}), ...(wide ? { OLMOE_WIDE_KQUANT: wide } : {}) }, timeout: 300_000,
       });
       const failures = child.stdout.split('\n').filter((line) => /not ok|error:/.test(line)).join('\n');
       assert.equal(child.status, 0, `${level}:\n${failures}`);
