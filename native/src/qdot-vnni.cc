@@ -81,6 +81,51 @@ void row_q45_k_wide(const uint8_t* w, const Q8Block256* const* x, size_t blocks,
   for (int j = 0; j < N; j++) out[j * ts] = _mm512_reduce_add_ps(acc[j]) - min_total[j];
 }
 
+// One q6_k row × N tokens on 512-bit vectors: per half of 128 values, its 64 ql bytes give groups 0 and 1 (low
+// nibbles: lower and upper 32 bytes) and groups 2 and 3 (high nibbles), each pair one vector laid out as the
+// activation's 64 values; the two high bits come from the half's 32 qh bytes in both halves of a vector, shifted per
+// group. Each 128-bit lane (16 values) takes its own int8 scale in vpdpwssd.
+template <int N>
+void row_q6_k_wide(const uint8_t* w, const Q8Block256* const* x, size_t blocks, const float* halves, float* out, size_t ts) {
+  const __m512i low = _mm512_set1_epi8(0x0F), two = _mm512_set1_epi8(0x03);
+  const __m512i first_shifts = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2), second_shifts = _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6);
+  // 128-bit lane k of a vector of codes takes scale k (+ the half's and the vector's first): word k in lane k
+  const __m512i lane = _mm512_setr_epi64(0, 0, 0x0001000100010001, 0x0001000100010001, 0x0002000200020002, 0x0002000200020002,
+                                         0x0003000300030003, 0x0003000300030003);
+  __m512 acc[N];
+  for (int j = 0; j < N; j++) acc[j] = _mm512_setzero_ps();
+  for (size_t b = 0; b < blocks; b++, w += 210) {
+    for (size_t line = 0; line < 210; line += 64) _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchAhead + line, _MM_HINT_T0);
+    const __m256i scale_words = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));  // 16 scales
+    const __m512i scales512 = _mm512_zextsi256_si512(scale_words);
+    __m512i sums[N];
+    for (int j = 0; j < N; j++) {  // the −32 of every code: −32 · Σ_g scale_g · Σ q over group g
+      const __m256i offsets = _mm256_madd_epi16(scale_words, load256(x[j][b].sums16));
+      sums[j] = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offsets, 5)));
+    }
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; half++) {
+      const __m512i ql = _mm512_loadu_si512(w + 64 * half);
+      const __m512i qh = _mm512_broadcast_i64x4(load256(w + 128 + 32 * half));
+      // groups 0 | 1 (low nibbles of ql's two 32-byte halves, qh bits 0-1 | 2-3) and 2 | 3 (high nibbles, bits 4-5 | 6-7)
+      const __m512i first = _mm512_or_si512(_mm512_and_si512(ql, low), _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, first_shifts), two), 4));
+      const __m512i second = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low),
+                                             _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, second_shifts), two), 4));
+      const __m512i first_scale = _mm512_permutexvar_epi16(_mm512_add_epi16(lane, _mm512_set1_epi16(static_cast<short>(8 * half))), scales512);
+      const __m512i second_scale = _mm512_permutexvar_epi16(_mm512_add_epi16(lane, _mm512_set1_epi16(static_cast<short>(8 * half + 4))), scales512);
+#pragma GCC unroll 4
+      for (int j = 0; j < N; j++) {
+        const int8_t* q = x[j][b].q + 128 * half;
+        sums[j] = _mm512_dpwssd_epi32(sums[j], _mm512_maddubs_epi16(first, _mm512_loadu_si512(q)), first_scale);
+        sums[j] = _mm512_dpwssd_epi32(sums[j], _mm512_maddubs_epi16(second, _mm512_loadu_si512(q + 64)), second_scale);
+      }
+    }
+    const float d = halves[u16(w + 208)];
+    for (int j = 0; j < N; j++) acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[j]), _mm512_set1_ps(d * x[j][b].d), acc[j]);
+  }
+  for (int j = 0; j < N; j++) out[j * ts] = _mm512_reduce_add_ps(acc[j]);
+}
+
 }  // namespace
 
 template <int N>
@@ -88,6 +133,7 @@ bool VnniOps::wide_k(DType dtype, const uint8_t* w, const Q8Block256* const* x, 
   if (!cpu().wide_kquant) return false;
   if (dtype == DType::Q4_K) return row_q45_k_wide<false, N>(w, x, blocks, halves, out, ts), true;
   if (dtype == DType::Q5_K) return row_q45_k_wide<true, N>(w, x, blocks, halves, out, ts), true;
+  if (dtype == DType::Q6_K) return row_q6_k_wide<N>(w, x, blocks, halves, out, ts), true;
   return false;
 }
 
