@@ -35,17 +35,23 @@ struct VnniOps {
 namespace olmoe {
 namespace {
 
+// The 256-bit kernels' eight integer lanes from a 512-bit sum: lane i of the lower half plus lane i of the upper one
+// holds exactly what row_q45_k / row_q6_k's lane i holds (the same bytes 4i..4i+3 of every sub-block or group), so the
+// float work that follows, and with it every result, is bit for bit the 256-bit kernels' (the conformance tests'
+// tolerance for rounding steps of the hidden activations was set on those).
+inline __m256i fold(__m512i sums) { return _mm256_add_epi32(_mm512_castsi512_si256(sums), _mm512_extracti64x4_epi64(sums, 1)); }
+
 // One q4_k / q5_k row × N tokens on 512-bit vectors: each pair of sub-blocks (2p: low nibbles of 32 code bytes,
 // 2p + 1: their high nibbles) fills one vector, laid out as the activation's 64 values of those sub-blocks, so one
 // vpmaddubsw and one vpdpwssd (with sub-block 2p's scale in the lower half, 2p + 1's in the upper) take 64 codes per
-// token: half the instructions of the 256-bit row_q45_k, same integer sums, the float sums in 16 lanes.
+// token: half the instructions of the 256-bit row_q45_k, the same results (fold).
 template <bool kFiveBits, int N>
 void row_q45_k_wide(const uint8_t* w, const Q8Block256* const* x, size_t blocks, const float* halves, float* out, size_t ts) {
   constexpr size_t kBytes = kFiveBits ? 176 : 144;
   const __m512i low = _mm512_set1_epi8(0x0F), halves_shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
-  __m512 acc[N];
+  __m256 acc[N];
   float min_total[N];
-  for (int j = 0; j < N; j++) acc[j] = _mm512_setzero_ps(), min_total[j] = 0;
+  for (int j = 0; j < N; j++) acc[j] = _mm256_setzero_ps(), min_total[j] = 0;
   for (size_t b = 0; b < blocks; b++, w += kBytes) {
     for (size_t line = 0; line < kBytes; line += 64) _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchAhead + line, _MM_HINT_T0);
     alignas(16) uint8_t scales[8], mins[8];
@@ -74,11 +80,11 @@ void row_q45_k_wide(const uint8_t* w, const Q8Block256* const* x, size_t blocks,
     }
     const float d = halves[u16(w)], dmin = halves[u16(w + 2)];
     for (int j = 0; j < N; j++) {
-      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[j]), _mm512_set1_ps(d * x[j][b].d), acc[j]);
+      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold(sums[j])), _mm256_set1_ps(d * x[j][b].d), acc[j]);
       min_total[j] += static_cast<float>(mins_dot(mins, x[j][b])) * (dmin * x[j][b].d);
     }
   }
-  for (int j = 0; j < N; j++) out[j * ts] = _mm512_reduce_add_ps(acc[j]) - min_total[j];
+  for (int j = 0; j < N; j++) out[j * ts] = hsum(acc[j]) - min_total[j];
 }
 
 // One q6_k row × N tokens on 512-bit vectors: per half of 128 values, its 64 ql bytes give groups 0 and 1 (low
@@ -92,8 +98,8 @@ void row_q6_k_wide(const uint8_t* w, const Q8Block256* const* x, size_t blocks, 
   // 128-bit lane k of a vector of codes takes scale k (+ the half's and the vector's first): word k in lane k
   const __m512i lane = _mm512_setr_epi64(0, 0, 0x0001000100010001, 0x0001000100010001, 0x0002000200020002, 0x0002000200020002,
                                          0x0003000300030003, 0x0003000300030003);
-  __m512 acc[N];
-  for (int j = 0; j < N; j++) acc[j] = _mm512_setzero_ps();
+  __m256 acc[N];
+  for (int j = 0; j < N; j++) acc[j] = _mm256_setzero_ps();
   for (size_t b = 0; b < blocks; b++, w += 210) {
     for (size_t line = 0; line < 210; line += 64) _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchAhead + line, _MM_HINT_T0);
     const __m256i scale_words = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));  // 16 scales
@@ -121,9 +127,9 @@ void row_q6_k_wide(const uint8_t* w, const Q8Block256* const* x, size_t blocks, 
       }
     }
     const float d = halves[u16(w + 208)];
-    for (int j = 0; j < N; j++) acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[j]), _mm512_set1_ps(d * x[j][b].d), acc[j]);
+    for (int j = 0; j < N; j++) acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold(sums[j])), _mm256_set1_ps(d * x[j][b].d), acc[j]);
   }
-  for (int j = 0; j < N; j++) out[j * ts] = _mm512_reduce_add_ps(acc[j]);
+  for (int j = 0; j < N; j++) out[j * ts] = hsum(acc[j]);
 }
 
 }  // namespace
