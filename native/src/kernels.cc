@@ -241,13 +241,22 @@ AVX512 void few_tokens_fixed(const float* xp, size_t in, const char* w, size_t s
     for (int t = 0; t < N; t++) out[r * rs + t * ts] = _mm512_reduce_add_ps(acc[r * N + t]);
 }
 
-// Rows [r0, r1) for N ≤ 4 tokens: 4 rows at a time (≤ 16 accumulators), then single rows.
+// Rows [r0, r1) for N ≤ 4 tokens: 4 rows at a time (≤ 16 accumulators), then single rows. One token (decode) takes
+// its 4 rows from 4 runs of consecutive rows, four sequential streams as qdot-x86.h's rows32: on an AMD EPYC (Zen 5)
+// one stream per thread (dot_widen row after row, each f16 row a 4 KiB page) read the f16 expert layer of decode in
+// 2.0-2.4 ms, four streams in 1.37-1.48 ms (bench/native/q4-bench.cc 2, 2 threads), and one thread in cache went
+// from 28 to 37.5 G weights/s.
 template <int N, DType D>
 AVX512 void few_tokens_rows(const float* xp, size_t in, const void* W, size_t r0, size_t r1, float* out, size_t rs, size_t ts) {
   constexpr int R = 4;
   const size_t stride = row_bytes(D, in);
   const char* w = static_cast<const char*>(W);
   size_t r = r0;
+  if (N == 1 && r1 - r0 >= 8 * R) {
+    const size_t run = (r1 - r0) / R;
+    for (size_t i = 0; i < run; i++) few_tokens_fixed<R, N, D>(xp, in, w + (r0 + i) * stride, run * stride, out + (r0 + i) * rs, run * rs, ts);
+    r = r0 + R * run;
+  }
   for (; r + R <= r1; r += R) few_tokens_fixed<R, N, D>(xp, in, w + r * stride, stride, out + r * rs, rs, ts);
   for (; r < r1; r++) few_tokens_fixed<1, N, D>(xp, in, w + r * stride, stride, out + r * rs, rs, ts);
 }
@@ -415,7 +424,7 @@ void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, s
     return gemm_qdot(quantize_rows(dtype, X, n, in, buffer), q8_row_bytes(dtype, in), n, in, W, dtype, r0, r1, out, rs, ts);
   }
   const Kernels& k = kernels();
-  if (n >= 2 && k.few_tokens) return k.few_tokens(X, n, in, W, dtype, r0, r1, out, rs, ts);
+  if (k.few_tokens && (n >= 2 || r1 - r0 >= 32)) return k.few_tokens(X, n, in, W, dtype, r0, r1, out, rs, ts);
   const size_t bytes_per_row = row_bytes(dtype, in);
   for (size_t r = r0; r < r1; r++) {
     const void* row = static_cast<const char*>(W) + r * bytes_per_row;
