@@ -53,7 +53,7 @@ void row_q45_k_wide(const uint8_t* w, const Q8Block256* const* x, size_t blocks,
   float min_total[N];
   for (int j = 0; j < N; j++) acc[j] = _mm256_setzero_ps(), min_total[j] = 0;
   for (size_t b = 0; b < blocks; b++, w += kBytes) {
-    for (size_t line = 0; line < kBytes; line += 64) _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchAhead + line, _MM_HINT_T0);
+    prefetch_block(w, kBytes);
     alignas(16) uint8_t scales[8], mins[8];
     scales_mins_k4(w + 4, scales, mins);
     const __m512i scale_words = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales))));
@@ -101,7 +101,7 @@ void row_q6_k_wide(const uint8_t* w, const Q8Block256* const* x, size_t blocks, 
   __m256 acc[N];
   for (int j = 0; j < N; j++) acc[j] = _mm256_setzero_ps();
   for (size_t b = 0; b < blocks; b++, w += 210) {
-    for (size_t line = 0; line < 210; line += 64) _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchAhead + line, _MM_HINT_T0);
+    prefetch_block(w, 210);
     const __m256i scale_words = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));  // 16 scales
     const __m512i scales512 = _mm512_zextsi256_si512(scale_words);
     __m512i sums[N];
