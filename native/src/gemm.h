@@ -21,7 +21,8 @@ struct Kernels {
   int tile_rows;  // weight rows per tile
   int lanes;      // tokens per vector
   size_t tile_tokens;  // tokens per tile call (≤ 64: result rows have stride 64)
-  // gemm_dot for 2 or more tokens of float weights, each row chunk widened once for up to 4 of them; null: per-token dots.
+  // gemm_dot for float weights, each row chunk widened once for up to 4 tokens: 2 or more tokens, or one token over at
+  // least kFewTokensMinRows rows (4 row streams); null: per-token dots.
   void (*few_tokens)(const float*, size_t, size_t, const void*, DType, size_t, size_t, float*, size_t, size_t);
 };
 
@@ -33,6 +34,8 @@ const Kernels& kernels();
 constexpr size_t kMinTileTokens = 4;
 // The same for float weights where the instruction set has a few-tokens kernel (Kernels::few_tokens).
 constexpr size_t kMinTileTokensFew = 16;
+// One token (decode) of float weights takes Kernels::few_tokens' four row streams from this many rows on (8 per stream).
+constexpr size_t kFewTokensMinRows = 32;
 constexpr size_t kRowBlock = 48;  // rows per parallel work item (tile path, and the dot path of float weights)
 // The same for quantized weights at the scalar level only: at the AVX2 and AVX-512 levels they never take the float
 // tiles, but the integer path (qgemm.h) at every token count.

@@ -252,7 +252,7 @@ AVX512 void few_tokens_rows(const float* xp, size_t in, const void* W, size_t r0
   const size_t stride = row_bytes(D, in);
   const char* w = static_cast<const char*>(W);
   size_t r = r0;
-  if (N == 1 && r1 - r0 >= 8 * R) {
+  if (N == 1 && r1 - r0 >= kFewTokensMinRows) {
     const size_t run = (r1 - r0) / R;
     for (size_t i = 0; i < run; i++) few_tokens_fixed<R, N, D>(xp, in, w + (r0 + i) * stride, run * stride, out + (r0 + i) * rs, run * rs, ts);
     r = r0 + R * run;
@@ -424,7 +424,7 @@ void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, s
     return gemm_qdot(quantize_rows(dtype, X, n, in, buffer), q8_row_bytes(dtype, in), n, in, W, dtype, r0, r1, out, rs, ts);
   }
   const Kernels& k = kernels();
-  if (k.few_tokens && (n >= 2 || r1 - r0 >= 32)) return k.few_tokens(X, n, in, W, dtype, r0, r1, out, rs, ts);
+  if (k.few_tokens && (n >= 2 || r1 - r0 >= kFewTokensMinRows)) return k.few_tokens(X, n, in, W, dtype, r0, r1, out, rs, ts);
   const size_t bytes_per_row = row_bytes(dtype, in);
   for (size_t r = r0; r < r1; r++) {
     const void* row = static_cast<const char*>(W) + r * bytes_per_row;

@@ -1,7 +1,8 @@
 // A persistent thread pool: parallel_for splits [0, n) into contiguous chunks (long first, single items last: see
-// chunk_end in pool.cc) that the caller and the workers claim in order, so a worker the OS has not scheduled yet (another process busy on the core) delays
-// nothing: whoever is running takes its chunks. Idle workers spin briefly before sleeping, because decode issues
-// hundreds of short jobs per token and a condition-variable wake-up costs tens of microseconds.
+// chunk_end in pool.cc) that the caller and the workers claim in order, so a worker the OS has not scheduled yet
+// (another process busy on the core) delays nothing: whoever is running takes its chunks. Idle workers spin briefly
+// before sleeping, because decode issues hundreds of short jobs per token and a condition-variable wake-up costs tens
+// of microseconds.
 #pragma once
 #include <atomic>
 #include <cstdint>

@@ -4,7 +4,7 @@
 //   Ops::q4(bias, n, q)   lanes of bias + Σ n·q over four bytes, n unsigned (0..15), q signed
 //   Ops::q8(bias, w, q)   lanes of Σ w·q over four bytes, both signed (bias: −128·Σq, Q8Block32)
 //   Ops::madd(acc, a, b)  acc + Σ a·b over pairs of int16 lanes
-//   Ops::wide_k<N>(…)     true where the level computed a K-quant row itself (qdot-vnni.cc's 512-bit q4_k / q5_k)
+//   Ops::wide_k<N>(…)     true where the level computed a K-quant row itself (qdot-vnni.cc's 512-bit K-quant rows)
 // Dimension legend: R weight rows, N tokens handled by one kernel call.
 #pragma once
 #include <immintrin.h>

@@ -115,7 +115,6 @@ void rows_for_tokens(const QDotArgs& a, const Q8Block32* const* x, float* out) {
     switch ((valid + 1) / 2) {
       case 1: tile<W, 1, N>(rows, x, blocks, halves, o, a.rs, a.ts, valid); break;
       case 2: tile<W, 2, N>(rows, x, blocks, halves, o, a.rs, a.ts, valid); break;
-      case 3: tile<W, 3, N>(rows, x, blocks, halves, o, a.rs, a.ts, valid); break;
       default: tile<W, kPairs, N>(rows, x, blocks, halves, o, a.rs, a.ts, valid); break;
     }
   }
