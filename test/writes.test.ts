@@ -2,10 +2,10 @@
 // that), and a resumed run whose steps are all done writes the export the kill prevented.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { AtomicFile, processAlive, removeStaleStaging } from '../src/io/atomic-file.js';
+import { AtomicFile, processAlive, removeStaleStaging, stagingPath } from '../src/io/atomic-file.js';
 import { byteLevelTokenizerJson } from '../src/tokenizer/byte-level.js';
 import { TokenShardBuilder, tokenizerFingerprint } from '../src/train/data/shard.js';
 import { parseTrainConfig } from '../src/train/config.js';
@@ -30,6 +30,33 @@ function deadPid(): number {
   assert.equal(processAlive(pid), false, `pid ${pid} is running again`);
   return pid;
 }
+
+describe('writes in whole pieces', () => {
+  it('pieces of any size reach the staged file in 16 MiB writes at 16 MiB offsets, and the file has every byte in order', () => {
+    const target = join(scratch(), 'model.gguf');
+    const MiB = 1 << 20;
+    const sizes = [1, 3 * MiB, 20 * MiB + 5, 7, 16 * MiB - 8, 33 * MiB, 2 * MiB + 3];
+    const file = new AtomicFile(target);
+    const expected = Buffer.alloc(sizes.reduce((a, b) => a + b));
+    let at = 0;
+    let state = 12345;
+    for (const size of sizes) {
+      const piece = Buffer.alloc(size);
+      for (let i = 0; i < size; i++) piece[i] = (state = (state * 1103515245 + 12345) >>> 0) >>> 24;
+      file.write(piece);
+      piece.copy(expected, at);
+      at += size;
+      piece.fill(0); // the writer keeps no reference to a caller's buffer
+      const staged = statSync(stagingPath(target)).size;
+      assert.equal(staged % (16 * MiB), 0, `staged ${staged} bytes after ${at}`);
+      assert.ok(at - staged < 16 * MiB, `staged ${staged} of ${at} bytes`);
+    }
+    assert.equal(existsSync(target), false);
+    file.finish();
+    assert.equal(file.written, expected.length);
+    assert.ok(readFileSync(target).equals(expected));
+  });
+});
 
 describe('stale staging', () => {
   it('a writer of a path removes the staging a dead process left for that path, and nothing else', () => {

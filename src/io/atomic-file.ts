@@ -59,10 +59,20 @@ export function writeStep(): void {
   if (String(writeSteps) === killAt) process.kill(process.pid, 'SIGKILL');
 }
 
+/**
+ * Bytes reach the disk in pieces of this size at offsets that are its multiples (the last piece shorter). The page
+ * cache keeps a written file in folios no larger than the writes that made them, until they are evicted: a model
+ * written in 64 KiB or 1 MiB pieces (a download's stream, a converter's tensors) is then mapped in 4 KiB pages, not
+ * the 2 MiB pages mapping.cc asks for, and decode over it ran 34 vs 42 tok/s (Q4_0, measured on ext4, Linux 6.18).
+ */
+const WRITE_CHUNK = 16 << 20;
+
 export class AtomicFile {
   private readonly fd: number;
   private readonly tempPath: string;
   private closed = false;
+  private buffer: Buffer | undefined;
+  private buffered = 0;
   written = 0;
 
   constructor(readonly path: string) {
@@ -74,10 +84,20 @@ export class AtomicFile {
   write(bytes: Uint8Array): void {
     try {
       writeStep();
-      withIo(this.tempPath, 'write', () => {
-        let done = 0;
-        while (done < bytes.length) done += writeSync(this.fd, bytes, done, bytes.length - done);
-      });
+      let from = 0;
+      while (from < bytes.length) {
+        if (this.buffered === 0 && bytes.length - from >= WRITE_CHUNK) {
+          this.writeOut(bytes.subarray(from, from + WRITE_CHUNK));
+          from += WRITE_CHUNK;
+          continue;
+        }
+        this.buffer ??= Buffer.allocUnsafeSlow(WRITE_CHUNK);
+        const take = Math.min(bytes.length - from, WRITE_CHUNK - this.buffered);
+        this.buffer.set(bytes.subarray(from, from + take), this.buffered);
+        this.buffered += take;
+        from += take;
+        if (this.buffered === WRITE_CHUNK) this.flush();
+      }
       this.written += bytes.length;
     } catch (error) {
       this.abort();
@@ -87,6 +107,7 @@ export class AtomicFile {
 
   finish(): void {
     try {
+      this.flush();
       withIo(this.tempPath, 'write', () => fsyncSync(this.fd));
       closeSync(this.fd);
       this.closed = true;
@@ -98,9 +119,24 @@ export class AtomicFile {
     }
   }
 
+  private flush(): void {
+    if (this.buffered === 0) return;
+    this.writeOut(this.buffer!.subarray(0, this.buffered));
+    this.buffered = 0;
+  }
+
+  private writeOut(bytes: Uint8Array): void {
+    withIo(this.tempPath, 'write', () => {
+      let done = 0;
+      while (done < bytes.length) done += writeSync(this.fd, bytes, done, bytes.length - done);
+    });
+  }
+
   abort(): void {
     if (!this.closed) closeSync(this.fd);
     this.closed = true;
+    this.buffer = undefined;
+    this.buffered = 0;
     rmSync(this.tempPath, { force: true });
   }
 }
