@@ -14,9 +14,12 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
+import { createBackend } from '../src/backends/index.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { quantizeActivations, quantizedMatmul } from '../src/backends/reference/quant-matmul.js';
 import { RefTensor } from '../src/backends/reference/tensor.js';
@@ -147,8 +150,10 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
     const amx = level === 'avx512' && /\bamx_int8\b/.test(cpuFlags) && /\bamx_tile\b/.test(cpuFlags) && process.env.OLMOE_AMX !== '0';
     const vnni = level === 'avx512' && /\bavx512_vnni\b/.test(cpuFlags);
     const kernel = (dtype: QuantDType | 'f16') => (backend as unknown as { quantGemmKernel(d: string): string }).quantGemmKernel(dtype);
+    const packing = vnni && !amx && process.env.OLMOE_PACK !== '0'; // q4_0 repacked 16 rows to a vector (native/src/packed.h)
     for (const dtype of QUANT_DTYPES) {
-      const expected = level === 'scalar' ? 'float-tiles' : amx ? 'amx-int8' : vnni && (dtype === 'q4_0' || dtype === 'q8_0') ? 'avx512-vnni' : 'integer-dot';
+      const tiles = vnni && (dtype === 'q4_0' || dtype === 'q8_0') ? (packing && dtype === 'q4_0' ? 'avx512-vnni-16rows' : 'avx512-vnni') : 'integer-dot';
+      const expected = level === 'scalar' ? 'float-tiles' : amx ? 'amx-int8' : tiles;
       assert.equal(kernel(dtype), expected, dtype);
     }
     assert.equal(kernel('f16'), 'float-tiles');
@@ -224,6 +229,51 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
       }
     });
   }
+});
+
+describe('q4_0 repacked 16 rows to a vector (native/src/packed.h): the file layout\'s and the reference\'s results', { skip: announceSkip(native.skip) }, () => {
+  // Packed where the CPU has the kernels (AVX-512 VNNI without AMX), else (packQ4_0: true) their portable twin; never at
+  // the scalar level, where both backends below are the same.
+  const packed = native.skip ? reference : createBackend('native', { packQ4_0: true });
+  const plain = native.skip ? reference : createBackend('native', { packQ4_0: false });
+  const weight = (b: Backend, bytes: Uint8Array, shape: number[]) => b.weight(weightFromBytes('w', 'q4_0', shape, bytes));
+
+  it('matmul at 1–9, 16 and 70 tokens over 1–33 row groups (256-row work items and their remainders) and 1–64 blocks, NaN rows included', async () => {
+    for (const [tokens, blocks, outDim] of [[1, 64, 528], [1, 1, 16], [2, 3, 48], [3, 2, 32], [4, 5, 16], [5, 2, 80], [7, 1, 272], [8, 2, 16], [9, 3, 64], [16, 2, 32], [70, 4, 48]]) {
+      const inDim = 32 * blocks!;
+      const bytes = encodeFloats('q4_0', randoms(4 + outDim!, outDim! * inDim, 0.5));
+      const x = randoms(20 + tokens!, tokens! * inDim);
+      if (tokens! > 1) x[inDim + 7] = NaN; // token 1
+      const outputs = await Promise.all([packed, plain, reference].map(async (b) => b.toFloat32(b.matmul(b.fromFloat32(x, [tokens!, inDim]), await weight(b, bytes, [outDim!, inDim])))));
+      const [mine, file, theirs] = outputs as [Float32Array, Float32Array, Float32Array];
+      const tolerance = 1e-5 * Math.sqrt(inDim);
+      mine.forEach((value, i) => {
+        const where = `T=${tokens} ${inDim}→${outDim} [${i}]`;
+        if (Math.floor(i / outDim!) === 1 && tokens! > 1) return assert.ok(Number.isNaN(value) && Number.isNaN(file[i]!), `${where}: NaN token`);
+        assert.ok(Math.abs(value - theirs[i]!) <= tolerance * (1 + Math.abs(theirs[i]!)), `${where}: ${value} vs reference ${theirs[i]}`);
+        assert.ok(Math.abs(value - file[i]!) <= tolerance * (1 + Math.abs(file[i]!)), `${where}: ${value} vs file layout ${file[i]}`);
+      });
+    }
+  });
+
+  it('a weight mapped from its file keeps its bytes after packing unmaps its pages (the embedding gather and toFloat32 read them)', async () => {
+    const [rows, inDim] = [64, 4096]; // 147 KiB: whole pages inside it
+    const bytes = encodeFloats('q4_0', randoms(77, rows * inDim, 0.5));
+    const dir = mkdtempSync(join(tmpdir(), 'olmoe-packed-'));
+    try {
+      const file = join(dir, 'w.bin');
+      writeFileSync(file, Buffer.concat([Buffer.alloc(100), bytes])); // an offset inside the first page
+      const source = { ...weightFromBytes('w', 'q4_0', [rows, inDim], bytes), file, offset: 100 };
+      const w = await packed.weight(source);
+      const x = randoms(78, inDim);
+      const product = packed.toFloat32(packed.matmul(packed.fromFloat32(x, [1, inDim]), w));
+      assert.deepEqual(packed.toFloat32(w), reference.toFloat32(await reference.weight(weightFromBytes('w', 'q4_0', [rows, inDim], bytes))));
+      const again = packed.toFloat32(packed.matmul(packed.fromFloat32(x, [1, inDim]), w));
+      assert.deepEqual(again, product);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('every SIMD level on this machine (child processes with OLMOE_SIMD, OLMOE_AMX=0 and OLMOE_WIDE_KQUANT)', { skip: announceSkip(native.skip) }, () => {

@@ -16,6 +16,7 @@
 #include "kernels.h"
 #include "kv-cache.h"
 #include "mapping.h"
+#include "packed.h"
 #include "measure.h"
 #include "pool.h"
 #include "qgemm.h"
@@ -100,6 +101,39 @@ Napi::Value MapTensor(const Napi::CallbackInfo& info) {
   return Napi::ArrayBuffer::New(
       info.Env(), const_cast<char*>(address), size_arg(info, 2), [](Napi::Env, void*, olmoe::Mapping* mapping) { olmoe::release(mapping); },
       handle);
+}
+
+// q4_0Packing() → whether q4_0 weights are repacked for this CPU's kernels (packed.h).
+Napi::Value Q4_0Packing(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), olmoe::q4_0_packing()); }
+
+// packQ4_0(bytes, rows, cols) → an ArrayBuffer of the same size holding the rows × cols q4_0 weights in the
+// Q4_0R16 layout (rows % 16 == 0, cols % 32 == 0), freed when collected.
+Napi::Value PackQ4_0(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 3)) return info.Env().Undefined();
+  auto src = info[0].As<Napi::TypedArray>();
+  const size_t rows = size_arg(info, 1), cols = size_arg(info, 2), bytes = rows * (cols / 32) * 18;
+  if (rows == 0 || rows % 16 != 0 || cols == 0 || cols % 32 != 0 || src.ByteLength() != bytes) {
+    Napi::RangeError::New(info.Env(), "olmoe native packQ4_0: " + std::to_string(rows) + " × " + std::to_string(cols) + " q4_0 weights need rows % 16 == 0, cols % 32 == 0 and " +
+                                          std::to_string(bytes) + " bytes (got " + std::to_string(src.ByteLength()) + ")")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  void* handle = nullptr;
+  void* memory = olmoe::packed_allocate(bytes, &handle);
+  if (!memory) {
+    Napi::Error::New(info.Env(), "out of memory: cannot allocate " + std::to_string(bytes) + " bytes for packed weights").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  olmoe::pack_q4_0_r16(data_of<uint8_t>(info[0]), rows, cols, static_cast<uint8_t*>(memory));
+  return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env, void*, void* chunk) { olmoe::packed_free(chunk); }, handle);
+}
+
+// releasePages(view) → whether the view lies in a mapped file, whose whole pages inside it this process then unmaps
+// (mapping.h release_pages: the bytes stay readable).
+Napi::Value ReleasePages(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 1)) return info.Env().Undefined();
+  auto view = info[0].As<Napi::TypedArray>();
+  return Napi::Boolean::New(info.Env(), olmoe::release_pages(data_of<uint8_t>(info[0]), view.ByteLength()));
 }
 
 // matmul(x, tokens, inDim, w, dtype, outDim, out)
@@ -277,6 +311,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("mapTensor", Napi::Function::New(env, MapTensor));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("q4_0Packing", Napi::Function::New(env, Q4_0Packing));
+  exports.Set("packQ4_0", Napi::Function::New(env, PackQ4_0));
+  exports.Set("releasePages", Napi::Function::New(env, ReleasePages));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("experts", Napi::Function::New(env, Experts));
   exports.Set("attention", Napi::Function::New(env, Attention));

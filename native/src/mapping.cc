@@ -108,6 +108,20 @@ const char* map_slice(const std::string& path, size_t offset, size_t length, Map
   return static_cast<const char*>(mapping->address) + offset;
 }
 
+bool release_pages(const void* address, size_t length) {
+  std::lock_guard<std::mutex> lock(mutex);
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(address), end = begin + length;
+  for (const auto& [key, mapping] : mappings) {
+    const uintptr_t start = reinterpret_cast<uintptr_t>(mapping->address);
+    if (begin < start || end > start + mapping->size) continue;
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const uintptr_t first = (begin + page - 1) & ~(page - 1), last = end & ~(page - 1);
+    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+    return true;
+  }
+  return false;
+}
+
 void release(Mapping* mapping) {
   std::lock_guard<std::mutex> lock(mutex);
   if (--mapping->references > 0) return;

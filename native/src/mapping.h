@@ -11,5 +11,8 @@ struct Mapping;
 // On failure returns nullptr and sets `error`. Each successful call must be paired with release().
 const char* map_slice(const std::string& path, size_t offset, size_t length, Mapping** handle, std::string* error);
 void release(Mapping* handle);
+// Drop this process's page mappings of the whole pages inside [address, address + length) when they lie in a live
+// mapping (the bytes stay valid: touching them maps them again from the page cache). Returns whether they did.
+bool release_pages(const void* address, size_t length);
 
 }  // namespace olmoe

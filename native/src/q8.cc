@@ -72,7 +72,7 @@ void finish256(Q8Block256& b) {
   for (int g = 0; g < 8; g++) b.sums32[g] = static_cast<int16_t>(b.sums16[2 * g] + b.sums16[2 * g + 1]);
 }
 
-int bias_factor(DType weights) { return weights == DType::Q4_0 ? 8 : 128; }
+int bias_factor(DType weights) { return weights == DType::Q4_0 || weights == DType::Q4_0R16 ? 8 : 128; }
 
 bool k_quant(DType weights) { return weights == DType::Q4_K || weights == DType::Q5_K || weights == DType::Q6_K; }
 
@@ -188,6 +188,7 @@ AVX2 void quantize256_avx2(const float* x, size_t n, Q8Block256* out) {
 size_t q8_row_bytes(DType weights, size_t n) {
   switch (weights) {
     case DType::Q4_0:
+    case DType::Q4_0R16:
     case DType::Q8_0: return n / 32 * sizeof(Q8Block32);
     case DType::Q4_K:
     case DType::Q5_K:

@@ -3,6 +3,7 @@
 
 #include <cstring>
 
+#include "packed.h"
 #include "q8.h"
 #include "quant.h"
 #include "simd.h"
@@ -117,13 +118,14 @@ void qdot_rows_scalar(const QDotArgs& a) {
 }
 
 void qdot_prefetch(DType dtype, const uint8_t* w, size_t w_stride, size_t rows) {
-  // q4_0 / q8_0 single-token reads four runs of rows (qdot-x86.h rows32_tokens); the K-quants one run.
+  // q4_0 / q8_0 single-token reads four runs of rows (qdot-x86.h rows32_tokens); the K-quants and packed q4_0 one run.
   const size_t streams = dtype == DType::Q4_0 || dtype == DType::Q8_0 ? 4 : 1, run = rows / streams;
   for (size_t s = 0; s < streams; s++)
     for (size_t line = 0; line < 4; line++) __builtin_prefetch(w + s * run * w_stride + 64 * line, 0, 3);
 }
 
 void qdot_rows(const QDotArgs& a) {
+  if (a.dtype == DType::Q4_0R16) return qgemm_rows_r16(a);
 #if defined(__x86_64__)
   const CpuFeatures& features = cpu();
   if (features.level == Simd::Avx512 && features.vnni) return qdot_rows_vnni(a);

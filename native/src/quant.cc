@@ -114,7 +114,8 @@ void dequantize_block(DType dtype, const uint8_t* b, float* y) {
 size_t block_bytes(DType dtype) {
   switch (dtype) {
     case DType::Q8_0: return 34;
-    case DType::Q4_0: return 18;
+    case DType::Q4_0:
+    case DType::Q4_0R16: return 18;
     case DType::Q4_K: return 144;
     case DType::Q5_K: return 176;
     case DType::Q6_K: return 210;
@@ -147,7 +148,8 @@ bool is_quantized(DType dtype) { return static_cast<int>(dtype) >= static_cast<i
 size_t block_elements(DType dtype) {
   switch (dtype) {
     case DType::Q8_0:
-    case DType::Q4_0: return 32;
+    case DType::Q4_0:
+    case DType::Q4_0R16: return 32;
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K: return 256;

@@ -20,6 +20,12 @@ export interface NativeAddon {
   setThreads(threads: number): void;
   mapTensor(path: string, offset: number, length: number): ArrayBuffer;
   matmul(x: Floats, tokens: number, inDim: number, w: Weights, dtype: number, outDim: number, out: Floats): void;
+  /** Whether q4_0 weights are repacked for this CPU (native/src/packed.h: AVX-512 VNNI without AMX; OLMOE_PACK=0 declines). */
+  q4_0Packing(): boolean;
+  /** rows × cols q4_0 bytes (rows % 16 == 0, cols % 32 == 0) in the packed layout of the PACKED_Q4_0 dtype code. */
+  packQ4_0(bytes: Uint8Array, rows: number, cols: number): ArrayBuffer;
+  /** Unmaps the whole pages of a view into a mapped file (they map again when read); false for other memory. */
+  releasePages(view: Uint8Array): boolean;
   /** c[m, n] = op(a)[m, k] · op(b)[k, n], or c += that; op transposes (a stored [k, m], b stored [n, k]) when set. */
   gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Floats, b: Floats, c: Floats, accumulate: boolean, bf16?: boolean): void;
   experts(

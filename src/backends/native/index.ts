@@ -22,6 +22,14 @@ import * as train from './training.js';
 const MAP_WINDOW = 2 ** 30;
 /** The kernel's dtype enum (native/src/kernels.h). */
 const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q5_k: 6, q6_k: 7 };
+/** q4_0 repacked 16 rows to a vector (native/src/packed.h): a second copy of a weight that only matmul and experts read. */
+const PACKED_Q4_0 = 8;
+
+/** What a matrix product reads for a weight: its bytes and their dtype code. */
+interface ProductWeight {
+  readonly data: Float32Array | Uint16Array | Uint8Array;
+  readonly code: number;
+}
 
 /**
  * The ops this backend runs in TypeScript, and why: each an explicit choice (ARCHITECTURE.md: never a silent
@@ -42,6 +50,12 @@ export interface NativeOptions {
   mmap?: boolean;
   /** Bytes of a file one mapped buffer covers (default 1 GiB; tests use small windows so tensors cross them). */
   mapWindow?: number;
+  /**
+   * Repack q4_0 matrices 16 rows to a vector for the kernels (native/src/packed.h). Default: where the CPU has those
+   * kernels (AVX-512 VNNI without AMX; OLMOE_PACK=0 declines); true elsewhere runs their portable twin (tests).
+   * Never at the scalar level.
+   */
+  packQ4_0?: boolean;
 }
 
 /**
@@ -62,12 +76,16 @@ export class NativeBackend implements TrainingBackend {
   private readonly ref = new ReferenceBackend();
   private bf16 = false;
   private readonly mappings = new Map<string, WeakRef<ArrayBuffer>>();
+  /** q4_0 weights repacked for the kernels (PACKED_Q4_0), where this CPU has the kernels for them. */
+  private readonly packed = new WeakMap<RefTensor, Uint8Array>();
+  private readonly packing: boolean;
 
   constructor(
     private readonly addon: NativeAddon,
     private readonly options: NativeOptions = {},
   ) {
     checkSimdEnv(addon);
+    this.packing = (options.packQ4_0 ?? addon.q4_0Packing()) && addon.simdLevel() !== 'scalar';
     const fromEnv = options.threads === undefined && process.env.OLMOE_THREADS;
     const threads = options.threads ?? (fromEnv ? Number(process.env.OLMOE_THREADS) : undefined);
     if (threads !== undefined) {
@@ -136,7 +154,27 @@ export class NativeBackend implements TrainingBackend {
     const elementBytes = isQuantized(source.dtype) ? 1 : byteSize(source.dtype, [1]);
     const mappable = this.options.mmap !== false && source.file !== undefined && source.offset! % elementBytes === 0 && needed > 0;
     const storage: Storage = mappable ? this.mapped(source) : storageFor(source.dtype, await source.read());
-    return new RefTensor(source.dtype, source.shape, storage);
+    const tensor = new RefTensor(source.dtype, source.shape, storage);
+    // Matrices are repacked now, while loading (an embedding table only if a product uses it: a tied head).
+    if (!/embed_tokens|token_embd/.test(source.name)) this.productWeight(tensor);
+    return tensor;
+  }
+
+  /**
+   * The bytes and dtype code matmul and experts read for a weight: a q4_0 matrix of whole 16-row groups in the packed
+   * layout, repacked on first use (the same number of bytes; the file's pages of it are then unmapped, so resident
+   * memory stays near the file's size), else its own bytes.
+   */
+  private productWeight(t: RefTensor): ProductWeight {
+    const data = weightData(t);
+    if (!this.packing || t.dtype !== 'q4_0' || t.shape.length !== 2 || t.rows % 16 !== 0 || t.cols % 32 !== 0) return { data, code: DTYPE_CODES[weightDtype(t)] };
+    let packed = this.packed.get(t);
+    if (!packed) {
+      packed = new Uint8Array(this.addon.packQ4_0(data as Uint8Array, t.rows, t.cols));
+      this.packed.set(t, packed);
+      this.addon.releasePages(data as Uint8Array);
+    }
+    return { data: packed, code: PACKED_Q4_0 };
   }
 
   /**
@@ -241,7 +279,10 @@ export class NativeBackend implements TrainingBackend {
     // kernel (built for few tokens and stored dtypes), once the tokens amortize packing the weight. bf16 products: always
     // (the inference kernel has no bf16 rounding of its operands).
     if (weight.dtype === 'f32' && (this.bf16 || packedGemmPays(tokens, inDim * outDim))) this.addon.gemm(false, true, tokens, outDim, inDim, input, weight.data as Float32Array, out, false, this.bf16);
-    else this.addon.matmul(input, tokens, inDim, weightData(weight), DTYPE_CODES[weightDtype(weight)], outDim, out);
+    else {
+      const { data, code } = this.productWeight(weight);
+      this.addon.matmul(input, tokens, inDim, data, code, outDim, out);
+    }
     return activation(out, [tokens, outDim]);
   }
 
@@ -321,9 +362,12 @@ export class NativeBackend implements TrainingBackend {
     if ((routing.mode !== 'token_choice' || this.bf16) && train.float32Experts(weights)) return train.expertsForward(this.addon, x, weights, routing, this.bf16).out;
     if (mixedGateUp || !nativeDown || routing.mode !== 'token_choice') return this.ref.experts(x, weights, routing); // NATIVE_EXCEPTIONS
     const out = train.uninitialized(sizeOf(input));
-    const data = (list: readonly Tensor[]) => list.map((t) => weightData(asRef(t)));
-    this.addon.experts(f32(x), routing.tokens, input.cols, first.rows, routing.perGroup, DTYPE_CODES[weightDtype(first)],
-      data(weights.gate), data(weights.up), data(weights.down), routing.expertIds, f32(routing.weights), out, DTYPE_CODES[weightDtype(down)]);
+    // Every matrix of gate and up has the first's dtype and shape (mixed ones went to the reference), so one code for
+    // both; the downs likewise among themselves.
+    const [gates, ups, downs] = [weights.gate, weights.up, weights.down].map((list) => list.map((t) => this.productWeight(asRef(t)))) as [ProductWeight[], ProductWeight[], ProductWeight[]];
+    const data = (list: ProductWeight[]) => list.map((w) => w.data);
+    this.addon.experts(f32(x), routing.tokens, input.cols, first.rows, routing.perGroup, gates[0]!.code,
+      data(gates), data(ups), data(downs), routing.expertIds, f32(routing.weights), out, downs[0]!.code);
     return activation(out, input.shape);
   }
 

@@ -1,0 +1,32 @@
+// q4_0 weights repacked for the AVX-512 VNNI kernels of qgemm-r16.cc (DType::Q4_0R16), and the memory they live in.
+// Layout: rows in groups of 16 (rows % 16 == 0), each group its blocks in order; block b of a group is 288 bytes,
+// the same as 16 q4_0 blocks: the 16 rows' f16 scales, then four 64-byte vectors whose 32-bit lane r holds bytes
+// 4s..4s+3 of row r's 16 code bytes (vector s: codes 4s..4s+3 in the low nibbles, 4s+16..4s+19 in the high).
+// A group starts where its first row started in q4_0 (16 rows take the same bytes), so ranges of rows that start
+// at multiples of 16 keep their byte offsets.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "qdot.h"
+
+namespace olmoe {
+
+constexpr size_t kGroupBlockBytes = 16 * 18;
+
+// Whether weights are repacked here: the AVX-512 level with VNNI and without AMX (whose tiles take row-major q4_0),
+// unless OLMOE_PACK=0.
+bool q4_0_packing();
+// rows × n q4_0 (rows % 16 == 0, n % 32 == 0) into dst (the same number of bytes), parallel over groups.
+void pack_q4_0_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst);
+// qdot_rows' contract for Q4_0R16 (rows and the row range's start multiples of 16): the VNNI tiles where the CPU has
+// them, else a scalar twin.
+void qgemm_rows_r16(const QDotArgs& args);
+void qgemm_rows_r16_vnni(const QDotArgs& args);
+
+// Memory for packed weights: 2 MiB-aligned chunks advised for transparent huge pages (decode streams them like the
+// mapped files), handed out in 64-byte-aligned pieces; a chunk is unmapped when its last piece is freed.
+void* packed_allocate(size_t bytes, void** handle);
+void packed_free(void* handle);
+
+}  // namespace olmoe
