@@ -1,6 +1,6 @@
 // Microbenchmark of decode's (one token) matmul paths outside Node, for any weight dtype (codes as DType in
-// native/src/kernels.h: 2 f16, 3 q8_0, 4 q4_0, 5 q4_k, 6 q5_k, 7 q6_k):
-//   g++ -O3 -std=c++17 -pthread -Inative/src bench/native/q4-bench.cc native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512}.cc \
+// native/src/kernels.h: 2 f16, 3 q8_0, 4 q4_0, 5 q4_k, 6 q5_k, 7 q6_k, 8 q4_0 repacked 16 rows to a vector):
+//   g++ -O3 -std=c++17 -pthread -Inative/src bench/native/q4-bench.cc native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-r16,packed,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512}.cc \
 //       -o /tmp/q4-bench   (OLMOE_SIMD=avx2|scalar /tmp/q4-bench … times the lower levels)
 //   /tmp/q4-bench [dtype=4] [reps=200] [threads: 1 or 2, default both] [expert layers=16]
 // Prints G weights/s of matmul (tokens = 1) one thread in cache (a 256 × 2048 matrix, best of reps), then 1 and
@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 
 #include "kernels.h"
+#include "packed.h"
 #include "pool.h"
 #include "quant.h"
 
@@ -28,6 +29,12 @@ static void experts_fn(const ExpertArgs& a) { olmoe::experts(a); }
 static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 static std::vector<uint8_t> random_weights(DType dtype, size_t rows, size_t in, uint32_t seed) {
+  if (dtype == DType::Q4_0R16) {  // q4_0, then repacked 16 rows to a vector (packed.h)
+    auto plain = random_weights(DType::Q4_0, rows, in, seed);
+    std::vector<uint8_t> packed(plain.size());
+    pack_q4_0_r16(plain.data(), rows, in, packed.data());
+    return packed;
+  }
   const size_t bytes = row_bytes(dtype, in) * rows;
   std::vector<uint8_t> w(bytes);
   std::mt19937 rng(seed);

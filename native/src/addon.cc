@@ -20,6 +20,7 @@
 #include "measure.h"
 #include "pool.h"
 #include "qgemm.h"
+#include "quant.h"
 #include "quantize-k.h"
 #include "train-gemm.h"
 #include "train-ops.h"
@@ -103,28 +104,40 @@ Napi::Value MapTensor(const Napi::CallbackInfo& info) {
       handle);
 }
 
-// q4_0Packing() → whether q4_0 weights are repacked for this CPU's kernels (packed.h).
-Napi::Value Q4_0Packing(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), olmoe::q4_0_packing()); }
+// packedType(dtype) → the dtype code weights of this code are repacked to for this CPU's kernels (packed.h), or the
+// code itself.
+Napi::Value PackedType(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 1)) return info.Env().Undefined();
+  const int code = info[0].As<Napi::Number>().Int32Value();
+  const bool file_type = code >= 0 && code <= static_cast<int>(DType::Q6_K);
+  return Napi::Number::New(info.Env(), file_type ? static_cast<int>(olmoe::packed_type(static_cast<DType>(code))) : code);
+}
 
-// packQ4_0(bytes, rows, cols) → an ArrayBuffer of the same size holding the rows × cols q4_0 weights in the
-// Q4_0R16 layout (rows % 16 == 0, cols % 32 == 0), freed when collected.
-Napi::Value PackQ4_0(const Napi::CallbackInfo& info) {
-  if (!check_arguments(info, 3)) return info.Env().Undefined();
-  auto src = info[0].As<Napi::TypedArray>();
-  const size_t rows = size_arg(info, 1), cols = size_arg(info, 2), bytes = rows * (cols / 32) * 18;
-  if (rows == 0 || rows % 16 != 0 || cols == 0 || cols % 32 != 0 || src.ByteLength() != bytes) {
-    Napi::RangeError::New(info.Env(), "olmoe native packQ4_0: " + std::to_string(rows) + " × " + std::to_string(cols) + " q4_0 weights need rows % 16 == 0, cols % 32 == 0 and " +
-                                          std::to_string(bytes) + " bytes (got " + std::to_string(src.ByteLength()) + ")")
+// packWeight(dtype, bytes, rows, cols) → an ArrayBuffer holding the rows × cols weights (q4_0 or q4_k; rows % 16 == 0)
+// in their packed layout (packed.h), freed when collected.
+Napi::Value PackWeight(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 4)) return info.Env().Undefined();
+  const int code = info[0].As<Napi::Number>().Int32Value();
+  auto src = info[1].As<Napi::TypedArray>();
+  const size_t rows = size_arg(info, 2), cols = size_arg(info, 3);
+  const auto dtype = static_cast<DType>(code);
+  const size_t block = code == static_cast<int>(DType::Q4_K) ? 256 : 32;
+  const bool packable = code == static_cast<int>(DType::Q4_0) || code == static_cast<int>(DType::Q4_K);
+  const DType packed = dtype == DType::Q4_0 ? DType::Q4_0R16 : DType::Q4_KR16;
+  if (!packable || rows == 0 || rows % 16 != 0 || cols == 0 || cols % block != 0 || src.ByteLength() != rows * olmoe::row_bytes(dtype, cols)) {
+    Napi::RangeError::New(info.Env(), "olmoe native packWeight: dtype " + std::to_string(code) + ", " + std::to_string(rows) + " × " + std::to_string(cols) +
+                                          " weights in " + std::to_string(src.ByteLength()) + " bytes: need q4_0 or q4_k, rows % 16 == 0 and whole blocks")
         .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
+  const size_t bytes = rows * olmoe::row_bytes(packed, cols);
   void* handle = nullptr;
   void* memory = olmoe::packed_allocate(bytes, &handle);
   if (!memory) {
     Napi::Error::New(info.Env(), "out of memory: cannot allocate " + std::to_string(bytes) + " bytes for packed weights").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  olmoe::pack_q4_0_r16(data_of<uint8_t>(info[0]), rows, cols, static_cast<uint8_t*>(memory));
+  olmoe::pack_rows(dtype, data_of<uint8_t>(info[1]), rows, cols, static_cast<uint8_t*>(memory));
   return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env, void*, void* chunk) { olmoe::packed_free(chunk); }, handle);
 }
 
@@ -311,8 +324,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("mapTensor", Napi::Function::New(env, MapTensor));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
-  exports.Set("q4_0Packing", Napi::Function::New(env, Q4_0Packing));
-  exports.Set("packQ4_0", Napi::Function::New(env, PackQ4_0));
+  exports.Set("packedType", Napi::Function::New(env, PackedType));
+  exports.Set("packWeight", Napi::Function::New(env, PackWeight));
   exports.Set("releasePages", Napi::Function::New(env, ReleasePages));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("experts", Napi::Function::New(env, Experts));

@@ -12,11 +12,12 @@
 #include "pool.h"
 #include "q8.h"
 #include "qgemm.h"
+#include "quant.h"
 #include "simd.h"
 
 namespace olmoe {
 
-bool q4_0_packing() {
+DType packed_type(DType dtype) {
   static const bool on = [] {
     const char* env = std::getenv("OLMOE_PACK");
     if (env && std::strcmp(env, "0") == 0) return false;
@@ -27,7 +28,8 @@ bool q4_0_packing() {
     return false;
 #endif
   }();
-  return on;
+  if (!on) return dtype;
+  return dtype == DType::Q4_0 ? DType::Q4_0R16 : dtype == DType::Q4_K ? DType::Q4_KR16 : dtype;
 }
 
 void pack_q4_0_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
@@ -47,6 +49,57 @@ void pack_q4_0_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
 
 namespace {
 
+// q4_k's 6-bit scale and min of sub-block j from its 12 packed bytes (llama.cpp's get_scale_min_k4).
+void scale_min(const uint8_t* q, int j, uint8_t* scale, uint8_t* min) {
+  if (j < 4) {
+    *scale = q[j] & 63, *min = q[j + 4] & 63;
+  } else {
+    *scale = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+void pack_q4_k_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
+  const size_t blocks = n / 256, stride = blocks * 144;
+  pool().parallel_for(rows / 16, [&](size_t g0, size_t g1) {
+    for (size_t g = g0; g < g1; g++)
+      for (size_t b = 0; b < blocks; b++) {
+        uint8_t* out = dst + (g * blocks + b) * kGroupSuperBytes;
+        for (size_t r = 0; r < 16; r++) {
+          const uint8_t* block = src + (16 * g + r) * stride + b * 144;
+          std::memcpy(out + 2 * r, block, 2);
+          std::memcpy(out + 32 + 2 * r, block + 2, 2);
+          for (int j = 0; j < 8; j++) scale_min(block + 4, j, out + kSuperScales + 16 * j + r, out + kSuperMins + 16 * j + r);
+          for (size_t v = 0; v < 32; v++) std::memcpy(out + kSuperCodes + 64 * v + 4 * r, block + 16 + 4 * v, 4);
+        }
+      }
+  });
+}
+
+// The scalar twin of the Q4_KR16 tiles: qdot.cc's q45_k_row over the packed fields.
+float q4_k_packed_row(const uint8_t* group, size_t r, const Q8Block256* x, size_t blocks, const float* halves) {
+  float sum = 0;
+  for (size_t b = 0; b < blocks; b++) {
+    const uint8_t* block = group + b * kGroupSuperBytes;
+    int dots = 0, mins = 0;
+    for (int j = 0; j < 8; j++) {
+      int dot = 0;
+      for (int l = 0; l < 32; l++) {
+        const uint8_t byte = block[kSuperCodes + 64 * (8 * (j / 2) + l / 4) + 4 * r + l % 4];
+        dot += ((j % 2 ? byte >> 4 : byte) & 0xF) * x[b].q[32 * j + l];
+      }
+      dots += block[kSuperScales + 16 * j + r] * dot;
+      mins += block[kSuperMins + 16 * j + r] * x[b].sums32[j];
+    }
+    uint16_t d, dmin;
+    std::memcpy(&d, block + 2 * r, 2);
+    std::memcpy(&dmin, block + 32 + 2 * r, 2);
+    const float dx = x[b].d;
+    sum += static_cast<float>(dots) * (halves[d] * dx) - static_cast<float>(mins) * (halves[dmin] * dx);
+  }
+  return sum;
+}
+
 // Row r of a group's block b back in q4_0's 18 bytes.
 void unpack_block(const uint8_t* group_block, size_t r, uint8_t* block) {
   std::memcpy(block, group_block + 2 * r, 2);
@@ -59,6 +112,13 @@ void qgemm_rows_r16(const QDotArgs& a) {
 #if defined(__x86_64__)
   if (cpu().level == Simd::Avx512 && cpu().vnni) return qgemm_rows_r16_vnni(a);
 #endif
+  if (a.dtype == DType::Q4_KR16) {
+    const float* halves = half_table();
+    for (size_t r = 0; r < a.rows; r++)
+      for (size_t t = 0; t < a.tokens; t++)
+        a.out[r * a.rs + t * a.ts] = q4_k_packed_row(a.w + (r / 16) * 16 * a.w_stride, r % 16, reinterpret_cast<const Q8Block256*>(a.act + t * a.act_stride), a.n / 256, halves);
+    return;
+  }
   // Scalar twin: each row's blocks unpacked to q4_0, then qdot_rows_scalar's q4_0 row.
   const size_t blocks = a.n / 32;
   thread_local std::vector<uint8_t> row;
@@ -68,6 +128,11 @@ void qgemm_rows_r16(const QDotArgs& a) {
     for (size_t b = 0; b < blocks; b++) unpack_block(group + b * kGroupBlockBytes, r % 16, row.data() + b * 18);
     qdot_rows_scalar({DType::Q4_0, a.act, a.act_stride, a.tokens, row.data(), a.w_stride, 1, a.n, a.out + r * a.rs, a.rs, a.ts});
   }
+}
+
+void pack_rows(DType dtype, const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
+  if (dtype == DType::Q4_K) return pack_q4_k_r16(src, rows, n, dst);
+  pack_q4_0_r16(src, rows, n, dst);
 }
 
 namespace {

@@ -13,14 +13,22 @@
 namespace olmoe {
 
 constexpr size_t kGroupBlockBytes = 16 * 18;
+// q4_k (Q4_KR16), per group of 16 rows and superblock of 256 values, 2368 bytes (16 q4_k blocks take 2304): the d
+// and dmin of the 16 rows (f16), their 6-bit scales and mins as bytes ([sub-block][row], 8 × 16 each), then 32
+// vectors of codes, vector 8p + s holding in lane r bytes 4s..4s+3 of row r's 32 code bytes of sub-block pair p
+// (sub-block 2p in the low nibbles, 2p + 1 in the high). Row ranges start at multiples of 16 rows × 148 bytes per 256.
+constexpr size_t kGroupSuperBytes = 2368, kSuperScales = 64, kSuperMins = 192, kSuperCodes = 320;
 
-// Whether weights are repacked here: the AVX-512 level with VNNI and without AMX (whose tiles take row-major q4_0),
-// unless OLMOE_PACK=0.
-bool q4_0_packing();
-// rows × n q4_0 (rows % 16 == 0, n % 32 == 0) into dst (the same number of bytes), parallel over groups.
+inline bool is_packed(DType dtype) { return dtype == DType::Q4_0R16 || dtype == DType::Q4_KR16; }
+// The packed type weights of `dtype` are repacked to here (q4_0, q4_k on the AVX-512 level with VNNI and without AMX,
+// whose tiles take the file layouts; OLMOE_PACK=0 declines), else dtype itself.
+DType packed_type(DType dtype);
+// rows × n weights of `dtype` (q4_0 or q4_k; rows % 16 == 0, n a whole number of blocks) into dst
+// (row_bytes(packed type, n) · rows bytes), parallel over groups.
+void pack_rows(DType dtype, const uint8_t* src, size_t rows, size_t n, uint8_t* dst);
 void pack_q4_0_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst);
-// qdot_rows' contract for Q4_0R16 (rows and the row range's start multiples of 16): the VNNI tiles where the CPU has
-// them, else a scalar twin.
+// qdot_rows' contract for the packed types (rows and the row range's start multiples of 16): the VNNI tiles where
+// the CPU has them, else a scalar twin.
 void qgemm_rows_r16(const QDotArgs& args);
 void qgemm_rows_r16_vnni(const QDotArgs& args);
 

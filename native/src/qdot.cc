@@ -125,7 +125,7 @@ void qdot_prefetch(DType dtype, const uint8_t* w, size_t w_stride, size_t rows) 
 }
 
 void qdot_rows(const QDotArgs& a) {
-  if (a.dtype == DType::Q4_0R16) return qgemm_rows_r16(a);
+  if (is_packed(a.dtype)) return qgemm_rows_r16(a);
 #if defined(__x86_64__)
   const CpuFeatures& features = cpu();
   if (features.level == Simd::Avx512 && features.vnni) return qdot_rows_vnni(a);

@@ -37,6 +37,22 @@ inline int32_t i32(const int8_t* p) {
 // (2048 into L1 streamed as fast as 3072 or 4096, or L2 hints, on an AMD EPYC, 2 threads: ~50–58 GB/s, as row-major q4_0.)
 constexpr size_t kAhead = 2048;
 
+// Lane r of acc[g][j] is row 16g + r, token j: out[(16g + r)·rs + j·ts].
+template <int G, int N>
+void store_tile(const __m512 (&acc)[G][N], float* out, size_t rs, size_t ts) {
+  for (int g = 0; g < G; g++)
+    for (int j = 0; j < N; j++) {
+      float* o = out + 16 * g * rs + j * ts;
+      if (rs == 1) {
+        _mm512_storeu_ps(o, acc[g][j]);
+      } else {
+        alignas(64) float lanes[16];
+        _mm512_store_ps(lanes, acc[g][j]);
+        for (int r = 0; r < 16; r++) o[r * rs] = lanes[r];
+      }
+    }
+}
+
 // Groups w[0..G) (each kGroupBlockBytes per block, `group_bytes` apart) × tokens x[0..N) over `blocks` blocks;
 // out[(16g + r)·rs + j·ts].
 template <int G, int N>
@@ -72,17 +88,7 @@ void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_
       for (int j = 0; j < N; j++) acc[g][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[g][j]), _mm512_mul_ps(dw, _mm512_set1_ps(x[j][b].d)), acc[g][j]);
     }
   }
-  for (int g = 0; g < G; g++)
-    for (int j = 0; j < N; j++) {
-      float* o = out + 16 * g * rs + j * ts;
-      if (rs == 1) {
-        _mm512_storeu_ps(o, acc[g][j]);
-      } else {
-        alignas(64) float lanes[16];
-        _mm512_store_ps(lanes, acc[g][j]);
-        for (int r = 0; r < 16; r++) o[r * rs] = lanes[r];
-      }
-    }
+  store_tile<G, N>(acc, out, rs, ts);
 }
 
 // Groups G at a time over all of the rows, N tokens from x; the group stream is read once per N tokens.
@@ -109,9 +115,103 @@ void tokens_tile(const QDotArgs& a, size_t t, size_t g0, size_t g1) {
 
 constexpr int kTokens = 4;
 
+// ---------------------------------------------------------------- q4_k (DType::Q4_KR16)
+// Per superblock and row: Σ_j sc_j·(Σ codes·q over sub-block j) and Σ_j m_j·Σq_j in 32-bit lanes (one per row), then
+// d·d_x and dmin·d_x in float, as qdot.cc's q45_k_row.
+
+template <int G, int N>
+void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, size_t blocks, float* out, size_t rs, size_t ts) {
+  __m512 acc[G][N];
+  for (int g = 0; g < G; g++)
+    for (int j = 0; j < N; j++) acc[g][j] = _mm512_setzero_ps();
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  for (size_t b = 0; b < blocks; b++) {
+    __m512i scaled[G][N];
+    for (int g = 0; g < G; g++)
+      for (int j = 0; j < N; j++) scaled[g][j] = _mm512_setzero_si512();
+    for (int g = 0; g < G; g++) {
+      const uint8_t* block = w + g * group_bytes + b * kGroupSuperBytes;
+      for (size_t line = 0; line < kGroupSuperBytes; line += 64) _mm_prefetch(reinterpret_cast<const char*>(block) + kAhead + line, _MM_HINT_T0);
+    }
+    for (int p = 0; p < 4; p++) {
+      __m512i first[G][N], second[G][N];
+      for (int g = 0; g < G; g++)
+        for (int j = 0; j < N; j++) first[g][j] = second[g][j] = _mm512_setzero_si512();
+      for (int s = 0; s < 8; s++) {
+        __m512i low[G], high[G];
+        for (int g = 0; g < G; g++) {
+          const __m512i codes = _mm512_loadu_si512(w + g * group_bytes + b * kGroupSuperBytes + kSuperCodes + 64 * (8 * p + s));
+          low[g] = _mm512_and_si512(codes, nibble);
+          high[g] = _mm512_and_si512(_mm512_srli_epi16(codes, 4), nibble);
+        }
+        for (int j = 0; j < N; j++) {
+          const int8_t* q = x[j][b].q + 64 * p + 4 * s;
+          const __m512i qa = _mm512_set1_epi32(i32(q)), qb = _mm512_set1_epi32(i32(q + 32));
+          for (int g = 0; g < G; g++) {
+            first[g][j] = _mm512_dpbusd_epi32(first[g][j], low[g], qa);
+            second[g][j] = _mm512_dpbusd_epi32(second[g][j], high[g], qb);
+          }
+        }
+      }
+      for (int g = 0; g < G; g++) {
+        const uint8_t* scales = w + g * group_bytes + b * kGroupSuperBytes + kSuperScales;
+        const __m512i s1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + 16 * (2 * p))));
+        const __m512i s2 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + 16 * (2 * p + 1))));
+        for (int j = 0; j < N; j++)
+          scaled[g][j] = _mm512_add_epi32(scaled[g][j], _mm512_add_epi32(_mm512_mullo_epi32(first[g][j], s1), _mm512_mullo_epi32(second[g][j], s2)));
+      }
+    }
+    for (int g = 0; g < G; g++) {
+      const uint8_t* block = w + g * group_bytes + b * kGroupSuperBytes;
+      __m512i mins[N];
+      for (int j = 0; j < N; j++) mins[j] = _mm512_setzero_si512();
+      for (int sub = 0; sub < 8; sub++) {
+        const __m512i m = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + kSuperMins + 16 * sub)));
+        for (int j = 0; j < N; j++) mins[j] = _mm512_add_epi32(mins[j], _mm512_mullo_epi32(m, _mm512_set1_epi32(x[j][b].sums32[sub])));
+      }
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
+      const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32)));
+      for (int j = 0; j < N; j++) {
+        const __m512 dx = _mm512_set1_ps(x[j][b].d);
+        acc[g][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[g][j]), _mm512_mul_ps(d, dx), acc[g][j]);
+        acc[g][j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins[j]), _mm512_mul_ps(dmin, dx), acc[g][j]);
+      }
+    }
+  }
+  store_tile<G, N>(acc, out, rs, ts);
+}
+
+template <int G, int N>
+void k_tokens_tile(const QDotArgs& a, size_t t, size_t g0, size_t g1) {
+  const Q8Block256* x[N];
+  for (int j = 0; j < N; j++) x[j] = reinterpret_cast<const Q8Block256*>(a.act + (t + j) * a.act_stride);
+  const size_t blocks = a.n / 256, group_bytes = 16 * a.w_stride;
+  float* out = a.out + t * a.ts;
+  size_t g = g0;
+  for (; g + G <= g1; g += G) tile_k<G, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, a.rs, a.ts);
+  for (; g < g1; g++) tile_k<1, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, a.rs, a.ts);
+}
+
+// Decode: four groups at a time; more tokens: one group × 4 tokens, token blocks inner (the group stays in cache).
+void q4_k_rows(const QDotArgs& a) {
+  const size_t groups = a.rows / 16;
+  if (a.tokens == 1) return k_tokens_tile<4, 1>(a, 0, 0, groups);
+  for (size_t g = 0; g < groups; g++) {
+    size_t t = 0;
+    for (; t + kTokens <= a.tokens; t += kTokens) k_tokens_tile<1, kTokens>(a, t, g, g + 1);
+    switch (a.tokens - t) {
+      case 3: k_tokens_tile<1, 3>(a, t, g, g + 1); break;
+      case 2: k_tokens_tile<1, 2>(a, t, g, g + 1); break;
+      case 1: k_tokens_tile<1, 1>(a, t, g, g + 1); break;
+      default: break;
+    }
+  }
+}
+
 }  // namespace
 
 void qgemm_rows_r16_vnni(const QDotArgs& a) {
+  if (a.dtype == DType::Q4_KR16) return q4_k_rows(a);
   if (a.tokens == 1) {
     const Q8Block32* x[1] = {reinterpret_cast<const Q8Block32*>(a.act)};
     return groups_for_tokens<4, 1>(a, x, a.out);

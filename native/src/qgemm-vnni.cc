@@ -181,12 +181,12 @@ bool amx_tiles() { return cpu().level == Simd::Avx512 && qgemm_amx_available(); 
 const char* qgemm_kernel(DType dtype) {
   if (!integer_gemm(dtype)) return "float-tiles";
   if (amx_tiles()) return "amx-int8";
-  if ((dtype == DType::Q4_0 && q4_0_packing()) || dtype == DType::Q4_0R16) return "avx512-vnni-16rows";
+  if (packed_type(dtype) != dtype || is_packed(dtype)) return "avx512-vnni-16rows";
   return vnni_tiles(dtype) ? "avx512-vnni" : "integer-dot";
 }
 
 void qgemm_rows(const QDotArgs& a) {
-  if (a.dtype == DType::Q4_0R16) return qgemm_rows_r16(a);
+  if (is_packed(a.dtype)) return qgemm_rows_r16(a);
 #if defined(__x86_64__)
   // (the AMX packing gathers token rows with 32-bit offsets: 16 rows of act_stride bytes must fit)
   if (a.tokens >= kAmxMinTokens && a.act_stride < (size_t{1} << 26) && amx_tiles()) return qgemm_rows_amx(a);

@@ -20,10 +20,10 @@ export interface NativeAddon {
   setThreads(threads: number): void;
   mapTensor(path: string, offset: number, length: number): ArrayBuffer;
   matmul(x: Floats, tokens: number, inDim: number, w: Weights, dtype: number, outDim: number, out: Floats): void;
-  /** Whether q4_0 weights are repacked for this CPU (native/src/packed.h: AVX-512 VNNI without AMX; OLMOE_PACK=0 declines). */
-  q4_0Packing(): boolean;
-  /** rows × cols q4_0 bytes (rows % 16 == 0, cols % 32 == 0) in the packed layout of the PACKED_Q4_0 dtype code. */
-  packQ4_0(bytes: Uint8Array, rows: number, cols: number): ArrayBuffer;
+  /** The dtype code weights of this code are repacked to for this CPU (native/src/packed.h: q4_0 and q4_k on AVX-512 VNNI without AMX; OLMOE_PACK=0 declines), else the code. */
+  packedType(dtype: number): number;
+  /** rows × cols weights of dtype code 4 (q4_0) or 5 (q4_k), rows % 16 == 0, in their packed layout. */
+  packWeight(dtype: number, bytes: Uint8Array, rows: number, cols: number): ArrayBuffer;
   /** Unmaps the whole pages of a view into a mapped file (they map again when read); false for other memory. */
   releasePages(view: Uint8Array): boolean;
   /** c[m, n] = op(a)[m, k] · op(b)[k, n], or c += that; op transposes (a stored [k, m], b stored [n, k]) when set. */

@@ -22,8 +22,11 @@ import * as train from './training.js';
 const MAP_WINDOW = 2 ** 30;
 /** The kernel's dtype enum (native/src/kernels.h). */
 const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q5_k: 6, q6_k: 7 };
-/** q4_0 repacked 16 rows to a vector (native/src/packed.h): a second copy of a weight that only matmul and experts read. */
-const PACKED_Q4_0 = 8;
+/**
+ * q4_0 and q4_k repacked 16 rows to a vector (native/src/packed.h): a second copy of a weight that only matmul and
+ * experts read; the rows' block size (elements).
+ */
+const PACKED: Partial<Record<DType, { code: number; block: number }>> = { q4_0: { code: 8, block: 32 }, q4_k: { code: 9, block: 256 } };
 
 /** What a matrix product reads for a weight: its bytes and their dtype code. */
 interface ProductWeight {
@@ -51,11 +54,11 @@ export interface NativeOptions {
   /** Bytes of a file one mapped buffer covers (default 1 GiB; tests use small windows so tensors cross them). */
   mapWindow?: number;
   /**
-   * Repack q4_0 matrices 16 rows to a vector for the kernels (native/src/packed.h). Default: where the CPU has those
-   * kernels (AVX-512 VNNI without AMX; OLMOE_PACK=0 declines); true elsewhere runs their portable twin (tests).
-   * Never at the scalar level.
+   * Repack q4_0 and q4_k matrices 16 rows to a vector for the kernels (native/src/packed.h). Default: where the CPU
+   * has those kernels (AVX-512 VNNI without AMX; OLMOE_PACK=0 declines); true elsewhere runs their portable twin
+   * (tests). Never at the scalar level.
    */
-  packQ4_0?: boolean;
+  pack?: boolean;
 }
 
 /**
@@ -76,7 +79,7 @@ export class NativeBackend implements TrainingBackend {
   private readonly ref = new ReferenceBackend();
   private bf16 = false;
   private readonly mappings = new Map<string, WeakRef<ArrayBuffer>>();
-  /** q4_0 weights repacked for the kernels (PACKED_Q4_0), where this CPU has the kernels for them. */
+  /** q4_0 / q4_k weights repacked for the kernels (PACKED), where this CPU has the kernels for them. */
   private readonly packed = new WeakMap<RefTensor, Uint8Array>();
   private readonly packing: boolean;
 
@@ -85,7 +88,7 @@ export class NativeBackend implements TrainingBackend {
     private readonly options: NativeOptions = {},
   ) {
     checkSimdEnv(addon);
-    this.packing = (options.packQ4_0 ?? addon.q4_0Packing()) && addon.simdLevel() !== 'scalar';
+    this.packing = (options.pack ?? addon.packedType(DTYPE_CODES.q4_0) !== DTYPE_CODES.q4_0) && addon.simdLevel() !== 'scalar';
     const fromEnv = options.threads === undefined && process.env.OLMOE_THREADS;
     const threads = options.threads ?? (fromEnv ? Number(process.env.OLMOE_THREADS) : undefined);
     if (threads !== undefined) {
@@ -161,20 +164,21 @@ export class NativeBackend implements TrainingBackend {
   }
 
   /**
-   * The bytes and dtype code matmul and experts read for a weight: a q4_0 matrix of whole 16-row groups in the packed
-   * layout, repacked on first use (the same number of bytes; the file's pages of it are then unmapped, so resident
-   * memory stays near the file's size), else its own bytes.
+   * The bytes and dtype code matmul and experts read for a weight: a q4_0 or q4_k matrix of whole 16-row groups in
+   * the packed layout, repacked on first use (the same bytes, q4_k 2.8 % more; the file's pages of it are then
+   * unmapped, so resident memory stays near the file's size), else its own bytes.
    */
   private productWeight(t: RefTensor): ProductWeight {
     const data = weightData(t);
-    if (!this.packing || t.dtype !== 'q4_0' || t.shape.length !== 2 || t.rows % 16 !== 0 || t.cols % 32 !== 0) return { data, code: DTYPE_CODES[weightDtype(t)] };
+    const packing = this.packing && t.shape.length === 2 && t.rows % 16 === 0 ? PACKED[t.dtype as DType] : undefined;
+    if (!packing || t.cols % packing.block !== 0) return { data, code: DTYPE_CODES[weightDtype(t)] };
     let packed = this.packed.get(t);
     if (!packed) {
-      packed = new Uint8Array(this.addon.packQ4_0(data as Uint8Array, t.rows, t.cols));
+      packed = new Uint8Array(this.addon.packWeight(DTYPE_CODES[t.dtype as DType], data as Uint8Array, t.rows, t.cols));
       this.packed.set(t, packed);
       this.addon.releasePages(data as Uint8Array);
     }
-    return { data: packed, code: PACKED_Q4_0 };
+    return { data: packed, code: packing.code };
   }
 
   /**
