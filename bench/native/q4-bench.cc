@@ -1,5 +1,5 @@
 // Microbenchmark of decode's (one token) matmul paths outside Node, for any weight dtype (codes as DType in
-// native/src/kernels.h: 2 f16, 3 q8_0, 4 q4_0, 5 q4_k, 6 q5_k, 7 q6_k, 8 q4_0 repacked 16 rows to a vector):
+// native/src/kernels.h: 2 f16, 3 q8_0, 4 q4_0, 5 q4_k, 6 q5_k, 7 q6_k, 8 / 9 q4_0 / q4_k repacked 16 rows to a vector):
 //   g++ -O3 -std=c++17 -pthread -Inative/src bench/native/q4-bench.cc native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-r16,packed,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512}.cc \
 //       -o /tmp/q4-bench   (OLMOE_SIMD=avx2|scalar /tmp/q4-bench … times the lower levels)
 //   /tmp/q4-bench [dtype=4] [reps=200] [threads: 1 or 2, default both] [expert layers=16]
@@ -29,10 +29,11 @@ static void experts_fn(const ExpertArgs& a) { olmoe::experts(a); }
 static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 static std::vector<uint8_t> random_weights(DType dtype, size_t rows, size_t in, uint32_t seed) {
-  if (dtype == DType::Q4_0R16) {  // q4_0, then repacked 16 rows to a vector (packed.h)
-    auto plain = random_weights(DType::Q4_0, rows, in, seed);
-    std::vector<uint8_t> packed(plain.size());
-    pack_q4_0_r16(plain.data(), rows, in, packed.data());
+  if (dtype == DType::Q4_0R16 || dtype == DType::Q4_KR16) {  // q4_0 / q4_k, then repacked 16 rows to a vector (packed.h)
+    const DType file = dtype == DType::Q4_0R16 ? DType::Q4_0 : DType::Q4_K;
+    auto plain = random_weights(file, rows, in, seed);
+    std::vector<uint8_t> packed(row_bytes(dtype, in) * rows);
+    pack_rows(file, plain.data(), rows, in, packed.data());
     return packed;
   }
   const size_t bytes = row_bytes(dtype, in) * rows;
