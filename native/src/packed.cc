@@ -1,4 +1,4 @@
-// packed.h: the q4_0 repacking, its scalar kernel twin, and the chunks packed weights live in.
+// packed.h: the q4_0 and q4_k repacking, the scalar twin of their kernels, and the chunks packed weights live in.
 #include "packed.h"
 
 #include <sys/mman.h>

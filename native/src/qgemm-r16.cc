@@ -1,10 +1,12 @@
-// q4_0 weights repacked 16 rows to a vector (DType::Q4_0R16, packed.h) on AVX-512 VNNI, any token count.
+// q4_0 and q4_k weights repacked 16 rows to a vector (DType::Q4_0R16, Q4_KR16, packed.h) on AVX-512 VNNI, any
+// token count.
 // In the file's row-major q4_0 a 32-bit lane of a dot product holds four codes of one row, so every block ends in
 // per-row float work (convert, two scale multiplies, add) spent on 32 multiply-adds, and each row needs a horizontal
 // sum. Here lane r of a vector is row r of a group of 16: one vpdpbusd is four codes × 16 rows against four
 // activation bytes broadcast, eight of them finish a block for 16 rows, and the float work (one conversion, one
 // multiply of the scales, one FMA) is spent once per 512 multiply-adds; the 16 f16 scales are one vcvtph2ps.
-// Per block: Σ n·q over the unsigned codes starts from −8·Σq (the q8 block's sum), as qdot.h's q4_0.
+// Per block: Σ n·q over the unsigned codes starts from −8·Σq (the q8 block's sum), as qdot.h's q4_0. q4_k (below):
+// the same per sub-block of 32, its 6-bit scales and mins applied in 32-bit lanes before the float work.
 // Dimension legend: G row groups and N tokens per tile.
 #include "packed.h"
 
@@ -40,6 +42,15 @@ constexpr size_t kAhead = 2048;
 // threads: 756 µs with 2048, 724 with 4096, 737 with 6144, 998 with 9472).
 constexpr size_t kAheadK = 4096;
 
+// Every line of the G groups' blocks of `block_bytes` at `block` (groups `group_bytes` apart), `ahead` bytes on.
+template <int G>
+inline void prefetch_groups(const uint8_t* block, size_t group_bytes, size_t block_bytes, size_t ahead) {
+  for (int g = 0; g < G; g++) {
+    const char* at = reinterpret_cast<const char*>(block + g * group_bytes) + ahead;
+    for (size_t line = 0; line < block_bytes; line += 64) _mm_prefetch(at + line, _MM_HINT_T0);
+  }
+}
+
 // Lane r of acc[g][j] is row 16g + r, token j: out[(16g + r)·rs + j·ts].
 template <int G, int N>
 void store_tile(const __m512 (&acc)[G][N], float* out, size_t rs, size_t ts) {
@@ -70,10 +81,7 @@ void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_
       const __m512i start = _mm512_set1_epi32(-8 * x[j][b].sum);
       for (int g = 0; g < G; g++) sum[g][j] = start;
     }
-    for (int g = 0; g < G; g++) {
-      const uint8_t* block = w + g * group_bytes + b * kGroupBlockBytes;
-      for (size_t line = 0; line < kGroupBlockBytes; line += 64) _mm_prefetch(reinterpret_cast<const char*>(block) + kAhead + line, _MM_HINT_T0);
-    }
+    prefetch_groups<G>(w + b * kGroupBlockBytes, group_bytes, kGroupBlockBytes, kAhead);
     for (int s = 0; s < 4; s++) {
       __m512i low[G], high[G];
       for (int g = 0; g < G; g++) {
@@ -132,10 +140,7 @@ void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, si
     __m512i scaled[G][N];
     for (int g = 0; g < G; g++)
       for (int j = 0; j < N; j++) scaled[g][j] = _mm512_setzero_si512();
-    for (int g = 0; g < G; g++) {
-      const uint8_t* block = w + g * group_bytes + b * kGroupSuperBytes;
-      for (size_t line = 0; line < kGroupSuperBytes; line += 64) _mm_prefetch(reinterpret_cast<const char*>(block) + kAheadK + line, _MM_HINT_T0);
-    }
+    prefetch_groups<G>(w + b * kGroupSuperBytes, group_bytes, kGroupSuperBytes, kAheadK);
     for (int p = 0; p < 4; p++) {
       __m512i first[G][N], second[G][N];
       for (int g = 0; g < G; g++)

@@ -24,8 +24,8 @@ void qgemm_rows_vnni(const QDotArgs& args);
 constexpr size_t kAmxMinTokens = 10;
 bool qgemm_amx_available();
 void qgemm_rows_amx(const QDotArgs& args);
-// The many-token kernel qgemm_rows runs for dtype at this SIMD level: "amx-int8", "avx512-vnni", "integer-dot" or
-// "float-tiles" (scalar level).
+// The many-token kernel qgemm_rows runs for dtype at this SIMD level: "amx-int8", "avx512-vnni-16rows" (the packed
+// types of packed.h, and q4_0 / q4_k where they are repacked), "avx512-vnni", "integer-dot" or "float-tiles" (scalar level).
 const char* qgemm_kernel(DType dtype);
 
 }  // namespace olmoe

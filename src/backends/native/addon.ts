@@ -12,7 +12,7 @@ type Weights = Float32Array | Uint16Array | Uint8Array;
 
 export interface NativeAddon {
   simdLevel(): string;
-  /** The many-token kernel for weights of this DTYPE_CODES code: 'amx-int8', 'avx512-vnni', 'integer-dot' or 'float-tiles'. */
+  /** The many-token kernel for weights of this DTYPE_CODES code: 'amx-int8', 'avx512-vnni-16rows', 'avx512-vnni', 'integer-dot' or 'float-tiles'. */
   quantGemmKernel(dtype: number): string;
   /** kind 0 q4_k, 1 q5_k, 2 q6_k: blocks × 256 values into out (bitwise src/core/quant.ts's quantizeReference). */
   quantizeK(kind: number, values: Float32Array, blocks: number, out: Uint8Array): void;

@@ -1,6 +1,7 @@
 /**
  * The native backend: the ops in C++ with SIMD and a thread pool (native/src), weights memory-mapped from
- * safetensors files, not copied. Composition, not inheritance: each op below calls the addon, except the ones
+ * safetensors files, not copied (q4_0 / q4_k matrices on CPUs with AVX-512 VNNI and no AMX: repacked once at load for
+ * the kernels, productWeight). Composition, not inheritance: each op below calls the addon, except the ones
  * `NATIVE_EXCEPTIONS` lists, which call the reference implementation on purpose (tensors share the reference
  * backend's host layout: float32 activations, weights in their stored dtype). A test prints and checks that list.
  */
@@ -112,8 +113,9 @@ export class NativeBackend implements TrainingBackend {
 
   /**
    * How products of many tokens (prefill) with weights of `dtype` run at this SIMD level: 'amx-int8' (AMX tiles,
-   * quantized weights; OLMOE_AMX=0 declines), 'avx512-vnni' (q4_0/q8_0 register tiles), 'integer-dot' (the decode
-   * kernels) or 'float-tiles' (float weights, and quantized ones at the scalar level).
+   * quantized weights; OLMOE_AMX=0 declines), 'avx512-vnni-16rows' (q4_0/q4_k repacked 16 rows to a vector; OLMOE_PACK=0
+   * declines), 'avx512-vnni' (q4_0/q8_0 register tiles), 'integer-dot' (the decode kernels) or 'float-tiles' (float
+   * weights, and quantized ones at the scalar level).
    */
   quantGemmKernel(dtype: DType): string {
     return this.addon.quantGemmKernel(DTYPE_CODES[dtype]);
