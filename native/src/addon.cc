@@ -121,10 +121,8 @@ Napi::Value PackWeight(const Napi::CallbackInfo& info) {
   auto src = info[1].As<Napi::TypedArray>();
   const size_t rows = size_arg(info, 2), cols = size_arg(info, 3);
   const auto dtype = static_cast<DType>(code);
-  const size_t block = code == static_cast<int>(DType::Q4_K) ? 256 : 32;
-  const bool packable = code == static_cast<int>(DType::Q4_0) || code == static_cast<int>(DType::Q4_K);
-  const DType packed = dtype == DType::Q4_0 ? DType::Q4_0R16 : DType::Q4_KR16;
-  if (!packable || rows == 0 || rows % 16 != 0 || cols == 0 || cols % block != 0 || src.ByteLength() != rows * olmoe::row_bytes(dtype, cols)) {
+  const DType packed = olmoe::packed_form(dtype);
+  if (packed == dtype || rows == 0 || rows % 16 != 0 || cols == 0 || cols % olmoe::block_elements(dtype) != 0 || src.ByteLength() != rows * olmoe::row_bytes(dtype, cols)) {
     Napi::RangeError::New(info.Env(), "olmoe native packWeight: dtype " + std::to_string(code) + ", " + std::to_string(rows) + " × " + std::to_string(cols) +
                                           " weights in " + std::to_string(src.ByteLength()) + " bytes: need q4_0 or q4_k, rows % 16 == 0 and whole blocks")
         .ThrowAsJavaScriptException();

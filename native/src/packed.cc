@@ -28,9 +28,10 @@ DType packed_type(DType dtype) {
     return false;
 #endif
   }();
-  if (!on) return dtype;
-  return dtype == DType::Q4_0 ? DType::Q4_0R16 : dtype == DType::Q4_K ? DType::Q4_KR16 : dtype;
+  return on ? packed_form(dtype) : dtype;
 }
+
+namespace {
 
 void pack_q4_0_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
   const size_t blocks = n / 32, stride = blocks * 18;
@@ -46,8 +47,6 @@ void pack_q4_0_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
       }
   });
 }
-
-namespace {
 
 // q4_k's 6-bit scale and min of sub-block j from its 12 packed bytes (llama.cpp's get_scale_min_k4).
 void scale_min(const uint8_t* q, int j, uint8_t* scale, uint8_t* min) {

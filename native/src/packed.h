@@ -20,13 +20,14 @@ constexpr size_t kGroupBlockBytes = 16 * 18;
 constexpr size_t kGroupSuperBytes = 2368, kSuperScales = 64, kSuperMins = 192, kSuperCodes = 320;
 
 inline bool is_packed(DType dtype) { return dtype == DType::Q4_0R16 || dtype == DType::Q4_KR16; }
-// The packed type weights of `dtype` are repacked to here (q4_0, q4_k on the AVX-512 level with VNNI and without AMX,
-// whose tiles take the file layouts; OLMOE_PACK=0 declines), else dtype itself.
+// The packed form of q4_0 and q4_k (any CPU: pack_rows and the scalar twin run everywhere), else dtype itself.
+inline DType packed_form(DType dtype) { return dtype == DType::Q4_0 ? DType::Q4_0R16 : dtype == DType::Q4_K ? DType::Q4_KR16 : dtype; }
+// The packed type weights of `dtype` are repacked to here (packed_form on the AVX-512 level with VNNI and without
+// AMX, whose tiles take the file layouts; OLMOE_PACK=0 declines), else dtype itself.
 DType packed_type(DType dtype);
 // rows × n weights of `dtype` (q4_0 or q4_k; rows % 16 == 0, n a whole number of blocks) into dst
 // (row_bytes(packed type, n) · rows bytes), parallel over groups.
 void pack_rows(DType dtype, const uint8_t* src, size_t rows, size_t n, uint8_t* dst);
-void pack_q4_0_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst);
 // qdot_rows' contract for the packed types (rows and the row range's start multiples of 16): the VNNI tiles where
 // the CPU has them, else a scalar twin.
 void qgemm_rows_r16(const QDotArgs& args);

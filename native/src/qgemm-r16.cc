@@ -102,30 +102,6 @@ void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_
   store_tile<G, N>(acc, out, rs, ts);
 }
 
-// Groups G at a time over all of the rows, N tokens from x; the group stream is read once per N tokens.
-template <int G, int N>
-void groups_for_tokens(const QDotArgs& a, const Q8Block32* const* x, float* out) {
-  const size_t groups = a.rows / 16, blocks = a.n / 32, group_bytes = 16 * a.w_stride;
-  size_t g = 0;
-  for (; g + G <= groups; g += G) tile<G, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, a.rs, a.ts);
-  for (; g < groups; g++) tile<1, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, a.rs, a.ts);
-}
-
-// Decode (one token) reads four groups at a time; more tokens take tiles of 2 groups × 4 tokens, token blocks inner
-// so that the two groups' weights stay in cache while every token block passes over them.
-template <int N>
-void tokens_tile(const QDotArgs& a, size_t t, size_t g0, size_t g1) {
-  const Q8Block32* x[N];
-  for (int j = 0; j < N; j++) x[j] = reinterpret_cast<const Q8Block32*>(a.act + (t + j) * a.act_stride);
-  const size_t blocks = a.n / 32, group_bytes = 16 * a.w_stride;
-  float* out = a.out + t * a.ts;
-  size_t g = g0;
-  for (; g + 2 <= g1; g += 2) tile<2, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, a.rs, a.ts);
-  for (; g < g1; g++) tile<1, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, a.rs, a.ts);
-}
-
-constexpr int kTokens = 4;
-
 // ---------------------------------------------------------------- q4_k (DType::Q4_KR16)
 // Per superblock and row: Σ_j sc_j·(Σ codes·q over sub-block j) and Σ_j m_j·Σq_j in 32-bit lanes (one per row), then
 // d·d_x and dmin·d_x in float, as qdot.cc's q45_k_row.
@@ -189,28 +165,56 @@ void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, si
   store_tile<G, N>(acc, out, rs, ts);
 }
 
-template <int G, int N>
-void k_tokens_tile(const QDotArgs& a, size_t t, size_t g0, size_t g1) {
-  const Q8Block256* x[N];
-  for (int j = 0; j < N; j++) x[j] = reinterpret_cast<const Q8Block256*>(a.act + (t + j) * a.act_stride);
-  const size_t blocks = a.n / 256, group_bytes = 16 * a.w_stride;
+// The two packed types for the drivers below: activation blocks, values per block, groups per many-token tile.
+struct Q4_0Groups {
+  using Block = Q8Block32;
+  static constexpr size_t kValues = 32;
+  static constexpr int kPrefillGroups = 2;
+  template <int G, int N>
+  static void run(const uint8_t* w, size_t group_bytes, const Block* const* x, size_t blocks, float* out, size_t rs, size_t ts) {
+    tile<G, N>(w, group_bytes, x, blocks, out, rs, ts);
+  }
+};
+
+struct Q4_KGroups {
+  using Block = Q8Block256;
+  static constexpr size_t kValues = 256;
+  static constexpr int kPrefillGroups = 1;
+  template <int G, int N>
+  static void run(const uint8_t* w, size_t group_bytes, const Block* const* x, size_t blocks, float* out, size_t rs, size_t ts) {
+    tile_k<G, N>(w, group_bytes, x, blocks, out, rs, ts);
+  }
+};
+
+// Groups [g0, g1) in tiles of G groups (the rest one at a time) for tokens [t, t + N).
+template <class W, int G, int N>
+void tiles(const QDotArgs& a, size_t t, size_t g0, size_t g1) {
+  const typename W::Block* x[N];
+  for (int j = 0; j < N; j++) x[j] = reinterpret_cast<const typename W::Block*>(a.act + (t + j) * a.act_stride);
+  const size_t blocks = a.n / W::kValues, group_bytes = 16 * a.w_stride;
   float* out = a.out + t * a.ts;
   size_t g = g0;
-  for (; g + G <= g1; g += G) tile_k<G, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, a.rs, a.ts);
-  for (; g < g1; g++) tile_k<1, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, a.rs, a.ts);
+  for (; g + G <= g1; g += G) W::template run<G, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, a.rs, a.ts);
+  for (; g < g1; g++) W::template run<1, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, a.rs, a.ts);
 }
 
-// Decode: four groups at a time; more tokens: one group × 4 tokens, token blocks inner (the group stays in cache).
-void q4_k_rows(const QDotArgs& a) {
+constexpr int kTokens = 4;
+
+// Decode (one token) reads four groups at a time; more tokens take tiles of W::kPrefillGroups groups × 4 tokens,
+// token blocks inner, so that the groups' weights stay in cache while every token block passes over them.
+template <class W>
+void rows(const QDotArgs& a) {
   const size_t groups = a.rows / 16;
-  if (a.tokens == 1) return k_tokens_tile<4, 1>(a, 0, 0, groups);
-  for (size_t g = 0; g < groups; g++) {
+  if (a.tokens == 1) return tiles<W, 4, 1>(a, 0, 0, groups);
+  constexpr int G = W::kPrefillGroups;
+  for (size_t g0 = 0; g0 < groups; g0 += G) {
+    const size_t g1 = g0 + G < groups ? g0 + G : groups;
     size_t t = 0;
-    for (; t + kTokens <= a.tokens; t += kTokens) k_tokens_tile<1, kTokens>(a, t, g, g + 1);
+    for (; t + kTokens <= a.tokens; t += kTokens) tiles<W, G, kTokens>(a, t, g0, g1);
     switch (a.tokens - t) {
-      case 3: k_tokens_tile<1, 3>(a, t, g, g + 1); break;
-      case 2: k_tokens_tile<1, 2>(a, t, g, g + 1); break;
-      case 1: k_tokens_tile<1, 1>(a, t, g, g + 1); break;
+      case 3: tiles<W, G, 3>(a, t, g0, g1); break;
+      case 2: tiles<W, G, 2>(a, t, g0, g1); break;
+      case 1: tiles<W, G, 1>(a, t, g0, g1); break;
       default: break;
     }
   }
@@ -219,23 +223,8 @@ void q4_k_rows(const QDotArgs& a) {
 }  // namespace
 
 void qgemm_rows_r16_vnni(const QDotArgs& a) {
-  if (a.dtype == DType::Q4_KR16) return q4_k_rows(a);
-  if (a.tokens == 1) {
-    const Q8Block32* x[1] = {reinterpret_cast<const Q8Block32*>(a.act)};
-    return groups_for_tokens<4, 1>(a, x, a.out);
-  }
-  const size_t groups = a.rows / 16;
-  for (size_t g0 = 0; g0 < groups; g0 += 2) {
-    const size_t g1 = g0 + 2 < groups ? g0 + 2 : groups;
-    size_t t = 0;
-    for (; t + kTokens <= a.tokens; t += kTokens) tokens_tile<kTokens>(a, t, g0, g1);
-    switch (a.tokens - t) {
-      case 3: tokens_tile<3>(a, t, g0, g1); break;
-      case 2: tokens_tile<2>(a, t, g0, g1); break;
-      case 1: tokens_tile<1>(a, t, g0, g1); break;
-      default: break;
-    }
-  }
+  if (a.dtype == DType::Q4_KR16) return rows<Q4_KGroups>(a);
+  rows<Q4_0Groups>(a);
 }
 
 }  // namespace olmoe

@@ -82,6 +82,8 @@ export class NativeBackend implements TrainingBackend {
   private readonly mappings = new Map<string, WeakRef<ArrayBuffer>>();
   /** q4_0 / q4_k weights repacked for the kernels (PACKED), where this CPU has the kernels for them. */
   private readonly packed = new WeakMap<RefTensor, Uint8Array>();
+  /** What experts() reads for a layer's list of matrices: resolved once per list, not per matrix and call. */
+  private readonly productLists = new WeakMap<readonly Tensor[], { data: ProductWeight['data'][]; code: number }>();
   private readonly packing: boolean;
 
   constructor(
@@ -181,6 +183,20 @@ export class NativeBackend implements TrainingBackend {
       this.addon.releasePages(data as Uint8Array);
     }
     return { data: packed, code: packing.code };
+  }
+
+  /**
+   * productWeight over one list of an experts call. Every matrix of a list has its first's dtype and shape (mixed
+   * ones go to the reference), so one code serves the list.
+   */
+  private productList(list: readonly Tensor[]): { data: ProductWeight['data'][]; code: number } {
+    let found = this.productLists.get(list);
+    if (!found) {
+      const weights = list.map((t) => this.productWeight(asRef(t)));
+      found = { data: weights.map((w) => w.data), code: weights[0]!.code };
+      this.productLists.set(list, found);
+    }
+    return found;
   }
 
   /**
@@ -368,12 +384,10 @@ export class NativeBackend implements TrainingBackend {
     if ((routing.mode !== 'token_choice' || this.bf16) && train.float32Experts(weights)) return train.expertsForward(this.addon, x, weights, routing, this.bf16).out;
     if (mixedGateUp || !nativeDown || routing.mode !== 'token_choice') return this.ref.experts(x, weights, routing); // NATIVE_EXCEPTIONS
     const out = train.uninitialized(sizeOf(input));
-    // Every matrix of gate and up has the first's dtype and shape (mixed ones went to the reference), so one code for
-    // both; the downs likewise among themselves.
-    const [gates, ups, downs] = [weights.gate, weights.up, weights.down].map((list) => list.map((t) => this.productWeight(asRef(t)))) as [ProductWeight[], ProductWeight[], ProductWeight[]];
-    const data = (list: ProductWeight[]) => list.map((w) => w.data);
-    this.addon.experts(f32(x), routing.tokens, input.cols, first.rows, routing.perGroup, gates[0]!.code,
-      data(gates), data(ups), data(downs), routing.expertIds, f32(routing.weights), out, downs[0]!.code);
+    // gate and up share dtype and shape (mixed ones went to the reference), so the gates' code serves both.
+    const [gates, ups, downs] = [this.productList(weights.gate), this.productList(weights.up), this.productList(weights.down)];
+    this.addon.experts(f32(x), routing.tokens, input.cols, first.rows, routing.perGroup, gates.code,
+      gates.data, ups.data, downs.data, routing.expertIds, f32(routing.weights), out, downs.code);
     return activation(out, input.shape);
   }
 
