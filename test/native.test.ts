@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { cpSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { recycle, scoped, uninitialized } from '../src/backends/native/training.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { ResourceError } from '../src/core/errors.js';
 import { loadModel } from '../src/model/load.js';
@@ -49,4 +50,70 @@ describe('allocation failures', () => {
       assert.throws(() => model.backend.createKVCache({ ...huge, reserve: 2 ** 33 }), (e: Error) => e instanceof ResourceError && /out of memory: cannot allocate a KV cache of 8589934592 positions/.test(e.message));
     });
   }
+});
+
+describe('storage reused between inference passes (Backend.scoped)', () => {
+  it('the next pass gets the small activations of the last one, never its result; large ones, a failed pass and released storage are not handed out twice', () => {
+    const width = 1024; // 4 KiB: its own ArrayBuffer (smaller ones share Node's pool and are never reused)
+    let made: Float32Array[] = [];
+    const pass = (count: number, size = width) => () => {
+      made = Array.from({ length: count }, () => uninitialized(size));
+      return made[0]!;
+    };
+    const first = scoped(pass(3), (result) => result.buffer);
+    const firstMade = made;
+    scoped(pass(3), (result) => result.buffer);
+    assert.equal(new Set(made).size, 3);
+    assert.deepEqual(new Set(made.filter((a) => firstMade.includes(a))), new Set(firstMade.slice(1)), 'the next pass reuses all but the result');
+    assert.ok(!made.includes(first), 'a result is never reused');
+    assert.ok(!firstMade.includes(uninitialized(width)), 'outside a pass nothing is handed out from them');
+    // Above the size limit (decode-sized activations only): left to the garbage collector.
+    const big = 1 << 17; // 512 KiB
+    scoped(pass(2, big), (result) => result.buffer);
+    const bigMade = made;
+    scoped(pass(2, big), (result) => result.buffer);
+    assert.ok(!made.some((a) => bigMade.includes(a)), 'large activations are not reused');
+    // A pass that throws gives nothing back.
+    assert.throws(() => scoped(() => { made = [uninitialized(width + 1)]; throw new Error('boom'); }, () => new ArrayBuffer(0)), /boom/);
+    const thrown = made[0]!;
+    scoped(pass(1, width + 1), () => new ArrayBuffer(0));
+    assert.notEqual(made[0], thrown);
+    // Storage released inside a pass goes back once (by the pass), not twice.
+    let released!: Float32Array;
+    scoped(() => {
+      released = uninitialized(width + 2);
+      recycle(released);
+      return uninitialized(width + 3);
+    }, (result) => result.buffer);
+    scoped(pass(2, width + 2), () => new ArrayBuffer(0));
+    assert.equal(made.filter((a) => a === released).length, 1);
+    assert.notEqual(made[0], made[1]);
+  });
+
+  it('decoded logits stay as they were while later tokens are decoded', { skip: announceSkip(native.skip) }, async () => {
+    // Wide enough that every activation and the logits have storage of their own (4 KiB and more; smaller ones
+    // share Node's pool and are never reused).
+    const dir = tempDir();
+    writeRandomCheckpoint(dir, { layers: 2, experts: 4, topK: 2, hidden: 1024, heads: 8, intermediate: 64, vocab: 1500, context: 64, dtype: 'bf16', seed: 5, std: 0.05 });
+    const model = await loadModel(dir, { backend: native.create() });
+    const cache = model.createCache(32);
+    const kept: Float32Array[] = [], copies: Float32Array[] = [];
+    let ids = IDS;
+    for (let step = 0; step < 6; step++) {
+      const logits = model.backend.toFloat32(model.forward(ids, { cache, logits: 'last' }));
+      kept.push(logits);
+      copies.push(logits.slice());
+      ids = Int32Array.of(step + 7);
+    }
+    kept.forEach((logits, i) => assert.deepEqual(logits, copies[i], `the logits of step ${i}`));
+    // And the passes equal the reference backend's greedy path within tolerance.
+    const reference = await loadModel(dir, { backend: new ReferenceBackend() });
+    const refCache = reference.createCache(32);
+    ids = IDS;
+    for (let step = 0; step < 6; step++) {
+      const logits = reference.backend.toFloat32(reference.forward(ids, { cache: refCache, logits: 'last' }));
+      assert.ok(maxAbsDiff(logits, copies[step]!) < 1e-3, `step ${step}`);
+      ids = Int32Array.of(step + 7);
+    }
+  });
 });

@@ -193,4 +193,9 @@ export interface Backend {
   rows(x: Tensor, start: number, count: number): Tensor;
   /** The parts' rows stacked: [Σ n_i, N]. */
   concatRows(parts: readonly Tensor[]): Tensor;
+  /**
+   * Runs one inference pass whose intermediate tensors nothing keeps afterwards (routing observers copy what they
+   * keep): the backend may reuse their storage for the next pass; the returned tensor stays. Optional.
+   */
+  scoped?(pass: () => Tensor): Tensor;
 }

@@ -86,9 +86,11 @@ export class OlmoeModel implements OlmoeParts {
   forward(ids: Int32Array, opts: ForwardOptions = {}): Tensor {
     const cache = opts.cache ?? this.createCache(Math.min(ids.length, this.config.maxPositionEmbeddings));
     const input = { ids, cache, observer: opts.observer };
-    const hidden = this.layers([input]);
-    const last = opts.logits === 'last' ? this.backend.rows(hidden, ids.length - 1, 1) : hidden;
-    return this.checkFinite(logits(this.backend, this, last), [input]); // [T, V]
+    return this.pass(() => {
+      const hidden = this.layers([input]);
+      const last = opts.logits === 'last' ? this.backend.rows(hidden, ids.length - 1, 1) : hidden;
+      return this.checkFinite(logits(this.backend, this, last), [input]); // [T, V]
+    });
   }
 
   /**
@@ -99,15 +101,22 @@ export class OlmoeModel implements OlmoeParts {
    */
   forwardBatch(inputs: readonly BatchInput[]): Tensor {
     if (inputs.length === 0) throw new InputError('forwardBatch: no sequences');
-    const hidden = this.layers(inputs);
-    const { backend } = this;
-    const lasts: Tensor[] = [];
-    let offset = 0;
-    for (const input of inputs) {
-      offset += input.ids.length;
-      lasts.push(backend.rows(hidden, offset - 1, 1));
-    }
-    return this.checkFinite(logits(backend, this, lasts.length === 1 ? lasts[0]! : backend.concatRows(lasts)), inputs);
+    return this.pass(() => {
+      const hidden = this.layers(inputs);
+      const { backend } = this;
+      const lasts: Tensor[] = [];
+      let offset = 0;
+      for (const input of inputs) {
+        offset += input.ids.length;
+        lasts.push(backend.rows(hidden, offset - 1, 1));
+      }
+      return this.checkFinite(logits(backend, this, lasts.length === 1 ? lasts[0]! : backend.concatRows(lasts)), inputs);
+    });
+  }
+
+  /** One forward pass: its intermediate tensors are the backend's to reuse once it returns (Backend.scoped). */
+  private pass(run: () => Tensor): Tensor {
+    return this.backend.scoped ? this.backend.scoped(run) : run();
   }
 
   /**

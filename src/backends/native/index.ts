@@ -248,6 +248,11 @@ export class NativeBackend implements TrainingBackend {
     return activation(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
   }
 
+  /** The pass's small activations are reused by the next one (training.ts `scoped`: decode's ~260 per token). */
+  scoped(pass: () => Tensor): Tensor {
+    return train.scoped(pass, (result) => f32(result).buffer);
+  }
+
   release(x: Tensor): void {
     train.recycle(f32(x));
   }

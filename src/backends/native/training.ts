@@ -30,31 +30,72 @@ interface CrossEntropyState extends SavedState {
 const dataOf = (t: Tensor | null): Float32Array | null => (t ? f32(t) : null);
 
 /**
- * Buffers given back (gradients after backward, what a forward kept once its backward ran), by length: a training step
- * allocates the same sizes every step, and fresh memory costs page faults (measured ~0.1 s of kernel time per
- * OLMoE-mini step before this pool). Bounded, so an unusual run cannot hoard memory.
+ * Storage given back for reuse, by length, the least recently used lengths dropped first beyond `limit` bytes.
+ * A training step allocates the same sizes every step, and fresh memory costs page faults (measured ~0.1 s of kernel
+ * time per OLMoE-mini step before this pool); decode allocates the same small activations every token.
  */
 class BufferPool {
-  private readonly free = new Map<number, Float32Array[]>();
+  private readonly free = new Map<number, Float32Array[]>(); // in order of last use
   private bytes = 0;
-  private static readonly LIMIT = 2 ** 31;
+
+  constructor(private readonly limit: number) {}
 
   take(length: number): Float32Array | undefined {
     const list = this.free.get(length);
     const found = list?.pop();
-    if (found) this.bytes -= found.byteLength;
+    if (!found) return undefined;
+    this.bytes -= found.byteLength;
+    this.free.delete(length);
+    if (list!.length > 0) this.free.set(length, list!);
     return found;
   }
 
   give(array: Float32Array): void {
-    if (array.length === 0 || this.bytes + array.byteLength > BufferPool.LIMIT) return;
-    const list = this.free.get(array.length) ?? this.free.set(array.length, []).get(array.length)!;
+    if (array.length === 0 || array.byteLength > this.limit) return;
+    for (const [length, list] of this.free) {
+      if (this.bytes + array.byteLength <= this.limit) break;
+      this.bytes -= length * 4 * list.length;
+      this.free.delete(length);
+    }
+    const list = this.free.get(array.length) ?? [];
+    this.free.delete(array.length);
+    this.free.set(array.length, list);
     list.push(array);
     this.bytes += array.byteLength;
   }
 }
 
-const buffers = new BufferPool();
+/** What training gives back (gradients after backward, what a forward kept once its backward ran). */
+const buffers = new BufferPool(2 ** 31);
+
+/**
+ * The small activations of the forward passes `scoped` ran, for the next pass: decode makes ~260 per token, and a new
+ * ArrayBuffer each cost ~6 µs plus the garbage collections they caused (~1.2 ms of a 21 ms Q4_0 token on an AMD EPYC).
+ * Only decode-sized ones (SCOPED_BYTES): a prompt's large activations go to the garbage collector as before, so
+ * this pool never holds a prefill's worth; bounded, so prompts of many lengths cannot fill it.
+ */
+const activations = new BufferPool(2 ** 25);
+const SCOPED_BYTES = 2 ** 18;
+/** The storage made by the pass `scoped` is running (undefined outside one). */
+let scope: Set<Float32Array> | undefined;
+
+/**
+ * Runs one forward pass; afterwards the small activations it made go back for reuse, except the storage of its
+ * result (`kept`). Nothing else may hold them after the pass (routing observers copy what they keep). A pass that
+ * throws leaves its storage to the garbage collector.
+ */
+export function scoped<T>(pass: () => T, kept: (result: T) => ArrayBufferLike): T {
+  if (scope) return pass(); // within another pass: that one gives the storage back
+  const made = (scope = new Set());
+  try {
+    const result = pass();
+    const keep = kept(result);
+    for (const array of made) if (array.buffer !== keep) activations.give(array);
+    return result;
+  } finally {
+    scope = undefined;
+  }
+}
 
 /**
  * Float32 storage the kernel writes whole before anything reads it: a recycled buffer, or new memory that is not
@@ -63,16 +104,22 @@ const buffers = new BufferPool();
  */
 export function uninitialized(length: number): Float32Array {
   if (length === 0) return new Float32Array(0);
-  const recycled = buffers.take(length);
-  if (recycled) return recycled;
-  const bytes = Buffer.allocUnsafe(length * 4);
-  if (bytes.byteOffset % 4 !== 0) return new Float32Array(length);
-  return new Float32Array(bytes.buffer, bytes.byteOffset, length);
+  const small = scope !== undefined && length * 4 <= SCOPED_BYTES;
+  let array = (small ? activations.take(length) : undefined) ?? buffers.take(length);
+  if (!array) {
+    const bytes = Buffer.allocUnsafe(length * 4);
+    array = bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, length) : new Float32Array(length);
+  }
+  if (small && array.byteOffset === 0 && array.buffer.byteLength === array.byteLength) scope!.add(array);
+  return array;
 }
 
 /** Give storage back for reuse: nothing may read or write it afterwards. */
 export function recycle(...arrays: Float32Array[]): void {
-  for (const array of arrays) if (array.byteOffset === 0 && array.buffer.byteLength === array.byteLength) buffers.give(array);
+  for (const array of arrays) {
+    if (scope?.has(array)) continue; // the running pass gives it back
+    if (array.byteOffset === 0 && array.buffer.byteLength === array.byteLength) buffers.give(array);
+  }
 }
 
 /** Whether `t` is an accumulator from `empty` that no op has written yet (the op about to write it clears the mark). */
