@@ -362,22 +362,37 @@ AVX512 void attend_item_avx512(const AttentionArgs& a, size_t h, size_t t0, size
   attend_queries_avx512<C, Row>(a, h, t0, t1, space);
 }
 
+// Lane i of the result: the sum of the lanes of v[i] — 16 horizontal sums at once by a transpose-and-add tree
+// (45 shuffles and adds where 16 separate reductions take ~130 and a scalar store each).
+AVX512 inline __m512 sum_lanes16(const __m512* v) {
+  __m512 pairs[8], quads[4], halves[2];
+  for (int i = 0; i < 8; i++) pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; i++)
+    quads[i] = _mm512_add_ps(_mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  for (int i = 0; i < 2; i++)
+    halves[i] = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2 * i], quads[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(quads[2 * i], quads[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(halves[0], halves[1], _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(halves[0], halves[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 // Every line of the cache row kRowsAhead positions on: each row is a new 4 KiB page (OLMoE-1B-7B, f16), where the
 // hardware's stream prefetchers start over; one prefetched line per row left the slices at ~13 GB/s cold.
 constexpr size_t kRowsAhead = 4;
 
 // One query (decode) at long contexts, positions [p0, p1) for every head: each position's whole cache row (all kv
 // heads, one contiguous run) is read once, where a per-head item reads 256 B of each 4 KiB row (f16, OLMoE-1B-7B),
-// a new page at every position for the prefetchers (~13 GB/s at 2,048 positions against ~30 measured). Per head
-// the running maximum, denominator and weighted sum go to `state` ([heads][2 + Hd]); slices merge by their maxima.
-// `queries`: [heads][Hd], already scaled by 1/√Hd.
+// a new page at every position for the prefetchers (~13 GB/s at 2,048 positions against ~30 measured). Heads go in
+// lanes, 16 to a vector: a position's scores of 16 heads are one vector (sum_lanes16), and the block's maxima,
+// exponentials and denominators are vector operations across heads. Per head the running maximum, denominator and
+// weighted sum go to `state` ([heads][2 + Hd]); slices merge by their maxima. `queries`: [heads][Hd], already scaled
+// by 1/√Hd.
 template <int C, typename Row>
 AVX512 void attend_slice_avx512(const AttentionArgs& a, const float* queries, size_t p0, size_t p1, float* state, Scratch& space) {
   constexpr size_t Hd = 16 * C;
   const size_t H = a.heads, group = a.heads / a.kv_heads, row_bytes = kv_row_bytes(a.kv_type, a.kv_heads * Hd);
+  const size_t lanes = (H + 15) / 16;  // vectors of 16 heads
   const uint8_t* keys = static_cast<const uint8_t*>(a.keys);
   const uint8_t* values = static_cast<const uint8_t*>(a.values);
-  float* scores = scratch(space.scores, H * kKeyBlock);  // [head][position in block]
+  float* scores = scratch(space.scores, lanes * kKeyBlock * 16);  // [head vector][position in block][16 heads]
   for (size_t h = 0; h < H; h++) {
     float* st = state + h * (2 + Hd);
     st[0] = -INFINITY, st[1] = 0;
@@ -389,32 +404,56 @@ AVX512 void attend_slice_avx512(const AttentionArgs& a, const float* queries, si
       const uint8_t* krow = keys + (s0 + j) * row_bytes;
       if (s0 + j + kRowsAhead < p1) prefetch_lines(krow + kRowsAhead * row_bytes, row_bytes);
       prefetch_lines(values + (s0 + j) * row_bytes, row_bytes);  // the block's value rows, read head by head below
-      for (size_t h = 0; h < H; h++) {
-        __m512 q[C];
-        for (int c = 0; c < C; c++) q[c] = _mm512_loadu_ps(queries + h * Hd + 16 * c);
-        scores[h * kKeyBlock + j] = _mm512_reduce_add_ps(Row::template dot<C>(q, krow + Row::head_offset(h / group, Hd)));
+      for (size_t l = 0; l < lanes; l++) {
+        __m512 parts[16];
+        for (size_t i = 0; i < 16; i++) {
+          const size_t h = 16 * l + i;
+          if (h >= H) {
+            parts[i] = _mm512_setzero_ps();
+            continue;
+          }
+          __m512 q[C];
+          for (int c = 0; c < C; c++) q[c] = _mm512_loadu_ps(queries + h * Hd + 16 * c);
+          parts[i] = Row::template dot<C>(q, krow + Row::head_offset(h / group, Hd));
+        }
+        _mm512_storeu_ps(scores + (l * kKeyBlock + j) * 16, sum_lanes16(parts));
       }
     }
-    for (size_t h = 0; h < H; h++) {
-      float* st = state + h * (2 + Hd);
-      float* sc = scores + h * kKeyBlock;
-      const float block_max = *std::max_element(sc, sc + n);
-      if (block_max > st[0]) {
-        const float rescale = st[0] == -INFINITY ? 0.0f : std::exp(st[0] - block_max);
-        st[1] *= rescale;
-        for (size_t d = 0; d < Hd; d += 16) _mm512_storeu_ps(st + 2 + d, _mm512_mul_ps(_mm512_loadu_ps(st + 2 + d), _mm512_set1_ps(rescale)));
-        st[0] = block_max;
+    // Online softmax across heads: raise each head's maximum to the block's, rescale what it summed, exponentiate.
+    for (size_t l = 0; l < lanes; l++) {
+      float* sc = scores + l * kKeyBlock * 16;
+      __m512 block_max = _mm512_loadu_ps(sc);
+      for (size_t j = 1; j < n; j++) block_max = _mm512_max_ps(_mm512_loadu_ps(sc + 16 * j), block_max);
+      alignas(64) float highest[16], total[16];
+      _mm512_store_ps(highest, block_max);
+      for (size_t i = 0; i < 16 && 16 * l + i < H; i++) {
+        float* st = state + (16 * l + i) * (2 + Hd);
+        if (highest[i] > st[0]) {
+          const float rescale = st[0] == -INFINITY ? 0.0f : std::exp(st[0] - highest[i]);
+          st[1] *= rescale;
+          for (size_t d = 0; d < Hd; d += 16) _mm512_storeu_ps(st + 2 + d, _mm512_mul_ps(_mm512_loadu_ps(st + 2 + d), _mm512_set1_ps(rescale)));
+          st[0] = highest[i];
+        }
+        highest[i] = st[0];
       }
-      st[1] += exp_shifted_avx512(sc, n, st[0]);
+      const __m512 shift = _mm512_load_ps(highest);
+      __m512 sum = _mm512_setzero_ps();
+      for (size_t j = 0; j < n; j++) {
+        const __m512 p = exp512(_mm512_sub_ps(_mm512_loadu_ps(sc + 16 * j), shift));
+        _mm512_storeu_ps(sc + 16 * j, p);
+        sum = _mm512_add_ps(sum, p);
+      }
+      _mm512_store_ps(total, sum);
+      for (size_t i = 0; i < 16 && 16 * l + i < H; i++) state[(16 * l + i) * (2 + Hd) + 1] += total[i];
     }
     // Per head over the block's rows (in cache by now): the weighted sum stays in registers.
     for (size_t h = 0; h < H; h++) {
       float* sum = state + h * (2 + Hd) + 2;
-      const float* sc = scores + h * kKeyBlock;
+      const float* p = scores + (h / 16 * kKeyBlock) * 16 + h % 16;
       const size_t offset = Row::head_offset(h / group, Hd);
       __m512 acc[C];
       for (int c = 0; c < C; c++) acc[c] = _mm512_loadu_ps(sum + 16 * c);
-      for (size_t j = 0; j < n; j++) Row::template axpy<C>(sc[j], values + (s0 + j) * row_bytes + offset, acc);
+      for (size_t j = 0; j < n; j++) Row::template axpy<C>(p[16 * j], values + (s0 + j) * row_bytes + offset, acc);
       for (int c = 0; c < C; c++) _mm512_storeu_ps(sum + 16 * c, acc[c]);
     }
   }
