@@ -99,6 +99,16 @@ size_t item_run_end(const std::vector<WorkItem>& items, const std::vector<Expert
   return j;
 }
 
+// Light per-group work (copying and quantizing a few rows) for decode's few slots runs on the calling thread:
+// waking the pool for it cost more than the work (two of the four jobs per layer at one token).
+constexpr size_t kInlineSlots = 16;
+
+template <typename Fn>
+void for_groups(const ExpertArgs& a, size_t groups, const Fn& fn) {
+  if (a.tokens * a.top_k <= kInlineSlots) fn(0, groups);
+  else pool().parallel_for(groups, fn);
+}
+
 struct Buffers {
   float *xs, *gate, *up, *ys;
   uint8_t *xq, *hq;
@@ -109,7 +119,7 @@ struct Buffers {
 void gather_inputs(const ExpertArgs& a, const std::vector<ExpertGroup>& groups, const std::vector<size_t>& order, const Buffers& b) {
   const size_t D = a.hidden, q8_bytes = q8_row_bytes(a.dtype, D);
   const bool quantized = is_quantized(a.dtype);
-  pool().parallel_for(groups.size(), [&](size_t g0, size_t g1) {
+  for_groups(a, groups.size(), [&](size_t g0, size_t g1) {
     for (size_t gi = g0; gi < g1; gi++) {
       const ExpertGroup& g = groups[gi];
       auto row = [&](size_t j) { return a.x + (order[g.first + j] / a.top_k) * D; };
@@ -130,7 +140,7 @@ void gather_inputs(const ExpertArgs& a, const std::vector<ExpertGroup>& groups, 
 // in place (tiled groups, along the features of each token in the blocked-transposed layout).
 void quantize_hidden(const ExpertArgs& a, const std::vector<ExpertGroup>& groups, const Buffers& b) {
   const size_t F = a.ffn, q8_bytes = q8_row_bytes(a.down_dtype, F);
-  pool().parallel_for(groups.size(), [&](size_t g0, size_t g1) {
+  for_groups(a, groups.size(), [&](size_t g0, size_t g1) {
     for (size_t gi = g0; gi < g1; gi++) {
       const ExpertGroup& g = groups[gi];
       float* H = &b.gate[g.ffn_at];

@@ -28,9 +28,11 @@ export interface NativeAddon {
   releasePages(view: Uint8Array): boolean;
   /** c[m, n] = op(a)[m, k] · op(b)[k, n], or c += that; op transposes (a stored [k, m], b stored [n, k]) when set. */
   gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Floats, b: Floats, c: Floats, accumulate: boolean, bf16?: boolean): void;
+  /** The arrays' data addresses, for experts (the caller keeps the arrays alive as long as the table). */
+  weightTable(arrays: Weights[]): ArrayBuffer;
   experts(
     x: Floats, tokens: number, hidden: number, ffn: number, topK: number, dtype: number,
-    gates: Weights[], ups: Weights[], downs: Weights[], expertIds: Int32Array, weights: Floats, out: Floats,
+    gates: ArrayBuffer, ups: ArrayBuffer, downs: ArrayBuffer, expertIds: Int32Array, weights: Floats, out: Floats,
     /** The downs' dtype when it differs (both quantized, SIMD level above scalar). */
     downDtype?: number,
   ): void;

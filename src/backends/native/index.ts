@@ -35,6 +35,13 @@ interface ProductWeight {
   readonly code: number;
 }
 
+/** What experts() reads for a list of matrices: their bytes (kept alive here), the kernel's table of them, one code. */
+interface ProductList {
+  readonly data: ProductWeight['data'][];
+  readonly table: ArrayBuffer;
+  readonly code: number;
+}
+
 /**
  * The ops this backend runs in TypeScript, and why: each an explicit choice (ARCHITECTURE.md: never a silent
  * fallback). Data movement (rows, concatRows, write, fill) is a typed-array copy in either language.
@@ -83,7 +90,7 @@ export class NativeBackend implements TrainingBackend {
   /** q4_0 / q4_k weights repacked for the kernels (PACKED), where this CPU has the kernels for them. */
   private readonly packed = new WeakMap<RefTensor, Uint8Array>();
   /** What experts() reads for a layer's list of matrices: resolved once per list, not per matrix and call. */
-  private readonly productLists = new WeakMap<readonly Tensor[], { data: ProductWeight['data'][]; code: number }>();
+  private readonly productLists = new WeakMap<readonly Tensor[], ProductList>();
   private readonly packing: boolean;
 
   constructor(
@@ -186,14 +193,15 @@ export class NativeBackend implements TrainingBackend {
   }
 
   /**
-   * productWeight over one list of an experts call. Every matrix of a list has its first's dtype and shape (mixed
-   * ones go to the reference), so one code serves the list.
+   * productWeight over one list of an experts call, with the table of addresses the kernel takes. Every matrix of
+   * a list has its first's dtype and shape (mixed ones go to the reference), so one code serves the list.
    */
-  private productList(list: readonly Tensor[]): { data: ProductWeight['data'][]; code: number } {
+  private productList(list: readonly Tensor[]): ProductList {
     let found = this.productLists.get(list);
     if (!found) {
       const weights = list.map((t) => this.productWeight(asRef(t)));
-      found = { data: weights.map((w) => w.data), code: weights[0]!.code };
+      const data = weights.map((w) => w.data);
+      found = { data, table: this.addon.weightTable(data), code: weights[0]!.code };
       this.productLists.set(list, found);
     }
     return found;
@@ -392,7 +400,7 @@ export class NativeBackend implements TrainingBackend {
     // gate and up share dtype and shape (mixed ones went to the reference), so the gates' code serves both.
     const [gates, ups, downs] = [this.productList(weights.gate), this.productList(weights.up), this.productList(weights.down)];
     this.addon.experts(f32(x), routing.tokens, input.cols, first.rows, routing.perGroup, gates.code,
-      gates.data, ups.data, downs.data, routing.expertIds, f32(routing.weights), out, downs.code);
+      gates.table, ups.table, downs.table, routing.expertIds, f32(routing.weights), out, downs.code);
     return activation(out, input.shape);
   }
 
