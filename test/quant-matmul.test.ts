@@ -231,6 +231,42 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
   }
 });
 
+describe('matmuls: one input by several weights in one job equals a matmul each', { skip: announceSkip(native.skip) }, () => {
+  // The same kernel on the same rounded activations: equal bit for bit, for any split of the rows among the threads.
+  for (const pack of [true, false]) {
+    it(`q4_0, q8_0, q4_k (${pack ? 'repacked where the CPU has the kernels' : 'file layout'}): 1, 3 and 12 tokens, weights of 272, 16 and 528 rows (work items across the weights' ends); mixed dtypes and float weights take a matmul each`, async () => {
+      const backend = createBackend('native', { pack });
+      for (const dtype of ['q4_0', 'q8_0', 'q4_k'] as const) {
+        const inDim = QUANT_BLOCKS[dtype].elements * 2;
+        const weights = await Promise.all([272, 16, 528].map((rows, i) => backend.weight(weightFromBytes(`w${i}`, dtype, [rows, inDim], encodeFloats(dtype, randoms(50 + i, rows * inDim, 0.5))))));
+        for (const tokens of [1, 3, 12]) {
+          const x = backend.fromFloat32(randoms(60 + tokens, tokens * inDim), [tokens, inDim]);
+          const together = backend.matmuls!(x, weights).map((t) => backend.toFloat32(t));
+          weights.forEach((w, i) => {
+            const alone = backend.toFloat32(backend.matmul(x, w));
+            assert.equal(together[i]!.length, tokens * w.shape[0]!);
+            assert.deepEqual(together[i], alone, `${dtype} T=${tokens} weight ${i}`);
+          });
+        }
+      }
+      const inDim = 256;
+      const mixed = [
+        await backend.weight(weightFromBytes('a', 'q4_0', [32, inDim], encodeFloats('q4_0', randoms(70, 32 * inDim)))),
+        await backend.weight(weightFromBytes('b', 'q8_0', [48, inDim], encodeFloats('q8_0', randoms(71, 48 * inDim)))),
+        backend.fromFloat32(randoms(72, 16 * inDim), [16, inDim]),
+      ];
+      const x = backend.fromFloat32(randoms(73, 2 * inDim), [2, inDim]);
+      backend.matmuls!(x, mixed).forEach((out, i) => assert.deepEqual(backend.toFloat32(out), backend.toFloat32(backend.matmul(x, mixed[i]!)), `mixed weight ${i}`));
+    });
+  }
+
+  it('the addon refuses a weight too small for its output, naming it', { skip: announceSkip(native.skip) }, () => {
+    const addon = (createBackend('native') as unknown as { addon: { matmuls: (...args: unknown[]) => void } }).addon;
+    const w = new Uint8Array(18 * 8 * 4); // 4 rows of 256 q4_0 values
+    assert.throws(() => addon.matmuls(new Float32Array(256), 1, 256, 4, [w, w], [new Float32Array(4), new Float32Array(5)]), /matmuls: weight 1 holds 576 bytes, 5 rows need 720/);
+  });
+});
+
 describe('q4_0 and q4_k repacked 16 rows to a vector (native/src/packed.h): the file layout\'s and the reference\'s results', { skip: announceSkip(native.skip) }, () => {
   // Packed where the CPU has the kernels (AVX-512 VNNI without AMX), else (pack: true) their portable twin; never at
   // the scalar level, where both backends below are the same.

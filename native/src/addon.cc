@@ -155,6 +155,35 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// matmuls(x, tokens, inDim, dtype, weights[], outs[]): matmul of x by each weight (one dtype, at most 8) into the out
+// of the same index, [tokens, outDim] with outDim the out's length ÷ tokens; the weights must hold outDim rows.
+Napi::Value Matmuls(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 6)) return info.Env().Undefined();
+  const size_t tokens = size_arg(info, 1), in_dim = size_arg(info, 2);
+  const auto dtype = static_cast<DType>(info[3].As<Napi::Number>().Int32Value());
+  auto weights = info[4].As<Napi::Array>(), outs = info[5].As<Napi::Array>();
+  olmoe::Product products[8];
+  const size_t count = weights.Length();
+  if (count > 8 || outs.Length() != count || tokens == 0) {
+    Napi::RangeError::New(info.Env(), "olmoe native matmuls: 1–8 weights, one out each, and tokens").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    auto weight = weights.Get(i).As<Napi::TypedArray>();
+    auto out = outs.Get(i).As<Napi::TypedArray>();
+    const size_t out_dim = out.ElementLength() / tokens;
+    if (weight.ByteLength() < out_dim * olmoe::row_bytes(dtype, in_dim)) {
+      Napi::RangeError::New(info.Env(), "olmoe native matmuls: weight " + std::to_string(i) + " holds " + std::to_string(weight.ByteLength()) + " bytes, " +
+                                            std::to_string(out_dim) + " rows need " + std::to_string(out_dim * olmoe::row_bytes(dtype, in_dim)))
+          .ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    products[i] = {data_of<void>(weight), out_dim, data_of<float>(out)};
+  }
+  olmoe::matmuls(data_of<float>(info[0]), tokens, in_dim, dtype, products, count);
+  return info.Env().Undefined();
+}
+
 // gemm(transA, transB, m, n, k, a, b, c, accumulate, bf16?): c[m, n] (+)= op(a)[m, k] · op(b)[k, n] (training; bf16: mixed
 // precision).
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
@@ -343,6 +372,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("releasePages", Napi::Function::New(env, ReleasePages));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("experts", Napi::Function::New(env, Experts));
+  exports.Set("matmuls", Napi::Function::New(env, Matmuls));
   exports.Set("weightTable", Napi::Function::New(env, WeightTable));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("kvStore", Napi::Function::New(env, KvStore));

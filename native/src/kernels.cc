@@ -479,17 +479,32 @@ void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dty
   gemm_tiles(Xt, npad, n, in_dim, W, dtype, row_begin, row_end, Output{out, out_stride});
 }
 
+void matmuls(const float* x, size_t tokens, size_t in_dim, DType dtype, const Product* products, size_t count) {
+  if (tokens >= min_tile_tokens(dtype) || !is_quantized(dtype)) {
+    for (size_t i = 0; i < count; i++) matmul(x, tokens, in_dim, products[i].weight, dtype, products[i].out_dim, products[i].out);
+    return;
+  }
+  // Rows per work item as the experts' (kStreamRowBlock): runs long enough for the prefetchers to ramp up.
+  thread_local std::vector<uint8_t> quantized;  // per calling JS thread (workers only read it during the call)
+  const uint8_t* Xq = quantize_rows(dtype, x, tokens, in_dim, quantized);
+  const size_t stride = q8_row_bytes(dtype, in_dim);
+  size_t first[8], total = 0;  // each product's first work item
+  for (size_t i = 0; i < count; i++) first[i] = total, total += (products[i].out_dim + kStreamRowBlock - 1) / kStreamRowBlock;
+  pool().parallel_for(total, [&](size_t b0, size_t b1) {
+    for (size_t i = 0; i < count; i++) {  // the chunk's part of each product
+      const size_t end = i + 1 < count ? first[i + 1] : total, from = std::max(b0, first[i]), to = std::min(b1, end);
+      if (from >= to) continue;
+      const Product& p = products[i];
+      gemm_qdot(Xq, stride, tokens, in_dim, p.weight, dtype, (from - first[i]) * kStreamRowBlock, std::min(p.out_dim, (to - first[i]) * kStreamRowBlock), p.out, 1, p.out_dim);
+    }
+  });
+}
+
 void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType dtype, size_t out_dim, float* out) {
   thread_local std::vector<float> buffer, rounded;  // per calling JS thread (workers only read them during the call)
-  thread_local std::vector<uint8_t> quantized;
   if (tokens < min_tile_tokens(dtype) && is_quantized(dtype)) {
-    // Rows per work item as the experts' (kStreamRowBlock): runs long enough for the prefetchers to ramp up.
-    const uint8_t* Xq = quantize_rows(dtype, x, tokens, in_dim, quantized);
-    const size_t blocks = (out_dim + kStreamRowBlock - 1) / kStreamRowBlock;
-    pool().parallel_for(blocks, [&](size_t b0, size_t b1) {
-      gemm_qdot(Xq, q8_row_bytes(dtype, in_dim), tokens, in_dim, W, dtype, b0 * kStreamRowBlock, std::min(out_dim, b1 * kStreamRowBlock), out, 1, out_dim);
-    });
-    return;
+    const Product product{W, out_dim, out};
+    return matmuls(x, tokens, in_dim, dtype, &product, 1);
   }
   const size_t blocks = (out_dim + kRowBlock - 1) / kRowBlock;
   if (tokens < min_tile_tokens(dtype)) {

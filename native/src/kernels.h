@@ -21,6 +21,17 @@ void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dty
 // out [tokens, out_dim] = x [tokens, in_dim] · W[out_dim, in_dim]ᵀ, parallel over rows.
 void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType dtype, size_t out_dim, float* out);
 
+// One product of `matmuls`: out [tokens, out_dim] = x · weightᵀ.
+struct Product {
+  const void* weight;
+  size_t out_dim;
+  float* out;
+};
+
+// matmul of one input by several weights of one dtype (the attention's q, k and v). Decode's few tokens on quantized
+// weights: the input quantized once and every weight's row blocks one job of the pool; otherwise one matmul each.
+void matmuls(const float* x, size_t tokens, size_t in_dim, DType dtype, const Product* products, size_t count);
+
 struct ExpertArgs {
   const float* x;  // [T, D]
   size_t tokens, hidden, ffn, top_k;

@@ -173,6 +173,8 @@ export interface Backend {
   embedding(table: Tensor, ids: Int32Array): Tensor;
   /** x [T, In] · w[Out, In]ᵀ → [T, Out] */
   matmul(x: Tensor, w: Tensor): Tensor;
+  /** matmul(x, w) for each weight, as one job where the backend can (the attention's q, k and v). Optional. */
+  matmuls?(x: Tensor, weights: readonly Tensor[]): Tensor[];
   /** x [T, N] normalized over N, times weight [N] (spec §3.1). */
   rmsnorm(x: Tensor, weight: Tensor, eps: number): Tensor;
   /** NeoX (rotate-half) rotary embedding of x [T, heads·Hd] at the given absolute positions (spec §3.5). */

@@ -83,9 +83,10 @@ function attention(backend: Backend, model: OlmoeParts, x: Tensor, input: Attent
   const { layer, positions } = input;
   const eps = config.rmsNormEps;
   const lora = layer.lora;
-  let q = backend.rmsnorm(linear(backend, x, layer.q, lora?.q), layer.qNorm, eps); // [N, H·Hd]
-  let k = backend.rmsnorm(linear(backend, x, layer.k, lora?.k), layer.kNorm, eps); // [N, Hkv·Hd]
-  let v = linear(backend, x, layer.v, lora?.v); // [N, Hkv·Hd]
+  const projected = projections(backend, x, layer, lora);
+  let q = backend.rmsnorm(projected[0], layer.qNorm, eps); // [N, H·Hd]
+  let k = backend.rmsnorm(projected[1], layer.kNorm, eps); // [N, Hkv·Hd]
+  let v = projected[2]; // [N, Hkv·Hd]
   const clip = config.clipQkv;
   if (clip !== null) [q, k, v] = [backend.clamp(q, clip), backend.clamp(k, clip), backend.clamp(v, clip)];
   q = backend.rope(q, positions, { heads: config.numHeads, headDim: config.headDim, theta: config.ropeTheta });
@@ -94,6 +95,12 @@ function attention(backend: Backend, model: OlmoeParts, x: Tensor, input: Attent
   const heads = { heads: config.numHeads, kvHeads: config.numKVHeads, headDim: config.headDim };
   const attended = backend.attention({ q, k, v, sequences, layer: input.index, ...heads }); // [N, H·Hd]
   return linear(backend, attended, layer.o, lora?.o); // [N, D]
+}
+
+/** The q, k and v projections of x: one product of the three where the backend has one and no adapter is on them. */
+function projections(backend: Backend, x: Tensor, layer: LayerWeights, lora: LayerWeights['lora']): Tensor[] {
+  if (backend.matmuls && !lora?.q && !lora?.k && !lora?.v) return backend.matmuls(x, [layer.q, layer.k, layer.v]);
+  return [linear(backend, x, layer.q, lora?.q), linear(backend, x, layer.k, lora?.k), linear(backend, x, layer.v, lora?.v)];
 }
 
 /** x·Wᵀ, plus a LoRA's s·(dropout(x)·Aᵀ)·Bᵀ when the layer has one (PEFT's lora.Linear.forward). */

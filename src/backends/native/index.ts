@@ -321,6 +321,24 @@ export class NativeBackend implements TrainingBackend {
     return activation(out, [tokens, outDim]);
   }
 
+  /**
+   * matmul by several weights: one addon call (the input quantized once, every weight's rows one job of the pool)
+   * where they share a dtype the inference kernel takes; else one matmul each.
+   */
+  matmuls(x: Tensor, weights: readonly Tensor[]): RefTensor[] {
+    const input = f32(x);
+    const list = weights.map(asRef);
+    const inDim = asRef(x).cols;
+    const tokens = input.length / inDim;
+    const products = list.map((w) => (w.dtype === 'f32' ? undefined : this.productWeight(w)));
+    const code = products[0]?.code;
+    if (list.length > 8 || products.some((p) => p === undefined || p.code !== code) || !isQuantized(weightDtype(list[0]!))) return list.map((w) => this.matmul(x, w));
+    list.forEach((w) => checkShapes('matmul', w.cols === inDim, () => `x ${showShape(x)} does not match weight ${showShape(w)}`));
+    const outs = list.map((w) => train.uninitialized(tokens * w.rows));
+    this.addon.matmuls(input, tokens, inDim, code!, products.map((p) => p!.data), outs);
+    return outs.map((out, i) => activation(out, [tokens, list[i]!.rows]));
+  }
+
   /** Gains of any dtype: widened once per call (a few KB) for the float32 kernel. */
   rmsnorm(x: Tensor, weight: Tensor, eps: number): RefTensor {
     const gain = asRef(weight);
@@ -543,7 +561,7 @@ function packedGemmPays(tokens: number, weightSize: number): boolean {
 
 /** Every op of the training backend interface, for `implementations()`. */
 const OP_NAMES = [
-  'weight', 'fromFloat32', 'toFloat32', 'zeros', 'write', 'fill', 'createKVCache', 'embedding', 'matmul', 'rmsnorm', 'rope', 'clamp', 'attention',
+  'weight', 'fromFloat32', 'toFloat32', 'zeros', 'write', 'fill', 'createKVCache', 'embedding', 'matmul', 'matmuls', 'rmsnorm', 'rope', 'clamp', 'attention',
   'router', 'experts', 'add', 'rows', 'concatRows', 'crossEntropy', 'weightedCrossEntropy', 'loadBalancingLoss', 'routerZLoss', 'scale', 'dropout', 'attentionForward', 'expertsForward',
   'crossEntropyForward', 'weightedCrossEntropyForward', 'accumulate', 'accumulateRows', 'embeddingBackward', 'matmulBackward', 'rmsnormBackward', 'ropeBackward', 'attentionBackward',
   'routerBackward', 'expertsBackward', 'crossEntropyBackward', 'weightedCrossEntropyBackward', 'loadBalancingBackward', 'routerZBackward', 'sumOfSquares', 'adamw',
