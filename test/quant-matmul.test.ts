@@ -234,7 +234,7 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
 describe('matmuls: one input by several weights in one job equals a matmul each', { skip: announceSkip(native.skip) }, () => {
   // The same kernel on the same rounded activations: equal bit for bit, for any split of the rows among the threads.
   for (const pack of [true, false]) {
-    it(`q4_0, q8_0, q4_k (${pack ? 'repacked where the CPU has the kernels' : 'file layout'}): 1, 3 and 12 tokens, weights of 272, 16 and 528 rows (work items across the weights' ends); mixed dtypes and float weights take a matmul each`, async () => {
+    it(`q4_0, q8_0, q4_k (${pack ? 'repacked where the CPU has the kernels' : 'file layout'}): 1, 3 and 12 tokens, weights of 272, 16 and 528 rows (work items across the weights' ends); mixed dtypes a call per dtype (results in the weights' order), float weights a matmul each`, async () => {
       const backend = createBackend('native', { pack });
       for (const dtype of ['q4_0', 'q8_0', 'q4_k'] as const) {
         const inDim = QUANT_BLOCKS[dtype].elements * 2;
@@ -254,6 +254,7 @@ describe('matmuls: one input by several weights in one job equals a matmul each'
         await backend.weight(weightFromBytes('a', 'q4_0', [32, inDim], encodeFloats('q4_0', randoms(70, 32 * inDim)))),
         await backend.weight(weightFromBytes('b', 'q8_0', [48, inDim], encodeFloats('q8_0', randoms(71, 48 * inDim)))),
         backend.fromFloat32(randoms(72, 16 * inDim), [16, inDim]),
+        await backend.weight(weightFromBytes('d', 'q4_0', [16, inDim], encodeFloats('q4_0', randoms(74, 16 * inDim)))),
       ];
       const x = backend.fromFloat32(randoms(73, 2 * inDim), [2, inDim]);
       backend.matmuls!(x, mixed).forEach((out, i) => assert.deepEqual(backend.toFloat32(out), backend.toFloat32(backend.matmul(x, mixed[i]!)), `mixed weight ${i}`));

@@ -322,21 +322,30 @@ export class NativeBackend implements TrainingBackend {
   }
 
   /**
-   * matmul by several weights: one addon call (the input quantized once, every weight's rows one job of the pool)
-   * where they share a dtype the inference kernel takes; else one matmul each.
+   * matmul by several weights: quantized ones of one dtype in one addon call (the input quantized once, every
+   * weight's rows one job of the pool; Q4_K_M's q and k beside a Q6_K v: two calls), others one matmul each.
    */
   matmuls(x: Tensor, weights: readonly Tensor[]): RefTensor[] {
     const input = f32(x);
-    const list = weights.map(asRef);
     const inDim = asRef(x).cols;
     const tokens = input.length / inDim;
-    const products = list.map((w) => (w.dtype === 'f32' ? undefined : this.productWeight(w)));
-    const code = products[0]?.code;
-    if (list.length > 8 || products.some((p) => p === undefined || p.code !== code) || !isQuantized(weightDtype(list[0]!))) return list.map((w) => this.matmul(x, w));
-    list.forEach((w) => checkShapes('matmul', w.cols === inDim, () => `x ${showShape(x)} does not match weight ${showShape(w)}`));
-    const outs = list.map((w) => train.uninitialized(tokens * w.rows));
-    this.addon.matmuls(input, tokens, inDim, code!, products.map((p) => p!.data), outs);
-    return outs.map((out, i) => activation(out, [tokens, list[i]!.rows]));
+    const results: RefTensor[] = [];
+    const byCode = new Map<number, { index: number; weight: RefTensor; data: ProductWeight['data'] }[]>();
+    weights.forEach((w, index) => {
+      const weight = asRef(w);
+      if (!isQuantized(weightDtype(weight)) || weight.cols !== inDim) return (results[index] = this.matmul(x, weight)); // (its shape error)
+      const { data, code } = this.productWeight(weight);
+      byCode.set(code, [...(byCode.get(code) ?? []), { index, weight, data }]);
+    });
+    for (const [code, group] of byCode) {
+      for (let at = 0; at < group.length; at += 8) { // the addon takes up to 8
+        const part = group.slice(at, at + 8);
+        const outs = part.map(({ weight }) => train.uninitialized(tokens * weight.rows));
+        this.addon.matmuls(input, tokens, inDim, code, part.map(({ data }) => data), outs);
+        part.forEach(({ index, weight }, i) => (results[index] = activation(outs[i]!, [tokens, weight.rows])));
+      }
+    }
+    return results;
   }
 
   /** Gains of any dtype: widened once per call (a few KB) for the float32 kernel. */
