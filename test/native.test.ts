@@ -117,3 +117,18 @@ describe('storage reused between inference passes (Backend.scoped)', () => {
     }
   });
 });
+
+describe('native allocations (KV caches)', { skip: announceSkip(native.skip) }, () => {
+  it('from 2 MiB on (huge-page memory) as below: the size asked, zeroed, writable end to end; a size beyond memory is an error', () => {
+    const addon = (native.create() as unknown as { addon: { allocate(bytes: number): ArrayBuffer } }).addon;
+    for (const bytes of [4096, (2 << 20) - 1, 2 << 20, (3 << 20) + 5]) {
+      const memory = new Uint8Array(addon.allocate(bytes));
+      assert.equal(memory.byteLength, bytes);
+      assert.ok(memory.every((b) => b === 0), `${bytes} bytes zeroed`);
+      memory[0] = 1;
+      memory[bytes - 1] = 2;
+      assert.equal(memory[0]! + memory[bytes - 1]!, 3);
+    }
+    assert.throws(() => addon.allocate(2 ** 52), /out of memory: cannot allocate 4503599627370496 bytes/);
+  });
+});

@@ -30,7 +30,7 @@ namespace {
 std::mutex mutex;
 std::map<std::string, Mapping*> mappings;
 
-constexpr size_t kHugePage = 2 << 20;
+constexpr size_t kHugePage = size_t{2} << 20;
 
 // Map the file at a 2 MiB-aligned address and ask for huge pages: with large page-cache folios the kernel can
 // then map 2 MiB at a time, and decode, which streams weights, pays far fewer TLB misses (measured on anonymous
@@ -128,6 +128,28 @@ void release(Mapping* mapping) {
   munmap(mapping->address, mapping->size);
   mappings.erase(mapping->key);
   delete mapping;
+}
+
+namespace {
+size_t huge_size(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
+}  // namespace
+
+void* huge_allocate(size_t bytes) {
+  const size_t size = huge_size(bytes);
+  // (no MAP_NORESERVE: the kernel's overcommit check refuses a size beyond memory, as malloc's would)
+  void* reserved = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (reserved == MAP_FAILED) return nullptr;
+  const uintptr_t start = reinterpret_cast<uintptr_t>(reserved), aligned = (start + kHugePage - 1) & ~(kHugePage - 1);
+  if (aligned > start) munmap(reserved, aligned - start);
+  if (start + kHugePage > aligned) munmap(reinterpret_cast<void*>(aligned + size), start + kHugePage - aligned);
+#ifdef MADV_HUGEPAGE
+  madvise(reinterpret_cast<void*>(aligned), size, MADV_HUGEPAGE);
+#endif
+  return reinterpret_cast<void*>(aligned);
+}
+
+void huge_free(void* memory, size_t bytes) {
+  if (memory) munmap(memory, huge_size(bytes));
 }
 
 }  // namespace olmoe

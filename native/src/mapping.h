@@ -15,4 +15,9 @@ void release(Mapping* handle);
 // mapping (the bytes stay valid: touching them maps them again from the page cache). Returns whether they did.
 bool release_pages(const void* address, size_t length);
 
+// Zeroed anonymous memory of at least `bytes`, aligned to 2 MiB and advised for transparent huge pages (THP in
+// "madvise" mode gives none to malloc'd memory); nullptr on failure. huge_free with the same `bytes` returns it.
+void* huge_allocate(size_t bytes);
+void huge_free(void* memory, size_t bytes);
+
 }  // namespace olmoe

@@ -1,6 +1,8 @@
 // packed.h: the q4_0 and q4_k repacking, the scalar twin of their kernels, and the chunks packed weights live in.
 #include "packed.h"
 
+#include "mapping.h"
+
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -150,15 +152,8 @@ Chunk* current = nullptr;
 
 Chunk* new_chunk(size_t at_least) {
   const size_t size = (std::max(at_least, kChunk) + kHugePage - 1) / kHugePage * kHugePage;
-  void* reserved = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (reserved == MAP_FAILED) return nullptr;
-  const uintptr_t start = reinterpret_cast<uintptr_t>(reserved), aligned = (start + kHugePage - 1) & ~(kHugePage - 1);
-  if (aligned > start) munmap(reserved, aligned - start);
-  if (start + kHugePage > aligned) munmap(reinterpret_cast<void*>(aligned + size), start + kHugePage - aligned);
-#ifdef MADV_HUGEPAGE
-  madvise(reinterpret_cast<void*>(aligned), size, MADV_HUGEPAGE);
-#endif
-  return new Chunk{reinterpret_cast<uint8_t*>(aligned), size, 0, 0};
+  void* base = huge_allocate(size);
+  return base ? new Chunk{static_cast<uint8_t*>(base), size, 0, 0} : nullptr;
 }
 
 }  // namespace
@@ -170,7 +165,7 @@ void* packed_allocate(size_t bytes, void** handle) {
     Chunk* fresh = new_chunk(rounded);
     if (!fresh) return nullptr;
     if (current && current->live == 0) {
-      munmap(current->base, current->size);
+      huge_free(current->base, current->size);
       delete current;
     }
     current = fresh;
@@ -186,7 +181,7 @@ void packed_free(void* handle) {
   std::lock_guard<std::mutex> lock(chunk_mutex);
   Chunk* chunk = static_cast<Chunk*>(handle);
   if (--chunk->live > 0 || chunk == current) return;
-  munmap(chunk->base, chunk->size);
+  huge_free(chunk->base, chunk->size);
   delete chunk;
 }
 
