@@ -16,7 +16,8 @@ void release(Mapping* handle);
 bool release_pages(const void* address, size_t length);
 
 // Zeroed anonymous memory of at least `bytes`, aligned to 2 MiB and advised for transparent huge pages (THP in
-// "madvise" mode gives none to malloc'd memory); nullptr on failure. huge_free with the same `bytes` returns it.
+// "madvise" mode gives none to malloc'd memory; the packed weights); nullptr on failure. huge_free with the same
+// `bytes` returns it.
 void* huge_allocate(size_t bytes);
 void huge_free(void* memory, size_t bytes);
 
