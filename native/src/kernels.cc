@@ -484,11 +484,16 @@ void matmuls(const float* x, size_t tokens, size_t in_dim, DType dtype, const Pr
     for (size_t i = 0; i < count; i++) matmul(x, tokens, in_dim, products[i].weight, dtype, products[i].out_dim, products[i].out);
     return;
   }
+  constexpr size_t kMost = 8;  // products per job
+  if (count > kMost) {
+    matmuls(x, tokens, in_dim, dtype, products, kMost);
+    return matmuls(x, tokens, in_dim, dtype, products + kMost, count - kMost);
+  }
   // Rows per work item as the experts' (kStreamRowBlock): runs long enough for the prefetchers to ramp up.
   thread_local std::vector<uint8_t> quantized;  // per calling JS thread (workers only read it during the call)
   const uint8_t* Xq = quantize_rows(dtype, x, tokens, in_dim, quantized);
   const size_t stride = q8_row_bytes(dtype, in_dim);
-  size_t first[8], total = 0;  // each product's first work item
+  size_t first[kMost], total = 0;  // each product's first work item
   for (size_t i = 0; i < count; i++) first[i] = total, total += (products[i].out_dim + kStreamRowBlock - 1) / kStreamRowBlock;
   pool().parallel_for(total, [&](size_t b0, size_t b1) {
     for (size_t i = 0; i < count; i++) {  // the chunk's part of each product
