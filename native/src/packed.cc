@@ -35,18 +35,22 @@ DType packed_type(DType dtype) {
 
 namespace {
 
-void pack_q4_0_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
-  const size_t blocks = n / 32, stride = blocks * 18;
+// fn(out, block, r) for every 16-row group, block column and row r of the group: `block` is row 16g + r's block in the
+// file layout (`block_bytes` each, `blocks` per row), `out` the group's packed block (`group_block_bytes`).
+template <typename Fn>
+void pack_groups(const uint8_t* src, size_t rows, size_t blocks, size_t block_bytes, uint8_t* dst, size_t group_block_bytes, const Fn& fn) {
+  const size_t stride = blocks * block_bytes;
   pool().parallel_for(rows / 16, [&](size_t g0, size_t g1) {
     for (size_t g = g0; g < g1; g++)
-      for (size_t b = 0; b < blocks; b++) {
-        uint8_t* out = dst + (g * blocks + b) * kGroupBlockBytes;
-        for (size_t r = 0; r < 16; r++) {
-          const uint8_t* block = src + (16 * g + r) * stride + b * 18;
-          std::memcpy(out + 2 * r, block, 2);
-          for (size_t s = 0; s < 4; s++) std::memcpy(out + 32 + 64 * s + 4 * r, block + 2 + 4 * s, 4);
-        }
-      }
+      for (size_t b = 0; b < blocks; b++)
+        for (size_t r = 0; r < 16; r++) fn(dst + (g * blocks + b) * group_block_bytes, src + (16 * g + r) * stride + b * block_bytes, r);
+  });
+}
+
+void pack_q4_0_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
+  pack_groups(src, rows, n / 32, 18, dst, kGroupBlockBytes, [](uint8_t* out, const uint8_t* block, size_t r) {
+    std::memcpy(out + 2 * r, block, 2);
+    for (size_t s = 0; s < 4; s++) std::memcpy(out + 32 + 64 * s + 4 * r, block + 2 + 4 * s, 4);
   });
 }
 
@@ -61,19 +65,11 @@ void scale_min(const uint8_t* q, int j, uint8_t* scale, uint8_t* min) {
 }
 
 void pack_q4_k_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
-  const size_t blocks = n / 256, stride = blocks * 144;
-  pool().parallel_for(rows / 16, [&](size_t g0, size_t g1) {
-    for (size_t g = g0; g < g1; g++)
-      for (size_t b = 0; b < blocks; b++) {
-        uint8_t* out = dst + (g * blocks + b) * kGroupSuperBytes;
-        for (size_t r = 0; r < 16; r++) {
-          const uint8_t* block = src + (16 * g + r) * stride + b * 144;
-          std::memcpy(out + 2 * r, block, 2);
-          std::memcpy(out + 32 + 2 * r, block + 2, 2);
-          for (int j = 0; j < 8; j++) scale_min(block + 4, j, out + kSuperScales + 16 * j + r, out + kSuperMins + 16 * j + r);
-          for (size_t v = 0; v < 32; v++) std::memcpy(out + kSuperCodes + 64 * v + 4 * r, block + 16 + 4 * v, 4);
-        }
-      }
+  pack_groups(src, rows, n / 256, 144, dst, kGroupSuperBytes, [](uint8_t* out, const uint8_t* block, size_t r) {
+    std::memcpy(out + 2 * r, block, 2);
+    std::memcpy(out + 32 + 2 * r, block + 2, 2);
+    for (int j = 0; j < 8; j++) scale_min(block + 4, j, out + kSuperScales + 16 * j + r, out + kSuperMins + 16 * j + r);
+    for (size_t v = 0; v < 32; v++) std::memcpy(out + kSuperCodes + 64 * v + 4 * r, block + 16 + 4 * v, 4);
   });
 }
 

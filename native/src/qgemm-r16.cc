@@ -51,6 +51,19 @@ inline void prefetch_groups(const uint8_t* block, size_t group_bytes, size_t blo
   }
 }
 
+// The low and high nibbles of 64 code bytes as bytes 0..15.
+inline void split_nibbles(const uint8_t* codes, __m512i& low, __m512i& high) {
+  const __m512i bytes = _mm512_loadu_si512(codes), nibble = _mm512_set1_epi8(0x0F);
+  low = _mm512_and_si512(bytes, nibble);
+  high = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
+}
+
+template <int G, int N>
+inline void clear_tile(__m512 (&acc)[G][N]) {
+  for (int g = 0; g < G; g++)
+    for (int j = 0; j < N; j++) acc[g][j] = _mm512_setzero_ps();
+}
+
 // Lane r of acc[g][j] is row 16g + r, token j: out[(16g + r)·rs + j·ts].
 template <int G, int N>
 void store_tile(const __m512 (&acc)[G][N], float* out, size_t rs, size_t ts) {
@@ -72,9 +85,7 @@ void store_tile(const __m512 (&acc)[G][N], float* out, size_t rs, size_t ts) {
 template <int G, int N>
 void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_t blocks, float* out, size_t rs, size_t ts) {
   __m512 acc[G][N];
-  for (int g = 0; g < G; g++)
-    for (int j = 0; j < N; j++) acc[g][j] = _mm512_setzero_ps();
-  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  clear_tile(acc);
   for (size_t b = 0; b < blocks; b++) {
     __m512i sum[G][N];
     for (int j = 0; j < N; j++) {
@@ -84,11 +95,7 @@ void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_
     prefetch_groups<G>(w + b * kGroupBlockBytes, group_bytes, kGroupBlockBytes, kAhead);
     for (int s = 0; s < 4; s++) {
       __m512i low[G], high[G];
-      for (int g = 0; g < G; g++) {
-        const __m512i codes = _mm512_loadu_si512(w + g * group_bytes + b * kGroupBlockBytes + 32 + 64 * s);
-        low[g] = _mm512_and_si512(codes, nibble);
-        high[g] = _mm512_and_si512(_mm512_srli_epi16(codes, 4), nibble);
-      }
+      for (int g = 0; g < G; g++) split_nibbles(w + g * group_bytes + b * kGroupBlockBytes + 32 + 64 * s, low[g], high[g]);
       for (int j = 0; j < N; j++) {
         const __m512i qa = _mm512_set1_epi32(i32(x[j][b].q + 4 * s)), qb = _mm512_set1_epi32(i32(x[j][b].q + 16 + 4 * s));
         for (int g = 0; g < G; g++) sum[g][j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum[g][j], low[g], qa), high[g], qb);
@@ -109,9 +116,7 @@ void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_
 template <int G, int N>
 void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, size_t blocks, float* out, size_t rs, size_t ts) {
   __m512 acc[G][N];
-  for (int g = 0; g < G; g++)
-    for (int j = 0; j < N; j++) acc[g][j] = _mm512_setzero_ps();
-  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  clear_tile(acc);
   for (size_t b = 0; b < blocks; b++) {
     __m512i scaled[G][N];
     for (int g = 0; g < G; g++)
@@ -123,11 +128,7 @@ void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, si
         for (int j = 0; j < N; j++) first[g][j] = second[g][j] = _mm512_setzero_si512();
       for (int s = 0; s < 8; s++) {
         __m512i low[G], high[G];
-        for (int g = 0; g < G; g++) {
-          const __m512i codes = _mm512_loadu_si512(w + g * group_bytes + b * kGroupSuperBytes + kSuperCodes + 64 * (8 * p + s));
-          low[g] = _mm512_and_si512(codes, nibble);
-          high[g] = _mm512_and_si512(_mm512_srli_epi16(codes, 4), nibble);
-        }
+        for (int g = 0; g < G; g++) split_nibbles(w + g * group_bytes + b * kGroupSuperBytes + kSuperCodes + 64 * (8 * p + s), low[g], high[g]);
         for (int j = 0; j < N; j++) {
           const int8_t* q = x[j][b].q + 64 * p + 4 * s;
           const __m512i qa = _mm512_set1_epi32(i32(q)), qb = _mm512_set1_epi32(i32(q + 32));

@@ -335,7 +335,8 @@ export class NativeBackend implements TrainingBackend {
       const weight = asRef(w);
       if (!isQuantized(weightDtype(weight)) || weight.cols !== inDim) return (results[index] = this.matmul(x, weight)); // (its shape error)
       const { data, code } = this.productWeight(weight);
-      byCode.set(code, [...(byCode.get(code) ?? []), { index, weight, data }]);
+      const group = byCode.get(code) ?? byCode.set(code, []).get(code)!;
+      group.push({ index, weight, data });
     });
     for (const [code, group] of byCode) {
       for (let at = 0; at < group.length; at += 8) { // the addon takes up to 8
