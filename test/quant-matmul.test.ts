@@ -261,6 +261,19 @@ describe('matmuls: one input by several weights in one job equals a matmul each'
     });
   }
 
+  it('f16 and bf16: 1, 3, 20 and 70 tokens (the tiles from 16 on, over two token blocks), 200 features (two slices of the tiles), weights of 272, 16 and 100 rows, the input transposed once for all', async () => {
+    const backend = createBackend('native');
+    for (const dtype of ['f16', 'bf16'] as const) {
+      const inDim = 200;
+      const weights = await Promise.all([272, 16, 100].map((rows, i) => backend.weight(weightFromBytes(`w${i}`, dtype, [rows, inDim], encodeFloats(dtype, randoms(80 + i, rows * inDim, 0.5))))));
+      for (const tokens of [1, 3, 20, 70]) {
+        const x = backend.fromFloat32(randoms(90 + tokens, tokens * inDim), [tokens, inDim]);
+        const together = backend.matmuls!(x, weights).map((t) => backend.toFloat32(t));
+        weights.forEach((w, i) => assert.deepEqual(together[i], backend.toFloat32(backend.matmul(x, w)), `${dtype} T=${tokens} weight ${i}`));
+      }
+    }
+  });
+
   it('the addon refuses a weight too small for its output, naming it', { skip: announceSkip(native.skip) }, () => {
     const addon = (createBackend('native') as unknown as { addon: { matmuls: (...args: unknown[]) => void } }).addon;
     const w = new Uint8Array(18 * 8 * 4); // 4 rows of 256 q4_0 values

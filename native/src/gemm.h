@@ -17,7 +17,8 @@ struct Kernels {
   float (*dot)(const float*, const float*, size_t);
   float (*dot_widen)(const float*, const void*, DType, size_t);
   void (*axpy)(float, const float*, float*, size_t);
-  void (*tile)(const float*, size_t, size_t, const float* const*, int, int, float*);
+  // result[r·64 + t] = Σ_i Xt[i·npad + t]·w[r][i] (+ result[r·64 + t] itself when accumulating).
+  void (*tile)(const float* Xt, size_t npad, size_t in, const float* const* w, int rows, int vectors, float* result, bool accumulate);
   int tile_rows;  // weight rows per tile
   int lanes;      // tokens per vector
   size_t tile_tokens;  // tokens per tile call (≤ 64: result rows have stride 64)

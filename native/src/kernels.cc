@@ -72,11 +72,11 @@ void axpy_scalar(float a, const float* x, float* y, size_t n) {
 // Tile kernels: result[r][t] = Σ_i Xt[i][t] · w[r][i] for `rows` weight rows and `vectors` × lanes tokens, with
 // the tokens (columns of the transposed activations Xt, row stride npad) in the vector lanes and each weight
 // broadcast: rows × vectors accumulators, no transposition of the weights.
-void tile_scalar(const float* Xt, size_t npad, size_t in, const float* const* w, int rows, int vectors, float* result) {
+void tile_scalar(const float* Xt, size_t npad, size_t in, const float* const* w, int rows, int vectors, float* result, bool accumulate) {
   const int tokens = vectors * 8;
   for (int r = 0; r < rows; r++)
     for (int t = 0; t < tokens; t++) {
-      float sum = 0;
+      float sum = accumulate ? result[r * 64 + t] : 0.0f;
       for (size_t i = 0; i < in; i++) sum += Xt[i * npad + t] * w[r][i];
       result[r * 64 + t] = sum;
     }
@@ -137,10 +137,10 @@ AVX2 void axpy_avx2(float a, const float* x, float* y, size_t n) {
 }
 
 template <int R, int V>
-AVX2 void tile_avx2_fixed(const float* Xt, size_t npad, size_t in, const float* const* w, float* result) {
+AVX2 void tile_avx2_fixed(const float* Xt, size_t npad, size_t in, const float* const* w, float* result, bool accumulate) {
   __m256 acc[R][V];
-  for (auto& row : acc)
-    for (auto& v : row) v = _mm256_setzero_ps();
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < V; v++) acc[r][v] = accumulate ? _mm256_loadu_ps(result + r * 64 + 8 * v) : _mm256_setzero_ps();
   for (size_t i = 0; i < in; i++) {
     __m256 x[V];
     for (int v = 0; v < V; v++) x[v] = _mm256_loadu_ps(Xt + i * npad + 8 * v);
@@ -154,17 +154,17 @@ AVX2 void tile_avx2_fixed(const float* Xt, size_t npad, size_t in, const float* 
 }
 
 template <int R>
-AVX2 void tile_avx2_rows(const float* Xt, size_t npad, size_t in, const float* const* w, int vectors, float* result) {
-  if (vectors == 1) tile_avx2_fixed<R, 1>(Xt, npad, in, w, result);
-  else tile_avx2_fixed<R, 2>(Xt, npad, in, w, result);
+AVX2 void tile_avx2_rows(const float* Xt, size_t npad, size_t in, const float* const* w, int vectors, float* result, bool accumulate) {
+  if (vectors == 1) tile_avx2_fixed<R, 1>(Xt, npad, in, w, result, accumulate);
+  else tile_avx2_fixed<R, 2>(Xt, npad, in, w, result, accumulate);
 }
 
-AVX2 void tile_avx2(const float* Xt, size_t npad, size_t in, const float* const* w, int rows, int vectors, float* result) {
+AVX2 void tile_avx2(const float* Xt, size_t npad, size_t in, const float* const* w, int rows, int vectors, float* result, bool accumulate) {
   switch (rows) {
-    case 1: return tile_avx2_rows<1>(Xt, npad, in, w, vectors, result);
-    case 2: return tile_avx2_rows<2>(Xt, npad, in, w, vectors, result);
-    case 3: return tile_avx2_rows<3>(Xt, npad, in, w, vectors, result);
-    default: return tile_avx2_rows<4>(Xt, npad, in, w, vectors, result);
+    case 1: return tile_avx2_rows<1>(Xt, npad, in, w, vectors, result, accumulate);
+    case 2: return tile_avx2_rows<2>(Xt, npad, in, w, vectors, result, accumulate);
+    case 3: return tile_avx2_rows<3>(Xt, npad, in, w, vectors, result, accumulate);
+    default: return tile_avx2_rows<4>(Xt, npad, in, w, vectors, result, accumulate);
   }
 }
 
@@ -309,10 +309,10 @@ AVX512 void axpy_avx512(float a, const float* x, float* y, size_t n) {
 
 // Up to 6 rows × 4 vectors of 16 tokens: 24 zmm accumulators, 4 loads and 6 broadcasts per 24 FMAs.
 template <int R, int V>
-AVX512 void tile_avx512_fixed(const float* Xt, size_t npad, size_t in, const float* const* w, float* result) {
+AVX512 void tile_avx512_fixed(const float* Xt, size_t npad, size_t in, const float* const* w, float* result, bool accumulate) {
   __m512 acc[R][V];
-  for (auto& row : acc)
-    for (auto& v : row) v = _mm512_setzero_ps();
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < V; v++) acc[r][v] = accumulate ? _mm512_loadu_ps(result + r * 64 + 16 * v) : _mm512_setzero_ps();
   for (size_t i = 0; i < in; i++) {
     __m512 x[V];
     for (int v = 0; v < V; v++) x[v] = _mm512_loadu_ps(Xt + i * npad + 16 * v);
@@ -326,23 +326,23 @@ AVX512 void tile_avx512_fixed(const float* Xt, size_t npad, size_t in, const flo
 }
 
 template <int R>
-AVX512 void tile_avx512_rows(const float* Xt, size_t npad, size_t in, const float* const* w, int vectors, float* result) {
+AVX512 void tile_avx512_rows(const float* Xt, size_t npad, size_t in, const float* const* w, int vectors, float* result, bool accumulate) {
   switch (vectors) {
-    case 1: return tile_avx512_fixed<R, 1>(Xt, npad, in, w, result);
-    case 2: return tile_avx512_fixed<R, 2>(Xt, npad, in, w, result);
-    case 3: return tile_avx512_fixed<R, 3>(Xt, npad, in, w, result);
-    default: return tile_avx512_fixed<R, 4>(Xt, npad, in, w, result);
+    case 1: return tile_avx512_fixed<R, 1>(Xt, npad, in, w, result, accumulate);
+    case 2: return tile_avx512_fixed<R, 2>(Xt, npad, in, w, result, accumulate);
+    case 3: return tile_avx512_fixed<R, 3>(Xt, npad, in, w, result, accumulate);
+    default: return tile_avx512_fixed<R, 4>(Xt, npad, in, w, result, accumulate);
   }
 }
 
-AVX512 void tile_avx512(const float* Xt, size_t npad, size_t in, const float* const* w, int rows, int vectors, float* result) {
+AVX512 void tile_avx512(const float* Xt, size_t npad, size_t in, const float* const* w, int rows, int vectors, float* result, bool accumulate) {
   switch (rows) {
-    case 1: return tile_avx512_rows<1>(Xt, npad, in, w, vectors, result);
-    case 2: return tile_avx512_rows<2>(Xt, npad, in, w, vectors, result);
-    case 3: return tile_avx512_rows<3>(Xt, npad, in, w, vectors, result);
-    case 4: return tile_avx512_rows<4>(Xt, npad, in, w, vectors, result);
-    case 5: return tile_avx512_rows<5>(Xt, npad, in, w, vectors, result);
-    default: return tile_avx512_rows<6>(Xt, npad, in, w, vectors, result);
+    case 1: return tile_avx512_rows<1>(Xt, npad, in, w, vectors, result, accumulate);
+    case 2: return tile_avx512_rows<2>(Xt, npad, in, w, vectors, result, accumulate);
+    case 3: return tile_avx512_rows<3>(Xt, npad, in, w, vectors, result, accumulate);
+    case 4: return tile_avx512_rows<4>(Xt, npad, in, w, vectors, result, accumulate);
+    case 5: return tile_avx512_rows<5>(Xt, npad, in, w, vectors, result, accumulate);
+    default: return tile_avx512_rows<6>(Xt, npad, in, w, vectors, result, accumulate);
   }
 }
 #endif  // OLMOE_X86
@@ -366,6 +366,10 @@ const Kernels& kernels() {
 // read from L3 once per item rather than once per 24 rows (48 × 2048 floats = 384 KiB beside a 512 KiB token block
 // in L2; full-size F16, 512 tokens: attention projections 1.49 → 1.37 s, experts 4.57 → 4.30 s per forward).
 constexpr size_t kRowSub = kRowBlock;
+// Products per job of matmuls (larger lists run as several).
+constexpr size_t kMostProducts = 8;
+// Features per slice of the tiles (gemm_tiles): 128 × 64 tokens of activations = 32 KiB, within L1.
+constexpr size_t kFeatureSlice = 128;
 
 // Widen or dequantize n values of a weight row.
 void widen_any(const Kernels& k, const void* src, DType dtype, size_t n, float* dst) {
@@ -432,12 +436,29 @@ void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, s
   }
 }
 
+// Sums of a row block × token block (result[r·64 + j]) to where `out` keeps row rb + r, token tb + j. Row-major
+// outputs are written token by token (`rows` consecutive floats each), not row by row (one store per token, each in
+// another cache line and, for outputs 1,024 floats or more wide, another page).
+static void store_block(const float* result, size_t rows, size_t tokens, const Output& out, size_t rb, size_t tb) {
+  if (!out.blocked) {
+    for (size_t j = 0; j < tokens; j++) {
+      float* dst = out.data + (tb + j) * out.stride + rb;
+      for (size_t r = 0; r < rows; r++) dst[r] = result[r * 64 + j];
+    }
+    return;
+  }
+  for (size_t r = 0; r < rows; r++) {
+    auto [dst, step] = out.run(rb + r, tb);
+    for (size_t j = 0; j < tokens; j++) dst[j * step] = result[r * 64 + j];
+  }
+}
+
 void gemm_tiles(const float* Xt, size_t npad, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, const Output& out) {
   const Kernels& k = kernels();
   const size_t bytes_per_row = row_bytes(dtype, in);
   thread_local std::vector<float> widened;
   widened.resize(kRowSub * in);
-  alignas(64) float result[6 * 64];
+  alignas(64) float result[kRowSub * 64];  // [row of the block][token of the token block]
   for (size_t rb = r0; rb < r1; rb += kRowSub) {
     const size_t rows = std::min(kRowSub, r1 - rb);
     const float* w[kRowSub];
@@ -453,18 +474,21 @@ void gemm_tiles(const float* Xt, size_t npad, size_t n, size_t in, const void* W
     for (size_t tb = 0; tb < n; tb += kTokenBlock) {
       const size_t width = block_width(npad, tb / kTokenBlock), te = std::min(n, tb + kTokenBlock);
       const float* block = Xt + tb * in;
-      for (size_t g = 0; g < rows; g += k.tile_rows) {
-        const int tile_rows = static_cast<int>(std::min<size_t>(k.tile_rows, rows - g));
-        for (size_t t0 = tb; t0 < te; t0 += k.tile_tokens) {
-          const size_t valid = std::min(k.tile_tokens, te - t0);
-          const int vectors = static_cast<int>((valid + k.lanes - 1) / k.lanes);
-          k.tile(block + (t0 - tb), width, in, w + g, tile_rows, vectors, result);
-          for (int r = 0; r < tile_rows; r++) {
-            auto [dst, step] = out.run(rb + g + r, t0);
-            for (size_t j = 0; j < valid; j++) dst[j * step] = result[r * 64 + j];
+      // Features in slices of kFeatureSlice: the slice of the token block (32 KiB) stays in L1 while every tile of
+      // the row block passes over it; each tile carries its sums in `result` from one slice to the next.
+      for (size_t i0 = 0; i0 < in; i0 += kFeatureSlice) {
+        const size_t slice = std::min(kFeatureSlice, in - i0);
+        const float* ws[kRowSub];
+        for (size_t r = 0; r < rows; r++) ws[r] = w[r] + i0;
+        for (size_t g = 0; g < rows; g += k.tile_rows) {
+          const int tile_rows = static_cast<int>(std::min<size_t>(k.tile_rows, rows - g));
+          for (size_t t0 = tb; t0 < te; t0 += k.tile_tokens) {
+            const int vectors = static_cast<int>((std::min(k.tile_tokens, te - t0) + k.lanes - 1) / k.lanes);
+            k.tile(block + i0 * width + (t0 - tb), width, slice, ws + g, tile_rows, vectors, result + g * 64 + (t0 - tb), i0 > 0);
           }
         }
       }
+      store_block(result, rows, te - tb, out, rb, tb);
     }
   }
 }
@@ -479,51 +503,65 @@ void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dty
   gemm_tiles(Xt, npad, n, in_dim, W, dtype, row_begin, row_end, Output{out, out_stride});
 }
 
-void matmuls(const float* x, size_t tokens, size_t in_dim, DType dtype, const Product* products, size_t count) {
-  if (tokens >= min_tile_tokens(dtype) || !is_quantized(dtype)) {
-    for (size_t i = 0; i < count; i++) matmul(x, tokens, in_dim, products[i].weight, dtype, products[i].out_dim, products[i].out);
-    return;
-  }
-  constexpr size_t kMost = 8;  // products per job
-  if (count > kMost) {
-    matmuls(x, tokens, in_dim, dtype, products, kMost);
-    return matmuls(x, tokens, in_dim, dtype, products + kMost, count - kMost);
-  }
-  // Rows per work item as the experts' (kStreamRowBlock): runs long enough for the prefetchers to ramp up.
-  thread_local std::vector<uint8_t> quantized;  // per calling JS thread (workers only read it during the call)
-  const uint8_t* Xq = quantize_rows(dtype, x, tokens, in_dim, quantized);
-  const size_t stride = q8_row_bytes(dtype, in_dim);
-  size_t first[kMost], total = 0;  // each product's first work item
-  for (size_t i = 0; i < count; i++) first[i] = total, total += (products[i].out_dim + kStreamRowBlock - 1) / kStreamRowBlock;
+namespace {
+
+// Rows [0, out_dim) of each product in work items of `rows` rows, all of them one job of the pool:
+// fn(product, r0, r1) for the part of each product in a chunk of items.
+template <typename Fn>
+void product_items(const Product* products, size_t count, size_t rows, const Fn& fn) {
+  size_t first[kMostProducts], total = 0;  // each product's first work item
+  for (size_t i = 0; i < count; i++) first[i] = total, total += (products[i].out_dim + rows - 1) / rows;
   pool().parallel_for(total, [&](size_t b0, size_t b1) {
-    for (size_t i = 0; i < count; i++) {  // the chunk's part of each product
+    for (size_t i = 0; i < count; i++) {
       const size_t end = i + 1 < count ? first[i + 1] : total, from = std::max(b0, first[i]), to = std::min(b1, end);
-      if (from >= to) continue;
-      const Product& p = products[i];
-      gemm_qdot(Xq, stride, tokens, in_dim, p.weight, dtype, (from - first[i]) * kStreamRowBlock, std::min(p.out_dim, (to - first[i]) * kStreamRowBlock), p.out, 1, p.out_dim);
+      if (from < to) fn(products[i], (from - first[i]) * rows, std::min(products[i].out_dim, (to - first[i]) * rows));
     }
   });
 }
 
-void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType dtype, size_t out_dim, float* out) {
+// transpose_tokens of rows t < n of X, its token blocks spread over the pool.
+void transpose_parallel(const float* X, size_t n, size_t in, float* Xt, size_t npad) {
+  pool().parallel_for((npad + kTokenBlock - 1) / kTokenBlock, [&](size_t b0, size_t b1) {
+    const size_t t0 = b0 * kTokenBlock, t1 = std::min(npad, b1 * kTokenBlock);
+    transpose_tokens(X + t0 * in, in, n > t0 ? std::min(n, t1) - t0 : 0, in, Xt + t0 * in, t1 - t0);
+  });
+}
+
+}  // namespace
+
+void matmuls(const float* x, size_t tokens, size_t in_dim, DType dtype, const Product* products, size_t count) {
+  if (count > kMostProducts) {
+    matmuls(x, tokens, in_dim, dtype, products, kMostProducts);
+    return matmuls(x, tokens, in_dim, dtype, products + kMostProducts, count - kMostProducts);
+  }
   thread_local std::vector<float> buffer, rounded;  // per calling JS thread (workers only read them during the call)
   if (tokens < min_tile_tokens(dtype) && is_quantized(dtype)) {
-    const Product product{W, out_dim, out};
-    return matmuls(x, tokens, in_dim, dtype, &product, 1);
-  }
-  const size_t blocks = (out_dim + kRowBlock - 1) / kRowBlock;
-  if (tokens < min_tile_tokens(dtype)) {
-    pool().parallel_for(blocks, [&](size_t b0, size_t b1) {
-      gemm_dot(x, tokens, in_dim, W, dtype, b0 * kRowBlock, std::min(out_dim, b1 * kRowBlock), out, 1, out_dim);
+    // The input quantized once; rows per work item as the experts' (kStreamRowBlock): runs long enough for the
+    // prefetchers to ramp up.
+    thread_local std::vector<uint8_t> quantized;
+    const uint8_t* Xq = quantize_rows(dtype, x, tokens, in_dim, quantized);
+    const size_t stride = q8_row_bytes(dtype, in_dim);
+    return product_items(products, count, kStreamRowBlock, [&](const Product& p, size_t r0, size_t r1) {
+      gemm_qdot(Xq, stride, tokens, in_dim, p.weight, dtype, r0, r1, p.out, 1, p.out_dim);
     });
-    return;
   }
+  if (tokens < min_tile_tokens(dtype)) {
+    return product_items(products, count, kRowBlock, [&](const Product& p, size_t r0, size_t r1) {
+      gemm_dot(x, tokens, in_dim, p.weight, dtype, r0, r1, p.out, 1, p.out_dim);
+    });
+  }
+  // Tiles: the input transposed once for all products (the attention's q, k and v).
   const size_t npad = padded_tokens(tokens);
   float* Xt = scratch(buffer, npad * in_dim);
-  transpose_tokens(rounded_rows(dtype, x, tokens, in_dim, rounded), in_dim, tokens, in_dim, Xt, npad);
-  pool().parallel_for(blocks, [&](size_t b0, size_t b1) {
-    gemm_tiles(Xt, npad, tokens, in_dim, W, dtype, b0 * kRowBlock, std::min(out_dim, b1 * kRowBlock), Output{out, out_dim});
+  transpose_parallel(rounded_rows(dtype, x, tokens, in_dim, rounded), tokens, in_dim, Xt, npad);
+  product_items(products, count, kRowBlock, [&](const Product& p, size_t r0, size_t r1) {
+    gemm_tiles(Xt, npad, tokens, in_dim, p.weight, dtype, r0, r1, Output{p.out, p.out_dim});
   });
+}
+
+void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType dtype, size_t out_dim, float* out) {
+  const Product product{W, out_dim, out};
+  matmuls(x, tokens, in_dim, dtype, &product, 1);
 }
 
 }  // namespace olmoe

@@ -28,8 +28,8 @@ struct Product {
   float* out;
 };
 
-// matmul of one input by several weights of one dtype (the attention's q, k and v). Decode's few tokens on quantized
-// weights: the input quantized once and every weight's row blocks one job of the pool; otherwise one matmul each.
+// matmul of one input by several weights of one dtype (the attention's q, k and v): the input quantized (decode's few
+// tokens on quantized weights) or transposed (the tiles) once, and every weight's row blocks one job of the pool.
 void matmuls(const float* x, size_t tokens, size_t in_dim, DType dtype, const Product* products, size_t count);
 
 struct ExpertArgs {

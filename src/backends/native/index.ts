@@ -322,8 +322,9 @@ export class NativeBackend implements TrainingBackend {
   }
 
   /**
-   * matmul by several weights: quantized ones of one dtype in one addon call (the input quantized once, every
-   * weight's rows one job of the pool; Q4_K_M's q and k beside a Q6_K v: two calls), others one matmul each.
+   * matmul by several weights: those of one stored dtype in one addon call (the input quantized or transposed once,
+   * every weight's rows one job of the pool; Q4_K_M's q and k beside a Q6_K v: two calls); float32 ones one matmul
+   * each (their packed-panel GEMM).
    */
   matmuls(x: Tensor, weights: readonly Tensor[]): RefTensor[] {
     const input = f32(x);
@@ -333,7 +334,7 @@ export class NativeBackend implements TrainingBackend {
     const byCode = new Map<number, { index: number; weight: RefTensor; data: ProductWeight['data'] }[]>();
     weights.forEach((w, index) => {
       const weight = asRef(w);
-      if (!isQuantized(weightDtype(weight)) || weight.cols !== inDim) return (results[index] = this.matmul(x, weight)); // (its shape error)
+      if (weight.dtype === 'f32' || weight.cols !== inDim) return (results[index] = this.matmul(x, weight)); // (its GEMM; its shape error)
       const { data, code } = this.productWeight(weight);
       const group = byCode.get(code) ?? byCode.set(code, []).get(code)!;
       group.push({ index, weight, data });
