@@ -38,8 +38,9 @@ inline int32_t i32(const int8_t* p) {
 // Software prefetch distance in the group stream (bytes): one group's block is 288 bytes, 4.5 lines.
 // (2048 into L1 streamed as fast as 3072 or 4096, or L2 hints, on an AMD EPYC, 2 threads: ~50–58 GB/s, as row-major q4_0.)
 constexpr size_t kAhead = 2048;
-// q4_k groups read 2368 bytes per superblock: 4096 ahead (the expert layer of bench/native/q4-bench.cc dtype 9, 2
-// threads: 756 µs with 2048, 724 with 4096, 737 with 6144, 998 with 9472).
+// q4_k groups read 2368 bytes per superblock: 4096 ahead for many tokens (for one, prefetch_next_tile; the expert
+// layer of bench/native/q4-bench.cc dtype 9, 2 threads, per-group distances: 756 µs with 2048, 724 with 4096, 737 with
+// 6144, 998 with 9472).
 constexpr size_t kAheadK = 4096;
 
 // Every line of the G groups' blocks of `block_bytes` at `block` (groups `group_bytes` apart), `ahead` bytes on.
@@ -49,6 +50,17 @@ inline void prefetch_groups(const uint8_t* block, size_t group_bytes, size_t blo
     const char* at = reinterpret_cast<const char*>(block + g * group_bytes) + ahead;
     for (size_t line = 0; line < block_bytes; line += 64) _mm_prefetch(at + line, _MM_HINT_T0);
   }
+}
+
+// One token (decode) of q4_k: the next tile's bytes (its G groups, contiguous after this tile's), a `blocks`-th of them
+// per superblock step, instead of each group's stream kAheadK on. The expert layer of bench/native/q4-bench.cc
+// (dtype 9, 2 threads, alternating runs on an AMD EPYC Zen 5): 802–819 → 672–701 µs. (q4_0 went the other way,
+// 533 → 577–607 µs: it keeps the per-group distance.)
+template <int G>
+inline void prefetch_next_tile(const uint8_t* w, size_t group_bytes, size_t b, size_t blocks) {
+  const size_t span = G * group_bytes, step = (span + blocks - 1) / blocks;
+  const char* at = reinterpret_cast<const char*>(w) + span + b * step;
+  for (size_t line = 0; line < step; line += 64) _mm_prefetch(at + line, _MM_HINT_T0);
 }
 
 // The low and high nibbles of 64 code bytes as bytes 0..15.
@@ -121,7 +133,8 @@ void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, si
     __m512i scaled[G][N];
     for (int g = 0; g < G; g++)
       for (int j = 0; j < N; j++) scaled[g][j] = _mm512_setzero_si512();
-    prefetch_groups<G>(w + b * kGroupSuperBytes, group_bytes, kGroupSuperBytes, kAheadK);
+    if (N == 1) prefetch_next_tile<G>(w, group_bytes, b, blocks);
+    else prefetch_groups<G>(w + b * kGroupSuperBytes, group_bytes, kGroupSuperBytes, kAheadK);
     for (int p = 0; p < 4; p++) {
       __m512i first[G][N], second[G][N];
       for (int g = 0; g < G; g++)
