@@ -46,6 +46,10 @@ std::vector<WorkItem> row_items(const std::vector<ExpertGroup>& groups, size_t r
   return items;
 }
 
+// Whether a group keeps its input rows as floats in Buffers::xs (tiles, or float weights' dot path); quantized
+// weights' dot path reads them quantized instead (xq), and takes no xs space (32 MB for a 512-token prompt).
+bool keeps_rows(const ExpertArgs& a, const ExpertGroup& g) { return g.tiled || !is_quantized(a.dtype); }
+
 std::vector<ExpertGroup> group_slots(const ExpertArgs& a, std::vector<size_t>& order) {
   const size_t slots = a.tokens * a.top_k;
   order.resize(slots);
@@ -63,7 +67,7 @@ std::vector<ExpertGroup> group_slots(const ExpertArgs& a, std::vector<size_t>& o
     g.tiled = g.count >= min_tile_tokens(a.dtype);
     g.npad = g.tiled ? padded_tokens(g.count) : g.count;
     g.hidden_at = hidden_at, g.ffn_at = ffn_at, g.xq_at = xq_at, g.hq_at = hq_at;
-    hidden_at += g.npad * a.hidden;
+    if (keeps_rows(a, g)) hidden_at += g.npad * a.hidden;
     ffn_at += g.npad * a.ffn;
     if (quantized && !g.tiled) xq_at += g.count * q8_row_bytes(a.dtype, a.hidden), hq_at += g.count * q8_row_bytes(a.down_dtype, a.ffn);
   }
@@ -163,7 +167,7 @@ void experts(const ExpertArgs& a) {
   const bool quantized = is_quantized(a.dtype);
   std::vector<size_t> order;
   std::vector<ExpertGroup> groups = group_slots(a, order);
-  const size_t hidden_total = groups.empty() ? 0 : groups.back().hidden_at + groups.back().npad * D;
+  const size_t hidden_total = groups.empty() ? 0 : groups.back().hidden_at + (keeps_rows(a, groups.back()) ? groups.back().npad * D : 0);
   const size_t ffn_total = groups.empty() ? 0 : groups.back().ffn_at + groups.back().npad * F;
   const size_t xq_total = groups.empty() ? 0 : groups.back().xq_at + groups.back().count * q8_row_bytes(a.dtype, D);
   const size_t hq_total = groups.empty() ? 0 : groups.back().hq_at + groups.back().count * q8_row_bytes(a.down_dtype, F);
