@@ -162,10 +162,10 @@ Napi::Value Matmuls(const Napi::CallbackInfo& info) {
   const size_t tokens = size_arg(info, 1), in_dim = size_arg(info, 2);
   const auto dtype = static_cast<DType>(info[3].As<Napi::Number>().Int32Value());
   auto weights = info[4].As<Napi::Array>(), outs = info[5].As<Napi::Array>();
-  olmoe::Product products[8];
+  olmoe::Product products[olmoe::kMostProducts];
   const size_t count = weights.Length();
-  if (count > 8 || outs.Length() != count || tokens == 0) {
-    Napi::RangeError::New(info.Env(), "olmoe native matmuls: 1–8 weights, one out each, and tokens").ThrowAsJavaScriptException();
+  if (count > olmoe::kMostProducts || outs.Length() != count || tokens == 0) {
+    Napi::RangeError::New(info.Env(), "olmoe native matmuls: 1–" + std::to_string(olmoe::kMostProducts) + " weights, one out each, and tokens").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   for (uint32_t i = 0; i < count; i++) {

@@ -366,8 +366,6 @@ const Kernels& kernels() {
 // read from L3 once per item rather than once per 24 rows (48 × 2048 floats = 384 KiB beside a 512 KiB token block
 // in L2; full-size F16, 512 tokens: attention projections 1.49 → 1.37 s, experts 4.57 → 4.30 s per forward).
 constexpr size_t kRowSub = kRowBlock;
-// Products per job of matmuls (larger lists run as several).
-constexpr size_t kMostProducts = 8;
 // Features per slice of the tiles (gemm_tiles): 128 × 64 tokens of activations = 32 KiB, within L1.
 constexpr size_t kFeatureSlice = 128;
 
@@ -436,10 +434,12 @@ void gemm_dot(const float* X, size_t n, size_t in, const void* W, DType dtype, s
   }
 }
 
+namespace {
+
 // Sums of a row block × token block (result[r·64 + j]) to where `out` keeps row rb + r, token tb + j. Row-major
 // outputs are written token by token (`rows` consecutive floats each), not row by row (one store per token, each in
 // another cache line and, for outputs 1,024 floats or more wide, another page).
-static void store_block(const float* result, size_t rows, size_t tokens, const Output& out, size_t rb, size_t tb) {
+void store_block(const float* result, size_t rows, size_t tokens, const Output& out, size_t rb, size_t tb) {
   if (!out.blocked) {
     for (size_t j = 0; j < tokens; j++) {
       float* dst = out.data + (tb + j) * out.stride + rb;
@@ -452,6 +452,8 @@ static void store_block(const float* result, size_t rows, size_t tokens, const O
     for (size_t j = 0; j < tokens; j++) dst[j * step] = result[r * 64 + j];
   }
 }
+
+}  // namespace
 
 void gemm_tiles(const float* Xt, size_t npad, size_t n, size_t in, const void* W, DType dtype, size_t r0, size_t r1, const Output& out) {
   const Kernels& k = kernels();

@@ -28,6 +28,9 @@ struct Product {
   float* out;
 };
 
+// Products per job of matmuls (longer lists run as several jobs).
+constexpr size_t kMostProducts = 8;
+
 // matmul of one input by several weights of one dtype (the attention's q, k and v): the input quantized (decode's few
 // tokens on quantized weights) or transposed (the tiles) once, and every weight's row blocks one job of the pool.
 void matmuls(const float* x, size_t tokens, size_t in_dim, DType dtype, const Product* products, size_t count);

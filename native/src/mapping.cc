@@ -130,9 +130,7 @@ void release(Mapping* mapping) {
   delete mapping;
 }
 
-namespace {
 size_t huge_size(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
-}  // namespace
 
 void* huge_allocate(size_t bytes) {
   const size_t size = huge_size(bytes);

@@ -19,6 +19,8 @@ bool release_pages(const void* address, size_t length);
 // "madvise" mode gives none to malloc'd memory; the packed weights); nullptr on failure. huge_free with the same
 // `bytes` returns it.
 void* huge_allocate(size_t bytes);
+// `bytes` rounded up to whole 2 MiB pages: what huge_allocate maps.
+size_t huge_size(size_t bytes);
 void huge_free(void* memory, size_t bytes);
 
 }  // namespace olmoe

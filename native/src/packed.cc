@@ -3,8 +3,6 @@
 
 #include "mapping.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -134,7 +132,6 @@ void pack_rows(DType dtype, const uint8_t* src, size_t rows, size_t n, uint8_t* 
 
 namespace {
 
-constexpr size_t kHugePage = size_t{2} << 20;
 // A piece that does not fit in the current chunk's rest starts a new chunk, and the rest's last huge page is resident
 // but unused (up to 2 MiB, about 1 MiB on average): 57 such tails in OLMoE-1B-7B Q4_0's 3.6 GiB of 64 MiB chunks, 14 in
 // 256 MiB ones (RSS after load 3,845 → ~3,800 MiB). Pages of a chunk never written stay virtual.
@@ -150,7 +147,7 @@ std::mutex chunk_mutex;
 Chunk* current = nullptr;
 
 Chunk* new_chunk(size_t at_least) {
-  const size_t size = (std::max(at_least, kChunk) + kHugePage - 1) / kHugePage * kHugePage;
+  const size_t size = huge_size(std::max(at_least, kChunk));
   void* base = huge_allocate(size);
   return base ? new Chunk{static_cast<uint8_t*>(base), size, 0, 0} : nullptr;
 }
