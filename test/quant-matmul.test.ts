@@ -150,9 +150,9 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
     const amx = level === 'avx512' && /\bamx_int8\b/.test(cpuFlags) && /\bamx_tile\b/.test(cpuFlags) && process.env.OLMOE_AMX !== '0';
     const vnni = level === 'avx512' && /\bavx512_vnni\b/.test(cpuFlags);
     const kernel = (dtype: QuantDType | 'f16') => (backend as unknown as { quantGemmKernel(d: string): string }).quantGemmKernel(dtype);
-    const packing = vnni && !amx && process.env.OLMOE_PACK !== '0'; // q4_0 / q4_k repacked 16 rows to a vector (native/src/packed.h)
+    const packing = vnni && !amx && process.env.OLMOE_PACK !== '0'; // q4_0 / q4_k / q6_k repacked 16 rows to a vector (native/src/packed.h)
     for (const dtype of QUANT_DTYPES) {
-      const tiles = packing && (dtype === 'q4_0' || dtype === 'q4_k') ? 'avx512-vnni-16rows' : vnni && (dtype === 'q4_0' || dtype === 'q8_0') ? 'avx512-vnni' : 'integer-dot';
+      const tiles = packing && (dtype === 'q4_0' || dtype === 'q4_k' || dtype === 'q6_k') ? 'avx512-vnni-16rows' : vnni && (dtype === 'q4_0' || dtype === 'q8_0') ? 'avx512-vnni' : 'integer-dot';
       const expected = level === 'scalar' ? 'float-tiles' : amx ? 'amx-int8' : tiles;
       assert.equal(kernel(dtype), expected, dtype);
     }
@@ -281,17 +281,17 @@ describe('matmuls: one input by several weights in one job equals a matmul each'
   });
 });
 
-describe('q4_0 and q4_k repacked 16 rows to a vector (native/src/packed.h): the file layout\'s and the reference\'s results', { skip: announceSkip(native.skip) }, () => {
+describe('q4_0, q4_k and q6_k repacked 16 rows to a vector (native/src/packed.h): the file layout\'s and the reference\'s results', { skip: announceSkip(native.skip) }, () => {
   // Packed where the CPU has the kernels (AVX-512 VNNI without AMX), else (pack: true) their portable twin; never at
   // the scalar level, where both backends below are the same.
   const packed = native.skip ? reference : createBackend('native', { pack: true });
   const plain = native.skip ? reference : createBackend('native', { pack: false });
   const weight = (b: Backend, dtype: QuantDType, bytes: Uint8Array, shape: number[]) => b.weight(weightFromBytes('w', dtype, shape, bytes));
 
-  for (const dtype of ['q4_0', 'q4_k'] as const) it(`${dtype}: matmul at 1–9, 16 and 70 tokens over 1–33 row groups (256-row work items and their remainders) and 1–64 blocks, NaN rows included`, async () => {
+  for (const dtype of ['q4_0', 'q4_k', 'q6_k'] as const) it(`${dtype}: matmul at 1–9, 16 and 70 tokens over 1–33 row groups (256-row work items and their remainders) and 1–64 blocks, NaN rows included`, async () => {
     const cases = dtype === 'q4_0'
-      ? [[1, 64, 528], [1, 1, 16], [2, 3, 48], [3, 2, 32], [4, 5, 16], [5, 2, 80], [7, 1, 272], [8, 2, 16], [9, 3, 64], [16, 2, 32], [70, 4, 48]]
-      : [[1, 8, 528], [1, 1, 16], [2, 3, 48], [3, 2, 32], [4, 1, 16], [5, 2, 80], [7, 1, 272], [9, 1, 64], [70, 2, 48]];
+      ? [[1, 64, 528], [1, 1, 16], [1, 2, 112], [2, 3, 48], [3, 2, 32], [4, 5, 16], [5, 2, 80], [7, 1, 272], [8, 2, 16], [9, 3, 64], [16, 2, 32], [70, 4, 48]]
+      : [[1, 8, 528], [1, 1, 16], [1, 2, 112], [2, 3, 48], [3, 2, 32], [4, 1, 16], [5, 2, 80], [7, 1, 272], [9, 1, 64], [70, 2, 48]];
     for (const [tokens, blocks, outDim] of cases) {
       const inDim = QUANT_BLOCKS[dtype].elements * blocks!;
       const bytes = encodeFloats(dtype, randoms(4 + outDim!, outDim! * inDim, 0.5));

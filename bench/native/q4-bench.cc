@@ -29,8 +29,8 @@ static void experts_fn(const ExpertArgs& a) { olmoe::experts(a); }
 static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 static std::vector<uint8_t> random_weights(DType dtype, size_t rows, size_t in, uint32_t seed) {
-  if (dtype == DType::Q4_0R16 || dtype == DType::Q4_KR16) {  // q4_0 / q4_k, then repacked 16 rows to a vector (packed.h)
-    const DType file = dtype == DType::Q4_0R16 ? DType::Q4_0 : DType::Q4_K;
+  if (is_packed(dtype)) {  // q4_0 / q4_k / q6_k, then repacked 16 rows to a vector (packed.h)
+    const DType file = dtype == DType::Q4_0R16 ? DType::Q4_0 : dtype == DType::Q4_KR16 ? DType::Q4_K : DType::Q6_K;
     auto plain = random_weights(file, rows, in, seed);
     std::vector<uint8_t> packed(row_bytes(dtype, in) * rows);
     pack_rows(file, plain.data(), rows, in, packed.data());

@@ -113,7 +113,7 @@ Napi::Value PackedType(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), file_type ? static_cast<int>(olmoe::packed_type(static_cast<DType>(code))) : code);
 }
 
-// packWeight(dtype, bytes, rows, cols) → an ArrayBuffer holding the rows × cols weights (q4_0 or q4_k; rows % 16 == 0)
+// packWeight(dtype, bytes, rows, cols) → an ArrayBuffer holding the rows × cols weights (q4_0, q4_k or q6_k; rows % 16 == 0)
 // in their packed layout (packed.h), freed when collected.
 Napi::Value PackWeight(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 4)) return info.Env().Undefined();
@@ -124,7 +124,7 @@ Napi::Value PackWeight(const Napi::CallbackInfo& info) {
   const DType packed = olmoe::packed_form(dtype);
   if (packed == dtype || rows == 0 || rows % 16 != 0 || cols == 0 || cols % olmoe::block_elements(dtype) != 0 || src.ByteLength() != rows * olmoe::row_bytes(dtype, cols)) {
     Napi::RangeError::New(info.Env(), "olmoe native packWeight: dtype " + std::to_string(code) + ", " + std::to_string(rows) + " × " + std::to_string(cols) +
-                                          " weights in " + std::to_string(src.ByteLength()) + " bytes: need q4_0 or q4_k, rows % 16 == 0 and whole blocks")
+                                          " weights in " + std::to_string(src.ByteLength()) + " bytes: need q4_0, q4_k or q6_k, rows % 16 == 0 and whole blocks")
         .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }

@@ -7,9 +7,9 @@
 namespace olmoe {
 
 // Matches DTYPE_CODES in src/backends/native/index.ts.
-// Q4_0R16 and Q4_KR16 are no file types: q4_0 and q4_k repacked 16 rows to a vector (packed.h), which only
+// Q4_0R16, Q4_KR16 and Q6_KR16 are no file types: q4_0, q4_k and q6_k repacked 16 rows to a vector (packed.h), which only
 // qdot_rows / qgemm_rows read.
-enum class DType : int { F32 = 0, BF16 = 1, F16 = 2, Q8_0 = 3, Q4_0 = 4, Q4_K = 5, Q5_K = 6, Q6_K = 7, Q4_0R16 = 8, Q4_KR16 = 9 };
+enum class DType : int { F32 = 0, BF16 = 1, F16 = 2, Q8_0 = 3, Q4_0 = 4, Q4_K = 5, Q5_K = 6, Q6_K = 7, Q4_0R16 = 8, Q4_KR16 = 9, Q6_KR16 = 10 };
 
 // The instruction set chosen at startup: "avx512", "avx2" or "scalar" (OLMOE_SIMD=avx2|scalar forces a lower one).
 const char* simd_level();

@@ -1,4 +1,4 @@
-// packed.h: the q4_0 and q4_k repacking, the scalar twin of their kernels, and the chunks packed weights live in.
+// packed.h: the q4_0, q4_k and q6_k repacking, the scalar twin of their kernels, and the chunks packed weights live in.
 #include "packed.h"
 
 #include "mapping.h"
@@ -71,6 +71,61 @@ void pack_q4_k_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
   });
 }
 
+// q6_k's code (0..63) of value i < 256 of a block (llama.cpp's dequantize_row_q6_K: per half of 128, value 32g + l
+// takes ql[l + 32·(g & 1)]'s low (g < 2) or high nibble and bits 2g..2g+1 of qh[l]).
+int six_bit_code(const uint8_t* block, size_t i) {
+  const size_t half = i / 128, g = i % 128 / 32, l = i % 32;
+  const uint8_t ql = block[64 * half + l + 32 * (g & 1)], qh = block[128 + 32 * half + l];
+  return ((g < 2 ? ql : ql >> 4) & 0xF) | (((qh >> (2 * g)) & 3) << 4);
+}
+
+// Value 4s + t of scale group 4k + i of a row (lane r, byte t) in the packed q6_k codes: the byte of the low nibble
+// vector (i / 2 ? second : first), nibble i % 2, and the high-bits vector's byte, bits 2i..2i+1 (packed.h).
+size_t six_low_at(size_t k, size_t s, size_t i, size_t r, size_t t) { return kSuper6Codes + 192 * (4 * k + s) + 64 * (i / 2) + 4 * r + t; }
+size_t six_high_at(size_t k, size_t s, size_t r, size_t t) { return kSuper6Codes + 192 * (4 * k + s) + 128 + 4 * r + t; }
+
+void pack_q6_k_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
+  pack_groups(src, rows, n / 256, 210, dst, kGroupSuper6Bytes, [](uint8_t* out, const uint8_t* block, size_t r) {
+    std::memcpy(out + 2 * r, block + 208, 2);
+    for (size_t j = 0; j < 16; j++) out[kSuper6Scales + 16 * j + r] = block[192 + j];
+    for (size_t k = 0; k < 4; k++)
+      for (size_t s = 0; s < 4; s++)
+        for (size_t t = 0; t < 4; t++) {
+          uint8_t high = 0;
+          for (size_t i = 0; i < 4; i++) {
+            const int v = six_bit_code(block, 16 * (4 * k + i) + 4 * s + t);
+            uint8_t& low = out[six_low_at(k, s, i, r, t)];
+            low = static_cast<uint8_t>(i % 2 ? (low & 0x0F) | ((v & 0xF) << 4) : (low & 0xF0) | (v & 0xF));
+            high = static_cast<uint8_t>(high | ((v >> 4) << (2 * i)));
+          }
+          out[six_high_at(k, s, r, t)] = high;
+        }
+  });
+}
+
+// The scalar twin of the Q6_KR16 tiles: Σ_j sc_j·(Σ v·q − 32·Σq) over the 16 scale groups, times d·d_x.
+float q6_k_packed_row(const uint8_t* group, size_t r, const Q8Block256* x, size_t blocks, const float* halves) {
+  float sum = 0;
+  for (size_t b = 0; b < blocks; b++) {
+    const uint8_t* block = group + b * kGroupSuper6Bytes;
+    int dots = 0;
+    for (size_t j = 0; j < 16; j++) {
+      const size_t k = j / 4, i = j % 4;
+      int dot = -32 * x[b].sums16[j];
+      for (size_t l = 0; l < 16; l++) {
+        const size_t s = l / 4, t = l % 4;
+        const int low = (block[six_low_at(k, s, i, r, t)] >> (4 * (i % 2))) & 0xF, high = (block[six_high_at(k, s, r, t)] >> (2 * i)) & 3;
+        dot += (low | (high << 4)) * x[b].q[16 * j + l];
+      }
+      dots += static_cast<int8_t>(block[kSuper6Scales + 16 * j + r]) * dot;
+    }
+    uint16_t d;
+    std::memcpy(&d, block + 2 * r, 2);
+    sum += static_cast<float>(dots) * (halves[d] * x[b].d);
+  }
+  return sum;
+}
+
 // The scalar twin of the Q4_KR16 tiles: qdot.cc's q45_k_row over the packed fields.
 float q4_k_packed_row(const uint8_t* group, size_t r, const Q8Block256* x, size_t blocks, const float* halves) {
   float sum = 0;
@@ -107,11 +162,12 @@ void qgemm_rows_r16(const QDotArgs& a) {
 #if defined(__x86_64__)
   if (cpu().level == Simd::Avx512 && cpu().vnni) return qgemm_rows_r16_vnni(a);
 #endif
-  if (a.dtype == DType::Q4_KR16) {
+  if (a.dtype == DType::Q4_KR16 || a.dtype == DType::Q6_KR16) {
+    const auto row = a.dtype == DType::Q4_KR16 ? q4_k_packed_row : q6_k_packed_row;
     const float* halves = half_table();
     for (size_t r = 0; r < a.rows; r++)
       for (size_t t = 0; t < a.tokens; t++)
-        a.out[r * a.rs + t * a.ts] = q4_k_packed_row(a.w + (r / 16) * 16 * a.w_stride, r % 16, reinterpret_cast<const Q8Block256*>(a.act + t * a.act_stride), a.n / 256, halves);
+        a.out[r * a.rs + t * a.ts] = row(a.w + (r / 16) * 16 * a.w_stride, r % 16, reinterpret_cast<const Q8Block256*>(a.act + t * a.act_stride), a.n / 256, halves);
     return;
   }
   // Scalar twin: each row's blocks unpacked to q4_0, then qdot_rows_scalar's q4_0 row.
@@ -127,6 +183,7 @@ void qgemm_rows_r16(const QDotArgs& a) {
 
 void pack_rows(DType dtype, const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
   if (dtype == DType::Q4_K) return pack_q4_k_r16(src, rows, n, dst);
+  if (dtype == DType::Q6_K) return pack_q6_k_r16(src, rows, n, dst);
   pack_q4_0_r16(src, rows, n, dst);
 }
 

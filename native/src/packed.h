@@ -19,13 +19,26 @@ constexpr size_t kGroupBlockBytes = 16 * 18;
 // (sub-block 2p in the low nibbles, 2p + 1 in the high). Row ranges start at multiples of 16 rows × 148 bytes per 256.
 constexpr size_t kGroupSuperBytes = 2368, kSuperScales = 64, kSuperMins = 192, kSuperCodes = 320;
 
-inline bool is_packed(DType dtype) { return dtype == DType::Q4_0R16 || dtype == DType::Q4_KR16; }
-// The packed form of q4_0 and q4_k (any CPU: pack_rows and the scalar twin run everywhere), else dtype itself.
-inline DType packed_form(DType dtype) { return dtype == DType::Q4_0 ? DType::Q4_0R16 : dtype == DType::Q4_K ? DType::Q4_KR16 : dtype; }
+// q6_k (Q6_KR16), per group and superblock 3360 bytes (as 16 q6_k blocks): the 16 rows' d (f16), their int8 scales
+// ([scale group][row], 16 × 16), then the codes v (0..63) as 4 quads k of scale groups 4k..4k+3 × 4 steps s, three
+// vectors each, whose 32-bit lane r holds values 4s..4s+3 of those groups of row r: the low nibbles of groups 4k and
+// 4k + 1 (low, high nibble), of 4k + 2 and 4k + 3, then the four groups' high two bits (bits 2i..2i+1: group 4k + i).
+constexpr size_t kGroupSuper6Bytes = 3360, kSuper6Scales = 32, kSuper6Codes = 288;
+
+inline bool is_packed(DType dtype) { return dtype == DType::Q4_0R16 || dtype == DType::Q4_KR16 || dtype == DType::Q6_KR16; }
+// The packed form of q4_0, q4_k and q6_k (any CPU: pack_rows and the scalar twin run everywhere), else dtype itself.
+inline DType packed_form(DType dtype) {
+  switch (dtype) {
+    case DType::Q4_0: return DType::Q4_0R16;
+    case DType::Q4_K: return DType::Q4_KR16;
+    case DType::Q6_K: return DType::Q6_KR16;
+    default: return dtype;
+  }
+}
 // The packed type weights of `dtype` are repacked to here (packed_form on the AVX-512 level with VNNI and without
 // AMX, whose tiles take the file layouts; OLMOE_PACK=0 declines), else dtype itself.
 DType packed_type(DType dtype);
-// rows × n weights of `dtype` (q4_0 or q4_k; rows % 16 == 0, n a whole number of blocks) into dst
+// rows × n weights of `dtype` (q4_0, q4_k or q6_k; rows % 16 == 0, n a whole number of blocks) into dst
 // (row_bytes(packed type, n) · rows bytes), parallel over groups.
 void pack_rows(DType dtype, const uint8_t* src, size_t rows, size_t n, uint8_t* dst);
 // qdot_rows' contract for the packed types (rows and the row range's start multiples of 16): the VNNI tiles where

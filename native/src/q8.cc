@@ -74,7 +74,7 @@ void finish256(Q8Block256& b) {
 
 int bias_factor(DType weights) { return weights == DType::Q4_0 || weights == DType::Q4_0R16 ? 8 : 128; }
 
-bool k_quant(DType weights) { return weights == DType::Q4_K || weights == DType::Q4_KR16 || weights == DType::Q5_K || weights == DType::Q6_K; }
+bool k_quant(DType weights) { return weights == DType::Q4_K || weights == DType::Q4_KR16 || weights == DType::Q5_K || weights == DType::Q6_K || weights == DType::Q6_KR16; }
 
 #ifdef OLMOE_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -193,7 +193,8 @@ size_t q8_row_bytes(DType weights, size_t n) {
     case DType::Q4_K:
     case DType::Q4_KR16:
     case DType::Q5_K:
-    case DType::Q6_K: return n / 256 * sizeof(Q8Block256);
+    case DType::Q6_K:
+    case DType::Q6_KR16: return n / 256 * sizeof(Q8Block256);
     default: return 0;
   }
 }

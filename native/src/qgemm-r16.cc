@@ -1,12 +1,13 @@
-// q4_0 and q4_k weights repacked 16 rows to a vector (DType::Q4_0R16, Q4_KR16, packed.h) on AVX-512 VNNI, any
-// token count.
+// q4_0, q4_k and q6_k weights repacked 16 rows to a vector (DType::Q4_0R16, Q4_KR16, Q6_KR16, packed.h) on AVX-512
+// VNNI, any token count.
 // In the file's row-major q4_0 a 32-bit lane of a dot product holds four codes of one row, so every block ends in
 // per-row float work (convert, two scale multiplies, add) spent on 32 multiply-adds, and each row needs a horizontal
 // sum. Here lane r of a vector is row r of a group of 16: one vpdpbusd is four codes × 16 rows against four
 // activation bytes broadcast, eight of them finish a block for 16 rows, and the float work (one conversion, one
 // multiply of the scales, one FMA) is spent once per 512 multiply-adds; the 16 f16 scales are one vcvtph2ps.
 // Per block: Σ n·q over the unsigned codes starts from −8·Σq (the q8 block's sum), as qdot.h's q4_0. q4_k (below):
-// the same per sub-block of 32, its 6-bit scales and mins applied in 32-bit lanes before the float work.
+// the same per sub-block of 32, its 6-bit scales and mins applied in 32-bit lanes before the float work; q6_k the same
+// per scale group of 16.
 // Dimension legend: G row groups and N tokens per tile.
 #include "packed.h"
 
@@ -35,12 +36,11 @@ inline int32_t i32(const int8_t* p) {
   return v;
 }
 
-// Software prefetch distance in the group stream (bytes): one group's block is 288 bytes, 4.5 lines.
+// Software prefetch distance in each group stream (bytes): a q4_0 group's block is 288 bytes, 4.5 lines.
 // (2048 into L1 streamed as fast as 3072 or 4096, or L2 hints, on an AMD EPYC, 2 threads: ~50–58 GB/s, as row-major q4_0.)
 constexpr size_t kAhead = 2048;
-// q4_k groups read 2368 bytes per superblock: 4096 ahead for many tokens (for one, prefetch_next_tile; the expert
-// layer of bench/native/q4-bench.cc dtype 9, 2 threads, per-group distances: 756 µs with 2048, 724 with 4096, 737 with
-// 6144, 998 with 9472).
+// q4_k and q6_k groups read 2368 and 3360 bytes per superblock: 4096 ahead (2048–4096 alike within the noise for the
+// decode expert layer of bench/native/q4-bench.cc, 1024 and 6144 slower; q4_k in tiles: 9472 much slower).
 constexpr size_t kAheadK = 4096;
 
 // Every line of the G groups' blocks of `block_bytes` at `block` (groups `group_bytes` apart), `ahead` bytes on.
@@ -52,15 +52,12 @@ inline void prefetch_groups(const uint8_t* block, size_t group_bytes, size_t blo
   }
 }
 
-// One token (decode) of q4_k: the next tile's bytes (its G groups, contiguous after this tile's), a `blocks`-th of them
-// per superblock step, instead of each group's stream kAheadK on. The expert layer of bench/native/q4-bench.cc
-// (dtype 9, 2 threads, alternating runs on an AMD EPYC Zen 5): 802–819 → 672–701 µs. (q4_0 went the other way,
-// 533 → 577–607 µs: it keeps the per-group distance.)
-template <int G>
-inline void prefetch_next_tile(const uint8_t* w, size_t group_bytes, size_t b, size_t blocks) {
-  const size_t span = G * group_bytes, step = (span + blocks - 1) / blocks;
-  const char* at = reinterpret_cast<const char*>(w) + span + b * step;
-  for (size_t line = 0; line < step; line += 64) _mm_prefetch(at + line, _MM_HINT_T0);
+// The low nibbles of 64 code bytes as bytes 0..15, the high ones as 16 × 0..15 (bytes & 0xF0: a dot product with
+// them is 16 times the nibbles', divided out exactly after the sum).
+inline void mask_nibbles(const uint8_t* codes, __m512i& low, __m512i& high16) {
+  const __m512i bytes = _mm512_loadu_si512(codes);
+  low = _mm512_and_si512(bytes, _mm512_set1_epi8(0x0F));
+  high16 = _mm512_and_si512(bytes, _mm512_set1_epi8(static_cast<char>(0xF0)));
 }
 
 // The low and high nibbles of 64 code bytes as bytes 0..15.
@@ -76,12 +73,12 @@ inline void clear_tile(__m512 (&acc)[G][N]) {
     for (int j = 0; j < N; j++) acc[g][j] = _mm512_setzero_ps();
 }
 
-// Lane r of acc[g][j] is row 16g + r, token j: out[(16g + r)·rs + j·ts].
+// Lane r of acc[g][j] is row r of tile group g, token j: out[g·gs + r·rs + j·ts].
 template <int G, int N>
-void store_tile(const __m512 (&acc)[G][N], float* out, size_t rs, size_t ts) {
+void store_tile(const __m512 (&acc)[G][N], float* out, size_t gs, size_t rs, size_t ts) {
   for (int g = 0; g < G; g++)
     for (int j = 0; j < N; j++) {
-      float* o = out + 16 * g * rs + j * ts;
+      float* o = out + g * gs + j * ts;
       if (rs == 1) {
         _mm512_storeu_ps(o, acc[g][j]);
       } else {
@@ -95,7 +92,7 @@ void store_tile(const __m512 (&acc)[G][N], float* out, size_t rs, size_t ts) {
 // Groups w[0..G) (each kGroupBlockBytes per block, `group_bytes` apart) × tokens x[0..N) over `blocks` blocks;
 // out[(16g + r)·rs + j·ts].
 template <int G, int N>
-void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_t blocks, float* out, size_t rs, size_t ts) {
+void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
   __m512 acc[G][N];
   clear_tile(acc);
   for (size_t b = 0; b < blocks; b++) {
@@ -118,7 +115,7 @@ void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_
       for (int j = 0; j < N; j++) acc[g][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[g][j]), _mm512_mul_ps(dw, _mm512_set1_ps(x[j][b].d)), acc[g][j]);
     }
   }
-  store_tile<G, N>(acc, out, rs, ts);
+  store_tile<G, N>(acc, out, gs, rs, ts);
 }
 
 // ---------------------------------------------------------------- q4_k (DType::Q4_KR16)
@@ -126,22 +123,21 @@ void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_
 // d·d_x and dmin·d_x in float, as qdot.cc's q45_k_row.
 
 template <int G, int N>
-void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, size_t blocks, float* out, size_t rs, size_t ts) {
+void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
   __m512 acc[G][N];
   clear_tile(acc);
   for (size_t b = 0; b < blocks; b++) {
     __m512i scaled[G][N];
     for (int g = 0; g < G; g++)
       for (int j = 0; j < N; j++) scaled[g][j] = _mm512_setzero_si512();
-    if (N == 1) prefetch_next_tile<G>(w, group_bytes, b, blocks);
-    else prefetch_groups<G>(w + b * kGroupSuperBytes, group_bytes, kGroupSuperBytes, kAheadK);
+    prefetch_groups<G>(w + b * kGroupSuperBytes, group_bytes, kGroupSuperBytes, kAheadK);
     for (int p = 0; p < 4; p++) {
       __m512i first[G][N], second[G][N];
       for (int g = 0; g < G; g++)
         for (int j = 0; j < N; j++) first[g][j] = second[g][j] = _mm512_setzero_si512();
       for (int s = 0; s < 8; s++) {
         __m512i low[G], high[G];
-        for (int g = 0; g < G; g++) split_nibbles(w + g * group_bytes + b * kGroupSuperBytes + kSuperCodes + 64 * (8 * p + s), low[g], high[g]);
+        for (int g = 0; g < G; g++) mask_nibbles(w + g * group_bytes + b * kGroupSuperBytes + kSuperCodes + 64 * (8 * p + s), low[g], high[g]);
         for (int j = 0; j < N; j++) {
           const int8_t* q = x[j][b].q + 64 * p + 4 * s;
           const __m512i qa = _mm512_set1_epi32(i32(q)), qb = _mm512_set1_epi32(i32(q + 32));
@@ -156,7 +152,7 @@ void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, si
         const __m512i s1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + 16 * (2 * p))));
         const __m512i s2 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + 16 * (2 * p + 1))));
         for (int j = 0; j < N; j++)
-          scaled[g][j] = _mm512_add_epi32(scaled[g][j], _mm512_add_epi32(_mm512_mullo_epi32(first[g][j], s1), _mm512_mullo_epi32(second[g][j], s2)));
+          scaled[g][j] = _mm512_add_epi32(scaled[g][j], _mm512_add_epi32(_mm512_mullo_epi32(first[g][j], s1), _mm512_mullo_epi32(_mm512_srai_epi32(second[g][j], 4), s2)));
       }
     }
     for (int g = 0; g < G; g++) {
@@ -176,17 +172,79 @@ void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, si
       }
     }
   }
-  store_tile<G, N>(acc, out, rs, ts);
+  store_tile<G, N>(acc, out, gs, rs, ts);
 }
 
-// The two packed types for the drivers below: activation blocks, values per block, groups per many-token tile.
+// ---------------------------------------------------------------- q6_k (DType::Q6_KR16)
+// Per superblock and row: Σ_j sc_j·(Σ v·q − 32·Σq) over the 16 scale groups j of 16 values (v the 6-bit codes, 0..63),
+// the −32·Σq as each group's start value, then d·d_x in float, as qdot.h's q6_k. Codes come as quads of scale groups
+// (packed.h): per step two nibble vectors and one vector of their four 2-bit high parts.
+
+// The codes of scale groups 4k..4k+3 at step s (values 4s..4s+3 of each group, lane r = row r) from their three vectors.
+inline void six_bit_codes(const uint8_t* step, __m512i (&v)[4]) {
+  const __m512i a = _mm512_loadu_si512(step), b = _mm512_loadu_si512(step + 64), h = _mm512_loadu_si512(step + 128);
+  const __m512i low = _mm512_set1_epi8(0x0F), top = _mm512_set1_epi8(0x30);
+  // (x & low) | t, t holding bits 4..5 only
+  v[0] = _mm512_ternarylogic_epi32(a, low, _mm512_and_si512(_mm512_slli_epi16(h, 4), top), 0xEA);
+  v[1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(a, 4), low, _mm512_and_si512(_mm512_slli_epi16(h, 2), top), 0xEA);
+  v[2] = _mm512_ternarylogic_epi32(b, low, _mm512_and_si512(h, top), 0xEA);
+  v[3] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(b, 4), low, _mm512_and_si512(_mm512_srli_epi16(h, 2), top), 0xEA);
+}
+
+template <int G, int N>
+void tile_q6(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
+  __m512 acc[G][N];
+  clear_tile(acc);
+  for (size_t b = 0; b < blocks; b++) {
+    __m512i scaled[G][N];
+    for (int g = 0; g < G; g++)
+      for (int j = 0; j < N; j++) scaled[g][j] = _mm512_setzero_si512();
+    prefetch_groups<G>(w + b * kGroupSuper6Bytes, group_bytes, kGroupSuper6Bytes, kAheadK);
+    for (int k = 0; k < 4; k++) {
+      __m512i sums[G][N][4];
+      for (int j = 0; j < N; j++)
+        for (int i = 0; i < 4; i++) {
+          const __m512i start = _mm512_set1_epi32(-32 * x[j][b].sums16[4 * k + i]);
+          for (int g = 0; g < G; g++) sums[g][j][i] = start;
+        }
+      for (int s = 0; s < 4; s++) {
+        __m512i q[N][4];
+        for (int j = 0; j < N; j++)
+          for (int i = 0; i < 4; i++) q[j][i] = _mm512_set1_epi32(i32(x[j][b].q + 16 * (4 * k + i) + 4 * s));
+        for (int g = 0; g < G; g++) {
+          __m512i v[4];
+          six_bit_codes(w + g * group_bytes + b * kGroupSuper6Bytes + kSuper6Codes + 192 * (4 * k + s), v);
+          for (int j = 0; j < N; j++)
+            for (int i = 0; i < 4; i++) sums[g][j][i] = _mm512_dpbusd_epi32(sums[g][j][i], v[i], q[j][i]);
+        }
+      }
+      for (int g = 0; g < G; g++)
+        for (int i = 0; i < 4; i++) {
+          const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * group_bytes + b * kGroupSuper6Bytes + kSuper6Scales + 16 * (4 * k + i))));
+          for (int j = 0; j < N; j++) scaled[g][j] = _mm512_add_epi32(scaled[g][j], _mm512_mullo_epi32(sums[g][j][i], sc));
+        }
+    }
+    for (int g = 0; g < G; g++) {
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + g * group_bytes + b * kGroupSuper6Bytes)));
+      for (int j = 0; j < N; j++) acc[g][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(scaled[g][j]), _mm512_mul_ps(d, _mm512_set1_ps(x[j][b].d)), acc[g][j]);
+    }
+  }
+  store_tile<G, N>(acc, out, gs, rs, ts);
+}
+
+// The packed types for the drivers below: activation blocks, values per block, groups per many-token tile, and the
+// streams (runs of groups) one token reads at once. The decode expert layer of bench/native/q4-bench.cc (2 threads,
+// AMD EPYC Zen 5, alternating builds): q4_0 in four streams 469 → 413 µs against four adjacent groups per tile (two
+// streams 459, one 558); q4_k in two 460–498 µs against 595–683 in tiles of four adjacent groups (the next tile
+// prefetched); q6_k in two 714–764 µs, in four 1,056, its file layout's rows 986–992.
 struct Q4_0Groups {
   using Block = Q8Block32;
   static constexpr size_t kValues = 32;
   static constexpr int kPrefillGroups = 2;
+  static constexpr int kDecodeGroups = 4;
   template <int G, int N>
-  static void run(const uint8_t* w, size_t group_bytes, const Block* const* x, size_t blocks, float* out, size_t rs, size_t ts) {
-    tile<G, N>(w, group_bytes, x, blocks, out, rs, ts);
+  static void run(const uint8_t* w, size_t group_bytes, const Block* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
+    tile<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);
   }
 };
 
@@ -194,9 +252,21 @@ struct Q4_KGroups {
   using Block = Q8Block256;
   static constexpr size_t kValues = 256;
   static constexpr int kPrefillGroups = 1;
+  static constexpr int kDecodeGroups = 2;
   template <int G, int N>
-  static void run(const uint8_t* w, size_t group_bytes, const Block* const* x, size_t blocks, float* out, size_t rs, size_t ts) {
-    tile_k<G, N>(w, group_bytes, x, blocks, out, rs, ts);
+  static void run(const uint8_t* w, size_t group_bytes, const Block* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
+    tile_k<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);
+  }
+};
+
+struct Q6_KGroups {
+  using Block = Q8Block256;
+  static constexpr size_t kValues = 256;
+  static constexpr int kPrefillGroups = 1;
+  static constexpr int kDecodeGroups = 2;
+  template <int G, int N>
+  static void run(const uint8_t* w, size_t group_bytes, const Block* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
+    tile_q6<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);
   }
 };
 
@@ -208,18 +278,30 @@ void tiles(const QDotArgs& a, size_t t, size_t g0, size_t g1) {
   const size_t blocks = a.n / W::kValues, group_bytes = 16 * a.w_stride;
   float* out = a.out + t * a.ts;
   size_t g = g0;
-  for (; g + G <= g1; g += G) W::template run<G, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, a.rs, a.ts);
-  for (; g < g1; g++) W::template run<1, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, a.rs, a.ts);
+  for (; g + G <= g1; g += G) W::template run<G, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, 16 * a.rs, a.rs, a.ts);
+  for (; g < g1; g++) W::template run<1, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, 16 * a.rs, a.rs, a.ts);
+}
+
+// One token: G streams, tile group k taking groups [k·run, (k + 1)·run) in order, so that each stream reads one long
+// run of consecutive groups, which the hardware prefetchers follow (adjacent groups in one tile jump every 16 rows).
+template <class W, int G>
+void runs(const QDotArgs& a, size_t groups) {
+  const typename W::Block* x[1] = {reinterpret_cast<const typename W::Block*>(a.act)};
+  const size_t blocks = a.n / W::kValues, group_bytes = 16 * a.w_stride, run = groups / G;
+  for (size_t i = 0; i < run; i++)
+    W::template run<G, 1>(a.w + i * group_bytes, run * group_bytes, x, blocks, a.out + 16 * i * a.rs, 16 * run * a.rs, a.rs, a.ts);
+  for (size_t g = G * run; g < groups; g++)
+    W::template run<1, 1>(a.w + g * group_bytes, group_bytes, x, blocks, a.out + 16 * g * a.rs, 16 * a.rs, a.rs, a.ts);
 }
 
 constexpr int kTokens = 4;
 
-// Decode (one token) reads four groups at a time; more tokens take tiles of W::kPrefillGroups groups × 4 tokens,
+// Decode (one token) reads W::kDecodeGroups runs of groups at a time; more tokens take tiles of W::kPrefillGroups groups × 4 tokens,
 // token blocks inner, so that the groups' weights stay in cache while every token block passes over them.
 template <class W>
 void rows(const QDotArgs& a) {
   const size_t groups = a.rows / 16;
-  if (a.tokens == 1) return tiles<W, 4, 1>(a, 0, 0, groups);
+  if (a.tokens == 1) return runs<W, W::kDecodeGroups>(a, groups);
   constexpr int G = W::kPrefillGroups;
   for (size_t g0 = 0; g0 < groups; g0 += G) {
     const size_t g1 = g0 + G < groups ? g0 + G : groups;
@@ -238,6 +320,7 @@ void rows(const QDotArgs& a) {
 
 void qgemm_rows_r16_vnni(const QDotArgs& a) {
   if (a.dtype == DType::Q4_KR16) return rows<Q4_KGroups>(a);
+  if (a.dtype == DType::Q6_KR16) return rows<Q6_KGroups>(a);
   rows<Q4_0Groups>(a);
 }
 

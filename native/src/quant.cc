@@ -119,7 +119,8 @@ size_t block_bytes(DType dtype) {
     case DType::Q4_K: return 144;
     case DType::Q4_KR16: return 148;  // packed.h: 2368 bytes per 16 rows
     case DType::Q5_K: return 176;
-    case DType::Q6_K: return 210;
+    case DType::Q6_K:
+    case DType::Q6_KR16: return 210;  // packed.h: 3360 bytes per 16 rows
     case DType::F32: return 4;
     default: return 2;
   }
@@ -154,7 +155,8 @@ size_t block_elements(DType dtype) {
     case DType::Q4_K:
     case DType::Q4_KR16:
     case DType::Q5_K:
-    case DType::Q6_K: return 256;
+    case DType::Q6_K:
+    case DType::Q6_KR16: return 256;
     default: return 1;
   }
 }

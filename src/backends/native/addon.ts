@@ -20,7 +20,7 @@ export interface NativeAddon {
   setThreads(threads: number): void;
   mapTensor(path: string, offset: number, length: number): ArrayBuffer;
   matmul(x: Floats, tokens: number, inDim: number, w: Weights, dtype: number, outDim: number, out: Floats): void;
-  /** The dtype code weights of this code are repacked to for this CPU (native/src/packed.h: q4_0 and q4_k on AVX-512 VNNI without AMX; OLMOE_PACK=0 declines), else the code. */
+  /** The dtype code weights of this code are repacked to for this CPU (native/src/packed.h: q4_0, q4_k and q6_k on AVX-512 VNNI without AMX; OLMOE_PACK=0 declines), else the code. */
   packedType(dtype: number): number;
   /** rows × cols weights of dtype code 4 (q4_0) or 5 (q4_k), rows % 16 == 0, in their packed layout. */
   packWeight(dtype: number, bytes: Uint8Array, rows: number, cols: number): ArrayBuffer;

@@ -1,7 +1,7 @@
 /**
  * The native backend: the ops in C++ with SIMD and a thread pool (native/src), weights memory-mapped from
- * safetensors files, not copied (q4_0 / q4_k matrices on CPUs with AVX-512 VNNI and no AMX: repacked once at load for
- * the kernels, productWeight). Composition, not inheritance: each op below calls the addon, except the ones
+ * safetensors files, not copied (q4_0 / q4_k / q6_k matrices on CPUs with AVX-512 VNNI and no AMX: repacked once at
+ * load for the kernels, productWeight). Composition, not inheritance: each op below calls the addon, except the ones
  * `NATIVE_EXCEPTIONS` lists, which call the reference implementation on purpose (tensors share the reference
  * backend's host layout: float32 activations, weights in their stored dtype). A test prints and checks that list.
  */
@@ -24,10 +24,10 @@ const MAP_WINDOW = 2 ** 30;
 /** The kernel's dtype enum (native/src/kernels.h). */
 const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q5_k: 6, q6_k: 7 };
 /**
- * q4_0 and q4_k repacked 16 rows to a vector (native/src/packed.h): a second copy of a weight that only matmul and
- * experts read; the rows' block size (elements).
+ * q4_0, q4_k and q6_k repacked 16 rows to a vector (native/src/packed.h): a second copy of a weight that only matmul
+ * and experts read; the rows' block size (elements).
  */
-const PACKED: Partial<Record<DType, { code: number; block: number }>> = { q4_0: { code: 8, block: 32 }, q4_k: { code: 9, block: 256 } };
+const PACKED: Partial<Record<DType, { code: number; block: number }>> = { q4_0: { code: 8, block: 32 }, q4_k: { code: 9, block: 256 }, q6_k: { code: 10, block: 256 } };
 
 /** What a matrix product reads for a weight: its bytes and their dtype code. */
 interface ProductWeight {
@@ -62,7 +62,7 @@ export interface NativeOptions {
   /** Bytes of a file one mapped buffer covers (default 1 GiB; tests use small windows so tensors cross them). */
   mapWindow?: number;
   /**
-   * Repack q4_0 and q4_k matrices 16 rows to a vector for the kernels (native/src/packed.h). Default: where the CPU
+   * Repack q4_0, q4_k and q6_k matrices 16 rows to a vector for the kernels (native/src/packed.h). Default: where the CPU
    * has those kernels (AVX-512 VNNI without AMX; OLMOE_PACK=0 declines); true elsewhere runs their portable twin
    * (tests). Never at the scalar level.
    */
@@ -87,7 +87,7 @@ export class NativeBackend implements TrainingBackend {
   private readonly ref = new ReferenceBackend();
   private bf16 = false;
   private readonly mappings = new Map<string, WeakRef<ArrayBuffer>>();
-  /** q4_0 / q4_k weights repacked for the kernels (PACKED), where this CPU has the kernels for them. */
+  /** q4_0 / q4_k / q6_k weights repacked for the kernels (PACKED), where this CPU has the kernels for them. */
   private readonly packed = new WeakMap<RefTensor, Uint8Array>();
   /** What experts() reads for a layer's list of matrices: resolved once per list, not per matrix and call. */
   private readonly productLists = new WeakMap<readonly Tensor[], ProductList>();
@@ -122,7 +122,7 @@ export class NativeBackend implements TrainingBackend {
 
   /**
    * How products of many tokens (prefill) with weights of `dtype` run at this SIMD level: 'amx-int8' (AMX tiles,
-   * quantized weights; OLMOE_AMX=0 declines), 'avx512-vnni-16rows' (q4_0/q4_k repacked 16 rows to a vector; OLMOE_PACK=0
+   * quantized weights; OLMOE_AMX=0 declines), 'avx512-vnni-16rows' (q4_0/q4_k/q6_k repacked 16 rows to a vector; OLMOE_PACK=0
    * declines), 'avx512-vnni' (q4_0/q8_0 register tiles), 'integer-dot' (the decode kernels) or 'float-tiles' (float
    * weights, and quantized ones at the scalar level).
    */
@@ -175,7 +175,7 @@ export class NativeBackend implements TrainingBackend {
   }
 
   /**
-   * The bytes and dtype code matmul and experts read for a weight: a q4_0 or q4_k matrix of whole 16-row groups in
+   * The bytes and dtype code matmul and experts read for a weight: a q4_0, q4_k or q6_k matrix of whole 16-row groups in
    * the packed layout, repacked on first use (the same bytes, q4_k 2.8 % more; the file's pages of it are then
    * unmapped, so resident memory stays near the file's size), else its own bytes.
    */
