@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { cpSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { recycle, scoped, uninitialized } from '../src/backends/native/training.js';
+import { recycle, retire, scoped, uninitialized } from '../src/backends/native/training.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { ResourceError } from '../src/core/errors.js';
 import { loadModel } from '../src/model/load.js';
@@ -88,6 +88,46 @@ describe('storage reused between inference passes (Backend.scoped)', () => {
     scoped(pass(2, width + 2), () => new ArrayBuffer(0));
     assert.equal(made.filter((a) => a === released).length, 1);
     assert.notEqual(made[0], made[1]);
+  });
+
+  it('retired storage goes to the pass\'s next ops at once, small and large, once even if retired twice; outside a pass nothing', () => {
+    const small = 1024, large = 1 << 17; // 4 KiB (the pass's set) and 512 KiB (above it)
+    for (const size of [small, large]) {
+      let first!: Float32Array, second!: Float32Array, third!: Float32Array, fourth!: Float32Array;
+      scoped(() => {
+        first = uninitialized(size);
+        retire([first, first]);
+        second = uninitialized(size);
+        third = uninitialized(size);
+        retire([first.subarray(1)]); // a view: its buffer may hold others
+        fourth = uninitialized(size);
+        return uninitialized(7);
+      }, (result) => result.buffer);
+      assert.equal(second, first, `${size}: the retired array is the next one of its length`);
+      assert.notEqual(third, second, `${size}: retired twice, handed out once`);
+      assert.ok(fourth !== second && fourth !== third, `${size}: a view retires nothing`);
+    }
+    const outside = uninitialized(large);
+    retire([outside]);
+    assert.notEqual(scoped(() => uninitialized(large), (result) => result.buffer), outside, 'retired outside a pass: not kept');
+  });
+
+  it('a forward pass that retires its intermediates gives the logits of one that does not, prompt then decode', { skip: announceSkip(native.skip) }, async () => {
+    // hidden 1024 and 80 tokens: the prompt's activations are 320 KiB (the large pool), decode's 4 KiB (the pass's set)
+    const dir = tempDir();
+    writeRandomCheckpoint(dir, { layers: 3, experts: 4, topK: 2, hidden: 1024, heads: 8, intermediate: 64, vocab: 1500, context: 160, dtype: 'bf16', seed: 9, std: 0.05 });
+    const run = async (retiring: boolean) => {
+      const backend = native.create() as { retire?: unknown };
+      if (!retiring) backend.retire = undefined;
+      const model = await loadModel(dir, { backend: backend as never });
+      const cache = model.createCache(120);
+      const out: Float32Array[] = [];
+      for (const ids of [Int32Array.from({ length: 80 }, (_, i) => (i * 37) % 1500), Int32Array.of(3), Int32Array.from({ length: 30 }, (_, i) => i + 9), Int32Array.of(4)])
+        out.push(model.backend.toFloat32(model.forward(ids, { cache, logits: 'all' })).slice());
+      return out;
+    };
+    const [retiring, keeping] = [await run(true), await run(false)];
+    retiring.forEach((logits, i) => assert.deepEqual(logits, keeping[i], `pass ${i}`));
   });
 
   it('decoded logits stay as they were while later tokens are decoded', { skip: announceSkip(native.skip) }, async () => {

@@ -200,4 +200,9 @@ export interface Backend {
    * keep): the backend may reuse their storage for the next pass; the returned tensor stays. Optional.
    */
   scoped?(pass: () => Tensor): Tensor;
+  /**
+   * Within a `scoped` pass: the pass is done with these tensors (their last use has run, nothing holds them), so the
+   * backend may hand their storage to the pass's next ops at once. Outside a pass, or not implemented: nothing.
+   */
+  retire?(...tensors: Tensor[]): void;
 }

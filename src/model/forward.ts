@@ -53,17 +53,31 @@ export function decoderStack(backend: Backend, model: OlmoeParts, sequences: rea
   const positions = Int32Array.from(sequences.flatMap((s) => Array.from(s.ids, (_, t) => s.start + t)));
   let hidden = backend.embedding(weights.embed, ids); // [N, D]; no scaling, no positional embedding (§3.2)
   hooks.probe?.('the embedding', hidden);
+  // Each intermediate is retired after its last use (Backend.retire: its storage goes to the pass's next ops). Not
+  // under a probe, which may hold the hidden states it is shown; a training tape has no retire.
+  const retire: Retire = hooks.probe ? () => {} : (...tensors) => backend.retire?.(...tensors);
   weights.layers.forEach((layer, index) => {
     // §3.3: pre-norm, two residuals
-    const attended = attention(backend, model, backend.rmsnorm(hidden, layer.inputNorm, config.rmsNormEps), { layer, index, sequences, positions });
-    hidden = backend.add(hidden, attended);
+    const normed = backend.rmsnorm(hidden, layer.inputNorm, config.rmsNormEps);
+    const attended = attention(backend, model, normed, { layer, index, sequences, positions }, retire);
+    retire(normed);
+    const afterAttention = backend.add(hidden, attended);
+    retire(hidden, attended);
+    hidden = afterAttention;
     hooks.probe?.(`layer ${index} (attention)`, hidden);
-    const mixed = moe(backend, model, backend.rmsnorm(hidden, layer.postNorm, config.rmsNormEps), layer, index, hooks);
-    hidden = backend.add(hidden, mixed);
+    const normedAgain = backend.rmsnorm(hidden, layer.postNorm, config.rmsNormEps);
+    const mixed = moe(backend, model, normedAgain, layer, index, hooks, retire);
+    retire(normedAgain);
+    const afterExperts = backend.add(hidden, mixed);
+    retire(hidden, mixed);
+    hidden = afterExperts;
     hooks.probe?.(`layer ${index} (experts)`, hidden);
   });
   return hidden;
 }
+
+/** Backend.retire where the pass may retire, else nothing. */
+type Retire = (...tensors: Tensor[]) => void;
 
 /** §3.7: final RMSNorm, then the LM head → [N, V]. */
 export function logits(backend: Backend, model: OlmoeParts, hidden: Tensor): Tensor {
@@ -78,7 +92,7 @@ interface AttentionInput {
 }
 
 /** §3.4: QK-norm over the full projections (before the head split), RoPE, causal attention, output projection. */
-function attention(backend: Backend, model: OlmoeParts, x: Tensor, input: AttentionInput): Tensor {
+function attention(backend: Backend, model: OlmoeParts, x: Tensor, input: AttentionInput, retire: Retire): Tensor {
   const { config } = model;
   const { layer, positions } = input;
   const eps = config.rmsNormEps;
@@ -87,14 +101,20 @@ function attention(backend: Backend, model: OlmoeParts, x: Tensor, input: Attent
   let q = backend.rmsnorm(projected[0], layer.qNorm, eps); // [N, H·Hd]
   let k = backend.rmsnorm(projected[1], layer.kNorm, eps); // [N, Hkv·Hd]
   let v = projected[2]; // [N, Hkv·Hd]
+  retire(projected[0], projected[1]);
   const clip = config.clipQkv;
-  if (clip !== null) [q, k, v] = [backend.clamp(q, clip), backend.clamp(k, clip), backend.clamp(v, clip)];
+  if (clip !== null) [q, k, v] = [backend.clamp(q, clip), backend.clamp(k, clip), backend.clamp(v, clip)]; // (left to the collector)
+  const normedQ = q, normedK = k;
   q = backend.rope(q, positions, { heads: config.numHeads, headDim: config.headDim, theta: config.ropeTheta });
   k = backend.rope(k, positions, { heads: config.numKVHeads, headDim: config.headDim, theta: config.ropeTheta });
+  if (clip === null) retire(normedQ, normedK);
   const sequences = input.sequences.map(({ ids, start, cache }) => ({ tokens: ids.length, start, cache }));
   const heads = { heads: config.numHeads, kvHeads: config.numKVHeads, headDim: config.headDim };
   const attended = backend.attention({ q, k, v, sequences, layer: input.index, ...heads }); // [N, H·Hd]
-  return linear(backend, attended, layer.o, lora?.o); // [N, D]
+  retire(q, k, v);
+  const out = linear(backend, attended, layer.o, lora?.o); // [N, D]
+  retire(attended);
+  return out;
 }
 
 /** The q, k and v projections of x: one product of the three where the backend has one and no adapter is on them. */
@@ -118,7 +138,7 @@ function adapted(backend: Backend, weight: Tensor, delta: LoraDelta | undefined)
 }
 
 /** §3.6, paper eq. (1): y = Σ_{i ∈ top-K} softmax(router(x))_i · E_i(x), no renormalization unless configured. */
-function moe(backend: Backend, model: OlmoeParts, x: Tensor, layer: LayerWeights, index: number, hooks: StackHooks): Tensor {
+function moe(backend: Backend, model: OlmoeParts, x: Tensor, layer: LayerWeights, index: number, hooks: StackHooks, retire: Retire): Tensor {
   const { config, variant } = model;
   const tokens = x.shape[0]!;
   const routerLogits = linear(backend, x, layer.router, layer.lora?.router); // [N, E]
@@ -126,7 +146,11 @@ function moe(backend: Backend, model: OlmoeParts, x: Tensor, layer: LayerWeights
   const routing = backend.router(routerLogits, { topK: config.numExpertsPerTok, normTopKProb: config.normTopKProb, mode: variant.routing, capacity });
   hooks.onRouting?.({ layer: index, logits: routerLogits, routing });
   const routed = backend.experts(x, adaptedExperts(backend, layer), routing); // [N, D]
-  return layer.sharedExpert ? backend.add(routed, sharedExpert(backend, x, layer.sharedExpert, layer.lora?.sharedExpert)) : routed;
+  if (!layer.sharedExpert) return routed;
+  const shared = sharedExpert(backend, x, layer.sharedExpert, layer.lora?.sharedExpert);
+  const sum = backend.add(routed, shared);
+  retire(routed, shared);
+  return sum;
 }
 
 function adaptedExperts(backend: Backend, layer: LayerWeights): LayerWeights['experts'] {

@@ -19,6 +19,8 @@ import { measureMachine, type MachineLimits } from './machine.js';
 import { checkSimdEnv } from './simd.js';
 import * as train from './training.js';
 
+/** Weights smaller than this are read into memory instead of mapped (NativeBackend.weight). */
+const MIN_MAPPED_BYTES = 2 ** 20;
 /** Bytes of a file one mapped ArrayBuffer covers (NativeBackend.mapping). */
 const MAP_WINDOW = 2 ** 30;
 /** The kernel's dtype enum (native/src/kernels.h). */
@@ -89,6 +91,10 @@ export class NativeBackend implements TrainingBackend {
   private readonly mappings = new Map<string, WeakRef<ArrayBuffer>>();
   /** q4_0 / q4_k / q6_k weights repacked for the kernels (PACKED), where this CPU has the kernels for them. */
   private readonly packed = new WeakMap<RefTensor, Uint8Array>();
+  /** The file bytes of the weight packed last (productWeight). */
+  private lastPacked: Uint8Array | undefined;
+  /** Weights a product has read (productWeight), a tied head's embedding table among them. */
+  private readonly products = new WeakSet<RefTensor>();
   /** What experts() reads for a layer's list of matrices: resolved once per list, not per matrix and call. */
   private readonly productLists = new WeakMap<readonly Tensor[], ProductList>();
   private readonly packing: boolean;
@@ -159,14 +165,18 @@ export class NativeBackend implements TrainingBackend {
   }
 
   // ---------------------------------------------------------------- storage
-  /** Map the tensor's bytes from its file when it has one (and they are aligned for the dtype), else read them. */
+  /**
+   * Map the tensor's bytes from its file when it has one (and they are aligned for the dtype), else read them. Small
+   * ones (norms, routers) are read: every pass reads them, and a mapped one keeps the kernel's fault-around window
+   * and large page-cache folios around it resident (Q4_0 OLMoE-1B-7B: ~37 MiB of file pages for 8 MiB of routers).
+   */
   async weight(source: WeightSource): Promise<Tensor> {
     const needed = byteSize(source.dtype, source.shape);
     if (needed !== source.byteLength) {
       throw new OlmoeError('input', `weight ${source.name} of shape [${source.shape}] ${source.dtype} needs ${needed} bytes, got ${source.byteLength}`);
     }
     const elementBytes = isQuantized(source.dtype) ? 1 : byteSize(source.dtype, [1]);
-    const mappable = this.options.mmap !== false && source.file !== undefined && source.offset! % elementBytes === 0 && needed > 0;
+    const mappable = this.options.mmap !== false && source.file !== undefined && source.offset! % elementBytes === 0 && needed >= MIN_MAPPED_BYTES;
     const storage: Storage = mappable ? this.mapped(source) : storageFor(source.dtype, await source.read());
     const tensor = new RefTensor(source.dtype, source.shape, storage);
     // Matrices are repacked now, while loading (an embedding table only if a product uses it: a tied head).
@@ -176,10 +186,11 @@ export class NativeBackend implements TrainingBackend {
 
   /**
    * The bytes and dtype code matmul and experts read for a weight: a q4_0, q4_k or q6_k matrix of whole 16-row groups in
-   * the packed layout, repacked on first use (the same bytes, q4_k 2.8 % more; the file's pages of it are then
+   * the packed layout, repacked on first use (the same bytes; the file's pages of it are then
    * unmapped, so resident memory stays near the file's size), else its own bytes.
    */
   private productWeight(t: RefTensor): ProductWeight {
+    this.products.add(t);
     const data = weightData(t);
     const packing = this.packing && t.shape.length === 2 && t.rows % 16 === 0 ? PACKED[t.dtype as DType] : undefined;
     if (!packing || t.cols % packing.block !== 0) return { data, code: DTYPE_CODES[weightDtype(t)] };
@@ -187,7 +198,12 @@ export class NativeBackend implements TrainingBackend {
     if (!packed) {
       packed = new Uint8Array(this.addon.packWeight(DTYPE_CODES[t.dtype as DType], data as Uint8Array, t.rows, t.cols));
       this.packed.set(t, packed);
-      this.addon.releasePages(data as Uint8Array);
+      const bytes = data as Uint8Array, last = this.lastPacked;
+      // With the weight packed before it when the file puts them side by side: their shared page goes too (one per
+      // expert matrix, 12 MiB over OLMoE-1B-7B's 3,072), and the one before's pages this one's reads mapped again.
+      const adjacent = last !== undefined && last.buffer === bytes.buffer && last.byteOffset + last.byteLength === bytes.byteOffset;
+      this.addon.releasePages(adjacent ? new Uint8Array(bytes.buffer, last.byteOffset, last.byteLength + bytes.byteLength) : bytes);
+      this.lastPacked = bytes;
     }
     return { data: packed, code: packing.code };
   }
@@ -265,6 +281,10 @@ export class NativeBackend implements TrainingBackend {
     train.recycle(f32(x));
   }
 
+  retire(...tensors: Tensor[]): void {
+    train.retire(tensors.map((t) => asRef(t)).filter((t) => t.dtype === 'f32').map((t) => t.data as Float32Array));
+  }
+
   /** Left unfilled: the backward op that first receives it writes it (core/training.ts). */
   empty(shape: readonly number[]): Tensor {
     const tensor = activation(train.uninitialized(shape.reduce((a, b) => a * b, 1)), shape);
@@ -300,7 +320,16 @@ export class NativeBackend implements TrainingBackend {
 
   // ---------------------------------------------------------------- forward
   embedding(table: Tensor, ids: Int32Array): Tensor {
-    return this.ref.embedding(table, ids); // a row gather: widening copies (listed as a host copy)
+    const rows = this.ref.embedding(table, ids); // a row gather: widening copies (listed as a host copy)
+    // A table mapped from its file is then unmapped (the bytes stay readable, from the page cache), so that resident
+    // memory keeps no more than the rows of one gather, not every page a prompt's tokens touched (~55 MiB of a
+    // Q4_0 OLMoE-1B-7B's table after a 512-token prompt). Not a tied head's, which a product reads whole every pass.
+    const weight = asRef(table);
+    if (!this.products.has(weight)) {
+      const data = weightData(weight);
+      this.addon.releasePages(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+    return rows;
   }
 
   matmul(x: Tensor, w: Tensor): RefTensor {

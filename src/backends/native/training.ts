@@ -51,7 +51,7 @@ class BufferPool {
   }
 
   give(array: Float32Array): void {
-    if (array.length === 0 || array.byteLength > this.limit) return;
+    if (array.length === 0 || array.byteLength > this.limit || this.free.get(array.length)?.includes(array)) return;
     for (const [length, list] of this.free) {
       if (this.bytes + array.byteLength <= this.limit) break;
       this.bytes -= length * 4 * list.length;
@@ -76,6 +76,11 @@ const buffers = new BufferPool(2 ** 31);
  */
 const activations = new BufferPool(2 ** 25);
 const SCOPED_BYTES = 2 ** 18;
+/**
+ * Larger activations a pass retired (Backend.retire): one layer's worth of a prompt is reused by the next layer and
+ * the next pass (~14 arrays of T × 2,048 floats for OLMoE-1B-7B: 56 MB at 512 tokens), bounded for prompts of many lengths.
+ */
+const retired = new BufferPool(2 ** 27);
 /** The storage made by the pass `scoped` is running (undefined outside one). */
 let scope: Set<Float32Array> | undefined;
 
@@ -105,13 +110,28 @@ export function scoped<T>(pass: () => T, kept: (result: T) => ArrayBufferLike): 
 export function uninitialized(length: number): Float32Array {
   if (length === 0) return new Float32Array(0);
   const small = scope !== undefined && length * 4 <= SCOPED_BYTES;
-  let array = (small ? activations.take(length) : undefined) ?? buffers.take(length);
+  let array = (small ? activations.take(length) : scope ? retired.take(length) : undefined) ?? buffers.take(length);
   if (!array) {
     const bytes = Buffer.allocUnsafe(length * 4);
     array = bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, length) : new Float32Array(length);
   }
   if (small && array.byteOffset === 0 && array.buffer.byteLength === array.byteLength) scope!.add(array);
   return array;
+}
+
+/**
+ * Storage the running pass is done with (Backend.retire), for its next ops: a small activation leaves the pass's set
+ * (given back now, not again at the end); a large one goes to `retired`, which `uninitialized` takes from, so a prompt's
+ * layers reuse one layer's activations instead of faulting in fresh memory for each until the garbage collector runs
+ * (and resident memory keeps the high-water mark of that). Outside a pass: nothing.
+ */
+export function retire(arrays: readonly Float32Array[]): void {
+  if (!scope) return;
+  for (const array of arrays) {
+    if (array.byteOffset !== 0 || array.buffer.byteLength !== array.byteLength) continue; // a view: its buffer may be shared
+    if (scope.delete(array)) activations.give(array);
+    else if (array.byteLength > SCOPED_BYTES) retired.give(array);
+  }
 }
 
 /** Give storage back for reuse: nothing may read or write it afterwards. */
