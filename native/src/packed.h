@@ -13,11 +13,12 @@
 namespace olmoe {
 
 constexpr size_t kGroupBlockBytes = 16 * 18;
-// q4_k (Q4_KR16), per group of 16 rows and superblock of 256 values, 2368 bytes (16 q4_k blocks take 2304): the d
-// and dmin of the 16 rows (f16), their 6-bit scales and mins as bytes ([sub-block][row], 8 × 16 each), then 32
-// vectors of codes, vector 8p + s holding in lane r bytes 4s..4s+3 of row r's 32 code bytes of sub-block pair p
-// (sub-block 2p in the low nibbles, 2p + 1 in the high). Row ranges start at multiples of 16 rows × 148 bytes per 256.
-constexpr size_t kGroupSuperBytes = 2368, kSuperScales = 64, kSuperMins = 192, kSuperCodes = 320;
+// q4_k (Q4_KR16), per group of 16 rows and superblock of 256 values, 2304 bytes (as 16 q4_k blocks): the d and dmin
+// of the 16 rows (f16), their 12 bytes of packed 6-bit scales and mins as in the file ([byte][row], 12 × 16; the
+// kernel unpacks them in 32-bit lanes), then 32 vectors of codes, vector 8p + s holding in lane r bytes 4s..4s+3 of
+// row r's 32 code bytes of sub-block pair p (sub-block 2p in the low nibbles, 2p + 1 in the high). Row ranges start
+// at multiples of 16 rows × 144 bytes per 256.
+constexpr size_t kGroupSuperBytes = 2304, kSuperScales = 64, kSuperCodes = 256;
 
 // q6_k (Q6_KR16), per group and superblock 3360 bytes (as 16 q6_k blocks): the 16 rows' d (f16), their int8 scales
 // ([scale group][row], 16 × 16), then the codes v (0..63) as 4 quads k of scale groups 4k..4k+3 × 4 steps s, three

@@ -39,7 +39,7 @@ inline int32_t i32(const int8_t* p) {
 // Software prefetch distance in each group stream (bytes): a q4_0 group's block is 288 bytes, 4.5 lines.
 // (2048 into L1 streamed as fast as 3072 or 4096, or L2 hints, on an AMD EPYC, 2 threads: ~50–58 GB/s, as row-major q4_0.)
 constexpr size_t kAhead = 2048;
-// q4_k and q6_k groups read 2368 and 3360 bytes per superblock: 4096 ahead (2048–4096 alike within the noise for the
+// q4_k and q6_k groups read 2304 and 3360 bytes per superblock: 4096 ahead (2048–4096 alike within the noise for the
 // decode expert layer of bench/native/q4-bench.cc, 1024 and 6144 slower; q4_k in tiles: 9472 much slower).
 constexpr size_t kAheadK = 4096;
 
@@ -122,6 +122,20 @@ void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_
 // Per superblock and row: Σ_j sc_j·(Σ codes·q over sub-block j) and Σ_j m_j·Σq_j in 32-bit lanes (one per row), then
 // d·d_x and dmin·d_x in float, as qdot.cc's q45_k_row.
 
+// Byte k of the 16 rows' packed scales (packed.h) in 32-bit lanes.
+inline __m512i scale_byte(const uint8_t* scales, int k) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + 16 * k))); }
+
+// The 6-bit scale and min of sub-block j of 16 rows from their packed bytes (packed.cc scale_min, lanewise).
+inline __m512i k_scale(const uint8_t* scales, int j) {
+  const __m512i low6 = _mm512_set1_epi32(63), low4 = _mm512_set1_epi32(15);
+  if (j < 4) return _mm512_and_si512(scale_byte(scales, j), low6);
+  return _mm512_or_si512(_mm512_and_si512(scale_byte(scales, j + 4), low4), _mm512_slli_epi32(_mm512_srli_epi32(scale_byte(scales, j - 4), 6), 4));
+}
+inline __m512i k_min(const uint8_t* scales, int j) {
+  if (j < 4) return _mm512_and_si512(scale_byte(scales, j + 4), _mm512_set1_epi32(63));
+  return _mm512_or_si512(_mm512_srli_epi32(scale_byte(scales, j + 4), 4), _mm512_slli_epi32(_mm512_srli_epi32(scale_byte(scales, j), 6), 4));
+}
+
 template <int G, int N>
 void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
   __m512 acc[G][N];
@@ -149,8 +163,7 @@ void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, si
       }
       for (int g = 0; g < G; g++) {
         const uint8_t* scales = w + g * group_bytes + b * kGroupSuperBytes + kSuperScales;
-        const __m512i s1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + 16 * (2 * p))));
-        const __m512i s2 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + 16 * (2 * p + 1))));
+        const __m512i s1 = k_scale(scales, 2 * p), s2 = k_scale(scales, 2 * p + 1);
         for (int j = 0; j < N; j++)
           scaled[g][j] = _mm512_add_epi32(scaled[g][j], _mm512_add_epi32(_mm512_mullo_epi32(first[g][j], s1), _mm512_mullo_epi32(_mm512_srai_epi32(second[g][j], 4), s2)));
       }
@@ -160,7 +173,7 @@ void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, si
       __m512i mins[N];
       for (int j = 0; j < N; j++) mins[j] = _mm512_setzero_si512();
       for (int sub = 0; sub < 8; sub++) {
-        const __m512i m = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + kSuperMins + 16 * sub)));
+        const __m512i m = k_min(block + kSuperScales, sub);
         for (int j = 0; j < N; j++) mins[j] = _mm512_add_epi32(mins[j], _mm512_mullo_epi32(m, _mm512_set1_epi32(x[j][b].sums32[sub])));
       }
       const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));

@@ -116,8 +116,8 @@ size_t block_bytes(DType dtype) {
     case DType::Q8_0: return 34;
     case DType::Q4_0:
     case DType::Q4_0R16: return 18;
-    case DType::Q4_K: return 144;
-    case DType::Q4_KR16: return 148;  // packed.h: 2368 bytes per 16 rows
+    case DType::Q4_K:
+    case DType::Q4_KR16: return 144;  // packed.h: 2304 bytes per 16 rows
     case DType::Q5_K: return 176;
     case DType::Q6_K:
     case DType::Q6_KR16: return 210;  // packed.h: 3360 bytes per 16 rows
