@@ -17,6 +17,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "q8.h"
 
@@ -250,36 +251,19 @@ void tile_q6(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, s
 // AMD EPYC Zen 5, alternating builds): q4_0 in four streams 469 → 413 µs against four adjacent groups per tile (two
 // streams 459, one 558); q4_k in two 460–498 µs against 595–683 in tiles of four adjacent groups (the next tile
 // prefetched); q6_k in two 714–764 µs, in four 1,056, its file layout's rows 986–992.
-struct Q4_0Groups {
-  using Block = Q8Block32;
-  static constexpr size_t kValues = 32;
-  static constexpr int kPrefillGroups = 2;
-  static constexpr int kDecodeGroups = 4;
+template <DType D>
+struct Groups {
+  static_assert(D == DType::Q4_0R16 || D == DType::Q4_KR16 || D == DType::Q6_KR16);
+  static constexpr bool kQ4_0 = D == DType::Q4_0R16;
+  using Block = std::conditional_t<kQ4_0, Q8Block32, Q8Block256>;
+  static constexpr size_t kValues = kQ4_0 ? 32 : 256;
+  static constexpr int kPrefillGroups = kQ4_0 ? 2 : 1;
+  static constexpr int kDecodeGroups = kQ4_0 ? 4 : 2;
   template <int G, int N>
   static void run(const uint8_t* w, size_t group_bytes, const Block* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
-    tile<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);
-  }
-};
-
-struct Q4_KGroups {
-  using Block = Q8Block256;
-  static constexpr size_t kValues = 256;
-  static constexpr int kPrefillGroups = 1;
-  static constexpr int kDecodeGroups = 2;
-  template <int G, int N>
-  static void run(const uint8_t* w, size_t group_bytes, const Block* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
-    tile_k<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);
-  }
-};
-
-struct Q6_KGroups {
-  using Block = Q8Block256;
-  static constexpr size_t kValues = 256;
-  static constexpr int kPrefillGroups = 1;
-  static constexpr int kDecodeGroups = 2;
-  template <int G, int N>
-  static void run(const uint8_t* w, size_t group_bytes, const Block* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
-    tile_q6<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);
+    if constexpr (kQ4_0) tile<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);
+    else if constexpr (D == DType::Q4_KR16) tile_k<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);
+    else tile_q6<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);
   }
 };
 
@@ -332,9 +316,9 @@ void rows(const QDotArgs& a) {
 }  // namespace
 
 void qgemm_rows_r16_vnni(const QDotArgs& a) {
-  if (a.dtype == DType::Q4_KR16) return rows<Q4_KGroups>(a);
-  if (a.dtype == DType::Q6_KR16) return rows<Q6_KGroups>(a);
-  rows<Q4_0Groups>(a);
+  if (a.dtype == DType::Q4_KR16) return rows<Groups<DType::Q4_KR16>>(a);
+  if (a.dtype == DType::Q6_KR16) return rows<Groups<DType::Q6_KR16>>(a);
+  rows<Groups<DType::Q4_0R16>>(a);
 }
 
 }  // namespace olmoe
