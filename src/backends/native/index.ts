@@ -185,9 +185,9 @@ export class NativeBackend implements TrainingBackend {
   }
 
   /**
-   * The bytes and dtype code matmul and experts read for a weight: a q4_0, q4_k or q6_k matrix of whole 16-row groups in
-   * the packed layout, repacked on first use (the same bytes; the file's pages of it are then
-   * unmapped, so resident memory stays near the file's size), else its own bytes.
+   * The bytes and dtype code matmul and experts read for a weight: a q4_0, q4_k or q6_k matrix of whole 16-row groups
+   * in the packed layout, repacked on first use (the same bytes; the file's pages of it are then unmapped, so resident
+   * memory stays near the file's size), else its own bytes.
    */
   private productWeight(t: RefTensor): ProductWeight {
     this.products.add(t);
