@@ -4,6 +4,7 @@ import { cpSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { recycle, retire, scoped, uninitialized } from '../src/backends/native/training.js';
+import { NativeBackend } from '../src/backends/native/index.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { ResourceError } from '../src/core/errors.js';
 import { loadModel } from '../src/model/load.js';
@@ -25,7 +26,8 @@ describe('memory-mapped weights', { skip: announceSkip(native.skip) }, () => {
   it('a checkpoint replaced on disk (new file renamed over the old) leaves a loaded model unchanged; a new load sees it', async () => {
     const dir = tempDir();
     cpSync(tinyModelDir, dir, { recursive: true });
-    const backend = native.create();
+    const addon = (native.create() as unknown as { addon: never }).addon;
+    const backend = new NativeBackend(addon, { minMapped: 0 }); // the tiny model's weights mapped too (small ones are read by default)
     const loaded = await loadModel(dir, { backend });
     const before = logitsOf(loaded, IDS);
     // olmoe's own writers replace files atomically (temp file + rename): the mapping keeps the old inode.

@@ -63,6 +63,8 @@ export interface NativeOptions {
   mmap?: boolean;
   /** Bytes of a file one mapped buffer covers (default 1 GiB; tests use small windows so tensors cross them). */
   mapWindow?: number;
+  /** Weights of fewer bytes are read instead of mapped (default 1 MiB, see `weight`; tests map small ones too). */
+  minMapped?: number;
   /**
    * Repack q4_0, q4_k and q6_k matrices 16 rows to a vector for the kernels (native/src/packed.h). Default: where the CPU
    * has those kernels (AVX-512 VNNI without AMX; OLMOE_PACK=0 declines); true elsewhere runs their portable twin
@@ -176,7 +178,7 @@ export class NativeBackend implements TrainingBackend {
       throw new OlmoeError('input', `weight ${source.name} of shape [${source.shape}] ${source.dtype} needs ${needed} bytes, got ${source.byteLength}`);
     }
     const elementBytes = isQuantized(source.dtype) ? 1 : byteSize(source.dtype, [1]);
-    const mappable = this.options.mmap !== false && source.file !== undefined && source.offset! % elementBytes === 0 && needed >= MIN_MAPPED_BYTES;
+    const mappable = this.options.mmap !== false && source.file !== undefined && source.offset! % elementBytes === 0 && needed > 0 && needed >= (this.options.minMapped ?? MIN_MAPPED_BYTES);
     const storage: Storage = mappable ? this.mapped(source) : storageFor(source.dtype, await source.read());
     const tensor = new RefTensor(source.dtype, source.shape, storage);
     // Matrices are repacked now, while loading (an embedding table only if a product uses it: a tied head).
