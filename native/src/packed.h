@@ -27,6 +27,9 @@ constexpr size_t kGroupSuperBytes = 2304, kSuperScales = 64, kSuperCodes = 256;
 constexpr size_t kGroupSuper6Bytes = 3360, kSuper6Scales = 32, kSuper6Codes = 288;
 
 inline bool is_packed(DType dtype) { return dtype == DType::Q4_0R16 || dtype == DType::Q4_KR16 || dtype == DType::Q6_KR16; }
+// Streams a one-token product of a packed type reads at once: runs of consecutive groups, tile group k walking run k
+// (qgemm-r16.cc `runs`; qdot_prefetch warms their starts).
+constexpr int decode_streams(DType packed) { return packed == DType::Q4_0R16 ? 4 : 2; }
 // The packed form of q4_0, q4_k and q6_k (any CPU: pack_rows and the scalar twin run everywhere), else dtype itself.
 inline DType packed_form(DType dtype) {
   switch (dtype) {

@@ -186,17 +186,9 @@ AVX2 void quantize256_avx2(const float* x, size_t n, Q8Block256* out) {
 }  // namespace
 
 size_t q8_row_bytes(DType weights, size_t n) {
-  switch (weights) {
-    case DType::Q4_0:
-    case DType::Q4_0R16:
-    case DType::Q8_0: return n / 32 * sizeof(Q8Block32);
-    case DType::Q4_K:
-    case DType::Q4_KR16:
-    case DType::Q5_K:
-    case DType::Q6_K:
-    case DType::Q6_KR16: return n / 256 * sizeof(Q8Block256);
-    default: return 0;
-  }
+  if (k_quant(weights)) return n / 256 * sizeof(Q8Block256);
+  if (weights == DType::Q4_0 || weights == DType::Q4_0R16 || weights == DType::Q8_0) return n / 32 * sizeof(Q8Block32);
+  return 0;
 }
 
 void quantize_q8(DType weights, const float* x, size_t n, uint8_t* out) {

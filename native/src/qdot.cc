@@ -118,10 +118,10 @@ void qdot_rows_scalar(const QDotArgs& a) {
 }
 
 void qdot_prefetch(DType dtype, const uint8_t* w, size_t w_stride, size_t rows) {
-  // q4_0 / q8_0 single-token reads four runs of rows (qdot-x86.h rows32_tokens), the packed types four or two runs of
-  // 16-row groups (qgemm-r16.cc), the K-quants one run.
+  // q4_0 / q8_0 single-token reads four runs of rows (qdot-x86.h rows32_tokens), the packed types decode_streams runs
+  // of 16-row groups (packed.h), the K-quants one run.
   const bool packed = is_packed(dtype);
-  const size_t streams = dtype == DType::Q4_0 || dtype == DType::Q8_0 || dtype == DType::Q4_0R16 ? 4 : packed ? 2 : 1;
+  const size_t streams = packed ? decode_streams(dtype) : dtype == DType::Q4_0 || dtype == DType::Q8_0 ? 4 : 1;
   const size_t run = packed ? rows / 16 / streams * 16 : rows / streams;
   for (size_t s = 0; s < streams; s++)
     for (size_t line = 0; line < 4; line++) __builtin_prefetch(w + s * run * w_stride + 64 * line, 0, 3);

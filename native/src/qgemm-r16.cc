@@ -68,10 +68,11 @@ inline void split_nibbles(const uint8_t* codes, __m512i& low, __m512i& high) {
   high = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
 }
 
-template <int G, int N>
-inline void clear_tile(__m512 (&acc)[G][N]) {
+// Zeros (float sums or 32-bit integer ones).
+template <class V, int G, int N>
+inline void clear_tile(V (&acc)[G][N]) {
   for (int g = 0; g < G; g++)
-    for (int j = 0; j < N; j++) acc[g][j] = _mm512_setzero_ps();
+    for (int j = 0; j < N; j++) acc[g][j] = V{};
 }
 
 // Lane r of acc[g][j] is row r of tile group g, token j: out[g·gs + r·rs + j·ts].
@@ -143,13 +144,12 @@ void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, si
   clear_tile(acc);
   for (size_t b = 0; b < blocks; b++) {
     __m512i scaled[G][N];
-    for (int g = 0; g < G; g++)
-      for (int j = 0; j < N; j++) scaled[g][j] = _mm512_setzero_si512();
+    clear_tile(scaled);
     prefetch_groups<G>(w + b * kGroupSuperBytes, group_bytes, kGroupSuperBytes, kAheadK);
     for (int p = 0; p < 4; p++) {
       __m512i first[G][N], second[G][N];
-      for (int g = 0; g < G; g++)
-        for (int j = 0; j < N; j++) first[g][j] = second[g][j] = _mm512_setzero_si512();
+      clear_tile(first);
+      clear_tile(second);
       for (int s = 0; s < 8; s++) {
         __m512i low[G], high[G];
         for (int g = 0; g < G; g++) mask_nibbles(w + g * group_bytes + b * kGroupSuperBytes + kSuperCodes + 64 * (8 * p + s), low[g], high[g]);
@@ -211,8 +211,7 @@ void tile_q6(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, s
   clear_tile(acc);
   for (size_t b = 0; b < blocks; b++) {
     __m512i scaled[G][N];
-    for (int g = 0; g < G; g++)
-      for (int j = 0; j < N; j++) scaled[g][j] = _mm512_setzero_si512();
+    clear_tile(scaled);
     prefetch_groups<G>(w + b * kGroupSuper6Bytes, group_bytes, kGroupSuper6Bytes, kAheadK);
     for (int k = 0; k < 4; k++) {
       __m512i sums[G][N][4];
@@ -258,7 +257,7 @@ struct Groups {
   using Block = std::conditional_t<kQ4_0, Q8Block32, Q8Block256>;
   static constexpr size_t kValues = kQ4_0 ? 32 : 256;
   static constexpr int kPrefillGroups = kQ4_0 ? 2 : 1;
-  static constexpr int kDecodeGroups = kQ4_0 ? 4 : 2;
+  static constexpr int kDecodeGroups = decode_streams(D);
   template <int G, int N>
   static void run(const uint8_t* w, size_t group_bytes, const Block* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
     if constexpr (kQ4_0) tile<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);

@@ -103,15 +103,15 @@ function attention(backend: Backend, model: OlmoeParts, x: Tensor, input: Attent
   let v = projected[2]; // [N, Hkv·Hd]
   retire(projected[0], projected[1]);
   const clip = config.clipQkv;
-  if (clip !== null) [q, k, v] = [backend.clamp(q, clip), backend.clamp(k, clip), backend.clamp(v, clip)]; // (left to the collector)
-  const normedQ = q, normedK = k;
-  q = backend.rope(q, positions, { heads: config.numHeads, headDim: config.headDim, theta: config.ropeTheta });
-  k = backend.rope(k, positions, { heads: config.numKVHeads, headDim: config.headDim, theta: config.ropeTheta });
-  if (clip === null) retire(normedQ, normedK);
+  // (the unclamped ones are left to the collector: a backend's clamp may return its input, retired below)
+  if (clip !== null) [q, k, v] = [backend.clamp(q, clip), backend.clamp(k, clip), backend.clamp(v, clip)];
+  const rotatedQ = backend.rope(q, positions, { heads: config.numHeads, headDim: config.headDim, theta: config.ropeTheta });
+  const rotatedK = backend.rope(k, positions, { heads: config.numKVHeads, headDim: config.headDim, theta: config.ropeTheta });
+  retire(q, k);
   const sequences = input.sequences.map(({ ids, start, cache }) => ({ tokens: ids.length, start, cache }));
   const heads = { heads: config.numHeads, kvHeads: config.numKVHeads, headDim: config.headDim };
-  const attended = backend.attention({ q, k, v, sequences, layer: input.index, ...heads }); // [N, H·Hd]
-  retire(q, k, v);
+  const attended = backend.attention({ q: rotatedQ, k: rotatedK, v, sequences, layer: input.index, ...heads }); // [N, H·Hd]
+  retire(rotatedQ, rotatedK, v);
   const out = linear(backend, attended, layer.o, lora?.o); // [N, D]
   retire(attended);
   return out;
