@@ -93,6 +93,42 @@ const SHAPES = [[4, 2, 16], [2, 2, 64], [4, 1, 128], [3, 3, 24]] as const;
 /** Prompts crossing 64-position blocks at odd lengths, decode steps, a second long chunk after cached positions. */
 const STEPS = [70, 1, 1, 67, 3, 130, 1];
 
+describe('KV cache storage populated ahead of its writes', () => {
+  it('every row is stored into populated storage, across growth; each layer populates its own; rows read back', () => {
+    const populated = new Map<ArrayBufferLike, [number, number][]>();
+    const calls: number[] = [];
+    const covered = (bytes: Uint8Array) => (populated.get(bytes.buffer) ?? []).some(([from, to]) => from <= bytes.byteOffset && bytes.byteOffset + bytes.byteLength <= to);
+    const encode = (type: KVCacheType, rows: Float32Array | Float64Array, width: number, out: Uint8Array) => {
+      assert.ok(covered(out), `rows at byte ${out.byteOffset} of a ${out.buffer.byteLength}-byte storage were not populated first`);
+      encodeKVRows(type, rows, width, out);
+    };
+    const populate = (bytes: Uint8Array) => {
+      calls.push(bytes.byteLength);
+      const list = populated.get(bytes.buffer) ?? [];
+      const last = list[list.length - 1];
+      if (last && last[1] === bytes.byteOffset) last[1] += bytes.byteLength; // merge adjacent calls
+      else list.push([bytes.byteOffset, bytes.byteOffset + bytes.byteLength]);
+      populated.set(bytes.buffer, list);
+    };
+    const cache = new RefKVCache({ layers: 2, capacity: 1000, kvHeads: 2, headDim: 4, dtype: 'f32' }, undefined, encode, populate);
+    const row = (position: number) => Float32Array.from({ length: 8 }, (_, i) => position * 10 + i);
+    const stored: Float32Array[] = [];
+    let position = 0;
+    for (const count of [40, 1, 1, 100, ...new Array(150).fill(1)]) {
+      const rows = new Float32Array(8 * count);
+      for (let r = 0; r < count; r++) rows.set(row(position + r), 8 * r);
+      for (const layer of [0, 1]) cache.store(layer, position, { keys: rows, values: rows });
+      stored.push(rows);
+      position += count;
+    }
+    const all = new Float32Array(8 * position);
+    stored.reduce((at, rows) => (all.set(rows, at), at + rows.length), 0);
+    for (const layer of [0, 1]) for (const which of ['keys', 'values'] as const) assert.deepEqual(cache.read(which, layer, position), all);
+    // Decode populates in steps of many positions, not one call per row.
+    assert.ok(calls.length < 40, `${calls.length} populate calls for ${position} positions × 2 layers × keys and values`);
+  });
+});
+
 describe('native attention vs the reference, per cache type', { skip: announceSkip(native.skip) }, () => {
   const backend = native.skip ? reference : native.create();
 

@@ -1,6 +1,6 @@
 /** Native backend specifics: memory-mapped weights and what happens when files change; allocation failures. */
 import assert from 'node:assert/strict';
-import { cpSync, renameSync } from 'node:fs';
+import { cpSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { recycle, retire, scoped, uninitialized } from '../src/backends/native/training.js';
@@ -38,6 +38,31 @@ describe('memory-mapped weights', { skip: announceSkip(native.skip) }, () => {
     assert.equal(maxAbsDiff(logitsOf(loaded, IDS), before), 0, 'the loaded model still reads the old weights');
     const reloaded = await loadModel(dir, { backend });
     assert.ok(maxAbsDiff(logitsOf(reloaded, IDS), before) > 1e-3, 'a new load maps the new file');
+  });
+
+  it('released rows unmap the pages those rows touch and no others; the bytes read back unchanged', { skip: process.platform === 'linux' ? false : 'reads /proc/self/smaps' }, () => {
+    const addon = (native.create() as unknown as { addon: { mapTensor(path: string, offset: number, length: number): ArrayBuffer; releasePages(view: Uint8Array, rowBytes?: number, ids?: Int32Array): boolean } }).addon;
+    const page = 4096, rowBytes = 1000; // rows straddle pages
+    const file = join(tempDir(), 'table.bin');
+    const content = Uint8Array.from({ length: 16 * page }, (_, i) => (i * 7 + 3) & 255);
+    writeFileSync(file, content);
+    // From byte `page`: the view starts and ends on page boundaries of the file (mapped page-aligned).
+    const view = new Uint8Array(addon.mapTensor(file, page, 12 * page));
+    const resident = () => {
+      const smaps = readFileSync('/proc/self/smaps', 'utf8').split('\n');
+      const at = smaps.findIndex((line) => line.endsWith(file));
+      return Number(smaps.slice(at + 1).find((line) => line.startsWith('Rss:'))!.match(/(\d+)/)![1]) * 1024 / page;
+    };
+    let sum = 0;
+    for (let i = 0; i < view.length; i += 64) sum += view[i]!;
+    const before = resident(); // the whole file is mapped: its 16 pages, read in around the view's
+    assert.ok(before >= 12, `${before} pages resident`);
+    // Row 4 spans bytes [4000, 5000): pages 0 and 1; row 37 [37000, 38000): page 9; row 49 [49000, 50000) lies past the view.
+    assert.equal(addon.releasePages(view, rowBytes, Int32Array.of(4, 37, 49)), true);
+    assert.equal(resident(), before - 3, 'pages 0, 1 and 9 released, nothing past the view');
+    assert.deepEqual(view.subarray(0, 5000), content.subarray(page, page + 5000), 'released bytes read back from the file');
+    assert.equal(addon.releasePages(new Uint8Array(100), 10, Int32Array.of(1)), false, 'memory not mapped from a file');
+    assert.ok(sum > 0);
   });
 });
 
@@ -172,5 +197,16 @@ describe('native allocations (KV caches)', { skip: announceSkip(native.skip) }, 
       assert.equal(memory[0]! + memory[bytes - 1]!, 3);
     }
     assert.throws(() => addon.allocate(2 ** 52), /out of memory: cannot allocate 4503599627370496 bytes/);
+  });
+
+  it('populating pages of allocated memory keeps what was written there and the zeros around it', () => {
+    const addon = (native.create() as unknown as { addon: { allocate(bytes: number): ArrayBuffer; populate(view: Uint8Array): boolean } }).addon;
+    const memory = new Uint8Array(addon.allocate(1 << 20));
+    memory.fill(7, 5000, 9000);
+    assert.equal(typeof addon.populate(memory.subarray(3000, 700_001)), 'boolean'); // unaligned ends: the whole pages inside
+    assert.ok(memory.subarray(5000, 9000).every((b) => b === 7), 'written bytes kept');
+    assert.ok(memory.subarray(0, 5000).every((b) => b === 0) && memory.subarray(9000).every((b) => b === 0), 'the rest still zero');
+    memory[700_000] = 3;
+    assert.equal(memory[700_000], 3);
   });
 });

@@ -139,12 +139,14 @@ Napi::Value PackWeight(const Napi::CallbackInfo& info) {
   return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env, void*, void* chunk) { olmoe::packed_free(chunk); }, handle);
 }
 
-// releasePages(view) → whether the view lies in a mapped file, whose whole pages inside it this process then unmaps
-// (mapping.h release_pages: the bytes stay readable).
+// releasePages(view[, rowBytes, ids]) → whether the view lies in a mapped file, whose whole pages inside it this
+// process then unmaps (mapping.h release_pages: the bytes stay readable); with rows, only the pages those rows touch.
 Napi::Value ReleasePages(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 1)) return info.Env().Undefined();
   auto view = info[0].As<Napi::TypedArray>();
-  return Napi::Boolean::New(info.Env(), olmoe::release_pages(data_of<uint8_t>(info[0]), view.ByteLength()));
+  if (info.Length() < 3) return Napi::Boolean::New(info.Env(), olmoe::release_pages(data_of<uint8_t>(info[0]), view.ByteLength()));
+  auto ids = info[2].As<Napi::Int32Array>();
+  return Napi::Boolean::New(info.Env(), olmoe::release_rows(data_of<uint8_t>(info[0]), view.ByteLength(), size_arg(info, 1), ids.Data(), ids.ElementLength()));
 }
 
 // matmul(x, tokens, inDim, w, dtype, outDim, out)
@@ -350,6 +352,14 @@ Napi::Value Allocate(const Napi::CallbackInfo& info) {
   return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env, void* data) { std::free(data); });
 }
 
+// populate(view) → whether the whole pages inside the view (memory from allocate) were faulted in at once
+// (mapping.h populate_pages); false where the kernel cannot, and the pages fault in when first written.
+Napi::Value Populate(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 1)) return info.Env().Undefined();
+  auto view = info[0].As<Napi::TypedArray>();
+  return Napi::Boolean::New(info.Env(), olmoe::populate_pages(data_of<uint8_t>(info[0]), view.ByteLength()));
+}
+
 // measureReadBandwidth(bytes, repeats) → bytes/s; measureFp32Peak(repeats) → FLOP/s (native/src/measure.h).
 Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 2)) return info.Env().Undefined();
@@ -383,6 +393,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("add", Napi::Function::New(env, Add));
   exports.Set("allocate", Napi::Function::New(env, Allocate));
+  exports.Set("populate", Napi::Function::New(env, Populate));
   exports.Set("measureReadBandwidth", Napi::Function::New(env, MeasureReadBandwidth));
   exports.Set("measureFp32Peak", Napi::Function::New(env, MeasureFp32Peak));
   olmoe::register_training(env, exports);

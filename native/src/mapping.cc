@@ -1,3 +1,4 @@
+#include <algorithm>
 // mmap(PROT_READ, MAP_PRIVATE) of whole files: pages are read on first touch and stay in the page cache, so
 // loading costs about as much as touching the pages and resident memory stays near the file size.
 // A file truncated underneath a live mapping makes accesses past its new end fault (SIGBUS): checkpoints must
@@ -108,18 +109,44 @@ const char* map_slice(const std::string& path, size_t offset, size_t length, Map
   return static_cast<const char*>(mapping->address) + offset;
 }
 
+namespace {
+
+// Whether [begin, end) lies inside a live mapping (the caller holds `mutex`).
+bool mapped(uintptr_t begin, uintptr_t end) {
+  for (const auto& [key, mapping] : mappings) {
+    const uintptr_t start = reinterpret_cast<uintptr_t>(mapping->address);
+    if (begin >= start && end <= start + mapping->size) return true;
+  }
+  return false;
+}
+
+void drop(uintptr_t first, uintptr_t last) {
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
+}  // namespace
+
 bool release_pages(const void* address, size_t length) {
   std::lock_guard<std::mutex> lock(mutex);
   const uintptr_t begin = reinterpret_cast<uintptr_t>(address), end = begin + length;
-  for (const auto& [key, mapping] : mappings) {
-    const uintptr_t start = reinterpret_cast<uintptr_t>(mapping->address);
-    if (begin < start || end > start + mapping->size) continue;
-    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-    const uintptr_t first = (begin + page - 1) & ~(page - 1), last = end & ~(page - 1);
-    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
-    return true;
+  if (!mapped(begin, end)) return false;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  drop((begin + page - 1) & ~(page - 1), end & ~(page - 1));
+  return true;
+}
+
+bool release_rows(const void* address, size_t length, size_t row_bytes, const int32_t* ids, size_t count) {
+  std::lock_guard<std::mutex> lock(mutex);
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(address), end = begin + length;
+  if (!mapped(begin, end)) return false;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t low = (begin + page - 1) & ~(page - 1), high = end & ~(page - 1);
+  for (size_t i = 0; i < count; i++) {
+    if (ids[i] < 0 || (static_cast<size_t>(ids[i]) + 1) * row_bytes > length) continue;
+    const uintptr_t row = begin + static_cast<size_t>(ids[i]) * row_bytes;
+    drop(std::max(low, row & ~(page - 1)), std::min(high, (row + row_bytes + page - 1) & ~(page - 1)));
   }
-  return false;
+  return true;
 }
 
 void release(Mapping* mapping) {
@@ -128,6 +155,15 @@ void release(Mapping* mapping) {
   munmap(mapping->address, mapping->size);
   mappings.erase(mapping->key);
   delete mapping;
+}
+
+bool populate_pages(void* address, size_t length) {
+#ifndef MADV_POPULATE_WRITE
+  constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14; older headers lack it, older kernels answer EINVAL
+#endif
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE)), begin = reinterpret_cast<uintptr_t>(address);
+  const uintptr_t first = (begin + page - 1) & ~(page - 1), last = (begin + length) & ~(page - 1);
+  return last <= first || madvise(reinterpret_cast<void*>(first), last - first, MADV_POPULATE_WRITE) == 0;
 }
 
 size_t huge_size(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }

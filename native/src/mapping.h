@@ -1,6 +1,7 @@
 // Read-only memory maps of weight files, shared per file and released when the last slice is collected.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace olmoe {
@@ -14,6 +15,14 @@ void release(Mapping* handle);
 // Drop this process's page mappings of the whole pages inside [address, address + length) when they lie in a live
 // mapping (the bytes stay valid: touching them maps them again from the page cache). Returns whether they did.
 bool release_pages(const void* address, size_t length);
+// The same for the pages that rows `ids` (rows of `row_bytes` from `address`) touch, each rounded outward to whole
+// pages but kept inside the whole pages of [address, address + length): a decode token's embedding row.
+bool release_rows(const void* address, size_t length, size_t row_bytes, const int32_t* ids, size_t count);
+
+// Fault in the whole pages inside [address, address + length) of anonymous memory, writable, in one call
+// (MADV_POPULATE_WRITE, Linux 5.14): on a virtual machine where a first write to a page traps for ~15 µs, ~1 µs a
+// page. Returns false where the kernel cannot (the pages then fault in when written, as before).
+bool populate_pages(void* address, size_t length);
 
 // Zeroed anonymous memory of at least `bytes`, aligned to 2 MiB and advised for transparent huge pages (THP in
 // "madvise" mode gives none to malloc'd memory; the packed weights); nullptr on failure. huge_free with the same

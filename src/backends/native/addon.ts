@@ -24,8 +24,11 @@ export interface NativeAddon {
   packedType(dtype: number): number;
   /** rows × cols weights of dtype code 4 (q4_0) or 5 (q4_k), rows % 16 == 0, in their packed layout. */
   packWeight(dtype: number, bytes: Uint8Array, rows: number, cols: number): ArrayBuffer;
-  /** Unmaps the whole pages of a view into a mapped file (they map again when read); false for other memory. */
-  releasePages(view: Uint8Array): boolean;
+  /**
+   * Unmaps the whole pages of a view into a mapped file (they map again when read); false for other memory. With rows
+   * (the view a table of rowBytes rows): only the pages rows `ids` touch, inside the view's whole pages.
+   */
+  releasePages(view: Uint8Array, rowBytes?: number, ids?: Int32Array): boolean;
   /** c[m, n] = op(a)[m, k] · op(b)[k, n], or c += that; op transposes (a stored [k, m], b stored [n, k]) when set. */
   gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Floats, b: Floats, c: Floats, accumulate: boolean, bf16?: boolean): void;
   /** matmul of x by each weight (one dtype code, at most 8) into the out of the same index ([tokens, out.length ÷ tokens]). */
@@ -46,6 +49,8 @@ export interface NativeAddon {
   rope(x: Floats, tokens: number, heads: number, headDim: number, positions: Int32Array, invFreq: Floats, out: Floats): void;
   add(a: Floats, b: Floats, out: Floats): void;
   allocate(bytes: number): ArrayBuffer;
+  /** Faults in the whole pages inside a view of allocated memory in one call; false where the kernel cannot. */
+  populate(view: Uint8Array): boolean;
   /** Bytes/s reading `bytes` of memory with the pool's threads, best of `repeats` (0: could not allocate). */
   measureReadBandwidth(bytes: number, repeats: number): number;
   /** FP32 FLOP/s of register-only FMA chains on the pool's threads at the kernels' SIMD level, best of `repeats`. */

@@ -30,14 +30,19 @@ export class RefKVCache implements KVCache {
   /** Bytes of one position's keys (or values) in one layer. */
   readonly rowBytes: number;
 
+  /** Per layer: positions from 0 whose storage `populate` has faulted in. */
+  private populated: number[] = [];
+
   /**
-   * `allocate` provides zeroed storage (the native backend uses huge-page memory); `encode` rounds rows to the
-   * cache type (the native backend's is the addon's, bit-identical to encodeKVRows).
+   * `allocate` provides zeroed storage (the native backend's: the addon's); `encode` rounds rows to the cache type
+   * (the native backend's is the addon's, bit-identical to encodeKVRows); `populate`, where given, faults in storage
+   * ahead of the writes in one call (the native backend's: 16× cheaper than a trap per page on a virtual machine).
    */
   constructor(
     opts: KVCacheOptions,
     private readonly allocate: (bytes: number) => Uint8Array = (bytes) => new Uint8Array(bytes),
     readonly encode: KVEncoder = encodeKVRows,
+    private readonly populate?: (bytes: Uint8Array) => void,
   ) {
     this.layers = opts.layers;
     this.capacity = opts.capacity;
@@ -62,7 +67,10 @@ export class RefKVCache implements KVCache {
     const size = Math.min(this.capacity, Math.max(positions, 2 * this.allocated, MIN_POSITIONS));
     const grow = (old: Uint8Array | undefined) => {
       const next = this.allocate(size * this.rowBytes);
-      if (old) next.set(old);
+      if (old) {
+        this.populate?.(next.subarray(0, old.byteLength));
+        next.set(old);
+      }
       return next;
     };
     try {
@@ -72,6 +80,7 @@ export class RefKVCache implements KVCache {
       if (error instanceof RangeError) throw new ResourceError(`a KV cache of ${size} positions × ${this.layers} layers`, size * this.bytesPerPosition, error);
       throw error;
     }
+    this.populated = this.populated.map(() => this.allocated); // what was copied
     this.allocated = size;
   }
 
@@ -81,6 +90,13 @@ export class RefKVCache implements KVCache {
     const rows = kv.keys.length / this.width;
     this.reserve(start + rows);
     const span = (bytes: Uint8Array) => bytes.subarray(start * this.rowBytes, (start + rows) * this.rowBytes);
+    const ready = this.populated[layer] ?? 0;
+    if (this.populate && start + rows > ready) {
+      const [from, to] = [Math.max(ready, start) * this.rowBytes, Math.min(this.allocated, start + rows + POPULATE_AHEAD) * this.rowBytes];
+      this.populate(this.keys[layer]!.subarray(from, to));
+      this.populate(this.values[layer]!.subarray(from, to));
+      this.populated[layer] = to / this.rowBytes;
+    }
     this.encode(this.dtype, kv.keys, this.width, span(this.keys[layer]!));
     this.encode(this.dtype, kv.values, this.width, span(this.values[layer]!));
   }
@@ -93,6 +109,8 @@ export class RefKVCache implements KVCache {
 
 /** The smallest growth step, so the first decode tokens after a short prompt do not each reallocate. */
 const MIN_POSITIONS = 16;
+/** Positions of storage populated past the rows being stored (decode: one populate call per 64 tokens and layer). */
+const POPULATE_AHEAD = 64;
 
 /** Rows of `width` floats rounded to `type`, written to out (rows × kvRowBytes bytes). */
 export function encodeKVRows(type: KVCacheType, rows: Floats, width: number, out: Uint8Array): void {
