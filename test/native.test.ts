@@ -11,7 +11,7 @@ import { loadModel } from '../src/model/load.js';
 import { writeRandomCheckpoint } from '../src/model/random-checkpoint.js';
 import { announceSkip, backendCases } from './backends.js';
 import { logitsOf, maxAbsDiff } from './checkpoints.js';
-import { tempDir, tinyModelDir } from './helpers.js';
+import { repoRoot, tempDir, tinyModelDir } from './helpers.js';
 
 const IDS = Int32Array.from([5, 80, 17, 200, 33]);
 const native = backendCases.find((b) => b.name === 'native')!;
@@ -40,29 +40,47 @@ describe('memory-mapped weights', { skip: announceSkip(native.skip) }, () => {
     assert.ok(maxAbsDiff(logitsOf(reloaded, IDS), before) > 1e-3, 'a new load maps the new file');
   });
 
-  it('released rows unmap the pages those rows touch and no others; the bytes read back unchanged', { skip: process.platform === 'linux' ? false : 'reads /proc/self/smaps' }, () => {
-    const addon = (native.create() as unknown as { addon: { mapTensor(path: string, offset: number, length: number): ArrayBuffer; releasePages(view: Uint8Array, rowBytes?: number, ids?: Int32Array): boolean } }).addon;
+  it('rows read from a mapped table\'s file are its bytes, and no page of the mapping becomes resident', { skip: process.platform === 'linux' ? false : 'reads /proc/self/smaps' }, () => {
+    const addon = (native.create() as unknown as { addon: { mapTensor(path: string, offset: number, length: number): ArrayBuffer; readRows(table: Uint8Array, rowBytes: number, ids: Int32Array, out: Uint8Array): boolean } }).addon;
     const page = 4096, rowBytes = 1000; // rows straddle pages
     const file = join(tempDir(), 'table.bin');
     const content = Uint8Array.from({ length: 16 * page }, (_, i) => (i * 7 + 3) & 255);
     writeFileSync(file, content);
-    // From byte `page`: the view starts and ends on page boundaries of the file (mapped page-aligned).
-    const view = new Uint8Array(addon.mapTensor(file, page, 12 * page));
+    const offset = 1234, rows = 60;
+    const table = new Uint8Array(addon.mapTensor(file, offset, rows * rowBytes));
     const resident = () => {
       const smaps = readFileSync('/proc/self/smaps', 'utf8').split('\n');
       const at = smaps.findIndex((line) => line.endsWith(file));
-      return Number(smaps.slice(at + 1).find((line) => line.startsWith('Rss:'))!.match(/(\d+)/)![1]) * 1024 / page;
+      return Number(smaps.slice(at + 1).find((line) => line.startsWith('Rss:'))!.match(/(\d+)/)![1]);
     };
-    let sum = 0;
-    for (let i = 0; i < view.length; i += 64) sum += view[i]!;
-    const before = resident(); // the whole file is mapped: its 16 pages, read in around the view's
-    assert.ok(before >= 12, `${before} pages resident`);
-    // Row 4 spans bytes [4000, 5000): pages 0 and 1; row 37 [37000, 38000): page 9; row 49 [49000, 50000) lies past the view.
-    assert.equal(addon.releasePages(view, rowBytes, Int32Array.of(4, 37, 49)), true);
-    assert.equal(resident(), before - 3, 'pages 0, 1 and 9 released, nothing past the view');
-    assert.deepEqual(view.subarray(0, 5000), content.subarray(page, page + 5000), 'released bytes read back from the file');
-    assert.equal(addon.releasePages(new Uint8Array(100), 10, Int32Array.of(1)), false, 'memory not mapped from a file');
-    assert.ok(sum > 0);
+    const ids = Int32Array.of(4, 59, 0, 4, 37);
+    const out = new Uint8Array(ids.length * rowBytes);
+    assert.equal(addon.readRows(table, rowBytes, ids, out), true);
+    ids.forEach((id, i) => assert.deepEqual(out.subarray(i * rowBytes, (i + 1) * rowBytes), content.subarray(offset + id * rowBytes, offset + (id + 1) * rowBytes), `row ${id}`));
+    assert.equal(resident(), 0, 'the mapping was not touched');
+    assert.equal(addon.readRows(table, rowBytes, Int32Array.of(60), new Uint8Array(rowBytes)), false, 'a row past the table');
+    assert.equal(addon.readRows(new Uint8Array(5000), rowBytes, Int32Array.of(1), new Uint8Array(rowBytes)), false, 'memory not mapped from a file');
+    assert.throws(() => addon.readRows(table, rowBytes, Int32Array.of(1), new Uint8Array(rowBytes - 1)), /out must hold ids × rowBytes bytes/);
+  });
+
+  it('a decode token\'s embedding rows come from the file for every weight type: the same rows as through the mapping', async () => {
+    const addon = (native.create() as unknown as { addon: { readRows(...args: unknown[]): boolean } }).addon;
+    let fromFiles = 0; // gathers the file answered (not the fallback through the mapping)
+    const spy = Object.assign(Object.create(addon) as typeof addon, { readRows: (...args: unknown[]) => (addon.readRows(...args) ? (fromFiles++, true) : false) });
+    const backend = new NativeBackend(spy as never, { minMapped: 0 });
+    const peer = join(repoRoot, 'test', 'fixtures', 'q8-peer');
+    // bf16 (safetensors), f32 (safetensors), q8_0, q4_0 and f16 (GGUF)
+    for (const spec of [tinyModelDir, join(peer, 'model'), ...['q8_0', 'q4_0', 'f16'].map((type) => join(peer, `make_olmoe-${type}.gguf`))]) {
+      const model = await loadModel(spec, { backend });
+      const table = model.weights.embed;
+      const width = table.shape[1]!;
+      const many = Int32Array.from({ length: 40 }, (_, i) => (i * 7) % 50), few = Int32Array.of(many[5]!, many[1]!, many[5]!);
+      const through = backend.toFloat32(backend.embedding(table, many)); // more than FEW_ROWS: read through the mapping
+      const fromFile = backend.toFloat32(backend.embedding(table, few));
+      few.forEach((id, i) => assert.deepEqual(fromFile.subarray(i * width, (i + 1) * width), through.subarray(many.indexOf(id) * width, (many.indexOf(id) + 1) * width), `${spec}: row ${id}`));
+      assert.throws(() => backend.embedding(table, Int32Array.of(1, 1e6)), /id 1000000 outside table/);
+    }
+    assert.equal(fromFiles, 5, 'each model\'s few rows came from its file');
   });
 });
 

@@ -139,14 +139,27 @@ Napi::Value PackWeight(const Napi::CallbackInfo& info) {
   return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env, void*, void* chunk) { olmoe::packed_free(chunk); }, handle);
 }
 
-// releasePages(view[, rowBytes, ids]) → whether the view lies in a mapped file, whose whole pages inside it this
-// process then unmaps (mapping.h release_pages: the bytes stay readable); with rows, only the pages those rows touch.
+// releasePages(view) → whether the view lies in a mapped file, whose whole pages inside it this process then unmaps
+// (mapping.h release_pages: the bytes stay readable).
 Napi::Value ReleasePages(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 1)) return info.Env().Undefined();
   auto view = info[0].As<Napi::TypedArray>();
-  if (info.Length() < 3) return Napi::Boolean::New(info.Env(), olmoe::release_pages(data_of<uint8_t>(info[0]), view.ByteLength()));
+  return Napi::Boolean::New(info.Env(), olmoe::release_pages(data_of<uint8_t>(info[0]), view.ByteLength()));
+}
+
+// readRows(table, rowBytes, ids, out) → whether rows `ids` of a table view into a mapped file were read from the file
+// into out (mapping.h read_rows: the mapping's pages untouched); false for other memory, an id outside, a failed read.
+Napi::Value ReadRows(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 4)) return info.Env().Undefined();
+  auto table = info[0].As<Napi::TypedArray>();
   auto ids = info[2].As<Napi::Int32Array>();
-  return Napi::Boolean::New(info.Env(), olmoe::release_rows(data_of<uint8_t>(info[0]), view.ByteLength(), size_arg(info, 1), ids.Data(), ids.ElementLength()));
+  auto out = info[3].As<Napi::TypedArray>();
+  const size_t row_bytes = size_arg(info, 1);
+  if (row_bytes == 0 || out.ByteLength() != ids.ElementLength() * row_bytes) {
+    Napi::RangeError::New(info.Env(), "olmoe native readRows: out must hold ids × rowBytes bytes").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  return Napi::Boolean::New(info.Env(), olmoe::read_rows(data_of<uint8_t>(info[0]), table.ByteLength(), row_bytes, ids.Data(), ids.ElementLength(), data_of<uint8_t>(info[3])));
 }
 
 // matmul(x, tokens, inDim, w, dtype, outDim, out)
@@ -383,6 +396,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("packedType", Napi::Function::New(env, PackedType));
   exports.Set("packWeight", Napi::Function::New(env, PackWeight));
   exports.Set("releasePages", Napi::Function::New(env, ReleasePages));
+  exports.Set("readRows", Napi::Function::New(env, ReadRows));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("experts", Napi::Function::New(env, Experts));
   exports.Set("matmuls", Napi::Function::New(env, Matmuls));

@@ -25,6 +25,7 @@ struct Mapping {
   void* address = nullptr;
   size_t size = 0;
   int references = 0;
+  int fd = -1;  // kept open for read_rows (the mapping's own inode, also after the path is replaced)
 };
 
 namespace {
@@ -68,15 +69,22 @@ Mapping* open_mapping(const std::string& path, const std::string& key, std::stri
     return nullptr;
   }
   void* address = map_aligned(fd, static_cast<size_t>(info.st_size));
-  int saved = errno;
-  close(fd);
   if (address == MAP_FAILED) {
-    *error = "mmap failed: " + std::string(std::strerror(saved));
+    *error = "mmap failed: " + std::string(std::strerror(errno));
+    close(fd);
     return nullptr;
   }
-  auto* mapping = new Mapping{key, address, static_cast<size_t>(info.st_size), 0};
+  auto* mapping = new Mapping{key, address, static_cast<size_t>(info.st_size), 0, fd};
   mappings[key] = mapping;
   return mapping;
+}
+
+// Unmap, close and forget a mapping no slice holds (the caller holds `mutex`).
+void unmap(Mapping* mapping) {
+  munmap(mapping->address, mapping->size);
+  close(mapping->fd);
+  mappings.erase(mapping->key);
+  delete mapping;
 }
 }  // namespace
 
@@ -97,11 +105,7 @@ const char* map_slice(const std::string& path, size_t offset, size_t length, Map
   if (offset > mapping->size || length > mapping->size - offset) {
     *error = "tensor bytes [" + std::to_string(offset) + ", " + std::to_string(offset + length) + ") lie past the end of the " +
              std::to_string(mapping->size) + "-byte file";
-    if (mapping->references == 0) {
-      munmap(mapping->address, mapping->size);
-      mappings.erase(key);
-      delete mapping;
-    }
+    if (mapping->references == 0) unmap(mapping);
     return nullptr;
   }
   mapping->references++;
@@ -111,17 +115,13 @@ const char* map_slice(const std::string& path, size_t offset, size_t length, Map
 
 namespace {
 
-// Whether [begin, end) lies inside a live mapping (the caller holds `mutex`).
-bool mapped(uintptr_t begin, uintptr_t end) {
+// The live mapping [begin, end) lies inside, or null (the caller holds `mutex`).
+Mapping* mapping_of(uintptr_t begin, uintptr_t end) {
   for (const auto& [key, mapping] : mappings) {
     const uintptr_t start = reinterpret_cast<uintptr_t>(mapping->address);
-    if (begin >= start && end <= start + mapping->size) return true;
+    if (begin >= start && end <= start + mapping->size) return mapping;
   }
-  return false;
-}
-
-void drop(uintptr_t first, uintptr_t last) {
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  return nullptr;
 }
 
 }  // namespace
@@ -129,22 +129,27 @@ void drop(uintptr_t first, uintptr_t last) {
 bool release_pages(const void* address, size_t length) {
   std::lock_guard<std::mutex> lock(mutex);
   const uintptr_t begin = reinterpret_cast<uintptr_t>(address), end = begin + length;
-  if (!mapped(begin, end)) return false;
+  if (!mapping_of(begin, end)) return false;
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  drop((begin + page - 1) & ~(page - 1), end & ~(page - 1));
+  const uintptr_t first = (begin + page - 1) & ~(page - 1), last = end & ~(page - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
   return true;
 }
 
-bool release_rows(const void* address, size_t length, size_t row_bytes, const int32_t* ids, size_t count) {
+bool read_rows(const void* address, size_t length, size_t row_bytes, const int32_t* ids, size_t count, uint8_t* out) {
   std::lock_guard<std::mutex> lock(mutex);
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(address), end = begin + length;
-  if (!mapped(begin, end)) return false;
-  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t low = (begin + page - 1) & ~(page - 1), high = end & ~(page - 1);
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(address);
+  const Mapping* mapping = mapping_of(begin, begin + length);
+  if (!mapping) return false;
+  const size_t offset = begin - reinterpret_cast<uintptr_t>(mapping->address);
   for (size_t i = 0; i < count; i++) {
-    if (ids[i] < 0 || (static_cast<size_t>(ids[i]) + 1) * row_bytes > length) continue;
-    const uintptr_t row = begin + static_cast<size_t>(ids[i]) * row_bytes;
-    drop(std::max(low, row & ~(page - 1)), std::min(high, (row + row_bytes + page - 1) & ~(page - 1)));
+    if (ids[i] < 0 || (static_cast<size_t>(ids[i]) + 1) * row_bytes > length) return false;
+    for (size_t done = 0; done < row_bytes;) {
+      const ssize_t got = pread(mapping->fd, out + i * row_bytes + done, row_bytes - done, static_cast<off_t>(offset + static_cast<size_t>(ids[i]) * row_bytes + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) return false;
+      done += static_cast<size_t>(got);
+    }
   }
   return true;
 }
@@ -152,9 +157,7 @@ bool release_rows(const void* address, size_t length, size_t row_bytes, const in
 void release(Mapping* mapping) {
   std::lock_guard<std::mutex> lock(mutex);
   if (--mapping->references > 0) return;
-  munmap(mapping->address, mapping->size);
-  mappings.erase(mapping->key);
-  delete mapping;
+  unmap(mapping);
 }
 
 bool populate_pages(void* address, size_t length) {

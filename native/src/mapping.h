@@ -15,9 +15,11 @@ void release(Mapping* handle);
 // Drop this process's page mappings of the whole pages inside [address, address + length) when they lie in a live
 // mapping (the bytes stay valid: touching them maps them again from the page cache). Returns whether they did.
 bool release_pages(const void* address, size_t length);
-// The same for the pages that rows `ids` (rows of `row_bytes` from `address`) touch, each rounded outward to whole
-// pages but kept inside the whole pages of [address, address + length): a decode token's embedding row.
-bool release_rows(const void* address, size_t length, size_t row_bytes, const int32_t* ids, size_t count);
+// Rows `ids` of the table [address, address + length) (rows of `row_bytes`) read from the mapped file into `out`
+// (count × row_bytes bytes) with pread: no page of the mapping is touched, so none becomes resident or has to be
+// released (a decode token's embedding row). False when the table lies in no live mapping, an id is outside it or a
+// read fails.
+bool read_rows(const void* address, size_t length, size_t row_bytes, const int32_t* ids, size_t count, uint8_t* out);
 
 // Fault in the whole pages inside [address, address + length) of anonymous memory, writable, in one call
 // (MADV_POPULATE_WRITE, Linux 5.14): on a virtual machine where a first write to a page traps for ~15 µs, ~1 µs a

@@ -24,11 +24,10 @@ export interface NativeAddon {
   packedType(dtype: number): number;
   /** rows × cols weights of dtype code 4 (q4_0) or 5 (q4_k), rows % 16 == 0, in their packed layout. */
   packWeight(dtype: number, bytes: Uint8Array, rows: number, cols: number): ArrayBuffer;
-  /**
-   * Unmaps the whole pages of a view into a mapped file (they map again when read); false for other memory. With rows
-   * (the view a table of rowBytes rows): only the pages rows `ids` touch, inside the view's whole pages.
-   */
-  releasePages(view: Uint8Array, rowBytes?: number, ids?: Int32Array): boolean;
+  /** Unmaps the whole pages of a view into a mapped file (they map again when read); false for other memory. */
+  releasePages(view: Uint8Array): boolean;
+  /** Rows `ids` of a table view into a mapped file, read from the file into out (ids × rowBytes); false for other memory. */
+  readRows(table: Uint8Array, rowBytes: number, ids: Int32Array, out: Uint8Array): boolean;
   /** c[m, n] = op(a)[m, k] · op(b)[k, n], or c += that; op transposes (a stored [k, m], b stored [n, k]) when set. */
   gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Floats, b: Floats, c: Floats, accumulate: boolean, bf16?: boolean): void;
   /** matmul of x by each weight (one dtype code, at most 8) into the out of the same index ([tokens, out.length ÷ tokens]). */

@@ -322,18 +322,25 @@ export class NativeBackend implements TrainingBackend {
 
   // ---------------------------------------------------------------- forward
   embedding(table: Tensor, ids: Int32Array): Tensor {
+    const weight = asRef(table);
+    if (this.products.has(weight)) return this.ref.embedding(table, ids); // a tied head's table: a product reads it whole every pass
+    const data = weightData(weight);
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (ids.length <= FEW_ROWS && ids.every((id) => id >= 0 && id < weight.rows)) {
+      // A few rows (decode) read from a mapped table's file: no page of the mapping is touched, so none stays resident
+      // or is unmapped afterwards (a one-page madvise took ~60 µs here, the fault that mapped it again ~90).
+      const rowBytes = bytes.byteLength / weight.rows;
+      const rows = new Uint8Array(ids.length * rowBytes);
+      if (this.addon.readRows(bytes, rowBytes, ids, rows)) {
+        const Storage = data.constructor as new (buffer: ArrayBuffer) => typeof data;
+        return this.ref.embedding(new RefTensor(weight.dtype, [ids.length, weight.cols], new Storage(rows.buffer)), Int32Array.from(ids.keys()));
+      }
+    }
     const rows = this.ref.embedding(table, ids); // a row gather: widening copies (listed as a host copy)
     // A table mapped from its file is then unmapped (the bytes stay readable, from the page cache), so that resident
     // memory keeps no more than the rows of one gather, not every page a prompt's tokens touched (~55 MiB of a
-    // Q4_0 OLMoE-1B-7B's table after a 512-token prompt). Not a tied head's, which a product reads whole every pass.
-    const weight = asRef(table);
-    if (!this.products.has(weight)) {
-      const data = weightData(weight);
-      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      // A few rows (decode): only their pages, not the whole table's (a madvise over ~55 MiB: ~0.2 ms a token).
-      if (ids.length <= FEW_ROWS) this.addon.releasePages(bytes, bytes.byteLength / weight.rows, ids);
-      else this.addon.releasePages(bytes);
-    }
+    // Q4_0 OLMoE-1B-7B's table after a 512-token prompt).
+    this.addon.releasePages(bytes);
     return rows;
   }
 
@@ -614,7 +621,7 @@ const OP_NAMES = [
 
 const HOST_COPIES = new Set(['weight', 'fromFloat32', 'toFloat32', 'zeros', 'write', 'fill', 'createKVCache', 'embedding', 'rows', 'concatRows']);
 
-/** Gathers of up to this many rows release the pages of their rows only (one madvise each); larger ones the table's. */
+/** Gathers of up to this many rows read them from a mapped table's file; larger ones through the mapping. */
 const FEW_ROWS = 16;
 
 function weightData(t: RefTensor): Float32Array | Uint16Array | Uint8Array {
