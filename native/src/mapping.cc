@@ -1,4 +1,3 @@
-#include <algorithm>
 // mmap(PROT_READ, MAP_PRIVATE) of whole files: pages are read on first touch and stay in the page cache, so
 // loading costs about as much as touching the pages and resident memory stays near the file size.
 // A file truncated underneath a live mapping makes accesses past its new end fault (SIGBUS): checkpoints must
