@@ -330,10 +330,10 @@ export class NativeBackend implements TrainingBackend {
       // A few rows (decode) read from a mapped table's file: no page of the mapping is touched, so none stays resident
       // or is unmapped afterwards (a one-page madvise took ~60 µs here, the fault that mapped it again ~90).
       const rowBytes = bytes.byteLength / weight.rows;
-      const rows = new Uint8Array(ids.length * rowBytes);
-      if (this.addon.readRows(bytes, rowBytes, ids, rows)) {
+      const gathered = new Uint8Array(ids.length * rowBytes);
+      if (this.addon.readRows(bytes, rowBytes, ids, gathered)) {
         const Storage = data.constructor as new (buffer: ArrayBuffer) => typeof data;
-        return this.ref.embedding(new RefTensor(weight.dtype, [ids.length, weight.cols], new Storage(rows.buffer)), Int32Array.from(ids.keys()));
+        return this.ref.embedding(new RefTensor(weight.dtype, [ids.length, weight.cols], new Storage(gathered.buffer)), Int32Array.from(ids.keys()));
       }
     }
     const rows = this.ref.embedding(table, ids); // a row gather: widening copies (listed as a host copy)

@@ -36,7 +36,6 @@ const dataOf = (t: Tensor | null): Float32Array | null => (t ? f32(t) : null);
  */
 class BufferPool {
   private readonly free = new Map<number, Float32Array[]>(); // in order of last use
-  private readonly held = new Set<Float32Array>(); // what `free` holds: a second give of one array is ignored in O(1)
   private bytes = 0;
 
   constructor(private readonly limit: number) {}
@@ -46,25 +45,22 @@ class BufferPool {
     const found = list?.pop();
     if (!found) return undefined;
     this.bytes -= found.byteLength;
-    this.held.delete(found);
     this.free.delete(length);
     if (list!.length > 0) this.free.set(length, list!);
     return found;
   }
 
   give(array: Float32Array): void {
-    if (array.length === 0 || array.byteLength > this.limit || this.held.has(array)) return;
+    if (array.length === 0 || array.byteLength > this.limit || this.free.get(array.length)?.includes(array)) return;
     for (const [length, list] of this.free) {
       if (this.bytes + array.byteLength <= this.limit) break;
       this.bytes -= length * 4 * list.length;
-      for (const dropped of list) this.held.delete(dropped);
       this.free.delete(length);
     }
     const list = this.free.get(array.length) ?? [];
     this.free.delete(array.length);
     this.free.set(array.length, list);
     list.push(array);
-    this.held.add(array);
     this.bytes += array.byteLength;
   }
 }
