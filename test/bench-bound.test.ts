@@ -34,11 +34,15 @@ describe('bytes read per decoded token', () => {
 });
 
 describe('olmoe bench on the native backend', { skip: announceSkip(nativeSkip) }, () => {
-  it('prints read bandwidth, FP32 peak, bytes per token, the bound they give and decode as a % of it', () => {
+  it('prints read bandwidth (sampled beside each run, and the best at the end), FP32 peak, bytes per token, the bound they give and decode as a % of it', () => {
     const run = spawnSync(process.execPath, [cliPath, 'bench', tinyModelDir, '--prompt', '8', '--gen', '4', '--runs', '1', '--json', '-q', '--backend', 'native'], { encoding: 'utf8' });
     assert.equal(run.status, 0, run.stderr);
     const r = JSON.parse(run.stdout) as Record<string, number>;
-    assert.ok(r.readGBPerSecond! > 0 && r.fp32PeakGflops! > 0, JSON.stringify(r));
+    assert.ok(r.readGBPerSecond! > 0 && r.readGBPerSecondBest! > 0 && r.fp32PeakGflops! > 0, JSON.stringify(r));
+    // One run: its bandwidth is the mean of the samples before and after it, and its % is the median.
+    const runs = r as unknown as { readGBPerSecondRuns: number[]; decodePercentOfBoundRuns: number[] };
+    assert.deepEqual(runs.readGBPerSecondRuns, [r.readGBPerSecond]);
+    assert.deepEqual(runs.decodePercentOfBoundRuns, [r.decodePercentOfBound]);
     const bytes = (r.decodeWeightMBPerToken! + r.decodeCacheMBPerToken!) * 1e6;
     assert.ok(Math.abs(r.decodeBoundTokensPerSecond! - (r.readGBPerSecond! * 1e9) / bytes) <= 0.01 * r.decodeBoundTokensPerSecond!, 'bound = bandwidth ÷ bytes per token');
     assert.ok(Math.abs(r.decodePercentOfBound! - (100 * r.decodeTokensPerSecond!) / r.decodeBoundTokensPerSecond!) <= 0.1, '% = decode ÷ bound');

@@ -373,10 +373,11 @@ Napi::Value Populate(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), olmoe::populate_pages(data_of<uint8_t>(info[0]), view.ByteLength()));
 }
 
-// measureReadBandwidth(bytes, repeats) → bytes/s; measureFp32Peak(repeats) → FLOP/s (native/src/measure.h).
+// measureReadBandwidth(bytes, repeats, keep = false) → bytes/s; measureFp32Peak(repeats) → FLOP/s (native/src/measure.h).
 Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 2)) return info.Env().Undefined();
-  return Napi::Number::New(info.Env(), olmoe::read_bandwidth(size_arg(info, 0), info[1].As<Napi::Number>().Int32Value()));
+  const bool keep = info.Length() > 2 && info[2].ToBoolean().Value();
+  return Napi::Number::New(info.Env(), olmoe::read_bandwidth(size_arg(info, 0), info[1].As<Napi::Number>().Int32Value(), keep));
 }
 
 Napi::Value MeasureFp32Peak(const Napi::CallbackInfo& info) {

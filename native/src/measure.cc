@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 
 #include "pool.h"
 #include "simd.h"
@@ -82,19 +83,39 @@ float fma_scalar(size_t iterations) {
 
 std::atomic<float> sink{0};
 
+// The buffer a measurement kept for the next (read_bandwidth's `keep`): mapping and first-touching 2 GiB costs more
+// than reading it, and `olmoe bench` samples the bandwidth beside every decode run.
+struct KeptBuffer {
+  std::mutex lock;
+  void* memory = nullptr;
+  size_t bytes = 0;
+};
+KeptBuffer& kept() {
+  static KeptBuffer buffer;
+  return buffer;
+}
+
 }  // namespace
 
-double read_bandwidth(size_t bytes, int repeats) {
-  void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (memory == MAP_FAILED) return 0;
-#ifdef MADV_HUGEPAGE
-  madvise(memory, bytes, MADV_HUGEPAGE);  // as the model's mapped weights (mapping.cc)
-#endif
+double read_bandwidth(size_t bytes, int repeats, bool keep) {
+  std::lock_guard<std::mutex> guard(kept().lock);
+  void* memory = kept().bytes == bytes ? kept().memory : nullptr;
+  if (!memory && kept().memory) munmap(kept().memory, kept().bytes);
+  kept().memory = nullptr;
+  kept().bytes = 0;
   auto* x = static_cast<float*>(memory);
   const size_t n = bytes / sizeof(float), chunks = 256;
-  pool().parallel_for(chunks, [&](size_t c0, size_t c1) {
-    std::fill(x + n * c0 / chunks, x + n * c1 / chunks, 1.0f);  // first touch by the threads that read
-  });
+  if (!memory) {
+    memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) return 0;
+#ifdef MADV_HUGEPAGE
+    madvise(memory, bytes, MADV_HUGEPAGE);  // as the model's mapped weights (mapping.cc)
+#endif
+    x = static_cast<float*>(memory);
+    pool().parallel_for(chunks, [&](size_t c0, size_t c1) {
+      std::fill(x + n * c0 / chunks, x + n * c1 / chunks, 1.0f);  // first touch by the threads that read
+    });
+  }
   const bool vector = cpu().level != Simd::Scalar;
   double best = 0;
   for (int r = 0; r < repeats; r++) {
@@ -111,7 +132,12 @@ double read_bandwidth(size_t bytes, int repeats) {
     });
     best = std::max(best, bytes / (seconds() - started));
   }
-  munmap(memory, bytes);
+  if (keep) {
+    kept().memory = memory;
+    kept().bytes = bytes;
+  } else {
+    munmap(memory, bytes);
+  }
   return best;
 }
 

@@ -6,8 +6,10 @@
 namespace olmoe {
 
 // Bytes per second reading `bytes` of memory (a buffer far larger than the caches), every pool thread summing its
-// own contiguous chunks; the best of `repeats` passes. 0 when the buffer cannot be allocated.
-double read_bandwidth(size_t bytes, int repeats);
+// own contiguous chunks; the best of `repeats` passes. 0 when the buffer cannot be allocated. With `keep` the buffer
+// stays mapped for the next call of the same size (which then skips mapping and touching it); a call without it, or
+// of another size, unmaps it.
+double read_bandwidth(size_t bytes, int repeats, bool keep = false);
 // FP32 multiply-adds per second × 2 (FLOP/s): independent FMA chains in registers on every pool thread; best of
 // `repeats` runs.
 double fp32_peak(int repeats);

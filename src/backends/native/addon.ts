@@ -51,7 +51,7 @@ export interface NativeAddon {
   /** Faults in the whole pages inside a view of allocated memory in one call; false where the kernel cannot. */
   populate(view: Uint8Array): boolean;
   /** Bytes/s reading `bytes` of memory with the pool's threads, best of `repeats` (0: could not allocate). */
-  measureReadBandwidth(bytes: number, repeats: number): number;
+  measureReadBandwidth(bytes: number, repeats: number, keep?: boolean): number;
   /** FP32 FLOP/s of register-only FMA chains on the pool's threads at the kernels' SIMD level, best of `repeats`. */
   measureFp32Peak(repeats: number): number;
   // training (native/src/train-bindings.cc; gradients are added into the arrays given, null: not computed)

@@ -15,7 +15,7 @@ import { ReferenceBackend } from '../reference/index.js';
 import { RefKVCache, type KVEncoder } from '../reference/kv-cache.js';
 import { activation, asRef, checkShapes, f32, RefTensor, showShape, sizeOf, storageFor, type Storage } from '../reference/tensor.js';
 import type { NativeAddon } from './addon.js';
-import { measureMachine, type MachineLimits } from './machine.js';
+import { measureMachine, sampleReadBandwidth, type MachineLimits } from './machine.js';
 import { checkSimdEnv } from './simd.js';
 import * as train from './training.js';
 
@@ -156,6 +156,11 @@ export class NativeBackend implements TrainingBackend {
   /** Read bandwidth and FP32 peak of this machine with this backend's threads (machine.ts; takes a few seconds). */
   measureMachine(): MachineLimits {
     return measureMachine(this.addon);
+  }
+
+  /** Read bytes/s now (machine.ts `sampleReadBandwidth`; `keep` leaves its 2 GiB buffer mapped for the next sample). */
+  sampleReadBandwidth(keep: boolean): number {
+    return sampleReadBandwidth(this.addon, keep);
   }
 
   /** Every op of the interface and who computes it here. */

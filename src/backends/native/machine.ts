@@ -18,3 +18,12 @@ const BANDWIDTH_BYTES = 2 ** 31;
 export function measureMachine(addon: NativeAddon, repeats = 5): MachineLimits {
   return { readBytesPerSecond: addon.measureReadBandwidth(BANDWIDTH_BYTES, repeats), fp32FlopsPerSecond: addon.measureFp32Peak(repeats) };
 }
+
+/**
+ * One sample of the read bandwidth (best of `repeats` passes), for pairing with a decode run measured beside it: on
+ * a shared machine the bandwidth moves by tens of % within minutes. With `keep` the buffer stays mapped for the next
+ * sample; the last one unmaps it (a kept buffer is 2 GiB of resident memory).
+ */
+export function sampleReadBandwidth(addon: NativeAddon, keep: boolean, repeats = 3): number {
+  return addon.measureReadBandwidth(BANDWIDTH_BYTES, repeats, keep);
+}

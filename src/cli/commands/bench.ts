@@ -3,7 +3,9 @@
  * warm-up), as llama-bench measures them: prefill = one forward over P prompt tokens; decode = G single-token
  * forwards over the KV cache, greedy. Token ids are fixed pseudo-random ids, so any checkpoint works.
  * On the native backend it also measures, in the same run, the machine's read bandwidth and FP32 peak, and prints
- * the bytes a decoded token reads (weights of its actual routing, KV cache) and decode as a % of that bound.
+ * the bytes a decoded token reads (weights of its actual routing, KV cache) and decode as a % of that bound. The
+ * bandwidth is sampled before and after every decode run and each run is set against the mean of its two samples
+ * (a shared machine's bandwidth moves by tens of % within minutes); the best of five passes at the end is printed too.
  */
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
@@ -22,6 +24,7 @@ interface BenchFlags extends ModelFlags {
 /** The native backend's measurement of the machine (src/backends/native/machine.ts). */
 interface MeasuringBackend {
   measureMachine(): { readBytesPerSecond: number; fp32FlopsPerSecond: number };
+  sampleReadBandwidth(keep: boolean): number;
 }
 
 export function registerBench(program: Command): void {
@@ -60,17 +63,23 @@ function timeRun(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, gen: 
 
 /**
  * Decode against its memory bound: bytes per token (weights of the routing seen in `traffic`, KV cache at the
- * decode positions) and, with the machine measured, the bound bandwidth ÷ bytes and decode as a % of it.
+ * decode positions) and, with the bandwidth sampled beside each decode run (`paired`: tokens/s and bytes/s per run),
+ * the bound (median bandwidth ÷ bytes) and decode as a % of it: the median of the runs' own percentages.
  */
-function decodeBound(traffic: DecodeTraffic, machine: { readBytesPerSecond: number; fp32FlopsPerSecond: number } | undefined, prompt: number, gen: number, decodeTokensPerSecond: number | null) {
+function decodeBound(traffic: DecodeTraffic, machine: { readBytesPerSecond: number; fp32FlopsPerSecond: number } | undefined, paired: { tokensPerSecond: number; readBytesPerSecond: number }[], prompt: number, gen: number) {
   const weights = traffic.weightBytesPerToken(), cache = traffic.cacheBytesPerToken(prompt, gen);
-  const bound = machine && machine.readBytesPerSecond > 0 ? machine.readBytesPerSecond / (weights + cache) : null;
+  const runs = paired.filter((run) => run.readBytesPerSecond > 0);
+  const bandwidth = runs.length > 0 ? median(runs.map((run) => run.readBytesPerSecond)) : null;
+  const percents = runs.map((run) => +((100 * run.tokensPerSecond * (weights + cache)) / run.readBytesPerSecond).toFixed(1));
   return {
-    readGBPerSecond: machine ? +(machine.readBytesPerSecond / 1e9).toFixed(2) : null,
+    readGBPerSecond: bandwidth === null ? null : +(bandwidth / 1e9).toFixed(2),
+    readGBPerSecondRuns: runs.map((run) => +(run.readBytesPerSecond / 1e9).toFixed(2)),
+    readGBPerSecondBest: machine ? +(machine.readBytesPerSecond / 1e9).toFixed(2) : null,
     fp32PeakGflops: machine ? +(machine.fp32FlopsPerSecond / 1e9).toFixed(0) : null,
     decodeWeightMBPerToken: +(weights / 1e6).toFixed(3), decodeCacheMBPerToken: +(cache / 1e6).toFixed(3),
-    decodeBoundTokensPerSecond: bound === null ? null : +bound.toFixed(2),
-    decodePercentOfBound: bound === null || decodeTokensPerSecond === null ? null : +((100 * decodeTokensPerSecond) / bound).toFixed(1),
+    decodeBoundTokensPerSecond: bandwidth === null ? null : +(bandwidth / (weights + cache)).toFixed(2),
+    decodePercentOfBoundRuns: percents,
+    decodePercentOfBound: percents.length > 0 ? median(percents) : null,
   };
 }
 
@@ -99,16 +108,22 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   const cache = model.createCache(promptIds.length + flags.gen);
   timeRun(model, cache, promptIds, Math.min(4, flags.gen));
   const traffic = new DecodeTraffic(model);
-  const runs: { prefill: number; decode: number }[] = [];
-  for (let i = 0; i < Math.max(1, flags.runs); i++) {
-    runs.push(timeRun(model, cache, promptIds, flags.gen, i === 0 ? traffic.observer : undefined));
-    say(`run ${i + 1}: prefill ${(promptIds.length / runs[i]!.prefill).toFixed(1)} tok/s, decode ${(flags.gen / runs[i]!.decode).toFixed(2)} tok/s\n`);
-  }
   const backend = model.backend as { name: string; threads?: number; simd?: string; quantGemmKernel?(dtype: DType): string } & Partial<MeasuringBackend>;
+  const measurable = flags.machine && typeof backend.measureMachine === 'function' && typeof backend.sampleReadBandwidth === 'function';
+  const runCount = Math.max(1, flags.runs);
+  // Bandwidth samples around the decode runs: sample i before run i, sample i + 1 after it.
+  const samples = measurable && flags.gen > 0 ? [backend.sampleReadBandwidth!(true)] : [];
+  const runs: { prefill: number; decode: number }[] = [];
+  for (let i = 0; i < runCount; i++) {
+    runs.push(timeRun(model, cache, promptIds, flags.gen, i === 0 ? traffic.observer : undefined));
+    if (samples.length > 0) samples.push(backend.sampleReadBandwidth!(i + 1 < runCount));
+    const read = samples.length > 0 ? `, read ${(samples[i + 1]! / 1e9).toFixed(1)} GB/s` : '';
+    say(`run ${i + 1}: prefill ${(promptIds.length / runs[i]!.prefill).toFixed(1)} tok/s, decode ${(flags.gen / runs[i]!.decode).toFixed(2)} tok/s${read}\n`);
+  }
+  const paired = samples.length > 0 ? runs.map((run, i) => ({ tokensPerSecond: flags.gen / run.decode, readBytesPerSecond: (samples[i]! + samples[i + 1]!) / 2 })) : [];
   // The many-token kernel of the first layer's expert weights (prefill's bulk): amx-int8, avx512-vnni, integer-dot or float-tiles.
   const expertDtype = model.weights.layers[0]?.experts.gate[0]?.dtype;
   const prefillKernel = backend.quantGemmKernel && expertDtype && expertDtype !== 'f64' ? backend.quantGemmKernel(expertDtype) : 'none';
-  const measurable = flags.machine && typeof backend.measureMachine === 'function';
   if (measurable) say('measuring read bandwidth and FP32 peak …\n');
   const machine = measurable ? backend.measureMachine!() : undefined;
   const decodeTokensPerSecond = flags.gen > 0 ? +(flags.gen / median(runs.map((r) => r.decode))).toFixed(2) : null;
@@ -118,7 +133,7 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
     kvCache: model.kvCacheType, kvCacheMiB: +((cache.allocated * cache.bytesPerPosition) / 2 ** 20).toFixed(2), promptTokens: promptIds.length, genTokens: flags.gen,
     prefillTokensPerSecond: +(promptIds.length / median(runs.map((r) => r.prefill))).toFixed(2),
     decodeTokensPerSecond, runs: runs.length,
-    ...decodeBound(traffic, machine, promptIds.length, flags.gen, decodeTokensPerSecond),
+    ...decodeBound(traffic, machine, paired, promptIds.length, flags.gen),
   };
   if (flags.json) printJson(result);
   else process.stdout.write(Object.entries(result).map(([k, v]) => `${k.padEnd(28)} ${v}`).join('\n') + '\n');
