@@ -3,7 +3,8 @@
 // memory, prefill tok/s (one 512-token prompt) and decode tok/s (128 greedy tokens), median of 3 runs after a
 // warm-up, N threads each. Each engine runs in its own process, one after the other, on a pre-warmed page cache;
 // --rounds R alternates the two engines R times and reports medians over the rounds.
-// olmoe's run also measures the machine (read bandwidth, FP32 peak) and prints decode as a % of its memory bound.
+// olmoe's runs also measure the machine (read bandwidth sampled beside each decode run, FP32 peak) and print decode as
+// a % of its memory bound (the median over the rounds).
 //   (in a scratch folder) npm i -E node-llama-cpp@3.21.1
 //   NLC=/scratch/node_modules/node-llama-cpp/dist/index.js node bench/peer.mjs [--threads 2] [--rounds 3] A.gguf B.gguf ...
 // An argument HF_FOLDER=FILE.gguf runs olmoe on the HF folder (its safetensors, as `olmoe generate` loads a hub model)
@@ -38,7 +39,7 @@ async function main() {
     const theirsRuns = [];
     for (let round = 0; round < rounds; round++) {
       oursRuns.push(JSON.parse(execFileSync(process.execPath, [join(here, '..', 'dist', 'src', 'cli', 'main.js'), 'bench', ours, '--threads', String(threads),
-        '--prompt', String(prompt), '--gen', String(gen), '--runs', String(runs), '--json', '-q', ...(round > 0 ? ['--no-machine'] : [])],
+        '--prompt', String(prompt), '--gen', String(gen), '--runs', String(runs), '--json', '-q'],
         { encoding: 'utf8', maxBuffer: 1 << 24 })));
       const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
         encoding: 'utf8', env: { ...process.env, PEER_CHILD: file }, maxBuffer: 1 << 24,
