@@ -4,8 +4,9 @@
  * forwards over the KV cache, greedy. Token ids are fixed pseudo-random ids, so any checkpoint works.
  * On the native backend it also measures, in the same run, the machine's read bandwidth and FP32 peak, and prints
  * the bytes a decoded token reads (weights of its actual routing, KV cache) and decode as a % of that bound. The
- * bandwidth is sampled before and after every decode run and each run is set against the mean of its two samples
- * (a shared machine's bandwidth moves by tens of % within minutes); the best of five passes at the end is printed too.
+ * bandwidth is sampled right before and right after every run's decode and the run is set against the mean of its
+ * two samples (a shared machine's bandwidth moves by tens of % within minutes); the best of five passes at the end is
+ * printed too.
  */
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
@@ -48,14 +49,15 @@ function residentMiB(): number {
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 /**
- * Seconds for one prefill of `prompt` tokens and one decode of `gen` tokens after it. The KV cache is allocated
- * once and emptied per run, as llama.cpp reuses its context between runs.
+ * Seconds for one prefill of `prompt` tokens and one decode of `gen` tokens after it (`beforeDecode` runs between
+ * them, untimed). The KV cache is allocated once and emptied per run, as llama.cpp reuses its context between runs.
  */
-function timeRun(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, gen: number, observer?: RoutingObserver): { prefill: number; decode: number } {
+function timeRun(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, gen: number, observer?: RoutingObserver, beforeDecode?: () => void): { prefill: number; decode: number } {
   cache.length = 0;
   let started = performance.now();
   let logits = model.backend.toFloat32(model.forward(promptIds, { cache, logits: 'last' }));
   const prefill = (performance.now() - started) / 1000;
+  beforeDecode?.();
   started = performance.now();
   for (let i = 0; i < gen; i++) logits = model.backend.toFloat32(model.forward(Int32Array.of(argmax(logits)), { cache, logits: 'last', observer }));
   return { prefill, decode: (performance.now() - started) / 1000 };
@@ -111,16 +113,18 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   const backend = model.backend as { name: string; threads?: number; simd?: string; quantGemmKernel?(dtype: DType): string } & Partial<MeasuringBackend>;
   const measurable = flags.machine && typeof backend.measureMachine === 'function' && typeof backend.sampleReadBandwidth === 'function';
   const runCount = Math.max(1, flags.runs);
-  // Bandwidth samples around the decode runs: sample i before run i, sample i + 1 after it.
-  const samples = measurable && flags.gen > 0 ? [backend.sampleReadBandwidth!(true)] : [];
+  // The read bandwidth sampled right before and right after each run's decode (the buffer kept mapped until the last).
+  const sampling = measurable && flags.gen > 0;
   const runs: { prefill: number; decode: number }[] = [];
+  const paired: { tokensPerSecond: number; readBytesPerSecond: number }[] = [];
   for (let i = 0; i < runCount; i++) {
-    runs.push(timeRun(model, cache, promptIds, flags.gen, i === 0 ? traffic.observer : undefined));
-    if (samples.length > 0) samples.push(backend.sampleReadBandwidth!(i + 1 < runCount));
-    const read = samples.length > 0 ? `, read ${(samples[i + 1]! / 1e9).toFixed(1)} GB/s` : '';
-    say(`run ${i + 1}: prefill ${(promptIds.length / runs[i]!.prefill).toFixed(1)} tok/s, decode ${(flags.gen / runs[i]!.decode).toFixed(2)} tok/s${read}\n`);
+    let before = 0;
+    runs.push(timeRun(model, cache, promptIds, flags.gen, i === 0 ? traffic.observer : undefined, sampling ? () => (before = backend.sampleReadBandwidth!(true)) : undefined));
+    const tokensPerSecond = flags.gen / runs[i]!.decode;
+    if (sampling) paired.push({ tokensPerSecond, readBytesPerSecond: (before + backend.sampleReadBandwidth!(i + 1 < runCount)) / 2 });
+    const read = sampling ? `, read ${(paired[i]!.readBytesPerSecond / 1e9).toFixed(1)} GB/s beside it` : '';
+    say(`run ${i + 1}: prefill ${(promptIds.length / runs[i]!.prefill).toFixed(1)} tok/s, decode ${tokensPerSecond.toFixed(2)} tok/s${read}\n`);
   }
-  const paired = samples.length > 0 ? runs.map((run, i) => ({ tokensPerSecond: flags.gen / run.decode, readBytesPerSecond: (samples[i]! + samples[i + 1]!) / 2 })) : [];
   // The many-token kernel of the first layer's expert weights (prefill's bulk): amx-int8, avx512-vnni, integer-dot or float-tiles.
   const expertDtype = model.weights.layers[0]?.experts.gate[0]?.dtype;
   const prefillKernel = backend.quantGemmKernel && expertDtype && expertDtype !== 'f64' ? backend.quantGemmKernel(expertDtype) : 'none';
