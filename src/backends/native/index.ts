@@ -331,9 +331,10 @@ export class NativeBackend implements TrainingBackend {
     if (this.products.has(weight)) return this.ref.embedding(table, ids); // a tied head's table: a product reads it whole every pass
     const data = weightData(weight);
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    if (ids.length <= FEW_ROWS && ids.every((id) => id >= 0 && id < weight.rows)) {
+    if (ids.length <= FEW_ROWS) {
       // A few rows (decode) read from a mapped table's file: no page of the mapping is touched, so none stays resident
-      // or is unmapped afterwards (a one-page madvise took ~60 µs here, the fault that mapped it again ~90).
+      // or is unmapped afterwards (a one-page madvise took ~60 µs here, the fault that mapped it again ~90). An id
+      // outside the table makes readRows answer false, and the gather below throws the error that names it.
       const rowBytes = bytes.byteLength / weight.rows;
       const gathered = new Uint8Array(ids.length * rowBytes);
       if (this.addon.readRows(bytes, rowBytes, ids, gathered)) {

@@ -121,9 +121,13 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
     let before = 0;
     runs.push(timeRun(model, cache, promptIds, flags.gen, i === 0 ? traffic.observer : undefined, sampling ? () => (before = backend.sampleReadBandwidth!(true)) : undefined));
     const tokensPerSecond = flags.gen / runs[i]!.decode;
-    const after = sampling ? backend.sampleReadBandwidth!(i + 1 < runCount) : 0;
-    if (sampling) paired.push({ tokensPerSecond, readBytesPerSecond: before > 0 && after > 0 ? (before + after) / 2 : 0 }); // 0: a sample could not allocate
-    const read = sampling ? `, read ${(paired[i]!.readBytesPerSecond / 1e9).toFixed(1)} GB/s beside it` : '';
+    let read = '';
+    if (sampling) {
+      const after = backend.sampleReadBandwidth!(i + 1 < runCount);
+      const readBytesPerSecond = before > 0 && after > 0 ? (before + after) / 2 : 0; // 0: a sample could not allocate
+      paired.push({ tokensPerSecond, readBytesPerSecond });
+      read = `, read ${(readBytesPerSecond / 1e9).toFixed(1)} GB/s beside it`;
+    }
     say(`run ${i + 1}: prefill ${(promptIds.length / runs[i]!.prefill).toFixed(1)} tok/s, decode ${tokensPerSecond.toFixed(2)} tok/s${read}\n`);
   }
   // The many-token kernel of the first layer's expert weights (prefill's bulk): amx-int8, avx512-vnni, integer-dot or float-tiles.
