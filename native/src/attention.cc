@@ -395,8 +395,12 @@ constexpr size_t kRowsAhead = 4;
 // exponentials and denominators are vector operations across heads. Per head the running maximum, denominator and
 // weighted sum go to `state` ([heads][2 + Hd]); slices merge by their maxima. `queries`: [heads][Hd], already scaled
 // by 1/√Hd.
+//
+// Flattened: the per-head lambda below was an out-of-line call per head and position (its query copied to the stack,
+// the kv head found by a division); inlined, the kernel took ~10 % less time with the cache rows in L3 (2 threads,
+// 576 positions: 71–80 µs a layer against 80–89), the same from DRAM.
 template <int C, typename Row>
-AVX512 void attend_slice_avx512(const AttentionArgs& a, const float* queries, size_t p0, size_t p1, float* state, Scratch& space) {
+AVX512 __attribute__((flatten)) void attend_slice_avx512(const AttentionArgs& a, const float* queries, size_t p0, size_t p1, float* state, Scratch& space) {
   constexpr size_t Hd = 16 * C;
   const size_t H = a.heads, group = a.heads / a.kv_heads, row_bytes = kv_row_bytes(a.kv_type, a.kv_heads * Hd);
   const size_t lanes = (H + 15) / 16;  // vectors of 16 heads
@@ -427,7 +431,7 @@ AVX512 void attend_slice_avx512(const AttentionArgs& a, const float* queries, si
           prefetch_lines(vrow + from, count);
           __m512 q[C];
           for (int c = 0; c < C; c++) q[c] = _mm512_loadu_ps(queries + h * Hd + 16 * c);
-          return Row::template dot<C>(q, krow + Row::head_offset(h / group, Hd));
+          return Row::template dot<C>(q, krow + Row::head_offset(group == 1 ? h : h / group, Hd));
         });
         _mm512_storeu_ps(scores + (l * kKeyBlock + j) * 16, head_scores);
       }
