@@ -431,10 +431,8 @@ AVX512 __attribute__((flatten)) void attend_slice_avx512(const AttentionArgs& a,
       const uint8_t* ahead = krow + std::min(kRowsAhead, p1 - 1 - (s0 + j)) * row_bytes;
       const uint8_t* vrow = values + (s0 + j) * row_bytes;
       const auto head_score = [&](size_t h) AVX512 {
-        for (size_t b = prefetch_from[h]; b < prefetch_to[h]; b += 64) {
-          _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
-          _mm_prefetch(reinterpret_cast<const char*>(vrow + b), _MM_HINT_T0);
-        }
+        prefetch_lines(ahead + prefetch_from[h], prefetch_to[h] - prefetch_from[h]);
+        prefetch_lines(vrow + prefetch_from[h], prefetch_to[h] - prefetch_from[h]);
         __m512 q[C];
         for (int c = 0; c < C; c++) q[c] = _mm512_loadu_ps(queries + h * Hd + 16 * c);
         return Row::template dot<C>(q, krow + head_at[h]);
