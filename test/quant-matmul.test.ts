@@ -9,8 +9,8 @@
  *    of native/src/qgemm.h: AMX int8 tiles where the CPU has them, VNNI register tiles, the decode kernels, or float
  *    tiles at the scalar level), the grouped experts with many tokens per expert, and non-finite activations;
  * 4. the same file again in child processes with OLMOE_SIMD forcing each lower level the CPU has (avx2, scalar), with
- *    OLMOE_AMX=0 on a CPU with AMX (the VNNI tiles), and with OLMOE_WIDE_KQUANT flipped on a CPU with VNNI (the K-quant
- *    rows at the width this CPU does not default to), so every kernel runs on one machine.
+ *    OLMOE_AMX=0 on a CPU with AMX (the VNNI tiles), and with OLMOE_WIDE_ROWS flipped on a CPU with VNNI (the K-quant
+ *    rows and q8_0 decode rows at the width this CPU does not default to), so every kernel runs on one machine.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -167,7 +167,7 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
   for (const dtype of QUANT_DTYPES) {
     it(`${dtype}: decode (1–7 tokens) and prefill (12–300 tokens: tiles of 16 rows × 16 tokens, or 8 rows × 4 tokens, their remainders, two groups of 256 tokens), rows not a multiple of 4, 8, 16 or a work item`, async () => {
       const block = QUANT_BLOCKS[dtype].elements;
-      for (const [tokens, blocks, outDim] of [[1, 2, 37], [1, 8, 515], [2, 3, 19], [3, 1, 6], [4, 2, 9], [5, 2, 33], [7, 1, 11], [8, 1, 16], [12, 2, 21], [16, 2, 32], [40, 3, 17], [17, 1, 8], [67, 2, 23], [300, 1, 35]]) {
+      for (const [tokens, blocks, outDim] of [[1, 2, 37], [1, 8, 515], [1, 3, 13], [2, 3, 19], [3, 1, 6], [4, 2, 9], [5, 2, 33], [7, 1, 11], [8, 1, 16], [12, 2, 21], [16, 2, 32], [40, 3, 17], [17, 1, 8], [67, 2, 23], [300, 1, 35]]) {
         const inDim = blocks! * block;
         const x = randoms(10 + tokens!, tokens! * inDim);
         const [actual, expected] = [await run(backend, dtype, x, tokens!, inDim, outDim!), await run(reference, dtype, x, tokens!, inDim, outDim!)];
@@ -329,20 +329,20 @@ describe('q4_0, q4_k and q6_k repacked 16 rows to a vector (native/src/packed.h)
   });
 });
 
-describe('every SIMD level on this machine (child processes with OLMOE_SIMD, OLMOE_AMX=0 and OLMOE_WIDE_KQUANT)', { skip: announceSkip(native.skip) }, () => {
+describe('every SIMD level on this machine (child processes with OLMOE_SIMD, OLMOE_AMX=0 and OLMOE_WIDE_ROWS)', { skip: announceSkip(native.skip) }, () => {
   const levels = ['avx512', 'avx2', 'scalar'];
   const best = native.skip ? 'scalar' : ((native.create() as { simd?: string }).simd ?? 'scalar');
   const runs: Array<{ level: string; amx?: '0'; wide?: '0' | '1' }> = levels.slice(levels.indexOf(best) + 1).map((level) => ({ level }));
   if (best === 'avx512' && /\bamx_int8\b/.test(cpuFlags)) runs.unshift({ level: 'avx512', amx: '0' });
-  // The K-quant rows' other width (512-bit by default on AMD, 256-bit elsewhere; native/src/simd.h wide_kquant)
+  // The row kernels' other width (K-quant rows and q8_0 decode: 512-bit by default on AMD, 256-bit elsewhere; native/src/simd.h wide_rows)
   if (best === 'avx512' && /\bavx512_vnni\b/.test(cpuFlags)) runs.unshift({ level: 'avx512', wide: /\bAuthenticAMD\b/.test(cpuFlags) ? '0' : '1' });
   for (const { level, amx, wide } of runs) {
-    const name = amx ? `OLMOE_AMX=0 (VNNI tiles at ${level})` : wide ? `OLMOE_WIDE_KQUANT=${wide} (K-quant rows at the other width)` : `OLMOE_SIMD=${level}`;
+    const name = amx ? `OLMOE_AMX=0 (VNNI tiles at ${level})` : wide ? `OLMOE_WIDE_ROWS=${wide} (K-quant and q8_0 decode rows at the other width)` : `OLMOE_SIMD=${level}`;
     it(`${name}: this file's tests pass`, { skip: process.env.OLMOE_EXPECT_SIMD ? 'already a child run' : false }, () => {
       // Without the runner's NODE_TEST_CONTEXT: inherited, it makes the nested runner report to us and exit 0.
       const { NODE_TEST_CONTEXT: _, ...env } = process.env;
       const child = spawnSync(process.execPath, ['--test', fileURLToPath(import.meta.url)], {
-        encoding: 'utf8', env: { ...env, OLMOE_SIMD: level, OLMOE_EXPECT_SIMD: level, ...(amx ? { OLMOE_AMX: amx } : {}), ...(wide ? { OLMOE_WIDE_KQUANT: wide } : {}) }, timeout: 300_000,
+        encoding: 'utf8', env: { ...env, OLMOE_SIMD: level, OLMOE_EXPECT_SIMD: level, ...(amx ? { OLMOE_AMX: amx } : {}), ...(wide ? { OLMOE_WIDE_ROWS: wide } : {}) }, timeout: 300_000,
       });
       const failures = child.stdout.split('\n').filter((line) => /not ok|error:/.test(line)).join('\n');
       assert.equal(child.status, 0, `${level}:\n${failures}`);

@@ -16,9 +16,9 @@ CpuFeatures detect() {
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   if (avx512 && (want.empty() || want == "avx512")) {
     const bool vnni = __builtin_cpu_supports("avx512vnni") != 0;
-    const char* wide = std::getenv("OLMOE_WIDE_KQUANT");
-    const bool wide_kquant = vnni && (wide ? std::string(wide) != "0" : __builtin_cpu_is("amd") != 0);
-    return {Simd::Avx512, "avx512", vnni, __builtin_cpu_supports("avx512bf16") != 0, wide_kquant};
+    const char* wide = std::getenv("OLMOE_WIDE_ROWS");
+    const bool wide_rows = vnni && (wide ? std::string(wide) != "0" : __builtin_cpu_is("amd") != 0);
+    return {Simd::Avx512, "avx512", vnni, __builtin_cpu_supports("avx512bf16") != 0, wide_rows};
   }
   if (avx2 && want != "scalar") return {Simd::Avx2, "avx2", false, false, false};
 #endif

@@ -12,11 +12,11 @@ struct CpuFeatures {
   const char* name;  // "avx512", "avx2" or "scalar"
   bool vnni;         // AVX-512 VNNI (vpdpbusd, vpdpwssd), used at the avx512 level
   bool bf16;         // AVX-512 BF16 (vdpbf16ps), used at the avx512 level
-  // q4_k / q5_k / q6_k rows of the integer dot products on 512-bit vectors (qdot-vnni.cc) rather than 256-bit ones: by
-  // default on AMD CPUs with VNNI, where 512-bit operations run at full width (on Intel the 256-bit kernels keep
-  // a third vector port busy, and AMX takes the many-token products); OLMOE_WIDE_KQUANT=0 or 1 forces it off or on
-  // (on only where VNNI exists), so that one machine can test both kernels.
-  bool wide_kquant;
+  // Row-major integer dot products on 512-bit vectors (qdot-vnni.cc) rather than 256-bit ones: q4_k / q5_k / q6_k rows,
+  // and q8_0 rows × one token (decode). By default on AMD CPUs with VNNI, where 512-bit operations run at full width
+  // (on Intel the 256-bit kernels keep a third vector port busy, and AMX takes the many-token products);
+  // OLMOE_WIDE_ROWS=0 or 1 forces it off or on (on only where VNNI exists), so that one machine can test both kernels.
+  bool wide_rows;
 };
 
 const CpuFeatures& cpu();
