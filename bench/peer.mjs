@@ -2,7 +2,8 @@
 // olmoe vs llama.cpp (node-llama-cpp 3.21.1, CPU) on the same GGUF files in the same run: load seconds, resident
 // memory, prefill tok/s (one 512-token prompt) and decode tok/s (128 greedy tokens), median of 3 runs after a
 // warm-up, N threads each. Each engine runs in its own process, one after the other, on a pre-warmed page cache;
-// --rounds R alternates the two engines R times and reports medians over the rounds.
+// --rounds R alternates the two engines R times and reports medians over the rounds (two rounds: their mean), then
+// each round's own ratios.
 // olmoe's runs also measure the machine (read bandwidth sampled beside each decode run, FP32 peak) and print decode as
 // a % of its memory bound (the median over the rounds).
 //   (in a scratch folder) npm i -E node-llama-cpp@3.21.1
@@ -48,7 +49,7 @@ async function main() {
       theirsRuns.push(JSON.parse(child.stdout.trim().split('\n').pop()));
       console.error(`${file} round ${round + 1}/${rounds}: olmoe ${JSON.stringify(oursRuns.at(-1))}\n${file} round ${round + 1}/${rounds}: llama.cpp ${JSON.stringify(theirsRuns.at(-1))}`);
     }
-    rows.push({ file: arg, ours: medianRecord(oursRuns), theirs: medianRecord(theirsRuns) });
+    rows.push({ file: arg, ours: medianRecord(oursRuns), theirs: medianRecord(theirsRuns), oursRuns, theirsRuns });
   }
   printTable(rows);
 }
@@ -63,8 +64,10 @@ function medianRecord(records) {
   return result;
 }
 
+/** The middle value, or the mean of the two middle ones (two rounds: their mean, not the larger one). */
 function median(values) {
-  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  const sorted = [...values].sort((a, b) => a - b), middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
 function warmPageCache(file) {
@@ -86,9 +89,19 @@ function printTable(rows) {
   console.log('| file | olmoe prefill tok/s | llama.cpp prefill | ratio | olmoe decode tok/s | llama.cpp decode | ratio | olmoe MB read per token / % of bound | olmoe load s / RSS MiB | llama.cpp load s / RSS MiB |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const { file, ours, theirs } of rows) {
-    const bound = ours.decodePercentOfBound == null ? '–' : `${(ours.decodeWeightMBPerToken + ours.decodeCacheMBPerToken).toFixed(0)} / ${ours.decodePercentOfBound} %`;
-    console.log(`| ${file.split('=').map((p) => p.split('/').pop()).join(' = ')} | ${ours.prefillTokensPerSecond} | ${theirs.prefill} | ${ratio(ours.prefillTokensPerSecond, theirs.prefill)} | ` +
-      `${ours.decodeTokensPerSecond} | ${theirs.decode} | ${ratio(ours.decodeTokensPerSecond, theirs.decode)} | ${bound} | ${ours.loadSeconds} / ${ours.residentMiB} | ${theirs.load} / ${theirs.rss} |`);
+    const bound = ours.decodePercentOfBound == null ? '–' : `${(ours.decodeWeightMBPerToken + ours.decodeCacheMBPerToken).toFixed(0)} / ${+ours.decodePercentOfBound.toFixed(1)} %`;
+    const round2 = (x) => +x.toFixed(2);
+    console.log(`| ${file.split('=').map((p) => p.split('/').pop()).join(' = ')} | ${round2(ours.prefillTokensPerSecond)} | ${round2(theirs.prefill)} | ${ratio(ours.prefillTokensPerSecond, theirs.prefill)} | ` +
+      `${round2(ours.decodeTokensPerSecond)} | ${round2(theirs.decode)} | ${ratio(ours.decodeTokensPerSecond, theirs.decode)} | ${bound} | ${round2(ours.loadSeconds)} / ${Math.round(ours.residentMiB)} | ${round2(theirs.load)} / ${Math.round(theirs.rss)} |`);
+  }
+  if (rounds < 2) return;
+  // Each round's own ratios (olmoe and llama.cpp of the same round), the range the README gives.
+  const range = (values) => `${Math.min(...values).toFixed(2)}–${Math.max(...values).toFixed(2)}`;
+  for (const { file, oursRuns, theirsRuns } of rows) {
+    const per = (ourKey, theirKey) => range(oursRuns.map((o, i) => o[ourKey] / theirsRuns[i][theirKey]));
+    const bound = oursRuns.map((o) => o.decodePercentOfBound).filter((v) => v != null);
+    console.log(`${file.split('/').pop()}: per round, prefill ${per('prefillTokensPerSecond', 'prefill')}×, decode ${per('decodeTokensPerSecond', 'decode')}×` +
+      `${bound.length ? `, decode ${bound.join(' / ')} % of bound` : ''}, load ${oursRuns.map((o) => o.loadSeconds).join(' / ')} s vs ${theirsRuns.map((t) => t.load).join(' / ')} s`);
   }
 }
 
