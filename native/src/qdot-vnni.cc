@@ -157,8 +157,8 @@ namespace {
 // row's sum adds the two (a different order of the same float operations than kernel32's, within the matmul
 // tolerance of test/quant-matmul.test.ts). bench/native/q4-bench.cc 3 (AMD EPYC Zen 5, alternating builds): one
 // thread in cache 47–52 → 58–63 G weights/s, the decode expert layer (2 threads, from DRAM) 806–817 → 715–749 µs;
-// `olmoe bench` of a random Q8_0 OLMoE-1B-7B: decode 76–88 → 91–95 % of the read-bandwidth bound. Two rows per
-// stream ran at 37 G weights/s in cache (too few FMA chains), eight streams slower from DRAM (908–926 µs).
+// `olmoe bench` of a random Q8_0 OLMoE-1B-7B: decode 76–88 → 91–95 % of the read-bandwidth bound. Two row
+// streams ran at 37 G weights/s in cache (too few FMA chains), eight slower from DRAM (908–926 µs a layer).
 
 // An activation's blocks 2i and 2i + 1: codes, VNNI start values (Q8Block32::bias) and scales, each in its half.
 struct Q8Pair {
