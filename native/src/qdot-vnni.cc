@@ -6,8 +6,6 @@
 #include "q8.h"
 #include "simd.h"
 
-#include <cstring>
-#include <vector>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -156,48 +154,33 @@ namespace {
 // kernel32) spends 12, three of them scalar scale lookups. Lanes 0–7 sum the even blocks, 8–15 the odd ones; the
 // row's sum adds the two (a different order of the same float operations than kernel32's, within the matmul
 // tolerance of test/quant-matmul.test.ts). bench/native/q4-bench.cc 3 (AMD EPYC Zen 5, alternating builds): one
-// thread in cache 47–52 → 58–63 G weights/s, the decode expert layer (2 threads, from DRAM) 806–817 → 715–749 µs;
+// thread in cache 47–52 → 57–58 G weights/s, the decode expert layer (2 threads, from DRAM) 806–817 → 715–770 µs
+// (a first form copied each call's activation pairs out to thread-local storage: 59–63 in cache, the same from DRAM);
 // `olmoe bench` of a random Q8_0 OLMoE-1B-7B: decode 76–88 → 91–95 % of the read-bandwidth bound. Two row
 // streams ran at 37 G weights/s in cache (too few FMA chains), eight slower from DRAM (908–926 µs a layer).
 
-// An activation's blocks 2i and 2i + 1: codes, VNNI start values (Q8Block32::bias) and scales, each in its half.
-struct Q8Pair {
-  int8_t q[64];
-  int32_t bias[16];
-  float d[16];
-};
-
-// The pairs of one token's q8 row (blocks even), into thread-local storage.
-const Q8Pair* q8_pairs(const Q8Block32* x, size_t blocks) {
-  thread_local std::vector<Q8Pair> pairs;
-  if (pairs.size() < blocks / 2) pairs.resize(blocks / 2);
-  for (size_t i = 0; i < blocks / 2; i++) {
-    const Q8Block32 &a = x[2 * i], &b = x[2 * i + 1];
-    Q8Pair& pair = pairs[i];
-    std::memcpy(pair.q, a.q, 32), std::memcpy(pair.q + 32, b.q, 32);
-    std::memcpy(pair.bias, a.bias, 32), std::memcpy(pair.bias + 8, b.bias, 32);
-    for (int k = 0; k < 8; k++) pair.d[k] = a.d, pair.d[8 + k] = b.d;
-  }
-  return pairs.data();
-}
-
 // R rows (R streams, as kernel32) × one token over `pairs` pairs of blocks.
 template <int R>
-void q8_0_pair_rows(const uint8_t* const* rows, const Q8Pair* x, size_t pairs, float* out, size_t rs) {
+void q8_0_pair_rows(const uint8_t* const* rows, const Q8Block32* x, size_t pairs, float* out, size_t rs) {
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   // words 0 (block 2i's scale) × 8, then 17 (bytes 34–35: block 2i + 1's) × 8
   const __m512i scale_words = _mm512_mask_blend_epi16(0x00FF, _mm512_set1_epi16(17), _mm512_setzero_si512());
   __m512 acc[R];
   for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
   for (size_t i = 0; i < pairs; i++) {
+    // the activation's blocks 2i and 2i + 1, each in its half: codes, VNNI start values (Q8Block32::bias), scales
+    const Q8Block32 &even = x[2 * i], &odd = x[2 * i + 1];
+    const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(load256(even.q)), load256(odd.q), 1);
+    const __m512i bias = _mm512_inserti64x4(_mm512_castsi256_si512(load256(even.bias)), load256(odd.bias), 1);
+    const __m512 d = _mm512_insertf32x8(_mm512_set1_ps(even.d), _mm256_set1_ps(odd.d), 1);
     for (int r = 0; r < R; r++) {
       const uint8_t* pair = rows[r] + 68 * i;
       _mm_prefetch(reinterpret_cast<const char*>(pair) + kPrefetchAhead, _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(pair) + kPrefetchAhead + 34, _MM_HINT_T0);
       const __m512i codes = _mm512_inserti64x4(_mm512_castsi256_si512(load256(pair + 2)), load256(pair + 36), 1);
-      const __m512i sums = _mm512_dpbusd_epi32(_mm512_loadu_si512(x[i].bias), _mm512_xor_si512(codes, flip), _mm512_loadu_si512(x[i].q));
+      const __m512i sums = _mm512_dpbusd_epi32(bias, _mm512_xor_si512(codes, flip), q);
       const __m512 scales = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(scale_words, _mm512_loadu_si512(pair))));
-      acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), _mm512_loadu_ps(x[i].d)), scales, acc[r]);
+      acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), d), scales, acc[r]);
     }
   }
   for (int r = 0; r < R; r++) out[r * rs] = _mm512_reduce_add_ps(acc[r]);
@@ -207,7 +190,7 @@ void q8_0_pair_rows(const uint8_t* const* rows, const Q8Pair* x, size_t pairs, f
 void q8_0_pairs(const QDotArgs& a) {
   constexpr int R = 4;
   const size_t blocks = a.n / 32, run = a.rows / R;
-  const Q8Pair* x = q8_pairs(reinterpret_cast<const Q8Block32*>(a.act), blocks);
+  const Q8Block32* x = reinterpret_cast<const Q8Block32*>(a.act);
   const uint8_t* rows[R];
   for (size_t i = 0; i < run; i++) {
     for (int r = 0; r < R; r++) rows[r] = a.w + (r * run + i) * a.w_stride;
