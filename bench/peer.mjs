@@ -81,6 +81,11 @@ function warmPageCache(file) {
   closeSync(fd);
 }
 
+/** A row's name: the file name, or both of an HF_FOLDER=FILE.gguf argument. */
+function label(file) {
+  return file.split('=').map((p) => p.split('/').pop()).join(' = ');
+}
+
 function printTable(rows) {
   const ratio = (a, b) => (a / b).toFixed(2) + '×';
   const machines = rows.map(({ ours }) => ours).filter((o) => o.readGBPerSecond != null);
@@ -91,7 +96,7 @@ function printTable(rows) {
   for (const { file, ours, theirs } of rows) {
     const bound = ours.decodePercentOfBound == null ? '–' : `${(ours.decodeWeightMBPerToken + ours.decodeCacheMBPerToken).toFixed(0)} / ${+ours.decodePercentOfBound.toFixed(1)} %`;
     const round2 = (x) => +x.toFixed(2);
-    console.log(`| ${file.split('=').map((p) => p.split('/').pop()).join(' = ')} | ${round2(ours.prefillTokensPerSecond)} | ${round2(theirs.prefill)} | ${ratio(ours.prefillTokensPerSecond, theirs.prefill)} | ` +
+    console.log(`| ${label(file)} | ${round2(ours.prefillTokensPerSecond)} | ${round2(theirs.prefill)} | ${ratio(ours.prefillTokensPerSecond, theirs.prefill)} | ` +
       `${round2(ours.decodeTokensPerSecond)} | ${round2(theirs.decode)} | ${ratio(ours.decodeTokensPerSecond, theirs.decode)} | ${bound} | ${round2(ours.loadSeconds)} / ${Math.round(ours.residentMiB)} | ${round2(theirs.load)} / ${Math.round(theirs.rss)} |`);
   }
   if (rounds < 2) return;
@@ -100,7 +105,7 @@ function printTable(rows) {
   for (const { file, oursRuns, theirsRuns } of rows) {
     const per = (ourKey, theirKey) => range(oursRuns.map((o, i) => o[ourKey] / theirsRuns[i][theirKey]));
     const bound = oursRuns.map((o) => o.decodePercentOfBound).filter((v) => v != null);
-    console.log(`${file.split('/').pop()}: per round, prefill ${per('prefillTokensPerSecond', 'prefill')}×, decode ${per('decodeTokensPerSecond', 'decode')}×` +
+    console.log(`${label(file)}: per round, prefill ${per('prefillTokensPerSecond', 'prefill')}×, decode ${per('decodeTokensPerSecond', 'decode')}×` +
       `${bound.length ? `, decode ${bound.join(' / ')} % of bound` : ''}, load ${oursRuns.map((o) => o.loadSeconds).join(' / ')} s vs ${theirsRuns.map((t) => t.load).join(' / ')} s`);
   }
 }
