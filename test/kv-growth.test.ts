@@ -7,6 +7,9 @@ import assert from 'node:assert/strict';
 import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { createBackend } from '../src/backends/index.js';
+import type { NativeAddon } from '../src/backends/native/addon.js';
+import type { RefKVCache } from '../src/backends/reference/kv-cache.js';
 import type { KVCache } from '../src/core/backend.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import type { OlmoeModel } from '../src/model/olmoe.js';
@@ -67,6 +70,28 @@ describe('KV cache growth', () => {
       grown.logits.forEach((row, step) => assert.deepEqual(row, reference.logits[step], `step ${step}`));
     });
   }
+
+  it('native: storage that growth replaced is freed at once (its views detached), and release refuses other buffers', { skip: announceSkip(nativeSkip) }, async () => {
+    const { model } = await loadPretrained(modelDir, { backend: createBackend('native') });
+    const cache = model.createCache() as RefKVCache;
+    model.forward(Int32Array.from({ length: 20 }, (_, i) => i + 1), { cache });
+    const [keys, values] = [cache.keys[0]!, cache.values[0]!];
+    const allocated = cache.allocated;
+    assert.ok(keys.byteLength > 0 && allocated < 64);
+    model.forward(Int32Array.from({ length: 60 }, (_, i) => i + 3), { cache });
+    assert.ok(cache.allocated > allocated, 'the cache grew');
+    assert.equal(keys.byteLength, 0, 'the replaced keys were released');
+    assert.equal(values.byteLength, 0, 'the replaced values were released');
+    assert.equal(cache.keys[0]!.byteLength, cache.allocated * cache.rowBytes, 'the new storage is whole');
+    const addon = (model.backend as unknown as { addon: NativeAddon }).addon;
+    const plain = new Uint8Array(1 << 17).fill(7);
+    assert.equal(addon.release(plain.buffer), false, 'not memory of allocate');
+    assert.equal(plain[5], 7);
+    const mine = addon.allocate(1 << 17);
+    assert.equal(addon.release(mine), true);
+    assert.equal(mine.byteLength, 0);
+    assert.equal(addon.release(mine), false, 'released once');
+  });
 
   it('refuses to store beyond its capacity, naming both numbers', async () => {
     const { model } = await loadPretrained(tinyModelDir, { backend: backendCases[0]!.create() });

@@ -8,7 +8,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <sys/mman.h>
@@ -345,24 +347,73 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// allocate(bytes) → a zeroed ArrayBuffer (the KV cache), freed when collected. calloc: large blocks come as fresh
-// zero pages, faulted in lazily as the cache fills. Not 2 MiB-aligned memory advised for transparent huge pages, as
-// before: with the kernel's default THP defrag setting (madvise), a huge-page fault in an advised region waits for
-// memory compaction, which on a long-running machine took 59 ms per fault here (a 16 KiB cache: 59 ms instead of
-// 0.01 ms), so creating and growing the caches of 8 concurrent generations cost more than the forward passes
-// (bench/serve.mjs on OLMoE-mini: 8 streams no faster in total than one).
+// allocate(bytes) → a zeroed ArrayBuffer (the KV cache), freed by release() or when collected: fresh zero pages from
+// kMappedFrom bytes on (mmap), faulted in lazily as the cache fills, calloc below. Through calloc, blocks of this size
+// landed in the brk heap, whose freed middle stays resident: a cache that grew from 512 to 640 positions kept its first
+// 64 MB in the process until it ended; munmap gives pages back at once. Not 2 MiB-aligned memory advised for
+// transparent huge pages, as before: with the kernel's default THP defrag setting (madvise), a huge-page fault in an
+// advised region waits for memory compaction, which on a long-running machine took 59 ms per fault here (a 16 KiB
+// cache: 59 ms instead of 0.01 ms), so creating and growing the caches of 8 concurrent generations cost more than the
+// forward passes (bench/serve.mjs on OLMoE-mini: 8 streams no faster in total than one). A block's finalizer frees
+// nothing once `release` has; finalizers and calls may come from several JS threads (worker_threads), hence the lock.
+constexpr size_t kMappedFrom = size_t{64} << 10;
+struct Allocation {
+  void* data;
+  size_t bytes;
+  bool freed = false;
+};
+std::mutex allocations_lock;
+std::unordered_map<void*, Allocation*> live_allocations;
+
+void free_allocation(Allocation& a) {  // under allocations_lock
+  if (a.freed) return;
+  if (a.bytes >= kMappedFrom) munmap(a.data, a.bytes);
+  else std::free(a.data);
+  a.freed = true;
+  const auto at = live_allocations.find(a.data);
+  if (at != live_allocations.end() && at->second == &a) live_allocations.erase(at);
+}
+
 Napi::Value Allocate(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 1)) return info.Env().Undefined();
   const size_t bytes = size_arg(info, 0);
-  // Plain zeroed memory, not huge pages (README "Serve"): with THP's default defrag setting a huge-page fault waits
-  // for memory compaction, 59 ms per fault on a long-running machine, and eight streams' growing caches cost more
-  // than their forward passes. (Huge pages made decode at 2,048 positions ~6 % faster on a fresh machine.)
-  void* memory = bytes == 0 ? nullptr : std::calloc(1, bytes);
-  if (memory == nullptr) {
+  if (bytes == 0) return Napi::ArrayBuffer::New(info.Env(), size_t{0});
+  // (Huge pages made decode at 2,048 positions ~6 % faster on a fresh machine; see above for why they are not used.)
+  void* memory = bytes >= kMappedFrom ? mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : std::calloc(1, bytes);
+  if (memory == MAP_FAILED || memory == nullptr) {
     Napi::Error::New(info.Env(), "out of memory: cannot allocate " + std::to_string(bytes) + " bytes").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env, void* data) { std::free(data); });
+  auto* allocation = new Allocation{memory, bytes};
+  {
+    std::lock_guard<std::mutex> lock(allocations_lock);
+    live_allocations[memory] = allocation;
+  }
+  return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env, void*, Allocation* a) {
+    std::lock_guard<std::mutex> lock(allocations_lock);
+    free_allocation(*a);
+    delete a;
+  }, allocation);
+}
+
+// release(buffer) → whether memory from allocate was freed now: the ArrayBuffer is detached first (every view of it
+// reads as empty from then on), so nothing can reach the freed pages. False for other buffers (left as they are).
+Napi::Value Release(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 1) || !info[0].IsArrayBuffer()) return Napi::Boolean::New(info.Env(), false);
+  auto buffer = info[0].As<Napi::ArrayBuffer>();
+  void* const data = buffer.Data();
+  Allocation* allocation = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(allocations_lock);
+    const auto at = live_allocations.find(data);
+    if (buffer.ByteLength() > 0 && at != live_allocations.end() && at->second->bytes == buffer.ByteLength()) allocation = at->second;
+  }
+  // Detached outside the lock, in case the runtime finalizes the block at once (its finalizer takes the lock).
+  if (allocation == nullptr || napi_detach_arraybuffer(info.Env(), buffer) != napi_ok) return Napi::Boolean::New(info.Env(), false);
+  std::lock_guard<std::mutex> lock(allocations_lock);
+  const auto at = live_allocations.find(data);
+  if (at != live_allocations.end() && at->second == allocation) free_allocation(*allocation);  // else finalized already
+  return Napi::Boolean::New(info.Env(), true);
 }
 
 // populate(view) → whether the whole pages inside the view (memory from allocate) were faulted in at once
@@ -408,6 +459,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("add", Napi::Function::New(env, Add));
   exports.Set("allocate", Napi::Function::New(env, Allocate));
+  exports.Set("release", Napi::Function::New(env, Release));
   exports.Set("populate", Napi::Function::New(env, Populate));
   exports.Set("measureReadBandwidth", Napi::Function::New(env, MeasureReadBandwidth));
   exports.Set("measureFp32Peak", Napi::Function::New(env, MeasureFp32Peak));

@@ -47,7 +47,10 @@ export interface NativeAddon {
   rmsnorm(x: Floats, rows: number, width: number, weight: Floats, eps: number, out: Floats): void;
   rope(x: Floats, tokens: number, heads: number, headDim: number, positions: Int32Array, invFreq: Floats, out: Floats): void;
   add(a: Floats, b: Floats, out: Floats): void;
+  /** Zeroed memory (the KV cache), freed by `release` or when collected. */
   allocate(bytes: number): ArrayBuffer;
+  /** Frees memory from `allocate` now and detaches its buffer (its views read as empty); false for other buffers. */
+  release(buffer: ArrayBuffer): boolean;
   /** Faults in the whole pages inside a view of allocated memory in one call; false where the kernel cannot. */
   populate(view: Uint8Array): boolean;
   /** Bytes/s reading `bytes` of memory with the pool's threads, best of `repeats` (0: could not allocate). */

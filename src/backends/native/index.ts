@@ -322,7 +322,7 @@ export class NativeBackend implements TrainingBackend {
       }
     };
     const encode: KVEncoder = (type, rows, width, out) => this.addon.kvStore(rows instanceof Float32Array ? rows : Float32Array.from(rows), rows.length / width, width, DTYPE_CODES[type], out);
-    return new RefKVCache(opts, allocate, encode, (bytes) => this.addon.populate(bytes));
+    return new RefKVCache(opts, allocate, encode, (bytes) => this.addon.populate(bytes), (storage) => this.addon.release(storage.buffer as ArrayBuffer));
   }
 
   // ---------------------------------------------------------------- forward

@@ -37,13 +37,15 @@ export class RefKVCache implements KVCache {
    * `allocate` provides zeroed storage (the native backend's: the addon's); `encode` rounds rows to the cache type
    * (the native backend's is the addon's, bit-identical to encodeKVRows); `populate`, where given, faults in storage
    * ahead of the writes in one call (the native backend's: on the virtual machine measured, populating and then writing
-   * a page cost ~6 µs, a trap at its first write ~15 µs).
+   * a page cost ~6 µs, a trap at its first write ~15 µs); `release`, where given, frees storage that growth replaced
+   * at once (the native backend's: the addon's, where the collector might take until the process ends).
    */
   constructor(
     opts: KVCacheOptions,
     private readonly allocate: (bytes: number) => Uint8Array = (bytes) => new Uint8Array(bytes),
     readonly encode: KVEncoder = encodeKVRows,
     private readonly populate?: (bytes: Uint8Array) => void,
+    private readonly release?: (storage: Uint8Array) => void,
   ) {
     this.layers = opts.layers;
     this.capacity = opts.capacity;
@@ -74,9 +76,11 @@ export class RefKVCache implements KVCache {
       }
       return next;
     };
+    const replaced = [...this.keys, ...this.values];
     try {
       this.keys = Array.from({ length: this.layers }, (_, layer) => grow(this.keys[layer]));
       this.values = Array.from({ length: this.layers }, (_, layer) => grow(this.values[layer]));
+      for (const storage of replaced) this.release?.(storage);
     } catch (error) {
       if (error instanceof RangeError) throw new ResourceError(`a KV cache of ${size} positions × ${this.layers} layers`, size * this.bytesPerPosition, error);
       throw error;
