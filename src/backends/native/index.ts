@@ -99,6 +99,8 @@ export class NativeBackend implements TrainingBackend {
   private readonly products = new WeakSet<RefTensor>();
   /** What experts() reads for a layer's list of matrices: resolved once per list, not per matrix and call. */
   private readonly productLists = new WeakMap<readonly Tensor[], ProductList>();
+  /** experts()' dtype checks of a layer's weights (expertKinds). */
+  private readonly expertKindsOf = new WeakMap<ExpertWeights, { mixedGateUp: boolean; nativeDown: boolean }>();
   private readonly packing: boolean;
 
   constructor(
@@ -464,12 +466,7 @@ export class NativeBackend implements TrainingBackend {
     const input = asRef(x);
     checkShapes('experts', input.rows === routing.tokens, () => `x ${showShape(x)} but routing for ${routing.tokens} tokens`);
     const first = asRef(weights.gate[0]!);
-    const down = asRef(weights.down[0]!);
-    const mixedGateUp = [...weights.gate, ...weights.up].some((t) => t.dtype !== first.dtype) || weights.down.some((t) => t.dtype !== down.dtype);
-    // Q4_K_M keeps some layers' down projections in Q6_K: the kernel takes a second dtype for them when both types
-    // run on integer dot products (quantized, SIMD level above scalar).
-    const otherDown = down.dtype !== first.dtype;
-    const nativeDown = !otherDown || (isQuantized(weightDtype(first)) && isQuantized(weightDtype(down)) && this.addon.simdLevel() !== 'scalar');
+    const { mixedGateUp, nativeDown } = this.expertKinds(weights);
     if ((routing.mode !== 'token_choice' || this.bf16) && train.float32Experts(weights)) return train.expertsForward(this.addon, x, weights, routing, this.bf16).out;
     if (mixedGateUp || !nativeDown || routing.mode !== 'token_choice') return this.ref.experts(x, weights, routing); // NATIVE_EXCEPTIONS
     const out = train.uninitialized(sizeOf(input));
@@ -478,6 +475,24 @@ export class NativeBackend implements TrainingBackend {
     this.addon.experts(f32(x), routing.tokens, input.cols, first.rows, routing.perGroup, gates.code,
       gates.table, ups.table, downs.table, routing.expertIds, f32(routing.weights), out, downs.code);
     return activation(out, input.shape);
+  }
+
+  /**
+   * Whether a layer's experts mix dtypes among their gates and ups or among their downs (the reference takes those),
+   * and whether the kernel reads their downs: Q4_K_M keeps some layers' down projections in Q6_K, which the kernel
+   * takes as a second dtype when both types run on integer dot products (quantized, SIMD level above scalar).
+   * Worked out once per weights object: scanning 192 tensors on every call cost ~9 µs of JS per layer and token.
+   */
+  private expertKinds(weights: ExpertWeights): { mixedGateUp: boolean; nativeDown: boolean } {
+    let kinds = this.expertKindsOf.get(weights);
+    if (!kinds) {
+      const [first, down] = [asRef(weights.gate[0]!), asRef(weights.down[0]!)];
+      const mixedGateUp = [...weights.gate, ...weights.up].some((t) => t.dtype !== first.dtype) || weights.down.some((t) => t.dtype !== down.dtype);
+      const nativeDown = down.dtype === first.dtype || (isQuantized(weightDtype(first)) && isQuantized(weightDtype(down)) && this.addon.simdLevel() !== 'scalar');
+      kinds = { mixedGateUp, nativeDown };
+      this.expertKindsOf.set(weights, kinds);
+    }
+    return kinds;
   }
 
   // ---------------------------------------------------------------- losses
