@@ -46,6 +46,14 @@ export interface BatchInput {
 
 type StageProbe = (stage: string, hidden: Tensor) => void;
 
+/**
+ * Tokens per piece of a long prompt (OlmoeModel.forward), as llama.cpp's default micro-batch: the activations and the
+ * expert layer's scratch are sized for a piece instead of the whole prompt (a 2,048-token prompt left Q4_0's process
+ * ~300 MB larger than a 512-token one, beside its cache), and each piece still gives every expert enough tokens
+ * for its tiles.
+ */
+export const PREFILL_CHUNK = 512;
+
 function firstNonFinite(values: Float32Array): number {
   for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) return i;
   return -1;
@@ -82,9 +90,21 @@ export class OlmoeModel implements OlmoeParts {
     return this.backend.createKVCache({ layers: numLayers, capacity, kvHeads: numKVHeads, headDim, dtype: type });
   }
 
-  /** Logits [T or 1, V] for `ids` following the cache's contents; advances the cache by T. */
+  /**
+   * Logits [T or 1, V] for `ids` following the cache's contents; advances the cache by T. With `logits: 'last'` (a
+   * prompt before generation) and no observer, more than PREFILL_CHUNK tokens go through the layers PREFILL_CHUNK at a
+   * time, the last piece giving the logits.
+   */
   forward(ids: Int32Array, opts: ForwardOptions = {}): Tensor {
     const cache = opts.cache ?? this.createCache(Math.min(ids.length, this.config.maxPositionEmbeddings));
+    if (opts.logits === 'last' && !opts.observer && ids.length > PREFILL_CHUNK) {
+      let start = 0;
+      for (; ids.length - start > PREFILL_CHUNK; start += PREFILL_CHUNK) {
+        const piece = ids.subarray(start, start + PREFILL_CHUNK);
+        this.pass(() => this.backend.rows(this.layers([{ ids: piece, cache }]), PREFILL_CHUNK - 1, 1));
+      }
+      ids = ids.subarray(start);
+    }
     const input = { ids, cache, observer: opts.observer };
     return this.pass(() => {
       const hidden = this.layers([input]);
