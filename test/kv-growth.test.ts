@@ -134,6 +134,16 @@ describe('long prompts in pieces', () => {
       else assert.ok(worst <= 1e-5 * scale, `max difference ${worst} for logits up to ${scale}`);
     });
   }
+
+  it('a long prompt that does not fit, or holds a bad id, is refused whole: no piece runs, the cache stays empty', async () => {
+    const { model } = await loadPretrained(modelDir, { backend: backendCases[0]!.create() });
+    const cache = model.createCache(PREFILL_CHUNK + 100);
+    const tooLong = Int32Array.from({ length: PREFILL_CHUNK + 101 }, (_, i) => i % 100);
+    assert.throws(() => model.forward(tooLong, { cache, logits: 'last' }), /sequence of 613 tokens exceeds the context of 612 positions/);
+    const badId = Int32Array.from({ length: PREFILL_CHUNK + 50 }, (_, i) => (i === PREFILL_CHUNK + 7 ? 100000 : i % 100));
+    assert.throws(() => model.forward(badId, { cache, logits: 'last' }), new RegExp(`token id 100000 at position ${PREFILL_CHUNK + 7} is out of range`));
+    assert.equal(cache.length, 0);
+  });
 });
 
 describe('KV cache growth in the server', () => {

@@ -98,6 +98,7 @@ export class OlmoeModel implements OlmoeParts {
   forward(ids: Int32Array, opts: ForwardOptions = {}): Tensor {
     const cache = opts.cache ?? this.createCache(Math.min(ids.length, this.config.maxPositionEmbeddings));
     if (opts.logits === 'last' && !opts.observer && ids.length > PREFILL_CHUNK) {
+      this.checkInput(ids, cache); // the whole prompt, before any piece advances the cache
       let start = 0;
       for (; ids.length - start > PREFILL_CHUNK; start += PREFILL_CHUNK) {
         const piece = ids.subarray(start, start + PREFILL_CHUNK);
