@@ -88,10 +88,13 @@ describe('KV cache growth', () => {
     const plain = new Uint8Array(1 << 17).fill(7);
     assert.equal(addon.release(plain.buffer), false, 'not memory of allocate');
     assert.equal(plain[5], 7);
-    const mine = addon.allocate(1 << 17);
-    assert.equal(addon.release(mine), true);
-    assert.equal(mine.byteLength, 0);
-    assert.equal(addon.release(mine), false, 'released once');
+    for (const bytes of [1 << 17, 3 << 20]) { // from malloc, and mapped pages of their own
+      const mine = addon.allocate(bytes);
+      new Uint8Array(mine).fill(1);
+      assert.equal(addon.release(mine), true);
+      assert.equal(mine.byteLength, 0);
+      assert.equal(addon.release(mine), false, 'released once');
+    }
   });
 
   it('refuses to store beyond its capacity, naming both numbers', async () => {

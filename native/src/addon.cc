@@ -354,9 +354,12 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
 // transparent huge pages, as before: with the kernel's default THP defrag setting (madvise), a huge-page fault in an
 // advised region waits for memory compaction, which on a long-running machine took 59 ms per fault here (a 16 KiB
 // cache: 59 ms instead of 0.01 ms), so creating and growing the caches of 8 concurrent generations cost more than the
-// forward passes (bench/serve.mjs on OLMoE-mini: 8 streams no faster in total than one). A block's finalizer frees
-// nothing once `release` has; finalizers and calls may come from several JS threads (worker_threads), hence the lock.
-constexpr size_t kMappedFrom = size_t{64} << 10;
+// forward passes (bench/serve.mjs on OLMoE-mini: 8 streams no faster in total than one). Blocks from 1 MiB on only
+// (OLMoE-1B-7B's f16 rows from 256 positions on), so that caches of small models and short texts take no mapping of
+// their own each (a process may hold ~65,000). V8 is told of the blocks (external memory), so that it collects the
+// buffers of caches dropped without `release` before they pile up. A block's finalizer frees nothing once `release`
+// has; finalizers and calls may come from several JS threads (worker_threads), hence the lock.
+constexpr size_t kMappedFrom = size_t{1} << 20;
 struct Allocation {
   void* data;
   size_t bytes;
@@ -365,13 +368,15 @@ struct Allocation {
 std::mutex allocations_lock;
 std::unordered_map<void*, Allocation*> live_allocations;
 
-void free_allocation(Allocation& a) {  // under allocations_lock
-  if (a.freed) return;
+// Under allocations_lock; false if `release` freed it already.
+bool free_allocation(Allocation& a) {
+  if (a.freed) return false;
   if (a.bytes >= kMappedFrom) munmap(a.data, a.bytes);
   else std::free(a.data);
   a.freed = true;
   const auto at = live_allocations.find(a.data);
   if (at != live_allocations.end() && at->second == &a) live_allocations.erase(at);
+  return true;
 }
 
 Napi::Value Allocate(const Napi::CallbackInfo& info) {
@@ -389,9 +394,14 @@ Napi::Value Allocate(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> lock(allocations_lock);
     live_allocations[memory] = allocation;
   }
-  return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env, void*, Allocation* a) {
-    std::lock_guard<std::mutex> lock(allocations_lock);
-    free_allocation(*a);
+  Napi::MemoryManagement::AdjustExternalMemory(info.Env(), static_cast<int64_t>(bytes));
+  return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env env, void*, Allocation* a) {
+    bool freed;
+    {
+      std::lock_guard<std::mutex> lock(allocations_lock);
+      freed = free_allocation(*a);
+    }
+    if (freed) Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(a->bytes));
     delete a;
   }, allocation);
 }
@@ -410,9 +420,13 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   }
   // Detached outside the lock, in case the runtime finalizes the block at once (its finalizer takes the lock).
   if (allocation == nullptr || napi_detach_arraybuffer(info.Env(), buffer) != napi_ok) return Napi::Boolean::New(info.Env(), false);
-  std::lock_guard<std::mutex> lock(allocations_lock);
-  const auto at = live_allocations.find(data);
-  if (at != live_allocations.end() && at->second == allocation) free_allocation(*allocation);  // else finalized already
+  size_t freed = 0;
+  {
+    std::lock_guard<std::mutex> lock(allocations_lock);
+    const auto at = live_allocations.find(data);
+    if (at != live_allocations.end() && at->second == allocation && free_allocation(*allocation)) freed = allocation->bytes;  // else finalized already
+  }
+  if (freed > 0) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -static_cast<int64_t>(freed));
   return Napi::Boolean::New(info.Env(), true);
 }
 
