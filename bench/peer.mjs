@@ -97,7 +97,7 @@ function printTable(rows) {
     const bound = ours.decodePercentOfBound == null ? '–' : `${(ours.decodeWeightMBPerToken + ours.decodeCacheMBPerToken).toFixed(0)} / ${+ours.decodePercentOfBound.toFixed(1)} %`;
     const round2 = (x) => +x.toFixed(2);
     console.log(`| ${label(file)} | ${round2(ours.prefillTokensPerSecond)} | ${round2(theirs.prefill)} | ${ratio(ours.prefillTokensPerSecond, theirs.prefill)} | ` +
-      `${round2(ours.decodeTokensPerSecond)} | ${round2(theirs.decode)} | ${ratio(ours.decodeTokensPerSecond, theirs.decode)} | ${bound} | ${round2(ours.loadSeconds)} / ${Math.round(ours.residentMiB)} | ${round2(theirs.load)} / ${Math.round(theirs.rss)} |`);
+      `${round2(ours.decodeTokensPerSecond)} | ${round2(theirs.decode)} | ${ratio(ours.decodeTokensPerSecond, theirs.decode)} | ${bound} | ${round2(ours.loadSeconds)} / ${Math.round(ours.residentMiB)}${ours.residentOverWeightFile ? ` (${ours.residentOverWeightFile}× the file)` : ''} | ${round2(theirs.load)} / ${Math.round(theirs.rss)} |`);
   }
   if (rounds < 2) return;
   // Each round's own ratios (olmoe and llama.cpp of the same round), the range the README gives.

@@ -9,7 +9,8 @@
  * printed too.
  */
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { argmax, createRng, InputError, type DType, type KVCache, type OlmoeModel, type RoutingObserver } from '../../index.js';
 import { addKVCacheOption, addModelOptions, loadModel, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { DecodeTraffic } from './bench-traffic.js';
@@ -46,7 +47,18 @@ function residentMiB(): number {
   return match ? Math.round(Number(match[1]) / 1024) : NaN;
 }
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+/** The middle value; with an even count, the mean of the two middle ones. */
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+/** Bytes of a checkpoint's weights: the GGUF file, or the folder's safetensors files (the bar resident memory is set against). */
+function weightFileBytes(path: string): number {
+  if (statSync(path).isFile()) return statSync(path).size;
+  return readdirSync(path).filter((name) => name.endsWith('.safetensors')).reduce((sum, name) => sum + statSync(join(path, name)).size, 0);
+}
 
 /**
  * Seconds for one prefill of `prompt` tokens and one decode of `gen` tokens after it (`beforeDecode` runs between
@@ -100,7 +112,7 @@ function promptLength(flags: BenchFlags, context: number, say: (text: string) =>
 
 async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   const loadStarted = performance.now();
-  const { model } = await loadModel(spec, flags);
+  const { model, dir } = await loadModel(spec, flags);
   const loadSeconds = (performance.now() - loadStarted) / 1000;
   const say = (text: string) => flags.quiet || process.stderr.write(text);
   const rng = createRng(1234);
@@ -139,10 +151,11 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   const prefillKernel = backend.quantGemmKernel && expertDtype && expertDtype !== 'f64' ? backend.quantGemmKernel(expertDtype) : 'none';
   if (measurable) say('measuring read bandwidth and FP32 peak …\n');
   const machine = measurable ? backend.measureMachine!() : undefined;
+  const [resident, weightBytes] = [residentMiB(), weightFileBytes(dir)];
   const decodeTokensPerSecond = flags.gen > 0 ? +(flags.gen / median(runs.map((r) => r.decode))).toFixed(2) : null;
   const result = {
     model: spec, backend: backend.name, threads: backend.threads ?? 1, simd: backend.simd ?? 'none', prefillKernel,
-    loadSeconds: +loadSeconds.toFixed(2), residentMiB: residentMiB(),
+    loadSeconds: +loadSeconds.toFixed(2), residentMiB: resident, weightFileMiB: Math.round(weightBytes / 2 ** 20), residentOverWeightFile: weightBytes > 0 ? +((resident * 2 ** 20) / weightBytes).toFixed(3) : null,
     kvCache: model.kvCacheType, kvCacheMiB: +((cache.allocated * cache.bytesPerPosition) / 2 ** 20).toFixed(2), promptTokens: promptIds.length, genTokens: flags.gen,
     prefillTokensPerSecond: +(promptIds.length / median(runs.map((r) => r.prefill))).toFixed(2),
     decodeTokensPerSecond, runs: runs.length,
