@@ -6,7 +6,6 @@
 #include "q8.h"
 #include "simd.h"
 
-
 #if defined(__x86_64__)
 #include <immintrin.h>
 
