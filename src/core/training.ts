@@ -87,12 +87,6 @@ export interface TrainingBackend extends Backend, LossOps {
   fill(x: Tensor, value: number): void;
 
   /**
-   * The tape is done with a gradient accumulator it made with `empty` (after backward): the backend may reuse its
-   * storage. Optional.
-   */
-  release?(x: Tensor): void;
-
-  /**
    * Forward ops that keep state for their backward (a state serves one backward call). Attention here has no KV cache
    * (training attends within the batch).
    */

@@ -159,9 +159,11 @@ export class GenerationBatch {
 function forwardPending(model: OlmoeModel, runs: readonly GenerationRun[], chunk: number): void {
   const pending = runs.filter((run) => run.pendingInput !== undefined);
   if (pending.length === 0) return;
-  const logits = model.backend.toFloat32(model.forwardBatch(pending.map((run) => run.batchInput(chunk))));
+  const result = model.forwardBatch(pending.map((run) => run.batchInput(chunk)));
+  const logits = model.backend.toFloat32(result);
   const vocab = logits.length / pending.length;
-  pending.forEach((run, i) => run.accept(logits.slice(i * vocab, (i + 1) * vocab)));
+  pending.forEach((run, i) => run.accept(logits.subarray(i * vocab, (i + 1) * vocab)));
+  model.backend.release?.(result); // copied out: its storage takes the next step's logits
 }
 
 /** The state of one generation: sequence so far, KV cache, sampler, detokenizer and stop rules. */
@@ -181,6 +183,8 @@ export class GenerationRun {
   private readonly maxNewTokens: number;
   private readonly started = performance.now();
   private logits: Float32Array | undefined;
+  /** The run's copy of its last logits, reused step after step (fresh memory each token cost page faults). */
+  private logitsCopy: Float32Array | undefined;
   private inFlight = 0;
   private prefillMs: number | undefined;
   private text = '';
@@ -222,14 +226,19 @@ export class GenerationRun {
     return { ids, cache: this.cache ?? this.lm.model.createCache(ids.length, this.opts.kvCache), observer: this.opts.observer };
   }
 
-  /** The logits after the tokens of `batchInput` went through the model; they count once all pending tokens have. */
+  /**
+   * The logits after the tokens of `batchInput` went through the model; they count once all pending tokens have. They
+   * are copied: the caller's array may be reused once this returns.
+   */
   accept(logits: Float32Array): void {
     if (this.inFlight < this.pendingInput!.length) {
       this.pendingInput = this.pendingInput!.slice(this.inFlight); // more of the prompt to go
       return;
     }
     this.prefillMs ??= performance.now() - this.started;
-    this.logits = logits;
+    if (this.logitsCopy?.length !== logits.length) this.logitsCopy = new Float32Array(logits.length);
+    this.logitsCopy.set(logits);
+    this.logits = this.logitsCopy;
     this.pendingInput = undefined;
   }
 

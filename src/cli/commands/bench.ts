@@ -68,11 +68,16 @@ function weightFileBytes(path: string): number {
 function timeRun(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, gen: number, observer?: RoutingObserver, beforeDecode?: () => void): { prefill: number; decode: number } {
   cache.length = 0;
   let started = performance.now();
-  let logits = model.backend.toFloat32(model.forward(promptIds, { cache, logits: 'last' }));
+  let result = model.forward(promptIds, { cache, logits: 'last' });
   const prefill = (performance.now() - started) / 1000;
   beforeDecode?.();
   started = performance.now();
-  for (let i = 0; i < gen; i++) logits = model.backend.toFloat32(model.forward(Int32Array.of(argmax(logits)), { cache, logits: 'last', observer }));
+  for (let i = 0; i < gen; i++) {
+    const next = argmax(model.backend.toFloat32(result));
+    model.backend.release?.(result); // read: its storage takes the next token's logits (as generate's loop does)
+    result = model.forward(Int32Array.of(next), { cache, logits: 'last', observer });
+  }
+  model.backend.release?.(result);
   return { prefill, decode: (performance.now() - started) / 1000 };
 }
 
