@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createRng } from '../src/core/rng.js';
+import { indicesByValueDescending, topIndicesDescending } from '../src/core/sort.js';
 import {
   applyRepetitionPenalty,
   applyTemperature,
@@ -98,6 +99,39 @@ describe('sampling chain', () => {
     assert.equal(kept(topPFilter(flat, 0.01)).length, 1);
     assert.equal(kept(minPFilter(flat, 0.99)).length, 10);
     assert.ok(kept(topKFilter(flat, 1)).length >= 1);
+  });
+
+  // A vocabulary of OLMoE's size, values on a coarse grid (many ties), peaked or flat, some tokens already masked.
+  const vocabulary = (seed: number, spread: number) => {
+    const rng = createRng(seed);
+    return Float32Array.from({ length: 50304 }, (_, i) => (i % 97 === 5 ? -Infinity : Math.round(spread * (rng() ** 3) * 8) / 8));
+  };
+
+  it('the heap top of a vocabulary is the first count of the full order, ties by index', () => {
+    const values = vocabulary(11, 20);
+    const full = indicesByValueDescending(values, (v) => v > -Infinity);
+    for (const count of [0, 1, 7, 64, 1000, 50000, 60000]) {
+      assert.deepEqual(topIndicesDescending(values, count, (v) => v > -Infinity), full.slice(0, count), `count ${count}`);
+    }
+    assert.deepEqual(topIndicesDescending([2, 5, 5, 1], 3), [1, 2, 0]);
+  });
+
+  it('top-k and top-p over a whole vocabulary keep what their definitions keep (peaked and flat: both top-p paths)', () => {
+    for (const [seed, spread] of [[1, 40], [2, 3], [3, 0.5]] as const) {
+      const values = vocabulary(seed, spread);
+      const order = indicesByValueDescending(values, (v) => v > -Infinity); // the definitions, by a full sort
+      const probs = softmax(values);
+      for (const k of [1, 50, 3000]) {
+        const cutoff = values[order[k - 1]!]!;
+        assert.deepEqual(kept(topKFilter(values, k)), [...values.keys()].filter((i) => values[i]! >= cutoff), `spread ${spread}, k ${k}`);
+      }
+      for (const p of [0.05, 0.5, 0.9, 0.99]) {
+        let sum = 0;
+        let n = 0;
+        while (n < order.length && sum < p) sum += probs[order[n++]!]!;
+        assert.deepEqual(kept(topPFilter(values, p)), order.slice(0, n).sort((a, b) => a - b), `spread ${spread}, p ${p}: ${n} tokens`);
+      }
+    }
   });
 
   it('invalid values are rejected with the option named', () => {

@@ -1,11 +1,12 @@
 /**
  * Sampling as a chain of pure functions over logits (order as in HF's logits processors:
  * repetition penalty → temperature → top-k → top-p → min-p), then a draw with a seeded RNG.
- * Filters mask tokens with -Infinity and never remove the most likely token.
+ * Filters mask tokens with -Infinity and never remove the most likely token. None writes its input: each returns a
+ * new array, or the input itself when it changes nothing (a sampled token's vocabulary-sized copies are fresh memory).
  */
 import { InputError } from '../core/errors.js';
 import type { Rng } from '../core/rng.js';
-import { indicesByValueDescending } from '../core/sort.js';
+import { topIndicesDescending } from '../core/sort.js';
 
 export interface SamplingOptions {
   /** Always take the most likely token (ties to the lower id); the other options are then ignored. */
@@ -37,8 +38,8 @@ export function argmax(logits: Float32Array): number {
 
 /** CTRL-style penalty (as HF): a seen token's logit is divided by the penalty if positive, else multiplied. */
 export function applyRepetitionPenalty(logits: Float32Array, seen: Iterable<number>, penalty: number): Float32Array {
+  if (penalty === 1) return logits;
   const out = logits.slice();
-  if (penalty === 1) return out;
   for (const id of new Set(seen)) {
     if (id < 0 || id >= out.length) continue;
     const value = out[id]!;
@@ -48,37 +49,83 @@ export function applyRepetitionPenalty(logits: Float32Array, seen: Iterable<numb
 }
 
 export function applyTemperature(logits: Float32Array, temperature: number): Float32Array {
-  return logits.map((value) => value / temperature);
+  const out = new Float32Array(logits.length);
+  for (let i = 0; i < logits.length; i++) out[i] = logits[i]! / temperature;
+  return out;
 }
 
 export function topKFilter(logits: Float32Array, k: number): Float32Array {
-  if (k <= 0 || k >= logits.length) return logits.slice();
-  const threshold = indicesByValueDescending(logits, (value) => value > -Infinity)[k - 1]!;
-  const cutoff = logits[threshold]!;
-  return logits.map((value) => (value < cutoff ? -Infinity : value));
+  if (k <= 0 || k >= logits.length) return logits;
+  const top = topIndicesDescending(logits, k, (value) => value > -Infinity);
+  if (top.length < k) return logits; // k or fewer tokens left: all stay
+  return masked(logits, logits[top[k - 1]!]!);
 }
 
 /** Keep the smallest set of most likely tokens whose probabilities sum to at least p. */
 export function topPFilter(logits: Float32Array, p: number): Float32Array {
-  if (p >= 1) return logits.slice();
+  if (p >= 1) return logits;
   const probs = softmax(logits);
-  const order = indicesByValueDescending(logits, (value) => value > -Infinity);
-  const out = new Float32Array(logits.length).fill(-Infinity);
-  let cumulative = 0;
-  for (const id of order) {
-    out[id] = logits[id]!;
-    cumulative += probs[id]!;
-    if (cumulative >= p) break;
+  // The most likely tokens, in growing numbers until they reach p (a peaked distribution needs few); past a 16th of
+  // the vocabulary a sort of all probabilities is faster.
+  for (let count = 64; count <= logits.length / 16; count *= 4) {
+    const order = topIndicesDescending(logits, count, (value) => value > -Infinity);
+    let cumulative = 0;
+    for (let j = 0; j < order.length; j++) {
+      cumulative += probs[order[j]!]!;
+      if (cumulative >= p) return kept(logits, order.slice(0, j + 1));
+    }
+    if (order.length < count) return kept(logits, order); // every token left, short of p
   }
+  return topPSorted(logits, probs, p);
+}
+
+/**
+ * topPFilter by a sort of the probabilities: summed from the largest, the same terms in the same order as the tokens
+ * by logit (a larger logit has the larger probability), so the same cut; at the cut, equal ones go by index.
+ */
+function topPSorted(logits: Float32Array, probs: Float64Array, p: number): Float32Array {
+  const finite = new Float64Array(logits.length);
+  let count = 0;
+  for (let i = 0; i < logits.length; i++) if (logits[i]! > -Infinity) finite[count++] = probs[i]!;
+  const sorted = finite.subarray(0, count).sort();
+  let cumulative = 0;
+  let cut = -1;
+  let ties = 0; // tokens at the cut's probability that stay
+  for (let j = sorted.length - 1; j >= 0; j--) {
+    cumulative += sorted[j]!;
+    if (cumulative >= p) {
+      cut = sorted[j]!;
+      for (let k = j; k < sorted.length && sorted[k] === cut; k++) ties++;
+      break;
+    }
+  }
+  const out = new Float32Array(logits.length).fill(-Infinity);
+  for (let i = 0; i < logits.length; i++) {
+    if (!(logits[i]! > -Infinity)) continue;
+    if (probs[i]! > cut || (probs[i] === cut && ties-- > 0)) out[i] = logits[i]!;
+  }
+  return out;
+}
+
+/** -Infinity but at `ids`. */
+function kept(logits: Float32Array, ids: readonly number[]): Float32Array {
+  const out = new Float32Array(logits.length).fill(-Infinity);
+  for (const id of ids) out[id] = logits[id]!;
   return out;
 }
 
 /** Keep tokens whose probability is at least minP × the top probability. */
 export function minPFilter(logits: Float32Array, minP: number): Float32Array {
-  if (minP <= 0) return logits.slice();
+  if (minP <= 0) return logits;
   const max = logits[argmax(logits)]!;
-  const threshold = max + Math.log(minP); // p_i ≥ minP·p_max  ⇔  logit_i ≥ logit_max + ln(minP)
-  return logits.map((value) => (value < threshold ? -Infinity : value));
+  return masked(logits, max + Math.log(minP)); // p_i ≥ minP·p_max  ⇔  logit_i ≥ logit_max + ln(minP)
+}
+
+/** logits with the values below `threshold` set to -Infinity (a new array). */
+function masked(logits: Float32Array, threshold: number): Float32Array {
+  const out = new Float32Array(logits.length);
+  for (let i = 0; i < logits.length; i++) out[i] = logits[i]! < threshold ? -Infinity : logits[i]!;
+  return out;
 }
 
 export function softmax(logits: Float32Array): Float64Array {
