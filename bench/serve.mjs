@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Serving benchmark: starts `olmoe serve MODEL` (the real CLI, its own process), then for 1, 4 and 8 concurrent
 // streaming chat clients measures time to first token (TTFT: request sent → first content chunk), each client's
-// decode speed, and the server's total generated tokens per second. Prompts differ per client; greedy decoding.
-//   node bench/serve.mjs MODEL [--clients 1,4,8] [--tokens 64] [--parallel 8] [--threads N] [--json]
+// decode speed, and the server's total generated tokens per second. Prompts differ per client; greedy decoding, or
+// sampling at --temperature T (seed 1; the other knobs at their defaults, top-k 50 among them).
+//   node bench/serve.mjs MODEL [--clients 1,4,8] [--tokens 64] [--parallel 8] [--threads N] [--temperature T] [--json]
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,10 +15,11 @@ const levels = flag('--clients', '1,4,8').split(',').map(Number);
 const tokens = Number(flag('--tokens', '64'));
 const parallel = flag('--parallel', String(Math.max(...levels)));
 const threads = flag('--threads', undefined);
+const temperature = Number(flag('--temperature', '0'));
 const json = args.includes('--json') ? (args.splice(args.indexOf('--json'), 1), true) : false;
 const model = args[0];
 if (!model) {
-  console.error('usage: node bench/serve.mjs MODEL [--clients 1,4,8] [--tokens 64] [--parallel 8] [--threads N] [--json]');
+  console.error('usage: node bench/serve.mjs MODEL [--clients 1,4,8] [--tokens 64] [--parallel 8] [--threads N] [--temperature T] [--json]');
   process.exit(1);
 }
 
@@ -43,7 +45,7 @@ async function client(i) {
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({
       model: 'bench', messages: [{ role: 'user', content: `Write a long story about ${topics[i % topics.length]}.` }],
-      max_tokens: tokens, temperature: 0, ignore_eos: true, stream: true, stream_options: { include_usage: true },
+      max_tokens: tokens, temperature, ...(temperature > 0 ? { seed: 1 } : {}), ignore_eos: true, stream: true, stream_options: { include_usage: true },
       routing: true, // every token then comes as a chunk, even one whose text is held back (random models emit many)
     }),
   });
@@ -90,10 +92,10 @@ try {
   server.kill('SIGINT');
 }
 
-if (json) console.log(JSON.stringify({ model, tokens, parallel: Number(parallel), rows }));
+if (json) console.log(JSON.stringify({ model, tokens, parallel: Number(parallel), temperature, rows }));
 else {
   const f = (x, d = 2) => x.toFixed(d);
-  console.log(`\nolmoe serve ${model}: ${tokens} tokens per client, greedy, --parallel ${parallel}\n`);
+  console.log(`\nolmoe serve ${model}: ${tokens} tokens per client, ${temperature > 0 ? `temperature ${temperature}` : 'greedy'}, --parallel ${parallel}\n`);
   console.log('| clients | TTFT median (s) | TTFT max (s) | per-client decode tok/s | total tok/s |');
   console.log('|---|---|---|---|---|');
   for (const r of rows) console.log(`| ${r.clients} | ${f(r.ttft_median_s)} | ${f(r.ttft_max_s)} | ${f(r.client_decode_tok_s)} | ${f(r.total_tok_s)} |`);

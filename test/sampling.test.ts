@@ -134,6 +134,18 @@ describe('sampling chain', () => {
     }
   });
 
+  it('sampleToken after top-k draws among the tokens left exactly as the chain over the whole vocabulary does', () => {
+    const values = vocabulary(5, 30);
+    const opts = { temperature: 0.7, topK: 50, topP: 0.9 };
+    const chain = softmax(topPFilter(topKFilter(applyTemperature(values, 0.7), 50), 0.9)); // the definition, whole
+    for (let n = 0; n < 2000; n++) {
+      const u = (n + 0.5) / 2000;
+      const id = sampleToken(values, opts, () => u, []);
+      assert.equal(id, drawFromProbabilities(chain, u), `u ${u}`);
+    }
+    assert.ok(chain.filter((p) => p > 0).length > 10, 'the case leaves several tokens to draw from');
+  });
+
   it('invalid values are rejected with the option named', () => {
     assert.throws(() => checkSamplingOptions({ temperature: 0 }), /temperature/);
     assert.throws(() => checkSamplingOptions({ temperature: -1 }), /temperature/);

@@ -2,7 +2,7 @@
  * Sampling as a chain of pure functions over logits (order as in HF's logits processors:
  * repetition penalty → temperature → top-k → top-p → min-p), then a draw with a seeded RNG.
  * Filters mask tokens with -Infinity and never remove the most likely token. None writes its input: each returns a
- * new array, or the input itself when it changes nothing (a sampled token's vocabulary-sized copies are fresh memory).
+ * new array (or `out`, where given: not the input), or the input itself when it changes nothing.
  */
 import { InputError } from '../core/errors.js';
 import type { Rng } from '../core/rng.js';
@@ -48,21 +48,20 @@ export function applyRepetitionPenalty(logits: Float32Array, seen: Iterable<numb
   return out;
 }
 
-export function applyTemperature(logits: Float32Array, temperature: number): Float32Array {
-  const out = new Float32Array(logits.length);
+export function applyTemperature(logits: Float32Array, temperature: number, out: Float32Array = new Float32Array(logits.length)): Float32Array {
   for (let i = 0; i < logits.length; i++) out[i] = logits[i]! / temperature;
   return out;
 }
 
-export function topKFilter(logits: Float32Array, k: number): Float32Array {
+export function topKFilter(logits: Float32Array, k: number, out?: Float32Array): Float32Array {
   if (k <= 0 || k >= logits.length) return logits;
   const top = topIndicesDescending(logits, k, (value) => value > -Infinity);
   if (top.length < k) return logits; // k or fewer tokens left: all stay
-  return masked(logits, logits[top[k - 1]!]!);
+  return masked(logits, logits[top[k - 1]!]!, out);
 }
 
 /** Keep the smallest set of most likely tokens whose probabilities sum to at least p. */
-export function topPFilter(logits: Float32Array, p: number): Float32Array {
+export function topPFilter(logits: Float32Array, p: number, out?: Float32Array): Float32Array {
   if (p >= 1) return logits;
   const probs = softmax(logits);
   // The most likely tokens, in growing numbers until they reach p (a peaked distribution needs few); past a 16th of
@@ -72,18 +71,18 @@ export function topPFilter(logits: Float32Array, p: number): Float32Array {
     let cumulative = 0;
     for (let j = 0; j < order.length; j++) {
       cumulative += probs[order[j]!]!;
-      if (cumulative >= p) return kept(logits, order.slice(0, j + 1));
+      if (cumulative >= p) return kept(logits, order.slice(0, j + 1), out);
     }
-    if (order.length < count) return kept(logits, order); // every token left, short of p
+    if (order.length < count) return kept(logits, order, out); // every token left, short of p
   }
-  return topPSorted(logits, probs, p);
+  return topPSorted(logits, probs, p, out);
 }
 
 /**
  * topPFilter by a sort of the probabilities: summed from the largest, the same terms in the same order as the tokens
  * by logit (a larger logit has the larger probability), so the same cut; at the cut, equal ones go by index.
  */
-function topPSorted(logits: Float32Array, probs: Float64Array, p: number): Float32Array {
+function topPSorted(logits: Float32Array, probs: Float64Array, p: number, out: Float32Array = new Float32Array(logits.length)): Float32Array {
   const finite = new Float64Array(logits.length);
   let count = 0;
   for (let i = 0; i < logits.length; i++) if (logits[i]! > -Infinity) finite[count++] = probs[i]!;
@@ -99,7 +98,7 @@ function topPSorted(logits: Float32Array, probs: Float64Array, p: number): Float
       break;
     }
   }
-  const out = new Float32Array(logits.length).fill(-Infinity);
+  out.fill(-Infinity);
   for (let i = 0; i < logits.length; i++) {
     if (!(logits[i]! > -Infinity)) continue;
     if (probs[i]! > cut || (probs[i] === cut && ties-- > 0)) out[i] = logits[i]!;
@@ -108,22 +107,21 @@ function topPSorted(logits: Float32Array, probs: Float64Array, p: number): Float
 }
 
 /** -Infinity but at `ids`. */
-function kept(logits: Float32Array, ids: readonly number[]): Float32Array {
-  const out = new Float32Array(logits.length).fill(-Infinity);
+function kept(logits: Float32Array, ids: readonly number[], out: Float32Array = new Float32Array(logits.length)): Float32Array {
+  out.fill(-Infinity);
   for (const id of ids) out[id] = logits[id]!;
   return out;
 }
 
 /** Keep tokens whose probability is at least minP × the top probability. */
-export function minPFilter(logits: Float32Array, minP: number): Float32Array {
+export function minPFilter(logits: Float32Array, minP: number, out?: Float32Array): Float32Array {
   if (minP <= 0) return logits;
   const max = logits[argmax(logits)]!;
-  return masked(logits, max + Math.log(minP)); // p_i ≥ minP·p_max  ⇔  logit_i ≥ logit_max + ln(minP)
+  return masked(logits, max + Math.log(minP), out); // p_i ≥ minP·p_max  ⇔  logit_i ≥ logit_max + ln(minP)
 }
 
 /** logits with the values below `threshold` set to -Infinity (a new array). */
-function masked(logits: Float32Array, threshold: number): Float32Array {
-  const out = new Float32Array(logits.length);
+function masked(logits: Float32Array, threshold: number, out: Float32Array = new Float32Array(logits.length)): Float32Array {
   for (let i = 0; i < logits.length; i++) out[i] = logits[i]! < threshold ? -Infinity : logits[i]!;
   return out;
 }
@@ -150,13 +148,29 @@ export function drawFromProbabilities(probs: Float64Array, u: number): number {
   return last; // rounding left u just above the total
 }
 
+/** The chain's two working arrays (each step writes the one it does not read): a fresh 200 KB a step cost page faults. */
+const working = [new Float32Array(0), new Float32Array(0)];
+/** Whichever working array is not `input`, `length` long. */
+function workingOther(input: Float32Array, length: number): Float32Array {
+  const at = working[0] === input ? 1 : 0;
+  if (working[at]!.length !== length) working[at] = new Float32Array(length);
+  return working[at]!;
+}
+
 /** The whole chain: next token id from the logits of the last position. */
 export function sampleToken(logits: Float32Array, opts: SamplingOptions, rng: Rng, seen: readonly number[]): number {
   let scores = applyRepetitionPenalty(logits, seen, opts.repetitionPenalty ?? 1);
   if (opts.greedy) return argmax(scores);
-  scores = applyTemperature(scores, opts.temperature ?? 1);
-  scores = topKFilter(scores, opts.topK ?? 0);
-  scores = topPFilter(scores, opts.topP ?? 1);
-  scores = minPFilter(scores, opts.minP ?? 0);
-  return drawFromProbabilities(softmax(scores), rng());
+  scores = applyTemperature(scores, opts.temperature ?? 1, workingOther(scores, scores.length));
+  scores = topKFilter(scores, opts.topK ?? 0, workingOther(scores, scores.length));
+  scores = topPFilter(scores, opts.topP ?? 1, workingOther(scores, scores.length));
+  scores = minPFilter(scores, opts.minP ?? 0, workingOther(scores, scores.length));
+  // The draw over the tokens the filters left (top-k's 50 of 50,304): the same nonzero probabilities in the same order
+  // (a masked token's exp is exactly 0, adding nothing to the total), so the same token for the same u.
+  let count = 0;
+  for (let i = 0; i < scores.length; i++) if (scores[i]! > -Infinity) count++;
+  if (count > scores.length / 4) return drawFromProbabilities(softmax(scores), rng());
+  const [ids, values] = [new Int32Array(count), new Float32Array(count)];
+  for (let i = 0, j = 0; i < scores.length; i++) if (scores[i]! > -Infinity) [ids[j], values[j++]] = [i, scores[i]!];
+  return ids[drawFromProbabilities(softmax(values), rng())]!;
 }
