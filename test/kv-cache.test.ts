@@ -110,7 +110,7 @@ describe('KV cache storage populated ahead of its writes', () => {
       else list.push([bytes.byteOffset, bytes.byteOffset + bytes.byteLength]);
       populated.set(bytes.buffer, list);
     };
-    const cache = new RefKVCache({ layers: 2, capacity: 1000, kvHeads: 2, headDim: 4, dtype: 'f32' }, undefined, encode, populate);
+    const cache = new RefKVCache({ layers: 2, capacity: 1000, kvHeads: 2, headDim: 4, dtype: 'f32' }, { encode, populate });
     const row = (position: number) => Float32Array.from({ length: 8 }, (_, i) => position * 10 + i);
     const stored: Float32Array[] = [];
     let position = 0;

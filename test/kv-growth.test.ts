@@ -97,6 +97,25 @@ describe('KV cache growth', () => {
     }
   });
 
+  it('native: resize keeps the contents, zeroes the rest and detaches the old buffer, for both kinds of block', { skip: announceSkip(nativeSkip) }, async () => {
+    const { model } = await loadPretrained(modelDir, { backend: createBackend('native') });
+    const addon = (model.backend as unknown as { addon: NativeAddon }).addon;
+    // malloc → malloc, malloc → mapped, mapped → mapped (pages moved, not copied)
+    for (const [from, to] of [[5000, 70000], [1 << 17, 3 << 20], [(3 << 20) + 100, 9 << 20]] as const) {
+      const old = addon.allocate(from);
+      const pattern = (i: number) => (i * 7 + 3) & 255;
+      new Uint8Array(old).forEach((_, i, a) => (a[i] = pattern(i)));
+      const grown = new Uint8Array(addon.resize(old, to)!);
+      assert.equal(old.byteLength, 0, `${from} → ${to}: the old buffer is detached`);
+      assert.equal(grown.byteLength, to);
+      assert.ok(grown.subarray(0, from).every((v, i) => v === pattern(i)), `${from} → ${to}: contents kept`);
+      assert.ok(grown.subarray(from).every((v) => v === 0), `${from} → ${to}: the rest is zero`);
+      assert.throws(() => addon.resize(grown.buffer as ArrayBuffer, to - 1), /less than/);
+      assert.equal(addon.release(grown.buffer as ArrayBuffer), true, 'the grown block is registered');
+    }
+    assert.equal(addon.resize(new ArrayBuffer(64), 128), null, 'not memory of allocate');
+  });
+
   it('refuses to store beyond its capacity, naming both numbers', async () => {
     const { model } = await loadPretrained(tinyModelDir, { backend: backendCases[0]!.create() });
     const cache = model.createCache(8);

@@ -379,6 +379,19 @@ bool free_allocation(Allocation& a) {
   return true;
 }
 
+// An ArrayBuffer over a registered allocation, which its finalizer frees unless `release` or `resize` has.
+Napi::ArrayBuffer wrap_allocation(Napi::Env env, Allocation* allocation) {
+  return Napi::ArrayBuffer::New(env, allocation->data, allocation->bytes, [](Napi::Env env, void*, Allocation* a) {
+    bool freed;
+    {
+      std::lock_guard<std::mutex> lock(allocations_lock);
+      freed = free_allocation(*a);
+    }
+    if (freed) Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(a->bytes));
+    delete a;
+  }, allocation);
+}
+
 Napi::Value Allocate(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 1)) return info.Env().Undefined();
   const size_t bytes = size_arg(info, 0);
@@ -395,15 +408,7 @@ Napi::Value Allocate(const Napi::CallbackInfo& info) {
     live_allocations[memory] = allocation;
   }
   Napi::MemoryManagement::AdjustExternalMemory(info.Env(), static_cast<int64_t>(bytes));
-  return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env env, void*, Allocation* a) {
-    bool freed;
-    {
-      std::lock_guard<std::mutex> lock(allocations_lock);
-      freed = free_allocation(*a);
-    }
-    if (freed) Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(a->bytes));
-    delete a;
-  }, allocation);
+  return wrap_allocation(info.Env(), allocation);
 }
 
 // release(buffer) → whether memory from allocate was freed now: the ArrayBuffer is detached first (every view of it
@@ -428,6 +433,68 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   }
   if (freed > 0) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -static_cast<int64_t>(freed));
   return Napi::Boolean::New(info.Env(), true);
+}
+
+// resize(buffer, bytes) → memory from allocate grown to `bytes` (not less than it holds): its contents kept, the rest
+// zero; the old buffer detached (its views read as empty). A mapped block's pages move with mremap: nothing is copied
+// and no page faults in again (a KV cache that doubled from 256 to 512 positions copied and re-touched its first 256
+// in every layer: ~0.35 ms a generated token of olmoe generate, the first-touch of a page costing ~6 µs on the virtual
+// machine measured). Null for a buffer not from allocate.
+Napi::Value Resize(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 2) || !info[0].IsArrayBuffer()) return info.Env().Null();
+  auto buffer = info[0].As<Napi::ArrayBuffer>();
+  const size_t bytes = size_arg(info, 1);
+  void* const data = buffer.Data();
+  Allocation* old = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(allocations_lock);
+    const auto at = live_allocations.find(data);
+    if (buffer.ByteLength() > 0 && at != live_allocations.end() && at->second->bytes == buffer.ByteLength()) old = at->second;
+  }
+  if (old == nullptr) return info.Env().Null();
+  const size_t old_bytes = old->bytes;
+  if (bytes < old_bytes) {
+    Napi::RangeError::New(info.Env(), "olmoe native resize: " + std::to_string(bytes) + " bytes is less than the " + std::to_string(old_bytes) + " held").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  // The new memory first (a failure leaves the old buffer as it was); mremap moves the old pages only after the detach.
+  void* memory = nullptr;
+  const bool move = old_bytes >= kMappedFrom;
+  if (!move) {
+    memory = bytes >= kMappedFrom ? mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : std::calloc(1, bytes);
+    if (memory == MAP_FAILED) memory = nullptr;
+    if (memory != nullptr) std::memcpy(memory, data, old_bytes);
+  }
+  if ((!move && memory == nullptr) || napi_detach_arraybuffer(info.Env(), buffer) != napi_ok) {
+    if (memory != nullptr) bytes >= kMappedFrom ? void(munmap(memory, bytes)) : std::free(memory);
+    Napi::Error::New(info.Env(), "out of memory: cannot grow " + std::to_string(old_bytes) + " bytes to " + std::to_string(bytes)).ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  {
+    std::lock_guard<std::mutex> lock(allocations_lock);
+    const auto at = live_allocations.find(data);
+    if (at == live_allocations.end() || at->second != old) {
+      memory = nullptr;  // finalized meanwhile: nothing left to move (cannot happen while the caller holds the buffer)
+    } else if (move) {
+      memory = mremap(data, old_bytes, bytes, MREMAP_MAYMOVE);
+      if (memory == MAP_FAILED) memory = nullptr;
+      old->freed = memory != nullptr;  // moved: the old finalizer frees nothing
+      if (memory != nullptr) live_allocations.erase(at);
+    } else {
+      free_allocation(*old);
+    }
+  }
+  if (memory == nullptr) {
+    Napi::Error::New(info.Env(), "out of memory: cannot grow " + std::to_string(old_bytes) + " bytes to " + std::to_string(bytes)).ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto* allocation = new Allocation{memory, bytes};
+  {
+    std::lock_guard<std::mutex> lock(allocations_lock);
+    live_allocations[memory] = allocation;
+  }
+  Napi::MemoryManagement::AdjustExternalMemory(info.Env(), static_cast<int64_t>(bytes) - static_cast<int64_t>(old_bytes));
+  return wrap_allocation(info.Env(), allocation);
 }
 
 // populate(view) → whether the whole pages inside the view (memory from allocate) were faulted in at once
@@ -474,6 +541,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("add", Napi::Function::New(env, Add));
   exports.Set("allocate", Napi::Function::New(env, Allocate));
   exports.Set("release", Napi::Function::New(env, Release));
+  exports.Set("resize", Napi::Function::New(env, Resize));
   exports.Set("populate", Napi::Function::New(env, Populate));
   exports.Set("measureReadBandwidth", Napi::Function::New(env, MeasureReadBandwidth));
   exports.Set("measureFp32Peak", Napi::Function::New(env, MeasureFp32Peak));

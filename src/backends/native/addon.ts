@@ -51,6 +51,8 @@ export interface NativeAddon {
   allocate(bytes: number): ArrayBuffer;
   /** Frees memory from `allocate` now and detaches its buffer (its views read as empty); false for other buffers. */
   release(buffer: ArrayBuffer): boolean;
+  /** Memory from `allocate` grown to `bytes` (its contents kept, the rest zero, the old buffer detached); null for other buffers. */
+  resize(buffer: ArrayBuffer, bytes: number): ArrayBuffer | null;
   /** Faults in the whole pages inside a view of allocated memory in one call; false where the kernel cannot. */
   populate(view: Uint8Array): boolean;
   /** Bytes/s reading `bytes` of memory with the pool's threads, best of `repeats` (0: could not allocate). */

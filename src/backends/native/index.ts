@@ -315,16 +315,31 @@ export class NativeBackend implements TrainingBackend {
 
   /** The reference backend's cache layout on huge-page memory, rows rounded to its type by the addon (bit-identical). */
   createKVCache(opts: KVCacheOptions): RefKVCache {
+    const refused = (bytes: number, error: unknown) => {
+      const positions = bytes / kvRowBytes(opts.dtype ?? DEFAULT_KV_CACHE_TYPE, opts.kvHeads * opts.headDim);
+      return new ResourceError(`a KV cache of ${positions} positions × ${opts.layers} layers`, 2 * opts.layers * bytes, error);
+    };
     const allocate = (bytes: number) => {
       try {
         return new Uint8Array(this.addon.allocate(bytes));
       } catch (error) {
-        const positions = bytes / kvRowBytes(opts.dtype ?? DEFAULT_KV_CACHE_TYPE, opts.kvHeads * opts.headDim);
-        throw new ResourceError(`a KV cache of ${positions} positions × ${opts.layers} layers`, 2 * opts.layers * bytes, error);
+        throw refused(bytes, error);
       }
     };
     const encode: KVEncoder = (type, rows, width, out) => this.addon.kvStore(rows instanceof Float32Array ? rows : Float32Array.from(rows), rows.length / width, width, DTYPE_CODES[type], out);
-    return new RefKVCache(opts, allocate, encode, (bytes) => this.addon.populate(bytes), (storage) => this.addon.release(storage.buffer as ArrayBuffer));
+    const resize = (storage: Uint8Array, bytes: number) => {
+      let grown: ArrayBuffer | null;
+      try {
+        grown = this.addon.resize(storage.buffer as ArrayBuffer, bytes);
+      } catch (error) {
+        throw refused(bytes, error);
+      }
+      if (grown) return new Uint8Array(grown);
+      const next = allocate(bytes); // (not the addon's: cannot happen for storage from allocate above)
+      next.set(storage);
+      return next;
+    };
+    return new RefKVCache(opts, { allocate, encode, populate: (bytes) => this.addon.populate(bytes), release: (storage) => this.addon.release(storage.buffer as ArrayBuffer), resize });
   }
 
   // ---------------------------------------------------------------- forward

@@ -18,6 +18,26 @@ const roundAway = (value: number) => Math.sign(value) * Math.round(Math.abs(valu
 /** Rows of `width` floats → their stored bytes (rowBytes each). */
 export type KVEncoder = (type: KVCacheType, rows: Floats, width: number, out: Uint8Array) => void;
 
+/** Where a cache's memory comes from and how rows are rounded into it (the native backend's: the addon's). */
+export interface KVStorage {
+  /** Zeroed storage (default: a plain Uint8Array). */
+  allocate?: (bytes: number) => Uint8Array;
+  /** Rounds rows to the cache type (default encodeKVRows; the native backend's is bit-identical to it). */
+  encode?: KVEncoder;
+  /**
+   * Faults in storage ahead of the writes in one call (on the virtual machine measured, populating and then writing a
+   * page cost ~6 µs, a trap at its first write ~15 µs).
+   */
+  populate?: (bytes: Uint8Array) => void;
+  /** Frees storage that growth replaced at once (else the collector might take until the process ends). */
+  release?: (storage: Uint8Array) => void;
+  /**
+   * The storage grown to `bytes` in place of a new allocation and a copy: what it held kept, the rest zero, the old
+   * view unusable after (the native backend's moves the pages: nothing copied, nothing faulted in again).
+   */
+  resize?: (storage: Uint8Array, bytes: number) => Uint8Array;
+}
+
 export class RefKVCache implements KVCache {
   length = 0;
   allocated = 0;
@@ -29,29 +49,21 @@ export class RefKVCache implements KVCache {
   readonly dtype: KVCacheType;
   /** Bytes of one position's keys (or values) in one layer. */
   readonly rowBytes: number;
+  readonly encode: KVEncoder;
 
   /** Per layer: positions from 0 whose storage `populate` has faulted in. */
   private populated: number[] = [];
 
-  /**
-   * `allocate` provides zeroed storage (the native backend's: the addon's); `encode` rounds rows to the cache type
-   * (the native backend's is the addon's, bit-identical to encodeKVRows); `populate`, where given, faults in storage
-   * ahead of the writes in one call (the native backend's: on the virtual machine measured, populating and then writing
-   * a page cost ~6 µs, a trap at its first write ~15 µs); `release`, where given, frees storage that growth replaced
-   * at once (the native backend's: the addon's, where the collector might take until the process ends).
-   */
   constructor(
     opts: KVCacheOptions,
-    private readonly allocate: (bytes: number) => Uint8Array = (bytes) => new Uint8Array(bytes),
-    readonly encode: KVEncoder = encodeKVRows,
-    private readonly populate?: (bytes: Uint8Array) => void,
-    private readonly release?: (storage: Uint8Array) => void,
+    private readonly storage: KVStorage = {},
   ) {
     this.layers = opts.layers;
     this.capacity = opts.capacity;
     this.width = opts.kvHeads * opts.headDim;
     this.dtype = parseKVCacheType(opts.dtype ?? DEFAULT_KV_CACHE_TYPE, 'KV cache dtype');
     this.rowBytes = kvRowBytes(this.dtype, this.width);
+    this.encode = storage.encode ?? encodeKVRows;
     this.reserve(Math.min(opts.reserve ?? 0, opts.capacity));
   }
 
@@ -68,24 +80,26 @@ export class RefKVCache implements KVCache {
     if (positions <= this.allocated) return;
     if (positions > this.capacity) throw new InputError(`KV cache holds ${this.capacity} positions; ${positions} needed`);
     const size = Math.min(this.capacity, Math.max(positions, 2 * this.allocated, MIN_POSITIONS));
+    const { allocate = (bytes: number) => new Uint8Array(bytes), populate, release, resize } = this.storage;
     const grow = (old: Uint8Array | undefined) => {
-      const next = this.allocate(size * this.rowBytes);
+      if (old && resize) return resize(old, size * this.rowBytes);
+      const next = allocate(size * this.rowBytes);
       if (old) {
-        this.populate?.(next.subarray(0, old.byteLength));
+        populate?.(next.subarray(0, old.byteLength));
         next.set(old);
       }
       return next;
     };
-    const replaced = [...this.keys, ...this.values];
+    const replaced = resize ? [] : [...this.keys, ...this.values];
     try {
       this.keys = Array.from({ length: this.layers }, (_, layer) => grow(this.keys[layer]));
       this.values = Array.from({ length: this.layers }, (_, layer) => grow(this.values[layer]));
-      for (const storage of replaced) this.release?.(storage);
+      for (const storage of replaced) release?.(storage);
     } catch (error) {
       if (error instanceof RangeError) throw new ResourceError(`a KV cache of ${size} positions × ${this.layers} layers`, size * this.bytesPerPosition, error);
       throw error;
     }
-    this.populated = this.populated.map(() => this.allocated); // what was copied
+    if (!resize) this.populated = this.populated.map(() => this.allocated); // what was copied (resized storage keeps its pages)
     this.allocated = size;
   }
 
@@ -96,10 +110,11 @@ export class RefKVCache implements KVCache {
     this.reserve(start + rows);
     const span = (bytes: Uint8Array) => bytes.subarray(start * this.rowBytes, (start + rows) * this.rowBytes);
     const ready = this.populated[layer] ?? 0;
-    if (this.populate && start + rows > ready) {
+    const populate = this.storage.populate;
+    if (populate && start + rows > ready) {
       const [from, to] = [Math.max(ready, start) * this.rowBytes, Math.min(this.allocated, start + rows + POPULATE_AHEAD) * this.rowBytes];
-      this.populate(this.keys[layer]!.subarray(from, to));
-      this.populate(this.values[layer]!.subarray(from, to));
+      populate(this.keys[layer]!.subarray(from, to));
+      populate(this.values[layer]!.subarray(from, to));
       this.populated[layer] = to / this.rowBytes;
     }
     this.encode(this.dtype, kv.keys, this.width, span(this.keys[layer]!));
