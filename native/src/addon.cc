@@ -465,16 +465,24 @@ Napi::Value Resize(const Napi::CallbackInfo& info) {
     if (memory == MAP_FAILED) memory = nullptr;
     if (memory != nullptr) std::memcpy(memory, data, old_bytes);
   }
-  if ((!move && memory == nullptr) || napi_detach_arraybuffer(info.Env(), buffer) != napi_ok) {
+  const auto discard = [&] {
     if (memory != nullptr) bytes >= kMappedFrom ? void(munmap(memory, bytes)) : std::free(memory);
-    Napi::Error::New(info.Env(), "out of memory: cannot grow " + std::to_string(old_bytes) + " bytes to " + std::to_string(bytes)).ThrowAsJavaScriptException();
+    memory = nullptr;
+  };
+  const auto refuse = [&](const std::string& why) {
+    Napi::Error::New(info.Env(), why + ": cannot grow " + std::to_string(old_bytes) + " bytes to " + std::to_string(bytes)).ThrowAsJavaScriptException();
     return info.Env().Undefined();
+  };
+  if (!move && memory == nullptr) return refuse("out of memory");
+  if (napi_detach_arraybuffer(info.Env(), buffer) != napi_ok) {
+    discard();
+    return refuse("olmoe native resize: the buffer cannot be detached");
   }
   {
     std::lock_guard<std::mutex> lock(allocations_lock);
     const auto at = live_allocations.find(data);
     if (at == live_allocations.end() || at->second != old) {
-      memory = nullptr;  // finalized meanwhile: nothing left to move (cannot happen while the caller holds the buffer)
+      discard();  // finalized meanwhile: nothing left to move (cannot happen while the caller holds the buffer)
     } else if (move) {
       memory = mremap(data, old_bytes, bytes, MREMAP_MAYMOVE);
       if (memory == MAP_FAILED) memory = nullptr;
@@ -484,10 +492,7 @@ Napi::Value Resize(const Napi::CallbackInfo& info) {
       free_allocation(*old);
     }
   }
-  if (memory == nullptr) {
-    Napi::Error::New(info.Env(), "out of memory: cannot grow " + std::to_string(old_bytes) + " bytes to " + std::to_string(bytes)).ThrowAsJavaScriptException();
-    return info.Env().Undefined();
-  }
+  if (memory == nullptr) return refuse("out of memory");
   auto* allocation = new Allocation{memory, bytes};
   {
     std::lock_guard<std::mutex> lock(allocations_lock);

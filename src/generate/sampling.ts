@@ -120,7 +120,7 @@ export function minPFilter(logits: Float32Array, minP: number, out?: Float32Arra
   return masked(logits, max + Math.log(minP), out); // p_i ≥ minP·p_max  ⇔  logit_i ≥ logit_max + ln(minP)
 }
 
-/** logits with the values below `threshold` set to -Infinity (a new array). */
+/** logits with the values below `threshold` set to -Infinity, into `out` (else a new array). */
 function masked(logits: Float32Array, threshold: number, out: Float32Array = new Float32Array(logits.length)): Float32Array {
   for (let i = 0; i < logits.length; i++) out[i] = logits[i]! < threshold ? -Infinity : logits[i]!;
   return out;
