@@ -109,20 +109,23 @@ function prepare(request: LoglikelihoodRequest, index: number, maxLength: number
 function scoreItem(model: OlmoeModel, cache: KVCache, item: Item, keep: number, chunk: number): LoglikelihoodResult {
   const { input, continuation, scoreFrom } = item;
   for (let at = keep; at < scoreFrom; at += chunk) {
-    model.forward(Int32Array.from(input.slice(at, Math.min(at + chunk, scoreFrom))), { cache, logits: 'last' });
+    const result = model.forward(Int32Array.from(input.slice(at, Math.min(at + chunk, scoreFrom))), { cache, logits: 'last' });
+    model.backend.release?.(result); // (not the call's argument: an absent release would skip the pass)
   }
   const vocab = model.config.vocabSize;
   let logprob = 0;
   let isGreedy = true;
   for (let at = scoreFrom; at < input.length; at += chunk) {
     const ids = Int32Array.from(input.slice(at, Math.min(at + chunk, input.length)));
-    const logits = model.backend.toFloat32(model.forward(ids, { cache, logits: 'all' })); // [T, V]
+    const result = model.forward(ids, { cache, logits: 'all' });
+    const logits = model.backend.toFloat32(result); // [T, V]
     for (let row = 0; row < ids.length; row++) {
       const target = continuation[at + row - scoreFrom]!;
       const scored = logSoftmaxAt(logits.subarray(row * vocab, (row + 1) * vocab), target);
       logprob += scored.logprob;
       isGreedy &&= scored.argmax === target;
     }
+    model.backend.release?.(result); // read: its storage serves the next request's logits (fresh memory costs page faults)
   }
   return { logprob, isGreedy, truncated: item.truncated };
 }
