@@ -368,20 +368,42 @@ struct Allocation {
 std::mutex allocations_lock;
 std::unordered_map<void*, Allocation*> live_allocations;
 
+// Zeroed memory of `bytes` (mapped pages of its own from kMappedFrom on), or null; block_free gives it back.
+void* block_allocate(size_t bytes) {
+  void* memory = bytes >= kMappedFrom ? mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : std::calloc(1, bytes);
+  return memory == MAP_FAILED ? nullptr : memory;
+}
+void block_free(void* data, size_t bytes) {
+  if (bytes >= kMappedFrom) munmap(data, bytes);
+  else std::free(data);
+}
+
 // Under allocations_lock; false if `release` freed it already.
 bool free_allocation(Allocation& a) {
   if (a.freed) return false;
-  if (a.bytes >= kMappedFrom) munmap(a.data, a.bytes);
-  else std::free(a.data);
+  block_free(a.data, a.bytes);
   a.freed = true;
   const auto at = live_allocations.find(a.data);
   if (at != live_allocations.end() && at->second == &a) live_allocations.erase(at);
   return true;
 }
 
-// An ArrayBuffer over a registered allocation, which its finalizer frees unless `release` or `resize` has.
-Napi::ArrayBuffer wrap_allocation(Napi::Env env, Allocation* allocation) {
-  return Napi::ArrayBuffer::New(env, allocation->data, allocation->bytes, [](Napi::Env env, void*, Allocation* a) {
+// The allocation behind a buffer from allocate / resize that is still live, else null.
+Allocation* registered(Napi::ArrayBuffer buffer) {
+  std::lock_guard<std::mutex> lock(allocations_lock);
+  const auto at = live_allocations.find(buffer.Data());
+  return buffer.ByteLength() > 0 && at != live_allocations.end() && at->second->bytes == buffer.ByteLength() ? at->second : nullptr;
+}
+
+// An ArrayBuffer over memory from block_allocate (or moved pages of it), registered; its finalizer frees the memory
+// unless `release` or `resize` has. (The caller tells V8 of the bytes.)
+Napi::ArrayBuffer adopt(Napi::Env env, void* memory, size_t bytes) {
+  auto* allocation = new Allocation{memory, bytes};
+  {
+    std::lock_guard<std::mutex> lock(allocations_lock);
+    live_allocations[memory] = allocation;
+  }
+  return Napi::ArrayBuffer::New(env, memory, bytes, [](Napi::Env env, void*, Allocation* a) {
     bool freed;
     {
       std::lock_guard<std::mutex> lock(allocations_lock);
@@ -397,18 +419,13 @@ Napi::Value Allocate(const Napi::CallbackInfo& info) {
   const size_t bytes = size_arg(info, 0);
   if (bytes == 0) return Napi::ArrayBuffer::New(info.Env(), size_t{0});
   // (Huge pages made decode at 2,048 positions ~6 % faster on a fresh machine; see above for why they are not used.)
-  void* memory = bytes >= kMappedFrom ? mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : std::calloc(1, bytes);
-  if (memory == MAP_FAILED || memory == nullptr) {
+  void* memory = block_allocate(bytes);
+  if (memory == nullptr) {
     Napi::Error::New(info.Env(), "out of memory: cannot allocate " + std::to_string(bytes) + " bytes").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  auto* allocation = new Allocation{memory, bytes};
-  {
-    std::lock_guard<std::mutex> lock(allocations_lock);
-    live_allocations[memory] = allocation;
-  }
   Napi::MemoryManagement::AdjustExternalMemory(info.Env(), static_cast<int64_t>(bytes));
-  return wrap_allocation(info.Env(), allocation);
+  return adopt(info.Env(), memory, bytes);
 }
 
 // release(buffer) → whether memory from allocate was freed now: the ArrayBuffer is detached first (every view of it
@@ -417,12 +434,7 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 1) || !info[0].IsArrayBuffer()) return Napi::Boolean::New(info.Env(), false);
   auto buffer = info[0].As<Napi::ArrayBuffer>();
   void* const data = buffer.Data();
-  Allocation* allocation = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(allocations_lock);
-    const auto at = live_allocations.find(data);
-    if (buffer.ByteLength() > 0 && at != live_allocations.end() && at->second->bytes == buffer.ByteLength()) allocation = at->second;
-  }
+  Allocation* const allocation = registered(buffer);
   // Detached outside the lock, in case the runtime finalizes the block at once (its finalizer takes the lock).
   if (allocation == nullptr || napi_detach_arraybuffer(info.Env(), buffer) != napi_ok) return Napi::Boolean::New(info.Env(), false);
   size_t freed = 0;
@@ -445,12 +457,7 @@ Napi::Value Resize(const Napi::CallbackInfo& info) {
   auto buffer = info[0].As<Napi::ArrayBuffer>();
   const size_t bytes = size_arg(info, 1);
   void* const data = buffer.Data();
-  Allocation* old = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(allocations_lock);
-    const auto at = live_allocations.find(data);
-    if (buffer.ByteLength() > 0 && at != live_allocations.end() && at->second->bytes == buffer.ByteLength()) old = at->second;
-  }
+  Allocation* const old = registered(buffer);
   if (old == nullptr) return info.Env().Null();
   const size_t old_bytes = old->bytes;
   if (bytes < old_bytes) {
@@ -461,12 +468,11 @@ Napi::Value Resize(const Napi::CallbackInfo& info) {
   void* memory = nullptr;
   const bool move = old_bytes >= kMappedFrom;
   if (!move) {
-    memory = bytes >= kMappedFrom ? mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : std::calloc(1, bytes);
-    if (memory == MAP_FAILED) memory = nullptr;
+    memory = block_allocate(bytes);
     if (memory != nullptr) std::memcpy(memory, data, old_bytes);
   }
   const auto discard = [&] {
-    if (memory != nullptr) bytes >= kMappedFrom ? void(munmap(memory, bytes)) : std::free(memory);
+    if (memory != nullptr) block_free(memory, bytes);
     memory = nullptr;
   };
   const auto refuse = [&](const std::string& why) {
@@ -493,13 +499,8 @@ Napi::Value Resize(const Napi::CallbackInfo& info) {
     }
   }
   if (memory == nullptr) return refuse("out of memory");
-  auto* allocation = new Allocation{memory, bytes};
-  {
-    std::lock_guard<std::mutex> lock(allocations_lock);
-    live_allocations[memory] = allocation;
-  }
   Napi::MemoryManagement::AdjustExternalMemory(info.Env(), static_cast<int64_t>(bytes) - static_cast<int64_t>(old_bytes));
-  return wrap_allocation(info.Env(), allocation);
+  return adopt(info.Env(), memory, bytes);
 }
 
 // populate(view) → whether the whole pages inside the view (memory from allocate) were faulted in at once
