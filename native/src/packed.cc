@@ -66,7 +66,7 @@ void pack_q4_k_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
   pack_groups(src, rows, n / 256, 144, dst, kGroupSuperBytes, [](uint8_t* out, const uint8_t* block, size_t r) {
     std::memcpy(out + 2 * r, block, 2);
     std::memcpy(out + 32 + 2 * r, block + 2, 2);
-    for (size_t k = 0; k < 12; k++) out[kSuperScales + 16 * k + r] = block[4 + k];
+    for (size_t v = 0; v < 3; v++) std::memcpy(out + kSuperScales + 64 * v + 4 * r, block + 4 + 4 * v, 4);
     for (size_t v = 0; v < 32; v++) std::memcpy(out + kSuperCodes + 64 * v + 4 * r, block + 16 + 4 * v, 4);
   });
 }
@@ -135,7 +135,7 @@ float q4_k_packed_row(const uint8_t* group, size_t r, const Q8Block256* x, size_
   for (size_t b = 0; b < blocks; b++) {
     const uint8_t* block = group + b * kGroupSuperBytes;
     uint8_t packed[12];
-    for (size_t k = 0; k < 12; k++) packed[k] = block[kSuperScales + 16 * k + r];
+    for (size_t v = 0; v < 3; v++) std::memcpy(packed + 4 * v, block + kSuperScales + 64 * v + 4 * r, 4);
     int dots = 0, mins = 0;
     for (int j = 0; j < 8; j++) {
       uint8_t scale, min;

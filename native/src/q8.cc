@@ -69,7 +69,11 @@ void finish256(Q8Block256& b) {
     for (int i = 0; i < 16; i++) s += b.q[16 * g + i];
     b.sums16[g] = static_cast<int16_t>(s);
   }
-  for (int g = 0; g < 8; g++) b.sums32[g] = static_cast<int16_t>(b.sums16[2 * g] + b.sums16[2 * g + 1]);
+  for (int g = 0; g < 8; g++) {
+    b.sums32[g] = static_cast<int16_t>(b.sums16[2 * g] + b.sums16[2 * g + 1]);
+    b.sums32_split[g] = static_cast<int8_t>(b.sums32[g] & 127);
+    b.sums32_split[8 + g] = static_cast<int8_t>((b.sums32[g] - (b.sums32[g] & 127)) / 128);
+  }
 }
 
 int bias_factor(DType weights) { return weights == DType::Q4_0 || weights == DType::Q4_0R16 ? 8 : 128; }

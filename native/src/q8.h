@@ -30,6 +30,9 @@ struct Q8Block256 {
   int8_t q[256];
   int16_t sums16[16];  // Σ q over each 16 (q6_k's scale groups)
   int16_t sums32[8];   // Σ q over each 32 (q4_k / q5_k's sub-blocks)
+  // sums32 as 128·high + low, low = sums32 & 127 (0..127) in bytes 0..7, high (−32..31) in bytes 8..15: int8
+  // operands for vpdpbusd against the packed q4_k's unsigned 6-bit mins (qgemm-r16.cc)
+  int8_t sums32_split[16];
   float d;
 };
 
