@@ -16,9 +16,9 @@ constexpr size_t kGroupBlockBytes = 16 * 18;
 // q4_k (Q4_KR16), per group of 16 rows and superblock of 256 values, 2304 bytes (as 16 q4_k blocks): the d and dmin
 // of the 16 rows (f16), their 12 bytes of packed 6-bit scales and mins as in the file, in three vectors whose 32-bit
 // lane r holds bytes 0..3, 4..7 and 8..11 of row r (the kernel unpacks all 16 rows' scales and mins with a few byte
-// operations, and lane r then holds row r's four scales or mins of sub-blocks 0..3 or 4..7), then 32 vectors of codes, vector 8p + s holding in lane r bytes 4s..4s+3 of
-// row r's 32 code bytes of sub-block pair p (sub-block 2p in the low nibbles, 2p + 1 in the high). Row ranges start
-// at multiples of 16 rows × 144 bytes per 256.
+// operations, after which lane r holds row r's four scales or mins of sub-blocks 0..3 or 4..7), then 32 vectors of
+// codes, vector 8p + s holding in lane r bytes 4s..4s+3 of row r's 32 code bytes of sub-block pair p (sub-block 2p in
+// the low nibbles, 2p + 1 in the high). Row ranges start at multiples of 16 rows × 144 bytes per 256.
 constexpr size_t kGroupSuperBytes = 2304, kSuperScales = 64, kSuperCodes = 256;
 
 // q6_k (Q6_KR16), per group and superblock 3360 bytes (as 16 q6_k blocks): the 16 rows' d (f16), their int8 scales

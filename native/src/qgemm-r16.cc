@@ -56,8 +56,9 @@ inline void prefetch_groups(const uint8_t* block, size_t group_bytes, size_t blo
 // 64 bytes loaded into a register, for operations that use them more than once: as a memory operand of each (what the
 // compiler makes of a plain load) they were loaded once per use, and the loads, not the arithmetic, bounded the
 // decode tiles. One thread on 16 rows × 2048 in L1 (AMD EPYC Zen 5, 3.44 GHz), cycles per 16 rows × 256 values: q4_k
-// 152 → 75 (with its scales below), q6_k 205–220 → 107–113, q4_0 118–122 → 85–113; from DRAM (2 threads, decode's
-// 1024 × 2048 matrices alternating in one process) q4_k 4–8 % and q6_k 2–4 % faster.
+// 152 → 75 (with its scales below), q6_k 205–220 → 103–113, q4_0 118–122 → 78–113; from DRAM (2 threads, decode's
+// 1024 × 2048 matrices, variants alternating in one process) q4_k 4–8 % and q6_k 2–4 % faster. In the machine's fast
+// phases the tiles stream at 84–96 % of what loads alone reach in their order (bench/native/stream-bench.cc).
 inline __m512i load_once(const void* p) {
   __m512i v = _mm512_loadu_si512(p);
   __asm__("" : "+v"(v));
