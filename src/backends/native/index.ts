@@ -5,7 +5,7 @@
  * `NATIVE_EXCEPTIONS` lists, which call the reference implementation on purpose (tensors share the reference
  * backend's host layout: float32 activations, weights in their stored dtype). A test prints and checks that list.
  */
-import { statSync } from 'node:fs';
+import { statSync, type Stats } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { DEFAULT_KV_CACHE_TYPE, kvRowBytes, type AttentionArgs, type ExpertWeights, type KVCacheOptions, type RopeOptions, type Routing, type RouterOptions, type Tensor, type WeightSource } from '../../core/backend.js';
 import type { AdamWStep, AdamWTensors, MatmulPrecision, OpImplementations, SavedState, TokenWeights, TrainingBackend } from '../../core/training.js';
@@ -21,8 +21,12 @@ import * as train from './training.js';
 
 /** Weights smaller than this are read into memory instead of mapped (NativeBackend.weight). */
 const MIN_MAPPED_BYTES = 2 ** 20;
-/** Bytes of a file one mapped ArrayBuffer covers (NativeBackend.mapping). */
-const MAP_WINDOW = 2 ** 30;
+/**
+ * Bytes of a file one mapped ArrayBuffer covers (NativeBackend.mapping): V8 collects garbage for each new window's
+ * external memory, so fewer windows load faster (Q8_0, 6.9 GiB: 7 full collections at 1 GiB windows, loadCheckpoint
+ * 218–233 ms; 3 at 3 GiB, 177–203 ms); under 4 GiB, so that every view's offset and length fit a typed array's.
+ */
+const MAP_WINDOW = 3 * 2 ** 30;
 /** The kernel's dtype enum (native/src/kernels.h). */
 const DTYPE_CODES: Record<DType, number> = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q5_k: 6, q6_k: 7 };
 /**
@@ -91,6 +95,8 @@ export class NativeBackend implements TrainingBackend {
   private readonly ref = new ReferenceBackend();
   private bf16 = false;
   private readonly mappings = new Map<string, WeakRef<ArrayBuffer>>();
+  /** stat of the files mapped in the current synchronous run of work (cleared when it ends: see fileStat). */
+  private readonly stats = new Map<string, Stats>();
   /** q4_0 / q4_k / q6_k weights repacked for the kernels (PACKED), where this CPU has the kernels for them. */
   private readonly packed = new WeakMap<RefTensor, Uint8Array>();
   /** The file bytes of the weight packed last (productWeight). */
@@ -233,10 +239,10 @@ export class NativeBackend implements TrainingBackend {
   }
 
   /**
-   * The tensor as a view of its file's mapping, one ArrayBuffer per GiB window of the file (the mapping lives while
-   * any view does); a tensor crossing a window's end gets its own buffer. One external buffer per tensor made V8
+   * The tensor as a view of its file's mapping, one ArrayBuffer per window of the file (MAP_WINDOW; the mapping lives
+   * while any view does); a tensor crossing a window's end gets its own buffer. One external buffer per tensor made V8
    * count each as new external memory and collect garbage again and again (a 6.9 GiB Q8_0 file took 0.5 s to load,
-   * ~0.4 s of it there); one buffer per file cannot hold files over 4 GiB (V8's limit on an ArrayBuffer here).
+   * ~0.4 s of it there); one buffer per file cannot hold files over 4 GiB (typed arrays' limit on Node 20).
    */
   private mapped(source: WeightSource): Storage {
     const file = source.file!;
@@ -253,7 +259,7 @@ export class NativeBackend implements TrainingBackend {
 
   /** [buffer, offset of the bytes in it]: the window holding [offset, offset + length) of the file, or their own. */
   private mapping(file: string, offset: number, length: number): [ArrayBuffer, number] {
-    const info = statSync(file);
+    const info = this.fileStat(file);
     const size = this.options.mapWindow ?? MAP_WINDOW;
     const window = Math.floor(offset / size);
     const start = window * size, end = Math.min(info.size, start + size);
@@ -266,6 +272,20 @@ export class NativeBackend implements TrainingBackend {
       this.mappings.set(key, new WeakRef(buffer));
     }
     return [buffer, offset - start];
+  }
+
+  /**
+   * statSync(file), shared by the tensors a load maps in one go (one stat per tensor was ~20 ms of loading a
+   * 300-tensor GGUF) and forgotten once that synchronous run ends, so that a file replaced later maps anew.
+   */
+  private fileStat(file: string): Stats {
+    let info = this.stats.get(file);
+    if (!info) {
+      if (this.stats.size === 0) queueMicrotask(() => this.stats.clear());
+      info = statSync(file);
+      this.stats.set(file, info);
+    }
+    return info;
   }
 
   fromFloat32(data: Float32Array, shape: readonly number[]): Tensor {
