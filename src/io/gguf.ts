@@ -44,10 +44,9 @@ class HeaderReader {
     readonly size: number,
   ) {}
 
-  // `what` + `suffix` name the field in errors only (joined then: a header holds ~10⁵ strings)
-  private ensure(bytes: number, what: string, suffix = ''): void {
+  private ensure(bytes: number, what: string): void {
     if (this.position + bytes > this.size) {
-      throw new FormatError(this.file, `truncated: ${what}${suffix} needs ${bytes} bytes at offset ${this.position}, the file has ${this.size}`);
+      throw new FormatError(this.file, `truncated: ${what} needs ${bytes} bytes at offset ${this.position}, the file has ${this.size}`);
     }
     if (this.position >= this.start && this.position + bytes <= this.start + this.filled) return;
     if (bytes > this.buffer.length) this.buffer = Buffer.alloc(bytes);
@@ -55,8 +54,8 @@ class HeaderReader {
     this.filled = readSync(this.fd, this.buffer, 0, Math.min(this.buffer.length, this.size - this.start), this.start);
   }
 
-  private at(bytes: number, what: string, suffix = ''): number {
-    this.ensure(bytes, what, suffix);
+  private at(bytes: number, what: string): number {
+    this.ensure(bytes, what);
     const offset = this.position - this.start;
     this.position += bytes;
     return offset;
@@ -73,22 +72,15 @@ class HeaderReader {
   u64 = (what: string) => this.buffer.readBigUInt64LE(this.at(8, what));
   i64 = (what: string) => this.buffer.readBigInt64LE(this.at(8, what));
 
-  /**
-   * A u64 that must be a safe count or offset, read as two u32 (a BigInt per value, and one per limit, made parsing
-   * a 50,304-token vocabulary's header allocate ~200,000 of them).
-   */
-  count(what: string, limit = Number.MAX_SAFE_INTEGER, suffix = ''): number {
-    const offset = this.at(8, what, suffix);
-    const low = this.buffer.readUInt32LE(offset), high = this.buffer.readUInt32LE(offset + 4);
-    const value = high * 2 ** 32 + low; // exact while high < 2^21 (below 2^53)
-    if (high >= 2 ** 21 || value > limit) {
-      throw new FormatError(this.file, `${what}${suffix} ${(BigInt(high) << 32n) | BigInt(low)} is implausible (limit ${limit})`);
-    }
-    return value;
+  /** A u64 that must be a safe count or offset. */
+  count(what: string, limit = Number.MAX_SAFE_INTEGER): number {
+    const value = this.u64(what);
+    if (value > BigInt(limit)) throw new FormatError(this.file, `${what} ${value} is implausible (limit ${limit})`);
+    return Number(value);
   }
 
   string(what: string): string {
-    const length = this.count(what, this.size, ' length');
+    const length = this.count(`${what} length`, this.size);
     const offset = this.at(length, what);
     return this.buffer.toString('utf8', offset, offset + length);
   }
@@ -179,7 +171,7 @@ function readValue(r: HeaderReader, file: string, type: number, key: string, dep
       if (depth >= MAX_ARRAY_DEPTH) throw new FormatError(file, `metadata ${JSON.stringify(key)}: arrays nested more than ${MAX_ARRAY_DEPTH} deep`);
       const elementType = r.u32(`${key} element type`);
       // Each element takes at least one byte, so a length beyond the bytes left is a lie; cap what we hold in memory.
-      const length = r.count(key, Math.min(r.size - r.position, MAX_ARRAY_LENGTH), ' length');
+      const length = r.count(`${key} length`, Math.min(r.size - r.position, MAX_ARRAY_LENGTH));
       const values: GgufValue[] = new Array(length);
       for (let i = 0; i < length; i++) values[i] = readValue(r, file, elementType, key, depth + 1);
       return values;
