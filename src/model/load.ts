@@ -11,7 +11,7 @@ import { readGguf, type GgufFile } from '../io/gguf.js';
 import { readTensorFloat32, type TensorEntry } from '../io/safetensors.js';
 import { ggufConfig, ggufTensorsByHfName } from './gguf-checkpoint.js';
 import { readConfigFile, type OlmoeConfig } from './config.js';
-import { OlmoeModel } from './olmoe.js';
+import { firstNonFinite, OlmoeModel } from './olmoe.js';
 import { assembleWeights, weightCount, weightTable, type WeightSpec } from './weights.js';
 
 export interface LoadProgress {
@@ -111,9 +111,8 @@ function patched(entry: TensorEntry, patch: WeightPatch): WeightSource {
 export function checkTensorsFinite(entries: readonly TensorEntry[]): void {
   for (const entry of entries) {
     const values = readTensorFloat32(entry);
-    for (let i = 0; i < values.length; i++) {
-      if (!Number.isFinite(values[i]!)) throw new WeightError(`${entry.file}: tensor ${entry.name} [${entry.shape.join(', ')}] ${entry.dtype} holds ${values[i]} at element ${i}`);
-    }
+    const i = firstNonFinite(values);
+    if (i >= 0) throw new WeightError(`${entry.file}: tensor ${entry.name} [${entry.shape.join(', ')}] ${entry.dtype} holds ${values[i]} at element ${i}`);
   }
 }
 
