@@ -12,7 +12,6 @@
 //   loads 4       four runs of row groups, no software prefetch
 // and prints GB/s (medians over rounds) beside the machine's read bandwidth (measure.h) before and after.
 #include <immintrin.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
@@ -22,6 +21,7 @@
 #include <random>
 #include <vector>
 
+#include "mapping.h"
 #include "measure.h"
 #include "packed.h"
 #include "pool.h"
@@ -61,11 +61,9 @@ int main(int argc, char** argv) {
   const size_t in = 2048, rows = 1024, per_round = 24, matrices = per_round * 16;
   const size_t row = row_bytes(packed, in), matrix = row * rows, total = matrix * matrices;
   const size_t block = file == DType::Q4_0 ? kGroupBlockBytes : file == DType::Q4_K ? kGroupSuperBytes : kGroupSuper6Bytes;
-  const size_t huge = size_t{2} << 20, mapped = (total + 2 * huge) / huge * huge;
-  char* raw = static_cast<char*>(mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-  if (raw == MAP_FAILED) return std::fprintf(stderr, "cannot map %zu bytes\n", mapped), 1;
-  uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw) + huge - 1) / huge * huge);
-  madvise(base, total, MADV_HUGEPAGE);
+  // 2 MiB-aligned, advised for transparent huge pages, as the packed weights themselves (packed_allocate)
+  uint8_t* base = static_cast<uint8_t*>(huge_allocate(total));
+  if (base == nullptr) return std::fprintf(stderr, "cannot map %zu bytes\n", total), 1;
   std::vector<uint8_t> source(row_bytes(file, in) * rows), one(matrix);
   std::mt19937 rng(3);
   for (auto& b : source) b = static_cast<uint8_t>(rng());
