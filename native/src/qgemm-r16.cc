@@ -147,7 +147,7 @@ struct KScales {
 };
 
 inline KScales k_scales_mins(const uint8_t* packed) {
-  const __m512i a = _mm512_loadu_si512(packed), b = _mm512_loadu_si512(packed + 64), c = _mm512_loadu_si512(packed + 128);
+  const __m512i a = load_once(packed), b = load_once(packed + 64), c = load_once(packed + 128);  // each used twice
   const __m512i six = _mm512_set1_epi8(63), low = _mm512_set1_epi8(15), top = _mm512_set1_epi8(0x30);
   KScales k;
   k.scales[0] = _mm512_and_si512(a, six);
