@@ -81,7 +81,7 @@ void ThreadPool::run_chunks(size_t generation) {
     // (a stale size read here fails the compare-exchange below: the job it belongs to is closed)
     const size_t n = job_size_.load(std::memory_order_relaxed);
     if (begin >= n) return;
-    const size_t end = chunk_end(n, begin, static_cast<size_t>(threads()));
+    const size_t end = begin + std::min(chunk_end(n, begin, static_cast<size_t>(threads())) - begin, job_max_chunk_.load(std::memory_order_relaxed));
     if (!claim_.compare_exchange_weak(current, tag | end, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
     (*job_)(begin, end);
     finished_.fetch_add(end - begin, std::memory_order_acq_rel);
@@ -89,18 +89,19 @@ void ThreadPool::run_chunks(size_t generation) {
   }
 }
 
-void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t)>& fn) {
+void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t)>& fn, size_t max_chunk) {
   if (workers_.empty() || n < 2) {
     if (n > 0) fn(0, n);
     return;
   }
   if (n >= kMaxItems) {  // claim words hold 32-bit positions: split into kMaxItems units of whole items
     const size_t per = (n + kMaxItems - 1) / kMaxItems;
-    return parallel_for((n + per - 1) / per, [&](size_t u0, size_t u1) { fn(u0 * per, std::min(n, u1 * per)); });
+    return parallel_for((n + per - 1) / per, [&](size_t u0, size_t u1) { fn(u0 * per, std::min(n, u1 * per)); }, std::max<size_t>(1, max_chunk / per));
   }
   std::lock_guard<std::mutex> one_job(submit_);
   job_ = &fn;
   job_size_.store(n, std::memory_order_relaxed);
+  job_max_chunk_.store(std::max<size_t>(1, max_chunk), std::memory_order_relaxed);
   finished_.store(0, std::memory_order_relaxed);
   size_t generation;
   {

@@ -21,8 +21,8 @@ class ThreadPool {
   explicit ThreadPool(int threads);
   ~ThreadPool();
   int threads() const { return static_cast<int>(workers_.size()) + 1; }
-  // fn(begin, end) over contiguous chunks of [0, n); blocks until all are done.
-  void parallel_for(size_t n, const std::function<void(size_t, size_t)>& fn);
+  // fn(begin, end) over contiguous chunks of [0, n), each at most max_chunk items; blocks until all are done.
+  void parallel_for(size_t n, const std::function<void(size_t, size_t)>& fn, size_t max_chunk = SIZE_MAX);
 
  private:
   void work();
@@ -34,6 +34,7 @@ class ThreadPool {
   std::condition_variable wake_;
   const std::function<void(size_t, size_t)>* job_ = nullptr;
   std::atomic<size_t> job_size_{0};
+  std::atomic<size_t> job_max_chunk_{SIZE_MAX};
   std::atomic<size_t> generation_{0};
   // (generation << 32) | first unclaimed item: a claim succeeds only for the job it was meant for.
   std::atomic<uint64_t> claim_{0};
