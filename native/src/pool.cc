@@ -78,7 +78,7 @@ void ThreadPool::run_chunks(size_t generation) {
   for (;;) {
     if ((current & ~uint64_t{0xffffffffu}) != tag) return;  // another job's claim word
     const size_t begin = static_cast<size_t>(current & 0xffffffffu);
-    // (a stale size read here fails the compare-exchange below: the job it belongs to is closed)
+    // (a stale size or chunk bound read here fails the compare-exchange below: the job it belongs to is closed)
     const size_t n = job_size_.load(std::memory_order_relaxed);
     if (begin >= n) return;
     const size_t end = begin + std::min(chunk_end(n, begin, static_cast<size_t>(threads())) - begin, job_max_chunk_.load(std::memory_order_relaxed));
