@@ -9,12 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <thread>
 #include <vector>
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 #include "gemm.h"
 #include "kernels.h"
@@ -27,15 +22,6 @@
 namespace olmoe {
 
 namespace {
-
-// A spin-wait's pause (a down item waiting for its group's h rows: microseconds at most).
-inline void pause() {
-#if defined(__x86_64__)
-  _mm_pause();
-#else
-  std::this_thread::yield();
-#endif
-}
 
 // Tokens routed to one expert: rows [first, first + count) of the grouped slot order. Groups with enough tokens
 // keep their activations transposed ([features][npad], tokens in lanes) for the tile kernels; small ones keep
@@ -257,6 +243,15 @@ void experts(const ExpertArgs& a) {
     else if (quantized_down) gemm_qdot(b.hq + g.hq_at, hq_stride, g.count, F, a.down[g.expert], a.down_dtype, r0, r1, Y, 1, D);
     else gemm_dot(&b.gate[g.ffn_at], g.count, F, a.down[g.expert], a.down_dtype, r0, r1, Y, 1, D);
   };
+  // The runs of items [i0, i1) of `items` (phase 1's or 2's), each run's successor's first rows prefetched.
+  const auto runs = [&](const std::vector<WorkItem>& items, size_t i0, size_t i1, const auto& body) {
+    const bool down_items = &items == &second;  // phase 2's items read the down projections
+    for (size_t i = i0, next; i < i1; i = next) {
+      next = item_run_end(items, groups, i, i1);
+      if ((down_items ? quantized_down : quantized) && next < i1) prefetch_item(a, groups, items[next], down_items ? a.down : a.gate, down_items ? F : D);
+      body(i, next);
+    }
+  };
   if (std::none_of(groups.begin(), groups.end(), [](const ExpertGroup& g) { return g.tiled; })) {
     // Every group on the dot path (decode, small batches): both phases as one job, phase 1's items first, so the
     // threads stream on from the gate and up rows into the down rows without waiting for each other between them. A
@@ -270,37 +265,19 @@ void experts(const ExpertArgs& a) {
     for (size_t g = 0; g < groups.size(); g++) pending[g].store(F, std::memory_order_relaxed);
     const size_t n1 = first.size();
     pool().parallel_for(n1 + second.size(), [&](size_t i0, size_t i1) {
-      for (size_t i = i0, next; i < i1; i = next) {
-        if (i < n1) {
-          next = item_run_end(first, groups, i, std::min(i1, n1));
-          if (quantized && next < std::min(i1, n1)) prefetch_item(a, groups, first[next], a.gate, D);
-          gate_up(i, next);
-          pending[first[i].group].fetch_sub(first[next - 1].row_end - first[i].row_begin, std::memory_order_release);
-          continue;
-        }
-        const size_t j = i - n1, j_next = item_run_end(second, groups, j, i1 - n1);
-        next = n1 + j_next;
-        if (quantized_down && j_next < i1 - n1) prefetch_item(a, groups, second[j_next], a.down, F);
-        while (pending[second[j].group].load(std::memory_order_acquire) != 0) pause();
-        down(j, j_next);
-      }
+      runs(first, std::min(i0, n1), std::min(i1, n1), [&](size_t i, size_t next) {
+        gate_up(i, next);
+        pending[first[i].group].fetch_sub(first[next - 1].row_end - first[i].row_begin, std::memory_order_release);
+      });
+      runs(second, std::max(i0, n1) - n1, std::max(i1, n1) - n1, [&](size_t i, size_t next) {
+        while (pending[second[i].group].load(std::memory_order_acquire) != 0) spin_pause();
+        down(i, next);
+      });
     }, 2 * ((F + kStreamRowBlock - 1) / kStreamRowBlock));
   } else {
-    pool().parallel_for(first.size(), [&](size_t i0, size_t i1) {
-      for (size_t i = i0, next; i < i1; i = next) {
-        next = item_run_end(first, groups, i, i1);
-        if (quantized && next < i1) prefetch_item(a, groups, first[next], a.gate, D);
-        gate_up(i, next);
-      }
-    });
+    pool().parallel_for(first.size(), [&](size_t i0, size_t i1) { runs(first, i0, i1, gate_up); });
     if (quantized_down) quantize_hidden(a, groups, b);
-    pool().parallel_for(second.size(), [&](size_t i0, size_t i1) {
-      for (size_t i = i0, next; i < i1; i = next) {
-        next = item_run_end(second, groups, i, i1);
-        if (quantized_down && next < i1) prefetch_item(a, groups, second[next], a.down, F);
-        down(i, next);
-      }
-    });
+    pool().parallel_for(second.size(), [&](size_t i0, size_t i1) { runs(second, i0, i1, down); });
   }
   // Phase 3: weighted sum per token, visiting its experts in ascending id (the grouped order).
   const Kernels& k = kernels();

@@ -4,12 +4,6 @@
 #include <chrono>
 #include <memory>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define OLMOE_PAUSE() _mm_pause()
-#else
-#define OLMOE_PAUSE() std::this_thread::yield()
-#endif
 
 namespace olmoe {
 
@@ -57,7 +51,7 @@ void ThreadPool::work() {
     // of a decode's samples).
     const auto spin_until = std::chrono::steady_clock::now() + kSpin;
     for (unsigned spins = 1; generation_.load(std::memory_order_acquire) == seen && !stop_; spins++) {
-      OLMOE_PAUSE();
+      spin_pause();
       if (spins % 64 == 0 && std::chrono::steady_clock::now() >= spin_until) break;
     }
     if (generation_.load(std::memory_order_acquire) == seen && !stop_) {
@@ -112,7 +106,7 @@ void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t)
   }
   wake_.notify_all();
   run_chunks(generation);
-  while (finished_.load(std::memory_order_acquire) != n) OLMOE_PAUSE();
+  while (finished_.load(std::memory_order_acquire) != n) spin_pause();
   // Close the job before its sizes change: a worker still holding this job's claim word now fails its
   // compare-exchange, even if it reads the next job's size.
   claim_.store(static_cast<uint64_t>(generation & 0xffffffffu) << 32 | 0xffffffffu, std::memory_order_release);
