@@ -6,6 +6,8 @@
 #include <malloc.h>
 #endif
 
+#include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -24,6 +26,7 @@
 #include "qgemm.h"
 #include "quant.h"
 #include "quantize-k.h"
+#include "step-plan.h"
 #include "train-gemm.h"
 #include "train-ops.h"
 
@@ -167,8 +170,12 @@ Napi::Value ReadRows(const Napi::CallbackInfo& info) {
 // matmul(x, tokens, inDim, w, dtype, outDim, out)
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 7)) return info.Env().Undefined();
-  olmoe::matmul(data_of<float>(info[0]), size_arg(info, 1), size_arg(info, 2), data_of<void>(info[3]),
-                static_cast<DType>(info[4].As<Napi::Number>().Int32Value()), size_arg(info, 5), data_of<float>(info[6]));
+  const float* x = data_of<float>(info[0]);
+  const size_t tokens = size_arg(info, 1), in_dim = size_arg(info, 2), out_dim = size_arg(info, 5);
+  const void* w = data_of<void>(info[3]);
+  const auto dtype = static_cast<DType>(info[4].As<Napi::Number>().Int32Value());
+  float* out = data_of<float>(info[6]);
+  olmoe::run_step([=](ptrdiff_t) { olmoe::matmul(x, tokens, in_dim, w, dtype, out_dim, out); });
   return info.Env().Undefined();
 }
 
@@ -197,7 +204,10 @@ Napi::Value Matmuls(const Napi::CallbackInfo& info) {
     }
     products[i] = {data_of<void>(weight), out_dim, data_of<float>(out)};
   }
-  olmoe::matmuls(data_of<float>(info[0]), tokens, in_dim, dtype, products, count);
+  const float* x = data_of<float>(info[0]);
+  std::array<olmoe::Product, olmoe::kMostProducts> list;
+  std::copy(products, products + count, list.begin());
+  olmoe::run_step([=](ptrdiff_t) { olmoe::matmuls(x, tokens, in_dim, dtype, list.data(), count); });
   return info.Env().Undefined();
 }
 
@@ -259,7 +269,7 @@ Napi::Value Experts(const Napi::CallbackInfo& info) {
   olmoe::ExpertArgs args{data_of<float>(info[0]), size_arg(info, 1), size_arg(info, 2), size_arg(info, 3), size_arg(info, 4),
                          dtype, down_dtype, gates, ups, downs,
                          data_of<int32_t>(info[9]), data_of<float>(info[10]), data_of<float>(info[11])};
-  olmoe::experts(args);
+  olmoe::run_step([=](ptrdiff_t) { olmoe::experts(args); });
   return info.Env().Undefined();
 }
 
@@ -298,7 +308,16 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
       !check_bytes(info, 2, cache_bytes, "attention", "values") || !check_bytes(info, 9, q_bytes, "attention", "out")) {
     return info.Env().Undefined();
   }
-  olmoe::attention(args);
+  if (olmoe::StepPlan* plan = olmoe::recording_plan()) {  // a later run's cache length: ≥ 0, within both buffers
+    const size_t row = olmoe::kv_row_bytes(args.kv_type, args.kv_heads * args.head_dim);
+    const size_t positions = std::min(info[1].As<Napi::TypedArray>().ByteLength(), info[2].As<Napi::TypedArray>().ByteLength()) / row;
+    plan->bound(-static_cast<ptrdiff_t>(args.start), static_cast<ptrdiff_t>(positions) - static_cast<ptrdiff_t>(args.start + args.tokens));
+  }
+  olmoe::run_step([=](ptrdiff_t shift) {
+    olmoe::AttentionArgs moved = args;
+    moved.start = static_cast<size_t>(static_cast<ptrdiff_t>(args.start) + shift);
+    olmoe::attention(moved);
+  });
   return info.Env().Undefined();
 }
 
@@ -312,7 +331,16 @@ Napi::Value KvStore(const Napi::CallbackInfo& info) {
       !check_bytes(info, 4, count * olmoe::kv_row_bytes(static_cast<DType>(kv_code), width), "kvStore", "out")) {
     return info.Env().Undefined();
   }
-  olmoe::kv_store(data_of<float>(info[0]), count, width, static_cast<DType>(kv_code), data_of<uint8_t>(info[4]));
+  const float* rows = data_of<float>(info[0]);
+  const auto type = static_cast<DType>(kv_code);
+  const ptrdiff_t row = static_cast<ptrdiff_t>(olmoe::kv_row_bytes(type, width));
+  uint8_t* out = data_of<uint8_t>(info[4]);
+  if (olmoe::StepPlan* plan = olmoe::recording_plan()) {  // a later run's rows: whole rows within out's buffer
+    auto view = info[4].As<Napi::TypedArray>();
+    const ptrdiff_t before = static_cast<ptrdiff_t>(view.ByteOffset()), after = static_cast<ptrdiff_t>(view.ArrayBuffer().ByteLength()) - before - row * static_cast<ptrdiff_t>(count);
+    plan->bound(-before / row, after / row);
+  }
+  olmoe::run_step([=](ptrdiff_t shift) { olmoe::kv_store(rows, count, width, type, out + shift * row); });
   return info.Env().Undefined();
 }
 
@@ -329,8 +357,12 @@ void keep_freed_memory() {
 // rmsnorm(x, rows, width, weight, eps, out); rope(x, tokens, heads, headDim, positions, invFreq, out); add(a, b, out)
 Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 6)) return info.Env().Undefined();
-  olmoe::rmsnorm(data_of<float>(info[0]), size_arg(info, 1), size_arg(info, 2), data_of<float>(info[3]), info[4].As<Napi::Number>().FloatValue(),
-                 data_of<float>(info[5]));
+  const float* x = data_of<float>(info[0]);
+  const float* weight = data_of<float>(info[3]);
+  const size_t rows = size_arg(info, 1), width = size_arg(info, 2);
+  const float eps = info[4].As<Napi::Number>().FloatValue();
+  float* out = data_of<float>(info[5]);
+  olmoe::run_step([=](ptrdiff_t) { olmoe::rmsnorm(x, rows, width, weight, eps, out); });
   return info.Env().Undefined();
 }
 
@@ -343,7 +375,11 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
 
 Napi::Value Add(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 3)) return info.Env().Undefined();
-  olmoe::add_parallel(data_of<float>(info[0]), data_of<float>(info[1]), data_of<float>(info[2]), info[0].As<Napi::TypedArray>().ElementLength());
+  const float* a = data_of<float>(info[0]);
+  const float* b = data_of<float>(info[1]);
+  float* out = data_of<float>(info[2]);
+  const size_t n = info[0].As<Napi::TypedArray>().ElementLength();
+  olmoe::run_step([=](ptrdiff_t) { olmoe::add_parallel(a, b, out, n); });
   return info.Env().Undefined();
 }
 
@@ -523,6 +559,42 @@ Napi::Value MeasureFp32Peak(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), olmoe::fp32_peak(info[0].As<Napi::Number>().Int32Value()));
 }
 
+// planBegin(): the recordable ops that follow on this thread are kept (step-plan.h) until planEnd() → the plan.
+Napi::Value PlanBegin(const Napi::CallbackInfo& info) {
+  if (olmoe::recording_plan()) {
+    Napi::Error::New(info.Env(), "olmoe native planBegin: a plan is already recording").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  olmoe::recording_plan() = new olmoe::StepPlan();
+  return info.Env().Undefined();
+}
+
+Napi::Value PlanEnd(const Napi::CallbackInfo& info) {
+  olmoe::StepPlan* plan = olmoe::recording_plan();
+  if (!plan) {
+    Napi::Error::New(info.Env(), "olmoe native planEnd: no plan is recording").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  olmoe::recording_plan() = nullptr;
+  return Napi::External<olmoe::StepPlan>::New(info.Env(), plan, [](Napi::Env, olmoe::StepPlan* p) { delete p; });
+}
+
+// planRun(plan, shift): the plan's steps again, `shift` positions after the recorded ones (within what its KV rows and
+// attention caches allow, else a RangeError and nothing runs).
+Napi::Value PlanRun(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 2)) return info.Env().Undefined();
+  const olmoe::StepPlan* plan = info[0].As<Napi::External<olmoe::StepPlan>>().Data();
+  const ptrdiff_t shift = static_cast<ptrdiff_t>(info[1].As<Napi::Number>().Int64Value());
+  if (shift < plan->shift_min || shift > plan->shift_max) {
+    Napi::RangeError::New(info.Env(), "olmoe native planRun: shift " + std::to_string(shift) + " outside [" + std::to_string(plan->shift_min) + ", " +
+                                          std::to_string(plan->shift_max) + "], the positions its cache buffers hold")
+        .ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  for (const olmoe::PlanStep& step : plan->steps) step(shift);
+  return Napi::Number::New(info.Env(), static_cast<double>(plan->steps.size()));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   keep_freed_memory();
   exports.Set("simdLevel", Napi::Function::New(env, SimdLevel));
@@ -545,6 +617,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rmsnorm", Napi::Function::New(env, RmsNorm));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("add", Napi::Function::New(env, Add));
+  exports.Set("planBegin", Napi::Function::New(env, PlanBegin));
+  exports.Set("planEnd", Napi::Function::New(env, PlanEnd));
+  exports.Set("planRun", Napi::Function::New(env, PlanRun));
   exports.Set("allocate", Napi::Function::New(env, Allocate));
   exports.Set("release", Napi::Function::New(env, Release));
   exports.Set("resize", Napi::Function::New(env, Resize));

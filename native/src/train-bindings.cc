@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "train-gemm.h"
+#include "step-plan.h"
 #include "train-ops.h"
 
 namespace olmoe {
@@ -111,7 +112,18 @@ Napi::Value RopeRotate(const Napi::CallbackInfo& info) {
   const int32_t* positions = a.array<int32_t>(4, tokens, "positions");
   const float* inv = a.array<float>(5, head_dim / 2, "invFreq");
   float* out = a.array<float>(8, n, "out");
-  if (!a.failed) rope_rotate(x, tokens, heads, head_dim, positions, inv, a.flag(6), a.flag(7), out);
+  if (a.failed) return Undefined(info);
+  const bool inverse = a.flag(6), accumulate = a.flag(7);
+  if (StepPlan* plan = recording_plan()) {  // a later run: these positions + shift, each ≥ 0
+    std::vector<int32_t> at(positions, positions + tokens);
+    for (int32_t p : at) plan->bound(-static_cast<ptrdiff_t>(p), plan->shift_max);
+    plan->steps.emplace_back([=](ptrdiff_t shift) {
+      std::vector<int32_t> moved(at);
+      for (int32_t& p : moved) p = static_cast<int32_t>(p + shift);
+      rope_rotate(x, tokens, heads, head_dim, moved.data(), inv, inverse, accumulate, out);
+    });
+  }
+  rope_rotate(x, tokens, heads, head_dim, positions, inv, inverse, accumulate, out);
   return Undefined(info);
 }
 
@@ -160,7 +172,7 @@ RouterArgs router_args(Args& a) {
 Napi::Value RouterForward(const Napi::CallbackInfo& info) {
   Args a{info};
   const RouterArgs r = router_args(a);
-  if (!a.failed) router_forward(r);
+  if (!a.failed) run_step([=](ptrdiff_t) { router_forward(r); });
   return Undefined(info);
 }
 

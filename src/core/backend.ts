@@ -211,4 +211,22 @@ export interface Backend {
    * system costs a page fault per 4 KiB (~5 µs each on the virtual machines measured). Optional.
    */
   release?(x: Tensor): void;
+  /**
+   * Runs `pass` (one decode step: one token's embedding, the layers over `step.cache` from position `step.start`, the
+   * head) within a `scoped` pass and records its work, so that `replayStep` can do the same work for a later token
+   * without the model's code running again (the CUDA-graph idea). No plan where the pass did work a plan cannot
+   * repeat. Optional.
+   */
+  recordStep?(step: { readonly cache: KVCache; readonly start: number }, pass: () => Tensor): { result: Tensor; plan?: StepPlan };
+  /**
+   * The recorded step for the token `ids[0]` at position `start` of `cache` (within a `scoped` pass): a new result
+   * tensor, the cache written as the pass would, or null where this plan cannot serve it (another cache, or the
+   * cache's storage moved since the recording): record again.
+   */
+  replayStep?(plan: StepPlan, ids: Int32Array, start: number, cache: KVCache): Tensor | null;
+}
+
+/** A decode step recorded by `Backend.recordStep`: opaque outside its backend. */
+export interface StepPlan {
+  readonly backend: string;
 }

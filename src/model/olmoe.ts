@@ -3,7 +3,7 @@
  * or a batch, routing decisions handed to observers, and non-finite logits traced to the stage that made them.
  * Dimension legend: T tokens, D hidden, E experts, K top-k, V vocab.
  */
-import { DEFAULT_KV_CACHE_TYPE, kvRowBytes, parseKVCacheType, type Backend, type KVCache, type KVCacheType, type Tensor } from '../core/backend.js';
+import { DEFAULT_KV_CACHE_TYPE, kvRowBytes, parseKVCacheType, type Backend, type KVCache, type KVCacheType, type StepPlan, type Tensor } from '../core/backend.js';
 import { InputError, NumericError, UnsupportedError } from '../core/errors.js';
 import type { OlmoeConfig } from './config.js';
 import { decoderStack, logits, TOKEN_CHOICE, type LayerRouting, type ModelVariant, type OlmoeParts, type SequenceSlice } from './forward.js';
@@ -75,6 +75,8 @@ export function firstNonFinite(values: Float32Array): number {
 
 export class OlmoeModel implements OlmoeParts {
   private cacheType: KVCacheType = DEFAULT_KV_CACHE_TYPE;
+  /** Per cache: its decode step as the backend recorded it (Backend.recordStep), or null where it made none. */
+  private readonly plans = new WeakMap<KVCache, StepPlan | null>();
 
   constructor(
     readonly config: OlmoeConfig,
@@ -110,6 +112,7 @@ export class OlmoeModel implements OlmoeParts {
    * time, the last piece giving the logits.
    */
   forward(ids: Int32Array, opts: ForwardOptions = {}): Tensor {
+    if (opts.cache && ids.length === 1 && !opts.observer) return this.decodeStep({ ids, cache: opts.cache });
     const cache = opts.cache ?? this.createCache(Math.min(ids.length, this.config.maxPositionEmbeddings));
     if (opts.logits === 'last' && !opts.observer && ids.length > PREFILL_CHUNK) {
       this.checkInput(ids, cache); // the whole prompt, before any piece advances the cache
@@ -136,6 +139,7 @@ export class OlmoeModel implements OlmoeParts {
    */
   forwardBatch(inputs: readonly BatchInput[]): Tensor {
     if (inputs.length === 0) throw new InputError('forwardBatch: no sequences');
+    if (inputs.length === 1 && inputs[0]!.ids.length === 1 && !inputs[0]!.observer) return this.decodeStep(inputs[0]!);
     return this.pass(() => {
       const hidden = this.layers(inputs);
       const { backend } = this;
@@ -146,6 +150,30 @@ export class OlmoeModel implements OlmoeParts {
         lasts.push(backend.rows(hidden, offset - 1, 1));
       }
       return this.checkFinite(logits(backend, this, lasts.length === 1 ? lasts[0]! : backend.concatRows(lasts)), inputs);
+    });
+  }
+
+  /**
+   * One token after a cache (decode), logits [1, V]: where the backend records steps (Backend.recordStep), the first
+   * step on a cache is recorded and later ones replay it (the model's code runs once per cache, not once per token);
+   * recorded again when the replay cannot serve (the cache's storage moved).
+   */
+  private decodeStep(input: BatchInput): Tensor {
+    const { backend } = this;
+    const { ids, cache } = input;
+    const plan = this.plans.get(cache);
+    if (plan === null || !backend.recordStep || !backend.replayStep) return this.pass(() => this.checkFinite(logits(backend, this, this.layers([input])), [input]));
+    this.checkInput(ids, cache);
+    const start = cache.length;
+    return this.pass(() => {
+      const replayed = plan && backend.replayStep!(plan, ids, start, cache);
+      if (replayed) {
+        cache.length = start + 1;
+        return this.checkFinite(replayed, [input]);
+      }
+      const recorded = backend.recordStep!({ cache, start }, () => this.checkFinite(logits(backend, this, this.layers([input])), [input]));
+      this.plans.set(cache, recorded.plan ?? null);
+      return recorded.result;
     });
   }
 

@@ -47,6 +47,11 @@ export interface NativeAddon {
   rmsnorm(x: Floats, rows: number, width: number, weight: Floats, eps: number, out: Floats): void;
   rope(x: Floats, tokens: number, heads: number, headDim: number, positions: Int32Array, invFreq: Floats, out: Floats): void;
   add(a: Floats, b: Floats, out: Floats): void;
+  /** Step plans (native/src/step-plan.h): the recordable calls after planBegin are kept until planEnd → the plan. */
+  planBegin(): void;
+  planEnd(): unknown;
+  /** The plan's calls again, `shift` positions on (a RangeError outside what its cache buffers hold); → its step count. */
+  planRun(plan: unknown, shift: number): number;
   /** Zeroed memory (the KV cache), freed by `release` or when collected. */
   allocate(bytes: number): ArrayBuffer;
   /** Frees memory from `allocate` now and detaches its buffer (its views read as empty); false for other buffers. */

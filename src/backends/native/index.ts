@@ -7,7 +7,7 @@
  */
 import { statSync, type Stats } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { DEFAULT_KV_CACHE_TYPE, kvRowBytes, type AttentionArgs, type ExpertWeights, type KVCacheOptions, type RopeOptions, type Routing, type RouterOptions, type Tensor, type WeightSource } from '../../core/backend.js';
+import { DEFAULT_KV_CACHE_TYPE, kvRowBytes, type AttentionArgs, type ExpertWeights, type KVCache, type KVCacheOptions, type RopeOptions, type Routing, type RouterOptions, type StepPlan, type Tensor, type WeightSource } from '../../core/backend.js';
 import type { AdamWStep, AdamWTensors, MatmulPrecision, OpImplementations, SavedState, TokenWeights, TrainingBackend } from '../../core/training.js';
 import { byteSize, isQuantized, type DType } from '../../core/dtype.js';
 import { OlmoeError, ResourceError } from '../../core/errors.js';
@@ -75,6 +75,8 @@ export interface NativeOptions {
    * (tests). Never at the scalar level.
    */
   pack?: boolean;
+  /** false: no step plans (recordStep records nothing, every decode step runs the model's code). Default: $OLMOE_STEP_PLANS !== '0'. */
+  stepPlans?: boolean;
 }
 
 /**
@@ -88,11 +90,72 @@ function usableThreads(threads: number, what: string): number {
   return cpus;
 }
 
+/** What recordStep gathers while its pass runs. */
+interface Recording {
+  /** Every typed array and ArrayBuffer a recorded addon call was given: weights, activations, the cache, routing. */
+  readonly arrays: Set<unknown>;
+  /** What ran that a plan cannot repeat, if anything did. */
+  refused: string | undefined;
+  /** The embedding's rows, the plan's input, and the table they came from. */
+  input: { values: Float32Array; table: Tensor } | undefined;
+}
+
+interface NativeStepPlan extends StepPlan {
+  readonly handle: unknown;
+  readonly start: number;
+  readonly cache: RefKVCache;
+  readonly generation: number;
+  readonly input: Float32Array;
+  readonly table: Tensor;
+  readonly output: Float32Array;
+  readonly shape: readonly number[];
+  /** What the plan's native steps read and write, alive as long as it. */
+  readonly retained: readonly unknown[];
+}
+
+/** Addon calls a plan records (native/src/step-plan.h), and those that leave it nothing to repeat (file rows, cache pages, facts). */
+const RECORDED = new Set(['matmul', 'matmuls', 'experts', 'attention', 'kvStore', 'rmsnorm', 'add', 'ropeRotate', 'routerForward']);
+const UNRECORDED = new Set(['readRows', 'populate', 'releasePages', 'simdLevel', 'packedType', 'packWeight', 'weightTable', 'threads', 'quantGemmKernel', 'allocate', 'resize', 'release', 'mapTensor']);
+
+/** The addon, noting the arrays each recorded call is given and any call a plan would not repeat. */
+function recordingAddon(addon: NativeAddon, recording: Recording): NativeAddon {
+  const keep = (value: unknown): void => {
+    if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) recording.arrays.add(value);
+    else if (Array.isArray(value)) value.forEach(keep);
+  };
+  return new Proxy(addon, {
+    get(target, name) {
+      const value: unknown = Reflect.get(target, name);
+      if (typeof value !== 'function' || typeof name !== 'string') return value;
+      return (...args: unknown[]) => {
+        if (RECORDED.has(name)) args.forEach(keep);
+        else if (!UNRECORDED.has(name)) recording.refused ??= `addon.${name}`;
+        return value.apply(target, args);
+      };
+    },
+  });
+}
+
+/** The reference backend, noting any op it computes (a plan would not repeat it) except reads and the embedding's widening. */
+function refusingReference(ref: ReferenceBackend, recording: Recording): ReferenceBackend {
+  return new Proxy(ref, {
+    get(target, name) {
+      const value: unknown = Reflect.get(target, name);
+      if (typeof value !== 'function') return value;
+      if (name === 'toFloat32' || name === 'embedding') return value.bind(target);
+      return (...args: unknown[]) => {
+        recording.refused ??= `reference ${String(name)}`;
+        return value.apply(target, args);
+      };
+    },
+  });
+}
+
 export class NativeBackend implements TrainingBackend {
   readonly name = 'native';
   readonly precision = 'f32';
   /** Runs the cases NATIVE_EXCEPTIONS lists (and nothing else). */
-  private readonly ref = new ReferenceBackend();
+  private ref = new ReferenceBackend();
   private bf16 = false;
   private readonly mappings = new Map<string, WeakRef<ArrayBuffer>>();
   /** stat of the files mapped in the current synchronous run of work (cleared when it ends: see fileStat). */
@@ -108,13 +171,18 @@ export class NativeBackend implements TrainingBackend {
   /** experts()' dtype checks of a layer's weights (expertKinds). */
   private readonly expertKindsOf = new WeakMap<ExpertWeights, { mixedGateUp: boolean; nativeDown: boolean }>();
   private readonly packing: boolean;
+  /** Whether recordStep makes plans (NativeOptions.stepPlans). */
+  stepPlans: boolean;
+  /** The step being recorded (recordStep), else undefined. */
+  private recording: Recording | undefined;
 
   constructor(
-    private readonly addon: NativeAddon,
+    private addon: NativeAddon,
     private readonly options: NativeOptions = {},
   ) {
     checkSimdEnv(addon);
     this.packing = (options.pack ?? addon.packedType(DTYPE_CODES.q4_0) !== DTYPE_CODES.q4_0) && addon.simdLevel() !== 'scalar';
+    this.stepPlans = options.stepPlans ?? process.env.OLMOE_STEP_PLANS !== '0';
     const fromEnv = options.threads === undefined && process.env.OLMOE_THREADS;
     const threads = options.threads ?? (fromEnv ? Number(process.env.OLMOE_THREADS) : undefined);
     if (threads !== undefined) {
@@ -311,6 +379,7 @@ export class NativeBackend implements TrainingBackend {
   }
 
   retire(...tensors: Tensor[]): void {
+    if (this.recording) return; // a recorded step keeps each op's storage: its plan writes them all again
     train.retire(tensors.map((t) => asRef(t)).filter((t) => t.dtype === 'f32').map((t) => t.data as Float32Array));
   }
 
@@ -362,8 +431,68 @@ export class NativeBackend implements TrainingBackend {
     return new RefKVCache(opts, { allocate, encode, populate: (bytes) => this.addon.populate(bytes), release: (storage) => this.addon.release(storage.buffer as ArrayBuffer), resize });
   }
 
+  // ---------------------------------------------------------------- step plans
+  /**
+   * One decode step run and recorded (Backend.recordStep): the addon keeps each op's resolved arguments
+   * (native/src/step-plan.h) while this backend notes every array they touch, which the plan then owns (out of the
+   * pass's reuse, alive as long as it). No plan where the pass ran work a plan cannot repeat: an op in TypeScript other
+   * than the embedding's row widening (which replayStep does again), an addon call that records nothing, or a second
+   * embedding.
+   */
+  recordStep(step: { readonly cache: KVCache; readonly start: number }, pass: () => Tensor): { result: Tensor; plan?: StepPlan } {
+    if (!this.stepPlans || this.recording || !(step.cache instanceof RefKVCache)) return { result: pass() };
+    const recording: Recording = { arrays: new Set(), refused: undefined, input: undefined };
+    const [addon, ref] = [this.addon, this.ref];
+    this.addon = recordingAddon(addon, recording);
+    this.ref = refusingReference(ref, recording);
+    this.recording = recording;
+    addon.planBegin();
+    let result: Tensor;
+    let handle: unknown;
+    try {
+      result = pass();
+    } finally {
+      handle = addon.planEnd();
+      [this.addon, this.ref, this.recording] = [addon, ref, undefined];
+    }
+    const output = f32(result);
+    if (recording.refused !== undefined || !recording.input || !recording.arrays.has(output)) return { result };
+    train.claim(recording.arrays);
+    const plan: NativeStepPlan = {
+      backend: this.name, handle, start: step.start, cache: step.cache, generation: step.cache.generation,
+      input: recording.input.values, table: recording.input.table, output, shape: result.shape, retained: [...recording.arrays],
+    };
+    return { result: this.copyOf(output, result.shape), plan };
+  }
+
+  /** A recorded step again (Backend.replayStep): the embedding here, then the plan's native work, `start − recorded` positions on. */
+  replayStep(plan: StepPlan, ids: Int32Array, start: number, cache: KVCache): Tensor | null {
+    const recorded = plan as NativeStepPlan;
+    if (!this.stepPlans || recorded.backend !== this.name || recorded.cache !== cache || ids.length !== 1) return null;
+    recorded.cache.prepare(start, 1);
+    if (recorded.cache.generation !== recorded.generation) return null;
+    recorded.input.set(f32(this.embedding(recorded.table, ids)));
+    this.addon.planRun(recorded.handle, start - recorded.start);
+    return this.copyOf(recorded.output, recorded.shape);
+  }
+
+  private copyOf(values: Float32Array, shape: readonly number[]): Tensor {
+    const out = train.uninitialized(values.length);
+    out.set(values);
+    return activation(out, shape);
+  }
+
   // ---------------------------------------------------------------- forward
   embedding(table: Tensor, ids: Int32Array): Tensor {
+    const rows = this.embeddingRows(table, ids);
+    if (this.recording) {
+      if (this.recording.input) this.recording.refused = 'a second embedding';
+      this.recording.input = { values: f32(rows), table };
+    }
+    return rows;
+  }
+
+  private embeddingRows(table: Tensor, ids: Int32Array): Tensor {
     const weight = asRef(table);
     if (this.products.has(weight)) return this.ref.embedding(table, ids); // a tied head's table: a product reads it whole every pass
     const data = weightData(weight);

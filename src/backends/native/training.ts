@@ -134,6 +134,11 @@ export function retire(arrays: readonly Float32Array[]): void {
   }
 }
 
+/** Storage the running pass made that something outlives it with (a recorded step plan): never given back for reuse. */
+export function claim(arrays: Iterable<unknown>): void {
+  for (const array of arrays) if (array instanceof Float32Array) scope?.delete(array);
+}
+
 /** Give storage back for reuse: nothing may read or write it afterwards. */
 export function recycle(...arrays: Float32Array[]): void {
   for (const array of arrays) {

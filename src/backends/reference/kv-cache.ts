@@ -43,6 +43,8 @@ export class RefKVCache implements KVCache {
   allocated = 0;
   keys: Uint8Array[] = []; // per layer [allocated, rowBytes]
   values: Uint8Array[] = [];
+  /** Counts the times `keys` and `values` moved to new storage (what holds their addresses must look them up again). */
+  generation = 0;
   readonly layers: number;
   readonly capacity: number;
   readonly width: number;
@@ -101,6 +103,13 @@ export class RefKVCache implements KVCache {
     }
     if (!resize) this.populated = this.populated.map(() => this.allocated); // what was copied (resized storage keeps its pages)
     this.allocated = size;
+    this.generation++;
+  }
+
+  /** Storage for rows [start, start+T) of every layer, allocated and faulted in as `store` leaves it (a step replayed natively). */
+  prepare(start: number, rows: number): void {
+    this.reserve(start + rows);
+    for (let layer = 0; layer < this.layers; layer++) this.faultIn(layer, start, rows);
   }
 
   /** Write rows of new keys and values at [start, start+T) of a layer, rounded to the cache type. */
@@ -108,7 +117,14 @@ export class RefKVCache implements KVCache {
     checkShapes('attention', kv.keys.length % this.width === 0 && kv.values.length === kv.keys.length, () => `keys of ${kv.keys.length} values for a cache ${this.width} wide`);
     const rows = kv.keys.length / this.width;
     this.reserve(start + rows);
+    this.faultIn(layer, start, rows);
     const span = (bytes: Uint8Array) => bytes.subarray(start * this.rowBytes, (start + rows) * this.rowBytes);
+    this.encode(this.dtype, kv.keys, this.width, span(this.keys[layer]!));
+    this.encode(this.dtype, kv.values, this.width, span(this.values[layer]!));
+  }
+
+  /** Rows [start, start+T) of a layer's storage (and POPULATE_AHEAD more) faulted in, where the storage can. */
+  private faultIn(layer: number, start: number, rows: number): void {
     const ready = this.populated[layer] ?? 0;
     const populate = this.storage.populate;
     if (populate && start + rows > ready) {
@@ -117,8 +133,6 @@ export class RefKVCache implements KVCache {
       populate(this.values[layer]!.subarray(from, to));
       this.populated[layer] = to / this.rowBytes;
     }
-    this.encode(this.dtype, kv.keys, this.width, span(this.keys[layer]!));
-    this.encode(this.dtype, kv.values, this.width, span(this.values[layer]!));
   }
 
   /** Positions [0, count) of a layer's keys or values, read back as float32 [count, W]. */
