@@ -134,9 +134,15 @@ export function retire(arrays: readonly Float32Array[]): void {
   }
 }
 
-/** Storage the running pass made that something outlives it with (a recorded step plan): never given back for reuse. */
+/**
+ * Storage the running pass made that something outlives it with (a recorded step plan), given whole or as a view:
+ * never given back for reuse.
+ */
 export function claim(arrays: Iterable<unknown>): void {
-  for (const array of arrays) if (array instanceof Float32Array) scope?.delete(array);
+  if (!scope) return;
+  const held = new Set<ArrayBufferLike>();
+  for (const array of arrays) if (ArrayBuffer.isView(array)) held.add(array.buffer);
+  for (const array of scope) if (held.has(array.buffer)) scope.delete(array);
 }
 
 /** Give storage back for reuse: nothing may read or write it afterwards. */
