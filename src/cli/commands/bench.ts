@@ -129,9 +129,11 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   // The warm-up decodes as many tokens as a run, so that the runs find every KV-cache position they write already
   // faulted in (llama.cpp clears its whole cache when it creates it): with a 4-token warm-up the first run wrote 124
   // fresh positions per layer (~6,300 page faults, 0.7 ms of system time a token) and ran 10–15 % slower than the
-  // others (Q4_0, AMD EPYC, 2 threads).
-  timeRun(model, cache, promptIds, flags.gen);
+  // others (Q4_0, AMD EPYC, 2 threads). It also observes the routing (the runs decode the same tokens): a step with an
+  // observer runs the model's code, not the recorded step plans the runs replay (Backend.recordStep), and timing it made
+  // the first run ~20 % slower than the others (Q4_K_M).
   const traffic = new DecodeTraffic(model);
+  timeRun(model, cache, promptIds, flags.gen, traffic.observer);
   const backend = model.backend as { name: string; threads?: number; simd?: string; quantGemmKernel?(dtype: DType): string } & Partial<MeasuringBackend>;
   const measurable = flags.machine && typeof backend.measureMachine === 'function' && typeof backend.sampleReadBandwidth === 'function';
   const runCount = Math.max(1, flags.runs);
@@ -141,7 +143,7 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   const paired: { tokensPerSecond: number; readBytesPerSecond: number }[] = [];
   for (let i = 0; i < runCount; i++) {
     let before = 0;
-    runs.push(timeRun(model, cache, promptIds, flags.gen, i === 0 ? traffic.observer : undefined, sampling ? () => (before = backend.sampleReadBandwidth!(true)) : undefined));
+    runs.push(timeRun(model, cache, promptIds, flags.gen, undefined, sampling ? () => (before = backend.sampleReadBandwidth!(true)) : undefined));
     const tokensPerSecond = flags.gen / runs[i]!.decode;
     let read = '';
     if (sampling) {
