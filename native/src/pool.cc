@@ -4,7 +4,6 @@
 #include <chrono>
 #include <memory>
 
-
 namespace olmoe {
 
 namespace {

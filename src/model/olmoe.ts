@@ -162,7 +162,8 @@ export class OlmoeModel implements OlmoeParts {
     const { backend } = this;
     const { ids, cache } = input;
     const plan = this.plans.get(cache);
-    if (plan === null || !backend.recordStep || !backend.replayStep) return this.pass(() => this.checkFinite(logits(backend, this, this.layers([input])), [input]));
+    const run = () => this.checkFinite(logits(backend, this, this.layers([input])), [input]);
+    if (plan === null || !backend.recordStep || !backend.replayStep) return this.pass(run);
     this.checkInput(ids, cache);
     const start = cache.length;
     return this.pass(() => {
@@ -171,7 +172,7 @@ export class OlmoeModel implements OlmoeParts {
         cache.length = start + 1;
         return this.checkFinite(replayed, [input]);
       }
-      const recorded = backend.recordStep!({ cache, start }, () => this.checkFinite(logits(backend, this, this.layers([input])), [input]));
+      const recorded = backend.recordStep!({ cache, start }, run);
       this.plans.set(cache, recorded.plan ?? null);
       return recorded.result;
     });

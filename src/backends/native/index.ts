@@ -110,7 +110,7 @@ interface NativeStepPlan extends StepPlan {
   readonly output: Float32Array;
   readonly shape: readonly number[];
   /** What the plan's native steps read and write, alive as long as it. */
-  readonly retained: readonly unknown[];
+  readonly retained: ReadonlySet<unknown>;
 }
 
 /** Addon calls a plan records (native/src/step-plan.h), and those that leave it nothing to repeat (file rows, cache pages, facts). */
@@ -460,7 +460,7 @@ export class NativeBackend implements TrainingBackend {
     train.claim(recording.arrays);
     const plan: NativeStepPlan = {
       backend: this.name, handle, start: step.start, cache: step.cache, generation: step.cache.generation,
-      input: recording.input.values, table: recording.input.table, output, shape: result.shape, retained: [...recording.arrays],
+      input: recording.input.values, table: recording.input.table, output, shape: result.shape, retained: recording.arrays,
     };
     return { result: this.copyOf(output, result.shape), plan };
   }
