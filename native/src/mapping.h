@@ -22,9 +22,9 @@ bool release_pages(const void* address, size_t length);
 bool read_rows(const void* address, size_t length, size_t row_bytes, const int32_t* ids, size_t count, uint8_t* out);
 
 // Fault in the whole pages inside [address, address + length) of anonymous memory, writable, in one call
-// (MADV_POPULATE_WRITE, Linux 5.14): on the virtual machine measured, where a first write to a page trapped for ~15 µs,
-// ~0.6 µs a page, and the first write then ~5.5 µs. Returns false where the kernel cannot (the pages then fault in
-// when written, as before).
+// (MADV_POPULATE_WRITE, Linux 5.14), then written once each: on the virtual machine measured, where a first write to a
+// page trapped for ~12–15 µs, ~1 µs a page populated and ~5.5 µs for its first write, after which stores run at memory
+// speed. Returns false where the kernel cannot (the pages then fault in when written, as before).
 bool populate_pages(void* address, size_t length);
 
 // Zeroed anonymous memory of at least `bytes`, aligned to 2 MiB and advised for transparent huge pages (THP in
