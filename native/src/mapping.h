@@ -22,7 +22,8 @@ bool release_pages(const void* address, size_t length);
 bool read_rows(const void* address, size_t length, size_t row_bytes, const int32_t* ids, size_t count, uint8_t* out);
 
 // Fault in the whole pages inside [address, address + length) of anonymous memory, writable, in one call
-// (MADV_POPULATE_WRITE, Linux 5.14), then written once each: on the virtual machine measured, where a first write to a
+// (MADV_POPULATE_WRITE, Linux 5.14), then written once each (by the pool's threads from 16 pages on; call it from a
+// JavaScript thread, not from inside a pool job): on the virtual machine measured, where a first write to a
 // page trapped for ~12–15 µs, ~1 µs a page populated and ~5.5 µs for its first write, after which stores run at memory
 // speed. Returns false where the kernel cannot (the pages then fault in when written, as before).
 bool populate_pages(void* address, size_t length);
