@@ -32,21 +32,21 @@ using namespace olmoe;
 
 static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-// Loads of every byte of a work item's row groups as S runs (group i of run k: i + k·run), optionally every line
-// prefetched `ahead` bytes on as the tiles do; the xor keeps the loads.
+// Loads of every byte of a work item's row groups as S runs (group i of run k: i + k·run), line by line, optionally
+// each line prefetched `ahead` bytes on as the tiles do; the xor keeps the loads. A group (16 packed rows) is whole
+// lines for every type here; q4_0's 288-byte blocks are not, so lines are counted over the group, not per block (a
+// per-block count read 32 bytes past the last group, beyond the mapping at the end of the buffer).
 template <int S, bool Prefetch>
-__attribute__((target("avx512f"))) void loads(const uint8_t* w, size_t group_bytes, size_t groups, size_t block, size_t ahead, float* sink) {
+__attribute__((target("avx512f"))) void loads(const uint8_t* w, size_t group_bytes, size_t groups, size_t ahead, float* sink) {
   const size_t run = groups / S;
   __m512i acc = _mm512_setzero_si512();
   for (size_t i = 0; i < run; i++) {
     const uint8_t* g[S];
     for (int k = 0; k < S; k++) g[k] = w + (i + k * run) * group_bytes;
-    for (size_t off = 0; off < group_bytes; off += block) {
+    for (size_t line = 0; line < group_bytes; line += 64) {
       if (Prefetch)
-        for (size_t line = 0; line < block; line += 64)
-          for (int k = 0; k < S; k++) _mm_prefetch(reinterpret_cast<const char*>(g[k] + off + ahead + line), _MM_HINT_T0);
-      for (size_t line = 0; line < block; line += 64)
-        for (int k = 0; k < S; k++) acc = _mm512_xor_si512(acc, _mm512_loadu_si512(g[k] + off + line));
+        for (int k = 0; k < S; k++) _mm_prefetch(reinterpret_cast<const char*>(g[k] + line + ahead), _MM_HINT_T0);
+      for (int k = 0; k < S; k++) acc = _mm512_xor_si512(acc, _mm512_loadu_si512(g[k] + line));
     }
   }
   *sink += static_cast<float>(_mm512_reduce_add_epi32(acc));
@@ -60,7 +60,6 @@ int main(int argc, char** argv) {
   set_threads(threads);
   const size_t in = 2048, rows = 1024, per_round = 24, matrices = per_round * 16;
   const size_t row = row_bytes(packed, in), matrix = row * rows, total = matrix * matrices;
-  const size_t block = file == DType::Q4_0 ? kGroupBlockBytes : file == DType::Q4_K ? kGroupSuperBytes : kGroupSuper6Bytes;
   // 2 MiB-aligned, advised for transparent huge pages, as the packed weights themselves (packed_allocate)
   uint8_t* base = static_cast<uint8_t*>(huge_allocate(total));
   if (base == nullptr) return std::fprintf(stderr, "cannot map %zu bytes\n", total), 1;
@@ -88,11 +87,11 @@ int main(int argc, char** argv) {
         switch (reader) {
           case 0: qgemm_rows_r16({packed, act.data(), act.size(), 1, at, row, 16 * groups, in, out.data() + 16 * i0 * item_groups, 1, 0}); break;
           case 1:
-            if (file == DType::Q4_0) loads<4, true>(at, group_bytes, groups, block, 2048, &local);
-            else loads<2, true>(at, group_bytes, groups, block, 4096, &local);
+            if (file == DType::Q4_0) loads<4, true>(at, group_bytes, groups, 2048, &local);
+            else loads<2, true>(at, group_bytes, groups, 4096, &local);
             break;
-          case 2: loads<2, false>(at, group_bytes, groups, block, 0, &local); break;
-          default: loads<4, false>(at, group_bytes, groups, block, 0, &local); break;
+          case 2: loads<2, false>(at, group_bytes, groups, 0, &local); break;
+          default: loads<4, false>(at, group_bytes, groups, 0, &local); break;
         }
         if (local == 12345.0f) sink += local;
       });
