@@ -1,6 +1,6 @@
 /** olmoe: run OLMoE sparse Mixture-of-Experts language models in Node.js. The public API. */
 export * from './core/errors.js';
-export { weightFromBytes, type Backend, type Tensor, type TensorDType, type WeightSource, type KVCache, type KVCacheType, KV_CACHE_TYPES, parseKVCacheType, kvRowBytes, type Routing, type RoutingMode, type RouterOptions, type ExpertWeights } from './core/backend.js';
+export { weightFromBytes, type Backend, type Tensor, type TensorDType, type WeightSource, type KVCache, type KVCacheType, KV_CACHE_TYPES, parseKVCacheType, kvRowBytes, type Routing, type RoutingMode, type RouterOptions, type ExpertWeights, type StepProfile } from './core/backend.js';
 export { IGNORE_TARGET, type TrainingBackend, type LossOps, type AdamWStep, type AdamWTensors, type OpImplementations } from './core/training.js';
 export { byteSize, type DType, type FloatDType, type QuantDType } from './core/dtype.js';
 export { createRng, type Rng } from './core/rng.js';

@@ -47,4 +47,31 @@ describe('olmoe bench on the native backend', { skip: announceSkip(nativeSkip) }
     assert.ok(Math.abs(r.decodeBoundTokensPerSecond! - (r.readGBPerSecond! * 1e9) / bytes) <= 0.01 * r.decodeBoundTokensPerSecond!, 'bound = bandwidth ÷ bytes per token');
     assert.ok(Math.abs(r.decodePercentOfBound! - (100 * r.decodeTokensPerSecond!) / r.decodeBoundTokensPerSecond!) <= 0.1, '% = decode ÷ bound');
   });
+
+  it('--profile: one more decode with its ops timed, whose parts make up the token and whose bytes are the ones the bound counts', () => {
+    const gen = 6;
+    const run = spawnSync(process.execPath, [cliPath, 'bench', tinyModelDir, '--prompt', '8', '--gen', String(gen), '--runs', '1', '--json', '-q', '--backend', 'native', '--profile'], { encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const r = JSON.parse(run.stdout) as { decodeWeightMBPerToken: number; decodeCacheMBPerToken: number; decodeProfile: { tokens: number; msPerToken: number; outsideMicrosecondsPerToken: number; ops: { kind: string; mbPerToken: number; microsecondsPerToken: number; percentOfToken: number; gbPerSecond: number | null }[] } };
+    const profile = r.decodeProfile;
+    assert.equal(profile.tokens, gen, 'every step of the profiled run replayed');
+    const op = (kind: string) => profile.ops.find((o) => o.kind === kind)!;
+    const parts = profile.ops.reduce((sum, o) => sum + o.microsecondsPerToken, profile.outsideMicrosecondsPerToken);
+    assert.ok(Math.abs(parts - profile.msPerToken * 1000) <= 0.01 * profile.msPerToken * 1000, `ops and the rest ${parts} µs make up the token's ${profile.msPerToken} ms`);
+    // The products read every weight the bound counts but the norms (3 layers × 4 × 96 values, the final norm's 96) and
+    // the embedding row (96), bf16; attention reads the cache the bound counts at the same positions.
+    const products = op('matmul').mbPerToken + op('experts').mbPerToken;
+    assert.ok(Math.abs(products - (r.decodeWeightMBPerToken - (2 * (3 * 4 * 96 + 96 + 96)) / 1e6)) < 0.001, `${products} MB against ${r.decodeWeightMBPerToken}`);
+    assert.ok(Math.abs(op('attention').mbPerToken - r.decodeCacheMBPerToken) < 0.001, `${op('attention').mbPerToken} MB against ${r.decodeCacheMBPerToken}`);
+    assert.ok(op('experts').gbPerSecond! > 0 && op('kv store').gbPerSecond === null);
+  });
+
+  it('--profile needs the native backend and a decode', () => {
+    const reference = spawnSync(process.execPath, [cliPath, 'bench', tinyModelDir, '--prompt', '8', '--gen', '4', '--runs', '1', '-q', '--backend', 'reference', '--profile'], { encoding: 'utf8' });
+    assert.notEqual(reference.status, 0);
+    assert.match(reference.stderr, /--profile: the backend has no per-op profile \(it needs --backend native\)/);
+    const short = spawnSync(process.execPath, [cliPath, 'bench', tinyModelDir, '--prompt', '8', '--gen', '1', '--runs', '1', '-q', '--backend', 'native', '--profile'], { encoding: 'utf8' });
+    assert.notEqual(short.status, 0);
+    assert.match(short.stderr, /--profile: give --gen 2 or more/);
+  });
 });

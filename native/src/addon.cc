@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -175,7 +176,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const void* w = data_of<void>(info[3]);
   const auto dtype = static_cast<DType>(info[4].As<Napi::Number>().Int32Value());
   float* out = data_of<float>(info[6]);
-  olmoe::run_step([=](ptrdiff_t) { olmoe::matmul(x, tokens, in_dim, w, dtype, out_dim, out); });
+  const double bytes = static_cast<double>(out_dim * olmoe::row_bytes(dtype, in_dim));
+  olmoe::run_step({"matmul", bytes}, [=](ptrdiff_t) { olmoe::matmul(x, tokens, in_dim, w, dtype, out_dim, out); });
   return info.Env().Undefined();
 }
 
@@ -207,7 +209,9 @@ Napi::Value Matmuls(const Napi::CallbackInfo& info) {
   const float* x = data_of<float>(info[0]);
   std::array<olmoe::Product, olmoe::kMostProducts> list;
   std::copy(products, products + count, list.begin());
-  olmoe::run_step([=](ptrdiff_t) { olmoe::matmuls(x, tokens, in_dim, dtype, list.data(), count); });
+  double bytes = 0;
+  for (size_t i = 0; i < count; i++) bytes += static_cast<double>(list[i].out_dim * olmoe::row_bytes(dtype, in_dim));
+  olmoe::run_step({"matmul", bytes}, [=](ptrdiff_t) { olmoe::matmuls(x, tokens, in_dim, dtype, list.data(), count); });
   return info.Env().Undefined();
 }
 
@@ -269,7 +273,14 @@ Napi::Value Experts(const Napi::CallbackInfo& info) {
   olmoe::ExpertArgs args{data_of<float>(info[0]), size_arg(info, 1), size_arg(info, 2), size_arg(info, 3), size_arg(info, 4),
                          dtype, down_dtype, gates, ups, downs,
                          data_of<int32_t>(info[9]), data_of<float>(info[10]), data_of<float>(info[11])};
-  olmoe::run_step([=](ptrdiff_t) { olmoe::experts(args); });
+  double bytes = 0;  // the distinct experts routed to when recorded (decode: top-k of them, every step)
+  if (olmoe::recording_plan()) {
+    std::vector<int32_t> ids(args.expert_ids, args.expert_ids + args.tokens * args.top_k);
+    std::sort(ids.begin(), ids.end());
+    const size_t distinct = static_cast<size_t>(std::unique(ids.begin(), ids.end()) - ids.begin());
+    bytes = static_cast<double>(distinct * (2 * args.ffn * olmoe::row_bytes(dtype, args.hidden) + args.hidden * olmoe::row_bytes(down_dtype, args.ffn)));
+  }
+  olmoe::run_step({"experts", bytes}, [=](ptrdiff_t) { olmoe::experts(args); });
   return info.Env().Undefined();
 }
 
@@ -313,7 +324,8 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
     const size_t positions = std::min(info[1].As<Napi::TypedArray>().ByteLength(), info[2].As<Napi::TypedArray>().ByteLength()) / row;
     plan->bound(-static_cast<ptrdiff_t>(args.start), static_cast<ptrdiff_t>(positions) - static_cast<ptrdiff_t>(args.start + args.tokens));
   }
-  olmoe::run_step([=](ptrdiff_t shift) {
+  const double row_pair = 2.0 * static_cast<double>(olmoe::kv_row_bytes(args.kv_type, args.kv_heads * args.head_dim));  // a key and a value row
+  olmoe::run_step({"attention", row_pair * static_cast<double>(args.start + args.tokens), row_pair}, [=](ptrdiff_t shift) {
     olmoe::AttentionArgs moved = args;
     moved.start = static_cast<size_t>(static_cast<ptrdiff_t>(args.start) + shift);
     olmoe::attention(moved);
@@ -340,7 +352,7 @@ Napi::Value KvStore(const Napi::CallbackInfo& info) {
     const ptrdiff_t before = static_cast<ptrdiff_t>(view.ByteOffset()), after = static_cast<ptrdiff_t>(view.ArrayBuffer().ByteLength()) - before - row * static_cast<ptrdiff_t>(count);
     plan->bound(-before / row, after / row);
   }
-  olmoe::run_step([=](ptrdiff_t shift) { olmoe::kv_store(rows, count, width, type, out + shift * row); });
+  olmoe::run_step({"kv store", static_cast<double>(row * static_cast<ptrdiff_t>(count))}, [=](ptrdiff_t shift) { olmoe::kv_store(rows, count, width, type, out + shift * row); });
   return info.Env().Undefined();
 }
 
@@ -362,7 +374,7 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   const size_t rows = size_arg(info, 1), width = size_arg(info, 2);
   const float eps = info[4].As<Napi::Number>().FloatValue();
   float* out = data_of<float>(info[5]);
-  olmoe::run_step([=](ptrdiff_t) { olmoe::rmsnorm(x, rows, width, weight, eps, out); });
+  olmoe::run_step({"rmsnorm"}, [=](ptrdiff_t) { olmoe::rmsnorm(x, rows, width, weight, eps, out); });
   return info.Env().Undefined();
 }
 
@@ -379,7 +391,7 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   const float* b = data_of<float>(info[1]);
   float* out = data_of<float>(info[2]);
   const size_t n = info[0].As<Napi::TypedArray>().ElementLength();
-  olmoe::run_step([=](ptrdiff_t) { olmoe::add_parallel(a, b, out, n); });
+  olmoe::run_step({"add"}, [=](ptrdiff_t) { olmoe::add_parallel(a, b, out, n); });
   return info.Env().Undefined();
 }
 
@@ -579,8 +591,9 @@ Napi::Value PlanEnd(const Napi::CallbackInfo& info) {
   return Napi::External<olmoe::StepPlan>::New(info.Env(), plan, [](Napi::Env, olmoe::StepPlan* p) { delete p; });
 }
 
-// planRun(plan, shift): the plan's steps again, `shift` positions after the recorded ones (within what its KV rows and
-// attention caches allow, else a RangeError and nothing runs).
+// planRun(plan, shift, profile?): the plan's steps again, `shift` positions after the recorded ones (within what its KV
+// rows and attention caches allow, else a RangeError and nothing runs); with a profile (Float64Array, 2 per step) each
+// step timed, its seconds and bytes added in.
 Napi::Value PlanRun(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 2)) return info.Env().Undefined();
   const olmoe::StepPlan* plan = info[0].As<Napi::External<olmoe::StepPlan>>().Data();
@@ -591,8 +604,34 @@ Napi::Value PlanRun(const Napi::CallbackInfo& info) {
         .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  for (const olmoe::PlanStep& step : plan->steps) step(shift);
-  return Napi::Number::New(info.Env(), static_cast<double>(plan->steps.size()));
+  const size_t steps = plan->steps.size();
+  if (info.Length() > 2 && info[2].IsTypedArray()) {
+    // A profile: seconds and bytes of each step added into [2i] and [2i + 1].
+    auto view = info[2].As<Napi::TypedArray>();
+    if (view.TypedArrayType() != napi_float64_array || view.ElementLength() < 2 * steps) {
+      Napi::RangeError::New(info.Env(), "olmoe native planRun: the profile must be a Float64Array of 2 × " + std::to_string(steps) + " values").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    double* profile = data_of<double>(info[2]);
+    for (size_t i = 0; i < steps; i++) {
+      const auto started = std::chrono::steady_clock::now();
+      plan->steps[i](shift);
+      profile[2 * i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      profile[2 * i + 1] += plan->costs[i].bytes + static_cast<double>(shift) * plan->costs[i].bytes_per_shift;
+    }
+  } else {
+    for (const olmoe::PlanStep& step : plan->steps) step(shift);
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(steps));
+}
+
+// planKinds(plan) → each step's kind ('matmul', 'experts', 'attention', 'kv store', 'rmsnorm', 'add', 'rope', 'router').
+Napi::Value PlanKinds(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 1)) return info.Env().Undefined();
+  const olmoe::StepPlan* plan = info[0].As<Napi::External<olmoe::StepPlan>>().Data();
+  auto kinds = Napi::Array::New(info.Env(), plan->costs.size());
+  for (uint32_t i = 0; i < plan->costs.size(); i++) kinds.Set(i, Napi::String::New(info.Env(), plan->costs[i].kind));
+  return kinds;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -620,6 +659,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("planBegin", Napi::Function::New(env, PlanBegin));
   exports.Set("planEnd", Napi::Function::New(env, PlanEnd));
   exports.Set("planRun", Napi::Function::New(env, PlanRun));
+  exports.Set("planKinds", Napi::Function::New(env, PlanKinds));
   exports.Set("allocate", Napi::Function::New(env, Allocate));
   exports.Set("release", Napi::Function::New(env, Release));
   exports.Set("resize", Napi::Function::New(env, Resize));

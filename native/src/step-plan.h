@@ -10,14 +10,24 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <utility>
 #include <vector>
 
 namespace olmoe {
 
 using PlanStep = std::function<void(ptrdiff_t shift)>;
 
+// What a step is, for a profile of a run (planRun with a profile): its kind, and the bytes of weights and KV cache it
+// reads (or, for a KV store, writes) when run `shift` positions on: bytes + shift · bytes_per_shift.
+struct StepCost {
+  const char* kind;
+  double bytes = 0;
+  double bytes_per_shift = 0;
+};
+
 struct StepPlan {
   std::vector<PlanStep> steps;
+  std::vector<StepCost> costs;  // one per step
   // The shifts every step can take: a KV row and an attention's cache inside their buffers, positions ≥ 0.
   ptrdiff_t shift_min = std::numeric_limits<ptrdiff_t>::min() / 2;
   ptrdiff_t shift_max = std::numeric_limits<ptrdiff_t>::max() / 2;
@@ -35,10 +45,19 @@ inline StepPlan*& recording_plan() {
   return plan;
 }
 
+// Keeps `step` in the plan recording on this thread, if any, with what it costs.
+template <typename Step>
+void record_step(const StepCost& cost, Step&& step) {
+  if (StepPlan* plan = recording_plan()) {
+    plan->steps.emplace_back(std::forward<Step>(step));
+    plan->costs.push_back(cost);
+  }
+}
+
 // Runs `step` for the position it was called with and, while a plan records, keeps it.
 template <typename Step>
-void run_step(Step&& step) {
-  if (StepPlan* plan = recording_plan()) plan->steps.emplace_back(step);
+void run_step(const StepCost& cost, Step&& step) {
+  record_step(cost, step);
   step(0);
 }
 

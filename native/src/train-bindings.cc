@@ -117,7 +117,7 @@ Napi::Value RopeRotate(const Napi::CallbackInfo& info) {
   if (StepPlan* plan = recording_plan()) {  // a later run: these positions + shift, each ≥ 0
     std::vector<int32_t> at(positions, positions + tokens);
     for (int32_t p : at) plan->bound(-static_cast<ptrdiff_t>(p), plan->shift_max);
-    plan->steps.emplace_back([=](ptrdiff_t shift) {
+    record_step({"rope"}, [=](ptrdiff_t shift) {
       std::vector<int32_t> moved(at);
       for (int32_t& p : moved) p = static_cast<int32_t>(p + shift);
       rope_rotate(x, tokens, heads, head_dim, moved.data(), inv, inverse, accumulate, out);
@@ -172,7 +172,7 @@ RouterArgs router_args(Args& a) {
 Napi::Value RouterForward(const Napi::CallbackInfo& info) {
   Args a{info};
   const RouterArgs r = router_args(a);
-  if (!a.failed) run_step([=](ptrdiff_t) { router_forward(r); });
+  if (!a.failed) run_step({"router"}, [=](ptrdiff_t) { router_forward(r); });
   return Undefined(info);
 }
 

@@ -224,9 +224,24 @@ export interface Backend {
    * cache's storage moved since the recording): record again.
    */
   replayStep?(plan: StepPlan, ids: Int32Array, start: number, cache: KVCache): Tensor | null;
+  /** Times every op of the replayed steps from now on (on: a fresh profile) or no more (off). Optional. */
+  profileSteps?(on: boolean): void;
+  /** Where the replayed steps' time went since profileSteps(true); null when profiling is off. */
+  readStepProfile?(): StepProfile | null;
 }
 
 /** A decode step recorded by `Backend.recordStep`: opaque outside its backend. */
 export interface StepPlan {
   readonly backend: string;
+}
+
+/**
+ * Where replayed decode steps spent their time (Backend.profileSteps): per kind of op, summed over the profiled
+ * tokens, in the order the ops first ran.
+ */
+export interface StepProfile {
+  /** Decode steps profiled (replayed plans: a cache's first step runs the model's code and is not counted). */
+  tokens: number;
+  /** calls, seconds, and bytes of weights and KV cache read (KV rows written, for 'kv store'), over all tokens. */
+  ops: { kind: string; calls: number; seconds: number; bytes: number }[];
 }

@@ -50,8 +50,13 @@ export interface NativeAddon {
   /** Step plans (native/src/step-plan.h): the recordable calls after planBegin are kept until planEnd → the plan. */
   planBegin(): void;
   planEnd(): unknown;
-  /** The plan's calls again, `shift` positions on (a RangeError outside what its cache buffers hold); → its step count. */
-  planRun(plan: unknown, shift: number): number;
+  /**
+   * The plan's calls again, `shift` positions on (a RangeError outside what its cache buffers hold); → its step count.
+   * With a profile (2 values a step) each step is timed: its seconds added to [2i], the bytes it reads to [2i + 1].
+   */
+  planRun(plan: unknown, shift: number, profile?: Float64Array): number;
+  /** Each step's kind: 'matmul', 'experts', 'attention', 'kv store', 'rmsnorm', 'add', 'rope' or 'router'. */
+  planKinds(plan: unknown): string[];
   /** Zeroed memory (the KV cache), freed by `release` or when collected. */
   allocate(bytes: number): ArrayBuffer;
   /** Frees memory from `allocate` now and detaches its buffer (its views read as empty); false for other buffers. */

@@ -11,7 +11,7 @@
 import type { Command } from 'commander';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { argmax, createRng, InputError, type DType, type KVCache, type OlmoeModel, type RoutingObserver } from '../../index.js';
+import { argmax, createRng, InputError, type DType, type KVCache, type OlmoeModel, type RoutingObserver, type StepProfile } from '../../index.js';
 import { addKVCacheOption, addModelOptions, loadModel, parseInteger, printJson, type ModelFlags } from '../common.js';
 import { DecodeTraffic } from './bench-traffic.js';
 
@@ -21,12 +21,15 @@ interface BenchFlags extends ModelFlags {
   runs: number;
   json?: boolean;
   machine: boolean;
+  profile?: boolean;
 }
 
-/** The native backend's measurement of the machine (src/backends/native/machine.ts). */
+/** The native backend's measurement of the machine (src/backends/native/machine.ts) and of its decode steps (Backend.profileSteps). */
 interface MeasuringBackend {
   measureMachine(): { readBytesPerSecond: number; fp32FlopsPerSecond: number };
   sampleReadBandwidth(keep: boolean): number;
+  profileSteps(on: boolean): void;
+  readStepProfile(): StepProfile | null;
 }
 
 export function registerBench(program: Command): void {
@@ -38,6 +41,7 @@ export function registerBench(program: Command): void {
     .option('--gen <n>', 'generated tokens per decode run', parseInteger('--gen'), 128)
     .option('--runs <n>', 'measured runs (median reported)', parseInteger('--runs'), 3)
     .option('--no-machine', 'skip measuring read bandwidth and FP32 peak (native backend; takes a few seconds)')
+    .option('--profile', 'after the runs, one more decode with every native op timed: where a token goes, per kind of op (native backend)')
     .option('--json', 'print the result as JSON');
   addKVCacheOption(addModelOptions(command)).action(runBench);
 }
@@ -124,6 +128,11 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   const rng = createRng(1234);
   const promptTokens = promptLength(flags, model.config.maxPositionEmbeddings, (text) => process.stderr.write(text));
   const promptIds = Int32Array.from({ length: promptTokens }, () => Math.floor(rng() * Math.min(model.config.vocabSize, 50000)));
+  if (flags.profile) {
+    const profiling = model.backend as Partial<MeasuringBackend>;
+    if (typeof profiling.profileSteps !== 'function' || typeof profiling.readStepProfile !== 'function') throw new InputError('--profile: the backend has no per-op profile (it needs --backend native)');
+    if (flags.gen < 2) throw new InputError('--profile: give --gen 2 or more (a profile times the decode steps after the first)');
+  }
   say(`warm-up …\n`);
   const cache = model.createCache(promptIds.length + flags.gen);
   // The warm-up decodes as many tokens as a run, so that the runs find every KV-cache position they write already
@@ -154,6 +163,7 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
     }
     say(`run ${i + 1}: prefill ${(promptIds.length / runs[i]!.prefill).toFixed(1)} tok/s, decode ${tokensPerSecond.toFixed(2)} tok/s${read}\n`);
   }
+  const profile = flags.profile ? profileDecode(model, cache, promptIds, flags.gen, backend, measurable, say) : undefined;
   // The many-token kernel of the first layer's expert weights (prefill's bulk): amx-int8, avx512-vnni, integer-dot or float-tiles.
   const expertDtype = model.weights.layers[0]?.experts.gate[0]?.dtype;
   const prefillKernel = backend.quantGemmKernel && expertDtype && expertDtype !== 'f64' ? backend.quantGemmKernel(expertDtype) : 'none';
@@ -169,6 +179,64 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
     decodeTokensPerSecond, runs: runs.length,
     ...decodeBound(traffic, machine, paired, promptIds.length, flags.gen),
   };
-  if (flags.json) printJson(result);
-  else process.stdout.write(Object.entries(result).map(([k, v]) => `${k.padEnd(28)} ${v}`).join('\n') + '\n');
+  if (flags.json) printJson(profile ? { ...result, decodeProfile: profile } : result);
+  else {
+    process.stdout.write(Object.entries(result).map(([k, v]) => `${k.padEnd(28)} ${v}`).join('\n') + '\n');
+    if (profile) process.stdout.write(profileTable(profile));
+  }
+}
+
+interface DecodeProfile {
+  tokens: number;
+  msPerToken: number;
+  readGBPerSecond: number | null;
+  ops: { kind: string; callsPerToken: number; microsecondsPerToken: number; percentOfToken: number; mbPerToken: number; gbPerSecond: number | null; percentOfRead: number | null }[];
+  /** The token's time outside the timed ops: the embedding row, JavaScript, the KV cache's page faults, the logits copy. */
+  outsideMicrosecondsPerToken: number;
+}
+
+/**
+ * One more decode of `gen` tokens with every native op of the replayed steps timed (NativeBackend.profileSteps), and
+ * the read bandwidth sampled beside it: per kind of op its share of a token and the rate at which it read its bytes.
+ */
+function profileDecode(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, gen: number, backend: Partial<MeasuringBackend>, measurable: boolean, say: (text: string) => void): DecodeProfile {
+  // (runBench checked that the backend profiles and that gen ≥ 2)
+  say('profiled decode …\n');
+  let before = 0;
+  backend.profileSteps!(true);
+  let run: { prefill: number; decode: number };
+  let steps: StepProfile | null;
+  try {
+    run = timeRun(model, cache, promptIds, gen, undefined, measurable ? () => (before = backend.sampleReadBandwidth!(true)) : undefined);
+    steps = backend.readStepProfile!();
+  } finally {
+    backend.profileSteps!(false);
+  }
+  const after = measurable ? backend.sampleReadBandwidth!(false) : 0;
+  const read = before > 0 && after > 0 ? (before + after) / 2 : null;
+  if (!steps || steps.tokens === 0) throw new InputError('--profile: no decode step was replayed natively (step plans off: OLMOE_STEP_PLANS=0, or a model the plans refuse)');
+  const tokens = steps.tokens, token = run.decode / gen;
+  const ops = steps.ops.map((op) => {
+    const seconds = op.seconds / tokens, bytes = op.bytes / tokens;
+    const rate = op.seconds > 0 && op.bytes > 0 && op.kind !== 'kv store' ? op.bytes / op.seconds : null; // (a store's bytes are written)
+    return {
+      kind: op.kind, callsPerToken: +(op.calls / tokens).toFixed(2), microsecondsPerToken: +(seconds * 1e6).toFixed(1), percentOfToken: +((100 * seconds) / token).toFixed(1),
+      mbPerToken: +(bytes / 1e6).toFixed(4), gbPerSecond: rate === null ? null : +(rate / 1e9).toFixed(1), percentOfRead: rate === null || read === null ? null : +((100 * rate) / read).toFixed(1),
+    };
+  });
+  const timed = steps.ops.reduce((sum, op) => sum + op.seconds, 0) / tokens;
+  return { tokens, msPerToken: +(token * 1e3).toFixed(3), readGBPerSecond: read === null ? null : +(read / 1e9).toFixed(1), ops, outsideMicrosecondsPerToken: +((token - timed) * 1e6).toFixed(1) };
+}
+
+function profileTable(profile: DecodeProfile): string {
+  const read = profile.readGBPerSecond === null ? '' : `; read ${profile.readGBPerSecond} GB/s beside it`;
+  const lines = [`decode profile: ${profile.tokens} tokens, ${profile.msPerToken} ms a token (${(1000 / profile.msPerToken).toFixed(2)} tok/s${read})`];
+  const row = (cells: string[]) => cells.map((cell, i) => (i === 0 ? cell.padEnd(12) : cell.padStart(11))).join(' ');
+  lines.push(row(['op', 'calls/token', 'µs/token', '% of token', 'MB/token', 'GB/s', '% of read']));
+  for (const op of profile.ops) {
+    lines.push(row([op.kind, String(op.callsPerToken), op.microsecondsPerToken.toFixed(1), op.percentOfToken.toFixed(1), op.mbPerToken > 0 ? op.mbPerToken.toFixed(2) : '', op.gbPerSecond?.toFixed(1) ?? '', op.percentOfRead?.toFixed(1) ?? '']));
+  }
+  const outside = (100 * profile.outsideMicrosecondsPerToken) / (profile.msPerToken * 1000);
+  lines.push(row(['(outside)', '', profile.outsideMicrosecondsPerToken.toFixed(1), outside.toFixed(1), '', '', '']));
+  return lines.join('\n') + '\n';
 }
