@@ -24,12 +24,10 @@ interface BenchFlags extends ModelFlags {
   profile?: boolean;
 }
 
-/** The native backend's measurement of the machine (src/backends/native/machine.ts) and of its decode steps (Backend.profileSteps). */
+/** The native backend's measurement of the machine (src/backends/native/machine.ts). */
 interface MeasuringBackend {
   measureMachine(): { readBytesPerSecond: number; fp32FlopsPerSecond: number };
   sampleReadBandwidth(keep: boolean): number;
-  profileSteps(on: boolean): void;
-  readStepProfile(): StepProfile | null;
 }
 
 export function registerBench(program: Command): void {
@@ -86,6 +84,18 @@ function timeRun(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, gen: 
 }
 
 /**
+ * timeRun with the read bandwidth sampled right before and right after its decode by `sample` (its argument: keep the
+ * buffer mapped for a next sample), set against the run as the mean of the two: 0 without `sample`, or where a sample
+ * could not allocate.
+ */
+function sampledRun(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, gen: number, sample: ((keep: boolean) => number) | undefined, keep: boolean) {
+  let before = 0;
+  const run = timeRun(model, cache, promptIds, gen, undefined, sample ? () => (before = sample(true)) : undefined);
+  const after = sample ? sample(keep) : 0;
+  return { ...run, readBytesPerSecond: before > 0 && after > 0 ? (before + after) / 2 : 0 };
+}
+
+/**
  * Decode against its memory bound: bytes per token (weights of the routing seen in `traffic`, KV cache at the
  * decode positions) and, with the bandwidth sampled beside each decode run (`paired`: tokens/s and bytes/s per run),
  * the bound (median bandwidth ÷ bytes) and decode as a % of it: the median of the runs' own percentages.
@@ -129,8 +139,7 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   const promptTokens = promptLength(flags, model.config.maxPositionEmbeddings, (text) => process.stderr.write(text));
   const promptIds = Int32Array.from({ length: promptTokens }, () => Math.floor(rng() * Math.min(model.config.vocabSize, 50000)));
   if (flags.profile) {
-    const profiling = model.backend as Partial<MeasuringBackend>;
-    if (typeof profiling.profileSteps !== 'function' || typeof profiling.readStepProfile !== 'function') throw new InputError('--profile: the backend has no per-op profile (it needs --backend native)');
+    if (typeof model.backend.profileSteps !== 'function' || typeof model.backend.readStepProfile !== 'function') throw new InputError('--profile: the backend has no per-op profile (it needs --backend native)');
     if (flags.gen < 2) throw new InputError('--profile: give --gen 2 or more (a profile times the decode steps after the first)');
   }
   say(`warm-up …\n`);
@@ -146,24 +155,23 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   const backend = model.backend as { name: string; threads?: number; simd?: string; quantGemmKernel?(dtype: DType): string } & Partial<MeasuringBackend>;
   const measurable = flags.machine && typeof backend.measureMachine === 'function' && typeof backend.sampleReadBandwidth === 'function';
   const runCount = Math.max(1, flags.runs);
-  // The read bandwidth sampled right before and right after each run's decode (the buffer kept mapped until the last).
-  const sampling = measurable && flags.gen > 0;
+  // The read bandwidth sampled right before and right after each run's decode (the buffer kept mapped until the last,
+  // the profiled run's included).
+  const sample = measurable && flags.gen > 0 ? (keep: boolean) => backend.sampleReadBandwidth!(keep) : undefined;
   const runs: { prefill: number; decode: number }[] = [];
   const paired: { tokensPerSecond: number; readBytesPerSecond: number }[] = [];
   for (let i = 0; i < runCount; i++) {
-    let before = 0;
-    runs.push(timeRun(model, cache, promptIds, flags.gen, undefined, sampling ? () => (before = backend.sampleReadBandwidth!(true)) : undefined));
-    const tokensPerSecond = flags.gen / runs[i]!.decode;
+    const run = sampledRun(model, cache, promptIds, flags.gen, sample, i + 1 < runCount || flags.profile === true);
+    runs.push(run);
+    const tokensPerSecond = flags.gen / run.decode;
     let read = '';
-    if (sampling) {
-      const after = backend.sampleReadBandwidth!(i + 1 < runCount);
-      const readBytesPerSecond = before > 0 && after > 0 ? (before + after) / 2 : 0; // 0: a sample could not allocate
-      paired.push({ tokensPerSecond, readBytesPerSecond });
-      read = `, read ${(readBytesPerSecond / 1e9).toFixed(1)} GB/s beside it`;
+    if (sample) {
+      paired.push({ tokensPerSecond, readBytesPerSecond: run.readBytesPerSecond });
+      read = `, read ${(run.readBytesPerSecond / 1e9).toFixed(1)} GB/s beside it`;
     }
-    say(`run ${i + 1}: prefill ${(promptIds.length / runs[i]!.prefill).toFixed(1)} tok/s, decode ${tokensPerSecond.toFixed(2)} tok/s${read}\n`);
+    say(`run ${i + 1}: prefill ${(promptIds.length / run.prefill).toFixed(1)} tok/s, decode ${tokensPerSecond.toFixed(2)} tok/s${read}\n`);
   }
-  const profile = flags.profile ? profileDecode(model, cache, promptIds, flags.gen, backend, measurable, say) : undefined;
+  const profile = flags.profile ? profileDecode(model, cache, promptIds, flags.gen, sample, say) : undefined;
   // The many-token kernel of the first layer's expert weights (prefill's bulk): amx-int8, avx512-vnni, integer-dot or float-tiles.
   const expertDtype = model.weights.layers[0]?.experts.gate[0]?.dtype;
   const prefillKernel = backend.quantGemmKernel && expertDtype && expertDtype !== 'f64' ? backend.quantGemmKernel(expertDtype) : 'none';
@@ -199,21 +207,19 @@ interface DecodeProfile {
  * One more decode of `gen` tokens with every native op of the replayed steps timed (NativeBackend.profileSteps), and
  * the read bandwidth sampled beside it: per kind of op its share of a token and the rate at which it read its bytes.
  */
-function profileDecode(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, gen: number, backend: Partial<MeasuringBackend>, measurable: boolean, say: (text: string) => void): DecodeProfile {
-  // (runBench checked that the backend profiles and that gen ≥ 2)
+function profileDecode(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, gen: number, sample: ((keep: boolean) => number) | undefined, say: (text: string) => void): DecodeProfile {
+  const { backend } = model; // (runBench checked that it profiles and that gen ≥ 2)
   say('profiled decode …\n');
-  let before = 0;
   backend.profileSteps!(true);
-  let run: { prefill: number; decode: number };
+  let run: ReturnType<typeof sampledRun>;
   let steps: StepProfile | null;
   try {
-    run = timeRun(model, cache, promptIds, gen, undefined, measurable ? () => (before = backend.sampleReadBandwidth!(true)) : undefined);
+    run = sampledRun(model, cache, promptIds, gen, sample, false);
     steps = backend.readStepProfile!();
   } finally {
     backend.profileSteps!(false);
   }
-  const after = measurable ? backend.sampleReadBandwidth!(false) : 0;
-  const read = before > 0 && after > 0 ? (before + after) / 2 : null;
+  const read = run.readBytesPerSecond > 0 ? run.readBytesPerSecond : null;
   if (!steps || steps.tokens === 0) throw new InputError('--profile: no decode step was replayed natively (step plans off: OLMOE_STEP_PLANS=0, or a model the plans refuse)');
   const tokens = steps.tokens, token = run.decode / gen;
   const ops = steps.ops.map((op) => {
