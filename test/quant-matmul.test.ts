@@ -234,7 +234,7 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
 describe('matmuls: one input by several weights in one job equals a matmul each', { skip: announceSkip(native.skip) }, () => {
   // The same kernel on the same rounded activations: equal bit for bit, for any split of the rows among the threads.
   for (const pack of [true, false]) {
-    it(`q4_0, q8_0, q4_k (${pack ? 'repacked where the CPU has the kernels' : 'file layout'}): 1, 3 and 12 tokens, weights of 272, 16 and 528 rows (work items across the weights' ends); mixed dtypes a call per dtype (results in the weights' order), float weights a matmul each`, async () => {
+    it(`q4_0, q8_0, q4_k (${pack ? 'repacked where the CPU has the kernels' : 'file layout'}): 1, 3 and 12 tokens, weights of 272, 16 and 528 rows (work items across the weights' ends); mixed dtypes a job per dtype, or per set of k-quants (results in the weights' order), float weights a matmul each`, async () => {
       const backend = createBackend('native', { pack });
       for (const dtype of ['q4_0', 'q8_0', 'q4_k'] as const) {
         const inDim = QUANT_BLOCKS[dtype].elements * 2;
@@ -258,6 +258,15 @@ describe('matmuls: one input by several weights in one job equals a matmul each'
       ];
       const x = backend.fromFloat32(randoms(73, 2 * inDim), [2, inDim]);
       backend.matmuls!(x, mixed).forEach((out, i) => assert.deepEqual(backend.toFloat32(out), backend.toFloat32(backend.matmul(x, mixed[i]!)), `mixed weight ${i}`));
+      // k-quants of three types share one quantized input in one job (Q4_K_M's q, k and v), beside a q8_0 weight (its own
+      // job): each as its matmul alone, bit for bit, decode and prefill.
+      const kInDim = 512;
+      const kMixed = await Promise.all(([['q4_k', 272], ['q6_k', 48], ['q5_k', 16], ['q8_0', 32], ['q6_k', 16]] as const).map(([dtype, rows], i) =>
+        backend.weight(weightFromBytes(`k${i}`, dtype, [rows, kInDim], encodeFloats(dtype, randoms(100 + i, rows * kInDim, 0.5))))));
+      for (const tokens of [1, 5]) {
+        const kx = backend.fromFloat32(randoms(110 + tokens, tokens * kInDim), [tokens, kInDim]);
+        backend.matmuls!(kx, kMixed).forEach((out, i) => assert.deepEqual(backend.toFloat32(out), backend.toFloat32(backend.matmul(kx, kMixed[i]!)), `k-quant weight ${i}, T=${tokens}`));
+      }
     });
   }
 
@@ -278,6 +287,9 @@ describe('matmuls: one input by several weights in one job equals a matmul each'
     const addon = (createBackend('native') as unknown as { addon: { matmuls: (...args: unknown[]) => void } }).addon;
     const w = new Uint8Array(18 * 8 * 4); // 4 rows of 256 q4_0 values
     assert.throws(() => addon.matmuls(new Float32Array(256), 1, 256, 4, [w, w], [new Float32Array(4), new Float32Array(5)]), /matmuls: weight 1 holds 576 bytes, 5 rows need 720/);
+    // one dtype each: the second a q8_0 (34 bytes a block) that 576 bytes hold only 2 rows of
+    assert.throws(() => addon.matmuls(new Float32Array(256), 1, 256, [4, 3], [w, w], [new Float32Array(4), new Float32Array(3)]), /matmuls: weight 1 holds 576 bytes, 3 rows need 816/);
+    assert.throws(() => addon.matmuls(new Float32Array(256), 1, 256, [4], [w, w], [new Float32Array(4), new Float32Array(4)]), /one dtype each/);
   });
 });
 

@@ -181,37 +181,37 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// matmuls(x, tokens, inDim, dtype, weights[], outs[]): matmul of x by each weight (one dtype, at most 8) into the out
-// of the same index, [tokens, outDim] with outDim the out's length ÷ tokens; the weights must hold outDim rows.
+// matmuls(x, tokens, inDim, dtype | dtypes[], weights[], outs[]): matmul of x by each weight (at most 8, of one dtype or
+// each of its own) into the out of the same index, [tokens, outDim] with outDim the out's length ÷ tokens; the weights
+// must hold outDim rows. Weights whose dtypes share their input (shared_input) are one job of the pool.
 Napi::Value Matmuls(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 6)) return info.Env().Undefined();
   const size_t tokens = size_arg(info, 1), in_dim = size_arg(info, 2);
-  const auto dtype = static_cast<DType>(info[3].As<Napi::Number>().Int32Value());
   auto weights = info[4].As<Napi::Array>(), outs = info[5].As<Napi::Array>();
-  olmoe::Product products[olmoe::kMostProducts];
   const size_t count = weights.Length();
-  if (count > olmoe::kMostProducts || outs.Length() != count || tokens == 0) {
-    Napi::RangeError::New(info.Env(), "olmoe native matmuls: 1–" + std::to_string(olmoe::kMostProducts) + " weights, one out each, and tokens").ThrowAsJavaScriptException();
+  const bool listed = info[3].IsArray();
+  if (count > olmoe::kMostProducts || outs.Length() != count || tokens == 0 || (listed && info[3].As<Napi::Array>().Length() != count)) {
+    Napi::RangeError::New(info.Env(), "olmoe native matmuls: 1–" + std::to_string(olmoe::kMostProducts) + " weights, one out and one dtype each, and tokens").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
+  std::array<olmoe::Product, olmoe::kMostProducts> list;
+  double bytes = 0;
   for (uint32_t i = 0; i < count; i++) {
     auto weight = weights.Get(i).As<Napi::TypedArray>();
     auto out = outs.Get(i).As<Napi::TypedArray>();
-    const size_t out_dim = out.ElementLength() / tokens;
-    if (weight.ByteLength() < out_dim * olmoe::row_bytes(dtype, in_dim)) {
+    const auto dtype = static_cast<DType>((listed ? info[3].As<Napi::Array>().Get(i) : info[3]).As<Napi::Number>().Int32Value());
+    const size_t out_dim = out.ElementLength() / tokens, need = out_dim * olmoe::row_bytes(dtype, in_dim);
+    if (weight.ByteLength() < need) {
       Napi::RangeError::New(info.Env(), "olmoe native matmuls: weight " + std::to_string(i) + " holds " + std::to_string(weight.ByteLength()) + " bytes, " +
-                                            std::to_string(out_dim) + " rows need " + std::to_string(out_dim * olmoe::row_bytes(dtype, in_dim)))
+                                            std::to_string(out_dim) + " rows need " + std::to_string(need))
           .ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
-    products[i] = {data_of<void>(weight), out_dim, data_of<float>(out)};
+    list[i] = {data_of<void>(weight), out_dim, data_of<float>(out), dtype};
+    bytes += static_cast<double>(need);
   }
   const float* x = data_of<float>(info[0]);
-  std::array<olmoe::Product, olmoe::kMostProducts> list;
-  std::copy(products, products + count, list.begin());
-  double bytes = 0;
-  for (size_t i = 0; i < count; i++) bytes += static_cast<double>(list[i].out_dim * olmoe::row_bytes(dtype, in_dim));
-  olmoe::run_step({"matmul", bytes}, [=](ptrdiff_t) { olmoe::matmuls(x, tokens, in_dim, dtype, list.data(), count); });
+  olmoe::run_step({"matmul", bytes}, [=](ptrdiff_t) { olmoe::matmuls(x, tokens, in_dim, list.data(), count); });
   return info.Env().Undefined();
 }
 

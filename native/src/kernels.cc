@@ -531,11 +531,10 @@ void transpose_parallel(const float* X, size_t n, size_t in, float* Xt, size_t n
 
 }  // namespace
 
-void matmuls(const float* x, size_t tokens, size_t in_dim, DType dtype, const Product* products, size_t count) {
-  if (count > kMostProducts) {
-    matmuls(x, tokens, in_dim, dtype, products, kMostProducts);
-    return matmuls(x, tokens, in_dim, dtype, products + kMostProducts, count - kMostProducts);
-  }
+namespace {
+
+// matmuls of products that share their input (shared_input with the first's dtype, `dtype`), at most kMostProducts.
+void shared_matmuls(const float* x, size_t tokens, size_t in_dim, DType dtype, const Product* products, size_t count) {
   thread_local std::vector<float> buffer, rounded;  // per calling JS thread (workers only read them during the call)
   if (tokens < min_tile_tokens(dtype) && is_quantized(dtype)) {
     // The input quantized once; rows per work item as the experts' (kStreamRowBlock): runs long enough for the
@@ -544,12 +543,20 @@ void matmuls(const float* x, size_t tokens, size_t in_dim, DType dtype, const Pr
     const uint8_t* Xq = quantize_rows(dtype, x, tokens, in_dim, quantized);
     const size_t stride = q8_row_bytes(dtype, in_dim);
     return product_items(products, count, kStreamRowBlock, [&](const Product& p, size_t r0, size_t r1) {
-      gemm_qdot(Xq, stride, tokens, in_dim, p.weight, dtype, r0, r1, p.out, 1, p.out_dim);
+      gemm_qdot(Xq, stride, tokens, in_dim, p.weight, p.dtype, r0, r1, p.out, 1, p.out_dim);
     });
   }
   if (tokens < min_tile_tokens(dtype)) {
-    return product_items(products, count, kRowBlock, [&](const Product& p, size_t r0, size_t r1) {
-      gemm_dot(x, tokens, in_dim, p.weight, dtype, r0, r1, p.out, 1, p.out_dim);
+    // Items of kRowBlock rows, fewer where the products are short: OLMoE's router (64 float rows) split 48 + 16 left
+    // one thread streaming three quarters of it; halves of 32 rows (Kernels::few_tokens' four streams each) took its
+    // decode product from 242 to 197 µs a token (Q4_K_M OLMoE-1B-7B, 2 threads, in-process A/B over 5 pairs of runs);
+    // quarters of 16 rows took longer (274).
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) total += products[i].out_dim;
+    const size_t threads = static_cast<size_t>(pool().threads());
+    const size_t rows = std::max(kFewTokensMinRows, std::min(kRowBlock, (total + threads - 1) / threads));
+    return product_items(products, count, rows, [&](const Product& p, size_t r0, size_t r1) {
+      gemm_dot(x, tokens, in_dim, p.weight, p.dtype, r0, r1, p.out, 1, p.out_dim);
     });
   }
   // Tiles: the input transposed once for all products (the attention's q, k and v).
@@ -557,13 +564,34 @@ void matmuls(const float* x, size_t tokens, size_t in_dim, DType dtype, const Pr
   float* Xt = scratch(buffer, npad * in_dim);
   transpose_parallel(rounded_rows(dtype, x, tokens, in_dim, rounded), tokens, in_dim, Xt, npad);
   product_items(products, count, kRowBlock, [&](const Product& p, size_t r0, size_t r1) {
-    gemm_tiles(Xt, npad, tokens, in_dim, p.weight, dtype, r0, r1, Output{p.out, p.out_dim});
+    gemm_tiles(Xt, npad, tokens, in_dim, p.weight, p.dtype, r0, r1, Output{p.out, p.out_dim});
   });
 }
 
+}  // namespace
+
+bool shared_input(DType a, DType b) { return a == b || (k_quant(a) && k_quant(b) && min_tile_tokens(a) == min_tile_tokens(b)); }
+
+void matmuls(const float* x, size_t tokens, size_t in_dim, const Product* products, size_t count) {
+  // Sets of products that share their input, each in the order given, at most kMostProducts to a job.
+  bool done[64] = {};
+  for (size_t base = 0; base < count; base += 64) {
+    const size_t n = std::min<size_t>(64, count - base);
+    std::fill(done, done + n, false);
+    for (size_t i = 0; i < n; i++) {
+      if (done[i]) continue;
+      Product set[kMostProducts];
+      size_t size = 0;
+      for (size_t j = i; j < n && size < kMostProducts; j++)
+        if (!done[j] && shared_input(products[base + i].dtype, products[base + j].dtype)) set[size++] = products[base + j], done[j] = true;
+      shared_matmuls(x, tokens, in_dim, set[0].dtype, set, size);
+    }
+  }
+}
+
 void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType dtype, size_t out_dim, float* out) {
-  const Product product{W, out_dim, out};
-  matmuls(x, tokens, in_dim, dtype, &product, 1);
+  const Product product{W, out_dim, out, dtype};
+  matmuls(x, tokens, in_dim, &product, 1);
 }
 
 }  // namespace olmoe

@@ -21,19 +21,26 @@ void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dty
 // out [tokens, out_dim] = x [tokens, in_dim] · W[out_dim, in_dim]ᵀ, parallel over rows.
 void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType dtype, size_t out_dim, float* out);
 
-// One product of `matmuls`: out [tokens, out_dim] = x · weightᵀ.
+// One product of `matmuls`: out [tokens, out_dim] = x · weightᵀ, the weight stored as dtype.
 struct Product {
   const void* weight;
   size_t out_dim;
   float* out;
+  DType dtype;
 };
 
 // Products per job of matmuls (longer lists run as several jobs).
 constexpr size_t kMostProducts = 8;
 
-// matmul of one input by several weights of one dtype (the attention's q, k and v): the input quantized (decode's few
-// tokens on quantized weights) or transposed (the tiles) once, and every weight's row blocks one job of the pool.
-void matmuls(const float* x, size_t tokens, size_t in_dim, DType dtype, const Product* products, size_t count);
+// Whether products of dtypes a and b take the same input in one job of matmuls: the same dtype, or two k-quants on
+// the same path (their input quantized to the same q8 blocks of 256, or rounded to them: Q4_K_M's Q4_K q and k beside
+// a Q6_K v).
+bool shared_input(DType a, DType b);
+
+// matmul of one input by several weights (the attention's q, k and v): per set of products whose dtypes share their
+// input (shared_input), the input quantized (decode's few tokens on quantized weights) or transposed (the tiles) once,
+// and every weight's row blocks one job of the pool.
+void matmuls(const float* x, size_t tokens, size_t in_dim, const Product* products, size_t count);
 
 struct ExpertArgs {
   const float* x;  // [T, D]

@@ -78,8 +78,6 @@ void finish256(Q8Block256& b) {
 
 int bias_factor(DType weights) { return weights == DType::Q4_0 || weights == DType::Q4_0R16 ? 8 : 128; }
 
-bool k_quant(DType weights) { return weights == DType::Q4_K || weights == DType::Q4_KR16 || weights == DType::Q5_K || weights == DType::Q6_K || weights == DType::Q6_KR16; }
-
 #ifdef OLMOE_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -188,6 +186,8 @@ AVX2 void quantize256_avx2(const float* x, size_t n, Q8Block256* out) {
 #endif
 
 }  // namespace
+
+bool k_quant(DType weights) { return weights == DType::Q4_K || weights == DType::Q4_KR16 || weights == DType::Q5_K || weights == DType::Q6_K || weights == DType::Q6_KR16; }
 
 size_t q8_row_bytes(DType weights, size_t n) {
   if (k_quant(weights)) return n / 256 * sizeof(Q8Block256);

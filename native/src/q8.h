@@ -36,6 +36,8 @@ struct Q8Block256 {
   float d;
 };
 
+// Whether inputs to weights of `weights` are quantized to q8 blocks of 256 (Q8Block256): the k-quants, file or packed.
+bool k_quant(DType weights);
 // Bytes of one activation row of n values quantized for weights of `weights` (0 for a dtype without q8 blocks).
 size_t q8_row_bytes(DType weights, size_t n);
 // One row of n values (whole blocks) into out (q8_row_bytes bytes).

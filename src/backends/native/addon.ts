@@ -30,8 +30,8 @@ export interface NativeAddon {
   readRows(table: Uint8Array, rowBytes: number, ids: Int32Array, out: Uint8Array): boolean;
   /** c[m, n] = op(a)[m, k] · op(b)[k, n], or c += that; op transposes (a stored [k, m], b stored [n, k]) when set. */
   gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Floats, b: Floats, c: Floats, accumulate: boolean, bf16?: boolean): void;
-  /** matmul of x by each weight (one dtype code, at most 8) into the out of the same index ([tokens, out.length ÷ tokens]). */
-  matmuls(x: Floats, tokens: number, inDim: number, dtype: number, weights: Weights[], outs: Floats[]): void;
+  /** matmul of x by each weight (at most 8: one dtype code, or one each) into the out of the same index ([tokens, out.length ÷ tokens]). */
+  matmuls(x: Floats, tokens: number, inDim: number, dtype: number | readonly number[], weights: Weights[], outs: Floats[]): void;
   /** The arrays' data addresses, for experts (the caller keeps the arrays alive as long as the table). */
   weightTable(arrays: Weights[]): ArrayBuffer;
   experts(

@@ -570,30 +570,26 @@ export class NativeBackend implements TrainingBackend {
   }
 
   /**
-   * matmul by several weights: those of one stored dtype in one addon call (the input quantized or transposed once,
-   * every weight's rows one job of the pool; Q4_K_M's q and k beside a Q6_K v: two calls); float32 ones one matmul
-   * each (their packed-panel GEMM).
+   * matmul by several weights: up to 8 in one addon call (the input quantized or transposed once per set of dtypes
+   * that share it, every set's rows one job of the pool: Q4_K_M's Q4_K q and k beside a Q6_K v are one job); float32
+   * ones one matmul each (their packed-panel GEMM).
    */
   matmuls(x: Tensor, weights: readonly Tensor[]): RefTensor[] {
     const input = f32(x);
     const inDim = asRef(x).cols;
     const tokens = input.length / inDim;
     const results: RefTensor[] = [];
-    const byCode = new Map<number, { index: number; weight: RefTensor; data: ProductWeight['data'] }[]>();
+    const stored: { index: number; weight: RefTensor; data: ProductWeight['data']; code: number }[] = [];
     weights.forEach((w, index) => {
       const weight = asRef(w);
       if (weight.dtype === 'f32' || weight.cols !== inDim) return (results[index] = this.matmul(x, weight)); // (its GEMM; its shape error)
-      const { data, code } = this.productWeight(weight);
-      const group = byCode.get(code) ?? byCode.set(code, []).get(code)!;
-      group.push({ index, weight, data });
+      stored.push({ index, weight, ...this.productWeight(weight) });
     });
-    for (const [code, group] of byCode) {
-      for (let at = 0; at < group.length; at += 8) { // the addon takes up to 8
-        const part = group.slice(at, at + 8);
-        const outs = part.map(({ weight }) => train.uninitialized(tokens * weight.rows));
-        this.addon.matmuls(input, tokens, inDim, code, part.map(({ data }) => data), outs);
-        part.forEach(({ index, weight }, i) => (results[index] = activation(outs[i]!, [tokens, weight.rows])));
-      }
+    for (let at = 0; at < stored.length; at += 8) { // the addon takes up to 8
+      const part = stored.slice(at, at + 8);
+      const outs = part.map(({ weight }) => train.uninitialized(tokens * weight.rows));
+      this.addon.matmuls(input, tokens, inDim, part.map(({ code }) => code), part.map(({ data }) => data), outs);
+      part.forEach(({ index, weight }, i) => (results[index] = activation(outs[i]!, [tokens, weight.rows])));
     }
     return results;
   }
