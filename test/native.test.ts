@@ -6,7 +6,10 @@ import { describe, it } from 'node:test';
 import { recycle, retire, scoped, uninitialized } from '../src/backends/native/training.js';
 import { NativeBackend } from '../src/backends/native/index.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
+import { encodeFloats } from '../src/core/dtype.js';
 import { ResourceError } from '../src/core/errors.js';
+import { createRng } from '../src/core/rng.js';
+import { weightFromBytes } from '../src/core/backend.js';
 import { loadModel } from '../src/model/load.js';
 import { writeRandomCheckpoint } from '../src/model/random-checkpoint.js';
 import { announceSkip, backendCases } from './backends.js';
@@ -63,10 +66,34 @@ describe('memory-mapped weights', { skip: announceSkip(native.skip) }, () => {
     assert.throws(() => addon.readRows(table, rowBytes, Int32Array.of(1), new Uint8Array(rowBytes - 1)), /out must hold ids × rowBytes bytes/);
   });
 
-  it('a decode token\'s embedding rows come from the file for every weight type: the same rows as through the mapping', async () => {
-    const addon = (native.create() as unknown as { addon: { readRows(...args: unknown[]): boolean } }).addon;
+  it('embedRows: rows of a mapped table of every stored type (k-quants too) read from its file and widened bit for bit as the reference widens them; a row outside is false, a misfit out or row size a RangeError', async () => {
+    const addon = (native.create() as unknown as { addon: { mapTensor(path: string, offset: number, length: number): ArrayBuffer; embedRows(...args: unknown[]): boolean } }).addon;
+    const reference = new ReferenceBackend();
+    const codes = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q5_k: 6, q6_k: 7 } as const; // DTYPE_CODES
+    const [rows, width] = [24, 512];
+    const rng = createRng(5);
+    const values = Float32Array.from({ length: rows * width }, () => (rng() - 0.5) * 3);
+    for (const [dtype, code] of Object.entries(codes) as [keyof typeof codes, number][]) {
+      const bytes = encodeFloats(dtype, values);
+      const file = join(tempDir(), `table-${dtype}.bin`);
+      writeFileSync(file, Buffer.concat([Buffer.alloc(77), bytes])); // an offset inside the first page
+      const table = new Uint8Array(addon.mapTensor(file, 77, bytes.byteLength));
+      const rowBytes = bytes.byteLength / rows;
+      const ids = Int32Array.of(3, 23, 0, 3);
+      const out = new Float32Array(ids.length * width);
+      assert.equal(addon.embedRows(table, rowBytes, code, ids, out), true, dtype);
+      const expected = reference.toFloat32(reference.embedding(await reference.weight(weightFromBytes('table', dtype, [rows, width], bytes)), ids));
+      assert.deepEqual(out, expected, `${dtype}: the reference's rows`);
+      assert.equal(addon.embedRows(table, rowBytes, code, Int32Array.of(24), new Float32Array(width)), false, `${dtype}: a row past the table`);
+      assert.throws(() => addon.embedRows(table, rowBytes, code, Int32Array.of(1), new Float32Array(width - 1)), /embedRows: out must hold ids × width floats/);
+      assert.throws(() => addon.embedRows(table, rowBytes + 1, code, Int32Array.of(1), new Float32Array(width)), /rowBytes must be width values of the dtype/);
+    }
+  });
+
+  it('a decode token\'s embedding rows come from the file for every weight type, widened natively: the same rows, bit for bit, as the reference widens through the mapping', async () => {
+    const addon = (native.create() as unknown as { addon: { embedRows(...args: unknown[]): boolean } }).addon;
     let fromFiles = 0; // gathers the file answered (not the fallback through the mapping)
-    const spy = Object.assign(Object.create(addon) as typeof addon, { readRows: (...args: unknown[]) => (addon.readRows(...args) ? (fromFiles++, true) : false) });
+    const spy = Object.assign(Object.create(addon) as typeof addon, { embedRows: (...args: unknown[]) => (addon.embedRows(...args) ? (fromFiles++, true) : false) });
     const backend = new NativeBackend(spy as never, { minMapped: 0 });
     const peer = join(repoRoot, 'test', 'fixtures', 'q8-peer');
     // bf16 (safetensors), f32 (safetensors), q8_0, q4_0 and f16 (GGUF)

@@ -375,6 +375,8 @@ void widen_any(const Kernels& k, const void* src, DType dtype, size_t n, float* 
   else k.widen(src, dtype, n, dst);
 }
 
+void widen_row(DType dtype, const void* src, size_t n, float* dst) { widen_any(kernels(), src, dtype, n, dst); }
+
 const char* simd_level() { return kernels().name; }
 
 size_t min_tile_tokens(DType dtype) {

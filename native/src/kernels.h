@@ -18,6 +18,10 @@ const char* simd_level();
 void gemm_rows(const float* X, size_t n, size_t in_dim, const void* W, DType dtype, size_t row_begin, size_t row_end, float* out,
                size_t out_stride);
 
+// n values of one stored row of `dtype` as float32 (the products' widening: bit-identical to the reference's
+// dequantization, which test/native.test.ts checks through the embedding's rows).
+void widen_row(DType dtype, const void* src, size_t n, float* dst);
+
 // out [tokens, out_dim] = x [tokens, in_dim] · W[out_dim, in_dim]ᵀ, parallel over rows.
 void matmul(const float* x, size_t tokens, size_t in_dim, const void* W, DType dtype, size_t out_dim, float* out);
 

@@ -28,6 +28,8 @@ export interface NativeAddon {
   releasePages(view: Uint8Array): boolean;
   /** Rows `ids` of a table view into a mapped file, read from the file into out (ids × rowBytes); false for other memory. */
   readRows(table: Uint8Array, rowBytes: number, ids: Int32Array, out: Uint8Array): boolean;
+  /** readRows, widened from the table's dtype code into out (float32, ids × width), in one call. */
+  embedRows(table: Uint8Array, rowBytes: number, dtype: number, ids: Int32Array, out: Float32Array): boolean;
   /** c[m, n] = op(a)[m, k] · op(b)[k, n], or c += that; op transposes (a stored [k, m], b stored [n, k]) when set. */
   gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Floats, b: Floats, c: Floats, accumulate: boolean, bf16?: boolean): void;
   /** matmul of x by each weight (at most 8: one dtype code, or one each) into the out of the same index ([tokens, out.length ÷ tokens]). */

@@ -115,7 +115,7 @@ interface NativeStepPlan extends StepPlan {
 
 /** Addon calls a plan records (native/src/step-plan.h), and those that leave it nothing to repeat (file rows, cache pages, facts). */
 const RECORDED = new Set(['matmul', 'matmuls', 'experts', 'attention', 'kvStore', 'rmsnorm', 'add', 'ropeRotate', 'routerForward']);
-const UNRECORDED = new Set(['planKinds', 'readRows', 'populate', 'releasePages', 'simdLevel', 'packedType', 'packWeight', 'weightTable', 'threads', 'quantGemmKernel', 'allocate', 'resize', 'release', 'mapTensor']);
+const UNRECORDED = new Set(['planKinds', 'readRows', 'embedRows', 'populate', 'releasePages', 'simdLevel', 'packedType', 'packWeight', 'weightTable', 'threads', 'quantGemmKernel', 'allocate', 'resize', 'release', 'mapTensor']);
 
 /** The addon, noting the arrays each recorded call is given and any call a plan would not repeat. */
 function recordingAddon(addon: NativeAddon, recording: Recording): NativeAddon {
@@ -532,16 +532,14 @@ export class NativeBackend implements TrainingBackend {
     if (this.products.has(weight)) return this.ref.embedding(table, ids); // a tied head's table: a product reads it whole every pass
     const data = weightData(weight);
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    if (ids.length <= FEW_ROWS) {
-      // A few rows (decode) read from a mapped table's file: no page of the mapping is touched, so none stays resident
-      // or is unmapped afterwards (a one-page madvise took ~60 µs here, the fault that mapped it again ~90). An id
-      // outside the table makes readRows answer false, and the gather below throws the error that names it.
-      const rowBytes = bytes.byteLength / weight.rows;
-      const gathered = new Uint8Array(ids.length * rowBytes);
-      if (this.addon.readRows(bytes, rowBytes, ids, gathered)) {
-        const Storage = data.constructor as new (buffer: ArrayBuffer) => typeof data;
-        return this.ref.embedding(new RefTensor(weight.dtype, [ids.length, weight.cols], new Storage(gathered.buffer)), Int32Array.from(ids.keys()));
-      }
+    if (ids.length <= FEW_ROWS && weight.dtype !== 'f64') {
+      // A few rows (decode) read from a mapped table's file and widened, in one addon call (readRows, a typed array and
+      // the reference's widening here took ~100 µs of a decode token): no page of the mapping is touched, so none
+      // stays resident or is unmapped afterwards (a one-page madvise took ~60 µs here, the fault that mapped it again
+      // ~90). An id outside the table makes embedRows answer false, and the gather below throws the error that names it.
+      const rows = train.uninitialized(ids.length * weight.cols);
+      if (this.addon.embedRows(bytes, bytes.byteLength / weight.rows, DTYPE_CODES[weight.dtype], ids, rows)) return activation(rows, [ids.length, weight.cols]);
+      train.recycle(rows);
     }
     const rows = this.ref.embedding(table, ids); // a row gather: widening copies (listed as a host copy)
     // A table mapped from its file is then unmapped (the bytes stay readable, from the page cache), so that resident
