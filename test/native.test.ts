@@ -11,6 +11,7 @@ import { ResourceError } from '../src/core/errors.js';
 import { createRng } from '../src/core/rng.js';
 import { weightFromBytes } from '../src/core/backend.js';
 import { loadModel } from '../src/model/load.js';
+import { firstNonFinite } from '../src/model/olmoe.js';
 import { writeRandomCheckpoint } from '../src/model/random-checkpoint.js';
 import { announceSkip, backendCases } from './backends.js';
 import { logitsOf, maxAbsDiff } from './checkpoints.js';
@@ -64,6 +65,25 @@ describe('memory-mapped weights', { skip: announceSkip(native.skip) }, () => {
     assert.equal(addon.readRows(table, rowBytes, Int32Array.of(60), new Uint8Array(rowBytes)), false, 'a row past the table');
     assert.equal(addon.readRows(new Uint8Array(5000), rowBytes, Int32Array.of(1), new Uint8Array(rowBytes)), false, 'memory not mapped from a file');
     assert.throws(() => addon.readRows(table, rowBytes, Int32Array.of(1), new Uint8Array(rowBytes - 1)), /out must hold ids × rowBytes bytes/);
+  });
+
+  it('firstNonFinite: the first NaN or ±∞, as the model\'s JavaScript scan finds it, at chunk edges and among extreme finite values', () => {
+    const backend = native.create();
+    const values = Float32Array.from({ length: 50304 }, (_, i) => Math.sin(i) * 100);
+    values[7] = 3.4028234663852886e38; // the largest finite float32
+    values[8] = -3.4028234663852886e38;
+    values[9] = 1e-45; // a denormal
+    const tensor = backend.fromFloat32(values, [1, values.length]);
+    assert.equal(backend.firstNonFinite!(tensor), -1);
+    assert.equal(firstNonFinite(values), -1);
+    for (const [at, bad] of [[0, NaN], [4095, Infinity], [4096, -Infinity], [50303, NaN], [12345, -NaN]] as const) {
+      const copy = values.slice();
+      copy[at] = bad;
+      copy[50303 - ((at + 1) % 50304)] = NaN; // a later (or earlier) one too: the first is named
+      const expected = firstNonFinite(copy);
+      assert.equal(backend.firstNonFinite!(backend.fromFloat32(copy, [1, copy.length])), expected, `${bad} at ${at}`);
+      assert.equal(expected, Math.min(at, 50303 - ((at + 1) % 50304)));
+    }
   });
 
   it('embedRows: rows of a mapped table of every stored type (k-quants too) read from its file and widened bit for bit as the reference widens them; a row outside is false, a misfit out or row size a RangeError', async () => {

@@ -191,6 +191,13 @@ Napi::Value EmbedRows(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), true);
 }
 
+// firstNonFinite(values) → index of the first NaN or ±∞, −1 if none.
+Napi::Value FirstNonFinite(const Napi::CallbackInfo& info) {
+  if (!check_arguments(info, 1)) return info.Env().Undefined();
+  auto values = info[0].As<Napi::Float32Array>();
+  return Napi::Number::New(info.Env(), static_cast<double>(olmoe::first_non_finite(values.Data(), values.ElementLength())));
+}
+
 // matmul(x, tokens, inDim, w, dtype, outDim, out)
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 7)) return info.Env().Undefined();
@@ -671,6 +678,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("releasePages", Napi::Function::New(env, ReleasePages));
   exports.Set("readRows", Napi::Function::New(env, ReadRows));
   exports.Set("embedRows", Napi::Function::New(env, EmbedRows));
+  exports.Set("firstNonFinite", Napi::Function::New(env, FirstNonFinite));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("experts", Napi::Function::New(env, Experts));
   exports.Set("matmuls", Napi::Function::New(env, Matmuls));

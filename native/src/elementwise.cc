@@ -1,7 +1,10 @@
 // Light per-element ops moved out of JS for prefill speed: RMSNorm, NeoX RoPE, residual add. Same arithmetic as
 // the reference backend (src/backends/reference/ops.ts), in float32 with double sums where it keeps results close.
 #include <cmath>
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 
 #include "kernels.h"
 #include "pool.h"
@@ -36,6 +39,32 @@ void rope(const float* x, size_t tokens, size_t heads, size_t head_dim, const in
       }
     }
   });
+}
+
+// One clone per vector width, picked at load (ifunc): 7 → 2 µs for 50,304 values in cache.
+#if defined(__x86_64__) && defined(__linux__)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+VECTOR_CLONES ptrdiff_t first_non_finite(const float* x, size_t n) {
+  // An exponent of all ones is NaN or ±∞: exponent + 1 carries into bit 31 for those values only. Chunks of 4,096
+  // values are or-reduced first (and, add, or: integer work the compiler vectorizes), the value found only in a chunk
+  // that has one.
+  constexpr size_t kChunk = 4096;
+  for (size_t c = 0; c < n; c += kChunk) {
+    const size_t end = std::min(n, c + kChunk);
+    uint32_t any = 0;
+    for (size_t i = c; i < end; i++) {
+      uint32_t bits;
+      std::memcpy(&bits, x + i, 4);
+      any |= (bits & 0x7f800000u) + 0x00800000u;
+    }
+    if (any & 0x80000000u)
+      for (size_t i = c; i < end; i++)
+        if (!std::isfinite(x[i])) return static_cast<ptrdiff_t>(i);
+  }
+  return -1;
 }
 
 void add(const float* a, const float* b, size_t n, float* out) {

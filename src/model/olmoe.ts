@@ -189,7 +189,8 @@ export class OlmoeModel implements OlmoeParts {
    * empty cache with a check after every stage (exact when the pass started at position 0, as a prompt does).
    */
   private checkFinite(result: Tensor, inputs: readonly BatchInput[]): Tensor {
-    const bad = firstNonFinite(this.backend.toFloat32(result));
+    const { backend } = this;
+    const bad = backend.firstNonFinite ? backend.firstNonFinite(result) : firstNonFinite(backend.toFloat32(result));
     if (bad < 0) return result;
     const vocab = this.config.vocabSize;
     const where = `logit ${bad % vocab} of row ${Math.floor(bad / vocab)}`;

@@ -28,6 +28,8 @@ export interface NativeAddon {
   releasePages(view: Uint8Array): boolean;
   /** Rows `ids` of a table view into a mapped file, read from the file into out (ids × rowBytes); false for other memory. */
   readRows(table: Uint8Array, rowBytes: number, ids: Int32Array, out: Uint8Array): boolean;
+  /** Index of the first NaN or ±∞ of values, −1 if none. */
+  firstNonFinite(values: Float32Array): number;
   /** readRows, widened from the table's dtype code into out (float32, ids × width), in one call. */
   embedRows(table: Uint8Array, rowBytes: number, dtype: number, ids: Int32Array, out: Float32Array): boolean;
   /** c[m, n] = op(a)[m, k] · op(b)[k, n], or c += that; op transposes (a stored [k, m], b stored [n, k]) when set. */

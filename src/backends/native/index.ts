@@ -115,7 +115,7 @@ interface NativeStepPlan extends StepPlan {
 
 /** Addon calls a plan records (native/src/step-plan.h), and those that leave it nothing to repeat (file rows, cache pages, facts). */
 const RECORDED = new Set(['matmul', 'matmuls', 'experts', 'attention', 'kvStore', 'rmsnorm', 'add', 'ropeRotate', 'routerForward']);
-const UNRECORDED = new Set(['planKinds', 'readRows', 'embedRows', 'populate', 'releasePages', 'simdLevel', 'packedType', 'packWeight', 'weightTable', 'threads', 'quantGemmKernel', 'allocate', 'resize', 'release', 'mapTensor']);
+const UNRECORDED = new Set(['planKinds', 'readRows', 'embedRows', 'firstNonFinite', 'populate', 'releasePages', 'simdLevel', 'packedType', 'packWeight', 'weightTable', 'threads', 'quantGemmKernel', 'allocate', 'resize', 'release', 'mapTensor']);
 
 /** The addon, noting the arrays each recorded call is given and any call a plan would not repeat. */
 function recordingAddon(addon: NativeAddon, recording: Recording): NativeAddon {
@@ -365,6 +365,11 @@ export class NativeBackend implements TrainingBackend {
   toFloat32(x: Tensor): Float32Array {
     if (asRef(x).unwritten) train.materialize(x); // an accumulator no op wrote counts as zeros
     return this.ref.toFloat32(x);
+  }
+
+  /** Backend.firstNonFinite: the addon's scan. */
+  firstNonFinite(x: Tensor): number {
+    return this.addon.firstNonFinite(this.toFloat32(x));
   }
 
   zeros(shape: readonly number[]): Tensor {
