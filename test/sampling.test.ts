@@ -14,6 +14,7 @@ import {
   softmax,
   topKFilter,
   topPFilter,
+  type SamplingOptions,
 } from '../src/generate/sampling.js';
 
 const kept = (logits: Float32Array) => [...logits.keys()].filter((i) => logits[i]! > -Infinity);
@@ -135,15 +136,28 @@ describe('sampling chain', () => {
   });
 
   it('sampleToken after top-k draws among the tokens left exactly as the chain over the whole vocabulary does', () => {
-    const values = vocabulary(5, 30);
-    const opts = { temperature: 0.7, topK: 50, topP: 0.9 };
-    const chain = softmax(topPFilter(topKFilter(applyTemperature(values, 0.7), 50), 0.9)); // the definition, whole
-    for (let n = 0; n < 2000; n++) {
-      const u = (n + 0.5) / 2000;
-      const id = sampleToken(values, opts, () => u, []);
-      assert.equal(id, drawFromProbabilities(chain, u), `u ${u}`);
+    // The chain by its definition, each filter over the whole vocabulary; sampleToken works on the tokens top-k keeps.
+    // Coarse values (many ties at the k-th), temperatures whose float32 rounding merges neighbouring values, masked
+    // tokens, top-p, min-p and a repetition penalty on top.
+    const cases: [Float32Array, SamplingOptions & { temperature: number; topK: number }][] = [
+      [vocabulary(5, 30), { temperature: 0.7, topK: 50, topP: 0.9 }],
+      [vocabulary(6, 3), { temperature: 1, topK: 50 }],
+      [vocabulary(7, 40), { temperature: 0.3, topK: 1 }],
+      [vocabulary(8, 10), { temperature: 1.7, topK: 200, topP: 0.5, minP: 0.05 }],
+      [vocabulary(9, 0.5), { temperature: 0.9, topK: 40, topP: 0.95, repetitionPenalty: 1.3 }],
+      [Float32Array.from({ length: 50304 }, (_, i) => 1 + i * 1e-7), { temperature: 3, topK: 60 }], // float32 rounding ties after temperature
+    ];
+    for (const [values, opts] of cases) {
+      const seen = [3, 77, 500, 50303];
+      let scores = applyRepetitionPenalty(values, seen, opts.repetitionPenalty ?? 1);
+      scores = topKFilter(applyTemperature(scores, opts.temperature), opts.topK);
+      const chain = softmax(minPFilter(topPFilter(scores, opts.topP ?? 1), opts.minP ?? 0)); // the definition, whole
+      for (let n = 0; n < 2000; n++) {
+        const u = (n + 0.5) / 2000;
+        assert.equal(sampleToken(values, opts, () => u, seen), drawFromProbabilities(chain, u), `${JSON.stringify(opts)}, u ${u}`);
+      }
+      if (opts.topK > 1) assert.ok(chain.filter((p) => p > 0).length > 1, `${JSON.stringify(opts)}: several tokens to draw from`);
     }
-    assert.ok(chain.filter((p) => p > 0).length > 10, 'the case leaves several tokens to draw from');
   });
 
   it('invalid values are rejected with the option named', () => {

@@ -25,8 +25,11 @@ export function topIndicesDescending(values: ArrayLike<number>, count: number, k
       at = child;
     }
   };
+  let worst = -Infinity; // the root's value once the heap is full: a value at or below it ranks below (its index is larger)
   for (let i = 0; i < values.length && heap.length > 0; i++) {
-    if (!keep(values[i]!)) continue;
+    const value = values[i]!;
+    if (size === heap.length && !(value > worst)) continue; // most of a vocabulary: one comparison each (NaN too)
+    if (!keep(value)) continue;
     if (size < heap.length) {
       let at = size++;
       heap[at] = i;
@@ -35,9 +38,11 @@ export function topIndicesDescending(values: ArrayLike<number>, count: number, k
         [heap[at], heap[parent]] = [heap[parent]!, heap[at]!];
         at = parent;
       }
+      if (size === heap.length) worst = values[heap[0]!]!;
     } else if (below(heap[0]!, i)) {
       heap[0] = i;
       siftDown(0);
+      worst = values[heap[0]!]!;
     }
   }
   return Array.from(heap.subarray(0, size)).sort((a, b) => values[b]! - values[a]! || a - b);
