@@ -29,6 +29,9 @@ export function checkSamplingOptions(o: SamplingOptions): void {
   }
 }
 
+/** Whether a score is left (not masked): one function for every call of topIndicesDescending. */
+const finite = (value: number): boolean => value > -Infinity;
+
 /** Index of the largest logit; the lowest index among equals. */
 export function argmax(logits: Float32Array): number {
   let best = 0;
@@ -55,7 +58,7 @@ export function applyTemperature(logits: Float32Array, temperature: number, out:
 
 export function topKFilter(logits: Float32Array, k: number, out?: Float32Array): Float32Array {
   if (k <= 0 || k >= logits.length) return logits;
-  const top = topIndicesDescending(logits, k, (value) => value > -Infinity);
+  const top = topIndicesDescending(logits, k, finite);
   if (top.length < k) return logits; // k or fewer tokens left: all stay
   return masked(logits, logits[top[k - 1]!]!, out);
 }
@@ -67,7 +70,7 @@ export function topPFilter(logits: Float32Array, p: number, out?: Float32Array):
   // The most likely tokens, in growing numbers until they reach p (a peaked distribution needs few); past a 16th of
   // the vocabulary a sort of all probabilities is faster.
   for (let count = 64; count <= logits.length / 16; count *= 4) {
-    const order = topIndicesDescending(logits, count, (value) => value > -Infinity);
+    const order = topIndicesDescending(logits, count, finite);
     let cumulative = 0;
     for (let j = 0; j < order.length; j++) {
       cumulative += probs[order[j]!]!;
@@ -193,16 +196,22 @@ interface Candidates {
  * than k tokens are left (top-k then keeps all of them: the chain's own path).
  */
 function topKCandidates(scores: Float32Array, k: number, temperature: number): Candidates | null {
-  const top = topIndicesDescending(scores, k, (value) => value > -Infinity);
+  const top = topIndicesDescending(scores, k, finite);
   if (top.length < k) return null;
   const cutoff = Math.fround(scores[top[k - 1]!]! / temperature);
   // Only a logit above `loose` can reach the cutoff (one comparison for most of the vocabulary): rounded to float32,
   // s / T ≥ cutoff needs s / T above the next float32 below the cutoff; the margin covers the product's rounding.
   const below = (cutoff - Math.abs(cutoff) * 2 ** -23 - 2 ** -149) * temperature;
   const loose = below - Math.abs(below) * 2 ** -40;
+  const ids = atOrAbove(scores, loose, cutoff, temperature);
+  return { ids: Int32Array.from(ids), values: Float32Array.from(ids, (i) => Math.fround(scores[i]! / temperature)) };
+}
+
+/** The tokens whose score reaches `cutoff` after temperature (`loose`: a bound below which none does). */
+function atOrAbove(scores: Float32Array, loose: number, cutoff: number, temperature: number): number[] {
   const ids: number[] = [];
   for (let i = 0; i < scores.length; i++) if (scores[i]! >= loose && Math.fround(scores[i]! / temperature) >= cutoff) ids.push(i);
-  return { ids: Int32Array.from(ids), values: Float32Array.from(ids, (i) => Math.fround(scores[i]! / temperature)) };
+  return ids;
 }
 
 /**
