@@ -44,15 +44,21 @@ describe('step profiles', () => {
       assert.ok(found, `${kind} in ${profile.ops.map((o) => o.kind).join(', ')}`);
       return found;
     };
-    for (const kind of ['rmsnorm', 'matmul', 'rope', 'kv store', 'attention', 'add', 'router', 'experts']) assert.ok(op(kind).seconds > 0, `${kind} timed`);
+    for (const kind of ['rmsnorm', 'rope', 'kv store', 'attention', 'add', 'router', 'experts']) assert.ok(op(kind).seconds > 0, `${kind} timed`);
+    // Products by their weights' stored types: 'matmul bf16', 'matmul f32', … (a packed type under its file type)
+    const products = profile.ops.filter((o) => o.kind.startsWith('matmul'));
+    assert.ok(products.length > 0 && products.every((o) => o.seconds > 0), 'products timed');
     const timed = profile.ops.reduce((sum, o) => sum + o.seconds, 0);
     assert.ok(timed <= wall, `ops ${timed} s within the steps' ${wall} s`);
 
     const { layers } = model.weights, { numExpertsPerTok: topK } = model.config;
     assert.equal(op('attention').calls, tokens * layers.length);
     assert.equal(op('experts').calls, tokens * layers.length);
-    const products = layers.reduce((sum, l) => sum + bytes(l.q) + bytes(l.k) + bytes(l.v) + bytes(l.o) + bytes(l.router), bytes(model.weights.lmHead!));
-    assert.equal(op('matmul').bytes, tokens * products, 'q, k, v, o, router of every layer and the head, once a token');
+    const productWeights = layers.flatMap((l) => [l.q, l.k, l.v, l.o, l.router]).concat(model.weights.lmHead!);
+    const productBytes = productWeights.reduce((sum, w) => sum + bytes(w), 0);
+    assert.equal(products.reduce((sum, o) => sum + o.bytes, 0), tokens * productBytes, 'q, k, v, o, router of every layer and the head, once a token');
+    const types = new Set(products.flatMap((o) => o.kind.slice('matmul '.length).split('+')));
+    assert.deepEqual([...types].sort(), [...new Set(productWeights.map((w) => w.dtype))].sort(), `the kinds name the weights' types: ${products.map((o) => o.kind).join(', ')}`);
     const expert = (l: (typeof layers)[number]) => bytes(l.experts.gate[0]!) + bytes(l.experts.up[0]!) + bytes(l.experts.down[0]!);
     assert.equal(op('experts').bytes, tokens * topK * layers.reduce((sum, l) => sum + expert(l), 0), 'top-k experts a layer');
     const rowBytes = (cache as RefKVCache).rowBytes;

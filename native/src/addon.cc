@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -198,6 +199,29 @@ Napi::Value FirstNonFinite(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(olmoe::first_non_finite(values.Data(), values.ElementLength())));
 }
 
+// A product step's kind for the profile (step-plan.h): "matmul" and its weights' stored types, a packed type under its
+// file type ("matmul q4_k", "matmul q4_k+q6_k"), so that `olmoe bench --profile` shows each type's rate apart (Q4_K_M's
+// Q6_K head beside its Q4_K products). Interned: a step keeps the pointer.
+const char* product_kind(const olmoe::Product* products, size_t count) {
+  static const char* const names[] = {"f32", "bf16", "f16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_0", "q4_k", "q6_k"};  // by DType
+  std::string kind = "matmul";
+  const char* previous[olmoe::kMostProducts] = {};
+  size_t distinct = 0;
+  for (size_t i = 0; i < count && i < olmoe::kMostProducts; i++) {
+    const auto code = static_cast<size_t>(products[i].dtype);
+    const char* name = code < sizeof(names) / sizeof(names[0]) ? names[code] : "?";
+    if (std::find(previous, previous + distinct, name) != previous + distinct) continue;
+    kind += (distinct == 0 ? " " : "+") + std::string(name);
+    previous[distinct++] = name;
+  }
+  static std::mutex mutex;
+  static std::unordered_map<std::string, std::unique_ptr<std::string>> interned;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& slot = interned[kind];
+  if (!slot) slot = std::make_unique<std::string>(kind);
+  return slot->c_str();
+}
+
 // matmul(x, tokens, inDim, w, dtype, outDim, out)
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 7)) return info.Env().Undefined();
@@ -207,7 +231,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const auto dtype = static_cast<DType>(info[4].As<Napi::Number>().Int32Value());
   float* out = data_of<float>(info[6]);
   const double bytes = static_cast<double>(out_dim * olmoe::row_bytes(dtype, in_dim));
-  olmoe::run_step({"matmul", bytes}, [=](ptrdiff_t) { olmoe::matmul(x, tokens, in_dim, w, dtype, out_dim, out); });
+  const olmoe::Product product{w, out_dim, out, dtype};
+  olmoe::run_step({product_kind(&product, 1), bytes}, [=](ptrdiff_t) { olmoe::matmul(x, tokens, in_dim, w, dtype, out_dim, out); });
   return info.Env().Undefined();
 }
 
@@ -241,7 +266,7 @@ Napi::Value Matmuls(const Napi::CallbackInfo& info) {
     bytes += static_cast<double>(need);
   }
   const float* x = data_of<float>(info[0]);
-  olmoe::run_step({"matmul", bytes}, [=](ptrdiff_t) { olmoe::matmuls(x, tokens, in_dim, list.data(), count); });
+  olmoe::run_step({product_kind(list.data(), count), bytes}, [=](ptrdiff_t) { olmoe::matmuls(x, tokens, in_dim, list.data(), count); });
   return info.Env().Undefined();
 }
 
@@ -655,7 +680,7 @@ Napi::Value PlanRun(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(steps));
 }
 
-// planKinds(plan) → each step's kind ('matmul', 'experts', 'attention', 'kv store', 'rmsnorm', 'add', 'rope', 'router').
+// planKinds(plan) → each step's kind ('matmul <types>' as product_kind names it, 'experts', 'attention', 'kv store', 'rmsnorm', 'add', 'rope', 'router').
 Napi::Value PlanKinds(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 1)) return info.Env().Undefined();
   const olmoe::StepPlan* plan = info[0].As<Napi::External<olmoe::StepPlan>>().Data();

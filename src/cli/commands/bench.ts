@@ -237,7 +237,8 @@ function profileDecode(model: OlmoeModel, cache: KVCache, promptIds: Int32Array,
 function profileTable(profile: DecodeProfile): string {
   const read = profile.readGBPerSecond === null ? '' : `; read ${profile.readGBPerSecond} GB/s beside it`;
   const lines = [`decode profile: ${profile.tokens} tokens, ${profile.msPerToken} ms a token (${(1000 / profile.msPerToken).toFixed(2)} tok/s${read})`];
-  const row = (cells: string[]) => cells.map((cell, i) => (i === 0 ? cell.padEnd(12) : cell.padStart(11))).join(' ');
+  const width = Math.max(12, ...profile.ops.map((op) => op.kind.length)); // 'matmul q4_k+q6_k'
+  const row = (cells: string[]) => cells.map((cell, i) => (i === 0 ? cell.padEnd(width) : cell.padStart(11))).join(' ');
   lines.push(row(['op', 'calls/token', 'µs/token', '% of token', 'MB/token', 'GB/s', '% of read']));
   for (const op of profile.ops) {
     lines.push(row([op.kind, String(op.callsPerToken), op.microsecondsPerToken.toFixed(1), op.percentOfToken.toFixed(1), op.mbPerToken > 0 ? op.mbPerToken.toFixed(2) : '', op.gbPerSecond?.toFixed(1) ?? '', op.percentOfRead?.toFixed(1) ?? '']));
