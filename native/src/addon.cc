@@ -201,8 +201,10 @@ Napi::Value FirstNonFinite(const Napi::CallbackInfo& info) {
 
 // A product step's kind for the profile (step-plan.h): "matmul" and its weights' stored types, a packed type under its
 // file type ("matmul q4_k", "matmul q4_k+q6_k"), so that `olmoe bench --profile` shows each type's rate apart (Q4_K_M's
-// Q6_K head beside its Q4_K products). Interned: a step keeps the pointer.
+// Q6_K head beside its Q4_K products). Interned: a step keeps the pointer. Only a plan being recorded keeps a step's
+// kind, so outside a recording (prefill, every call of an unrecorded pass) the names are not built.
 const char* product_kind(const olmoe::Product* products, size_t count) {
+  if (!olmoe::recording_plan()) return "matmul";
   static const char* const names[] = {"f32", "bf16", "f16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_0", "q4_k", "q6_k"};  // by DType
   std::string kind = "matmul";
   const char* previous[olmoe::kMostProducts] = {};
@@ -680,7 +682,8 @@ Napi::Value PlanRun(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(steps));
 }
 
-// planKinds(plan) → each step's kind ('matmul <types>' as product_kind names it, 'experts', 'attention', 'kv store', 'rmsnorm', 'add', 'rope', 'router').
+// planKinds(plan) → each step's kind ('matmul <types>' as product_kind names it, 'experts', 'attention', 'kv store',
+// 'rmsnorm', 'add', 'rope', 'router').
 Napi::Value PlanKinds(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 1)) return info.Env().Undefined();
   const olmoe::StepPlan* plan = info[0].As<Napi::External<olmoe::StepPlan>>().Data();
