@@ -321,6 +321,25 @@ describe('q4_0, q4_k and q6_k repacked 16 rows to a vector (native/src/packed.h)
     }
   });
 
+  it('packWeight: weights are 64-byte-aligned views into one shared chunk (V8 sees one external allocation, not one per weight), apart, each in the layout of packed.h', () => {
+    const addon = (packed as unknown as { addon: { packWeight(dtype: number, bytes: Uint8Array, rows: number, cols: number): Uint8Array } }).addon;
+    const small = encodeFloats('q4_0', randoms(90, 16 * 64, 0.5));
+    const large = encodeFloats('q4_0', randoms(91, 48 * 96, 0.5));
+    const [a, b, c] = [addon.packWeight(4, small, 16, 64), addon.packWeight(4, large, 48, 96), addon.packWeight(4, small, 16, 64)];
+    assert.ok(a.buffer === b.buffer && b.buffer === c.buffer, 'one chunk');
+    assert.deepEqual([a.byteLength, b.byteLength, c.byteLength], [small.length, large.length, small.length], 'as many bytes as the file layout');
+    for (const v of [a, b, c]) assert.equal(v.byteOffset % 64, 0);
+    assert.ok(b.byteOffset >= a.byteOffset + a.byteLength && c.byteOffset >= b.byteOffset + b.byteLength, 'pieces apart');
+    assert.deepEqual(c, a, 'packing again gives the same bytes, and packing b left a alone');
+    // Block 0 of group 0: the 16 rows' f16 scales (bytes 0..1 of each row's first 18-byte block), then vector s whose
+    // lane r holds code bytes 4s..4s+3 of row r.
+    for (let r = 0; r < 16; r++) {
+      const row = small.subarray(r * 36, r * 36 + 18);
+      assert.deepEqual([...a.subarray(2 * r, 2 * r + 2)], [...row.subarray(0, 2)], `row ${r} scale`);
+      for (let s = 0; s < 4; s++) assert.deepEqual([...a.subarray(32 + 64 * s + 4 * r, 32 + 64 * s + 4 * r + 4)], [...row.subarray(2 + 4 * s, 6 + 4 * s)], `row ${r} codes ${s}`);
+    }
+  });
+
   it('a weight mapped from its file keeps its bytes after packing unmaps its pages (the embedding gather and toFloat32 read them)', async () => {
     const [rows, inDim] = [64, 4096]; // 147 KiB: whole pages inside it
     const bytes = encodeFloats('q4_0', randoms(77, rows * inDim, 0.5));

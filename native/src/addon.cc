@@ -120,8 +120,23 @@ Napi::Value PackedType(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), file_type ? static_cast<int>(olmoe::packed_type(static_cast<DType>(code))) : code);
 }
 
-// packWeight(dtype, bytes, rows, cols) → an ArrayBuffer holding the rows × cols weights (q4_0, q4_k or q6_k; rows % 16 == 0)
-// in their packed layout (packed.h), freed when collected.
+// Per JavaScript environment (the main thread, each worker): the chunk packed weights are carved from now
+// (packed.h), its ArrayBuffer held by a reference until the next chunk replaces it. A chunk's buffer is then kept
+// alive by the weights' views alone, and its finalizer unmaps the chunk once the last is collected.
+struct PackedArena {
+  Napi::Reference<Napi::ArrayBuffer> buffer;
+  size_t size = 0, used = 0;
+};
+
+PackedArena& packed_arena(Napi::Env env) {
+  if (PackedArena* arena = env.GetInstanceData<PackedArena>()) return *arena;
+  auto* arena = new PackedArena;
+  env.SetInstanceData(arena);  // deleted with the environment
+  return *arena;
+}
+
+// packWeight(dtype, bytes, rows, cols) → a Uint8Array holding the rows × cols weights (q4_0, q4_k or q6_k;
+// rows % 16 == 0) in their packed layout (packed.h): a view into its chunk's ArrayBuffer.
 Napi::Value PackWeight(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 4)) return info.Env().Undefined();
   const int code = info[0].As<Napi::Number>().Int32Value();
@@ -135,15 +150,24 @@ Napi::Value PackWeight(const Napi::CallbackInfo& info) {
         .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  const size_t bytes = rows * olmoe::row_bytes(packed, cols);
-  void* handle = nullptr;
-  void* memory = olmoe::packed_allocate(bytes, &handle);
-  if (!memory) {
-    Napi::Error::New(info.Env(), "out of memory: cannot allocate " + std::to_string(bytes) + " bytes for packed weights").ThrowAsJavaScriptException();
-    return info.Env().Undefined();
+  const size_t bytes = rows * olmoe::row_bytes(packed, cols), rounded = (bytes + 63) / 64 * 64;
+  PackedArena& arena = packed_arena(info.Env());
+  if (arena.buffer.IsEmpty() || arena.size - arena.used < rounded) {
+    const size_t size = std::max(rounded, olmoe::kPackedChunk);
+    void* memory = olmoe::packed_chunk_allocate(size);
+    if (!memory) {
+      Napi::Error::New(info.Env(), "out of memory: cannot allocate " + std::to_string(size) + " bytes for packed weights").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    auto chunk = Napi::ArrayBuffer::New(info.Env(), memory, size, [size](Napi::Env, void* data) { olmoe::packed_chunk_free(data, size); });
+    arena.buffer = Napi::Persistent(chunk);  // the previous chunk's reference released: its views keep it alive
+    arena.size = size, arena.used = 0;
   }
-  olmoe::pack_rows(dtype, data_of<uint8_t>(info[1]), rows, cols, static_cast<uint8_t*>(memory));
-  return Napi::ArrayBuffer::New(info.Env(), memory, bytes, [](Napi::Env, void*, void* chunk) { olmoe::packed_free(chunk); }, handle);
+  Napi::ArrayBuffer chunk = arena.buffer.Value();
+  const size_t offset = arena.used;
+  arena.used += rounded;
+  olmoe::pack_rows(dtype, data_of<uint8_t>(info[1]), rows, cols, static_cast<uint8_t*>(chunk.Data()) + offset);
+  return Napi::Uint8Array::New(info.Env(), bytes, chunk, offset);
 }
 
 // releasePages(view) → whether the view lies in a mapped file, whose whole pages inside it this process then unmaps

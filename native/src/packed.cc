@@ -1,12 +1,11 @@
 // packed.h: the q4_0, q4_k and q6_k repacking, the scalar twin of their kernels, and the chunks packed weights live in.
 #include "packed.h"
 
-#include "mapping.h"
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <vector>
 
 #include "pool.h"
@@ -194,55 +193,13 @@ void pack_rows(DType dtype, const uint8_t* src, size_t rows, size_t n, uint8_t* 
   pack_q4_0_r16(src, rows, n, dst);
 }
 
-namespace {
-
-// A piece that does not fit in the current chunk's rest starts a new chunk, and the rest's last huge page is resident
-// but unused (up to 2 MiB, about 1 MiB on average): 57 such tails in OLMoE-1B-7B Q4_0's 3.6 GiB of 64 MiB chunks, 14 in
-// 256 MiB ones (RSS after load 3,845 → ~3,800 MiB). Pages of a chunk never written stay virtual.
-constexpr size_t kChunk = size_t{256} << 20;
-
-struct Chunk {
-  uint8_t* base;
-  size_t size, used;
-  size_t live;
-};
-
-std::mutex chunk_mutex;
-Chunk* current = nullptr;
-
-Chunk* new_chunk(size_t at_least) {
-  const size_t size = huge_size(std::max(at_least, kChunk));
-  void* base = huge_allocate(size);
-  return base ? new Chunk{static_cast<uint8_t*>(base), size, 0, 0} : nullptr;
+void* packed_chunk_allocate(size_t bytes) {
+  void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return memory == MAP_FAILED ? nullptr : memory;
 }
 
-}  // namespace
-
-void* packed_allocate(size_t bytes, void** handle) {
-  std::lock_guard<std::mutex> lock(chunk_mutex);
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  if (!current || current->size - current->used < rounded) {
-    Chunk* fresh = new_chunk(rounded);
-    if (!fresh) return nullptr;
-    if (current && current->live == 0) {
-      huge_free(current->base, current->size);
-      delete current;
-    }
-    current = fresh;
-  }
-  void* piece = current->base + current->used;
-  current->used += rounded;
-  current->live++;
-  *handle = current;
-  return piece;
-}
-
-void packed_free(void* handle) {
-  std::lock_guard<std::mutex> lock(chunk_mutex);
-  Chunk* chunk = static_cast<Chunk*>(handle);
-  if (--chunk->live > 0 || chunk == current) return;
-  huge_free(chunk->base, chunk->size);
-  delete chunk;
+void packed_chunk_free(void* memory, size_t bytes) {
+  if (memory) munmap(memory, bytes);
 }
 
 }  // namespace olmoe

@@ -51,9 +51,16 @@ void pack_rows(DType dtype, const uint8_t* src, size_t rows, size_t n, uint8_t* 
 void qgemm_rows_r16(const QDotArgs& args);
 void qgemm_rows_r16_vnni(const QDotArgs& args);
 
-// Memory for packed weights: 2 MiB-aligned chunks advised for transparent huge pages (decode streams them like the
-// mapped files), handed out in 64-byte-aligned pieces; a chunk is unmapped when its last piece is freed.
-void* packed_allocate(size_t bytes, void** handle);
-void packed_free(void* handle);
+// Memory for packed weights, in chunks the addon hands out in pieces (one ArrayBuffer per chunk, each weight a view
+// into it: V8 then sees one external allocation per chunk, where an ArrayBuffer per weight had it run a full
+// mark-compact for "external memory pressure" ~60 times while OLMoE-1B-7B Q4_0 loaded). Plain anonymous memory, not
+// advised for transparent huge pages: a huge-page fault in an advised region waits for memory compaction, and on the
+// virtual machine measured (AMD EPYC, 2 vCPUs, page cache full of model files) that took Q4_0's load from ~4.5 s to
+// 8.5–12.7 s, with decode no faster (the KV cache left huge pages for the same reason, addon.cc allocate).
+// A piece that does not fit in a chunk's rest starts a new chunk; the rest's pages are never written and stay virtual.
+constexpr size_t kPackedChunk = size_t{256} << 20;
+// Zeroed anonymous memory of `bytes` (its pages faulted in as they are written), or nullptr.
+void* packed_chunk_allocate(size_t bytes);
+void packed_chunk_free(void* memory, size_t bytes);
 
 }  // namespace olmoe

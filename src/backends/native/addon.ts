@@ -22,8 +22,8 @@ export interface NativeAddon {
   matmul(x: Floats, tokens: number, inDim: number, w: Weights, dtype: number, outDim: number, out: Floats): void;
   /** The dtype code weights of this code are repacked to for this CPU (native/src/packed.h: q4_0, q4_k and q6_k on AVX-512 VNNI without AMX; OLMOE_PACK=0 declines), else the code. */
   packedType(dtype: number): number;
-  /** rows × cols weights of dtype code 4 (q4_0) or 5 (q4_k), rows % 16 == 0, in their packed layout. */
-  packWeight(dtype: number, bytes: Uint8Array, rows: number, cols: number): ArrayBuffer;
+  /** rows × cols weights of dtype code 4 (q4_0), 5 (q4_k) or 7 (q6_k), rows % 16 == 0, in their packed layout: a view into a chunk shared with other packed weights. */
+  packWeight(dtype: number, bytes: Uint8Array, rows: number, cols: number): Uint8Array;
   /** Unmaps the whole pages of a view into a mapped file (they map again when read); false for other memory. */
   releasePages(view: Uint8Array): boolean;
   /** Rows `ids` of a table view into a mapped file, read from the file into out (ids × rowBytes); false for other memory. */

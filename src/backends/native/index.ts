@@ -281,7 +281,7 @@ export class NativeBackend implements TrainingBackend {
     if (!packing || t.cols % packing.block !== 0) return { data, code: DTYPE_CODES[weightDtype(t)] };
     let packed = this.packed.get(t);
     if (!packed) {
-      packed = new Uint8Array(this.addon.packWeight(DTYPE_CODES[t.dtype as DType], data as Uint8Array, t.rows, t.cols));
+      packed = this.addon.packWeight(DTYPE_CODES[t.dtype as DType], data as Uint8Array, t.rows, t.cols);
       this.packed.set(t, packed);
       const bytes = data as Uint8Array, last = this.lastPacked;
       // With the weight packed before it when the file puts them side by side: their shared page goes too (one per
