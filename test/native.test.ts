@@ -45,8 +45,8 @@ describe('memory-mapped weights', { skip: announceSkip(native.skip) }, () => {
   });
 
   it('rows read from a mapped table\'s file are its bytes, and no page of the mapping becomes resident', { skip: process.platform === 'linux' ? false : 'reads /proc/self/smaps' }, () => {
-    const addon = (native.create() as unknown as { addon: { mapTensor(path: string, offset: number, length: number): ArrayBuffer; readRows(table: Uint8Array, rowBytes: number, ids: Int32Array, out: Uint8Array): boolean } }).addon;
-    const page = 4096, rowBytes = 1000; // rows straddle pages
+    const addon = (native.create() as unknown as { addon: { mapTensor(path: string, offset: number, length: number): ArrayBuffer; embedRows(...args: unknown[]): boolean } }).addon;
+    const page = 4096, rowBytes = 1000; // rows straddle pages; float32 rows of 250 (widened: copied bit for bit)
     const file = join(tempDir(), 'table.bin');
     const content = Uint8Array.from({ length: 16 * page }, (_, i) => (i * 7 + 3) & 255);
     writeFileSync(file, content);
@@ -58,13 +58,13 @@ describe('memory-mapped weights', { skip: announceSkip(native.skip) }, () => {
       return Number(smaps.slice(at + 1).find((line) => line.startsWith('Rss:'))!.match(/(\d+)/)![1]);
     };
     const ids = Int32Array.of(4, 59, 0, 4, 37);
-    const out = new Uint8Array(ids.length * rowBytes);
-    assert.equal(addon.readRows(table, rowBytes, ids, out), true);
-    ids.forEach((id, i) => assert.deepEqual(out.subarray(i * rowBytes, (i + 1) * rowBytes), content.subarray(offset + id * rowBytes, offset + (id + 1) * rowBytes), `row ${id}`));
+    const out = new Float32Array((ids.length * rowBytes) / 4);
+    assert.equal(addon.embedRows(table, rowBytes, 0, ids, out), true);
+    const bytes = new Uint8Array(out.buffer);
+    ids.forEach((id, i) => assert.deepEqual(bytes.subarray(i * rowBytes, (i + 1) * rowBytes), content.subarray(offset + id * rowBytes, offset + (id + 1) * rowBytes), `row ${id}`));
     assert.equal(resident(), 0, 'the mapping was not touched');
-    assert.equal(addon.readRows(table, rowBytes, Int32Array.of(60), new Uint8Array(rowBytes)), false, 'a row past the table');
-    assert.equal(addon.readRows(new Uint8Array(5000), rowBytes, Int32Array.of(1), new Uint8Array(rowBytes)), false, 'memory not mapped from a file');
-    assert.throws(() => addon.readRows(table, rowBytes, Int32Array.of(1), new Uint8Array(rowBytes - 1)), /out must hold ids × rowBytes bytes/);
+    assert.equal(addon.embedRows(table, rowBytes, 0, Int32Array.of(60), new Float32Array(rowBytes / 4)), false, 'a row past the table');
+    assert.equal(addon.embedRows(new Uint8Array(5000), rowBytes, 0, Int32Array.of(1), new Float32Array(rowBytes / 4)), false, 'memory not mapped from a file');
   });
 
   it('firstNonFinite: the first NaN or ±∞, as the model\'s JavaScript scan finds it, at chunk edges and among extreme finite values', () => {

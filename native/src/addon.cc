@@ -178,25 +178,11 @@ Napi::Value ReleasePages(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), olmoe::release_pages(data_of<uint8_t>(info[0]), view.ByteLength()));
 }
 
-// readRows(table, rowBytes, ids, out) → whether rows `ids` of a table view into a mapped file were read from the file
-// into out (mapping.h read_rows: the mapping's pages untouched); false for other memory, an id outside, a failed read.
-Napi::Value ReadRows(const Napi::CallbackInfo& info) {
-  if (!check_arguments(info, 4)) return info.Env().Undefined();
-  auto table = info[0].As<Napi::TypedArray>();
-  auto ids = info[2].As<Napi::Int32Array>();
-  auto out = info[3].As<Napi::TypedArray>();
-  const size_t row_bytes = size_arg(info, 1);
-  if (row_bytes == 0 || out.ByteLength() != ids.ElementLength() * row_bytes) {
-    Napi::RangeError::New(info.Env(), "olmoe native readRows: out must hold ids × rowBytes bytes").ThrowAsJavaScriptException();
-    return info.Env().Undefined();
-  }
-  return Napi::Boolean::New(info.Env(), olmoe::read_rows(data_of<uint8_t>(info[0]), table.ByteLength(), row_bytes, ids.Data(), ids.ElementLength(), data_of<uint8_t>(info[3])));
-}
-
 // embedRows(table, rowBytes, dtype, ids, out) → whether rows `ids` of a table view into a mapped file were read from
-// the file (readRows) and widened from `dtype` into out (float32, ids × width): one call for decode's embedding row
-// where the gather, a typed array and the reference's widening in JavaScript took ~100 µs a token in the model (cold
-// caches between tokens) against ~30 here. False as readRows; an out or rowBytes that does not fit the dtype throws.
+// the file (mapping.h read_rows: the mapping's pages untouched) and widened from `dtype` into out (float32, ids ×
+// width): one call for decode's embedding row where the gather, a typed array and the reference's widening in
+// JavaScript took ~100 µs a token in the model (cold caches between tokens) against ~30 here. False for other memory,
+// an id outside, a failed read; an out or rowBytes that does not fit the dtype throws.
 Napi::Value EmbedRows(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 5)) return info.Env().Undefined();
   auto table = info[0].As<Napi::TypedArray>();
@@ -728,7 +714,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("packedType", Napi::Function::New(env, PackedType));
   exports.Set("packWeight", Napi::Function::New(env, PackWeight));
   exports.Set("releasePages", Napi::Function::New(env, ReleasePages));
-  exports.Set("readRows", Napi::Function::New(env, ReadRows));
   exports.Set("embedRows", Napi::Function::New(env, EmbedRows));
   exports.Set("firstNonFinite", Napi::Function::New(env, FirstNonFinite));
   exports.Set("gemm", Napi::Function::New(env, Gemm));

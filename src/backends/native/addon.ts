@@ -26,11 +26,9 @@ export interface NativeAddon {
   packWeight(dtype: number, bytes: Uint8Array, rows: number, cols: number): Uint8Array;
   /** Unmaps the whole pages of a view into a mapped file (they map again when read); false for other memory. */
   releasePages(view: Uint8Array): boolean;
-  /** Rows `ids` of a table view into a mapped file, read from the file into out (ids × rowBytes); false for other memory. */
-  readRows(table: Uint8Array, rowBytes: number, ids: Int32Array, out: Uint8Array): boolean;
   /** Index of the first NaN or ±∞ of values, −1 if none. */
   firstNonFinite(values: Float32Array): number;
-  /** readRows, widened from the table's dtype code into out (float32, ids × width), in one call. */
+  /** Rows `ids` of a table view into a mapped file, read from the file (no page of the mapping touched) and widened from the table's dtype code into out (float32, ids × width); false for other memory or an id outside. */
   embedRows(table: Uint8Array, rowBytes: number, dtype: number, ids: Int32Array, out: Float32Array): boolean;
   /** c[m, n] = op(a)[m, k] · op(b)[k, n], or c += that; op transposes (a stored [k, m], b stored [n, k]) when set. */
   gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Floats, b: Floats, c: Floats, accumulate: boolean, bf16?: boolean): void;

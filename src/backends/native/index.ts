@@ -115,7 +115,7 @@ interface NativeStepPlan extends StepPlan {
 
 /** Addon calls a plan records (native/src/step-plan.h), and those that leave it nothing to repeat (file rows, cache pages, facts). */
 const RECORDED = new Set(['matmul', 'matmuls', 'experts', 'attention', 'kvStore', 'rmsnorm', 'add', 'ropeRotate', 'routerForward']);
-const UNRECORDED = new Set(['planKinds', 'readRows', 'embedRows', 'firstNonFinite', 'populate', 'releasePages', 'simdLevel', 'packedType', 'packWeight', 'weightTable', 'threads', 'quantGemmKernel', 'allocate', 'resize', 'release', 'mapTensor']);
+const UNRECORDED = new Set(['planKinds', 'embedRows', 'firstNonFinite', 'populate', 'releasePages', 'simdLevel', 'packedType', 'packWeight', 'weightTable', 'threads', 'quantGemmKernel', 'allocate', 'resize', 'release', 'mapTensor']);
 
 /** The addon, noting the arrays each recorded call is given and any call a plan would not repeat. */
 function recordingAddon(addon: NativeAddon, recording: Recording): NativeAddon {
@@ -538,7 +538,7 @@ export class NativeBackend implements TrainingBackend {
     const data = weightData(weight);
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     if (ids.length <= FEW_ROWS && weight.dtype !== 'f64') {
-      // A few rows (decode) read from a mapped table's file and widened, in one addon call (readRows, a typed array and
+      // A few rows (decode) read from a mapped table's file and widened, in one addon call (a row read, a typed array and
       // the reference's widening here took ~100 µs of a decode token): no page of the mapping is touched, so none
       // stays resident or is unmapped afterwards (a one-page madvise took ~60 µs here, the fault that mapped it again
       // ~90). An id outside the table makes embedRows answer false, and the gather below throws the error that names it.
