@@ -3,6 +3,10 @@
 
 #include <sys/mman.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -44,10 +48,56 @@ void pack_groups(const uint8_t* src, size_t rows, size_t blocks, size_t block_by
   });
 }
 
+// fn(out, rows, stride) for every 16-row group and block column: `rows` is the group's first row's block in the file
+// layout (the others `stride` bytes apart), `out` the group's packed block.
+template <typename Fn>
+void pack_group_blocks(const uint8_t* src, size_t rows, size_t blocks, size_t block_bytes, uint8_t* dst, size_t group_block_bytes, const Fn& fn) {
+  const size_t stride = blocks * block_bytes;
+  pool().parallel_for(rows / 16, [&](size_t g0, size_t g1) {
+    for (size_t g = g0; g < g1; g++)
+      for (size_t b = 0; b < blocks; b++) fn(dst + (g * blocks + b) * group_block_bytes, src + 16 * g * stride + b * block_bytes, stride);
+  });
+}
+
+// 16 bytes of each of 16 rows (`stride` apart) → four 64-byte vectors, vector s's 32-bit lane r holding bytes 4s..4s+3
+// of row r: the layout of every packed type's codes.
+void transpose_dwords_scalar(const uint8_t* rows, size_t stride, uint8_t* out) {
+  for (size_t r = 0; r < 16; r++)
+    for (size_t s = 0; s < 4; s++) std::memcpy(out + 64 * s + 4 * r, rows + r * stride + 4 * s, 4);
+}
+
+#if defined(__x86_64__)
+// Four rows to a vector (a 128-bit lane each), then per s two two-source permutes: ~40 vector operations where the
+// scalar copies took 64 (with Q4_0 OLMoE-1B-7B's packing the largest user-space part of its load).
+__attribute__((target("avx512f"))) void transpose_dwords_avx512(const uint8_t* rows, size_t stride, uint8_t* out) {
+  __m512i quads[4];  // quads[k]: rows 4k..4k+3, dword 4j + s = row 4k + j's dword s
+  for (int k = 0; k < 4; k++) {
+    const uint8_t* r = rows + 4 * k * stride;
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r)));
+    for (int j = 1; j < 4; j++) v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + j * stride)), j);
+    quads[k] = v;
+  }
+  for (int s = 0; s < 4; s++) {
+    const __m512i pick = _mm512_setr_epi32(s, 4 + s, 8 + s, 12 + s, 16 + s, 20 + s, 24 + s, 28 + s, s, 4 + s, 8 + s, 12 + s, 16 + s, 20 + s, 24 + s, 28 + s);
+    const __m512i low = _mm512_permutex2var_epi32(quads[0], pick, quads[1]), high = _mm512_permutex2var_epi32(quads[2], pick, quads[3]);
+    _mm512_storeu_si512(out + 64 * s, _mm512_mask_blend_epi32(0xFF00, low, high));
+  }
+}
+#endif
+
+using TransposeDwords = void (*)(const uint8_t*, size_t, uint8_t*);
+TransposeDwords transpose_dwords() {
+#if defined(__x86_64__)
+  if (cpu().level == Simd::Avx512) return transpose_dwords_avx512;
+#endif
+  return transpose_dwords_scalar;
+}
+
 void pack_q4_0_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
-  pack_groups(src, rows, n / 32, 18, dst, kGroupBlockBytes, [](uint8_t* out, const uint8_t* block, size_t r) {
-    std::memcpy(out + 2 * r, block, 2);
-    for (size_t s = 0; s < 4; s++) std::memcpy(out + 32 + 64 * s + 4 * r, block + 2 + 4 * s, 4);
+  const TransposeDwords transpose = transpose_dwords();
+  pack_group_blocks(src, rows, n / 32, 18, dst, kGroupBlockBytes, [&](uint8_t* out, const uint8_t* block, size_t stride) {
+    for (size_t r = 0; r < 16; r++) std::memcpy(out + 2 * r, block + r * stride, 2);
+    transpose(block + 2, stride, out + 32);
   });
 }
 
@@ -62,11 +112,15 @@ void scale_min(const uint8_t* q, int j, uint8_t* scale, uint8_t* min) {
 }
 
 void pack_q4_k_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {
-  pack_groups(src, rows, n / 256, 144, dst, kGroupSuperBytes, [](uint8_t* out, const uint8_t* block, size_t r) {
-    std::memcpy(out + 2 * r, block, 2);
-    std::memcpy(out + 32 + 2 * r, block + 2, 2);
-    for (size_t v = 0; v < 3; v++) std::memcpy(out + kSuperScales + 64 * v + 4 * r, block + 4 + 4 * v, 4);
-    for (size_t v = 0; v < 32; v++) std::memcpy(out + kSuperCodes + 64 * v + 4 * r, block + 16 + 4 * v, 4);
+  const TransposeDwords transpose = transpose_dwords();
+  pack_group_blocks(src, rows, n / 256, 144, dst, kGroupSuperBytes, [&](uint8_t* out, const uint8_t* block, size_t stride) {
+    for (size_t r = 0; r < 16; r++) {
+      const uint8_t* row = block + r * stride;
+      std::memcpy(out + 2 * r, row, 2);
+      std::memcpy(out + 32 + 2 * r, row + 2, 2);
+      for (size_t v = 0; v < 3; v++) std::memcpy(out + kSuperScales + 64 * v + 4 * r, row + 4 + 4 * v, 4);
+    }
+    for (size_t c = 0; c < 8; c++) transpose(block + 16 + 16 * c, stride, out + kSuperCodes + 256 * c);
   });
 }
 
