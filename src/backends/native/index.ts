@@ -409,7 +409,7 @@ export class NativeBackend implements TrainingBackend {
     asRef(x).unwritten = false;
   }
 
-  /** The reference backend's cache layout on huge-page memory, rows rounded to its type by the addon (bit-identical). */
+  /** The reference backend's cache layout on the addon's memory (its own pages from 1 MiB on), rows rounded to its type by the addon (bit-identical). */
   createKVCache(opts: KVCacheOptions): RefKVCache {
     const refused = (bytes: number, error: unknown) => {
       const positions = bytes / kvRowBytes(opts.dtype ?? DEFAULT_KV_CACHE_TYPE, opts.kvHeads * opts.headDim);
