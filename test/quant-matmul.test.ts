@@ -14,10 +14,12 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { describe, it } from 'node:test';
 import { createBackend } from '../src/backends/index.js';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
@@ -338,6 +340,27 @@ describe('q4_0, q4_k and q6_k repacked 16 rows to a vector (native/src/packed.h)
       assert.deepEqual([...a.subarray(2 * r, 2 * r + 2)], [...row.subarray(0, 2)], `row ${r} scale`);
       for (let s = 0; s < 4; s++) assert.deepEqual([...a.subarray(32 + 64 * s + 4 * r, 32 + 64 * s + 4 * r + 4)], [...row.subarray(2 + 4 * s, 6 + 4 * s)], `row ${r} codes ${s}`);
     }
+  });
+
+  it('a worker thread packs into its own chunks (the arena is per JavaScript environment) and exits or is terminated cleanly; the main thread packs on after', async () => {
+    const code = `const { parentPort, workerData } = require('node:worker_threads');
+      Promise.all([import(${JSON.stringify(new URL('../src/backends/index.js', import.meta.url).href)}), import(${JSON.stringify(new URL('../src/core/dtype.js', import.meta.url).href)})]).then(([{ createBackend }, { encodeFloats }]) => {
+        const addon = createBackend('native', { pack: true }).addon;
+        const bytes = encodeFloats('q4_0', new Float32Array(32 * 64).fill(0.25));
+        const views = [addon.packWeight(4, bytes, 32, 64), addon.packWeight(4, bytes, 32, 64)];
+        parentPort.postMessage(views.map((v) => [v.byteOffset, v.buffer.byteLength]));
+        if (workerData === 'terminate') setInterval(() => {}, 1000);
+      });`;
+    for (const end of ['exit', 'terminate']) {
+      const worker = new Worker(code, { eval: true, workerData: end });
+      const exited = once(worker, 'exit');
+      const [pieces] = (await once(worker, 'message')) as [number[][]];
+      assert.deepEqual(pieces, [[0, 256 * 2 ** 20], [1152, 256 * 2 ** 20]], `${end}: a fresh arena in the worker, its pieces in one chunk`);
+      if (end === 'terminate') await worker.terminate();
+      assert.equal((await exited)[0], end === 'exit' ? 0 : 1, end);
+    }
+    const addon = (packed as unknown as { addon: { packWeight(dtype: number, bytes: Uint8Array, rows: number, cols: number): Uint8Array } }).addon;
+    assert.equal(addon.packWeight(4, encodeFloats('q4_0', randoms(92, 16 * 64, 0.5)), 16, 64).byteLength, 576);
   });
 
   it('a weight mapped from its file keeps its bytes after packing unmaps its pages (the embedding gather and toFloat32 read them)', async () => {
