@@ -125,7 +125,7 @@ Napi::Value PackedType(const Napi::CallbackInfo& info) {
 // alive by the weights' views alone, and its finalizer unmaps the chunk once the last is collected.
 struct PackedArena {
   Napi::Reference<Napi::ArrayBuffer> buffer;
-  size_t size = 0, used = 0;
+  size_t used = 0;  // bytes of the chunk handed out
 };
 
 PackedArena& packed_arena(Napi::Env env) {
@@ -152,7 +152,7 @@ Napi::Value PackWeight(const Napi::CallbackInfo& info) {
   }
   const size_t bytes = rows * olmoe::row_bytes(packed, cols), rounded = (bytes + 63) / 64 * 64;
   PackedArena& arena = packed_arena(info.Env());
-  if (arena.buffer.IsEmpty() || arena.size - arena.used < rounded) {
+  if (arena.buffer.IsEmpty() || arena.buffer.Value().ByteLength() - arena.used < rounded) {
     const size_t size = std::max(rounded, olmoe::kPackedChunk);
     void* memory = olmoe::packed_chunk_allocate(size);
     if (!memory) {
@@ -161,7 +161,7 @@ Napi::Value PackWeight(const Napi::CallbackInfo& info) {
     }
     auto chunk = Napi::ArrayBuffer::New(info.Env(), memory, size, [size](Napi::Env, void* data) { olmoe::packed_chunk_free(data, size); });
     arena.buffer = Napi::Persistent(chunk);  // the previous chunk's reference released: its views keep it alive
-    arena.size = size, arena.used = 0;
+    arena.used = 0;
   }
   Napi::ArrayBuffer chunk = arena.buffer.Value();
   const size_t offset = arena.used;

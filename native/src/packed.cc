@@ -36,18 +36,6 @@ DType packed_type(DType dtype) {
 
 namespace {
 
-// fn(out, block, r) for every 16-row group, block column and row r of the group: `block` is row 16g + r's block in the
-// file layout (`block_bytes` each, `blocks` per row), `out` the group's packed block (`group_block_bytes`).
-template <typename Fn>
-void pack_groups(const uint8_t* src, size_t rows, size_t blocks, size_t block_bytes, uint8_t* dst, size_t group_block_bytes, const Fn& fn) {
-  const size_t stride = blocks * block_bytes;
-  pool().parallel_for(rows / 16, [&](size_t g0, size_t g1) {
-    for (size_t g = g0; g < g1; g++)
-      for (size_t b = 0; b < blocks; b++)
-        for (size_t r = 0; r < 16; r++) fn(dst + (g * blocks + b) * group_block_bytes, src + (16 * g + r) * stride + b * block_bytes, r);
-  });
-}
-
 // fn(out, rows, stride) for every 16-row group and block column: `rows` is the group's first row's block in the file
 // layout (the others `stride` bytes apart), `out` the group's packed block.
 template <typename Fn>
@@ -56,6 +44,15 @@ void pack_group_blocks(const uint8_t* src, size_t rows, size_t blocks, size_t bl
   pool().parallel_for(rows / 16, [&](size_t g0, size_t g1) {
     for (size_t g = g0; g < g1; g++)
       for (size_t b = 0; b < blocks; b++) fn(dst + (g * blocks + b) * group_block_bytes, src + 16 * g * stride + b * block_bytes, stride);
+  });
+}
+
+// fn(out, block, r) for every 16-row group, block column and row r of the group: `block` is row 16g + r's block in the
+// file layout (`block_bytes` each, `blocks` per row), `out` the group's packed block (`group_block_bytes`).
+template <typename Fn>
+void pack_groups(const uint8_t* src, size_t rows, size_t blocks, size_t block_bytes, uint8_t* dst, size_t group_block_bytes, const Fn& fn) {
+  pack_group_blocks(src, rows, blocks, block_bytes, dst, group_block_bytes, [&](uint8_t* out, const uint8_t* first, size_t stride) {
+    for (size_t r = 0; r < 16; r++) fn(out, first + r * stride, r);
   });
 }
 
