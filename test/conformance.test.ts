@@ -21,7 +21,9 @@ import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { loadModel } from '../src/model/load.js';
 import { NativeBackend } from '../src/backends/native/index.js';
 import { announceSkip, backendCases } from './backends.js';
-import { tinyModelDir } from './helpers.js';
+import { assertChildRunPasses, tinyModelDir } from './helpers.js';
+
+const nativeCase = backendCases.find((b) => b.name === 'native')!;
 
 const DTYPES: DType[] = ['f32', 'bf16', 'f16', 'q8_0', 'q4_0', 'q4_k', 'q5_k', 'q6_k'];
 /** Input widths must hold whole blocks: 32 values for q8_0/q4_0, 256 for the K-quants. */
@@ -181,3 +183,17 @@ for (const target of backendCases.filter((b) => b.name !== 'reference')) {
     });
   });
 }
+
+// The decode kernels with the software prefetch this CPU does not default to (native/src/simd.h stream_prefetch: the
+// float weights' one-token rows, q8_0's and the repacked 4-bit types' decode tiles): this file again in a child process.
+describe('conformance with OLMOE_PREFETCH flipped (a child process)', { skip: announceSkip(nativeCase.skip) }, () => {
+  const created = nativeCase.skip ? undefined : (nativeCase.create() as { simd?: string; streamPrefetch?: boolean });
+  const flipped = created?.streamPrefetch ? '0' : '1';
+  const skip = process.env.OLMOE_PREFETCH ? 'already a child run' : created?.simd !== 'avx512' ? 'the prefetching kernels are AVX-512 ones' : false;
+  it(`OLMOE_PREFETCH=${flipped}: this file's tests pass, and the native backend runs with it`, { skip }, () => {
+    assertChildRunPasses(import.meta.url, { OLMOE_PREFETCH: flipped }, `OLMOE_PREFETCH=${flipped}`);
+  });
+  it('a child run has the prefetch setting it asked for', { skip: process.env.OLMOE_PREFETCH ? false : 'not a child run' }, () => {
+    assert.equal(created?.streamPrefetch, process.env.OLMOE_PREFETCH === '1');
+  });
+});

@@ -1,4 +1,6 @@
 /** Paths and small utilities shared by the tests (compiled to dist/test/). */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -40,4 +42,17 @@ export function tempDir(prefix = 'olmoe-test-'): string {
 /** Remove every folder tempDir made so far (also run at exit); a test may call it to free space early. */
 export function removeTempDirs(): void {
   for (const dir of madeTempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * Runs a compiled test file again in a child process with `env` added (a top-level run of its own: the runner's
+ * NODE_TEST_CONTEXT is dropped, else the nested runner reports to its parent and exits 0) and asserts that it ran
+ * tests and all passed, naming the failures.
+ */
+export function assertChildRunPasses(fileUrl: string, env: Record<string, string>, label: string): void {
+  const { NODE_TEST_CONTEXT: _, ...inherited } = process.env;
+  const child = spawnSync(process.execPath, ['--test', fileURLToPath(fileUrl)], { encoding: 'utf8', env: { ...inherited, ...env }, timeout: 300_000 });
+  const failures = child.stdout.split('\n').filter((line) => /not ok|error:/.test(line)).join('\n');
+  assert.equal(child.status, 0, `${label}:\n${failures}${child.stderr}`);
+  assert.match(child.stdout, /# pass [1-9]\d*\n# fail 0\n/, `${label}: the child ran tests and all passed`);
 }

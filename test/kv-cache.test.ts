@@ -10,12 +10,11 @@
  *    δ = 2^-11·|x| for f16 (relative rounding), amax·(1/254 + 2^-11) for q8_0 (half a step of d = amax/127, and d's
  *    own f16 rounding times 127);
  * 5. a bad cache type is an error naming it;
- * and the native tests again in child processes with each lower SIMD level this CPU has (OLMOE_SIMD).
+ * and the native tests again in child processes with each lower SIMD level this CPU has (OLMOE_SIMD), and at AVX-512
+ * with the decode kernels' software prefetch flipped from this CPU's default (OLMOE_PREFETCH).
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { KV_CACHE_TYPES, parseKVCacheType, type Backend, type KVCacheType } from '../src/core/backend.js';
 import { InputError } from '../src/core/errors.js';
 import { createRng } from '../src/core/rng.js';
@@ -23,6 +22,7 @@ import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { attention, attentionUnblocked } from '../src/backends/reference/attention.js';
 import { decodeKVRows, encodeKVRows, RefKVCache } from '../src/backends/reference/kv-cache.js';
 import { announceSkip, backendCases } from './backends.js';
+import { assertChildRunPasses } from './helpers.js';
 
 const reference = new ReferenceBackend();
 const native = backendCases[1]!;
@@ -132,9 +132,11 @@ describe('KV cache storage populated ahead of its writes', () => {
 describe('native attention vs the reference, per cache type', { skip: announceSkip(native.skip) }, () => {
   const backend = native.skip ? reference : native.create();
 
-  it('runs at the SIMD level this process asked for (OLMOE_SIMD)', () => {
+  it('runs at the SIMD level and with the stream prefetch this process asked for (OLMOE_SIMD, OLMOE_PREFETCH)', () => {
     const expected = process.env.OLMOE_EXPECT_SIMD;
     if (expected) assert.equal((backend as { simd?: string }).simd, expected);
+    const prefetch = process.env.OLMOE_PREFETCH;
+    if (prefetch) assert.equal((backend as { streamPrefetch?: boolean }).streamPrefetch, prefetch === '1');
   });
 
   for (const type of KV_CACHE_TYPES) {
@@ -243,18 +245,21 @@ describe('the error law of a rounded cache (vs the f32 cache)', () => {
   }
 });
 
-describe('every SIMD level on this machine (child processes with OLMOE_SIMD)', { skip: announceSkip(native.skip) }, () => {
+describe('every SIMD level on this machine (child processes with OLMOE_SIMD, and OLMOE_PREFETCH flipped)', { skip: announceSkip(native.skip) }, () => {
   const levels = ['avx512', 'avx2', 'scalar'];
-  const best = native.skip ? 'scalar' : ((native.create() as { simd?: string }).simd ?? 'scalar');
+  const created = native.skip ? undefined : (native.create() as { simd?: string; streamPrefetch?: boolean });
+  const best = created?.simd ?? 'scalar';
+  const child = process.env.OLMOE_EXPECT_SIMD ? 'already a child run' : false;
   for (const level of levels.slice(levels.indexOf(best) + 1)) {
-    it(`OLMOE_SIMD=${level}: this file's tests pass`, { skip: process.env.OLMOE_EXPECT_SIMD ? 'already a child run' : false }, () => {
-      const { NODE_TEST_CONTEXT: _, ...env } = process.env; // a top-level run of its own, reporting to its stdout
-      const child = spawnSync(process.execPath, ['--test', fileURLToPath(import.meta.url)], {
-        encoding: 'utf8', env: { ...env, OLMOE_SIMD: level, OLMOE_EXPECT_SIMD: level }, timeout: 300_000,
-      });
-      const failures = child.stdout.split('\n').filter((line) => /not ok|error:/.test(line)).join('\n');
-      assert.equal(child.status, 0, `${level}:\n${failures}`);
-      assert.match(child.stdout, /# pass [1-9]\d*\n# fail 0\n/, `${level}: the child ran tests and all passed`);
+    it(`OLMOE_SIMD=${level}: this file's tests pass`, { skip: child }, () => {
+      assertChildRunPasses(import.meta.url, { OLMOE_SIMD: level, OLMOE_EXPECT_SIMD: level }, level);
+    });
+  }
+  // Decode attention's f16 and f32 rows with the software prefetch this CPU does not default to (native/src/simd.h).
+  if (best === 'avx512') {
+    const flipped = created?.streamPrefetch ? '0' : '1';
+    it(`OLMOE_PREFETCH=${flipped}: this file's tests pass`, { skip: child }, () => {
+      assertChildRunPasses(import.meta.url, { OLMOE_PREFETCH: flipped, OLMOE_EXPECT_SIMD: best }, `OLMOE_PREFETCH=${flipped}`);
     });
   }
 });

@@ -10,7 +10,8 @@
  *    tiles at the scalar level), the grouped experts with many tokens per expert, and non-finite activations;
  * 4. the same file again in child processes with OLMOE_SIMD forcing each lower level the CPU has (avx2, scalar), with
  *    OLMOE_AMX=0 on a CPU with AMX (the VNNI tiles), and with OLMOE_WIDE_ROWS flipped on a CPU with VNNI (the K-quant
- *    rows and q8_0 decode rows at the width this CPU does not default to), so every kernel runs on one machine.
+ *    rows and q8_0 decode rows at the width this CPU does not default to), and with OLMOE_PREFETCH flipped at AVX-512
+ *    (the decode kernels with the software prefetch this CPU does not default to), so every kernel runs on one machine.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -18,7 +19,6 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describe, it } from 'node:test';
 import { createBackend } from '../src/backends/index.js';
@@ -30,7 +30,7 @@ import { encodeFloats, float32ToF16Bits, widenInto, type QuantDType } from '../s
 import { createRng } from '../src/core/rng.js';
 import { QUANT_BLOCKS } from '../src/core/quant.js';
 import { announceSkip, backendCases } from './backends.js';
-import { cliPath, tinyModelDir } from './helpers.js';
+import { assertChildRunPasses, cliPath, tinyModelDir } from './helpers.js';
 
 const QUANT_DTYPES: QuantDType[] = ['q8_0', 'q4_0', 'q4_k', 'q5_k', 'q6_k'];
 const cpuFlags = (() => {
@@ -142,9 +142,11 @@ describe('the rounding law: |q8 matmul − exact matmul on dequantized weights| 
 describe('native quantized matmul vs the reference', { skip: announceSkip(native.skip) }, () => {
   const backend: Backend = native.skip ? reference : native.create();
 
-  it('runs at the SIMD level this process asked for (OLMOE_SIMD)', () => {
+  it('runs at the SIMD level and with the stream prefetch this process asked for (OLMOE_SIMD, OLMOE_PREFETCH)', () => {
     const expected = process.env.OLMOE_EXPECT_SIMD;
     if (expected) assert.equal((backend as { simd?: string }).simd, expected);
+    const prefetch = process.env.OLMOE_PREFETCH;
+    if (prefetch) assert.equal((backend as { streamPrefetch?: boolean }).streamPrefetch, prefetch === '1');
   });
 
   it('prefill takes the kernel the CPU, the level and OLMOE_AMX call for', () => {
@@ -383,33 +385,40 @@ describe('q4_0, q4_k and q6_k repacked 16 rows to a vector (native/src/packed.h)
   });
 });
 
-describe('every SIMD level on this machine (child processes with OLMOE_SIMD, OLMOE_AMX=0 and OLMOE_WIDE_ROWS)', { skip: announceSkip(native.skip) }, () => {
+describe('every SIMD level on this machine (child processes with OLMOE_SIMD, OLMOE_AMX=0, OLMOE_WIDE_ROWS and OLMOE_PREFETCH)', { skip: announceSkip(native.skip) }, () => {
   const levels = ['avx512', 'avx2', 'scalar'];
-  const best = native.skip ? 'scalar' : ((native.create() as { simd?: string }).simd ?? 'scalar');
-  const runs: Array<{ level: string; amx?: '0'; wide?: '0' | '1' }> = levels.slice(levels.indexOf(best) + 1).map((level) => ({ level }));
+  const created = native.skip ? undefined : (native.create() as { simd?: string; streamPrefetch?: boolean });
+  const best = created?.simd ?? 'scalar';
+  const runs: Array<{ level: string; amx?: '0'; wide?: '0' | '1'; prefetch?: '0' | '1' }> = levels.slice(levels.indexOf(best) + 1).map((level) => ({ level }));
   if (best === 'avx512' && /\bamx_int8\b/.test(cpuFlags)) runs.unshift({ level: 'avx512', amx: '0' });
   // The row kernels' other width (K-quant rows and q8_0 decode: 512-bit by default on AMD, 256-bit elsewhere; native/src/simd.h wide_rows)
   if (best === 'avx512' && /\bavx512_vnni\b/.test(cpuFlags)) runs.unshift({ level: 'avx512', wide: /\bAuthenticAMD\b/.test(cpuFlags) ? '0' : '1' });
-  for (const { level, amx, wide } of runs) {
-    const name = amx ? `OLMOE_AMX=0 (VNNI tiles at ${level})` : wide ? `OLMOE_WIDE_ROWS=${wide} (K-quant and q8_0 decode rows at the other width)` : `OLMOE_SIMD=${level}`;
+  // The decode tiles and q8_0 decode rows with the software prefetch this CPU does not default to (simd.h stream_prefetch)
+  if (best === 'avx512') runs.unshift({ level: 'avx512', prefetch: created?.streamPrefetch ? '0' : '1' });
+  for (const { level, amx, wide, prefetch } of runs) {
+    const name = amx ? `OLMOE_AMX=0 (VNNI tiles at ${level})` : wide ? `OLMOE_WIDE_ROWS=${wide} (K-quant and q8_0 decode rows at the other width)`
+      : prefetch ? `OLMOE_PREFETCH=${prefetch} (decode kernels with the other software prefetch)` : `OLMOE_SIMD=${level}`;
     it(`${name}: this file's tests pass`, { skip: process.env.OLMOE_EXPECT_SIMD ? 'already a child run' : false }, () => {
-      // Without the runner's NODE_TEST_CONTEXT: inherited, it makes the nested runner report to us and exit 0.
-      const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-      const child = spawnSync(process.execPath, ['--test', fileURLToPath(import.meta.url)], {
-        encoding: 'utf8', env: { ...env, OLMOE_SIMD: level, OLMOE_EXPECT_SIMD: level, ...(amx ? { OLMOE_AMX: amx } : {}), ...(wide ? { OLMOE_WIDE_ROWS: wide } : {}) }, timeout: 300_000,
-      });
-      const failures = child.stdout.split('\n').filter((line) => /not ok|error:/.test(line)).join('\n');
-      assert.equal(child.status, 0, `${level}:\n${failures}`);
-      assert.match(child.stdout, /# pass [1-9]\d*\n# fail 0\n/, `${level}: the child ran tests and all passed`);
+      assertChildRunPasses(import.meta.url, {
+        OLMOE_SIMD: level, OLMOE_EXPECT_SIMD: level, ...(amx ? { OLMOE_AMX: amx } : {}), ...(wide ? { OLMOE_WIDE_ROWS: wide } : {}), ...(prefetch ? { OLMOE_PREFETCH: prefetch } : {}),
+      }, name);
     });
   }
 });
 
-describe('OLMOE_SIMD values', { skip: announceSkip(native.skip) }, () => {
+describe('OLMOE_SIMD and OLMOE_PREFETCH values', { skip: announceSkip(native.skip) }, () => {
+  const logits = (env: Record<string, string>) => {
+    const { NODE_TEST_CONTEXT: _, ...inherited } = process.env;
+    return spawnSync(process.execPath, [cliPath, 'logits', tinyModelDir, '--ids', '1,2', '--backend', 'native'], { encoding: 'utf8', env: { ...inherited, ...env } });
+  };
   it('an unknown level is an error naming the variable, its value and the levels', () => {
-    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-    const run = spawnSync(process.execPath, [cliPath, 'logits', tinyModelDir, '--ids', '1,2', '--backend', 'native'], { encoding: 'utf8', env: { ...env, OLMOE_SIMD: 'avx3' } });
+    const run = logits({ OLMOE_SIMD: 'avx3' });
     assert.equal(run.status, 1);
     assert.match(run.stderr, /OLMOE_SIMD=avx3: expected one of avx512, avx2, scalar/);
+  });
+  it('a prefetch setting other than 0 or 1 is an error naming the variable and its value', () => {
+    const run = logits({ OLMOE_PREFETCH: 'yes' });
+    assert.equal(run.status, 1);
+    assert.match(run.stderr, /OLMOE_PREFETCH=yes: expected 0 or 1/);
   });
 });

@@ -28,6 +28,7 @@
 #include "qgemm.h"
 #include "quant.h"
 #include "quantize-k.h"
+#include "simd.h"
 #include "step-plan.h"
 #include "train-gemm.h"
 #include "train-ops.h"
@@ -72,6 +73,9 @@ Napi::Value QuantizeK(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SimdLevel(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), olmoe::simd_level()); }
+
+// streamPrefetch(): whether the decode kernels prefetch their weight streams in software (simd.h stream_prefetch).
+Napi::Value StreamPrefetch(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), olmoe::stream_prefetch()); }
 
 // quantGemmKernel(dtype): the many-token (prefill) kernel of that dtype code at this SIMD level (qgemm.h).
 Napi::Value QuantGemmKernel(const Napi::CallbackInfo& info) {
@@ -705,6 +709,7 @@ Napi::Value PlanKinds(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   keep_freed_memory();
   exports.Set("simdLevel", Napi::Function::New(env, SimdLevel));
+  exports.Set("streamPrefetch", Napi::Function::New(env, StreamPrefetch));
   exports.Set("quantizeK", Napi::Function::New(env, QuantizeK));
   exports.Set("quantGemmKernel", Napi::Function::New(env, QuantGemmKernel));
   exports.Set("threads", Napi::Function::New(env, Threads));

@@ -14,6 +14,7 @@
 #include "kv-cache.h"
 #include "pool.h"
 #include "quant-blocks.h"
+#include "simd.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -228,13 +229,16 @@ struct RowQ8 {  // Hd a multiple of 64: a head is whole q8_0 blocks
 // previous one, a new 4 KiB page for OLMoE-1B-7B's f16 rows, where the hardware's stream prefetchers stop.
 constexpr size_t kPrefetchAhead = 8;
 
-// Every cache line of [p, p + bytes) into L1 (a head's bytes here, a whole row in the sliced kernel below).
+// Every cache line of [p, p + bytes) into L1 (a head's bytes here, a whole row in the sliced kernel below); nothing
+// where P is false (stream_prefetch(), simd.h).
+template <bool P>
 AVX512 inline void prefetch_lines(const uint8_t* p, size_t bytes) {
+  if (!P) return;
   for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(p + b), _MM_HINT_T0);
 }
 
 // One query (decode): the query and the running weighted sum in registers, keys and values widened as they are read.
-template <int C, typename Row>
+template <int C, typename Row, bool P>
 AVX512 void attend_query_avx512(const AttentionArgs& a, size_t h, size_t t, float* scores) {
   constexpr size_t Hd = 16 * C;
   const size_t kv = h / (a.heads / a.kv_heads), row_bytes = kv_row_bytes(a.kv_type, a.kv_heads * Hd);
@@ -251,7 +255,7 @@ AVX512 void attend_query_avx512(const AttentionArgs& a, size_t h, size_t t, floa
     const size_t n = std::min(kKeyBlock, positions - s0);
     float block_max = -INFINITY;
     for (size_t j = 0; j < n; j++) {
-      if (s0 + j + kPrefetchAhead < positions) prefetch_lines(keys + (s0 + j + kPrefetchAhead) * row_bytes, head_bytes);
+      if (s0 + j + kPrefetchAhead < positions) prefetch_lines<P>(keys + (s0 + j + kPrefetchAhead) * row_bytes, head_bytes);
       Row::template load<C>(keys + (s0 + j) * row_bytes, row);
       __m512 dot = _mm512_mul_ps(query[0], row[0]);
       for (int c = 1; c < C; c++) dot = _mm512_fmadd_ps(query[c], row[c], dot);
@@ -265,7 +269,7 @@ AVX512 void attend_query_avx512(const AttentionArgs& a, size_t h, size_t t, floa
     }
     total += exp_shifted_avx512(scores, n, max);
     for (size_t j = 0; j < n; j++) {
-      if (s0 + j + kPrefetchAhead < positions) prefetch_lines(values + (s0 + j + kPrefetchAhead) * row_bytes, head_bytes);
+      if (s0 + j + kPrefetchAhead < positions) prefetch_lines<P>(values + (s0 + j + kPrefetchAhead) * row_bytes, head_bytes);
       Row::template load<C>(values + (s0 + j) * row_bytes, row);
       const __m512 p = _mm512_set1_ps(scores[j]);
       for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(p, row[c], acc[c]);
@@ -357,9 +361,9 @@ AVX512 void attend_queries_avx512(const AttentionArgs& a, size_t h, size_t t0, s
   }
 }
 
-template <int C, typename Row>
+template <int C, typename Row, bool P>
 AVX512 void attend_item_avx512(const AttentionArgs& a, size_t h, size_t t0, size_t t1, Scratch& space) {
-  if (t1 - t0 == 1) return attend_query_avx512<C, Row>(a, h, t0, scratch(space.scores, kKeyBlock * 16));
+  if (t1 - t0 == 1) return attend_query_avx512<C, Row, P>(a, h, t0, scratch(space.scores, kKeyBlock * 16));
   attend_queries_avx512<C, Row>(a, h, t0, t1, space);
 }
 
@@ -400,7 +404,7 @@ constexpr size_t kRowsAhead = 4;
 // Flattened: the per-head lambda below was an out-of-line call per head and position (its query copied to the stack,
 // the kv head found by a division); inlined, the kernel took ~10 % less time with the cache rows in L3 (2 threads,
 // 576 positions: 71–80 µs a layer against 80–89), the same from DRAM.
-template <int C, typename Row>
+template <int C, typename Row, bool P>
 AVX512 __attribute__((flatten)) void attend_slice_avx512(const AttentionArgs& a, const float* queries, size_t p0, size_t p1, float* state, Scratch& space) {
   constexpr size_t Hd = 16 * C;
   const size_t H = a.heads, group = a.heads / a.kv_heads, row_bytes = kv_row_bytes(a.kv_type, a.kv_heads * Hd);
@@ -431,8 +435,8 @@ AVX512 __attribute__((flatten)) void attend_slice_avx512(const AttentionArgs& a,
       const uint8_t* ahead = krow + std::min(kRowsAhead, p1 - 1 - (s0 + j)) * row_bytes;
       const uint8_t* vrow = values + (s0 + j) * row_bytes;
       const auto head_score = [&](size_t h) AVX512 {
-        prefetch_lines(ahead + prefetch_from[h], prefetch_to[h] - prefetch_from[h]);
-        prefetch_lines(vrow + prefetch_from[h], prefetch_to[h] - prefetch_from[h]);
+        prefetch_lines<P>(ahead + prefetch_from[h], prefetch_to[h] - prefetch_from[h]);
+        prefetch_lines<P>(vrow + prefetch_from[h], prefetch_to[h] - prefetch_from[h]);
         __m512 q[C];
         for (int c = 0; c < C; c++) q[c] = _mm512_loadu_ps(queries + h * Hd + 16 * c);
         return Row::template dot<C>(q, krow + head_at[h]);
@@ -489,7 +493,7 @@ AVX512 __attribute__((flatten)) void attend_slice_avx512(const AttentionArgs& a,
 constexpr size_t kSliceMinPositions = 64;
 constexpr size_t kSlicePositions = 32;
 
-template <int C, typename Row>
+template <int C, typename Row, bool P>
 AVX512 void attend_decode_sliced(const AttentionArgs& a) {
   constexpr size_t Hd = 16 * C;
   const size_t H = a.heads, positions = a.start + 1;
@@ -502,7 +506,7 @@ AVX512 void attend_decode_sliced(const AttentionArgs& a) {
   pool().parallel_for(slices, [&](size_t i0, size_t i1) {
     thread_local Scratch space;
     for (size_t i = i0; i < i1; i++)
-      attend_slice_avx512<C, Row>(a, queries, positions * i / slices, positions * (i + 1) / slices, states + i * H * (2 + Hd), space);
+      attend_slice_avx512<C, Row, P>(a, queries, positions * i / slices, positions * (i + 1) / slices, states + i * H * (2 + Hd), space);
   });
   for (size_t h = 0; h < H; h++) {  // merge: o = Σ_i e^(m_i − M) o_i / Σ_i e^(m_i − M) ℓ_i
     float highest = -INFINITY;
@@ -521,21 +525,21 @@ AVX512 void attend_decode_sliced(const AttentionArgs& a) {
   }
 }
 
-template <int C>
+template <int C, bool P>
 DecodeKernel decode_kernel_for(DType type) {
   switch (type) {
-    case DType::F32: return attend_decode_sliced<C, RowF32>;
-    case DType::F16: return attend_decode_sliced<C, RowF16>;
-    default: return attend_decode_sliced<C, RowQ8>;
+    case DType::F32: return attend_decode_sliced<C, RowF32, P>;
+    case DType::F16: return attend_decode_sliced<C, RowF16, P>;
+    default: return attend_decode_sliced<C, RowQ8, P>;
   }
 }
 
-template <int C>
+template <int C, bool P>
 ItemKernel item_kernel_for(DType type) {
   switch (type) {
-    case DType::F32: return attend_item_avx512<C, RowF32>;
-    case DType::F16: return attend_item_avx512<C, RowF16>;
-    default: return attend_item_avx512<C, RowQ8>;
+    case DType::F32: return attend_item_avx512<C, RowF32, P>;
+    case DType::F16: return attend_item_avx512<C, RowF16, P>;
+    default: return attend_item_avx512<C, RowQ8, P>;
   }
 }
 
@@ -553,10 +557,17 @@ auto for_head_dim(size_t head_dim, Pick pick) -> decltype(pick(std::integral_con
 }
 #endif
 
+// Whether decode attention prefetches its cache rows in software: q8_0 rows always, f16 and f32 rows where
+// stream_prefetch() says so (simd.h). On the AMD EPYC Zen 4 that turns it off, 16 layers × 2,048 positions from DRAM
+// (2 threads, both ways alternating in one process): q8_0 rows 366–495 µs a layer with the prefetches against
+// 393–527 without, f16 rows 746–810 with against 690–717 without (each f16 row is 64 lines: twice q8_0's prefetches).
+bool prefetch_rows(DType kv_type) { return kv_type == DType::Q8_0 || stream_prefetch(); }
+
 // The AVX-512 kernels for head dims 64, 128, 256; the portable one (kernels()' dot and axpy) otherwise.
 ItemKernel item_kernel(const AttentionArgs& a) {
 #ifdef OLMOE_X86
-  if (const ItemKernel k = for_head_dim(a.head_dim, [&](auto c) { return item_kernel_for<decltype(c)::value>(a.kv_type); })) return k;
+  const bool p = prefetch_rows(a.kv_type);
+  if (const ItemKernel k = for_head_dim(a.head_dim, [&](auto c) { return p ? item_kernel_for<decltype(c)::value, true>(a.kv_type) : item_kernel_for<decltype(c)::value, false>(a.kv_type); })) return k;
 #endif
   return attend_item;
 }
@@ -565,7 +576,8 @@ ItemKernel item_kernel(const AttentionArgs& a) {
 DecodeKernel decode_kernel(const AttentionArgs& a) {
 #ifdef OLMOE_X86
   const size_t slice_from = std::max(kSliceMinPositions, kSlicePositions * static_cast<size_t>(pool().threads()));
-  if (a.tokens == 1 && a.start + 1 >= slice_from) return for_head_dim(a.head_dim, [&](auto c) { return decode_kernel_for<decltype(c)::value>(a.kv_type); });
+  const bool p = prefetch_rows(a.kv_type);
+  if (a.tokens == 1 && a.start + 1 >= slice_from) return for_head_dim(a.head_dim, [&](auto c) { return p ? decode_kernel_for<decltype(c)::value, true>(a.kv_type) : decode_kernel_for<decltype(c)::value, false>(a.kv_type); });
 #endif
   return nullptr;
 }

@@ -212,7 +212,7 @@ AVX512 float dot_avx512(const float* a, const float* b, size_t n) { return dot_w
 // token's chunk loaded once for the R rows (R·N accumulators). The tokens come packed chunk by chunk (`xp`:
 // [chunks][N][16], zero past `in`), so one pointer walks them all. The tile path puts tokens in vector lanes and
 // broadcasts every weight value: for a few tokens most lanes are padding and the broadcasts bound it.
-template <int R, int N, DType D>
+template <int R, int N, DType D, bool P>
 AVX512 void few_tokens_fixed(const float* xp, size_t in, const char* w, size_t stride, float* out, size_t rs, size_t ts) {
   // Unrolled by pragma: GCC 12 otherwise unrolls these loops too late to keep the accumulator array in registers,
   // and stored all of it to the stack in every iteration.
@@ -225,7 +225,7 @@ AVX512 void few_tokens_fixed(const float* xp, size_t in, const char* w, size_t s
     __m512 wv[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
-      _mm_prefetch(w + r * stride + i * element + kFloatPrefetchAhead, _MM_HINT_T0);  // twice per line for f16: no branch
+      if (P) _mm_prefetch(w + r * stride + i * element + kFloatPrefetchAhead, _MM_HINT_T0);  // twice per line for f16: no branch
       wv[r] = load16(w + r * stride, D, i, mask);
     }
 #pragma GCC unroll 8
@@ -246,7 +246,7 @@ AVX512 void few_tokens_fixed(const float* xp, size_t in, const char* w, size_t s
 // one stream per thread (dot_widen row after row, each f16 row a 4 KiB page) read the f16 expert layer of decode in
 // 2.0-2.4 ms, four streams in 1.37-1.48 ms (bench/native/q4-bench.cc 2, 2 threads), and one thread in cache went
 // from 28 to 37.5 G weights/s.
-template <int N, DType D>
+template <int N, DType D, bool P>
 AVX512 void few_tokens_rows(const float* xp, size_t in, const void* W, size_t r0, size_t r1, float* out, size_t rs, size_t ts) {
   constexpr int R = 4;
   const size_t stride = row_bytes(D, in);
@@ -254,20 +254,21 @@ AVX512 void few_tokens_rows(const float* xp, size_t in, const void* W, size_t r0
   size_t r = r0;
   if (N == 1 && r1 - r0 >= kFewTokensMinRows) {
     const size_t run = (r1 - r0) / R;
-    for (size_t i = 0; i < run; i++) few_tokens_fixed<R, N, D>(xp, in, w + (r0 + i) * stride, run * stride, out + (r0 + i) * rs, run * rs, ts);
+    for (size_t i = 0; i < run; i++) few_tokens_fixed<R, N, D, P>(xp, in, w + (r0 + i) * stride, run * stride, out + (r0 + i) * rs, run * rs, ts);
     r = r0 + R * run;
   }
-  for (; r + R <= r1; r += R) few_tokens_fixed<R, N, D>(xp, in, w + r * stride, stride, out + r * rs, rs, ts);
-  for (; r < r1; r++) few_tokens_fixed<1, N, D>(xp, in, w + r * stride, stride, out + r * rs, rs, ts);
+  for (; r + R <= r1; r += R) few_tokens_fixed<R, N, D, P>(xp, in, w + r * stride, stride, out + r * rs, rs, ts);
+  for (; r < r1; r++) few_tokens_fixed<1, N, D, P>(xp, in, w + r * stride, stride, out + r * rs, rs, ts);
 }
 
+// One token streams its rows with software prefetch where stream_prefetch() says so (simd.h); more tokens prefetch.
 template <DType D>
 AVX512 void few_tokens_dtype(const float* xp, size_t n, size_t in, const void* W, size_t r0, size_t r1, float* out, size_t rs, size_t ts) {
   switch (n) {
-    case 1: return few_tokens_rows<1, D>(xp, in, W, r0, r1, out, rs, ts);
-    case 2: return few_tokens_rows<2, D>(xp, in, W, r0, r1, out, rs, ts);
-    case 3: return few_tokens_rows<3, D>(xp, in, W, r0, r1, out, rs, ts);
-    default: return few_tokens_rows<4, D>(xp, in, W, r0, r1, out, rs, ts);
+    case 1: return stream_prefetch() ? few_tokens_rows<1, D, true>(xp, in, W, r0, r1, out, rs, ts) : few_tokens_rows<1, D, false>(xp, in, W, r0, r1, out, rs, ts);
+    case 2: return few_tokens_rows<2, D, true>(xp, in, W, r0, r1, out, rs, ts);
+    case 3: return few_tokens_rows<3, D, true>(xp, in, W, r0, r1, out, rs, ts);
+    default: return few_tokens_rows<4, D, true>(xp, in, W, r0, r1, out, rs, ts);
   }
 }
 

@@ -158,8 +158,8 @@ namespace {
 // `olmoe bench` of a random Q8_0 OLMoE-1B-7B: decode 76–88 → 91–95 % of the read-bandwidth bound. Two row
 // streams ran at 37 G weights/s in cache (too few FMA chains), eight slower from DRAM (908–926 µs a layer).
 
-// R rows (R streams, as kernel32) × one token over `pairs` pairs of blocks.
-template <int R>
+// R rows (R streams, as kernel32) × one token over `pairs` pairs of blocks; P: software prefetch (stream_prefetch).
+template <int R, bool P>
 void q8_0_pair_rows(const uint8_t* const* rows, const Q8Block32* x, size_t pairs, float* out, size_t rs) {
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   // words 0 (block 2i's scale) × 8, then 17 (bytes 34–35: block 2i + 1's) × 8
@@ -174,8 +174,10 @@ void q8_0_pair_rows(const uint8_t* const* rows, const Q8Block32* x, size_t pairs
     const __m512 d = _mm512_insertf32x8(_mm512_set1_ps(even.d), _mm256_set1_ps(odd.d), 1);
     for (int r = 0; r < R; r++) {
       const uint8_t* pair = rows[r] + 68 * i;
-      _mm_prefetch(reinterpret_cast<const char*>(pair) + kPrefetchAhead, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(pair) + kPrefetchAhead + 34, _MM_HINT_T0);
+      if (P) {
+        _mm_prefetch(reinterpret_cast<const char*>(pair) + kPrefetchAhead, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(pair) + kPrefetchAhead + 34, _MM_HINT_T0);
+      }
       const __m512i codes = _mm512_inserti64x4(_mm512_castsi256_si512(load256(pair + 2)), load256(pair + 36), 1);
       const __m512i sums = _mm512_dpbusd_epi32(bias, _mm512_xor_si512(codes, flip), q);
       const __m512 scales = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(scale_words, _mm512_loadu_si512(pair))));
@@ -186,6 +188,7 @@ void q8_0_pair_rows(const uint8_t* const* rows, const Q8Block32* x, size_t pairs
 }
 
 // One token × all rows: four runs of consecutive rows at a time, as rows32_tokens (qdot-x86.h).
+template <bool P>
 void q8_0_pairs(const QDotArgs& a) {
   constexpr int R = 4;
   const size_t blocks = a.n / 32, run = a.rows / R;
@@ -193,18 +196,18 @@ void q8_0_pairs(const QDotArgs& a) {
   const uint8_t* rows[R];
   for (size_t i = 0; i < run; i++) {
     for (int r = 0; r < R; r++) rows[r] = a.w + (r * run + i) * a.w_stride;
-    q8_0_pair_rows<R>(rows, x, blocks / 2, a.out + i * a.rs, run * a.rs);
+    q8_0_pair_rows<R, P>(rows, x, blocks / 2, a.out + i * a.rs, run * a.rs);
   }
   for (size_t i = R * run; i < a.rows; i++) {
     rows[0] = a.w + i * a.w_stride;
-    q8_0_pair_rows<1>(rows, x, blocks / 2, a.out + i * a.rs, 0);
+    q8_0_pair_rows<1, P>(rows, x, blocks / 2, a.out + i * a.rs, 0);
   }
 }
 
 }  // namespace
 
 void qdot_rows_vnni(const QDotArgs& args) {
-  if (args.dtype == DType::Q8_0 && args.tokens == 1 && args.n % 64 == 0 && cpu().wide_rows) return q8_0_pairs(args);
+  if (args.dtype == DType::Q8_0 && args.tokens == 1 && args.n % 64 == 0 && cpu().wide_rows) return stream_prefetch() ? q8_0_pairs<true>(args) : q8_0_pairs<false>(args);
   qdot_rows_x86<VnniOps>(args);
 }
 }  // namespace olmoe

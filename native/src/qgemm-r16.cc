@@ -44,9 +44,11 @@ constexpr size_t kAhead = 2048;
 // decode expert layer of bench/native/q4-bench.cc, 1024 and 6144 slower; q4_k in tiles: 9472 much slower).
 constexpr size_t kAheadK = 4096;
 
-// Every line of the G groups' blocks of `block_bytes` at `block` (groups `group_bytes` apart), `ahead` bytes on.
-template <int G>
+// Every line of the G groups' blocks of `block_bytes` at `block` (groups `group_bytes` apart), `ahead` bytes on; nothing
+// where P is false (stream_prefetch(), simd.h: the hardware's prefetchers alone).
+template <int G, bool P>
 inline void prefetch_groups(const uint8_t* block, size_t group_bytes, size_t block_bytes, size_t ahead) {
+  if (!P) return;
   for (int g = 0; g < G; g++) {
     const char* at = reinterpret_cast<const char*>(block + g * group_bytes) + ahead;
     for (size_t line = 0; line < block_bytes; line += 64) _mm_prefetch(at + line, _MM_HINT_T0);
@@ -105,7 +107,7 @@ void store_tile(const __m512 (&acc)[G][N], float* out, size_t gs, size_t rs, siz
 
 // Groups w[0..G) (each kGroupBlockBytes per block, `group_bytes` apart) × tokens x[0..N) over `blocks` blocks;
 // out[(16g + r)·rs + j·ts].
-template <int G, int N>
+template <int G, int N, bool P>
 void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
   __m512 acc[G][N];
   clear_tile(acc);
@@ -115,7 +117,7 @@ void tile(const uint8_t* w, size_t group_bytes, const Q8Block32* const* x, size_
       const __m512i start = _mm512_set1_epi32(-8 * x[j][b].sum);
       for (int g = 0; g < G; g++) sum[g][j] = start;
     }
-    prefetch_groups<G>(w + b * kGroupBlockBytes, group_bytes, kGroupBlockBytes, kAhead);
+    prefetch_groups<G, P>(w + b * kGroupBlockBytes, group_bytes, kGroupBlockBytes, kAhead);
     for (int s = 0; s < 4; s++) {
       __m512i low[G], high[G];
       for (int g = 0; g < G; g++) split_nibbles(w + g * group_bytes + b * kGroupBlockBytes + 32 + 64 * s, low[g], high[g]);
@@ -175,7 +177,7 @@ inline __m512i k_mins_dot(const KScales& k, const Q8Block256& x) {
   return _mm512_add_epi32(low, _mm512_slli_epi32(high, 7));
 }
 
-template <int G, int N>
+template <int G, int N, bool P>
 void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
   __m512 acc[G][N];
   clear_tile(acc);
@@ -183,7 +185,7 @@ void tile_k(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, si
     __m512i scaled[G][N], scaled16[G][N];  // scaled16: the high nibbles' sums, 16 times too large until the end
     clear_tile(scaled);
     clear_tile(scaled16);
-    prefetch_groups<G>(w + b * kGroupSuperBytes, group_bytes, kGroupSuperBytes, kAheadK);
+    prefetch_groups<G, P>(w + b * kGroupSuperBytes, group_bytes, kGroupSuperBytes, kAheadK);
     KScales k[G];
     for (int g = 0; g < G; g++) k[g] = k_scales_mins(w + g * group_bytes + b * kGroupSuperBytes + kSuperScales);
 #pragma GCC unroll 4
@@ -242,14 +244,14 @@ inline void six_bit_codes(const uint8_t* step, __m512i (&v)[4]) {
   v[3] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(b, 4), low, _mm512_and_si512(_mm512_srli_epi16(h, 2), top), 0xEA);
 }
 
-template <int G, int N>
+template <int G, int N, bool P>
 void tile_q6(const uint8_t* w, size_t group_bytes, const Q8Block256* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
   __m512 acc[G][N];
   clear_tile(acc);
   for (size_t b = 0; b < blocks; b++) {
     __m512i scaled[G][N];
     clear_tile(scaled);
-    prefetch_groups<G>(w + b * kGroupSuper6Bytes, group_bytes, kGroupSuper6Bytes, kAheadK);
+    prefetch_groups<G, P>(w + b * kGroupSuper6Bytes, group_bytes, kGroupSuper6Bytes, kAheadK);
     for (int k = 0; k < 4; k++) {
       __m512i sums[G][N][4];
       for (int j = 0; j < N; j++)
@@ -295,36 +297,36 @@ struct Groups {
   static constexpr size_t kValues = kQ4_0 ? 32 : 256;
   static constexpr int kPrefillGroups = kQ4_0 ? 2 : 1;
   static constexpr int kDecodeGroups = decode_streams(D);
-  template <int G, int N>
+  template <int G, int N, bool P>
   static void run(const uint8_t* w, size_t group_bytes, const Block* const* x, size_t blocks, float* out, size_t gs, size_t rs, size_t ts) {
-    if constexpr (kQ4_0) tile<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);
-    else if constexpr (D == DType::Q4_KR16) tile_k<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);
-    else tile_q6<G, N>(w, group_bytes, x, blocks, out, gs, rs, ts);
+    if constexpr (kQ4_0) tile<G, N, P>(w, group_bytes, x, blocks, out, gs, rs, ts);
+    else if constexpr (D == DType::Q4_KR16) tile_k<G, N, P>(w, group_bytes, x, blocks, out, gs, rs, ts);
+    else tile_q6<G, N, P>(w, group_bytes, x, blocks, out, gs, rs, ts);
   }
 };
 
 // Groups [g0, g1) in tiles of G groups (the rest one at a time) for tokens [t, t + N).
-template <class W, int G, int N>
+template <class W, int G, int N, bool P>
 void tiles(const QDotArgs& a, size_t t, size_t g0, size_t g1) {
   const typename W::Block* x[N];
   for (int j = 0; j < N; j++) x[j] = reinterpret_cast<const typename W::Block*>(a.act + (t + j) * a.act_stride);
   const size_t blocks = a.n / W::kValues, group_bytes = 16 * a.w_stride;
   float* out = a.out + t * a.ts;
   size_t g = g0;
-  for (; g + G <= g1; g += G) W::template run<G, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, 16 * a.rs, a.rs, a.ts);
-  for (; g < g1; g++) W::template run<1, N>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, 16 * a.rs, a.rs, a.ts);
+  for (; g + G <= g1; g += G) W::template run<G, N, P>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, 16 * a.rs, a.rs, a.ts);
+  for (; g < g1; g++) W::template run<1, N, P>(a.w + g * group_bytes, group_bytes, x, blocks, out + 16 * g * a.rs, 16 * a.rs, a.rs, a.ts);
 }
 
 // One token: G streams, tile group k taking groups [k·run, (k + 1)·run) in order, so that each stream reads one long
 // run of consecutive groups, which the hardware prefetchers follow (adjacent groups in one tile jump every 16 rows).
-template <class W, int G>
+template <class W, int G, bool P>
 void runs(const QDotArgs& a, size_t groups) {
   const typename W::Block* x[1] = {reinterpret_cast<const typename W::Block*>(a.act)};
   const size_t blocks = a.n / W::kValues, group_bytes = 16 * a.w_stride, run = groups / G;
   for (size_t i = 0; i < run; i++)
-    W::template run<G, 1>(a.w + i * group_bytes, run * group_bytes, x, blocks, a.out + 16 * i * a.rs, 16 * run * a.rs, a.rs, a.ts);
+    W::template run<G, 1, P>(a.w + i * group_bytes, run * group_bytes, x, blocks, a.out + 16 * i * a.rs, 16 * run * a.rs, a.rs, a.ts);
   for (size_t g = G * run; g < groups; g++)
-    W::template run<1, 1>(a.w + g * group_bytes, group_bytes, x, blocks, a.out + 16 * g * a.rs, 16 * a.rs, a.rs, a.ts);
+    W::template run<1, 1, P>(a.w + g * group_bytes, group_bytes, x, blocks, a.out + 16 * g * a.rs, 16 * a.rs, a.rs, a.ts);
 }
 
 constexpr int kTokens = 4;
@@ -332,30 +334,36 @@ constexpr int kTokens = 4;
 // Decode (one token) reads W::kDecodeGroups runs of groups at a time; more tokens take tiles of W::kPrefillGroups
 // groups × 4 tokens, token blocks inner, so that the groups' weights stay in cache while every token block passes
 // over them.
-template <class W>
+template <class W, bool P>
 void rows(const QDotArgs& a) {
   const size_t groups = a.rows / 16;
-  if (a.tokens == 1) return runs<W, W::kDecodeGroups>(a, groups);
+  if (a.tokens == 1) return runs<W, W::kDecodeGroups, P>(a, groups);
   constexpr int G = W::kPrefillGroups;
   for (size_t g0 = 0; g0 < groups; g0 += G) {
     const size_t g1 = g0 + G < groups ? g0 + G : groups;
     size_t t = 0;
-    for (; t + kTokens <= a.tokens; t += kTokens) tiles<W, G, kTokens>(a, t, g0, g1);
+    for (; t + kTokens <= a.tokens; t += kTokens) tiles<W, G, kTokens, P>(a, t, g0, g1);
     switch (a.tokens - t) {
-      case 3: tiles<W, G, 3>(a, t, g0, g1); break;
-      case 2: tiles<W, G, 2>(a, t, g0, g1); break;
-      case 1: tiles<W, G, 1>(a, t, g0, g1); break;
+      case 3: tiles<W, G, 3, P>(a, t, g0, g1); break;
+      case 2: tiles<W, G, 2, P>(a, t, g0, g1); break;
+      case 1: tiles<W, G, 1, P>(a, t, g0, g1); break;
       default: break;
     }
   }
 }
 
+template <bool P>
+void rows_of(const QDotArgs& a) {
+  if (a.dtype == DType::Q4_KR16) return rows<Groups<DType::Q4_KR16>, P>(a);
+  if (a.dtype == DType::Q6_KR16) return rows<Groups<DType::Q6_KR16>, P>(a);
+  rows<Groups<DType::Q4_0R16>, P>(a);
+}
+
 }  // namespace
 
 void qgemm_rows_r16_vnni(const QDotArgs& a) {
-  if (a.dtype == DType::Q4_KR16) return rows<Groups<DType::Q4_KR16>>(a);
-  if (a.dtype == DType::Q6_KR16) return rows<Groups<DType::Q6_KR16>>(a);
-  rows<Groups<DType::Q4_0R16>>(a);
+  if (stream_prefetch()) return rows_of<true>(a);
+  rows_of<false>(a);
 }
 
 }  // namespace olmoe

@@ -1,7 +1,12 @@
 #include "simd.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 namespace olmoe {
 
@@ -25,11 +30,38 @@ CpuFeatures detect() {
   return {Simd::Scalar, "scalar", false, false, false};
 }
 
+// AMD family 19h (Zen 3 and Zen 4; Zen 4 the one with AVX-512): CPUID leaf 1, base family 0xF plus extended family.
+bool amd_family_19h() {
+#if defined(__x86_64__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__builtin_cpu_is("amd") || !__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  const unsigned base = (eax >> 8) & 0xF, extended = (eax >> 20) & 0xFF;
+  return base == 0xF && base + extended == 0x19;
+#else
+  return false;
+#endif
+}
+
+int initial_prefetch() {
+  const char* forced = std::getenv("OLMOE_PREFETCH");
+  if (forced) return std::string(forced) != "0";
+  return !(amd_family_19h() && cpu().level == Simd::Avx512);
+}
+
+std::atomic<int>& prefetch_state() {
+  static std::atomic<int> state{initial_prefetch()};
+  return state;
+}
+
 }  // namespace
 
 const CpuFeatures& cpu() {
   static const CpuFeatures features = detect();
   return features;
 }
+
+bool stream_prefetch() { return prefetch_state().load(std::memory_order_relaxed) != 0; }
+
+void set_stream_prefetch(bool on) { prefetch_state().store(on ? 1 : 0, std::memory_order_relaxed); }
 
 }  // namespace olmoe

@@ -12,6 +12,8 @@ type Weights = Float32Array | Uint16Array | Uint8Array;
 
 export interface NativeAddon {
   simdLevel(): string;
+  /** Whether the decode kernels prefetch their weight streams in software (native/src/simd.h stream_prefetch; OLMOE_PREFETCH). */
+  streamPrefetch(): boolean;
   /** The many-token kernel for weights of this DTYPE_CODES code: 'amx-int8', 'avx512-vnni-16rows', 'avx512-vnni', 'integer-dot' or 'float-tiles'. */
   quantGemmKernel(dtype: number): string;
   /** kind 0 q4_k, 1 q5_k, 2 q6_k: blocks × 256 values into out (bitwise src/core/quant.ts's quantizeReference). */

@@ -115,7 +115,7 @@ interface NativeStepPlan extends StepPlan {
 
 /** Addon calls a plan records (native/src/step-plan.h), and those that leave it nothing to repeat (file rows, cache pages, facts). */
 const RECORDED = new Set(['matmul', 'matmuls', 'experts', 'attention', 'kvStore', 'rmsnorm', 'add', 'ropeRotate', 'routerForward']);
-const UNRECORDED = new Set(['planKinds', 'embedRows', 'firstNonFinite', 'populate', 'releasePages', 'simdLevel', 'packedType', 'packWeight', 'weightTable', 'threads', 'quantGemmKernel', 'allocate', 'resize', 'release', 'mapTensor']);
+const UNRECORDED = new Set(['planKinds', 'embedRows', 'firstNonFinite', 'populate', 'releasePages', 'simdLevel', 'streamPrefetch', 'packedType', 'packWeight', 'weightTable', 'threads', 'quantGemmKernel', 'allocate', 'resize', 'release', 'mapTensor']);
 
 /** The addon, noting the arrays each recorded call is given and any call a plan would not repeat. */
 function recordingAddon(addon: NativeAddon, recording: Recording): NativeAddon {
@@ -204,6 +204,14 @@ export class NativeBackend implements TrainingBackend {
 
   get simd(): string {
     return this.addon.simdLevel();
+  }
+
+  /**
+   * Whether decode's kernels prefetch their weight streams in software: on by default, off on AMD family 19h with
+   * AVX-512 (Zen 4), where the prefetches slowed them (native/src/simd.h); OLMOE_PREFETCH=0 or 1 forces it.
+   */
+  get streamPrefetch(): boolean {
+    return this.addon.streamPrefetch();
   }
 
   /**

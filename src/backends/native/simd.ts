@@ -1,4 +1,7 @@
 /**
+ * OLMOE_PREFETCH=0 or 1 turns the decode kernels' software prefetch off or on (native/src/simd.h stream_prefetch);
+ * other values are an error.
+ *
  * OLMOE_SIMD forces the native kernels' instruction set (read once, when the addon first computes): avx512, avx2 or
  * scalar, at or below what the CPU has, so that one machine can run every kernel path (the tests do). Other values
  * are an error here rather than a silent default; a level above the CPU's runs at the CPU's, said once.
@@ -11,6 +14,8 @@ export const SIMD_LEVELS = ['avx512', 'avx2', 'scalar'] as const;
 let noted = false;
 
 export function checkSimdEnv(addon: NativeAddon): void {
+  const prefetch = process.env.OLMOE_PREFETCH;
+  if (prefetch !== undefined && prefetch !== '0' && prefetch !== '1') throw new OlmoeError('input', `OLMOE_PREFETCH=${prefetch}: expected 0 or 1`);
   const wanted = process.env.OLMOE_SIMD;
   if (!wanted) return;
   if (!(SIMD_LEVELS as readonly string[]).includes(wanted)) throw new OlmoeError('input', `OLMOE_SIMD=${wanted}: expected one of ${SIMD_LEVELS.join(', ')}`);

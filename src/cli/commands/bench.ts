@@ -152,7 +152,7 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   // the first run ~20 % slower than the others (Q4_K_M).
   const traffic = new DecodeTraffic(model);
   timeRun(model, cache, promptIds, flags.gen, traffic.observer);
-  const backend = model.backend as { name: string; threads?: number; simd?: string; quantGemmKernel?(dtype: DType): string } & Partial<MeasuringBackend>;
+  const backend = model.backend as { name: string; threads?: number; simd?: string; streamPrefetch?: boolean; quantGemmKernel?(dtype: DType): string } & Partial<MeasuringBackend>;
   const measurable = flags.machine && typeof backend.measureMachine === 'function' && typeof backend.sampleReadBandwidth === 'function';
   const runCount = Math.max(1, flags.runs);
   // The read bandwidth sampled right before and right after each run's decode (the buffer kept mapped until the last,
@@ -180,7 +180,7 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   const [resident, weightBytes] = [residentMiB(), weightFileBytes(dir)];
   const decodeTokensPerSecond = flags.gen > 0 ? +(flags.gen / median(runs.map((r) => r.decode))).toFixed(2) : null;
   const result = {
-    model: spec, backend: backend.name, threads: backend.threads ?? 1, simd: backend.simd ?? 'none', prefillKernel,
+    model: spec, backend: backend.name, threads: backend.threads ?? 1, simd: backend.simd ?? 'none', streamPrefetch: backend.streamPrefetch ?? null, prefillKernel,
     loadSeconds: +loadSeconds.toFixed(2), residentMiB: resident, weightFileMiB: Math.round(weightBytes / 2 ** 20), residentOverWeightFile: weightBytes > 0 ? +((resident * 2 ** 20) / weightBytes).toFixed(3) : null,
     kvCache: model.kvCacheType, kvCacheMiB: +((cache.allocated * cache.bytesPerPosition) / 2 ** 20).toFixed(2), promptTokens: promptIds.length, genTokens: flags.gen,
     prefillTokensPerSecond: +(promptIds.length / median(runs.map((r) => r.prefill))).toFixed(2),
