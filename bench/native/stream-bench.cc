@@ -6,6 +6,7 @@
 // Each round reads 24 matrices of 1024 × 2048 (a decode expert layer's gate, up and down of 8 experts) repacked 16 rows
 // to a vector (packed.h), in work items of 128 rows over the thread pool, once per reader:
 //   kernel        the decode tile (qgemm_rows_r16_vnni, one token): two runs of row groups, every line prefetched ahead
+//   kernel nopf   the same without its software prefetch (set_stream_prefetch(false): what AMD Zen 4 runs, simd.h)
 //   loads k+pf    the same bytes in the same order, loads only (no arithmetic), prefetched as the kernel does (k runs:
 //                 two for q4_k and q6_k, 4096 bytes ahead; four for q4_0, 2048 ahead)
 //   loads 2       the same, no software prefetch (the hardware's stream prefetchers alone)
@@ -27,6 +28,7 @@
 #include "pool.h"
 #include "q8.h"
 #include "quant.h"
+#include "simd.h"
 
 using namespace olmoe;
 
@@ -76,7 +78,7 @@ int main(int argc, char** argv) {
 
   const size_t item_groups = 8, group_bytes = 16 * row;
   float sink = 0;
-  const char* names[] = {"kernel", file == DType::Q4_0 ? "loads 4+pf" : "loads 2+pf", "loads 2", "loads 4"};
+  const char* names[] = {"kernel", file == DType::Q4_0 ? "loads 4+pf" : "loads 2+pf", "loads 2", "loads 4", "kernel nopf"};
   auto read_round = [&](int reader, size_t first) {
     for (size_t m = first; m < first + per_round; m++) {
       const uint8_t* w = base + m * matrix;
@@ -85,23 +87,24 @@ int main(int argc, char** argv) {
         const size_t groups = (i1 - i0) * item_groups;
         float local = 0;
         switch (reader) {
-          case 0: qgemm_rows_r16({packed, act.data(), act.size(), 1, at, row, 16 * groups, in, out.data() + 16 * i0 * item_groups, 1, 0}); break;
+          case 4: case 0: qgemm_rows_r16({packed, act.data(), act.size(), 1, at, row, 16 * groups, in, out.data() + 16 * i0 * item_groups, 1, 0}); break;
           case 1:
             if (file == DType::Q4_0) loads<4, true>(at, group_bytes, groups, 2048, &local);
             else loads<2, true>(at, group_bytes, groups, 4096, &local);
             break;
           case 2: loads<2, false>(at, group_bytes, groups, 0, &local); break;
-          default: loads<4, false>(at, group_bytes, groups, 0, &local); break;
+          case 3: loads<4, false>(at, group_bytes, groups, 0, &local); break;
         }
         if (local == 12345.0f) sink += local;
       });
     }
   };
   const double before = read_bandwidth(size_t{1} << 30, 3) / 1e9;
-  std::vector<std::vector<double>> seconds(4);
+  std::vector<std::vector<double>> seconds(5);
   for (int r = 0; r < rounds; r++)
-    for (int k = 0; k < 4; k++) {
-      const int reader = (r + k) % 4;
+    for (int k = 0; k < 5; k++) {
+      const int reader = (r + k) % 5;
+      set_stream_prefetch(reader != 4);
       const size_t first = per_round * static_cast<size_t>((r * 5 + k * 3) % 16);
       const double t0 = now();
       read_round(reader, first);
@@ -110,7 +113,7 @@ int main(int argc, char** argv) {
   const double after = read_bandwidth(size_t{1} << 30, 3) / 1e9;
   std::printf("%s packed, %d threads, %d rounds; read bandwidth %.1f GB/s before, %.1f after\n", file == DType::Q4_K ? "q4_k" : file == DType::Q6_K ? "q6_k" : "q4_0",
               threads, rounds, before, after);
-  for (int k = 0; k < 4; k++) {
+  for (int k = 0; k < 5; k++) {
     auto s = seconds[k];
     std::sort(s.begin(), s.end());
     std::printf("  %-11s %6.1f GB/s (median of %zu rounds; best %.1f)\n", names[k], per_round * matrix / s[s.size() / 2] * 1e-9, s.size(), per_round * matrix / s[0] * 1e-9);
