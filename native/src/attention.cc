@@ -555,13 +555,13 @@ auto for_head_dim(size_t head_dim, Pick pick) -> decltype(pick(std::integral_con
     default: return nullptr;
   }
 }
-#endif
 
 // Whether decode attention prefetches its cache rows in software: q8_0 rows always, f16 and f32 rows where
 // stream_prefetch() says so (simd.h). On the AMD EPYC Zen 4 that turns it off, 16 layers × 2,048 positions from DRAM
 // (2 threads, both ways alternating in one process): q8_0 rows 366–495 µs a layer with the prefetches against
 // 393–527 without, f16 rows 746–810 with against 690–717 without (each f16 row is 64 lines: twice q8_0's prefetches).
 bool prefetch_rows(DType kv_type) { return kv_type == DType::Q8_0 || stream_prefetch(); }
+#endif
 
 // The AVX-512 kernels for head dims 64, 128, 256; the portable one (kernels()' dot and axpy) otherwise.
 ItemKernel item_kernel(const AttentionArgs& a) {
