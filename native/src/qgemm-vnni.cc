@@ -16,7 +16,9 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "q8.h"
 #include "quant.h"
@@ -141,10 +143,127 @@ void gemm32(const QDotArgs& a) {
   }
 }
 
+// ---------------------------------------------------------------- q8_0 in groups of 16 rows
+// Above, every vpdpbusd (two rows' halves of a block × one token) is followed by a conversion, a multiply of the
+// scales and an FMA. Here 16 rows of the file's q8_0 are first laid out as the packed decode types are (packed.h:
+// lane r of a vector is row r), in a buffer of the worker's: per block the 16 rows' scales (f32), then 8 vectors whose
+// 32-bit lane r holds bytes 4s..4s+3 of row r's codes, as w ^ 0x80. Per block and token, 8 vpdpbusd then finish the
+// block for all 16 rows, and the float work is one conversion, one multiply and one FMA. The layout is built once per
+// group and read by every token of the call (prefill's 512, an expert's routed few dozen) while it stays in L1/L2.
+constexpr size_t kQ8GroupBlock = 64 + 8 * 64;
+constexpr size_t kQ8Groups = 2;       // groups per tile: each activation broadcast serves both
+constexpr int kQ8GroupTokens = 4;      // tokens per tile: 2 × 4 int32 sums and 2 × 4 float sums in registers
+constexpr size_t kQ8GroupMinTokens = 16;  // below, the pair tiles above (the layout's cost is per group, not per token)
+
+// 16 bytes of each of 16 rows (`stride` apart) → four vectors, vector s's lane r holding bytes 4s..4s+3 of row r.
+inline void transpose_dwords16(const uint8_t* rows, size_t stride, uint8_t* out) {
+  __m512i quads[4];  // quads[k]: rows 4k..4k+3, a 128-bit lane each
+  for (int k = 0; k < 4; k++) {
+    const uint8_t* r = rows + 4 * k * stride;
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r)));
+    for (int j = 1; j < 4; j++) v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + j * stride)), j);
+    quads[k] = v;
+  }
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int s = 0; s < 4; s++) {
+    const __m512i pick = _mm512_setr_epi32(s, 4 + s, 8 + s, 12 + s, 16 + s, 20 + s, 24 + s, 28 + s, s, 4 + s, 8 + s, 12 + s, 16 + s, 20 + s, 24 + s, 28 + s);
+    const __m512i low = _mm512_permutex2var_epi32(quads[0], pick, quads[1]), high = _mm512_permutex2var_epi32(quads[2], pick, quads[3]);
+    _mm512_store_si512(out + 64 * s, _mm512_xor_si512(_mm512_mask_blend_epi32(0xFF00, low, high), flip));
+  }
+}
+
+// Rows [0, 16) of w (q8_0, `stride` bytes apart) over `blocks` blocks into the group layout at out (64-byte aligned).
+void layout_q8_0_group(const uint8_t* w, size_t stride, size_t blocks, const float* halves, uint8_t* out) {
+  for (size_t b = 0; b < blocks; b++, out += kQ8GroupBlock) {
+    const uint8_t* block = w + 34 * b;
+    float* scales = reinterpret_cast<float*>(out);
+    for (size_t r = 0; r < 16; r++) scales[r] = halves[u16(block + r * stride)];
+    transpose_dwords16(block + 2, stride, out + 64);
+    transpose_dwords16(block + 18, stride, out + 64 + 256);
+  }
+}
+
+// G groups (laid out, `group_bytes` apart) × tokens x[0..N) over `blocks` blocks: out[(16g + r)·rs + j·ts].
+template <int G, int N>
+void q8_0_group_tile(const uint8_t* groups, size_t group_bytes, const Q8Block32* const* x, size_t blocks, float* out, size_t rs, size_t ts) {
+  __m512 acc[G][N];
+  for (int g = 0; g < G; g++)
+    for (int j = 0; j < N; j++) acc[g][j] = _mm512_setzero_ps();
+  for (size_t b = 0; b < blocks; b++) {
+    __m512i sum[G][N];
+    for (int j = 0; j < N; j++) {
+      const __m512i start = _mm512_set1_epi32(-128 * x[j][b].sum);  // Σ (w + 128)·q − 128·Σq
+      for (int g = 0; g < G; g++) sum[g][j] = start;
+    }
+    const uint8_t* block = groups + b * kQ8GroupBlock;
+    for (int s = 0; s < 8; s++) {
+      __m512i codes[G];
+      for (int g = 0; g < G; g++) codes[g] = _mm512_load_si512(block + g * group_bytes + 64 + 64 * s);
+      for (int j = 0; j < N; j++) {
+        int32_t q4;
+        std::memcpy(&q4, x[j][b].q + 4 * s, 4);
+        const __m512i q = _mm512_set1_epi32(q4);
+        for (int g = 0; g < G; g++) sum[g][j] = _mm512_dpbusd_epi32(sum[g][j], codes[g], q);
+      }
+    }
+    for (int g = 0; g < G; g++) {
+      const __m512 dw = _mm512_load_ps(reinterpret_cast<const float*>(block + g * group_bytes));
+      for (int j = 0; j < N; j++) acc[g][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[g][j]), _mm512_mul_ps(dw, _mm512_set1_ps(x[j][b].d)), acc[g][j]);
+    }
+  }
+  for (int g = 0; g < G; g++)
+    for (int j = 0; j < N; j++) {
+      alignas(64) float lanes[16];
+      _mm512_store_ps(lanes, acc[g][j]);
+      for (int r = 0; r < 16; r++) out[(16 * g + r) * rs + j * ts] = lanes[r];
+    }
+}
+
+template <int G>
+void q8_0_group_tokens(const QDotArgs& a, const uint8_t* groups, size_t group_bytes, float* out) {
+  const size_t blocks = a.n / 32;
+  const Q8Block32* x[kQ8GroupTokens];
+  size_t t = 0;
+  auto point = [&](size_t count) {
+    for (size_t j = 0; j < count; j++) x[j] = reinterpret_cast<const Q8Block32*>(a.act + (t + j) * a.act_stride);
+  };
+  for (; t + kQ8GroupTokens <= a.tokens; t += kQ8GroupTokens) point(kQ8GroupTokens), q8_0_group_tile<G, kQ8GroupTokens>(groups, group_bytes, x, blocks, out + t * a.ts, a.rs, a.ts);
+  point(a.tokens - t);
+  switch (a.tokens - t) {
+    case 3: q8_0_group_tile<G, 3>(groups, group_bytes, x, blocks, out + t * a.ts, a.rs, a.ts); break;
+    case 2: q8_0_group_tile<G, 2>(groups, group_bytes, x, blocks, out + t * a.ts, a.rs, a.ts); break;
+    case 1: q8_0_group_tile<G, 1>(groups, group_bytes, x, blocks, out + t * a.ts, a.rs, a.ts); break;
+    default: break;
+  }
+}
+
+// Rows in groups of 16, kQ8Groups at a time, each laid out once for all the call's tokens; the rows past the last
+// whole group by the pair tiles.
+void gemm_q8_0_groups(const QDotArgs& a) {
+  const size_t blocks = a.n / 32, group_bytes = blocks * kQ8GroupBlock, groups = a.rows / 16;
+  thread_local std::vector<uint8_t> buffer;
+  if (buffer.size() < kQ8Groups * group_bytes + 64) buffer.resize(kQ8Groups * group_bytes + 64);
+  uint8_t* laid = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buffer.data()) + 63) & ~uintptr_t{63});
+  const float* halves = half_table();
+  for (size_t g0 = 0; g0 < groups; g0 += kQ8Groups) {
+    const size_t count = groups - g0 < kQ8Groups ? groups - g0 : kQ8Groups;
+    for (size_t g = 0; g < count; g++) layout_q8_0_group(a.w + 16 * (g0 + g) * a.w_stride, a.w_stride, blocks, halves, laid + g * group_bytes);
+    float* out = a.out + 16 * g0 * a.rs;
+    if (count == kQ8Groups) q8_0_group_tokens<kQ8Groups>(a, laid, group_bytes, out);
+    else q8_0_group_tokens<1>(a, laid, group_bytes, out);
+  }
+  if (a.rows % 16 != 0) {
+    QDotArgs rest = a;
+    rest.w = a.w + 16 * groups * a.w_stride, rest.rows = a.rows % 16, rest.out = a.out + 16 * groups * a.rs;
+    gemm32<Q8_0Pair>(rest);
+  }
+}
+
 }  // namespace
 
 void qgemm_rows_vnni(const QDotArgs& a) {
   if (a.dtype == DType::Q4_0) return gemm32<Q4_0Pair>(a);
+  if (a.dtype == DType::Q8_0 && a.tokens >= kQ8GroupMinTokens && a.rows >= 16) return gemm_q8_0_groups(a);
   if (a.dtype == DType::Q8_0) return gemm32<Q8_0Pair>(a);
   qdot_rows_vnni(a);
 }
@@ -182,6 +301,7 @@ const char* qgemm_kernel(DType dtype) {
   if (!integer_gemm(dtype)) return "float-tiles";
   if (amx_tiles()) return "amx-int8";
   if (packed_type(dtype) != dtype || is_packed(dtype)) return "avx512-vnni-16rows";
+  if (dtype == DType::Q8_0 && vnni_tiles(dtype)) return "avx512-vnni-16rows";  // laid out per call (gemm_q8_0_groups)
   return vnni_tiles(dtype) ? "avx512-vnni" : "integer-dot";
 }
 

@@ -216,9 +216,9 @@ export class NativeBackend implements TrainingBackend {
 
   /**
    * How products of many tokens (prefill) with weights of `dtype` run at this SIMD level: 'amx-int8' (AMX tiles,
-   * quantized weights; OLMOE_AMX=0 declines), 'avx512-vnni-16rows' (q4_0/q4_k/q6_k repacked 16 rows to a vector; OLMOE_PACK=0
-   * declines), 'avx512-vnni' (q4_0/q8_0 register tiles), 'integer-dot' (the decode kernels) or 'float-tiles' (float
-   * weights, and quantized ones at the scalar level).
+   * quantized weights; OLMOE_AMX=0 declines), 'avx512-vnni-16rows' (q4_0/q4_k/q6_k repacked 16 rows to a vector at load,
+   * OLMOE_PACK=0 declines; q8_0 laid out that way per call, 16 rows at a time), 'avx512-vnni' (q4_0 register tiles),
+   * 'integer-dot' (the decode kernels) or 'float-tiles' (float weights, and quantized ones at the scalar level).
    */
   quantGemmKernel(dtype: DType): string {
     return this.addon.quantGemmKernel(DTYPE_CODES[dtype]);
