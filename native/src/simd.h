@@ -26,7 +26,8 @@ const CpuFeatures& cpu();
 // stalled the kernels instead: the packed q4_0 decode tile streamed 29.5 → 35.2 GB/s of a 36 GB/s read bound without
 // them, and 34.8 → 54.0 of 64 in the machine's fast phase (bench/native/stream-bench.cc, 2 threads, alternating in one
 // process), where on Zen 5 and an Intel Xeon they had made the same kernels 3–20 % faster (README, earlier sessions).
-// OLMOE_PREFETCH=0 or 1 forces it off or on.
+// The other row-major decode kernels (qdot-x86.h's 256-bit rows, the K-quant rows of qdot-vnni.cc: on Zen 4 decode's
+// q5_k, and q4_0 / q4_k / q6_k under OLMOE_PACK=0) keep their prefetch either way: not measured without it. OLMOE_PREFETCH=0 or 1 forces it off or on.
 bool stream_prefetch();
 // Sets it for this process (bench/native harnesses alternate both ways in one process); kernels read it once a call.
 void set_stream_prefetch(bool on);
