@@ -36,28 +36,7 @@ DType packed_type(DType dtype) {
 
 namespace {
 
-// fn(out, rows, stride) for every 16-row group and block column: `rows` is the group's first row's block in the file
-// layout (the others `stride` bytes apart), `out` the group's packed block.
-template <typename Fn>
-void pack_group_blocks(const uint8_t* src, size_t rows, size_t blocks, size_t block_bytes, uint8_t* dst, size_t group_block_bytes, const Fn& fn) {
-  const size_t stride = blocks * block_bytes;
-  pool().parallel_for(rows / 16, [&](size_t g0, size_t g1) {
-    for (size_t g = g0; g < g1; g++)
-      for (size_t b = 0; b < blocks; b++) fn(dst + (g * blocks + b) * group_block_bytes, src + 16 * g * stride + b * block_bytes, stride);
-  });
-}
-
-// fn(out, block, r) for every 16-row group, block column and row r of the group: `block` is row 16g + r's block in the
-// file layout (`block_bytes` each, `blocks` per row), `out` the group's packed block (`group_block_bytes`).
-template <typename Fn>
-void pack_groups(const uint8_t* src, size_t rows, size_t blocks, size_t block_bytes, uint8_t* dst, size_t group_block_bytes, const Fn& fn) {
-  pack_group_blocks(src, rows, blocks, block_bytes, dst, group_block_bytes, [&](uint8_t* out, const uint8_t* first, size_t stride) {
-    for (size_t r = 0; r < 16; r++) fn(out, first + r * stride, r);
-  });
-}
-
-// 16 bytes of each of 16 rows (`stride` apart) → four 64-byte vectors, vector s's 32-bit lane r holding bytes 4s..4s+3
-// of row r: the layout of every packed type's codes.
+// transpose_dwords (packed.h) by four-byte copies.
 void transpose_dwords_scalar(const uint8_t* rows, size_t stride, uint8_t* out) {
   for (size_t r = 0; r < 16; r++)
     for (size_t s = 0; s < 4; s++) std::memcpy(out + 64 * s + 4 * r, rows + r * stride + 4 * s, 4);
@@ -82,12 +61,35 @@ __attribute__((target("avx512f"))) void transpose_dwords_avx512(const uint8_t* r
 }
 #endif
 
-using TransposeDwords = void (*)(const uint8_t*, size_t, uint8_t*);
+}  // namespace
+
 TransposeDwords transpose_dwords() {
 #if defined(__x86_64__)
   if (cpu().level == Simd::Avx512) return transpose_dwords_avx512;
 #endif
   return transpose_dwords_scalar;
+}
+
+namespace {
+
+// fn(out, rows, stride) for every 16-row group and block column: `rows` is the group's first row's block in the file
+// layout (the others `stride` bytes apart), `out` the group's packed block.
+template <typename Fn>
+void pack_group_blocks(const uint8_t* src, size_t rows, size_t blocks, size_t block_bytes, uint8_t* dst, size_t group_block_bytes, const Fn& fn) {
+  const size_t stride = blocks * block_bytes;
+  pool().parallel_for(rows / 16, [&](size_t g0, size_t g1) {
+    for (size_t g = g0; g < g1; g++)
+      for (size_t b = 0; b < blocks; b++) fn(dst + (g * blocks + b) * group_block_bytes, src + 16 * g * stride + b * block_bytes, stride);
+  });
+}
+
+// fn(out, block, r) for every 16-row group, block column and row r of the group: `block` is row 16g + r's block in the
+// file layout (`block_bytes` each, `blocks` per row), `out` the group's packed block (`group_block_bytes`).
+template <typename Fn>
+void pack_groups(const uint8_t* src, size_t rows, size_t blocks, size_t block_bytes, uint8_t* dst, size_t group_block_bytes, const Fn& fn) {
+  pack_group_blocks(src, rows, blocks, block_bytes, dst, group_block_bytes, [&](uint8_t* out, const uint8_t* first, size_t stride) {
+    for (size_t r = 0; r < 16; r++) fn(out, first + r * stride, r);
+  });
 }
 
 void pack_q4_0_r16(const uint8_t* src, size_t rows, size_t n, uint8_t* dst) {

@@ -31,6 +31,11 @@ inline bool is_packed(DType dtype) { return dtype == DType::Q4_0R16 || dtype == 
 // Streams a one-token product of a packed type reads at once: runs of consecutive groups, tile group k walking run k
 // (qgemm-r16.cc `runs`; qdot_prefetch warms their starts).
 constexpr int decode_streams(DType packed) { return packed == DType::Q4_0R16 ? 4 : 2; }
+// 16 bytes of each of 16 rows (`stride` apart) → four 64-byte vectors at out, vector s's 32-bit lane r holding bytes
+// 4s..4s+3 of row r (every packed type's codes, and q8_0's prefill groups in qgemm-vnni.cc): two-source permutes at the
+// AVX-512 level, four-byte copies below.
+using TransposeDwords = void (*)(const uint8_t* rows, size_t stride, uint8_t* out);
+TransposeDwords transpose_dwords();
 // The packed form of q4_0, q4_k and q6_k (any CPU: pack_rows and the scalar twin run everywhere), else dtype itself.
 inline DType packed_form(DType dtype) {
   switch (dtype) {

@@ -155,31 +155,17 @@ constexpr size_t kQ8Groups = 2;       // groups per tile: each activation broadc
 constexpr int kQ8GroupTokens = 4;      // tokens per tile: 2 × 4 int32 sums and 2 × 4 float sums in registers
 constexpr size_t kQ8GroupMinTokens = 16;  // below, the pair tiles above (the layout's cost is per group, not per token)
 
-// 16 bytes of each of 16 rows (`stride` apart) → four vectors, vector s's lane r holding bytes 4s..4s+3 of row r.
-inline void transpose_dwords16(const uint8_t* rows, size_t stride, uint8_t* out) {
-  __m512i quads[4];  // quads[k]: rows 4k..4k+3, a 128-bit lane each
-  for (int k = 0; k < 4; k++) {
-    const uint8_t* r = rows + 4 * k * stride;
-    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r)));
-    for (int j = 1; j < 4; j++) v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + j * stride)), j);
-    quads[k] = v;
-  }
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  for (int s = 0; s < 4; s++) {
-    const __m512i pick = _mm512_setr_epi32(s, 4 + s, 8 + s, 12 + s, 16 + s, 20 + s, 24 + s, 28 + s, s, 4 + s, 8 + s, 12 + s, 16 + s, 20 + s, 24 + s, 28 + s);
-    const __m512i low = _mm512_permutex2var_epi32(quads[0], pick, quads[1]), high = _mm512_permutex2var_epi32(quads[2], pick, quads[3]);
-    _mm512_store_si512(out + 64 * s, _mm512_xor_si512(_mm512_mask_blend_epi32(0xFF00, low, high), flip));
-  }
-}
-
 // Rows [0, 16) of w (q8_0, `stride` bytes apart) over `blocks` blocks into the group layout at out (64-byte aligned).
 void layout_q8_0_group(const uint8_t* w, size_t stride, size_t blocks, const float* halves, uint8_t* out) {
+  const TransposeDwords transpose = transpose_dwords();
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   for (size_t b = 0; b < blocks; b++, out += kQ8GroupBlock) {
     const uint8_t* block = w + 34 * b;
     float* scales = reinterpret_cast<float*>(out);
     for (size_t r = 0; r < 16; r++) scales[r] = halves[u16(block + r * stride)];
-    transpose_dwords16(block + 2, stride, out + 64);
-    transpose_dwords16(block + 18, stride, out + 64 + 256);
+    transpose(block + 2, stride, out + 64);
+    transpose(block + 18, stride, out + 64 + 256);
+    for (size_t s = 0; s < 8; s++) _mm512_store_si512(out + 64 + 64 * s, _mm512_xor_si512(_mm512_load_si512(out + 64 + 64 * s), flip));
   }
 }
 
