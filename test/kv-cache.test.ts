@@ -67,14 +67,19 @@ describe('KV cache storage (reference, hand-worked)', () => {
   });
 });
 
-/** Attention of one sequence's steps over a fresh cache of the type; returns each step's output. */
-function runSteps(b: Backend, type: KVCacheType, shape: readonly [number, number, number], steps: readonly number[], how = (args: Parameters<Backend['attention']>[0]) => b.attention(args)): Float32Array[] {
+/** A key's value at (position, index in the row of all kv heads). */
+type KeyAt = (position: number, index: number) => number;
+
+/** Attention of one sequence's steps over a fresh cache of the type (keys random, or from `key`); returns each step's output. */
+function runSteps(b: Backend, type: KVCacheType, shape: readonly [number, number, number], steps: readonly number[], how = (args: Parameters<Backend['attention']>[0]) => b.attention(args), key?: KeyAt): Float32Array[] {
   const [heads, kvHeads, headDim] = shape;
   const cache = b.createKVCache({ layers: 2, capacity: steps.reduce((a, c) => a + c, 0), kvHeads, headDim, dtype: type });
   let start = 0;
   return steps.map((tokens, step) => {
     const input = (seed: number, width: number) => b.fromFloat32(randoms(100 * step + seed, tokens * width), [tokens, width]);
-    const out = how({ q: input(1, heads * headDim), k: input(2, kvHeads * headDim), v: input(3, kvHeads * headDim), sequences: [{ tokens, start, cache }], layer: 1, heads, kvHeads, headDim });
+    const width = kvHeads * headDim;
+    const k = key ? b.fromFloat32(Float32Array.from({ length: tokens * width }, (_, i) => key(start + Math.floor(i / width), i % width)), [tokens, width]) : input(2, width);
+    const out = how({ q: input(1, heads * headDim), k, v: input(3, kvHeads * headDim), sequences: [{ tokens, start, cache }], layer: 1, heads, kvHeads, headDim });
     start += tokens;
     return b.toFloat32(out);
   });
@@ -176,7 +181,7 @@ describe('native attention vs the reference, per cache type', { skip: announceSk
 describe('native long-context decode (positions split across threads, slices merged) vs the reference', { skip: announceSkip(native.skip) }, () => {
   const backend = native.skip ? reference : native.create();
   // Decode steps at 63–65, 166, 767, 768 and 1,469 positions: from max(64, 32 × threads) on, the AVX-512 kernels split
-  // positions into slices of at least 32 (shorter than a key block of 64) and merge each head's slices by their
+  // positions into slices of at least 32 and merge each head's slices by their
   // maxima (native/src/attention.cc, attend_decode_sliced); below it they take one head per item. The slices hold
   // 16 heads to a vector: 16 heads (OLMoE's count) fill one, 20 a second in part (fewer steps: the reference's
   // prompts of many heads are slow).
@@ -191,6 +196,25 @@ describe('native long-context decode (positions split across threads, slices mer
           positions += tokens;
           const scale = 1e-5 * Math.sqrt(positions + shape[2]);
           assertClose(mine[step]!, theirs[step]!, (x) => scale * (1 + Math.abs(x)), `${type} step ${step} (${positions} positions)`);
+        });
+      });
+    }
+    // The slices keep each head's running maximum across positions and rescale its sum when a position raises it:
+    // keys whose scores rise with the position (every position raises every head's maximum, and the exponentials of
+    // the first positions underflow to 0), and a first position that dominates (the maximum never moves again).
+    const keys: Record<string, KeyAt> = {
+      'scores rising at every position': (position, i) => (position / 8) * (1 + (i % 5) / 10),
+      'a first position that dominates': (position, i) => (position === 0 ? 6 : 0.1) * (1 + ((i * 7) % 11) / 10) * ((i + position) % 3 === 0 ? -1 : 1),
+    };
+    for (const [what, key] of Object.entries(keys)) {
+      it(`${type}: 16 heads / 16 kv × 64, ${what}`, () => {
+        const steps = [90, 1, 1, 1];
+        const [mine, theirs] = [runSteps(backend, type, [16, 16, 64], steps, undefined, key), runSteps(reference, type, [16, 16, 64], steps, undefined, key)];
+        let positions = 0;
+        steps.forEach((tokens, step) => {
+          positions += tokens;
+          if (step === 0) return; // the prompt: per-head items, not the slices
+          assertClose(mine[step]!, theirs[step]!, (x) => 1e-5 * (1 + Math.abs(x)), `${type} step ${step} (${positions} positions)`);
         });
       });
     }

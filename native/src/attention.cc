@@ -389,21 +389,25 @@ AVX512 inline __m512 sum_lanes16(Vector vector) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(low, high, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(low, high, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-// Every line of the cache row kRowsAhead positions on: each row is a new 4 KiB page (OLMoE-1B-7B, f16), where the
-// hardware's stream prefetchers start over; one prefetched line per row left the slices at ~13 GB/s cold.
+// Rows ahead whose lines are prefetched where P (stream_prefetch(), simd.h): each row is a new 4 KiB page (OLMoE-1B-7B,
+// f16), where the hardware's stream prefetchers start over; one prefetched line per row left the per-head items at
+// ~13 GB/s cold.
 constexpr size_t kRowsAhead = 4;
 
-// One query (decode) at long contexts, positions [p0, p1) for every head: each position's whole cache row (all kv
-// heads, one contiguous run) is read once, where a per-head item reads 256 B of each 4 KiB row (f16, OLMoE-1B-7B),
-// a new page at every position for the prefetchers (~13 GB/s at 2,048 positions against ~30 measured). Heads go in
-// lanes, 16 to a vector: a position's scores of 16 heads are one vector (sum_lanes16), and the block's maxima,
-// exponentials and denominators are vector operations across heads. Per head the running maximum, denominator and
-// weighted sum go to `state` ([heads][2 + Hd]); slices merge by their maxima. `queries`: [heads][Hd], already scaled
-// by 1/√Hd.
+// One query (decode) at long contexts, positions [p0, p1) for every head, in one pass: at each position the key row
+// (all kv heads, one contiguous run) gives the scores of every head, and the value row right after it goes into every
+// head's weighted sum. Heads go in lanes, 16 to a vector: a position's scores of 16 heads are one vector (sum_lanes16),
+// and the running maxima, the exponentials and the denominators are vector operations across heads. A position that
+// raises a head's maximum rescales that head's sum and denominator first (a few times per head: scores seldom set a
+// new maximum). The weighted sums ([heads][Hd], 8 KiB for OLMoE-1B-7B) stay in L1 between positions.
 //
-// Flattened: the per-head lambda below was an out-of-line call per head and position (its query copied to the stack,
-// the kv head found by a division); inlined, the kernel took ~10 % less time with the cache rows in L3 (2 threads,
-// 576 positions: 71–80 µs a layer against 80–89), the same from DRAM.
+// One pass instead of two per block of positions (the block's key rows, then its value rows head by head): the value
+// pass read each value row in 16 runs of 256 B, one head at a time, 4 KiB apart, and without software prefetch (Zen 4)
+// they came from memory in that order. On the AMD EPYC Zen 4, 16 layers × 2,048 positions, f16, 2 threads,
+// alternating in one process: 698–700 µs a layer → 503–518 in a slow phase (read bandwidth ~35 GB/s: 24 → 33 GB/s,
+// about the speed of loads alone); on transparent huge pages in a fast phase (~58 GB/s) 637 → 375 µs.
+// Per head the running maximum, denominator and weighted sum go to `state` ([heads][2 + Hd]); slices merge by their
+// maxima. `queries`: [heads][Hd], already scaled by 1/√Hd.
 template <int C, typename Row, bool P>
 AVX512 __attribute__((flatten)) void attend_slice_avx512(const AttentionArgs& a, const float* queries, size_t p0, size_t p1, float* state, Scratch& space) {
   constexpr size_t Hd = 16 * C;
@@ -412,7 +416,9 @@ AVX512 __attribute__((flatten)) void attend_slice_avx512(const AttentionArgs& a,
   const size_t share = (row_bytes + 64 * H - 1) / (64 * H) * 64;  // bytes of a row each head prefetches, whole lines
   const uint8_t* keys = static_cast<const uint8_t*>(a.keys);
   const uint8_t* values = static_cast<const uint8_t*>(a.values);
-  float* scores = scratch(space.scores, lanes * kKeyBlock * 16);  // [head vector][position in block][16 heads]
+  float* sums = aligned_scratch(space.sums, H * Hd);  // [head][Hd], in L1
+  float* maxima = aligned_scratch(space.scores, 2 * 16 * lanes);  // running maxima, then denominators: [lane][16 heads]
+  float* totals = maxima + 16 * lanes;
   // Per head, once per slice: its bytes in a row, and the part [from, to) of each row it prefetches. Worked out per
   // head and position (a division, clamps, a lane test), this scalar work took ~2/3 of the key pass's instructions.
   size_t* head_at = scratch(space.heads, 3 * H);
@@ -421,69 +427,61 @@ AVX512 __attribute__((flatten)) void attend_slice_avx512(const AttentionArgs& a,
   for (size_t h = 0; h < H; h++) {
     head_at[h] = Row::head_offset(h / group, Hd);
     prefetch_from[h] = std::min(h * share, row_bytes), prefetch_to[h] = std::min((h + 1) * share, row_bytes);
-    float* st = state + h * (2 + Hd);
-    st[0] = -INFINITY, st[1] = 0;
-    for (size_t d = 0; d < Hd; d += 16) _mm512_storeu_ps(st + 2 + d, _mm512_setzero_ps());
   }
-  for (size_t s0 = p0; s0 < p1; s0 += kKeyBlock) {
-    const size_t n = std::min(kKeyBlock, p1 - s0);
-    for (size_t j = 0; j < n; j++) {
-      const uint8_t* krow = keys + (s0 + j) * row_bytes;
-      // The key row kRowsAhead on (the slice's last row near its end: already in cache) and this position's value row
-      // (read head by head below) are prefetched a share per head, between the heads' dot products: the whole rows at
-      // once (128 lines) filled the core's miss buffers, and the dot products waited on them (5–8 % slower).
-      const uint8_t* ahead = krow + std::min(kRowsAhead, p1 - 1 - (s0 + j)) * row_bytes;
-      const uint8_t* vrow = values + (s0 + j) * row_bytes;
-      const auto head_score = [&](size_t h) AVX512 {
-        prefetch_lines<P>(ahead + prefetch_from[h], prefetch_to[h] - prefetch_from[h]);
-        prefetch_lines<P>(vrow + prefetch_from[h], prefetch_to[h] - prefetch_from[h]);
-        __m512 q[C];
-        for (int c = 0; c < C; c++) q[c] = _mm512_loadu_ps(queries + h * Hd + 16 * c);
-        return Row::template dot<C>(q, krow + head_at[h]);
-      };
-      for (size_t l = 0; l < lanes; l++) {
-        const size_t first = 16 * l;
-        const __m512 head_scores = first + 16 <= H ? sum_lanes16([&](size_t i) AVX512 { return head_score(first + i); })
-                                                   : sum_lanes16([&](size_t i) AVX512 { return first + i < H ? head_score(first + i) : _mm512_setzero_ps(); });
-        _mm512_storeu_ps(scores + (l * kKeyBlock + j) * 16, head_scores);
-      }
-    }
-    // Online softmax across heads: raise each head's maximum to the block's, rescale what it summed, exponentiate.
+  std::fill(sums, sums + H * Hd, 0.0f);
+  std::fill(maxima, maxima + 16 * lanes, -INFINITY);
+  std::fill(totals, totals + 16 * lanes, 0.0f);
+  for (size_t s = p0; s < p1; s++) {
+    const uint8_t* krow = keys + s * row_bytes;
+    const uint8_t* vrow = values + s * row_bytes;
+    // The rows kRowsAhead on (the slice's last near its end: already in cache), a share per head between the heads'
+    // dot products: the whole rows at once (128 lines) filled the core's miss buffers, and the dot products waited.
+    const size_t ahead = std::min(kRowsAhead, p1 - 1 - s) * row_bytes;
+    const auto head_score = [&](size_t h) AVX512 {
+      prefetch_lines<P>(krow + ahead + prefetch_from[h], prefetch_to[h] - prefetch_from[h]);
+      prefetch_lines<P>(vrow + ahead + prefetch_from[h], prefetch_to[h] - prefetch_from[h]);
+      __m512 q[C];
+      for (int c = 0; c < C; c++) q[c] = _mm512_loadu_ps(queries + h * Hd + 16 * c);
+      return Row::template dot<C>(q, krow + head_at[h]);
+    };
     for (size_t l = 0; l < lanes; l++) {
-      float* sc = scores + l * kKeyBlock * 16;
-      __m512 block_max = _mm512_loadu_ps(sc);
-      for (size_t j = 1; j < n; j++) block_max = _mm512_max_ps(_mm512_loadu_ps(sc + 16 * j), block_max);
-      alignas(64) float highest[16], total[16];
-      _mm512_store_ps(highest, block_max);
-      for (size_t i = 0; i < 16 && 16 * l + i < H; i++) {
-        float* st = state + (16 * l + i) * (2 + Hd);
-        if (highest[i] > st[0]) {
-          const float rescale = st[0] == -INFINITY ? 0.0f : std::exp(st[0] - highest[i]);
-          st[1] *= rescale;
-          for (size_t d = 0; d < Hd; d += 16) _mm512_storeu_ps(st + 2 + d, _mm512_mul_ps(_mm512_loadu_ps(st + 2 + d), _mm512_set1_ps(rescale)));
-          st[0] = highest[i];
+      const size_t first = 16 * l, count = std::min<size_t>(16, H - first);
+      const __m512 score = count == 16 ? sum_lanes16([&](size_t i) AVX512 { return head_score(first + i); })
+                                       : sum_lanes16([&](size_t i) AVX512 { return i < count ? head_score(first + i) : _mm512_setzero_ps(); });
+      __m512 max = _mm512_load_ps(maxima + first), total = _mm512_load_ps(totals + first);
+      const __mmask16 raised = _mm512_cmp_ps_mask(score, max, _CMP_GT_OQ) & static_cast<__mmask16>((1u << count) - 1);
+      if (raised) {  // exp(m_old − m_new) for the raised heads: 0 where nothing was seen yet (m_old = −∞)
+        const __m512 highest = _mm512_mask_mov_ps(max, raised, score);
+        const __mmask16 seen = _mm512_cmp_ps_mask(max, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+        const __m512 rescale = _mm512_mask_mov_ps(_mm512_set1_ps(1.0f), raised, _mm512_maskz_mov_ps(seen, exp512(_mm512_sub_ps(max, highest))));
+        total = _mm512_mul_ps(total, rescale);
+        alignas(64) float factors[16];
+        _mm512_store_ps(factors, rescale);
+        for (unsigned bits = raised; bits; bits &= bits - 1) {
+          float* sum = sums + (first + __builtin_ctz(bits)) * Hd;
+          const __m512 factor = _mm512_set1_ps(factors[__builtin_ctz(bits)]);
+          for (int c = 0; c < C; c++) _mm512_store_ps(sum + 16 * c, _mm512_mul_ps(_mm512_load_ps(sum + 16 * c), factor));
         }
-        highest[i] = st[0];
+        max = highest;
+        _mm512_store_ps(maxima + first, max);
       }
-      const __m512 shift = _mm512_load_ps(highest);
-      __m512 sum = _mm512_setzero_ps();
-      for (size_t j = 0; j < n; j++) {
-        const __m512 p = exp512(_mm512_sub_ps(_mm512_loadu_ps(sc + 16 * j), shift));
-        _mm512_storeu_ps(sc + 16 * j, p);
-        sum = _mm512_add_ps(sum, p);
+      const __m512 p = exp512(_mm512_sub_ps(score, max));
+      _mm512_store_ps(totals + first, _mm512_add_ps(total, p));
+      alignas(64) float weights[16];
+      _mm512_store_ps(weights, p);
+      for (size_t i = 0; i < count; i++) {
+        float* sum = sums + (first + i) * Hd;
+        __m512 acc[C];
+        for (int c = 0; c < C; c++) acc[c] = _mm512_load_ps(sum + 16 * c);
+        Row::template axpy<C>(weights[i], vrow + head_at[first + i], acc);
+        for (int c = 0; c < C; c++) _mm512_store_ps(sum + 16 * c, acc[c]);
       }
-      _mm512_store_ps(total, sum);
-      for (size_t i = 0; i < 16 && 16 * l + i < H; i++) state[(16 * l + i) * (2 + Hd) + 1] += total[i];
     }
-    // Per head over the block's rows (in cache by now): the weighted sum stays in registers.
-    for (size_t h = 0; h < H; h++) {
-      float* sum = state + h * (2 + Hd) + 2;
-      const float* p = scores + (h / 16 * kKeyBlock) * 16 + h % 16;
-      __m512 acc[C];
-      for (int c = 0; c < C; c++) acc[c] = _mm512_loadu_ps(sum + 16 * c);
-      for (size_t j = 0; j < n; j++) Row::template axpy<C>(p[16 * j], values + (s0 + j) * row_bytes + head_at[h], acc);
-      for (int c = 0; c < C; c++) _mm512_storeu_ps(sum + 16 * c, acc[c]);
-    }
+  }
+  for (size_t h = 0; h < H; h++) {
+    float* st = state + h * (2 + Hd);
+    st[0] = maxima[h], st[1] = totals[h];
+    std::copy(sums + h * Hd, sums + (h + 1) * Hd, st + 2);
   }
 }
 
@@ -556,17 +554,18 @@ auto for_head_dim(size_t head_dim, Pick pick) -> decltype(pick(std::integral_con
   }
 }
 
-// Whether decode attention prefetches its cache rows in software: q8_0 rows always, f16 and f32 rows where
-// stream_prefetch() says so (simd.h). On the AMD EPYC Zen 4 that turns it off, 16 layers × 2,048 positions from DRAM
-// (2 threads, both ways alternating in one process): q8_0 rows 366–495 µs a layer with the prefetches against
-// 393–527 without, f16 rows 746–810 with against 690–717 without (each f16 row is 64 lines: twice q8_0's prefetches).
-bool prefetch_rows(DType kv_type) { return kv_type == DType::Q8_0 || stream_prefetch(); }
+// Whether decode attention prefetches its cache rows in software: where stream_prefetch() says so (simd.h), for every
+// cache type. On the AMD EPYC Zen 4 that turns it off; there the one-pass slices, 16 layers × 2,048 positions from DRAM
+// (2 threads, both ways alternating in one process, read bandwidth ~35 GB/s), took 517–520 µs a layer over f16 rows
+// without the prefetches against 730–743 with, and 274–277 over q8_0 rows against 419–429. (The two-pass slices before
+// them were faster with the prefetches over q8_0 rows, which then kept them on everywhere.)
+bool prefetch_rows() { return stream_prefetch(); }
 #endif
 
 // The AVX-512 kernels for head dims 64, 128, 256; the portable one (kernels()' dot and axpy) otherwise.
 ItemKernel item_kernel(const AttentionArgs& a) {
 #ifdef OLMOE_X86
-  const bool p = prefetch_rows(a.kv_type);
+  const bool p = prefetch_rows();
   if (const ItemKernel k = for_head_dim(a.head_dim, [&](auto c) { return p ? item_kernel_for<decltype(c)::value, true>(a.kv_type) : item_kernel_for<decltype(c)::value, false>(a.kv_type); })) return k;
 #endif
   return attend_item;
@@ -576,7 +575,7 @@ ItemKernel item_kernel(const AttentionArgs& a) {
 DecodeKernel decode_kernel(const AttentionArgs& a) {
 #ifdef OLMOE_X86
   const size_t slice_from = std::max(kSliceMinPositions, kSlicePositions * static_cast<size_t>(pool().threads()));
-  const bool p = prefetch_rows(a.kv_type);
+  const bool p = prefetch_rows();
   if (a.tokens == 1 && a.start + 1 >= slice_from) return for_head_dim(a.head_dim, [&](auto c) { return p ? decode_kernel_for<decltype(c)::value, true>(a.kv_type) : decode_kernel_for<decltype(c)::value, false>(a.kv_type); });
 #endif
   return nullptr;

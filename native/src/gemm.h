@@ -62,6 +62,13 @@ T* scratch(std::vector<T>& buffer, size_t size) {
   return buffer.data();
 }
 
+// The same, 64-byte aligned (read and written with full-width vector loads and stores).
+inline float* aligned_scratch(std::vector<float>& buffer, size_t size) {
+  if (buffer.size() < size + 16) buffer.resize(size + 16);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
+  return reinterpret_cast<float*>((address + 63) & ~uintptr_t{63});
+}
+
 // Rows t < n of X (row stride x_stride, `in` features) into token-blocked transposed form, zero-padded to npad.
 void transpose_tokens(const float* X, size_t x_stride, size_t n, size_t in, float* Xt, size_t npad);
 

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "amx.h"
+#include "gemm.h"
 #include "kernels.h"
 #include "pool.h"
 #include "simd.h"
@@ -286,13 +287,6 @@ void pack_b(const TrainGemmArgs& g, const MicroKernel& mk, size_t j0, size_t p0,
         for (size_t p = 0; p < strip; p++) dst[p * nr + j] = src[j * g.b_stride() + p];
     }
   }
-}
-
-// 64-byte aligned grow-only scratch (the packed panels are read with full-width vector loads).
-float* aligned_scratch(std::vector<float>& buffer, size_t size) {
-  if (buffer.size() < size + 16) buffer.resize(size + 16);
-  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
-  return reinterpret_cast<float*>((address + 63) & ~uintptr_t{63});
 }
 
 // bf16 products with vdpbf16ps or AMX: a float panel [kc][NR] as bf16 pairs [⌈kc/2⌉][NR][2] (an odd last index pairs
