@@ -109,11 +109,12 @@ describe('olmoe CLI', () => {
     const context = (JSON.parse(readFileSync(join(tinyModelDir, 'config.json'), 'utf8')) as { max_position_embeddings: number }).max_position_embeddings;
     const run = olmoe(['bench', tinyModelDir, '--prompt', String(context + 44), '--gen', '2', '--runs', '1', '--json', '-q', '--no-machine']);
     assert.equal(run.code, 0, run.stderr);
-    const result = JSON.parse(run.stdout) as { promptTokens: number; residentMiB: number; weightFileMiB: number; residentOverWeightFile: number };
+    const result = JSON.parse(run.stdout) as { promptTokens: number; residentMiB: number; hugePageMiB: number | null; weightFileMiB: number; residentOverWeightFile: number };
     assert.equal(result.promptTokens, context - 2);
     const safetensors = readdirSync(tinyModelDir).filter((name) => name.endsWith('.safetensors')).reduce((sum, name) => sum + statSync(join(tinyModelDir, name)).size, 0);
     assert.equal(result.weightFileMiB, Math.round(safetensors / 2 ** 20));
     assert.ok(Math.abs(result.residentOverWeightFile - (result.residentMiB * 2 ** 20) / safetensors) < 0.01 * result.residentOverWeightFile, 'resident memory over the weights file');
+    if (existsSync('/proc/self/smaps_rollup')) assert.ok(result.hugePageMiB !== null && result.hugePageMiB >= 0 && result.hugePageMiB <= result.residentMiB, `${result.hugePageMiB} MiB on huge pages of ${result.residentMiB}`);
     assert.match(run.stderr, new RegExp(`--prompt ${context + 44} \\+ --gen 2 exceed the model's context of ${context} positions`));
     const tooLong = olmoe(['bench', tinyModelDir, '--gen', String(context)]);
     assert.equal(tooLong.code, 1);

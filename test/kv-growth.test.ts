@@ -100,8 +100,9 @@ describe('KV cache growth', () => {
   it('native: resize keeps the contents, zeroes the rest and detaches the old buffer, for both kinds of block', { skip: announceSkip(nativeSkip) }, async () => {
     const { model } = await loadPretrained(modelDir, { backend: createBackend('native') });
     const addon = (model.backend as unknown as { addon: NativeAddon }).addon;
-    // malloc → malloc, malloc → mapped, mapped → mapped (pages moved, not copied)
-    for (const [from, to] of [[5000, 70000], [1 << 17, 3 << 20], [(3 << 20) + 100, 9 << 20]] as const) {
+    // malloc → malloc, malloc → mapped, mapped → mapped (pages moved, not copied), blocks from 4 MiB (huge pages where
+    // the machine has free 2 MiB blocks, native/src/mapping.h) moved to a larger one
+    for (const [from, to] of [[5000, 70000], [1 << 17, 3 << 20], [(3 << 20) + 100, 9 << 20], [(5 << 20) + 3, 13 << 20]] as const) {
       const old = addon.allocate(from);
       const pattern = (i: number) => (i * 7 + 3) & 255;
       new Uint8Array(old).forEach((_, i, a) => (a[i] = pattern(i)));

@@ -408,7 +408,7 @@ describe('every SIMD level on this machine (child processes with OLMOE_SIMD, OLM
   }
 });
 
-describe('OLMOE_SIMD and OLMOE_PREFETCH values', { skip: announceSkip(native.skip) }, () => {
+describe('OLMOE_SIMD, OLMOE_PREFETCH and OLMOE_HUGE_PAGES values', { skip: announceSkip(native.skip) }, () => {
   const logits = (env: Record<string, string>) => {
     const { NODE_TEST_CONTEXT: _, ...inherited } = process.env;
     return spawnSync(process.execPath, [cliPath, 'logits', tinyModelDir, '--ids', '1,2', '--backend', 'native'], { encoding: 'utf8', env: { ...inherited, ...env } });
@@ -422,5 +422,13 @@ describe('OLMOE_SIMD and OLMOE_PREFETCH values', { skip: announceSkip(native.ski
     const run = logits({ OLMOE_PREFETCH: 'yes' });
     assert.equal(run.status, 1);
     assert.match(run.stderr, /OLMOE_PREFETCH=yes: expected 0 or 1/);
+  });
+  it('a huge-page setting other than 0 or 1 is an error naming the variable and its value; 0 and 1 run', () => {
+    const run = logits({ OLMOE_HUGE_PAGES: 'auto' });
+    assert.equal(run.status, 1);
+    assert.match(run.stderr, /OLMOE_HUGE_PAGES=auto: expected 0 or 1/);
+    const [never, always] = [logits({ OLMOE_HUGE_PAGES: '0' }), logits({ OLMOE_HUGE_PAGES: '1' })];
+    assert.equal(never.status, 0, never.stderr);
+    assert.equal(always.stdout, never.stdout, 'the same logits on either kind of page');
   });
 });

@@ -469,15 +469,17 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
 // allocate(bytes) → a zeroed ArrayBuffer (the KV cache), freed by release() or when collected: fresh zero pages from
 // kMappedFrom bytes on (mmap), faulted in lazily as the cache fills, calloc below. Through calloc, blocks of this size
 // landed in the brk heap, whose freed middle stays resident: a cache that grew from 512 to 640 positions kept its first
-// 64 MB in the process until it ended; munmap gives pages back at once. Not 2 MiB-aligned memory advised for
-// transparent huge pages, as before: with the kernel's default THP defrag setting (madvise), a huge-page fault in an
-// advised region waits for memory compaction, which on a long-running machine took 59 ms per fault here (a 16 KiB
-// cache: 59 ms instead of 0.01 ms), so creating and growing the caches of 8 concurrent generations cost more than the
-// forward passes (bench/serve.mjs on OLMoE-mini: 8 streams no faster in total than one). Blocks from 1 MiB on only
-// (OLMoE-1B-7B's f16 rows from 256 positions on), so that caches of small models and short texts take no mapping of
-// their own each (a process may hold ~65,000). V8 is told of the blocks (external memory), so that it collects the
-// buffers of caches dropped without `release` before they pile up. A block's finalizer frees nothing once `release`
-// has; finalizers and calls may come from several JS threads (worker_threads), hence the lock.
+// 64 MB in the process until it ended; munmap gives pages back at once. The mapped blocks are 2 MiB-aligned and, from
+// 4 MiB on, on transparent huge pages while the machine has free 2 MiB blocks for them (mapping.h huge_allocate):
+// decode attention over 2,048 positions ran 4–10 % faster on them. Only then: with the kernel's default THP defrag
+// setting (madvise), a huge-page fault in an advised region waits for memory compaction when none is free, which on a
+// long-running machine took 59 ms per fault here (a 16 KiB cache: 59 ms instead of 0.01 ms), so creating and growing
+// the caches of 8 concurrent generations cost more than the forward passes (bench/serve.mjs on OLMoE-mini: 8 streams
+// no faster in total than one). Blocks from 1 MiB on only (OLMoE-1B-7B's f16 rows from 256 positions on), so that
+// caches of small models and short texts take no mapping of their own each (a process may hold ~65,000). V8 is told of
+// the blocks (external memory), so that it collects the buffers of caches dropped without `release` before they pile
+// up. A block's finalizer frees nothing once `release` has; finalizers and calls may come from several JS threads
+// (worker_threads), hence the lock.
 constexpr size_t kMappedFrom = size_t{1} << 20;
 struct Allocation {
   void* data;
@@ -488,12 +490,9 @@ std::mutex allocations_lock;
 std::unordered_map<void*, Allocation*> live_allocations;
 
 // Zeroed memory of `bytes` (mapped pages of its own from kMappedFrom on), or null; block_free gives it back.
-void* block_allocate(size_t bytes) {
-  void* memory = bytes >= kMappedFrom ? mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : std::calloc(1, bytes);
-  return memory == MAP_FAILED ? nullptr : memory;
-}
+void* block_allocate(size_t bytes) { return bytes >= kMappedFrom ? olmoe::huge_allocate(bytes) : std::calloc(1, bytes); }
 void block_free(void* data, size_t bytes) {
-  if (bytes >= kMappedFrom) munmap(data, bytes);
+  if (bytes >= kMappedFrom) olmoe::huge_free(data, bytes);
   else std::free(data);
 }
 
@@ -537,7 +536,6 @@ Napi::Value Allocate(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 1)) return info.Env().Undefined();
   const size_t bytes = size_arg(info, 0);
   if (bytes == 0) return Napi::ArrayBuffer::New(info.Env(), size_t{0});
-  // (Huge pages made decode at 2,048 positions ~6 % faster on a fresh machine; see above for why they are not used.)
   void* memory = block_allocate(bytes);
   if (memory == nullptr) {
     Napi::Error::New(info.Env(), "out of memory: cannot allocate " + std::to_string(bytes) + " bytes").ThrowAsJavaScriptException();
@@ -567,8 +565,8 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
 }
 
 // resize(buffer, bytes) → memory from allocate grown to `bytes` (not less than it holds): its contents kept, the rest
-// zero; the old buffer detached (its views read as empty). A mapped block's pages move with mremap: nothing is copied
-// and no page faults in again (a KV cache that doubled from 256 to 512 positions copied and re-touched its first 256
+// zero; the old buffer detached (its views read as empty). A mapped block's pages move with mremap (mapping.h
+// huge_grow, to a 2 MiB-aligned block: huge pages move whole): nothing is copied and no page faults in again (a KV cache that doubled from 256 to 512 positions copied and re-touched its first 256
 // in every layer: ~0.35 ms a generated token of olmoe generate, the first-touch of a page costing ~6 µs on the virtual
 // machine measured). Null for a buffer not from allocate.
 Napi::Value Resize(const Napi::CallbackInfo& info) {
@@ -609,8 +607,7 @@ Napi::Value Resize(const Napi::CallbackInfo& info) {
     if (at == live_allocations.end() || at->second != old) {
       discard();  // finalized meanwhile: nothing left to move (cannot happen while the caller holds the buffer)
     } else if (move) {
-      memory = mremap(data, old_bytes, bytes, MREMAP_MAYMOVE);
-      if (memory == MAP_FAILED) memory = nullptr;
+      memory = olmoe::huge_grow(data, old_bytes, bytes);
       old->freed = memory != nullptr;  // moved: the old finalizer frees nothing
       if (memory != nullptr) live_allocations.erase(at);
     } else {

@@ -13,6 +13,8 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -33,6 +35,10 @@ std::mutex mutex;
 std::map<std::string, Mapping*> mappings;
 
 constexpr size_t kHugePage = size_t{2} << 20;
+// huge_pages_wanted: blocks from 4 MiB on (smaller ones gain little), and only while this much memory stays free in
+// whole 2 MiB blocks after them.
+constexpr size_t kHugeFrom = size_t{4} << 20;
+constexpr size_t kHugeReserve = size_t{256} << 20;
 
 // Map the file at a 2 MiB-aligned address and ask for huge pages: with large page-cache folios the kernel can
 // then map 2 MiB at a time, and decode, which streams weights, pays far fewer TLB misses (measured on anonymous
@@ -189,6 +195,43 @@ bool populate_pages(void* address, size_t length) {
 
 size_t huge_size(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
 
+size_t free_huge_blocks() {
+  // "Node 0, zone   Normal  c0 c1 … c10": free blocks of 2^order pages per order; order 9 is 2 MiB with 4 KiB pages
+  FILE* file = std::fopen("/proc/buddyinfo", "r");
+  if (!file) return 0;
+  const long page = sysconf(_SC_PAGESIZE);
+  int huge_order = 0;
+  while ((static_cast<size_t>(page) << huge_order) < kHugePage) huge_order++;
+  size_t blocks = 0;
+  char line[512];
+  while (std::fgets(line, sizeof line, file)) {
+    const char* zone = std::strstr(line, "zone");
+    if (!zone) continue;
+    char* at = const_cast<char*>(zone) + 4;
+    while (*at == ' ') at++;
+    while (*at && *at != ' ') at++;  // the zone's name
+    for (int order = 0;; order++) {
+      char* end;
+      const unsigned long long count = std::strtoull(at, &end, 10);
+      if (end == at) break;
+      at = end;
+      if (order >= huge_order) blocks += static_cast<size_t>(count) << (order - huge_order);
+    }
+  }
+  std::fclose(file);
+  return blocks;
+}
+
+bool huge_pages_wanted(size_t bytes) {
+  static const int forced = [] {
+    const char* env = std::getenv("OLMOE_HUGE_PAGES");
+    return env && std::strcmp(env, "0") == 0 ? 0 : env && std::strcmp(env, "1") == 0 ? 1 : -1;
+  }();
+  if (forced >= 0) return forced == 1;
+  if (bytes < kHugeFrom) return false;
+  return free_huge_blocks() * kHugePage >= bytes + bytes / 4 + kHugeReserve;
+}
+
 void* huge_allocate(size_t bytes) {
   const size_t size = huge_size(bytes);
   // (no MAP_NORESERVE: the kernel's overcommit check refuses a size beyond memory, as malloc's would)
@@ -198,9 +241,24 @@ void* huge_allocate(size_t bytes) {
   if (aligned > start) munmap(reserved, aligned - start);
   if (start + kHugePage > aligned) munmap(reinterpret_cast<void*>(aligned + size), start + kHugePage - aligned);
 #ifdef MADV_HUGEPAGE
-  madvise(reinterpret_cast<void*>(aligned), size, MADV_HUGEPAGE);
+  if (huge_pages_wanted(size)) madvise(reinterpret_cast<void*>(aligned), size, MADV_HUGEPAGE);
 #endif
   return reinterpret_cast<void*>(aligned);
+}
+
+void* huge_grow(void* memory, size_t bytes, size_t new_bytes) {
+  void* target = huge_allocate(new_bytes);
+  if (!target) return nullptr;
+  // The old pages move to the start of the new range (both 2 MiB-aligned: its huge pages move whole); the rest of the
+  // range stays fresh memory of the new allocation.
+  if (mremap(memory, huge_size(bytes), huge_size(bytes), MREMAP_MAYMOVE | MREMAP_FIXED, target) == MAP_FAILED) {
+    huge_free(target, new_bytes);
+    return nullptr;
+  }
+#ifdef MADV_HUGEPAGE
+  if (huge_pages_wanted(huge_size(new_bytes))) madvise(target, huge_size(new_bytes), MADV_HUGEPAGE);
+#endif
+  return target;
 }
 
 void huge_free(void* memory, size_t bytes) {

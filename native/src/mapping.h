@@ -28,10 +28,22 @@ bool read_rows(const void* address, size_t length, size_t row_bytes, const int32
 // speed. Returns false where the kernel cannot (the pages then fault in when written, as before).
 bool populate_pages(void* address, size_t length);
 
-// Zeroed anonymous memory of at least `bytes`, aligned to 2 MiB and advised for transparent huge pages (THP in
-// "madvise" mode gives none to malloc'd memory; the packed weights); nullptr on failure. huge_free with the same
-// `bytes` returns it.
+// Transparent huge pages for the large anonymous blocks (packed weights, KV caches): a 2 MiB page is one TLB entry and
+// one run for the hardware's stream prefetchers, where a 4 KiB page is a new start at every 4 KiB (AMD EPYC Zen 4, 2
+// threads, loads alone: 29.3 → 34.6 GB/s over a KV cache's rows). But with the kernel's default THP defrag setting
+// ("madvise"), a huge-page fault in an advised region waits for memory compaction when no free 2 MiB block is left:
+// 59 ms a fault on a long-running machine (addon.cc, allocate). So memory is advised only while /proc/buddyinfo shows
+// free 2 MiB blocks for it and 256 MiB more, and from 4 MiB on. OLMOE_HUGE_PAGES=0 never advises, =1 always.
+// The count of free 2 MiB blocks (whole blocks of larger orders counted in 2 MiB), 0 where /proc/buddyinfo is absent.
+size_t free_huge_blocks();
+// Whether a block of `bytes` is advised for huge pages (the policy above).
+bool huge_pages_wanted(size_t bytes);
+// Zeroed anonymous memory of huge_size(bytes), aligned to 2 MiB, advised for huge pages where huge_pages_wanted;
+// nullptr on failure. huge_free with the same `bytes` returns it.
 void* huge_allocate(size_t bytes);
+// Memory from huge_allocate(bytes) grown to new_bytes: its pages moved (not copied) to the start of a new block of
+// new_bytes, the rest zero; nullptr (the old memory untouched) on failure.
+void* huge_grow(void* memory, size_t bytes, size_t new_bytes);
 // `bytes` rounded up to whole 2 MiB pages: what huge_allocate maps.
 size_t huge_size(size_t bytes);
 void huge_free(void* memory, size_t bytes);

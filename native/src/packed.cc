@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "mapping.h"
 #include "pool.h"
 #include "q8.h"
 #include "qgemm.h"
@@ -246,13 +247,8 @@ void pack_rows(DType dtype, const uint8_t* src, size_t rows, size_t n, uint8_t* 
   pack_q4_0_r16(src, rows, n, dst);
 }
 
-void* packed_chunk_allocate(size_t bytes) {
-  void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  return memory == MAP_FAILED ? nullptr : memory;
-}
+void* packed_chunk_allocate(size_t bytes) { return huge_allocate(bytes); }
 
-void packed_chunk_free(void* memory, size_t bytes) {
-  if (memory) munmap(memory, bytes);
-}
+void packed_chunk_free(void* memory, size_t bytes) { huge_free(memory, bytes); }
 
 }  // namespace olmoe

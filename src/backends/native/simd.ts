@@ -1,6 +1,8 @@
 /**
  * OLMOE_PREFETCH=0 or 1 turns the decode kernels' software prefetch off or on (native/src/simd.h stream_prefetch);
- * other values are an error.
+ * OLMOE_HUGE_PAGES=0 or 1 never or always puts the packed weights and large KV caches on transparent huge pages,
+ * where by default they go only while the machine has free 2 MiB blocks for them (native/src/mapping.h). Other values
+ * of either are an error.
  *
  * OLMOE_SIMD forces the native kernels' instruction set (read once, when the addon first computes): avx512, avx2 or
  * scalar, at or below what the CPU has, so that one machine can run every kernel path (the tests do). Other values
@@ -14,8 +16,10 @@ export const SIMD_LEVELS = ['avx512', 'avx2', 'scalar'] as const;
 let noted = false;
 
 export function checkSimdEnv(addon: NativeAddon): void {
-  const prefetch = process.env.OLMOE_PREFETCH;
-  if (prefetch !== undefined && prefetch !== '0' && prefetch !== '1') throw new OlmoeError('input', `OLMOE_PREFETCH=${prefetch}: expected 0 or 1`);
+  for (const name of ['OLMOE_PREFETCH', 'OLMOE_HUGE_PAGES']) {
+    const value = process.env[name];
+    if (value !== undefined && value !== '0' && value !== '1') throw new OlmoeError('input', `${name}=${value}: expected 0 or 1`);
+  }
   const wanted = process.env.OLMOE_SIMD;
   if (!wanted) return;
   if (!(SIMD_LEVELS as readonly string[]).includes(wanted)) throw new OlmoeError('input', `OLMOE_SIMD=${wanted}: expected one of ${SIMD_LEVELS.join(', ')}`);

@@ -49,6 +49,18 @@ function residentMiB(): number {
   return match ? Math.round(Number(match[1]) / 1024) : NaN;
 }
 
+/** Resident memory on 2 MiB pages (anonymous, and file pages mapped whole), or null where Linux does not say. */
+function hugePageMiB(): number | null {
+  let rollup: string;
+  try {
+    rollup = readFileSync('/proc/self/smaps_rollup', 'utf8');
+  } catch {
+    return null;
+  }
+  const kB = [...rollup.matchAll(/^(?:AnonHugePages|FilePmdMapped|ShmemPmdMapped):\s+(\d+) kB/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+  return Math.round(kB / 1024);
+}
+
 /** The middle value; with an even count, the mean of the two middle ones. */
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -177,11 +189,11 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   const prefillKernel = backend.quantGemmKernel && expertDtype && expertDtype !== 'f64' ? backend.quantGemmKernel(expertDtype) : 'none';
   if (measurable) say('measuring read bandwidth and FP32 peak …\n');
   const machine = measurable ? backend.measureMachine!() : undefined;
-  const [resident, weightBytes] = [residentMiB(), weightFileBytes(dir)];
+  const [resident, hugePages, weightBytes] = [residentMiB(), hugePageMiB(), weightFileBytes(dir)];
   const decodeTokensPerSecond = flags.gen > 0 ? +(flags.gen / median(runs.map((r) => r.decode))).toFixed(2) : null;
   const result = {
     model: spec, backend: backend.name, threads: backend.threads ?? 1, simd: backend.simd ?? 'none', streamPrefetch: backend.streamPrefetch ?? null, prefillKernel,
-    loadSeconds: +loadSeconds.toFixed(2), residentMiB: resident, weightFileMiB: Math.round(weightBytes / 2 ** 20), residentOverWeightFile: weightBytes > 0 ? +((resident * 2 ** 20) / weightBytes).toFixed(3) : null,
+    loadSeconds: +loadSeconds.toFixed(2), residentMiB: resident, hugePageMiB: hugePages, weightFileMiB: Math.round(weightBytes / 2 ** 20), residentOverWeightFile: weightBytes > 0 ? +((resident * 2 ** 20) / weightBytes).toFixed(3) : null,
     kvCache: model.kvCacheType, kvCacheMiB: +((cache.allocated * cache.bytesPerPosition) / 2 ** 20).toFixed(2), promptTokens: promptIds.length, genTokens: flags.gen,
     prefillTokensPerSecond: +(promptIds.length / median(runs.map((r) => r.prefill))).toFixed(2),
     decodeTokensPerSecond, runs: runs.length,
