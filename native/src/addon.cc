@@ -469,11 +469,11 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
 // allocate(bytes) → a zeroed ArrayBuffer (the KV cache), freed by release() or when collected: fresh zero pages from
 // kMappedFrom bytes on (mmap), faulted in lazily as the cache fills, calloc below. Through calloc, blocks of this size
 // landed in the brk heap, whose freed middle stays resident: a cache that grew from 512 to 640 positions kept its first
-// 64 MB in the process until it ended; munmap gives pages back at once. The mapped blocks are 2 MiB-aligned and, from
-// 4 MiB on, on transparent huge pages while the machine has free 2 MiB blocks for them (mapping.h huge_allocate):
-// decode attention over 2,048 positions ran 4–10 % faster on them. Only then: with the kernel's default THP defrag
-// setting (madvise), a huge-page fault in an advised region waits for memory compaction when none is free, which on a
-// long-running machine took 59 ms per fault here (a 16 KiB cache: 59 ms instead of 0.01 ms), so creating and growing
+// 64 MB in the process until it ended; munmap gives pages back at once. The mapped blocks are 2 MiB-aligned and, with
+// OLMOE_HUGE_PAGES=1 from 4 MiB on, on transparent huge pages while the machine has free 2 MiB blocks for them
+// (mapping.h huge_allocate): decode attention over 2,048 positions ran 4–10 % faster on them. Not by default: with
+// the kernel's default THP defrag setting (madvise), a huge-page fault in an advised region waits for memory
+// compaction when none is free, which on a long-running machine took 59 ms per fault here (a 16 KiB cache: 59 ms instead of 0.01 ms), so creating and growing
 // the caches of 8 concurrent generations cost more than the forward passes (bench/serve.mjs on OLMoE-mini: 8 streams
 // no faster in total than one). Blocks from 1 MiB on only (OLMoE-1B-7B's f16 rows from 256 positions on), so that
 // caches of small models and short texts take no mapping of their own each (a process may hold ~65,000). V8 is told of

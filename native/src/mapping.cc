@@ -223,13 +223,11 @@ size_t free_huge_blocks() {
 }
 
 bool huge_pages_wanted(size_t bytes) {
-  static const int forced = [] {
+  static const bool asked = [] {
     const char* env = std::getenv("OLMOE_HUGE_PAGES");
-    return env && std::strcmp(env, "0") == 0 ? 0 : env && std::strcmp(env, "1") == 0 ? 1 : -1;
+    return env && std::strcmp(env, "1") == 0;
   }();
-  if (forced >= 0) return forced == 1;
-  if (bytes < kHugeFrom) return false;
-  return free_huge_blocks() * kHugePage >= bytes + bytes / 4 + kHugeReserve;
+  return asked && bytes >= kHugeFrom && free_huge_blocks() * kHugePage >= bytes + bytes / 4 + kHugeReserve;
 }
 
 void* huge_allocate(size_t bytes) {

@@ -28,15 +28,19 @@ bool read_rows(const void* address, size_t length, size_t row_bytes, const int32
 // speed. Returns false where the kernel cannot (the pages then fault in when written, as before).
 bool populate_pages(void* address, size_t length);
 
-// Transparent huge pages for the large anonymous blocks (packed weights, KV caches): a 2 MiB page is one TLB entry and
-// one run for the hardware's stream prefetchers, where a 4 KiB page is a new start at every 4 KiB (AMD EPYC Zen 4, 2
-// threads, loads alone: 29.3 → 34.6 GB/s over a KV cache's rows). But with the kernel's default THP defrag setting
-// ("madvise"), a huge-page fault in an advised region waits for memory compaction when no free 2 MiB block is left:
-// 59 ms a fault on a long-running machine (addon.cc, allocate). So memory is advised only while /proc/buddyinfo shows
-// free 2 MiB blocks for it and 256 MiB more, and from 4 MiB on. OLMOE_HUGE_PAGES=0 never advises, =1 always.
+// Transparent huge pages for the large anonymous blocks (packed weights, KV caches), with OLMOE_HUGE_PAGES=1: a 2 MiB
+// page is one TLB entry and one run for the hardware's stream prefetchers, where a 4 KiB page is a new start at every
+// 4 KiB (AMD EPYC Zen 4, 2 threads, loads alone over a KV cache's rows: 29.3 → 34.6 GB/s; Q4_0 decode 5–10 % faster in
+// the machine's fast phase). Off by default, because a huge page can cost far more to fault in than its 512 small
+// ones. With the kernel's default THP defrag setting ("madvise") a fault in an advised region waits for memory
+// compaction when no free 2 MiB block is left (59 ms a fault on a long-running machine, addon.cc allocate), so blocks
+// are advised only from 4 MiB on and while /proc/buddyinfo shows free 2 MiB blocks for them and 256 MiB more. Even
+// then, on the virtual machine measured (virtio-balloon present), some 256 MiB chunks took 170–340 ms to fault in
+// where the others took 17–20 ms and small pages ~70 ms, and the peer benchmark's Q4_K_M load went from 2.8–3.0 s to
+// 9.7–10.3 s: free 2 MiB blocks there were likely memory the host had taken back.
 // The count of free 2 MiB blocks (whole blocks of larger orders counted in 2 MiB), 0 where /proc/buddyinfo is absent.
 size_t free_huge_blocks();
-// Whether a block of `bytes` is advised for huge pages (the policy above).
+// Whether a block of `bytes` is advised for huge pages (OLMOE_HUGE_PAGES=1, and the conditions above).
 bool huge_pages_wanted(size_t bytes);
 // Zeroed anonymous memory of huge_size(bytes), aligned to 2 MiB, advised for huge pages where huge_pages_wanted;
 // nullptr on failure. huge_free with the same `bytes` returns it.

@@ -58,11 +58,11 @@ void qgemm_rows_r16_vnni(const QDotArgs& args);
 
 // Memory for packed weights, in chunks the addon hands out in pieces (one ArrayBuffer per chunk, each weight a view
 // into it: V8 then sees one external allocation per chunk, where an ArrayBuffer per weight had it run a full
-// mark-compact for "external memory pressure" ~60 times while OLMoE-1B-7B Q4_0 loaded). On transparent huge pages
-// while the machine has free 2 MiB blocks for a chunk (mapping.h huge_allocate): decode's tiles then stream from 2 MiB
-// pages (Q4_0 decode 58.9 / 63.7 → 66.8 / 65.4 tok/s in a fast phase of the AMD EPYC Zen 4, no change in a slow one).
-// Not where compaction would be needed: with the page cache full of model files, advising every chunk took Q4_0's load
-// from ~4.5 s to 8.5–12.7 s on the virtual machine measured.
+// mark-compact for "external memory pressure" ~60 times while OLMoE-1B-7B Q4_0 loaded). On transparent huge pages only
+// with OLMOE_HUGE_PAGES=1 (mapping.h huge_allocate): decode's tiles then stream from 2 MiB pages (Q4_0 decode 58.9 /
+// 63.7 → 66.8 / 65.4 tok/s in a fast phase of the AMD EPYC Zen 4, no change in a slow one), but loading can take
+// several times longer (Q4_K_M 2.8–3.0 → 9.7–10.3 s in the peer benchmark there; 4.5 → 8.5–12.7 s for Q4_0 in an
+// earlier session, with every chunk advised).
 // A piece that does not fit in a chunk's rest starts a new chunk; the rest's pages are never written and stay virtual.
 constexpr size_t kPackedChunk = size_t{256} << 20;
 // Zeroed anonymous memory of `bytes` (its pages faulted in as they are written), or nullptr.

@@ -1,8 +1,7 @@
 /**
  * OLMOE_PREFETCH=0 or 1 turns the decode kernels' software prefetch off or on (native/src/simd.h stream_prefetch);
- * OLMOE_HUGE_PAGES=0 or 1 never or always puts the packed weights and large KV caches on transparent huge pages,
- * where by default they go only while the machine has free 2 MiB blocks for them (native/src/mapping.h). Other values
- * of either are an error.
+ * OLMOE_HUGE_PAGES=1 puts the packed weights and large KV caches on transparent huge pages while the machine has
+ * free 2 MiB blocks for them, and 0 (the default) does not (native/src/mapping.h). Other values of either are an error.
  *
  * OLMOE_SIMD forces the native kernels' instruction set (read once, when the addon first computes): avx512, avx2 or
  * scalar, at or below what the CPU has, so that one machine can run every kernel path (the tests do). Other values
