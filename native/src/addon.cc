@@ -471,15 +471,15 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
 // landed in the brk heap, whose freed middle stays resident: a cache that grew from 512 to 640 positions kept its first
 // 64 MB in the process until it ended; munmap gives pages back at once. The mapped blocks are 2 MiB-aligned and, with
 // OLMOE_HUGE_PAGES=1 from 4 MiB on, on transparent huge pages while the machine has free 2 MiB blocks for them
-// (mapping.h huge_allocate): decode attention over 2,048 positions ran 4–10 % faster on them. Not by default: with
-// the kernel's default THP defrag setting (madvise), a huge-page fault in an advised region waits for memory
-// compaction when none is free, which on a long-running machine took 59 ms per fault here (a 16 KiB cache: 59 ms instead of 0.01 ms), so creating and growing
-// the caches of 8 concurrent generations cost more than the forward passes (bench/serve.mjs on OLMoE-mini: 8 streams
-// no faster in total than one). Blocks from 1 MiB on only (OLMoE-1B-7B's f16 rows from 256 positions on), so that
-// caches of small models and short texts take no mapping of their own each (a process may hold ~65,000). V8 is told of
-// the blocks (external memory), so that it collects the buffers of caches dropped without `release` before they pile
-// up. A block's finalizer frees nothing once `release` has; finalizers and calls may come from several JS threads
-// (worker_threads), hence the lock.
+// (mapping.h huge_allocate): decode attention over 2,048 positions ran 4–10 % faster on them. Not by default: with the
+// kernel's default THP defrag setting (madvise), a huge-page fault in an advised region waits for memory compaction
+// when none is free, which on a long-running machine took 59 ms per fault here (a 16 KiB cache: 59 ms instead of 0.01
+// ms), so creating and growing the caches of 8 concurrent generations cost more than the forward passes
+// (bench/serve.mjs on OLMoE-mini: 8 streams no faster in total than one). Blocks from 1 MiB on only (OLMoE-1B-7B's f16
+// rows from 256 positions on), so that caches of small models and short texts take no mapping of their own each (a
+// process may hold ~65,000). V8 is told of the blocks (external memory), so that it collects the buffers of caches
+// dropped without `release` before they pile up. A block's finalizer frees nothing once `release` has; finalizers and
+// calls may come from several JS threads (worker_threads), hence the lock.
 constexpr size_t kMappedFrom = size_t{1} << 20;
 struct Allocation {
   void* data;
@@ -566,9 +566,10 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
 
 // resize(buffer, bytes) → memory from allocate grown to `bytes` (not less than it holds): its contents kept, the rest
 // zero; the old buffer detached (its views read as empty). A mapped block's pages move with mremap (mapping.h
-// huge_grow, to a 2 MiB-aligned block: huge pages move whole): nothing is copied and no page faults in again (a KV cache that doubled from 256 to 512 positions copied and re-touched its first 256
-// in every layer: ~0.35 ms a generated token of olmoe generate, the first-touch of a page costing ~6 µs on the virtual
-// machine measured). Null for a buffer not from allocate.
+// huge_grow, to a 2 MiB-aligned block: huge pages move whole): nothing is copied and no page faults in again (a KV
+// cache that doubled from 256 to 512 positions copied and re-touched its first 256 in every layer: ~0.35 ms a generated
+// token of olmoe generate, the first-touch of a page costing ~6 µs on the virtual machine measured). Null for a buffer
+// not from allocate.
 Napi::Value Resize(const Napi::CallbackInfo& info) {
   if (!check_arguments(info, 2) || !info[0].IsArrayBuffer()) return info.Env().Null();
   auto buffer = info[0].As<Napi::ArrayBuffer>();
