@@ -183,11 +183,11 @@ describe('native long-context decode (positions split across threads, slices mer
   // Decode steps at 63–65, 166, 767, 768 and 1,469 positions: from max(64, 32 × threads) on, the AVX-512 kernels split
   // positions into slices of at least 32 and merge each head's slices by their
   // maxima (native/src/attention.cc, attend_decode_sliced); below it they take one head per item. The slices hold
-  // 16 heads to a vector: 16 heads (OLMoE's count) fill one, 20 a second in part (fewer steps: the reference's
-  // prompts of many heads are slow).
+  // 16 heads to a vector: 16 heads (OLMoE's count) fill one, 20 a second in part, 32 two (fewer steps: the
+  // reference's prompts of many heads are slow).
   const longSteps = [62, 1, 1, 1, 100, 1, 600, 1, 1, 700, 1], shortSteps = [62, 1, 1, 1, 100, 1];
   for (const type of KV_CACHE_TYPES) {
-    for (const shape of [[4, 2, 64], [4, 1, 128], [3, 3, 24], [16, 16, 64], [20, 4, 64]] as const) {
+    for (const shape of [[4, 2, 64], [4, 1, 128], [3, 3, 24], [16, 16, 64], [20, 4, 64], [32, 8, 64]] as const) {
       const steps = shape[0] >= 16 ? shortSteps : longSteps;
       it(`${type}: ${shape[0]} heads / ${shape[1]} kv × ${shape[2]}`, () => {
         const [mine, theirs] = [runSteps(backend, type, shape, steps), runSteps(reference, type, shape, steps)];
