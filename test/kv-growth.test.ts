@@ -210,7 +210,7 @@ describe('KV cache growth in the server', () => {
 });
 
 describe('KV cache growth on transparent huge pages (a child process with OLMOE_HUGE_PAGES=1)', { skip: announceSkip(nativeSkip) }, () => {
-  it('this file\'s tests pass with the large blocks advised for huge pages where the machine has free 2 MiB blocks', { skip: process.env.OLMOE_HUGE_PAGES ? 'already a child run' : false }, () => {
+  it('this file\'s tests pass with the large blocks advised for huge pages where the machine has free 2 MiB blocks', { skip: process.env.OLMOE_HUGE_PAGES === '1' ? 'already a child run' : false }, () => {
     assertChildRunPasses(import.meta.url, { OLMOE_HUGE_PAGES: '1' }, 'OLMOE_HUGE_PAGES=1');
   });
 });

@@ -568,19 +568,18 @@ auto for_head_dim(size_t head_dim, Pick pick) -> decltype(pick(std::integral_con
     default: return nullptr;
   }
 }
+#endif
 
-// Whether decode attention prefetches its cache rows in software: where stream_prefetch() says so (simd.h), for every
+// The AVX-512 kernels for head dims 64, 128, 256; the portable one (kernels()' dot and axpy) otherwise.
+//
+// Both kinds of kernel prefetch their cache rows in software where stream_prefetch() says so (simd.h), for every
 // cache type. On the AMD EPYC Zen 4 that turns it off; there the one-pass slices, 16 layers × 2,048 positions from DRAM
 // (2 threads, both ways alternating in one process, read bandwidth ~35 GB/s), took 517–520 µs a layer over f16 rows
 // without the prefetches against 730–743 with, and 274–277 over q8_0 rows against 419–429. (The two-pass slices before
 // them were faster with the prefetches over q8_0 rows, which then kept them on everywhere.)
-bool prefetch_rows() { return stream_prefetch(); }
-#endif
-
-// The AVX-512 kernels for head dims 64, 128, 256; the portable one (kernels()' dot and axpy) otherwise.
 ItemKernel item_kernel(const AttentionArgs& a) {
 #ifdef OLMOE_X86
-  const bool p = prefetch_rows();
+  const bool p = stream_prefetch();
   if (const ItemKernel k = for_head_dim(a.head_dim, [&](auto c) { return p ? item_kernel_for<decltype(c)::value, true>(a.kv_type) : item_kernel_for<decltype(c)::value, false>(a.kv_type); })) return k;
 #endif
   return attend_item;
@@ -590,7 +589,7 @@ ItemKernel item_kernel(const AttentionArgs& a) {
 DecodeKernel decode_kernel(const AttentionArgs& a) {
 #ifdef OLMOE_X86
   const size_t slice_from = std::max(kSliceMinPositions, kSlicePositions * static_cast<size_t>(pool().threads()));
-  const bool p = prefetch_rows();
+  const bool p = stream_prefetch();
   if (a.tokens == 1 && a.start + 1 >= slice_from) return for_head_dim(a.head_dim, [&](auto c) { return p ? decode_kernel_for<decltype(c)::value, true>(a.kv_type) : decode_kernel_for<decltype(c)::value, false>(a.kv_type); });
 #endif
   return nullptr;

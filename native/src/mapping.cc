@@ -230,7 +230,10 @@ bool huge_pages_wanted(size_t bytes) {
   return asked && bytes >= kHugeFrom && free_huge_blocks() * kHugePage >= bytes + bytes / 4 + kHugeReserve;
 }
 
-void* huge_allocate(size_t bytes) {
+namespace {
+
+// Zeroed anonymous memory of huge_size(bytes) at a 2 MiB-aligned address, not advised; nullptr on failure.
+void* map_aligned_anonymous(size_t bytes) {
   const size_t size = huge_size(bytes);
   // (no MAP_NORESERVE: the kernel's overcommit check refuses a size beyond memory, as malloc's would)
   void* reserved = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -238,24 +241,34 @@ void* huge_allocate(size_t bytes) {
   const uintptr_t start = reinterpret_cast<uintptr_t>(reserved), aligned = (start + kHugePage - 1) & ~(kHugePage - 1);
   if (aligned > start) munmap(reserved, aligned - start);
   if (start + kHugePage > aligned) munmap(reinterpret_cast<void*>(aligned + size), start + kHugePage - aligned);
-#ifdef MADV_HUGEPAGE
-  if (huge_pages_wanted(size)) madvise(reinterpret_cast<void*>(aligned), size, MADV_HUGEPAGE);
-#endif
   return reinterpret_cast<void*>(aligned);
 }
 
+// [memory, memory + huge_size(bytes)) advised for huge pages where huge_pages_wanted.
+void advise_huge(void* memory, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+  if (huge_pages_wanted(huge_size(bytes))) madvise(memory, huge_size(bytes), MADV_HUGEPAGE);
+#endif
+}
+
+}  // namespace
+
+void* huge_allocate(size_t bytes) {
+  void* memory = map_aligned_anonymous(bytes);
+  if (memory) advise_huge(memory, bytes);
+  return memory;
+}
+
 void* huge_grow(void* memory, size_t bytes, size_t new_bytes) {
-  void* target = huge_allocate(new_bytes);
+  void* target = map_aligned_anonymous(new_bytes);
   if (!target) return nullptr;
   // The old pages move to the start of the new range (both 2 MiB-aligned: its huge pages move whole); the rest of the
-  // range stays fresh memory of the new allocation.
+  // range stays fresh memory. Advised after the move, which brings the old range's own (unadvised) mapping along.
   if (mremap(memory, huge_size(bytes), huge_size(bytes), MREMAP_MAYMOVE | MREMAP_FIXED, target) == MAP_FAILED) {
     huge_free(target, new_bytes);
     return nullptr;
   }
-#ifdef MADV_HUGEPAGE
-  if (huge_pages_wanted(huge_size(new_bytes))) madvise(target, huge_size(new_bytes), MADV_HUGEPAGE);
-#endif
+  advise_huge(target, new_bytes);
   return target;
 }
 
