@@ -306,9 +306,9 @@ describe('q4_0, q4_k and q6_k repacked 16 rows to a vector (native/src/packed.h)
   const plain = native.skip ? reference : createBackend('native', { pack: false });
   const weight = (b: Backend, dtype: QuantDType, bytes: Uint8Array, shape: number[]) => b.weight(weightFromBytes('w', dtype, shape, bytes));
 
-  for (const dtype of ['q4_0', 'q4_k', 'q6_k'] as const) it(`${dtype}: matmul at 1–9, 16 and 70 tokens over 1–33 row groups (256-row work items and their remainders) and 1–64 blocks, NaN rows included`, async () => {
+  for (const dtype of ['q4_0', 'q4_k', 'q6_k'] as const) it(`${dtype}: matmul at 1–9, 16 and 70 tokens over 1–33 row groups (256-row work items and their remainders; q4_0's 2–4 tokens in its four decode streams) and 1–64 blocks, NaN rows included`, async () => {
     const cases = dtype === 'q4_0'
-      ? [[1, 64, 528], [1, 1, 16], [1, 2, 112], [2, 3, 48], [3, 2, 32], [4, 5, 16], [5, 2, 80], [7, 1, 272], [8, 2, 16], [9, 3, 64], [16, 2, 32], [70, 4, 48]]
+      ? [[1, 64, 528], [1, 1, 16], [1, 2, 112], [2, 3, 48], [3, 2, 32], [4, 5, 16], [2, 2, 80], [3, 3, 112], [4, 2, 272], [5, 2, 80], [7, 1, 272], [8, 2, 16], [9, 3, 64], [16, 2, 32], [70, 4, 48]]
       : [[1, 8, 528], [1, 1, 16], [1, 2, 112], [2, 3, 48], [3, 2, 32], [4, 1, 16], [5, 2, 80], [7, 1, 272], [9, 1, 64], [70, 2, 48]];
     for (const [tokens, blocks, outDim] of cases) {
       const inDim = QUANT_BLOCKS[dtype].elements * blocks!;
