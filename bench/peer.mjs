@@ -5,7 +5,10 @@
 // --rounds R alternates the two engines R times and reports medians over the rounds (two rounds: their mean), then
 // each round's own ratios.
 // olmoe's runs also measure the machine (read bandwidth sampled beside each decode run, FP32 peak) and print decode as
-// a % of its memory bound (the median over the rounds).
+// a % of its memory bound (the median over the rounds). llama.cpp's decode runs get the same samples (olmoe's native
+// measurement, loaded in its process), so each round also prints llama.cpp's decode as a % of that bound and the
+// ratio of the two per byte the machine delivered: on a machine whose bandwidth changes by phases, the plain ratio
+// compares whichever phases the two runs fell in.
 //   (in a scratch folder) npm i -E node-llama-cpp@3.21.1
 //   NLC=/scratch/node_modules/node-llama-cpp/dist/index.js node bench/peer.mjs [--threads 2] [--rounds 3] A.gguf B.gguf ...
 // An argument HF_FOLDER=FILE.gguf runs olmoe on the HF folder (its safetensors, as `olmoe generate` loads a hub model)
@@ -105,14 +108,40 @@ function printTable(rows) {
   for (const { file, oursRuns, theirsRuns } of rows) {
     const per = (ourKey, theirKey) => range(oursRuns.map((o, i) => o[ourKey] / theirsRuns[i][theirKey]));
     const bound = oursRuns.map((o) => o.decodePercentOfBound).filter((v) => v != null);
+    const theirBound = theirsRuns.map((t, i) => theirPercentOfBound(oursRuns[i], t));
+    const both = bound.length === theirBound.length && theirBound.every((v) => v != null);
     console.log(`${label(file)}: per round, prefill ${per('prefillTokensPerSecond', 'prefill')}×, decode ${per('decodeTokensPerSecond', 'decode')}×` +
-      `${bound.length ? `, decode ${bound.join(' / ')} % of bound` : ''}, load ${oursRuns.map((o) => o.loadSeconds).join(' / ')} s vs ${theirsRuns.map((t) => t.load).join(' / ')} s`);
+      `${bound.length ? `, decode ${bound.join(' / ')} % of bound` : ''}` +
+      `${both ? ` (llama.cpp ${theirBound.join(' / ')} % of the same bound: ${theirBound.map((v, i) => (bound[i] / v).toFixed(2)).join(' / ')}× per bandwidth)` : ''}` +
+      `, read GB/s beside the decode runs olmoe ${oursRuns.map((o) => (o.readGBPerSecondRuns ?? []).join(', ')).join(' | ')} vs llama.cpp ${theirsRuns.map((t) => (t.readGBPerSecondRuns ?? []).join(', ')).join(' | ')}` +
+      `, load ${oursRuns.map((o) => o.loadSeconds).join(' / ')} s vs ${theirsRuns.map((t) => t.load).join(' / ')} s`);
   }
+}
+
+/**
+ * llama.cpp's decode as a % of the bound olmoe's run of the same round set (olmoe's bytes per token: the same file,
+ * prompt and decode length), each run against the bandwidth sampled beside it: the median of its runs, or null where
+ * a run has no sample. In the machine's slow and fast phases the bandwidth differs by ~2× (README), so this compares
+ * the two engines per byte the machine delivered during each one's own runs.
+ */
+function theirPercentOfBound(ours, theirs) {
+  const bytes = ours.decodeWeightMBPerToken + ours.decodeCacheMBPerToken;
+  const reads = theirs.readGBPerSecondRuns ?? [];
+  if (!(bytes > 0) || reads.length === 0 || reads.length !== (theirs.decodeRuns ?? []).length) return null;
+  return +median(theirs.decodeRuns.map((decode, i) => (100 * decode * bytes) / (1000 * reads[i]))).toFixed(1);
 }
 
 /** One engine, one file: llama.cpp through node-llama-cpp, measured as `olmoe bench` measures itself. */
 async function llamaChild(file) {
   const { getLlama } = await import(process.env.NLC);
+  // olmoe's native measurement of the read bandwidth (the backend's pool idles while llama.cpp runs), where it builds
+  const { createBackend } = await import(join(here, '..', 'dist', 'src', 'index.js'));
+  let meter;
+  try {
+    meter = createBackend('native', { threads });
+  } catch {
+    meter = undefined;
+  }
   const seconds = () => performance.now() / 1000;
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
   let started = seconds();
@@ -124,11 +153,16 @@ async function llamaChild(file) {
   const ids = Array.from({ length: prompt }, () => (x = (x * 1103515245 + 12345) % 2147483648) % 50000);
   const prefills = [];
   const decodes = [];
+  const reads = [];
+  let rss;
   for (let run = 0; run <= runs; run++) {
     await sequence.clearHistory();
     started = seconds();
     await sequence.evaluateWithoutGeneratingNewTokens(ids);
     const prefill = seconds() - started;
+    // The read bandwidth right before and right after each measured decode run, as olmoe bench samples it beside its
+    // own (its kept 2 GiB buffer mapped after the warm-up's resident memory was read, and unmapped by the last sample).
+    const before = run > 0 && meter ? meter.sampleReadBandwidth(true) : 0;
     started = seconds();
     let [n, last] = [0, ids[prompt - 1]];
     while (n < gen) {
@@ -138,12 +172,18 @@ async function llamaChild(file) {
         if (++n >= gen) break;
       }
     }
-    if (run === 0) continue; // warm-up
+    const decode = gen / (seconds() - started);
+    if (run === 0) {
+      rss = Math.round(Number(readFileSync('/proc/self/status', 'utf8').match(/VmRSS:\s+(\d+)/)[1]) / 1024);
+      continue; // warm-up
+    }
+    const after = meter ? meter.sampleReadBandwidth(run < runs) : 0;
     prefills.push(prompt / prefill);
-    decodes.push(gen / (seconds() - started));
+    decodes.push(decode);
+    if (before > 0 && after > 0) reads.push((before + after) / 2);
   }
-  const rss = Math.round(Number(readFileSync('/proc/self/status', 'utf8').match(/VmRSS:\s+(\d+)/)[1]) / 1024);
-  console.log(JSON.stringify({ load, rss, prefill: +median(prefills).toFixed(2), decode: +median(decodes).toFixed(2) }));
+  const readGBPerSecondRuns = reads.length === decodes.length ? reads.map((r) => +(r / 1e9).toFixed(2)) : [];
+  console.log(JSON.stringify({ load, rss, prefill: +median(prefills).toFixed(2), decode: +median(decodes).toFixed(2), decodeRuns: decodes.map((d) => +d.toFixed(2)), readGBPerSecondRuns }));
   await context.dispose();
   await model.dispose();
   await llama.dispose();
