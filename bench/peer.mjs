@@ -92,7 +92,7 @@ function label(file) {
 function printTable(rows) {
   const ratio = (a, b) => (a / b).toFixed(2) + '×';
   const machines = rows.map(({ ours }) => ours).filter((o) => o.readGBPerSecond != null);
-  const machine = machines.length ? `; read bandwidth ${machines.map((o) => o.readGBPerSecond).join(', ')} GB/s, FP32 peak ${machines.map((o) => o.fp32PeakGflops).join(', ')} GFLOP/s (per file, measured by olmoe bench)` : '';
+  const machine = machines.length ? `; read bandwidth ${machines.map((o) => o.readGBPerSecond.toFixed(1)).join(', ')} GB/s, FP32 peak ${machines.map((o) => o.fp32PeakGflops.toFixed(0)).join(', ')} GFLOP/s (per file, measured by olmoe bench)` : '';
   console.log(`threads ${threads}, prompt ${prompt}, decode ${gen}, median of ${runs} runs after a warm-up, ${rounds} alternating round(s)${machine}`);
   console.log('| file | olmoe prefill tok/s | llama.cpp prefill | ratio | olmoe decode tok/s | llama.cpp decode | ratio | olmoe MB read per token / % of bound | olmoe load s / RSS MiB | llama.cpp load s / RSS MiB |');
   console.log('|---|---|---|---|---|---|---|---|---|---|');
@@ -100,7 +100,7 @@ function printTable(rows) {
     const bound = ours.decodePercentOfBound == null ? '–' : `${(ours.decodeWeightMBPerToken + ours.decodeCacheMBPerToken).toFixed(0)} / ${+ours.decodePercentOfBound.toFixed(1)} %`;
     const round2 = (x) => +x.toFixed(2);
     console.log(`| ${label(file)} | ${round2(ours.prefillTokensPerSecond)} | ${round2(theirs.prefill)} | ${ratio(ours.prefillTokensPerSecond, theirs.prefill)} | ` +
-      `${round2(ours.decodeTokensPerSecond)} | ${round2(theirs.decode)} | ${ratio(ours.decodeTokensPerSecond, theirs.decode)} | ${bound} | ${round2(ours.loadSeconds)} / ${Math.round(ours.residentMiB)}${ours.residentOverWeightFile ? ` (${ours.residentOverWeightFile}× the file)` : ''} | ${round2(theirs.load)} / ${Math.round(theirs.rss)} |`);
+      `${round2(ours.decodeTokensPerSecond)} | ${round2(theirs.decode)} | ${ratio(ours.decodeTokensPerSecond, theirs.decode)} | ${bound} | ${round2(ours.loadSeconds)} / ${Math.round(ours.residentMiB)}${ours.residentOverWeightFile ? ` (${ours.residentOverWeightFile.toFixed(3)}× the file)` : ''} | ${round2(theirs.load)} / ${Math.round(theirs.rss)} |`);
   }
   if (rounds < 2) return;
   // Each round's own ratios (olmoe and llama.cpp of the same round), the range the README gives.
