@@ -134,7 +134,7 @@ function theirPercentOfBound(ours, theirs) {
 /** One engine, one file: llama.cpp through node-llama-cpp, measured as `olmoe bench` measures itself. */
 async function llamaChild(file) {
   const { getLlama } = await import(process.env.NLC);
-  // olmoe's native measurement of the read bandwidth, where the native addon is built (its pool idles while llama.cpp runs)
+  // olmoe's native measurement of the read bandwidth, where the addon is built (its pool idles while llama.cpp runs)
   const { createBackend } = await import(join(here, '..', 'dist', 'src', 'index.js'));
   let meter;
   try {
