@@ -10,7 +10,8 @@
 // ratio of the two per byte the machine delivered: on a machine whose bandwidth changes by phases, the plain ratio
 // compares whichever phases the two runs fell in.
 //   (in a scratch folder) npm i -E node-llama-cpp@3.21.1
-//   NLC=/scratch/node_modules/node-llama-cpp/dist/index.js node bench/peer.mjs [--threads 2] [--rounds 3] A.gguf B.gguf ...
+//   NLC=/scratch/node_modules/node-llama-cpp/dist/index.js node bench/peer.mjs [--threads 2] [--rounds 3] [--no-memory-warmup] A.gguf B.gguf ...
+// Before a file's first round a child process touches twice the file's size of fresh memory and exits (warmFreshMemory).
 // An argument HF_FOLDER=FILE.gguf runs olmoe on the HF folder (its safetensors, as `olmoe generate` loads a hub model)
 // and llama.cpp on the GGUF converted from it (llama.cpp reads no HF folder).
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -26,6 +27,7 @@ const prompt = Number(flag('--prompt', '512'));
 const gen = Number(flag('--gen', '128'));
 const runs = Number(flag('--runs', '3'));
 const rounds = Number(flag('--rounds', '1'));
+const warmMemory = args.includes('--no-memory-warmup') ? (args.splice(args.indexOf('--no-memory-warmup'), 1), false) : true;
 
 if (process.env.PEER_CHILD) await llamaChild(process.env.PEER_CHILD);
 else await main();
@@ -37,6 +39,7 @@ async function main() {
     const [ours, file = ours] = arg.split('=');
     warmPageCache(ours);
     if (file !== ours) warmPageCache(file);
+    if (warmMemory) warmFreshMemory(2 * sizeOf(ours));
     // Alternating rounds (olmoe, llama.cpp, olmoe, …): on a shared machine the load changes by the minute, and
     // alternation spreads it over both engines; each number is the median over rounds of each round's median.
     const oursRuns = [];
@@ -82,6 +85,26 @@ function warmPageCache(file) {
   const buffer = Buffer.allocUnsafe(1 << 24);
   for (let at = 0; readSync(fd, buffer, 0, buffer.length, at) > 0; at += buffer.length);
   closeSync(fd);
+}
+
+/** Bytes of a file, or of a folder's safetensors. */
+function sizeOf(path) {
+  if (!statSync(path).isDirectory()) return statSync(path).size;
+  return readdirSync(path).filter((name) => name.endsWith('.safetensors')).reduce((sum, name) => sum + statSync(join(path, name)).size, 0);
+}
+
+/**
+ * Fresh memory touched by a child process that then exits, before a file's first round. Every engine run after the
+ * first follows another engine's exit; on a virtual machine that reports free memory to its host (Linux free page
+ * reporting, virtio-balloon), memory left free for a few seconds is taken back and faults in again at ~0.45 GB/s
+ * against ~2.5 (docs/speed-history.md, twentieth session), so without this the first engine of a run, olmoe, loads
+ * on memory the others do not get. `--no-memory-warmup` skips it. At most half of MemAvailable.
+ */
+function warmFreshMemory(bytes) {
+  const available = Number(readFileSync('/proc/meminfo', 'utf8').match(/MemAvailable:\s+(\d+)/)?.[1] ?? 0) * 1024;
+  const chunks = Math.floor(Math.min(bytes, available / 2) / (1 << 30));
+  if (chunks < 1) return;
+  spawnSync(process.execPath, ['-e', `const kept = []; for (let i = 0; i < ${chunks}; i++) kept.push(Buffer.allocUnsafe(1 << 30).fill(1));`], { stdio: 'inherit' });
 }
 
 /** A row's name: the file name, or both of an HF_FOLDER=FILE.gguf argument. */
