@@ -143,15 +143,18 @@ function printTable(rows) {
 
 /**
  * llama.cpp's decode as a % of the bound olmoe's run of the same round set (olmoe's bytes per token: the same file,
- * prompt and decode length), each run against the bandwidth sampled beside it: the median of its runs, or null where
- * a run has no sample. In the machine's slow and fast phases the bandwidth differs by ~2× (README), so this compares
- * the two engines per byte the machine delivered during each one's own runs.
+ * prompt and decode length), each run against the bandwidth sampled beside it: the median of its runs (of those whose
+ * two samples agree within 25 %, where there are any, as olmoe bench counts its own), or null where a run has no
+ * sample. In the machine's slow and fast phases the bandwidth differs by ~2× (README), so this compares the two
+ * engines per byte the machine delivered during each one's own runs.
  */
 function theirPercentOfBound(ours, theirs) {
   const bytes = ours.decodeWeightMBPerToken + ours.decodeCacheMBPerToken;
   const reads = theirs.readGBPerSecondRuns ?? [];
   if (!(bytes > 0) || reads.length === 0 || reads.length !== (theirs.decodeRuns ?? []).length) return null;
-  return +median(theirs.decodeRuns.map((decode, i) => (100 * decode * bytes) / (1000 * reads[i]))).toFixed(1);
+  const percents = theirs.decodeRuns.map((decode, i) => (100 * decode * bytes) / (1000 * reads[i]));
+  const steady = percents.filter((_, i) => theirs.readSteadyRuns?.[i]);
+  return +median(steady.length > 0 ? steady : percents).toFixed(1);
 }
 
 /** One engine, one file: llama.cpp through node-llama-cpp, measured as `olmoe bench` measures itself. */
@@ -203,10 +206,12 @@ async function llamaChild(file) {
     const after = meter ? meter.sampleReadBandwidth(run < runs) : 0;
     prefills.push(prompt / prefill);
     decodes.push(decode);
-    if (before > 0 && after > 0) reads.push((before + after) / 2);
+    if (before > 0 && after > 0) reads.push({ mean: (before + after) / 2, steady: Math.max(before, after) <= 1.25 * Math.min(before, after) });
   }
-  const readGBPerSecondRuns = reads.length === decodes.length ? reads.map((r) => +(r / 1e9).toFixed(2)) : [];
-  console.log(JSON.stringify({ load, rss, prefill: +median(prefills).toFixed(2), decode: +median(decodes).toFixed(2), decodeRuns: decodes.map((d) => +d.toFixed(2)), readGBPerSecondRuns }));
+  const sampled = reads.length === decodes.length;
+  const readGBPerSecondRuns = sampled ? reads.map((r) => +(r.mean / 1e9).toFixed(2)) : [];
+  const readSteadyRuns = sampled ? reads.map((r) => r.steady) : [];
+  console.log(JSON.stringify({ load, rss, prefill: +median(prefills).toFixed(2), decode: +median(decodes).toFixed(2), decodeRuns: decodes.map((d) => +d.toFixed(2)), readGBPerSecondRuns, readSteadyRuns }));
   await context.dispose();
   await model.dispose();
   await llama.dispose();

@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import { DecodeTraffic } from '../src/cli/commands/bench-traffic.js';
+import { decodeBound, steadySamples } from '../src/cli/commands/bench.js';
 import { argmax } from '../src/generate/sampling.js';
 import { loadModel } from '../src/model/load.js';
 import { announceSkip, nativeSkip } from './backends.js';
@@ -30,6 +31,43 @@ describe('bytes read per decoded token', () => {
     assert.equal(traffic.cacheBytesPerToken(3, 3), 5 * 2 * 3 * 6 * 16 * 4);
     model.kvCacheType = 'q8_0';
     assert.equal(traffic.cacheBytesPerToken(3, 3), 5 * 2 * 3 * 3 * 34);
+  });
+});
+
+describe('decode as a % of its bound over runs whose bandwidth samples agree', () => {
+  // 1 GB read per token: a run's % is tokens/s ÷ (GB/s) × 100.
+  const traffic = { weightBytesPerToken: () => 1e9, cacheBytesPerToken: () => 0 };
+
+  it('a run is steady where its two samples are within 25 % of each other', () => {
+    assert.equal(steadySamples(30e9, 36e9), true);
+    assert.equal(steadySamples(36e9, 30e9), true);
+    assert.equal(steadySamples(30e9, 40e9), false, 'a phase change between the samples');
+    assert.equal(steadySamples(0, 30e9), false, 'a sample that could not allocate');
+  });
+
+  it('median bandwidth and % over the steady runs; every run\'s % still listed', () => {
+    const r = decodeBound(traffic, undefined, [
+      { tokensPerSecond: 30, readBytesPerSecond: 33e9, steady: true }, // 90.9 %
+      { tokensPerSecond: 30, readBytesPerSecond: 44e9, steady: false }, // 68.2 %: samples 33 and 55 GB/s, say
+      { tokensPerSecond: 29, readBytesPerSecond: 34e9, steady: true }, // 85.3 %
+    ], 0, 0);
+    assert.deepEqual(r.decodePercentOfBoundRuns, [90.9, 68.2, 85.3]);
+    assert.equal(r.decodeSteadyRuns, 2);
+    assert.equal(r.decodePercentOfBound, (90.9 + 85.3) / 2);
+    assert.equal(r.readGBPerSecond, 33.5);
+    assert.equal(r.decodeBoundTokensPerSecond, 33.5);
+    assert.deepEqual(r.readGBPerSecondRuns, [33, 44, 34]);
+  });
+
+  it('without a steady run, all runs count', () => {
+    const r = decodeBound(traffic, undefined, [
+      { tokensPerSecond: 30, readBytesPerSecond: 40e9, steady: false }, // 75 %
+      { tokensPerSecond: 30, readBytesPerSecond: 50e9, steady: false }, // 60 %
+      { tokensPerSecond: 30, readBytesPerSecond: 60e9, steady: false }, // 50 %
+    ], 0, 0);
+    assert.equal(r.decodeSteadyRuns, 0);
+    assert.equal(r.decodePercentOfBound, 60);
+    assert.equal(r.readGBPerSecond, 50);
   });
 });
 

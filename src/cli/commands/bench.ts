@@ -104,19 +104,36 @@ function sampledRun(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, ge
   let before = 0;
   const run = timeRun(model, cache, promptIds, gen, undefined, sample ? () => (before = sample(true)) : undefined);
   const after = sample ? sample(keep) : 0;
-  return { ...run, readBytesPerSecond: before > 0 && after > 0 ? (before + after) / 2 : 0 };
+  return { ...run, readBytesPerSecond: before > 0 && after > 0 ? (before + after) / 2 : 0, steady: steadySamples(before, after) };
+}
+
+/** How far apart (as a ratio) a run's two bandwidth samples may be for the run to count as steady. */
+export const STEADY_SAMPLE_RATIO = 1.25;
+
+/**
+ * Whether the bandwidth sampled before and after a decode run agree within STEADY_SAMPLE_RATIO. On a machine whose
+ * bandwidth changes by phases (~2× within seconds on the AMD EPYC virtual machine measured, README), samples on
+ * either side of a change give the run a bound it did not run against: their mean can be half way between the two
+ * phases while the decode ran in one of them.
+ */
+export function steadySamples(before: number, after: number): boolean {
+  return before > 0 && after > 0 && Math.max(before, after) <= STEADY_SAMPLE_RATIO * Math.min(before, after);
 }
 
 /**
  * Decode against its memory bound: bytes per token (weights of the routing seen in `traffic`, KV cache at the
- * decode positions) and, with the bandwidth sampled beside each decode run (`paired`: tokens/s and bytes/s per run),
- * the bound (median bandwidth ÷ bytes) and decode as a % of it: the median of the runs' own percentages.
+ * decode positions) and, with the bandwidth sampled beside each decode run (`paired`: tokens/s, bytes/s and whether
+ * its two samples agreed, per run), the bound (median bandwidth ÷ bytes) and decode as a % of it: the median of the
+ * runs' own percentages. Both over the steady runs (steadySamples) where there are any, else over all of them;
+ * `decodePercentOfBoundRuns` lists every run's, and `decodeSteadyRuns` counts the steady ones.
  */
-function decodeBound(traffic: DecodeTraffic, machine: { readBytesPerSecond: number; fp32FlopsPerSecond: number } | undefined, paired: { tokensPerSecond: number; readBytesPerSecond: number }[], prompt: number, gen: number) {
+export function decodeBound(traffic: Pick<DecodeTraffic, 'weightBytesPerToken' | 'cacheBytesPerToken'>, machine: { readBytesPerSecond: number; fp32FlopsPerSecond: number } | undefined, paired: { tokensPerSecond: number; readBytesPerSecond: number; steady: boolean }[], prompt: number, gen: number) {
   const weights = traffic.weightBytesPerToken(), cache = traffic.cacheBytesPerToken(prompt, gen);
   const runs = paired.filter((run) => run.readBytesPerSecond > 0);
-  const bandwidth = runs.length > 0 ? median(runs.map((run) => run.readBytesPerSecond)) : null;
-  const percents = runs.map((run) => +((100 * run.tokensPerSecond * (weights + cache)) / run.readBytesPerSecond).toFixed(1));
+  const percent = (run: { tokensPerSecond: number; readBytesPerSecond: number }) => +((100 * run.tokensPerSecond * (weights + cache)) / run.readBytesPerSecond).toFixed(1);
+  const steady = runs.filter((run) => run.steady);
+  const counted = steady.length > 0 ? steady : runs;
+  const bandwidth = counted.length > 0 ? median(counted.map((run) => run.readBytesPerSecond)) : null;
   return {
     readGBPerSecond: bandwidth === null ? null : +(bandwidth / 1e9).toFixed(2),
     readGBPerSecondRuns: runs.map((run) => +(run.readBytesPerSecond / 1e9).toFixed(2)),
@@ -124,8 +141,9 @@ function decodeBound(traffic: DecodeTraffic, machine: { readBytesPerSecond: numb
     fp32PeakGflops: machine ? +(machine.fp32FlopsPerSecond / 1e9).toFixed(0) : null,
     decodeWeightMBPerToken: +(weights / 1e6).toFixed(3), decodeCacheMBPerToken: +(cache / 1e6).toFixed(3),
     decodeBoundTokensPerSecond: bandwidth === null ? null : +(bandwidth / (weights + cache)).toFixed(2),
-    decodePercentOfBoundRuns: percents,
-    decodePercentOfBound: percents.length > 0 ? median(percents) : null,
+    decodePercentOfBoundRuns: runs.map(percent),
+    decodeSteadyRuns: steady.length,
+    decodePercentOfBound: counted.length > 0 ? median(counted.map(percent)) : null,
   };
 }
 
@@ -171,15 +189,15 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
   // the profiled run's included).
   const sample = measurable && flags.gen > 0 ? (keep: boolean) => backend.sampleReadBandwidth!(keep) : undefined;
   const runs: { prefill: number; decode: number }[] = [];
-  const paired: { tokensPerSecond: number; readBytesPerSecond: number }[] = [];
+  const paired: { tokensPerSecond: number; readBytesPerSecond: number; steady: boolean }[] = [];
   for (let i = 0; i < runCount; i++) {
     const run = sampledRun(model, cache, promptIds, flags.gen, sample, i + 1 < runCount || flags.profile === true);
     runs.push(run);
     const tokensPerSecond = flags.gen / run.decode;
     let read = '';
     if (sample) {
-      paired.push({ tokensPerSecond, readBytesPerSecond: run.readBytesPerSecond });
-      read = `, read ${(run.readBytesPerSecond / 1e9).toFixed(1)} GB/s beside it`;
+      paired.push({ tokensPerSecond, readBytesPerSecond: run.readBytesPerSecond, steady: run.steady });
+      read = `, read ${(run.readBytesPerSecond / 1e9).toFixed(1)} GB/s beside it${run.steady ? '' : ' (its two samples differ by more than 25 %: not counted where other runs are steady)'}`;
     }
     say(`run ${i + 1}: prefill ${(promptIds.length / run.prefill).toFixed(1)} tok/s, decode ${tokensPerSecond.toFixed(2)} tok/s${read}\n`);
   }
