@@ -143,8 +143,8 @@ function printTable(rows) {
 
 /**
  * llama.cpp's decode as a % of the bound olmoe's run of the same round set (olmoe's bytes per token: the same file,
- * prompt and decode length), each run against the bandwidth sampled beside it: the median of its runs (of those whose
- * two samples agree within 25 %, where there are any, as olmoe bench counts its own), or null where a run has no
+ * prompt and decode length), each run against the bandwidth sampled beside it: the median of its runs (of the steady
+ * ones, bench.ts steadySamples, where there are any, as olmoe bench counts its own), or null where a run has no
  * sample. In the machine's slow and fast phases the bandwidth differs by ~2× (README), so this compares the two
  * engines per byte the machine delivered during each one's own runs.
  */
@@ -162,6 +162,7 @@ async function llamaChild(file) {
   const { getLlama } = await import(process.env.NLC);
   // olmoe's native measurement of the read bandwidth, where the addon is built (its pool idles while llama.cpp runs)
   const { createBackend } = await import(join(here, '..', 'dist', 'src', 'index.js'));
+  const { steadySamples } = await import(join(here, '..', 'dist', 'src', 'cli', 'commands', 'bench.js'));
   let meter;
   try {
     meter = createBackend('native', { threads });
@@ -206,7 +207,7 @@ async function llamaChild(file) {
     const after = meter ? meter.sampleReadBandwidth(run < runs) : 0;
     prefills.push(prompt / prefill);
     decodes.push(decode);
-    if (before > 0 && after > 0) reads.push({ mean: (before + after) / 2, steady: Math.max(before, after) <= 1.25 * Math.min(before, after) });
+    if (before > 0 && after > 0) reads.push({ mean: (before + after) / 2, steady: steadySamples(before, after) });
   }
   const sampled = reads.length === decodes.length;
   const readGBPerSecondRuns = sampled ? reads.map((r) => +(r.mean / 1e9).toFixed(2)) : [];

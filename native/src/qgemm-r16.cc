@@ -339,9 +339,9 @@ void runs(const QDotArgs& a, size_t groups) {
 
 constexpr int kTokens = 4;
 
-// Decode (one token, or 2–4 where W::kFewTokenRuns) reads W::kDecodeGroups runs of groups at a time; more tokens take tiles of
-// W::kPrefillGroups groups × 4 tokens, token blocks inner, so that the groups' weights stay in cache while every token
-// block passes over them.
+// Decode (one token, or 2–4 where W::kFewTokenRuns) reads W::kDecodeGroups runs of groups at a time; more tokens take
+// tiles of W::kPrefillGroups groups × 4 tokens, token blocks inner, so that the groups' weights stay in cache while
+// every token block passes over them.
 template <class W, bool P>
 void rows(const QDotArgs& a) {
   const size_t groups = a.rows / 16;

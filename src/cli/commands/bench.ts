@@ -108,7 +108,7 @@ function sampledRun(model: OlmoeModel, cache: KVCache, promptIds: Int32Array, ge
 }
 
 /** How far apart (as a ratio) a run's two bandwidth samples may be for the run to count as steady. */
-export const STEADY_SAMPLE_RATIO = 1.25;
+const STEADY_SAMPLE_RATIO = 1.25;
 
 /**
  * Whether the bandwidth sampled before and after a decode run agree within STEADY_SAMPLE_RATIO. On a machine whose
@@ -197,7 +197,7 @@ async function runBench(spec: string, flags: BenchFlags): Promise<void> {
     let read = '';
     if (sample) {
       paired.push({ tokensPerSecond, readBytesPerSecond: run.readBytesPerSecond, steady: run.steady });
-      read = `, read ${(run.readBytesPerSecond / 1e9).toFixed(1)} GB/s beside it${run.steady ? '' : ' (its two samples differ by more than 25 %: not counted where other runs are steady)'}`;
+      read = `, read ${(run.readBytesPerSecond / 1e9).toFixed(1)} GB/s beside it${run.steady ? '' : ` (its two samples differ by more than ${Math.round(100 * (STEADY_SAMPLE_RATIO - 1))} %: not counted where other runs are steady)`}`;
     }
     say(`run ${i + 1}: prefill ${(promptIds.length / run.prefill).toFixed(1)} tok/s, decode ${tokensPerSecond.toFixed(2)} tok/s${read}\n`);
   }
