@@ -143,7 +143,7 @@ export function decodeBound(traffic: Pick<DecodeTraffic, 'weightBytesPerToken' |
     decodeBoundTokensPerSecond: bandwidth === null ? null : +(bandwidth / (weights + cache)).toFixed(2),
     decodePercentOfBoundRuns: runs.map(percent),
     decodeSteadyRuns: steady.length,
-    decodePercentOfBound: counted.length > 0 ? median(counted.map(percent)) : null,
+    decodePercentOfBound: counted.length > 0 ? +median(counted.map(percent)).toFixed(2) : null, // (a median of two: their mean)
   };
 }
 
