@@ -28,6 +28,8 @@ const gen = Number(flag('--gen', '128'));
 const runs = Number(flag('--runs', '3'));
 const rounds = Number(flag('--rounds', '1'));
 const warmMemory = args.includes('--no-memory-warmup') ? (args.splice(args.indexOf('--no-memory-warmup'), 1), false) : true;
+// olmoe bench's own rules: the weights' bytes, when a run's bandwidth samples agree, decode as a % of its bound
+const { weightFileBytes, steadySamples, decodeBound } = await import(join(here, '..', 'dist', 'src', 'cli', 'commands', 'bench.js'));
 
 if (process.env.PEER_CHILD) await llamaChild(process.env.PEER_CHILD);
 else await main();
@@ -39,7 +41,7 @@ async function main() {
     const [ours, file = ours] = arg.split('=');
     warmPageCache(ours);
     if (file !== ours) warmPageCache(file);
-    if (warmMemory) warmFreshMemory(2 * sizeOf(ours));
+    if (warmMemory) warmFreshMemory(2 * weightFileBytes(ours));
     // Alternating rounds (olmoe, llama.cpp, olmoe, …): on a shared machine the load changes by the minute, and
     // alternation spreads it over both engines; each number is the median over rounds of each round's median.
     const oursRuns = [];
@@ -85,12 +87,6 @@ function warmPageCache(file) {
   const buffer = Buffer.allocUnsafe(1 << 24);
   for (let at = 0; readSync(fd, buffer, 0, buffer.length, at) > 0; at += buffer.length);
   closeSync(fd);
-}
-
-/** Bytes of a file, or of a folder's safetensors. */
-function sizeOf(path) {
-  if (!statSync(path).isDirectory()) return statSync(path).size;
-  return readdirSync(path).filter((name) => name.endsWith('.safetensors')).reduce((sum, name) => sum + statSync(join(path, name)).size, 0);
 }
 
 /**
@@ -143,18 +139,17 @@ function printTable(rows) {
 
 /**
  * llama.cpp's decode as a % of the bound olmoe's run of the same round set (olmoe's bytes per token: the same file,
- * prompt and decode length), each run against the bandwidth sampled beside it: the median of its runs (of the steady
- * ones, bench.ts steadySamples, where there are any, as olmoe bench counts its own), or null where a run has no
- * sample. In the machine's slow and fast phases the bandwidth differs by ~2× (README), so this compares the two
+ * prompt and decode length), each run against the bandwidth sampled beside it, by bench.ts's decodeBound (the median
+ * over the runs whose two samples agree, steadySamples, where there are any, as olmoe bench counts its own), or null
+ * where a run has no sample. In the machine's slow and fast phases the bandwidth differs by ~2× (README), so this compares the two
  * engines per byte the machine delivered during each one's own runs.
  */
 function theirPercentOfBound(ours, theirs) {
-  const bytes = ours.decodeWeightMBPerToken + ours.decodeCacheMBPerToken;
+  const bytes = (ours.decodeWeightMBPerToken + ours.decodeCacheMBPerToken) * 1e6;
   const reads = theirs.readGBPerSecondRuns ?? [];
   if (!(bytes > 0) || reads.length === 0 || reads.length !== (theirs.decodeRuns ?? []).length) return null;
-  const percents = theirs.decodeRuns.map((decode, i) => (100 * decode * bytes) / (1000 * reads[i]));
-  const steady = percents.filter((_, i) => theirs.readSteadyRuns?.[i]);
-  return +median(steady.length > 0 ? steady : percents).toFixed(1);
+  const paired = theirs.decodeRuns.map((decode, i) => ({ tokensPerSecond: decode, readBytesPerSecond: reads[i] * 1e9, steady: theirs.readSteadyRuns?.[i] === true }));
+  return +decodeBound({ weightBytesPerToken: () => bytes, cacheBytesPerToken: () => 0 }, undefined, paired, 0, 0).decodePercentOfBound.toFixed(1);
 }
 
 /** One engine, one file: llama.cpp through node-llama-cpp, measured as `olmoe bench` measures itself. */
@@ -162,7 +157,6 @@ async function llamaChild(file) {
   const { getLlama } = await import(process.env.NLC);
   // olmoe's native measurement of the read bandwidth, where the addon is built (its pool idles while llama.cpp runs)
   const { createBackend } = await import(join(here, '..', 'dist', 'src', 'index.js'));
-  const { steadySamples } = await import(join(here, '..', 'dist', 'src', 'cli', 'commands', 'bench.js'));
   let meter;
   try {
     meter = createBackend('native', { threads });

@@ -69,7 +69,7 @@ function median(values: number[]): number {
 }
 
 /** Bytes of a checkpoint's weights: the GGUF file, or the folder's safetensors files (the bar resident memory is set against). */
-function weightFileBytes(path: string): number {
+export function weightFileBytes(path: string): number {
   const stat = statSync(path);
   if (stat.isFile()) return stat.size;
   return readdirSync(path).filter((name) => name.endsWith('.safetensors')).reduce((sum, name) => sum + statSync(join(path, name)).size, 0);
