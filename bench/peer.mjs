@@ -141,15 +141,16 @@ function printTable(rows) {
  * llama.cpp's decode as a % of the bound olmoe's run of the same round set (olmoe's bytes per token: the same file,
  * prompt and decode length), each run against the bandwidth sampled beside it, by bench.ts's decodeBound (the median
  * over the runs whose two samples agree, steadySamples, where there are any, as olmoe bench counts its own), or null
- * where a run has no sample. In the machine's slow and fast phases the bandwidth differs by ~2× (README), so this compares the two
- * engines per byte the machine delivered during each one's own runs.
+ * where a run has no sample. In the machine's slow and fast phases the bandwidth differs by ~2× (README), so this
+ * compares the two engines per byte the machine delivered during each one's own runs.
  */
 function theirPercentOfBound(ours, theirs) {
   const bytes = (ours.decodeWeightMBPerToken + ours.decodeCacheMBPerToken) * 1e6;
   const reads = theirs.readGBPerSecondRuns ?? [];
   if (!(bytes > 0) || reads.length === 0 || reads.length !== (theirs.decodeRuns ?? []).length) return null;
   const paired = theirs.decodeRuns.map((decode, i) => ({ tokensPerSecond: decode, readBytesPerSecond: reads[i] * 1e9, steady: theirs.readSteadyRuns?.[i] === true }));
-  return +decodeBound({ weightBytesPerToken: () => bytes, cacheBytesPerToken: () => 0 }, undefined, paired, 0, 0).decodePercentOfBound.toFixed(1);
+  const { decodePercentOfBound } = decodeBound({ weightBytesPerToken: () => bytes, cacheBytesPerToken: () => 0 }, undefined, paired, 0, 0);
+  return decodePercentOfBound === null ? null : +decodePercentOfBound.toFixed(1);
 }
 
 /** One engine, one file: llama.cpp through node-llama-cpp, measured as `olmoe bench` measures itself. */
