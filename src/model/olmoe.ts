@@ -100,10 +100,13 @@ export class OlmoeModel implements OlmoeParts {
     return 2 * numLayers * kvRowBytes(this.cacheType, numKVHeads * headDim);
   }
 
-  /** A cache for `capacity` positions, in the model's cache type unless `type` says otherwise. */
-  createCache(capacity = this.config.maxPositionEmbeddings, type: KVCacheType = this.cacheType): KVCache {
+  /**
+   * A cache for `capacity` positions, in the model's cache type unless `type` says otherwise, with storage for
+   * `reserve` of them allocated up front (the rest grows by doubling as tokens are stored).
+   */
+  createCache(capacity = this.config.maxPositionEmbeddings, type: KVCacheType = this.cacheType, reserve = 0): KVCache {
     const { numLayers, numKVHeads, headDim } = this.config;
-    return this.backend.createKVCache({ layers: numLayers, capacity, kvHeads: numKVHeads, headDim, dtype: type });
+    return this.backend.createKVCache({ layers: numLayers, capacity, kvHeads: numKVHeads, headDim, dtype: type, reserve });
   }
 
   /**
