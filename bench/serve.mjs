@@ -2,7 +2,9 @@
 // Serving benchmark: starts `olmoe serve MODEL` (the real CLI, its own process), then for 1, 4 and 8 concurrent
 // streaming chat clients measures time to first token (TTFT: request sent → first content chunk), each client's
 // decode speed, and the server's total generated tokens per second. Prompts differ per client; greedy decoding, or
-// sampling at --temperature T (seed 1; the other knobs at their defaults, top-k 50 among them).
+// sampling at --temperature T (seed 1; the other knobs at their defaults, top-k 50 among them). Before and after each
+// round, with the server idle, the machine's read bandwidth is sampled here (the native backend's meter): it moves by
+// tens of % within minutes on shared machines, and one stream's decode follows it more closely than 8 streams' do.
 //   node bench/serve.mjs MODEL [--clients 1,4,8] [--tokens 64] [--parallel 8] [--threads N] [--temperature T] [--json]
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
@@ -24,6 +26,14 @@ if (!model) {
 }
 
 const cli = join(here, '..', 'dist', 'src', 'cli', 'main.js');
+const { createBackend } = await import(join(here, '..', 'dist', 'src', 'index.js'));
+let meter;
+try {
+  meter = createBackend('native', { threads: threads ? Number(threads) : undefined });
+} catch {
+  console.error('(no native backend here: rounds are not paired with bandwidth samples)');
+}
+const bandwidth = (keep) => (meter ? meter.sampleReadBandwidth(keep) / 1e9 : NaN);
 const serverArgs = ['serve', model, '--port', '0', '--model-id', 'bench', '--parallel', parallel, '--queue', '64', '-q', ...(threads ? ['--threads', threads] : [])];
 const server = spawn(process.execPath, [cli, ...serverArgs], { stdio: ['ignore', 'inherit', 'pipe'] });
 const url = await new Promise((resolve, reject) => {
@@ -73,11 +83,13 @@ const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.l
 const rows = [];
 try {
   await client(0); // warm-up
-  for (const n of levels) {
+  for (const [i, n] of levels.entries()) {
+    const before = bandwidth(true);
     const started = performance.now();
     const results = await Promise.all(Array.from({ length: n }, (_, i) => client(i)));
     const wall = (performance.now() - started) / 1000;
     const total = results.reduce((sum, r) => sum + r.generated, 0);
+    const after = bandwidth(i < levels.length - 1);
     rows.push({
       clients: n,
       ttft_median_s: median(results.map((r) => r.ttft)),
@@ -85,6 +97,7 @@ try {
       client_decode_tok_s: median(results.map((r) => r.decode)),
       total_tok_s: total / wall,
       wall_s: wall,
+      read_gb_s: [before, after],
     });
     if (!json) console.error(`${n} client(s) done in ${wall.toFixed(1)} s`);
   }
@@ -96,7 +109,7 @@ if (json) console.log(JSON.stringify({ model, tokens, parallel: Number(parallel)
 else {
   const f = (x, d = 2) => x.toFixed(d);
   console.log(`\nolmoe serve ${model}: ${tokens} tokens per client, ${temperature > 0 ? `temperature ${temperature}` : 'greedy'}, --parallel ${parallel}\n`);
-  console.log('| clients | TTFT median (s) | TTFT max (s) | per-client decode tok/s | total tok/s |');
-  console.log('|---|---|---|---|---|');
-  for (const r of rows) console.log(`| ${r.clients} | ${f(r.ttft_median_s)} | ${f(r.ttft_max_s)} | ${f(r.client_decode_tok_s)} | ${f(r.total_tok_s)} |`);
+  console.log('| clients | TTFT median (s) | TTFT max (s) | per-client decode tok/s | total tok/s | read GB/s before, after |');
+  console.log('|---|---|---|---|---|---|');
+  for (const r of rows) console.log(`| ${r.clients} | ${f(r.ttft_median_s)} | ${f(r.ttft_max_s)} | ${f(r.client_decode_tok_s)} | ${f(r.total_tok_s)} | ${r.read_gb_s.map((x) => f(x, 1)).join(', ')} |`);
 }
