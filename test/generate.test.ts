@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs';
 import { before, describe, it } from 'node:test';
 import { ReferenceBackend } from '../src/backends/reference/index.js';
 import type { RefKVCache } from '../src/backends/reference/kv-cache.js';
-import type { KVCache } from '../src/core/backend.js';
 import { AbortError, InputError } from '../src/core/errors.js';
 import { generate, generateText, type GenerateOptions } from '../src/generate/generate.js';
 import { resolveOptions } from '../src/generate/options.js';
@@ -114,20 +113,21 @@ describe('generation', () => {
   it('the KV cache holds the prompt and every new token from the start, and never moves', async () => {
     const backend = p.model.backend;
     const create = backend.createKVCache.bind(backend);
-    const caches: KVCache[] = [];
+    const released: { allocated: number; generation: number; length: number }[] = [];
     backend.createKVCache = (opts) => {
-      const cache = create(opts);
-      caches.push(cache);
+      const cache = create(opts) as RefKVCache;
+      const release = cache.release.bind(cache);
+      cache.release = () => (released.push({ allocated: cache.allocated, generation: cache.generation, length: cache.length }), release());
       return cache;
     };
     try {
       const prompt = expected.cases[1]!.ids.slice(0, 5);
       await run(prompt, { greedy: true, maxNewTokens: 40 }); // 45 positions: doubling from 16 would move it twice
-      assert.equal(caches.length, 1);
-      const cache = caches[0] as RefKVCache;
-      assert.equal(cache.allocated, prompt.length + 40);
-      assert.equal(cache.generation, 1, 'allocated once, never resized');
-      assert.equal(cache.length, prompt.length + 39, 'the last token is sampled, not fed back');
+      assert.equal(released.length, 1, 'one cache, released when the generation ended');
+      const [cache] = released;
+      assert.equal(cache!.allocated, prompt.length + 40);
+      assert.equal(cache!.generation, 1, 'allocated once, never resized');
+      assert.equal(cache!.length, prompt.length + 39, 'the last token is sampled, not fed back');
     } finally {
       backend.createKVCache = create;
     }

@@ -81,6 +81,11 @@ export interface KVCache {
   readonly allocated: number;
   /** Tokens whose keys and values are stored; the model advances it after each forward. */
   length: number;
+  /**
+   * Gives the storage back to the backend, which may hand it to a later cache (the native backend keeps it faulted in:
+   * a fresh page's first touch is the costly part of storing a row). The cache is unusable afterwards.
+   */
+  release?(): void;
 }
 
 export interface KVCacheOptions {

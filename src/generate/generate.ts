@@ -60,16 +60,22 @@ export interface GenerationResult {
  * tok/s in chunks of 256, 376–381 in chunks of 64, 411–422 whole (AMD EPYC, 2 threads).
  */
 const PREFILL_CHUNK = 256;
+/** Positions of a generation's KV cache allocated up front at most (OLMoE-1B-7B's f16 rows: 32 MiB a layer's keys). */
+const RESERVED_POSITIONS = 8192;
 /** GenerationBatch's default: a long prompt that joins stalls the other streams for one chunk at most. */
 const BATCH_PREFILL_CHUNK = 64;
 
 export async function* generate(lm: LanguageModel, promptIds: readonly number[], opts: GenerateOptions = {}): AsyncGenerator<TokenEvent, GenerationResult> {
   const run = new GenerationRun(lm, promptIds, resolveOptions(opts, lm.generation, lm.model.config.eosTokenIds));
-  while (!run.finished) {
-    const event = run.canSample ? run.sample() : undefined;
-    forwardPending(lm.model, [run], PREFILL_CHUNK); // the sampled token's routing is observed before its event goes out
-    if (event) yield event;
-    await new Promise((resolve) => setImmediate(resolve)); // let abort signals and I/O through between tokens
+  try {
+    while (!run.finished) {
+      const event = run.canSample ? run.sample() : undefined;
+      forwardPending(lm.model, [run], PREFILL_CHUNK); // the sampled token's routing is observed before its event goes out
+      if (event) yield event;
+      await new Promise((resolve) => setImmediate(resolve)); // let abort signals and I/O through between tokens
+    }
+  } finally {
+    run.releaseCache(); // also when the caller stops iterating early, or an error ends it
   }
   const tail = run.flush();
   if (tail) yield tail;
@@ -131,6 +137,7 @@ export class GenerationBatch {
   remove(run: GenerationRun): void {
     const at = this.runs.indexOf(run);
     if (at >= 0) this.runs.splice(at, 1);
+    run.releaseCache();
   }
 
   /**
@@ -146,11 +153,13 @@ export class GenerationBatch {
         return true;
       } catch (error) {
         results.push({ run, error });
+        run.releaseCache();
         return false;
       }
     });
     forwardPending(this.lm.model, live, this.prefillChunk);
     this.runs.splice(0, this.runs.length, ...live.filter((run) => !run.finished));
+    for (const run of live) if (run.finished) run.releaseCache();
     return results;
   }
 }
@@ -176,6 +185,7 @@ export class GenerationRun {
   pendingInput: readonly number[] | undefined;
   private readonly sequence: number[];
   private readonly cache: KVCache | undefined;
+  private readonly ownsCache: boolean;
   private readonly rng: Rng;
   private readonly detokenizer: StreamDecoder;
   private readonly stops: StopStringMatcher;
@@ -198,11 +208,13 @@ export class GenerationRun {
     this.maxNewTokens = checkLength(lm.model, promptIds, opts.maxNewTokens);
     this.sequence = [...promptIds];
     if (prefilled) checkPrefilled(prefilled, promptIds.length, this.maxNewTokens, opts.useCache);
-    // Storage for every position up front costs address space only (pages fault in as rows are stored; 8 native or
-    // reference caches of 4,096 positions added no RSS) and spares the doublings' resizes and the re-recording of the
-    // native decode step they force: 8 streams of 64 tokens ran 1.047× faster (median of 8 phase-matched pairs)
+    // Storage for every position up front (up to RESERVED_POSITIONS) costs address space only (pages fault in as rows
+    // are stored; 8 native or reference caches of 4,096 positions added no RSS) and spares the doublings' resizes and
+    // the re-recording of the native decode step they force: 8 streams of 64 tokens ran 1.047× faster (median of 8
+    // phase-matched pairs). Longer contexts grow from there, so that a million-token one is not refused up front.
     const capacity = promptIds.length + this.maxNewTokens;
-    this.cache = prefilled?.cache ?? (opts.useCache ? lm.model.createCache(capacity, opts.kvCache, capacity) : undefined);
+    this.cache = prefilled?.cache ?? (opts.useCache ? lm.model.createCache(capacity, opts.kvCache, Math.min(capacity, RESERVED_POSITIONS)) : undefined);
+    this.ownsCache = prefilled === undefined;
     this.rng = createRng(opts.seed);
     this.detokenizer = lm.tokenizer.streamDecoder({ skipSpecialTokens: true });
     this.stops = new StopStringMatcher(opts.stopStrings);
@@ -265,6 +277,14 @@ export class GenerationRun {
     // An observer sees the routing of every generated token, the last one included (one forward more).
     if (!this.finishReason || this.opts.observer) this.pendingInput = [id];
     return logprob ? { id, text, logprob } : { id, text };
+  }
+
+  /**
+   * Its KV cache's storage back to the backend for later caches (KVCache.release), once it has finished or left its
+   * batch. A prefilled cache is left to whoever made it.
+   */
+  releaseCache(): void {
+    if (this.ownsCache) this.cache?.release?.();
   }
 
   /** Text held back for an incomplete character or a possible stop string, released at the end. */

@@ -16,6 +16,7 @@ import { RefKVCache, type KVEncoder } from '../reference/kv-cache.js';
 import { activation, asRef, checkShapes, f32, RefTensor, showShape, sizeOf, storageFor, type Storage } from '../reference/tensor.js';
 import type { NativeAddon } from './addon.js';
 import { measureMachine, sampleReadBandwidth, type MachineLimits } from './machine.js';
+import { KVStoragePool } from './kv-pool.js';
 import { checkSimdEnv } from './simd.js';
 import * as train from './training.js';
 
@@ -77,7 +78,15 @@ export interface NativeOptions {
   pack?: boolean;
   /** false: no step plans (recordStep records nothing, every decode step runs the model's code). Default: $OLMOE_STEP_PLANS !== '0'. */
   stepPlans?: boolean;
+  /**
+   * Bytes of released KV caches' faulted-in storage kept for later caches (kv-pool.ts; default KV_POOL_BYTES, 0 frees
+   * it at once).
+   */
+  kvPoolBytes?: number;
 }
+
+/** NativeOptions.kvPoolBytes' default: 8 streams of ~1,000 positions of OLMoE-1B-7B's f16 cache (128 KiB a position). */
+export const KV_POOL_BYTES = 2 ** 30;
 
 /**
  * More threads than the machine's CPUs only make the pool's workers wait for each other; a count far beyond
@@ -177,6 +186,8 @@ export class NativeBackend implements TrainingBackend {
   private recording: Recording | undefined;
   /** Per plan, its steps' kinds and accumulated seconds and bytes, while profileSteps is on. */
   private profiles: { tokens: number; plans: Map<NativeStepPlan, { kinds: string[]; values: Float64Array; runs: number }> } | undefined;
+  /** Released KV caches' storage, for the next caches. */
+  private readonly kvPool: KVStoragePool;
 
   constructor(
     private addon: NativeAddon,
@@ -185,6 +196,7 @@ export class NativeBackend implements TrainingBackend {
     checkSimdEnv(addon);
     this.packing = (options.pack ?? addon.packedType(DTYPE_CODES.q4_0) !== DTYPE_CODES.q4_0) && addon.simdLevel() !== 'scalar';
     this.stepPlans = options.stepPlans ?? process.env.OLMOE_STEP_PLANS !== '0';
+    this.kvPool = new KVStoragePool(options.kvPoolBytes ?? KV_POOL_BYTES, (buffer) => this.addon.release(buffer));
     const fromEnv = options.threads === undefined && process.env.OLMOE_THREADS;
     const threads = options.threads ?? (fromEnv ? Number(process.env.OLMOE_THREADS) : undefined);
     if (threads !== undefined) {
@@ -424,6 +436,8 @@ export class NativeBackend implements TrainingBackend {
       return new ResourceError(`a KV cache of ${positions} positions × ${opts.layers} layers`, 2 * opts.layers * bytes, error);
     };
     const allocate = (bytes: number) => {
+      const pooled = this.kvPool.take(bytes);
+      if (pooled) return pooled;
       try {
         return new Uint8Array(this.addon.allocate(bytes));
       } catch (error) {
@@ -432,6 +446,7 @@ export class NativeBackend implements TrainingBackend {
     };
     const encode: KVEncoder = (type, rows, width, out) => this.addon.kvStore(rows instanceof Float32Array ? rows : Float32Array.from(rows), rows.length / width, width, DTYPE_CODES[type], out);
     const resize = (storage: Uint8Array, bytes: number) => {
+      if (storage.buffer.byteLength >= bytes) return new Uint8Array(storage.buffer, 0, bytes); // pooled storage larger than asked for
       let grown: ArrayBuffer | null;
       try {
         grown = this.addon.resize(storage.buffer as ArrayBuffer, bytes);
@@ -443,7 +458,9 @@ export class NativeBackend implements TrainingBackend {
       next.set(storage);
       return next;
     };
-    return new RefKVCache(opts, { allocate, encode, populate: (bytes) => this.addon.populate(bytes), release: (storage) => this.addon.release(storage.buffer as ArrayBuffer), resize });
+    const release = (storage: Uint8Array) => this.addon.release(storage.buffer as ArrayBuffer);
+    const recycle = (storage: Uint8Array, faulted: number) => this.kvPool.put(storage, faulted);
+    return new RefKVCache(opts, { allocate, encode, populate: (bytes) => this.addon.populate(bytes), release, recycle, resize });
   }
 
   // ---------------------------------------------------------------- step plans

@@ -32,6 +32,11 @@ export interface KVStorage {
   /** Frees storage that growth replaced at once (else the collector might take until the process ends). */
   release?: (storage: Uint8Array) => void;
   /**
+   * Takes a released cache's storage for reuse, `faulted` bytes of it from the start faulted in (else it is left to
+   * the collector).
+   */
+  recycle?: (storage: Uint8Array, faulted: number) => void;
+  /**
    * The storage grown to `bytes` in place of a new allocation and a copy: what it held kept, the rest zero, the old
    * view unusable after (the native backend's moves the pages: nothing copied, nothing faulted in again).
    */
@@ -55,6 +60,7 @@ export class RefKVCache implements KVCache {
 
   /** Per layer: positions from 0 whose storage `populate` has faulted in. */
   private populated: number[] = [];
+  private released = false;
 
   constructor(
     opts: KVCacheOptions,
@@ -79,6 +85,7 @@ export class RefKVCache implements KVCache {
    * (positions may be written before `length` is advanced).
    */
   reserve(positions: number): void {
+    this.checkLive();
     if (positions <= this.allocated) return;
     if (positions > this.capacity) throw new InputError(`KV cache holds ${this.capacity} positions; ${positions} needed`);
     const size = Math.min(this.capacity, Math.max(positions, 2 * this.allocated, MIN_POSITIONS));
@@ -104,6 +111,20 @@ export class RefKVCache implements KVCache {
     if (!resize) this.populated = this.populated.map(() => this.allocated); // what was copied (resized storage keeps its pages)
     this.allocated = size;
     this.generation++;
+  }
+
+  /** KVCache.release: the storage to the backend's `recycle` (faulted-in bytes with it), then no storage at all. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    const { recycle } = this.storage;
+    this.keys.forEach((keys, layer) => recycle?.(keys, (this.populated[layer] ?? 0) * this.rowBytes));
+    this.values.forEach((values, layer) => recycle?.(values, (this.populated[layer] ?? 0) * this.rowBytes));
+    [this.keys, this.values, this.populated, this.allocated, this.length] = [[], [], [], 0, 0];
+  }
+
+  private checkLive(): void {
+    if (this.released) throw new InputError('this KV cache was released (KVCache.release): its storage belongs to another cache now');
   }
 
   /** Storage for rows [start, start+T) of every layer, allocated and faulted in as `store` leaves it (a step replayed natively). */
@@ -137,6 +158,7 @@ export class RefKVCache implements KVCache {
 
   /** Positions [0, count) of a layer's keys or values, read back as float32 [count, W]. */
   read(which: 'keys' | 'values', layer: number, count: number): Float32Array {
+    this.checkLive();
     return decodeKVRows(this.dtype, this[which][layer]!.subarray(0, count * this.rowBytes), this.width);
   }
 }
