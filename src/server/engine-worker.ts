@@ -9,7 +9,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import {
   adapterPatch, createBackend, GenerationBatch, readPeftAdapter, InputError, loadPretrained, OlmoeError, PromptScorer,
-  type GenerationRun, type Prefilled, type Pretrained, type RoutingEvent,
+  type GenerationRun, type KVCache, type Prefilled, type Pretrained, type RoutingEvent,
 } from '../index.js';
 import type { EngineSpec, FromWorker, JobRequest, JobSummary, ToWorker, TokenRouting } from './protocol.js';
 
@@ -22,6 +22,8 @@ interface JobState {
   request: JobRequest;
   choice: number;
   scorer?: PromptScorer;
+  /** The scored prompt's KV cache, which its generation goes on from: released when the prompt is answered or dropped. */
+  scored?: KVCache;
   scoreMs: number;
   run?: GenerationRun;
   routing?: RoutingRecorder;
@@ -144,6 +146,7 @@ class BatchEngine {
     state.scoreMs += performance.now() - started;
     if (!scorer.done) return void this.scoring.push(state);
     state.scorer = undefined;
+    state.scored = scorer.cache;
     send({ type: 'prompt', job: state.job, choice: state.choice, logprobs: scorer.logprobs });
     if (state.request.options.maxNewTokens === 0) return this.finishChoice(state);
     this.startRun(state, { cache: scorer.cache, logits: scorer.lastLogits! });
@@ -180,7 +183,8 @@ class BatchEngine {
       this.byRun.delete(run);
     }
     send({ type: 'done', job, choice, summary });
-    Object.assign(state, { choice: choice + 1, run: undefined, routing: undefined, scoreMs: 0 });
+    state.scored?.release?.();
+    Object.assign(state, { choice: choice + 1, run: undefined, routing: undefined, scored: undefined, scoreMs: 0 });
     if (state.choice < state.request.prompts.length) this.startChoice(state);
     else this.jobs.delete(job);
   }
@@ -191,6 +195,7 @@ class BatchEngine {
       this.batch.remove(state.run);
       this.byRun.delete(state.run);
     }
+    (state.scored ?? state.scorer?.cache)?.release?.();
     const at = this.scoring.indexOf(state);
     if (at >= 0) this.scoring.splice(at, 1);
     this.jobs.delete(state.job);
