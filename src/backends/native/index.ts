@@ -446,7 +446,7 @@ export class NativeBackend implements TrainingBackend {
     };
     const encode: KVEncoder = (type, rows, width, out) => this.addon.kvStore(rows instanceof Float32Array ? rows : Float32Array.from(rows), rows.length / width, width, DTYPE_CODES[type], out);
     const resize = (storage: Uint8Array, bytes: number) => {
-      if (storage.buffer.byteLength >= bytes) return new Uint8Array(storage.buffer, 0, bytes); // pooled storage larger than asked for
+      if (storage.buffer.byteLength >= bytes) return new Uint8Array(storage.buffer, 0, bytes); // pooled storage that holds it already (stale rows: written before read)
       let grown: ArrayBuffer | null;
       try {
         grown = this.addon.resize(storage.buffer as ArrayBuffer, bytes);

@@ -2,7 +2,7 @@
  * Storage of released KV caches (KVCache.release), kept for the next caches of one native backend. A cache's rows are
  * stored into pages that were never touched, and a page's first touch is the costly part: on the virtual machine
  * measured (Firecracker, AMD EPYC), 1–2.6 µs a 4 KiB page for memory the process had just freed and ~9–13 µs for
- * memory that had sat free for a few seconds, ~1 ms a position of OLMoE-1B-7B's 32 f16 rows at worst. A server's next
+ * memory that had sat free for a few seconds: up to ~0.4 ms a position of OLMoE-1B-7B's 32 f16 rows. A server's next
  * request, or a chat's next turn, finds its pages already there.
  *
  * The pool holds at most `limit` bytes that were faulted in (what it adds to the resident memory); a buffer that would
