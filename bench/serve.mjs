@@ -112,4 +112,13 @@ else {
   console.log('| clients | TTFT median (s) | TTFT max (s) | per-client decode tok/s | total tok/s | read GB/s before, after |');
   console.log('|---|---|---|---|---|---|');
   for (const r of rows) console.log(`| ${r.clients} | ${f(r.ttft_median_s)} | ${f(r.ttft_max_s)} | ${f(r.client_decode_tok_s)} | ${f(r.total_tok_s)} | ${r.read_gb_s.map((x) => f(x, 1)).join(', ')} |`);
+  // Each round of more clients against the one-client round just before it, with the bandwidth range of the two:
+  // a pair whose samples differ widely ran across a change of phase.
+  const pairs = rows.flatMap((r, i) => (i > 0 && r.clients > 1 && rows[i - 1].clients === 1 ? [[rows[i - 1], r]] : []));
+  if (pairs.length > 0) console.log();
+  for (const [one, many] of pairs) {
+    const samples = [...one.read_gb_s, ...many.read_gb_s];
+    const range = samples.some(Number.isNaN) ? '' : ` (read ${f(Math.min(...samples), 1)}–${f(Math.max(...samples), 1)} GB/s)`;
+    console.log(`${many.clients} clients ÷ 1, total tok/s: ${f(many.total_tok_s / one.total_tok_s)}×${range}`);
+  }
 }
