@@ -80,6 +80,35 @@ describe('olmoe serve: startup and recovery', () => {
   });
 });
 
+describe('olmoe serve: the warm-up batch', () => {
+  it('runs by default and reports its time; the warmed server answers the same tokens as one started without it', { skip: announceSkip(nativeSkip) }, async () => {
+    const answers = async (warmup: number | undefined) => {
+      const server = await startServer(tinyModelDir, { port: 0, modelId: MODEL, backend: 'native', threads: 1, parallel: 3, warmup });
+      try {
+        const info = await server.ready;
+        const texts = [];
+        for (const prompt of ['the sea', 'a garden of owls', 'salt']) {
+          // one at a time: each runs alone in its step, as in the other server (a batch's sums may round differently)
+          const body = JSON.stringify({ model: MODEL, prompt, max_tokens: 12, temperature: 0, ignore_eos: true, logprobs: 1 });
+          const response = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: JSON_TYPE, body });
+          assert.equal(response.status, 200);
+          const { choices } = (await response.json()) as { choices: { text: string; logprobs: { token_logprobs: number[] } }[] };
+          texts.push(choices[0]!);
+        }
+        return { warmupMs: info.warmupMs, texts };
+      } finally {
+        await server.close();
+      }
+    };
+    const cold = await answers(0);
+    const warm = await answers(undefined);
+    assert.equal(cold.warmupMs, undefined);
+    assert.ok(typeof warm.warmupMs === 'number' && warm.warmupMs > 0, `warm-up time ${warm.warmupMs}`);
+    assert.deepEqual(warm.texts.map((choice) => choice.text), cold.texts.map((choice) => choice.text));
+    assert.deepEqual(warm.texts.map((choice) => choice.logprobs.token_logprobs), cold.texts.map((choice) => choice.logprobs.token_logprobs));
+  });
+});
+
 describe('olmoe serve: the CLI flags reach the server', () => {
   it('--allowed-hosts and --cors-origins are honoured, and SIGTERM ends the server with exit 0', async () => {
     const child = spawn(process.execPath, [cliPath, 'serve', tinyModelDir, '--port', '0', '--backend', 'reference', '--model-id', MODEL, '--allowed-hosts', 'olmoe.test,other.test:1', '--cors-origins', 'https://app.example'], { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -16,6 +16,11 @@ export interface EngineSpec {
   prefillChunk?: number;
   /** A LoRA adapter folder merged into the model at load. */
   adapter?: string;
+  /**
+   * Generations in the warm-up batch run after the load, before the engine reports ready (engine-worker.ts warmUp;
+   * the server's default: its `parallel`; 0: none).
+   */
+  warmup?: number;
 }
 
 /** The sampling settings of one request, already validated: the library's options that cross the thread boundary. */
@@ -58,6 +63,8 @@ export interface ModelInfo {
   experts: number;
   topK: number;
   backend: string;
+  /** How long the warm-up batch took (absent when there was none). */
+  warmupMs?: number;
 }
 
 /** `stop`: drop every generation and let the thread end, between two steps (never inside a native call). */

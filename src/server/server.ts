@@ -84,8 +84,9 @@ export async function startServer(model: string, opts: ServeOptions = {}): Promi
   await listen(server, opts.port ?? 8080, opts.host ?? '127.0.0.1');
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const spec = { model: path, backend: opts.backend, threads: opts.threads, revision: opts.revision, prefillChunk: opts.prefillChunk, adapter: opts.adapter, kvCache: opts.kvCache };
-  const engine = new Engine(spec, { parallel: opts.parallel ?? 4, queue: opts.queue ?? 16 }, { onProgress: opts.onLoadProgress, log: opts.log });
+  const parallel = opts.parallel ?? 4;
+  const spec = { model: path, backend: opts.backend, threads: opts.threads, revision: opts.revision, prefillChunk: opts.prefillChunk, adapter: opts.adapter, kvCache: opts.kvCache, warmup: opts.warmup ?? parallel };
+  const engine = new Engine(spec, { parallel, queue: opts.queue ?? 16 }, { onProgress: opts.onLoadProgress, log: opts.log });
   const prompts = new TokenizerThread(path);
   app = new App(engine, tokenizer, prompts, new Guard(host, address.port, opts), modelId, opts);
   return {
