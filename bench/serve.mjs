@@ -5,7 +5,8 @@
 // sampling at --temperature T (seed 1; the other knobs at their defaults, top-k 50 among them). Before and after each
 // round, with the server idle, the machine's read bandwidth is sampled here (the native backend's meter): it moves by
 // tens of % within minutes on shared machines, and one stream's decode follows it more closely than 8 streams' do.
-//   node bench/serve.mjs MODEL [--clients 1,4,8] [--tokens 64] [--parallel 8] [--threads N] [--temperature T] [--json]
+// The server warms up before its first request (olmoe serve; --no-warmup here passes --no-warmup to it).
+//   node bench/serve.mjs MODEL [--clients 1,4,8] [--tokens 64] [--parallel 8] [--threads N] [--temperature T] [--no-warmup] [--json]
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,9 +20,10 @@ const parallel = flag('--parallel', String(Math.max(...levels)));
 const threads = flag('--threads', undefined);
 const temperature = Number(flag('--temperature', '0'));
 const json = args.includes('--json') ? (args.splice(args.indexOf('--json'), 1), true) : false;
+const noWarmup = args.includes('--no-warmup') ? (args.splice(args.indexOf('--no-warmup'), 1), true) : false;
 const model = args[0];
 if (!model) {
-  console.error('usage: node bench/serve.mjs MODEL [--clients 1,4,8] [--tokens 64] [--parallel 8] [--threads N] [--temperature T] [--json]');
+  console.error('usage: node bench/serve.mjs MODEL [--clients 1,4,8] [--tokens 64] [--parallel 8] [--threads N] [--temperature T] [--no-warmup] [--json]');
   process.exit(1);
 }
 
@@ -34,7 +36,7 @@ try {
   console.error('(no native backend here: rounds are not paired with bandwidth samples)');
 }
 const bandwidth = (keep) => (meter ? meter.sampleReadBandwidth(keep) / 1e9 : NaN);
-const serverArgs = ['serve', model, '--port', '0', '--model-id', 'bench', '--parallel', parallel, '--queue', '64', '-q', ...(threads ? ['--threads', threads] : [])];
+const serverArgs = ['serve', model, '--port', '0', '--model-id', 'bench', '--parallel', parallel, '--queue', '64', '-q', ...(threads ? ['--threads', threads] : []), ...(noWarmup ? ['--no-warmup'] : [])];
 const server = spawn(process.execPath, [cli, ...serverArgs], { stdio: ['ignore', 'inherit', 'pipe'] });
 const url = await new Promise((resolve, reject) => {
   let text = '';

@@ -204,6 +204,26 @@ describe('storage reused between inference passes (Backend.scoped)', () => {
     assert.notEqual(scoped(() => uninitialized(large), (result) => result.buffer), outside, 'retired outside a pass: not kept');
   });
 
+  it('a retired large array serves shorter ones down to half its length, as a view that gives it back whole once', () => {
+    const size = 3 << 16; // 768 KiB: the large pool
+    let whole!: Float32Array, view!: Float32Array, again!: Float32Array, next!: Float32Array, tooShort!: Float32Array;
+    scoped(() => {
+      whole = uninitialized(size);
+      retire([whole]);
+      tooShort = uninitialized(size / 2 - 1); // more than twice shorter: new storage
+      view = uninitialized(size - 100);
+      retire([view, view]);
+      again = uninitialized(size);
+      next = uninitialized(size);
+      return uninitialized(7);
+    }, (result) => result.buffer);
+    assert.notEqual(tooShort.buffer, whole.buffer, 'under half the length: not lent');
+    assert.equal(view.buffer, whole.buffer, 'a shorter array is a view of the retired one');
+    assert.equal(view.length, size - 100);
+    assert.equal(again, whole, 'the view retired gives the whole array back');
+    assert.notEqual(next.buffer, whole.buffer, 'retired twice, handed out once');
+  });
+
   it('a forward pass that retires its intermediates gives the logits of one that does not, prompt then decode', { skip: announceSkip(native.skip) }, async () => {
     // hidden 1024 and 80 tokens: the prompt's activations are 320 KiB (the large pool), decode's 4 KiB (the pass's set)
     const dir = tempDir();

@@ -67,29 +67,32 @@ async function main(spec: EngineSpec): Promise<void> {
   });
 }
 
-/** Prompt tokens of each warm-up generation (its new tokens: WARMUP_NEW_TOKENS). */
+/** Prompt tokens of each warm-up generation. */
 const WARMUP_PROMPT = 32;
-const WARMUP_NEW_TOKENS = 2;
+/** Steps of the warm-up batch: its prompts, then decode steps. */
+const WARMUP_STEPS = 3;
 
 /**
- * One batch of `streams` short generations (fixed token ids, greedy), run before the first request, so that the first
- * requests find in place what a batch's first steps otherwise pay for: the memory of a prompt step's activations and
- * of each stream's KV cache faulted in (the native backend keeps both for reuse: training.ts, kv-pool.ts), and the
- * batch's step plans recorded. On the virtual machine measured (AMD EPYC, 2 threads, OLMoE-1B-7B Q4_0) the first of 8
- * clients' rounds had a time to first token of 1.8–1.9 s against 1.4–1.5 s for the rounds after it. Returns its time
- * (ms).
+ * One batch of `streams` generations of fixed token ids, run for a few steps before the first request, so that the
+ * first requests find in place what a batch's first steps otherwise pay for: the memory of a prompt step's activations
+ * and of each stream's KV cache faulted in (the native backend keeps both for reuse: training.ts, kv-pool.ts), and the
+ * batch's step plans recorded. Each may run to the end of the context, as a request without max_tokens may, so that
+ * its KV storage, released at the end, fits any later cache. On the virtual machine measured (AMD EPYC, OLMoE-1B-7B
+ * Q4_0, 2 threads) a first step of 8 prompts faulted in ~30,000 pages without it (~0.3 s) and ~2,400 after it.
+ * Returns its time (ms).
  */
 function warmUp(pretrained: Pretrained, streams: number, chunk: number): number {
   const { config } = pretrained.model;
-  const length = Math.min(WARMUP_PROMPT, config.maxPositionEmbeddings - WARMUP_NEW_TOKENS);
-  const start = performance.now();
+  const length = Math.min(WARMUP_PROMPT, config.maxPositionEmbeddings - WARMUP_STEPS);
   if (length < 1) return 0;
+  const start = performance.now();
   const batch = new GenerationBatch(pretrained, { prefillChunk: chunk });
-  for (let s = 0; s < streams; s++) {
+  const runs = Array.from({ length: streams }, (_, s) => {
     const prompt = Array.from({ length }, (_, i) => (1 + 7919 * i + 104_729 * s) % config.vocabSize);
-    batch.add(prompt, { maxNewTokens: WARMUP_NEW_TOKENS, greedy: true, ignoreEos: true });
-  }
-  while (batch.size > 0) batch.step();
+    return batch.add(prompt, { maxNewTokens: config.maxPositionEmbeddings - length, greedy: true, ignoreEos: true });
+  });
+  for (let step = 0; step < WARMUP_STEPS && batch.size > 0; step++) batch.step();
+  for (const run of runs) batch.remove(run);
   return performance.now() - start;
 }
 
