@@ -124,6 +124,22 @@ describe('native KV storage reuse', () => {
     assert.deepEqual(second.map((run) => run.result().ids), runs.map((run) => run.result().ids));
   });
 
+  it('without a KV cache each pass\'s one-pass cache goes back to the pool, and the next pass takes it', { skip: announceSkip(nativeSkip) }, async () => {
+    const lm = await loadPretrained(tinyModelDir, { backend: createBackend('native', { threads: 1 }) });
+    const addon = (lm.model.backend as unknown as { addon: NativeAddon }).addon;
+    let allocations = 0;
+    const allocate = addon.allocate.bind(addon);
+    addon.allocate = (bytes) => (allocations++, allocate(bytes));
+    const options = { greedy: true, eosTokenIds: [], useCache: false };
+    const short = await generateText(lm, [5, 6, 7, 8, 9, 10, 11, 12], { ...options, maxNewTokens: 1 }); // one pass: 8 positions
+    const first = allocations;
+    assert.ok(first > 0);
+    const long = await generateText(lm, [5, 6, 7, 8], { ...options, maxNewTokens: 4 }); // passes of 4 to 7 positions
+    assert.equal(allocations, first, 'the later passes allocated nothing');
+    assert.deepEqual(long.ids, (await generateText(lm, [5, 6, 7, 8], { greedy: true, eosTokenIds: [], maxNewTokens: 4 })).ids, 'the tokens a cached generation gives');
+    assert.equal(short.ids.length, 1);
+  });
+
   it('a generation dropped from its batch gives its storage back', { skip: announceSkip(nativeSkip) }, async () => {
     const lm = await loadPretrained(tinyModelDir, { backend: createBackend('native', { threads: 1 }) });
     const pool = (lm.model.backend as unknown as { kvPool: KVStoragePool }).kvPool;

@@ -196,6 +196,8 @@ export class GenerationRun {
   /** The run's copy of its last logits, reused step after step (fresh memory each token cost page faults). */
   private logitsCopy: Float32Array | undefined;
   private inFlight = 0;
+  /** Without a KV cache (useCache false): the one-pass cache of the forward in flight. */
+  private scratch: KVCache | undefined;
   private prefillMs: number | undefined;
   private text = '';
 
@@ -239,7 +241,8 @@ export class GenerationRun {
   batchInput(limit = Infinity): BatchInput {
     const ids = Int32Array.from(this.cache ? this.pendingInput!.slice(0, limit) : this.sequence);
     this.inFlight = this.cache ? ids.length : this.pendingInput!.length;
-    return { ids, cache: this.cache ?? this.lm.model.createCache(ids.length, this.opts.kvCache), observer: this.opts.observer };
+    if (!this.cache) this.scratch = this.lm.model.createCache(ids.length, this.opts.kvCache);
+    return { ids, cache: this.cache ?? this.scratch!, observer: this.opts.observer };
   }
 
   /**
@@ -247,6 +250,8 @@ export class GenerationRun {
    * are copied: the caller's array may be reused once this returns.
    */
   accept(logits: Float32Array): void {
+    this.scratch?.release?.(); // without a cache: the pass's own, for the next pass's storage
+    this.scratch = undefined;
     if (this.inFlight < this.pendingInput!.length) {
       this.pendingInput = this.pendingInput!.slice(this.inFlight); // more of the prompt to go
       return;
