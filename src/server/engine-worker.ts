@@ -47,7 +47,8 @@ async function main(spec: EngineSpec): Promise<void> {
   }
   let warmupMs: number | undefined;
   try {
-    if (spec.warmup) warmupMs = warmUp(pretrained, spec.warmup, spec.prefillChunk ?? 64);
+    // the reference backend keeps no storage for reuse, and its passes over a full-size model take minutes
+    if (spec.warmup && pretrained.model.backend.name === 'native') warmupMs = warmUp(pretrained, spec.warmup, spec.prefillChunk ?? 64);
   } catch (error) {
     send({ type: 'failed', message: `the warm-up generation failed: ${error instanceof Error ? error.message : String(error)}`, code: error instanceof OlmoeError ? error.code : undefined });
     return;

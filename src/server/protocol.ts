@@ -17,8 +17,8 @@ export interface EngineSpec {
   /** A LoRA adapter folder merged into the model at load. */
   adapter?: string;
   /**
-   * Generations in the warm-up batch run after the load, before the engine reports ready (engine-worker.ts warmUp;
-   * the server's default: its `parallel`; 0: none).
+   * Generations in the warm-up batch run after the load, before the engine reports ready, on the native backend
+   * (engine-worker.ts warmUp; the server's default: its `parallel`; 0: none).
    */
   warmup?: number;
 }
