@@ -95,20 +95,26 @@ describe('KVCache.release', () => {
   });
 });
 
+/** The tiny model on the native backend, counting the addon's allocations (KV storage). */
+async function countingAllocations() {
+  const lm = await loadPretrained(tinyModelDir, { backend: createBackend('native', { threads: 1 }) });
+  const addon = (lm.model.backend as unknown as { addon: NativeAddon }).addon;
+  const allocations = { count: 0 };
+  const allocate = addon.allocate.bind(addon);
+  addon.allocate = (bytes) => (allocations.count++, allocate(bytes));
+  return { lm, allocations };
+}
+
 describe('native KV storage reuse', () => {
   it('a generation\'s cache goes back to the pool when it ends, and the next generation on that storage gives what a fresh backend gives', { skip: announceSkip(nativeSkip) }, async () => {
-    const lm = await loadPretrained(tinyModelDir, { backend: createBackend('native', { threads: 1 }) });
-    const addon = (lm.model.backend as unknown as { addon: NativeAddon }).addon;
-    let allocations = 0;
-    const allocate = addon.allocate.bind(addon);
-    addon.allocate = (bytes) => (allocations++, allocate(bytes));
+    const { lm, allocations } = await countingAllocations();
     const options = { greedy: true, eosTokenIds: [], maxNewTokens: 24 };
     await generateText(lm, [5, 6, 7, 8, 9, 10, 11, 12], options); // leaves its keys and values behind in the storage
-    const first = allocations;
+    const first = allocations.count;
     assert.ok(first > 0);
     const promptB = [40, 41, 42];
     const reused = await generateText(lm, promptB, options);
-    assert.equal(allocations, first, 'the second generation allocated nothing: it took the first one\'s storage');
+    assert.equal(allocations.count, first, 'the second generation allocated nothing: it took the first one\'s storage');
     const fresh = await generateText(await loadPretrained(tinyModelDir, { backend: createBackend('native', { threads: 1 }) }), promptB, options);
     assert.deepEqual(reused.ids, fresh.ids);
 
@@ -116,26 +122,22 @@ describe('native KV storage reuse', () => {
     const batch = new GenerationBatch(lm);
     const runs = [[1, 2, 3], [7, 8], [20, 21, 22, 23]].map((prompt) => batch.add(prompt, { ...options, maxNewTokens: 6 }));
     while (batch.size > 0) batch.step();
-    const afterBatch = allocations;
+    const afterBatch = allocations.count;
     const again = new GenerationBatch(lm);
     const second = [[1, 2, 3], [7, 8], [20, 21, 22, 23]].map((prompt) => again.add(prompt, { ...options, maxNewTokens: 6 }));
     while (again.size > 0) again.step();
-    assert.equal(allocations, afterBatch, 'the second batch reused the first one\'s storage');
+    assert.equal(allocations.count, afterBatch, 'the second batch reused the first one\'s storage');
     assert.deepEqual(second.map((run) => run.result().ids), runs.map((run) => run.result().ids));
   });
 
   it('without a KV cache each pass\'s one-pass cache goes back to the pool, and the next pass takes it', { skip: announceSkip(nativeSkip) }, async () => {
-    const lm = await loadPretrained(tinyModelDir, { backend: createBackend('native', { threads: 1 }) });
-    const addon = (lm.model.backend as unknown as { addon: NativeAddon }).addon;
-    let allocations = 0;
-    const allocate = addon.allocate.bind(addon);
-    addon.allocate = (bytes) => (allocations++, allocate(bytes));
+    const { lm, allocations } = await countingAllocations();
     const options = { greedy: true, eosTokenIds: [], useCache: false };
     const short = await generateText(lm, [5, 6, 7, 8, 9, 10, 11, 12], { ...options, maxNewTokens: 1 }); // one pass: 8 positions
-    const first = allocations;
+    const first = allocations.count;
     assert.ok(first > 0);
     const long = await generateText(lm, [5, 6, 7, 8], { ...options, maxNewTokens: 4 }); // passes of 4 to 7 positions
-    assert.equal(allocations, first, 'the later passes allocated nothing');
+    assert.equal(allocations.count, first, 'the later passes allocated nothing');
     assert.deepEqual(long.ids, (await generateText(lm, [5, 6, 7, 8], { greedy: true, eosTokenIds: [], maxNewTokens: 4 })).ids, 'the tokens a cached generation gives');
     assert.equal(short.ids.length, 1);
   });
