@@ -107,6 +107,22 @@ describe('olmoe serve: the warm-up batch', () => {
     assert.deepEqual(warm.texts.map((choice) => choice.text), cold.texts.map((choice) => choice.text));
     assert.deepEqual(warm.texts.map((choice) => choice.logprobs.token_logprobs), cold.texts.map((choice) => choice.logprobs.token_logprobs));
   });
+
+  it('`olmoe serve` says how long it warmed up; with --no-warmup it does not warm up', { skip: announceSkip(nativeSkip) }, async () => {
+    const readyLine = async (extra: string[]) => {
+      const child = spawn(process.execPath, [cliPath, 'serve', tinyModelDir, '--port', '0', '--backend', 'native', '--threads', '1', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+      try {
+        await until(async () => /ready at .*\n/.test(stderr), 30_000);
+        return /ready at .*/.exec(stderr)![0];
+      } finally {
+        child.kill('SIGKILL');
+      }
+    };
+    assert.match(await readyLine([]), /native backend, context \d+ \(warmed up in \d+\.\d s\)/);
+    assert.doesNotMatch(await readyLine(['--no-warmup']), /warmed up/);
+  });
 });
 
 describe('olmoe serve: the CLI flags reach the server', () => {
