@@ -45,15 +45,16 @@ async function main(spec: EngineSpec): Promise<void> {
     send({ type: 'failed', message: error instanceof Error ? error.message : String(error), code: error instanceof OlmoeError ? error.code : undefined });
     return;
   }
+  const chunk = spec.prefillChunk ?? 64;
   let warmupMs: number | undefined;
   try {
     // the reference backend keeps no storage for reuse, and its passes over a full-size model take minutes
-    if (spec.warmup && pretrained.model.backend.name === 'native') warmupMs = warmUp(pretrained, spec.warmup, spec.prefillChunk ?? 64);
+    if (spec.warmup && pretrained.model.backend.name === 'native') warmupMs = warmUp(pretrained, spec.warmup, chunk);
   } catch (error) {
     send({ type: 'failed', message: `the warm-up generation failed: ${error instanceof Error ? error.message : String(error)}`, code: error instanceof OlmoeError ? error.code : undefined });
     return;
   }
-  const engine = new BatchEngine(pretrained, spec.prefillChunk ?? 64);
+  const engine = new BatchEngine(pretrained, chunk);
   port.on('message', (message: ToWorker) => {
     if (message.type === 'abort') engine.abort(message.job);
     else if (message.type === 'stop') {
