@@ -154,11 +154,13 @@ describe('native quantized matmul vs the reference', { skip: announceSkip(native
     const amx = level === 'avx512' && /\bamx_int8\b/.test(cpuFlags) && /\bamx_tile\b/.test(cpuFlags) && process.env.OLMOE_AMX !== '0';
     const vnni = level === 'avx512' && /\bavx512_vnni\b/.test(cpuFlags);
     const kernel = (dtype: QuantDType | 'f16') => (backend as unknown as { quantGemmKernel(d: string): string }).quantGemmKernel(dtype);
-    const packing = vnni && !amx && process.env.OLMOE_PACK !== '0'; // q4_0 / q4_k / q6_k repacked 16 rows to a vector (native/src/packed.h)
+    // q4_0 / q4_k / q6_k repacked 16 rows to a vector (native/src/packed.h) at the AVX2 and AVX-512 levels without AMX
+    const packing = level !== 'scalar' && !amx && process.env.OLMOE_PACK !== '0';
     for (const dtype of QUANT_DTYPES) {
       // q8_0 is laid out 16 rows to a vector per call (native/src/qgemm-vnni.cc gemm_q8_0_groups), whatever OLMOE_PACK says
-      const sixteen = (packing && (dtype === 'q4_0' || dtype === 'q4_k' || dtype === 'q6_k')) || (vnni && dtype === 'q8_0');
-      const tiles = sixteen ? 'avx512-vnni-16rows' : vnni && dtype === 'q4_0' ? 'avx512-vnni' : 'integer-dot';
+      const packed = packing && (dtype === 'q4_0' || dtype === 'q4_k' || dtype === 'q6_k');
+      const sixteen = (packed && vnni) || (vnni && dtype === 'q8_0');
+      const tiles = sixteen ? 'avx512-vnni-16rows' : packed ? 'avx2-16rows' : vnni && dtype === 'q4_0' ? 'avx512-vnni' : 'integer-dot';
       const expected = level === 'scalar' ? 'float-tiles' : amx ? 'amx-int8' : tiles;
       assert.equal(kernel(dtype), expected, dtype);
     }

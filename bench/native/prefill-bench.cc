@@ -23,6 +23,7 @@
 #include "qdot.h"
 #include "qgemm.h"
 #include "quant.h"
+#include "simd.h"
 
 using namespace olmoe;
 
@@ -90,7 +91,7 @@ int main(int argc, char** argv) {
   std::printf("VNNI tiles / qdot_rows without AMX: %.1f GFLOP/s\n", time([&] {
     QDotArgs a = args(out.data());
     a.act = quantize_rows(dtype, x.data(), tokens, in, buffer);
-    if (dtype == DType::Q4_0 || dtype == DType::Q8_0) qgemm_rows_vnni(a);
+    if ((dtype == DType::Q4_0 || dtype == DType::Q8_0) && cpu().level == Simd::Avx512 && cpu().vnni) qgemm_rows_vnni(a);
     else qdot_rows(a);
   }));
   double diff = 0, scale = 0;

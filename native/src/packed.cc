@@ -27,7 +27,7 @@ DType packed_type(DType dtype) {
     if (env && std::strcmp(env, "0") == 0) return false;
 #if defined(__x86_64__)
     const CpuFeatures& features = cpu();
-    return features.level == Simd::Avx512 && features.vnni && !qgemm_amx_available();
+    return features.level != Simd::Scalar && !qgemm_amx_available();
 #else
     return false;
 #endif
@@ -60,6 +60,22 @@ __attribute__((target("avx512f"))) void transpose_dwords_avx512(const uint8_t* r
     _mm512_storeu_si512(out + 64 * s, _mm512_mask_blend_epi32(0xFF00, low, high));
   }
 }
+
+// Rows r and r + 4 to a vector (a 128-bit lane each), then a 4 × 4 transpose of dwords in each lane: the lanes of the
+// result for dword s hold rows 8m..8m+3 and 8m+4..8m+7, the 32 bytes vector s takes at 32m.
+__attribute__((target("avx2"))) void transpose_dwords_avx2(const uint8_t* rows, size_t stride, uint8_t* out) {
+  for (int m = 0; m < 2; m++) {
+    __m256i v[4];
+    for (int i = 0; i < 4; i++) {
+      const uint8_t* r = rows + (8 * m + i) * stride;
+      v[i] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(r + 4 * stride), reinterpret_cast<const __m128i*>(r));
+    }
+    const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    const __m256i s[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2), _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3)};
+    for (int k = 0; k < 4; k++) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 64 * k + 32 * m), s[k]);
+  }
+}
 #endif
 
 }  // namespace
@@ -67,6 +83,7 @@ __attribute__((target("avx512f"))) void transpose_dwords_avx512(const uint8_t* r
 TransposeDwords transpose_dwords() {
 #if defined(__x86_64__)
   if (cpu().level == Simd::Avx512) return transpose_dwords_avx512;
+  if (cpu().level == Simd::Avx2) return transpose_dwords_avx2;
 #endif
   return transpose_dwords_scalar;
 }
@@ -221,6 +238,7 @@ void unpack_block(const uint8_t* group_block, size_t r, uint8_t* block) {
 void qgemm_rows_r16(const QDotArgs& a) {
 #if defined(__x86_64__)
   if (cpu().level == Simd::Avx512 && cpu().vnni) return qgemm_rows_r16_vnni(a);
+  if (cpu().level != Simd::Scalar) return qgemm_rows_r16_avx2(a);
 #endif
   if (a.dtype == DType::Q4_KR16 || a.dtype == DType::Q6_KR16) {
     const auto row = a.dtype == DType::Q4_KR16 ? q4_k_packed_row : q6_k_packed_row;

@@ -1,4 +1,4 @@
-// q4_0 weights repacked for the AVX-512 VNNI kernels of qgemm-r16.cc (DType::Q4_0R16), and the memory they live in.
+// q4_0 weights repacked for the AVX-512 VNNI kernels of qgemm-r16.cc and the AVX2 ones of qgemm-r16-avx2.cc (DType::Q4_0R16), and the memory they live in.
 // Layout: rows in groups of 16 (rows % 16 == 0), each group its blocks in order; block b of a group is 288 bytes,
 // the same as 16 q4_0 blocks: the 16 rows' f16 scales, then four 64-byte vectors whose 32-bit lane r holds bytes
 // 4s..4s+3 of row r's 16 code bytes (vector s: codes 4s..4s+3 in the low nibbles, 4s+16..4s+19 in the high).
@@ -45,16 +45,17 @@ inline DType packed_form(DType dtype) {
     default: return dtype;
   }
 }
-// The packed type weights of `dtype` are repacked to here (packed_form on the AVX-512 level with VNNI and without
-// AMX, whose tiles take the file layouts; OLMOE_PACK=0 declines), else dtype itself.
+// The packed type weights of `dtype` are repacked to here (packed_form at the AVX2 and AVX-512 levels without AMX,
+// whose tiles take the file layouts; OLMOE_PACK=0 declines), else dtype itself.
 DType packed_type(DType dtype);
 // rows × n weights of `dtype` (q4_0, q4_k or q6_k; rows % 16 == 0, n a whole number of blocks) into dst
 // (row_bytes(packed type, n) · rows bytes), parallel over groups.
 void pack_rows(DType dtype, const uint8_t* src, size_t rows, size_t n, uint8_t* dst);
 // qdot_rows' contract for the packed types (rows and the row range's start multiples of 16): the VNNI tiles where
-// the CPU has them, else a scalar twin.
+// the CPU has them (qgemm-r16.cc), else the AVX2 ones (qgemm-r16-avx2.cc), else a scalar twin.
 void qgemm_rows_r16(const QDotArgs& args);
 void qgemm_rows_r16_vnni(const QDotArgs& args);
+void qgemm_rows_r16_avx2(const QDotArgs& args);
 
 // Memory for packed weights, in chunks the addon hands out in pieces (one ArrayBuffer per chunk, each weight a view
 // into it: V8 then sees one external allocation per chunk, where an ArrayBuffer per weight had it run a full

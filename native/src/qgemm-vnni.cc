@@ -286,7 +286,7 @@ bool amx_tiles() { return cpu().level == Simd::Avx512 && qgemm_amx_available(); 
 const char* qgemm_kernel(DType dtype) {
   if (!integer_gemm(dtype)) return "float-tiles";
   if (amx_tiles()) return "amx-int8";
-  if (packed_type(dtype) != dtype || is_packed(dtype)) return "avx512-vnni-16rows";
+  if (packed_type(dtype) != dtype || is_packed(dtype)) return cpu().vnni && cpu().level == Simd::Avx512 ? "avx512-vnni-16rows" : "avx2-16rows";
   if (dtype == DType::Q8_0 && vnni_tiles(dtype)) return "avx512-vnni-16rows";  // laid out per call (gemm_q8_0_groups)
   return vnni_tiles(dtype) ? "avx512-vnni" : "integer-dot";
 }

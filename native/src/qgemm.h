@@ -25,7 +25,8 @@ constexpr size_t kAmxMinTokens = 10;
 bool qgemm_amx_available();
 void qgemm_rows_amx(const QDotArgs& args);
 // The many-token kernel qgemm_rows runs for dtype at this SIMD level: "amx-int8", "avx512-vnni-16rows" (the packed
-// types of packed.h, and q4_0 / q4_k / q6_k where they are repacked), "avx512-vnni", "integer-dot" or "float-tiles" (scalar level).
+// types of packed.h, and q4_0 / q4_k / q6_k where they are repacked), "avx2-16rows" (the same at the AVX2 level, or on
+// AVX-512 without VNNI), "avx512-vnni", "integer-dot" or "float-tiles" (scalar level).
 const char* qgemm_kernel(DType dtype);
 
 }  // namespace olmoe

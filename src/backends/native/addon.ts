@@ -14,7 +14,7 @@ export interface NativeAddon {
   simdLevel(): string;
   /** Whether the decode kernels prefetch their weight streams in software (native/src/simd.h stream_prefetch; OLMOE_PREFETCH). */
   streamPrefetch(): boolean;
-  /** The many-token kernel for weights of this DTYPE_CODES code: 'amx-int8', 'avx512-vnni-16rows', 'avx512-vnni', 'integer-dot' or 'float-tiles'. */
+  /** The many-token kernel for weights of this DTYPE_CODES code: 'amx-int8', 'avx512-vnni-16rows', 'avx2-16rows', 'avx512-vnni', 'integer-dot' or 'float-tiles'. */
   quantGemmKernel(dtype: number): string;
   /** kind 0 q4_k, 1 q5_k, 2 q6_k: blocks × 256 values into out (bitwise src/core/quant.ts's quantizeReference). */
   quantizeK(kind: number, values: Float32Array, blocks: number, out: Uint8Array): void;
@@ -22,7 +22,7 @@ export interface NativeAddon {
   setThreads(threads: number): void;
   mapTensor(path: string, offset: number, length: number): ArrayBuffer;
   matmul(x: Floats, tokens: number, inDim: number, w: Weights, dtype: number, outDim: number, out: Floats): void;
-  /** The dtype code weights of this code are repacked to for this CPU (native/src/packed.h: q4_0, q4_k and q6_k on AVX-512 VNNI without AMX; OLMOE_PACK=0 declines), else the code. */
+  /** The dtype code weights of this code are repacked to for this CPU (native/src/packed.h: q4_0, q4_k and q6_k at the AVX2 and AVX-512 levels without AMX; OLMOE_PACK=0 declines), else the code. */
   packedType(dtype: number): number;
   /** rows × cols weights of dtype code 4 (q4_0), 5 (q4_k) or 7 (q6_k), rows % 16 == 0, in their packed layout: a view into a chunk shared with other packed weights. */
   packWeight(dtype: number, bytes: Uint8Array, rows: number, cols: number): Uint8Array;

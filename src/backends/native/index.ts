@@ -72,7 +72,7 @@ export interface NativeOptions {
   minMapped?: number;
   /**
    * Repack q4_0, q4_k and q6_k matrices 16 rows to a vector for the kernels (native/src/packed.h). Default: where the CPU
-   * has those kernels (AVX-512 VNNI without AMX; OLMOE_PACK=0 declines); true elsewhere runs their portable twin
+   * has those kernels (AVX-512 VNNI or AVX2, without AMX; OLMOE_PACK=0 declines); true elsewhere runs their portable twin
    * (tests). Never at the scalar level.
    */
   pack?: boolean;
@@ -229,7 +229,8 @@ export class NativeBackend implements TrainingBackend {
   /**
    * How products of many tokens (prefill) with weights of `dtype` run at this SIMD level: 'amx-int8' (AMX tiles,
    * quantized weights; OLMOE_AMX=0 declines), 'avx512-vnni-16rows' (q4_0/q4_k/q6_k repacked 16 rows to a vector at load,
-   * OLMOE_PACK=0 declines; q8_0 laid out that way per call, 16 rows at a time), 'avx512-vnni' (q4_0 register tiles),
+   * OLMOE_PACK=0 declines; q8_0 laid out that way per call, 16 rows at a time), 'avx2-16rows' (the same packing on AVX2
+   * without VNNI, q8_0 excepted), 'avx512-vnni' (q4_0 register tiles),
    * 'integer-dot' (the decode kernels) or 'float-tiles' (float weights, and quantized ones at the scalar level).
    */
   quantGemmKernel(dtype: DType): string {
