@@ -180,11 +180,11 @@ describe('native attention vs the reference, per cache type', { skip: announceSk
 
 describe('native long-context decode (positions split across threads, slices merged) vs the reference', { skip: announceSkip(native.skip) }, () => {
   const backend = native.skip ? reference : native.create();
-  // Decode steps at 63–65, 166, 767, 768 and 1,469 positions: from max(64, 32 × threads) on, the AVX-512 kernels split
-  // positions into slices of at least 32 and merge each head's slices by their
+  // Decode steps at 63–65, 166, 767, 768 and 1,469 positions: from max(64, 32 × threads) on, the AVX-512 and AVX2
+  // kernels split positions into slices of at least 32 and merge each head's slices by their
   // maxima (native/src/attention.cc, attend_decode_sliced); below it they take one head per item. The slices hold
-  // 16 heads to a vector: 16 heads (OLMoE's count) fill one, 20 a second in part, 32 two (fewer steps: the
-  // reference's prompts of many heads are slow).
+  // 16 heads to a vector (8 with AVX2): 16 heads (OLMoE's count) fill one (two), 20 a second (third) in part, 32 two
+  // (four) (fewer steps: the reference's prompts of many heads are slow).
   const longSteps = [62, 1, 1, 1, 100, 1, 600, 1, 1, 700, 1], shortSteps = [62, 1, 1, 1, 100, 1];
   for (const type of KV_CACHE_TYPES) {
     for (const shape of [[4, 2, 64], [4, 1, 128], [3, 3, 24], [16, 16, 64], [20, 4, 64], [32, 8, 64]] as const) {

@@ -65,11 +65,54 @@ AVX512 float exp_shifted_avx512(float* scores, size_t n, float highest) {
   }
   return _mm512_reduce_add_ps(total);
 }
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// exp512 on 8 lanes. 2^n is applied as two powers of two built from exponent bits (n = 128 at the top of the range
+// has no float of its own), each product exact until the last rounds: the same value as vscalefps.
+AVX2 inline __m256 exp256(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-87.3365447504019f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_cvtps_epi32(n), bias = _mm256_set1_epi32(127), half = _mm256_srai_epi32(e, 1);
+  const __m256 first = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, bias), 23));
+  const __m256 second = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(e, half), bias), 23));
+  return _mm256_mul_ps(_mm256_mul_ps(p, first), second);
+}
+
+AVX2 inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+AVX2 float exp_shifted_avx2(float* scores, size_t n, float highest) {
+  const __m256 max = _mm256_set1_ps(highest);
+  __m256 total = _mm256_setzero_ps();
+  size_t s = 0;
+  for (; s + 8 <= n; s += 8) {
+    const __m256 p = exp256(_mm256_sub_ps(_mm256_loadu_ps(scores + s), max));
+    _mm256_storeu_ps(scores + s, p);
+    total = _mm256_add_ps(total, p);
+  }
+  float rest = 0;
+  for (; s < n; s++) rest += scores[s] = std::exp(scores[s] - highest);
+  return hsum256(total) + rest;
+}
 #endif
 
 float exp_shifted(float* scores, size_t n, float max) {
 #ifdef OLMOE_X86
   if (std::strcmp(kernels().name, "avx512") == 0) return exp_shifted_avx512(scores, n, max);
+  if (std::strcmp(kernels().name, "avx2") == 0) return exp_shifted_avx2(scores, n, max);
 #endif
   return exp_shifted_scalar(scores, n, max);
 }
@@ -538,6 +581,166 @@ AVX512 void attend_decode_sliced(const AttentionArgs& a) {
   }
 }
 
+// ---------------------------------------------------------------- AVX2, head dim 8·C (C = 8, 16, 32)
+// The one-pass decode slices of attend_slice_avx512 on 8-lane vectors (heads 8 to a vector). AVX2 has 16 vector
+// registers: a head's query stays in memory (FMA memory operands) and its weighted sum is updated in L1.
+// Row::at(p, c): values 8c..8c+7 of a head's stored row as floats.
+struct Row8F32 {
+  AVX2 static __m256 at(const uint8_t* p, int c) { return _mm256_loadu_ps(reinterpret_cast<const float*>(p) + 8 * c); }
+  static size_t head_offset(size_t kv, size_t Hd) { return kv * Hd * 4; }
+};
+struct Row8F16 {
+  AVX2 static __m256 at(const uint8_t* p, int c) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p) + c)); }
+  static size_t head_offset(size_t kv, size_t Hd) { return kv * Hd * 2; }
+};
+struct Row8Q8 {  // Hd a multiple of 64: a head is whole q8_0 blocks of 34 bytes, four vectors each
+  AVX2 static __m256 at(const uint8_t* p, int c) {
+    const uint8_t* block = p + c / 4 * 34;
+    uint16_t bits;
+    std::memcpy(&bits, block, 2);
+    const __m256 codes = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + 8 * (c % 4)))));
+    return _mm256_mul_ps(codes, _mm256_set1_ps(_cvtsh_ss(bits)));
+  }
+  static size_t head_offset(size_t kv, size_t Hd) { return kv * Hd / 32 * 34; }
+};
+
+// Σ q·v over a head (lanes still to be summed), two FMA chains.
+template <int C, typename Row>
+AVX2 inline __m256 dot8(const float* q, const uint8_t* p) {
+  __m256 even = _mm256_mul_ps(_mm256_loadu_ps(q), Row::at(p, 0)), odd = _mm256_mul_ps(_mm256_loadu_ps(q + 8), Row::at(p, 1));
+  for (int c = 2; c < C; c += 2) {
+    even = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * c), Row::at(p, c), even);
+    odd = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * c + 8), Row::at(p, c + 1), odd);
+  }
+  return _mm256_add_ps(even, odd);
+}
+
+// Lane i of the result: the sum of the lanes of vector(i), i < 8 (sum_lanes16 on 8 lanes: pairwise horizontal adds).
+template <typename Vector>
+AVX2 inline __m256 sum_lanes8(Vector vector) {
+  const __m256 a = _mm256_hadd_ps(vector(0), vector(1)), b = _mm256_hadd_ps(vector(2), vector(3));
+  const __m256 c = _mm256_hadd_ps(vector(4), vector(5)), d = _mm256_hadd_ps(vector(6), vector(7));
+  const __m256 low = _mm256_hadd_ps(a, b), high = _mm256_hadd_ps(c, d);  // [v0..v3 | v0..v3 upper halves], [v4..v7 | …]
+  return _mm256_add_ps(_mm256_permute2f128_ps(low, high, 0x20), _mm256_permute2f128_ps(low, high, 0x31));
+}
+
+AVX2 inline void prefetch_lines_avx2(bool on, const uint8_t* p, size_t bytes) {
+  if (!on) return;
+  for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(p + b), _MM_HINT_T0);
+}
+
+// attend_slice_avx512's contract and order (scores of every head at a position, then its values into every head's sum).
+template <int C, typename Row, bool P>
+AVX2 void attend_slice_avx2(const AttentionArgs& a, const float* queries, size_t p0, size_t p1, float* state, Scratch& space) {
+  constexpr size_t Hd = 8 * C;
+  const size_t H = a.heads, group = a.heads / a.kv_heads, row_bytes = kv_row_bytes(a.kv_type, a.kv_heads * Hd);
+  const size_t lanes = (H + 7) / 8;  // vectors of 8 heads
+  const size_t share = (row_bytes + 64 * H - 1) / (64 * H) * 64;
+  const uint8_t* keys = static_cast<const uint8_t*>(a.keys);
+  const uint8_t* values = static_cast<const uint8_t*>(a.values);
+  float* sums = aligned_scratch(space.sums, H * Hd);
+  float* maxima = aligned_scratch(space.scores, 4 * 8 * lanes);
+  float* totals = maxima + 8 * lanes;
+  float* weights = totals + 8 * lanes;
+  size_t* head_at = scratch(space.heads, 3 * H);
+  size_t* prefetch_from = head_at + H;
+  size_t* prefetch_to = head_at + 2 * H;
+  for (size_t h = 0; h < H; h++) {
+    head_at[h] = Row::head_offset(h / group, Hd);
+    prefetch_from[h] = std::min(h * share, row_bytes), prefetch_to[h] = std::min((h + 1) * share, row_bytes);
+  }
+  std::fill(sums, sums + H * Hd, 0.0f);
+  std::fill(maxima, maxima + 8 * lanes, -INFINITY);
+  std::fill(totals, totals + 8 * lanes, 0.0f);
+  for (size_t s = p0; s < p1; s++) {
+    const uint8_t* krow = keys + s * row_bytes;
+    const uint8_t* vrow = values + s * row_bytes;
+    const size_t ahead = std::min(kRowsAhead, p1 - 1 - s) * row_bytes;
+    for (size_t l = 0; l < lanes; l++) {
+      const size_t first = 8 * l, count = std::min<size_t>(8, H - first);
+      const __m256 score = sum_lanes8([&](size_t i) AVX2 {
+        if (i >= count) return _mm256_setzero_ps();
+        const size_t h = first + i;
+        prefetch_lines_avx2(P, krow + ahead + prefetch_from[h], prefetch_to[h] - prefetch_from[h]);
+        prefetch_lines_avx2(P, vrow + ahead + prefetch_from[h], prefetch_to[h] - prefetch_from[h]);
+        return dot8<C, Row>(queries + h * Hd, krow + head_at[h]);
+      });
+      __m256 max = _mm256_load_ps(maxima + first), total = _mm256_load_ps(totals + first);
+      const __m256 above = _mm256_cmp_ps(score, max, _CMP_GT_OQ);
+      const unsigned raised = static_cast<unsigned>(_mm256_movemask_ps(above)) & ((1u << count) - 1);
+      if (raised) {  // exp(m_old − m_new) for the raised heads: 0 where nothing was seen yet (m_old = −∞)
+        const __m256 highest = _mm256_blendv_ps(max, score, above);
+        const __m256 seen = _mm256_cmp_ps(max, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+        const __m256 rescale = _mm256_blendv_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(seen, exp256(_mm256_sub_ps(max, highest))), above);
+        total = _mm256_mul_ps(total, rescale);
+        alignas(32) float factors[8];
+        _mm256_store_ps(factors, rescale);
+        for (unsigned bits = raised; bits; bits &= bits - 1) {
+          float* sum = sums + (first + __builtin_ctz(bits)) * Hd;
+          const __m256 factor = _mm256_set1_ps(factors[__builtin_ctz(bits)]);
+          for (int c = 0; c < C; c++) _mm256_store_ps(sum + 8 * c, _mm256_mul_ps(_mm256_load_ps(sum + 8 * c), factor));
+        }
+        max = highest;
+        _mm256_store_ps(maxima + first, max);
+      }
+      const __m256 p = exp256(_mm256_sub_ps(score, max));
+      _mm256_store_ps(totals + first, _mm256_add_ps(total, p));
+      _mm256_store_ps(weights + first, p);
+    }
+    for (size_t h = 0; h < H; h++) {
+      float* sum = sums + h * Hd;
+      const __m256 w = _mm256_set1_ps(weights[h]);
+      for (int c = 0; c < C; c++) _mm256_store_ps(sum + 8 * c, _mm256_fmadd_ps(w, Row::at(vrow + head_at[h], c), _mm256_load_ps(sum + 8 * c)));
+    }
+  }
+  for (size_t h = 0; h < H; h++) {
+    float* st = state + h * (2 + Hd);
+    st[0] = maxima[h], st[1] = totals[h];
+    std::copy(sums + h * Hd, sums + (h + 1) * Hd, st + 2);
+  }
+}
+
+template <int C, typename Row, bool P>
+AVX2 void attend_decode_sliced_avx2(const AttentionArgs& a) {
+  constexpr size_t Hd = 8 * C;
+  const size_t H = a.heads, positions = a.start + 1;
+  const size_t slices = std::max<size_t>(1, std::min(2 * static_cast<size_t>(pool().threads()), positions / kSlicePositions));
+  thread_local std::vector<float> query_buffer, state_buffer;
+  float* queries = scratch(query_buffer, H * Hd);
+  float* states = scratch(state_buffer, slices * H * (2 + Hd));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(Hd));
+  for (size_t i = 0; i < H * Hd; i++) queries[i] = a.q[i] * scale;
+  pool().parallel_for(slices, [&](size_t i0, size_t i1) {
+    thread_local Scratch space;
+    for (size_t i = i0; i < i1; i++)
+      attend_slice_avx2<C, Row, P>(a, queries, positions * i / slices, positions * (i + 1) / slices, states + i * H * (2 + Hd), space);
+  });
+  for (size_t h = 0; h < H; h++) {  // merge: o = Σ_i e^(m_i − M) o_i / Σ_i e^(m_i − M) ℓ_i
+    float highest = -INFINITY;
+    for (size_t i = 0; i < slices; i++) highest = std::max(highest, states[(i * H + h) * (2 + Hd)]);
+    __m256 acc[C];
+    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+    float total = 0;
+    for (size_t i = 0; i < slices; i++) {
+      const float* st = states + (i * H + h) * (2 + Hd);
+      const float weight = st[0] == -INFINITY ? 0.0f : std::exp(st[0] - highest);
+      total += weight * st[1];
+      for (int c = 0; c < C; c++) acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(weight), _mm256_loadu_ps(st + 2 + 8 * c), acc[c]);
+    }
+    float* out = a.out + h * Hd;
+    for (int c = 0; c < C; c++) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(acc[c], _mm256_set1_ps(1.0f / total)));
+  }
+}
+
+template <int C, bool P>
+DecodeKernel decode_kernel_avx2_for(DType type) {
+  switch (type) {
+    case DType::F32: return attend_decode_sliced_avx2<C, Row8F32, P>;
+    case DType::F16: return attend_decode_sliced_avx2<C, Row8F16, P>;
+    default: return attend_decode_sliced_avx2<C, Row8Q8, P>;
+  }
+}
+
 template <int C, bool P>
 DecodeKernel decode_kernel_for(DType type) {
   switch (type) {
@@ -590,7 +793,16 @@ DecodeKernel decode_kernel(const AttentionArgs& a) {
 #ifdef OLMOE_X86
   const size_t slice_from = std::max(kSliceMinPositions, kSlicePositions * static_cast<size_t>(pool().threads()));
   const bool p = stream_prefetch();
-  if (a.tokens == 1 && a.start + 1 >= slice_from) return for_head_dim(a.head_dim, [&](auto c) { return p ? decode_kernel_for<decltype(c)::value, true>(a.kv_type) : decode_kernel_for<decltype(c)::value, false>(a.kv_type); });
+  if (a.tokens != 1 || a.start + 1 < slice_from) return nullptr;
+  if (std::strcmp(kernels().name, "avx2") == 0) {
+    switch (a.head_dim) {
+      case 64: return p ? decode_kernel_avx2_for<8, true>(a.kv_type) : decode_kernel_avx2_for<8, false>(a.kv_type);
+      case 128: return p ? decode_kernel_avx2_for<16, true>(a.kv_type) : decode_kernel_avx2_for<16, false>(a.kv_type);
+      case 256: return p ? decode_kernel_avx2_for<32, true>(a.kv_type) : decode_kernel_avx2_for<32, false>(a.kv_type);
+      default: return nullptr;
+    }
+  }
+  return for_head_dim(a.head_dim, [&](auto c) { return p ? decode_kernel_for<decltype(c)::value, true>(a.kv_type) : decode_kernel_for<decltype(c)::value, false>(a.kv_type); });
 #endif
   return nullptr;
 }
