@@ -45,7 +45,7 @@ bool amd_family_19h() {
 int initial_prefetch() {
   const char* forced = std::getenv("OLMOE_PREFETCH");
   if (forced) return std::string(forced) != "0";
-  return !(amd_family_19h() && cpu().level == Simd::Avx512);
+  return !amd_family_19h();
 }
 
 std::atomic<int>& prefetch_state() {

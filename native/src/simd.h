@@ -22,10 +22,12 @@ struct CpuFeatures {
 const CpuFeatures& cpu();
 
 // Whether the streaming kernels (decode's weight products, decode attention) prefetch their streams in software ahead
-// of the hardware's prefetchers. On by default; off on AMD family 19h with AVX-512 (Zen 4), where the prefetches
-// stalled the kernels instead: the packed q4_0 decode tile streamed 29.5 → 35.2 GB/s of a 36 GB/s read bound without
-// them, and 34.8 → 54.0 of 64 in the machine's fast phase (bench/native/stream-bench.cc, 2 threads, alternating in one
-// process), where on Zen 5 and an Intel Xeon they had made the same kernels 3–20 % faster (README, earlier sessions).
+// of the hardware's prefetchers. On by default; off on AMD family 19h (Zen 3 and Zen 4), where the prefetches
+// stalled the kernels instead: on Zen 4 the packed q4_0 decode tile streamed 29.5 → 35.2 GB/s of a 36 GB/s read bound
+// without them, and 34.8 → 54.0 of 64 in the machine's fast phase (bench/native/stream-bench.cc, 2 threads, alternating
+// in one process); on Zen 3 (AVX2, OLMoE-1B-7B, 2 threads, `olmoe bench` alternating) Q4_0 decode ran at 28–34 tok/s
+// without them against 24–25 with, Q8_0 at 19 against 16–18 (F16 8.4–9.0 against 8.7–10.1, Q4_K_M within the noise);
+// on Zen 5 and an Intel Xeon they had made the same kernels 3–20 % faster (README, earlier sessions).
 // The other row-major decode kernels (qdot-x86.h's 256-bit rows, the K-quant rows of qdot-vnni.cc: on Zen 4 decode's
 // q5_k, and q4_0 / q4_k / q6_k under OLMOE_PACK=0) keep their prefetch either way: not measured without it. OLMOE_PREFETCH=0 or 1 forces it off or on.
 bool stream_prefetch();
