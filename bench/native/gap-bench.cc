@@ -1,6 +1,6 @@
 // How a decode-sized product (one token × a 2,048 × 2,048 packed matrix, as o_proj) streams depending on what ran
 // just before it, alternating in one process (the machine's bandwidth changes by the minute):
-//   g++ -O3 -std=c++17 -pthread -mavx512f -Inative/src bench/native/gap-bench.cc native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-r16,packed,mapping,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512,measure,attention,kv-cache,elementwise}.cc \
+//   g++ -O3 -std=c++17 -pthread -mavx512f -Inative/src bench/native/gap-bench.cc native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-r16,qgemm-r16-avx2,packed,mapping,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512,measure,attention,kv-cache,elementwise}.cc \
 //       -o /tmp/gap-bench
 //   /tmp/gap-bench [file dtype: 5 q4_k (default), 7 q6_k, 4 q4_0] [rounds=40]   (KV4K=1: the cache in 4 KiB pages)
 // Before each timed product (16 a round per case, each from another of 48 matrices: from DRAM): nothing (back to back),

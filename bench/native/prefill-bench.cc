@@ -1,6 +1,6 @@
 // Microbenchmark of prefill's many-token matmul paths outside Node, one thread, weights in cache:
 //   g++ -O3 -std=c++17 -pthread -Inative/src bench/native/prefill-bench.cc \ (one line)
-//       native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-r16,packed,mapping,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512}.cc -o /tmp/prefill-bench
+//       native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-r16,qgemm-r16-avx2,packed,mapping,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512}.cc -o /tmp/prefill-bench
 //   /tmp/prefill-bench [dtype=4] [tokens=128] [reps=5]
 // Prints GFLOP/s (2 per multiply-add) of (a) the float tile path on dequantized rows (gemm_tiles on activations
 // rounded to q8), (b) the integer path of qgemm.h (quantize once, then qgemm_rows: AMX int8 tiles where the

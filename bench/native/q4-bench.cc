@@ -1,6 +1,6 @@
 // Microbenchmark of decode's (one token) matmul paths outside Node, for any weight dtype (codes as DType in
 // native/src/kernels.h: 2 f16, 3 q8_0, 4 q4_0, 5 q4_k, 6 q5_k, 7 q6_k, 8 / 9 / 10 q4_0 / q4_k / q6_k repacked 16 rows to a vector):
-//   g++ -O3 -std=c++17 -pthread -Inative/src bench/native/q4-bench.cc native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-r16,packed,mapping,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512}.cc \
+//   g++ -O3 -std=c++17 -pthread -Inative/src bench/native/q4-bench.cc native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-r16,qgemm-r16-avx2,packed,mapping,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512}.cc \
 //       -o /tmp/q4-bench   (OLMOE_SIMD=avx2|scalar /tmp/q4-bench … times the lower levels)
 //   /tmp/q4-bench [dtype=4] [reps=200] [threads: 1 or 2, default both] [expert layers=16]
 // Prints G weights/s of matmul (tokens = 1) one thread in cache (a 256 × 2048 matrix, best of reps), then 1 and

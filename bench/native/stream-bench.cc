@@ -1,6 +1,6 @@
 // How fast decode's packed weights stream from DRAM, against loads-only readers of the same bytes, alternating in one
 // process (the machine's bandwidth changes by the minute, so only same-process, interleaved numbers compare):
-//   g++ -O3 -std=c++17 -pthread -Inative/src bench/native/stream-bench.cc native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-r16,packed,mapping,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512,measure}.cc \
+//   g++ -O3 -std=c++17 -pthread -Inative/src bench/native/stream-bench.cc native/src/{kernels,experts,quant,q8,qdot,qdot-avx2,qdot-vnni,qgemm-vnni,qgemm-r16,qgemm-r16-avx2,packed,mapping,qgemm-amx,amx,simd,pool,train-vector,train-vector-avx2,train-vector-avx512,measure}.cc \
 //       -o /tmp/stream-bench
 //   /tmp/stream-bench [file dtype: 5 q4_k (default), 7 q6_k, 4 q4_0] [rounds=20] [threads=2]
 // Each round reads 24 matrices of 1024 × 2048 (a decode expert layer's gate, up and down of 8 experts) repacked 16 rows
