@@ -7,7 +7,7 @@
 // q4 codes (0..15) times q8 (|q| ≤ 127) give at most 3,810 a pair, so a q4_0 block's 8 steps (30,480) or a q4_k
 // sub-block's 8 fit in 16 bits; q6_k's codes (0..63) give at most 16,002 a pair, two steps at a time. No sum saturates,
 // the integer sums equal qgemm-r16.cc's, and the float work (conversion, scale multiply, FMA) is the same in the same
-// order: both levels give the same bits.
+// order, so both levels should give the same bits (by construction: no machine measured yet had both).
 // AVX2 has 16 vector registers where AVX-512 has 32: many-token tiles are one half × 4 tokens, and every sum that
 // spans steps lives in one register per token.
 // Dimension legend: U halves and N tokens per tile.
@@ -107,8 +107,8 @@ void tile_q4_0(const Half (&u)[U], const Q8Block32* const* x, size_t blocks, siz
         }
       };
       // Several tokens: one step at a time. Unrolled, GCC issued all 8·N products of a block first and spilled them
-      // (bench/native/prefill-bench.cc, 128 tokens, one thread, AMD EPYC Zen 3: 119 → 138 GFLOP/s); one token keeps the
-      // unrolled block (64 → 55 GFLOP/s rolled).
+      // (bench/native/prefill-bench.cc, 128 tokens, one thread, AMD EPYC Zen 3: 119 → 126–138 GFLOP/s; 2 tokens 85 →
+      // 106); one token keeps the unrolled block (rolled it measured 55–90 against 64–90).
       if constexpr (N == 1) {
         for (int s = 0; s < 4; s++) step(s);
       } else {
