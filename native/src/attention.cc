@@ -549,9 +549,13 @@ AVX512 __attribute__((flatten)) void attend_slice_avx512(const AttentionArgs& a,
 constexpr size_t kSliceMinPositions = 64;
 constexpr size_t kSlicePositions = 32;
 
-template <int C, typename Row, bool P>
-AVX512 void attend_decode_sliced(const AttentionArgs& a) {
-  constexpr size_t Hd = 16 * C;
+using SliceKernel = void (*)(const AttentionArgs&, const float*, size_t, size_t, float*, Scratch&);
+using MergeKernel = void (*)(const AttentionArgs&, const float*, size_t);
+
+// Positions split into slices across threads (a slice kernel: attend_slice_avx512 or attend_slice_avx2), then each
+// head's slices merged by their maxima (merge: o = Σ_i e^(m_i − M) o_i / Σ_i e^(m_i − M) ℓ_i over the slices' states).
+template <size_t Hd>
+void attend_in_slices(const AttentionArgs& a, SliceKernel slice, MergeKernel merge) {
   const size_t H = a.heads, positions = a.start + 1;
   const size_t slices = std::max<size_t>(1, std::min(2 * static_cast<size_t>(pool().threads()), positions / kSlicePositions));
   thread_local std::vector<float> query_buffer, state_buffer;
@@ -561,24 +565,43 @@ AVX512 void attend_decode_sliced(const AttentionArgs& a) {
   for (size_t i = 0; i < H * Hd; i++) queries[i] = a.q[i] * scale;
   pool().parallel_for(slices, [&](size_t i0, size_t i1) {
     thread_local Scratch space;
-    for (size_t i = i0; i < i1; i++)
-      attend_slice_avx512<C, Row, P>(a, queries, positions * i / slices, positions * (i + 1) / slices, states + i * H * (2 + Hd), space);
+    for (size_t i = i0; i < i1; i++) slice(a, queries, positions * i / slices, positions * (i + 1) / slices, states + i * H * (2 + Hd), space);
   });
-  for (size_t h = 0; h < H; h++) {  // merge: o = Σ_i e^(m_i − M) o_i / Σ_i e^(m_i − M) ℓ_i
-    float highest = -INFINITY;
-    for (size_t i = 0; i < slices; i++) highest = std::max(highest, states[(i * H + h) * (2 + Hd)]);
+  merge(a, states, slices);
+}
+
+// The weight e^(m_i − M) of each of head h's slices (weights[i]) and their denominator Σ_i e^(m_i − M) ℓ_i.
+template <size_t Hd>
+float slice_weights(const float* states, size_t H, size_t h, size_t slices, float* weights) {
+  float highest = -INFINITY;
+  for (size_t i = 0; i < slices; i++) highest = std::max(highest, states[(i * H + h) * (2 + Hd)]);
+  float total = 0;
+  for (size_t i = 0; i < slices; i++) {
+    const float* st = states + (i * H + h) * (2 + Hd);
+    weights[i] = st[0] == -INFINITY ? 0.0f : std::exp(st[0] - highest);
+    total += weights[i] * st[1];
+  }
+  return total;
+}
+
+template <int C>
+AVX512 void merge_slices_avx512(const AttentionArgs& a, const float* states, size_t slices) {
+  constexpr size_t Hd = 16 * C;
+  thread_local std::vector<float> weight_buffer;
+  float* weights = scratch(weight_buffer, slices);
+  for (size_t h = 0; h < a.heads; h++) {
+    const float total = slice_weights<Hd>(states, a.heads, h, slices, weights);
     __m512 acc[C];
     for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
-    float total = 0;
-    for (size_t i = 0; i < slices; i++) {
-      const float* st = states + (i * H + h) * (2 + Hd);
-      const float weight = st[0] == -INFINITY ? 0.0f : std::exp(st[0] - highest);
-      total += weight * st[1];
-      for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(weight), _mm512_loadu_ps(st + 2 + 16 * c), acc[c]);
-    }
-    float* out = a.out + h * Hd;
-    for (int c = 0; c < C; c++) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(acc[c], _mm512_set1_ps(1.0f / total)));
+    for (size_t i = 0; i < slices; i++)
+      for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(weights[i]), _mm512_loadu_ps(states + (i * a.heads + h) * (2 + Hd) + 2 + 16 * c), acc[c]);
+    for (int c = 0; c < C; c++) _mm512_storeu_ps(a.out + h * Hd + 16 * c, _mm512_mul_ps(acc[c], _mm512_set1_ps(1.0f / total)));
   }
+}
+
+template <int C, typename Row, bool P>
+void attend_decode_sliced(const AttentionArgs& a) {
+  attend_in_slices<16 * C>(a, attend_slice_avx512<C, Row, P>, merge_slices_avx512<C>);
 }
 
 // ---------------------------------------------------------------- AVX2, head dim 8·C (C = 8, 16, 32)
@@ -700,36 +723,24 @@ AVX2 void attend_slice_avx2(const AttentionArgs& a, const float* queries, size_t
   }
 }
 
-template <int C, typename Row, bool P>
-AVX2 void attend_decode_sliced_avx2(const AttentionArgs& a) {
+template <int C>
+AVX2 void merge_slices_avx2(const AttentionArgs& a, const float* states, size_t slices) {
   constexpr size_t Hd = 8 * C;
-  const size_t H = a.heads, positions = a.start + 1;
-  const size_t slices = std::max<size_t>(1, std::min(2 * static_cast<size_t>(pool().threads()), positions / kSlicePositions));
-  thread_local std::vector<float> query_buffer, state_buffer;
-  float* queries = scratch(query_buffer, H * Hd);
-  float* states = scratch(state_buffer, slices * H * (2 + Hd));
-  const float scale = 1.0f / std::sqrt(static_cast<float>(Hd));
-  for (size_t i = 0; i < H * Hd; i++) queries[i] = a.q[i] * scale;
-  pool().parallel_for(slices, [&](size_t i0, size_t i1) {
-    thread_local Scratch space;
-    for (size_t i = i0; i < i1; i++)
-      attend_slice_avx2<C, Row, P>(a, queries, positions * i / slices, positions * (i + 1) / slices, states + i * H * (2 + Hd), space);
-  });
-  for (size_t h = 0; h < H; h++) {  // merge: o = Σ_i e^(m_i − M) o_i / Σ_i e^(m_i − M) ℓ_i
-    float highest = -INFINITY;
-    for (size_t i = 0; i < slices; i++) highest = std::max(highest, states[(i * H + h) * (2 + Hd)]);
-    __m256 acc[C];
-    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
-    float total = 0;
-    for (size_t i = 0; i < slices; i++) {
-      const float* st = states + (i * H + h) * (2 + Hd);
-      const float weight = st[0] == -INFINITY ? 0.0f : std::exp(st[0] - highest);
-      total += weight * st[1];
-      for (int c = 0; c < C; c++) acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(weight), _mm256_loadu_ps(st + 2 + 8 * c), acc[c]);
+  thread_local std::vector<float> weight_buffer;
+  float* weights = scratch(weight_buffer, slices);
+  for (size_t h = 0; h < a.heads; h++) {
+    const float total = slice_weights<Hd>(states, a.heads, h, slices, weights);
+    for (int c = 0; c < C; c++) {
+      __m256 acc = _mm256_setzero_ps();
+      for (size_t i = 0; i < slices; i++) acc = _mm256_fmadd_ps(_mm256_set1_ps(weights[i]), _mm256_loadu_ps(states + (i * a.heads + h) * (2 + Hd) + 2 + 8 * c), acc);
+      _mm256_storeu_ps(a.out + h * Hd + 8 * c, _mm256_mul_ps(acc, _mm256_set1_ps(1.0f / total)));
     }
-    float* out = a.out + h * Hd;
-    for (int c = 0; c < C; c++) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(acc[c], _mm256_set1_ps(1.0f / total)));
   }
+}
+
+template <int C, typename Row, bool P>
+void attend_decode_sliced_avx2(const AttentionArgs& a) {
+  attend_in_slices<8 * C>(a, attend_slice_avx2<C, Row, P>, merge_slices_avx2<C>);
 }
 
 template <int C, bool P>
