@@ -432,6 +432,16 @@ AVX512 inline __m512 sum_lanes16(Vector vector) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(low, high, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(low, high, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+// The weighted sums of the heads a position raised (bit i of `raised`: head first + i) times their factors[i]: a few
+// times per head and slice, as scores seldom set a new maximum.
+inline void rescale_raised(float* sums, size_t Hd, size_t first, unsigned raised, const float* factors) {
+  for (unsigned bits = raised; bits; bits &= bits - 1) {
+    float* sum = sums + (first + __builtin_ctz(bits)) * Hd;
+    const float factor = factors[__builtin_ctz(bits)];
+    for (size_t d = 0; d < Hd; d++) sum[d] *= factor;
+  }
+}
+
 // Rows ahead whose lines are prefetched where P (stream_prefetch(), simd.h): each row is a new 4 KiB page (OLMoE-1B-7B,
 // f16), where the hardware's stream prefetchers start over; one prefetched line per row left the per-head items at
 // ~13 GB/s cold.
@@ -514,11 +524,7 @@ AVX512 __attribute__((flatten)) void attend_slice_avx512(const AttentionArgs& a,
         total = _mm512_mul_ps(total, rescale);
         alignas(64) float factors[16];
         _mm512_store_ps(factors, rescale);
-        for (unsigned bits = raised; bits; bits &= bits - 1) {
-          float* sum = sums + (first + __builtin_ctz(bits)) * Hd;
-          const __m512 factor = _mm512_set1_ps(factors[__builtin_ctz(bits)]);
-          for (int c = 0; c < C; c++) _mm512_store_ps(sum + 16 * c, _mm512_mul_ps(_mm512_load_ps(sum + 16 * c), factor));
-        }
+        rescale_raised(sums, Hd, first, raised, factors);
         max = highest;
         _mm512_store_ps(maxima + first, max);
       }
@@ -698,11 +704,7 @@ AVX2 void attend_slice_avx2(const AttentionArgs& a, const float* queries, size_t
         total = _mm256_mul_ps(total, rescale);
         alignas(32) float factors[8];
         _mm256_store_ps(factors, rescale);
-        for (unsigned bits = raised; bits; bits &= bits - 1) {
-          float* sum = sums + (first + __builtin_ctz(bits)) * Hd;
-          const __m256 factor = _mm256_set1_ps(factors[__builtin_ctz(bits)]);
-          for (int c = 0; c < C; c++) _mm256_store_ps(sum + 8 * c, _mm256_mul_ps(_mm256_load_ps(sum + 8 * c), factor));
-        }
+        rescale_raised(sums, Hd, first, raised, factors);
         max = highest;
         _mm256_store_ps(maxima + first, max);
       }
