@@ -398,7 +398,7 @@ describe('every SIMD level on this machine (child processes with OLMOE_SIMD, OLM
   // The row kernels' other width (K-quant rows and q8_0 decode: 512-bit by default on AMD, 256-bit elsewhere; native/src/simd.h wide_rows)
   if (best === 'avx512' && /\bavx512_vnni\b/.test(cpuFlags)) runs.unshift({ level: 'avx512', wide: /\bAuthenticAMD\b/.test(cpuFlags) ? '0' : '1' });
   // The decode tiles and q8_0 decode rows with the software prefetch this CPU does not default to (simd.h stream_prefetch)
-  if (best === 'avx512') runs.unshift({ level: 'avx512', prefetch: created?.streamPrefetch ? '0' : '1' });
+  if (best === 'avx512' || best === 'avx2') runs.unshift({ level: best, prefetch: created?.streamPrefetch ? '0' : '1' });
   for (const { level, amx, wide, prefetch } of runs) {
     const name = amx ? `OLMOE_AMX=0 (VNNI tiles at ${level})` : wide ? `OLMOE_WIDE_ROWS=${wide} (K-quant and q8_0 decode rows at the other width)`
       : prefetch ? `OLMOE_PREFETCH=${prefetch} (decode kernels with the other software prefetch)` : `OLMOE_SIMD=${level}`;
